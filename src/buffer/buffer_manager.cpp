@@ -1,0 +1,144 @@
+#include "buffer/buffer_manager.hpp"
+
+#include <algorithm>
+
+namespace chat::buffer {
+
+std::string_view to_string(MessageStatus s) {
+  switch (s) {
+    case MessageStatus::complete: return "complete";
+    case MessageStatus::error: return "error";
+    case MessageStatus::cancelled: return "cancelled";
+    case MessageStatus::incomplete: return "incomplete";
+  }
+  return "incomplete";
+}
+
+void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out) {
+  ++counters_.chunks_received;
+  auto it = buffers_.find(chunk.message_id);
+  if (it == buffers_.end()) {
+    if (finished_.contains(chunk.message_id)) {
+      ++counters_.late_dropped;
+      return;
+    }
+    if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, out);
+    it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
+  }
+  scratch_.clear();
+  switch (it->second.push(std::move(chunk), now, limits_.max_chunks, scratch_)) {
+    case PushResult::duplicate: ++counters_.duplicates_dropped; return;
+    case PushResult::after_final: ++counters_.late_dropped; return;
+    case PushResult::over_limit: ++counters_.over_limit_dropped; return;
+    case PushResult::released_or_held: break;
+  }
+  release(scratch_, out);
+  if (it->second.finished()) finish(it->first, now, out, nullptr);
+}
+
+void BufferManager::expect(const std::string& session_id, const std::string& message_id, SteadyTime now) {
+  if (buffers_.contains(message_id) || finished_.contains(message_id)) return;
+  std::vector<Event> evicted;  // an eviction here has no chunk to report
+  if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, evicted);
+  buffers_.try_emplace(message_id, session_id, message_id, now);
+}
+
+void BufferManager::check_gaps(SteadyTime now, std::vector<Event>& out) {
+  std::vector<std::string> done;
+  for (auto& [id, b] : buffers_) {
+    scratch_.clear();
+    auto missing = b.skip_expired_gap(now, limits_.missing_chunk_timeout, scratch_);
+    if (missing.empty()) continue;
+    counters_.chunks_skipped += missing.size();
+    out.push_back(ChunksMissing{b.session_id(), b.message_id(), std::move(missing)});
+    release(scratch_, out);
+    if (b.finished()) done.push_back(id);
+  }
+  for (const auto& id : done) finish(id, now, out, nullptr);
+}
+
+void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out) {
+  std::vector<std::string> old;
+  for (const auto& [id, b] : buffers_)
+    if (now - b.created() >= limits_.max_age) old.push_back(id);
+  for (const auto& id : old) {
+    ++counters_.buffers_expired;
+    finish(id, now, out, "reply_timeout");
+  }
+  forget_old_finished(now);
+}
+
+const MessageBuffer* BufferManager::find(const std::string& message_id) const {
+  auto it = buffers_.find(message_id);
+  return it == buffers_.end() ? nullptr : &it->second;
+}
+
+void BufferManager::release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out) {
+  counters_.chunks_released += released.size();
+  for (auto& c : released) out.push_back(ChunkReady{std::move(c)});
+  released.clear();
+}
+
+void BufferManager::finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason) {
+  auto it = buffers_.find(message_id);
+  if (it == buffers_.end()) return;
+  const MessageBuffer& b = it->second;
+  FinishedMessage m;
+  m.session_id = b.session_id();
+  m.message_id = b.message_id();
+  m.content = b.content();
+  m.missing_chunks = b.skipped_ids();
+  m.duration = std::chrono::duration_cast<std::chrono::milliseconds>(now - b.created());
+  m.token_count = static_cast<std::int64_t>(b.content_chunks());
+  if (const auto& f = b.final_chunk()) {
+    m.correlation_id = f->correlation_id;
+    if (f->metadata) {
+      if (f->metadata->tokens_used) m.token_count = *f->metadata->tokens_used;
+      m.finish_reason = f->metadata->finish_reason;
+      m.model = f->metadata->model;
+    }
+    if (f->error) m.error_code = f->error->code;
+    if (m.finish_reason.empty()) m.finish_reason = f->chunk_type == protocol::ChunkType::error ? "error" : "stop";
+    if (m.finish_reason == "cancelled") m.status = MessageStatus::cancelled;
+    else if (m.finish_reason == "error" || f->chunk_type == protocol::ChunkType::error) m.status = MessageStatus::error;
+  } else {
+    m.finish_reason = "error";
+  }
+  if (reason) {
+    m.status = MessageStatus::incomplete;
+    m.error_code = reason;
+  } else if (!m.missing_chunks.empty() && m.status == MessageStatus::complete) {
+    m.status = MessageStatus::incomplete;
+    m.error_code = "chunks_missing";
+  }
+  remember_finished(message_id, now);
+  buffers_.erase(it);
+  out.push_back(MessageFinished{std::move(m)});
+}
+
+void BufferManager::evict_oldest(SteadyTime now, std::vector<Event>& out) {
+  auto oldest = std::min_element(buffers_.begin(), buffers_.end(), [](const auto& a, const auto& b) {
+    return a.second.last_activity() < b.second.last_activity();
+  });
+  if (oldest == buffers_.end()) return;
+  ++counters_.buffers_evicted;
+  finish(std::string(oldest->first), now, out, "buffer_evicted");
+}
+
+void BufferManager::remember_finished(const std::string& message_id, SteadyTime now) {
+  if (finished_.insert(message_id).second) finished_order_.emplace_back(now, message_id);
+  // Bounded like the buffers themselves: the oldest ids go first.
+  while (finished_order_.size() > limits_.max_buffers * 4) {
+    finished_.erase(finished_order_.front().second);
+    finished_order_.pop_front();
+  }
+}
+
+void BufferManager::forget_old_finished(SteadyTime now) {
+  while (!finished_order_.empty() && now - finished_order_.front().first >= limits_.max_age) {
+    finished_.erase(finished_order_.front().second);
+    finished_order_.pop_front();
+  }
+}
+
+}  // namespace chat::buffer

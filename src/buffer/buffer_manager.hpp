@@ -1,0 +1,96 @@
+#pragma once
+// All message buffers of one shard, with the limits of SPEC section 7. Pure logic
+// on an injected clock; the caller owns the thread (one strand per shard).
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <variant>
+#include <vector>
+
+#include "buffer/message_buffer.hpp"
+
+namespace chat::buffer {
+
+struct Limits {
+  std::size_t max_buffers = 10'000;
+  std::size_t max_chunks = 10'000;
+  std::chrono::milliseconds max_age{300'000};
+  std::chrono::milliseconds missing_chunk_timeout{30'000};
+};
+
+enum class MessageStatus { complete, error, cancelled, incomplete };
+std::string_view to_string(MessageStatus s);
+
+// A message whose buffer is done: everything needed to store it once.
+struct FinishedMessage {
+  std::string session_id;
+  std::string message_id;
+  std::string content;
+  MessageStatus status = MessageStatus::complete;
+  std::int64_t token_count = 0;
+  std::string finish_reason;
+  std::string model;
+  std::string correlation_id;
+  std::vector<std::uint32_t> missing_chunks;
+  std::string error_code;  // set when status is error/incomplete
+  std::chrono::milliseconds duration{0};
+};
+
+// What the caller must do, in order.
+struct ChunkReady { protocol::ResponseChunk chunk; };
+struct ChunksMissing { std::string session_id; std::string message_id; std::vector<std::uint32_t> ids; };
+struct MessageFinished { FinishedMessage message; };
+using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished>;
+
+struct Counters {
+  std::uint64_t chunks_received = 0;
+  std::uint64_t chunks_released = 0;
+  std::uint64_t duplicates_dropped = 0;
+  std::uint64_t late_dropped = 0;       // after the message finished
+  std::uint64_t over_limit_dropped = 0; // past BUFFER_MAX_CHUNKS
+  std::uint64_t chunks_skipped = 0;     // given up after the missing-chunk timeout
+  std::uint64_t buffers_evicted = 0;    // BUFFER_MAX_BUFFERS reached
+  std::uint64_t buffers_expired = 0;    // BUFFER_MAX_AGE reached
+};
+
+class BufferManager {
+ public:
+  explicit BufferManager(Limits limits) : limits_(limits) {}
+
+  void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out);
+
+  // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
+  void expect(const std::string& session_id, const std::string& message_id, SteadyTime now);
+  bool has(const std::string& message_id) const { return buffers_.contains(message_id); }
+
+  // Missing-chunk timeouts (cheap; call often).
+  void check_gaps(SteadyTime now, std::vector<Event>& out);
+  // Age-based cleanup: buffers older than max_age finish as incomplete.
+  void expire_old(SteadyTime now, std::vector<Event>& out);
+
+  std::size_t size() const { return buffers_.size(); }
+  const Counters& counters() const { return counters_; }
+  // The chunks of a message released so far, for a stream that joins late.
+  const MessageBuffer* find(const std::string& message_id) const;
+
+ private:
+  void release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out);
+  void finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason);
+  void evict_oldest(SteadyTime now, std::vector<Event>& out);
+  void remember_finished(const std::string& message_id, SteadyTime now);
+  void forget_old_finished(SteadyTime now);
+
+  Limits limits_;
+  std::unordered_map<std::string, MessageBuffer> buffers_;
+  // Ids of finished messages, so a late duplicate does not start a new buffer.
+  std::unordered_set<std::string> finished_;
+  std::deque<std::pair<SteadyTime, std::string>> finished_order_;
+  Counters counters_;
+  std::vector<protocol::ResponseChunk> scratch_;
+};
+
+}  // namespace chat::buffer

@@ -1,0 +1,58 @@
+#include "buffer/message_buffer.hpp"
+
+namespace chat::buffer {
+
+MessageBuffer::MessageBuffer(std::string session_id, std::string message_id, SteadyTime now)
+    : session_id_(std::move(session_id)), message_id_(std::move(message_id)), created_(now), last_activity_(now) {}
+
+PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
+                               std::vector<protocol::ResponseChunk>& released) {
+  const auto id = chunk.chunk_id;
+  if (id < next_id_ || held_.contains(id)) return PushResult::duplicate;
+  if (final_id_ && (id > *final_id_ || chunk.is_final)) return PushResult::after_final;
+  if (id >= max_chunks) return PushResult::over_limit;
+  if (chunk.is_final) {
+    // A final chunk below an id we already hold contradicts the contract
+    // ("the final chunk has the highest id"): keep the first story.
+    if (!held_.empty() && held_.rbegin()->first > id) return PushResult::after_final;
+    final_id_ = id;
+  }
+  last_activity_ = now;
+  held_.emplace(id, std::move(chunk));
+  release_ready(released);
+  if (held_.empty()) gap_since_.reset();
+  else if (!gap_since_) gap_since_ = now;
+  return PushResult::released_or_held;
+}
+
+std::vector<std::uint32_t> MessageBuffer::skip_expired_gap(SteadyTime now, std::chrono::milliseconds timeout,
+                                                           std::vector<protocol::ResponseChunk>& released) {
+  std::vector<std::uint32_t> missing;
+  if (!gap_since_ || held_.empty() || now - *gap_since_ < timeout) return missing;
+  const auto first_held = held_.begin()->first;
+  for (auto id = next_id_; id < first_held; ++id) missing.push_back(id);
+  skipped_.insert(skipped_.end(), missing.begin(), missing.end());
+  next_id_ = first_held;
+  release_ready(released);
+  // Chunks still held sit behind a newer gap: its clock starts now.
+  gap_since_ = held_.empty() ? std::nullopt : std::optional<SteadyTime>(now);
+  return missing;
+}
+
+void MessageBuffer::release_ready(std::vector<protocol::ResponseChunk>& released) {
+  for (auto it = held_.begin(); it != held_.end() && it->first == next_id_; it = held_.erase(it)) {
+    record(it->second);
+    ++next_id_;
+    released.push_back(std::move(it->second));
+  }
+}
+
+void MessageBuffer::record(const protocol::ResponseChunk& c) {
+  if (c.chunk_type == protocol::ChunkType::content && !c.chunk.empty()) {
+    content_ += c.chunk;
+    ++content_chunks_;
+  }
+  if (c.is_final) final_chunk_ = c;
+}
+
+}  // namespace chat::buffer

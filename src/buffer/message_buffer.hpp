@@ -1,0 +1,66 @@
+#pragma once
+// Reorders the chunks of one message (SPEC section 7). Pure logic on an injected
+// clock: no threads, no I/O. A chunk is released as soon as every lower id was
+// released; duplicates are dropped (first copy wins); a gap that outlives the
+// missing-chunk timeout is skipped so the stream goes on.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/time.hpp"
+#include "protocol/messages.hpp"
+
+namespace chat::buffer {
+
+enum class PushResult { released_or_held, duplicate, after_final, over_limit };
+
+class MessageBuffer {
+ public:
+  MessageBuffer(std::string session_id, std::string message_id, SteadyTime now);
+
+  // Appends to `released` every chunk that became deliverable, in id order.
+  PushResult push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
+                  std::vector<protocol::ResponseChunk>& released);
+
+  // When a gap has blocked later chunks for longer than `timeout`, gives up on
+  // the missing ids (returned) and releases what follows them.
+  std::vector<std::uint32_t> skip_expired_gap(SteadyTime now, std::chrono::milliseconds timeout,
+                                              std::vector<protocol::ResponseChunk>& released);
+
+  bool finished() const { return final_id_ && next_id_ > *final_id_; }
+  const std::string& session_id() const { return session_id_; }
+  const std::string& message_id() const { return message_id_; }
+  SteadyTime created() const { return created_; }
+  SteadyTime last_activity() const { return last_activity_; }
+  std::uint32_t next_id() const { return next_id_; }
+  std::size_t held() const { return held_.size(); }
+
+  // What the released chunks add up to, for the stored message.
+  const std::string& content() const { return content_; }
+  std::size_t content_chunks() const { return content_chunks_; }
+  const std::vector<std::uint32_t>& skipped_ids() const { return skipped_; }
+  const std::optional<protocol::ResponseChunk>& final_chunk() const { return final_chunk_; }
+
+ private:
+  void release_ready(std::vector<protocol::ResponseChunk>& released);
+  void record(const protocol::ResponseChunk& c);
+
+  std::string session_id_;
+  std::string message_id_;
+  SteadyTime created_;
+  SteadyTime last_activity_;
+  std::optional<SteadyTime> gap_since_;  // when later chunks first waited on a missing one
+  std::uint32_t next_id_ = 0;
+  std::optional<std::uint32_t> final_id_;
+  std::map<std::uint32_t, protocol::ResponseChunk> held_;
+  std::string content_;
+  std::size_t content_chunks_ = 0;
+  std::vector<std::uint32_t> skipped_;
+  std::optional<protocol::ResponseChunk> final_chunk_;
+};
+
+}  // namespace chat::buffer

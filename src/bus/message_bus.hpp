@@ -1,0 +1,64 @@
+#pragma once
+// The message bus between pods and workers (SPEC section 4). Two implementations
+// sit behind this interface: MemoryBus (one process, the embedded default) and
+// NatsBus. Both carry the same subjects and the same JSON payloads.
+//
+// Delivery contract, for every implementation:
+// - A handler runs on a thread owned by the bus, never concurrently with itself
+//   for one subscription; it must not block (post real work to your executor).
+// - Messages from one publisher to one subscription arrive in publish order;
+//   messages from different publishers have no order (hence the reorder buffer).
+// - A queue-group subscription shares its subject with the other members of the
+//   group: each message goes to exactly one of them.
+// - Destroying a Subscription unsubscribes; after the destructor returns its
+//   handler is not running and will not run again.
+
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace chat::bus {
+
+struct Message {
+  std::string_view subject;
+  std::string_view payload;
+  std::string_view reply_to;  // empty unless the sender expects a reply
+};
+
+using MessageHandler = std::function<void(const Message&)>;
+// Runs on a bus thread once the message is handed over: for core NATS when it is
+// written to the connection, for JetStream when the server acknowledged it.
+using PublishCallback = std::function<void(boost::system::error_code)>;
+using ReplyCallback = std::function<void(boost::system::error_code, std::string reply)>;
+
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+};
+
+class MessageBus {
+ public:
+  virtual ~MessageBus() = default;
+
+  // Never blocks. `done` (optional) reports whether the bus took the message;
+  // while disconnected it fails with boost::asio::error::not_connected.
+  virtual void publish(std::string subject, std::string payload, PublishCallback done = {}) = 0;
+
+  // `queue_group` empty: every subscriber of the subject gets every message.
+  virtual std::unique_ptr<Subscription> subscribe(std::string pattern, std::string queue_group,
+                                                  MessageHandler handler) = 0;
+
+  // Request-reply (the pod health subject). `done` runs once, with timed_out
+  // when no reply came in time.
+  virtual void request(std::string subject, std::string payload, std::chrono::milliseconds timeout,
+                       ReplyCallback done) = 0;
+
+  virtual bool connected() const = 0;
+  virtual std::string_view kind() const = 0;  // "memory" | "nats"
+};
+
+}  // namespace chat::bus

@@ -1,0 +1,31 @@
+#include "common/identifier.hpp"
+
+#include <array>
+#include <random>
+
+namespace chat {
+
+bool is_valid_identifier(std::string_view id) noexcept {
+  if (id.empty() || id.size() > kMaxIdentifierLength) return false;
+  for (unsigned char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string new_identifier(std::string_view prefix) {
+  // One generator per thread: no lock on the request path.
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(prefix);
+  id.reserve(prefix.size() + 24);
+  for (int word = 0; word < 2; ++word) {
+    auto bits = rng();
+    for (int i = 0; i < 12; ++i, bits >>= 4) id.push_back(kHex[bits & 0xf]);
+  }
+  return id;
+}
+
+}  // namespace chat

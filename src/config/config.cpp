@@ -1,0 +1,266 @@
+#include "config/config.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "common/identifier.hpp"
+
+extern char** environ;
+
+namespace chat::config {
+namespace {
+
+constexpr unsigned kChatd = static_cast<unsigned>(Program::chatd);
+constexpr unsigned kWorker = static_cast<unsigned>(Program::worker);
+constexpr unsigned kBoth = kChatd | kWorker;
+
+template <class Int>
+Int parse_int(const std::string& name, const std::string& text, Int min, Int max) {
+  Int value{};
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || ptr != text.data() + text.size() || value < min || value > max)
+    throw ConfigError(name + ": expected an integer from " + std::to_string(min) + " to " +
+                      std::to_string(max) + ", got \"" + text + "\"");
+  return value;
+}
+
+Duration parse_duration_or_throw(const std::string& name, const std::string& text) {
+  auto d = parse_duration(text);
+  if (!d) throw ConfigError(name + ": expected a duration such as 250ms, 30s, 5m or 1h, got \"" + text + "\"");
+  return *d;
+}
+
+bool parse_bool(const std::string& name, const std::string& text) {
+  std::string t = text;
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (t == "1" || t == "true" || t == "yes" || t == "on") return true;
+  if (t == "0" || t == "false" || t == "no" || t == "off") return false;
+  throw ConfigError(name + ": expected true or false, got \"" + text + "\"");
+}
+
+std::string require_non_empty(const std::string& name, const std::string& text) {
+  if (text.empty()) throw ConfigError(name + ": must not be empty");
+  return text;
+}
+
+struct Setting {
+  const char* name;
+  unsigned programs;
+  const char* default_text;
+  const char* help;
+  std::function<void(Config&, const std::string& name, const std::string& value)> apply;
+};
+
+#define INT_SETTING(field, type, lo, hi) \
+  [](Config& c, const std::string& n, const std::string& v) { c.field = parse_int<type>(n, v, lo, hi); }
+#define DURATION_SETTING(field) \
+  [](Config& c, const std::string& n, const std::string& v) { c.field = parse_duration_or_throw(n, v); }
+#define STRING_SETTING(field) \
+  [](Config& c, const std::string& n, const std::string& v) { c.field = require_non_empty(n, v); }
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> table = {
+      {"SERVER_HOST", kChatd, "0.0.0.0", "address to listen on", STRING_SETTING(server.host)},
+      {"SERVER_PORT", kChatd, "8080", "TCP port to listen on", INT_SETTING(server.port, std::uint16_t, 1, 65535)},
+      {"SERVER_READ_TIMEOUT", kChatd, "30s", "time to read a whole request (never applies to open SSE streams)",
+       DURATION_SETTING(server.read_timeout)},
+      {"SERVER_WRITE_TIMEOUT", kChatd, "30s", "time to write a response (never applies to open SSE streams)",
+       DURATION_SETTING(server.write_timeout)},
+      {"SERVER_SHUTDOWN_TIMEOUT", kBoth, "15s", "how long SIGTERM waits for running replies to finish",
+       DURATION_SETTING(server.shutdown_timeout)},
+      {"SERVER_THREADS", kChatd, "0", "event-loop threads (0: one per core)", INT_SETTING(server.threads, unsigned, 0, 256)},
+      {"SERVER_MAX_BODY_BYTES", kChatd, "65536", "largest accepted request body",
+       INT_SETTING(server.max_body_bytes, std::size_t, 64, 64 * 1024 * 1024)},
+      {"SERVER_MAX_CONNECTIONS", kChatd, "19000", "open connections at most; more are refused",
+       INT_SETTING(server.max_connections, std::size_t, 1, 10'000'000)},
+      {"SERVER_CORS_ORIGINS", kChatd, "*", "Access-Control-Allow-Origin value: * or a comma-separated origin list",
+       STRING_SETTING(server.cors_origins)},
+      {"POD_ID", kChatd, "(from hostname)", "this pod's id ([A-Za-z0-9_-], 1..128)",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (!is_valid_identifier(v)) throw ConfigError(n + ": must be 1..128 characters of [A-Za-z0-9_-], got \"" + v + "\"");
+         c.server.pod_id = v;
+       }},
+      {"SSE_HEARTBEAT_INTERVAL", kChatd, "10s", "interval of ping events", DURATION_SETTING(sse.heartbeat_interval)},
+      {"SSE_RETRY", kChatd, "3s", "reconnect delay suggested to clients (retry:)", DURATION_SETTING(sse.retry)},
+      {"SSE_MAX_QUEUE_EVENTS", kChatd, "1024", "events queued for one slow client before it is cut off",
+       INT_SETTING(sse.max_queue_events, std::size_t, 1, 1'000'000)},
+      {"SSE_MAX_QUEUE_BYTES", kChatd, "1048576", "bytes queued for one slow client before it is cut off",
+       INT_SETTING(sse.max_queue_bytes, std::size_t, 1024, 1ull << 32)},
+      {"SSE_LATE_JOIN_WINDOW", kChatd, "30s", "how long a reply that no client saw is kept for a late stream",
+       DURATION_SETTING(sse.late_join_window)},
+      {"SSE_REPLAY_WINDOW", kChatd, "10m", "how far back Last-Event-ID resume reaches", DURATION_SETTING(sse.replay_window)},
+      {"CHAT_MAX_MESSAGE_CHARS", kChatd, "32000", "longest accepted chat message, in characters",
+       INT_SETTING(chat.max_message_chars, std::size_t, 1, 1'000'000)},
+      {"CHAT_HISTORY_TURNS", kChatd, "20", "earlier messages sent to the AI as context",
+       INT_SETTING(chat.history_turns, unsigned, 0, 1000)},
+      {"BUFFER_MAX_BUFFERS", kChatd, "10000", "messages being reordered at once", INT_SETTING(buffer.max_buffers, std::size_t, 1, 10'000'000)},
+      {"BUFFER_MAX_CHUNKS", kChatd, "10000", "chunks of one message at most", INT_SETTING(buffer.max_chunks, std::size_t, 1, 10'000'000)},
+      {"BUFFER_MAX_AGE", kChatd, "5m", "age after which an unfinished message buffer is dropped", DURATION_SETTING(buffer.max_age)},
+      {"BUFFER_CLEANUP_INTERVAL", kChatd, "30s", "how often expired buffers are looked for", DURATION_SETTING(buffer.cleanup_interval)},
+      {"BUFFER_MISSING_CHUNK_TIMEOUT", kChatd, "30s", "wait for a missing chunk before skipping it",
+       DURATION_SETTING(buffer.missing_chunk_timeout)},
+      {"DB_PATH", kChatd, "data/chat.db", "SQLite database file (embedded mode)", STRING_SETTING(store.path)},
+      {"DB_HOST", kChatd, "(unset: SQLite)", "PostgreSQL host; set selects PostgreSQL",
+       [](Config& c, const std::string& n, const std::string& v) { c.store.host = require_non_empty(n, v); }},
+      {"DB_PORT", kChatd, "5432", "PostgreSQL port", INT_SETTING(store.port, std::uint16_t, 1, 65535)},
+      {"DB_USER", kChatd, "postgres", "PostgreSQL user", STRING_SETTING(store.user)},
+      {"DB_PASSWORD", kChatd, "postgres", "PostgreSQL password (never logged)",
+       [](Config& c, const std::string&, const std::string& v) { c.store.password = v; }},
+      {"DB_NAME", kChatd, "chat", "PostgreSQL database", STRING_SETTING(store.name)},
+      {"DB_SSLMODE", kChatd, "disable", "PostgreSQL sslmode (disable, allow, prefer, require, verify-ca, verify-full)",
+       [](Config& c, const std::string& n, const std::string& v) {
+         static const char* kModes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+         if (std::find(std::begin(kModes), std::end(kModes), v) == std::end(kModes))
+           throw ConfigError(n + ": unknown sslmode \"" + v + "\"");
+         c.store.sslmode = v;
+       }},
+      {"DB_POOL_SIZE", kChatd, "4", "database connections", INT_SETTING(store.pool_size, unsigned, 1, 256)},
+      {"DB_QUEUE_LIMIT", kChatd, "10000", "database operations waiting at most", INT_SETTING(store.queue_limit, std::size_t, 1, 10'000'000)},
+      {"REDIS_HOST", kBoth, "(unset: in-memory registry)", "Redis host; set selects the Redis registry",
+       [](Config& c, const std::string& n, const std::string& v) { c.redis.host = require_non_empty(n, v); }},
+      {"REDIS_PORT", kBoth, "6379", "Redis port", INT_SETTING(redis.port, std::uint16_t, 1, 65535)},
+      {"REDIS_PASSWORD", kBoth, "", "Redis password (never logged)",
+       [](Config& c, const std::string&, const std::string& v) { c.redis.password = v; }},
+      {"REDIS_DB", kBoth, "0", "Redis database number", INT_SETTING(redis.db, unsigned, 0, 1024)},
+      {"NATS_URL", kBoth, "(unset: in-process bus)", "NATS server URL; set selects NATS",
+       [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_non_empty(n, v); }},
+      {"NATS_MAX_RECONNECTS", kBoth, "-1", "reconnect attempts (-1: forever)", INT_SETTING(nats.max_reconnects, int, -1, 1'000'000)},
+      {"NATS_RECONNECT_WAIT", kBoth, "2s", "pause between reconnect attempts", DURATION_SETTING(nats.reconnect_wait)},
+      {"NATS_JETSTREAM", kBoth, "false", "use JetStream for work queue and chunk log",
+       [](Config& c, const std::string& n, const std::string& v) { c.nats.jetstream = parse_bool(n, v); }},
+      {"WORKER_DEFAULT_PROVIDER", kBoth, "demo", "provider of requests that name none",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (!is_valid_identifier(v)) throw ConfigError(n + ": not a provider name: \"" + v + "\"");
+         c.worker.default_provider = v;
+       }},
+      {"WORKER_DEMO_CHUNK_DELAY", kBoth, "40ms", "pause between demo chunks (0: full speed)",
+       DURATION_SETTING(worker.demo_chunk_delay)},
+      {"WORKER_DEMO_WORDS_PER_CHUNK", kBoth, "3", "words per demo chunk",
+       INT_SETTING(worker.demo_words_per_chunk, unsigned, 1, 1000)},
+      {"WORKER_MAX_CONCURRENT", kBoth, "1000", "generations running at once; more wait in the bus",
+       INT_SETTING(worker.max_concurrent, std::size_t, 1, 1'000'000)},
+      {"WORKER_THREADS", kWorker, "0", "worker event-loop threads (0: one per core)", INT_SETTING(worker.threads, unsigned, 0, 256)},
+      {"LOG_LEVEL", kBoth, "info", "debug, info, warn or error",
+       [](Config& c, const std::string& n, const std::string& v) {
+         static const std::map<std::string, log::Level> kLevels = {
+             {"debug", log::Level::debug}, {"info", log::Level::info}, {"warn", log::Level::warn},
+             {"warning", log::Level::warn}, {"error", log::Level::error}};
+         auto it = kLevels.find(v);
+         if (it == kLevels.end()) throw ConfigError(n + ": expected debug, info, warn or error, got \"" + v + "\"");
+         c.log.level = it->second;
+       }},
+      {"LOG_FORMAT", kBoth, "text", "json or text",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (v == "json") c.log.format = log::Format::json;
+         else if (v == "text") c.log.format = log::Format::text;
+         else throw ConfigError(n + ": expected json or text, got \"" + v + "\"");
+       }},
+  };
+  return table;
+}
+
+#undef INT_SETTING
+#undef DURATION_SETTING
+#undef STRING_SETTING
+
+std::string flag_name(std::string_view env_name) {
+  std::string flag = "--";
+  for (char c : env_name) flag.push_back(c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  return flag;
+}
+
+std::string default_pod_id() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::string id;
+  for (const char* p = host; *p && id.size() < 100; ++p) {
+    char c = *p;
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+    id.push_back(ok ? c : '-');
+  }
+  if (id.empty()) id = "pod";
+  return id + "-" + std::to_string(getpid());
+}
+
+}  // namespace
+
+std::optional<Duration> parse_duration(std::string_view text) {
+  if (text == "0") return Duration{0};
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 12) return std::nullopt;
+  long long value = 0;
+  std::from_chars(text.data(), text.data() + digits, value);
+  auto unit = text.substr(digits);
+  if (unit == "ms") return Duration{value};
+  if (unit == "s") return Duration{value * 1000};
+  if (unit == "m") return Duration{value * 60'000};
+  if (unit == "h") return Duration{value * 3'600'000};
+  return std::nullopt;
+}
+
+EnvLookup process_environment() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    if (const char* v = std::getenv(name.c_str())) return std::string{v};
+    return std::nullopt;
+  };
+}
+
+bool wants_help(const std::vector<std::string>& args) {
+  return std::any_of(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; });
+}
+
+Config load(Program program, const std::vector<std::string>& args, const EnvLookup& env) {
+  const unsigned mask = static_cast<unsigned>(program);
+  std::map<std::string, std::string> flags;
+  for (const auto& arg : args) {
+    auto eq = arg.find('=');
+    if (arg.rfind("--", 0) != 0 || eq == std::string::npos)
+      throw ConfigError("unknown argument \"" + arg + "\" (flags look like --server-port=8081; see --help)");
+    flags[arg.substr(0, eq)] = arg.substr(eq + 1);
+  }
+  Config config;
+  for (const auto& s : settings()) {
+    if (!(s.programs & mask)) continue;
+    auto flag = flag_name(s.name);
+    std::optional<std::string> value;
+    if (auto it = flags.find(flag); it != flags.end()) {
+      value = it->second;
+      flags.erase(it);
+    } else {
+      value = env(s.name);
+    }
+    if (value) s.apply(config, s.name, *value);
+  }
+  if (!flags.empty()) throw ConfigError("unknown flag " + flags.begin()->first + " (see --help)");
+  if (config.server.pod_id.empty()) config.server.pod_id = default_pod_id();
+  if (config.sse.heartbeat_interval.count() < 100)
+    throw ConfigError("SSE_HEARTBEAT_INTERVAL: must be at least 100ms");
+  if (config.buffer.cleanup_interval.count() < 10)
+    throw ConfigError("BUFFER_CLEANUP_INTERVAL: must be at least 10ms");
+  return config;
+}
+
+std::string help_text(Program program) {
+  const unsigned mask = static_cast<unsigned>(program);
+  std::ostringstream out;
+  out << (program == Program::chatd ? "chatd: chat streaming backend pod\n\n"
+                                    : "chat-worker: AI workflow worker\n\n")
+      << "Usage: " << (program == Program::chatd ? "chatd" : "chat-worker") << " [--flag=value ...]\n\n"
+      << "Every setting is an environment variable; the flag beside it overrides it.\n\n";
+  for (const auto& s : settings()) {
+    if (!(s.programs & mask)) continue;
+    out << "  " << s.name << " / " << flag_name(s.name) << "=…\n      " << s.help << " (default: "
+        << (*s.default_text ? s.default_text : "empty") << ")\n";
+  }
+  return out.str();
+}
+
+}  // namespace chat::config

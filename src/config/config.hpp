@@ -1,0 +1,126 @@
+#pragma once
+// Every setting of chatd and chat-worker: read from the environment (the seed's
+// names), overridable by flags (--server-port=8081 for SERVER_PORT). A bad value
+// is a ConfigError at start, never a silent default.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "log/log.hpp"
+
+namespace chat::config {
+
+using Duration = std::chrono::milliseconds;
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct ServerConfig {
+  std::string host = "0.0.0.0";
+  std::uint16_t port = 8080;
+  Duration read_timeout{30'000};
+  Duration write_timeout{30'000};
+  Duration shutdown_timeout{15'000};
+  unsigned threads = 0;  // 0: one per core
+  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_connections = 19'000;
+  std::string cors_origins = "*";
+  std::string pod_id;
+};
+
+struct SseConfig {
+  Duration heartbeat_interval{10'000};
+  Duration retry{3'000};
+  std::size_t max_queue_events = 1024;
+  std::size_t max_queue_bytes = 1024 * 1024;
+  Duration late_join_window{30'000};
+  Duration replay_window{600'000};
+};
+
+struct ChatConfig {
+  std::size_t max_message_chars = 32'000;
+  unsigned history_turns = 20;
+};
+
+struct BufferConfig {
+  std::size_t max_buffers = 10'000;
+  std::size_t max_chunks = 10'000;
+  Duration max_age{300'000};
+  Duration cleanup_interval{30'000};
+  Duration missing_chunk_timeout{30'000};
+};
+
+struct StoreConfig {
+  std::string path = "data/chat.db";
+  std::optional<std::string> host;  // set: PostgreSQL
+  std::uint16_t port = 5432;
+  std::string user = "postgres";
+  std::string password = "postgres";
+  std::string name = "chat";
+  std::string sslmode = "disable";
+  unsigned pool_size = 4;
+  std::size_t queue_limit = 10'000;
+};
+
+struct RedisConfig {
+  std::optional<std::string> host;  // set: Redis registry
+  std::uint16_t port = 6379;
+  std::string password;
+  unsigned db = 0;
+};
+
+struct NatsConfig {
+  std::optional<std::string> url;  // set: NATS bus
+  int max_reconnects = -1;
+  Duration reconnect_wait{2'000};
+  bool jetstream = false;
+};
+
+struct WorkerConfig {
+  std::string default_provider = "demo";
+  Duration demo_chunk_delay{40};
+  unsigned demo_words_per_chunk = 3;
+  std::size_t max_concurrent = 1'000;
+  unsigned threads = 0;
+};
+
+struct LogConfig {
+  log::Level level = log::Level::info;
+  log::Format format = log::Format::text;
+};
+
+struct Config {
+  ServerConfig server;
+  SseConfig sse;
+  ChatConfig chat;
+  BufferConfig buffer;
+  StoreConfig store;
+  RedisConfig redis;
+  NatsConfig nats;
+  WorkerConfig worker;
+  LogConfig log;
+};
+
+// Which program reads a setting; --help of each program lists only its own.
+enum class Program : unsigned { chatd = 1, worker = 2 };
+
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+EnvLookup process_environment();
+
+// Throws ConfigError naming the setting and the bad value.
+Config load(Program program, const std::vector<std::string>& args, const EnvLookup& env);
+
+// True when args ask for --help.
+bool wants_help(const std::vector<std::string>& args);
+std::string help_text(Program program);
+
+// Parsers shared with tests: "30s", "250ms", "5m", "1h", "0".
+std::optional<Duration> parse_duration(std::string_view text);
+
+}  // namespace chat::config

@@ -1,0 +1,269 @@
+#include "protocol/messages.hpp"
+
+#include <boost/json.hpp>
+
+#include "common/identifier.hpp"
+
+namespace json = boost::json;
+
+namespace chat::protocol {
+namespace {
+
+// Reads one object field; records the first problem in `error`.
+class FieldReader {
+ public:
+  FieldReader(const json::object& obj, std::string& error) : obj_(obj), error_(error) {}
+
+  bool ok() const { return error_.empty(); }
+
+  std::string identifier(std::string_view key) {
+    auto s = string(key, true);
+    if (ok() && !is_valid_identifier(s)) fail(std::string(key) + " must be 1..128 characters of [A-Za-z0-9_-]");
+    return s;
+  }
+
+  std::string string(std::string_view key, bool required = false) {
+    auto* v = obj_.if_contains(key);
+    if (!v || v->is_null()) {
+      if (required) fail(std::string(key) + " is required");
+      return {};
+    }
+    if (!v->is_string()) {
+      fail(std::string(key) + " must be a string");
+      return {};
+    }
+    return std::string(v->get_string());
+  }
+
+  std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
+    auto* v = obj_.if_contains(key);
+    if (!v || v->is_null()) return std::nullopt;
+    std::int64_t out = 0;
+    if (v->is_int64()) out = v->get_int64();
+    else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max)) out = static_cast<std::int64_t>(v->get_uint64());
+    else if (v->is_double() && v->get_double() == static_cast<double>(static_cast<std::int64_t>(v->get_double())))
+      out = static_cast<std::int64_t>(v->get_double());
+    else {
+      fail(std::string(key) + " must be an integer");
+      return std::nullopt;
+    }
+    if (out < min || out > max) {
+      fail(std::string(key) + " is out of range");
+      return std::nullopt;
+    }
+    return out;
+  }
+
+  std::optional<double> number(std::string_view key) {
+    auto* v = obj_.if_contains(key);
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_number()) {
+      fail(std::string(key) + " must be a number");
+      return std::nullopt;
+    }
+    return v->to_number<double>();
+  }
+
+  bool boolean(std::string_view key) {
+    auto* v = obj_.if_contains(key);
+    if (!v || v->is_null()) return false;
+    if (!v->is_bool()) {
+      fail(std::string(key) + " must be true or false");
+      return false;
+    }
+    return v->get_bool();
+  }
+
+  const json::object* object(std::string_view key) {
+    auto* v = obj_.if_contains(key);
+    if (!v || v->is_null()) return nullptr;
+    if (!v->is_object()) {
+      fail(std::string(key) + " must be an object");
+      return nullptr;
+    }
+    return &v->get_object();
+  }
+
+  const json::array* array(std::string_view key) {
+    auto* v = obj_.if_contains(key);
+    if (!v || v->is_null()) return nullptr;
+    if (!v->is_array()) {
+      fail(std::string(key) + " must be an array");
+      return nullptr;
+    }
+    return &v->get_array();
+  }
+
+  void fail(std::string message) {
+    if (error_.empty()) error_ = std::move(message);
+  }
+
+ private:
+  const json::object& obj_;
+  std::string& error_;
+};
+
+// A null value with `error` set unless the text is one JSON object.
+json::value parse_object(std::string_view text, std::string& error) {
+  boost::system::error_code ec;
+  json::value root = json::parse(text, ec);
+  if (ec) {
+    error = "malformed JSON: " + ec.message();
+    return nullptr;
+  }
+  if (!root.is_object()) {
+    error = "expected a JSON object";
+    return nullptr;
+  }
+  return root;
+}
+
+std::optional<ChunkType> chunk_type_from(std::string_view s) {
+  if (s.empty() || s == "content") return ChunkType::content;
+  if (s == "metadata") return ChunkType::metadata;
+  if (s == "error") return ChunkType::error;
+  if (s == "system") return ChunkType::system;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view to_string(ChunkType t) {
+  switch (t) {
+    case ChunkType::content: return "content";
+    case ChunkType::metadata: return "metadata";
+    case ChunkType::error: return "error";
+    case ChunkType::system: return "system";
+  }
+  return "content";
+}
+
+std::string encode(const WorkflowRequest& r) {
+  json::object ctx;
+  ctx["ai_provider"] = r.context.ai_provider;
+  ctx["model"] = r.context.model;
+  if (r.context.temperature) ctx["temperature"] = *r.context.temperature;
+  if (r.context.max_tokens) ctx["max_tokens"] = *r.context.max_tokens;
+  if (!r.context.system_prompt.empty()) ctx["system_prompt"] = r.context.system_prompt;
+  json::array history;
+  history.reserve(r.context.conversation_history.size());
+  for (const auto& h : r.context.conversation_history) history.push_back(json::object{{"role", h.role}, {"content", h.content}});
+  ctx["conversation_history"] = std::move(history);
+  json::object o;
+  o["message_id"] = r.message_id;
+  o["session_id"] = r.session_id;
+  o["user_id"] = r.user_id;
+  o["message"] = r.message;
+  o["context"] = std::move(ctx);
+  o["timestamp"] = r.timestamp;
+  o["correlation_id"] = r.correlation_id;
+  return json::serialize(o);
+}
+
+std::string encode(const ResponseChunk& c) {
+  json::object o;
+  o["session_id"] = c.session_id;
+  o["message_id"] = c.message_id;
+  o["chunk_id"] = c.chunk_id;
+  o["chunk"] = c.chunk;
+  o["chunk_type"] = to_string(c.chunk_type);
+  o["is_final"] = c.is_final;
+  if (c.metadata) {
+    json::object m;
+    m["model"] = c.metadata->model;
+    if (c.metadata->tokens_used) m["tokens_used"] = *c.metadata->tokens_used;
+    m["finish_reason"] = c.metadata->finish_reason;
+    o["metadata"] = std::move(m);
+  }
+  if (c.error) o["error"] = json::object{{"code", c.error->code}, {"message", c.error->message}};
+  o["timestamp"] = c.timestamp;
+  if (!c.correlation_id.empty()) o["correlation_id"] = c.correlation_id;
+  return json::serialize(o);
+}
+
+std::string encode(const CancelRequest& c) {
+  return json::serialize(json::object{{"message_id", c.message_id}, {"session_id", c.session_id}, {"user_id", c.user_id}});
+}
+
+std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, std::string& error) {
+  error.clear();
+  auto root = parse_object(text, error);
+  if (!root.is_object()) return std::nullopt;
+  FieldReader in(root.get_object(), error);
+  WorkflowRequest r;
+  r.message_id = in.identifier("message_id");
+  r.session_id = in.identifier("session_id");
+  r.user_id = in.identifier("user_id");
+  r.message = in.string("message", true);
+  r.timestamp = in.string("timestamp");
+  r.correlation_id = in.string("correlation_id");
+  if (auto* ctx = in.object("context")) {
+    FieldReader c(*ctx, error);
+    r.context.ai_provider = c.string("ai_provider");
+    r.context.model = c.string("model");
+    r.context.temperature = c.number("temperature");
+    r.context.max_tokens = c.integer("max_tokens", 1, 10'000'000);
+    r.context.system_prompt = c.string("system_prompt");
+    if (auto* history = c.array("conversation_history")) {
+      for (const auto& item : *history) {
+        if (!item.is_object()) {
+          c.fail("conversation_history entries must be objects");
+          break;
+        }
+        FieldReader h(item.get_object(), error);
+        HistoryEntry e{h.string("role", true), h.string("content", true)};
+        if (h.ok() && e.role != "user" && e.role != "assistant" && e.role != "system")
+          h.fail("conversation_history role must be user, assistant or system");
+        r.context.conversation_history.push_back(std::move(e));
+      }
+    }
+  }
+  if (!in.ok()) return std::nullopt;
+  return r;
+}
+
+std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::string& error) {
+  error.clear();
+  auto root = parse_object(text, error);
+  if (!root.is_object()) return std::nullopt;
+  FieldReader in(root.get_object(), error);
+  ResponseChunk c;
+  c.session_id = in.identifier("session_id");
+  c.message_id = in.identifier("message_id");
+  auto id = in.integer("chunk_id", 0, kMaxChunkId);
+  if (in.ok() && !id) in.fail("chunk_id is required");
+  c.chunk_id = static_cast<std::uint32_t>(id.value_or(0));
+  c.chunk = in.string("chunk");
+  auto type = chunk_type_from(in.string("chunk_type"));
+  if (!type) in.fail("chunk_type must be content, metadata, error or system");
+  c.chunk_type = type.value_or(ChunkType::content);
+  c.is_final = in.boolean("is_final");
+  c.timestamp = in.string("timestamp");
+  c.correlation_id = in.string("correlation_id");
+  if (auto* m = in.object("metadata")) {
+    FieldReader mr(*m, error);
+    ChunkMetadata meta;
+    meta.model = mr.string("model");
+    meta.tokens_used = mr.integer("tokens_used", 0, INT64_MAX);
+    meta.finish_reason = mr.string("finish_reason");
+    c.metadata = std::move(meta);
+  }
+  if (auto* e = in.object("error")) {
+    FieldReader er(*e, error);
+    c.error = ChunkError{er.string("code"), er.string("message")};
+  }
+  if (!in.ok()) return std::nullopt;
+  return c;
+}
+
+std::optional<CancelRequest> decode_cancel_request(std::string_view text, std::string& error) {
+  error.clear();
+  auto root = parse_object(text, error);
+  if (!root.is_object()) return std::nullopt;
+  FieldReader in(root.get_object(), error);
+  CancelRequest c{in.identifier("message_id"), in.identifier("session_id"), in.identifier("user_id")};
+  if (!in.ok()) return std::nullopt;
+  return c;
+}
+
+}  // namespace chat::protocol

@@ -1,0 +1,90 @@
+#pragma once
+// The JSON messages of SPEC section 4 and the SSE event payloads of section 3.
+// Decoders validate everything that comes from outside (other pods, workers in
+// other languages) and say what was wrong; encoders emit every contract field.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chat::protocol {
+
+struct HistoryEntry {
+  std::string role;  // user | assistant | system
+  std::string content;
+  bool operator==(const HistoryEntry&) const = default;
+};
+
+struct WorkflowContext {
+  std::string ai_provider;  // empty: the worker's default
+  std::string model;        // empty: the provider's default
+  std::optional<double> temperature;
+  std::optional<std::int64_t> max_tokens;
+  std::string system_prompt;
+  std::vector<HistoryEntry> conversation_history;
+  bool operator==(const WorkflowContext&) const = default;
+};
+
+struct WorkflowRequest {
+  std::string message_id;
+  std::string session_id;
+  std::string user_id;
+  std::string message;
+  WorkflowContext context;
+  std::string timestamp;
+  std::string correlation_id;
+  bool operator==(const WorkflowRequest&) const = default;
+};
+
+enum class ChunkType { content, metadata, error, system };
+std::string_view to_string(ChunkType t);
+
+struct ChunkMetadata {
+  std::string model;
+  std::optional<std::int64_t> tokens_used;
+  std::string finish_reason;  // stop | length | error | cancelled
+  bool operator==(const ChunkMetadata&) const = default;
+};
+
+struct ChunkError {
+  std::string code;
+  std::string message;
+  bool operator==(const ChunkError&) const = default;
+};
+
+struct ResponseChunk {
+  std::string session_id;
+  std::string message_id;
+  std::uint32_t chunk_id = 0;
+  std::string chunk;
+  ChunkType chunk_type = ChunkType::content;
+  bool is_final = false;
+  std::optional<ChunkMetadata> metadata;
+  std::optional<ChunkError> error;
+  std::string timestamp;
+  std::string correlation_id;
+  bool operator==(const ResponseChunk&) const = default;
+};
+
+struct CancelRequest {
+  std::string message_id;
+  std::string session_id;
+  std::string user_id;
+  bool operator==(const CancelRequest&) const = default;
+};
+
+// Largest chunk id accepted from the bus; far above any real reply.
+inline constexpr std::uint32_t kMaxChunkId = 10'000'000;
+
+std::string encode(const WorkflowRequest& r);
+std::string encode(const ResponseChunk& c);
+std::string encode(const CancelRequest& c);
+
+// nullopt with `error` set when the payload is not a valid message.
+std::optional<WorkflowRequest> decode_workflow_request(std::string_view json, std::string& error);
+std::optional<ResponseChunk> decode_response_chunk(std::string_view json, std::string& error);
+std::optional<CancelRequest> decode_cancel_request(std::string_view json, std::string& error);
+
+}  // namespace chat::protocol

@@ -1,0 +1,125 @@
+#pragma once
+// Sessions and messages (SPEC section 6). Two implementations: SqliteStore (the
+// embedded default, DB_PATH) and PostgresStore (DB_HOST set). The HTTP layer and
+// the session hub only see this interface.
+//
+// Contract, for every implementation:
+// - No call blocks its caller: each is queued (bounded; a full queue completes at
+//   once with Errc::overloaded) and completes through its callback, which runs on
+//   a store-owned thread (post to your own executor).
+// - Schema changes are versioned migrations applied by the constructor/start,
+//   safe when several processes start at once.
+// - save_assistant_message is idempotent on message_id: the first write wins and
+//   later writes of the same id succeed without changing it.
+// - A completed assistant message that cannot be written because the database is
+//   down waits in a bounded retry queue and is written when it is back.
+
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/time.hpp"
+#include "protocol/messages.hpp"
+
+namespace chat::store {
+
+enum class Errc {
+  forbidden = 1,  // the session belongs to another user
+  not_found,      // no such session (or message)
+  unavailable,    // the database cannot be reached
+  overloaded,     // the operation queue is full
+};
+const boost::system::error_category& store_category() noexcept;
+inline boost::system::error_code make_error_code(Errc e) noexcept { return {static_cast<int>(e), store_category()}; }
+
+struct NewUserMessage {
+  std::string session_id;
+  std::string user_id;
+  std::string message_id;  // the user message's own id
+  std::string content;
+  std::string ai_provider;
+  std::string model;
+  SystemTime created_at;
+};
+
+struct AssistantMessage {
+  std::string message_id;
+  std::string session_id;
+  std::string content;
+  std::int64_t token_count = 0;
+  std::string status;         // complete | error | cancelled | incomplete
+  std::string metadata_json;  // {"model","finish_reason","duration_ms",...}
+  SystemTime created_at;
+};
+
+struct StoredMessage {
+  std::string message_id;
+  std::string session_id;
+  std::string role;  // user | assistant | system
+  std::string content;
+  std::int64_t token_count = 0;
+  std::string status;
+  std::string metadata_json;
+  SystemTime created_at;
+};
+
+struct SessionSummary {
+  std::string session_id;
+  std::string user_id;
+  std::string title;  // the first words of the first message
+  std::string ai_provider;
+  std::string model_name;
+  SystemTime created_at;
+  SystemTime updated_at;
+  SystemTime last_message_at;
+};
+
+struct MessagePage {
+  std::vector<StoredMessage> messages;     // oldest first
+  std::optional<std::string> next_before;  // pass as `before` for the older page
+};
+
+using DoneCallback = std::function<void(boost::system::error_code)>;
+using HistoryCallback = std::function<void(boost::system::error_code, std::vector<protocol::HistoryEntry>)>;
+using OwnerCallback = std::function<void(boost::system::error_code, std::optional<std::string> owner)>;
+using SessionsCallback = std::function<void(boost::system::error_code, std::vector<SessionSummary>)>;
+using PageCallback = std::function<void(boost::system::error_code, MessagePage)>;
+
+class MessageStore {
+ public:
+  virtual ~MessageStore() = default;
+
+  // Creates the session on first use (owned by m.user_id; forbidden for another
+  // user), stores the user message and returns up to `history_turns` messages
+  // that came before it, oldest first.
+  virtual void accept_user_message(NewUserMessage m, unsigned history_turns, HistoryCallback done) = 0;
+  // Undoes accept_user_message when the request could not be handed to the bus.
+  virtual void discard_message(std::string message_id, DoneCallback done) = 0;
+  virtual void save_assistant_message(AssistantMessage m, DoneCallback done) = 0;
+
+  // nullopt owner: the session does not exist (yet).
+  virtual void session_owner(std::string session_id, OwnerCallback done) = 0;
+  virtual void list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) = 0;
+  // `before`: a message id from next_before; empty for the newest page.
+  virtual void list_messages(std::string session_id, std::string user_id, std::size_t limit, std::string before,
+                             PageCallback done) = 0;
+  virtual void delete_session(std::string session_id, std::string user_id, DoneCallback done) = 0;
+
+  // Completes once every write queued before it (and the retry queue) is done, or failed.
+  virtual void flush(DoneCallback done) = 0;
+  virtual bool connected() const = 0;
+  virtual std::string_view kind() const = 0;  // "sqlite" | "postgres"
+};
+
+// The session title: the first words of the first message, at most ~60 characters.
+std::string make_title(std::string_view first_message);
+
+}  // namespace chat::store
+
+template <>
+struct boost::system::is_error_code_enum<chat::store::Errc> : std::true_type {};
