@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Benchmarks chatd on this machine and prints ONE JSON line on stdout (logs on stderr).
+#
+#   bench/run.sh                    # builds chatd + loadgen in ./build, runs all scenarios
+#
+# Scenarios, each against a fresh chatd on a free port with a temporary DB_PATH:
+#   hold     HOLD_CONNECTIONS (10000) idle SSE connections: chatd VmRSS growth per connection
+#   stream   STREAM_SESSIONS (1000) sessions, one SSE each, WORKER_DEMO_CHUNK_DELAY=0:
+#            chunk events/s and chunk latency (chunk timestamp -> client receipt)
+#   latency  the same with WORKER_DEMO_CHUNK_DELAY=LAT_DELAY (100ms): ~10k events/s, p50/p99
+#   post     POST /api/chat on POST_CONCURRENCY (64) keep-alive connections, new session each time
+#
+# Environment: BUILD_DIR (./build), NO_BUILD=1 (use existing binaries), CHATD (command
+# to run as the server, e.g. "python3 bench/fake_chatd.py"), LOADGEN, SCENARIOS
+# ("hold stream latency post"), HOLD_SECONDS (10), STREAM_SECONDS (15), LAT_SECONDS (15),
+# POST_SECONDS (10), WARMUP (3), LAT_DELAY (100ms), POST_ENV (extra env for the post
+# scenario's chatd, e.g. "WORKER_DEMO_CHUNK_DELAY=0"), KEEP=1 keeps the temp dir.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+log() { echo "run.sh: $*" >&2; }
+
+if [ -z "${NO_BUILD:-}" ]; then
+  log "building chatd and loadgen in $build"
+  cmake --build "$build" --target chatd loadgen >&2
+fi
+read -r -a chatd_cmd <<<"${CHATD:-$build/chatd}"
+loadgen=${LOADGEN:-$build/loadgen}
+[ -x "$loadgen" ] || { log "no loadgen at $loadgen"; exit 1; }
+
+scenarios=${SCENARIOS:-hold stream latency post}
+hold_n=${HOLD_CONNECTIONS:-10000}
+hold_s=${HOLD_SECONDS:-10}
+stream_n=${STREAM_SESSIONS:-1000}
+stream_s=${STREAM_SECONDS:-15}
+lat_s=${LAT_SECONDS:-15}
+lat_delay=${LAT_DELAY:-100ms}
+post_s=${POST_SECONDS:-10}
+post_c=${POST_CONCURRENCY:-64}
+warmup=${WARMUP:-3}
+read -r -a post_env <<<"${POST_ENV:-}"
+
+tmp=$(mktemp -d /tmp/chatd-bench.XXXXXX)
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  if [ -z "${KEEP:-}" ]; then rm -rf "$tmp"; else log "kept $tmp"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+errors=()  # problems seen with the server, reported in the JSON
+
+# start_chatd NAME [VAR=value ...]: starts the server, waits for /health (30 s at most).
+start_chatd() {
+  local name=$1
+  shift
+  port=$(free_port)
+  logfile=$tmp/chatd-$name.log
+  env SERVER_HOST=127.0.0.1 SERVER_PORT="$port" DB_PATH="$tmp/chat-$name.db" LOG_LEVEL=warn "$@" \
+    "${chatd_cmd[@]}" >"$logfile" 2>&1 &
+  pid=$!
+  local deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "chatd ($name) exited at start; log tail:"
+      tail -n 20 "$logfile" >&2
+      errors+=("$name: chatd exited at start")
+      pid=""
+      return 1
+    fi
+    if curl -sf --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+      log "chatd ($name) pid $pid healthy on port $port ($*)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "chatd ($name) not healthy within 30 s"
+  errors+=("$name: /health not answering within 30 s")
+  stop_chatd "$name"
+  return 1
+}
+
+# stop_chatd NAME: SIGTERM, 10 s grace, then SIGKILL. Notes a crash during the run.
+stop_chatd() {
+  local name=$1
+  [ -n "$pid" ] || return 0
+  if ! kill -0 "$pid" 2>/dev/null; then
+    local rc=0
+    wait "$pid" || rc=$?
+    log "chatd ($name) had exited during the scenario (status $rc); log tail:"
+    tail -n 20 "$logfile" >&2
+    errors+=("$name: chatd exited during the scenario (status $rc)")
+    pid=""
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "chatd ($name) ignored SIGTERM for 10 s; killing"
+    errors+=("$name: chatd did not stop within 10 s of SIGTERM")
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  if [ -s "$logfile" ]; then
+    log "chatd ($name) log: $(grep -ciE 'error|warn' "$logfile" || true) warn/error lines; last ones:"
+    grep -iE 'error|warn' "$logfile" | tail -n 5 >&2 || true
+  fi
+  pid=""
+}
+
+health() { curl -s --max-time 2 "http://127.0.0.1:$port/health" || echo '{}'; }
+
+# run_loadgen NAME TIMEOUT ARGS...: stores loadgen's JSON line in $tmp/NAME.json.
+run_loadgen() {
+  local name=$1 limit=$2
+  shift 2
+  log "loadgen $*"
+  local rc=0
+  timeout --signal=KILL "$limit" "$loadgen" "$@" >"$tmp/$name.json" || rc=$?
+  if [ $rc -ne 0 ] || ! jq -e . "$tmp/$name.json" >/dev/null 2>&1; then
+    log "loadgen ($name) failed with status $rc"
+    errors+=("$name: loadgen failed with status $rc")
+    echo '{}' >"$tmp/$name.json"
+    return 1
+  fi
+  jq -c 'del(.problems)' "$tmp/$name.json" >&2
+  if [ "$(jq '.problems | length' "$tmp/$name.json")" != 0 ]; then
+    log "loadgen ($name) saw problems:"
+    jq -r '.problems[]' "$tmp/$name.json" | head -n 12 >&2
+  fi
+}
+
+for s in hold stream latency post; do echo '{}' >"$tmp/$s.json"; done
+
+for s in $scenarios; do
+  case $s in
+    hold)
+      if start_chatd hold SERVER_MAX_CONNECTIONS=19000; then
+        sleep 1  # let start-up allocations settle before the baseline
+        run_loadgen hold $((hold_s + 240)) hold --port "$port" --connections "$hold_n" \
+          --hold-seconds "$hold_s" --settle 3 --pid "$pid" || true
+        sleep 1
+        log "after the hold: /health $(health)"
+        stop_chatd hold
+      fi
+      ;;
+    stream)
+      if start_chatd stream WORKER_DEMO_CHUNK_DELAY=0; then
+        run_loadgen stream $((stream_s + warmup + 120)) stream --port "$port" --sessions "$stream_n" \
+          --seconds "$stream_s" --warmup "$warmup" --pid "$pid" || true
+        log "after the stream: /health $(health)"
+        stop_chatd stream
+      fi
+      ;;
+    latency)
+      if start_chatd latency WORKER_DEMO_CHUNK_DELAY="$lat_delay"; then
+        run_loadgen latency $((lat_s + warmup + 120)) stream --port "$port" --sessions "$stream_n" \
+          --seconds "$lat_s" --warmup "$warmup" --pid "$pid" || true
+        log "after the latency run: /health $(health)"
+        stop_chatd latency
+      fi
+      ;;
+    post)
+      if start_chatd post "${post_env[@]}"; then
+        run_loadgen post $((post_s + warmup + 60)) post --port "$port" --seconds "$post_s" \
+          --warmup "$warmup" --concurrency "$post_c" --pid "$pid" || true
+        log "after the posts: /health $(health)"
+        stop_chatd post
+      fi
+      ;;
+    *) log "unknown scenario $s"; exit 2 ;;
+  esac
+done
+
+errs=$(printf '%s\n' "${errors[@]+"${errors[@]}"}" | jq -R . | jq -sc 'map(select(length > 0))')
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+mem_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)
+jq -nc \
+  --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --argjson cores "$(nproc)" --arg cpu "$cpu_model" --argjson mem_kib "$mem_kib" \
+  --arg kernel "$(uname -r)" --arg commit "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --arg server "${chatd_cmd[*]}" \
+  --argjson errors "$errs" \
+  --slurpfile hold "$tmp/hold.json" --slurpfile stream "$tmp/stream.json" \
+  --slurpfile lat "$tmp/latency.json" --slurpfile post "$tmp/post.json" \
+  '{date: $date,
+    machine: {cores: $cores, cpu: $cpu, mem_mib: ($mem_kib / 1024 | floor), kernel: $kernel},
+    commit: $commit, server: $server,
+    idle_connections: $hold[0].connected_at_end,
+    idle_rss_per_conn_bytes: $hold[0].rss_per_conn_bytes,
+    chunk_events_per_sec: $stream[0].chunk_events_per_sec,
+    latency_p50_ms: $stream[0].latency_p50_ms,
+    latency_p99_ms: $stream[0].latency_p99_ms,
+    latency_at_10k: {rate: $lat[0].chunk_events_per_sec, p50_ms: $lat[0].latency_p50_ms,
+                     p99_ms: $lat[0].latency_p99_ms, p999_ms: $lat[0].latency_p999_ms},
+    post_rps: $post[0].post_rps,
+    post_latency_p99_ms: $post[0].latency_p99_ms,
+    floors: {idle_rss_per_conn_bytes_max: 4096, chunk_events_per_sec_min: 40000, p99_at_10k_ms_max: 5},
+    errors: $errors,
+    scenarios: {hold: $hold[0], stream: $stream[0], latency: $lat[0], post: $post[0]}}'
