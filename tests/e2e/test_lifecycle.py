@@ -1,0 +1,162 @@
+"""Process lifecycle: start-up, configuration errors, SIGTERM, restart on the same database."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+class LifecycleTest(h.ChatdTestCase):
+    """Every test starts its own server(s)."""
+
+    def sigterm_and_time(self, srv, timeout=15.0):
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            srv.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            self.fail("chatd did not exit within %.0fs of SIGTERM (SIGKILLed)" % timeout)
+        return srv.proc.returncode, time.monotonic() - t0
+
+    def test_sigterm_idle_exits_zero(self):
+        srv = self.new_server("term-idle")
+        code, secs = self.sigterm_and_time(srv)
+        self.assertEqual(code, 0, "exit code after SIGTERM")
+        self.assertLess(secs, 10.0)
+        with self.assertRaises(OSError):
+            socket.create_connection((h.HOST, srv.port), timeout=2).close()
+
+    def test_sigterm_with_open_streams(self):
+        srv = self.new_server("term-streams", env={"SSE_HEARTBEAT_INTERVAL": "1s"})
+        uid = h.new_id("u")
+        clients = [self.open_sse(srv, h.new_id("s"), uid)[0] for _ in range(3)]
+        same = self.open_sse(srv, clients[0].path.split("session_id=")[1].split("&")[0], uid)[0]
+        clients.append(same)
+        for c in clients:
+            c.collect_for(0.2)
+        code, secs = self.sigterm_and_time(srv)
+        self.assertEqual(code, 0, "exit code after SIGTERM with open SSE streams")
+        self.assertLess(secs, 10.0, "took %.1fs to exit with open SSE streams" % secs)
+        for i, c in enumerate(clients):
+            ended = c.wait_closed(5.0)
+            self.assertTrue(ended, "SSE stream %d did not end after the server exited" % i)
+            self.assertTrue(c.retries, "stream %d: no retry: hint before close (events %r)" % (i, c.events[-5:]))
+            bad = [e for e in c.events if e.event not in ("connected", "ping", "reset", "error")]
+            self.assertEqual(bad, [], "unexpected events on idle streams: %r" % bad)
+
+    def test_sigterm_during_reply_finishes_and_stores_it(self):
+        # SERVER_SHUTDOWN_TIMEOUT (15 s default) is how long SIGTERM waits for running replies.
+        srv = self.new_server("term-reply", env={"WORKER_DEMO_CHUNK_DELAY": "20ms"})
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c, _ = self.open_sse(srv, sid, uid)
+        acc = srv.chat_ok(sid, uid, " ".join("t%d" % i for i in range(300)))  # ~100 chunks: ~2 s of streaming
+        mid = acc["message_id"]
+        c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 10)
+        srv.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        # while draining: no new chats (503 or refused), /ready not 200
+        time.sleep(0.2)
+        if srv.alive():
+            try:
+                r = srv.chat(h.new_id("s"), uid, "too late")
+                self.assertNotEqual(r.status, 202, "POST /api/chat accepted after SIGTERM")
+                if r.status != 503:
+                    self.fail("POST /api/chat while draining: expected 503 (or refused), got %r" % r)
+            except (OSError, EOFError):
+                pass
+            try:
+                r = srv.get("/ready")
+                self.assertEqual(r.status, 503, "/ready while draining: %r" % r)
+            except (OSError, EOFError):
+                pass
+            try:
+                r = srv.get("/health")
+                self.assertEqual(r.status, 503, "/health while draining (SPEC: 503 \"draining\"): %r" % r)
+                self.assertEqual(r.json().get("status"), "draining", r)
+            except (OSError, EOFError):
+                pass
+        try:
+            srv.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            self.fail("chatd did not exit within 15 s of SIGTERM with a 2 s reply running")
+        secs = time.monotonic() - t0
+        self.assertEqual(srv.proc.returncode, 0)
+        self.assertLess(secs, 10.0)
+        c.wait_closed(5)
+        mine = h.reply_events(c.events, mid)
+        completes = [e for e in mine if e.event == "message_complete"]
+        rows = srv.wait_message_row(mid, 1.0)
+        self.assertEqual(len(rows), 1, "the running reply was not stored at shutdown: %r" % rows)
+        if completes:
+            rc = h.ReplyCheck(self, c.events, mid, sid)
+            self.assertEqual(rows[0]["status"], "complete")
+            self.assertEqual(rows[0]["content"], rc.text)
+        else:
+            self.fail("the stream ended without message_complete for the running reply (got %d chunks; "
+                      "stored status %r)" % (len(mine), rows[0]["status"]))
+
+    def test_restart_on_same_database(self):
+        srv = self.new_server("restart-1", env={"WORKER_DEMO_CHUNK_DELAY": "0"})
+        sid, owner = h.new_id("s"), h.new_id("u")
+        acc = srv.chat_ok(sid, owner, "remember me")
+        self.assertEqual(len(srv.wait_message_row(acc["message_id"], 10.0, status="complete")), 1)
+        self.assertEqual(srv.stop(), 0)
+        srv2 = self.new_server("restart-2", env={"WORKER_DEMO_CHUNK_DELAY": "0"}, db_path=srv.db_path)
+        # migrations are idempotent: the second start works and the data is still there
+        rows = srv2.db_query("SELECT role, content FROM messages WHERE session_id=?", (sid,))
+        self.assertEqual(sorted(r["role"] for r in rows), ["assistant", "user"], rows)
+        self.assertEqual(srv2.chat(sid, h.new_id("intruder"), "hijack").status, 403,
+                         "session ownership lost across a restart")
+        rc, acc2, _ = self.run_reply(srv2, sid, owner, "back again")
+        self.assertIn("back again", rc.text)
+        self.assertEqual(srv2.stop(), 0)
+
+    def test_bad_config_is_a_clear_error(self):
+        for name, value in (("SERVER_PORT", "notaport"), ("SSE_HEARTBEAT_INTERVAL", "soon"),
+                            ("WORKER_DEMO_WORDS_PER_CHUNK", "0"), ("POD_ID", "bad.pod")):
+            with self.subTest(setting=name):
+                srv = self.new_server("badcfg", env={name: value}, start=False)
+                srv.spawn()
+                try:
+                    srv.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    srv.kill()
+                    self.fail("chatd started with %s=%r instead of refusing" % (name, value))
+                self.assertNotEqual(srv.proc.returncode, 0, "%s=%r: exit code 0" % (name, value))
+                self.assertIn(name, srv.log(), "%s=%r: the error does not name the setting" % (name, value))
+
+    def test_help_lists_settings(self):
+        p = subprocess.run([h.chatd_bin(), "--help"], capture_output=True, timeout=10,
+                           env={k: v for k, v in os.environ.items() if not k.startswith(("SERVER_", "DB_"))})
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        out = (p.stdout + p.stderr).decode("utf-8", "replace")
+        for name in ("SERVER_PORT", "DB_PATH", "SSE_HEARTBEAT_INTERVAL", "WORKER_DEMO_CHUNK_DELAY"):
+            self.assertIn(name, out)
+
+    def test_port_in_use_fails_fast(self):
+        s = socket.socket()
+        s.bind((h.HOST, 0))
+        s.listen(1)
+        try:
+            srv = self.new_server("port-busy", start=False)
+            srv.spawn(port=s.getsockname()[1])
+            try:
+                srv.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+                self.fail("chatd kept running although its port was taken")
+            self.assertNotEqual(srv.proc.returncode, 0)
+        finally:
+            s.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,310 @@
+"""SSE stream behaviour: heartbeats and timeouts, late join, fan-out, slow clients."""
+
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def wait_for(pred, timeout, interval=0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    return last
+
+
+class IdleAndFanoutTest(h.ChatdTestCase):
+    """Short timeouts and a 1 s heartbeat: open streams must not be cut by read/write timeouts."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("idle", env={
+            "SSE_HEARTBEAT_INTERVAL": "1s", "SERVER_WRITE_TIMEOUT": "1s", "SERVER_READ_TIMEOUT": "1s",
+            "WORKER_DEMO_CHUNK_DELAY": "10ms"})
+
+    def test_idle_stream_gets_pings_and_stays_open(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c, _ = self.open_sse(self.srv, sid, uid)
+        t0 = time.monotonic()
+        evs = c.collect_for(6.0)
+        self.assertFalse(c.closed, "idle SSE stream was closed after %.1fs (events %r)" % (time.monotonic() - t0, evs))
+        pings = [e for e in evs if e.event == "ping"]
+        self.assertGreaterEqual(len(pings), 4, "expected ~6 pings in 6 s at SSE_HEARTBEAT_INTERVAL=1s, got %r" % evs)
+        for p in pings:
+            d = p.json()
+            ts = d.get("timestamp")
+            self.assertTrue(isinstance(ts, int) and not isinstance(ts, bool), "ping timestamp must be unix seconds: %r" % d)
+            self.assertLess(abs(ts - time.time()), 60, d)
+        # and it still carries a reply after being idle
+        acc = self.srv.chat_ok(sid, uid, "after the idle period")
+        evs = c.collect_until(h.is_complete_for(acc["message_id"]), 30)
+        rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
+        self.assertIn("after the idle period", rc.text)
+
+    def test_long_reply_not_cut_by_write_timeout(self):
+        # ~2-4 s of streaming with SERVER_WRITE_TIMEOUT=1s
+        sid, uid = h.new_id("s"), h.new_id("u")
+        msg = " ".join("w%d" % i for i in range(300))
+        rc, _, c = self.run_reply(self.srv, sid, uid, msg, timeout=60)
+        self.assertIn("w299", rc.text)
+        self.assertFalse(c.closed)
+
+    def test_late_join_200ms(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        acc = self.srv.chat_ok(sid, uid, " ".join("late%d" % i for i in range(40)))
+        time.sleep(0.2)
+        c, _ = self.open_sse(self.srv, sid, uid)
+        evs = c.collect_until(h.is_complete_for(acc["message_id"]), 30)
+        rc = h.ReplyCheck(self, evs, acc["message_id"], sid)  # asserts chunk 0..n-1 and message_complete
+        self.assertIn("late39", rc.text)
+        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0]["content"], rc.text)
+
+    def test_two_connections_same_session_identical(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c1, d1 = self.open_sse(self.srv, sid, uid)
+        c2, d2 = self.open_sse(self.srv, sid, uid)
+        self.assertNotEqual(d1["connection_id"], d2["connection_id"], "two streams share a connection_id")
+        acc = self.srv.chat_ok(sid, uid, "fan out to both devices")
+        mid = acc["message_id"]
+        e1 = c1.collect_until(h.is_complete_for(mid), 30)
+        e2 = c2.collect_until(h.is_complete_for(mid), 30)
+        r1 = h.ReplyCheck(self, e1, mid, sid)
+        r2 = h.ReplyCheck(self, e2, mid, sid)
+        self.assertEqual(h.reply_signature(e1, mid), h.reply_signature(e2, mid), "the two streams differ")
+        self.assertEqual(r1.text, r2.text)
+        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
+        self.assertEqual(len(rows), 1, "the reply must be stored once: %r" % rows)
+
+    def test_connection_joining_mid_reply_gets_everything_once(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c1, _ = self.open_sse(self.srv, sid, uid)
+        acc = self.srv.chat_ok(sid, uid, " ".join("mid%d" % i for i in range(90)))
+        mid = acc["message_id"]
+        c1.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id", 0) >= 5, 15)
+        c2, _ = self.open_sse(self.srv, sid, uid)
+        c1.collect_until(h.is_complete_for(mid), 30)
+        e1 = c1.events  # everything c1 received, including what was consumed above
+        e2 = c2.collect_until(h.is_complete_for(mid), 30)
+        h.ReplyCheck(self, e1, mid, sid)
+        h.ReplyCheck(self, e2, mid, sid)  # the second device also starts at chunk 0 (late join)
+        self.assertEqual(h.reply_signature(e1, mid), h.reply_signature(e2, mid))
+
+    def test_active_connections_tracks_streams(self):
+        # earlier tests of this class closed their streams; the pod must notice (1 s heartbeat)
+        settled = wait_for(lambda: self.srv.health()["active_connections"] == 0, 6)
+        self.assertTrue(settled, "closed streams of earlier tests still counted: %r" % self.srv.health())
+        base = 0
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c1, _ = self.open_sse(self.srv, sid, uid)
+        c2, _ = self.open_sse(self.srv, h.new_id("s"), uid)
+        got = wait_for(lambda: self.srv.health()["active_connections"] >= base + 2, 3)
+        self.assertTrue(got, "active_connections did not rise by 2 (base %d, now %r)"
+                        % (base, self.srv.health()))
+        c1.close()
+        c2.close()
+        got = wait_for(lambda: self.srv.health()["active_connections"] <= base, 6)
+        self.assertTrue(got, "active_connections did not drop back after the clients left (base %d, now %r)"
+                        % (base, self.srv.health()))
+
+    def test_http_connection_idle_past_read_timeout_is_closed_cleanly(self):
+        # SERVER_READ_TIMEOUT=1s applies to plain requests: a half-sent request is dropped, the server lives on
+        s = socket.create_connection((h.HOST, self.srv.port), timeout=5)
+        try:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+            s.settimeout(8)
+            t0 = time.monotonic()
+            try:
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                self.fail("a request never completed was not timed out within 8 s (SERVER_READ_TIMEOUT=1s)")
+            self.assertLess(time.monotonic() - t0, 8)
+        finally:
+            s.close()
+        self.assertEqual(self.srv.get("/health").status, 200)
+
+
+class FastWorkerTest(h.ChatdTestCase):
+    """WORKER_DEMO_CHUNK_DELAY=0: replies finish almost at once."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("fast", env={"WORKER_DEMO_CHUNK_DELAY": "0"})
+
+    def test_late_join_after_reply_finished(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        acc = self.srv.chat_ok(sid, uid, "finished before you came")
+        time.sleep(0.2)
+        c, _ = self.open_sse(self.srv, sid, uid)
+        evs = c.collect_until(h.is_complete_for(acc["message_id"]), 15)
+        rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
+        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0]["content"], rc.text)
+
+    def test_late_join_does_not_duplicate_for_existing_stream(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c1, _ = self.open_sse(self.srv, sid, uid)
+        acc = self.srv.chat_ok(sid, uid, "seen live")
+        mid = acc["message_id"]
+        c1.collect_until(h.is_complete_for(mid), 15)
+        c2, _ = self.open_sse(self.srv, sid, uid)
+        # a reply already seen and finished need not be replayed to a new stream; if it is, then whole
+        e2 = c2.collect_for(1.0)
+        if h.reply_events(e2, mid):
+            h.ReplyCheck(self, e2, mid, sid)
+        more = c1.collect_for(0.5)
+        dup = [e for e in more if e.event in ("chunk", "message_complete")]
+        self.assertEqual(dup, [], "the first stream got events again after the reply completed")
+        h.ReplyCheck(self, c1.events, mid, sid)
+
+    def test_burst_of_messages_many_sessions(self):
+        pairs = [(h.new_id("s"), h.new_id("u")) for _ in range(8)]
+        clients = [self.open_sse(self.srv, s, u)[0] for s, u in pairs]
+        accs = [[self.srv.chat_ok(s, u, "burst %d/%d" % (i, k)) for k in range(3)] for i, (s, u) in enumerate(pairs)]
+        for (s, u), c, acc in zip(pairs, clients, accs):
+            ids = [a["message_id"] for a in acc]
+            evs = c.collect_until(h.is_complete_all(ids), 30)
+            for mid in ids:
+                h.ReplyCheck(self, evs, mid, s)
+        for acc in accs:
+            for a in acc:
+                rows = self.srv.wait_message_row(a["message_id"], 5.0, status="complete")
+                self.assertEqual(len(rows), 1, rows)
+
+
+class ResumeTest(h.ChatdTestCase):
+    """SPEC section 3: reconnect with Last-Event-ID gets what was missed, exactly once, in order."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("resume", env={"WORKER_DEMO_CHUNK_DELAY": "20ms"})
+
+    def _first_part(self, n_words, upto):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c, _ = self.open_sse(self.srv, sid, uid)
+        acc = self.srv.chat_ok(sid, uid, " ".join("r%d" % i for i in range(n_words)))
+        mid = acc["message_id"]
+        evs = c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == upto, 15)
+        c.close()
+        before = [e.json() for e in h.reply_events(evs, mid) if e.event == "chunk"]
+        self.assertEqual([d["chunk_id"] for d in before], list(range(upto + 1)))
+        self.assertEqual(evs[-1].id, "%s:%d" % (mid, upto))
+        return sid, uid, mid, before, evs[-1].id
+
+    def test_resume_mid_stream(self):
+        sid, uid, mid, before, last_id = self._first_part(200, 3)
+        c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": last_id}))
+        c.connected()
+        evs = c.collect_until(h.is_complete_for(mid), 30)
+        after = [e.json() for e in h.reply_events(evs, mid) if e.event == "chunk"]
+        ids = [d["chunk_id"] for d in after]
+        self.assertEqual(ids, list(range(4, 4 + len(ids))), "resumed chunk ids (expected 4.. without gaps): %r" % ids[:20])
+        self.assertTrue(after and after[-1]["is_final"], "resumed stream did not reach the final chunk")
+        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
+        self.assertEqual(len(rows), 1)
+        self.assertEqual("".join(d["chunk"] for d in before + after), rows[0]["content"])
+
+    def test_resume_after_completion(self):
+        sid, uid, mid, before, last_id = self._first_part(60, 2)
+        rows = self.srv.wait_message_row(mid, 15.0, status="complete")
+        self.assertEqual(len(rows), 1)
+        time.sleep(0.3)
+        c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": last_id}))
+        c.connected()
+        evs = c.collect_until(h.is_complete_for(mid), 15)
+        after = [e.json() for e in h.reply_events(evs, mid) if e.event == "chunk"]
+        self.assertTrue(after, "nothing replayed after Last-Event-ID %s of a completed message" % last_id)
+        self.assertTrue(all(d["chunk_id"] > 2 for d in after), "replayed chunks at or before the cursor: %r"
+                        % [d["chunk_id"] for d in after])
+        self.assertEqual("".join(d["chunk"] for d in before + after), rows[0]["content"],
+                         "text before the cursor + replay != stored reply")
+
+
+class SlowClientTest(h.ChatdTestCase):
+    """A client that never reads is cut off; the others are not held back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("slow", env={
+            "SSE_MAX_QUEUE_EVENTS": "64", "WORKER_DEMO_CHUNK_DELAY": "0", "WORKER_DEMO_WORDS_PER_CHUNK": "1"})
+
+    def test_slow_client_is_disconnected_others_unaffected(self):
+        srv = self.srv
+        s1, s2, uid = h.new_id("slow"), h.new_id("other"), h.new_id("u")
+        base = srv.health()["active_connections"]
+        slow = self.track(srv.sse(s1, uid, rcvbuf=2048))
+        slow.connected()  # read the head and `connected`, then never read again
+        good_same, _ = self.open_sse(srv, s1, uid)
+        good_other, _ = self.open_sse(srv, s2, uid)
+        wait_for(lambda: srv.health()["active_connections"] >= base + 3, 3)
+
+        # the good same-session client is read concurrently, as a real browser would
+        result = {}
+
+        def reader(client, name, until_ids, timeout):
+            t0 = time.monotonic()
+            try:
+                result[name] = (client.collect_until(h.is_complete_all(until_ids), timeout), time.monotonic() - t0)
+            except BaseException as e:  # noqa: BLE001
+                result[name] = (e, time.monotonic() - t0)
+
+        long_msg = ("lorem ipsum dolor sit amet " * 800)[:20000]
+        t_post = time.monotonic()
+        accs = [srv.chat_ok(s1, uid, long_msg) for _ in range(4)]
+        ids = [a["message_id"] for a in accs]
+        th = threading.Thread(target=reader, args=(good_same, "same", ids, 60), daemon=True)
+        th.start()
+        acc2 = srv.chat_ok(s2, uid, "the other session is not held back")
+        evs2 = good_other.collect_until(h.is_complete_for(acc2["message_id"]), 30)
+        t_other = time.monotonic() - t_post
+        h.ReplyCheck(self, evs2, acc2["message_id"], s2)
+        self.assertLess(t_other, 10.0, "other-session reply took %.1fs while a slow client was attached" % t_other)
+
+        th.join(65)
+        self.assertIn("same", result, "same-session reader did not finish")
+        evs_same, t_same = result["same"]
+        if isinstance(evs_same, BaseException):
+            raise AssertionError("same-session reading client did not get its replies: %r" % (evs_same,))
+        for mid in ids:
+            h.ReplyCheck(self, evs_same, mid, s1)
+        self.assertLess(t_same, 30.0, "same-session reader needed %.1fs for 4 long replies" % t_same)
+
+        # the slow client must have been cut off by the server
+        dropped = wait_for(lambda: srv.health()["active_connections"] <= base + 2, 15)
+        health_after = srv.health()
+        ended = slow.drain(30)
+        self.assertTrue(ended, "slow client's stream was never closed by the server (read %d bytes while draining; "
+                               "health %r)" % (slow.raw_bytes, health_after))
+        self.assertTrue(dropped, "active_connections did not drop after the slow client was cut: %r" % health_after)
+        # what the slow client did get is a gap-free prefix per message (cut off, never silently skipped)
+        per_msg = {}
+        for ev in slow.events:
+            if ev.event == "chunk":
+                d = ev.json()
+                per_msg.setdefault(d["message_id"], []).append(d["chunk_id"])
+        for mid, got in per_msg.items():
+            self.assertEqual(got, list(range(len(got))), "slow client saw a gap in %s: %r..." % (mid, got[:50]))
+        # the server is fine afterwards
+        rc, _, _ = self.run_reply(srv, h.new_id("s"), uid, "after the slow client")
+        self.assertIn("after the slow client", rc.text)
+        for mid in ids:
+            rows = srv.wait_message_row(mid, 10.0, status="complete")
+            self.assertEqual(len(rows), 1, "long reply %s not stored: %r" % (mid, rows))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
