@@ -1,0 +1,188 @@
+#include "harness/server_process.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+
+namespace chat::test {
+namespace {
+
+constexpr std::chrono::seconds kStartLimit{15};
+constexpr std::chrono::seconds kStopLimit{5};
+
+[[noreturn]] void fail(const std::string& what) { throw std::runtime_error("test server: " + what); }
+
+std::string find_binary(const char* name, const char* override_variable) {
+  if (const char* path = std::getenv(override_variable); path != nullptr && *path != '\0') return path;
+  std::vector<std::string> dirs;
+  if (const char* path = std::getenv("PATH"); path != nullptr) {
+    std::stringstream in(path);
+    for (std::string dir; std::getline(in, dir, ':');)
+      if (!dir.empty()) dirs.push_back(dir);
+  }
+  for (const char* dir : {"/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"}) dirs.emplace_back(dir);
+  for (const auto& dir : dirs) {
+    auto candidate = std::filesystem::path(dir) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  fail(std::string(name) + " not found on PATH or in /usr/sbin (set " + override_variable + ")");
+}
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
+
+bool accepts_connections(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  auto addr = loopback(port);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::filesystem::path make_scratch_dir(const char* tag) {
+  auto pattern = (std::filesystem::temp_directory_path() / (std::string("chat-") + tag + "-XXXXXX")).string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::system_error(errno, std::generic_category(), "mkdtemp");
+  return pattern;
+}
+
+}  // namespace
+
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  auto addr = loopback(0);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "bind port 0");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+ServerProcess::ServerProcess(Kind kind, std::uint16_t port) : kind_(kind), port_(port) {
+  binary_ = kind == Kind::nats ? find_binary("nats-server", "CHAT_NATS_SERVER")
+                               : find_binary("redis-server", "CHAT_REDIS_SERVER");
+  if (port_ == 0) port_ = free_port();
+  dir_ = make_scratch_dir(kind == Kind::nats ? "nats" : "redis");
+  start();
+}
+
+ServerProcess::~ServerProcess() {
+  if (running()) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::vector<std::string> ServerProcess::arguments() const {
+  auto port = std::to_string(port_);
+  if (kind_ == Kind::nats)
+    return {binary_, "-a", "127.0.0.1", "-p", port, "-js", "-sd", (dir_ / "jetstream").string()};
+  return {binary_, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+          "--dir", dir_.string()};
+}
+
+std::string ServerProcess::nats_url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+
+void ServerProcess::start() {
+  if (running()) return;
+  auto args = arguments();
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  auto log_path = (dir_ / "server.log").string();
+  pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    // Child of a multi-threaded parent: async-signal-safe calls only.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (log >= 0) {
+      ::dup2(log, STDOUT_FILENO);
+      ::dup2(log, STDERR_FILENO);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+  wait_until_accepting(kStartLimit);
+}
+
+void ServerProcess::wait_until_accepting(std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!accepts_connections(port_)) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      fail(binary_ + " exited at start on port " + std::to_string(port_) + ":\n" + log_tail());
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      fail(binary_ + " did not accept connections on port " + std::to_string(port_) + ":\n" + log_tail());
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void ServerProcess::stop() {
+  if (!running()) return;
+  ::kill(pid_, SIGTERM);
+  wait_for_exit(kStopLimit);
+}
+
+void ServerProcess::kill() {
+  if (!running()) return;
+  ::kill(pid_, SIGKILL);
+  wait_for_exit(kStopLimit);
+}
+
+void ServerProcess::wait_for_exit(std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (::waitpid(pid_, nullptr, WNOHANG) != pid_) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pid_ = -1;
+}
+
+void ServerProcess::restart() {
+  stop();
+  start();
+}
+
+std::string ServerProcess::log_tail() const {
+  std::ifstream in(dir_ / "server.log");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  constexpr std::size_t kTail = 2000;
+  return text.size() > kTail ? text.substr(text.size() - kTail) : text;
+}
+
+}  // namespace chat::test
