@@ -1,0 +1,313 @@
+#include "bus/nats_bus.hpp"
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+
+#include <charconv>
+#include <climits>
+#include <future>
+#include <mutex>
+
+#include "common/identifier.hpp"
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace chat::bus {
+
+// The closure of every nats.c connection callback. nats.c runs them on its
+// event thread, possibly after NatsBus has started to go away, so this object
+// stays alive until the closed callback (the last one nats.c runs for a
+// connection) has returned.
+struct NatsBus::ConnectionEvents {
+  std::string name;
+  std::atomic<bool> connected{false};
+  std::atomic<bool> closing{false};  // our own close: expected, not worth a warning
+  std::promise<void> closed;
+};
+
+namespace {
+
+using Events = NatsBus::ConnectionEvents;
+
+constexpr std::chrono::seconds kCloseWait{5};
+// Server liveness when the TCP connection does not break (a partitioned
+// network): a missed PONG every 10 s, three in a row count as disconnected.
+constexpr std::int64_t kPingIntervalMs = 10'000;
+constexpr int kMaxPingsOut = 3;
+// nats.c treats 0 as "use the 8 MB default"; one byte is the smallest buffer
+// it accepts, so a publish that races a disconnect fails instead of queueing.
+constexpr int kReconnectBufferBytes = 1;
+
+void on_connected(natsConnection*, void* closure) {
+  auto* events = static_cast<Events*>(closure);
+  events->connected = true;
+  log::info("nats_connected", {{"bus", events->name}});
+}
+
+void on_disconnected(natsConnection*, void* closure) {
+  auto* events = static_cast<Events*>(closure);
+  events->connected = false;
+  if (!events->closing) log::warn("nats_disconnected", {{"bus", events->name}, {"retrying", true}});
+}
+
+void on_reconnected(natsConnection*, void* closure) {
+  auto* events = static_cast<Events*>(closure);
+  events->connected = true;
+  log::info("nats_reconnected", {{"bus", events->name}});
+}
+
+void on_closed(natsConnection*, void* closure) {
+  auto* events = static_cast<Events*>(closure);
+  events->connected = false;
+  if (!events->closing) log::error("nats_closed", {{"bus", events->name}, {"reason", "reconnect attempts exhausted"}});
+  events->closed.set_value();
+}
+
+void on_async_error(natsConnection*, natsSubscription* sub, natsStatus status, void* closure) {
+  auto* events = static_cast<Events*>(closure);
+  const char* subject = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
+  log::warn("nats_async_error", {{"bus", events->name},
+                                 {"error", natsStatus_GetText(status)},
+                                 {"subject", subject != nullptr ? subject : ""}});
+}
+
+// A subject goes into the protocol line as it is: whitespace would split it.
+bool is_valid_subject(std::string_view subject) {
+  return !subject.empty() && subject.find_first_of(" \t\r\n") == std::string_view::npos;
+}
+
+bool is_connected(natsConnection* nc) { return natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED; }
+
+// Hands one message to nats.c's write buffer; never waits for the network.
+error_code publish_now(natsConnection* nc, const std::string& subject, const std::string& payload,
+                       const std::string& reply_to) {
+  if (!is_valid_subject(subject)) return asio::error::invalid_argument;
+  if (payload.size() > static_cast<std::size_t>(INT_MAX)) return asio::error::message_size;
+  if (!is_connected(nc)) return asio::error::not_connected;
+  auto size = static_cast<int>(payload.size());
+  natsStatus s = reply_to.empty()
+                     ? natsConnection_Publish(nc, subject.c_str(), payload.data(), size)
+                     : natsConnection_PublishRequest(nc, subject.c_str(), reply_to.c_str(), payload.data(), size);
+  return to_error_code(s);
+}
+
+// What nats.c's delivery thread and the Subscription share.
+struct SubscriptionState {
+  explicit SubscriptionState(MessageHandler h) : handler(std::move(h)) {}
+  MessageHandler handler;
+  // Held while the handler runs, so unsubscribing can wait for a running call.
+  // Recursive: a handler may drop its own subscription.
+  std::recursive_mutex running;
+  bool active = true;  // guarded by `running`
+};
+
+// nats.c holds one of these as the subscription's closure until it reports,
+// through the completion callback, that it will not call the handler again.
+using StateRef = std::shared_ptr<SubscriptionState>;
+
+void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+  NatsMsgPtr msg(raw);
+  auto& state = **static_cast<StateRef*>(closure);
+  std::lock_guard lock(state.running);
+  if (!state.active) return;
+  const char* reply = natsMsg_GetReply(msg.get());
+  Message m{natsMsg_GetSubject(msg.get()),
+            std::string_view(natsMsg_GetData(msg.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg.get()))),
+            reply != nullptr ? std::string_view(reply) : std::string_view()};
+  try {
+    state.handler(m);
+  } catch (const std::exception& e) {
+    // Nothing above this frame could handle it: it would end the process.
+    log::error("nats_handler_threw", {{"subject", m.subject}, {"error", e.what()}});
+  }
+}
+
+void on_subscription_complete(void* closure) { delete static_cast<StateRef*>(closure); }
+
+class NatsSubscription final : public Subscription {
+ public:
+  NatsSubscription(NatsSubscriptionPtr sub, StateRef state) : sub_(std::move(sub)), state_(std::move(state)) {}
+  ~NatsSubscription() override {
+    // Stops new deliveries; fails harmlessly when the connection is closed.
+    natsSubscription_Unsubscribe(sub_.get());
+    // Waits for a handler call in progress on the delivery thread; any call
+    // nats.c still makes afterwards finds `active` false.
+    std::lock_guard lock(state_->running);
+    state_->active = false;
+  }
+
+ private:
+  NatsSubscriptionPtr sub_;
+  StateRef state_;
+};
+
+}  // namespace
+
+NatsBus::NatsBus(const config::NatsConfig& config, std::string name)
+    : name_(std::move(name)),
+      work_(asio::make_work_guard(io_)),
+      events_(std::make_unique<ConnectionEvents>()),
+      inbox_prefix_("_INBOX." + new_identifier("") + ".") {
+  events_->name = name_;
+  connect(config);
+  try {
+    inbox_ = subscribe(inbox_prefix_ + "*", {}, [this](const Message& m) { on_inbox_message(m); });
+  } catch (...) {
+    close_connection();
+    throw;
+  }
+  thread_ = std::thread([this] {
+    for (;;) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        log::error("nats_callback_threw", {{"bus", name_}, {"error", e.what()}});
+      }
+    }
+  });
+}
+
+void NatsBus::connect(const config::NatsConfig& config) {
+  if (!config.url || config.url->empty()) throw std::invalid_argument("NatsBus needs NATS_URL");
+  natsOptions* raw_options = nullptr;
+  throw_if_failed(natsOptions_Create(&raw_options), "nats options");
+  NatsOptionsPtr options(raw_options);
+  natsOptions* o = options.get();
+  void* closure = events_.get();
+  throw_if_failed(natsOptions_SetURL(o, config.url->c_str()), "NATS_URL");
+  throw_if_failed(natsOptions_SetName(o, name_.c_str()), "nats name");
+  throw_if_failed(natsOptions_SetMaxReconnect(o, config.max_reconnects), "NATS_MAX_RECONNECTS");
+  throw_if_failed(natsOptions_SetReconnectWait(o, config.reconnect_wait.count()), "NATS_RECONNECT_WAIT");
+  throw_if_failed(natsOptions_SetReconnectBufSize(o, kReconnectBufferBytes), "nats reconnect buffer");
+  throw_if_failed(natsOptions_SetPingInterval(o, kPingIntervalMs), "nats ping interval");
+  throw_if_failed(natsOptions_SetMaxPingsOut(o, kMaxPingsOut), "nats max pings");
+  throw_if_failed(natsOptions_DisableNoResponders(o, true), "nats no responders");
+  throw_if_failed(natsOptions_SetRetryOnFailedConnect(o, true, on_connected, closure), "nats retry");
+  throw_if_failed(natsOptions_SetDisconnectedCB(o, on_disconnected, closure), "nats callback");
+  throw_if_failed(natsOptions_SetReconnectedCB(o, on_reconnected, closure), "nats callback");
+  throw_if_failed(natsOptions_SetClosedCB(o, on_closed, closure), "nats callback");
+  throw_if_failed(natsOptions_SetErrorHandler(o, on_async_error, closure), "nats callback");
+
+  natsConnection* raw_connection = nullptr;
+  natsStatus s = natsConnection_Connect(&raw_connection, o);
+  if (s == NATS_OK) {
+    events_->connected = true;
+    log::info("nats_connected", {{"bus", name_}});
+  } else if (s == NATS_NOT_YET_CONNECTED) {
+    log::warn("nats_unavailable", {{"bus", name_}, {"retrying", true}});
+  } else {
+    throw_if_failed(s, "nats connect");
+  }
+  connection_.reset(raw_connection);
+}
+
+NatsBus::~NatsBus() {
+  inbox_.reset();
+  close_connection();
+  stop_bus_thread();
+}
+
+void NatsBus::close_connection() {
+  events_->closing = true;
+  natsConnection_Close(connection_.get());
+  if (events_->closed.get_future().wait_for(kCloseWait) != std::future_status::ready) {
+    // nats.c may still run a callback with this closure: keep it, leak it.
+    log::warn("nats_close_slow", {{"bus", name_}});
+    (void)events_.release();
+  }
+  connection_.reset();
+}
+
+void NatsBus::stop_bus_thread() {
+  asio::post(io_, [this] {
+    for (auto& [token, p] : pending_) {
+      p.timer->cancel();
+      p.done(asio::error::operation_aborted, {});
+    }
+    pending_.clear();
+  });
+  work_.reset();
+  thread_.join();
+}
+
+bool NatsBus::connected() const { return events_->connected; }
+
+void NatsBus::complete(PublishCallback done, error_code ec) {
+  if (done) asio::post(io_, [done = std::move(done), ec] { done(ec); });
+}
+
+void NatsBus::publish(std::string subject, std::string payload, PublishCallback done) {
+  complete(std::move(done), publish_now(connection_.get(), subject, payload, {}));
+}
+
+std::unique_ptr<Subscription> NatsBus::subscribe(std::string pattern, std::string queue_group,
+                                                 MessageHandler handler) {
+  auto state = std::make_shared<SubscriptionState>(std::move(handler));
+  auto* closure = new StateRef(state);
+  natsSubscription* raw = nullptr;
+  natsStatus s = queue_group.empty()
+                     ? natsConnection_Subscribe(&raw, connection_.get(), pattern.c_str(), on_message, closure)
+                     : natsConnection_QueueSubscribe(&raw, connection_.get(), pattern.c_str(), queue_group.c_str(),
+                                                     on_message, closure);
+  if (s != NATS_OK) {
+    delete closure;
+    throw_if_failed(s, "nats subscribe");
+  }
+  NatsSubscriptionPtr sub(raw);
+  if (natsSubscription_SetOnCompleteCB(raw, on_subscription_complete, closure) != NATS_OK) {
+    // Only when the connection closed in between: the delivery thread may be
+    // in the handler right now, so the closure cannot be freed. It leaks.
+    log::warn("nats_subscription_closed_early", {{"bus", name_}, {"subject", pattern}});
+  }
+  return std::make_unique<NatsSubscription>(std::move(sub), std::move(state));
+}
+
+void NatsBus::request(std::string subject, std::string payload, std::chrono::milliseconds timeout,
+                      ReplyCallback done) {
+  if (!is_connected(connection_.get())) {
+    asio::post(io_, [done = std::move(done)] { done(asio::error::not_connected, {}); });
+    return;
+  }
+  auto token = ++next_token_;
+  // Registering on the bus thread before publishing there orders the
+  // registration before any reply, which is also handled on the bus thread.
+  asio::post(io_, [this, token, subject = std::move(subject), payload = std::move(payload), timeout,
+                   done = std::move(done)]() mutable {
+    start_request(token, std::move(subject), std::move(payload), timeout, std::move(done));
+  });
+}
+
+void NatsBus::start_request(std::uint64_t token, std::string subject, std::string payload,
+                            std::chrono::milliseconds timeout, ReplyCallback done) {
+  auto timer = std::make_unique<asio::steady_timer>(io_, timeout);
+  timer->async_wait([this, token](error_code ec) {
+    if (!ec) complete_request(token, asio::error::timed_out, {});
+  });
+  pending_.emplace(token, PendingRequest{std::move(done), std::move(timer)});
+  if (auto ec = publish_now(connection_.get(), subject, payload, inbox_prefix_ + std::to_string(token)))
+    complete_request(token, ec, {});
+}
+
+void NatsBus::complete_request(std::uint64_t token, error_code ec, std::string reply) {
+  auto it = pending_.find(token);
+  if (it == pending_.end()) return;  // answered twice, or the answer came after the timeout
+  auto request = std::move(it->second);
+  pending_.erase(it);
+  request.timer->cancel();
+  request.done(ec, std::move(reply));
+}
+
+void NatsBus::on_inbox_message(const Message& m) {
+  auto text = m.subject.substr(std::min(inbox_prefix_.size(), m.subject.size()));
+  std::uint64_t token = 0;
+  auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), token);
+  if (err != std::errc() || end != text.data() + text.size()) return;
+  asio::post(io_, [this, token, reply = std::string(m.payload)]() mutable {
+    complete_request(token, {}, std::move(reply));
+  });
+}
+
+}  // namespace chat::bus

@@ -1,0 +1,100 @@
+#pragma once
+// MessageBus on NATS through nats.c (distributed mode, NATS_URL set).
+//
+// Threads:
+// - nats.c's own: per connection a reader, a flusher and (while the server is
+//   away) a reconnect thread; per subscription one delivery thread, which runs
+//   that subscription's handler, one message at a time, in arrival order; and
+//   the library's event thread, which runs the connection callbacks below.
+//   A handler must not block: it holds up every later message of its
+//   subscription. Post real work to your own executor.
+// - one thread of our own, running a private io_context ("the bus thread"):
+//   publish callbacks, request timers and request completions run there.
+//
+// Connection: failing to reach the server at start is not fatal. nats.c keeps
+// retrying in the background (NatsConfig::max_reconnects, -1 = forever, every
+// reconnect_wait) and connected() stays false meanwhile. After a lost
+// connection nats.c reconnects the same way and re-sends every subscription,
+// so a Subscription survives reconnects. While not connected, publish() and
+// request() fail at once with boost::asio::error::not_connected (the caller
+// answers 503) instead of queueing into nats.c's reconnect buffer: a message a
+// caller was told is "on the bus" must not wait in this process's memory.
+//
+// Requests use one wildcard inbox subscription per bus ("_INBOX.<id>.*", as
+// nats.c does internally), not a subscription per request. The server's
+// "no responders" notice is turned off, so a request nobody answers times out
+// exactly as it does on MemoryBus.
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "bus/message_bus.hpp"
+#include "bus/nats_handles.hpp"
+#include "config/config.hpp"
+
+namespace chat::bus {
+
+class NatsBus final : public MessageBus {
+ public:
+  // `name` identifies this client to the server (monitoring) and in logs.
+  // Throws on a malformed URL or option; an unreachable server is not an error.
+  // May take up to one connect timeout (2 s) for the first attempt.
+  NatsBus(const config::NatsConfig& config, std::string name);
+  ~NatsBus() override;
+
+  NatsBus(const NatsBus&) = delete;
+  NatsBus& operator=(const NatsBus&) = delete;
+
+  void publish(std::string subject, std::string payload, PublishCallback done = {}) override;
+  // Throws boost::system::system_error when nats.c refuses the subscription
+  // (invalid subject or queue name, closed connection): a programming error.
+  std::unique_ptr<Subscription> subscribe(std::string pattern, std::string queue_group,
+                                          MessageHandler handler) override;
+  void request(std::string subject, std::string payload, std::chrono::milliseconds timeout,
+               ReplyCallback done) override;
+  bool connected() const override;
+  std::string_view kind() const override { return "nats"; }
+
+  struct ConnectionEvents;
+
+ private:
+  struct PendingRequest {
+    ReplyCallback done;
+    std::unique_ptr<boost::asio::steady_timer> timer;
+  };
+
+  void connect(const config::NatsConfig& config);
+  void start_request(std::uint64_t token, std::string subject, std::string payload,
+                     std::chrono::milliseconds timeout, ReplyCallback done);
+  void complete_request(std::uint64_t token, boost::system::error_code ec, std::string reply);
+  void on_inbox_message(const Message& m);
+  void complete(PublishCallback done, boost::system::error_code ec);
+  void close_connection();
+  void stop_bus_thread();
+
+  std::string name_;
+  // The bus thread. Declared first so that it outlives everything that posts to it.
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::thread thread_;
+
+  // Closure of nats.c's connection callbacks; see the destructor for its lifetime.
+  std::unique_ptr<ConnectionEvents> events_;
+  NatsConnectionPtr connection_;
+
+  std::string inbox_prefix_;  // "_INBOX.<random>."
+  std::atomic<std::uint64_t> next_token_{0};
+  // Touched only on the bus thread: every request step is posted there.
+  std::unordered_map<std::uint64_t, PendingRequest> pending_;
+  std::unique_ptr<Subscription> inbox_;
+};
+
+}  // namespace chat::bus
