@@ -1,0 +1,105 @@
+// What only a networked bus can do: lose its server and get it back.
+
+#include <gtest/gtest.h>
+
+#include "bus/bus_test_support.hpp"
+#include "bus/nats_bus.hpp"
+#include "harness/server_process.hpp"
+
+namespace chat::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+config::NatsConfig fast_reconnect(const std::string& url) {
+  config::NatsConfig config;
+  config.url = url;
+  config.reconnect_wait = 100ms;
+  return config;
+}
+
+// Publishes until the collector has one more message: after a reconnect, the
+// other connection's subscriptions reach the server at a time we cannot see.
+bool publish_until_received(bus::MessageBus& bus, const std::string& subject, Collector& got) {
+  auto before = got.size();
+  return eventually([&] {
+    bus.publish(subject, "again");
+    return got.wait_for(before + 1, 100ms);
+  });
+}
+
+TEST(NatsBus, PublishAndRequestFailWithNotConnectedWhileServerIsDown) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus bus(fast_reconnect(server.nats_url()), "down-test");
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+
+  server.stop();
+  ASSERT_TRUE(eventually([&] { return !bus.connected(); }));
+
+  EXPECT_EQ(publish_and_wait(bus, "chat.pod.p1.response", "x"), boost::asio::error::not_connected);
+  auto reply = request_and_wait(bus, "chat.pod.p1.health", "", 1s);
+  EXPECT_EQ(reply.ec, boost::asio::error::not_connected);
+}
+
+TEST(NatsBus, ReconnectsToRestartedServerAndKeepsSubscriptions) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus publisher(fast_reconnect(server.nats_url()), "restart-pub");
+  bus::NatsBus subscriber(fast_reconnect(server.nats_url()), "restart-sub");
+  ASSERT_TRUE(eventually([&] { return publisher.connected() && subscriber.connected(); }));
+  Collector got;
+  auto sub = subscriber.subscribe("chat.pod.p1.response", {}, got.handler());
+  auto queue_sub = subscriber.subscribe("chat.workflow.execute.*", "workflow-workers", got.handler());
+  ASSERT_TRUE(sync(subscriber));
+  ASSERT_TRUE(publish_until_received(publisher, "chat.pod.p1.response", got));
+
+  server.stop();
+  ASSERT_TRUE(eventually([&] { return !publisher.connected() && !subscriber.connected(); }));
+  server.start();
+  ASSERT_TRUE(eventually([&] { return publisher.connected() && subscriber.connected(); }));
+
+  EXPECT_TRUE(publish_until_received(publisher, "chat.pod.p1.response", got));
+  EXPECT_TRUE(publish_until_received(publisher, "chat.workflow.execute.s1", got));
+  EXPECT_FALSE(publish_and_wait(publisher, "chat.pod.p1.response", "x"));
+}
+
+TEST(NatsBus, StartsWithoutServerAndConnectsWhenItAppears) {
+  auto port = free_port();
+  bus::NatsBus bus(fast_reconnect("nats://127.0.0.1:" + std::to_string(port)), "late-test");
+  EXPECT_FALSE(bus.connected());
+  EXPECT_EQ(publish_and_wait(bus, "chat.pod.p1.response", "x"), boost::asio::error::not_connected);
+  // Subscribing before the first connection is allowed; nats.c sends it later.
+  Collector got;
+  auto sub = bus.subscribe("chat.pod.p1.response", {}, got.handler());
+
+  ServerProcess server(ServerProcess::Kind::nats, port);
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+  EXPECT_TRUE(publish_until_received(bus, "chat.pod.p1.response", got));
+  EXPECT_EQ(got.items().back().subject, "chat.pod.p1.response");
+}
+
+TEST(NatsBus, PendingRequestEndsWhenBusIsDestroyed) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  std::promise<boost::system::error_code> done;
+  {
+    bus::NatsBus bus(fast_reconnect(server.nats_url()), "destroy-test");
+    ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+    Collector silent;
+    auto sub = bus.subscribe("chat.pod.p1.health", {}, silent.handler());
+    bus.request("chat.pod.p1.health", "", 60s, [&](boost::system::error_code ec, std::string) { done.set_value(ec); });
+    ASSERT_TRUE(silent.wait_for(1));
+  }
+  auto result = done.get_future();
+  ASSERT_EQ(result.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(result.get(), boost::asio::error::operation_aborted);
+}
+
+TEST(NatsBus, RejectsSubjectsThatWouldBreakTheProtocolLine) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus bus(fast_reconnect(server.nats_url()), "subject-test");
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+  EXPECT_EQ(publish_and_wait(bus, "chat.pod p1.response", "x"), boost::asio::error::invalid_argument);
+  EXPECT_EQ(publish_and_wait(bus, "", "x"), boost::asio::error::invalid_argument);
+}
+
+}  // namespace
+}  // namespace chat::test
