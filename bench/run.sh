@@ -8,13 +8,16 @@
 #   stream   STREAM_SESSIONS (1000) sessions, one SSE each, WORKER_DEMO_CHUNK_DELAY=0:
 #            chunk events/s and chunk latency (chunk timestamp -> client receipt)
 #   latency  the same with WORKER_DEMO_CHUNK_DELAY=LAT_DELAY (100ms): ~10k events/s, p50/p99
-#   post     POST /api/chat on POST_CONCURRENCY (64) keep-alive connections, new session each time
+#   post     POST /api/chat on POST_CONCURRENCY (64) keep-alive connections, new session each
+#            time; chatd env POST_ENV (one-chunk demo replies at full speed, see below)
+#   post_default  the same against chatd's default worker settings
 #
 # Environment: BUILD_DIR (./build), NO_BUILD=1 (use existing binaries), CHATD (command
 # to run as the server, e.g. "python3 bench/fake_chatd.py"), LOADGEN, SCENARIOS
-# ("hold stream latency post"), HOLD_SECONDS (10), STREAM_SECONDS (15), LAT_SECONDS (15),
-# POST_SECONDS (10), WARMUP (3), LAT_DELAY (100ms), POST_ENV (extra env for the post
-# scenario's chatd, e.g. "WORKER_DEMO_CHUNK_DELAY=0"), KEEP=1 keeps the temp dir.
+# ("hold stream latency post post_default"), HOLD_SECONDS (10), STREAM_SECONDS (15), LAT_SECONDS (15),
+# POST_SECONDS (10), WARMUP (3), LAT_DELAY (100ms), POST_ENV (env of the post scenario's
+# chatd, default "WORKER_DEMO_WORDS_PER_CHUNK=1000 WORKER_DEMO_CHUNK_DELAY=0"), KEEP=1 keeps
+# the temp dir.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +32,7 @@ read -r -a chatd_cmd <<<"${CHATD:-$build/chatd}"
 loadgen=${LOADGEN:-$build/loadgen}
 [ -x "$loadgen" ] || { log "no loadgen at $loadgen"; exit 1; }
 
-scenarios=${SCENARIOS:-hold stream latency post}
+scenarios=${SCENARIOS:-hold stream latency post post_default}
 hold_n=${HOLD_CONNECTIONS:-10000}
 hold_s=${HOLD_SECONDS:-10}
 stream_n=${STREAM_SESSIONS:-1000}
@@ -39,7 +42,7 @@ lat_delay=${LAT_DELAY:-100ms}
 post_s=${POST_SECONDS:-10}
 post_c=${POST_CONCURRENCY:-64}
 warmup=${WARMUP:-3}
-read -r -a post_env <<<"${POST_ENV:-}"
+read -r -a post_env <<<"${POST_ENV:-WORKER_DEMO_WORDS_PER_CHUNK=1000 WORKER_DEMO_CHUNK_DELAY=0}"
 
 tmp=$(mktemp -d /tmp/chatd-bench.XXXXXX)
 pid=""
@@ -48,6 +51,8 @@ cleanup() {
   if [ -z "${KEEP:-}" ]; then rm -rf "$tmp"; else log "kept $tmp"; fi
 }
 trap cleanup EXIT
+
+secs() { printf '%.0f' "$1"; }  # whole seconds, for time limits
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -136,14 +141,14 @@ run_loadgen() {
   fi
 }
 
-for s in hold stream latency post; do echo '{}' >"$tmp/$s.json"; done
+for s in hold stream latency post post_default; do echo '{}' >"$tmp/$s.json"; done
 
 for s in $scenarios; do
   case $s in
     hold)
       if start_chatd hold SERVER_MAX_CONNECTIONS=19000; then
         sleep 1  # let start-up allocations settle before the baseline
-        run_loadgen hold $((hold_s + 240)) hold --port "$port" --connections "$hold_n" \
+        run_loadgen hold $(($(secs "$hold_s") + 240)) hold --port "$port" --connections "$hold_n" \
           --hold-seconds "$hold_s" --settle 3 --pid "$pid" || true
         sleep 1
         log "after the hold: /health $(health)"
@@ -152,7 +157,7 @@ for s in $scenarios; do
       ;;
     stream)
       if start_chatd stream WORKER_DEMO_CHUNK_DELAY=0; then
-        run_loadgen stream $((stream_s + warmup + 120)) stream --port "$port" --sessions "$stream_n" \
+        run_loadgen stream $(($(secs "$stream_s") + $(secs "$warmup") + 120)) stream --port "$port" --sessions "$stream_n" \
           --seconds "$stream_s" --warmup "$warmup" --pid "$pid" || true
         log "after the stream: /health $(health)"
         stop_chatd stream
@@ -160,18 +165,22 @@ for s in $scenarios; do
       ;;
     latency)
       if start_chatd latency WORKER_DEMO_CHUNK_DELAY="$lat_delay"; then
-        run_loadgen latency $((lat_s + warmup + 120)) stream --port "$port" --sessions "$stream_n" \
+        run_loadgen latency $(($(secs "$lat_s") + $(secs "$warmup") + 120)) stream --port "$port" --sessions "$stream_n" \
           --seconds "$lat_s" --warmup "$warmup" --pid "$pid" || true
         log "after the latency run: /health $(health)"
         stop_chatd latency
       fi
       ;;
-    post)
-      if start_chatd post "${post_env[@]}"; then
-        run_loadgen post $((post_s + warmup + 60)) post --port "$port" --seconds "$post_s" \
+    post | post_default)
+      # post: the demo worker answers each chat with a one-chunk reply at full speed, so the
+      # figure is the chat intake (validate, store, publish, reply, store) without a growing
+      # backlog; post_default: chatd's default worker settings (40 ms per 3-word chunk).
+      if [ "$s" = post ]; then env_args=("${post_env[@]}"); else env_args=(); fi
+      if start_chatd "$s" "${env_args[@]+"${env_args[@]}"}"; then
+        run_loadgen "$s" $(($(secs "$post_s") + $(secs "$warmup") + 60)) post --port "$port" --seconds "$post_s" \
           --warmup "$warmup" --concurrency "$post_c" --pid "$pid" || true
         log "after the posts: /health $(health)"
-        stop_chatd post
+        stop_chatd "$s"
       fi
       ;;
     *) log "unknown scenario $s"; exit 2 ;;
@@ -189,6 +198,7 @@ jq -nc \
   --argjson errors "$errs" \
   --slurpfile hold "$tmp/hold.json" --slurpfile stream "$tmp/stream.json" \
   --slurpfile lat "$tmp/latency.json" --slurpfile post "$tmp/post.json" \
+  --slurpfile postd "$tmp/post_default.json" \
   '{date: $date,
     machine: {cores: $cores, cpu: $cpu, mem_mib: ($mem_kib / 1024 | floor), kernel: $kernel},
     commit: $commit, server: $server,
@@ -201,6 +211,8 @@ jq -nc \
                      p99_ms: $lat[0].latency_p99_ms, p999_ms: $lat[0].latency_p999_ms},
     post_rps: $post[0].post_rps,
     post_latency_p99_ms: $post[0].latency_p99_ms,
+    post_rps_default_worker: $postd[0].post_rps,
     floors: {idle_rss_per_conn_bytes_max: 4096, chunk_events_per_sec_min: 40000, p99_at_10k_ms_max: 5},
     errors: $errors,
-    scenarios: {hold: $hold[0], stream: $stream[0], latency: $lat[0], post: $post[0]}}'
+    scenarios: {hold: $hold[0], stream: $stream[0], latency: $lat[0], post: $post[0],
+               post_default: $postd[0]}}'
