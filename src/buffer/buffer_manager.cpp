@@ -97,7 +97,10 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
       m.finish_reason = f->metadata->finish_reason;
       m.model = f->metadata->model;
     }
-    if (f->error) m.error_code = f->error->code;
+    if (f->error) {
+      m.error_code = f->error->code;
+      m.error_message = f->error->message;
+    }
     if (m.finish_reason.empty()) m.finish_reason = f->chunk_type == protocol::ChunkType::error ? "error" : "stop";
     if (m.finish_reason == "cancelled") m.status = MessageStatus::cancelled;
     else if (m.finish_reason == "error" || f->chunk_type == protocol::ChunkType::error) m.status = MessageStatus::error;

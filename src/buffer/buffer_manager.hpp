@@ -37,6 +37,7 @@ struct FinishedMessage {
   std::string correlation_id;
   std::vector<std::uint32_t> missing_chunks;
   std::string error_code;  // set when status is error/incomplete
+  std::string error_message;
   std::chrono::milliseconds duration{0};
 };
 

@@ -1,0 +1,85 @@
+#include "chat/pod.hpp"
+
+#include <boost/json.hpp>
+
+#include "log/log.hpp"
+#include "protocol/subjects.hpp"
+
+namespace chat {
+
+Pod::Pod(boost::asio::io_context& ioc, std::string pod_id, HubOptions hub_options, bus::MessageBus& bus,
+         registry::SessionRegistry& registry, store::MessageStore& store)
+    : pod_id_(std::move(pod_id)),
+      bus_(bus),
+      registry_(registry),
+      store_(store),
+      hub_(ioc, std::move(hub_options), [this](buffer::FinishedMessage m) { store_finished(std::move(m)); },
+           [this](const std::shared_ptr<sse::SseConnection>& c, std::string_view reason) { on_detached(c, reason); }) {}
+
+void Pod::start(HealthProvider health) {
+  hub_.start();
+  direct_ = bus_.subscribe(subjects::pod_response(pod_id_), {}, [this](const bus::Message& m) { on_chunk(m, false); });
+  broadcast_ = bus_.subscribe(std::string(subjects::kAllBroadcast), {}, [this](const bus::Message& m) { on_chunk(m, true); });
+  health_ = bus_.subscribe(subjects::pod_health(pod_id_), {}, [this, health = std::move(health)](const bus::Message& m) {
+    if (!m.reply_to.empty()) bus_.publish(std::string(m.reply_to), health());
+  });
+}
+
+void Pod::stop_intake() {
+  direct_.reset();
+  broadcast_.reset();
+  health_.reset();
+}
+
+void Pod::on_chunk(const bus::Message& m, bool broadcast) {
+  std::string error;
+  auto chunk = protocol::decode_response_chunk(m.payload, error);
+  if (!chunk) {
+    stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    log::warn("chunk_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  if (broadcast && m.subject != subjects::broadcast(chunk->session_id)) {
+    stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    log::warn("chunk_rejected", {{"subject", m.subject}, {"error", "session_id does not match the subject"}});
+    return;
+  }
+  hub_.on_chunk(std::move(*chunk), broadcast);
+}
+
+void Pod::store_finished(buffer::FinishedMessage m) {
+  boost::json::object meta{{"model", m.model},
+                           {"finish_reason", m.finish_reason},
+                           {"duration_ms", m.duration.count()},
+                           {"pod_id", pod_id_}};
+  if (!m.error_code.empty()) meta["error_code"] = m.error_code;
+  if (!m.missing_chunks.empty()) {
+    boost::json::array ids;
+    for (auto id : m.missing_chunks) ids.push_back(id);
+    meta["missing_chunks"] = std::move(ids);
+  }
+  if (!m.correlation_id.empty()) meta["correlation_id"] = m.correlation_id;
+  store::AssistantMessage record{m.message_id, m.session_id, std::move(m.content), m.token_count,
+                                 std::string(buffer::to_string(m.status)), boost::json::serialize(meta),
+                                 std::chrono::system_clock::now()};
+  log::info("reply_finished", {{"message_id", record.message_id}, {"session_id", record.session_id},
+                               {"status", record.status}, {"tokens", record.token_count},
+                               {"correlation_id", m.correlation_id}});
+  stats_.writes_pending.fetch_add(1);
+  store_.save_assistant_message(std::move(record), [this, id = m.message_id](boost::system::error_code ec) {
+    stats_.writes_pending.fetch_sub(1);
+    if (ec) {
+      stats_.store_failures.fetch_add(1);
+      log::error("reply_store_failed", {{"message_id", id}, {"error", ec.message()}});
+    } else {
+      stats_.messages_stored.fetch_add(1);
+    }
+  });
+}
+
+void Pod::on_detached(const std::shared_ptr<sse::SseConnection>& c, std::string_view reason) {
+  registry_.remove({c->session_id(), pod_id_, c->id()});
+  log::info("sse_disconnected", {{"connection_id", c->id()}, {"session_id", c->session_id()}, {"reason", reason}});
+}
+
+}  // namespace chat

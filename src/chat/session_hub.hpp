@@ -1,0 +1,82 @@
+#pragma once
+// The pod's sessions: their SSE connections, the reorder buffers of their
+// replies, and the frames a late stream still needs.
+//
+// Sharded by session id; each shard is a strand that owns its sessions outright
+// (no locks): every chunk, attach and detach of a session runs on its shard, so a
+// session's frames reach every connection in one order. A frame is encoded once
+// per session and shared by all its connections.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "buffer/buffer_manager.hpp"
+#include "sse/sse_connection.hpp"
+
+namespace chat {
+
+struct HubOptions {
+  std::size_t shards = 8;
+  buffer::Limits buffer;
+  std::chrono::milliseconds cleanup_interval{30'000};
+  std::chrono::milliseconds heartbeat_interval{10'000};
+  // A reply no stream saw is kept this long for a stream that opens late.
+  std::chrono::milliseconds late_join_window{30'000};
+  // Frames kept per in-flight reply for late streams (beyond: the late stream
+  // gets an explicit reset instead of a silent gap).
+  std::size_t max_backlog_frames = 20'000;
+};
+
+struct HubStats {
+  std::size_t connections = 0;
+  std::size_t sessions = 0;  // sessions with at least one connection
+  std::size_t buffers = 0;
+  buffer::Counters buffer_counters;
+  std::uint64_t broadcasts_ignored = 0;
+};
+
+class SessionHub {
+ public:
+  using FinishedHandler = std::function<void(buffer::FinishedMessage)>;
+  using ConnectionHandler = std::function<void(const std::shared_ptr<sse::SseConnection>&, std::string_view reason)>;
+
+  // `on_finished` runs on a shard strand for each message whose buffer is done
+  // (store it); `on_detached` when a connection leaves (unregister it).
+  SessionHub(boost::asio::io_context& ioc, HubOptions options, FinishedHandler on_finished,
+             ConnectionHandler on_detached);
+  ~SessionHub();
+
+  void start();
+  // The connection has been started; the hub sends it the session's in-flight
+  // replies from chunk 0, then everything live.
+  void attach(std::shared_ptr<sse::SseConnection> connection);
+  // From the connection's closed handler.
+  void detach(const std::shared_ptr<sse::SseConnection>& connection, std::string_view reason);
+  // A chunk from the bus. `broadcast`: kept only if this pod holds the session.
+  void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
+  // This pod accepted the message: keep its chunks even before a stream opens.
+  void expect(const std::string& session_id, const std::string& message_id);
+  // Shutdown: every connection gets `last` and is closed once it is written.
+  void close_all(sse::Frame last);
+
+  HubStats stats() const;
+
+ private:
+  struct Shard;
+  Shard& shard_for(const std::string& session_id);
+
+  std::vector<std::unique_ptr<Shard>> shards_;
+  HubOptions options_;
+  FinishedHandler on_finished_;
+  ConnectionHandler on_detached_;
+};
+
+}  // namespace chat

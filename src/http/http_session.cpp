@@ -1,0 +1,145 @@
+#include "http/http_session.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+namespace chat::http {
+namespace {
+
+std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
+
+}  // namespace
+
+HttpSession::HttpSession(Socket socket, RequestHandler& handler, SessionLimits limits)
+    : stream_(std::move(socket)), handler_(handler), limits_(limits) {
+  open_sessions_.fetch_add(1, std::memory_order_relaxed);
+}
+
+HttpSession::~HttpSession() { open_sessions_.fetch_sub(1, std::memory_order_relaxed); }
+
+void HttpSession::run() {
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+}
+
+void HttpSession::reject(Response response) {
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this(), r = std::move(response)]() mutable {
+    self->handler_.decorate(r);
+    self->write(std::move(r), true);
+  });
+}
+
+void HttpSession::read_header() {
+  parser_.emplace();
+  parser_->body_limit(limits_.max_body_bytes);
+  parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
+  stream_.expires_after(limits_.read_timeout);
+  beast_http::async_read_header(stream_, buffer_, *parser_,
+                                [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+}
+
+void HttpSession::on_header(boost::system::error_code ec) {
+  if (ec) return on_read_error(ec);
+  started_ = std::chrono::steady_clock::now();
+  auto& req = parser_->get();
+  // curl and others wait for this before sending a body over 1 KiB.
+  if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {
+    static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    return asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->close();
+      self->read_body();
+    });
+  }
+  read_body();
+}
+
+void HttpSession::read_body() {
+  beast_http::async_read(stream_, buffer_, *parser_,
+                         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
+}
+
+void HttpSession::on_body(boost::system::error_code ec) {
+  if (ec) return on_read_error(ec);
+  stream_.expires_never();
+  auto request = parser_->release();
+  parser_.reset();
+  keep_alive_ = request.keep_alive();
+  method_ = request.method();
+  target_ = std::string(path_of(request.target()));
+  handler_.handle(std::move(request), shared_from_this());
+}
+
+void HttpSession::on_read_error(boost::system::error_code ec) {
+  if (ec == beast_http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
+      ec == asio::error::eof || ec == asio::error::operation_aborted)
+    return close();
+  keep_alive_ = false;
+  method_ = parser_ ? parser_->get().method() : beast_http::verb::unknown;
+  target_ = parser_ ? std::string(path_of(parser_->get().target())) : std::string();
+  if (started_ == std::chrono::steady_clock::time_point{}) started_ = std::chrono::steady_clock::now();
+  Response res = ec == beast_http::error::body_limit
+                     ? error_response(Status::payload_too_large,
+                                      "payload_too_large", "the request body is larger than " +
+                                                               std::to_string(limits_.max_body_bytes) + " bytes")
+                 : ec == beast_http::error::header_limit
+                     ? error_response(Status::request_header_fields_too_large, "headers_too_large",
+                                      "the request headers are too large")
+                     : error_response(Status::bad_request, "bad_request", "malformed HTTP request: " + ec.message());
+  handler_.decorate(res);
+  write(std::move(res), true);
+}
+
+void HttpSession::respond(Response response) {
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this(), r = std::move(response)]() mutable {
+    self->write(std::move(r), !self->keep_alive_);
+  });
+}
+
+void HttpSession::write(Response response, bool close_after) {
+  response.keep_alive(!close_after);
+  response.prepare_payload();
+  auto status = response.result_int();
+  if (log::enabled(log::Level::info)) {
+    auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started_);
+    auto corr = response["X-Correlation-ID"];
+    auto method = beast_http::to_string(method_);
+    log::info("http_request", {{"method", std::string_view(method.data(), method.size())}, {"path", target_}, {"status", static_cast<std::int64_t>(status)},
+                               {"duration_ms", static_cast<double>(elapsed.count()) / 1000.0},
+                               {"correlation_id", std::string_view(corr.data(), corr.size())}});
+  }
+  response_ = std::make_shared<Response>(std::move(response));
+  stream_.expires_after(limits_.write_timeout);
+  beast_http::async_write(stream_, *response_, [self = shared_from_this(), close_after](beast::error_code ec, std::size_t) {
+    self->on_write(ec, close_after);
+  });
+}
+
+void HttpSession::on_write(boost::system::error_code ec, bool close_after) {
+  response_.reset();
+  if (ec || close_after) return close();
+  started_ = {};
+  read_header();
+}
+
+void HttpSession::upgrade(std::function<void(Socket)> take) {
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this(), take = std::move(take)] {
+    self->stream_.expires_never();
+    // Whatever the client pipelined after its request is not ours to keep.
+    take(self->stream_.release_socket());
+  });
+}
+
+void HttpSession::close() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(Socket::shutdown_send, ignored);
+  stream_.close();
+}
+
+}  // namespace chat::http

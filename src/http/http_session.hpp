@@ -1,0 +1,84 @@
+#pragma once
+// One HTTP/1.1 connection: reads a request (bounded in size and time), hands it
+// to the RequestHandler, writes the response, and repeats while keep-alive holds.
+// A handler may instead take the socket over (SSE); the session then ends
+// without closing it.
+//
+// Threads: everything runs on the connection's strand. respond() and upgrade()
+// may be called from any thread (store callbacks); they post onto the strand.
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "http/responses.hpp"
+
+namespace chat::http {
+
+struct SessionLimits {
+  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_header_bytes = 16 * 1024;
+  std::chrono::milliseconds read_timeout{30'000};
+  std::chrono::milliseconds write_timeout{30'000};
+};
+
+class HttpSession;
+
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  // Must eventually call session->respond() or session->upgrade() exactly once.
+  virtual void handle(Request request, std::shared_ptr<HttpSession> session) = 0;
+  // The answer to a request that could not be read (413, 400, 503 at capacity):
+  // lets the handler add its headers (CORS) to it.
+  virtual void decorate(Response& response) = 0;
+};
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  using Socket = boost::asio::ip::tcp::socket;
+
+  HttpSession(Socket socket, RequestHandler& handler, SessionLimits limits);
+  ~HttpSession();
+
+  void run();
+  // Sends `response` and closes (used when the server is at capacity).
+  void reject(Response response);
+  void respond(Response response);
+  // Hands the socket to `take` on the strand; no timeout applies to it any more.
+  void upgrade(std::function<void(Socket)> take);
+
+  // Open HTTP sessions in this process (SSE streams are counted by the hub).
+  static std::size_t open_sessions() { return open_sessions_.load(std::memory_order_relaxed); }
+
+ private:
+  void read_header();
+  void on_header(boost::system::error_code ec);
+  void read_body();
+  void on_body(boost::system::error_code ec);
+  void on_read_error(boost::system::error_code ec);
+  void write(Response response, bool close_after);
+  void on_write(boost::system::error_code ec, bool close);
+  void close();
+
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
+  std::shared_ptr<Response> response_;  // kept alive while it is written
+  RequestHandler& handler_;
+  SessionLimits limits_;
+  bool keep_alive_ = false;
+  beast_http::verb method_{};
+  std::string target_;
+  std::chrono::steady_clock::time_point started_{};
+
+  static inline std::atomic<std::size_t> open_sessions_{0};
+};
+
+}  // namespace chat::http

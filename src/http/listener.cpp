@@ -1,0 +1,75 @@
+#include "http/listener.hpp"
+
+#include <boost/asio/strand.hpp>
+
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace chat::http {
+
+Listener::Listener(asio::io_context& ioc, tcp::endpoint endpoint, RequestHandler& handler, SessionLimits limits,
+                   std::function<bool()> at_capacity)
+    : ioc_(ioc),
+      strand_(asio::make_strand(ioc)),
+      acceptor_(strand_),
+      backoff_(strand_),
+      handler_(handler),
+      limits_(limits),
+      at_capacity_(std::move(at_capacity)) {
+  // Start-up failures (port in use, bad address) throw: the process must not run
+  // without its listener.
+  acceptor_.open(endpoint.protocol());
+  acceptor_.set_option(asio::socket_base::reuse_address(true));
+  acceptor_.bind(endpoint);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  port_ = acceptor_.local_endpoint().port();
+}
+
+void Listener::run() {
+  asio::dispatch(strand_, [self = shared_from_this()] { self->accept(); });
+}
+
+void Listener::stop() {
+  asio::dispatch(strand_, [self = shared_from_this()] {
+    boost::system::error_code ignored;
+    self->acceptor_.close(ignored);
+    self->backoff_.cancel();
+  });
+}
+
+void Listener::accept() {
+  if (!acceptor_.is_open()) return;
+  // Each connection gets its own strand: its handlers never run concurrently.
+  acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](boost::system::error_code ec, tcp::socket s) {
+    self->on_accept(ec, std::move(s));
+  });
+}
+
+void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
+  if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+  if (ec) {
+    // Out of file descriptors and the like: pause instead of spinning.
+    log::warn("accept_failed", {{"error", ec.message()}});
+    backoff_.expires_after(std::chrono::milliseconds{100});
+    backoff_.async_wait([self = shared_from_this()](boost::system::error_code e) {
+      if (!e) self->accept();
+    });
+    return;
+  }
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  auto session = std::make_shared<HttpSession>(std::move(socket), handler_, limits_);
+  if (at_capacity_ && at_capacity_()) {
+    log::warn("connection_refused", {{"reason", "at_capacity"}});
+    auto res = error_response(Status::service_unavailable, "at_capacity", "the server has too many open connections");
+    res.set(beast_http::field::retry_after, "5");
+    session->reject(std::move(res));
+  } else {
+    session->run();
+  }
+  accept();
+}
+
+}  // namespace chat::http

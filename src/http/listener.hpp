@@ -1,0 +1,41 @@
+#pragma once
+// Accepts TCP connections; each gets its own strand and an HttpSession.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <functional>
+#include <memory>
+
+#include "http/http_session.hpp"
+
+namespace chat::http {
+
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  // `at_capacity` says whether one more connection would pass the limit; such a
+  // connection gets a 503 and is closed.
+  Listener(boost::asio::io_context& ioc, boost::asio::ip::tcp::endpoint endpoint, RequestHandler& handler,
+           SessionLimits limits, std::function<bool()> at_capacity);
+
+  void run();
+  void stop();  // closes the acceptor; open connections are not touched
+  std::uint16_t port() const { return port_; }
+
+ private:
+  void accept();
+  void on_accept(boost::system::error_code ec, boost::asio::ip::tcp::socket socket);
+
+  boost::asio::io_context& ioc_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer backoff_;
+  RequestHandler& handler_;
+  SessionLimits limits_;
+  std::function<bool()> at_capacity_;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace chat::http

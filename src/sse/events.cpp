@@ -1,0 +1,84 @@
+#include "sse/events.hpp"
+
+#include <boost/json.hpp>
+
+namespace json = boost::json;
+
+namespace chat::sse {
+
+Frame make_frame(std::string_view event, std::string_view data, std::string_view id) {
+  std::string f;
+  f.reserve(event.size() + data.size() + id.size() + 24);
+  if (!id.empty()) {
+    f += "id: ";
+    f += id;
+    f += '\n';
+  }
+  f += "event: ";
+  f += event;
+  f += "\ndata: ";
+  f += data;
+  f += "\n\n";
+  return std::make_shared<const std::string>(std::move(f));
+}
+
+Frame retry_frame(std::chrono::milliseconds retry) {
+  return std::make_shared<const std::string>("retry: " + std::to_string(retry.count()) + "\n\n");
+}
+
+Frame connected_frame(std::string_view connection_id, std::string_view session_id, std::string_view pod_id) {
+  return make_frame("connected", json::serialize(json::object{
+                                     {"connection_id", connection_id}, {"session_id", session_id}, {"pod_id", pod_id}}));
+}
+
+Frame chunk_frame(const protocol::ResponseChunk& chunk) {
+  std::string id = chunk.message_id;
+  id += ':';
+  id += std::to_string(chunk.chunk_id);
+  return make_frame("chunk", protocol::encode(chunk), id);
+}
+
+Frame complete_frame(const buffer::FinishedMessage& m) {
+  return make_frame("message_complete",
+                    json::serialize(json::object{{"message_id", m.message_id},
+                                                 {"token_count", m.token_count},
+                                                 {"finish_reason", m.finish_reason},
+                                                 {"status", buffer::to_string(m.status)}}));
+}
+
+Frame error_frame(std::string_view message_id, std::string_view code, std::string_view message,
+                  const std::vector<std::uint32_t>& chunk_ids) {
+  json::object o{{"message_id", message_id}, {"code", code}, {"message", message}};
+  if (!chunk_ids.empty()) {
+    json::array ids;
+    for (auto id : chunk_ids) ids.push_back(id);
+    o["chunk_ids"] = std::move(ids);
+  }
+  return make_frame("error", json::serialize(o));
+}
+
+Frame ping_frame(std::int64_t unix_seconds) {
+  return make_frame("ping", "{\"timestamp\":" + std::to_string(unix_seconds) + "}");
+}
+
+Frame reset_frame(std::string_view session_id, std::string_view reason) {
+  return make_frame("reset", json::serialize(json::object{{"session_id", session_id}, {"reason", reason}}));
+}
+
+std::string stream_head(std::string_view cors_origin) {
+  std::string h =
+      "HTTP/1.1 200 OK\r\n"
+      "Content-Type: text/event-stream\r\n"
+      "Cache-Control: no-cache\r\n"
+      "X-Accel-Buffering: no\r\n"
+      "Connection: close\r\n";
+  if (!cors_origin.empty()) {
+    h += "Access-Control-Allow-Origin: ";
+    h += cors_origin;
+    h += "\r\n";
+  }
+  h += "\r\n";
+  return h;
+}
+
+}  // namespace chat::sse

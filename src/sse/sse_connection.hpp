@@ -1,0 +1,75 @@
+#pragma once
+// One client's event stream. Owns the socket after the HTTP layer hands it over.
+//
+// Threads: send() and close() may be called from any thread; they touch only the
+// queue under queue_mutex_ and post to the connection's strand, where all socket
+// I/O happens. One write is in flight at a time and carries every frame queued
+// meanwhile (gathered, never copied). A client that does not read lets its queue
+// grow past the limits and is cut off; nobody else waits for it.
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "sse/events.hpp"
+
+namespace chat::sse {
+
+struct QueueLimits {
+  std::size_t max_events = 1024;
+  std::size_t max_bytes = 1024 * 1024;
+};
+
+class SseConnection : public std::enable_shared_from_this<SseConnection> {
+ public:
+  using Socket = boost::asio::ip::tcp::socket;
+  // Runs once, on the connection's strand, when the stream ends for any reason.
+  using ClosedHandler = std::function<void(const std::shared_ptr<SseConnection>&, std::string_view reason)>;
+
+  SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits);
+
+  // Writes the response head and the first frames, then watches for the client
+  // going away. `on_closed` must not be empty.
+  void start(std::string head, std::vector<Frame> first, ClosedHandler on_closed);
+
+  void send(Frame frame);
+  // Sends `last` (if any), then closes once the queue is written.
+  void close(Frame last = {});
+
+  const std::string& id() const { return connection_id_; }
+  const std::string& session_id() const { return session_id_; }
+
+ private:
+  void schedule_flush_locked();
+  void flush();
+  void on_written(boost::system::error_code ec);
+  void watch_for_close();
+  void on_readable(boost::system::error_code ec);
+  void terminate(const char* reason);
+
+  Socket socket_;
+  boost::asio::strand<Socket::executor_type> strand_;
+  std::string connection_id_;
+  std::string session_id_;
+  QueueLimits limits_;
+  ClosedHandler on_closed_;
+
+  // Guards the fields below: producers on any thread append, the strand drains.
+  std::mutex queue_mutex_;
+  std::vector<Frame> queued_;
+  std::size_t queued_bytes_ = 0;
+  bool flush_scheduled_ = false;
+  bool closing_ = false;  // no more frames accepted; close after the queue is written
+  bool closed_ = false;
+
+  // Strand-only state.
+  std::vector<Frame> writing_;
+  bool write_in_flight_ = false;
+};
+
+}  // namespace chat::sse

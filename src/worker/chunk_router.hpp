@@ -1,0 +1,37 @@
+#pragma once
+// Where a session's chunks go (SPEC sections 4 and 5): the response subjects of
+// the pods that hold live connections for it, or the session's broadcast subject
+// when there are none or the registry is unreachable. Answers are cached for at
+// most `ttl` (1 s), so a client that moves to another pod mid-reply gets the rest
+// there, and concurrent look-ups of one session share one registry call.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "registry/session_registry.hpp"
+
+namespace chat::worker {
+
+class ChunkRouter {
+ public:
+  using Subjects = std::vector<std::string>;
+  using RouteCallback = std::function<void(Subjects)>;
+
+  ChunkRouter(registry::SessionRegistry& registry, std::chrono::milliseconds ttl = std::chrono::seconds{1});
+  ~ChunkRouter();
+
+  // A fresh cached answer, without waiting.
+  std::optional<Subjects> cached(const std::string& session_id);
+  // Looks the session up; `done` runs on a registry thread (or at once on a hit).
+  void resolve(const std::string& session_id, RouteCallback done);
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace chat::worker

@@ -1,0 +1,200 @@
+#include "worker/workflow_worker.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <deque>
+
+#include "common/time.hpp"
+#include "log/log.hpp"
+#include "protocol/subjects.hpp"
+
+namespace asio = boost::asio;
+
+namespace chat::worker {
+
+// One generation: numbers the provider's output and publishes it in order.
+// All state lives on the run's strand; the provider's calls are posted onto it.
+class GenerationRun final : public GenerationSink, public std::enable_shared_from_this<GenerationRun> {
+ public:
+  GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request, std::string model)
+      : strand_(asio::make_strand(ex)), worker_(worker), request_(std::move(request)), model_(std::move(model)) {}
+
+  void start(Provider& provider) {
+    auto generation = provider.start(request_, model_, shared_from_this());
+    std::lock_guard lock(generation_mutex_);
+    generation_ = std::move(generation);
+    if (cancel_requested_) generation_->cancel();
+  }
+
+  void cancel() {
+    std::lock_guard lock(generation_mutex_);
+    cancel_requested_ = true;
+    if (generation_) generation_->cancel();
+  }
+
+  void fail(std::string_view code, std::string_view message) { on_error(code, message); }
+
+  void on_text(std::string_view text) override {
+    asio::post(strand_, [self = shared_from_this(), text = std::string(text)]() mutable {
+      self->emit(protocol::ChunkType::content, std::move(text), false);
+    });
+  }
+
+  void on_finish(const Finish& finish) override {
+    asio::post(strand_, [self = shared_from_this(), finish] {
+      auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
+      c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : finish.model, finish.tokens_used,
+                                           finish.finish_reason};
+      self->pump();
+    });
+  }
+
+  void on_error(std::string_view code, std::string_view message) override {
+    asio::post(strand_, [self = shared_from_this(), code = std::string(code), message = std::string(message)] {
+      log::warn("generation_failed", {{"message_id", self->request_.message_id}, {"code", code},
+                                      {"correlation_id", self->request_.correlation_id}});
+      auto& c = self->emit(protocol::ChunkType::error, {}, true);
+      c.metadata = protocol::ChunkMetadata{self->model_, std::nullopt, "error"};
+      c.error = protocol::ChunkError{code, message};
+      self->pump();
+    });
+  }
+
+ private:
+  // Appends a chunk to the outbox; content chunks go out at once, final chunks
+  // after the caller filled in their metadata.
+  protocol::ResponseChunk& emit(protocol::ChunkType type, std::string text, bool is_final) {
+    protocol::ResponseChunk c;
+    c.session_id = request_.session_id;
+    c.message_id = request_.message_id;
+    c.chunk_id = next_chunk_id_++;
+    c.chunk = std::move(text);
+    c.chunk_type = type;
+    c.is_final = is_final;
+    c.timestamp = rfc3339_now();
+    c.correlation_id = request_.correlation_id;
+    outbox_.push_back(std::move(c));
+    if (!is_final) pump();
+    return outbox_.back();
+  }
+
+  // Publishes the outbox in chunk order: a cached route goes out at once; a
+  // registry look-up holds the queue until it answers.
+  void pump() {
+    while (!outbox_.empty() && !resolving_) {
+      auto subjects = worker_.router_.cached(request_.session_id);
+      if (!subjects) {
+        resolving_ = true;
+        worker_.router_.resolve(request_.session_id, [self = shared_from_this()](ChunkRouter::Subjects s) {
+          asio::post(self->strand_, [self, s = std::move(s)] {
+            self->resolving_ = false;
+            self->publish_front(s);
+            self->pump();
+          });
+        });
+        return;
+      }
+      publish_front(*subjects);
+    }
+  }
+
+  void publish_front(const ChunkRouter::Subjects& subjects) {
+    if (outbox_.empty()) return;
+    auto payload = protocol::encode(outbox_.front());
+    bool final = outbox_.front().is_final;
+    outbox_.pop_front();
+    for (std::size_t i = 0; i < subjects.size(); ++i)
+      worker_.bus_.publish(subjects[i], i + 1 == subjects.size() ? std::move(payload) : payload);
+    if (final) worker_.finished(request_.message_id);
+  }
+
+  asio::strand<asio::any_io_executor> strand_;
+  WorkflowWorker& worker_;
+  protocol::WorkflowRequest request_;
+  std::string model_;
+  std::uint32_t next_chunk_id_ = 0;
+  std::deque<protocol::ResponseChunk> outbox_;
+  bool resolving_ = false;
+  std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
+  std::shared_ptr<Generation> generation_;
+  bool cancel_requested_ = false;
+};
+
+WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& bus, registry::SessionRegistry& registry,
+                               config::WorkerConfig config, std::vector<std::shared_ptr<Provider>> providers)
+    : executor_(std::move(executor)), bus_(bus), config_(std::move(config)), router_(registry) {
+  for (auto& p : providers) providers_.emplace(std::string(p->name()), std::move(p));
+}
+
+WorkflowWorker::~WorkflowWorker() { stop_intake(); }
+
+void WorkflowWorker::start() {
+  requests_ = bus_.subscribe(std::string(subjects::kAllExecute), std::string(subjects::kWorkerQueueGroup),
+                             [this](const bus::Message& m) { on_request(m); });
+  cancels_ = bus_.subscribe(std::string(subjects::kAllCancel), {}, [this](const bus::Message& m) { on_cancel(m); });
+}
+
+void WorkflowWorker::stop_intake() {
+  requests_.reset();
+  cancels_.reset();
+}
+
+void WorkflowWorker::on_request(const bus::Message& m) {
+  std::string error;
+  auto request = protocol::decode_workflow_request(m.payload, error);
+  if (!request) {
+    log::warn("workflow_request_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  asio::post(executor_, [this, r = std::move(*request)]() mutable { run(std::move(r)); });
+}
+
+void WorkflowWorker::on_cancel(const bus::Message& m) {
+  std::string error;
+  auto cancel = protocol::decode_cancel_request(m.payload, error);
+  if (!cancel) {
+    log::warn("cancel_request_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  std::shared_ptr<GenerationRun> run;
+  {
+    std::lock_guard lock(runs_mutex_);
+    if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.lock();
+  }
+  if (!run) return;  // another worker runs it, or it already ended
+  log::info("generation_cancelled", {{"message_id", cancel->message_id}});
+  run->cancel();
+}
+
+void WorkflowWorker::run(protocol::WorkflowRequest request) {
+  auto provider_name = request.context.ai_provider.empty() ? config_.default_provider : request.context.ai_provider;
+  auto provider = providers_.find(provider_name);
+  auto model = request.context.model;
+  if (model.empty() && provider != providers_.end()) model = provider->second->default_model();
+  log::info("generation_started", {{"message_id", request.message_id}, {"session_id", request.session_id},
+                                   {"provider", provider_name}, {"model", model},
+                                   {"correlation_id", request.correlation_id}});
+  auto message_id = request.message_id;
+  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model);
+  {
+    std::lock_guard lock(runs_mutex_);
+    runs_[message_id] = run;
+  }
+  if (++active_ > config_.max_concurrent)
+    return run->fail("worker_overloaded", "too many replies are being generated; try again shortly");
+  if (provider == providers_.end())
+    return run->fail("unknown_provider", "no AI provider named \"" + provider_name + "\"");
+  run->start(*provider->second);
+}
+
+void WorkflowWorker::finished(const std::string& message_id) {
+  {
+    std::lock_guard lock(runs_mutex_);
+    runs_.erase(message_id);
+  }
+  --active_;
+  ++completed_;
+}
+
+}  // namespace chat::worker

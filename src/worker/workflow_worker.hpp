@@ -1,0 +1,58 @@
+#pragma once
+// The workflow service (SPEC sections 2 and 4): takes WorkflowRequests from the
+// `workflow-workers` queue group, runs each on its provider, numbers the output
+// as ResponseChunks and routes them to the pods of the session. The same class
+// runs inside chatd (embedded default, in-process bus) and in chat-worker (NATS).
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bus/message_bus.hpp"
+#include "config/config.hpp"
+#include "registry/session_registry.hpp"
+#include "worker/chunk_router.hpp"
+#include "worker/provider.hpp"
+
+namespace chat::worker {
+
+class GenerationRun;
+
+class WorkflowWorker {
+ public:
+  WorkflowWorker(boost::asio::any_io_executor executor, bus::MessageBus& bus, registry::SessionRegistry& registry,
+                 config::WorkerConfig config, std::vector<std::shared_ptr<Provider>> providers);
+  ~WorkflowWorker();
+
+  void start();
+  // Stops taking new requests; running generations go on to their end.
+  void stop_intake();
+  std::size_t active() const { return active_.load(); }
+  std::uint64_t completed() const { return completed_.load(); }
+
+ private:
+  friend class GenerationRun;
+  void on_request(const bus::Message& m);
+  void on_cancel(const bus::Message& m);
+  void run(protocol::WorkflowRequest request);
+  void finished(const std::string& message_id);
+
+  boost::asio::any_io_executor executor_;
+  bus::MessageBus& bus_;
+  config::WorkerConfig config_;
+  std::map<std::string, std::shared_ptr<Provider>, std::less<>> providers_;
+  ChunkRouter router_;
+  std::unique_ptr<bus::Subscription> requests_;
+  std::unique_ptr<bus::Subscription> cancels_;
+  std::atomic<std::size_t> active_{0};
+  std::atomic<std::uint64_t> completed_{0};
+  std::mutex runs_mutex_;  // guards runs_: cancels arrive on bus threads
+  std::map<std::string, std::weak_ptr<GenerationRun>> runs_;
+};
+
+}  // namespace chat::worker

@@ -1,0 +1,147 @@
+#include "buffer/buffer_manager.hpp"
+
+#include <gtest/gtest.h>
+
+namespace chat::buffer {
+namespace {
+
+using namespace std::chrono_literals;
+
+protocol::ResponseChunk chunk(std::string message, std::uint32_t id, bool final = false) {
+  protocol::ResponseChunk c;
+  c.session_id = "s1";
+  c.message_id = std::move(message);
+  c.chunk_id = id;
+  c.chunk = std::to_string(id);
+  c.is_final = final;
+  if (final) c.metadata = protocol::ChunkMetadata{"demo-1", 42, "stop"};
+  return c;
+}
+
+std::vector<std::uint32_t> released_ids(const std::vector<Event>& events) {
+  std::vector<std::uint32_t> out;
+  for (const auto& e : events)
+    if (auto* r = std::get_if<ChunkReady>(&e)) out.push_back(r->chunk.chunk_id);
+  return out;
+}
+
+const FinishedMessage* finished(const std::vector<Event>& events) {
+  for (const auto& e : events)
+    if (auto* f = std::get_if<MessageFinished>(&e)) return &f->message;
+  return nullptr;
+}
+
+struct BufferManagerTest : ::testing::Test {
+  SteadyTime t0 = std::chrono::steady_clock::now();
+  BufferManager manager{Limits{3, 100, 300s, 30s}};
+  std::vector<Event> events;
+};
+
+TEST_F(BufferManagerTest, ACompleteMessageFinishesWithItsMetadata) {
+  manager.push(chunk("m1", 1), t0, events);
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m1", 2, true), t0 + 2s, events);
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{0, 1, 2}));
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->content, "012");
+  EXPECT_EQ(f->status, MessageStatus::complete);
+  EXPECT_EQ(f->token_count, 42);
+  EXPECT_EQ(f->finish_reason, "stop");
+  EXPECT_EQ(f->model, "demo-1");
+  EXPECT_EQ(f->duration, 2s);
+  EXPECT_EQ(manager.size(), 0u);
+}
+
+TEST_F(BufferManagerTest, LateDuplicatesOfAFinishedMessageDoNotRestartIt) {
+  manager.push(chunk("m1", 0, true), t0, events);
+  events.clear();
+  manager.push(chunk("m1", 0, true), t0, events);
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(manager.size(), 0u);
+  EXPECT_EQ(manager.counters().late_dropped, 1u);
+}
+
+TEST_F(BufferManagerTest, DuplicatesAreCounted) {
+  manager.push(chunk("m1", 1), t0, events);
+  manager.push(chunk("m1", 1), t0, events);
+  EXPECT_EQ(manager.counters().duplicates_dropped, 1u);
+}
+
+TEST_F(BufferManagerTest, AMissingChunkIsReportedAndTheMessageStoredIncomplete) {
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m1", 2, true), t0, events);
+  events.clear();
+  manager.check_gaps(t0 + 10s, events);
+  EXPECT_TRUE(events.empty());
+  manager.check_gaps(t0 + 30s, events);
+  ASSERT_FALSE(events.empty());
+  auto* missing = std::get_if<ChunksMissing>(&events.front());
+  ASSERT_NE(missing, nullptr);
+  EXPECT_EQ(missing->ids, (std::vector<std::uint32_t>{1}));
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{2}));
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->status, MessageStatus::incomplete);
+  EXPECT_EQ(f->missing_chunks, (std::vector<std::uint32_t>{1}));
+  EXPECT_EQ(manager.counters().chunks_skipped, 1u);
+}
+
+TEST_F(BufferManagerTest, OldBuffersExpireAsIncomplete) {
+  manager.push(chunk("m1", 0), t0, events);
+  events.clear();
+  manager.expire_old(t0 + 299s, events);
+  EXPECT_TRUE(events.empty());
+  manager.expire_old(t0 + 300s, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->status, MessageStatus::incomplete);
+  EXPECT_EQ(f->error_code, "reply_timeout");
+  EXPECT_EQ(f->content, "0");
+  EXPECT_EQ(manager.counters().buffers_expired, 1u);
+}
+
+TEST_F(BufferManagerTest, TheLeastRecentlyActiveBufferIsEvictedAtTheLimit) {
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m2", 0), t0 + 1s, events);
+  manager.push(chunk("m3", 0), t0 + 2s, events);
+  manager.push(chunk("m1", 1), t0 + 3s, events);  // m2 is now the stalest
+  events.clear();
+  manager.push(chunk("m4", 0), t0 + 4s, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->message_id, "m2");
+  EXPECT_EQ(f->error_code, "buffer_evicted");
+  EXPECT_EQ(manager.size(), 3u);
+  EXPECT_TRUE(manager.has("m4"));
+  EXPECT_EQ(manager.counters().buffers_evicted, 1u);
+}
+
+TEST_F(BufferManagerTest, ErrorAndCancelledFinalsSetTheStatus) {
+  auto err = chunk("m1", 0, true);
+  err.chunk_type = protocol::ChunkType::error;
+  err.metadata->finish_reason = "error";
+  err.error = protocol::ChunkError{"provider_error", "upstream failed"};
+  manager.push(err, t0, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->status, MessageStatus::error);
+  EXPECT_EQ(f->error_code, "provider_error");
+  events.clear();
+  auto cancelled = chunk("m2", 0, true);
+  cancelled.metadata->finish_reason = "cancelled";
+  manager.push(cancelled, t0, events);
+  ASSERT_NE(finished(events), nullptr);
+  EXPECT_EQ(finished(events)->status, MessageStatus::cancelled);
+}
+
+TEST_F(BufferManagerTest, ExpectedMessagesHoldABufferBeforeTheFirstChunk) {
+  manager.expect("s1", "m9", t0);
+  EXPECT_TRUE(manager.has("m9"));
+  manager.push(chunk("m9", 0, true), t0, events);
+  EXPECT_FALSE(manager.has("m9"));
+  ASSERT_NE(finished(events), nullptr);
+}
+
+}  // namespace
+}  // namespace chat::buffer

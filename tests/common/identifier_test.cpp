@@ -1,0 +1,32 @@
+#include "common/identifier.hpp"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace chat {
+namespace {
+
+TEST(IdentifierTest, TheSpecCharsetAndLength) {
+  EXPECT_TRUE(is_valid_identifier("sess_123"));
+  EXPECT_TRUE(is_valid_identifier("A-z_09"));
+  EXPECT_TRUE(is_valid_identifier(std::string(128, 'a')));
+  EXPECT_FALSE(is_valid_identifier(std::string(129, 'a')));
+  EXPECT_FALSE(is_valid_identifier(""));
+  for (std::string_view bad : {"a.b", "a*", ">", "a:b", "a b", "a\n", "a\0b", "é", "a/b", "a\\b"})
+    EXPECT_FALSE(is_valid_identifier(bad)) << bad;
+}
+
+TEST(IdentifierTest, NewIdentifiersAreValidAndDistinct) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    auto id = new_identifier("msg_");
+    EXPECT_TRUE(is_valid_identifier(id));
+    EXPECT_EQ(id.rfind("msg_", 0), 0u);
+    seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
+}
+
+}  // namespace
+}  // namespace chat

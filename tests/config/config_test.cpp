@@ -1,0 +1,107 @@
+#include "config/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace chat::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+EnvLookup env(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(ConfigTest, DefaultsFollowTheSeed) {
+  auto c = load(Program::chatd, {}, env({}));
+  EXPECT_EQ(c.server.port, 8080);
+  EXPECT_EQ(c.server.host, "0.0.0.0");
+  EXPECT_EQ(c.server.read_timeout, 30s);
+  EXPECT_EQ(c.buffer.max_buffers, 10'000u);
+  EXPECT_EQ(c.buffer.max_age, 5min);
+  EXPECT_EQ(c.buffer.missing_chunk_timeout, 30s);
+  EXPECT_EQ(c.sse.heartbeat_interval, 10s);
+  EXPECT_EQ(c.nats.max_reconnects, -1);
+  EXPECT_EQ(c.store.path, "data/chat.db");
+  EXPECT_FALSE(c.nats.url);
+  EXPECT_FALSE(c.redis.host);
+  EXPECT_FALSE(c.store.host);
+  EXPECT_FALSE(c.server.pod_id.empty());
+}
+
+TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
+  auto c = load(Program::chatd, {"--server-port=9090", "--log-format=json"},
+                env({{"SERVER_PORT", "8081"}, {"POD_ID", "pod-1"}, {"BUFFER_MAX_AGE", "2m"}, {"NATS_URL", "nats://x:4222"},
+                     {"SERVER_WRITE_TIMEOUT", "250ms"}, {"NATS_JETSTREAM", "true"}}));
+  EXPECT_EQ(c.server.port, 9090);  // the flag wins over the environment
+  EXPECT_EQ(c.server.pod_id, "pod-1");
+  EXPECT_EQ(c.buffer.max_age, 2min);
+  EXPECT_EQ(c.server.write_timeout, 250ms);
+  EXPECT_EQ(c.nats.url, "nats://x:4222");
+  EXPECT_TRUE(c.nats.jetstream);
+  EXPECT_EQ(c.log.format, log::Format::json);
+}
+
+TEST(ConfigTest, DurationsNeedAUnit) {
+  EXPECT_EQ(parse_duration("30s"), 30s);
+  EXPECT_EQ(parse_duration("5m"), 5min);
+  EXPECT_EQ(parse_duration("1h"), 1h);
+  EXPECT_EQ(parse_duration("0"), 0ms);
+  EXPECT_FALSE(parse_duration("30"));
+  EXPECT_FALSE(parse_duration("s"));
+  EXPECT_FALSE(parse_duration("-1s"));
+  EXPECT_FALSE(parse_duration("1.5s"));
+  EXPECT_FALSE(parse_duration("10 s"));
+}
+
+void expect_error(std::map<std::string, std::string> vars, const std::string& mentions,
+                  std::vector<std::string> args = {}) {
+  try {
+    load(Program::chatd, args, env(std::move(vars)));
+    ADD_FAILURE() << "no error for " << mentions;
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(mentions), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConfigTest, BadValuesAreClearErrors) {
+  expect_error({{"SERVER_PORT", "0"}}, "SERVER_PORT");
+  expect_error({{"SERVER_PORT", "70000"}}, "SERVER_PORT");
+  expect_error({{"SERVER_PORT", "80a"}}, "SERVER_PORT");
+  expect_error({{"SERVER_READ_TIMEOUT", "forever"}}, "SERVER_READ_TIMEOUT");
+  expect_error({{"POD_ID", "pod.1"}}, "POD_ID");
+  expect_error({{"POD_ID", "pod:1"}}, "POD_ID");
+  expect_error({{"LOG_LEVEL", "loud"}}, "LOG_LEVEL");
+  expect_error({{"LOG_FORMAT", "xml"}}, "LOG_FORMAT");
+  expect_error({{"NATS_JETSTREAM", "maybe"}}, "NATS_JETSTREAM");
+  expect_error({{"DB_SSLMODE", "sometimes"}}, "DB_SSLMODE");
+  expect_error({{"SSE_HEARTBEAT_INTERVAL", "0"}}, "SSE_HEARTBEAT_INTERVAL");
+  expect_error({{"DB_HOST", ""}}, "DB_HOST");
+  expect_error({}, "--no-such-flag", {"--no-such-flag=1"});
+  expect_error({}, "positional", {"positional"});
+}
+
+TEST(ConfigTest, EachProgramReadsOnlyItsSettings) {
+  // chat-worker has no HTTP server: SERVER_PORT is not its business.
+  auto c = load(Program::worker, {}, env({{"SERVER_PORT", "not-a-port"}}));
+  EXPECT_EQ(c.server.port, 8080);
+  EXPECT_THROW(load(Program::worker, {"--server-port=1"}, env({})), ConfigError);
+}
+
+TEST(ConfigTest, HelpListsEverySettingOfTheProgram) {
+  auto help = help_text(Program::chatd);
+  for (const char* name : {"SERVER_PORT", "POD_ID", "BUFFER_MISSING_CHUNK_TIMEOUT", "NATS_URL", "REDIS_HOST", "DB_PATH",
+                           "SSE_HEARTBEAT_INTERVAL", "LOG_FORMAT", "--server-port"})
+    EXPECT_NE(help.find(name), std::string::npos) << name;
+  EXPECT_EQ(help_text(Program::worker).find("SERVER_PORT"), std::string::npos);
+  EXPECT_TRUE(wants_help({"--help"}));
+  EXPECT_FALSE(wants_help({"--server-port=1"}));
+}
+
+}  // namespace
+}  // namespace chat::config

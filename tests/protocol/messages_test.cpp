@@ -1,0 +1,113 @@
+#include "protocol/messages.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+namespace chat::protocol {
+namespace {
+
+WorkflowRequest sample_request() {
+  WorkflowRequest r;
+  r.message_id = "msg_1";
+  r.session_id = "sess_1";
+  r.user_id = "user_1";
+  r.message = "Hello, \"AI\" ✓\nsecond line";
+  r.context.ai_provider = "openai";
+  r.context.model = "gpt-4o-mini";
+  r.context.temperature = 0.5;
+  r.context.max_tokens = 200;
+  r.context.system_prompt = "be brief";
+  r.context.conversation_history = {{"user", "hi"}, {"assistant", "hello"}};
+  r.timestamp = "2026-11-26T12:00:00Z";
+  r.correlation_id = "corr_1";
+  return r;
+}
+
+TEST(MessagesTest, WorkflowRequestRoundTrips) {
+  auto r = sample_request();
+  std::string error;
+  auto back = decode_workflow_request(encode(r), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, r);
+}
+
+TEST(MessagesTest, ResponseChunkRoundTripsWithEveryField) {
+  ResponseChunk c;
+  c.session_id = "s";
+  c.message_id = "m";
+  c.chunk_id = 7;
+  c.chunk = "text ✓";
+  c.chunk_type = ChunkType::error;
+  c.is_final = true;
+  c.metadata = ChunkMetadata{"demo-1", 12, "error"};
+  c.error = ChunkError{"provider_error", "boom"};
+  c.timestamp = "2026-11-26T12:00:00.000001Z";
+  c.correlation_id = "corr";
+  std::string error;
+  auto back = decode_response_chunk(encode(c), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, c);
+}
+
+TEST(MessagesTest, EncodedChunksCarryEveryContractField) {
+  ResponseChunk c;
+  c.session_id = "s";
+  c.message_id = "m";
+  auto v = boost::json::parse(encode(c)).as_object();
+  for (const char* key : {"session_id", "message_id", "chunk_id", "chunk", "chunk_type", "is_final", "timestamp"})
+    EXPECT_TRUE(v.contains(key)) << key;
+  EXPECT_EQ(v.at("chunk_type").as_string(), "content");
+}
+
+TEST(MessagesTest, CancelRequestRoundTrips) {
+  CancelRequest c{"m1", "s1", "u1"};
+  std::string error;
+  auto back = decode_cancel_request(encode(c), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, c);
+}
+
+TEST(MessagesTest, AChunkFromAnotherLanguageWithOnlyTheBasicsIsAccepted) {
+  std::string error;
+  auto c = decode_response_chunk(R"({"session_id":"s1","message_id":"m1","chunk_id":0,"chunk":"Hi","is_final":false})", error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->chunk_type, ChunkType::content);
+  EXPECT_EQ(c->chunk, "Hi");
+}
+
+void expect_rejected(std::string_view json, std::string_view mentions) {
+  std::string error;
+  EXPECT_FALSE(decode_response_chunk(json, error)) << json;
+  EXPECT_NE(error.find(mentions), std::string::npos) << error;
+}
+
+TEST(MessagesTest, BadChunksAreRejectedWithTheReason) {
+  expect_rejected("not json", "malformed");
+  expect_rejected("[1]", "object");
+  expect_rejected(R"({"message_id":"m","chunk_id":0})", "session_id");
+  expect_rejected(R"({"session_id":"a.b","message_id":"m","chunk_id":0})", "session_id");
+  expect_rejected(R"({"session_id":"s","message_id":"m*","chunk_id":0})", "message_id");
+  expect_rejected(R"({"session_id":"s","message_id":"m"})", "chunk_id");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":-1})", "chunk_id");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":1.5})", "chunk_id");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":99999999999})", "chunk_id");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk":5})", "chunk");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"is_final":"yes"})", "is_final");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk_type":"video"})", "chunk_type");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"metadata":{"tokens_used":"x"}})", "tokens_used");
+}
+
+TEST(MessagesTest, BadWorkflowRequestsAreRejected) {
+  std::string error;
+  EXPECT_FALSE(decode_workflow_request(R"({"message_id":"m","session_id":"s","user_id":"u"})", error));
+  EXPECT_NE(error.find("message"), std::string::npos);
+  EXPECT_FALSE(decode_workflow_request(
+      R"({"message_id":"m","session_id":"s","user_id":"u","message":"x","context":{"conversation_history":[{"role":"robot","content":"x"}]}})",
+      error));
+  EXPECT_NE(error.find("role"), std::string::npos);
+  EXPECT_FALSE(decode_workflow_request(R"({"message_id":"m","session_id":"s>","user_id":"u","message":"x"})", error));
+}
+
+}  // namespace
+}  // namespace chat::protocol
