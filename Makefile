@@ -1,0 +1,51 @@
+# The two commands of the README: `make run` and `make test`. Everything else
+# here is what they are made of.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: deps build run test test-unit test-asan bench cluster-up cluster-down clean
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCHAT_WERROR=ON $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# chatd in the embedded default: in-process bus and worker, SQLite in data/.
+run: build
+	./$(BUILD)/chatd
+
+# Every test: unit suites, real-server suites (NATS, Redis, PostgreSQL are
+# started by the tests themselves on free ports) and end-to-end suites.
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+
+$(ASAN_BUILD)/build.ninja:
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCHAT_WERROR=ON -DCHAT_SANITIZE=ON -DCHAT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug
+
+# The same suites under AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan: deps $(ASAN_BUILD)/build.ninja
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 1200
+
+bench: build
+	bench/run.sh
+
+cluster-up: build
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
