@@ -172,6 +172,12 @@ void ChatApi::route(std::shared_ptr<Call> call) {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(ready_response());
   } else if (path == "/api/chat") {
     if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
+  } else if (path.starts_with("/api/chat/") && path.ends_with("/cancel")) {
+    auto id = path.substr(std::string_view("/api/chat/").size());
+    id.remove_suffix(std::string_view("/cancel").size());
+    if (!is_valid_identifier(id))
+      return call->respond(error(Status::not_found, "not_found", "no such resource: " + std::string(path)));
+    if (allow(bhttp::verb::post, "POST, OPTIONS")) cancel_reply(std::move(call), std::string(id));
   } else if (path == "/api/sse") {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
   } else if (path == "/api/sessions") {
@@ -292,6 +298,38 @@ void ChatApi::open_stream(std::shared_ptr<Call> call) {
   });
 }
 
+void ChatApi::cancel_reply(std::shared_ptr<Call> call, std::string message_id) {
+  // The caller names itself in the query or in a JSON body.
+  std::optional<std::string> user_id;
+  if (auto q = call->param_opt("user_id")) user_id = std::string(*q);
+  if (!user_id && !call->request.body().empty()) {
+    boost::system::error_code ec;
+    auto body = json::parse(call->request.body(), ec);
+    if (ec || !body.is_object())
+      return call->respond(error(Status::bad_request, "invalid_json", "the body must be a JSON object"));
+    if (auto* u = body.get_object().if_contains("user_id"); u && u->is_string()) user_id = std::string(u->get_string());
+  }
+  if (auto e = check_identifier("user_id", user_id ? std::optional<std::string_view>(*user_id) : std::nullopt))
+    return call->respond(error(Status::bad_request, e->code, e->message));
+  if (!bus_.connected()) return call->respond(unavailable("the message bus is unreachable; try again shortly"));
+  protocol::CancelRequest cancel{message_id, std::string(call->param("session_id")), *user_id};
+  if (!cancel.session_id.empty() && !is_valid_identifier(cancel.session_id))
+    return call->respond(error(Status::bad_request, "invalid_request", "session_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'"));
+  // The worker running the reply answers; silence means no such reply is running.
+  bus_.request(subjects::cancel(message_id), protocol::encode(cancel), std::chrono::seconds{2},
+               [call, message_id](boost::system::error_code ec, std::string reply) {
+                 if (ec) return call->respond(error(Status::not_found, "not_found", "no running reply with this message_id"));
+                 boost::system::error_code parse_ec;
+                 auto v = json::parse(reply, parse_ec);
+                 auto* status = !parse_ec && v.is_object() ? v.get_object().if_contains("status") : nullptr;
+                 if (status && status->is_string() && status->get_string() == "forbidden")
+                   return call->respond(error(Status::forbidden, "forbidden", "this reply belongs to another user"));
+                 log::info("cancel_requested", {{"message_id", message_id}, {"correlation_id", call->correlation_id}});
+                 call->respond(http::json_response(Status::accepted,
+                                                   json::object{{"message_id", message_id}, {"status", "cancelling"}}));
+               });
+}
+
 void ChatApi::list_sessions(std::shared_ptr<Call> call) {
   auto user_id = call->param_opt("user_id");
   if (auto e = check_identifier("user_id", user_id)) return call->respond(error(Status::bad_request, e->code, e->message));
@@ -379,7 +417,7 @@ http::Response ChatApi::info_response() const {
       json::object{{"service", "chatd"},
                    {"version", kVersion},
                    {"pod_id", pod_.id()},
-                   {"endpoints", json::array{"POST /api/chat", "GET /api/sse?session_id=&user_id=",
+                   {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
                                              "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
                                              "DELETE /api/sessions/{session_id}?user_id=", "GET /health", "GET /ready"}}});
 }

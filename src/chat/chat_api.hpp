@@ -35,6 +35,7 @@ class ChatApi final : public http::RequestHandler {
   void route(std::shared_ptr<Call> call);
   void post_chat(std::shared_ptr<Call> call);
   void open_stream(std::shared_ptr<Call> call);
+  void cancel_reply(std::shared_ptr<Call> call, std::string message_id);
   void list_sessions(std::shared_ptr<Call> call);
   void list_messages(std::shared_ptr<Call> call, std::string session_id);
   void delete_session(std::shared_ptr<Call> call, std::string session_id);

@@ -261,7 +261,12 @@ std::optional<CancelRequest> decode_cancel_request(std::string_view text, std::s
   auto root = parse_object(text, error);
   if (!root.is_object()) return std::nullopt;
   FieldReader in(root.get_object(), error);
-  CancelRequest c{in.identifier("message_id"), in.identifier("session_id"), in.identifier("user_id")};
+  CancelRequest c;
+  c.message_id = in.identifier("message_id");
+  // The pod that takes a cancel may not know the message's session.
+  c.session_id = in.string("session_id");
+  c.user_id = in.identifier("user_id");
+  if (in.ok() && !c.session_id.empty() && !is_valid_identifier(c.session_id)) in.fail("session_id must be 1..128 characters of [A-Za-z0-9_-]");
   if (!in.ok()) return std::nullopt;
   return c;
 }

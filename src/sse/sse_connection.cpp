@@ -10,7 +10,7 @@ namespace chat::sse {
 
 SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits)
     : socket_(std::move(socket)),
-      strand_(asio::make_strand(socket_.get_executor())),
+      strand_(socket_.get_executor()),
       connection_id_(std::move(connection_id)),
       session_id_(std::move(session_id)),
       limits_(limits) {}

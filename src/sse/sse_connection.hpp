@@ -31,6 +31,8 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
   // Runs once, on the connection's strand, when the stream ends for any reason.
   using ClosedHandler = std::function<void(const std::shared_ptr<SseConnection>&, std::string_view reason)>;
 
+  // The socket's executor must be a strand (the listener gives each connection
+  // one): the connection runs on it and adds no strand of its own.
   SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits);
 
   // Writes the response head and the first frames, then watches for the client
@@ -53,7 +55,7 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
   void terminate(const char* reason);
 
   Socket socket_;
-  boost::asio::strand<Socket::executor_type> strand_;
+  Socket::executor_type strand_;
   std::string connection_id_;
   std::string session_id_;
   QueueLimits limits_;

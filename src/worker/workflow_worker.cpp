@@ -34,6 +34,7 @@ class GenerationRun final : public GenerationSink, public std::enable_shared_fro
   }
 
   void fail(std::string_view code, std::string_view message) { on_error(code, message); }
+  const protocol::WorkflowRequest& request() const { return request_; }
 
   void on_text(std::string_view text) override {
     asio::post(strand_, [self = shared_from_this(), text = std::string(text)]() mutable {
@@ -162,8 +163,16 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     std::lock_guard lock(runs_mutex_);
     if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.lock();
   }
-  if (!run) return;  // another worker runs it, or it already ended
-  log::info("generation_cancelled", {{"message_id", cancel->message_id}});
+  if (!run) return;  // another worker runs it, or it already ended: stay silent
+  const auto& running = run->request();
+  bool owner = running.user_id == cancel->user_id;
+  if (!m.reply_to.empty()) {
+    bus_.publish(std::string(m.reply_to),
+                 "{\"status\":\"" + std::string(owner ? "cancelling" : "forbidden") + "\",\"message_id\":\"" +
+                     running.message_id + "\",\"session_id\":\"" + running.session_id + "\"}");
+  }
+  if (!owner) return;
+  log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"correlation_id", running.correlation_id}});
   run->cancel();
 }
 
