@@ -234,6 +234,31 @@ class ResumeTest(h.ChatdTestCase):
                          "text before the cursor + replay != stored reply")
 
 
+class FullSpeedReaderTest(h.ChatdTestCase):
+    """Default queue limit, demo at full speed with one word per chunk: a client that reads keeps its stream."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("fullspeed", env={"WORKER_DEMO_CHUNK_DELAY": "0", "WORKER_DEMO_WORDS_PER_CHUNK": "1"})
+
+    def test_reading_client_gets_long_full_speed_reply(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c, _ = self.open_sse(self.srv, sid, uid)
+        msg = ("lorem ipsum dolor sit amet " * 800)[:20000]  # ~3400 one-word chunks, produced without pause
+        t0 = time.monotonic()
+        acc = self.srv.chat_ok(sid, uid, msg)
+        try:
+            evs = c.collect_until(h.is_complete_for(acc["message_id"]), 30)
+        except AssertionError as e:
+            self.fail("a client that reads continuously lost its stream during a full-speed reply "
+                      "(closed=%s after %d events, %.2fs): %s" % (c.closed, len(c.events), time.monotonic() - t0, e))
+        rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
+        self.assertLess(time.monotonic() - t0, 10.0)
+        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0]["content"], rc.text)
+
+
 class SlowClientTest(h.ChatdTestCase):
     """A client that never reads is cut off; the others are not held back."""
 
@@ -252,59 +277,75 @@ class SlowClientTest(h.ChatdTestCase):
         good_other, _ = self.open_sse(srv, s2, uid)
         wait_for(lambda: srv.health()["active_connections"] >= base + 3, 3)
 
-        # the good same-session client is read concurrently, as a real browser would
+        # the good same-session client is read concurrently from before the first POST, as a browser would
         result = {}
 
-        def reader(client, name, until_ids, timeout):
+        def completes(n):
+            seen = []
+
+            def pred(ev):
+                if ev.event in ("message_complete", "error"):
+                    seen.append(ev)
+                return len(seen) >= n
+            return pred
+
+        def reader():
             t0 = time.monotonic()
             try:
-                result[name] = (client.collect_until(h.is_complete_all(until_ids), timeout), time.monotonic() - t0)
+                result["same"] = (good_same.collect_until(completes(4), 60), time.monotonic() - t0)
             except BaseException as e:  # noqa: BLE001
-                result[name] = (e, time.monotonic() - t0)
+                result["same"] = (e, time.monotonic() - t0)
 
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
         long_msg = ("lorem ipsum dolor sit amet " * 800)[:20000]
         t_post = time.monotonic()
         accs = [srv.chat_ok(s1, uid, long_msg) for _ in range(4)]
         ids = [a["message_id"] for a in accs]
-        th = threading.Thread(target=reader, args=(good_same, "same", ids, 60), daemon=True)
-        th.start()
         acc2 = srv.chat_ok(s2, uid, "the other session is not held back")
-        evs2 = good_other.collect_until(h.is_complete_for(acc2["message_id"]), 30)
-        t_other = time.monotonic() - t_post
-        h.ReplyCheck(self, evs2, acc2["message_id"], s2)
-        self.assertLess(t_other, 10.0, "other-session reply took %.1fs while a slow client was attached" % t_other)
+        with self.subTest(check="other-session client gets its reply promptly"):
+            evs2 = good_other.collect_until(h.is_complete_for(acc2["message_id"]), 30)
+            t_other = time.monotonic() - t_post
+            h.ReplyCheck(self, evs2, acc2["message_id"], s2)
+            self.assertLess(t_other, 10.0, "other-session reply took %.1fs while a slow client was attached" % t_other)
 
         th.join(65)
-        self.assertIn("same", result, "same-session reader did not finish")
-        evs_same, t_same = result["same"]
-        if isinstance(evs_same, BaseException):
-            raise AssertionError("same-session reading client did not get its replies: %r" % (evs_same,))
-        for mid in ids:
-            h.ReplyCheck(self, evs_same, mid, s1)
-        self.assertLess(t_same, 30.0, "same-session reader needed %.1fs for 4 long replies" % t_same)
+        with self.subTest(check="same-session reading client gets all 4 long replies"):
+            self.assertIn("same", result, "same-session reader did not finish")
+            evs_same, t_same = result["same"]
+            if isinstance(evs_same, BaseException):
+                self.fail("same-session reading client (reading continuously) did not get its replies: "
+                          "stream closed=%s after %d events / %d bytes in %.2fs: %s"
+                          % (good_same.closed, len(good_same.events), good_same.raw_bytes, t_same, evs_same))
+            for mid in ids:
+                h.ReplyCheck(self, evs_same, mid, s1)
+            self.assertLess(t_same, 30.0, "same-session reader needed %.1fs for 4 long replies" % t_same)
 
-        # the slow client must have been cut off by the server
-        dropped = wait_for(lambda: srv.health()["active_connections"] <= base + 2, 15)
-        health_after = srv.health()
-        ended = slow.drain(30)
-        self.assertTrue(ended, "slow client's stream was never closed by the server (read %d bytes while draining; "
-                               "health %r)" % (slow.raw_bytes, health_after))
-        self.assertTrue(dropped, "active_connections did not drop after the slow client was cut: %r" % health_after)
-        # what the slow client did get is a gap-free prefix per message (cut off, never silently skipped)
-        per_msg = {}
-        for ev in slow.events:
-            if ev.event == "chunk":
-                d = ev.json()
-                per_msg.setdefault(d["message_id"], []).append(d["chunk_id"])
-        for mid, got in per_msg.items():
-            self.assertEqual(got, list(range(len(got))), "slow client saw a gap in %s: %r..." % (mid, got[:50]))
-        # the server is fine afterwards
-        rc, _, _ = self.run_reply(srv, h.new_id("s"), uid, "after the slow client")
-        self.assertIn("after the slow client", rc.text)
-        for mid in ids:
-            rows = srv.wait_message_row(mid, 10.0, status="complete")
-            self.assertEqual(len(rows), 1, "long reply %s not stored: %r" % (mid, rows))
+        with self.subTest(check="slow client is cut off by the server"):
+            dropped = wait_for(lambda: srv.health()["active_connections"] <= base + 2, 15)
+            health_after = srv.health()
+            ended = slow.drain(30)
+            self.assertTrue(ended, "slow client's stream was never closed by the server (read %d bytes while "
+                                   "draining; health %r)" % (slow.raw_bytes, health_after))
+            self.assertTrue(dropped, "active_connections did not drop after the slow client was cut: %r" % health_after)
+            # what the slow client did get is a gap-free prefix per message (cut off, never silently skipped)
+            per_msg = {}
+            for ev in slow.events:
+                if ev.event == "chunk":
+                    d = ev.json()
+                    per_msg.setdefault(d["message_id"], []).append(d["chunk_id"])
+            for mid, got in per_msg.items():
+                self.assertEqual(got, list(range(len(got))), "slow client saw a gap in %s: %r..." % (mid, got[:50]))
 
+        with self.subTest(check="long replies stored complete"):
+            for mid in ids:
+                rows = srv.wait_message_row(mid, 15.0, status="complete")
+                self.assertEqual(len(rows), 1, "long reply %s not stored complete: %r" % (mid, rows))
+                self.assertGreater(len(rows[0]["content"]), len(long_msg), "stored long reply is too short")
+
+        with self.subTest(check="a fresh client afterwards gets a normal reply"):
+            rc, _, _ = self.run_reply(srv, h.new_id("s"), uid, "after the slow client")
+            self.assertIn("after the slow client", rc.text)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
