@@ -98,6 +98,10 @@ class ValidationTest(h.ChatdTestCase):
                     q = {"session_id": good_s, "user_id": good_u, field: bad}
                     c = self.track(self.srv.sse_path("/api/sse?" + urllib.parse.urlencode(q))).open()
                     self.assertEqual(c.status, 400, "SSE with %s=%r: %s %r" % (field, bad, c.status, c.body[:200]))
+                    try:
+                        self.assertEqual(c.json_body()["error"]["code"], "invalid_request", c.body[:200])
+                    except (ValueError, KeyError, TypeError):
+                        self.fail("SSE 400 body is not the JSON error shape: %r" % c.body[:200])
                     c.close()
 
     def test_sse_missing_params(self):
@@ -108,8 +112,8 @@ class ValidationTest(h.ChatdTestCase):
                 self.assertEqual(c.status, 400, "%s -> %s %r" % (path, c.status, c.body[:200]))
                 try:
                     d = c.json_body()
-                    self.assertIsInstance(d.get("error"), dict, d)
-                except ValueError:
+                    self.assertEqual(d["error"]["code"], "invalid_request", d)
+                except (ValueError, KeyError, TypeError):
                     self.fail("SSE 400 body is not JSON: %r" % c.body[:200])
                 c.close()
 
