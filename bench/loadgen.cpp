@@ -45,7 +45,8 @@ struct Options {
   double drain = 15;
   double settle = 2;
   int concurrency = 64;      // post
-  int post_conns = 8;        // stream: POST connections per thread
+  int post_conns = 64;       // stream: POST connections per thread
+  double stagger = 0;        // stream: spread the first chats of the sessions over this many seconds
   int batch = 256;           // connects in progress at once (all threads)
   double connect_timeout = 120;
   double stall_seconds = 5;  // a message with no event for this long counts as stalled
@@ -80,7 +81,7 @@ struct Stats {
   std::uint64_t posts_ok = 0, posts_ok_window = 0, post_errors = 0, post_conn_errors = 0, post_reconnects = 0;
   std::uint64_t stalls = 0;
   std::map<int, std::uint64_t> sse_status, post_status;
-  Samples chunk_lat, post_lat, message_lat;
+  Samples chunk_lat, post_lat, message_lat, queue_wait;
   std::vector<std::string> problems;
 
   void problem(std::string p) {
@@ -117,6 +118,7 @@ struct Stats {
     chunk_lat.merge(o.chunk_lat);
     post_lat.merge(o.post_lat);
     message_lat.merge(o.message_lat);
+    queue_wait.merge(o.queue_wait);
     for (auto& p : o.problems) problem(p);
   }
 };
@@ -167,12 +169,23 @@ class Worker : public Handler {
       int phase = sh_.phase.load(std::memory_order_acquire);
       if (phase == kClose) break;
       if (phase == kRun && last_phase != kRun && opt_.mode == "stream") {
-        for (auto& s : sess_)
-          if (s->up && !s->busy) want_post(*s);
+        // First chat of every session, spread over --stagger seconds by global index so
+        // that replies (and their completions) do not all run in lockstep.
+        std::int64_t t0 = mono_ns();
+        for (auto& s : sess_) {
+          if (!s->up || s->busy) continue;
+          s->busy = true;
+          sh_.busy.fetch_add(1);
+          delayed_.push_back({t0 + static_cast<std::int64_t>(opt_.stagger * 1e9 * s->gid / opt_.sessions), s->c.slot});
+        }
       }
       last_phase = phase;
       loop_.poll(10);
       std::int64_t now = mono_ns();
+      while (!delayed_.empty() && delayed_.front().first <= now) {
+        want_post(*sess_[delayed_.front().second]);
+        delayed_.pop_front();
+      }
       start_connects(now);
       if (phase == kRun || phase == kDrain) drive_posters(now, phase);
       if (now - last_scan > 250 * kMs) {
@@ -213,7 +226,7 @@ class Worker : public Handler {
     std::string cur_msg;         // message whose chunks are arriving
     std::string final_msg;       // message whose is_final chunk arrived
     std::int64_t next_chunk = 0;
-    std::int64_t posted_ns = 0, last_ev_ns = 0;
+    std::int64_t posted_ns = 0, last_ev_ns = 0, queued_ns = 0;
   };
   struct Poster {
     Conn c;
@@ -303,6 +316,7 @@ class Worker : public Handler {
         p.sess = post_q_.front();
         post_q_.pop_front();
         Sess& s = *sess_[static_cast<std::size_t>(p.sess)];
+        stats.queue_wait.add((now - s.queued_ns) / 1000);
         s.posted_ns = now;
         s.stall_counted = false;
         req = post_request(s.session_id, s.user_id);
@@ -336,6 +350,7 @@ class Worker : public Handler {
       s.busy = true;
       sh_.busy.fetch_add(1);
     }
+    s.queued_ns = mono_ns();
     post_q_.push_back(s.c.slot);
   }
 
@@ -534,6 +549,7 @@ class Worker : public Handler {
   std::vector<std::unique_ptr<Poster>> posters_;
   std::deque<std::uint32_t> connect_q_;
   std::deque<std::int64_t> post_q_;
+  std::deque<std::pair<std::int64_t, std::uint32_t>> delayed_;  // (when, session) first chats
   int pending_ = 0;
   int connect_limit_ = 1;
 };
@@ -585,6 +601,20 @@ void add_common(JsonLine& j, Stats& st) {
       .integer("dropped_by_server", static_cast<std::int64_t>(st.sse_dropped))
       .raw("http_status", status_json(st.sse_status));
   j.raw("sse", sse.done());
+}
+
+// CPU use over the measuring window in percent of one core: chatd, loadgen, and
+// everything else on the machine (other work competing for the same cores).
+void add_cpu(JsonLine& j, const Options& o, double srv0, double srv1, double self0, double self1, double all0,
+             double all1) {
+  double srv = o.pid && srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : 0, self = self1 - self0, all = all1 - all0;
+  JsonLine c;
+  if (o.pid) c.num("server", srv / o.seconds * 100, 1);
+  c.num("loadgen", self / o.seconds * 100, 1)
+      .num("machine", all / o.seconds * 100, 1)
+      .num("others", o.pid ? (all - srv - self) / o.seconds * 100 : -1, 1)
+      .integer("cores", static_cast<std::int64_t>(std::thread::hardware_concurrency()));
+  j.raw("cpu_percent", c.done());
 }
 
 std::string problems_json(const std::vector<std::string>& p) {
@@ -659,9 +689,9 @@ int run_mode(Options opt) {
     // Workers see kRun and queue a post for every connected session.
     sh.phase.store(kRun, std::memory_order_release);
     sleep_until_ns(sh.window_start_ns);
-    double cpu0 = o.pid ? read_cpu_seconds(o.pid) : -1, self0 = self_cpu_seconds();
+    double cpu0 = o.pid ? read_cpu_seconds(o.pid) : -1, self0 = self_cpu_seconds(), all0 = machine_busy_seconds();
     sleep_until_ns(sh.window_end_ns);
-    double cpu1 = o.pid ? read_cpu_seconds(o.pid) : -1, self1 = self_cpu_seconds();
+    double cpu1 = o.pid ? read_cpu_seconds(o.pid) : -1, self1 = self_cpu_seconds(), all1 = machine_busy_seconds();
     long rss_run = o.pid ? read_vmrss_kib(o.pid) : -1;
     sh.phase.store(kDrain, std::memory_order_release);
     std::int64_t drain_start = mono_ns();
@@ -704,7 +734,10 @@ int run_mode(Options opt) {
         .integer("post_errors", static_cast<std::int64_t>(st.post_errors))
         .raw("post_status", status_json(st.post_status))
         .num("post_latency_p50_ms", st.post_lat.percentile_ms(50))
-        .num("post_latency_p99_ms", st.post_lat.percentile_ms(99));
+        .num("post_latency_p99_ms", st.post_lat.percentile_ms(99))
+        .num("post_queue_wait_p99_ms", st.queue_wait.percentile_ms(99))
+        .num("stagger_seconds", o.stagger, 1)
+        .integer("post_conns", o.post_conns * o.threads);
     JsonLine integrity;
     integrity.integer("gaps", static_cast<std::int64_t>(st.order_gaps))
         .integer("duplicates", static_cast<std::int64_t>(st.order_dups))
@@ -717,10 +750,9 @@ int run_mode(Options opt) {
         .num("drain_seconds", drain_s, 2);
     j.raw("integrity", integrity.done());
     if (o.pid) {
-      j.num("server_cpu_percent", cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) / o.seconds * 100 : -1, 1)
-          .integer("server_rss_kib", rss_run);
+      j.integer("server_rss_kib", rss_run);
     }
-    j.num("loadgen_cpu_percent", (self1 - self0) / o.seconds * 100, 1);
+    add_cpu(j, o, cpu0, cpu1, self0, self1, all0, all1);
     add_common(j, st);
     j.raw("unfinished_sample", problems_json(stuck));
     j.raw("problems", problems_json(st.problems));
@@ -731,9 +763,9 @@ int run_mode(Options opt) {
     sh.phase.store(kRun, std::memory_order_release);
     for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
     sleep_until_ns(sh.window_start_ns);
-    double cpu0 = o.pid ? read_cpu_seconds(o.pid) : -1, self0 = self_cpu_seconds();
+    double cpu0 = o.pid ? read_cpu_seconds(o.pid) : -1, self0 = self_cpu_seconds(), all0 = machine_busy_seconds();
     sleep_until_ns(sh.window_end_ns);
-    double cpu1 = o.pid ? read_cpu_seconds(o.pid) : -1, self1 = self_cpu_seconds();
+    double cpu1 = o.pid ? read_cpu_seconds(o.pid) : -1, self1 = self_cpu_seconds(), all1 = machine_busy_seconds();
     // Let the last requests answer (bounded), then stop.
     sleep_until_ns(mono_ns() + 500 * kMs);
     join();
@@ -752,8 +784,7 @@ int run_mode(Options opt) {
         .num("latency_p50_ms", st.post_lat.percentile_ms(50))
         .num("latency_p99_ms", st.post_lat.percentile_ms(99))
         .num("latency_max_ms", st.post_lat.max_ms());
-    if (o.pid) j.num("server_cpu_percent", cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) / o.seconds * 100 : -1, 1);
-    j.num("loadgen_cpu_percent", (self1 - self0) / o.seconds * 100, 1);
+    add_cpu(j, o, cpu0, cpu1, self0, self1, all0, all1);
     j.raw("problems", problems_json(st.problems));
   }
   std::printf("%s\n", j.done().c_str());
@@ -767,7 +798,8 @@ int run_mode(Options opt) {
                "usage: loadgen hold|stream|post --port P [options]\n"
                "  hold:   --connections N --hold-seconds S [--settle S] [--pid PID]\n"
                "          N idle SSE connections (one session each); RSS of PID per connection\n"
-               "  stream: --sessions N --seconds S [--warmup S] [--drain S] [--post-conns N] [--pid PID]\n"
+               "  stream: --sessions N --seconds S [--warmup S] [--drain S] [--post-conns N per thread (64)]\n"
+               "          [--stagger S (spread first chats over S s)] [--pid PID]\n"
                "          one SSE per session, a new chat per session as soon as the last completes;\n"
                "          chunk events/s and chunk latency (timestamp field to receipt)\n"
                "  post:   --seconds S --concurrency C [--warmup S]\n"
@@ -805,6 +837,7 @@ Options parse(int argc, char** argv) {
     else if (k == "--settle") o.settle = num(0, 3600);
     else if (k == "--concurrency") o.concurrency = static_cast<int>(num(1, 100'000));
     else if (k == "--post-conns") o.post_conns = static_cast<int>(num(1, 10'000));
+    else if (k == "--stagger") o.stagger = num(0, 3600);
     else if (k == "--batch") o.batch = static_cast<int>(num(1, 100'000));
     else if (k == "--connect-timeout") o.connect_timeout = num(1, 86400);
     else if (k == "--stall-seconds") o.stall_seconds = num(0.1, 3600);

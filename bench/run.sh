@@ -17,7 +17,7 @@
 # ("hold stream latency post post_default"), HOLD_SECONDS (10), STREAM_SECONDS (15), LAT_SECONDS (15),
 # POST_SECONDS (10), WARMUP (3), LAT_DELAY (100ms), POST_ENV (env of the post scenario's
 # chatd, default "WORKER_DEMO_WORDS_PER_CHUNK=1000 WORKER_DEMO_CHUNK_DELAY=0"), KEEP=1 keeps
-# the temp dir.
+# the temp dir, QUIET_WAIT/QUIET_MAX (see wait_quiet).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,10 +60,35 @@ free_port() {
 
 errors=()  # problems seen with the server, reported in the JSON
 
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+# wait_quiet: other work on this machine skews every figure (2 shared cores). Waits up to
+# QUIET_WAIT seconds (120) for a second in which the machine is at most QUIET_MAX percent
+# of one core busy (25), and says so when it never is.
+wait_quiet() {
+  local deadline=$((SECONDS + ${QUIET_WAIT:-120})) hz a b pct
+  hz=$(getconf CLK_TCK)
+  while :; do
+    a=$(busy_ticks)
+    sleep 1
+    b=$(busy_ticks)
+    pct=$(((b - a) * 100 / hz))
+    if ((pct <= ${QUIET_MAX:-25})); then return 0; fi
+    if ((SECONDS >= deadline)); then
+      log "machine still busy (${pct}% of a core used by other work); measuring anyway"
+      errors+=("machine busy with other work (${pct}% of a core) at the start of a scenario")
+      return 0
+    fi
+    log "machine busy (${pct}% of a core used by other work); waiting"
+    sleep 4
+  done
+}
+
 # start_chatd NAME [VAR=value ...]: starts the server, waits for /health (30 s at most).
 start_chatd() {
   local name=$1
   shift
+  wait_quiet
   port=$(free_port)
   logfile=$tmp/chatd-$name.log
   env SERVER_HOST=127.0.0.1 SERVER_PORT="$port" DB_PATH="$tmp/chat-$name.db" LOG_LEVEL=warn "$@" \
@@ -201,6 +226,8 @@ jq -nc \
   --slurpfile postd "$tmp/post_default.json" \
   '{date: $date,
     machine: {cores: $cores, cpu: $cpu, mem_mib: ($mem_kib / 1024 | floor), kernel: $kernel},
+    others_cpu_percent: {stream: $stream[0].cpu_percent.others, latency: $lat[0].cpu_percent.others,
+                         post: $post[0].cpu_percent.others},
     commit: $commit, server: $server,
     idle_connections: $hold[0].connected_at_end,
     idle_rss_per_conn_bytes: $hold[0].rss_per_conn_bytes,

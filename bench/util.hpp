@@ -81,5 +81,7 @@ long read_vmrss_kib(int pid);
 double read_cpu_seconds(int pid);
 // This process's user+system CPU seconds.
 double self_cpu_seconds();
+// CPU seconds the whole machine spent busy (all cores, not idle or iowait), from /proc/stat.
+double machine_busy_seconds();
 
 }  // namespace lg
