@@ -14,6 +14,20 @@ std::string_view to_string(MessageStatus s) {
   return "incomplete";
 }
 
+Counters& operator+=(Counters& a, const Counters& b) {
+  a.chunks_received += b.chunks_received;
+  a.chunks_released += b.chunks_released;
+  a.duplicates_dropped += b.duplicates_dropped;
+  a.late_dropped += b.late_dropped;
+  a.over_limit_dropped += b.over_limit_dropped;
+  a.chunks_skipped += b.chunks_skipped;
+  a.buffers_evicted += b.buffers_evicted;
+  a.buffers_expired += b.buffers_expired;
+  a.never_arrived += b.never_arrived;
+  a.replays_requested += b.replays_requested;
+  return a;
+}
+
 void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out) {
   ++counters_.chunks_received;
   auto it = buffers_.find(chunk.message_id);
@@ -62,10 +76,35 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out) {
   for (const auto& [id, b] : buffers_)
     if (now - b.created() >= limits_.max_age) old.push_back(id);
   for (const auto& id : old) {
+    auto it = buffers_.find(id);
+    if (!it->second.received_any()) {
+      ++counters_.never_arrived;
+      buffers_.erase(it);
+      continue;
+    }
     ++counters_.buffers_expired;
     finish(id, now, out, "reply_timeout");
   }
   forget_old_finished(now);
+}
+
+std::vector<std::string> BufferManager::stalled(SteadyTime now, std::chrono::milliseconds after,
+                                               std::chrono::milliseconds every) {
+  std::vector<std::string> sessions;
+  for (auto& [id, b] : buffers_) {
+    auto gap = b.gap_since();
+    if (!gap || now - *gap < after) continue;
+    if (b.replay_requested_at && now - *b.replay_requested_at < every) continue;
+    b.replay_requested_at = now;
+    ++counters_.replays_requested;
+    if (std::find(sessions.begin(), sessions.end(), b.session_id()) == sessions.end()) sessions.push_back(b.session_id());
+  }
+  return sessions;
+}
+
+std::size_t BufferManager::streaming() const {
+  return static_cast<std::size_t>(
+      std::count_if(buffers_.begin(), buffers_.end(), [](const auto& kv) { return kv.second.received_any(); }));
 }
 
 const MessageBuffer* BufferManager::find(const std::string& message_id) const {

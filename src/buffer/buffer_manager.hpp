@@ -56,7 +56,11 @@ struct Counters {
   std::uint64_t chunks_skipped = 0;     // given up after the missing-chunk timeout
   std::uint64_t buffers_evicted = 0;    // BUFFER_MAX_BUFFERS reached
   std::uint64_t buffers_expired = 0;    // BUFFER_MAX_AGE reached
+  std::uint64_t never_arrived = 0;      // expected replies that sent no chunk here
+  std::uint64_t replays_requested = 0;
 };
+
+Counters& operator+=(Counters& a, const Counters& b);
 
 class BufferManager {
  public:
@@ -70,8 +74,16 @@ class BufferManager {
 
   // Missing-chunk timeouts (cheap; call often).
   void check_gaps(SteadyTime now, std::vector<Event>& out);
-  // Age-based cleanup: buffers older than max_age finish as incomplete.
+  // Age-based cleanup: buffers older than max_age finish as incomplete; an
+  // expected reply that never sent a chunk here is dropped (another pod had it).
   void expire_old(SteadyTime now, std::vector<Event>& out);
+
+  // Sessions with a message whose gap is older than `after`, at most once per
+  // `every` per message: the pod asks the workers to send them again.
+  std::vector<std::string> stalled(SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every);
+
+  // Buffers that received at least one chunk (what shutdown waits for).
+  std::size_t streaming() const;
 
   std::size_t size() const { return buffers_.size(); }
   const Counters& counters() const { return counters_; }

@@ -38,6 +38,11 @@ class MessageBuffer {
   SteadyTime last_activity() const { return last_activity_; }
   std::uint32_t next_id() const { return next_id_; }
   std::size_t held() const { return held_.size(); }
+  bool received_any() const { return next_id_ > 0 || !held_.empty(); }
+  // When later chunks started waiting for a missing one (nullopt: no gap).
+  std::optional<SteadyTime> gap_since() const { return gap_since_; }
+  // The last time the pod asked the workers to send this message again.
+  std::optional<SteadyTime> replay_requested_at;
 
   // What the released chunks add up to, for the stored message.
   const std::string& content() const { return content_; }

@@ -136,7 +136,7 @@ int run_pod(const config::Config& config) {
       if (worker) worker->stop_intake();
       auto deadline = std::chrono::steady_clock::now() + config.server.shutdown_timeout;
       wait_until(
-          shutdown_timer, [&] { return (!worker || worker->active() == 0) && pod.hub().stats().buffers == 0; }, deadline,
+          shutdown_timer, [&] { return (!worker || worker->active() == 0) && pod.hub().stats().streaming_buffers == 0; }, deadline,
           [&](bool drained) {
             if (!drained) log::warn("shutdown_timeout", {{"active_buffers", pod.hub().stats().buffers}});
             pod.stop_intake();

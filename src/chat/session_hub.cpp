@@ -66,6 +66,7 @@ struct SessionHub::Shard {
   std::atomic<std::size_t> connection_count{0};
   std::atomic<std::size_t> session_count{0};
   std::atomic<std::size_t> buffer_count{0};
+  std::atomic<std::size_t> streaming_count{0};
   std::atomic<std::uint64_t> broadcasts_ignored{0};
   mutable std::mutex counters_mutex;  // guards counters_snapshot
   buffer::Counters counters_snapshot;
@@ -152,7 +153,12 @@ struct SessionHub::Shard {
       b.seen_live = true;
     }
     std::erase_if(channel.backlogs, [](const Backlog& b) { return b.finished; });
-    if (channel.connections.empty()) session_count.fetch_add(1, std::memory_order_relaxed);
+    if (channel.connections.empty()) {
+      session_count.fetch_add(1, std::memory_order_relaxed);
+      // The first stream of the session on this pod: workers may have sent its
+      // running reply elsewhere until now.
+      hub.on_replay_(connection->session_id());
+    }
     channel.connections.push_back(std::move(connection));
     connection_count.fetch_add(1, std::memory_order_relaxed);
   }
@@ -174,7 +180,9 @@ struct SessionHub::Shard {
 
   void tick() {
     events.clear();
-    buffers.check_gaps(now(), events);
+    auto t = now();
+    for (const auto& session : buffers.stalled(t, options.replay_after, options.replay_after * 2)) hub.on_replay_(session);
+    buffers.check_gaps(t, events);
     process_events();
   }
 
@@ -199,6 +207,7 @@ struct SessionHub::Shard {
 
   void publish_counts() {
     buffer_count.store(buffers.size(), std::memory_order_relaxed);
+    streaming_count.store(buffers.streaming(), std::memory_order_relaxed);
     std::lock_guard lock(counters_mutex);
     counters_snapshot = buffers.counters();
   }
@@ -232,8 +241,11 @@ struct SessionHub::Shard {
 };
 
 SessionHub::SessionHub(asio::io_context& ioc, HubOptions options, FinishedHandler on_finished,
-                       ConnectionHandler on_detached)
-    : options_(std::move(options)), on_finished_(std::move(on_finished)), on_detached_(std::move(on_detached)) {
+                       ConnectionHandler on_detached, ReplayHandler on_replay)
+    : options_(std::move(options)),
+      on_finished_(std::move(on_finished)),
+      on_detached_(std::move(on_detached)),
+      on_replay_(std::move(on_replay)) {
   shards_.reserve(options_.shards);
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options_.shards); ++i)
     shards_.push_back(std::make_unique<Shard>(ioc, options_, *this));
@@ -281,17 +293,9 @@ HubStats SessionHub::stats() const {
     out.sessions += s->session_count.load(std::memory_order_relaxed);
     out.buffers += s->buffer_count.load(std::memory_order_relaxed);
     out.broadcasts_ignored += s->broadcasts_ignored.load(std::memory_order_relaxed);
+    out.streaming_buffers += s->streaming_count.load(std::memory_order_relaxed);
     std::lock_guard lock(s->counters_mutex);
-    const auto& c = s->counters_snapshot;
-    auto& o = out.buffer_counters;
-    o.chunks_received += c.chunks_received;
-    o.chunks_released += c.chunks_released;
-    o.duplicates_dropped += c.duplicates_dropped;
-    o.late_dropped += c.late_dropped;
-    o.over_limit_dropped += c.over_limit_dropped;
-    o.chunks_skipped += c.chunks_skipped;
-    o.buffers_evicted += c.buffers_evicted;
-    o.buffers_expired += c.buffers_expired;
+    out.buffer_counters += s->counters_snapshot;
   }
   return out;
 }

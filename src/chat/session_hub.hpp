@@ -33,12 +33,16 @@ struct HubOptions {
   // Frames kept per in-flight reply for late streams (beyond: the late stream
   // gets an explicit reset instead of a silent gap).
   std::size_t max_backlog_frames = 20'000;
+  // A gap this old makes the pod ask the workers for the message again (the
+  // routing cache may have sent its chunks elsewhere for up to a second).
+  std::chrono::milliseconds replay_after{1'000};
 };
 
 struct HubStats {
   std::size_t connections = 0;
   std::size_t sessions = 0;  // sessions with at least one connection
   std::size_t buffers = 0;
+  std::size_t streaming_buffers = 0;  // buffers that received a chunk
   buffer::Counters buffer_counters;
   std::uint64_t broadcasts_ignored = 0;
 };
@@ -47,11 +51,13 @@ class SessionHub {
  public:
   using FinishedHandler = std::function<void(buffer::FinishedMessage)>;
   using ConnectionHandler = std::function<void(const std::shared_ptr<sse::SseConnection>&, std::string_view reason)>;
+  using ReplayHandler = std::function<void(const std::string& session_id)>;
 
-  // `on_finished` runs on a shard strand for each message whose buffer is done
-  // (store it); `on_detached` when a connection leaves (unregister it).
+  // Each runs on a shard strand: `on_finished` for each message whose buffer is
+  // done (store it); `on_detached` when a connection leaves (unregister it);
+  // `on_replay` when the session's chunks should be sent to this pod again.
   SessionHub(boost::asio::io_context& ioc, HubOptions options, FinishedHandler on_finished,
-             ConnectionHandler on_detached);
+             ConnectionHandler on_detached, ReplayHandler on_replay);
   ~SessionHub();
 
   void start();
@@ -77,6 +83,7 @@ class SessionHub {
   HubOptions options_;
   FinishedHandler on_finished_;
   ConnectionHandler on_detached_;
+  ReplayHandler on_replay_;
 };
 
 }  // namespace chat

@@ -185,6 +185,10 @@ std::string encode(const CancelRequest& c) {
   return json::serialize(json::object{{"message_id", c.message_id}, {"session_id", c.session_id}, {"user_id", c.user_id}});
 }
 
+std::string encode(const ReplayRequest& r) {
+  return json::serialize(json::object{{"session_id", r.session_id}, {"pod_id", r.pod_id}});
+}
+
 std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, std::string& error) {
   error.clear();
   auto root = parse_object(text, error);
@@ -269,6 +273,16 @@ std::optional<CancelRequest> decode_cancel_request(std::string_view text, std::s
   if (in.ok() && !c.session_id.empty() && !is_valid_identifier(c.session_id)) in.fail("session_id must be 1..128 characters of [A-Za-z0-9_-]");
   if (!in.ok()) return std::nullopt;
   return c;
+}
+
+std::optional<ReplayRequest> decode_replay_request(std::string_view text, std::string& error) {
+  error.clear();
+  auto root = parse_object(text, error);
+  if (!root.is_object()) return std::nullopt;
+  FieldReader in(root.get_object(), error);
+  ReplayRequest r{in.identifier("session_id"), in.identifier("pod_id")};
+  if (!in.ok()) return std::nullopt;
+  return r;
 }
 
 }  // namespace chat::protocol

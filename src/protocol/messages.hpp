@@ -75,16 +75,26 @@ struct CancelRequest {
   bool operator==(const CancelRequest&) const = default;
 };
 
+// A pod asks for a session's chunks again: every worker that still has them
+// republishes them to chat.pod.{pod_id}.response (SPEC: late join, gap repair).
+struct ReplayRequest {
+  std::string session_id;
+  std::string pod_id;
+  bool operator==(const ReplayRequest&) const = default;
+};
+
 // Largest chunk id accepted from the bus; far above any real reply.
 inline constexpr std::uint32_t kMaxChunkId = 10'000'000;
 
 std::string encode(const WorkflowRequest& r);
 std::string encode(const ResponseChunk& c);
 std::string encode(const CancelRequest& c);
+std::string encode(const ReplayRequest& r);
 
 // nullopt with `error` set when the payload is not a valid message.
 std::optional<WorkflowRequest> decode_workflow_request(std::string_view json, std::string& error);
 std::optional<ResponseChunk> decode_response_chunk(std::string_view json, std::string& error);
 std::optional<CancelRequest> decode_cancel_request(std::string_view json, std::string& error);
+std::optional<ReplayRequest> decode_replay_request(std::string_view json, std::string& error);
 
 }  // namespace chat::protocol

@@ -7,6 +7,7 @@ std::string pod_response(std::string_view pod_id) { return "chat.pod." + std::st
 std::string pod_health(std::string_view pod_id) { return "chat.pod." + std::string(pod_id) + ".health"; }
 std::string broadcast(std::string_view session_id) { return "chat.session." + std::string(session_id) + ".broadcast"; }
 std::string cancel(std::string_view message_id) { return "chat.workflow.cancel." + std::string(message_id); }
+std::string replay(std::string_view session_id) { return "chat.session." + std::string(session_id) + ".replay"; }
 
 bool matches(std::string_view pattern, std::string_view subject) {
   while (true) {

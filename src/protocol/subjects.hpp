@@ -10,12 +10,15 @@ inline constexpr std::string_view kWorkerQueueGroup = "workflow-workers";
 inline constexpr std::string_view kAllExecute = "chat.workflow.execute.*";
 inline constexpr std::string_view kAllBroadcast = "chat.session.*.broadcast";
 inline constexpr std::string_view kAllCancel = "chat.workflow.cancel.*";
+inline constexpr std::string_view kAllReplay = "chat.session.*.replay";
 
 std::string execute(std::string_view session_id);
 std::string pod_response(std::string_view pod_id);
 std::string pod_health(std::string_view pod_id);
 std::string broadcast(std::string_view session_id);
 std::string cancel(std::string_view message_id);
+// A pod asks the workers to send a session's replies again (late join, gaps).
+std::string replay(std::string_view session_id);
 
 // True when a subject matches a pattern with NATS wildcards ("*" one token, ">" the rest).
 bool matches(std::string_view pattern, std::string_view subject);

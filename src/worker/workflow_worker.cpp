@@ -100,14 +100,19 @@ class GenerationRun final : public GenerationSink, public std::enable_shared_fro
     }
   }
 
-  void publish_front(const ChunkRouter::Subjects& subjects) {
+  void publish_front(const ChunkRouter::Subjects& targets) {
     if (outbox_.empty()) return;
     auto payload = protocol::encode(outbox_.front());
     bool final = outbox_.front().is_final;
     outbox_.pop_front();
-    for (std::size_t i = 0; i < subjects.size(); ++i)
-      worker_.bus_.publish(subjects[i], i + 1 == subjects.size() ? std::move(payload) : payload);
-    if (final) worker_.finished(request_.message_id);
+    bool broadcast = targets.size() == 1 && targets.front() == subjects::broadcast(request_.session_id);
+    worker_.replay_log_.record(request_.session_id, request_.message_id, payload, broadcast);
+    for (std::size_t i = 0; i < targets.size(); ++i)
+      worker_.bus_.publish(targets[i], i + 1 == targets.size() ? std::move(payload) : payload);
+    if (final) {
+      worker_.replay_log_.finish(request_.session_id, request_.message_id);
+      worker_.finished(request_.message_id);
+    }
   }
 
   asio::strand<asio::any_io_executor> strand_;
@@ -128,17 +133,22 @@ WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& 
   for (auto& p : providers) providers_.emplace(std::string(p->name()), std::move(p));
 }
 
-WorkflowWorker::~WorkflowWorker() { stop_intake(); }
+WorkflowWorker::~WorkflowWorker() {
+  requests_.reset();
+  cancels_.reset();
+  replays_.reset();
+}
 
 void WorkflowWorker::start() {
   requests_ = bus_.subscribe(std::string(subjects::kAllExecute), std::string(subjects::kWorkerQueueGroup),
                              [this](const bus::Message& m) { on_request(m); });
   cancels_ = bus_.subscribe(std::string(subjects::kAllCancel), {}, [this](const bus::Message& m) { on_cancel(m); });
+  replays_ = bus_.subscribe(std::string(subjects::kAllReplay), {}, [this](const bus::Message& m) { on_replay(m); });
 }
 
 void WorkflowWorker::stop_intake() {
+  // Cancels and replays are still served: running generations need them.
   requests_.reset();
-  cancels_.reset();
 }
 
 void WorkflowWorker::on_request(const bus::Message& m) {
@@ -174,6 +184,22 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   if (!owner) return;
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"correlation_id", running.correlation_id}});
   run->cancel();
+}
+
+void WorkflowWorker::on_replay(const bus::Message& m) {
+  std::string error;
+  auto replay = protocol::decode_replay_request(m.payload, error);
+  if (!replay) {
+    log::warn("replay_request_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  auto subject = subjects::pod_response(replay->pod_id);
+  std::size_t sent = 0;
+  replay_log_.replay(replay->session_id, [&](const std::string& payload) {
+    bus_.publish(subject, payload);
+    ++sent;
+  });
+  if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
 void WorkflowWorker::run(protocol::WorkflowRequest request) {

@@ -18,6 +18,7 @@
 #include "registry/session_registry.hpp"
 #include "worker/chunk_router.hpp"
 #include "worker/provider.hpp"
+#include "worker/replay_log.hpp"
 
 namespace chat::worker {
 
@@ -39,6 +40,7 @@ class WorkflowWorker {
   friend class GenerationRun;
   void on_request(const bus::Message& m);
   void on_cancel(const bus::Message& m);
+  void on_replay(const bus::Message& m);
   void run(protocol::WorkflowRequest request);
   void finished(const std::string& message_id);
 
@@ -49,6 +51,9 @@ class WorkflowWorker {
   ChunkRouter router_;
   std::unique_ptr<bus::Subscription> requests_;
   std::unique_ptr<bus::Subscription> cancels_;
+  std::unique_ptr<bus::Subscription> replays_;
+  // Long enough for a page that posts first and subscribes a moment later.
+  ReplayLog replay_log_{std::chrono::seconds{30}, 64 * 1024 * 1024};
   std::atomic<std::size_t> active_{0};
   std::atomic<std::uint64_t> completed_{0};
   std::mutex runs_mutex_;  // guards runs_: cancels arrive on bus threads

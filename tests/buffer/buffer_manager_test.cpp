@@ -143,5 +143,32 @@ TEST_F(BufferManagerTest, ExpectedMessagesHoldABufferBeforeTheFirstChunk) {
   ASSERT_NE(finished(events), nullptr);
 }
 
+TEST_F(BufferManagerTest, AnExpectedReplyThatNeverArrivesIsDroppedQuietly) {
+  manager.expect("s1", "m9", t0);
+  manager.expire_old(t0 + 300s, events);
+  EXPECT_TRUE(events.empty());
+  EXPECT_FALSE(manager.has("m9"));
+  EXPECT_EQ(manager.counters().never_arrived, 1u);
+}
+
+TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
+  manager.push(chunk("m1", 2), t0, events);
+  EXPECT_TRUE(manager.stalled(t0 + 500ms, 1s, 2s).empty());
+  EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s), (std::vector<std::string>{"s1"}));
+  EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s).empty());
+  EXPECT_EQ(manager.stalled(t0 + 3s, 1s, 2s), (std::vector<std::string>{"s1"}));
+  EXPECT_EQ(manager.counters().replays_requested, 2u);
+  manager.push(chunk("m1", 0), t0 + 3s, events);
+  manager.push(chunk("m1", 1), t0 + 3s, events);
+  EXPECT_TRUE(manager.stalled(t0 + 10s, 1s, 2s).empty());
+}
+
+TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
+  manager.expect("s1", "m1", t0);
+  manager.push(chunk("m2", 0), t0, events);
+  EXPECT_EQ(manager.size(), 2u);
+  EXPECT_EQ(manager.streaming(), 1u);
+}
+
 }  // namespace
 }  // namespace chat::buffer

@@ -61,7 +61,7 @@ TEST(ChatRequestTest, WrongTypesAreNamed) {
 }
 
 TEST(ChatRequestTest, IdentifiersOutsideTheCharsetAreRejected) {
-  for (std::string bad : {"a.b", "a*", "a>", "a:b", "a b", "a\\u0001", "caf\\u00e9", "a/b", std::string(129, 'x')}) {
+  for (std::string bad : std::vector<std::string>{"a.b", "a*", "a>", "a:b", "a b", "a\\u0001", "caf\\u00e9", "a/b", std::string(129, 'x')}) {
     expect_invalid(R"({"session_id":")" + bad + R"(","user_id":"u","message":"m"})", "invalid_request", "session_id");
     expect_invalid(R"({"session_id":"s","user_id":")" + bad + R"(","message":"m"})", "invalid_request", "user_id");
   }
