@@ -50,6 +50,13 @@ std::string require_non_empty(const std::string& name, const std::string& text) 
   return text;
 }
 
+// Full checks happen where the URL is used; this catches typos at start.
+std::string require_http_url(const std::string& name, const std::string& text) {
+  if ((text.rfind("http://", 0) != 0 && text.rfind("https://", 0) != 0) || text.find("://") + 3 >= text.size())
+    throw ConfigError(name + ": expected an http:// or https:// URL");
+  return text;
+}
+
 struct Setting {
   const char* name;
   unsigned programs;
@@ -147,6 +154,32 @@ const std::vector<Setting>& settings() {
       {"WORKER_MAX_CONCURRENT", kBoth, "1000", "generations running at once; more wait in the bus",
        INT_SETTING(worker.max_concurrent, std::size_t, 1, 1'000'000)},
       {"WORKER_THREADS", kWorker, "0", "worker event-loop threads (0: one per core)", INT_SETTING(worker.threads, unsigned, 0, 256)},
+      {"OPENAI_API_KEY", kBoth, "", "key of the openai provider (never logged)",
+       [](Config& c, const std::string&, const std::string& v) { c.providers.openai_api_key = v; }},
+      {"OPENAI_BASE_URL", kBoth, "https://api.openai.com/v1",
+       "Chat Completions base URL including the version path (any OpenAI-compatible server)",
+       [](Config& c, const std::string& n, const std::string& v) { c.providers.openai_base_url = require_http_url(n, v); }},
+      {"OPENAI_DEFAULT_MODEL", kBoth, "gpt-4o-mini", "model of openai requests that name none",
+       STRING_SETTING(providers.openai_default_model)},
+      {"ANTHROPIC_API_KEY", kBoth, "", "key of the anthropic provider (never logged)",
+       [](Config& c, const std::string&, const std::string& v) { c.providers.anthropic_api_key = v; }},
+      {"ANTHROPIC_BASE_URL", kBoth, "https://api.anthropic.com", "Messages API base URL (without /v1)",
+       [](Config& c, const std::string& n, const std::string& v) { c.providers.anthropic_base_url = require_http_url(n, v); }},
+      {"ANTHROPIC_DEFAULT_MODEL", kBoth, "claude-haiku-4-5", "model of anthropic requests that name none",
+       STRING_SETTING(providers.anthropic_default_model)},
+      {"ANTHROPIC_VERSION", kBoth, "2023-06-01", "anthropic-version header", STRING_SETTING(providers.anthropic_version)},
+      {"WORKER_PROVIDER_CONNECT_TIMEOUT", kBoth, "10s", "time to connect to a provider (DNS, TCP, proxy, TLS)",
+       DURATION_SETTING(providers.connect_timeout)},
+      {"WORKER_PROVIDER_READ_TIMEOUT", kBoth, "60s", "longest silence from a provider between bytes of a reply",
+       DURATION_SETTING(providers.read_timeout)},
+      {"WORKER_PROVIDER_MAX_RETRIES", kBoth, "2", "retries of a provider request that failed before its first token",
+       INT_SETTING(providers.max_retries, unsigned, 0, 10)},
+      {"HTTPS_PROXY", kBoth, "(unset: direct)", "proxy for https providers: http://[user:pass@]host:port (CONNECT tunnel)",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (!v.empty()) c.providers.https_proxy = require_http_url(n, v.find("://") == std::string::npos ? "http://" + v : v);
+       }},
+      {"NO_PROXY", kBoth, "", "hosts reached without HTTPS_PROXY: comma-separated names or .domain suffixes, * for all",
+       [](Config& c, const std::string&, const std::string& v) { c.providers.no_proxy = v; }},
       {"LOG_LEVEL", kBoth, "info", "debug, info, warn or error",
        [](Config& c, const std::string& n, const std::string& v) {
          static const std::map<std::string, log::Level> kLevels = {

@@ -90,6 +90,23 @@ struct WorkerConfig {
   unsigned threads = 0;
 };
 
+// The openai and anthropic providers and their HTTP client (SPEC section 9).
+// Keys are secrets: never logged, never part of an error message.
+struct ProviderConfig {
+  std::string openai_api_key;
+  std::string openai_base_url = "https://api.openai.com/v1";
+  std::string openai_default_model = "gpt-4o-mini";
+  std::string anthropic_api_key;
+  std::string anthropic_base_url = "https://api.anthropic.com";
+  std::string anthropic_default_model = "claude-haiku-4-5";
+  std::string anthropic_version = "2023-06-01";
+  Duration connect_timeout{10'000};
+  Duration read_timeout{60'000};  // longest silence between bytes of a reply
+  unsigned max_retries = 2;       // only before the first token
+  std::optional<std::string> https_proxy;  // http://[user:pass@]host:port, for https targets
+  std::string no_proxy;                    // comma-separated hosts or domain suffixes
+};
+
 struct LogConfig {
   log::Level level = log::Level::info;
   log::Format format = log::Format::text;
@@ -104,6 +121,7 @@ struct Config {
   RedisConfig redis;
   NatsConfig nats;
   WorkerConfig worker;
+  ProviderConfig providers;
   LogConfig log;
 };
 
