@@ -5,8 +5,11 @@
 //
 // Contract, for every implementation:
 // - No call blocks its caller: each is queued (bounded; a full queue completes at
-//   once with Errc::overloaded) and completes through its callback, which runs on
-//   a store-owned thread (post to your own executor).
+//   once with Errc::overloaded, on the caller's thread before the call returns)
+//   and completes through its callback, which otherwise runs on a store-owned
+//   thread (post to your own executor).
+// - Values the schema rejects (unknown status, metadata that is not JSON) fail
+//   with boost::system::errc::invalid_argument.
 // - Schema changes are versioned migrations applied by the constructor/start,
 //   safe when several processes start at once.
 // - save_assistant_message is idempotent on message_id: the first write wins and
@@ -98,19 +101,26 @@ class MessageStore {
   // user), stores the user message and returns up to `history_turns` messages
   // that came before it, oldest first.
   virtual void accept_user_message(NewUserMessage m, unsigned history_turns, HistoryCallback done) = 0;
-  // Undoes accept_user_message when the request could not be handed to the bus.
+  // Undoes accept_user_message when the request could not be handed to the bus:
+  // deletes that user message, and the session too when it was its only message.
+  // not_found when there is no such user message.
   virtual void discard_message(std::string message_id, DoneCallback done) = 0;
   virtual void save_assistant_message(AssistantMessage m, DoneCallback done) = 0;
 
   // nullopt owner: the session does not exist (yet).
   virtual void session_owner(std::string session_id, OwnerCallback done) = 0;
   virtual void list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) = 0;
-  // `before`: a message id from next_before; empty for the newest page.
+  // `before`: a message id from next_before; empty for the newest page. The page
+  // holds the `limit` newest messages older than `before` (limit clamped to
+  // 1..1000); next_before is set when older ones exist. not_found for an unknown
+  // session or a `before` that is not a message of it, forbidden for another
+  // user's session.
   virtual void list_messages(std::string session_id, std::string user_id, std::size_t limit, std::string before,
                              PageCallback done) = 0;
   virtual void delete_session(std::string session_id, std::string user_id, DoneCallback done) = 0;
 
   // Completes once every write queued before it (and the retry queue) is done, or failed.
+  // While the database is down it waits for it to return: give it your own deadline.
   virtual void flush(DoneCallback done) = 0;
   virtual bool connected() const = 0;
   virtual std::string_view kind() const = 0;  // "sqlite" | "postgres"
