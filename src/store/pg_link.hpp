@@ -1,0 +1,63 @@
+#pragma once
+// One PostgreSQL connection and the policy that keeps it alive: reconnect with
+// backoff while the server is down, one fresh connection and one more try when a
+// job finds the connection dead. Used by each pool thread and the retry thread.
+
+#include <boost/system/error_code.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+
+#include "store/pg_conn.hpp"
+
+namespace chat::store::pg {
+
+// Reconnect (and retry-queue) backoff: quick enough that a restart of the server
+// costs a second, slow enough that an outage is not a connection storm.
+inline constexpr std::chrono::milliseconds kMinBackoff{100};
+inline constexpr std::chrono::milliseconds kMaxBackoff{2000};
+
+// A job's database work. It may run twice (see Link::run), so it starts from
+// scratch each time: its own transaction, its own result.
+using Attempt = std::function<boost::system::error_code(Connection&)>;
+
+class Link {
+ public:
+  // `healthy` counts the links that are up (PostgresStore::connected()); null
+  // for a link that should not count.
+  Link(const ConnectParams& params, std::atomic<int>* healthy) : conn_(params), healthy_(healthy) {}
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+  ~Link() {
+    if (up_ && healthy_ != nullptr) healthy_->fetch_sub(1);
+  }
+
+  // One connection attempt now, whatever the backoff says.
+  bool connect_now();
+  // Runs `attempt`, reconnecting first when due. A connection that dies under the
+  // attempt (server restart, failover, idle kill) is reopened and the attempt
+  // retried once. Errc::unavailable while the server cannot be reached.
+  boost::system::error_code run(const Attempt& attempt);
+  // Called when the thread has nothing to do: notices a server that went away,
+  // reconnects to one that came back.
+  void idle();
+  // Closes the connection on purpose (not counted as lost).
+  void close();
+
+  Connection& connection() { return conn_; }
+  const std::string& error_message() const { return conn_.error_message(); }
+
+ private:
+  bool ensure_connected();
+  void mark_up();
+  void mark_down();
+
+  Connection conn_;
+  std::atomic<int>* healthy_;
+  bool up_ = false;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::chrono::milliseconds backoff_ = kMinBackoff;
+};
+
+}  // namespace chat::store::pg

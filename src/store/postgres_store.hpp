@@ -1,0 +1,66 @@
+#pragma once
+// The distributed store (DB_HOST set): PostgreSQL through libpq.
+//
+// Threading: StoreConfig::pool_size connections, each owned by its own thread,
+// take jobs from one queue of at most StoreConfig::queue_limit jobs. Calls may
+// therefore complete out of order; every callback runs on a store thread. A call
+// that finds the queue full completes at once, on the caller's thread, with
+// Errc::overloaded. flush() completes after every job queued before it and after
+// the retry queue has drained.
+//
+// Connections: settings go to libpq as keyword/value pairs (DB_SSLMODE included),
+// so no character in a password can change them, and the password is never
+// logged. A connection found dead is reopened and its job retried once; while
+// the server stays down, reconnects back off (100 ms doubling to 2 s) and jobs
+// fail at once with Errc::unavailable instead of queueing up behind it.
+// connected() is false while no pool connection works; idle connections check
+// the server every second so it turns false without waiting for traffic.
+//
+// Outage and assistant replies: save_assistant_message that fails with
+// Errc::unavailable does not lose the reply. It moves to a retry queue (at most
+// queue_limit replies), written in order with backoff by a dedicated thread and
+// connection once the server is back, and the CALLBACK COMPLETES WITH SUCCESS as
+// soon as the reply is queued there: the caller has nothing better to do than
+// wait, and the write is idempotent on message_id. Only a full retry queue
+// reports Errc::unavailable. Replies still queued when the store is destroyed
+// are logged as lost (event store_retry_dropped, with their ids).
+//
+// Other errors as in message_store.hpp, plus errc::invalid_argument for values
+// the schema rejects (unknown status, metadata that is not JSON, NUL bytes).
+
+#include <memory>
+
+#include "config/config.hpp"
+#include "store/message_store.hpp"
+
+namespace chat::store {
+
+class PostgresStore final : public MessageStore {
+ public:
+  // Connects, applies pending migrations (under an advisory lock, so pods that
+  // start together take turns) and opens the pool. Throws std::runtime_error
+  // when the server cannot be reached or a migration fails (start-up fails loudly).
+  explicit PostgresStore(const config::StoreConfig& cfg);
+  // Runs the jobs already queued, gives the retry queue a last try, then stops.
+  ~PostgresStore() override;
+  PostgresStore(const PostgresStore&) = delete;
+  PostgresStore& operator=(const PostgresStore&) = delete;
+
+  void accept_user_message(NewUserMessage m, unsigned history_turns, HistoryCallback done) override;
+  void discard_message(std::string message_id, DoneCallback done) override;
+  void save_assistant_message(AssistantMessage m, DoneCallback done) override;
+  void session_owner(std::string session_id, OwnerCallback done) override;
+  void list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) override;
+  void list_messages(std::string session_id, std::string user_id, std::size_t limit, std::string before,
+                     PageCallback done) override;
+  void delete_session(std::string session_id, std::string user_id, DoneCallback done) override;
+  void flush(DoneCallback done) override;
+  bool connected() const override;
+  std::string_view kind() const override { return "postgres"; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chat::store
