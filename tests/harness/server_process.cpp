@@ -25,7 +25,10 @@ constexpr std::chrono::seconds kStopLimit{5};
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error("test server: " + what); }
 
 std::string find_binary(const char* name, const char* override_variable) {
-  if (const char* path = std::getenv(override_variable); path != nullptr && *path != '\0') return path;
+  if (const char* path = std::getenv(override_variable); path != nullptr && *path != '\0') {
+    if (::access(path, X_OK) != 0) fail(std::string(override_variable) + "=" + path + " is not an executable");
+    return path;
+  }
   std::vector<std::string> dirs;
   if (const char* path = std::getenv("PATH"); path != nullptr) {
     std::stringstream in(path);
@@ -80,7 +83,8 @@ std::uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
-ServerProcess::ServerProcess(Kind kind, std::uint16_t port) : kind_(kind), port_(port) {
+ServerProcess::ServerProcess(Kind kind, std::uint16_t port, std::vector<std::string> extra)
+    : kind_(kind), port_(port), extra_(std::move(extra)) {
   binary_ = kind == Kind::nats ? find_binary("nats-server", "CHAT_NATS_SERVER")
                                : find_binary("redis-server", "CHAT_REDIS_SERVER");
   if (port_ == 0) port_ = free_port();
@@ -99,10 +103,13 @@ ServerProcess::~ServerProcess() {
 
 std::vector<std::string> ServerProcess::arguments() const {
   auto port = std::to_string(port_);
+  std::vector<std::string> args;
   if (kind_ == Kind::nats)
-    return {binary_, "-a", "127.0.0.1", "-p", port, "-js", "-sd", (dir_ / "jetstream").string()};
-  return {binary_, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-          "--dir", dir_.string()};
+    args = {binary_, "-a", "127.0.0.1", "-p", port, "-js", "-sd", (dir_ / "jetstream").string()};
+  else
+    args = {binary_, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir_.string()};
+  args.insert(args.end(), extra_.begin(), extra_.end());
+  return args;
 }
 
 std::string ServerProcess::nats_url() const { return "nats://127.0.0.1:" + std::to_string(port_); }

@@ -27,8 +27,9 @@ class ServerProcess {
   enum class Kind { nats, redis };
 
   // Picks a port (or takes `port`, 0 = pick one) and a scratch directory and
-  // starts the server.
-  explicit ServerProcess(Kind kind, std::uint16_t port = 0);
+  // starts the server; `extra` is appended to its command line
+  // (e.g. {"--requirepass", "secret"}).
+  explicit ServerProcess(Kind kind, std::uint16_t port = 0, std::vector<std::string> extra = {});
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -53,6 +54,7 @@ class ServerProcess {
   Kind kind_;
   std::string binary_;
   std::uint16_t port_ = 0;
+  std::vector<std::string> extra_;
   std::filesystem::path dir_;
   pid_t pid_ = -1;
 };
