@@ -1,0 +1,245 @@
+// What only the Redis registry has: the exact keys other programs read,
+// heartbeats that expire, AUTH/SELECT, and outages.
+
+#include <gtest/gtest.h>
+
+#include <ctime>
+#include <thread>
+
+#include "harness/server_process.hpp"
+#include "registry/redis_registry.hpp"
+#include "registry/registry_test_support.hpp"
+
+namespace chat::test {
+namespace {
+
+using namespace std::chrono_literals;
+using registry::ConnectionRef;
+using registry::RedisRegistry;
+
+config::RedisConfig redis_config(const ServerProcess& server, std::string password = {}, unsigned db = 0) {
+  config::RedisConfig c;
+  c.host = server.host();
+  c.port = server.port();
+  c.password = std::move(password);
+  c.db = db;
+  return c;
+}
+
+RedisRegistry::Timing fast_reconnect() {
+  RedisRegistry::Timing t;
+  t.connection.reconnect_min = 50ms;
+  t.connection.reconnect_max = 200ms;
+  return t;
+}
+
+// live_pods is queued behind earlier writes on the same connection, so once
+// it answers, those writes are in Redis.
+void settle(RedisRegistry& r) { ASSERT_FALSE(live_pods(r, "settle").ec); }
+
+class RedisRegistryTest : public ::testing::Test {
+ protected:
+  // A registry that has finished its first connection.
+  std::unique_ptr<RedisRegistry> connect(RedisRegistry::Timing timing = fast_reconnect()) {
+    auto r = std::make_unique<RedisRegistry>(redis_config(server_), timing);
+    EXPECT_TRUE(eventually([&] { return r->connected(); }));
+    return r;
+  }
+
+  ServerProcess server_{ServerProcess::Kind::redis};
+  RawRedis raw_{server_.port()};
+};
+
+TEST_F(RedisRegistryTest, WritesExactlyTheSpecKeys) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"sess_1", "pod-1", "conn_a"});
+  settle(r);
+
+  EXPECT_EQ(raw_.sorted({"KEYS", "*"}),
+            (std::vector<std::string>{"heartbeat:pod-1:conn_a", "pod:connections:pod-1", "session:connections:sess_1"}));
+  EXPECT_EQ(raw_.run({"SMEMBERS", "session:connections:sess_1"}), std::vector<std::string>{"pod-1:conn_a"});
+  EXPECT_EQ(raw_.run({"HGETALL", "pod:connections:pod-1"}), (std::vector<std::string>{"conn_a", "sess_1"}));
+  auto beat = std::stoll(raw_.run({"GET", "heartbeat:pod-1:conn_a"}).at(0));
+  EXPECT_NEAR(static_cast<double>(beat), static_cast<double>(std::time(nullptr)), 5.0);
+  EXPECT_GT(raw_.integer({"TTL", "session:connections:sess_1"}), 290);
+  EXPECT_LE(raw_.integer({"TTL", "session:connections:sess_1"}), 300);
+  EXPECT_GT(raw_.integer({"TTL", "pod:connections:pod-1"}), 290);
+  EXPECT_LE(raw_.integer({"TTL", "pod:connections:pod-1"}), 300);
+  EXPECT_GT(raw_.integer({"TTL", "heartbeat:pod-1:conn_a"}), 25);
+  EXPECT_LE(raw_.integer({"TTL", "heartbeat:pod-1:conn_a"}), 30);
+
+  r.remove({"sess_1", "pod-1", "conn_a"});
+  settle(r);
+  EXPECT_EQ(raw_.run({"KEYS", "*"}), std::vector<std::string>{});
+}
+
+TEST_F(RedisRegistryTest, RemovePodLeavesNoKeysOfThatPod) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  r.add({"s2", "pod-1", "c2"});
+  r.add({"s1", "pod-2", "c3"});
+  settle(r);
+  // An entry of an earlier run of pod-1 that this process does not know.
+  raw_.run({"HSET", "pod:connections:pod-1", "old", "s3"});
+  raw_.run({"SADD", "session:connections:s3", "pod-1:old"});
+
+  ASSERT_FALSE(remove_pod(r, "pod-1"));
+
+  EXPECT_EQ(raw_.sorted({"KEYS", "*"}),
+            (std::vector<std::string>{"heartbeat:pod-2:c3", "pod:connections:pod-2", "session:connections:s1"}));
+  EXPECT_EQ(raw_.run({"SMEMBERS", "session:connections:s1"}), std::vector<std::string>{"pod-2:c3"});
+}
+
+TEST_F(RedisRegistryTest, ExpiredHeartbeatMeansDeadAndTheMemberIsDropped) {
+  auto timing = fast_reconnect();
+  timing.heartbeat_ttl = 1s;
+  timing.renew_interval = 1h;
+  auto owner = connect(timing);
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  ASSERT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+
+  ASSERT_TRUE(eventually([&] { return raw_.integer({"EXISTS", "heartbeat:pod-1:c1"}) == 0; }, 5s));
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{});
+  settle(r);
+  EXPECT_EQ(raw_.integer({"SISMEMBER", "session:connections:s1", "pod-1:c1"}), 0);
+}
+
+TEST_F(RedisRegistryTest, RenewalKeepsLiveConnectionsAndRepairsMembership) {
+  auto timing = fast_reconnect();
+  timing.heartbeat_ttl = 1s;
+  timing.renew_interval = 200ms;
+  auto owner = connect(timing);
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  settle(r);
+
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+
+  // A worker dropped the member (it thought the heartbeat had expired).
+  raw_.run({"SREM", "session:connections:s1", "pod-1:c1"});
+  EXPECT_TRUE(eventually([&] { return raw_.integer({"SISMEMBER", "session:connections:s1", "pod-1:c1"}) == 1; }));
+}
+
+TEST_F(RedisRegistryTest, SkipsDeadAndMalformedMembersWrittenByOthers) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  raw_.run({"SADD", "session:connections:s1", "pod-9:gone", "no-colon", "a:b:c", "pod-8:"});
+
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+  settle(r);
+  EXPECT_EQ(raw_.integer({"SISMEMBER", "session:connections:s1", "pod-9:gone"}), 0);
+}
+
+TEST_F(RedisRegistryTest, PodIdsWithHyphensAndUnderscoresSplitAtLastColon) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "chat-pod_7", "conn-1_x"});
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"chat-pod_7"});
+}
+
+TEST_F(RedisRegistryTest, RejectsIdentifiersThatWouldBreakKeys) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "pod:1", "c1"});
+  r.add({"s*", "pod-1", "c1"});
+  r.add({"s1", "pod-1", ""});
+  settle(r);
+  EXPECT_EQ(raw_.run({"KEYS", "*"}), std::vector<std::string>{});
+  EXPECT_EQ(live_pods(r, "s 1").ec, boost::asio::error::invalid_argument);
+  EXPECT_EQ(remove_pod(r, "pod.1"), boost::asio::error::invalid_argument);
+}
+
+TEST_F(RedisRegistryTest, AuthenticatesAndSelectsTheDatabase) {
+  ServerProcess secured(ServerProcess::Kind::redis, 0, {"--requirepass", "s3cret"});
+  RedisRegistry r(redis_config(secured, "s3cret", 3));
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  r.add({"s1", "pod-1", "c1"});
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+
+  RawRedis db3(secured.port(), "s3cret", 3);
+  RawRedis db0(secured.port(), "s3cret", 0);
+  EXPECT_EQ(db3.run({"KEYS", "*"}).size(), 3u);
+  EXPECT_EQ(db0.run({"KEYS", "*"}), std::vector<std::string>{});
+}
+
+TEST_F(RedisRegistryTest, WrongPasswordIsAnOutageNotACrash) {
+  ServerProcess secured(ServerProcess::Kind::redis, 0, {"--requirepass", "s3cret"});
+  RedisRegistry r(redis_config(secured, "wrong"), fast_reconnect());
+  std::this_thread::sleep_for(500ms);
+  EXPECT_FALSE(r.connected());
+  EXPECT_EQ(live_pods(r, "s1").ec, boost::asio::error::not_connected);
+}
+
+TEST_F(RedisRegistryTest, ServerDownFailsReadsAndRestartRestoresRegistrations) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  r.add({"s1", "pod-2", "c2"});
+  settle(r);
+
+  server_.stop();
+  ASSERT_TRUE(eventually([&] { return !r.connected(); }));
+  EXPECT_EQ(live_pods(r, "s1").ec, boost::asio::error::not_connected);
+  r.remove({"s1", "pod-2", "c2"});
+  r.add({"s2", "pod-1", "c3"});
+
+  server_.start();  // empty: the test server keeps nothing on disk
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+  EXPECT_EQ(live_pods(r, "s2").pods, Pods{"pod-1"});
+  RawRedis fresh(server_.port());
+  EXPECT_EQ(fresh.sorted({"KEYS", "*"}),
+            (std::vector<std::string>{"heartbeat:pod-1:c1", "heartbeat:pod-1:c3", "pod:connections:pod-1",
+                                      "session:connections:s1", "session:connections:s2"}));
+}
+
+TEST_F(RedisRegistryTest, RemovalsMadeDuringAnOutageAreAppliedAfterIt) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  r.add({"s1", "pod-2", "c2"});
+  settle(r);
+
+  // An outage with the data kept: lock the registry out and drop its connection.
+  raw_.run({"CONFIG", "SET", "requirepass", "lockout"});
+  raw_.run({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+  ASSERT_TRUE(eventually([&] { return !r.connected(); }));
+  r.remove({"s1", "pod-2", "c2"});
+  EXPECT_EQ(remove_pod(r, "pod-3"), boost::asio::error::not_connected);
+
+  raw_.run({"CONFIG", "SET", "requirepass", ""});
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+  EXPECT_EQ(raw_.integer({"EXISTS", "heartbeat:pod-2:c2"}), 0);
+  EXPECT_EQ(raw_.run({"SMEMBERS", "session:connections:s1"}), std::vector<std::string>{"pod-1:c1"});
+}
+
+TEST(RedisRegistry, StartsWithoutServerAndConnectsWhenItAppears) {
+  auto port = free_port();
+  config::RedisConfig c;
+  c.host = "127.0.0.1";
+  c.port = port;
+  RedisRegistry r(c, fast_reconnect());
+  r.add({"s1", "pod-1", "c1"});
+  EXPECT_FALSE(r.connected());
+  EXPECT_EQ(live_pods(r, "s1").ec, boost::asio::error::not_connected);
+
+  ServerProcess server(ServerProcess::Kind::redis, port);
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+}
+
+TEST(RedisRegistry, DefaultTimingIsTheSpec) {
+  RedisRegistry::Timing t;
+  EXPECT_EQ(t.heartbeat_ttl, 30s);
+  EXPECT_EQ(t.membership_ttl, 300s);
+  EXPECT_EQ(t.renew_interval, 10s);
+}
+
+}  // namespace
+}  // namespace chat::test
