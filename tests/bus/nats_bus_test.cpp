@@ -93,6 +93,21 @@ TEST(NatsBus, PendingRequestEndsWhenBusIsDestroyed) {
   EXPECT_EQ(result.get(), boost::asio::error::operation_aborted);
 }
 
+TEST(NatsBus, SubscriptionMayOutliveTheBus) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  auto bus = std::make_unique<bus::NatsBus>(fast_reconnect(server.nats_url()), "outlive-test");
+  ASSERT_TRUE(eventually([&] { return bus->connected(); }));
+  Collector got;
+  auto sub = bus->subscribe("chat.pod.p1.response", {}, got.handler());
+  ASSERT_TRUE(sync(*bus));
+  bus->publish("chat.pod.p1.response", "x");
+  ASSERT_TRUE(got.wait_for(1));
+
+  bus.reset();
+  sub.reset();
+  EXPECT_EQ(got.size(), 1u);
+}
+
 TEST(NatsBus, RejectsSubjectsThatWouldBreakTheProtocolLine) {
   ServerProcess server(ServerProcess::Kind::nats);
   bus::NatsBus bus(fast_reconnect(server.nats_url()), "subject-test");
