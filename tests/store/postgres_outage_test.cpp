@@ -1,0 +1,139 @@
+// PostgresStore while the server goes away and comes back: connections are
+// replaced by themselves, and replies completed during the outage are written
+// exactly once when it ends.
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "store/postgres_fixture.hpp"
+#include "store/postgres_store.hpp"
+#include "store/store_conformance.hpp"
+
+namespace chat::store::test {
+namespace {
+
+using namespace std::chrono_literals;
+using chat::test::PostgresServer;
+
+// A server of its own: these tests stop it.
+class PostgresOutage : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    try {
+      server_ = new PostgresServer();
+    } catch (const std::exception& e) {
+      start_error_ = e.what();  // every test then fails with it: these tests never skip
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << "PostgreSQL could not start: " << start_error_;
+    server_->start();  // a failed test may have left it stopped
+    database_ = server_->create_database();
+    store_ = std::make_unique<PostgresStore>(server_->store_config(database_));
+  }
+
+  std::string scalar(const std::string& sql) { return server_->query(database_, sql); }
+
+  template <class Predicate>
+  static bool eventually(Predicate p, std::chrono::milliseconds limit = 15s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!p()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
+  static PostgresServer* server_;
+  static std::string start_error_;
+  std::string database_;
+  std::unique_ptr<PostgresStore> store_;
+};
+
+PostgresServer* PostgresOutage::server_ = nullptr;
+std::string PostgresOutage::start_error_;
+
+TEST_F(PostgresOutage, KilledConnectionsAreReopenedAndTheJobRetried) {
+  Sync s(*store_);
+  ASSERT_FALSE(s.accept(user_message("s1", "alice", "u1", "before", at(0))).first);
+  // What a failover or an idle-connection killer does to the pool, behind its back.
+  scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '" + database_ +
+         "' AND pid <> pg_backend_pid()");
+  auto [ec, history] = s.accept(user_message("s1", "alice", "u2", "after", at(1)));
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(history.size(), 1u);
+  EXPECT_TRUE(store_->connected());
+}
+
+TEST_F(PostgresOutage, ServerRestartIsInvisibleToCallers) {
+  Sync s(*store_);
+  ASSERT_FALSE(s.accept(user_message("s1", "alice", "u1", "before", at(0))).first);
+  server_->stop();
+  server_->start();
+  ASSERT_FALSE(s.accept(user_message("s1", "alice", "u2", "after", at(1))).first);
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages"), "2");
+}
+
+TEST_F(PostgresOutage, RepliesCompletedDuringAnOutageAreStoredExactlyOnceAfterIt) {
+  Sync s(*store_);
+  ASSERT_FALSE(s.accept(user_message("s1", "alice", "u1", "question", at(0))).first);
+  ASSERT_FALSE(s.save(reply("s1", "before", "stored before the outage", at(1))));
+  ASSERT_TRUE(store_->connected());
+
+  server_->stop();
+  // Requests that need an answer now fail fast; connected() turns false even for idle connections.
+  EXPECT_EQ(s.accept(user_message("s1", "alice", "u2", "during", at(2))).first, Errc::unavailable);
+  EXPECT_TRUE(eventually([&] { return !store_->connected(); }));
+
+  constexpr int kReplies = 20;
+  for (int i = 0; i < kReplies; ++i) {
+    auto ec = s.save(reply("s1", "out-" + std::to_string(i), "written during the outage", at(10 + i)));
+    EXPECT_FALSE(ec) << "a reply is accepted into the retry queue: " << ec.message();
+  }
+  EXPECT_FALSE(s.save(reply("s1", "out-3", "a second pod's copy", at(50))));
+  EXPECT_FALSE(s.save(reply("s1", "before", "a late duplicate", at(51))));
+
+  // flush covers the retry queue, so it waits for the server.
+  auto flushed = std::make_shared<std::promise<error_code>>();
+  auto flush_result = flushed->get_future();
+  store_->flush([flushed](error_code ec) { flushed->set_value(ec); });
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(flush_result.wait_for(0s), std::future_status::timeout) << "flush finished while replies were unwritten";
+
+  server_->start();
+  ASSERT_EQ(flush_result.wait_for(60s), std::future_status::ready);
+  EXPECT_FALSE(flush_result.get());
+
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE message_id LIKE 'out-%'"), std::to_string(kReplies));
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages"), std::to_string(kReplies + 2));
+  EXPECT_EQ(scalar("SELECT content FROM messages WHERE message_id = 'out-3'"), "written during the outage");
+  EXPECT_EQ(scalar("SELECT content FROM messages WHERE message_id = 'before'"), "stored before the outage");
+  auto [ec, page] = s.page("s1", "alice", 100);
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(page.messages.size(), kReplies + 2u);
+  EXPECT_TRUE(eventually([&] { return store_->connected(); }));
+}
+
+TEST_F(PostgresOutage, RetryQueueIsBounded) {
+  auto cfg = server_->store_config(database_);
+  cfg.queue_limit = 2;
+  auto small = std::make_unique<PostgresStore>(cfg);
+  Sync s(*small);
+  ASSERT_FALSE(s.accept(user_message("s1", "alice", "u1", "question", at(0))).first);
+  server_->stop();
+  EXPECT_FALSE(s.save(reply("s1", "r1", "kept", at(1))));
+  EXPECT_FALSE(s.save(reply("s1", "r2", "kept", at(2))));
+  EXPECT_EQ(s.save(reply("s1", "r3", "no room", at(3))), Errc::unavailable);
+  server_->start();
+  EXPECT_FALSE(s.flush());
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE role = 'assistant'"), "2");
+}
+
+}  // namespace
+}  // namespace chat::store::test

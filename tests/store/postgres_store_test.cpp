@@ -1,0 +1,88 @@
+// PostgresStore: the conformance suite against a real PostgreSQL 15 started by
+// the test (postgres_fixture.hpp), one fresh database per test, plus what only
+// the PostgreSQL store promises (connection settings, the password's safety).
+
+#include "store/postgres_store.hpp"
+
+#include "log/log.hpp"
+#include "store/postgres_fixture.hpp"
+#include "store/store_conformance.hpp"
+
+namespace chat::store::test {
+namespace {
+
+using chat::test::PostgresServer;
+
+class PostgresBackend final : public Backend {
+ public:
+  PostgresBackend() : server_(PostgresServer::shared()), database_(server_.create_database()) {}
+
+  std::unique_ptr<MessageStore> open(std::size_t queue_limit) override {
+    auto cfg = server_.store_config(database_);
+    cfg.queue_limit = queue_limit;
+    return std::make_unique<PostgresStore>(cfg);
+  }
+  std::string scalar(const std::string& sql) override { return server_.query(database_, sql); }
+  unsigned threads() const override { return server_.store_config(database_).pool_size; }
+
+  const std::string& database() const { return database_; }
+
+ private:
+  PostgresServer& server_;
+  std::string database_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Postgres, StoreConformance,
+                         testing::Values(BackendParam{"postgres", [] { return std::make_unique<PostgresBackend>(); }}),
+                         backend_name);
+
+TEST(PostgresStore, SchemaUsesTimestamptzAndJsonb) {
+  PostgresBackend backend;
+  auto store = backend.open(100);
+  EXPECT_EQ(store->kind(), "postgres");
+  EXPECT_TRUE(store->connected());
+  auto type_of = [&](const char* table, const char* column) {
+    return backend.scalar(std::string("SELECT data_type FROM information_schema.columns WHERE table_name = '") + table +
+                          "' AND column_name = '" + column + "'");
+  };
+  EXPECT_EQ(type_of("messages", "created_at"), "timestamp with time zone");
+  EXPECT_EQ(type_of("messages", "metadata"), "jsonb");
+  EXPECT_EQ(type_of("chat_sessions", "last_message_at"), "timestamp with time zone");
+  EXPECT_EQ(backend.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'messages_session_created'"), "1");
+}
+
+TEST(PostgresStore, SslmodeReachesTheServer) {
+  PostgresBackend backend;
+  auto cfg = PostgresServer::shared().store_config(backend.database());
+  cfg.sslmode = "require";  // the test server has no SSL, so this must fail
+  try {
+    PostgresStore store(cfg);
+    ADD_FAILURE() << "sslmode=require connected to a server without SSL";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("SSL"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PostgresStore, AWrongPasswordFailsTheStartAndIsNeverLogged) {
+  PostgresBackend backend;
+  auto cfg = PostgresServer::shared().store_config(backend.database());
+  const std::string secret = "Wr0ng 'pass' word=x";
+  cfg.password = secret;
+  log::init(log::Level::debug, log::Format::json);
+  testing::internal::CaptureStdout();
+  std::string error;
+  try {
+    PostgresStore store(cfg);
+  } catch (const std::runtime_error& e) {
+    error = e.what();
+  }
+  std::string logged = testing::internal::GetCapturedStdout();
+  log::init(log::Level::info, log::Format::text);
+  EXPECT_NE(error.find("password authentication failed"), std::string::npos) << error;
+  EXPECT_EQ(error.find(secret), std::string::npos);
+  EXPECT_EQ(logged.find(secret), std::string::npos) << logged;
+  EXPECT_EQ(logged.find(PostgresServer::password()), std::string::npos);
+}
+
+}  // namespace
+}  // namespace chat::store::test

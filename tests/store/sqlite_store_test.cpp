@@ -1,0 +1,104 @@
+// SqliteStore: the conformance suite on a fresh file per test, plus what only
+// the SQLite store promises (its file, its pragmas, its time encoding).
+
+#include "store/sqlite_store.hpp"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "store/store_conformance.hpp"
+
+namespace chat::store::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path make_temp_dir() {
+  std::string path = (fs::temp_directory_path() / "chat-sqlite-XXXXXX").string();
+  if (::mkdtemp(path.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  return path;
+}
+
+struct CloseDb {
+  void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+struct Finalize {
+  void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  SqliteBackend() : dir_(make_temp_dir()) {}
+  ~SqliteBackend() override {
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+
+  // The directories below the temporary one do not exist: the store creates them.
+  std::string path() const { return (dir_ / "nested" / "data" / "chat.db").string(); }
+
+  std::unique_ptr<MessageStore> open(std::size_t queue_limit) override {
+    config::StoreConfig cfg;
+    cfg.path = path();
+    cfg.queue_limit = queue_limit;
+    return std::make_unique<SqliteStore>(cfg);
+  }
+
+  std::string scalar(const std::string& sql) override {
+    sqlite3* raw = nullptr;
+    int rc = sqlite3_open_v2(path().c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr);
+    std::unique_ptr<sqlite3, CloseDb> db(raw);
+    if (rc != SQLITE_OK) throw std::runtime_error("test cannot open " + path());
+    sqlite3_busy_timeout(db.get(), 5000);
+    sqlite3_stmt* stmt_raw = nullptr;
+    if (sqlite3_prepare_v2(db.get(), sql.c_str(), -1, &stmt_raw, nullptr) != SQLITE_OK)
+      throw std::runtime_error(sql + ": " + sqlite3_errmsg(db.get()));
+    std::unique_ptr<sqlite3_stmt, Finalize> stmt(stmt_raw);
+    rc = sqlite3_step(stmt.get());
+    if (rc == SQLITE_ROW) {
+      auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0));
+      return text != nullptr ? text : "";
+    }
+    if (rc != SQLITE_DONE) throw std::runtime_error(sql + ": " + sqlite3_errmsg(db.get()));
+    return {};
+  }
+
+  unsigned threads() const override { return 1; }
+
+ private:
+  fs::path dir_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformance,
+                         testing::Values(BackendParam{"sqlite", [] { return std::make_unique<SqliteBackend>(); }}),
+                         backend_name);
+
+TEST(SqliteStore, CreatesTheFileAndItsDirectoryInWalMode) {
+  SqliteBackend backend;
+  ASSERT_FALSE(fs::exists(backend.path()));
+  auto store = backend.open(100);
+  EXPECT_TRUE(fs::exists(backend.path()));
+  EXPECT_EQ(backend.scalar("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(store->kind(), "sqlite");
+  EXPECT_TRUE(store->connected());
+}
+
+TEST(SqliteStore, TimesAreStoredAsMicrosecondsSinceTheEpoch) {
+  SqliteBackend backend;
+  auto store = backend.open(100);
+  ASSERT_FALSE(Sync(*store).accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(at(0).time_since_epoch()).count();
+  EXPECT_EQ(backend.scalar("SELECT created_at FROM messages"), std::to_string(micros));
+  EXPECT_EQ(backend.scalar("SELECT last_message_at FROM chat_sessions"), std::to_string(micros));
+}
+
+TEST(SqliteStore, AnUnusablePathFailsTheStart) {
+  config::StoreConfig cfg;
+  cfg.path = "/dev/null/not-a-directory/chat.db";
+  EXPECT_THROW(SqliteStore{cfg}, std::runtime_error);
+}
+
+}  // namespace
+}  // namespace chat::store::test
