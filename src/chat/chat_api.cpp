@@ -283,7 +283,7 @@ void ChatApi::open_stream(std::shared_ptr<Call> call) {
     call->session->upgrade([this, call, session, head = std::move(head)](http::HttpSession::Socket socket) mutable {
       auto connection = std::make_shared<sse::SseConnection>(
           std::move(socket), new_identifier("conn_"), session,
-          sse::QueueLimits{config_.sse.max_queue_events, config_.sse.max_queue_bytes});
+          sse::QueueLimits{config_.sse.max_queue_events, config_.sse.max_queue_bytes, 512 * 1024, config_.sse.stall_grace});
       std::vector<sse::Frame> first{sse::retry_frame(config_.sse.retry),
                                     sse::connected_frame(connection->id(), session, pod_.id())};
       connection->start(std::move(head), std::move(first),

@@ -149,7 +149,7 @@ struct SessionHub::Shard {
         connection->send(sse::reset_frame(connection->session_id(), "reply_too_long_to_replay"));
         continue;
       }
-      for (const auto& f : b.frames) connection->send(f);
+      connection->send_backlog(b.frames);
       b.seen_live = true;
     }
     std::erase_if(channel.backlogs, [](const Backlog& b) { return b.finished; });

@@ -38,7 +38,8 @@ struct SseConfig {
   Duration heartbeat_interval{10'000};
   Duration retry{3'000};
   std::size_t max_queue_events = 1024;
-  std::size_t max_queue_bytes = 1024 * 1024;
+  std::size_t max_queue_bytes = 8 * 1024 * 1024;
+  Duration stall_grace{1'000};
   Duration late_join_window{30'000};
   Duration replay_window{600'000};
 };

@@ -17,14 +17,17 @@ SseConnection::SseConnection(Socket socket, std::string connection_id, std::stri
 
 void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHandler on_closed) {
   on_closed_ = std::move(on_closed);
+  // A reply can burst faster than a reading client drains a fresh connection's
+  // small send buffer; let the kernel absorb a burst so the queue limit only
+  // catches clients that stop reading. Costs nothing while the stream is idle.
+  boost::system::error_code ignored;
+  socket_.set_option(asio::socket_base::send_buffer_size(static_cast<int>(limits_.socket_send_buffer)), ignored);
   {
     std::lock_guard lock(queue_mutex_);
     // The head goes out first, ahead of anything a producer queues meanwhile.
     queued_.insert(queued_.begin(), std::make_shared<const std::string>(std::move(head)));
-    for (auto& f : first) {
-      queued_bytes_ += f->size();
-      queued_.push_back(std::move(f));
-    }
+    for (auto& f : first) queued_.push_back(std::move(f));
+    queued_exempt_ = queued_.size();
     schedule_flush_locked();
   }
   asio::post(strand_, [self = shared_from_this()] { self->watch_for_close(); });
@@ -35,13 +38,30 @@ void SseConnection::send(Frame frame) {
   if (closing_ || closed_) return;
   queued_bytes_ += frame->size();
   queued_.push_back(std::move(frame));
-  if (queued_.size() > limits_.max_events || queued_bytes_ > limits_.max_bytes) {
+  if (is_stuck_locked()) {
     // The client stopped reading: drop it rather than let it hold memory or
     // anyone else's progress.
     closed_ = true;
     asio::post(strand_, [self = shared_from_this()] { self->terminate("slow_client"); });
     return;
   }
+  schedule_flush_locked();
+}
+
+bool SseConnection::is_stuck_locked() const {
+  if (queued_bytes_ > limits_.max_bytes) return true;
+  // Over the event limit, a client that still takes our writes gets a moment to
+  // catch up with a burst; one whose write has hung that long is not reading.
+  return queued_.size() - queued_exempt_ > limits_.max_events && write_in_flight_since_ &&
+         std::chrono::steady_clock::now() - *write_in_flight_since_ > limits_.stall_grace;
+}
+
+void SseConnection::send_backlog(const std::vector<Frame>& frames) {
+  if (frames.empty()) return;
+  std::lock_guard lock(queue_mutex_);
+  if (closing_ || closed_) return;
+  queued_.insert(queued_.end(), frames.begin(), frames.end());
+  queued_exempt_ += frames.size();
   schedule_flush_locked();
 }
 
@@ -72,7 +92,9 @@ void SseConnection::flush() {
     writing_.swap(queued_);
     queued_.clear();
     queued_bytes_ = 0;
+    queued_exempt_ = 0;
     close_now = writing_.empty() && closing_;
+    if (!writing_.empty()) write_in_flight_since_ = std::chrono::steady_clock::now();
   }
   if (close_now) return terminate("closed_by_server");
   if (writing_.empty()) return;
@@ -88,6 +110,10 @@ void SseConnection::flush() {
 
 void SseConnection::on_written(boost::system::error_code ec) {
   write_in_flight_ = false;
+  {
+    std::lock_guard lock(queue_mutex_);
+    write_in_flight_since_.reset();
+  }
   writing_.clear();
   if (writing_.capacity() > 64) writing_.shrink_to_fit();  // a burst must not pin memory on an idle stream
   if (ec) return terminate("write_failed");
@@ -102,12 +128,13 @@ void SseConnection::watch_for_close() {
 }
 
 void SseConnection::on_readable(boost::system::error_code ec) {
+  if (!socket_.is_open()) return;  // terminated while this wait was queued
   if (ec) return terminate("read_failed");
   // A client sends nothing after its request; readable means it closed (or sent
   // junk, which we discard).
   char scratch[256];
   boost::system::error_code read_ec;
-  socket_.non_blocking(true);
+  socket_.non_blocking(true, read_ec);
   auto n = socket_.read_some(asio::buffer(scratch), read_ec);
   if (read_ec == asio::error::would_block) return watch_for_close();
   if (read_ec || n == 0) return terminate("client_closed");
@@ -120,6 +147,7 @@ void SseConnection::terminate(const char* reason) {
     closed_ = true;
     queued_.clear();
     queued_bytes_ = 0;
+    queued_exempt_ = 0;
   }
   if (!socket_.is_open()) return;
   boost::system::error_code ignored;

@@ -13,6 +13,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,8 @@ namespace chat::sse {
 struct QueueLimits {
   std::size_t max_events = 1024;
   std::size_t max_bytes = 1024 * 1024;
+  std::size_t socket_send_buffer = 512 * 1024;
+  std::chrono::milliseconds stall_grace{1'000};
 };
 
 class SseConnection : public std::enable_shared_from_this<SseConnection> {
@@ -40,6 +44,10 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
   void start(std::string head, std::vector<Frame> first, ClosedHandler on_closed);
 
   void send(Frame frame);
+  // Frames the client missed (late join): queued in one go and exempt from the
+  // queue limits, which are there for a client that stops reading, not for a
+  // burst the server chose to send.
+  void send_backlog(const std::vector<Frame>& frames);
   // Sends `last` (if any), then closes once the queue is written.
   void close(Frame last = {});
 
@@ -48,6 +56,7 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
 
  private:
   void schedule_flush_locked();
+  bool is_stuck_locked() const;
   void flush();
   void on_written(boost::system::error_code ec);
   void watch_for_close();
@@ -64,10 +73,12 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
   // Guards the fields below: producers on any thread append, the strand drains.
   std::mutex queue_mutex_;
   std::vector<Frame> queued_;
-  std::size_t queued_bytes_ = 0;
+  std::size_t queued_bytes_ = 0;   // counts only frames under the limits
+  std::size_t queued_exempt_ = 0;  // backlog frames in queued_
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
+  std::optional<std::chrono::steady_clock::time_point> write_in_flight_since_;
 
   // Strand-only state.
   std::vector<Frame> writing_;
