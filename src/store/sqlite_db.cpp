@@ -2,8 +2,10 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <climits>
 #include <stdexcept>
+#include <thread>
 
 #include "log/log.hpp"
 #include "store/message_store.hpp"
@@ -34,6 +36,34 @@ boost::system::error_code classify(int rc) {
       return make_error_code(Errc::unavailable);
     default:
       return boost::system::errc::make_error_code(boost::system::errc::io_error);
+  }
+}
+
+// Returns the journal mode in effect after asking for WAL ("" on error).
+std::string request_wal(sqlite3* db, int& rc) {
+  sqlite3_stmt* raw = nullptr;
+  rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
+  StmtHandle stmt(raw);
+  if (rc != SQLITE_OK) return {};
+  rc = sqlite3_step(stmt.get());
+  if (rc != SQLITE_ROW) return {};
+  rc = SQLITE_OK;
+  auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0));
+  return mode != nullptr ? mode : "";
+}
+
+// Switching a new file to WAL needs a moment of exclusive access, and SQLite
+// neither waits for it through the busy handler nor always reports failing
+// (it answers the old mode). Processes creating the file together retry here.
+void enable_wal(sqlite3* db, const std::string& path) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (;;) {
+    int rc = SQLITE_OK;
+    if (request_wal(db, rc) == "wal") return;
+    bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED || rc == SQLITE_OK;
+    if (!busy || std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("cannot switch SQLite database " + path + " to WAL: " + sqlite3_errmsg(db));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 
@@ -119,7 +149,8 @@ Connection Connection::open(const std::string& path) {
   // WAL: readers never block the writer. NORMAL sync is durable across a crash of
   // the process (the WAL is fsynced at checkpoints); only a power cut may lose the
   // last commits. foreign_keys is per connection and off by default.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
+  enable_wal(conn.db_.get(), path);
+  for (const char* pragma : {"PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
     if (conn.exec(pragma)) throw std::runtime_error("cannot configure SQLite database " + path + " (" + pragma + ")");
   }
   return conn;
