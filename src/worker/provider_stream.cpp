@@ -163,6 +163,7 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
       call->abort();
       co_return end->failure;
     }
+    if (call->done()) call->release();  // pooled before the next request can look for it
     succeed(end->finish_reason);
     co_await drain_and_release();
     co_return std::nullopt;
@@ -186,6 +187,7 @@ asio::awaitable<std::string> StreamGeneration::read_error_body() {
 // back to the pool. A server that keeps the body open is simply closed.
 asio::awaitable<void> StreamGeneration::drain_and_release() {
   auto call = call_;
+  if (call->done()) co_return;  // released already
   std::string rest;
   for (int reads = 0; !call->done() && reads < 4 && rest.size() < kMaxDrain; ++reads) {
     if (co_await call->read_body(rest)) break;
