@@ -131,7 +131,8 @@ error_code Connection::exec(const char* sql, std::initializer_list<std::string_v
   std::vector<std::string> values;
   values.reserve(params.size());
   for (auto p : params) {
-    if (p.find('\0') != std::string_view::npos) return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+    if (p.find('\0') != std::string_view::npos)
+      return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
     values.emplace_back(p);
   }
   std::vector<const char*> pointers;

@@ -1,10 +1,13 @@
 #include "store/postgres_store.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -69,7 +72,10 @@ const std::vector<Migration>& migrations() {
 constexpr const char* kMigrationLock = "1667785076";
 
 void check(error_code ec, const Connection& c, const std::string& step) {
-  if (ec) throw std::runtime_error("PostgreSQL migration failed at " + step + ": " + ec.message() + " " + c.error_message());
+  if (ec) {
+    throw std::runtime_error("PostgreSQL migration failed at " + step + ": " + ec.message() + " " +
+                             c.error_message());
+  }
 }
 
 error_code apply(Connection& c, const Migration& m) {
@@ -213,7 +219,8 @@ error_code accept(Connection& c, const NewUserMessage& m, unsigned turns, std::v
   if (tx.error()) return tx.error();
   if (auto ec = claim_session(c, m)) return ec;
   if (auto ec = read_history(c, m, turns, out)) return ec;
-  auto ec = c.exec(kInsertMessage, {m.message_id, m.session_id, "user", m.content, "0", "complete", "{}", ts(m.created_at)});
+  auto ec = c.exec(kInsertMessage,
+                   {m.message_id, m.session_id, "user", m.content, "0", "complete", "{}", ts(m.created_at)});
   if (ec) return ec;
   if (auto ec2 = touch_session(c, m.session_id, m.created_at, m.ai_provider, m.model)) return ec2;
   return tx.commit();

@@ -53,7 +53,8 @@ CREATE TABLE messages (
 CREATE INDEX messages_session_created ON messages (session_id, created_at);
 )sql"},
     // GET /api/sessions lists one user's sessions, newest first.
-    {2, "index sessions by user", "CREATE INDEX chat_sessions_user_recent ON chat_sessions (user_id, last_message_at);"},
+    {2, "index sessions by user",
+     "CREATE INDEX chat_sessions_user_recent ON chat_sessions (user_id, last_message_at);"},
 };
 
 bool is_applied(Connection& db, int version, error_code& ec) {
@@ -105,7 +106,7 @@ Connection open_database(const std::string& path) {
 
 // ---- sessions -------------------------------------------------------------
 
-// Looks a session's owner up. found=false: no such session.
+// A session's owner; nullopt when there is no such session.
 error_code read_owner(Connection& db, const std::string& session_id, std::optional<std::string>& owner) {
   auto q = db.query("SELECT user_id FROM chat_sessions WHERE session_id = ?1");
   owner = q.bind(session_id).next() ? std::optional(q.text(0)) : std::nullopt;

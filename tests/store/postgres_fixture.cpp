@@ -32,7 +32,8 @@ fs::path binary(const char* name) {
   const char* env = std::getenv("CHAT_PG_BIN");
   fs::path path = fs::path(env != nullptr && *env != '\0' ? env : "/usr/lib/postgresql/15/bin") / name;
   if (!fs::exists(path))
-    throw std::runtime_error("PostgreSQL binary not found: " + path.string() + " (install postgresql-15 or set CHAT_PG_BIN)");
+    throw std::runtime_error("PostgreSQL binary not found: " + path.string() +
+                             " (install postgresql-15 or set CHAT_PG_BIN)");
   return path;
 }
 
@@ -205,7 +206,8 @@ void PostgresServer::init_cluster() {
                   "--pwfile=" + pwfile.string(), "--no-locale", "-E", "UTF8", "--no-sync", "--no-instructions"},
                  as, dir_, dir_ / "initdb.log");
   if (code != 0)
-    throw std::runtime_error("initdb failed (exit " + std::to_string(code) + "):\n" + tail_of(dir_ / "initdb.log", 4000));
+    throw std::runtime_error("initdb failed (exit " + std::to_string(code) + "):\n" +
+                             tail_of(dir_ / "initdb.log", 4000));
 }
 
 void PostgresServer::launch() {
