@@ -71,6 +71,8 @@ HubOptions hub_options(const config::Config& c, unsigned threads) {
   o.cleanup_interval = c.buffer.cleanup_interval;
   o.heartbeat_interval = c.sse.heartbeat_interval;
   o.late_join_window = c.sse.late_join_window;
+  o.replay_window = c.sse.replay_window;
+  o.replay_max_bytes = c.sse.replay_max_bytes / o.shards;
   return o;
 }
 

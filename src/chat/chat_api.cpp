@@ -274,13 +274,18 @@ void ChatApi::open_stream(std::shared_ptr<Call> call) {
   if (auto e = check_identifier("session_id", session_id)) return call->respond(error(Status::bad_request, e->code, e->message));
   if (auto e = check_identifier("user_id", user_id)) return call->respond(error(Status::bad_request, e->code, e->message));
   if (draining_) return call->respond(unavailable("this pod is shutting down"));
-  store_.session_owner(std::string(*session_id), [this, call, session = std::string(*session_id),
+  // EventSource sends Last-Event-ID on reconnect; a query parameter serves
+  // clients that cannot set headers. A malformed cursor is ignored.
+  auto last_event = call->request["Last-Event-ID"];
+  std::string cursor_text = !last_event.empty() ? std::string(last_event) : std::string(call->param("last_event_id"));
+  auto cursor = parse_last_event_id(cursor_text);
+  store_.session_owner(std::string(*session_id), [this, call, session = std::string(*session_id), cursor,
                                                   user = std::string(*user_id)](boost::system::error_code ec,
                                                                                 std::optional<std::string> owner) {
     if (ec) return call->respond(store_error(ec, "session"));
     if (owner && *owner != user) return call->respond(error(Status::forbidden, "forbidden", "this session belongs to another user"));
     auto head = sse::stream_head(cors_origin(call->origin));
-    call->session->upgrade([this, call, session, head = std::move(head)](http::HttpSession::Socket socket) mutable {
+    call->session->upgrade([this, call, session, cursor, head = std::move(head)](http::HttpSession::Socket socket) mutable {
       auto connection = std::make_shared<sse::SseConnection>(
           std::move(socket), new_identifier("conn_"), session,
           sse::QueueLimits{config_.sse.max_queue_events, config_.sse.max_queue_bytes, 512 * 1024, config_.sse.stall_grace});
@@ -292,8 +297,8 @@ void ChatApi::open_stream(std::shared_ptr<Call> call) {
                         });
       registry_.add({session, pod_.id(), connection->id()});
       log::info("sse_connected", {{"connection_id", connection->id()}, {"session_id", session},
-                                  {"correlation_id", call->correlation_id}});
-      pod_.hub().attach(std::move(connection));
+                                  {"resume", cursor.has_value()}, {"correlation_id", call->correlation_id}});
+      pod_.hub().attach(std::move(connection), cursor);
     });
   });
 }

@@ -1,8 +1,12 @@
 #include "chat/session_hub.hpp"
 
+#include "chat/session_channel.hpp"
+
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <deque>
+#include <unordered_set>
 #include <mutex>
 
 #include "common/time.hpp"
@@ -12,30 +16,6 @@ namespace asio = boost::asio;
 
 namespace chat {
 namespace {
-
-// The frames of one reply, kept while it streams so a stream that opens late
-// gets it from chunk 0.
-struct Backlog {
-  std::string message_id;
-  std::vector<sse::Frame> frames;
-  bool overflowed = false;
-  bool seen_live = false;  // some connection got it as it streamed
-  bool finished = false;
-  SteadyTime finished_at{};
-};
-
-struct Channel {
-  std::vector<std::shared_ptr<sse::SseConnection>> connections;
-  std::vector<Backlog> backlogs;  // in the order the replies started
-
-  Backlog& backlog(const std::string& message_id) {
-    for (auto& b : backlogs)
-      if (b.message_id == message_id) return b;
-    backlogs.push_back(Backlog{message_id, {}, false, false, false, {}});
-    return backlogs.back();
-  }
-  bool idle() const { return connections.empty() && backlogs.empty(); }
-};
 
 SteadyTime now() { return std::chrono::steady_clock::now(); }
 
@@ -57,6 +37,12 @@ struct SessionHub::Shard {
   SessionHub& hub;
   std::unordered_map<std::string, Channel> channels;
   std::vector<buffer::Event> events;  // scratch, reused
+  // Finished replies kept for resume, oldest first, within a byte budget.
+  std::deque<std::pair<std::string, std::string>> finished_order;  // (session, message)
+  std::size_t retained_bytes = 0;
+  // Replies dropped from the resume window: their cursors get a reset event.
+  std::unordered_set<std::string> expired;
+  std::deque<std::string> expired_order;
   asio::steady_timer tick_timer;
   asio::steady_timer cleanup_timer;
   asio::steady_timer heartbeat_timer;
@@ -90,11 +76,11 @@ struct SessionHub::Shard {
   void process_events() {
     for (auto& e : events) {
       if (auto* ready = std::get_if<buffer::ChunkReady>(&e)) {
-        deliver(ready->chunk.session_id, ready->chunk.message_id, sse::chunk_frame(ready->chunk));
+        deliver(ready->chunk.session_id, ready->chunk.message_id, ready->chunk.chunk_id, sse::chunk_frame(ready->chunk));
       } else if (auto* missing = std::get_if<buffer::ChunksMissing>(&e)) {
         log::warn("chunks_missing", {{"session_id", missing->session_id}, {"message_id", missing->message_id},
                                      {"count", missing->ids.size()}, {"first", missing->ids.front()}});
-        deliver(missing->session_id, missing->message_id,
+        deliver(missing->session_id, missing->message_id, kNotAChunk,
                 sse::error_frame(missing->message_id, "chunks_missing", "some chunks of this reply never arrived",
                                  missing->ids));
       } else if (auto* done = std::get_if<buffer::MessageFinished>(&e)) {
@@ -108,74 +94,85 @@ struct SessionHub::Shard {
   void finish(buffer::FinishedMessage m) {
     using buffer::MessageStatus;
     if (m.status == MessageStatus::error)
-      deliver(m.session_id, m.message_id,
+      deliver(m.session_id, m.message_id, kNotAChunk,
               sse::error_frame(m.message_id, m.error_code.empty() ? "provider_error" : m.error_code,
                                m.error_message.empty() ? "the AI provider failed" : m.error_message));
     else if (m.status == MessageStatus::cancelled)
-      deliver(m.session_id, m.message_id, sse::error_frame(m.message_id, "cancelled", "the reply was cancelled"));
+      deliver(m.session_id, m.message_id, kNotAChunk, sse::error_frame(m.message_id, "cancelled", "the reply was cancelled"));
     else if (m.status == MessageStatus::incomplete && m.error_code != "chunks_missing")
-      deliver(m.session_id, m.message_id,
+      deliver(m.session_id, m.message_id, kNotAChunk,
               sse::error_frame(m.message_id, m.error_code, "the reply did not finish in time"));
-    deliver(m.session_id, m.message_id, sse::complete_frame(m));
-    if (auto it = channels.find(m.session_id); it != channels.end()) {
-      auto& backlogs = it->second.backlogs;
-      for (auto& b : backlogs)
-        if (b.message_id == m.message_id) {
-          b.finished = true;
-          b.finished_at = now();
-        }
-      // A reply some stream saw needs no late-join copy any more.
-      std::erase_if(backlogs, [](const Backlog& b) { return b.finished && b.seen_live; });
-      if (it->second.idle()) channels.erase(it);
-    }
+    deliver(m.session_id, m.message_id, kNotAChunk, sse::complete_frame(m));
+    if (auto it = channels.find(m.session_id); it != channels.end() && it->second.finish(m.message_id, now()))
+      finished_order.emplace_back(m.session_id, m.message_id);
+    trim_retained();
     hub.on_finished_(std::move(m));
   }
 
-  void deliver(const std::string& session_id, const std::string& message_id, const sse::Frame& frame) {
-    auto& channel = channels[session_id];
-    auto& backlog = channel.backlog(message_id);
-    if (backlog.frames.size() < options.max_backlog_frames) backlog.frames.push_back(frame);
-    else backlog.overflowed = true;
-    if (channel.connections.empty()) return;
-    backlog.seen_live = true;
-    for (const auto& c : channel.connections) c->send(frame);
+  void deliver(const std::string& session_id, const std::string& message_id, std::int64_t chunk_id,
+               const sse::Frame& frame) {
+    retained_bytes += channels[session_id].publish(message_id, chunk_id, frame, options.max_backlog_frames);
   }
 
-  void attach(std::shared_ptr<sse::SseConnection> connection) {
+  void attach(std::shared_ptr<sse::SseConnection> connection, std::optional<ResumeCursor> cursor) {
     if (stopped) return connection->close();
     auto& channel = channels[connection->session_id()];
-    for (auto& b : channel.backlogs) {
-      if (b.overflowed) {
-        connection->send(sse::reset_frame(connection->session_id(), "reply_too_long_to_replay"));
-        continue;
-      }
-      connection->send_backlog(b.frames);
-      b.seen_live = true;
+    if (cursor && !channel.find(cursor->message_id) && expired.contains(cursor->message_id)) {
+      connection->send(sse::reset_frame(connection->session_id(), "resume_window_passed"));
+      cursor.reset();
     }
-    std::erase_if(channel.backlogs, [](const Backlog& b) { return b.finished; });
-    if (channel.connections.empty()) {
+    auto plan = channel.plan_join(cursor, now(), options.late_join_window);
+    if (plan.reset) connection->send(sse::reset_frame(connection->session_id(), "reply_too_long_to_replay"));
+    connection->send_backlog(plan.frames);
+    if (!channel.has_members()) {
       session_count.fetch_add(1, std::memory_order_relaxed);
       // The first stream of the session on this pod: workers may have sent its
       // running reply elsewhere until now.
       hub.on_replay_(connection->session_id());
     }
-    channel.connections.push_back(std::move(connection));
+    Member member{std::move(connection), {}, kNotAChunk};
+    if (cursor) {
+      member.skip_message = cursor->message_id;
+      member.skip_through = cursor->chunk_id;
+    }
+    channel.add(std::move(member));
     connection_count.fetch_add(1, std::memory_order_relaxed);
   }
 
   void detach(const std::shared_ptr<sse::SseConnection>& connection, std::string_view reason) {
     auto it = channels.find(connection->session_id());
-    if (it != channels.end()) {
-      auto& conns = it->second.connections;
-      auto pos = std::find(conns.begin(), conns.end(), connection);
-      if (pos != conns.end()) {
-        conns.erase(pos);
-        connection_count.fetch_sub(1, std::memory_order_relaxed);
-        if (conns.empty()) session_count.fetch_sub(1, std::memory_order_relaxed);
-      }
+    if (it != channels.end() && it->second.remove(connection)) {
+      connection_count.fetch_sub(1, std::memory_order_relaxed);
+      if (!it->second.has_members()) session_count.fetch_sub(1, std::memory_order_relaxed);
       if (it->second.idle()) channels.erase(it);
     }
     hub.on_detached_(connection, reason);
+  }
+
+  // Drops the oldest finished replies while over the byte budget or the window.
+  void trim_retained() {
+    auto t = now();
+    while (!finished_order.empty()) {
+      auto [session_id, message_id] = finished_order.front();
+      auto it = channels.find(session_id);
+      Backlog* b = it == channels.end() ? nullptr : it->second.find(message_id);
+      bool too_old = b && t - b->finished_at >= options.replay_window;
+      if (b && !too_old && retained_bytes <= options.replay_max_bytes) break;
+      finished_order.pop_front();
+      if (!b) continue;
+      retained_bytes -= it->second.drop_finished_if([&](const Backlog& x) { return x.message_id == message_id; });
+      remember_expired(message_id);
+      if (it->second.idle()) channels.erase(it);
+    }
+  }
+
+  void remember_expired(const std::string& message_id) {
+    if (!expired.insert(message_id).second) return;
+    expired_order.push_back(message_id);
+    if (expired_order.size() > 100'000) {
+      expired.erase(expired_order.front());
+      expired_order.pop_front();
+    }
   }
 
   void tick() {
@@ -188,21 +185,15 @@ struct SessionHub::Shard {
 
   void cleanup() {
     events.clear();
-    auto t = now();
-    buffers.expire_old(t, events);
+    buffers.expire_old(now(), events);
     process_events();
-    for (auto it = channels.begin(); it != channels.end();) {
-      std::erase_if(it->second.backlogs, [&](const Backlog& b) {
-        return b.finished && t - b.finished_at >= options.late_join_window;
-      });
-      it = it->second.idle() ? channels.erase(it) : std::next(it);
-    }
+    trim_retained();
   }
 
   void heartbeat() {
     auto frame = sse::ping_frame(unix_now());
     for (const auto& [id, channel] : channels)
-      for (const auto& c : channel.connections) c->send(frame);
+      for (const auto& m : channel.members()) m.connection->send(frame);
   }
 
   void publish_counts() {
@@ -236,7 +227,7 @@ struct SessionHub::Shard {
     cleanup_timer.cancel();
     heartbeat_timer.cancel();
     for (const auto& [id, channel] : channels)
-      for (const auto& c : channel.connections) c->close(last);
+      for (const auto& m : channel.members()) m.connection->close(last);
   }
 };
 
@@ -261,10 +252,12 @@ SessionHub::Shard& SessionHub::shard_for(const std::string& session_id) {
   return *shards_[std::hash<std::string>{}(session_id) % shards_.size()];
 }
 
-void SessionHub::attach(std::shared_ptr<sse::SseConnection> connection) {
+void SessionHub::attach(std::shared_ptr<sse::SseConnection> connection, std::optional<ResumeCursor> cursor) {
   auto& shard = shard_for(connection->session_id());
   // Detach goes through the same shard, after this attach.
-  asio::post(shard.strand, [&shard, connection = std::move(connection)]() mutable { shard.attach(std::move(connection)); });
+  asio::post(shard.strand, [&shard, connection = std::move(connection), cursor = std::move(cursor)]() mutable {
+    shard.attach(std::move(connection), std::move(cursor));
+  });
 }
 
 void SessionHub::detach(const std::shared_ptr<sse::SseConnection>& connection, std::string_view reason) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "buffer/buffer_manager.hpp"
+#include "chat/session_channel.hpp"
 #include "sse/sse_connection.hpp"
 
 namespace chat {
@@ -30,6 +31,10 @@ struct HubOptions {
   std::chrono::milliseconds heartbeat_interval{10'000};
   // A reply no stream saw is kept this long for a stream that opens late.
   std::chrono::milliseconds late_join_window{30'000};
+  // Finished replies are kept this long (and within the byte budget, per shard)
+  // for streams that resume with Last-Event-ID.
+  std::chrono::milliseconds replay_window{600'000};
+  std::size_t replay_max_bytes = 8 * 1024 * 1024;
   // Frames kept per in-flight reply for late streams (beyond: the late stream
   // gets an explicit reset instead of a silent gap).
   std::size_t max_backlog_frames = 20'000;
@@ -61,9 +66,10 @@ class SessionHub {
   ~SessionHub();
 
   void start();
-  // The connection has been started; the hub sends it the session's in-flight
-  // replies from chunk 0, then everything live.
-  void attach(std::shared_ptr<sse::SseConnection> connection);
+  // The connection has been started; the hub sends it what it missed — from
+  // `cursor` on, or without one the session's running replies from chunk 0 —
+  // then everything live.
+  void attach(std::shared_ptr<sse::SseConnection> connection, std::optional<ResumeCursor> cursor = std::nullopt);
   // From the connection's closed handler.
   void detach(const std::shared_ptr<sse::SseConnection>& connection, std::string_view reason);
   // A chunk from the bus. `broadcast`: kept only if this pod holds the session.

@@ -106,6 +106,8 @@ const std::vector<Setting>& settings() {
       {"SSE_LATE_JOIN_WINDOW", kChatd, "30s", "how long a reply that no client saw is kept for a late stream",
        DURATION_SETTING(sse.late_join_window)},
       {"SSE_REPLAY_WINDOW", kChatd, "10m", "how far back Last-Event-ID resume reaches", DURATION_SETTING(sse.replay_window)},
+      {"SSE_REPLAY_MAX_BYTES", kChatd, "67108864", "memory for finished replies kept for resume",
+       INT_SETTING(sse.replay_max_bytes, std::size_t, 0, 1ull << 40)},
       {"CHAT_MAX_MESSAGE_CHARS", kChatd, "32000", "longest accepted chat message, in characters",
        INT_SETTING(chat.max_message_chars, std::size_t, 1, 1'000'000)},
       {"CHAT_HISTORY_TURNS", kChatd, "20", "earlier messages sent to the AI as context",

@@ -42,6 +42,7 @@ struct SseConfig {
   Duration stall_grace{1'000};
   Duration late_join_window{30'000};
   Duration replay_window{600'000};
+  std::size_t replay_max_bytes = 64 * 1024 * 1024;
 };
 
 struct ChatConfig {
