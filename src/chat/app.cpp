@@ -139,19 +139,23 @@ int run_pod(const config::Config& config) {
       auto deadline = std::chrono::steady_clock::now() + config.server.shutdown_timeout;
       wait_until(
           shutdown_timer, [&] { return (!worker || worker->active() == 0) && pod.hub().stats().streaming_buffers == 0; }, deadline,
-          [&](bool drained) {
+          [&, deadline](bool drained) {
             if (!drained) log::warn("shutdown_timeout", {{"active_buffers", pod.hub().stats().buffers}});
             pod.stop_intake();
             registry->remove_pod(pod.id(), {});
-            store->flush([&](boost::system::error_code) {
-              asio::post(ioc, [&] {
-                pod.hub().close_all(sse::retry_frame(config.sse.retry));
-                // Give the last frames a moment to reach the clients.
-                wait_until(
-                    shutdown_timer, [&] { return pod.hub().stats().connections == 0; },
-                    std::chrono::steady_clock::now() + std::chrono::seconds{2}, [&](bool) { ioc.stop(); });
-              });
-            });
+            // The store may be down: flush gets the rest of the shutdown time.
+            auto flushed = std::make_shared<std::atomic<bool>>(false);
+            store->flush([flushed](boost::system::error_code) { flushed->store(true); });
+            wait_until(
+                shutdown_timer, [flushed] { return flushed->load(); },
+                std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds{2}), [&](bool done) {
+                  if (!done) log::warn("shutdown_store_not_flushed", {{"pending_writes", pod.stats().writes_pending.load()}});
+                  pod.hub().close_all(sse::retry_frame(config.sse.retry));
+                  // Give the last frames a moment to reach the clients.
+                  wait_until(
+                      shutdown_timer, [&] { return pod.hub().stats().connections == 0; },
+                      std::chrono::steady_clock::now() + std::chrono::seconds{2}, [&](bool) { ioc.stop(); });
+                });
           });
     });
   };
