@@ -142,14 +142,18 @@ int run_pod(const config::Config& config) {
           [&, deadline](bool drained) {
             if (!drained) log::warn("shutdown_timeout", {{"active_buffers", pod.hub().stats().buffers}});
             pod.stop_intake();
-            registry->remove_pod(pod.id(), {});
-            // The store may be down: flush gets the rest of the shutdown time.
+            // The registry and the store may be down: each gets the rest of
+            // the shutdown time, not forever.
+            auto unregistered = std::make_shared<std::atomic<bool>>(false);
             auto flushed = std::make_shared<std::atomic<bool>>(false);
+            registry->remove_pod(pod.id(), [unregistered](boost::system::error_code) { unregistered->store(true); });
             store->flush([flushed](boost::system::error_code) { flushed->store(true); });
             wait_until(
-                shutdown_timer, [flushed] { return flushed->load(); },
+                shutdown_timer, [unregistered, flushed] { return unregistered->load() && flushed->load(); },
                 std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds{2}), [&](bool done) {
-                  if (!done) log::warn("shutdown_store_not_flushed", {{"pending_writes", pod.stats().writes_pending.load()}});
+                  if (!done)
+                    log::warn("shutdown_incomplete", {{"pending_writes", pod.stats().writes_pending.load()},
+                                                      {"registry", registry->connected()}});
                   pod.hub().close_all(sse::retry_frame(config.sse.retry));
                   // Give the last frames a moment to reach the clients.
                   wait_until(
