@@ -89,6 +89,7 @@ void StreamGeneration::cancel() {
 asio::awaitable<void> StreamGeneration::run() {
   auto self = shared_from_this();  // the coroutine frame keeps the generation alive
   for (unsigned retry = 0;; ++retry) {
+    if (!sink_) co_return;  // cancelled before the request went out: send nothing
     auto failure = co_await attempt();
     if (!sink_ || !failure) co_return;  // finished or cancelled
     bool again = failure->retryable && !text_sent_ && retry < options_.max_retries &&
