@@ -1,0 +1,529 @@
+"""Distributed mode end to end: real nats-server, redis-server, several chatd pods, chat-workers.
+
+Each class starts its own cluster (free ports, temp dirs) and tears it down; a failing test prints
+every process log of its cluster.
+
+Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_distributed
+"""
+
+import json
+import random
+import time
+import unittest
+import uuid
+
+from harness import ReplyCheck, SSEClosed, SSETimeout, is_complete_for, new_id
+from infra import Cluster, ClusterTestCase, NatsClient, wait_until
+
+REGISTRY_PREFIXES = ("session:connections:", "pod:connections:", "heartbeat:")
+
+
+def demo_reply(message, turns=0):
+    """The demo provider's reply (src/worker/demo_provider.cpp, DemoProvider::reply_for)."""
+    quoted = "".join(" " if c in "\n\r\t" else c for c in message)
+    reply = ("Hello! This is the demo assistant of the Universal Chat Interface. You said: \"" + quoted + "\". ")
+    reply += ("This is the first message of our conversation. " if turns == 0
+              else "We have exchanged %d earlier messages in this conversation. " % turns)
+    reply += ("Every word of this reply travels as a numbered chunk over the message bus, is put back in order by "
+              "the pod, and reaches each of your open streams. When the reply is complete it is stored once in the "
+              "database. Set an AI provider to get real answers instead of this one.")
+    return reply
+
+
+def chunk_ids(events, message_id):
+    out = []
+    for e in events:
+        if e.event == "chunk":
+            d = e.json()
+            if d.get("message_id") == message_id:
+                out.append(d["chunk_id"])
+    return out
+
+
+class Wiretap:
+    """Records every ResponseChunk on chat.pod.*.response and chat.session.*.broadcast."""
+
+    def __init__(self, cluster, name="wiretap"):
+        self.client = cluster.nats_client(name)
+        self.pod_sub = self.client.subscribe("chat.pod.*.response")
+        self.bcast_sub = self.client.subscribe("chat.session.*.broadcast")
+        self.client.flush()
+
+    def chunks(self, message_id, where="pod"):
+        """[(subject, chunk_id, received_at)] of one message."""
+        sub = self.pod_sub if where == "pod" else self.bcast_sub
+        out = []
+        for m in sub.snapshot():
+            try:
+                d = m.json()
+            except ValueError:
+                continue
+            if d.get("message_id") == message_id:
+                out.append((m.subject, d.get("chunk_id"), m.received_at))
+        return out
+
+
+# ---------------------------------------------------------------------------
+# routing, fan-out, late join: two pods, two workers
+# ---------------------------------------------------------------------------
+
+class CrossPodTest(ClusterTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=2).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_sse_on_b_post_on_a(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        tap = Wiretap(self.cluster)
+        sid, uid = new_id("s"), new_id("u")
+        c, conn = self.open_sse(b, sid, uid)
+        self.assertEqual(conn["pod_id"], "pod-b")
+        msg = "Route this reply from pod a to pod b please"
+        acc = a.chat_ok(sid, uid, msg)
+        evs = c.collect_until(is_complete_for(acc["message_id"]), 30)
+        rc = ReplyCheck(self, evs, acc["message_id"], sid)
+        self.assertEqual(rc.text, demo_reply(msg))
+        # nothing more for this message afterwards
+        extra = [e for e in c.collect_for(1.0) if e.event in ("chunk", "message_complete", "error")]
+        self.assertEqual(extra, [], "events after message_complete")
+        # on the wire: each chunk exactly once to pod-b's subject (one worker of the queue group
+        # handled it), none to pod-a (it holds no stream) and none to the broadcast subject
+        time.sleep(0.3)
+        wire = tap.chunks(acc["message_id"])
+        to_b = sorted(cid for subj, cid, _ in wire if subj == "chat.pod.pod-b.response")
+        self.assertEqual(to_b, list(range(len(rc.chunks))),
+                         "chunks published to chat.pod.pod-b.response (each once expected): %r" % to_b)
+        self.assertEqual([w for w in wire if w[0] != "chat.pod.pod-b.response"], [],
+                         "chunks published to other pod subjects")
+        self.assertEqual(tap.chunks(acc["message_id"], "broadcast"), [], "chunks on the broadcast subject")
+
+    def test_two_devices_on_two_pods(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        sid, uid = new_id("s"), new_id("u")
+        ca, _ = self.open_sse(a, sid, uid)
+        cb, _ = self.open_sse(b, sid, uid)
+        ca2, _ = self.open_sse(a, sid, uid)  # a second device on the same pod
+        msgs = ["first question for both devices", "second question, posted on the other pod"]
+        ids = []
+        for i, m in enumerate(msgs):
+            srv = a if i == 0 else b
+            acc = srv.chat_ok(sid, uid, m)
+            ids.append(acc["message_id"])
+            for c, name in ((ca, "pod-a dev 1"), (cb, "pod-b"), (ca2, "pod-a dev 2")):
+                evs = c.collect_until(is_complete_for(acc["message_id"]), 30)
+                rc = ReplyCheck(self, evs, acc["message_id"], sid)
+                self.assertTrue(rc.text.startswith(demo_reply(m, 0)[:60]), "%s: text %r" % (name, rc.text[:120]))
+        for c, name in ((ca, "pod-a dev 1"), (cb, "pod-b"), (ca2, "pod-a dev 2")):
+            extra = [e for e in c.collect_for(0.8) if e.event in ("chunk", "message_complete", "error")]
+            self.assertEqual(extra, [], "%s: events after the last message_complete" % name)
+            # over the whole stream: every message's chunks exactly once
+            for mid in ids:
+                got = chunk_ids(c.events, mid)
+                self.assertEqual(got, list(range(len(got))), "%s: chunk ids of %s" % (name, mid))
+
+    def _late_join(self, post_pod, sse_pod, delay=0.2):
+        sid, uid = new_id("s"), new_id("u")
+        msg = "late joiner on another pod %s" % uuid.uuid4().hex[:6]
+        acc = post_pod.chat_ok(sid, uid, msg)
+        time.sleep(delay)
+        c, conn = self.open_sse(sse_pod, sid, uid)
+        self.assertEqual(conn["pod_id"], sse_pod.pod_id)
+        evs = c.collect_until(is_complete_for(acc["message_id"]), 30)
+        rc = ReplyCheck(self, evs, acc["message_id"], sid)
+        self.assertEqual(rc.text, demo_reply(msg))
+        extra = [e for e in c.collect_for(0.5) if e.event in ("chunk", "message_complete", "error")]
+        self.assertEqual(extra, [], "events after message_complete")
+        return rc
+
+    def test_late_join_on_another_pod(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        self._late_join(a, b)
+        self._late_join(b, a)
+
+
+class LateJoinFullSpeedTest(ClusterTestCase):
+    """WORKER_DEMO_CHUNK_DELAY=0: the reply is finished (partly on broadcast) before the stream opens."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=1, worker_env={"WORKER_DEMO_CHUNK_DELAY": "0"}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_late_join_after_reply_finished(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        tap = Wiretap(self.cluster)
+        for i in range(5):
+            post, sse = (a, b) if i % 2 == 0 else (b, a)
+            sid, uid = new_id("s"), new_id("u")
+            msg = "full speed late join %d" % i
+            acc = post.chat_ok(sid, uid, msg)
+            time.sleep(0.2)
+            # the reply is already complete: all of it went to the broadcast subject
+            bc = tap.chunks(acc["message_id"], "broadcast")
+            c, _ = self.open_sse(sse, sid, uid)
+            evs = c.collect_until(is_complete_for(acc["message_id"]), 15)
+            rc = ReplyCheck(self, evs, acc["message_id"], sid)
+            self.assertEqual(rc.text, demo_reply(msg), "round %d" % i)
+            self.assertTrue(bc, "round %d: expected the reply on the broadcast subject before the stream opened" % i)
+            c.close()
+
+
+# ---------------------------------------------------------------------------
+# the Redis registry keys
+# ---------------------------------------------------------------------------
+
+class RegistryKeysTest(ClusterTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=0).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_keys_while_connected_and_after_disconnect(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        r = self.cluster.redis_client()
+        s1, s2, uid = new_id("s"), new_id("s"), new_id("u")
+        streams = []
+        for pod, sess in ((a, s1), (a, s1), (b, s1), (b, s2)):
+            c, conn = self.open_sse(pod, sess, uid)
+            self.assertEqual(conn["session_id"], sess)
+            self.assertEqual(conn["pod_id"], pod.pod_id)
+            streams.append((pod.pod_id, conn["connection_id"], sess, c))
+        expected = set()
+        for pod_id, conn_id, sess, _ in streams:
+            expected |= {"session:connections:%s" % sess, "pod:connections:%s" % pod_id,
+                         "heartbeat:%s:%s" % (pod_id, conn_id)}
+
+        def registry_keys():
+            return {k for k in r.keys("*") if k.startswith(REGISTRY_PREFIXES)}
+
+        wait_until(lambda: registry_keys() == expected, 5.0,
+                   msg="registry keys == %r" % sorted(expected))
+        all_keys = set(r.keys("*"))
+        self.assertEqual(all_keys, expected, "Redis holds keys beyond the SPEC registry keys")
+        now = time.time()
+        for sess in (s1, s2):
+            key = "session:connections:%s" % sess
+            self.assertEqual(r.type(key), "set", key)
+            want = {"%s:%s" % (p, cid) for p, cid, s, _ in streams if s == sess}
+            self.assertEqual(r.smembers(key), want, key)
+            ttl = r.ttl(key)
+            self.assertTrue(0 < ttl <= 300, "%s TTL %r not in (0,300]" % (key, ttl))
+        for pod_id in ("pod-a", "pod-b"):
+            key = "pod:connections:%s" % pod_id
+            self.assertEqual(r.type(key), "hash", key)
+            want = {cid: s for p, cid, s, _ in streams if p == pod_id}
+            self.assertEqual(r.hgetall(key), want, key)
+            ttl = r.ttl(key)
+            self.assertTrue(0 < ttl <= 300, "%s TTL %r not in (0,300]" % (key, ttl))
+        for pod_id, conn_id, _, _ in streams:
+            key = "heartbeat:%s:%s" % (pod_id, conn_id)
+            self.assertEqual(r.type(key), "string", key)
+            val = r.get(key)
+            self.assertRegex(val, r"^\d+$", "%s value %r is not a unix time" % (key, val))
+            self.assertLess(abs(int(val) - now), 60, "%s value %r far from now (%d)" % (key, val, now))
+            ttl = r.ttl(key)
+            self.assertTrue(0 < ttl <= 30, "%s TTL %r not in (0,30]" % (key, ttl))
+
+        # one stream leaves: its three entries go, the rest stays
+        pod_id, conn_id, sess, c = streams[0]
+        c.close()
+        wait_until(lambda: r.execute("EXISTS", "heartbeat:%s:%s" % (pod_id, conn_id)) == 0, 5.0,
+                   msg="heartbeat of the closed stream removed")
+        self.assertNotIn("%s:%s" % (pod_id, conn_id), r.smembers("session:connections:%s" % sess))
+        self.assertNotIn(conn_id, r.hgetall("pod:connections:%s" % pod_id))
+        self.assertIn("%s:%s" % streams[1][0:2], r.smembers("session:connections:%s" % sess))
+
+        for _, _, _, c in streams[1:]:
+            c.close()
+        wait_until(lambda: not registry_keys(), 5.0, msg="no registry keys after every stream closed")
+        self.assertEqual(set(r.keys("*")), set(), "keys left in Redis after every stream closed")
+
+
+# ---------------------------------------------------------------------------
+# reordering and de-duplication of chunks from two publishers (no worker)
+# ---------------------------------------------------------------------------
+
+class ShuffledChunksTest(ClusterTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=1, workers=0).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_shuffled_duplicated_two_publishers(self):
+        pod = self.cluster.pod("pod-a")
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(pod, sid, uid)
+        rng = random.Random(1234)
+        for round_ in range(3):
+            mid = "msg_" + uuid.uuid4().hex[:24]
+            n = 25
+            words = ["w%d_%d " % (round_, i) for i in range(n)]
+            chunks = []
+            for i in range(n):
+                ch = {"session_id": sid, "message_id": mid, "chunk_id": i, "chunk": words[i],
+                      "chunk_type": "content", "is_final": i == n - 1,
+                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "correlation_id": "corr_e2e"}
+                if i == n - 1:
+                    ch["metadata"] = {"model": "e2e-model", "tokens_used": 42, "finish_reason": "stop"}
+                chunks.append(ch)
+            p1 = self.track(NatsClient(self.cluster.nats.port, name="pub1"))
+            p2 = self.track(NatsClient(self.cluster.nats.port, name="pub2"))
+            order1 = list(range(1, n))
+            rng.shuffle(order1)
+            order1.append(0)              # chunk 0 last: everything must wait for it
+            order2 = list(range(n)) + rng.sample(range(n), 10)
+            rng.shuffle(order2)
+            subj = "chat.pod.%s.response" % pod.pod_id
+            for i1, i2 in zip(order1 + [None] * (len(order2) - len(order1)), order2):
+                if i1 is not None:
+                    p1.publish(subj, chunks[i1])
+                p2.publish(subj, chunks[i2])
+            p1.flush()
+            p2.flush()
+            evs = c.collect_until(is_complete_for(mid), 15)
+            rc = ReplyCheck(self, evs, mid, sid)
+            self.assertEqual(rc.text, "".join(words))
+            self.assertEqual(rc.complete.get("token_count"), 42)
+            # more duplicates after the end change nothing
+            for i in rng.sample(range(n), 5):
+                p1.publish(subj, chunks[i])
+            p1.flush()
+            extra = [e for e in c.collect_for(0.7) if e.event in ("chunk", "message_complete", "error")]
+            self.assertEqual(extra, [], "events for duplicates after message_complete")
+            p1.close()
+            p2.close()
+        # and the pod stored each message once
+        rows = pod.db_query("SELECT message_id, role, content, status FROM messages WHERE role='assistant'")
+        self.assertLessEqual(len(rows), 3, rows)
+
+
+# ---------------------------------------------------------------------------
+# kill -9 of a pod while a reply streams
+# ---------------------------------------------------------------------------
+
+class PodKillTest(ClusterTestCase):
+    DELAY = 0.25
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=1, worker_env={"WORKER_DEMO_CHUNK_DELAY": "250ms",
+                                                             "WORKER_DEMO_WORDS_PER_CHUNK": "1"}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_kill9_pod_reconnect_elsewhere(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        r = self.cluster.redis_client()
+        tap = Wiretap(self.cluster)
+        sid, uid = new_id("s"), new_id("u")
+        # ~165 one-word chunks at 250 ms: the reply runs ~41 s, longer than kill + heartbeat expiry
+        msg = " ".join("long%d" % i for i in range(95))
+        expected = demo_reply(msg)
+        c1, conn = self.open_sse(a, sid, uid)
+        hb = "heartbeat:pod-a:%s" % conn["connection_id"]
+        acc = b.chat_ok(sid, uid, msg)
+        mid = acc["message_id"]
+        t_post = time.monotonic()
+        first = c1.collect_until(lambda e: e.event == "chunk", 10)
+        self.assertEqual(first[-1].json()["chunk_id"], 0)
+        # kill just before a heartbeat renewal so that expiry comes as early as possible (<= ~21 s)
+        wait_until(lambda: 0 < r.execute("PTTL", hb) <= 20700, 12.0, interval=0.05,
+                   msg="heartbeat %s TTL drops to ~20 s (renewal every 10 s)" % hb)
+        a.kill9()
+        t_kill = time.monotonic()
+        self.assertTrue(c1.wait_closed(5.0), "stream of the killed pod did not end")
+        seen = chunk_ids(c1.events, mid)
+        self.assertEqual(seen, list(range(len(seen))), "chunks before the kill")
+        self.assertTrue(seen, "no chunk before the kill")
+        last = seen[-1]
+        time.sleep(0.5)
+        # the client reconnects to pod-b with its cursor
+        c2 = self.track(b.sse(sid, uid, headers={"Last-Event-ID": "%s:%d" % (mid, last)}))
+        c2.connected()
+        # the dead pod's heartbeat expires (no renewal any more)
+        wait_until(lambda: r.execute("EXISTS", hb) == 0, 32.0, interval=0.1,
+                   msg="heartbeat of the killed pod expires")
+        t_exp = time.monotonic()
+        self.assertLess(t_exp - t_kill, 31.0, "heartbeat outlived the pod by more than 30 s")
+        evs = c2.collect_until(is_complete_for(mid), 60)
+        t_done = time.monotonic()
+        got = chunk_ids(evs, mid)
+        self.assertEqual(got, list(range(last + 1, last + 1 + len(got))),
+                         "chunks after reconnect must be %d.. in order, each once; got %r" % (last + 1, got))
+        chunk_evs = [e for e in evs if e.event == "chunk" and e.json()["message_id"] == mid]
+        self.assertTrue(chunk_evs[-1].json()["is_final"], "last chunk not final")
+        texts_before = {e.json()["chunk_id"]: e.json()["chunk"] for e in c1.events if e.event == "chunk"}
+        text = "".join(texts_before[i] for i in seen) + "".join(e.json()["chunk"] for e in chunk_evs)
+        self.assertEqual(text, expected, "reply text across the two pods")
+        self.assertEqual([e.event for e in evs if e.event in ("message_complete", "error")], ["message_complete"])
+        # routing: after the heartbeat expired (+1 s worker cache, +0.5 s slack) nothing more went to
+        # pod-a; pod-b kept getting the chunks
+        wire = tap.chunks(mid)
+        late_a = [(s, cid) for s, cid, t in wire if s == "chat.pod.pod-a.response" and t > t_exp + 1.5]
+        late_b = [(s, cid) for s, cid, t in wire if s == "chat.pod.pod-b.response" and t > t_exp + 1.5]
+        self.assertEqual(late_a, [], "worker still published to the dead pod %.1fs after its heartbeat expired"
+                         % (t_done - t_exp))
+        self.assertGreater(len(late_b), 3, "worker did not publish to pod-b after pod-a's heartbeat expired "
+                           "(reply ended %.1fs after expiry; kill at %.1fs after POST)"
+                           % (t_done - t_exp, t_kill - t_post))
+        self.assertEqual(tap.chunks(mid, "broadcast"), [], "chunks went to broadcast although pod-b was live")
+
+
+# ---------------------------------------------------------------------------
+# NATS outage
+# ---------------------------------------------------------------------------
+
+class NatsRestartTest(ClusterTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=1, pod_env={"SSE_HEARTBEAT_INTERVAL": "1s"}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_nats_restart(self):
+        cl = self.cluster
+        a, b = cl.pod("pod-a"), cl.pod("pod-b")
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(a, sid, uid)
+        acc = b.chat_ok(sid, uid, "before the outage")
+        ReplyCheck(self, c.collect_until(is_complete_for(acc["message_id"]), 30), acc["message_id"], sid)
+        for p in (a, b):
+            h = p.health()
+            self.assertIs(h["nats_connected"], True, h)
+
+        cl.nats.stop()
+        for p in (a, b):
+            wait_until(lambda: p.health()["nats_connected"] is False, 15.0,
+                       msg="%s /health nats_connected:false after nats-server stopped" % p.pod_id)
+            h = p.health()
+            self.assertEqual(h["status"], "degraded", "status while NATS is down: %r" % h)
+            self.assertEqual(p.get("/ready").status, 503, "%s /ready while NATS is down" % p.pod_id)
+        outage_text = "posted during the outage %s" % uuid.uuid4().hex[:6]
+        for p in (a, b):
+            r = p.chat(sid, uid, outage_text)
+            self.assertEqual(r.status, 503, "POST /api/chat while NATS is down: %r" % r)
+            ra = r.header("retry-after")
+            self.assertIsNotNone(ra, "503 without Retry-After: %r" % r)
+            self.assertRegex(ra, r"^\d+$", "Retry-After %r" % ra)
+            self.assertGreaterEqual(int(ra), 1)
+            self.assertIsInstance(r.json().get("error"), dict, r)
+        # the open stream stays up (pings keep coming)
+        evs = c.collect_for(2.5)
+        self.assertFalse(c.closed, "SSE stream closed during the NATS outage")
+        self.assertTrue([e for e in evs if e.event == "ping"], "no ping during the outage: %r" % evs)
+
+        cl.nats.start()  # same port
+        for p in (a, b):
+            wait_until(lambda: p.health()["nats_connected"] is True, 25.0,
+                       msg="%s /health nats_connected:true after nats-server returned" % p.pod_id)
+            wait_until(p.ready, 10.0, msg="%s /ready 200 after NATS returned" % p.pod_id)
+        cl.wait_ready(25.0)  # pods' and worker's subscriptions are back on the new server
+
+        # the old stream still works: a new chat posted on the other pod arrives on it
+        acc = b.chat_ok(sid, uid, "after the outage")
+        evs = c.collect_until(is_complete_for(acc["message_id"]), 30)
+        ReplyCheck(self, evs, acc["message_id"], sid)
+        # and a fresh session across pods
+        s2 = new_id("s")
+        c2, _ = self.open_sse(b, s2, uid)
+        msg = "fresh session after restart"
+        acc2 = a.chat_ok(s2, uid, msg)
+        rc = ReplyCheck(self, c2.collect_until(is_complete_for(acc2["message_id"]), 30), acc2["message_id"], s2)
+        self.assertEqual(rc.text, demo_reply(msg))
+        # nothing half-done: the refused message is in neither pod's database
+        for p in (a, b):
+            rows = p.db_query("SELECT message_id FROM messages WHERE content = ?", (outage_text,))
+            self.assertEqual(rows, [], "%s stored the message that got 503" % p.pod_id)
+
+
+# ---------------------------------------------------------------------------
+# Redis outage
+# ---------------------------------------------------------------------------
+
+class RedisOutageTest(ClusterTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_redis_stop_and_return(self):
+        cl = self.cluster
+        a, b = cl.pod("pod-a"), cl.pod("pod-b")
+        tap = Wiretap(cl)
+        sid, uid = new_id("s"), new_id("u")
+        cb, conn_b = self.open_sse(b, sid, uid)
+        r = cl.redis_client()
+        member_b = "pod-b:%s" % conn_b["connection_id"]
+        wait_until(lambda: member_b in r.smembers("session:connections:%s" % sid), 5.0, msg="registered")
+        r.close()
+
+        cl.redis.stop()
+        for p in (a, b):
+            wait_until(lambda: p.health()["redis_connected"] is False, 15.0,
+                       msg="%s /health redis_connected:false after redis-server stopped" % p.pod_id)
+            self.assertEqual(p.health()["status"], "degraded")
+        # a stream opened during the outage
+        ca, conn_a = self.open_sse(a, sid, uid)
+        member_a = "pod-a:%s" % conn_a["connection_id"]
+        msg = "reply while redis is down"
+        acc = a.chat_ok(sid, uid, msg)
+        for c, name in ((cb, "pod-b"), (ca, "pod-a")):
+            rc = ReplyCheck(self, c.collect_until(is_complete_for(acc["message_id"]), 30), acc["message_id"], sid)
+            self.assertEqual(rc.text, demo_reply(msg), name)
+        time.sleep(0.3)
+        bc = tap.chunks(acc["message_id"], "broadcast")
+        self.assertTrue(bc, "no chunk on chat.session.%s.broadcast while Redis was down" % sid)
+
+        cl.redis.start()  # same port, empty
+        for p in (a, b):
+            wait_until(lambda: p.health()["redis_connected"] is True, 20.0,
+                       msg="%s /health redis_connected:true after redis-server returned" % p.pod_id)
+        r = cl.redis_client()
+        key = "session:connections:%s" % sid
+        wait_until(lambda: r.smembers(key) == {member_a, member_b}, 15.0,
+                   msg="registration of the open streams restored in Redis (%s == {%s, %s})" % (key, member_a,
+                                                                                               member_b))
+        self.assertEqual(r.hgetall("pod:connections:pod-a"), {conn_a["connection_id"]: sid})
+        self.assertEqual(r.hgetall("pod:connections:pod-b"), {conn_b["connection_id"]: sid})
+        for m in (member_a, member_b):
+            hb = "heartbeat:%s" % m
+            ttl = r.ttl(hb)
+            self.assertTrue(0 < ttl <= 30, "%s TTL %r" % (hb, ttl))
+        for k in (key, "pod:connections:pod-a", "pod:connections:pod-b"):
+            ttl = r.ttl(k)
+            self.assertTrue(0 < ttl <= 300, "%s TTL %r" % (k, ttl))
+
+        # routing by registry again: the next reply goes to the pod subjects, not broadcast
+        time.sleep(1.2)  # worker's registry cache
+        acc2 = b.chat_ok(sid, uid, "after redis returned")
+        for c in (ca, cb):
+            ReplyCheck(self, c.collect_until(is_complete_for(acc2["message_id"]), 30), acc2["message_id"], sid)
+        time.sleep(0.3)
+        subjects = {s for s, _, _ in tap.chunks(acc2["message_id"])}
+        self.assertEqual(subjects, {"chat.pod.pod-a.response", "chat.pod.pod-b.response"})
+        self.assertEqual(tap.chunks(acc2["message_id"], "broadcast"), [],
+                         "chunks still on broadcast after Redis returned")
+
+
+if __name__ == "__main__":
+    unittest.main()
