@@ -45,7 +45,7 @@ struct Options {
   double drain = 15;
   double settle = 2;
   int concurrency = 64;      // post
-  int post_conns = 64;       // stream: POST connections per thread
+  int post_conns = 0;        // stream: POST connections per thread (0: one per session)
   double stagger = 0;        // stream: spread the first chats of the sessions over this many seconds
   int batch = 256;           // connects in progress at once (all threads)
   double connect_timeout = 120;
@@ -65,6 +65,8 @@ struct Shared {
   std::atomic<int> phase{kConnect};
   std::atomic<std::int64_t> connected{0};
   std::atomic<std::int64_t> given_up{0};
+  std::atomic<std::int64_t> posters_up{0};    // stream: POST connections opened before the run
+  std::atomic<std::int64_t> posters_want{0};
   std::atomic<std::int64_t> busy{0};  // stream: sessions with a message posted and not complete
   // Set before phase leaves kConnect (published by the release store of phase).
   std::int64_t window_start_ns = 0;
@@ -79,7 +81,7 @@ struct Stats {
                 complete_without_final = 0;
   std::uint64_t sse_connect_failures = 0, sse_timeouts = 0, sse_dropped = 0, sse_reconnects = 0;
   std::uint64_t posts_ok = 0, posts_ok_window = 0, post_errors = 0, post_conn_errors = 0, post_reconnects = 0;
-  std::uint64_t stalls = 0;
+  std::uint64_t stalls = 0, slow_posts_fresh = 0, slow_posts_reused = 0;
   std::map<int, std::uint64_t> sse_status, post_status;
   Samples chunk_lat, post_lat, message_lat, queue_wait;
   std::vector<std::string> problems;
@@ -113,6 +115,8 @@ struct Stats {
     post_conn_errors += o.post_conn_errors;
     post_reconnects += o.post_reconnects;
     stalls += o.stalls;
+    slow_posts_fresh += o.slow_posts_fresh;
+    slow_posts_reused += o.slow_posts_reused;
     for (auto& [k, v] : o.sse_status) sse_status[k] += v;
     for (auto& [k, v] : o.post_status) post_status[k] += v;
     chunk_lat.merge(o.chunk_lat);
@@ -150,15 +154,19 @@ class Worker : public Handler {
       connect_limit_ = std::max(1, opt_.batch / t);
     }
     int posters = 0;
-    if (opt_.mode == "stream") posters = opt_.post_conns;
+    if (opt_.mode == "stream") posters = opt_.post_conns > 0 ? opt_.post_conns : static_cast<int>(sess_.size());
     if (opt_.mode == "post") posters = opt_.concurrency / t + (tid < opt_.concurrency % t ? 1 : 0);
     for (int i = 0; i < posters; ++i) {
       auto p = std::make_unique<Poster>();
       p->c.handler = this;
       p->c.kind = kPoster;
       p->c.slot = static_cast<std::uint32_t>(posters_.size());
+      // stream: open every POST connection before the run, so that connection set-up is not
+      // part of what is measured (a client fleet would have its connections open).
+      if (opt_.mode == "stream") poster_q_.push_back(p->c.slot);
       posters_.push_back(std::move(p));
     }
+    sh_.posters_want.fetch_add(static_cast<std::int64_t>(poster_q_.size()));
     host_ = "Host: 127.0.0.1:" + std::to_string(opt_.port) + "\r\n";
   }
 
@@ -234,6 +242,8 @@ class Worker : public Handler {
     std::int64_t sent_ns = 0, retry_ns = 0;
     std::int64_t sess = -1;  // stream: local session index of the request in flight
     std::uint64_t seq = 0;
+    bool fresh = false;      // the request in flight is the first on a new connection
+    bool pending = false;    // opened up front, not yet connected
   };
 
   bool in_window(std::int64_t t) const { return t >= sh_.window_start_ns && t < sh_.window_end_ns; }
@@ -254,6 +264,28 @@ class Worker : public Handler {
       s.start_ns = now;
       ++pending_;
       loop_.send(s.c, req);
+    }
+    while (pending_ < connect_limit_ && connect_q_.empty() && !poster_q_.empty()) {
+      Poster& p = *posters_[poster_q_.front()];
+      poster_q_.pop_front();
+      if (p.c.open()) continue;
+      if (!connect_poster(p, now)) {
+        sh_.posters_want.fetch_sub(1);  // opened lazily later
+        continue;
+      }
+      p.pending = true;
+      ++pending_;
+    }
+  }
+
+  void on_open(Conn& c) override {
+    if (c.kind != kPoster) return;
+    Poster& p = *posters_[c.slot];
+    if (p.pending) {
+      p.pending = false;
+      p.fresh = false;
+      --pending_;
+      sh_.posters_up.fetch_add(1);
     }
   }
 
@@ -336,6 +368,7 @@ class Worker : public Handler {
   bool connect_poster(Poster& p, std::int64_t now) {
     if (loop_.connect(p.c, opt_.port)) {
       ++stats.post_reconnects;
+      p.fresh = true;
       return true;
     }
     ++stats.post_conn_errors;
@@ -488,6 +521,8 @@ class Worker : public Handler {
       return;
     }
     stats.post_lat.add((now - p.sent_ns) / 1000);
+    if (now - p.sent_ns > kSec) ++(p.fresh ? stats.slow_posts_fresh : stats.slow_posts_reused);
+    p.fresh = false;
     auto msg = json_member(body, "message_id");
     if (c.status != 202 || !msg || msg->empty()) {
       ++stats.post_errors;
@@ -514,6 +549,13 @@ class Worker : public Handler {
     std::int64_t now = mono_ns();
     if (c.kind == kPoster) {
       Poster& p = *posters_[c.slot];
+      if (p.pending) {
+        p.pending = false;
+        --pending_;
+        sh_.posters_want.fetch_sub(1);
+        ++stats.post_conn_errors;
+        stats.problem("POST connection failed: " + std::string(why));
+      }
       if (p.busy) {
         ++stats.post_errors;
         stats.problem("POST connection lost mid-request: " + std::string(why));
@@ -550,6 +592,7 @@ class Worker : public Handler {
   std::deque<std::uint32_t> connect_q_;
   std::deque<std::int64_t> post_q_;
   std::deque<std::pair<std::int64_t, std::uint32_t>> delayed_;  // (when, session) first chats
+  std::deque<std::uint32_t> poster_q_;                           // POST connections to open up front
   int pending_ = 0;
   int connect_limit_ = 1;
 };
@@ -574,10 +617,11 @@ bool wait_connected(Shared& sh, std::int64_t want, double timeout_s) {
   std::int64_t start = mono_ns(), deadline = start + static_cast<std::int64_t>(timeout_s * 1e9), last_log = start;
   while (mono_ns() < deadline) {
     std::int64_t up = sh.connected.load(), gone = sh.given_up.load();
-    if (up + gone >= want) return gone == 0;
+    if (up + gone >= want && sh.posters_up.load() >= sh.posters_want.load()) return gone == 0;
     if (mono_ns() - last_log > 2 * kSec) {
-      log("%lld/%lld SSE connections up, %lld given up", static_cast<long long>(up), static_cast<long long>(want),
-          static_cast<long long>(gone));
+      log("%lld/%lld SSE connections up, %lld given up, %lld/%lld POST connections open", static_cast<long long>(up),
+          static_cast<long long>(want), static_cast<long long>(gone), static_cast<long long>(sh.posters_up.load()),
+          static_cast<long long>(sh.posters_want.load()));
       last_log = mono_ns();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -736,8 +780,11 @@ int run_mode(Options opt) {
         .num("post_latency_p50_ms", st.post_lat.percentile_ms(50))
         .num("post_latency_p99_ms", st.post_lat.percentile_ms(99))
         .num("post_queue_wait_p99_ms", st.queue_wait.percentile_ms(99))
+        .integer("post_connections_opened", static_cast<std::int64_t>(st.post_reconnects))
+        .integer("posts_over_1s_new_conn", static_cast<std::int64_t>(st.slow_posts_fresh))
+        .integer("posts_over_1s_reused_conn", static_cast<std::int64_t>(st.slow_posts_reused))
         .num("stagger_seconds", o.stagger, 1)
-        .integer("post_conns", o.post_conns * o.threads);
+        .integer("post_conns", o.post_conns > 0 ? o.post_conns * o.threads : o.sessions);
     JsonLine integrity;
     integrity.integer("gaps", static_cast<std::int64_t>(st.order_gaps))
         .integer("duplicates", static_cast<std::int64_t>(st.order_dups))
@@ -781,6 +828,8 @@ int run_mode(Options opt) {
         .integer("connection_errors", static_cast<std::int64_t>(st.post_conn_errors))
         .integer("connections_opened", static_cast<std::int64_t>(st.post_reconnects))
         .raw("status", status_json(st.post_status))
+        .integer("posts_over_1s_new_conn", static_cast<std::int64_t>(st.slow_posts_fresh))
+        .integer("posts_over_1s_reused_conn", static_cast<std::int64_t>(st.slow_posts_reused))
         .num("latency_p50_ms", st.post_lat.percentile_ms(50))
         .num("latency_p99_ms", st.post_lat.percentile_ms(99))
         .num("latency_max_ms", st.post_lat.max_ms());
@@ -798,7 +847,7 @@ int run_mode(Options opt) {
                "usage: loadgen hold|stream|post --port P [options]\n"
                "  hold:   --connections N --hold-seconds S [--settle S] [--pid PID]\n"
                "          N idle SSE connections (one session each); RSS of PID per connection\n"
-               "  stream: --sessions N --seconds S [--warmup S] [--drain S] [--post-conns N per thread (64)]\n"
+               "  stream: --sessions N --seconds S [--warmup S] [--drain S] [--post-conns N per thread (0: one per session)]\n"
                "          [--stagger S (spread first chats over S s)] [--pid PID]\n"
                "          one SSE per session, a new chat per session as soon as the last completes;\n"
                "          chunk events/s and chunk latency (timestamp field to receipt)\n"
@@ -865,7 +914,7 @@ int main(int argc, char** argv) {
   lg::Options o = lg::parse(argc, argv);
   getrlimit(RLIMIT_NOFILE, &rl);
   long need = (o.mode == "hold" ? o.connections : o.mode == "stream" ? o.sessions : 0) +
-              (o.mode == "post" ? o.concurrency : o.post_conns * o.threads) + 32;
+              (o.mode == "post" ? o.concurrency : o.post_conns > 0 ? o.post_conns * o.threads : o.sessions) + 32;
   if (static_cast<long>(rl.rlim_cur) < need) {
     std::fprintf(stderr, "loadgen: needs about %ld descriptors, RLIMIT_NOFILE is %ld\n", need,
                  static_cast<long>(rl.rlim_cur));

@@ -15,7 +15,7 @@
 # Environment: BUILD_DIR (./build), NO_BUILD=1 (use existing binaries), CHATD (command
 # to run as the server, e.g. "python3 bench/fake_chatd.py"), LOADGEN, SCENARIOS
 # ("hold stream latency post post_default"), HOLD_SECONDS (10), STREAM_SECONDS (15), LAT_SECONDS (15),
-# POST_SECONDS (10), WARMUP (3), LAT_DELAY (100ms), POST_ENV (env of the post scenario's
+# POST_SECONDS (10), WARMUP (3), LAT_DELAY (100ms), LAT_STAGGER (3), POST_ENV (env of the post scenario's
 # chatd, default "WORKER_DEMO_WORDS_PER_CHUNK=1000 WORKER_DEMO_CHUNK_DELAY=0"), KEEP=1 keeps
 # the temp dir, QUIET_WAIT/QUIET_MAX (see wait_quiet).
 set -euo pipefail
@@ -39,6 +39,7 @@ stream_n=${STREAM_SESSIONS:-1000}
 stream_s=${STREAM_SECONDS:-15}
 lat_s=${LAT_SECONDS:-15}
 lat_delay=${LAT_DELAY:-100ms}
+lat_stagger=${LAT_STAGGER:-3}
 post_s=${POST_SECONDS:-10}
 post_c=${POST_CONCURRENCY:-64}
 warmup=${WARMUP:-3}
@@ -190,8 +191,11 @@ for s in $scenarios; do
       ;;
     latency)
       if start_chatd latency WORKER_DEMO_CHUNK_DELAY="$lat_delay"; then
-        run_loadgen latency $(($(secs "$lat_s") + $(secs "$warmup") + 120)) stream --port "$port" --sessions "$stream_n" \
-          --seconds "$lat_s" --warmup "$warmup" --pid "$pid" || true
+        # First chats spread over LAT_STAGGER s (about one reply's length), so that the
+        # 1000 replies do not tick, complete and re-post in lockstep.
+        run_loadgen latency $(($(secs "$lat_s") + $(secs "$warmup") + $(secs "$lat_stagger") + 120)) stream \
+          --port "$port" --sessions "$stream_n" --seconds "$lat_s" --stagger "$lat_stagger" \
+          --warmup "$(awk "BEGIN {print $warmup + $lat_stagger}")" --pid "$pid" || true
         log "after the latency run: /health $(health)"
         stop_chatd latency
       fi
@@ -220,6 +224,7 @@ jq -nc \
   --argjson cores "$(nproc)" --arg cpu "$cpu_model" --argjson mem_kib "$mem_kib" \
   --arg kernel "$(uname -r)" --arg commit "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --arg server "${chatd_cmd[*]}" \
+  --arg built "$(date -u -r "${chatd_cmd[0]}" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)" \
   --argjson errors "$errs" \
   --slurpfile hold "$tmp/hold.json" --slurpfile stream "$tmp/stream.json" \
   --slurpfile lat "$tmp/latency.json" --slurpfile post "$tmp/post.json" \
@@ -228,7 +233,7 @@ jq -nc \
     machine: {cores: $cores, cpu: $cpu, mem_mib: ($mem_kib / 1024 | floor), kernel: $kernel},
     others_cpu_percent: {stream: $stream[0].cpu_percent.others, latency: $lat[0].cpu_percent.others,
                          post: $post[0].cpu_percent.others},
-    commit: $commit, server: $server,
+    commit: $commit, server: $server, server_built: $built,
     idle_connections: $hold[0].connected_at_end,
     idle_rss_per_conn_bytes: $hold[0].rss_per_conn_bytes,
     chunk_events_per_sec: $stream[0].chunk_events_per_sec,
