@@ -20,7 +20,12 @@ namespace chat::worker::test {
 
 class ClientLoop {
  public:
-  explicit ClientLoop(unsigned threads = 2) : work_(boost::asio::make_work_guard(ioc_)) {
+  explicit ClientLoop(unsigned threads = 2) : work_(boost::asio::make_work_guard(ioc_)) { add_threads(threads); }
+  ~ClientLoop() { stop(); }
+
+  // ClientLoop(0) runs nothing until threads are added: lets a test queue
+  // several things before any of them runs.
+  void add_threads(unsigned threads) {
     for (unsigned i = 0; i < threads; ++i)
       threads_.emplace_back([this] {
         ioc_.run();
@@ -29,11 +34,11 @@ class ClientLoop {
         cpu_ns_ += static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
       });
   }
-  ~ClientLoop() { stop(); }
 
   // Stops the threads; afterwards cpu_time() is the CPU they used in total.
   void stop() {
-    if (threads_.empty()) return;
+    if (stopped_) return;
+    stopped_ = true;
     work_.reset();
     ioc_.stop();
     for (auto& t : threads_) t.join();
@@ -58,6 +63,7 @@ class ClientLoop {
   boost::asio::io_context ioc_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::vector<std::thread> threads_;
+  bool stopped_ = false;
   std::atomic<std::uint64_t> cpu_ns_{0};
 };
 

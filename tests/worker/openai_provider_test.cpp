@@ -378,10 +378,15 @@ TEST_F(OpenAiTest, CancelWhileWaitingForTheAnswerClosesTheConnection) {
 
 TEST_F(OpenAiTest, CancelRightAfterStartSendsNoRequest) {
   FakeServer server([](const ReceivedRequest&, std::size_t) { return happy_stream(); });
-  auto p = provider(server);
+  ClientLoop paused(0);  // start and cancel are both queued before either runs
+  OpenAiSettings s;
+  s.api_key = kKey;
+  s.base_url = server.base_url() + "/v1";
+  OpenAiProvider p(paused.client(), s);
   auto sink = std::make_shared<RecordingSink>();
-  auto g = p->start(chat_request(), "gpt-4o-mini", sink);
+  auto g = p.start(chat_request(), "gpt-4o-mini", sink);
   g->cancel();
+  paused.add_threads(1);
   ASSERT_TRUE(sink->wait(1s));
   EXPECT_EQ(sink->finish()->finish_reason, "cancelled");
   EXPECT_TRUE(sink->pieces().empty());
