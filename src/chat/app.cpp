@@ -14,7 +14,7 @@
 #include "registry/memory_registry.hpp"
 #include "sse/events.hpp"
 #include "store/sqlite_store.hpp"
-#include "worker/demo_provider.hpp"
+#include "worker/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 #ifdef HAVE_CHAT_BUS_NATS
 #include "bus/nats_bus.hpp"
@@ -101,9 +101,8 @@ int run_pod(const config::Config& config) {
   // The embedded default runs its own worker on the in-process bus.
   std::unique_ptr<worker::WorkflowWorker> worker;
   if (bus->kind() == "memory") {
-    std::vector<std::shared_ptr<worker::Provider>> providers{std::make_shared<worker::DemoProvider>(
-        ioc.get_executor(), worker::DemoOptions{config.worker.demo_chunk_delay, config.worker.demo_words_per_chunk})};
-    worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *registry, config.worker, std::move(providers));
+    worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *registry, config.worker,
+                                                      worker::make_providers(ioc.get_executor(), config));
     worker->start();
   }
   pod.start([&api] { return api.health_json(); });

@@ -9,7 +9,7 @@
 
 #include "log/log.hpp"
 #include "registry/memory_registry.hpp"
-#include "worker/demo_provider.hpp"
+#include "worker/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 #ifdef HAVE_CHAT_BUS_NATS
 #include "bus/nats_bus.hpp"
@@ -45,9 +45,7 @@ int run_worker(const config::Config& config) {
     registry = std::make_unique<registry::MemoryRegistry>(ioc.get_executor());
   }
 
-  std::vector<std::shared_ptr<Provider>> providers{std::make_shared<DemoProvider>(
-      ioc.get_executor(), DemoOptions{config.worker.demo_chunk_delay, config.worker.demo_words_per_chunk})};
-  WorkflowWorker worker(ioc.get_executor(), bus, *registry, config.worker, std::move(providers));
+  WorkflowWorker worker(ioc.get_executor(), bus, *registry, config.worker, make_providers(ioc.get_executor(), config));
   worker.start();
   log::info("worker_started", {{"threads", threads}, {"nats_url_set", true}, {"registry", registry->kind()},
                                {"default_provider", config.worker.default_provider}});
