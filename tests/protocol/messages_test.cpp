@@ -68,6 +68,16 @@ TEST(MessagesTest, CancelRequestRoundTrips) {
   EXPECT_EQ(*back, c);
 }
 
+TEST(MessagesTest, ReplayRequestRoundTripsAndIsValidated) {
+  ReplayRequest r{"s1", "pod-1"};
+  std::string error;
+  auto back = decode_replay_request(encode(r), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, r);
+  EXPECT_FALSE(decode_replay_request(R"({"session_id":"s1","pod_id":"pod.1"})", error));
+  EXPECT_NE(error.find("pod_id"), std::string::npos);
+}
+
 TEST(MessagesTest, AChunkFromAnotherLanguageWithOnlyTheBasicsIsAccepted) {
   std::string error;
   auto c = decode_response_chunk(R"({"session_id":"s1","message_id":"m1","chunk_id":0,"chunk":"Hi","is_final":false})", error);
