@@ -131,6 +131,18 @@ def wait_until(pred, timeout, interval=0.05, msg=None):
         time.sleep(interval)
 
 
+def demo_reply(message, turns=0):
+    """The demo provider's reply (src/worker/demo_provider.cpp, DemoProvider::reply_for)."""
+    quoted = "".join(" " if c in "\n\r\t" else c for c in message)
+    reply = ("Hello! This is the demo assistant of the Universal Chat Interface. You said: \"" + quoted + "\". ")
+    reply += ("This is the first message of our conversation. " if turns == 0
+              else "We have exchanged %d earlier messages in this conversation. " % turns)
+    reply += ("Every word of this reply travels as a numbered chunk over the message bus, is put back in order by "
+              "the pod, and reaches each of your open streams. When the reply is complete it is stored once in the "
+              "database. Set an AI provider to get real answers instead of this one.")
+    return reply
+
+
 def port_open(port, host=HOST, timeout=0.5):
     try:
         s = socket.create_connection((host, port), timeout=timeout)

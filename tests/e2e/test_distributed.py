@@ -13,21 +13,9 @@ import unittest
 import uuid
 
 from harness import ReplyCheck, SSEClosed, SSETimeout, is_complete_for, new_id
-from infra import Cluster, ClusterTestCase, NatsClient, wait_until
+from infra import Cluster, ClusterTestCase, NatsClient, demo_reply, wait_until
 
 REGISTRY_PREFIXES = ("session:connections:", "pod:connections:", "heartbeat:")
-
-
-def demo_reply(message, turns=0):
-    """The demo provider's reply (src/worker/demo_provider.cpp, DemoProvider::reply_for)."""
-    quoted = "".join(" " if c in "\n\r\t" else c for c in message)
-    reply = ("Hello! This is the demo assistant of the Universal Chat Interface. You said: \"" + quoted + "\". ")
-    reply += ("This is the first message of our conversation. " if turns == 0
-              else "We have exchanged %d earlier messages in this conversation. " % turns)
-    reply += ("Every word of this reply travels as a numbered chunk over the message bus, is put back in order by "
-              "the pod, and reaches each of your open streams. When the reply is complete it is stored once in the "
-              "database. Set an AI provider to get real answers instead of this one.")
-    return reply
 
 
 def chunk_ids(events, message_id):

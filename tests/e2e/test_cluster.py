@@ -1,0 +1,284 @@
+"""scripts/cluster.sh end to end: `up` on the default ports, chats through nginx on :80, `down`
+leaves nothing running.
+
+The cluster uses fixed ports (nginx 80, pods 8081..8083, NATS 4222, Redis 6379, PostgreSQL 5432).
+If one of them is busy the test FAILS (it does not skip): the reference layout must be runnable.
+
+Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_cluster
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+import harness
+from harness import ReplyCheck, SSEClient, http_request, is_complete_for, new_id
+from infra import demo_reply, port_open, wait_until, worker_bin
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCRIPT = os.path.join(ROOT, "scripts", "cluster.sh")
+HTTP_PORT = 80
+POD_PORTS = (8081, 8082, 8083)
+NATS_PORT, REDIS_PORT, PG_PORT = 4222, 6379, 5432
+ALL_PORTS = (HTTP_PORT,) + POD_PORTS + (NATS_PORT, REDIS_PORT, PG_PORT)
+SERVER_NAMES = ("nats-server", "redis-server", "nginx", "postgres", "chatd", "chat-worker")
+
+
+def port_holder(port):
+    """Best-effort description of who listens on port (ss -ltnp)."""
+    ss = shutil.which("ss")
+    if not ss:
+        return ""
+    try:
+        out = subprocess.run([ss, "-Hltnp", "sport = :%d" % port], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def proc_start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[19], fields[0]  # starttime, state
+    except (OSError, IndexError):
+        return None
+
+
+def proc_alive(pid, start):
+    st = proc_start_time(pid)
+    return st is not None and st[0] == start and st[1] not in ("Z", "X")
+
+
+def all_pids():
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def children_map():
+    kids = {}
+    for pid in all_pids():
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(pid)
+    return kids
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def procs_mentioning(path):
+    """Server processes whose command line mentions path: [(pid, cmdline)]."""
+    out = []
+    for pid in all_pids():
+        if pid == os.getpid():
+            continue
+        cl = cmdline(pid)
+        if path in cl and any(n in cl for n in SERVER_NAMES):
+            out.append((pid, cl))
+    return out
+
+
+class ClusterScriptTest(unittest.TestCase):
+    maxDiff = 4000
+
+    def setUp(self):
+        self.run_dir = tempfile.mkdtemp(prefix="chatd-e2e-cluster-sh-")
+        self.tracked = {}       # pid -> (start time, label)
+        self.down_done = False
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(harness._SCRUB_PREFIXES)}
+        self.env.update({"CLUSTER_DIR": self.run_dir,
+                         "BUILD": os.path.dirname(os.path.abspath(harness.chatd_bin()))})
+        for k in list(self.env):
+            if k.startswith("CLUSTER_") and k != "CLUSTER_DIR":
+                del self.env[k]  # default layout only
+
+    def tearDown(self):
+        try:
+            if not self.down_done:
+                self.script("down", timeout=120, check=False)
+        finally:
+            self.collect_pids()
+            for pid, (start, _) in self.tracked.items():
+                if proc_alive(pid, start):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for pid, _ in procs_mentioning(self.run_dir):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if os.environ.get("E2E_KEEP_LOGS") != "1":
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- helpers -------------------------------------------------------------------
+    def script(self, cmd, timeout, check=True):
+        try:
+            r = subprocess.run([SCRIPT, cmd], env=self.env, cwd=ROOT, capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            if check:
+                self.fail("scripts/cluster.sh %s did not finish within %ds; output:\n%s\n%s%s"
+                          % (cmd, timeout, e.stdout, e.stderr, self.logs()))
+            return None
+        if check and r.returncode != 0:
+            self.fail("scripts/cluster.sh %s exited %d\nstdout:\n%s\nstderr:\n%s%s"
+                      % (cmd, r.returncode, r.stdout, r.stderr, self.logs()))
+        return r
+
+    def logs(self, tail=3000):
+        out = []
+        d = os.path.join(self.run_dir, "logs")
+        if os.path.isdir(d):
+            for name in sorted(os.listdir(d)):
+                try:
+                    with open(os.path.join(d, name), "rb") as f:
+                        data = f.read()[-tail:].decode(errors="replace")
+                except OSError:
+                    continue
+                out.append("\n----- %s -----\n%s" % (name, data))
+        return "".join(out)
+
+    def collect_pids(self):
+        """Adds the pids named in the run dir (and their descendants) to self.tracked."""
+        pids = {}
+        if os.path.isdir(self.run_dir):
+            for name in os.listdir(self.run_dir):
+                if name.endswith(".pid"):
+                    try:
+                        with open(os.path.join(self.run_dir, name)) as f:
+                            pids[int(f.read().split()[0])] = name[:-4]
+                    except (OSError, ValueError, IndexError):
+                        pass
+            try:
+                with open(os.path.join(self.run_dir, "pg", "postmaster.pid")) as f:
+                    pids[int(f.readline().strip())] = "postgres"
+            except (OSError, ValueError):
+                pass
+        for pid, cl in procs_mentioning(self.run_dir):
+            pids.setdefault(pid, cl[:60])
+        kids = children_map()
+        todo = list(pids.items())
+        while todo:
+            pid, label = todo.pop()
+            st = proc_start_time(pid)
+            if st is None or pid in self.tracked:
+                continue
+            self.tracked[pid] = (st[0], label)
+            for k in kids.get(pid, []):
+                todo.append((k, "%s child" % label))
+
+    # -- the test ------------------------------------------------------------------
+    def test_up_chat_down(self):
+        busy = [p for p in ALL_PORTS if port_open(p)]
+        if busy:
+            self.fail("the reference cluster needs ports %s, but %s %s busy; stop what holds them:\n%s"
+                      % (", ".join(map(str, ALL_PORTS)), ", ".join(map(str, busy)),
+                         "is" if len(busy) == 1 else "are",
+                         "\n".join(port_holder(p) or "port %d: holder unknown" % p for p in busy)))
+        for b in (harness.chatd_bin(), worker_bin()):
+            self.assertTrue(os.access(b, os.X_OK), "binary %s missing" % b)
+
+        t0 = time.monotonic()
+        self.script("up", timeout=240)
+        up_seconds = time.monotonic() - t0
+        self.collect_pids()
+        labels = {label for _, label in self.tracked.values()}
+        for name in ("nats", "redis", "pod-1", "pod-2", "pod-3", "worker-1", "worker-2", "nginx", "postgres"):
+            self.assertIn(name, labels, "no running process for %s after up (tracked: %r)" % (name, sorted(labels)))
+
+        # every pod: healthy, distributed, all dependencies connected
+        for i, port in enumerate(POD_PORTS, 1):
+            r = http_request(port, "GET", "/health", timeout=5)
+            self.assertEqual(r.status, 200, "pod-%d /health: %r" % (i, r))
+            h = r.json()
+            self.assertEqual(h.get("mode"), "distributed", "pod-%d /health %r" % (i, h))
+            self.assertEqual(h.get("pod_id"), "pod-%d" % i, h)
+            for k in ("nats_connected", "redis_connected", "db_connected"):
+                self.assertIs(h.get(k), True, "pod-%d %s: %r" % (i, k, h))
+            self.assertEqual(http_request(port, "GET", "/ready", timeout=5).status, 200, "pod-%d /ready" % i)
+        r = http_request(HTTP_PORT, "GET", "/health", timeout=5)
+        self.assertEqual(r.status, 200, "/health through nginx: %r" % r)
+        wait_until(lambda: all(port_open(p) for p in ALL_PORTS), 5, msg="every cluster port listening")
+
+        # chats through nginx: SSE and POST both via :80 (least_conn may pick different pods)
+        uid = new_id("u")
+        pods_seen = set()
+        for n in range(3):
+            sid = new_id("s")
+            q = urllib.parse.urlencode({"session_id": sid, "user_id": uid})
+            c = SSEClient(HTTP_PORT, "/api/sse?" + q)
+            try:
+                conn = c.connected(timeout=10)
+                pods_seen.add(conn.get("pod_id"))
+                self.assertIn("text/event-stream", c.header("content-type") or "")
+                msg = "hello through the load balancer %d" % n
+                r = http_request(HTTP_PORT, "POST", "/api/chat",
+                                 json.dumps({"session_id": sid, "user_id": uid, "message": msg}),
+                                 {"Content-Type": "application/json"}, timeout=10)
+                self.assertEqual(r.status, 202, "POST /api/chat via :80: %r" % r)
+                mid = r.json()["message_id"]
+                evs = c.collect_until(is_complete_for(mid), 30)
+                rc = ReplyCheck(self, evs, mid, sid)
+                self.assertEqual(rc.text, demo_reply(msg))
+                # not buffered by the proxy: the ~25 chunks (40 ms apart) arrive spread over the reply
+                spread = rc.chunks[-1].received_at - rc.chunks[0].received_at
+                self.assertGreater(spread, 0.4, "chunks arrived in one burst (proxy buffering?): %.2fs" % spread)
+            finally:
+                c.close()
+            # stored once in PostgreSQL, visible through any pod
+            path = "/api/sessions/%s/messages?%s" % (sid, urllib.parse.urlencode({"user_id": uid}))
+
+            def stored():
+                r = http_request(HTTP_PORT, "GET", path, timeout=5)
+                if r.status != 200:
+                    return None
+                ms = r.json().get("messages") or []
+                return ms if [m.get("message_id") for m in ms].count(mid) == 1 else None
+            ms = wait_until(stored, 10, msg="assistant message %s stored once" % mid)
+            self.assertEqual([m.get("role") for m in ms], ["user", "assistant"], ms)
+            self.assertEqual(ms[1].get("content"), rc.text)
+
+        # down: everything it started is gone
+        self.collect_pids()
+        t0 = time.monotonic()
+        self.script("down", timeout=180)
+        self.down_done = True
+        down_seconds = time.monotonic() - t0
+        deadline = time.monotonic() + 10
+        left = None
+        while time.monotonic() < deadline:
+            left = [(pid, label, cmdline(pid)) for pid, (start, label) in self.tracked.items()
+                    if proc_alive(pid, start)]
+            left += [(pid, "mentions run dir", cl) for pid, cl in procs_mentioning(self.run_dir)
+                     if pid not in self.tracked]
+            if not left:
+                break
+            time.sleep(0.2)
+        self.assertEqual(left, [], "processes still running after `cluster.sh down`")
+        busy = [p for p in ALL_PORTS if port_open(p)]
+        self.assertEqual(busy, [], "ports still listening after down: %s" %
+                         "\n".join(port_holder(p) for p in busy))
+        leftovers = [n for n in os.listdir(self.run_dir) if n.endswith(".pid") or n == "cluster.env"]
+        self.assertEqual(leftovers, [], "pid files / cluster.env left in the run dir")
+        print("\ncluster.sh: up %.1fs, down %.1fs, pods used through nginx: %s"
+              % (up_seconds, down_seconds, sorted(pods_seen)))
+
+
+if __name__ == "__main__":
+    unittest.main()
