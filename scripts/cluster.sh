@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# A local cluster in the seed's layout, without containers: nginx on :80 in
+# front of chatd pods pod-1..pod-3 on :8081..8083, nats-server -js on :4222,
+# redis-server on :6379, PostgreSQL on :5432, two chat-workers; all on 127.0.0.1.
+#
+#   scripts/cluster.sh up|down|status|logs [name]
+#
+# Each piece has its own pid file and log under one run directory
+# (CLUSTER_DIR, default run/cluster); `down` stops only what `up` started.
+# Ports can be moved with CLUSTER_HTTP_PORT, CLUSTER_POD_BASE_PORT (pods at
+# base+1..base+N), CLUSTER_PODS, CLUSTER_WORKERS, CLUSTER_NATS_PORT,
+# CLUSTER_REDIS_PORT, CLUSTER_PG_PORT.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN_DIR=${CLUSTER_DIR:-$ROOT/run/cluster}
+BUILD=${BUILD:-$ROOT/build}
+HTTP_PORT=${CLUSTER_HTTP_PORT:-80}
+POD_BASE=${CLUSTER_POD_BASE_PORT:-8080}
+PODS=${CLUSTER_PODS:-3}
+WORKERS=${CLUSTER_WORKERS:-2}
+NATS_PORT=${CLUSTER_NATS_PORT:-4222}
+REDIS_PORT=${CLUSTER_REDIS_PORT:-6379}
+PG_PORT=${CLUSTER_PG_PORT:-5432}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+log() { echo "cluster: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A pid that exists and is not a zombie (processes left by `up` are reparented to
+# init; a slow reaper must not make `down` wait for an exited process).
+running() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" != Z ]; }
+
+alive() { [ -f "$RUN_DIR/$1.pid" ] && running "$(cat "$RUN_DIR/$1.pid")"; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() {  # name, command...: retries for 30 s
+  local name=$1; shift
+  for _ in $(seq 1 300); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "$name did not become ready (log: $RUN_DIR/logs/$name.log)"
+}
+
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+start_bg() {  # name, env/command...: runs in the background with pid file and log
+  local name=$1; shift
+  if alive "$name"; then log "$name already running"; return; fi
+  nohup "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+check_ports() {
+  local p
+  for p in "$HTTP_PORT" "$NATS_PORT" "$REDIS_PORT" "$PG_PORT" $(seq $((POD_BASE + 1)) $((POD_BASE + PODS))); do
+    port_free "$p" || die "port $p is in use; stop what holds it or move the cluster (see the header of $0)"
+  done
+}
+
+up() {
+  "$ROOT/scripts/install-deps.sh"
+  if [ ! -x "$BUILD/chatd" ] || [ ! -x "$BUILD/chat-worker" ]; then
+    log "building chatd and chat-worker"
+    [ -f "$BUILD/build.ninja" ] || cmake -S "$ROOT" -B "$BUILD" -G Ninja >/dev/null
+    cmake --build "$BUILD" --target chatd chat-worker >/dev/null
+  fi
+  [ -f "$RUN_DIR/cluster.env" ] && die "a cluster is already up in $RUN_DIR (scripts/cluster.sh down first)"
+  check_ports
+  mkdir -p "$RUN_DIR/logs" "$RUN_DIR/nats" "$RUN_DIR/redis" "$RUN_DIR/nginx"
+  chmod 755 "$RUN_DIR"
+  echo "started=$(date -u +%FT%TZ)" >"$RUN_DIR/cluster.env"
+
+  start_bg nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats"
+  wait_for nats bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
+
+  start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN_DIR/redis"
+  wait_for redis redis-cli -p "$REDIS_PORT" ping
+
+  mkdir -p "$RUN_DIR/pg"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$RUN_DIR/pg"
+  if [ ! -f "$RUN_DIR/pg/PG_VERSION" ]; then
+    as_postgres "$PG_BIN/initdb" -D "$RUN_DIR/pg" -U postgres --auth=trust >"$RUN_DIR/logs/initdb.log" 2>&1
+  fi
+  as_postgres "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -l "$RUN_DIR/pg/server.log" -w \
+    -o "-p $PG_PORT -k $RUN_DIR/pg -c listen_addresses=127.0.0.1" start >"$RUN_DIR/logs/postgres.log" 2>&1 ||
+    die "PostgreSQL did not start (see $RUN_DIR/pg/server.log)"
+  touch "$RUN_DIR/postgres.started"
+  as_postgres "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='chat'" | grep -q 1 ||
+    as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE chat" >/dev/null
+
+  local common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT"
+                DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat)
+  local i upstreams=""
+  for i in $(seq 1 "$PODS"); do
+    local port=$((POD_BASE + i))
+    start_bg "pod-$i" env "${common[@]}" POD_ID="pod-$i" SERVER_HOST=127.0.0.1 SERVER_PORT="$port" "$BUILD/chatd"
+    upstreams+="    server 127.0.0.1:$port;"$'\n'
+  done
+  for i in $(seq 1 "$WORKERS"); do
+    start_bg "worker-$i" env "${common[@]}" "$BUILD/chat-worker"
+  done
+  for i in $(seq 1 "$PODS"); do wait_for "pod-$i" http_ok "http://127.0.0.1:$((POD_BASE + i))/ready"; done
+
+  local conf="$RUN_DIR/nginx.conf"
+  python3 - "$ROOT/deploy/nginx.conf" "$conf" "$RUN_DIR" "$HTTP_PORT" "$upstreams" <<'PY'
+import sys
+src, dst, run_dir, port, upstreams = sys.argv[1:6]
+text = open(src).read().replace("@RUN_DIR@", run_dir).replace("@HTTP_PORT@", port).replace("@UPSTREAMS@", upstreams.rstrip("\n"))
+open(dst, "w").write(text)
+PY
+  nginx -t -c "$conf" -p "$RUN_DIR" >"$RUN_DIR/logs/nginx-check.log" 2>&1 || die "nginx rejected its config (see $RUN_DIR/logs/nginx-check.log)"
+  nginx -c "$conf" -p "$RUN_DIR" 2>>"$RUN_DIR/logs/nginx-error.log"
+  wait_for nginx http_ok "http://127.0.0.1:$HTTP_PORT/health"
+  log "up: http://127.0.0.1:$HTTP_PORT (pods on $((POD_BASE + 1))..$((POD_BASE + PODS)), run dir $RUN_DIR)"
+}
+
+stop_pid() {  # name: SIGTERM, wait up to 20 s, then SIGKILL
+  local name=$1 pid
+  [ -f "$RUN_DIR/$name.pid" ] || return 0
+  pid=$(cat "$RUN_DIR/$name.pid")
+  if running "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 200); do running "$pid" || break; sleep 0.1; done
+    if running "$pid"; then log "$name did not stop in time: killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$RUN_DIR/$name.pid"
+}
+
+down() {
+  [ -d "$RUN_DIR" ] || { log "nothing to stop in $RUN_DIR"; return 0; }
+  if alive nginx; then nginx -c "$RUN_DIR/nginx.conf" -p "$RUN_DIR" -s quit 2>/dev/null || true; fi
+  for _ in $(seq 1 50); do alive nginx || break; sleep 0.1; done
+  stop_pid nginx
+  local f
+  for f in "$RUN_DIR"/pod-*.pid "$RUN_DIR"/worker-*.pid; do
+    [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
+  done
+  if [ -f "$RUN_DIR/postgres.started" ]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m fast -w stop >/dev/null 2>&1 || true
+    rm -f "$RUN_DIR/postgres.started"
+  fi
+  stop_pid redis
+  stop_pid nats
+  rm -f "$RUN_DIR/cluster.env"
+  log "down"
+}
+
+status() {
+  local f name
+  for f in "$RUN_DIR"/*.pid; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f" .pid)
+    if alive "$name"; then echo "$name running (pid $(cat "$f"))"; else echo "$name stopped"; fi
+  done
+  [ -f "$RUN_DIR/postgres.started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" status >/dev/null 2>&1 &&
+    echo "postgres running (port $PG_PORT)"
+  local i
+  for i in $(seq 1 "$PODS"); do
+    echo "pod-$i health: $(curl -fsS --max-time 2 "http://127.0.0.1:$((POD_BASE + i))/health" 2>/dev/null || echo unreachable)"
+  done
+}
+
+logs() {
+  if [ $# -gt 0 ]; then tail -n 100 "$RUN_DIR/logs/$1.log"; return; fi
+  local f
+  for f in "$RUN_DIR"/logs/*.log; do echo "== $f"; tail -n 20 "$f"; done
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  logs) logs "$@" ;;
+  *) echo "usage: $0 up|down|status|logs [name]" >&2; exit 2 ;;
+esac
