@@ -121,6 +121,7 @@ asio::awaitable<error_code> HttpCall::attempt(const HttpRequest& request, bool a
   phase_ = Phase::head;
   parser_.emplace();
   parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // a long reply is not an attack here
+  parser_->header_limit(64 * 1024);  // CDN-fronted APIs send many headers
   arm(options.read_timeout);
   auto [head_ec, head_bytes] = co_await std::visit(
       [&](auto& stream) { return http::async_read_header(stream, connection_->buffer, *parser_, kTuple); },

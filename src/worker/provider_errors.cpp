@@ -26,6 +26,22 @@ std::string string_at(const json::value& v, std::initializer_list<std::string_vi
   return {};
 }
 
+// Length of the valid UTF-8 sequence at s[i], 0 if it is not one. Error
+// chunks are JSON: a stray byte from a plain-text error body must not break them.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k)
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  if (n == 2 && c < 0xC2) return 0;                        // overlong
+  if (n == 3 && c == 0xE0 && byte(i + 1) < 0xA0) return 0;  // overlong
+  if (n == 3 && c == 0xED && byte(i + 1) > 0x9F) return 0;  // surrogates
+  if (n == 4 && (c > 0xF4 || (c == 0xF0 && byte(i + 1) < 0x90) || (c == 0xF4 && byte(i + 1) > 0x8F))) return 0;
+  return n;
+}
+
 bool key_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '*';
 }
@@ -113,6 +129,17 @@ std::string sanitize_message(std::string_view text, std::string_view secret) {
       continue;
     }
     unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      auto n = utf8_length(s, i);
+      if (n == 0) {
+        out += "\xEF\xBF\xBD";  // U+FFFD for a byte that is not UTF-8
+        ++i;
+      } else {
+        out.append(s, i, n);
+        i += n;
+      }
+      continue;
+    }
     out.push_back(c < 0x20 || c == 0x7f ? ' ' : s[i]);
     ++i;
   }

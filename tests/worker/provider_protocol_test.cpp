@@ -116,6 +116,8 @@ TEST(ProviderErrors, SanitizeRemovesKeysAndControlCharacters) {
   EXPECT_NE(s.find("Incorrect API key provided: sk-***"), std::string::npos);
   EXPECT_EQ(sanitize_message("task-force", ""), "task-force");  // "sk-" inside a word is not a key
   EXPECT_LE(sanitize_message(std::string(5000, 'a'), "").size(), 410u);
+  EXPECT_EQ(sanitize_message("caf\xC3\xA9 \xE4\xB8\x96 \xF0\x9F\x98\x80", ""), "caf\xC3\xA9 \xE4\xB8\x96 \xF0\x9F\x98\x80");
+  EXPECT_EQ(sanitize_message("bad \xFF byte \xC3", ""), "bad \xEF\xBF\xBD byte \xEF\xBF\xBD");
 }
 
 TEST(OpenAiProtocol, RequestBody) {
