@@ -6,13 +6,12 @@ every process log of its cluster.
 Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_distributed
 """
 
-import json
 import random
 import time
 import unittest
 import uuid
 
-from harness import ReplyCheck, SSEClosed, SSETimeout, is_complete_for, new_id
+from harness import ReplyCheck, is_complete_for, new_id
 from infra import Cluster, ClusterTestCase, NatsClient, demo_reply, wait_until
 
 REGISTRY_PREFIXES = ("session:connections:", "pod:connections:", "heartbeat:")
@@ -112,6 +111,37 @@ class CrossPodTest(ClusterTestCase):
             for mid in ids:
                 got = chunk_ids(c.events, mid)
                 self.assertEqual(got, list(range(len(got))), "%s: chunk ids of %s" % (name, mid))
+
+    def test_second_device_joins_mid_reply_on_another_pod(self):
+        """Device 1 watches on pod-a; device 2 opens on pod-b while the reply streams to pod-a."""
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        problems = []
+        for delay in (0.1, 0.4):
+            sid, uid = new_id("s"), new_id("u")
+            msg = "second device joins after %.1fs" % delay
+            c1, _ = self.open_sse(a, sid, uid)
+            acc = a.chat_ok(sid, uid, msg)
+            mid = acc["message_id"]
+            time.sleep(delay)
+            c2, _ = self.open_sse(b, sid, uid)
+            for c, name in ((c1, "device 1 on pod-a"), (c2, "device 2 on pod-b (joined after %.1fs)" % delay)):
+                try:
+                    evs = c.collect_until(is_complete_for(mid), 10)
+                except AssertionError as e:
+                    problems.append("%s: no message_complete within 10 s; chunk ids %r (%s)"
+                                    % (name, chunk_ids(c.events, mid), str(e)[:200]))
+                    continue
+                errs = [e.data for e in evs if e.event == "error"]
+                ids = chunk_ids(evs, mid)
+                if errs or ids != list(range(len(ids))):
+                    problems.append("%s: chunk ids %r, errors %r" % (name, ids, errs))
+                    continue
+                rc = ReplyCheck(self, evs, mid, sid)
+                if rc.text != demo_reply(msg):
+                    problems.append("%s: text %r" % (name, rc.text))
+            c1.close()
+            c2.close()
+        self.assertEqual(problems, [], "every device must get the whole reply, in order, each chunk once")
 
     def _late_join(self, post_pod, sse_pod, delay=0.2):
         sid, uid = new_id("s"), new_id("u")
@@ -238,35 +268,50 @@ class RegistryKeysTest(ClusterTestCase):
 
 
 # ---------------------------------------------------------------------------
-# reordering and de-duplication of chunks from two publishers (no worker)
+# crafted chunks, no worker: reordering, de-duplication, gap replay, broadcast holders
 # ---------------------------------------------------------------------------
 
-class ShuffledChunksTest(ClusterTestCase):
+class CraftedChunksTest(ClusterTestCase):
+    """No chat-worker: this test takes the WorkflowRequest itself and publishes crafted ResponseChunks."""
+
     @classmethod
     def setUpClass(cls):
-        cls.cluster = Cluster(pods=1, workers=0).start()
+        cls.cluster = Cluster(pods=2, workers=0).start()
 
     @classmethod
     def tearDownClass(cls):
         cls.cluster.cleanup()
 
+    @staticmethod
+    def make_chunks(sid, mid, words, tokens=42):
+        n = len(words)
+        chunks = []
+        for i in range(n):
+            ch = {"session_id": sid, "message_id": mid, "chunk_id": i, "chunk": words[i],
+                  "chunk_type": "content", "is_final": i == n - 1,
+                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "correlation_id": "corr_e2e"}
+            if i == n - 1:
+                ch["metadata"] = {"model": "e2e-model", "tokens_used": tokens, "finish_reason": "stop"}
+            chunks.append(ch)
+        return chunks
+
     def test_shuffled_duplicated_two_publishers(self):
         pod = self.cluster.pod("pod-a")
+        fake_worker = self.cluster.nats_client("fake-worker")
+        reqs = fake_worker.subscribe("chat.workflow.execute.*", queue_group="workflow-workers")
+        fake_worker.flush()
         sid, uid = new_id("s"), new_id("u")
         c, _ = self.open_sse(pod, sid, uid)
         rng = random.Random(1234)
+        subj = "chat.pod.%s.response" % pod.pod_id
         for round_ in range(3):
-            mid = "msg_" + uuid.uuid4().hex[:24]
+            acc = pod.chat_ok(sid, uid, "question %d" % round_)
+            req = reqs.next(5.0).json()
+            mid = req["message_id"]
+            self.assertEqual(mid, acc["message_id"])
             n = 25
             words = ["w%d_%d " % (round_, i) for i in range(n)]
-            chunks = []
-            for i in range(n):
-                ch = {"session_id": sid, "message_id": mid, "chunk_id": i, "chunk": words[i],
-                      "chunk_type": "content", "is_final": i == n - 1,
-                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "correlation_id": "corr_e2e"}
-                if i == n - 1:
-                    ch["metadata"] = {"model": "e2e-model", "tokens_used": 42, "finish_reason": "stop"}
-                chunks.append(ch)
+            chunks = self.make_chunks(sid, mid, words)
             p1 = self.track(NatsClient(self.cluster.nats.port, name="pub1"))
             p2 = self.track(NatsClient(self.cluster.nats.port, name="pub2"))
             order1 = list(range(1, n))
@@ -274,7 +319,6 @@ class ShuffledChunksTest(ClusterTestCase):
             order1.append(0)              # chunk 0 last: everything must wait for it
             order2 = list(range(n)) + rng.sample(range(n), 10)
             rng.shuffle(order2)
-            subj = "chat.pod.%s.response" % pod.pod_id
             for i1, i2 in zip(order1 + [None] * (len(order2) - len(order1)), order2):
                 if i1 is not None:
                     p1.publish(subj, chunks[i1])
@@ -293,9 +337,53 @@ class ShuffledChunksTest(ClusterTestCase):
             self.assertEqual(extra, [], "events for duplicates after message_complete")
             p1.close()
             p2.close()
-        # and the pod stored each message once
-        rows = pod.db_query("SELECT message_id, role, content, status FROM messages WHERE role='assistant'")
-        self.assertLessEqual(len(rows), 3, rows)
+            # stored once, complete, with the reassembled text
+            rows = pod.wait_message_row(mid, timeout=5.0)
+            self.assertEqual(len(rows), 1, rows)
+            self.assertEqual((rows[0]["role"], rows[0]["content"], rows[0]["status"]),
+                             ("assistant", "".join(words), "complete"))
+        self.assertEqual(len(pod.db_query("SELECT 1 FROM messages WHERE session_id = ? AND role = 'assistant'",
+                                          (sid,))), 3)
+
+    def test_gap_asks_for_replay_and_broadcast_kept_by_holders_only(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        n = self.cluster.nats_client("replay-watch")
+        replays = n.subscribe("chat.session.*.replay")
+        n.flush()
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(a, sid, uid)
+        # the first stream of a session on a pod asks the workers for a replay
+        first = replays.next(5.0)
+        self.assertEqual(first.subject, "chat.session.%s.replay" % sid)
+        self.assertEqual(first.json(), {"session_id": sid, "pod_id": "pod-a"})
+        mid = "msg_" + uuid.uuid4().hex[:24]
+        chunks = self.make_chunks(sid, mid, ["a ", "b ", "c ", "d"], tokens=4)
+        bsubj = "chat.session.%s.broadcast" % sid
+        t0 = time.monotonic()
+        for i in (0, 2, 3):
+            n.publish(bsubj, chunks[i])
+        n.flush()
+        evs = c.collect_for(0.4)
+        self.assertEqual(chunk_ids(evs, mid), [0], "only chunk 0 can stream while 1 is missing")
+        # pod-a buffers the broadcast chunks (it holds the session); pod-b holds nothing of it
+        self.assertGreaterEqual(a.health()["active_buffers"], 1, a.health())
+        self.assertEqual(b.health()["active_buffers"], 0, "pod-b kept broadcast chunks of a session it "
+                                                           "does not hold: %r" % b.health())
+        # a gap older than 1 s: pod-a asks for a replay
+        try:
+            m = replays.next(4.0)
+        except Exception:  # noqa: BLE001
+            self.fail("no chat.session.%s.replay request within 4 s of a gap in the chunks" % sid)
+        waited = m.received_at - t0
+        self.assertEqual(m.json(), {"session_id": sid, "pod_id": "pod-a"})
+        self.assertGreaterEqual(waited, 0.9, "replay asked before the gap was 1 s old")
+        n.publish(bsubj, chunks[1])
+        n.flush()
+        evs += c.collect_until(is_complete_for(mid), 5)
+        rc = ReplyCheck(self, evs, mid, sid)
+        self.assertEqual(rc.text, "a b c d")
+        self.assertEqual(b.health()["active_buffers"], 0)
+        self.assertEqual(b.db_query("SELECT 1 FROM messages WHERE message_id = ?", (mid,)), [])
 
 
 # ---------------------------------------------------------------------------
@@ -364,12 +452,25 @@ class PodKillTest(ClusterTestCase):
         wire = tap.chunks(mid)
         late_a = [(s, cid) for s, cid, t in wire if s == "chat.pod.pod-a.response" and t > t_exp + 1.5]
         late_b = [(s, cid) for s, cid, t in wire if s == "chat.pod.pod-b.response" and t > t_exp + 1.5]
+        both = [cid for s, cid, t in wire if s == "chat.pod.pod-a.response" and t_kill + 0.5 < t < t_exp]
+        print("\nkill -9: kill %.1fs after POST, heartbeat gone %.1fs after kill, reply done %.1fs after expiry; "
+              "chunks to pod-a/pod-b after expiry+1.5s: %d/%d; to the dead pod meanwhile: %d; resumed from %d"
+              % (t_kill - t_post, t_exp - t_kill, t_done - t_exp, len(late_a), len(late_b), len(both), last + 1))
         self.assertEqual(late_a, [], "worker still published to the dead pod %.1fs after its heartbeat expired"
                          % (t_done - t_exp))
         self.assertGreater(len(late_b), 3, "worker did not publish to pod-b after pod-a's heartbeat expired "
                            "(reply ended %.1fs after expiry; kill at %.1fs after POST)"
                            % (t_done - t_exp, t_kill - t_post))
         self.assertEqual(tap.chunks(mid, "broadcast"), [], "chunks went to broadcast although pod-b was live")
+        # the killed pod comes back on its port and serves again
+        a.restart()
+        self.cluster.wait_pod_ready(a)
+        s2 = new_id("s")
+        c3, _ = self.open_sse(a, s2, uid)
+        acc3 = b.chat_ok(s2, uid, "short")
+        # (the slow demo pace makes a whole reply take ~20 s: the first chunks are enough here)
+        evs = c3.collect_until(lambda e: len(chunk_ids(c3.events, acc3["message_id"])) >= 4, 10)
+        self.assertEqual(chunk_ids(evs, acc3["message_id"]), [0, 1, 2, 3], "restarted pod-a streams the reply")
 
 
 # ---------------------------------------------------------------------------
