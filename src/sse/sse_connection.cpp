@@ -50,9 +50,10 @@ void SseConnection::send(Frame frame) {
 
 bool SseConnection::is_stuck_locked() const {
   if (queued_bytes_ > limits_.max_bytes) return true;
+  // Frames the kernel has not taken yet: the write in flight and the queue.
   // Over the event limit, a client that still takes our writes gets a moment to
   // catch up with a burst; one whose write has hung that long is not reading.
-  return queued_.size() - queued_exempt_ > limits_.max_events && write_in_flight_since_ &&
+  return writing_count_ + queued_.size() - queued_exempt_ > limits_.max_events && write_in_flight_since_ &&
          std::chrono::steady_clock::now() - *write_in_flight_since_ > limits_.stall_grace;
 }
 
@@ -92,9 +93,11 @@ void SseConnection::flush() {
     writing_.swap(queued_);
     queued_.clear();
     queued_bytes_ = 0;
+    auto exempt_in_batch = queued_exempt_;
     queued_exempt_ = 0;
     close_now = writing_.empty() && closing_;
     if (!writing_.empty()) write_in_flight_since_ = std::chrono::steady_clock::now();
+    writing_count_ = writing_.size() - std::min(writing_.size(), exempt_in_batch);
   }
   if (close_now) return terminate("closed_by_server");
   if (writing_.empty()) return;
@@ -113,6 +116,7 @@ void SseConnection::on_written(boost::system::error_code ec) {
   {
     std::lock_guard lock(queue_mutex_);
     write_in_flight_since_.reset();
+    writing_count_ = 0;
   }
   writing_.clear();
   if (writing_.capacity() > 64) writing_.shrink_to_fit();  // a burst must not pin memory on an idle stream

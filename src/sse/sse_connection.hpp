@@ -79,6 +79,7 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
   std::optional<std::chrono::steady_clock::time_point> write_in_flight_since_;
+  std::size_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
 
   // Strand-only state.
   std::vector<Frame> writing_;
