@@ -89,17 +89,33 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out) {
 }
 
 std::vector<std::string> BufferManager::stalled(SteadyTime now, std::chrono::milliseconds after,
-                                               std::chrono::milliseconds every) {
+                                               std::chrono::milliseconds every,
+                                               const std::function<bool(const std::string&)>& watched) {
   std::vector<std::string> sessions;
   for (auto& [id, b] : buffers_) {
-    auto gap = b.gap_since();
-    if (!gap || now - *gap < after) continue;
+    auto waiting_since = b.received_any() ? b.gap_since() : std::optional<SteadyTime>(b.created());
+    if (!waiting_since || now - *waiting_since < after) continue;
+    if (!b.received_any() && !watched(b.session_id())) continue;
     if (b.replay_requested_at && now - *b.replay_requested_at < every) continue;
     b.replay_requested_at = now;
     ++counters_.replays_requested;
     if (std::find(sessions.begin(), sessions.end(), b.session_id()) == sessions.end()) sessions.push_back(b.session_id());
   }
   return sessions;
+}
+
+std::vector<std::string> BufferManager::drop_session(const std::string& session_id) {
+  std::vector<std::string> dropped;
+  for (auto it = buffers_.begin(); it != buffers_.end();) {
+    if (it->second.session_id() != session_id) {
+      ++it;
+      continue;
+    }
+    dropped.push_back(it->first);
+    remember_finished(it->first, it->second.last_activity());
+    it = buffers_.erase(it);
+  }
+  return dropped;
 }
 
 std::size_t BufferManager::streaming() const {

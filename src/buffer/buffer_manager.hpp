@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -78,9 +79,15 @@ class BufferManager {
   // expected reply that never sent a chunk here is dropped (another pod had it).
   void expire_old(SteadyTime now, std::vector<Event>& out);
 
-  // Sessions with a message whose gap is older than `after`, at most once per
-  // `every` per message: the pod asks the workers to send them again.
-  std::vector<std::string> stalled(SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every);
+  // Sessions with a message whose gap is older than `after` — or, where
+  // `watched(session)` holds, an expected message with no chunk after `after` —
+  // at most once per `every` per message: the pod asks the workers to send them
+  // again (the routing cache may still point at the pod a client just left).
+  std::vector<std::string> stalled(SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
+                                   const std::function<bool(const std::string& session_id)>& watched);
+
+  // Drops every buffer of a session (it was deleted); returns their message ids.
+  std::vector<std::string> drop_session(const std::string& session_id);
 
   // Buffers that received at least one chunk (what shutdown waits for).
   std::size_t streaming() const;

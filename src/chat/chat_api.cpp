@@ -215,7 +215,8 @@ void ChatApi::post_chat(std::shared_ptr<Call> call) {
 
   auto request = std::move(*parsed.request);
   store::NewUserMessage user{request.session_id, request.user_id, new_identifier("msg_"), request.message,
-                             request.ai_provider, request.model, std::chrono::system_clock::now()};
+                             request.ai_provider.empty() ? config_.worker.default_provider : request.ai_provider,
+                             request.model, std::chrono::system_clock::now()};
   auto user_message_id = user.message_id;
   store_.accept_user_message(
       std::move(user), config_.chat.history_turns,
@@ -370,9 +371,15 @@ void ChatApi::list_messages(std::shared_ptr<Call> call, std::string session_id) 
 void ChatApi::delete_session(std::shared_ptr<Call> call, std::string session_id) {
   auto user_id = call->param_opt("user_id");
   if (auto e = check_identifier("user_id", user_id)) return call->respond(error(Status::bad_request, e->code, e->message));
-  store_.delete_session(session_id, std::string(*user_id), [call, session_id](boost::system::error_code ec) {
+  store_.delete_session(session_id, std::string(*user_id), [this, call, session_id, user = std::string(*user_id)](
+                                                               boost::system::error_code ec) {
     if (ec) return call->respond(store_error(ec, "session"));
     log::info("session_deleted", {{"session_id", session_id}, {"correlation_id", call->correlation_id}});
+    // Its streams here end, and the replies still running for it stop.
+    pod_.hub().end_session(session_id, [this, session_id, user](std::vector<std::string> running) {
+      for (const auto& message_id : running)
+        bus_.publish(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, session_id, user}));
+    });
     call->respond(http::json_response(Status::ok, json::object{{"session_id", session_id}, {"deleted", true}}));
   });
 }

@@ -74,7 +74,9 @@ void Pod::store_finished(buffer::FinishedMessage m) {
   stats_.writes_pending.fetch_add(1);
   store_.save_assistant_message(std::move(record), [this, id = m.message_id](boost::system::error_code ec) {
     stats_.writes_pending.fetch_sub(1);
-    if (ec) {
+    if (ec == store::Errc::not_found) {
+      log::info("reply_not_stored", {{"message_id", id}, {"reason", "the session was deleted"}});
+    } else if (ec) {
       stats_.store_failures.fetch_add(1);
       log::error("reply_store_failed", {{"message_id", id}, {"error", ec.message()}});
     } else {

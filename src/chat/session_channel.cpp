@@ -101,6 +101,13 @@ bool Channel::remove(const std::shared_ptr<sse::SseConnection>& c) {
   return true;
 }
 
+std::size_t Channel::drop_backlogs() {
+  std::size_t freed = 0;
+  for (const auto& b : backlogs_) freed += b.bytes;
+  backlogs_.clear();
+  return freed;
+}
+
 Backlog* Channel::finish(const std::string& message_id, SteadyTime now) {
   auto* b = find(message_id);
   if (!b) return nullptr;

@@ -71,6 +71,9 @@ class Channel {
   template <class Pred>
   std::size_t drop_finished_if(Pred pred);
 
+  // Drops every reply's frames (the session was deleted); returns the bytes freed.
+  std::size_t drop_backlogs();
+
   const std::vector<Member>& members() const { return members_; }
   bool has_members() const { return !members_.empty(); }
   bool idle() const { return members_.empty() && backlogs_.empty(); }

@@ -175,10 +175,26 @@ struct SessionHub::Shard {
     }
   }
 
+  std::vector<std::string> end_session(const std::string& session_id, const sse::Frame& last) {
+    auto dropped = buffers.drop_session(session_id);
+    publish_counts();
+    auto it = channels.find(session_id);
+    if (it == channels.end()) return dropped;
+    for (const auto& m : it->second.members()) m.connection->close(last);
+    retained_bytes -= it->second.drop_backlogs();
+    if (it->second.idle()) channels.erase(it);
+    return dropped;
+  }
+
   void tick() {
     events.clear();
     auto t = now();
-    for (const auto& session : buffers.stalled(t, options.replay_after, options.replay_after * 2)) hub.on_replay_(session);
+    auto watched = [this](const std::string& session_id) {
+      auto it = channels.find(session_id);
+      return it != channels.end() && it->second.has_members();
+    };
+    for (const auto& session : buffers.stalled(t, options.replay_after, options.replay_after * 2, watched))
+      hub.on_replay_(session);
     buffers.check_gaps(t, events);
     process_events();
   }
@@ -273,6 +289,14 @@ void SessionHub::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
 void SessionHub::expect(const std::string& session_id, const std::string& message_id) {
   auto& shard = shard_for(session_id);
   asio::post(shard.strand, [&shard, session_id, message_id] { shard.expect(session_id, message_id); });
+}
+
+void SessionHub::end_session(const std::string& session_id, std::function<void(std::vector<std::string>)> on_dropped) {
+  auto& shard = shard_for(session_id);
+  asio::post(shard.strand, [&shard, session_id, on_dropped = std::move(on_dropped)] {
+    auto dropped = shard.end_session(session_id, sse::reset_frame(session_id, "session_deleted"));
+    if (on_dropped) on_dropped(std::move(dropped));
+  });
 }
 
 void SessionHub::close_all(sse::Frame last) {

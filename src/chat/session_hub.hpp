@@ -76,6 +76,10 @@ class SessionHub {
   void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
   // This pod accepted the message: keep its chunks even before a stream opens.
   void expect(const std::string& session_id, const std::string& message_id);
+  // The session was deleted: its streams get a reset event and end, its
+  // buffers are dropped (late chunks of its replies are ignored);
+  // `on_dropped` gets the ids of the replies that were still running here.
+  void end_session(const std::string& session_id, std::function<void(std::vector<std::string>)> on_dropped);
   // Shutdown: every connection gets `last` and is closed once it is written.
   void close_all(sse::Frame last);
 

@@ -45,6 +45,12 @@ std::optional<ChunkRouter::Subjects> ChunkRouter::cached(const std::string& sess
   return it->second.subjects;
 }
 
+void ChunkRouter::forget(const std::string& session_id) {
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->entries.find(session_id);
+  if (it != state_->entries.end() && !it->second.fetching) state_->entries.erase(it);
+}
+
 void ChunkRouter::resolve(const std::string& session_id, RouteCallback done) {
   auto now = std::chrono::steady_clock::now();
   {

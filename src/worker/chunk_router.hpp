@@ -26,6 +26,9 @@ class ChunkRouter {
 
   // A fresh cached answer, without waiting.
   std::optional<Subjects> cached(const std::string& session_id);
+  // A new reply starts: its first chunk must not follow a route cached for the
+  // previous one (the client may have moved to another pod in between).
+  void forget(const std::string& session_id);
   // Looks the session up; `done` runs on a registry thread (or at once on a hit).
   void resolve(const std::string& session_id, RouteCallback done);
 

@@ -211,6 +211,7 @@ void WorkflowWorker::run(protocol::WorkflowRequest request) {
                                    {"provider", provider_name}, {"model", model},
                                    {"correlation_id", request.correlation_id}});
   auto message_id = request.message_id;
+  router_.forget(request.session_id);
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model);
   {
     std::lock_guard lock(runs_mutex_);

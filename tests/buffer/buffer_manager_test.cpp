@@ -151,16 +151,37 @@ TEST_F(BufferManagerTest, AnExpectedReplyThatNeverArrivesIsDroppedQuietly) {
   EXPECT_EQ(manager.counters().never_arrived, 1u);
 }
 
+bool unwatched(const std::string&) { return false; }
+
 TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
   manager.push(chunk("m1", 2), t0, events);
-  EXPECT_TRUE(manager.stalled(t0 + 500ms, 1s, 2s).empty());
-  EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s), (std::vector<std::string>{"s1"}));
-  EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s).empty());
-  EXPECT_EQ(manager.stalled(t0 + 3s, 1s, 2s), (std::vector<std::string>{"s1"}));
+  EXPECT_TRUE(manager.stalled(t0 + 500ms, 1s, 2s, unwatched).empty());
+  EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s, unwatched), (std::vector<std::string>{"s1"}));
+  EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());
+  EXPECT_EQ(manager.stalled(t0 + 3s, 1s, 2s, unwatched), (std::vector<std::string>{"s1"}));
   EXPECT_EQ(manager.counters().replays_requested, 2u);
   manager.push(chunk("m1", 0), t0 + 3s, events);
   manager.push(chunk("m1", 1), t0 + 3s, events);
-  EXPECT_TRUE(manager.stalled(t0 + 10s, 1s, 2s).empty());
+  EXPECT_TRUE(manager.stalled(t0 + 10s, 1s, 2s, unwatched).empty());
+}
+
+TEST_F(BufferManagerTest, ASilentExpectedReplyAsksForReplayOnlyWhenSomeoneWatches) {
+  manager.expect("s1", "m1", t0);
+  EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());
+  auto watched = [](const std::string& s) { return s == "s1"; };
+  EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::string>{"s1"}));
+}
+
+TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {
+  manager.push(chunk("m1", 0), t0, events);
+  manager.expect("s2", "m2", t0);
+  EXPECT_EQ(manager.drop_session("s1"), (std::vector<std::string>{"m1"}));
+  EXPECT_FALSE(manager.has("m1"));
+  EXPECT_TRUE(manager.has("m2"));
+  events.clear();
+  manager.push(chunk("m1", 1), t0, events);  // a late chunk does not revive it
+  EXPECT_TRUE(events.empty());
+  EXPECT_FALSE(manager.has("m1"));
 }
 
 TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
