@@ -257,6 +257,10 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
     c.error = ChunkError{er.string("code"), er.string("message")};
   }
   if (!in.ok()) return std::nullopt;
+  const auto& obj = root.get_object();
+  bool complete = obj.contains("chunk") && obj.contains("chunk_type") && obj.contains("is_final") &&
+                  obj.contains("timestamp") && (!c.is_final || c.metadata);
+  if (complete && text.find_first_of("\r\n") == std::string_view::npos) c.wire = std::string(text);
   return c;
 }
 

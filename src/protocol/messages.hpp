@@ -65,7 +65,15 @@ struct ResponseChunk {
   std::optional<ChunkError> error;
   std::string timestamp;
   std::string correlation_id;
-  bool operator==(const ResponseChunk&) const = default;
+  // The JSON the chunk arrived as, when it can be forwarded unchanged: every
+  // contract field present and on one line. Saves re-encoding each chunk for
+  // its SSE event; not part of the chunk's value.
+  std::string wire;
+  bool operator==(const ResponseChunk& o) const {
+    return session_id == o.session_id && message_id == o.message_id && chunk_id == o.chunk_id && chunk == o.chunk &&
+           chunk_type == o.chunk_type && is_final == o.is_final && metadata == o.metadata && error == o.error &&
+           timestamp == o.timestamp && correlation_id == o.correlation_id;
+  }
 };
 
 struct CancelRequest {

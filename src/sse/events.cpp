@@ -35,7 +35,7 @@ Frame chunk_frame(const protocol::ResponseChunk& chunk) {
   std::string id = chunk.message_id;
   id += ':';
   id += std::to_string(chunk.chunk_id);
-  return make_frame("chunk", protocol::encode(chunk), id);
+  return make_frame("chunk", chunk.wire.empty() ? protocol::encode(chunk) : chunk.wire, id);
 }
 
 Frame complete_frame(const buffer::FinishedMessage& m) {

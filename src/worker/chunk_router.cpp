@@ -9,7 +9,7 @@ namespace chat::worker {
 
 struct ChunkRouter::State {
   struct Entry {
-    Subjects subjects;
+    SubjectsPtr subjects;
     std::chrono::steady_clock::time_point fetched{};
     bool fetching = false;
     std::vector<RouteCallback> waiters;
@@ -37,11 +37,11 @@ ChunkRouter::ChunkRouter(registry::SessionRegistry& registry, std::chrono::milli
 
 ChunkRouter::~ChunkRouter() = default;
 
-std::optional<ChunkRouter::Subjects> ChunkRouter::cached(const std::string& session_id) {
+ChunkRouter::SubjectsPtr ChunkRouter::cached(const std::string& session_id) {
   auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(state_->mutex);
   auto it = state_->entries.find(session_id);
-  if (it == state_->entries.end() || !state_->fresh(it->second, now)) return std::nullopt;
+  if (it == state_->entries.end() || !state_->fresh(it->second, now)) return nullptr;
   return it->second.subjects;
 }
 
@@ -69,11 +69,11 @@ void ChunkRouter::resolve(const std::string& session_id, RouteCallback done) {
   // The state outlives this router if the registry answers late.
   state_->registry.live_pods(session_id, [state = state_, session_id](boost::system::error_code ec,
                                                                       std::vector<std::string> pods) {
-    Subjects subjects;
+    auto subjects = std::make_shared<Subjects>();
     if (ec || pods.empty()) {
-      subjects.push_back(subjects::broadcast(session_id));
+      subjects->push_back(subjects::broadcast(session_id));
     } else {
-      for (const auto& pod : pods) subjects.push_back(subjects::pod_response(pod));
+      for (const auto& pod : pods) subjects->push_back(subjects::pod_response(pod));
     }
     std::vector<RouteCallback> waiters;
     {

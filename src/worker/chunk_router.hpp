@@ -8,7 +8,6 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,13 +18,15 @@ namespace chat::worker {
 class ChunkRouter {
  public:
   using Subjects = std::vector<std::string>;
-  using RouteCallback = std::function<void(Subjects)>;
+  // Shared, so a cache hit per chunk costs no copy.
+  using SubjectsPtr = std::shared_ptr<const Subjects>;
+  using RouteCallback = std::function<void(SubjectsPtr)>;
 
   ChunkRouter(registry::SessionRegistry& registry, std::chrono::milliseconds ttl = std::chrono::seconds{1});
   ~ChunkRouter();
 
   // A fresh cached answer, without waiting.
-  std::optional<Subjects> cached(const std::string& session_id);
+  SubjectsPtr cached(const std::string& session_id);
   // A new reply starts: its first chunk must not follow a route cached for the
   // previous one (the client may have moved to another pod in between).
   void forget(const std::string& session_id);

@@ -87,10 +87,10 @@ class GenerationRun final : public GenerationSink, public std::enable_shared_fro
       auto subjects = worker_.router_.cached(request_.session_id);
       if (!subjects) {
         resolving_ = true;
-        worker_.router_.resolve(request_.session_id, [self = shared_from_this()](ChunkRouter::Subjects s) {
+        worker_.router_.resolve(request_.session_id, [self = shared_from_this()](ChunkRouter::SubjectsPtr s) {
           asio::post(self->strand_, [self, s = std::move(s)] {
             self->resolving_ = false;
-            self->publish_front(s);
+            self->publish_front(*s);
             self->pump();
           });
         });
