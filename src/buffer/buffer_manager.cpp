@@ -40,7 +40,10 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
   }
   scratch_.clear();
-  switch (it->second.push(std::move(chunk), now, limits_.max_chunks, scratch_)) {
+  const bool was_silent = !it->second.received_any();
+  auto result = it->second.push(std::move(chunk), now, limits_.max_chunks, scratch_);
+  if (was_silent && it->second.received_any()) ++streaming_;
+  switch (result) {
     case PushResult::duplicate: ++counters_.duplicates_dropped; return;
     case PushResult::after_final: ++counters_.late_dropped; return;
     case PushResult::over_limit: ++counters_.over_limit_dropped; return;
@@ -113,14 +116,10 @@ std::vector<std::string> BufferManager::drop_session(const std::string& session_
     }
     dropped.push_back(it->first);
     remember_finished(it->first, it->second.last_activity());
+    if (it->second.received_any()) --streaming_;
     it = buffers_.erase(it);
   }
   return dropped;
-}
-
-std::size_t BufferManager::streaming() const {
-  return static_cast<std::size_t>(
-      std::count_if(buffers_.begin(), buffers_.end(), [](const auto& kv) { return kv.second.received_any(); }));
 }
 
 const MessageBuffer* BufferManager::find(const std::string& message_id) const {
@@ -170,6 +169,7 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
     m.error_code = "chunks_missing";
   }
   remember_finished(message_id, now);
+  if (b.received_any()) --streaming_;
   buffers_.erase(it);
   out.push_back(MessageFinished{std::move(m)});
 }

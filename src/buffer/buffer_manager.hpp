@@ -90,7 +90,7 @@ class BufferManager {
   std::vector<std::string> drop_session(const std::string& session_id);
 
   // Buffers that received at least one chunk (what shutdown waits for).
-  std::size_t streaming() const;
+  std::size_t streaming() const { return streaming_; }
 
   std::size_t size() const { return buffers_.size(); }
   const Counters& counters() const { return counters_; }
@@ -110,6 +110,7 @@ class BufferManager {
   std::unordered_set<std::string> finished_;
   std::deque<std::pair<SteadyTime, std::string>> finished_order_;
   Counters counters_;
+  std::size_t streaming_ = 0;  // buffers that received a chunk
   std::vector<protocol::ResponseChunk> scratch_;
 };
 

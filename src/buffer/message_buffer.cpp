@@ -18,6 +18,14 @@ PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, st
     final_id_ = id;
   }
   last_activity_ = now;
+  if (id == next_id_ && held_.empty()) {
+    // In order, as almost every chunk is: no need to hold it.
+    record(chunk);
+    ++next_id_;
+    released.push_back(std::move(chunk));
+    gap_since_.reset();
+    return PushResult::released_or_held;
+  }
   held_.emplace(id, std::move(chunk));
   release_ready(released);
   if (held_.empty()) gap_since_.reset();

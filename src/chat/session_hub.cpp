@@ -197,6 +197,7 @@ struct SessionHub::Shard {
       hub.on_replay_(session);
     buffers.check_gaps(t, events);
     process_events();
+    publish_counters();
   }
 
   void cleanup() {
@@ -212,9 +213,13 @@ struct SessionHub::Shard {
       for (const auto& m : channel.members()) m.connection->send(frame);
   }
 
+  // Cheap enough for every chunk; the counters are copied on each tick.
   void publish_counts() {
     buffer_count.store(buffers.size(), std::memory_order_relaxed);
     streaming_count.store(buffers.streaming(), std::memory_order_relaxed);
+  }
+
+  void publish_counters() {
     std::lock_guard lock(counters_mutex);
     counters_snapshot = buffers.counters();
   }
