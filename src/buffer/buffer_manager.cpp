@@ -91,10 +91,10 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out) {
   forget_old_finished(now);
 }
 
-std::vector<std::string> BufferManager::stalled(SteadyTime now, std::chrono::milliseconds after,
-                                               std::chrono::milliseconds every,
-                                               const std::function<bool(const std::string&)>& watched) {
-  std::vector<std::string> sessions;
+std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
+    SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
+    const std::function<bool(const std::string&)>& watched) {
+  std::vector<std::pair<std::string, std::string>> stalled;
   for (auto& [id, b] : buffers_) {
     auto waiting_since = b.received_any() ? b.gap_since() : std::optional<SteadyTime>(b.created());
     if (!waiting_since || now - *waiting_since < after) continue;
@@ -102,9 +102,9 @@ std::vector<std::string> BufferManager::stalled(SteadyTime now, std::chrono::mil
     if (b.replay_requested_at && now - *b.replay_requested_at < every) continue;
     b.replay_requested_at = now;
     ++counters_.replays_requested;
-    if (std::find(sessions.begin(), sessions.end(), b.session_id()) == sessions.end()) sessions.push_back(b.session_id());
+    stalled.emplace_back(b.session_id(), id);
   }
-  return sessions;
+  return stalled;
 }
 
 std::vector<std::string> BufferManager::drop_session(const std::string& session_id) {

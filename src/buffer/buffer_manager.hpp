@@ -83,8 +83,10 @@ class BufferManager {
   // `watched(session)` holds, an expected message with no chunk after `after` —
   // at most once per `every` per message: the pod asks the workers to send them
   // again (the routing cache may still point at the pod a client just left).
-  std::vector<std::string> stalled(SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
-                                   const std::function<bool(const std::string& session_id)>& watched);
+  // Returns (session id, message id) pairs.
+  std::vector<std::pair<std::string, std::string>> stalled(
+      SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
+      const std::function<bool(const std::string& session_id)>& watched);
 
   // Drops every buffer of a session (it was deleted); returns their message ids.
   std::vector<std::string> drop_session(const std::string& session_id);

@@ -15,11 +15,14 @@ Pod::Pod(boost::asio::io_context& ioc, std::string pod_id, HubOptions hub_option
       store_(store),
       hub_(ioc, std::move(hub_options), [this](buffer::FinishedMessage m) { store_finished(std::move(m)); },
            [this](const std::shared_ptr<sse::SseConnection>& c, std::string_view reason) { on_detached(c, reason); },
-           [this](const std::string& session_id) { request_replay(session_id); }) {}
+           [this](const std::string& session_id, const std::string& message_id) {
+             request_replay(session_id, message_id);
+           }) {}
 
-void Pod::request_replay(const std::string& session_id) {
+void Pod::request_replay(const std::string& session_id, const std::string& message_id) {
   if (!bus_.connected()) return;
-  bus_.publish(subjects::replay(session_id), protocol::encode(protocol::ReplayRequest{session_id, pod_id_}));
+  bus_.publish(subjects::replay(session_id),
+               protocol::encode(protocol::ReplayRequest{session_id, pod_id_, message_id}));
 }
 
 void Pod::start(HealthProvider health) {

@@ -44,7 +44,7 @@ class Pod {
   void on_chunk(const bus::Message& m, bool broadcast);
   void store_finished(buffer::FinishedMessage m);
   void on_detached(const std::shared_ptr<sse::SseConnection>& c, std::string_view reason);
-  void request_replay(const std::string& session_id);
+  void request_replay(const std::string& session_id, const std::string& message_id);
 
   std::string pod_id_;
   bus::MessageBus& bus_;

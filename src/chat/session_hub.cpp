@@ -128,7 +128,7 @@ struct SessionHub::Shard {
       session_count.fetch_add(1, std::memory_order_relaxed);
       // The first stream of the session on this pod: workers may have sent its
       // running reply elsewhere until now.
-      hub.on_replay_(connection->session_id());
+      hub.on_replay_(connection->session_id(), {});
     }
     Member member{std::move(connection), {}, kNotAChunk};
     if (cursor) {
@@ -193,8 +193,8 @@ struct SessionHub::Shard {
       auto it = channels.find(session_id);
       return it != channels.end() && it->second.has_members();
     };
-    for (const auto& session : buffers.stalled(t, options.replay_after, options.replay_after * 2, watched))
-      hub.on_replay_(session);
+    for (const auto& [session, message] : buffers.stalled(t, options.replay_after, options.replay_after * 2, watched))
+      hub.on_replay_(session, message);
     buffers.check_gaps(t, events);
     process_events();
     publish_counters();

@@ -56,7 +56,9 @@ class SessionHub {
  public:
   using FinishedHandler = std::function<void(buffer::FinishedMessage)>;
   using ConnectionHandler = std::function<void(const std::shared_ptr<sse::SseConnection>&, std::string_view reason)>;
-  using ReplayHandler = std::function<void(const std::string& session_id)>;
+  // `message_id` empty: everything running for the session (a first stream);
+  // else that one reply, finished or not (a gap).
+  using ReplayHandler = std::function<void(const std::string& session_id, const std::string& message_id)>;
 
   // Each runs on a shard strand: `on_finished` for each message whose buffer is
   // done (store it); `on_detached` when a connection leaves (unregister it);

@@ -156,7 +156,7 @@ const std::vector<Setting>& settings() {
        DURATION_SETTING(worker.demo_chunk_delay)},
       {"WORKER_DEMO_WORDS_PER_CHUNK", kBoth, "3", "words per demo chunk",
        INT_SETTING(worker.demo_words_per_chunk, unsigned, 1, 1000)},
-      {"WORKER_MAX_CONCURRENT", kBoth, "1000", "generations running at once; more wait in the bus",
+      {"WORKER_MAX_CONCURRENT", kBoth, "1000", "generations running at once; up to ten times as many more wait their turn",
        INT_SETTING(worker.max_concurrent, std::size_t, 1, 1'000'000)},
       {"WORKER_THREADS", kWorker, "0", "worker event-loop threads (0: one per core)", INT_SETTING(worker.threads, unsigned, 0, 256)},
       {"OPENAI_API_KEY", kBoth, "", "key of the openai provider (never logged)",

@@ -186,7 +186,9 @@ std::string encode(const CancelRequest& c) {
 }
 
 std::string encode(const ReplayRequest& r) {
-  return json::serialize(json::object{{"session_id", r.session_id}, {"pod_id", r.pod_id}});
+  json::object o{{"session_id", r.session_id}, {"pod_id", r.pod_id}};
+  if (!r.message_id.empty()) o["message_id"] = r.message_id;
+  return json::serialize(o);
 }
 
 std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, std::string& error) {
@@ -284,7 +286,9 @@ std::optional<ReplayRequest> decode_replay_request(std::string_view text, std::s
   auto root = parse_object(text, error);
   if (!root.is_object()) return std::nullopt;
   FieldReader in(root.get_object(), error);
-  ReplayRequest r{in.identifier("session_id"), in.identifier("pod_id")};
+  ReplayRequest r{in.identifier("session_id"), in.identifier("pod_id"), in.string("message_id")};
+  if (in.ok() && !r.message_id.empty() && !is_valid_identifier(r.message_id))
+    in.fail("message_id must be 1..128 characters of [A-Za-z0-9_-]");
   if (!in.ok()) return std::nullopt;
   return r;
 }

@@ -88,6 +88,7 @@ struct CancelRequest {
 struct ReplayRequest {
   std::string session_id;
   std::string pod_id;
+  std::string message_id;  // empty: the session's running replies; else that reply, finished or not
   bool operator==(const ReplayRequest&) const = default;
 };
 

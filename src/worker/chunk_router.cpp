@@ -1,5 +1,6 @@
 #include "worker/chunk_router.hpp"
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 
@@ -49,6 +50,21 @@ void ChunkRouter::forget(const std::string& session_id) {
   std::lock_guard lock(state_->mutex);
   auto it = state_->entries.find(session_id);
   if (it != state_->entries.end() && !it->second.fetching) state_->entries.erase(it);
+}
+
+void ChunkRouter::add_pod(const std::string& session_id, const std::string& pod_id) {
+  auto subject = subjects::pod_response(pod_id);
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->entries.find(session_id);
+  if (it == state_->entries.end() || it->second.fetching || !it->second.subjects) return;  // next look-up sees it
+  const auto& current = *it->second.subjects;
+  if (std::find(current.begin(), current.end(), subject) != current.end()) return;
+  auto updated = std::make_shared<Subjects>();
+  // The broadcast subject only stood for "no pod": a pod is now known.
+  for (const auto& s : current)
+    if (s != subjects::broadcast(session_id)) updated->push_back(s);
+  updated->push_back(std::move(subject));
+  it->second.subjects = std::move(updated);
 }
 
 void ChunkRouter::resolve(const std::string& session_id, RouteCallback done) {

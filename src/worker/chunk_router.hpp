@@ -30,6 +30,9 @@ class ChunkRouter {
   // A new reply starts: its first chunk must not follow a route cached for the
   // previous one (the client may have moved to another pod in between).
   void forget(const std::string& session_id);
+  // A pod just got a stream of the session: route there from now on, before the
+  // registry shows it (the cached answer may be up to `ttl` old).
+  void add_pod(const std::string& session_id, const std::string& pod_id);
   // Looks the session up; `done` runs on a registry thread (or at once on a hit).
   void resolve(const std::string& session_id, RouteCallback done);
 

@@ -30,15 +30,18 @@ void ReplayLog::finish(const std::string& session_id, const std::string& message
   prune_locked(now);
 }
 
-void ReplayLog::replay(const std::string& session_id, const std::function<void(const std::string&)>& send) {
+void ReplayLog::replay(const std::string& session_id, const std::string& message_id,
+                       const std::function<void(const std::string&)>& send) {
   std::vector<std::string> out;
   {
     std::lock_guard lock(mutex_);
     prune_locked(std::chrono::steady_clock::now());
     auto it = sessions_.find(session_id);
     if (it == sessions_.end()) return;
-    for (const auto& r : it->second)
-      if (!r.finished || r.any_broadcast) out.insert(out.end(), r.payloads.begin(), r.payloads.end());
+    for (const auto& r : it->second) {
+      bool wanted = message_id.empty() ? (!r.finished || r.any_broadcast) : r.message_id == message_id;
+      if (wanted) out.insert(out.end(), r.payloads.begin(), r.payloads.end());
+    }
   }
   for (const auto& p : out) send(p);
 }

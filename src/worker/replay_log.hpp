@@ -25,8 +25,11 @@ class ReplayLog {
   void record(const std::string& session_id, const std::string& message_id, std::string payload, bool broadcast);
   void finish(const std::string& session_id, const std::string& message_id);
 
-  // Calls `send` with every payload a pod should get again, in chunk order.
-  void replay(const std::string& session_id, const std::function<void(const std::string&)>& send);
+  // Calls `send` with every payload a pod should get again, in chunk order:
+  // with `message_id` empty, the session's running replies (and finished ones
+  // nobody watched); else that reply, finished or not.
+  void replay(const std::string& session_id, const std::string& message_id,
+              const std::function<void(const std::string&)>& send);
 
   std::size_t bytes() const;
 

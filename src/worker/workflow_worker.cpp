@@ -158,7 +158,24 @@ void WorkflowWorker::on_request(const bus::Message& m) {
     log::warn("workflow_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
-  asio::post(executor_, [this, r = std::move(*request)]() mutable { run(std::move(r)); });
+  asio::post(executor_, [this, r = std::move(*request)]() mutable { admit(std::move(r)); });
+}
+
+void WorkflowWorker::admit(protocol::WorkflowRequest request) {
+  bool overloaded = false;
+  {
+    std::lock_guard lock(runs_mutex_);
+    if (active_.load() >= config_.max_concurrent) {
+      // A burst waits for a free slot instead of failing; only a flood is refused.
+      if (waiting_.size() < config_.max_concurrent * 10) {
+        waiting_.push_back(std::move(request));
+        return;
+      }
+      overloaded = true;
+    }
+    ++active_;  // the slot belongs to this request until finished()
+  }
+  run(std::move(request), overloaded);
 }
 
 void WorkflowWorker::on_cancel(const bus::Message& m) {
@@ -193,16 +210,17 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
     log::warn("replay_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
+  router_.add_pod(replay->session_id, replay->pod_id);
   auto subject = subjects::pod_response(replay->pod_id);
   std::size_t sent = 0;
-  replay_log_.replay(replay->session_id, [&](const std::string& payload) {
+  replay_log_.replay(replay->session_id, replay->message_id, [&](const std::string& payload) {
     bus_.publish(subject, payload);
     ++sent;
   });
   if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
-void WorkflowWorker::run(protocol::WorkflowRequest request) {
+void WorkflowWorker::run(protocol::WorkflowRequest request, bool overloaded) {
   auto provider_name = request.context.ai_provider.empty() ? config_.default_provider : request.context.ai_provider;
   auto provider = providers_.find(provider_name);
   auto model = request.context.model;
@@ -217,20 +235,26 @@ void WorkflowWorker::run(protocol::WorkflowRequest request) {
     std::lock_guard lock(runs_mutex_);
     runs_[message_id] = run;
   }
-  if (++active_ > config_.max_concurrent)
-    return run->fail("worker_overloaded", "too many replies are being generated; try again shortly");
+  if (overloaded) return run->fail("worker_overloaded", "too many replies are waiting; try again shortly");
   if (provider == providers_.end())
     return run->fail("unknown_provider", "no AI provider named \"" + provider_name + "\"");
   run->start(*provider->second);
 }
 
 void WorkflowWorker::finished(const std::string& message_id) {
+  std::optional<protocol::WorkflowRequest> next;
   {
     std::lock_guard lock(runs_mutex_);
     runs_.erase(message_id);
+    if (waiting_.empty()) {
+      --active_;
+    } else {  // the slot passes to the oldest waiting request
+      next = std::move(waiting_.front());
+      waiting_.pop_front();
+    }
   }
-  --active_;
   ++completed_;
+  if (next) asio::post(executor_, [this, r = std::move(*next)]() mutable { run(std::move(r), false); });
 }
 
 }  // namespace chat::worker

@@ -7,6 +7,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,7 +42,8 @@ class WorkflowWorker {
   void on_request(const bus::Message& m);
   void on_cancel(const bus::Message& m);
   void on_replay(const bus::Message& m);
-  void run(protocol::WorkflowRequest request);
+  void admit(protocol::WorkflowRequest request);
+  void run(protocol::WorkflowRequest request, bool overloaded);
   void finished(const std::string& message_id);
 
   boost::asio::any_io_executor executor_;
@@ -56,8 +58,10 @@ class WorkflowWorker {
   ReplayLog replay_log_{std::chrono::seconds{30}, 64 * 1024 * 1024};
   std::atomic<std::size_t> active_{0};
   std::atomic<std::uint64_t> completed_{0};
-  std::mutex runs_mutex_;  // guards runs_: cancels arrive on bus threads
+  std::mutex runs_mutex_;  // guards runs_ and waiting_: cancels arrive on bus threads
   std::map<std::string, std::weak_ptr<GenerationRun>> runs_;
+  // Requests past WORKER_MAX_CONCURRENT wait here (bounded) for a free slot.
+  std::deque<protocol::WorkflowRequest> waiting_;
 };
 
 }  // namespace chat::worker

@@ -156,9 +156,9 @@ bool unwatched(const std::string&) { return false; }
 TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
   manager.push(chunk("m1", 2), t0, events);
   EXPECT_TRUE(manager.stalled(t0 + 500ms, 1s, 2s, unwatched).empty());
-  EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s, unwatched), (std::vector<std::string>{"s1"}));
+  EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s, unwatched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
   EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());
-  EXPECT_EQ(manager.stalled(t0 + 3s, 1s, 2s, unwatched), (std::vector<std::string>{"s1"}));
+  EXPECT_EQ(manager.stalled(t0 + 3s, 1s, 2s, unwatched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
   EXPECT_EQ(manager.counters().replays_requested, 2u);
   manager.push(chunk("m1", 0), t0 + 3s, events);
   manager.push(chunk("m1", 1), t0 + 3s, events);
@@ -169,7 +169,7 @@ TEST_F(BufferManagerTest, ASilentExpectedReplyAsksForReplayOnlyWhenSomeoneWatche
   manager.expect("s1", "m1", t0);
   EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());
   auto watched = [](const std::string& s) { return s == "s1"; };
-  EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::string>{"s1"}));
+  EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
 }
 
 TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {

@@ -375,7 +375,8 @@ class CraftedChunksTest(ClusterTestCase):
         except Exception:  # noqa: BLE001
             self.fail("no chat.session.%s.replay request within 4 s of a gap in the chunks" % sid)
         waited = m.received_at - t0
-        self.assertEqual(m.json(), {"session_id": sid, "pod_id": "pod-a"})
+        # a gap names its reply: the worker resends it even if it has finished
+        self.assertEqual(m.json(), {"session_id": sid, "pod_id": "pod-a", "message_id": mid})
         self.assertGreaterEqual(waited, 0.9, "replay asked before the gap was 1 s old")
         n.publish(bsubj, chunks[1])
         n.flush()

@@ -69,13 +69,17 @@ TEST(MessagesTest, CancelRequestRoundTrips) {
 }
 
 TEST(MessagesTest, ReplayRequestRoundTripsAndIsValidated) {
-  ReplayRequest r{"s1", "pod-1"};
+  ReplayRequest r{"s1", "pod-1", "msg_1"};
   std::string error;
   auto back = decode_replay_request(encode(r), error);
   ASSERT_TRUE(back) << error;
   EXPECT_EQ(*back, r);
   EXPECT_FALSE(decode_replay_request(R"({"session_id":"s1","pod_id":"pod.1"})", error));
   EXPECT_NE(error.find("pod_id"), std::string::npos);
+  auto whole_session = decode_replay_request(R"({"session_id":"s1","pod_id":"p"})", error);
+  ASSERT_TRUE(whole_session) << error;
+  EXPECT_TRUE(whole_session->message_id.empty());
+  EXPECT_FALSE(decode_replay_request(R"({"session_id":"s1","pod_id":"p","message_id":"a:b"})", error));
 }
 
 TEST(MessagesTest, AChunkFromAnotherLanguageWithOnlyTheBasicsIsAccepted) {
