@@ -103,10 +103,21 @@ class FieldReader {
   std::string& error_;
 };
 
+// Scratch memory for one message's JSON tree: chunks are decoded and encoded
+// on every hop, and the tree never outlives the call, so it needs no malloc.
+class Scratch {
+ public:
+  json::storage_ptr storage() { return json::storage_ptr(&resource_); }
+
+ private:
+  unsigned char buffer_[4096];
+  json::monotonic_resource resource_{buffer_, sizeof buffer_};
+};
+
 // A null value with `error` set unless the text is one JSON object.
-json::value parse_object(std::string_view text, std::string& error) {
+json::value parse_object(std::string_view text, std::string& error, json::storage_ptr storage = {}) {
   boost::system::error_code ec;
-  json::value root = json::parse(text, ec);
+  json::value root = json::parse(text, ec, std::move(storage));
   if (ec) {
     error = "malformed JSON: " + ec.message();
     return nullptr;
@@ -161,7 +172,8 @@ std::string encode(const WorkflowRequest& r) {
 }
 
 std::string encode(const ResponseChunk& c) {
-  json::object o;
+  Scratch scratch;
+  json::object o(scratch.storage());
   o["session_id"] = c.session_id;
   o["message_id"] = c.message_id;
   o["chunk_id"] = c.chunk_id;
@@ -230,7 +242,8 @@ std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, st
 
 std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::string& error) {
   error.clear();
-  auto root = parse_object(text, error);
+  Scratch scratch;
+  auto root = parse_object(text, error, scratch.storage());
   if (!root.is_object()) return std::nullopt;
   FieldReader in(root.get_object(), error);
   ResponseChunk c;
