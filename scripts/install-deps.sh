@@ -23,10 +23,13 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-# The packaged services must not hold the ports the cluster and tests use.
+# The packaged services, if the install started them, must not hold the ports
+# the cluster and the tests use: those start their own servers.
 for svc in redis-server nginx postgresql; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
     $SUDO systemctl disable "$svc" >/dev/null 2>&1 || true
+  elif command -v service >/dev/null; then
+    $SUDO service "$svc" stop >/dev/null 2>&1 || true
   fi
 done
