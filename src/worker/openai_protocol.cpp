@@ -1,4 +1,5 @@
 #include "worker/openai_protocol.hpp"
+#include "worker/json_fields.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -11,26 +12,6 @@ namespace {
 
 ProviderFailure bad_response(std::string message) {
   return {std::string(provider_code::kBadResponse), std::move(message), false, std::nullopt};
-}
-
-const json::object* object_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  return it == o.end() ? nullptr : it->value().if_object();
-}
-
-std::optional<std::int64_t> int_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return std::nullopt;
-  if (auto* i = it->value().if_int64()) return *i;
-  if (auto* u = it->value().if_uint64()) return static_cast<std::int64_t>(*u);
-  return std::nullopt;
-}
-
-std::string_view string_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return {};
-  if (auto* s = it->value().if_string()) return *s;
-  return {};
 }
 
 }  // namespace
