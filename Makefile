@@ -18,7 +18,8 @@ build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 # chatd in the embedded default: in-process bus and worker, SQLite in data/.
-run: build
+run: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS) --target chatd chat-worker
 	./$(BUILD)/chatd
 
 # Every test: unit suites, real-server suites (NATS, Redis, PostgreSQL are
