@@ -45,8 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import infra  # noqa: E402
-
-HZ = os.sysconf("SC_CLK_TCK")
+from machine import HZ, loadavg, machine_busy, problem_lines, wait_quiet  # noqa: E402
 
 
 class QuietWorker(infra.WorkerProcess):
@@ -71,12 +70,6 @@ def log(msg):
     sys.stderr.flush()
 
 
-def machine_busy():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / HZ  # user nice system irq softirq steal
-
-
 def proc_cpu(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -87,28 +80,6 @@ def proc_cpu(pid):
         return None
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def wait_quiet():
-    """Up to QUIET_WAIT s for a second in which the machine is at most QUIET_MAX % of a core busy."""
-    deadline = time.monotonic() + float(os.environ.get("QUIET_WAIT", "60"))
-    limit = float(os.environ.get("QUIET_MAX", "25"))
-    while True:
-        a = machine_busy()
-        time.sleep(1)
-        pct = (machine_busy() - a) * 100
-        if pct <= limit:
-            return None
-        if time.monotonic() >= deadline:
-            log("machine still busy (%.0f%% of a core); measuring anyway" % pct)
-            return "machine busy (%.0f%% of a core) at the start" % pct
-        log("machine busy (%.0f%% of a core); waiting" % pct)
-        time.sleep(3)
-
-
 def commandstats(rc):
     out = rc.execute("INFO", "commandstats")
     if isinstance(out, bytes):
@@ -117,17 +88,6 @@ def commandstats(rc):
     for m in re.finditer(r"cmdstat_(\w+):calls=(\d+)", out):
         calls[m.group(1)] = int(m.group(2))
     return calls
-
-
-def problem_lines(path, limit=5):
-    """error/warn lines of a log file: (count, last few)."""
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return 0, []
-    bad = [ln for ln in lines if not ln.startswith("=== start") and re.search(r"\b(error|warn|warning|critical)\b", ln, re.I)]
-    return len(bad), [ln[:300] for ln in bad[-limit:]]
 
 
 def count_rows(db_path):
@@ -143,7 +103,7 @@ def count_rows(db_path):
 
 def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup):
     errors = []
-    quiet = wait_quiet()
+    quiet = wait_quiet(log)
     if quiet:
         errors.append(quiet)
     worker_env = {"LOG_LEVEL": "warn", "WORKER_DEMO_CHUNK_DELAY": delay}

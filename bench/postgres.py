@@ -37,21 +37,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import infra  # noqa: E402
+from machine import HZ, loadavg, machine_busy, problem_lines, wait_quiet  # noqa: E402
 import pg_infra  # noqa: E402
 
-HZ = os.sysconf("SC_CLK_TCK")
 LOADGEN = os.environ.get("LOADGEN") or os.path.join(ROOT, "build", "loadgen")
 
 
 def log(msg):
     sys.stderr.write("postgres.py: %s\n" % msg)
     sys.stderr.flush()
-
-
-def machine_busy():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / HZ
 
 
 def stat_of(pid):
@@ -77,40 +71,9 @@ def tree_cpu(root_pid):
     return total
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def wait_quiet():
-    deadline = time.monotonic() + float(os.environ.get("QUIET_WAIT", "60"))
-    limit = float(os.environ.get("QUIET_MAX", "25"))
-    while True:
-        a = machine_busy()
-        time.sleep(1)
-        pct = (machine_busy() - a) * 100
-        if pct <= limit:
-            return None
-        if time.monotonic() >= deadline:
-            log("machine still busy (%.0f%% of a core); measuring anyway" % pct)
-            return "machine busy (%.0f%% of a core) at the start" % pct
-        log("machine busy (%.0f%% of a core); waiting" % pct)
-        time.sleep(3)
-
-
-def problem_lines(path, limit=5):
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return 0, []
-    bad = [ln for ln in lines if not ln.startswith("=== start") and re.search(r"\b(error|warn|warning)\b", ln, re.I)]
-    return len(bad), [ln[:300] for ln in bad[-limit:]]
-
-
 def run_one(backend, rnd, pg, seconds, warmup, concurrency):
     errors = []
-    quiet = wait_quiet()
+    quiet = wait_quiet(log)
     if quiet:
         errors.append(quiet)
     env = {"LOG_LEVEL": "warn", "WORKER_DEMO_WORDS_PER_CHUNK": "1000", "WORKER_DEMO_CHUNK_DELAY": "0"}
