@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config git ca-certificates curl python3
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates curl python3
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
