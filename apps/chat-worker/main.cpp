@@ -1,25 +1,57 @@
-// chat-worker: takes workflow requests from NATS, streams AI replies back to
-// the pods of each session. Configured by environment variables; see --help.
+// chat-worker: takes workflow requests from NATS and streams AI replies back
+// to the pods of each session; its composition root. Configured by environment
+// variables (flags override them); see --help.
 
-#include <iostream>
+#include <boost/asio/io_context.hpp>
 
-#include "worker/worker_app.hpp"
+#include "common/deadline.hpp"
+#include "log/log.hpp"
+#include "runtime/backends.hpp"
+#include "runtime/program.hpp"
+#include "runtime/serve.hpp"
+#include "worker/provider_factory.hpp"
+#include "worker/workflow_worker.hpp"
+
+namespace asio = boost::asio;
+
+namespace chat {
+namespace {
+
+int run_worker(const config::Config& config) {
+  if (!config.nats.url)
+    throw config::ConfigError(
+        "NATS_URL is required: chat-worker takes its work from NATS (chatd runs its own worker when no NATS is configured)");
+  unsigned threads = runtime::thread_count(config.worker.threads);
+  asio::io_context ioc{static_cast<int>(threads)};
+
+  auto bus = runtime::make_bus(config, ioc, "chat-worker");
+  if (!config.redis.host)
+    log::warn("no_registry", {{"detail", "REDIS_HOST is not set: every chunk goes to the broadcast subject"}});
+  auto registry = runtime::make_registry(config, ioc);
+  worker::WorkflowWorker worker(ioc.get_executor(), *bus, *registry, config.worker,
+                                worker::make_providers(ioc.get_executor(), config));
+  worker.start();
+  log::info("worker_started", {{"threads", threads}, {"registry", registry->status().backend},
+                               {"default_provider", config.worker.default_provider}});
+
+  // Shutdown: take no new requests; the running ones finish (bounded).
+  runtime::serve_until_signal(ioc, threads, [&](std::function<void()> drained) {
+    log::info("worker_draining", {{"active_generations", worker.active()}});
+    with_deadline(
+        ioc.get_executor(), std::chrono::steady_clock::now() + config.server.shutdown_timeout,
+        [&](std::function<void()> idle) { worker.stop_intake(std::move(idle)); },
+        [&worker, drained = std::move(drained)](bool idle) {
+          if (!idle) log::warn("shutdown_timeout", {{"active_generations", worker.active()}});
+          drained();
+        });
+  });
+  log::info("worker_stopped", {{"completed", worker.completed()}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace chat
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (chat::config::wants_help(args)) {
-    std::cout << chat::config::help_text(chat::config::Program::worker);
-    return 0;
-  }
-  try {
-    auto config = chat::config::load(chat::config::Program::worker, args, chat::config::process_environment());
-    chat::log::init(config.log.level, config.log.format);
-    return chat::worker::run_worker(config);
-  } catch (const chat::config::ConfigError& e) {
-    std::cerr << "chat-worker: configuration error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "chat-worker: cannot start: " << e.what() << "\n";
-    return 1;
-  }
+  return chat::runtime::program_main(chat::config::Program::worker, "chat-worker", argc, argv, chat::run_worker);
 }

@@ -1,25 +1,98 @@
-// chatd: the chat backend pod. Everything is configured by environment
-// variables (flags override them); see --help.
+// chatd: the chat backend pod, and its composition root: each component built
+// from the configuration (embedded or distributed, chosen per backend), served
+// until SIGTERM/SIGINT, then drained. Configured by environment variables
+// (flags override them); see --help.
 
-#include <iostream>
+#include <boost/asio/io_context.hpp>
 
-#include "chat/app.hpp"
+#include <algorithm>
 
-int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (chat::config::wants_help(args)) {
-    std::cout << chat::config::help_text(chat::config::Program::chatd);
-    return 0;
-  }
-  try {
-    auto config = chat::config::load(chat::config::Program::chatd, args, chat::config::process_environment());
-    chat::log::init(config.log.level, config.log.format);
-    return chat::run_pod(config);
-  } catch (const chat::config::ConfigError& e) {
-    std::cerr << "chatd: configuration error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "chatd: cannot start: " << e.what() << "\n";
-    return 1;
-  }
+#include "api/chat_api.hpp"
+#include "common/countdown.hpp"
+#include "common/deadline.hpp"
+#include "http/listener.hpp"
+#include "log/log.hpp"
+#include "pod/pod.hpp"
+#include "runtime/backends.hpp"
+#include "runtime/program.hpp"
+#include "runtime/serve.hpp"
+#include "worker/provider_factory.hpp"
+#include "worker/workflow_worker.hpp"
+
+namespace asio = boost::asio;
+
+namespace chat {
+namespace {
+
+pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
+  pod::PodOptions o;
+  o.pod_id = c.server.pod_id;
+  o.hub.shards = std::max(4u, threads * 2);
+  o.hub.buffer = buffer::Limits{c.buffer.max_buffers, c.buffer.max_chunks, c.buffer.max_age,
+                                c.buffer.missing_chunk_timeout};
+  o.hub.cleanup_interval = c.buffer.cleanup_interval;
+  o.hub.heartbeat_interval = c.sse.heartbeat_interval;
+  o.hub.late_join_window = c.sse.late_join_window;
+  o.hub.replay_window = c.sse.replay_window;
+  o.hub.replay_max_bytes = c.sse.replay_max_bytes / o.hub.shards;
+  o.stream_limits = sse::QueueLimits{c.sse.max_queue_events, c.sse.max_queue_bytes, 512 * 1024, c.sse.stall_grace};
+  o.stream_retry = c.sse.retry;
+  o.default_provider = c.worker.default_provider;
+  o.history_turns = c.chat.history_turns;
+  o.shutdown_timeout = c.server.shutdown_timeout;
+  return o;
 }
+
+int run_pod(const config::Config& config) {
+  unsigned threads = runtime::thread_count(config.server.threads);
+  asio::io_context ioc{static_cast<int>(threads)};
+
+  auto bus = runtime::make_bus(config, ioc, "chatd-" + config.server.pod_id);
+  auto registry = runtime::make_registry(config, ioc);
+  auto store = runtime::make_store(config);
+  pod::Pod pod(ioc, pod_options(config, threads), *bus, *registry, *store);
+  api::ChatApi api(api::ApiOptions{config.server.cors_origins, {config.chat.max_message_chars}}, pod, *store);
+
+  // The embedded default runs its own worker on the in-process bus.
+  std::unique_ptr<worker::WorkflowWorker> worker;
+  if (bus->status().embedded) {
+    worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *registry, config.worker,
+                                                      worker::make_providers(ioc.get_executor(), config));
+    worker->start();
+  }
+  pod.start();
+
+  http::SessionLimits limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,
+                             config.server.write_timeout};
+  auto endpoint = asio::ip::tcp::endpoint(asio::ip::make_address(config.server.host), config.server.port);
+  auto listener = std::make_shared<http::Listener>(ioc, endpoint, api, limits, [&pod, &config] {
+    return http::HttpSession::open_sessions() + pod.open_streams() >= config.server.max_connections;
+  });
+  listener->run();
+  log::info("chatd_started", {{"pod_id", pod.id()}, {"host", config.server.host}, {"port", listener->port()},
+                              {"threads", threads}, {"bus", bus->status().backend},
+                              {"registry", registry->status().backend}, {"store", store->status().backend}});
+
+  // Shutdown: stop accepting, let running replies finish and be stored, then
+  // close every stream with a retry hint and leave.
+  runtime::serve_until_signal(ioc, threads, [&](std::function<void()> drained) {
+    listener->stop();
+    auto arrive = make_countdown(worker ? 2 : 1, std::move(drained));
+    pod.drain(arrive);
+    if (!worker) return;
+    with_deadline(
+        ioc.get_executor(), std::chrono::steady_clock::now() + config.server.shutdown_timeout,
+        [&](std::function<void()> idle) { worker->stop_intake(std::move(idle)); },
+        [arrive, &worker](bool idle) {
+          if (!idle) log::warn("shutdown_timeout", {{"active_generations", worker->active()}});
+          arrive();
+        });
+  });
+  log::info("chatd_stopped", {{"pod_id", pod.id()}, {"replies_stored", pod.stats().replies_stored.load()}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace chat
+
+int main(int argc, char** argv) { return chat::runtime::program_main(chat::config::Program::chatd, "chatd", argc, argv, chat::run_pod); }

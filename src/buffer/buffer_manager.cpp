@@ -24,6 +24,7 @@ Counters& operator+=(Counters& a, const Counters& b) {
   a.buffers_evicted += b.buffers_evicted;
   a.buffers_expired += b.buffers_expired;
   a.never_arrived += b.never_arrived;
+  a.buffers_abandoned += b.buffers_abandoned;
   a.replays_requested += b.replays_requested;
   return a;
 }
@@ -53,11 +54,21 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
   if (it->second.finished()) finish(it->first, now, out, nullptr);
 }
 
-void BufferManager::expect(const std::string& session_id, const std::string& message_id, SteadyTime now) {
-  if (buffers_.contains(message_id) || finished_.contains(message_id)) return;
-  std::vector<Event> evicted;  // an eviction here has no chunk to report
-  if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, evicted);
-  buffers_.try_emplace(message_id, session_id, message_id, now);
+void BufferManager::expect(const std::string& session_id, const std::string& message_id, SteadyTime now,
+                           std::vector<Event>& out) {
+  if (finished_.contains(message_id)) return;
+  auto it = buffers_.find(message_id);
+  if (it == buffers_.end()) {
+    if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, out);
+    it = buffers_.try_emplace(message_id, session_id, message_id, now).first;
+  }
+  it->second.accepted_here = true;
+}
+
+std::size_t BufferManager::owed(const std::function<bool(const std::string&)>& watched) const {
+  return static_cast<std::size_t>(std::count_if(buffers_.begin(), buffers_.end(), [&](const auto& kv) {
+    return kv.second.accepted_here || (kv.second.received_any() && watched(kv.second.session_id()));
+  }));
 }
 
 void BufferManager::check_gaps(SteadyTime now, std::vector<Event>& out) {
@@ -74,7 +85,8 @@ void BufferManager::check_gaps(SteadyTime now, std::vector<Event>& out) {
   for (const auto& id : done) finish(id, now, out, nullptr);
 }
 
-void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out) {
+void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
+                               const std::function<bool(const std::string&)>& watched) {
   std::vector<std::string> old;
   for (const auto& [id, b] : buffers_)
     if (now - b.created() >= limits_.max_age) old.push_back(id);
@@ -82,6 +94,13 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out) {
     auto it = buffers_.find(id);
     if (!it->second.received_any()) {
       ++counters_.never_arrived;
+      buffers_.erase(it);
+      continue;
+    }
+    if (!it->second.accepted_here && !watched(it->second.session_id())) {
+      ++counters_.buffers_abandoned;
+      remember_finished(id, now);
+      --streaming_;
       buffers_.erase(it);
       continue;
     }
@@ -107,6 +126,13 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
   return stalled;
 }
 
+void BufferManager::drop(const std::string& message_id) {
+  auto it = buffers_.find(message_id);
+  if (it == buffers_.end()) return;
+  if (it->second.received_any()) --streaming_;
+  buffers_.erase(it);
+}
+
 std::vector<std::string> BufferManager::drop_session(const std::string& session_id) {
   std::vector<std::string> dropped;
   for (auto it = buffers_.begin(); it != buffers_.end();) {
@@ -120,11 +146,6 @@ std::vector<std::string> BufferManager::drop_session(const std::string& session_
     it = buffers_.erase(it);
   }
   return dropped;
-}
-
-const MessageBuffer* BufferManager::find(const std::string& message_id) const {
-  auto it = buffers_.find(message_id);
-  return it == buffers_.end() ? nullptr : &it->second;
 }
 
 void BufferManager::release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out) {

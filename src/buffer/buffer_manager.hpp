@@ -58,6 +58,7 @@ struct Counters {
   std::uint64_t buffers_evicted = 0;    // BUFFER_MAX_BUFFERS reached
   std::uint64_t buffers_expired = 0;    // BUFFER_MAX_AGE reached
   std::uint64_t never_arrived = 0;      // expected replies that sent no chunk here
+  std::uint64_t buffers_abandoned = 0;  // another pod's reply, nobody here watching any more
   std::uint64_t replays_requested = 0;
 };
 
@@ -70,14 +71,17 @@ class BufferManager {
   void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out);
 
   // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
-  void expect(const std::string& session_id, const std::string& message_id, SteadyTime now);
+  // Making room may finish the least recently active buffer (reported in `out`).
+  void expect(const std::string& session_id, const std::string& message_id, SteadyTime now, std::vector<Event>& out);
   bool has(const std::string& message_id) const { return buffers_.contains(message_id); }
 
   // Missing-chunk timeouts (cheap; call often).
   void check_gaps(SteadyTime now, std::vector<Event>& out);
-  // Age-based cleanup: buffers older than max_age finish as incomplete; an
-  // expected reply that never sent a chunk here is dropped (another pod had it).
-  void expire_old(SteadyTime now, std::vector<Event>& out);
+  // Age-based cleanup: buffers older than max_age finish as incomplete. Dropped
+  // quietly instead: an expected reply that never sent a chunk here (another pod
+  // had it), and another pod's reply whose session nobody here watches any more
+  // (the pod that accepted it stores it).
+  void expire_old(SteadyTime now, std::vector<Event>& out, const std::function<bool(const std::string&)>& watched);
 
   // Sessions with a message whose gap is older than `after` — or, where
   // `watched(session)` holds, an expected message with no chunk after `after` —
@@ -88,16 +92,21 @@ class BufferManager {
       SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
       const std::function<bool(const std::string& session_id)>& watched);
 
+  // Drops one buffer without finishing it (its request never went out).
+  void drop(const std::string& message_id);
+
   // Drops every buffer of a session (it was deleted); returns their message ids.
   std::vector<std::string> drop_session(const std::string& session_id);
 
-  // Buffers that received at least one chunk (what shutdown waits for).
+  // Buffers that received at least one chunk.
   std::size_t streaming() const { return streaming_; }
+  // Buffers something depends on: accepted here (the store waits for them) or
+  // of a session `watched` here (a stream waits for them). Shutdown waits for
+  // these and no others.
+  std::size_t owed(const std::function<bool(const std::string& session_id)>& watched) const;
 
   std::size_t size() const { return buffers_.size(); }
   const Counters& counters() const { return counters_; }
-  // The chunks of a message released so far, for a stream that joins late.
-  const MessageBuffer* find(const std::string& message_id) const;
 
  private:
   void release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out);

@@ -36,13 +36,13 @@ class MessageBuffer {
   const std::string& message_id() const { return message_id_; }
   SteadyTime created() const { return created_; }
   SteadyTime last_activity() const { return last_activity_; }
-  std::uint32_t next_id() const { return next_id_; }
-  std::size_t held() const { return held_.size(); }
   bool received_any() const { return next_id_ > 0 || !held_.empty(); }
   // When later chunks started waiting for a missing one (nullopt: no gap).
   std::optional<SteadyTime> gap_since() const { return gap_since_; }
   // The last time the pod asked the workers to send this message again.
   std::optional<SteadyTime> replay_requested_at;
+  // This pod accepted the message: it owes the store its reply, whoever watches.
+  bool accepted_here = false;
 
   // What the released chunks add up to, for the stored message.
   const std::string& content() const { return content_; }

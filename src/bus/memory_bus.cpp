@@ -5,7 +5,7 @@
 #include <boost/asio/strand.hpp>
 
 #include "common/identifier.hpp"
-#include "protocol/subjects.hpp"
+#include "bus/subject_pattern.hpp"
 
 namespace asio = boost::asio;
 
@@ -62,7 +62,7 @@ void MemoryBus::publish_with_reply(std::string subject, std::string payload, std
     std::lock_guard lock(mutex_);
     std::unordered_map<std::string, std::vector<std::shared_ptr<Subscriber>>> groups;
     for (const auto& s : subscribers_) {
-      if (!subjects::matches(s->pattern, env->subject)) continue;
+      if (!subject_matches(s->pattern, env->subject)) continue;
       if (s->queue_group.empty()) targets.push_back(s);
       else groups[s->queue_group].push_back(s);
     }

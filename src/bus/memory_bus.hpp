@@ -24,8 +24,7 @@ class MemoryBus final : public MessageBus {
   void publish(std::string subject, std::string payload, PublishCallback done = {}) override;
   std::unique_ptr<Subscription> subscribe(std::string pattern, std::string queue_group, MessageHandler handler) override;
   void request(std::string subject, std::string payload, std::chrono::milliseconds timeout, ReplyCallback done) override;
-  bool connected() const override { return true; }
-  std::string_view kind() const override { return "memory"; }
+  ComponentStatus status() const override { return {"memory", true, true}; }
 
   struct Subscriber;
 

@@ -21,6 +21,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/component_status.hpp"
+
 namespace chat::bus {
 
 struct Message {
@@ -57,8 +59,8 @@ class MessageBus {
   virtual void request(std::string subject, std::string payload, std::chrono::milliseconds timeout,
                        ReplyCallback done) = 0;
 
-  virtual bool connected() const = 0;
-  virtual std::string_view kind() const = 0;  // "memory" | "nats"
+  virtual ComponentStatus status() const = 0;
+  bool connected() const { return status().connected; }
 };
 
 }  // namespace chat::bus

@@ -233,7 +233,7 @@ void NatsBus::stop_bus_thread() {
   thread_.join();
 }
 
-bool NatsBus::connected() const { return events_->connected; }
+ComponentStatus NatsBus::status() const { return {"nats", false, events_->connected}; }
 
 void NatsBus::complete(PublishCallback done, error_code ec) {
   if (done) asio::post(io_, [done = std::move(done), ec] { done(ec); });

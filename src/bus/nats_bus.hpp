@@ -60,8 +60,7 @@ class NatsBus final : public MessageBus {
                                           MessageHandler handler) override;
   void request(std::string subject, std::string payload, std::chrono::milliseconds timeout,
                ReplyCallback done) override;
-  bool connected() const override;
-  std::string_view kind() const override { return "nats"; }
+  ComponentStatus status() const override;
 
   struct ConnectionEvents;
 

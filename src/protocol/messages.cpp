@@ -3,105 +3,12 @@
 #include <boost/json.hpp>
 
 #include "common/identifier.hpp"
+#include "protocol/json_fields.hpp"
 
 namespace json = boost::json;
 
 namespace chat::protocol {
 namespace {
-
-// Reads one object field; records the first problem in `error`.
-class FieldReader {
- public:
-  FieldReader(const json::object& obj, std::string& error) : obj_(obj), error_(error) {}
-
-  bool ok() const { return error_.empty(); }
-
-  std::string identifier(std::string_view key) {
-    auto s = string(key, true);
-    if (ok() && !is_valid_identifier(s)) fail(std::string(key) + " must be 1..128 characters of [A-Za-z0-9_-]");
-    return s;
-  }
-
-  std::string string(std::string_view key, bool required = false) {
-    auto* v = obj_.if_contains(key);
-    if (!v || v->is_null()) {
-      if (required) fail(std::string(key) + " is required");
-      return {};
-    }
-    if (!v->is_string()) {
-      fail(std::string(key) + " must be a string");
-      return {};
-    }
-    return std::string(v->get_string());
-  }
-
-  std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
-    auto* v = obj_.if_contains(key);
-    if (!v || v->is_null()) return std::nullopt;
-    std::int64_t out = 0;
-    if (v->is_int64()) out = v->get_int64();
-    else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max)) out = static_cast<std::int64_t>(v->get_uint64());
-    else if (v->is_double() && v->get_double() == static_cast<double>(static_cast<std::int64_t>(v->get_double())))
-      out = static_cast<std::int64_t>(v->get_double());
-    else {
-      fail(std::string(key) + " must be an integer");
-      return std::nullopt;
-    }
-    if (out < min || out > max) {
-      fail(std::string(key) + " is out of range");
-      return std::nullopt;
-    }
-    return out;
-  }
-
-  std::optional<double> number(std::string_view key) {
-    auto* v = obj_.if_contains(key);
-    if (!v || v->is_null()) return std::nullopt;
-    if (!v->is_number()) {
-      fail(std::string(key) + " must be a number");
-      return std::nullopt;
-    }
-    return v->to_number<double>();
-  }
-
-  bool boolean(std::string_view key) {
-    auto* v = obj_.if_contains(key);
-    if (!v || v->is_null()) return false;
-    if (!v->is_bool()) {
-      fail(std::string(key) + " must be true or false");
-      return false;
-    }
-    return v->get_bool();
-  }
-
-  const json::object* object(std::string_view key) {
-    auto* v = obj_.if_contains(key);
-    if (!v || v->is_null()) return nullptr;
-    if (!v->is_object()) {
-      fail(std::string(key) + " must be an object");
-      return nullptr;
-    }
-    return &v->get_object();
-  }
-
-  const json::array* array(std::string_view key) {
-    auto* v = obj_.if_contains(key);
-    if (!v || v->is_null()) return nullptr;
-    if (!v->is_array()) {
-      fail(std::string(key) + " must be an array");
-      return nullptr;
-    }
-    return &v->get_array();
-  }
-
-  void fail(std::string message) {
-    if (error_.empty()) error_ = std::move(message);
-  }
-
- private:
-  const json::object& obj_;
-  std::string& error_;
-};
 
 // Scratch memory for one message's JSON tree: chunks are decoded and encoded
 // on every hop, and the tree never outlives the call, so it needs no malloc.
@@ -168,6 +75,7 @@ std::string encode(const WorkflowRequest& r) {
   o["context"] = std::move(ctx);
   o["timestamp"] = r.timestamp;
   o["correlation_id"] = r.correlation_id;
+  if (!r.accepting_pod.empty()) o["accepting_pod"] = r.accepting_pod;
   return json::serialize(o);
 }
 
@@ -207,7 +115,7 @@ std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, st
   error.clear();
   auto root = parse_object(text, error);
   if (!root.is_object()) return std::nullopt;
-  FieldReader in(root.get_object(), error);
+  JsonFields in(root.get_object(), error);
   WorkflowRequest r;
   r.message_id = in.identifier("message_id");
   r.session_id = in.identifier("session_id");
@@ -215,11 +123,12 @@ std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, st
   r.message = in.string("message", true);
   r.timestamp = in.string("timestamp");
   r.correlation_id = in.string("correlation_id");
+  r.accepting_pod = in.optional_identifier("accepting_pod");
   if (auto* ctx = in.object("context")) {
-    FieldReader c(*ctx, error);
+    JsonFields c(*ctx, error, "context.");
     r.context.ai_provider = c.string("ai_provider");
     r.context.model = c.string("model");
-    r.context.temperature = c.number("temperature");
+    r.context.temperature = c.number("temperature", 0.0, 2.0);
     r.context.max_tokens = c.integer("max_tokens", 1, 10'000'000);
     r.context.system_prompt = c.string("system_prompt");
     if (auto* history = c.array("conversation_history")) {
@@ -228,7 +137,7 @@ std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, st
           c.fail("conversation_history entries must be objects");
           break;
         }
-        FieldReader h(item.get_object(), error);
+        JsonFields h(item.get_object(), error, "context.conversation_history[].");
         HistoryEntry e{h.string("role", true), h.string("content", true)};
         if (h.ok() && e.role != "user" && e.role != "assistant" && e.role != "system")
           h.fail("conversation_history role must be user, assistant or system");
@@ -245,7 +154,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   Scratch scratch;
   auto root = parse_object(text, error, scratch.storage());
   if (!root.is_object()) return std::nullopt;
-  FieldReader in(root.get_object(), error);
+  JsonFields in(root.get_object(), error);
   ResponseChunk c;
   c.session_id = in.identifier("session_id");
   c.message_id = in.identifier("message_id");
@@ -260,7 +169,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   c.timestamp = in.string("timestamp");
   c.correlation_id = in.string("correlation_id");
   if (auto* m = in.object("metadata")) {
-    FieldReader mr(*m, error);
+    JsonFields mr(*m, error, "metadata.");
     ChunkMetadata meta;
     meta.model = mr.string("model");
     meta.tokens_used = mr.integer("tokens_used", 0, INT64_MAX);
@@ -268,7 +177,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
     c.metadata = std::move(meta);
   }
   if (auto* e = in.object("error")) {
-    FieldReader er(*e, error);
+    JsonFields er(*e, error, "error.");
     c.error = ChunkError{er.string("code"), er.string("message")};
   }
   if (!in.ok()) return std::nullopt;
@@ -283,13 +192,12 @@ std::optional<CancelRequest> decode_cancel_request(std::string_view text, std::s
   error.clear();
   auto root = parse_object(text, error);
   if (!root.is_object()) return std::nullopt;
-  FieldReader in(root.get_object(), error);
+  JsonFields in(root.get_object(), error);
   CancelRequest c;
   c.message_id = in.identifier("message_id");
   // The pod that takes a cancel may not know the message's session.
-  c.session_id = in.string("session_id");
+  c.session_id = in.optional_identifier("session_id");
   c.user_id = in.identifier("user_id");
-  if (in.ok() && !c.session_id.empty() && !is_valid_identifier(c.session_id)) in.fail("session_id must be 1..128 characters of [A-Za-z0-9_-]");
   if (!in.ok()) return std::nullopt;
   return c;
 }
@@ -298,10 +206,8 @@ std::optional<ReplayRequest> decode_replay_request(std::string_view text, std::s
   error.clear();
   auto root = parse_object(text, error);
   if (!root.is_object()) return std::nullopt;
-  FieldReader in(root.get_object(), error);
-  ReplayRequest r{in.identifier("session_id"), in.identifier("pod_id"), in.string("message_id")};
-  if (in.ok() && !r.message_id.empty() && !is_valid_identifier(r.message_id))
-    in.fail("message_id must be 1..128 characters of [A-Za-z0-9_-]");
+  JsonFields in(root.get_object(), error);
+  ReplayRequest r{in.identifier("session_id"), in.identifier("pod_id"), in.optional_identifier("message_id")};
   if (!in.ok()) return std::nullopt;
   return r;
 }

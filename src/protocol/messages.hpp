@@ -35,6 +35,9 @@ struct WorkflowRequest {
   WorkflowContext context;
   std::string timestamp;
   std::string correlation_id;
+  // The pod that accepted the request: it stores the reply, so the worker sends
+  // it every chunk, whichever pods hold streams. Empty from older senders.
+  std::string accepting_pod;
   bool operator==(const WorkflowRequest&) const = default;
 };
 

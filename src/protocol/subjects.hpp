@@ -20,7 +20,4 @@ std::string cancel(std::string_view message_id);
 // A pod asks the workers to send a session's replies again (late join, gaps).
 std::string replay(std::string_view session_id);
 
-// True when a subject matches a pattern with NATS wildcards ("*" one token, ">" the rest).
-bool matches(std::string_view pattern, std::string_view subject);
-
 }  // namespace chat::subjects

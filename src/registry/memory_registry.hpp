@@ -20,8 +20,7 @@ class MemoryRegistry final : public SessionRegistry {
   void remove(const ConnectionRef& c) override;
   void remove_pod(const std::string& pod_id, DoneCallback done) override;
   void live_pods(const std::string& session_id, PodsCallback done) override;
-  bool connected() const override { return true; }
-  std::string_view kind() const override { return "memory"; }
+  ComponentStatus status() const override { return {"memory", true, true}; }
 
  private:
   boost::asio::any_io_executor executor_;

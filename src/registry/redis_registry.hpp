@@ -59,8 +59,7 @@ class RedisRegistry final : public SessionRegistry {
   void remove(const ConnectionRef& c) override;
   void remove_pod(const std::string& pod_id, DoneCallback done) override;
   void live_pods(const std::string& session_id, PodsCallback done) override;
-  bool connected() const override { return connection_.connected(); }
-  std::string_view kind() const override { return "redis"; }
+  ComponentStatus status() const override { return {"redis", false, connection_.connected()}; }
 
  private:
   using ConnKey = std::pair<std::string, std::string>;  // {pod id, connection id}

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/component_status.hpp"
+
 namespace chat::registry {
 
 struct ConnectionRef {
@@ -42,8 +44,8 @@ class SessionRegistry {
 
   virtual void live_pods(const std::string& session_id, PodsCallback done) = 0;
 
-  virtual bool connected() const = 0;
-  virtual std::string_view kind() const = 0;  // "memory" | "redis"
+  virtual ComponentStatus status() const = 0;
+  bool connected() const { return status().connected; }
 };
 
 }  // namespace chat::registry

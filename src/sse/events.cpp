@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include "sse/resume_cursor.hpp"
+
 namespace json = boost::json;
 
 namespace chat::sse {
@@ -32,18 +34,16 @@ Frame connected_frame(std::string_view connection_id, std::string_view session_i
 }
 
 Frame chunk_frame(const protocol::ResponseChunk& chunk) {
-  std::string id = chunk.message_id;
-  id += ':';
-  id += std::to_string(chunk.chunk_id);
-  return make_frame("chunk", chunk.wire.empty() ? protocol::encode(chunk) : chunk.wire, id);
+  return make_frame("chunk", chunk.wire.empty() ? protocol::encode(chunk) : chunk.wire,
+                    event_id(chunk.message_id, chunk.chunk_id));
 }
 
-Frame complete_frame(const buffer::FinishedMessage& m) {
-  return make_frame("message_complete",
-                    json::serialize(json::object{{"message_id", m.message_id},
-                                                 {"token_count", m.token_count},
-                                                 {"finish_reason", m.finish_reason},
-                                                 {"status", buffer::to_string(m.status)}}));
+Frame complete_frame(std::string_view message_id, std::int64_t token_count, std::string_view finish_reason,
+                     std::string_view status) {
+  return make_frame("message_complete", json::serialize(json::object{{"message_id", message_id},
+                                                                     {"token_count", token_count},
+                                                                     {"finish_reason", finish_reason},
+                                                                     {"status", status}}));
 }
 
 Frame error_frame(std::string_view message_id, std::string_view code, std::string_view message,

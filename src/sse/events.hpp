@@ -1,5 +1,5 @@
 #pragma once
-// Server-Sent Events frames of SPEC section 3. A frame is encoded once and its
+// The Server-Sent Events frames of the stream (docs/API.md, "SSE stream"). A frame is encoded once and its
 // bytes are shared by every connection of the session (Frame is immutable).
 
 #include <chrono>
@@ -9,7 +9,6 @@
 #include <string_view>
 #include <vector>
 
-#include "buffer/buffer_manager.hpp"
 #include "protocol/messages.hpp"
 
 namespace chat::sse {
@@ -22,7 +21,9 @@ Frame make_frame(std::string_view event, std::string_view data, std::string_view
 Frame retry_frame(std::chrono::milliseconds retry);
 Frame connected_frame(std::string_view connection_id, std::string_view session_id, std::string_view pod_id);
 Frame chunk_frame(const protocol::ResponseChunk& chunk);
-Frame complete_frame(const buffer::FinishedMessage& m);
+// `status`: how the reply ended (complete, error, cancelled, incomplete).
+Frame complete_frame(std::string_view message_id, std::int64_t token_count, std::string_view finish_reason,
+                     std::string_view status);
 Frame error_frame(std::string_view message_id, std::string_view code, std::string_view message,
                   const std::vector<std::uint32_t>& chunk_ids = {});
 Frame ping_frame(std::int64_t unix_seconds);

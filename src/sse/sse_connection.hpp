@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "sse/events.hpp"
+#include "sse/event_sink.hpp"
 
 namespace chat::sse {
 
@@ -29,7 +29,7 @@ struct QueueLimits {
   std::chrono::milliseconds stall_grace{1'000};
 };
 
-class SseConnection : public std::enable_shared_from_this<SseConnection> {
+class SseConnection final : public EventSink, public std::enable_shared_from_this<SseConnection> {
  public:
   using Socket = boost::asio::ip::tcp::socket;
   // Runs once, on the connection's strand, when the stream ends for any reason.
@@ -43,16 +43,12 @@ class SseConnection : public std::enable_shared_from_this<SseConnection> {
   // going away. `on_closed` must not be empty.
   void start(std::string head, std::vector<Frame> first, ClosedHandler on_closed);
 
-  void send(Frame frame);
-  // Frames the client missed (late join): queued in one go and exempt from the
-  // queue limits, which are there for a client that stops reading, not for a
-  // burst the server chose to send.
-  void send_backlog(const std::vector<Frame>& frames);
-  // Sends `last` (if any), then closes once the queue is written.
-  void close(Frame last = {});
+  void send(Frame frame) override;
+  void send_backlog(const std::vector<Frame>& frames) override;
+  void close(Frame last = {}) override;
 
-  const std::string& id() const { return connection_id_; }
-  const std::string& session_id() const { return session_id_; }
+  const std::string& id() const override { return connection_id_; }
+  const std::string& session_id() const override { return session_id_; }
 
  private:
   void schedule_flush_locked();

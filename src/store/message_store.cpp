@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "common/utf8.hpp"
+
 namespace chat::store {
 namespace {
 
@@ -25,25 +27,6 @@ constexpr std::size_t kTitleChars = 60;
 // message must not end up in a one-line title.
 bool is_separator(unsigned char c) { return c <= 0x20 || c == 0x7f; }
 
-bool is_utf8_continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
-
-std::size_t count_chars(std::string_view s) {
-  std::size_t n = 0;
-  for (unsigned char c : s) n += is_utf8_continuation(c) ? 0 : 1;
-  return n;
-}
-
-// The first `chars` characters of `word`, never splitting a UTF-8 sequence.
-std::string_view take_chars(std::string_view word, std::size_t chars) {
-  std::size_t seen = 0;
-  for (std::size_t i = 0; i < word.size(); ++i) {
-    if (is_utf8_continuation(static_cast<unsigned char>(word[i]))) continue;
-    if (seen == chars) return word.substr(0, i);
-    ++seen;
-  }
-  return word;
-}
-
 std::string_view next_word(std::string_view text, std::size_t& pos) {
   while (pos < text.size() && is_separator(static_cast<unsigned char>(text[pos]))) ++pos;
   std::size_t start = pos;
@@ -63,10 +46,10 @@ std::string make_title(std::string_view first_message) {
   std::size_t chars = 0;
   std::size_t pos = 0;
   for (auto word = next_word(first_message, pos); !word.empty(); word = next_word(first_message, pos)) {
-    std::size_t needed = count_chars(word) + (title.empty() ? 0 : 1);
+    std::size_t needed = utf8_length(word) + (title.empty() ? 0 : 1);
     if (chars + needed > kTitleChars) {
       // One giant first "word" (a URL, a code line) is cut; later words are dropped whole.
-      if (title.empty()) title = take_chars(word, kTitleChars);
+      if (title.empty()) title = utf8_prefix(word, kTitleChars);
       return title + "\u2026";
     }
     if (!title.empty()) title += ' ';

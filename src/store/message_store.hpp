@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/component_status.hpp"
 #include "common/time.hpp"
 #include "protocol/messages.hpp"
 
@@ -122,8 +123,8 @@ class MessageStore {
   // Completes once every write queued before it (and the retry queue) is done, or failed.
   // While the database is down it waits for it to return: give it your own deadline.
   virtual void flush(DoneCallback done) = 0;
-  virtual bool connected() const = 0;
-  virtual std::string_view kind() const = 0;  // "sqlite" | "postgres"
+  virtual ComponentStatus status() const = 0;
+  bool connected() const { return status().connected; }
 };
 
 // The session title: the first words of the first message, at most ~60 characters.

@@ -563,7 +563,7 @@ PostgresStore::PostgresStore(const config::StoreConfig& cfg) : impl_(std::make_u
 
 PostgresStore::~PostgresStore() = default;
 
-bool PostgresStore::connected() const { return impl_->healthy.load() > 0; }
+ComponentStatus PostgresStore::status() const { return {"postgres", false, impl_->healthy.load() > 0}; }
 
 void PostgresStore::accept_user_message(NewUserMessage m, unsigned history_turns, HistoryCallback done) {
   impl_->enqueue(std::move(done), [m = std::move(m), history_turns](Connection& c, auto& history) {

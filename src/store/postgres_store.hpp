@@ -55,8 +55,7 @@ class PostgresStore final : public MessageStore {
                      PageCallback done) override;
   void delete_session(std::string session_id, std::string user_id, DoneCallback done) override;
   void flush(DoneCallback done) override;
-  bool connected() const override;
-  std::string_view kind() const override { return "postgres"; }
+  ComponentStatus status() const override;
 
  private:
   struct Impl;

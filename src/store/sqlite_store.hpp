@@ -42,8 +42,7 @@ class SqliteStore final : public MessageStore {
                      PageCallback done) override;
   void delete_session(std::string session_id, std::string user_id, DoneCallback done) override;
   void flush(DoneCallback done) override;
-  bool connected() const override { return true; }
-  std::string_view kind() const override { return "sqlite"; }
+  ComponentStatus status() const override { return {"sqlite", true, true}; }
 
  private:
   struct Impl;

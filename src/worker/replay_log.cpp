@@ -46,11 +46,6 @@ void ReplayLog::replay(const std::string& session_id, const std::string& message
   for (const auto& p : out) send(p);
 }
 
-std::size_t ReplayLog::bytes() const {
-  std::lock_guard lock(mutex_);
-  return bytes_;
-}
-
 void ReplayLog::prune_locked(std::chrono::steady_clock::time_point now) {
   // Finished replies leave in the order they finished: when they are too old, or
   // when the log is over its size bound. Running replies are never dropped.

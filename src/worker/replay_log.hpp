@@ -31,8 +31,6 @@ class ReplayLog {
   void replay(const std::string& session_id, const std::string& message_id,
               const std::function<void(const std::string&)>& send);
 
-  std::size_t bytes() const;
-
  private:
   struct Reply {
     std::string message_id;

@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <algorithm>
 #include <deque>
 
 #include "common/time.hpp"
@@ -18,7 +19,11 @@ namespace chat::worker {
 class GenerationRun final : public GenerationSink, public std::enable_shared_from_this<GenerationRun> {
  public:
   GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request, std::string model)
-      : strand_(asio::make_strand(ex)), worker_(worker), request_(std::move(request)), model_(std::move(model)) {}
+      : strand_(asio::make_strand(ex)),
+        worker_(worker),
+        request_(std::move(request)),
+        model_(std::move(model)),
+        accepting_subject_(request_.accepting_pod.empty() ? std::string() : subjects::pod_response(request_.accepting_pod)) {}
 
   void start(Provider& provider) {
     auto generation = provider.start(request_, model_, shared_from_this());
@@ -107,6 +112,11 @@ class GenerationRun final : public GenerationSink, public std::enable_shared_fro
     outbox_.pop_front();
     bool broadcast = targets.size() == 1 && targets.front() == subjects::broadcast(request_.session_id);
     worker_.replay_log_.record(request_.session_id, request_.message_id, payload, broadcast);
+    // The accepting pod stores the reply, so it gets every chunk, also while
+    // the route names only the pods that hold streams (a broadcast reaches it).
+    if (!broadcast && !accepting_subject_.empty() &&
+        std::find(targets.begin(), targets.end(), accepting_subject_) == targets.end())
+      worker_.bus_.publish(accepting_subject_, payload);
     for (std::size_t i = 0; i < targets.size(); ++i)
       worker_.bus_.publish(targets[i], i + 1 == targets.size() ? std::move(payload) : payload);
     if (final) {
@@ -119,6 +129,7 @@ class GenerationRun final : public GenerationSink, public std::enable_shared_fro
   WorkflowWorker& worker_;
   protocol::WorkflowRequest request_;
   std::string model_;
+  std::string accepting_subject_;  // empty when the request did not name its pod
   std::uint32_t next_chunk_id_ = 0;
   std::deque<protocol::ResponseChunk> outbox_;
   bool resolving_ = false;
@@ -146,9 +157,18 @@ void WorkflowWorker::start() {
   replays_ = bus_.subscribe(std::string(subjects::kAllReplay), {}, [this](const bus::Message& m) { on_replay(m); });
 }
 
-void WorkflowWorker::stop_intake() {
+void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   // Cancels and replays are still served: running generations need them.
   requests_.reset();
+  if (!on_idle) return;
+  {
+    std::lock_guard lock(runs_mutex_);
+    if (active_.load() != 0) {
+      on_idle_ = std::move(on_idle);
+      return;
+    }
+  }
+  on_idle();
 }
 
 void WorkflowWorker::on_request(const bus::Message& m) {
@@ -243,11 +263,12 @@ void WorkflowWorker::run(protocol::WorkflowRequest request, bool overloaded) {
 
 void WorkflowWorker::finished(const std::string& message_id) {
   std::optional<protocol::WorkflowRequest> next;
+  std::function<void()> idle;
   {
     std::lock_guard lock(runs_mutex_);
     runs_.erase(message_id);
     if (waiting_.empty()) {
-      --active_;
+      if (--active_ == 0) idle = std::move(on_idle_);
     } else {  // the slot passes to the oldest waiting request
       next = std::move(waiting_.front());
       waiting_.pop_front();
@@ -255,6 +276,7 @@ void WorkflowWorker::finished(const std::string& message_id) {
   }
   ++completed_;
   if (next) asio::post(executor_, [this, r = std::move(*next)]() mutable { run(std::move(r), false); });
+  if (idle) idle();
 }
 
 }  // namespace chat::worker

@@ -32,8 +32,9 @@ class WorkflowWorker {
   ~WorkflowWorker();
 
   void start();
-  // Stops taking new requests; running generations go on to their end.
-  void stop_intake();
+  // Stops taking new requests; running generations (and those already waiting
+  // for a slot) go on to their end, then `on_idle` runs (at once if none).
+  void stop_intake(std::function<void()> on_idle = {});
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
 
@@ -62,6 +63,7 @@ class WorkflowWorker {
   std::map<std::string, std::weak_ptr<GenerationRun>> runs_;
   // Requests past WORKER_MAX_CONCURRENT wait here (bounded) for a free slot.
   std::deque<protocol::WorkflowRequest> waiting_;
+  std::function<void()> on_idle_;  // set by stop_intake, guarded by runs_mutex_
 };
 
 }  // namespace chat::worker

@@ -87,12 +87,15 @@ TEST_F(BufferManagerTest, AMissingChunkIsReportedAndTheMessageStoredIncomplete) 
   EXPECT_EQ(manager.counters().chunks_skipped, 1u);
 }
 
+bool unwatched(const std::string&) { return false; }
+
 TEST_F(BufferManagerTest, OldBuffersExpireAsIncomplete) {
+  manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m1", 0), t0, events);
   events.clear();
-  manager.expire_old(t0 + 299s, events);
+  manager.expire_old(t0 + 299s, events, unwatched);
   EXPECT_TRUE(events.empty());
-  manager.expire_old(t0 + 300s, events);
+  manager.expire_old(t0 + 300s, events, unwatched);
   auto* f = finished(events);
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->status, MessageStatus::incomplete);
@@ -135,8 +138,55 @@ TEST_F(BufferManagerTest, ErrorAndCancelledFinalsSetTheStatus) {
   EXPECT_EQ(finished(events)->status, MessageStatus::cancelled);
 }
 
+TEST_F(BufferManagerTest, AnotherPodsUnwatchedReplyExpiresWithoutBeingStored) {
+  // Both arrived while a stream was here; only s2 still has one.
+  manager.push(chunk("m1", 0), t0, events);
+  auto watched_reply = chunk("m2", 0);
+  watched_reply.session_id = "s2";
+  manager.push(watched_reply, t0, events);
+  events.clear();
+  manager.expire_old(t0 + 300s, events, [](const std::string& s) { return s == "s2"; });
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->message_id, "m2") << "a watched reply still ends on its streams";
+  EXPECT_EQ(events.size(), 1u) << "the unwatched one is not finished, so not stored as incomplete";
+  EXPECT_FALSE(manager.has("m1"));
+  EXPECT_EQ(manager.counters().buffers_abandoned, 1u);
+  EXPECT_EQ(manager.streaming(), 0u);
+  events.clear();
+  manager.push(chunk("m1", 1, true), t0 + 301s, events);  // its late final does not revive it
+  EXPECT_TRUE(events.empty());
+}
+
+TEST_F(BufferManagerTest, ExpectingAtTheLimitFinishesTheEvictedReply) {
+  manager.expect("s1", "m1", t0, events);
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m2", 0), t0 + 1s, events);
+  manager.push(chunk("m3", 0), t0 + 2s, events);
+  events.clear();
+  manager.expect("s1", "m4", t0 + 3s, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr) << "the evicted reply must be finished (streamed and stored), not forgotten";
+  EXPECT_EQ(f->message_id, "m1");
+  EXPECT_EQ(f->status, MessageStatus::incomplete);
+  EXPECT_EQ(f->error_code, "buffer_evicted");
+  EXPECT_EQ(f->content, "0");
+  EXPECT_TRUE(manager.has("m4"));
+  EXPECT_EQ(manager.size(), 3u);
+}
+
+TEST_F(BufferManagerTest, OwedCountsAcceptedRepliesAndWatchedSessions) {
+  manager.expect("s1", "m1", t0, events);  // accepted here, silent so far
+  auto other = chunk("m2", 0);
+  other.session_id = "s2";
+  manager.push(other, t0, events);           // another pod's reply
+  auto watched_s2 = [](const std::string& s) { return s == "s2"; };
+  EXPECT_EQ(manager.owed(unwatched), 1u);
+  EXPECT_EQ(manager.owed(watched_s2), 2u);
+}
+
 TEST_F(BufferManagerTest, ExpectedMessagesHoldABufferBeforeTheFirstChunk) {
-  manager.expect("s1", "m9", t0);
+  manager.expect("s1", "m9", t0, events);
   EXPECT_TRUE(manager.has("m9"));
   manager.push(chunk("m9", 0, true), t0, events);
   EXPECT_FALSE(manager.has("m9"));
@@ -144,14 +194,12 @@ TEST_F(BufferManagerTest, ExpectedMessagesHoldABufferBeforeTheFirstChunk) {
 }
 
 TEST_F(BufferManagerTest, AnExpectedReplyThatNeverArrivesIsDroppedQuietly) {
-  manager.expect("s1", "m9", t0);
-  manager.expire_old(t0 + 300s, events);
+  manager.expect("s1", "m9", t0, events);
+  manager.expire_old(t0 + 300s, events, unwatched);
   EXPECT_TRUE(events.empty());
   EXPECT_FALSE(manager.has("m9"));
   EXPECT_EQ(manager.counters().never_arrived, 1u);
 }
-
-bool unwatched(const std::string&) { return false; }
 
 TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
   manager.push(chunk("m1", 2), t0, events);
@@ -166,7 +214,7 @@ TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
 }
 
 TEST_F(BufferManagerTest, ASilentExpectedReplyAsksForReplayOnlyWhenSomeoneWatches) {
-  manager.expect("s1", "m1", t0);
+  manager.expect("s1", "m1", t0, events);
   EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());
   auto watched = [](const std::string& s) { return s == "s1"; };
   EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
@@ -174,7 +222,7 @@ TEST_F(BufferManagerTest, ASilentExpectedReplyAsksForReplayOnlyWhenSomeoneWatche
 
 TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {
   manager.push(chunk("m1", 0), t0, events);
-  manager.expect("s2", "m2", t0);
+  manager.expect("s2", "m2", t0, events);
   EXPECT_EQ(manager.drop_session("s1"), (std::vector<std::string>{"m1"}));
   EXPECT_FALSE(manager.has("m1"));
   EXPECT_TRUE(manager.has("m2"));
@@ -185,7 +233,7 @@ TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {
 }
 
 TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
-  manager.expect("s1", "m1", t0);
+  manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m2", 0), t0, events);
   EXPECT_EQ(manager.size(), 2u);
   EXPECT_EQ(manager.streaming(), 1u);

@@ -78,13 +78,15 @@ class CrossPodTest(ClusterTestCase):
         extra = [e for e in c.collect_for(1.0) if e.event in ("chunk", "message_complete", "error")]
         self.assertEqual(extra, [], "events after message_complete")
         # on the wire: each chunk exactly once to pod-b's subject (one worker of the queue group
-        # handled it), none to pod-a (it holds no stream) and none to the broadcast subject
+        # handled it, pod-b holds the stream), each once to pod-a's (it accepted the message
+        # and stores the reply), none to the broadcast subject
         time.sleep(0.3)
         wire = tap.chunks(acc["message_id"])
-        to_b = sorted(cid for subj, cid, _ in wire if subj == "chat.pod.pod-b.response")
-        self.assertEqual(to_b, list(range(len(rc.chunks))),
-                         "chunks published to chat.pod.pod-b.response (each once expected): %r" % to_b)
-        self.assertEqual([w for w in wire if w[0] != "chat.pod.pod-b.response"], [],
+        for pod in ("pod-a", "pod-b"):
+            got = sorted(cid for subj, cid, _ in wire if subj == "chat.pod.%s.response" % pod)
+            self.assertEqual(got, list(range(len(rc.chunks))),
+                             "chunks published to chat.pod.%s.response (each once expected): %r" % (pod, got))
+        self.assertEqual([w for w in wire if w[0] not in ("chat.pod.pod-a.response", "chat.pod.pod-b.response")], [],
                          "chunks published to other pod subjects")
         self.assertEqual(tap.chunks(acc["message_id"], "broadcast"), [], "chunks on the broadcast subject")
 

@@ -13,18 +13,5 @@ TEST(SubjectsTest, NamesFollowTheContract) {
   EXPECT_EQ(cancel("m1"), "chat.workflow.cancel.m1");
 }
 
-TEST(SubjectsTest, WildcardsMatchLikeNats) {
-  EXPECT_TRUE(matches("chat.workflow.execute.*", "chat.workflow.execute.s1"));
-  EXPECT_FALSE(matches("chat.workflow.execute.*", "chat.workflow.execute.s1.x"));
-  EXPECT_FALSE(matches("chat.workflow.execute.*", "chat.workflow.execute"));
-  EXPECT_TRUE(matches("chat.session.*.broadcast", "chat.session.abc.broadcast"));
-  EXPECT_FALSE(matches("chat.session.*.broadcast", "chat.session.abc.other"));
-  EXPECT_TRUE(matches("chat.>", "chat.pod.p.response"));
-  EXPECT_FALSE(matches("chat.>", "chat"));
-  EXPECT_TRUE(matches("a.b", "a.b"));
-  EXPECT_FALSE(matches("a.b", "a.c"));
-  EXPECT_FALSE(matches("a.*", "a."));
-}
-
 }  // namespace
 }  // namespace chat::subjects

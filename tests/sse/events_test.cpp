@@ -34,14 +34,11 @@ TEST(SseEventsTest, LifecycleFramesCarryTheirFields) {
   EXPECT_EQ(data_of(connected).at("connection_id").as_string(), "conn_1");
   EXPECT_EQ(data_of(connected).at("pod_id").as_string(), "pod-1");
 
-  buffer::FinishedMessage m;
-  m.message_id = "m1";
-  m.token_count = 42;
-  m.finish_reason = "stop";
-  auto done = complete_frame(m);
+  auto done = complete_frame("m1", 42, "stop", "complete");
   EXPECT_EQ(done->rfind("event: message_complete\n", 0), 0u);
   EXPECT_EQ(data_of(done).at("token_count").as_int64(), 42);
   EXPECT_EQ(data_of(done).at("finish_reason").as_string(), "stop");
+  EXPECT_EQ(data_of(done).at("status").as_string(), "complete");
 
   auto err = error_frame("m1", "chunks_missing", "gone", {3, 4});
   EXPECT_EQ(data_of(err).at("code").as_string(), "chunks_missing");

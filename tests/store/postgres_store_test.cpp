@@ -39,7 +39,7 @@ INSTANTIATE_TEST_SUITE_P(Postgres, StoreConformance,
 TEST(PostgresStore, SchemaUsesTimestamptzAndJsonb) {
   PostgresBackend backend;
   auto store = backend.open(100);
-  EXPECT_EQ(store->kind(), "postgres");
+  EXPECT_EQ(store->status().backend, "postgres");
   EXPECT_TRUE(store->connected());
   auto type_of = [&](const char* table, const char* column) {
     return backend.scalar(std::string("SELECT data_type FROM information_schema.columns WHERE table_name = '") + table +

@@ -81,7 +81,7 @@ TEST(SqliteStore, CreatesTheFileAndItsDirectoryInWalMode) {
   auto store = backend.open(100);
   EXPECT_TRUE(fs::exists(backend.path()));
   EXPECT_EQ(backend.scalar("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(store->kind(), "sqlite");
+  EXPECT_EQ(store->status().backend, "sqlite");
   EXPECT_TRUE(store->connected());
 }
 

@@ -281,7 +281,7 @@ TEST_P(StoreConformance, EmptySessionHasAnEmptyPage) {
       "INSERT INTO chat_sessions (session_id, user_id, title, ai_provider, model_name, created_at, updated_at, "
       "last_message_at) SELECT 'empty', 'alice', 't', '', '', created_at, created_at, created_at FROM "
       "(SELECT " +
-      std::string(store().kind() == "sqlite" ? "0" : "now()") + " AS created_at) AS now");
+      std::string(store().status().embedded ? "0" : "now()") + " AS created_at) AS now");
   auto [ec, page] = sync().page("empty", "alice", 10);
   ASSERT_FALSE(ec) << ec.message();
   EXPECT_TRUE(page.messages.empty());

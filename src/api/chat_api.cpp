@@ -1,0 +1,267 @@
+#include "api/chat_api.hpp"
+
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+
+#include "api/history_json.hpp"
+#include "common/identifier.hpp"
+#include "log/log.hpp"
+#include "sse/events.hpp"
+
+namespace json = boost::json;
+namespace bhttp = boost::beast::http;
+
+namespace chat::api {
+namespace {
+
+using http::Status;
+
+http::Response error(Status status, std::string_view code, std::string_view message) {
+  return http::error_response(status, code, message);
+}
+
+http::Response unavailable(std::string_view message) {
+  auto res = error(Status::service_unavailable, "unavailable", message);
+  res.set(bhttp::field::retry_after, "2");
+  return res;
+}
+
+http::Response invalid(const ValidationError& e) { return error(Status::bad_request, e.code, e.message); }
+
+// The answer to a failed pod or store call; `what` names the resource for a 404.
+http::Response failure(boost::system::error_code ec, std::string_view what) {
+  if (ec == store::Errc::forbidden) return error(Status::forbidden, "forbidden", "this session belongs to another user");
+  if (ec == store::Errc::not_found) return error(Status::not_found, "not_found", std::string(what) + " not found");
+  if (ec == pod::Errc::not_owner) return error(Status::forbidden, "forbidden", "this reply belongs to another user");
+  if (ec == pod::Errc::no_running_reply)
+    return error(Status::not_found, "not_found", "no running reply with this message_id");
+  if (ec == pod::Errc::draining) return unavailable("this pod is shutting down");
+  if (ec == pod::Errc::bus_unavailable) return unavailable("the message bus is unreachable; try again shortly");
+  return unavailable("the message store is unavailable; try again shortly");
+}
+
+std::optional<std::size_t> parse_limit(std::optional<std::string_view> text, std::size_t fallback) {
+  if (!text || text->empty()) return fallback;
+  std::size_t n = 0;
+  for (char c : *text) {
+    if (c < '0' || c > '9' || n > 1'000'000) return std::nullopt;
+    n = n * 10 + static_cast<std::size_t>(c - '0');
+  }
+  if (n < 1 || n > 200) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store)
+    : options_(std::move(options)), cors_(options_.cors_origins), pod_(pod), store_(store) {}
+
+void ChatApi::decorate(http::Response& response) {
+  if (cors_.any_origin()) response.set(bhttp::field::access_control_allow_origin, "*");
+}
+
+void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> session) {
+  auto call = std::make_shared<ApiCall>();
+  call->cors = &cors_;
+  call->session = std::move(session);
+  auto cid = request["X-Correlation-ID"];
+  call->correlation_id = is_valid_identifier(cid) ? std::string(cid) : new_identifier("corr_");
+  call->origin = std::string(request[bhttp::field::origin]);
+  auto target = boost::urls::parse_origin_form(request.target());
+  call->request = std::move(request);
+  if (!target) return call->respond(error(Status::bad_request, "invalid_request", "the request target is not a valid URL"));
+  call->path = std::string(target->encoded_path());
+  for (auto param : target->params()) call->query.emplace(param.key, param.value);
+
+  if (call->request.method() == bhttp::verb::options) {
+    http::Response res{Status::no_content, 11};
+    res.set(bhttp::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+    res.set(bhttp::field::access_control_allow_headers, "Content-Type, Authorization, Last-Event-ID, X-Correlation-ID");
+    res.set(bhttp::field::access_control_max_age, "86400");
+    return call->respond(std::move(res));
+  }
+  route(std::move(call));
+}
+
+void ChatApi::route(Call call) {
+  const std::string_view path = call->path;
+  const auto method = call->request.method();
+  // True when the method fits; otherwise answers 405 with the allowed ones.
+  auto allow = [&](bhttp::verb wanted, std::string_view allow_header) {
+    if (method == wanted || (wanted == bhttp::verb::get && method == bhttp::verb::head)) return true;
+    auto res = error(Status::method_not_allowed, "method_not_allowed",
+                     std::string(bhttp::to_string(method)) + " is not allowed on " + std::string(path));
+    res.set(bhttp::field::allow, allow_header);
+    call->respond(std::move(res));
+    return false;
+  };
+  constexpr std::string_view kChat = "/api/chat/", kCancel = "/cancel", kSessions = "/api/sessions/",
+                             kMessages = "/messages";
+  if (path == "/") {
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(info_response());
+  } else if (path == "/health") {
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(health_response());
+  } else if (path == "/ready") {
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(ready_response());
+  } else if (path == "/api/chat") {
+    if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
+  } else if (path.starts_with(kChat) && path.ends_with(kCancel) && path.size() > kChat.size() + kCancel.size()) {
+    // A bad id in a path is a 400, like a bad one in a query.
+    auto id = path.substr(kChat.size(), path.size() - kChat.size() - kCancel.size());
+    if (auto e = check_identifier("message_id", id)) return call->respond(invalid(*e));
+    if (allow(bhttp::verb::post, "POST, OPTIONS")) cancel_reply(std::move(call), std::string(id));
+  } else if (path == "/api/sse") {
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
+  } else if (path == "/api/sessions") {
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) list_sessions(std::move(call));
+  } else if (path.starts_with(kSessions) && path.size() > kSessions.size() &&
+             path.find('/', kSessions.size()) == (path.ends_with(kMessages) ? path.size() - kMessages.size() : path.npos)) {
+    auto id = path.substr(kSessions.size());
+    bool messages = id.ends_with(kMessages);
+    if (messages) id.remove_suffix(kMessages.size());
+    if (auto e = check_identifier("session_id", id)) return call->respond(invalid(*e));
+    if (messages) {
+      if (allow(bhttp::verb::get, "GET, OPTIONS")) list_messages(std::move(call), std::string(id));
+    } else if (allow(bhttp::verb::delete_, "DELETE, OPTIONS")) {
+      delete_session(std::move(call), std::string(id));
+    }
+  } else {
+    call->respond(error(Status::not_found, "not_found", "no such resource: " + std::string(path)));
+  }
+}
+
+void ChatApi::post_chat(Call call) {
+  if (!is_json_content_type(call->request[bhttp::field::content_type]))
+    return call->respond(error(Status::unsupported_media_type, "unsupported_media_type",
+                               "Content-Type must be application/json"));
+  auto parsed = parse_chat_request(call->request.body(), options_.chat);
+  if (parsed.error) {
+    log::info("chat_rejected", {{"reason", parsed.error->message}, {"correlation_id", call->correlation_id}});
+    return call->respond(invalid(*parsed.error));
+  }
+  auto correlation_id = call->correlation_id;
+  pod_.submit(std::move(*parsed.request), std::move(correlation_id), [call](boost::system::error_code ec, pod::Accepted a) {
+    if (ec) return call->respond(failure(ec, "session"));
+    call->respond(http::json_response(Status::accepted, json::object{{"message_id", a.message_id},
+                                                                     {"session_id", a.session_id},
+                                                                     {"status", "accepted"},
+                                                                     {"timestamp", a.timestamp},
+                                                                     {"correlation_id", a.correlation_id}}));
+  });
+}
+
+void ChatApi::open_stream(Call call) {
+  auto session_id = call->param("session_id");
+  auto user_id = call->param("user_id");
+  if (auto e = check_identifier("session_id", session_id)) return call->respond(invalid(*e));
+  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  if (pod_.health().draining) return call->respond(failure(pod::Errc::draining, {}));
+  // EventSource sends Last-Event-ID on reconnect; a query parameter serves
+  // clients that cannot set headers. A malformed cursor is ignored.
+  auto header = call->request["Last-Event-ID"];
+  auto cursor = sse::parse_last_event_id(!header.empty() ? std::string_view(header)
+                                                          : call->param("last_event_id").value_or(""));
+  pod::StreamRequest stream{std::string(*session_id), cursor, cors_.allow_origin(call->origin), call->correlation_id};
+  auto session = stream.session_id;  // the lambda below takes `stream` by move
+  store_.session_owner(std::move(session), [this, call, stream = std::move(stream), user = std::string(*user_id)](
+                                               boost::system::error_code ec, std::optional<std::string> owner) mutable {
+    if (ec) return call->respond(failure(ec, "session"));
+    if (owner && *owner != user) return call->respond(failure(store::Errc::forbidden, {}));
+    call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket) mutable {
+      pod_.open_stream(std::move(socket), std::move(stream));
+    });
+  });
+}
+
+void ChatApi::cancel_reply(Call call, std::string message_id) {
+  // The caller names itself in the query or in a JSON body.
+  std::optional<std::string> user_id;
+  if (auto q = call->param("user_id")) user_id = std::string(*q);
+  if (!user_id && !call->request.body().empty()) {
+    boost::system::error_code ec;
+    auto body = json::parse(call->request.body(), ec);
+    if (ec || !body.is_object())
+      return call->respond(error(Status::bad_request, "invalid_json", "the body must be a JSON object"));
+    if (auto* u = body.get_object().if_contains("user_id"); u && u->is_string()) user_id = std::string(u->get_string());
+  }
+  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  auto session_id = std::string(call->param("session_id").value_or(""));
+  if (!session_id.empty())
+    if (auto e = check_identifier("session_id", session_id)) return call->respond(invalid(*e));
+  pod_.cancel(message_id, std::move(session_id), std::move(*user_id), [call, message_id](boost::system::error_code ec) {
+    if (ec) return call->respond(failure(ec, "reply"));
+    log::info("cancel_accepted", {{"message_id", message_id}, {"correlation_id", call->correlation_id}});
+    call->respond(http::json_response(Status::accepted, json::object{{"message_id", message_id}, {"status", "cancelling"}}));
+  });
+}
+
+void ChatApi::list_sessions(Call call) {
+  auto user_id = call->param("user_id");
+  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  auto limit = parse_limit(call->param("limit"), 50);
+  if (!limit) return call->respond(error(Status::bad_request, "invalid_request", "limit must be from 1 to 200"));
+  store_.list_sessions(std::string(*user_id), *limit, [call](boost::system::error_code ec, std::vector<store::SessionSummary> list) {
+    if (ec) return call->respond(failure(ec, "sessions"));
+    json::array out;
+    for (const auto& s : list) out.push_back(session_json(s));
+    call->respond(http::json_response(Status::ok, json::object{{"sessions", std::move(out)}}));
+  });
+}
+
+void ChatApi::list_messages(Call call, std::string session_id) {
+  auto user_id = call->param("user_id");
+  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  auto limit = parse_limit(call->param("limit"), 50);
+  if (!limit) return call->respond(error(Status::bad_request, "invalid_request", "limit must be from 1 to 200"));
+  auto before = call->param("before").value_or("");
+  if (!before.empty() && !is_valid_identifier(before))
+    return call->respond(error(Status::bad_request, "invalid_request", "before must be a message id"));
+  store_.list_messages(std::move(session_id), std::string(*user_id), *limit, std::string(before),
+                       [call](boost::system::error_code ec, store::MessagePage page) {
+                         if (ec) return call->respond(failure(ec, "session"));
+                         json::array out;
+                         for (const auto& m : page.messages) out.push_back(message_json(m));
+                         json::value next = page.next_before ? json::value(*page.next_before) : json::value(nullptr);
+                         call->respond(http::json_response(
+                             Status::ok, json::object{{"messages", std::move(out)}, {"next_before", std::move(next)}}));
+                       });
+}
+
+void ChatApi::delete_session(Call call, std::string session_id) {
+  auto user_id = call->param("user_id");
+  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  store_.delete_session(session_id, std::string(*user_id), [this, call, session_id, user = std::string(*user_id)](
+                                                               boost::system::error_code ec) {
+    if (ec) return call->respond(failure(ec, "session"));
+    log::info("session_deleted", {{"session_id", session_id}, {"correlation_id", call->correlation_id}});
+    pod_.end_session(session_id, user);
+    call->respond(http::json_response(Status::ok, json::object{{"session_id", session_id}, {"deleted", true}}));
+  });
+}
+
+http::Response ChatApi::health_response() const {
+  auto health = pod_.health();
+  http::Response res{health.draining ? Status::service_unavailable : Status::ok, 11};
+  res.set(bhttp::field::content_type, "application/json");
+  res.set(bhttp::field::cache_control, "no-store");
+  res.body() = json::serialize(pod::to_json(health));
+  return res;
+}
+
+http::Response ChatApi::ready_response() const {
+  auto health = pod_.health();
+  return http::json_response(health.ready() ? Status::ok : Status::service_unavailable,
+                             json::object{{"ready", health.ready()}, {"pod_id", health.pod_id}});
+}
+
+http::Response ChatApi::info_response() const {
+  return http::json_response(
+      Status::ok,
+      json::object{{"service", "chatd"},
+                   {"pod_id", pod_.id()},
+                   {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
+                                             "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
+                                             "DELETE /api/sessions/{session_id}?user_id=", "GET /health", "GET /ready"}}});
+}
+
+}  // namespace chat::api

@@ -1,0 +1,48 @@
+#pragma once
+// The HTTP API (docs/API.md, "HTTP API"): routing, input checks, JSON and
+// status codes. Everything a request does beyond reading history goes through
+// the Pod; history reads and deletes go to the store. It never knows which
+// implementation of the bus, registry or store is behind them.
+
+#include <string>
+
+#include "api/api_call.hpp"
+#include "api/chat_request.hpp"
+#include "http/http_session.hpp"
+#include "pod/pod.hpp"
+#include "store/message_store.hpp"
+
+namespace chat::api {
+
+struct ApiOptions {
+  std::string cors_origins = "*";
+  ChatLimits chat;
+};
+
+class ChatApi final : public http::RequestHandler {
+ public:
+  ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store);
+
+  void handle(http::Request request, std::shared_ptr<http::HttpSession> session) override;
+  void decorate(http::Response& response) override;
+
+ private:
+  using Call = std::shared_ptr<ApiCall>;
+  void route(Call call);
+  void post_chat(Call call);
+  void open_stream(Call call);
+  void cancel_reply(Call call, std::string message_id);
+  void list_sessions(Call call);
+  void list_messages(Call call, std::string session_id);
+  void delete_session(Call call, std::string session_id);
+  http::Response health_response() const;
+  http::Response ready_response() const;
+  http::Response info_response() const;
+
+  ApiOptions options_;
+  CorsPolicy cors_;
+  pod::Pod& pod_;
+  store::MessageStore& store_;
+};
+
+}  // namespace chat::api

@@ -1,0 +1,16 @@
+#pragma once
+// What each implementation of an infrastructure interface (bus, registry,
+// store) says about itself, for /health, /ready and start-up logs. Callers
+// decide by the flags, never by comparing backend names.
+
+#include <string_view>
+
+namespace chat {
+
+struct ComponentStatus {
+  std::string_view backend;  // "memory", "nats", "redis", "sqlite", "postgres": for people to read
+  bool embedded = false;     // an in-process stand-in: no server behind it
+  bool connected = false;    // reachable now (always true when embedded)
+};
+
+}  // namespace chat

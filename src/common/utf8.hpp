@@ -1,0 +1,17 @@
+#pragma once
+// Text lengths in characters (Unicode code points), as users count them: limits
+// on messages and titles are in characters, not bytes. Input is assumed to be
+// valid UTF-8 (JSON parsing guarantees it).
+
+#include <cstddef>
+#include <string_view>
+
+namespace chat {
+
+// Code points in `text`.
+std::size_t utf8_length(std::string_view text) noexcept;
+
+// The first `chars` code points of `text`, never splitting a UTF-8 sequence.
+std::string_view utf8_prefix(std::string_view text, std::size_t chars) noexcept;
+
+}  // namespace chat

@@ -1,0 +1,30 @@
+#pragma once
+// The session hub's settings (BUFFER_* and SSE_* in the configuration).
+
+#include <chrono>
+#include <cstddef>
+
+#include "buffer/buffer_manager.hpp"
+
+namespace chat::hub {
+
+struct HubOptions {
+  std::size_t shards = 8;
+  buffer::Limits buffer;
+  std::chrono::milliseconds cleanup_interval{30'000};
+  std::chrono::milliseconds heartbeat_interval{10'000};
+  // A reply no stream saw is kept this long for a stream that opens late.
+  std::chrono::milliseconds late_join_window{30'000};
+  // Finished replies are kept this long (and within the byte budget, per shard)
+  // for streams that resume with Last-Event-ID.
+  std::chrono::milliseconds replay_window{600'000};
+  std::size_t replay_max_bytes = 8 * 1024 * 1024;
+  // Frames kept per in-flight reply for late streams (beyond: the late stream
+  // gets an explicit reset instead of a silent gap).
+  std::size_t max_backlog_frames = 20'000;
+  // A gap this old makes the pod ask the workers for the message again (the
+  // routing cache may have sent its chunks elsewhere for up to a second).
+  std::chrono::milliseconds replay_after{1'000};
+};
+
+}  // namespace chat::hub

@@ -1,0 +1,65 @@
+#pragma once
+// The pod's sessions, sharded by session id. Each shard (see session_shard.hpp)
+// runs on its own strand and owns its sessions outright, with no locks: every
+// chunk, attach and detach of a session runs there, so a session's frames reach
+// all its streams in one order, and a frame is encoded once per session and
+// shared by its streams. The hub posts work onto the right strand and drives
+// each shard's timers.
+//
+// Every method may be called from any thread and returns at once.
+
+#include <boost/asio/io_context.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hub/hub_options.hpp"
+#include "hub/session_shard.hpp"
+
+namespace chat::hub {
+
+struct HubStats {
+  std::size_t streams = 0;
+  std::size_t sessions = 0;  // sessions with at least one stream
+  std::size_t buffers = 0;
+};
+
+class SessionHub {
+ public:
+  // The handlers run on shard strands, several at once: they must be thread-safe.
+  SessionHub(boost::asio::io_context& ioc, HubOptions options, ShardHandlers handlers, Clock clock = SteadyClock);
+  ~SessionHub();
+
+  void start();
+
+  void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor = std::nullopt);
+  void detach(std::shared_ptr<sse::EventSink> stream);
+  void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
+  void expect(const std::string& session_id, const std::string& message_id);
+  // Takes an expect() back: the request never reached the bus.
+  void forget(const std::string& session_id, const std::string& message_id);
+  // `on_dropped` (on a shard strand) gets the ids of the replies that were
+  // still running for the session here.
+  void end_session(const std::string& session_id, std::function<void(std::vector<std::string>)> on_dropped);
+
+  // `done` runs once no shard holds a buffer that a stream or the store depends on.
+  void when_settled(std::function<void()> done);
+  // Every stream gets `last` and closes; `done` runs once all have left.
+  void close_all(sse::Frame last, std::function<void()> done);
+
+  HubStats stats() const;
+
+  static SteadyTime SteadyClock() { return std::chrono::steady_clock::now(); }
+
+ private:
+  struct Slot;
+  Slot& slot_for(const std::string& session_id);
+
+  HubOptions options_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+};
+
+}  // namespace chat::hub

@@ -1,0 +1,201 @@
+#include "hub/session_shard.hpp"
+
+#include "common/time.hpp"
+#include "log/log.hpp"
+
+namespace chat::hub {
+namespace {
+
+// Replies dropped from the resume window that a late cursor may still name.
+constexpr std::size_t kExpiredIdsKept = 100'000;
+
+sse::Frame terminal_error_frame(const buffer::FinishedMessage& m) {
+  using buffer::MessageStatus;
+  switch (m.status) {
+    case MessageStatus::error:
+      return sse::error_frame(m.message_id, m.error_code.empty() ? "provider_error" : m.error_code,
+                              m.error_message.empty() ? "the AI provider failed" : m.error_message);
+    case MessageStatus::cancelled: return sse::error_frame(m.message_id, "cancelled", "the reply was cancelled");
+    case MessageStatus::incomplete:
+      // A chunks_missing error was already sent when the gap was given up.
+      if (m.error_code == "chunks_missing") return nullptr;
+      return sse::error_frame(m.message_id, m.error_code, "the reply did not finish in time");
+    case MessageStatus::complete: return nullptr;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock)
+    : options_(options), handlers_(std::move(handlers)), clock_(std::move(clock)), buffers_(options.buffer) {}
+
+void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
+  if (broadcast && !channels_.contains(chunk.session_id) && !buffers_.has(chunk.message_id)) {
+    gauges_.broadcasts_ignored.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  buffers_.push(std::move(chunk), clock_(), events_);
+  process_events();
+}
+
+void SessionShard::expect(const std::string& session_id, const std::string& message_id) {
+  buffers_.expect(session_id, message_id, clock_(), events_);
+  channels_[session_id].backlog(message_id);
+  process_events();
+}
+
+void SessionShard::forget(const std::string& session_id, const std::string& message_id) {
+  buffers_.drop(message_id);
+  if (auto it = channels_.find(session_id); it != channels_.end()) {
+    retained_bytes_ -= it->second.drop(message_id);
+    if (it->second.idle()) channels_.erase(it);
+  }
+  publish_gauges();
+}
+
+void SessionShard::process_events() {
+  for (auto& e : events_) {
+    if (auto* ready = std::get_if<buffer::ChunkReady>(&e)) {
+      const auto& c = ready->chunk;
+      deliver(c.session_id, c.message_id, c.chunk_id, sse::chunk_frame(c));
+    } else if (auto* missing = std::get_if<buffer::ChunksMissing>(&e)) {
+      log::warn("chunks_missing", {{"session_id", missing->session_id}, {"message_id", missing->message_id},
+                                   {"count", missing->ids.size()}, {"first", missing->ids.front()}});
+      deliver(missing->session_id, missing->message_id, kNotAChunk,
+              sse::error_frame(missing->message_id, "chunks_missing", "some chunks of this reply never arrived",
+                               missing->ids));
+    } else if (auto* done = std::get_if<buffer::MessageFinished>(&e)) {
+      finish(std::move(done->message));
+    }
+  }
+  events_.clear();
+  publish_gauges();
+}
+
+void SessionShard::finish(buffer::FinishedMessage m) {
+  if (auto error = terminal_error_frame(m)) deliver(m.session_id, m.message_id, kNotAChunk, error);
+  deliver(m.session_id, m.message_id, kNotAChunk,
+          sse::complete_frame(m.message_id, m.token_count, m.finish_reason, buffer::to_string(m.status)));
+  if (auto it = channels_.find(m.session_id); it != channels_.end() && it->second.finish(m.message_id, clock_()))
+    finished_order_.emplace_back(m.session_id, m.message_id);
+  trim_retained();
+  handlers_.reply_finished(std::move(m));
+}
+
+void SessionShard::deliver(const std::string& session_id, const std::string& message_id, std::int64_t chunk_id,
+                           const sse::Frame& frame) {
+  retained_bytes_ += channels_[session_id].publish(message_id, chunk_id, frame, options_.max_backlog_frames);
+}
+
+void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
+  if (closed_) return stream->close();
+  const auto& session_id = stream->session_id();
+  auto& channel = channels_[session_id];
+  if (cursor && !channel.find(cursor->message_id) && expired_.contains(cursor->message_id)) {
+    stream->send(sse::reset_frame(session_id, "resume_window_passed"));
+    cursor.reset();
+  }
+  auto plan = channel.plan_join(cursor, clock_(), options_.late_join_window);
+  if (plan.reset) stream->send(sse::reset_frame(session_id, "reply_too_long_to_replay"));
+  stream->send_backlog(plan.frames);
+  if (!channel.has_members()) {
+    gauges_.sessions.fetch_add(1, std::memory_order_relaxed);
+    // The first stream of the session on this pod: workers may have sent its
+    // running reply elsewhere until now.
+    handlers_.replay_wanted(session_id, {});
+  }
+  Member member{std::move(stream), {}, kNotAChunk};
+  if (cursor) {
+    member.skip_message = cursor->message_id;
+    member.skip_through = cursor->chunk_id;
+  }
+  channel.add(std::move(member));
+  gauges_.streams.fetch_add(1, std::memory_order_relaxed);
+}
+
+void SessionShard::detach(const std::shared_ptr<sse::EventSink>& stream) {
+  auto it = channels_.find(stream->session_id());
+  if (it == channels_.end() || !it->second.remove(stream)) return;
+  gauges_.streams.fetch_sub(1, std::memory_order_relaxed);
+  if (!it->second.has_members()) gauges_.sessions.fetch_sub(1, std::memory_order_relaxed);
+  if (it->second.idle()) channels_.erase(it);
+}
+
+std::vector<std::string> SessionShard::end_session(const std::string& session_id) {
+  auto dropped = buffers_.drop_session(session_id);
+  publish_gauges();
+  auto it = channels_.find(session_id);
+  if (it == channels_.end()) return dropped;
+  auto last = sse::reset_frame(session_id, "session_deleted");
+  for (const auto& m : it->second.members()) m.connection->close(last);
+  retained_bytes_ -= it->second.drop_backlogs();
+  if (it->second.idle()) channels_.erase(it);
+  return dropped;
+}
+
+void SessionShard::close_all(const sse::Frame& last) {
+  closed_ = true;
+  for (const auto& [id, channel] : channels_)
+    for (const auto& m : channel.members()) m.connection->close(last);
+}
+
+void SessionShard::check_gaps() {
+  auto now = clock_();
+  auto is_watched = [this](const std::string& session_id) { return watched(session_id); };
+  for (const auto& [session, message] : buffers_.stalled(now, options_.replay_after, options_.replay_after * 2, is_watched))
+    handlers_.replay_wanted(session, message);
+  buffers_.check_gaps(now, events_);
+  process_events();
+}
+
+void SessionShard::cleanup() {
+  buffers_.expire_old(clock_(), events_, [this](const std::string& session_id) { return watched(session_id); });
+  process_events();
+  trim_retained();
+}
+
+void SessionShard::heartbeat() {
+  auto frame = sse::ping_frame(unix_now());
+  for (const auto& [id, channel] : channels_)
+    for (const auto& m : channel.members()) m.connection->send(frame);
+}
+
+std::size_t SessionShard::owed() const {
+  return buffers_.owed([this](const std::string& session_id) { return watched(session_id); });
+}
+
+bool SessionShard::watched(const std::string& session_id) const {
+  auto it = channels_.find(session_id);
+  return it != channels_.end() && it->second.has_members();
+}
+
+// Drops the oldest finished replies while over the byte budget or the window.
+void SessionShard::trim_retained() {
+  auto now = clock_();
+  while (!finished_order_.empty()) {
+    auto [session_id, message_id] = finished_order_.front();
+    auto it = channels_.find(session_id);
+    Backlog* b = it == channels_.end() ? nullptr : it->second.find(message_id);
+    bool too_old = b && now - b->finished_at >= options_.replay_window;
+    if (b && !too_old && retained_bytes_ <= options_.replay_max_bytes) break;
+    finished_order_.pop_front();
+    if (!b) continue;
+    retained_bytes_ -= it->second.drop_finished_if([&](const Backlog& x) { return x.message_id == message_id; });
+    remember_expired(message_id);
+    if (it->second.idle()) channels_.erase(it);
+  }
+}
+
+void SessionShard::remember_expired(const std::string& message_id) {
+  if (!expired_.insert(message_id).second) return;
+  expired_order_.push_back(message_id);
+  if (expired_order_.size() > kExpiredIdsKept) {
+    expired_.erase(expired_order_.front());
+    expired_order_.pop_front();
+  }
+}
+
+void SessionShard::publish_gauges() { gauges_.buffers.store(buffers_.size(), std::memory_order_relaxed); }
+
+}  // namespace chat::hub

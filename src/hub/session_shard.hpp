@@ -1,0 +1,105 @@
+#pragma once
+// A share of the pod's sessions: their streams, the reorder buffers of their
+// replies, and the frames a late or resuming stream still needs. Pure logic on
+// an injected clock, like the reorder buffer: no threads, no timers, no I/O of
+// its own. The hub runs each shard on one strand and drives its periodic work;
+// nothing here is thread-safe except the gauges.
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "buffer/buffer_manager.hpp"
+#include "hub/hub_options.hpp"
+#include "hub/session_channel.hpp"
+#include "protocol/messages.hpp"
+#include "sse/event_sink.hpp"
+
+namespace chat::hub {
+
+using Clock = std::function<SteadyTime()>;
+
+// What a shard hands on. Each runs on the shard's strand and must not block.
+struct ShardHandlers {
+  // A reply's buffer is done: it goes to the store.
+  std::function<void(buffer::FinishedMessage)> reply_finished;
+  // The workers should send chunks again: with `message_id` empty, the
+  // session's running replies (its first stream here); else that reply (a gap,
+  // or an expected reply still silent while someone watches).
+  std::function<void(const std::string& session_id, const std::string& message_id)> replay_wanted;
+};
+
+// Read from any thread (health, capacity checks); written by the shard only.
+struct ShardGauges {
+  std::atomic<std::size_t> streams{0};
+  std::atomic<std::size_t> sessions{0};  // sessions with at least one stream
+  std::atomic<std::size_t> buffers{0};
+  std::atomic<std::uint64_t> broadcasts_ignored{0};
+};
+
+class SessionShard {
+ public:
+  SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock);
+
+  // A chunk from the bus. `broadcast`: kept only if this shard holds its session
+  // or already buffers its message.
+  void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
+  // This pod accepted the message: keep its chunks even before a stream opens.
+  void expect(const std::string& session_id, const std::string& message_id);
+  void forget(const std::string& session_id, const std::string& message_id);
+  // The stream gets what it missed (from `cursor`, or the running replies from
+  // chunk 0), then everything live.
+  void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor);
+  void detach(const std::shared_ptr<sse::EventSink>& stream);
+  // The session was deleted: its streams get a reset and end, its buffers are
+  // dropped. Returns the ids of the replies that were still running here.
+  std::vector<std::string> end_session(const std::string& session_id);
+  // Shutdown: every stream gets `last` and closes; later attaches are refused.
+  void close_all(const sse::Frame& last);
+
+  // Periodic work, driven by the hub: missing-chunk timeouts and replay asks
+  // (often); buffer expiry and the resume window (every cleanup interval);
+  // heartbeats.
+  void check_gaps();
+  void cleanup();
+  void heartbeat();
+
+  // Buffers something here depends on (a stream or the store): shutdown waits
+  // for these.
+  std::size_t owed() const;
+  const ShardGauges& gauges() const { return gauges_; }
+  const buffer::Counters& counters() const { return buffers_.counters(); }
+
+ private:
+  void process_events();
+  void finish(buffer::FinishedMessage m);
+  void deliver(const std::string& session_id, const std::string& message_id, std::int64_t chunk_id,
+               const sse::Frame& frame);
+  void trim_retained();
+  void remember_expired(const std::string& message_id);
+  bool watched(const std::string& session_id) const;
+  void publish_gauges();
+
+  const HubOptions& options_;
+  ShardHandlers handlers_;
+  Clock clock_;
+  buffer::BufferManager buffers_;
+  std::unordered_map<std::string, Channel> channels_;
+  std::vector<buffer::Event> events_;  // scratch, reused
+  // Finished replies kept for resume, oldest first, within a byte budget.
+  std::deque<std::pair<std::string, std::string>> finished_order_;  // (session, message)
+  std::size_t retained_bytes_ = 0;
+  // Replies dropped from the resume window: their cursors get a reset event.
+  std::unordered_set<std::string> expired_;
+  std::deque<std::string> expired_order_;
+  bool closed_ = false;
+  ShardGauges gauges_;
+};
+
+}  // namespace chat::hub

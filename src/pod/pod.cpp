@@ -1,0 +1,185 @@
+#include "pod/pod.hpp"
+
+#include <boost/json.hpp>
+
+#include "common/countdown.hpp"
+#include "common/deadline.hpp"
+#include "common/identifier.hpp"
+#include "common/time.hpp"
+#include "log/log.hpp"
+#include "protocol/subjects.hpp"
+
+namespace json = boost::json;
+
+namespace chat::pod {
+
+Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, registry::SessionRegistry& registry,
+         store::MessageStore& store)
+    : ioc_(ioc),
+      options_(std::move(options)),
+      bus_(bus),
+      registry_(registry),
+      store_(store),
+      hub_(ioc, options_.hub,
+           hub::ShardHandlers{[this](buffer::FinishedMessage m) { store_reply(std::move(m)); },
+                              [this](const std::string& session_id, const std::string& message_id) {
+                                request_replay(session_id, message_id);
+                              }}) {}
+
+Pod::~Pod() = default;
+
+void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback done) {
+  if (draining_) return done(Errc::draining, {});
+  // Nothing half-done: with the bus down, not even the user message is stored.
+  if (!bus_.connected()) return done(Errc::bus_unavailable, {});
+  store::NewUserMessage user{request.session_id, request.user_id, new_identifier("msg_"), request.message,
+                             request.ai_provider.empty() ? options_.default_provider : request.ai_provider,
+                             request.model, std::chrono::system_clock::now()};
+  auto user_message_id = user.message_id;
+  store_.accept_user_message(
+      std::move(user), options_.history_turns,
+      [this, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
+       done = std::move(done)](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
+        if (ec) {
+          log::warn("chat_not_accepted", {{"session_id", request.session_id}, {"error", ec.message()},
+                                          {"correlation_id", correlation_id}});
+          return done(ec, {});
+        }
+        publish_request(std::move(request), std::move(correlation_id), std::move(user_message_id),
+                        std::move(history), std::move(done));
+      });
+}
+
+void Pod::publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
+                          std::vector<protocol::HistoryEntry> history, SubmitCallback done) {
+  protocol::WorkflowRequest work;
+  work.message_id = new_identifier("msg_");
+  work.session_id = std::move(request.session_id);
+  work.user_id = std::move(request.user_id);
+  work.message = std::move(request.message);
+  work.context.ai_provider = std::move(request.ai_provider);
+  work.context.model = std::move(request.model);
+  work.context.temperature = request.temperature;
+  work.context.max_tokens = request.max_tokens;
+  work.context.system_prompt = std::move(request.system_prompt);
+  work.context.conversation_history = std::move(history);
+  work.timestamp = rfc3339_now();
+  work.correlation_id = std::move(correlation_id);
+  work.accepting_pod = options_.pod_id;
+  Accepted accepted{work.message_id, work.session_id, work.timestamp, work.correlation_id};
+  // Keep the reply's chunks here even if no stream is open yet (late join, and
+  // the reply must be stored when nobody watches).
+  hub_.expect(work.session_id, work.message_id);
+  auto payload = protocol::encode(work);
+  bus_.publish(subjects::execute(work.session_id), std::move(payload),
+               [this, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
+                done = std::move(done)](boost::system::error_code ec) {
+                 if (!ec) {
+                   log::info("chat_accepted", {{"message_id", accepted.message_id}, {"session_id", accepted.session_id},
+                                               {"correlation_id", accepted.correlation_id}});
+                   return done({}, accepted);
+                 }
+                 log::warn("chat_publish_failed", {{"error", ec.message()}, {"correlation_id", accepted.correlation_id}});
+                 hub_.forget(accepted.session_id, accepted.message_id);
+                 store_.discard_message(user_message_id, [](boost::system::error_code) {});
+                 done(Errc::bus_unavailable, {});
+               });
+}
+
+void Pod::cancel(std::string message_id, std::string session_id, std::string user_id, DoneCallback done) {
+  if (!bus_.connected()) return done(Errc::bus_unavailable);
+  protocol::CancelRequest cancel{message_id, std::move(session_id), std::move(user_id)};
+  // The worker running the reply answers; silence means no such reply is running.
+  bus_.request(subjects::cancel(message_id), protocol::encode(cancel), options_.cancel_timeout,
+               [message_id, done = std::move(done)](boost::system::error_code ec, std::string reply) {
+                 if (ec) return done(Errc::no_running_reply);
+                 boost::system::error_code parse_ec;
+                 auto v = json::parse(reply, parse_ec);
+                 auto* status = !parse_ec && v.is_object() ? v.get_object().if_contains("status") : nullptr;
+                 if (status && status->is_string() && status->get_string() == "forbidden") return done(Errc::not_owner);
+                 log::info("cancel_requested", {{"message_id", message_id}});
+                 done({});
+               });
+}
+
+void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request) {
+  if (draining_) {
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  auto stream = std::make_shared<sse::SseConnection>(std::move(socket), new_identifier("conn_"), request.session_id,
+                                                     options_.stream_limits);
+  // Registered before it can close, so the registry sees add, then remove.
+  registry_.add({request.session_id, options_.pod_id, stream->id()});
+  std::vector<sse::Frame> first{sse::retry_frame(options_.stream_retry),
+                                sse::connected_frame(stream->id(), request.session_id, options_.pod_id)};
+  stream->start(sse::stream_head(request.cors_origin), std::move(first),
+                [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) {
+                  on_stream_closed(s, reason);
+                });
+  log::info("sse_connected", {{"connection_id", stream->id()}, {"session_id", request.session_id},
+                              {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});
+  hub_.attach(std::move(stream), std::move(request.cursor));
+}
+
+void Pod::on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason) {
+  hub_.detach(stream);
+  registry_.remove({stream->session_id(), options_.pod_id, stream->id()});
+  log::info("sse_disconnected", {{"connection_id", stream->id()}, {"session_id", stream->session_id()}, {"reason", reason}});
+}
+
+void Pod::end_session(const std::string& session_id, const std::string& user_id) {
+  hub_.end_session(session_id, [this, session_id, user_id](std::vector<std::string> running) {
+    for (const auto& message_id : running)
+      bus_.publish(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, session_id, user_id}));
+  });
+}
+
+PodHealth Pod::health() const {
+  return PodHealth{options_.pod_id,
+                   draining_.load(),
+                   hub_.stats(),
+                   bus_.status(),
+                   registry_.status(),
+                   store_.status(),
+                   std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)};
+}
+
+void Pod::drain(std::function<void()> done) {
+  draining_ = true;
+  auto deadline = std::chrono::steady_clock::now() + options_.shutdown_timeout;
+  with_deadline(
+      ioc_.get_executor(), deadline, [this](std::function<void()> settled) { hub_.when_settled(std::move(settled)); },
+      [this, deadline, done = std::move(done)](bool settled) mutable {
+        if (!settled) log::warn("shutdown_timeout", {{"active_buffers", hub_.stats().buffers}});
+        finish_drain(deadline, std::move(done));
+      });
+}
+
+void Pod::finish_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done) {
+  stop_intake();
+  // The registry and the store may be down: they get the rest of the shutdown
+  // time (at least a moment), not forever.
+  auto tidy_deadline = std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds{2});
+  with_deadline(
+      ioc_.get_executor(), tidy_deadline,
+      [this](std::function<void()> tidied) {
+        auto arrive = make_countdown(2, std::move(tidied));
+        registry_.remove_pod(options_.pod_id, [arrive](boost::system::error_code) { arrive(); });
+        store_.flush([arrive](boost::system::error_code) { arrive(); });
+      },
+      [this, done = std::move(done)](bool tidied) mutable {
+        if (!tidied) log::warn("shutdown_incomplete", {{"registry_connected", registry_.connected()},
+                                                       {"store_connected", store_.connected()}});
+        // Give the last frames a moment to reach the clients.
+        with_deadline(
+            ioc_.get_executor(), std::chrono::steady_clock::now() + std::chrono::seconds{2},
+            [this](std::function<void()> closed) {
+              hub_.close_all(sse::retry_frame(options_.stream_retry), std::move(closed));
+            },
+            [done = std::move(done)](bool) { done(); });
+      });
+}
+
+}  // namespace chat::pod

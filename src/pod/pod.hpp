@@ -1,0 +1,138 @@
+#pragma once
+// The pod's runtime, and the single door to it: the HTTP layer hands it
+// validated requests (submit a chat, cancel a reply, open a stream, end a
+// deleted session) and asks it for health; the bus hands it chunks. Behind the
+// door it keeps the session hub, registers streams in the session registry,
+// publishes requests and cancels on the bus, and stores finished replies.
+//
+// Data flows one way: HTTP → Pod → bus/store/registry, and bus → Pod → hub →
+// streams. Every method may be called from any thread and never blocks; the
+// callbacks run on bus or store threads.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "bus/message_bus.hpp"
+#include "hub/session_hub.hpp"
+#include "pod/pod_errors.hpp"
+#include "pod/pod_health.hpp"
+#include "registry/session_registry.hpp"
+#include "sse/sse_connection.hpp"
+#include "store/message_store.hpp"
+
+namespace chat::pod {
+
+struct PodOptions {
+  std::string pod_id;
+  hub::HubOptions hub;
+  sse::QueueLimits stream_limits;
+  std::chrono::milliseconds stream_retry{3'000};  // the SSE retry hint
+  std::string default_provider = "demo";
+  unsigned history_turns = 20;
+  std::chrono::milliseconds cancel_timeout{2'000};
+  std::chrono::milliseconds shutdown_timeout{15'000};
+};
+
+// A chat message as the HTTP layer validated it.
+struct ChatRequest {
+  std::string session_id;
+  std::string user_id;
+  std::string message;
+  std::string ai_provider;  // empty: the default provider
+  std::string model;        // empty: the provider's default model
+  std::optional<double> temperature;
+  std::optional<std::int64_t> max_tokens;
+  std::string system_prompt;
+};
+
+// The reply that will stream for an accepted chat.
+struct Accepted {
+  std::string message_id;
+  std::string session_id;
+  std::string timestamp;
+  std::string correlation_id;
+};
+
+struct StreamRequest {
+  std::string session_id;
+  std::optional<sse::ResumeCursor> cursor;
+  std::string cors_origin;  // for the stream's response head
+  std::string correlation_id;
+};
+
+// Counted on bus and store threads; read by anyone.
+struct PodStats {
+  std::atomic<std::uint64_t> chunks_rejected{0};  // invalid payloads from the bus
+  std::atomic<std::uint64_t> replies_stored{0};
+  std::atomic<std::uint64_t> store_failures{0};
+  std::atomic<std::size_t> writes_pending{0};
+};
+
+using SubmitCallback = std::function<void(boost::system::error_code, Accepted)>;
+using DoneCallback = std::function<void(boost::system::error_code)>;
+
+class Pod {
+ public:
+  Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, registry::SessionRegistry& registry,
+      store::MessageStore& store);
+  ~Pod();
+
+  // Subscribes to the pod's bus subjects and starts the hub.
+  void start();
+
+  // Stores the user message, expects the reply here and puts the request on
+  // the bus; if the bus refuses it, the user message is taken back. Errors:
+  // Errc::draining, Errc::bus_unavailable, or the store's.
+  void submit(ChatRequest request, std::string correlation_id, SubmitCallback done);
+  // Asks the worker running the reply to stop. Errors: Errc::no_running_reply,
+  // Errc::not_owner, Errc::bus_unavailable.
+  void cancel(std::string message_id, std::string session_id, std::string user_id, DoneCallback done);
+  // Takes the socket over as the session's event stream (the caller checked
+  // that the user may read the session).
+  void open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request);
+  // The session was deleted: its streams here end and its running replies stop.
+  void end_session(const std::string& session_id, const std::string& user_id);
+
+  PodHealth health() const;
+  std::size_t open_streams() const { return hub_.stats().streams; }
+  const std::string& id() const { return options_.pod_id; }
+  const PodStats& stats() const { return stats_; }
+
+  // SIGTERM: refuses new chats and streams at once, waits (bounded by the
+  // shutdown timeout) for the replies that streams or the store wait for,
+  // leaves the bus, the registry and the store tidy, then closes every stream
+  // with a retry hint. `done` runs once all of it is over.
+  void drain(std::function<void()> done);
+
+ private:
+  void stop_intake();
+  void on_chunk(const bus::Message& m, bool broadcast);
+  void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
+                       std::vector<protocol::HistoryEntry> history, SubmitCallback done);
+  void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
+  void store_reply(buffer::FinishedMessage m);
+  void request_replay(const std::string& session_id, const std::string& message_id);
+  void finish_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
+
+  boost::asio::io_context& ioc_;
+  PodOptions options_;
+  bus::MessageBus& bus_;
+  registry::SessionRegistry& registry_;
+  store::MessageStore& store_;
+  hub::SessionHub hub_;
+  PodStats stats_;
+  std::unique_ptr<bus::Subscription> direct_;
+  std::unique_ptr<bus::Subscription> broadcast_;
+  std::unique_ptr<bus::Subscription> health_;
+  std::atomic<bool> draining_{false};
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace chat::pod

@@ -1,0 +1,84 @@
+// The pod's bus side: chunks addressed to this pod or broadcast for its
+// sessions go into the hub; finished replies go to the store once; replay
+// requests and health answers go out.
+
+#include <boost/json.hpp>
+
+#include "log/log.hpp"
+#include "pod/pod.hpp"
+#include "protocol/subjects.hpp"
+
+namespace chat::pod {
+
+void Pod::start() {
+  hub_.start();
+  direct_ = bus_.subscribe(subjects::pod_response(options_.pod_id), {},
+                           [this](const bus::Message& m) { on_chunk(m, false); });
+  broadcast_ = bus_.subscribe(std::string(subjects::kAllBroadcast), {},
+                              [this](const bus::Message& m) { on_chunk(m, true); });
+  health_ = bus_.subscribe(subjects::pod_health(options_.pod_id), {}, [this](const bus::Message& m) {
+    if (!m.reply_to.empty()) bus_.publish(std::string(m.reply_to), boost::json::serialize(to_json(health())));
+  });
+}
+
+void Pod::stop_intake() {
+  direct_.reset();
+  broadcast_.reset();
+  health_.reset();
+}
+
+void Pod::on_chunk(const bus::Message& m, bool broadcast) {
+  std::string error;
+  auto chunk = protocol::decode_response_chunk(m.payload, error);
+  if (!chunk) {
+    stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    log::warn("chunk_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  if (broadcast && m.subject != subjects::broadcast(chunk->session_id)) {
+    stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    log::warn("chunk_rejected", {{"subject", m.subject}, {"error", "session_id does not match the subject"}});
+    return;
+  }
+  hub_.on_chunk(std::move(*chunk), broadcast);
+}
+
+void Pod::request_replay(const std::string& session_id, const std::string& message_id) {
+  if (!bus_.connected()) return;
+  bus_.publish(subjects::replay(session_id),
+               protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, message_id}));
+}
+
+void Pod::store_reply(buffer::FinishedMessage m) {
+  boost::json::object meta{{"model", m.model},
+                           {"finish_reason", m.finish_reason},
+                           {"duration_ms", m.duration.count()},
+                           {"pod_id", options_.pod_id}};
+  if (!m.error_code.empty()) meta["error_code"] = m.error_code;
+  if (!m.missing_chunks.empty()) {
+    boost::json::array ids;
+    for (auto id : m.missing_chunks) ids.push_back(id);
+    meta["missing_chunks"] = std::move(ids);
+  }
+  if (!m.correlation_id.empty()) meta["correlation_id"] = m.correlation_id;
+  store::AssistantMessage record{m.message_id, m.session_id, std::move(m.content), m.token_count,
+                                 std::string(buffer::to_string(m.status)), boost::json::serialize(meta),
+                                 std::chrono::system_clock::now()};
+  log::info("reply_finished", {{"message_id", record.message_id}, {"session_id", record.session_id},
+                               {"status", record.status}, {"tokens", record.token_count},
+                               {"correlation_id", m.correlation_id}});
+  stats_.writes_pending.fetch_add(1);
+  store_.save_assistant_message(std::move(record), [this, id = m.message_id](boost::system::error_code ec) {
+    stats_.writes_pending.fetch_sub(1);
+    if (ec == store::Errc::not_found) {
+      log::info("reply_not_stored", {{"message_id", id}, {"reason", "the session was deleted"}});
+    } else if (ec) {
+      stats_.store_failures.fetch_add(1);
+      log::error("reply_store_failed", {{"message_id", id}, {"error", ec.message()}});
+    } else {
+      stats_.replies_stored.fetch_add(1);
+    }
+  });
+}
+
+}  // namespace chat::pod

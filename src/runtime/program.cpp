@@ -1,0 +1,27 @@
+#include "runtime/program.hpp"
+
+#include <iostream>
+
+namespace chat::runtime {
+
+int program_main(config::Program program, std::string_view name, int argc, char** argv,
+                 const std::function<int(const config::Config&)>& run) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (config::wants_help(args)) {
+    std::cout << config::help_text(program);
+    return 0;
+  }
+  try {
+    auto settings = config::load(program, args, config::process_environment());
+    log::init(settings.log.level, settings.log.format);
+    return run(settings);
+  } catch (const config::ConfigError& e) {
+    std::cerr << name << ": configuration error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": cannot start: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace chat::runtime
