@@ -1,0 +1,137 @@
+#include "hub/session_hub.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+
+#include <future>
+#include <thread>
+
+#include "hub/recording_sink.hpp"
+
+namespace chat::hub {
+namespace {
+
+using namespace std::chrono_literals;
+
+protocol::ResponseChunk chunk(std::string session, std::string message, std::uint32_t id, bool final = false) {
+  protocol::ResponseChunk c;
+  c.session_id = std::move(session);
+  c.message_id = std::move(message);
+  c.chunk_id = id;
+  c.chunk = "x";
+  c.is_final = final;
+  if (final) c.metadata = protocol::ChunkMetadata{"m", 1, "stop"};
+  return c;
+}
+
+// A hub on two threads, as in chatd, with its finished replies collected.
+struct HubTest : ::testing::Test {
+  boost::asio::io_context ioc{2};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work = boost::asio::make_work_guard(ioc);
+  std::mutex mutex;  // guards finished: shards call the handler from their strands
+  std::vector<std::string> finished;
+  SessionHub hub{ioc, [] {
+                   HubOptions o;
+                   o.shards = 4;
+                   return o;
+                 }(),
+                 ShardHandlers{[this](buffer::FinishedMessage m) {
+                                 std::lock_guard lock(mutex);
+                                 finished.push_back(m.message_id);
+                               },
+                               [](const std::string&, const std::string&) {}}};
+  std::vector<std::thread> threads;
+
+  void SetUp() override {
+    hub.start();
+    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { ioc.run(); });
+  }
+  void TearDown() override {
+    work.reset();
+    ioc.stop();
+    for (auto& t : threads) t.join();
+  }
+
+  template <class Pred>
+  static bool eventually(Pred pred) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(2ms);
+    }
+    return true;
+  }
+};
+
+TEST_F(HubTest, EachSessionsChunksReachItsStreamsAcrossShards) {
+  std::vector<std::shared_ptr<RecordingSink>> streams;
+  for (int s = 0; s < 16; ++s) {
+    streams.push_back(std::make_shared<RecordingSink>("c" + std::to_string(s), "s" + std::to_string(s)));
+    hub.attach(streams.back());
+  }
+  for (std::uint32_t i = 0; i < 5; ++i)
+    for (int s = 0; s < 16; ++s)
+      hub.on_chunk(chunk("s" + std::to_string(s), "m" + std::to_string(s), i, i == 4), false);
+  for (int s = 0; s < 16; ++s) {
+    auto m = "m" + std::to_string(s);
+    ASSERT_TRUE(eventually([&] { return streams[s]->events().size() == 6; })) << s;
+    EXPECT_EQ(streams[s]->chunk_ids(), (std::vector<std::string>{m + ":0", m + ":1", m + ":2", m + ":3", m + ":4"}));
+  }
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return finished.size() == 16;
+  }));
+  EXPECT_EQ(hub.stats().streams, 16u);
+  EXPECT_EQ(hub.stats().sessions, 16u);
+}
+
+TEST_F(HubTest, SettledWaitsForEveryAcceptedReply) {
+  hub.expect("s1", "m1");
+  hub.expect("s2", "m2");
+  std::promise<void> settled;
+  hub.when_settled([&] { settled.set_value(); });
+  auto future = settled.get_future();
+  hub.on_chunk(chunk("s1", "m1", 0, true), false);
+  EXPECT_EQ(future.wait_for(200ms), std::future_status::timeout) << "m2 is still owed";
+  hub.on_chunk(chunk("s2", "m2", 0, true), false);
+  EXPECT_EQ(future.wait_for(10s), std::future_status::ready);
+}
+
+TEST_F(HubTest, SettledAtOnceWhenNothingIsOwed) {
+  std::promise<void> settled;
+  hub.when_settled([&] { settled.set_value(); });
+  EXPECT_EQ(settled.get_future().wait_for(10s), std::future_status::ready);
+}
+
+TEST_F(HubTest, CloseAllSendsTheLastFrameAndReportsWhenEveryStreamLeft) {
+  auto a = std::make_shared<RecordingSink>("a", "s1");
+  auto b = std::make_shared<RecordingSink>("b", "s2");
+  hub.attach(a);
+  hub.attach(b);
+  ASSERT_TRUE(eventually([&] { return hub.stats().streams == 2; }));
+  std::promise<void> closed;
+  hub.close_all(sse::retry_frame(1s), [&] { closed.set_value(); });
+  auto future = closed.get_future();
+  ASSERT_TRUE(eventually([&] { return a->closed() && b->closed(); }));
+  EXPECT_EQ(*a->frames().back(), "retry: 1000\n\n");
+  EXPECT_EQ(future.wait_for(100ms), std::future_status::timeout) << "the streams have not left yet";
+  // A closed connection detaches itself, as an SseConnection does from its closed handler.
+  hub.detach(a);
+  hub.detach(b);
+  EXPECT_EQ(future.wait_for(10s), std::future_status::ready);
+}
+
+TEST_F(HubTest, EndSessionReportsTheRunningRepliesOnce) {
+  hub.expect("s1", "m1");
+  hub.expect("s1", "m2");
+  std::promise<std::vector<std::string>> dropped;
+  hub.end_session("s1", [&](std::vector<std::string> ids) { dropped.set_value(std::move(ids)); });
+  auto ids = dropped.get_future().get();
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"m1", "m2"}));
+}
+
+}  // namespace
+}  // namespace chat::hub

@@ -1,0 +1,210 @@
+#include "hub/session_shard.hpp"
+
+#include <gtest/gtest.h>
+
+#include "hub/recording_sink.hpp"
+
+namespace chat::hub {
+namespace {
+
+using namespace std::chrono_literals;
+
+protocol::ResponseChunk chunk(std::string session, std::string message, std::uint32_t id, bool final = false) {
+  protocol::ResponseChunk c;
+  c.session_id = std::move(session);
+  c.message_id = std::move(message);
+  c.chunk_id = id;
+  c.chunk = "t" + std::to_string(id) + " ";
+  c.is_final = final;
+  c.timestamp = "2026-11-29T00:00:00Z";
+  if (final) c.metadata = protocol::ChunkMetadata{"demo-1", 3, "stop"};
+  return c;
+}
+
+// A shard on a clock the test moves, with what it hands on recorded.
+struct ShardTest : ::testing::Test {
+  SteadyTime now = std::chrono::steady_clock::now();
+  HubOptions options = [] {
+    HubOptions o;
+    o.buffer.missing_chunk_timeout = 5s;
+    o.buffer.max_age = 60s;
+    o.late_join_window = 30s;
+    o.replay_window = 120s;
+    return o;
+  }();
+  std::vector<buffer::FinishedMessage> finished;
+  std::vector<std::pair<std::string, std::string>> replays;
+  SessionShard shard{options,
+                     ShardHandlers{[this](buffer::FinishedMessage m) { finished.push_back(std::move(m)); },
+                                   [this](const std::string& s, const std::string& m) { replays.emplace_back(s, m); }},
+                     [this] { return now; }};
+
+  std::shared_ptr<RecordingSink> stream(const std::string& session, std::optional<sse::ResumeCursor> cursor = {}) {
+    auto s = std::make_shared<RecordingSink>("conn_" + std::to_string(++streams), session);
+    shard.attach(s, std::move(cursor));
+    return s;
+  }
+  int streams = 0;
+};
+
+using Events = std::vector<std::string>;
+
+TEST_F(ShardTest, ChunksReachEveryStreamOfTheSessionInOrderOnce) {
+  auto a = stream("s1");
+  auto b = stream("s1");
+  auto other = stream("s2");
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 0), false);  // a duplicate
+  shard.on_chunk(chunk("s1", "m1", 2, true), false);
+  for (const auto& s : {a, b}) {
+    EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
+    EXPECT_EQ(s->events(), (Events{"chunk", "chunk", "chunk", "message_complete"}));
+  }
+  EXPECT_TRUE(other->events().empty());
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].content, "t0 t1 t2 ");
+  EXPECT_EQ(finished[0].status, buffer::MessageStatus::complete);
+}
+
+TEST_F(ShardTest, AllStreamsShareOneEncodedFrame) {
+  auto a = stream("s1");
+  auto b = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  ASSERT_EQ(a->frames().size(), 1u);
+  EXPECT_EQ(a->frames()[0].get(), b->frames()[0].get());
+}
+
+TEST_F(ShardTest, TheFirstStreamOfASessionAsksForItsRunningReplies) {
+  stream("s1");
+  stream("s1");
+  EXPECT_EQ(replays, (std::vector<std::pair<std::string, std::string>>{{"s1", ""}}));
+}
+
+TEST_F(ShardTest, BroadcastChunksAreKeptOnlyForSessionsHeldHere) {
+  shard.on_chunk(chunk("s9", "m9", 0), true);
+  EXPECT_EQ(shard.gauges().buffers.load(), 0u);
+  EXPECT_EQ(shard.gauges().broadcasts_ignored.load(), 1u);
+  shard.expect("s8", "m8");  // accepted here: its broadcast chunks are kept
+  shard.on_chunk(chunk("s8", "m8", 0, true), true);
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].message_id, "m8");
+}
+
+TEST_F(ShardTest, ALateStreamGetsTheRunningReplyFromChunkZero) {
+  shard.expect("s1", "m1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  auto late = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 2, true), false);
+  EXPECT_EQ(late->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
+}
+
+TEST_F(ShardTest, AResumedStreamContinuesAfterItsCursorWithoutRepeats) {
+  auto first = stream("s1");
+  for (std::uint32_t i = 0; i < 3; ++i) shard.on_chunk(chunk("s1", "m1", i), false);
+  auto resumed = stream("s1", sse::ResumeCursor{"m1", 1});
+  shard.on_chunk(chunk("s1", "m1", 3, true), false);
+  EXPECT_EQ(resumed->chunk_ids(), (Events{"m1:2", "m1:3"}));
+}
+
+TEST_F(ShardTest, ACursorPastTheResumeWindowGetsAReset) {
+  stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0, true), false);
+  now += 121s;
+  shard.cleanup();
+  auto late = stream("s1", sse::ResumeCursor{"m1", 0});
+  ASSERT_FALSE(late->events().empty());
+  EXPECT_EQ(late->events().front(), "reset");
+  EXPECT_NE(late->frames().front()->find("resume_window_passed"), std::string::npos);
+}
+
+TEST_F(ShardTest, AMissingChunkIsGivenUpAfterTheTimeoutAndTheRestStreams) {
+  auto s = stream("s1");
+  shard.expect("s1", "m1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 2, true), false);
+  now += 4s;
+  shard.check_gaps();
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0"}));
+  now += 2s;
+  shard.check_gaps();
+  EXPECT_EQ(s->events(), (Events{"chunk", "error", "chunk", "message_complete"}));
+  EXPECT_NE(s->frames()[1]->find("chunks_missing"), std::string::npos);
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].status, buffer::MessageStatus::incomplete);
+  EXPECT_EQ(finished[0].missing_chunks, (std::vector<std::uint32_t>{1}));
+}
+
+TEST_F(ShardTest, AStalledGapAsksTheWorkersForThatReply) {
+  stream("s1");
+  replays.clear();
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  now += options.replay_after;
+  shard.check_gaps();
+  EXPECT_EQ(replays, (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
+}
+
+TEST_F(ShardTest, OwedCountsWhatAStreamOrTheStoreWaitsFor) {
+  EXPECT_EQ(shard.owed(), 0u);
+  shard.expect("s1", "m1");
+  EXPECT_EQ(shard.owed(), 1u);
+  shard.on_chunk(chunk("s1", "m1", 0, true), false);
+  EXPECT_EQ(shard.owed(), 0u);
+  // Another pod's reply, kept while a stream here watched it.
+  auto s = stream("s2");
+  shard.on_chunk(chunk("s2", "m2", 0), false);
+  EXPECT_EQ(shard.owed(), 1u);
+  shard.detach(s);
+  EXPECT_EQ(shard.owed(), 0u) << "nobody here waits for it any more";
+}
+
+TEST_F(ShardTest, EndingASessionClosesItsStreamsAndReturnsItsRunningReplies) {
+  auto s = stream("s1");
+  shard.expect("s1", "m1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  EXPECT_EQ(shard.end_session("s1"), (std::vector<std::string>{"m1"}));
+  EXPECT_TRUE(s->closed());
+  EXPECT_EQ(s->events().back(), "reset");
+  shard.on_chunk(chunk("s1", "m1", 1, true), false);  // a late chunk stores nothing
+  EXPECT_TRUE(finished.empty());
+}
+
+TEST_F(ShardTest, ForgettingAnExpectedReplyLeavesNothingOwed) {
+  shard.expect("s1", "m1");
+  shard.forget("s1", "m1");
+  EXPECT_EQ(shard.owed(), 0u);
+  EXPECT_EQ(shard.gauges().buffers.load(), 0u);
+}
+
+TEST_F(ShardTest, AfterCloseAllNewStreamsAreClosedAtOnce) {
+  auto s = stream("s1");
+  shard.close_all(sse::retry_frame(1s));
+  EXPECT_TRUE(s->closed());
+  EXPECT_TRUE(stream("s1")->closed());
+}
+
+TEST_F(ShardTest, GaugesCountStreamsSessionsAndBuffers) {
+  auto a = stream("s1");
+  auto b = stream("s1");
+  stream("s2");
+  shard.expect("s3", "m3");
+  EXPECT_EQ(shard.gauges().streams.load(), 3u);
+  EXPECT_EQ(shard.gauges().sessions.load(), 2u);
+  EXPECT_EQ(shard.gauges().buffers.load(), 1u);
+  shard.detach(a);
+  shard.detach(b);
+  EXPECT_EQ(shard.gauges().streams.load(), 1u);
+  EXPECT_EQ(shard.gauges().sessions.load(), 1u);
+}
+
+TEST_F(ShardTest, HeartbeatsReachEveryStream) {
+  auto a = stream("s1");
+  auto b = stream("s2");
+  shard.heartbeat();
+  EXPECT_EQ(a->events(), (Events{"ping"}));
+  EXPECT_EQ(b->events(), (Events{"ping"}));
+}
+
+}  // namespace
+}  // namespace chat::hub

@@ -1,0 +1,289 @@
+#include "pod/pod.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/json.hpp>
+
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "bus/memory_bus.hpp"
+#include "protocol/subjects.hpp"
+#include "registry/memory_registry.hpp"
+#include "store/sqlite_store.hpp"
+
+namespace chat::pod {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using asio::ip::tcp;
+using namespace std::chrono_literals;
+
+template <class T>
+T wait(std::future<T> f) {
+  if (f.wait_for(10s) != std::future_status::ready) throw std::runtime_error("timed out");
+  return f.get();
+}
+
+// The bus of the embedded default, but one that can be told the network is down.
+class SwitchableBus final : public bus::MessageBus {
+ public:
+  explicit SwitchableBus(asio::any_io_executor ex) : inner_(std::move(ex)) {}
+  void publish(std::string subject, std::string payload, bus::PublishCallback done = {}) override {
+    if (!up_) {
+      if (done) done(asio::error::not_connected);
+      return;
+    }
+    inner_.publish(std::move(subject), std::move(payload), std::move(done));
+  }
+  std::unique_ptr<bus::Subscription> subscribe(std::string p, std::string q, bus::MessageHandler h) override {
+    return inner_.subscribe(std::move(p), std::move(q), std::move(h));
+  }
+  void request(std::string s, std::string p, std::chrono::milliseconds t, bus::ReplyCallback done) override {
+    inner_.request(std::move(s), std::move(p), t, std::move(done));
+  }
+  ComponentStatus status() const override { return {"memory", true, true}; }
+  // The publish fails as NATS does when the connection drops in between.
+  void refuse_publishes() { up_ = false; }
+
+ private:
+  bus::MemoryBus inner_;
+  std::atomic<bool> up_{true};
+};
+
+struct PodTest : ::testing::Test {
+  std::filesystem::path dir = [] {
+    auto d = std::filesystem::temp_directory_path() / ("pod-test-" + std::to_string(::getpid()) + "-" +
+                                                       std::to_string(std::rand()));
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  asio::io_context ioc{2};
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ioc);
+  SwitchableBus bus{ioc.get_executor()};
+  registry::MemoryRegistry registry{ioc.get_executor()};
+  store::SqliteStore store{[this] {
+    config::StoreConfig c;
+    c.path = (dir / "chat.db").string();
+    return c;
+  }()};
+  Pod pod{ioc, [] {
+            PodOptions o;
+            o.pod_id = "pod-t";
+            o.cancel_timeout = 300ms;
+            o.shutdown_timeout = 10s;
+            return o;
+          }(),
+          bus, registry, store};
+  std::vector<std::thread> threads;
+
+  void SetUp() override {
+    pod.start();
+    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { ioc.run(); });
+  }
+  void TearDown() override {
+    work.reset();
+    ioc.stop();
+    for (auto& t : threads) t.join();
+    std::filesystem::remove_all(dir);
+  }
+
+  ChatRequest chat(std::string session = "s1", std::string user = "u1") {
+    ChatRequest r;
+    r.session_id = std::move(session);
+    r.user_id = std::move(user);
+    r.message = "hello pod";
+    return r;
+  }
+
+  std::pair<boost::system::error_code, Accepted> submit(ChatRequest r) {
+    std::promise<std::pair<boost::system::error_code, Accepted>> p;
+    pod.submit(std::move(r), "corr_1", [&](boost::system::error_code ec, Accepted a) { p.set_value({ec, a}); });
+    return wait(p.get_future());
+  }
+
+  std::vector<store::StoredMessage> messages(const std::string& session, const std::string& user = "u1") {
+    std::promise<std::vector<store::StoredMessage>> p;
+    store.list_messages(session, user, 50, "", [&](boost::system::error_code ec, store::MessagePage page) {
+      p.set_value(ec ? std::vector<store::StoredMessage>{} : page.messages);
+    });
+    return wait(p.get_future());
+  }
+
+  void publish_reply(const std::string& session, const std::string& message, const std::string& text) {
+    protocol::ResponseChunk c;
+    c.session_id = session;
+    c.message_id = message;
+    c.chunk = text;
+    c.timestamp = "2026-11-29T00:00:00Z";
+    bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+    c.chunk_id = 1;
+    c.chunk.clear();
+    c.is_final = true;
+    c.chunk_type = protocol::ChunkType::metadata;
+    c.metadata = protocol::ChunkMetadata{"demo-1", 2, "stop"};
+    bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+  }
+
+  template <class Pred>
+  static bool eventually(Pred pred) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
+    return true;
+  }
+};
+
+TEST_F(PodTest, ASubmittedChatIsStoredAndPutOnTheBusNamingThisPod) {
+  std::promise<std::string> published;
+  auto sub = bus.subscribe(std::string(subjects::kAllExecute), "", [&](const bus::Message& m) {
+    published.set_value(std::string(m.payload));
+  });
+  auto [ec, accepted] = submit(chat());
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(accepted.session_id, "s1");
+  EXPECT_EQ(accepted.correlation_id, "corr_1");
+  std::string error;
+  auto request = protocol::decode_workflow_request(wait(published.get_future()), error);
+  ASSERT_TRUE(request) << error;
+  EXPECT_EQ(request->message_id, accepted.message_id);
+  EXPECT_EQ(request->message, "hello pod");
+  EXPECT_EQ(request->accepting_pod, "pod-t");
+  auto stored = messages("s1");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].role, "user");
+}
+
+TEST_F(PodTest, TheNextChatCarriesTheConversationSoFar) {
+  auto [ec, first] = submit(chat());
+  ASSERT_FALSE(ec);
+  publish_reply("s1", first.message_id, "first answer");
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
+  std::promise<std::string> published;
+  auto sub = bus.subscribe(std::string(subjects::kAllExecute), "", [&](const bus::Message& m) {
+    published.set_value(std::string(m.payload));
+  });
+  submit(chat());
+  std::string error;
+  auto request = protocol::decode_workflow_request(wait(published.get_future()), error);
+  ASSERT_TRUE(request);
+  ASSERT_EQ(request->context.conversation_history.size(), 2u);
+  EXPECT_EQ(request->context.conversation_history[1].content, "first answer");
+}
+
+TEST_F(PodTest, AReplyForAnAcceptedChatIsStoredWithNoStreamOpen) {
+  auto [ec, accepted] = submit(chat());
+  ASSERT_FALSE(ec);
+  publish_reply("s1", accepted.message_id, "the answer");
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
+  auto reply = messages("s1")[1];
+  EXPECT_EQ(reply.message_id, accepted.message_id);
+  EXPECT_EQ(reply.content, "the answer");
+  EXPECT_EQ(reply.status, "complete");
+  EXPECT_EQ(pod.stats().replies_stored.load(), 1u);
+}
+
+TEST_F(PodTest, AChatTheBusRefusesIsTakenBackWhole) {
+  bus.refuse_publishes();
+  auto [ec, accepted] = submit(chat("s2"));
+  EXPECT_EQ(ec, Errc::bus_unavailable);
+  ASSERT_TRUE(eventually([&] { return messages("s2").empty(); })) << "the user message must be rolled back";
+  EXPECT_EQ(pod.health().hub.buffers, 0u) << "and its reply no longer expected";
+}
+
+TEST_F(PodTest, AnotherUsersSessionIsRefused) {
+  ASSERT_FALSE(submit(chat("s3", "owner")).first);
+  EXPECT_EQ(submit(chat("s3", "intruder")).first, store::Errc::forbidden);
+}
+
+TEST_F(PodTest, CancelWithNoWorkerRunningTheReplyIsNotFound) {
+  std::promise<boost::system::error_code> p;
+  pod.cancel("msg_x", "s1", "u1", [&](boost::system::error_code ec) { p.set_value(ec); });
+  EXPECT_EQ(wait(p.get_future()), Errc::no_running_reply);
+}
+
+TEST_F(PodTest, CancelReportsWhatTheWorkerAnswers) {
+  auto worker = bus.subscribe(std::string(subjects::kAllCancel), "", [&](const bus::Message& m) {
+    std::string error;
+    auto c = protocol::decode_cancel_request(m.payload, error);
+    bus.publish(std::string(m.reply_to), c->user_id == "u1" ? R"({"status":"cancelling"})" : R"({"status":"forbidden"})");
+  });
+  for (auto [user, want] : {std::pair<std::string, boost::system::error_code>{"u1", {}}, {"u2", Errc::not_owner}}) {
+    std::promise<boost::system::error_code> p;
+    pod.cancel("msg_x", "s1", user, [&](boost::system::error_code ec) { p.set_value(ec); });
+    EXPECT_EQ(wait(p.get_future()), want) << user;
+  }
+}
+
+TEST_F(PodTest, AStreamIsRegisteredWhileOpenAndGetsItsSessionsReplies) {
+  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  asio::io_context client_ioc;
+  tcp::socket client(client_ioc);
+  client.connect(acceptor.local_endpoint());
+  tcp::socket server(asio::make_strand(ioc));
+  acceptor.accept(server);
+  pod.open_stream(std::move(server), StreamRequest{"s1", std::nullopt, "", "corr_2"});
+  auto live_pods = [&] {
+    std::promise<std::vector<std::string>> p;
+    registry.live_pods("s1", [&](boost::system::error_code, std::vector<std::string> pods) { p.set_value(pods); });
+    return wait(p.get_future());
+  };
+  ASSERT_TRUE(eventually([&] { return live_pods() == std::vector<std::string>{"pod-t"}; }));
+  auto [ec, accepted] = submit(chat());
+  publish_reply("s1", accepted.message_id, "streamed");
+  std::string got;
+  char buf[4096];
+  while (got.find("event: message_complete") == std::string::npos) {
+    boost::system::error_code read_ec;
+    auto n = client.read_some(asio::buffer(buf), read_ec);
+    ASSERT_FALSE(read_ec) << read_ec.message();
+    got.append(buf, n);
+  }
+  EXPECT_NE(got.find("text/event-stream"), std::string::npos);
+  EXPECT_NE(got.find("event: connected"), std::string::npos);
+  EXPECT_NE(got.find("\"chunk\":\"streamed\""), std::string::npos);
+  client.close();
+  EXPECT_TRUE(eventually([&] { return live_pods().empty(); })) << "a closed stream leaves the registry";
+  EXPECT_TRUE(eventually([&] { return pod.open_streams() == 0; }));
+}
+
+TEST_F(PodTest, HealthSaysEmbeddedAndHealthy) {
+  auto h = to_json(pod.health());
+  EXPECT_EQ(h.at("status").as_string(), "healthy");
+  EXPECT_EQ(h.at("mode").as_string(), "embedded");
+  EXPECT_EQ(h.at("pod_id").as_string(), "pod-t");
+  EXPECT_FALSE(h.at("nats_connected").as_bool());
+  EXPECT_TRUE(pod.health().ready());
+}
+
+TEST_F(PodTest, TheHealthSubjectAnswersWithTheHealthJson) {
+  std::promise<std::string> p;
+  bus.request(subjects::pod_health("pod-t"), "", 5s, [&](boost::system::error_code, std::string reply) { p.set_value(reply); });
+  auto v = json::parse(wait(p.get_future()));
+  EXPECT_EQ(v.at("pod_id").as_string(), "pod-t");
+}
+
+TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
+  auto [ec, accepted] = submit(chat());
+  ASSERT_FALSE(ec);
+  std::promise<void> drained;
+  pod.drain([&] { drained.set_value(); });
+  auto done = drained.get_future();
+  EXPECT_TRUE(pod.health().draining);
+  EXPECT_FALSE(pod.health().ready());
+  EXPECT_EQ(submit(chat()).first, Errc::draining);
+  EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "the accepted reply is still owed";
+  publish_reply("s1", accepted.message_id, "last words");
+  EXPECT_EQ(done.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+}
+
+}  // namespace
+}  // namespace chat::pod
