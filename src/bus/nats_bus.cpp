@@ -82,14 +82,23 @@ bool is_connected(natsConnection* nc) { return natsConnection_Status(nc) == NATS
 
 // Hands one message to nats.c's write buffer; never waits for the network.
 error_code publish_now(natsConnection* nc, const std::string& subject, const std::string& payload,
-                       const std::string& reply_to) {
+                       const std::string& reply_to, const NatsBus::Headers& headers = {}) {
   if (!is_valid_subject(subject)) return asio::error::invalid_argument;
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) return asio::error::message_size;
   if (!is_connected(nc)) return asio::error::not_connected;
   auto size = static_cast<int>(payload.size());
-  natsStatus s = reply_to.empty()
-                     ? natsConnection_Publish(nc, subject.c_str(), payload.data(), size)
-                     : natsConnection_PublishRequest(nc, subject.c_str(), reply_to.c_str(), payload.data(), size);
+  if (headers.empty()) {
+    natsStatus s = reply_to.empty()
+                       ? natsConnection_Publish(nc, subject.c_str(), payload.data(), size)
+                       : natsConnection_PublishRequest(nc, subject.c_str(), reply_to.c_str(), payload.data(), size);
+    return to_error_code(s);
+  }
+  natsMsg* raw = nullptr;
+  natsStatus s = natsMsg_Create(&raw, subject.c_str(), reply_to.empty() ? nullptr : reply_to.c_str(), payload.data(), size);
+  NatsMsgPtr msg(raw);
+  for (const auto& [key, value] : headers)
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg.get(), key.c_str(), value.c_str());
+  if (s == NATS_OK) s = natsConnection_PublishMsg(nc, msg.get());
   return to_error_code(s);
 }
 
@@ -235,6 +244,8 @@ void NatsBus::stop_bus_thread() {
 
 ComponentStatus NatsBus::status() const { return {"nats", false, events_->connected}; }
 
+void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
+
 void NatsBus::complete(PublishCallback done, error_code ec) {
   if (done) asio::post(io_, [done = std::move(done), ec] { done(ec); });
 }
@@ -267,6 +278,11 @@ std::unique_ptr<Subscription> NatsBus::subscribe(std::string pattern, std::strin
 
 void NatsBus::request(std::string subject, std::string payload, std::chrono::milliseconds timeout,
                       ReplyCallback done) {
+  request(std::move(subject), std::move(payload), {}, timeout, std::move(done));
+}
+
+void NatsBus::request(std::string subject, std::string payload, Headers headers, std::chrono::milliseconds timeout,
+                      ReplyCallback done) {
   if (!is_connected(connection_.get())) {
     asio::post(io_, [done = std::move(done)] { done(asio::error::not_connected, {}); });
     return;
@@ -274,20 +290,20 @@ void NatsBus::request(std::string subject, std::string payload, std::chrono::mil
   auto token = ++next_token_;
   // Registering on the bus thread before publishing there orders the
   // registration before any reply, which is also handled on the bus thread.
-  asio::post(io_, [this, token, subject = std::move(subject), payload = std::move(payload), timeout,
-                   done = std::move(done)]() mutable {
-    start_request(token, std::move(subject), std::move(payload), timeout, std::move(done));
+  asio::post(io_, [this, token, subject = std::move(subject), payload = std::move(payload),
+                   headers = std::move(headers), timeout, done = std::move(done)]() mutable {
+    start_request(token, std::move(subject), std::move(payload), std::move(headers), timeout, std::move(done));
   });
 }
 
-void NatsBus::start_request(std::uint64_t token, std::string subject, std::string payload,
+void NatsBus::start_request(std::uint64_t token, std::string subject, std::string payload, Headers headers,
                             std::chrono::milliseconds timeout, ReplyCallback done) {
   auto timer = std::make_unique<asio::steady_timer>(io_, timeout);
   timer->async_wait([this, token](error_code ec) {
     if (!ec) complete_request(token, asio::error::timed_out, {});
   });
   pending_.emplace(token, PendingRequest{std::move(done), std::move(timer)});
-  if (auto ec = publish_now(connection_.get(), subject, payload, inbox_prefix_ + std::to_string(token)))
+  if (auto ec = publish_now(connection_.get(), subject, payload, inbox_prefix_ + std::to_string(token), headers))
     complete_request(token, ec, {});
 }
 

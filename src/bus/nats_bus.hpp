@@ -35,6 +35,8 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "bus/message_bus.hpp"
 #include "bus/nats_handles.hpp"
@@ -62,6 +64,16 @@ class NatsBus final : public MessageBus {
                ReplyCallback done) override;
   ComponentStatus status() const override;
 
+  // A request whose message carries headers (JetStream's Nats-Msg-Id).
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  void request(std::string subject, std::string payload, Headers headers, std::chrono::milliseconds timeout,
+               ReplyCallback done);
+
+  // For JetStream, which shares this connection (bus/jetstream.hpp).
+  natsConnection* native_connection() const { return connection_.get(); }
+  // Runs `fn` on the bus thread.
+  void defer(std::function<void()> fn);
+
   struct ConnectionEvents;
 
  private:
@@ -71,7 +83,7 @@ class NatsBus final : public MessageBus {
   };
 
   void connect(const config::NatsConfig& config);
-  void start_request(std::uint64_t token, std::string subject, std::string payload,
+  void start_request(std::uint64_t token, std::string subject, std::string payload, Headers headers,
                      std::chrono::milliseconds timeout, ReplyCallback done);
   void complete_request(std::uint64_t token, boost::system::error_code ec, std::string reply);
   void on_inbox_message(const Message& m);

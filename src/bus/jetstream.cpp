@@ -1,0 +1,148 @@
+#include "bus/jetstream.hpp"
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/json/parse.hpp>
+
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace chat::bus {
+namespace {
+
+constexpr std::chrono::seconds kSetUpRetry{2};
+// The window within which a repeated Nats-Msg-Id is stored once.
+constexpr std::int64_t kDuplicateWindowNs = 2 * 60 * 1'000'000'000ll;
+
+std::int64_t nanos(std::chrono::milliseconds d) { return static_cast<std::int64_t>(d.count()) * 1'000'000; }
+
+// A JetStream error: the server's code when it gave one, else nats.c's status.
+error_code js_error(natsStatus s, jsErrCode code) {
+  if (s == NATS_OK) return {};
+  auto ec = to_error_code(s);
+  if (code != 0) log::debug("jetstream_error", {{"code", static_cast<std::int64_t>(code)}, {"status", ec.message()}});
+  return ec;
+}
+
+// The server's answer to a publish: {"stream":..,"seq":..} or {"error":{..}}.
+error_code pub_ack_error(const std::string& reply) {
+  boost::system::error_code parse_ec;
+  auto v = boost::json::parse(reply, parse_ec);
+  if (parse_ec || !v.is_object()) return asio::error::invalid_argument;
+  if (v.get_object().contains("error")) {
+    log::warn("jetstream_publish_refused", {{"reply", reply}});
+    return asio::error::no_permission;
+  }
+  return {};
+}
+
+}  // namespace
+
+JetStream::JetStream(NatsBus& bus, JetStreamOptions options, bool workers)
+    : bus_(bus),
+      options_(options),
+      workers_(workers),
+      blocking_work_(asio::make_work_guard(blocking_)),
+      retry_timer_(blocking_) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = 5'000;
+  throw_if_failed(natsConnection_JetStream(&js_, bus_.native_connection(), &o), "jetstream context");
+  blocking_thread_ = std::thread([this] { blocking_.run(); });
+  run_blocking([this] { set_up(); });
+}
+
+JetStream::~JetStream() {
+  stopping_ = true;
+  asio::post(blocking_, [this] { retry_timer_.cancel(); });
+  blocking_work_.reset();
+  blocking_thread_.join();
+  jsCtx_Destroy(js_);
+}
+
+void JetStream::run_blocking(std::function<void()> fn) { asio::post(blocking_, std::move(fn)); }
+
+void JetStream::publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
+                        PublishCallback done) {
+  bus_.request(subject, payload, {{"Nats-Msg-Id", msg_id}}, options_.publish_timeout,
+               [done = std::move(done)](error_code ec, std::string reply) {
+                 if (done) done(ec ? ec : pub_ack_error(reply));
+               });
+}
+
+void JetStream::set_up() {
+  if (stopping_) return;
+  error_code ec = bus_.connected() ? ensure_streams() : asio::error::not_connected;
+  if (!ec && workers_) ec = ensure_consumer();
+  if (!ec) {
+    ready_ = true;
+    log::info("jetstream_ready", {{"work_stream", kWorkStream}, {"log_stream", kLogStream},
+                                  {"replicas", options_.replicas}, {"consumer", workers_}});
+    return;
+  }
+  if (ec.message() != last_problem_) {
+    last_problem_ = ec.message();
+    log::warn("jetstream_not_ready", {{"error", last_problem_}, {"retrying", true}});
+  }
+  retry_timer_.expires_after(kSetUpRetry);
+  retry_timer_.async_wait([this](error_code e) {
+    if (!e) set_up();
+  });
+}
+
+error_code JetStream::ensure_streams() {
+  static const char* kWorkSubjects[] = {"chat.workflow.execute.>"};
+  static const char* kLogSubjects[] = {"chat.log.>"};
+  for (int i = 0; i < 2; ++i) {
+    bool work = i == 0;
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = work ? kWorkStream : kLogStream;
+    cfg.Subjects = work ? kWorkSubjects : kLogSubjects;
+    cfg.SubjectsLen = 1;
+    cfg.Retention = work ? js_WorkQueuePolicy : js_LimitsPolicy;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = options_.replicas;
+    cfg.MaxAge = nanos(work ? options_.work_max_age : options_.log_max_age);
+    cfg.MaxBytes = work ? -1 : options_.log_max_bytes;
+    cfg.Duplicates = kDuplicateWindowNs;
+    cfg.AllowDirect = !work;
+    jsStreamInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetStreamInfo(&info, js_, cfg.Name, nullptr, &code);
+    if (s == NATS_OK) {
+      jsStreamInfo_Destroy(info);
+      s = js_UpdateStream(&info, js_, &cfg, nullptr, &code);
+    } else if (s == NATS_NOT_FOUND || code == JSStreamNotFoundErr) {
+      s = js_AddStream(&info, js_, &cfg, nullptr, &code);
+    }
+    if (s == NATS_OK) jsStreamInfo_Destroy(info);
+    if (auto ec = js_error(s, code)) return ec;
+  }
+  return {};
+}
+
+error_code JetStream::ensure_consumer() {
+  jsConsumerConfig cfg;
+  jsConsumerConfig_Init(&cfg);
+  cfg.Durable = kWorkConsumer;
+  cfg.AckPolicy = js_AckExplicit;
+  cfg.AckWait = nanos(options_.ack_wait);
+  cfg.MaxDeliver = options_.max_deliver;
+  cfg.MaxAckPending = options_.max_ack_pending;
+  jsConsumerInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetConsumerInfo(&info, js_, kWorkStream, kWorkConsumer, nullptr, &code);
+  if (s == NATS_OK) {
+    jsConsumerInfo_Destroy(info);
+    s = js_UpdateConsumer(&info, js_, kWorkStream, &cfg, nullptr, &code);
+  } else if (s == NATS_NOT_FOUND || code == JSConsumerNotFoundErr) {
+    s = js_AddConsumer(&info, js_, kWorkStream, &cfg, nullptr, &code);
+  }
+  if (s == NATS_OK) jsConsumerInfo_Destroy(info);
+  return js_error(s, code);
+}
+
+}  // namespace chat::bus

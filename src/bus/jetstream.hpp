@@ -1,0 +1,81 @@
+#pragma once
+// JetStream on the NatsBus connection: the two streams and the workers'
+// consumer, created or updated at start (idempotently, retried until the
+// server has JetStream and answers), and publishing with a server
+// acknowledgement. The work queue and the chunk log build on it.
+//
+// Threads: set-up and the blocking JetStream calls of the log reader run on a
+// thread of this class ("the JetStream thread"), never on an event loop. A
+// publish is a NATS request with a Nats-Msg-Id header, answered by the
+// server's acknowledgement, so it completes on the bus thread like any request.
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "bus/nats_bus.hpp"
+
+namespace chat::bus {
+
+struct JetStreamOptions {
+  int replicas = 1;
+  std::chrono::milliseconds work_max_age{24 * 3'600'000};
+  std::chrono::milliseconds log_max_age{3'600'000};
+  std::int64_t log_max_bytes = 1ll << 30;
+  std::chrono::milliseconds ack_wait{30'000};
+  int max_deliver = 4;
+  int max_ack_pending = 4'000;
+  std::chrono::milliseconds publish_timeout{5'000};
+};
+
+inline constexpr const char* kWorkStream = "CHAT_WORK";
+inline constexpr const char* kLogStream = "CHAT_LOG";
+inline constexpr const char* kWorkConsumer = "workflow-workers";
+
+class JetStream {
+ public:
+  // `workers`: also creates the workers' durable consumer.
+  JetStream(NatsBus& bus, JetStreamOptions options, bool workers);
+  ~JetStream();
+  JetStream(const JetStream&) = delete;
+  JetStream& operator=(const JetStream&) = delete;
+
+  // The streams (and consumer) exist: requests can be taken.
+  bool ready() const { return ready_.load(); }
+  // Stores a message under `msg_id` (a repeat within the dedupe window is
+  // stored once); `done` on the bus thread once the server acknowledged it, or
+  // with not_connected / timed_out / the server's error.
+  void publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
+               PublishCallback done);
+  // Runs a blocking JetStream call off the event loops, in order.
+  void run_blocking(std::function<void()> fn);
+
+  jsCtx* context() const { return js_; }
+  NatsBus& bus() { return bus_; }
+  const JetStreamOptions& options() const { return options_; }
+
+ private:
+  void set_up();
+  boost::system::error_code ensure_streams();
+  boost::system::error_code ensure_consumer();
+
+  NatsBus& bus_;
+  JetStreamOptions options_;
+  bool workers_;
+  jsCtx* js_ = nullptr;
+  std::string last_problem_;  // JetStream thread only: logged once, not on every retry
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> stopping_{false};
+  boost::asio::io_context blocking_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> blocking_work_;
+  boost::asio::steady_timer retry_timer_;
+  std::thread blocking_thread_;
+};
+
+}  // namespace chat::bus

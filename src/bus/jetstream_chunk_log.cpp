@@ -1,0 +1,75 @@
+#include "bus/jetstream_chunk_log.hpp"
+
+#include <boost/asio/error.hpp>
+
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace chat::bus {
+namespace {
+
+// A reply is far below this; a session's log within the retention window too.
+constexpr std::size_t kMaxEntries = 200'000;
+constexpr std::int64_t kNextWaitMs = 2'000;
+
+// Reads every entry on `subject` with an ordered consumer; blocking.
+error_code read_subject(jsCtx* js, const std::string& subject, std::vector<std::string>& out) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = kLogStream;
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  natsSubscription* raw = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_SubscribeSync(&raw, js, subject.c_str(), nullptr, &so, &code);
+  if (s != NATS_OK) return to_error_code(s);
+  NatsSubscriptionPtr sub(raw);
+  jsConsumerInfo* info = nullptr;
+  s = natsSubscription_GetConsumerInfo(&info, sub.get(), nullptr, &code);
+  if (s != NATS_OK) return to_error_code(s);
+  // The server pushes at once: what it already sent counts as well as what it has not.
+  std::uint64_t pending = info->NumPending + info->Delivered.Consumer;
+  jsConsumerInfo_Destroy(info);
+  while (pending > 0 && out.size() < kMaxEntries) {
+    natsMsg* m = nullptr;
+    s = natsSubscription_NextMsg(&m, sub.get(), kNextWaitMs);
+    if (s != NATS_OK) return to_error_code(s);
+    NatsMsgPtr msg(m);
+    out.emplace_back(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+      pending = meta->NumPending;
+      jsMsgMetaData_Destroy(meta);
+    } else {
+      --pending;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string JetStreamChunkLog::subject(const std::string& session_id, const std::string& message_id) {
+  return "chat.log." + session_id + "." + message_id;
+}
+
+void JetStreamChunkLog::append(const std::string& session_id, const std::string& message_id, std::string entry_id,
+                               std::string payload, PublishCallback done) {
+  js_.publish(subject(session_id, message_id), payload, entry_id, std::move(done));
+}
+
+void JetStreamChunkLog::read(const std::string& session_id, const std::string& message_id, LogReadCallback done) {
+  auto subject = "chat.log." + session_id + "." + (message_id.empty() ? std::string("*") : message_id);
+  js_.run_blocking([this, subject = std::move(subject), done = std::move(done)]() mutable {
+    std::vector<std::string> out;
+    error_code ec = js_.ready() ? read_subject(js_.context(), subject, out) : asio::error::not_connected;
+    if (ec) log::warn("chunk_log_read_failed", {{"subject", subject}, {"error", ec.message()}});
+    js_.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
+  });
+}
+
+ComponentStatus JetStreamChunkLog::status() const { return {"jetstream", false, js_.bus().connected() && js_.ready()}; }
+
+}  // namespace chat::bus

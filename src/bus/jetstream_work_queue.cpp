@@ -1,0 +1,151 @@
+#include "bus/jetstream_work_queue.hpp"
+
+#include <boost/asio/error.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+
+namespace chat::bus {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::chrono::milliseconds kFetchWait{1'000};
+// A fetch that "timed out" sooner than this returned early (nats.c #631).
+constexpr std::chrono::milliseconds kEarlyReturn{100};
+constexpr std::chrono::milliseconds kPause{200};
+constexpr int kMaxBatch = 64;
+
+class JetStreamWorkItem final : public WorkItem {
+ public:
+  JetStreamWorkItem(natsMsg* msg, unsigned attempt, bool final) : msg_(msg), attempt_(attempt), final_(final) {}
+
+  std::string_view payload() const override {
+    return {natsMsg_GetData(msg_.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg_.get()))};
+  }
+  unsigned attempt() const override { return attempt_; }
+  bool final_attempt() const override { return final_; }
+  // Each is one publish on the connection; a lost one means a redelivery, which
+  // the worker handles as a new attempt.
+  void in_progress() override { report("in_progress", natsMsg_InProgress(msg_.get(), nullptr)); }
+  void ack() override { report("ack", natsMsg_Ack(msg_.get(), nullptr)); }
+  void give_back() override { report("nak", natsMsg_Nak(msg_.get(), nullptr)); }
+
+ private:
+  static void report(const char* what, natsStatus s) {
+    if (s != NATS_OK) log::warn("work_item_reply_failed", {{"reply", what}, {"error", natsStatus_GetText(s)}});
+  }
+
+  NatsMsgPtr msg_;
+  unsigned attempt_;
+  bool final_;
+};
+
+// One worker's fetch loop on its own thread.
+class PullConsumer final : public Subscription {
+ public:
+  PullConsumer(JetStream& js, FreeSlots free_slots, WorkHandler handler)
+      : js_(js), free_slots_(std::move(free_slots)), handler_(std::move(handler)), thread_([this] { run(); }) {}
+
+  ~PullConsumer() override {
+    stopping_ = true;
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    while (!stopping_) {
+      if (!js_.ready() || !subscribe()) {
+        pause(kPause * 5);
+        continue;
+      }
+      auto slots = std::min<std::size_t>(free_slots_(), kMaxBatch);
+      if (slots == 0) {
+        pause(std::chrono::milliseconds{20});
+        continue;
+      }
+      fetch(static_cast<int>(slots));
+    }
+    sub_.reset();
+  }
+
+  bool subscribe() {
+    if (sub_) return true;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = kWorkStream;
+    so.Consumer = kWorkConsumer;
+    natsSubscription* raw = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_PullSubscribe(&raw, js_.context(), "chat.workflow.execute.>", kWorkConsumer, nullptr, &so, &code);
+    if (s != NATS_OK) {
+      log::warn("work_consumer_unavailable", {{"error", natsStatus_GetText(s)}, {"code", static_cast<std::int64_t>(code)}});
+      return false;
+    }
+    sub_.reset(raw);
+    return true;
+  }
+
+  void fetch(int batch) {
+    natsMsgList list{};
+    jsErrCode code = static_cast<jsErrCode>(0);
+    auto started = Clock::now();
+    natsStatus s = natsSubscription_Fetch(&list, sub_.get(), batch, kFetchWait.count(), &code);
+    if (s == NATS_TIMEOUT) {
+      if (Clock::now() - started < kEarlyReturn) pause(kPause);
+      return;
+    }
+    if (s != NATS_OK) {
+      if (js_.bus().connected()) log::warn("work_fetch_failed", {{"error", natsStatus_GetText(s)}});
+      pause(kPause);
+      return;
+    }
+    for (int i = 0; i < list.Count; ++i) deliver(std::exchange(list.Msgs[i], nullptr));
+    natsMsgList_Destroy(&list);
+  }
+
+  void deliver(natsMsg* msg) {
+    jsMsgMetaData* meta = nullptr;
+    unsigned attempt = 1;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      attempt = static_cast<unsigned>(meta->NumDelivered);
+      jsMsgMetaData_Destroy(meta);
+    }
+    bool final = js_.options().max_deliver > 0 && attempt >= static_cast<unsigned>(js_.options().max_deliver);
+    handler_(std::make_unique<JetStreamWorkItem>(msg, attempt, final));
+  }
+
+  void pause(std::chrono::milliseconds d) {
+    for (auto until = Clock::now() + d; !stopping_ && Clock::now() < until;)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+
+  JetStream& js_;
+  FreeSlots free_slots_;
+  WorkHandler handler_;
+  std::atomic<bool> stopping_{false};
+  NatsSubscriptionPtr sub_;  // fetch thread only
+  std::thread thread_;       // last: starts once everything above exists
+};
+
+}  // namespace
+
+void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::string id, PublishCallback done) {
+  if (!js_.ready()) {
+    js_.bus().defer([done = std::move(done)] { done(asio::error::not_connected); });
+    return;
+  }
+  js_.publish(subject, payload, id, std::move(done));
+}
+
+std::unique_ptr<Subscription> JetStreamWorkQueue::consume(FreeSlots free_slots, WorkHandler handler) {
+  return std::make_unique<PullConsumer>(js_, std::move(free_slots), std::move(handler));
+}
+
+ComponentStatus JetStreamWorkQueue::status() const { return {"jetstream", false, js_.bus().connected() && js_.ready()}; }
+
+}  // namespace chat::bus

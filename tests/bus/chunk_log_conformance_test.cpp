@@ -1,0 +1,114 @@
+// The ChunkLog contract (bus/chunk_log.hpp), against the in-process log and
+// against JetStream on a real nats-server.
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "bus/durable_test_support.hpp"
+#include "common/identifier.hpp"
+
+namespace chat::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::string> read(bus::ChunkLog& log, const std::string& session, const std::string& message = {}) {
+  std::promise<std::vector<std::string>> p;
+  log.read(session, message, [&](boost::system::error_code ec, std::vector<std::string> got) {
+    if (ec) got = {"error: " + ec.message()};
+    p.set_value(std::move(got));
+  });
+  auto f = p.get_future();
+  if (f.wait_for(20s) != std::future_status::ready) return {"timed out"};
+  return f.get();
+}
+
+boost::system::error_code append(bus::ChunkLog& log, const std::string& session, const std::string& message,
+                                 const std::string& entry, const std::string& payload) {
+  std::promise<boost::system::error_code> p;
+  log.append(session, message, entry, payload, [&](boost::system::error_code ec) { p.set_value(ec); });
+  auto f = p.get_future();
+  if (f.wait_for(20s) != std::future_status::ready) return boost::asio::error::timed_out;
+  return f.get();
+}
+
+template <class Impl>
+class ChunkLogConformance : public ::testing::Test {
+ protected:
+  Impl impl_;
+  std::string session_ = new_identifier("s");
+};
+
+struct ImplName {
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+using Implementations = ::testing::Types<MemoryDurable, JetStreamDurable>;
+TYPED_TEST_SUITE(ChunkLogConformance, Implementations, ImplName);
+
+TYPED_TEST(ChunkLogConformance, ASessionReadsBackInAppendOrder) {
+  auto& writer = this->impl_.log(0);
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1", "b"));
+  ASSERT_FALSE(append(writer, this->session_, "m2", "m2:1:0", "c"));
+  ASSERT_FALSE(append(writer, "other", "m9", "m9:1:0", "x"));
+  EXPECT_EQ(read(this->impl_.log(1), this->session_), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TYPED_TEST(ChunkLogConformance, OneMessageReadsAlone) {
+  auto& writer = this->impl_.log(0);
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
+  ASSERT_FALSE(append(writer, this->session_, "m2", "m2:1:0", "c"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1", "b"));
+  EXPECT_EQ(read(this->impl_.log(1), this->session_, "m1"), (std::vector<std::string>{"a", "b"}));
+}
+
+TYPED_TEST(ChunkLogConformance, AnEntryAppendedTwiceIsStoredOnce) {
+  auto& writer = this->impl_.log(0);
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
+  EXPECT_EQ(read(this->impl_.log(1), this->session_), (std::vector<std::string>{"a"}));
+}
+
+TYPED_TEST(ChunkLogConformance, AnUnknownSessionReadsEmpty) {
+  EXPECT_EQ(read(this->impl_.log(0), "never-written"), std::vector<std::string>{});
+}
+
+TYPED_TEST(ChunkLogConformance, ManyEntriesReadBackWhole) {
+  auto& writer = this->impl_.log(0);
+  std::vector<std::string> want;
+  for (int i = 0; i < 500; ++i) {
+    want.push_back("{\"chunk_id\":" + std::to_string(i) + "}");
+    writer.append(this->session_, "m1", "m1:1:" + std::to_string(i), want.back());
+  }
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:500", "end"));
+  want.push_back("end");
+  EXPECT_EQ(read(this->impl_.log(1), this->session_, "m1"), want);
+}
+
+TEST(MemoryChunkLog, OldEntriesLeaveByAgeAndSize) {
+  boost::asio::io_context io;
+  bus::MemoryChunkLog by_size(io.get_executor(), std::chrono::minutes(10), 10);
+  by_size.append("s", "m", "e1", "12345");
+  by_size.append("s", "m", "e2", "67890");
+  by_size.append("s", "m", "e3", "abc");  // 13 bytes: e1 must go
+  std::vector<std::string> got;
+  by_size.read("s", "", [&](boost::system::error_code, std::vector<std::string> r) { got = std::move(r); });
+  io.run();
+  EXPECT_EQ(got, (std::vector<std::string>{"67890", "abc"}));
+
+  io.restart();
+  bus::MemoryChunkLog by_age(io.get_executor(), std::chrono::milliseconds(1), 1 << 20);
+  by_age.append("s", "m", "e1", "old");
+  std::this_thread::sleep_for(5ms);
+  by_age.read("s", "", [&](boost::system::error_code, std::vector<std::string> r) { got = std::move(r); });
+  io.run();
+  EXPECT_TRUE(got.empty());
+}
+
+}  // namespace
+}  // namespace chat::test

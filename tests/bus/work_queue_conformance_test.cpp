@@ -1,0 +1,193 @@
+// The WorkQueue contract (bus/work_queue.hpp), against the in-process queue
+// group and against JetStream on a real nats-server.
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+#include <set>
+
+#include "bus/durable_test_support.hpp"
+#include "bus/bus_test_support.hpp"
+#include "common/identifier.hpp"
+
+namespace chat::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Takes every delivery; the test decides what to do with each.
+class Taker {
+ public:
+  bus::WorkHandler handler() {
+    return [this](std::unique_ptr<bus::WorkItem> item) {
+      std::lock_guard lock(mutex_);
+      items_.push_back(std::move(item));
+    };
+  }
+  std::size_t size() {
+    std::lock_guard lock(mutex_);
+    return items_.size();
+  }
+  std::unique_ptr<bus::WorkItem> take(std::size_t i) {
+    std::lock_guard lock(mutex_);
+    return std::move(items_.at(i));
+  }
+  std::vector<std::string> payloads() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& i : items_)
+      if (i) out.emplace_back(i->payload());
+    return out;
+  }
+
+ private:
+  std::mutex mutex_;  // guards items_: handlers run on queue threads
+  std::vector<std::unique_ptr<bus::WorkItem>> items_;
+};
+
+bus::FreeSlots slots(std::size_t n) {
+  return [n] { return n; };
+}
+
+boost::system::error_code submit(bus::WorkQueue& q, const std::string& payload, const std::string& id) {
+  std::promise<boost::system::error_code> done;
+  q.submit("chat.workflow.execute.s1", payload, id, [&](boost::system::error_code ec) { done.set_value(ec); });
+  auto f = done.get_future();
+  if (f.wait_for(20s) != std::future_status::ready) return boost::asio::error::timed_out;
+  return f.get();
+}
+
+template <class Impl>
+class WorkQueueConformance : public ::testing::Test {
+ protected:
+  Impl impl_;
+};
+
+struct ImplName {
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+using Implementations = ::testing::Types<MemoryDurable, JetStreamDurable>;
+TYPED_TEST_SUITE(WorkQueueConformance, Implementations, ImplName);
+
+TYPED_TEST(WorkQueueConformance, EachRequestGoesToOneWorker) {
+  Taker a, b;
+  auto sa = this->impl_.queue(1).consume(slots(100), a.handler());
+  auto sb = this->impl_.queue(2).consume(slots(100), b.handler());
+  std::this_thread::sleep_for(200ms);  // both subscribed (a queue group has no "ready" signal)
+  for (int i = 0; i < 20; ++i) ASSERT_FALSE(submit(this->impl_.queue(0), "r" + std::to_string(i), new_identifier("m")));
+  ASSERT_TRUE(wait_until([&] { return a.size() + b.size() == 20; }));
+  std::set<std::string> all;
+  for (auto& p : a.payloads()) all.insert(p);
+  for (auto& p : b.payloads()) all.insert(p);
+  EXPECT_EQ(all.size(), 20u);
+  for (std::size_t i = 0; i < a.size(); ++i) a.take(i)->ack();
+  for (std::size_t i = 0; i < b.size(); ++i) b.take(i)->ack();
+}
+
+TYPED_TEST(WorkQueueConformance, AFirstDeliveryIsAttemptOne) {
+  Taker t;
+  auto s = this->impl_.queue(1).consume(slots(10), t.handler());
+  std::this_thread::sleep_for(200ms);
+  ASSERT_FALSE(submit(this->impl_.queue(0), "r", new_identifier("m")));
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  auto item = t.take(0);
+  EXPECT_EQ(item->attempt(), 1u);
+  EXPECT_EQ(item->payload(), "r");
+  item->ack();
+}
+
+TYPED_TEST(WorkQueueConformance, ARequestGivenBackIsDeliveredAgain) {
+  Taker t;
+  auto s = this->impl_.queue(1).consume(slots(10), t.handler());
+  std::this_thread::sleep_for(200ms);
+  ASSERT_FALSE(submit(this->impl_.queue(0), "again", new_identifier("m")));
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  t.take(0)->give_back();
+  ASSERT_TRUE(wait_until([&] { return t.size() == 2; }));
+  auto second = t.take(1);
+  EXPECT_EQ(second->payload(), "again");
+  second->ack();
+}
+
+// JetStream only: what makes the queue durable.
+class JetStreamWorkQueue : public ::testing::Test {
+ protected:
+  JetStreamDurable impl_;
+};
+
+TEST_F(JetStreamWorkQueue, RequestsSubmittedWhileNoWorkerRunsAreDeliveredWhenOneStarts) {
+  for (int i = 0; i < 3; ++i) ASSERT_FALSE(submit(impl_.queue(0), "early" + std::to_string(i), new_identifier("m")));
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_TRUE(wait_until([&] { return t.size() == 3; }));
+  EXPECT_EQ(t.payloads(), (std::vector<std::string>{"early0", "early1", "early2"}));
+  for (int i = 0; i < 3; ++i) t.take(static_cast<std::size_t>(i))->ack();
+}
+
+TEST_F(JetStreamWorkQueue, TheSameIdIsQueuedOnce) {
+  auto id = new_identifier("m");
+  ASSERT_FALSE(submit(impl_.queue(0), "once", id));
+  ASSERT_FALSE(submit(impl_.queue(0), "once", id));
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(t.size(), 1u);
+  t.take(0)->ack();
+}
+
+TEST_F(JetStreamWorkQueue, ARequestAWorkerDiedWithComesBackAsTheNextAttemptUntilTheLast) {
+  ASSERT_FALSE(submit(impl_.queue(0), "doomed", new_identifier("m")));
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  // Never acked: redelivered after AckWait, up to MaxDeliver (3) times.
+  ASSERT_TRUE(wait_until([&] { return t.size() == 3; }, 30s));
+  EXPECT_EQ(t.take(0)->attempt(), 1u);
+  auto second = t.take(1);
+  EXPECT_EQ(second->attempt(), 2u);
+  EXPECT_FALSE(second->final_attempt());
+  auto last = t.take(2);
+  EXPECT_EQ(last->attempt(), 3u);
+  EXPECT_TRUE(last->final_attempt());
+}
+
+TEST_F(JetStreamWorkQueue, InProgressHoldsOffTheRedelivery) {
+  ASSERT_FALSE(submit(impl_.queue(0), "slow", new_identifier("m")));
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  auto item = t.take(0);
+  for (int i = 0; i < 8; ++i) {  // 4 s, well past AckWait (1.5 s)
+    item->in_progress();
+    std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_EQ(t.size(), 1u);
+  item->ack();
+}
+
+TEST_F(JetStreamWorkQueue, AWorkerTakesNoMoreThanItsFreeSlots) {
+  for (int i = 0; i < 10; ++i) ASSERT_FALSE(submit(impl_.queue(0), "r" + std::to_string(i), new_identifier("m")));
+  std::atomic<std::size_t> taken{0};
+  Taker t;
+  auto s = impl_.queue(1).consume([&] { return taken.load() < 4 ? 4 - taken.load() : 0; },
+                                  [&](std::unique_ptr<bus::WorkItem> item) {
+                                    ++taken;
+                                    t.handler()(std::move(item));
+                                  });
+  ASSERT_TRUE(wait_until([&] { return t.size() == 4; }));
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(t.size(), 4u);
+}
+
+TEST_F(JetStreamWorkQueue, SubmitFailsFastWhileTheServerIsDown) {
+  auto& q = impl_.queue(0);
+  impl_.server().stop();
+  EXPECT_TRUE(submit(q, "nobody", new_identifier("m")));
+}
+
+}  // namespace
+}  // namespace chat::test
