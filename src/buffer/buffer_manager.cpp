@@ -26,6 +26,8 @@ Counters& operator+=(Counters& a, const Counters& b) {
   a.never_arrived += b.never_arrived;
   a.buffers_abandoned += b.buffers_abandoned;
   a.replays_requested += b.replays_requested;
+  a.stale_attempts_dropped += b.stale_attempts_dropped;
+  a.replies_restarted += b.replies_restarted;
   return a;
 }
 
@@ -40,10 +42,23 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, out);
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
   }
+  auto& buffer = it->second;
+  const bool had_any = buffer.received_any();
+  if (buffer.attempt() != 0 && chunk.attempt < buffer.attempt()) {
+    ++counters_.stale_attempts_dropped;
+    return;
+  }
+  if (buffer.attempt() != 0 && chunk.attempt > buffer.attempt()) {
+    buffer.restart(chunk.attempt, now);
+    if (had_any) {
+      ++counters_.replies_restarted;
+      out.push_back(ReplyRestarted{buffer.session_id(), buffer.message_id(), chunk.attempt});
+    }
+  }
   scratch_.clear();
-  const bool was_silent = !it->second.received_any();
-  auto result = it->second.push(std::move(chunk), now, limits_.max_chunks, scratch_);
-  if (was_silent && it->second.received_any()) ++streaming_;
+  auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, scratch_);
+  if (had_any && !buffer.received_any()) --streaming_;
+  if (!had_any && buffer.received_any()) ++streaming_;
   switch (result) {
     case PushResult::duplicate: ++counters_.duplicates_dropped; return;
     case PushResult::after_final: ++counters_.late_dropped; return;
@@ -51,7 +66,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     case PushResult::released_or_held: break;
   }
   release(scratch_, out);
-  if (it->second.finished()) finish(it->first, now, out, nullptr);
+  if (buffer.finished()) finish(it->first, now, out, nullptr);
 }
 
 void BufferManager::expect(const std::string& session_id, const std::string& message_id, SteadyTime now,
@@ -124,6 +139,19 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
     stalled.emplace_back(b.session_id(), id);
   }
   return stalled;
+}
+
+std::vector<BufferManager::Delay> BufferManager::newly_delayed(SteadyTime now, std::chrono::milliseconds after,
+                                                               const std::function<bool(const std::string&)>& watched) {
+  std::vector<Delay> out;
+  for (auto& [id, b] : buffers_) {
+    auto since = b.received_any() ? b.gap_since() : std::optional<SteadyTime>(b.created());
+    if (!since || now - *since < after || b.delay_noticed_for == since || !watched(b.session_id())) continue;
+    b.delay_noticed_for = since;
+    out.push_back(Delay{b.session_id(), id, b.next_id(),
+                        std::chrono::duration_cast<std::chrono::milliseconds>(now - *since)});
+  }
+  return out;
 }
 
 void BufferManager::drop(const std::string& message_id) {

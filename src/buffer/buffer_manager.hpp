@@ -46,7 +46,10 @@ struct FinishedMessage {
 struct ChunkReady { protocol::ResponseChunk chunk; };
 struct ChunksMissing { std::string session_id; std::string message_id; std::vector<std::uint32_t> ids; };
 struct MessageFinished { FinishedMessage message; };
-using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished>;
+// A newer attempt of the reply started over: what streams showed of the older
+// one is void; the new attempt follows from chunk 0.
+struct ReplyRestarted { std::string session_id; std::string message_id; std::uint32_t attempt; };
+using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted>;
 
 struct Counters {
   std::uint64_t chunks_received = 0;
@@ -60,6 +63,8 @@ struct Counters {
   std::uint64_t never_arrived = 0;      // expected replies that sent no chunk here
   std::uint64_t buffers_abandoned = 0;  // another pod's reply, nobody here watching any more
   std::uint64_t replays_requested = 0;
+  std::uint64_t stale_attempts_dropped = 0;  // chunks of an attempt a newer one replaced
+  std::uint64_t replies_restarted = 0;
 };
 
 Counters& operator+=(Counters& a, const Counters& b);
@@ -74,6 +79,8 @@ class BufferManager {
   // Making room may finish the least recently active buffer (reported in `out`).
   void expect(const std::string& session_id, const std::string& message_id, SteadyTime now, std::vector<Event>& out);
   bool has(const std::string& message_id) const { return buffers_.contains(message_id); }
+  // Finished here recently (late chunks of it are dropped).
+  bool finished_here(const std::string& message_id) const { return finished_.contains(message_id); }
 
   // Missing-chunk timeouts (cheap; call often).
   void check_gaps(SteadyTime now, std::vector<Event>& out);
@@ -91,6 +98,18 @@ class BufferManager {
   std::vector<std::pair<std::string, std::string>> stalled(
       SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
       const std::function<bool(const std::string& session_id)>& watched);
+
+  // A watched reply that has waited `after` for its next chunk (a gap, or
+  // nothing at all yet): reported once per wait, so streams can say so at once
+  // instead of going silent until the missing-chunk timeout.
+  struct Delay {
+    std::string session_id;
+    std::string message_id;
+    std::uint32_t next_chunk_id;
+    std::chrono::milliseconds waited;
+  };
+  std::vector<Delay> newly_delayed(SteadyTime now, std::chrono::milliseconds after,
+                                   const std::function<bool(const std::string& session_id)>& watched);
 
   // Drops one buffer without finishing it (its request never went out).
   void drop(const std::string& message_id);

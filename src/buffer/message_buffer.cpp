@@ -5,8 +5,24 @@ namespace chat::buffer {
 MessageBuffer::MessageBuffer(std::string session_id, std::string message_id, SteadyTime now)
     : session_id_(std::move(session_id)), message_id_(std::move(message_id)), created_(now), last_activity_(now) {}
 
+void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
+  attempt_ = attempt;
+  last_activity_ = now;
+  gap_since_.reset();
+  next_id_ = 0;
+  final_id_.reset();
+  held_.clear();
+  content_.clear();
+  content_chunks_ = 0;
+  skipped_.clear();
+  final_chunk_.reset();
+  replay_requested_at.reset();
+  delay_noticed_for.reset();
+}
+
 PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
                                std::vector<protocol::ResponseChunk>& released) {
+  if (attempt_ == 0) attempt_ = chunk.attempt;
   const auto id = chunk.chunk_id;
   if (id < next_id_ || held_.contains(id)) return PushResult::duplicate;
   if (final_id_ && (id > *final_id_ || chunk.is_final)) return PushResult::after_final;

@@ -31,6 +31,10 @@ class MessageBuffer {
   std::vector<std::uint32_t> skip_expired_gap(SteadyTime now, std::chrono::milliseconds timeout,
                                               std::vector<protocol::ResponseChunk>& released);
 
+  // A newer attempt of the reply replaces everything received of the older one.
+  void restart(std::uint32_t attempt, SteadyTime now);
+  std::uint32_t attempt() const { return attempt_; }
+
   bool finished() const { return final_id_ && next_id_ > *final_id_; }
   const std::string& session_id() const { return session_id_; }
   const std::string& message_id() const { return message_id_; }
@@ -41,6 +45,10 @@ class MessageBuffer {
   std::optional<SteadyTime> gap_since() const { return gap_since_; }
   // The last time the pod asked the workers to send this message again.
   std::optional<SteadyTime> replay_requested_at;
+  // The wait (its start) that streams were last told about.
+  std::optional<SteadyTime> delay_noticed_for;
+  // The chunk the reply waits for.
+  std::uint32_t next_id() const { return next_id_; }
   // This pod accepted the message: it owes the store its reply, whoever watches.
   bool accepted_here = false;
 
@@ -59,6 +67,7 @@ class MessageBuffer {
   SteadyTime created_;
   SteadyTime last_activity_;
   std::optional<SteadyTime> gap_since_;  // when later chunks first waited on a missing one
+  std::uint32_t attempt_ = 0;            // 0: no chunk yet
   std::uint32_t next_id_ = 0;
   std::optional<std::uint32_t> final_id_;
   std::map<std::uint32_t, protocol::ResponseChunk> held_;

@@ -81,7 +81,19 @@ struct NatsConfig {
   std::optional<std::string> url;  // set: NATS bus
   int max_reconnects = -1;
   Duration reconnect_wait{2'000};
-  bool jetstream = false;
+  std::optional<bool> jetstream;  // unset: on whenever NATS_URL is set
+  bool use_jetstream() const { return url && jetstream.value_or(true); }
+};
+
+// The JetStream streams and the workers' consumer (NATS_JETSTREAM).
+struct JetStreamConfig {
+  int replicas = 1;
+  Duration work_max_age{24 * 3'600'000};
+  Duration log_max_age{3'600'000};
+  std::int64_t log_max_bytes = 1ll << 30;
+  Duration ack_wait{30'000};
+  int max_deliver = 4;
+  int max_ack_pending = 0;  // 0: ten times WORKER_MAX_CONCURRENT
 };
 
 struct WorkerConfig {
@@ -122,6 +134,7 @@ struct Config {
   StoreConfig store;
   RedisConfig redis;
   NatsConfig nats;
+  JetStreamConfig jetstream;
   WorkerConfig worker;
   ProviderConfig providers;
   LogConfig log;

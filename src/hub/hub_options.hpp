@@ -25,6 +25,16 @@ struct HubOptions {
   // A gap this old makes the pod ask the workers for the message again (the
   // routing cache may have sent its chunks elsewhere for up to a second).
   std::chrono::milliseconds replay_after{1'000};
+  // A watched reply that waits this long for its next chunk: its streams get a
+  // `delayed` event.
+  std::chrono::milliseconds delay_notice_after{3'000};
+  // The pod has a chunk log: a stream resuming a reply this pod does not hold
+  // catches up from the log (else from the workers' replay).
+  bool log_catch_up = false;
+  // Broadcast chunks of sessions not held here, kept per shard for a stream
+  // that opens a moment later.
+  std::chrono::milliseconds broadcast_window{10'000};
+  std::size_t broadcast_bytes = 1 << 20;
 };
 
 }  // namespace chat::hub

@@ -4,6 +4,20 @@
 
 namespace chat::hub {
 
+bool Member::admit(const std::string& message_id, std::int64_t position) {
+  auto [it, fresh] = sent.try_emplace(message_id, kNotAChunk);
+  auto& last = it->second;
+  if (last == kReplyEnd) return false;
+  if (position == kReplyEnd) {
+    last = kReplyEnd;
+    return true;
+  }
+  if (position == kNotAChunk) return true;
+  if (position <= last) return false;
+  last = position;
+  return true;
+}
+
 Backlog& Channel::backlog(const std::string& message_id) {
   if (auto* b = find(message_id)) return *b;
   backlogs_.push_back(Backlog{message_id, {}, 0, false, false, false, {}});
@@ -16,12 +30,20 @@ Backlog* Channel::find(const std::string& message_id) {
   return nullptr;
 }
 
-std::size_t Channel::publish(const std::string& message_id, std::int64_t chunk_id, const sse::Frame& frame,
+void Channel::deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame) {
+  if (member.catching_up) {
+    member.held.push_back(HeldFrame{message_id, position, frame});
+    return;
+  }
+  if (member.admit(message_id, position)) member.stream->send(frame);
+}
+
+std::size_t Channel::publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
                              std::size_t max_frames) {
   auto& b = backlog(message_id);
   std::size_t grew = 0;
   if (b.frames.size() < max_frames) {
-    b.frames.emplace_back(chunk_id, frame);
+    b.frames.emplace_back(position, frame);
     b.bytes += frame->size();
     grew = frame->size();
   } else {
@@ -29,67 +51,86 @@ std::size_t Channel::publish(const std::string& message_id, std::int64_t chunk_i
   }
   if (members_.empty()) return grew;
   b.seen_live = true;
-  for (const auto& m : members_) {
-    if (chunk_id != kNotAChunk && chunk_id <= m.skip_through && m.skip_message == message_id) continue;
-    m.connection->send(frame);
-  }
+  for (auto& m : members_) deliver(m, message_id, position, frame);
   return grew;
 }
 
-JoinPlan Channel::plan_join(const std::optional<ResumeCursor>& cursor, SteadyTime now,
-                            std::chrono::milliseconds late_join_window) {
-  JoinPlan plan;
-  auto resume_at = backlogs_.end();
-  if (cursor) {
-    resume_at = std::find_if(backlogs_.begin(), backlogs_.end(),
-                             [&](const Backlog& b) { return b.message_id == cursor->message_id; });
-  }
+bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, SteadyTime now,
+                   std::chrono::milliseconds late_join_window) {
+  std::vector<sse::Frame> burst;
+  auto take = [&](Backlog& b) {
+    for (const auto& [position, frame] : b.frames)
+      if (member.admit(b.message_id, position)) burst.push_back(frame);
+    b.seen_live = true;
+  };
+  bool servable = true;
+  auto resume_at = cursor ? std::find_if(backlogs_.begin(), backlogs_.end(),
+                                         [&](const Backlog& b) { return b.message_id == cursor->message_id; })
+                          : backlogs_.end();
   if (resume_at != backlogs_.end()) {
     // Everything after the cursor: the rest of its reply, then every later one.
-    auto& frames = resume_at->frames;
-    auto pos = std::find_if(frames.begin(), frames.end(), [&](const auto& f) {
+    auto has_cursor_chunk = std::any_of(resume_at->frames.begin(), resume_at->frames.end(), [&](const auto& f) {
       return f.first == static_cast<std::int64_t>(cursor->chunk_id);
     });
-    if (pos == frames.end() && resume_at->overflowed) {
-      plan.reset = true;
-      return plan;
+    if (resume_at->overflowed && !has_cursor_chunk) {
+      servable = false;
+    } else {
+      for (auto b = resume_at; b != backlogs_.end(); ++b) take(*b);
     }
-    for (auto it = pos == frames.end() ? frames.begin() : std::next(pos); it != frames.end(); ++it)
-      if (it->first == kNotAChunk || it->first > static_cast<std::int64_t>(cursor->chunk_id))
-        plan.frames.push_back(it->second);
-    resume_at->seen_live = true;
-    for (auto b = std::next(resume_at); b != backlogs_.end(); ++b) {
-      for (const auto& f : b->frames) plan.frames.push_back(f.second);
-      b->seen_live = true;
+  } else {
+    // A fresh stream: replies still running, and finished ones nobody saw (the
+    // page posted first and subscribed a moment later).
+    for (auto& b : backlogs_) {
+      bool wanted = !b.finished || (!b.seen_live && now - b.finished_at < late_join_window);
+      if (!wanted) continue;
+      if (b.overflowed) {
+        servable = false;
+        continue;
+      }
+      take(b);
     }
-    return plan;
   }
-  // A fresh stream: replies still running, and finished ones nobody saw (the
-  // page posted first and subscribed a moment later).
-  for (auto& b : backlogs_) {
-    bool wanted = !b.finished || (!b.seen_live && now - b.finished_at < late_join_window);
-    if (!wanted) continue;
-    if (b.overflowed) {
-      plan.reset = true;
-      continue;
-    }
-    for (const auto& f : b.frames) plan.frames.push_back(f.second);
-    b.seen_live = true;
-  }
-  return plan;
+  member.stream->send_backlog(burst);
+  members_.push_back(std::move(member));
+  return servable;
 }
 
-bool Channel::remove(const std::shared_ptr<sse::EventSink>& c) {
-  auto it = std::find_if(members_.begin(), members_.end(), [&](const Member& m) { return m.connection == c; });
+void Channel::take_running(Member& member, std::vector<sse::Frame>& burst) {
+  for (auto& b : backlogs_) {
+    if (b.finished) continue;
+    for (const auto& [position, frame] : b.frames)
+      if (member.admit(b.message_id, position)) burst.push_back(frame);
+    b.seen_live = true;
+  }
+}
+
+bool Channel::remove(const std::shared_ptr<sse::EventSink>& stream) {
+  auto it = std::find_if(members_.begin(), members_.end(), [&](const Member& m) { return m.stream == stream; });
   if (it == members_.end()) return false;
   members_.erase(it);
   return true;
 }
 
-std::size_t Channel::drop_backlogs() {
-  std::size_t freed = 0;
-  for (const auto& b : backlogs_) freed += b.bytes;
-  backlogs_.clear();
+Member* Channel::member(const std::string& stream_id) {
+  auto it = std::find_if(members_.begin(), members_.end(), [&](const Member& m) { return m.stream->id() == stream_id; });
+  return it == members_.end() ? nullptr : &*it;
+}
+
+std::size_t Channel::restart(const std::string& message_id, const sse::Frame& reset) {
+  for (auto& m : members_) {
+    // Held frames of the old attempt must not follow the new one's.
+    std::erase_if(m.held, [&](const HeldFrame& f) { return f.message_id == message_id; });
+    auto it = m.sent.find(message_id);
+    if (it == m.sent.end()) continue;
+    m.sent.erase(it);
+    deliver(m, message_id, kNotAChunk, reset);
+  }
+  auto* b = find(message_id);
+  if (!b) return 0;
+  auto freed = b->bytes;
+  b->frames.clear();
+  b->bytes = 0;
+  b->overflowed = false;
   return freed;
 }
 
@@ -99,6 +140,24 @@ Backlog* Channel::finish(const std::string& message_id, SteadyTime now) {
   b->finished = true;
   b->finished_at = now;
   return b;
+}
+
+std::size_t Channel::drop(const std::string& message_id) {
+  std::size_t freed = 0;
+  std::erase_if(backlogs_, [&](const Backlog& b) {
+    if (b.message_id != message_id) return false;
+    freed += b.bytes;
+    return true;
+  });
+  for (auto& m : members_) m.sent.erase(message_id);
+  return freed;
+}
+
+std::size_t Channel::drop_backlogs() {
+  std::size_t freed = 0;
+  for (const auto& b : backlogs_) freed += b.bytes;
+  backlogs_.clear();
+  return freed;
 }
 
 }  // namespace chat::hub

@@ -2,8 +2,9 @@
 // One session on one pod: its open streams and the frames of its recent replies.
 // A reply's frames are kept while it streams (a stream that opens late gets it
 // from chunk 0) and for a while after it finished (a stream that reconnects with
-// Last-Event-ID resumes where it stopped). Owned by one hub shard; not
-// thread-safe on its own.
+// Last-Event-ID resumes where it stopped). Each stream remembers how far it got
+// in each reply, so nothing reaches it twice, however a reply is fed again
+// (replay, log catch-up). Owned by one hub shard; not thread-safe on its own.
 
 #include <chrono>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/time.hpp"
@@ -21,29 +23,37 @@ namespace chat::hub {
 
 using sse::ResumeCursor;
 
-inline constexpr std::int64_t kNotAChunk = -1;  // error/complete frames
+// Where a frame stands in its reply: a chunk id (0, 1, ...) or one of these.
+inline constexpr std::int64_t kNotAChunk = -1;  // a notice about the reply (an error, a delay)
+inline constexpr std::int64_t kReplyEnd = -2;   // message_complete: nothing of the reply follows
 
 struct Backlog {
   std::string message_id;
-  std::vector<std::pair<std::int64_t, sse::Frame>> frames;  // (chunk id or kNotAChunk, frame)
+  std::vector<std::pair<std::int64_t, sse::Frame>> frames;  // (position, frame)
   std::size_t bytes = 0;
   bool overflowed = false;
-  bool seen_live = false;  // some connection got it as it streamed
+  bool seen_live = false;  // some stream got it as it streamed
   bool finished = false;
   SteadyTime finished_at{};
 };
 
-struct Member {
-  std::shared_ptr<sse::EventSink> connection;
-  // A resumed stream already has these chunks; a replay must not repeat them.
-  std::string skip_message;
-  std::int64_t skip_through = kNotAChunk;
+// A frame a catching-up stream will get once the log read is in.
+struct HeldFrame {
+  std::string message_id;
+  std::int64_t position;
+  sse::Frame frame;
 };
 
-// What a stream that opens now should be sent first.
-struct JoinPlan {
-  std::vector<sse::Frame> frames;
-  bool reset = false;  // the cursor is known but can no longer be served
+struct Member {
+  std::shared_ptr<sse::EventSink> stream;
+  // Per reply: the last chunk id sent, or kReplyEnd once its end went out.
+  std::unordered_map<std::string, std::int64_t> sent;
+  // While the stream catches up from the chunk log, live frames wait here.
+  bool catching_up = false;
+  std::vector<HeldFrame> held;
+
+  // Whether the frame is new to this stream; records it as sent if so.
+  bool admit(const std::string& message_id, std::int64_t position);
 };
 
 class Channel {
@@ -51,55 +61,44 @@ class Channel {
   Backlog& backlog(const std::string& message_id);
   Backlog* find(const std::string& message_id);
 
-  // Keeps the frame (within `max_frames` per reply) and sends it to every member
-  // that does not have it yet. Returns the bytes the backlog grew by.
-  std::size_t publish(const std::string& message_id, std::int64_t chunk_id, const sse::Frame& frame,
+  // Keeps the frame (within `max_frames` per reply) and sends it to every
+  // member that does not have it yet. Returns the bytes the backlog grew by.
+  std::size_t publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
                       std::size_t max_frames);
+  // Sends a frame to one member, unless it has it already (or holds it while catching up).
+  static void deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame);
 
-  JoinPlan plan_join(const std::optional<ResumeCursor>& cursor, SteadyTime now, std::chrono::milliseconds late_join_window);
-  void add(Member m) { members_.push_back(std::move(m)); }
-  bool remove(const std::shared_ptr<sse::EventSink>& c);
+  // Adds the member and sends it what it missed as one backlog burst: from
+  // `cursor`, or without one the running replies and the finished ones nobody
+  // saw (within `late_join_window`). Returns false when the cursor names a
+  // reply this channel has but can no longer replay (its frames overflowed).
+  bool join(Member member, const std::optional<ResumeCursor>& cursor, SteadyTime now,
+            std::chrono::milliseconds late_join_window);
+  // The frames of the running replies that `member` does not have yet.
+  void take_running(Member& member, std::vector<sse::Frame>& burst);
+  bool remove(const std::shared_ptr<sse::EventSink>& stream);
+  Member* member(const std::string& stream_id);
+
+  // A newer attempt of the reply started over: members that saw part of the
+  // old one get `reset` and the reply again from chunk 0; its frames go.
+  // Returns the bytes freed.
+  std::size_t restart(const std::string& message_id, const sse::Frame& reset);
 
   // Marks a reply finished; returns it.
   Backlog* finish(const std::string& message_id, SteadyTime now);
-  // Drops finished replies the predicate selects; returns the bytes freed.
-  template <class Pred>
-  std::size_t drop_finished_if(Pred pred);
-
-  // Drops one reply's frames; returns the bytes freed.
-  std::size_t drop(const std::string& message_id) {
-    return drop_if([&](const Backlog& b) { return b.message_id == message_id; });
-  }
-
+  // Drops one reply's frames (members forget it too); returns the bytes freed.
+  std::size_t drop(const std::string& message_id);
   // Drops every reply's frames (the session was deleted); returns the bytes freed.
   std::size_t drop_backlogs();
 
+  std::vector<Member>& members() { return members_; }
   const std::vector<Member>& members() const { return members_; }
   bool has_members() const { return !members_.empty(); }
   bool idle() const { return members_.empty() && backlogs_.empty(); }
 
  private:
-  template <class Pred>
-  std::size_t drop_if(Pred pred);
-
   std::vector<Member> members_;
   std::vector<Backlog> backlogs_;  // in the order the replies started
 };
-
-template <class Pred>
-std::size_t Channel::drop_if(Pred pred) {
-  std::size_t freed = 0;
-  std::erase_if(backlogs_, [&](const Backlog& b) {
-    if (!pred(b)) return false;
-    freed += b.bytes;
-    return true;
-  });
-  return freed;
-}
-
-template <class Pred>
-std::size_t Channel::drop_finished_if(Pred pred) {
-  return drop_if([&](const Backlog& b) { return b.finished && pred(b); });
-}
 
 }  // namespace chat::hub

@@ -111,6 +111,18 @@ void SessionHub::expect(const std::string& session_id, const std::string& messag
   slot_for(session_id).run([session_id, message_id](SessionShard& s) { s.expect(session_id, message_id); });
 }
 
+void SessionHub::fill_from_log(const std::string& session_id, std::vector<protocol::ResponseChunk> chunks) {
+  slot_for(session_id).run([chunks = std::move(chunks)](SessionShard& s) mutable { s.fill_from_log(std::move(chunks)); });
+}
+
+void SessionHub::resume_from_log(const std::string& session_id, const std::string& stream_id,
+                                 const sse::ResumeCursor& cursor,
+                                 std::optional<std::vector<protocol::ResponseChunk>> chunks) {
+  slot_for(session_id).run([session_id, stream_id, cursor, chunks = std::move(chunks)](SessionShard& s) mutable {
+    s.resume_from_log(session_id, stream_id, cursor, std::move(chunks));
+  });
+}
+
 void SessionHub::forget(const std::string& session_id, const std::string& message_id) {
   slot_for(session_id).run([session_id, message_id](SessionShard& s) { s.forget(session_id, message_id); });
 }

@@ -39,6 +39,10 @@ class SessionHub {
   void detach(std::shared_ptr<sse::EventSink> stream);
   void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
   void expect(const std::string& session_id, const std::string& message_id);
+  // What the chunk log answered (see SessionShard).
+  void fill_from_log(const std::string& session_id, std::vector<protocol::ResponseChunk> chunks);
+  void resume_from_log(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
+                       std::optional<std::vector<protocol::ResponseChunk>> chunks);
   // Takes an expect() back: the request never reached the bus.
   void forget(const std::string& session_id, const std::string& message_id);
   // `on_dropped` (on a shard strand) gets the ids of the replies that were

@@ -1,5 +1,8 @@
 #include "hub/session_shard.hpp"
 
+#include <algorithm>
+#include <utility>
+
 #include "common/time.hpp"
 #include "log/log.hpp"
 
@@ -25,19 +28,30 @@ sse::Frame terminal_error_frame(const buffer::FinishedMessage& m) {
   return nullptr;
 }
 
+sse::Frame complete_frame(const buffer::FinishedMessage& m) {
+  return sse::complete_frame(m.message_id, m.token_count, m.finish_reason, buffer::to_string(m.status));
+}
+
 }  // namespace
 
 SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock)
-    : options_(options), handlers_(std::move(handlers)), clock_(std::move(clock)), buffers_(options.buffer) {}
+    : options_(options),
+      handlers_(std::move(handlers)),
+      clock_(std::move(clock)),
+      buffers_(options.buffer),
+      broadcasts_(options.broadcast_window, options.broadcast_bytes) {}
 
 void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
   if (broadcast && !channels_.contains(chunk.session_id) && !buffers_.has(chunk.message_id)) {
-    gauges_.broadcasts_ignored.fetch_add(1, std::memory_order_relaxed);
+    gauges_.broadcasts_kept.fetch_add(1, std::memory_order_relaxed);
+    broadcasts_.keep(std::move(chunk), clock_());
     return;
   }
-  buffers_.push(std::move(chunk), clock_(), events_);
+  push(std::move(chunk));
   process_events();
 }
+
+void SessionShard::push(protocol::ResponseChunk chunk) { buffers_.push(std::move(chunk), clock_(), events_); }
 
 void SessionShard::expect(const std::string& session_id, const std::string& message_id) {
   buffers_.expect(session_id, message_id, clock_(), events_);
@@ -65,6 +79,12 @@ void SessionShard::process_events() {
       deliver(missing->session_id, missing->message_id, kNotAChunk,
               sse::error_frame(missing->message_id, "chunks_missing", "some chunks of this reply never arrived",
                                missing->ids));
+    } else if (auto* restarted = std::get_if<buffer::ReplyRestarted>(&e)) {
+      log::warn("reply_restarted", {{"session_id", restarted->session_id}, {"message_id", restarted->message_id},
+                                    {"attempt", restarted->attempt}});
+      auto& channel = channels_[restarted->session_id];
+      retained_bytes_ -= channel.restart(
+          restarted->message_id, sse::reset_frame(restarted->session_id, "reply_restarted", restarted->message_id));
     } else if (auto* done = std::get_if<buffer::MessageFinished>(&e)) {
       finish(std::move(done->message));
     }
@@ -75,43 +95,48 @@ void SessionShard::process_events() {
 
 void SessionShard::finish(buffer::FinishedMessage m) {
   if (auto error = terminal_error_frame(m)) deliver(m.session_id, m.message_id, kNotAChunk, error);
-  deliver(m.session_id, m.message_id, kNotAChunk,
-          sse::complete_frame(m.message_id, m.token_count, m.finish_reason, buffer::to_string(m.status)));
+  deliver(m.session_id, m.message_id, kReplyEnd, complete_frame(m));
   if (auto it = channels_.find(m.session_id); it != channels_.end() && it->second.finish(m.message_id, clock_()))
     finished_order_.emplace_back(m.session_id, m.message_id);
   trim_retained();
   handlers_.reply_finished(std::move(m));
 }
 
-void SessionShard::deliver(const std::string& session_id, const std::string& message_id, std::int64_t chunk_id,
+void SessionShard::deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,
                            const sse::Frame& frame) {
-  retained_bytes_ += channels_[session_id].publish(message_id, chunk_id, frame, options_.max_backlog_frames);
+  retained_bytes_ += channels_[session_id].publish(message_id, position, frame, options_.max_backlog_frames);
 }
 
 void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
   if (closed_) return stream->close();
-  const auto& session_id = stream->session_id();
+  const auto session_id = stream->session_id();
   auto& channel = channels_[session_id];
-  if (cursor && !channel.find(cursor->message_id) && expired_.contains(cursor->message_id)) {
+  const bool first = !channel.has_members();
+  if (cursor && !channel.find(cursor->message_id) && !options_.log_catch_up && expired_.contains(cursor->message_id)) {
     stream->send(sse::reset_frame(session_id, "resume_window_passed"));
     cursor.reset();
   }
-  auto plan = channel.plan_join(cursor, clock_(), options_.late_join_window);
-  if (plan.reset) stream->send(sse::reset_frame(session_id, "reply_too_long_to_replay"));
-  stream->send_backlog(plan.frames);
-  if (!channel.has_members()) {
-    gauges_.sessions.fetch_add(1, std::memory_order_relaxed);
-    // The first stream of the session on this pod: workers may have sent its
-    // running reply elsewhere until now.
-    handlers_.replay_wanted(session_id, {});
+  // A reply this pod does not hold: the log has it (and the order of what
+  // follows it), so the stream waits for the log before anything else.
+  const bool from_log = cursor && options_.log_catch_up && !channel.find(cursor->message_id);
+  Member member{stream, {}, from_log, {}};
+  if (cursor) member.sent[cursor->message_id] = cursor->chunk_id;
+  if (from_log) {
+    channel.members().push_back(std::move(member));
+  } else if (!channel.join(std::move(member), cursor, clock_(), options_.late_join_window)) {
+    stream->send(sse::reset_frame(session_id, "reply_too_long_to_replay"));
   }
-  Member member{std::move(stream), {}, kNotAChunk};
-  if (cursor) {
-    member.skip_message = cursor->message_id;
-    member.skip_through = cursor->chunk_id;
-  }
-  channel.add(std::move(member));
   gauges_.streams.fetch_add(1, std::memory_order_relaxed);
+  if (first) {
+    gauges_.sessions.fetch_add(1, std::memory_order_relaxed);
+    // Chunks that went to the broadcast subject before this pod held the session.
+    for (auto& c : broadcasts_.take(session_id, clock_())) push(std::move(c));
+    process_events();
+  }
+  if (from_log) handlers_.catch_up_wanted(session_id, stream->id(), *cursor);
+  // The first stream of the session here: its running replies may have gone
+  // elsewhere until now.
+  else if (first) handlers_.replay_wanted(session_id, {});
 }
 
 void SessionShard::detach(const std::shared_ptr<sse::EventSink>& stream) {
@@ -122,13 +147,74 @@ void SessionShard::detach(const std::shared_ptr<sse::EventSink>& stream) {
   if (it->second.idle()) channels_.erase(it);
 }
 
+void SessionShard::fill_from_log(std::vector<protocol::ResponseChunk> chunks) {
+  for (auto& reply : group_logged_replies(std::move(chunks))) {
+    if (reply.finished && !buffers_.has(reply.message_id)) continue;
+    for (auto& c : reply.chunks) push(std::move(c));
+  }
+  process_events();
+}
+
+void SessionShard::resume_from_log(const std::string& session_id, const std::string& stream_id,
+                                   const sse::ResumeCursor& cursor,
+                                   std::optional<std::vector<protocol::ResponseChunk>> chunks) {
+  auto it = channels_.find(session_id);
+  Member* member = it == channels_.end() ? nullptr : it->second.member(stream_id);
+  if (!member) return;  // gone while the log was read
+  auto replies = chunks ? group_logged_replies(std::move(*chunks)) : std::vector<LoggedReply>{};
+  auto at = std::find_if(replies.begin(), replies.end(),
+                         [&](const LoggedReply& r) { return r.message_id == cursor.message_id; });
+  if (at == replies.end()) {
+    // Older than the log (or the log is unreachable): the client reloads the history.
+    member->stream->send(sse::reset_frame(session_id, chunks ? "resume_window_passed" : "resume_unavailable"));
+    member->sent.clear();
+  } else if (at->had_attempts) {
+    // The client may have seen part of another attempt: it starts this one over.
+    member->stream->send(sse::reset_frame(session_id, "reply_restarted", cursor.message_id));
+    member->sent.erase(cursor.message_id);
+  }
+  for (auto r = at; r != replies.end(); ++r) {
+    if (!r->finished) {
+      for (auto& c : r->chunks) push(std::move(c));
+      continue;
+    }
+    send_logged_reply(*member, *r);
+    if (!buffers_.finished_here(r->message_id) && !buffers_.has(r->message_id)) handlers_.reply_finished(r->to_finished());
+  }
+  process_events();
+  finish_catch_up(it->second, *member);
+}
+
+// A finished reply from the log, to one stream only: the others of the session
+// did not ask for it.
+void SessionShard::send_logged_reply(Member& member, const LoggedReply& reply) {
+  std::vector<sse::Frame> burst;
+  for (const auto& c : reply.chunks)
+    if (member.admit(c.message_id, c.chunk_id)) burst.push_back(sse::chunk_frame(c));
+  auto finished = reply.to_finished();
+  if (auto error = terminal_error_frame(finished); error && member.admit(reply.message_id, kNotAChunk))
+    burst.push_back(error);
+  if (member.admit(reply.message_id, kReplyEnd)) burst.push_back(complete_frame(finished));
+  member.stream->send_backlog(burst);
+}
+
+// The stream has what the log had; now what runs here, then what waited.
+void SessionShard::finish_catch_up(Channel& channel, Member& member) {
+  member.catching_up = false;
+  std::vector<sse::Frame> burst;
+  channel.take_running(member, burst);
+  for (const auto& f : std::exchange(member.held, {}))
+    if (member.admit(f.message_id, f.position)) burst.push_back(f.frame);
+  member.stream->send_backlog(burst);
+}
+
 std::vector<std::string> SessionShard::end_session(const std::string& session_id) {
   auto dropped = buffers_.drop_session(session_id);
   publish_gauges();
   auto it = channels_.find(session_id);
   if (it == channels_.end()) return dropped;
   auto last = sse::reset_frame(session_id, "session_deleted");
-  for (const auto& m : it->second.members()) m.connection->close(last);
+  for (const auto& m : it->second.members()) m.stream->close(last);
   retained_bytes_ -= it->second.drop_backlogs();
   if (it->second.idle()) channels_.erase(it);
   return dropped;
@@ -136,8 +222,8 @@ std::vector<std::string> SessionShard::end_session(const std::string& session_id
 
 void SessionShard::close_all(const sse::Frame& last) {
   closed_ = true;
-  for (const auto& [id, channel] : channels_)
-    for (const auto& m : channel.members()) m.connection->close(last);
+  for (auto& [id, channel] : channels_)
+    for (const auto& m : channel.members()) m.stream->close(last);
 }
 
 void SessionShard::check_gaps() {
@@ -145,6 +231,8 @@ void SessionShard::check_gaps() {
   auto is_watched = [this](const std::string& session_id) { return watched(session_id); };
   for (const auto& [session, message] : buffers_.stalled(now, options_.replay_after, options_.replay_after * 2, is_watched))
     handlers_.replay_wanted(session, message);
+  for (const auto& d : buffers_.newly_delayed(now, options_.delay_notice_after, is_watched))
+    deliver(d.session_id, d.message_id, kNotAChunk, sse::delayed_frame(d.message_id, d.next_chunk_id, d.waited.count()));
   buffers_.check_gaps(now, events_);
   process_events();
 }
@@ -158,7 +246,7 @@ void SessionShard::cleanup() {
 void SessionShard::heartbeat() {
   auto frame = sse::ping_frame(unix_now());
   for (const auto& [id, channel] : channels_)
-    for (const auto& m : channel.members()) m.connection->send(frame);
+    for (const auto& m : channel.members()) m.stream->send(frame);
 }
 
 std::size_t SessionShard::owed() const {
@@ -181,7 +269,7 @@ void SessionShard::trim_retained() {
     if (b && !too_old && retained_bytes_ <= options_.replay_max_bytes) break;
     finished_order_.pop_front();
     if (!b) continue;
-    retained_bytes_ -= it->second.drop_finished_if([&](const Backlog& x) { return x.message_id == message_id; });
+    retained_bytes_ -= it->second.drop(message_id);
     remember_expired(message_id);
     if (it->second.idle()) channels_.erase(it);
   }

@@ -17,6 +17,8 @@
 
 #include "buffer/buffer_manager.hpp"
 #include "hub/hub_options.hpp"
+#include "hub/logged_reply.hpp"
+#include "hub/recent_broadcasts.hpp"
 #include "hub/session_channel.hpp"
 #include "protocol/messages.hpp"
 #include "sse/event_sink.hpp"
@@ -27,12 +29,18 @@ using Clock = std::function<SteadyTime()>;
 
 // What a shard hands on. Each runs on the shard's strand and must not block.
 struct ShardHandlers {
-  // A reply's buffer is done: it goes to the store.
+  // A reply's buffer is done (or a finished reply was read from the log): it
+  // goes to the store, which keeps the first write.
   std::function<void(buffer::FinishedMessage)> reply_finished;
-  // The workers should send chunks again: with `message_id` empty, the
-  // session's running replies (its first stream here); else that reply (a gap,
-  // or an expected reply still silent while someone watches).
+  // Chunks should come again: with `message_id` empty, the session's running
+  // replies (its first stream here); else that reply (a gap, or an expected
+  // reply still silent while someone watches). Answered by fill_from_log()
+  // when the pod has a chunk log, else by the workers' replay.
   std::function<void(const std::string& session_id, const std::string& message_id)> replay_wanted;
+  // A stream resumes a reply this pod does not hold (only with log_catch_up):
+  // answered by resume_from_log().
+  std::function<void(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor)>
+      catch_up_wanted;
 };
 
 // Read from any thread (health, capacity checks); written by the shard only.
@@ -40,15 +48,16 @@ struct ShardGauges {
   std::atomic<std::size_t> streams{0};
   std::atomic<std::size_t> sessions{0};  // sessions with at least one stream
   std::atomic<std::size_t> buffers{0};
-  std::atomic<std::uint64_t> broadcasts_ignored{0};
+  std::atomic<std::uint64_t> broadcasts_kept{0};
 };
 
 class SessionShard {
  public:
   SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock);
 
-  // A chunk from the bus. `broadcast`: kept only if this shard holds its session
-  // or already buffers its message.
+  // A chunk from the bus. `broadcast`: buffered only if this shard holds its
+  // session or already buffers its reply; else kept a few seconds in case a
+  // stream of the session opens.
   void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
   // This pod accepted the message: keep its chunks even before a stream opens.
   void expect(const std::string& session_id, const std::string& message_id);
@@ -57,15 +66,22 @@ class SessionShard {
   // chunk 0), then everything live.
   void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor);
   void detach(const std::shared_ptr<sse::EventSink>& stream);
+  // Chunks read from the log: the replies buffered here and those still
+  // running go through the reorder buffers; finished ones this pod does not
+  // hold are left alone.
+  void fill_from_log(std::vector<protocol::ResponseChunk> chunks);
+  // The log's answer to catch_up_wanted (nullopt: the read failed).
+  void resume_from_log(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
+                       std::optional<std::vector<protocol::ResponseChunk>> chunks);
   // The session was deleted: its streams get a reset and end, its buffers are
   // dropped. Returns the ids of the replies that were still running here.
   std::vector<std::string> end_session(const std::string& session_id);
   // Shutdown: every stream gets `last` and closes; later attaches are refused.
   void close_all(const sse::Frame& last);
 
-  // Periodic work, driven by the hub: missing-chunk timeouts and replay asks
-  // (often); buffer expiry and the resume window (every cleanup interval);
-  // heartbeats.
+  // Periodic work, driven by the hub: missing-chunk timeouts, replay asks and
+  // delay notices (often); buffer expiry and the resume window (every cleanup
+  // interval); heartbeats.
   void check_gaps();
   void cleanup();
   void heartbeat();
@@ -77,10 +93,13 @@ class SessionShard {
   const buffer::Counters& counters() const { return buffers_.counters(); }
 
  private:
+  void push(protocol::ResponseChunk chunk);
   void process_events();
   void finish(buffer::FinishedMessage m);
-  void deliver(const std::string& session_id, const std::string& message_id, std::int64_t chunk_id,
+  void deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,
                const sse::Frame& frame);
+  void send_logged_reply(Member& member, const LoggedReply& reply);
+  void finish_catch_up(Channel& channel, Member& member);
   void trim_retained();
   void remember_expired(const std::string& message_id);
   bool watched(const std::string& session_id) const;
@@ -90,6 +109,7 @@ class SessionShard {
   ShardHandlers handlers_;
   Clock clock_;
   buffer::BufferManager buffers_;
+  RecentBroadcasts broadcasts_;
   std::unordered_map<std::string, Channel> channels_;
   std::vector<buffer::Event> events_;  // scratch, reused
   // Finished replies kept for resume, oldest first, within a byte budget.

@@ -13,25 +13,38 @@ namespace json = boost::json;
 
 namespace chat::pod {
 
-Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, registry::SessionRegistry& registry,
-         store::MessageStore& store)
+namespace {
+
+PodOptions with_log(PodOptions o, const bus::ChunkLog* log) {
+  o.hub.log_catch_up = log != nullptr;
+  return o;
+}
+
+}  // namespace
+
+Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, bus::WorkQueue& work,
+         bus::ChunkLog* log, registry::SessionRegistry& registry, store::MessageStore& store)
     : ioc_(ioc),
-      options_(std::move(options)),
+      options_(with_log(std::move(options), log)),
       bus_(bus),
+      work_(work),
+      log_(log),
       registry_(registry),
       store_(store),
       hub_(ioc, options_.hub,
            hub::ShardHandlers{[this](buffer::FinishedMessage m) { store_reply(std::move(m)); },
                               [this](const std::string& session_id, const std::string& message_id) {
                                 request_replay(session_id, message_id);
-                              }}) {}
+                              },
+                              [this](const std::string& session_id, const std::string& stream_id,
+                                     const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); }}) {}
 
 Pod::~Pod() = default;
 
 void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback done) {
   if (draining_) return done(Errc::draining, {});
   // Nothing half-done: with the bus down, not even the user message is stored.
-  if (!bus_.connected()) return done(Errc::bus_unavailable, {});
+  if (!work_.status().connected) return done(Errc::bus_unavailable, {});
   store::NewUserMessage user{request.session_id, request.user_id, new_identifier("msg_"), request.message,
                              request.ai_provider.empty() ? options_.default_provider : request.ai_provider,
                              request.model, std::chrono::system_clock::now()};
@@ -71,7 +84,8 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   // the reply must be stored when nobody watches).
   hub_.expect(work.session_id, work.message_id);
   auto payload = protocol::encode(work);
-  bus_.publish(subjects::execute(work.session_id), std::move(payload),
+  auto message_id = work.message_id;
+  work_.submit(subjects::execute(work.session_id), std::move(payload), std::move(message_id),
                [this, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
                 done = std::move(done)](boost::system::error_code ec) {
                  if (!ec) {
@@ -141,6 +155,7 @@ PodHealth Pod::health() const {
                    draining_.load(),
                    hub_.stats(),
                    bus_.status(),
+                   work_.status(),
                    registry_.status(),
                    store_.status(),
                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)};

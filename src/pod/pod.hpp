@@ -19,7 +19,9 @@
 #include <optional>
 #include <string>
 
+#include "bus/chunk_log.hpp"
 #include "bus/message_bus.hpp"
+#include "bus/work_queue.hpp"
 #include "hub/session_hub.hpp"
 #include "pod/pod_errors.hpp"
 #include "pod/pod_health.hpp"
@@ -80,8 +82,10 @@ using DoneCallback = std::function<void(boost::system::error_code)>;
 
 class Pod {
  public:
-  Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, registry::SessionRegistry& registry,
-      store::MessageStore& store);
+  // `log` may be null (core NATS keeps no chunk log): gaps and resumes are then
+  // served by the workers' replay.
+  Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, bus::WorkQueue& work,
+      bus::ChunkLog* log, registry::SessionRegistry& registry, store::MessageStore& store);
   ~Pod();
 
   // Subscribes to the pod's bus subjects and starts the hub.
@@ -119,11 +123,15 @@ class Pod {
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
   void store_reply(buffer::FinishedMessage m);
   void request_replay(const std::string& session_id, const std::string& message_id);
+  void catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor);
+  std::vector<protocol::ResponseChunk> decode_logged(const std::vector<std::string>& payloads);
   void finish_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
 
   boost::asio::io_context& ioc_;
   PodOptions options_;
   bus::MessageBus& bus_;
+  bus::WorkQueue& work_;
+  bus::ChunkLog* log_;
   registry::SessionRegistry& registry_;
   store::MessageStore& store_;
   hub::SessionHub hub_;

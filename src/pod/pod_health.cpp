@@ -25,6 +25,8 @@ boost::json::object to_json(const PodHealth& h) {
   o["db_connected"] = h.store.connected;
   o["mode"] = mode(h);
   o["components"] = boost::json::object{{"bus", h.bus.backend},           {"bus_connected", h.bus.connected},
+                                        {"work_queue", h.work_queue.backend},
+                                        {"work_queue_ready", h.work_queue.connected},
                                         {"registry", h.registry.backend}, {"registry_connected", h.registry.connected},
                                         {"store", h.store.backend},       {"store_connected", h.store.connected}};
   o["uptime_seconds"] = h.uptime.count();

@@ -16,14 +16,15 @@ struct PodHealth {
   bool draining = false;
   hub::HubStats hub;
   ComponentStatus bus;
+  ComponentStatus work_queue;  // JetStream's streams ready, when on
   ComponentStatus registry;
   ComponentStatus store;
   std::chrono::seconds uptime{0};
 
-  bool dependencies_up() const { return bus.connected && registry.connected && store.connected; }
-  // Can take chats: bus and store reachable, not draining (the registry only
-  // routes replies; without it chunks go to the broadcast subject).
-  bool ready() const { return !draining && bus.connected && store.connected; }
+  bool dependencies_up() const { return bus.connected && work_queue.connected && registry.connected && store.connected; }
+  // Can take chats: bus, work queue and store reachable, not draining (the
+  // registry only routes replies; without it chunks go to the broadcast subject).
+  bool ready() const { return !draining && bus.connected && work_queue.connected && store.connected; }
 };
 
 // The /health body: status healthy | degraded | draining, the counts, each

@@ -43,10 +43,38 @@ void Pod::on_chunk(const bus::Message& m, bool broadcast) {
   hub_.on_chunk(std::move(*chunk), broadcast);
 }
 
+// Workers route the session's chunks here from now on (and, without a chunk
+// log, send again what they still have); with a log, the pod reads it itself.
 void Pod::request_replay(const std::string& session_id, const std::string& message_id) {
-  if (!bus_.connected()) return;
-  bus_.publish(subjects::replay(session_id),
-               protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, message_id}));
+  if (bus_.connected())
+    bus_.publish(subjects::replay(session_id),
+                 protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, message_id}));
+  if (!log_) return;
+  log_->read(session_id, message_id, [this, session_id](boost::system::error_code ec, std::vector<std::string> payloads) {
+    if (!ec) hub_.fill_from_log(session_id, decode_logged(payloads));
+  });
+}
+
+void Pod::catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor) {
+  if (bus_.connected())
+    bus_.publish(subjects::replay(session_id), protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, {}}));
+  log_->read(session_id, {}, [this, session_id, stream_id, cursor](boost::system::error_code ec,
+                                                                   std::vector<std::string> payloads) {
+    std::optional<std::vector<protocol::ResponseChunk>> chunks;
+    if (!ec) chunks = decode_logged(payloads);
+    hub_.resume_from_log(session_id, stream_id, cursor, std::move(chunks));
+  });
+}
+
+std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::vector<std::string>& payloads) {
+  std::vector<protocol::ResponseChunk> chunks;
+  chunks.reserve(payloads.size());
+  std::string error;
+  for (const auto& p : payloads) {
+    if (auto c = protocol::decode_response_chunk(p, error)) chunks.push_back(std::move(*c));
+    else stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+  }
+  return chunks;
 }
 
 void Pod::store_reply(buffer::FinishedMessage m) {

@@ -85,6 +85,7 @@ std::string encode(const ResponseChunk& c) {
   o["session_id"] = c.session_id;
   o["message_id"] = c.message_id;
   o["chunk_id"] = c.chunk_id;
+  if (c.attempt > 1) o["attempt"] = c.attempt;
   o["chunk"] = c.chunk;
   o["chunk_type"] = to_string(c.chunk_type);
   o["is_final"] = c.is_final;
@@ -161,6 +162,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   auto id = in.integer("chunk_id", 0, kMaxChunkId);
   if (in.ok() && !id) in.fail("chunk_id is required");
   c.chunk_id = static_cast<std::uint32_t>(id.value_or(0));
+  c.attempt = static_cast<std::uint32_t>(in.integer("attempt", 1, kMaxAttempt).value_or(1));
   c.chunk = in.string("chunk");
   auto type = chunk_type_from(in.string("chunk_type"));
   if (!type) in.fail("chunk_type must be content, metadata, error or system");

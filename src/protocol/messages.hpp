@@ -61,6 +61,9 @@ struct ResponseChunk {
   std::string session_id;
   std::string message_id;
   std::uint32_t chunk_id = 0;
+  // Which generation of the reply: 1, or more after a worker died with it and
+  // the request was delivered again. A newer attempt replaces an older one.
+  std::uint32_t attempt = 1;
   std::string chunk;
   ChunkType chunk_type = ChunkType::content;
   bool is_final = false;
@@ -73,7 +76,8 @@ struct ResponseChunk {
   // its SSE event; not part of the chunk's value.
   std::string wire;
   bool operator==(const ResponseChunk& o) const {
-    return session_id == o.session_id && message_id == o.message_id && chunk_id == o.chunk_id && chunk == o.chunk &&
+    return session_id == o.session_id && message_id == o.message_id && chunk_id == o.chunk_id &&
+           attempt == o.attempt && chunk == o.chunk &&
            chunk_type == o.chunk_type && is_final == o.is_final && metadata == o.metadata && error == o.error &&
            timestamp == o.timestamp && correlation_id == o.correlation_id;
   }
@@ -97,6 +101,7 @@ struct ReplayRequest {
 
 // Largest chunk id accepted from the bus; far above any real reply.
 inline constexpr std::uint32_t kMaxChunkId = 10'000'000;
+inline constexpr std::uint32_t kMaxAttempt = 1'000;
 
 std::string encode(const WorkflowRequest& r);
 std::string encode(const ResponseChunk& c);

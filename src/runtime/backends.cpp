@@ -1,6 +1,10 @@
 #include "runtime/backends.hpp"
 
+#include "bus/bus_work_queue.hpp"
+#include "bus/jetstream_chunk_log.hpp"
+#include "bus/jetstream_work_queue.hpp"
 #include "bus/memory_bus.hpp"
+#include "bus/memory_chunk_log.hpp"
 #include "bus/nats_bus.hpp"
 #include "registry/memory_registry.hpp"
 #include "registry/redis_registry.hpp"
@@ -9,10 +13,44 @@
 
 namespace chat::runtime {
 
-std::unique_ptr<bus::MessageBus> make_bus(const config::Config& c, boost::asio::io_context& ioc,
-                                          const std::string& client_name) {
-  if (c.nats.url) return std::make_unique<bus::NatsBus>(c.nats, client_name);
-  return std::make_unique<bus::MemoryBus>(ioc.get_executor());
+namespace {
+
+bus::JetStreamOptions jetstream_options(const config::Config& c) {
+  bus::JetStreamOptions o;
+  o.replicas = c.jetstream.replicas;
+  o.work_max_age = c.jetstream.work_max_age;
+  o.log_max_age = c.jetstream.log_max_age;
+  o.log_max_bytes = c.jetstream.log_max_bytes;
+  o.ack_wait = c.jetstream.ack_wait;
+  o.max_deliver = c.jetstream.max_deliver;
+  o.max_ack_pending = c.jetstream.max_ack_pending
+                          ? c.jetstream.max_ack_pending
+                          : static_cast<int>(std::min<std::size_t>(c.worker.max_concurrent * 10, 1'000'000));
+  return o;
+}
+
+}  // namespace
+
+Messaging make_messaging(const config::Config& c, boost::asio::io_context& ioc, const std::string& client_name,
+                         bool worker) {
+  Messaging m;
+  if (!c.nats.url) {
+    // One process: the in-process bus, and a log the in-process worker fills.
+    m.bus = std::make_unique<bus::MemoryBus>(ioc.get_executor());
+    m.work = std::make_unique<bus::BusWorkQueue>(*m.bus);
+    m.log = std::make_unique<bus::MemoryChunkLog>(ioc.get_executor(), c.sse.replay_window, c.sse.replay_max_bytes);
+    return m;
+  }
+  auto nats = std::make_unique<bus::NatsBus>(c.nats, client_name);
+  if (c.nats.use_jetstream()) {
+    m.jetstream = std::make_unique<bus::JetStream>(*nats, jetstream_options(c), worker);
+    m.work = std::make_unique<bus::JetStreamWorkQueue>(*m.jetstream);
+    m.log = std::make_unique<bus::JetStreamChunkLog>(*m.jetstream);
+  } else {
+    m.work = std::make_unique<bus::BusWorkQueue>(*nats);
+  }
+  m.bus = std::move(nats);
+  return m;
 }
 
 std::unique_ptr<registry::SessionRegistry> make_registry(const config::Config& c, boost::asio::io_context& ioc) {

@@ -8,16 +8,29 @@
 #include <memory>
 #include <string>
 
+#include "bus/chunk_log.hpp"
+#include "bus/jetstream.hpp"
 #include "bus/message_bus.hpp"
+#include "bus/work_queue.hpp"
 #include "config/config.hpp"
 #include "registry/session_registry.hpp"
 #include "store/message_store.hpp"
 
 namespace chat::runtime {
 
-// `client_name` names this process to the NATS server.
-std::unique_ptr<bus::MessageBus> make_bus(const config::Config& c, boost::asio::io_context& ioc,
-                                          const std::string& client_name);
+// The bus and what is built on it. Members are declared in the order they
+// must be built (and are destroyed in reverse).
+struct Messaging {
+  std::unique_ptr<bus::MessageBus> bus;
+  std::unique_ptr<bus::JetStream> jetstream;  // set when JetStream is on
+  std::unique_ptr<bus::WorkQueue> work;
+  std::unique_ptr<bus::ChunkLog> log;  // null on core NATS: no shared log
+};
+
+// `client_name` names this process to the NATS server; `worker` also sets up
+// the workers' consumer.
+Messaging make_messaging(const config::Config& c, boost::asio::io_context& ioc, const std::string& client_name,
+                         bool worker);
 std::unique_ptr<registry::SessionRegistry> make_registry(const config::Config& c, boost::asio::io_context& ioc);
 std::unique_ptr<store::MessageStore> make_store(const config::Config& c);
 

@@ -61,8 +61,15 @@ Frame ping_frame(std::int64_t unix_seconds) {
   return make_frame("ping", "{\"timestamp\":" + std::to_string(unix_seconds) + "}");
 }
 
-Frame reset_frame(std::string_view session_id, std::string_view reason) {
-  return make_frame("reset", json::serialize(json::object{{"session_id", session_id}, {"reason", reason}}));
+Frame reset_frame(std::string_view session_id, std::string_view reason, std::string_view message_id) {
+  json::object o{{"session_id", session_id}, {"reason", reason}};
+  if (!message_id.empty()) o["message_id"] = message_id;
+  return make_frame("reset", json::serialize(o));
+}
+
+Frame delayed_frame(std::string_view message_id, std::uint32_t next_chunk_id, std::int64_t waited_ms) {
+  return make_frame("delayed", json::serialize(json::object{
+                                   {"message_id", message_id}, {"next_chunk_id", next_chunk_id}, {"waited_ms", waited_ms}}));
 }
 
 std::string stream_head(std::string_view cors_origin) {

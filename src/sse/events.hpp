@@ -27,7 +27,12 @@ Frame complete_frame(std::string_view message_id, std::int64_t token_count, std:
 Frame error_frame(std::string_view message_id, std::string_view code, std::string_view message,
                   const std::vector<std::uint32_t>& chunk_ids = {});
 Frame ping_frame(std::int64_t unix_seconds);
-Frame reset_frame(std::string_view session_id, std::string_view reason);
+// `message_id` set: only that reply starts over (a newer attempt); else the
+// client should reload the session's history.
+Frame reset_frame(std::string_view session_id, std::string_view reason, std::string_view message_id = {});
+// The reply waits for chunk `next_chunk_id`: said once per wait, so a client is
+// never left looking at nothing; the stream goes on when the chunk comes.
+Frame delayed_frame(std::string_view message_id, std::uint32_t next_chunk_id, std::int64_t waited_ms);
 
 // The response head of an SSE stream (close-delimited body).
 std::string stream_head(std::string_view cors_origin);

@@ -232,6 +232,50 @@ TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {
   EXPECT_FALSE(manager.has("m1"));
 }
 
+protocol::ResponseChunk attempt(protocol::ResponseChunk c, std::uint32_t n) {
+  c.attempt = n;
+  c.chunk = std::to_string(c.chunk_id) + "@" + std::to_string(n);
+  return c;
+}
+
+TEST_F(BufferManagerTest, ANewerAttemptStartsTheReplyOverAndTheOlderOneIsIgnored) {
+  manager.push(attempt(chunk("m1", 0), 1), t0, events);
+  manager.push(attempt(chunk("m1", 1), 1), t0, events);
+  events.clear();
+  manager.push(attempt(chunk("m1", 0), 2), t0, events);
+  ASSERT_EQ(events.size(), 2u);
+  auto* restarted = std::get_if<ReplyRestarted>(&events[0]);
+  ASSERT_NE(restarted, nullptr) << "the restart comes before the new attempt's chunks";
+  EXPECT_EQ(restarted->message_id, "m1");
+  EXPECT_EQ(restarted->attempt, 2u);
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{0}));
+  events.clear();
+  manager.push(attempt(chunk("m1", 2), 1), t0, events);  // the dead worker's last words
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(manager.counters().stale_attempts_dropped, 1u);
+  manager.push(attempt(chunk("m1", 1, true), 2), t0, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->content, "0@21@2") << "only the new attempt's text";
+  EXPECT_EQ(manager.streaming(), 0u);
+}
+
+TEST_F(BufferManagerTest, TheFirstFinishedAttemptWins) {
+  manager.push(attempt(chunk("m1", 0, true), 1), t0, events);
+  ASSERT_NE(finished(events), nullptr);
+  events.clear();
+  manager.push(attempt(chunk("m1", 0), 2), t0, events);
+  EXPECT_TRUE(events.empty());
+  EXPECT_FALSE(manager.has("m1"));
+}
+
+TEST_F(BufferManagerTest, AFirstChunkOfALaterAttemptIsNoRestart) {
+  manager.expect("s1", "m1", t0, events);
+  manager.push(attempt(chunk("m1", 0), 3), t0, events);
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{0}));
+  for (const auto& e : events) EXPECT_FALSE(std::holds_alternative<ReplyRestarted>(e));
+}
+
 TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
   manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m2", 0), t0, events);

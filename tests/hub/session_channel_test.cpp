@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "hub/recording_sink.hpp"
+
 namespace chat::hub {
 namespace {
 
@@ -18,53 +20,93 @@ std::vector<std::string> texts(const std::vector<sse::Frame>& frames) {
 struct ChannelTest : ::testing::Test {
   Channel channel;
   SteadyTime t0 = std::chrono::steady_clock::now();
+  int streams = 0;
 
   void reply(const std::string& id, int chunks, bool finish) {
     for (int i = 0; i < chunks; ++i) channel.publish(id, i, frame(id + ":" + std::to_string(i)), 100);
     if (finish) {
-      channel.publish(id, kNotAChunk, frame(id + ":done"), 100);
+      channel.publish(id, kReplyEnd, frame(id + ":done"), 100);
       channel.finish(id, t0);
     }
+  }
+
+  // Joins a new stream; returns it and whether the channel could serve it.
+  std::pair<std::shared_ptr<RecordingSink>, bool> join(std::optional<ResumeCursor> cursor, SteadyTime at) {
+    auto s = std::make_shared<RecordingSink>("c" + std::to_string(++streams), "s1");
+    Member m{s, {}, false, {}};
+    if (cursor) m.sent[cursor->message_id] = cursor->chunk_id;
+    bool ok = channel.join(std::move(m), cursor, at, 30s);
+    return {s, ok};
   }
 };
 
 TEST_F(ChannelTest, AFreshStreamGetsRunningRepliesFromChunkZero) {
   reply("m1", 2, false);
-  auto plan = channel.plan_join(std::nullopt, t0, 30s);
-  EXPECT_EQ(texts(plan.frames), (std::vector<std::string>{"m1:0", "m1:1"}));
-  EXPECT_FALSE(plan.reset);
+  auto [s, ok] = join(std::nullopt, t0);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"m1:0", "m1:1"}));
 }
 
 TEST_F(ChannelTest, AFinishedReplyNobodySawIsGivenToALateStreamWithinTheWindow) {
   reply("m1", 1, true);
-  EXPECT_EQ(texts(channel.plan_join(std::nullopt, t0 + 1s, 30s).frames), (std::vector<std::string>{"m1:0", "m1:done"}));
+  EXPECT_EQ(texts(join(std::nullopt, t0 + 1s).first->frames()), (std::vector<std::string>{"m1:0", "m1:done"}));
   // Seen now: a second device does not get it again.
-  EXPECT_TRUE(channel.plan_join(std::nullopt, t0 + 2s, 30s).frames.empty());
+  EXPECT_TRUE(join(std::nullopt, t0 + 2s).first->frames().empty());
 }
 
 TEST_F(ChannelTest, AFinishedReplyIsNotReplayedAfterTheLateJoinWindow) {
   reply("m1", 1, true);
-  EXPECT_TRUE(channel.plan_join(std::nullopt, t0 + 31s, 30s).frames.empty());
+  EXPECT_TRUE(join(std::nullopt, t0 + 31s).first->frames().empty());
 }
 
 TEST_F(ChannelTest, ACursorResumesAfterItsChunkAndIncludesLaterReplies) {
   reply("m1", 4, true);
   reply("m2", 2, false);
-  auto plan = channel.plan_join(ResumeCursor{"m1", 1}, t0, 30s);
-  EXPECT_EQ(texts(plan.frames), (std::vector<std::string>{"m1:2", "m1:3", "m1:done", "m2:0", "m2:1"}));
+  auto [s, ok] = join(ResumeCursor{"m1", 1}, t0);
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"m1:2", "m1:3", "m1:done", "m2:0", "m2:1"}));
 }
 
 TEST_F(ChannelTest, AnOverflowedReplyCannotBeReplayed) {
   for (int i = 0; i < 5; ++i) channel.publish("m1", i, frame("x"), 3);
-  auto plan = channel.plan_join(std::nullopt, t0, 30s);
-  EXPECT_TRUE(plan.reset);
-  EXPECT_TRUE(channel.plan_join(ResumeCursor{"m1", 4}, t0, 30s).reset);
+  EXPECT_FALSE(join(std::nullopt, t0).second);
+  EXPECT_FALSE(join(ResumeCursor{"m1", 4}, t0).second);
 }
 
-TEST_F(ChannelTest, DroppingFinishedRepliesFreesTheirBytes) {
+TEST_F(ChannelTest, AFrameReachesEachMemberOnceHoweverOftenItIsPublished) {
+  auto [s, ok] = join(std::nullopt, t0);
+  channel.publish("m1", 0, frame("a"), 100);
+  channel.publish("m1", 0, frame("a again"), 100);
+  channel.publish("m1", 1, frame("b"), 100);
+  channel.publish("m1", kReplyEnd, frame("end"), 100);
+  channel.publish("m1", 1, frame("b after the end"), 100);
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"a", "b", "end"}));
+}
+
+TEST_F(ChannelTest, ACatchingUpMemberHoldsLiveFramesUntilItIsDone) {
+  channel.members().push_back(Member{std::make_shared<RecordingSink>("c", "s1"), {}, true, {}});
+  channel.publish("m1", 0, frame("live"), 100);
+  auto& m = channel.members().back();
+  EXPECT_TRUE(std::static_pointer_cast<RecordingSink>(m.stream)->frames().empty());
+  ASSERT_EQ(m.held.size(), 1u);
+  EXPECT_EQ(*m.held[0].frame, "live");
+}
+
+TEST_F(ChannelTest, ARestartResetsTheMembersThatSawTheOldAttempt) {
+  auto [saw, ok1] = join(std::nullopt, t0);
+  channel.publish("m1", 0, frame("old"), 100);
+  auto [late, ok2] = join(std::nullopt, t0);  // gets the old chunk 0 in its burst
+  channel.restart("m1", frame("reset"));
+  auto [after, ok3] = join(std::nullopt, t0);  // the old attempt's frames are gone
+  channel.publish("m1", 0, frame("new"), 100);
+  EXPECT_EQ(texts(saw->frames()), (std::vector<std::string>{"old", "reset", "new"}));
+  EXPECT_EQ(texts(late->frames()), (std::vector<std::string>{"old", "reset", "new"}));
+  EXPECT_EQ(texts(after->frames()), (std::vector<std::string>{"new"}));
+}
+
+TEST_F(ChannelTest, DroppingARepliesFramesFreesTheirBytes) {
   reply("m1", 2, true);
   reply("m2", 1, false);
-  EXPECT_EQ(channel.drop_finished_if([](const Backlog&) { return true; }), std::string("m1:0").size() * 2 + 7);
+  EXPECT_EQ(channel.drop("m1"), std::string("m1:0").size() * 2 + 7);
   EXPECT_NE(channel.find("m2"), nullptr);
   EXPECT_EQ(channel.find("m1"), nullptr);
 }

@@ -41,7 +41,8 @@ struct HubTest : ::testing::Test {
                                  std::lock_guard lock(mutex);
                                  finished.push_back(m.message_id);
                                },
-                               [](const std::string&, const std::string&) {}}};
+                               [](const std::string&, const std::string&) {},
+                               [](const std::string&, const std::string&, const sse::ResumeCursor&) {}}};
   std::vector<std::thread> threads;
 
   void SetUp() override {

@@ -34,9 +34,13 @@ struct ShardTest : ::testing::Test {
   }();
   std::vector<buffer::FinishedMessage> finished;
   std::vector<std::pair<std::string, std::string>> replays;
+  std::vector<std::pair<std::string, sse::ResumeCursor>> catch_ups;  // (stream id, cursor)
   SessionShard shard{options,
                      ShardHandlers{[this](buffer::FinishedMessage m) { finished.push_back(std::move(m)); },
-                                   [this](const std::string& s, const std::string& m) { replays.emplace_back(s, m); }},
+                                   [this](const std::string& s, const std::string& m) { replays.emplace_back(s, m); },
+                                   [this](const std::string&, const std::string& stream, const sse::ResumeCursor& c) {
+                                     catch_ups.emplace_back(stream, c);
+                                   }},
                      [this] { return now; }};
 
   std::shared_ptr<RecordingSink> stream(const std::string& session, std::optional<sse::ResumeCursor> cursor = {}) {
@@ -81,10 +85,10 @@ TEST_F(ShardTest, TheFirstStreamOfASessionAsksForItsRunningReplies) {
   EXPECT_EQ(replays, (std::vector<std::pair<std::string, std::string>>{{"s1", ""}}));
 }
 
-TEST_F(ShardTest, BroadcastChunksAreKeptOnlyForSessionsHeldHere) {
+TEST_F(ShardTest, BroadcastChunksAreBufferedOnlyForSessionsHeldHere) {
   shard.on_chunk(chunk("s9", "m9", 0), true);
   EXPECT_EQ(shard.gauges().buffers.load(), 0u);
-  EXPECT_EQ(shard.gauges().broadcasts_ignored.load(), 1u);
+  EXPECT_EQ(shard.gauges().broadcasts_kept.load(), 1u);
   shard.expect("s8", "m8");  // accepted here: its broadcast chunks are kept
   shard.on_chunk(chunk("s8", "m8", 0, true), true);
   ASSERT_EQ(finished.size(), 1u);
@@ -129,8 +133,8 @@ TEST_F(ShardTest, AMissingChunkIsGivenUpAfterTheTimeoutAndTheRestStreams) {
   EXPECT_EQ(s->chunk_ids(), (Events{"m1:0"}));
   now += 2s;
   shard.check_gaps();
-  EXPECT_EQ(s->events(), (Events{"chunk", "error", "chunk", "message_complete"}));
-  EXPECT_NE(s->frames()[1]->find("chunks_missing"), std::string::npos);
+  EXPECT_EQ(s->events(), (Events{"chunk", "delayed", "error", "chunk", "message_complete"}));
+  EXPECT_NE(s->frames()[2]->find("chunks_missing"), std::string::npos);
   ASSERT_EQ(finished.size(), 1u);
   EXPECT_EQ(finished[0].status, buffer::MessageStatus::incomplete);
   EXPECT_EQ(finished[0].missing_chunks, (std::vector<std::uint32_t>{1}));
@@ -204,6 +208,99 @@ TEST_F(ShardTest, HeartbeatsReachEveryStream) {
   shard.heartbeat();
   EXPECT_EQ(a->events(), (Events{"ping"}));
   EXPECT_EQ(b->events(), (Events{"ping"}));
+}
+
+TEST_F(ShardTest, AStreamThatOpensJustAfterABroadcastReplyStartedGetsItFromChunkZero) {
+  shard.on_chunk(chunk("s1", "m1", 0), true);
+  shard.on_chunk(chunk("s1", "m1", 1), true);
+  now += 2s;
+  auto s = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 2, true), false);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
+}
+
+TEST_F(ShardTest, KeptBroadcastsLeaveAfterTheirWindow) {
+  shard.on_chunk(chunk("s1", "m1", 0), true);
+  now += options.broadcast_window;
+  auto s = stream("s1");
+  EXPECT_TRUE(s->chunk_ids().empty());
+}
+
+TEST_F(ShardTest, AWatchedReplyThatWaitsIsAnnouncedOnceNotLeftSilent) {
+  auto s = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 2), false);
+  now += options.delay_notice_after;
+  shard.check_gaps();
+  shard.check_gaps();
+  EXPECT_EQ(s->events(), (Events{"chunk", "delayed"}));
+  EXPECT_NE(s->frames().back()->find("\"next_chunk_id\":1"), std::string::npos);
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
+}
+
+protocol::ResponseChunk attempt(protocol::ResponseChunk c, std::uint32_t n) {
+  c.attempt = n;
+  return c;
+}
+
+TEST_F(ShardTest, ANewAttemptResetsTheReplyOnStreamsThatSawTheOldOne) {
+  auto s = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  shard.on_chunk(attempt(chunk("s1", "m1", 0), 2), false);
+  shard.on_chunk(attempt(chunk("s1", "m1", 1, true), 2), false);
+  EXPECT_EQ(s->events(), (Events{"chunk", "chunk", "reset", "chunk", "chunk", "message_complete"}));
+  EXPECT_NE(s->frames()[2]->find("\"message_id\":\"m1\""), std::string::npos);
+  auto late = stream("s1", sse::ResumeCursor{"m1", 0});
+  EXPECT_TRUE(late->chunk_ids().empty() || late->chunk_ids() == (Events{"m1:1"}));
+}
+
+struct LogShardTest : ShardTest {
+  LogShardTest() { options.log_catch_up = true; }
+};
+
+TEST_F(LogShardTest, AStreamResumingAReplyThisPodNeverHadCatchesUpFromTheLog) {
+  auto s = stream("s1", sse::ResumeCursor{"m1", 1});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  EXPECT_EQ(catch_ups[0].second, (sse::ResumeCursor{"m1", 1}));
+  EXPECT_TRUE(replays.empty()) << "the log answers, not the workers";
+  shard.on_chunk(chunk("s1", "m2", 0), false);  // live while the log is read: held
+  EXPECT_TRUE(s->chunk_ids().empty());
+  std::vector<protocol::ResponseChunk> log;
+  for (std::uint32_t i = 0; i < 4; ++i) log.push_back(chunk("s1", "m1", i, i == 3));
+  log.push_back(chunk("s1", "m2", 0));
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, log);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:2", "m1:3", "m2:0"}));
+  EXPECT_EQ(s->events(), (Events{"chunk", "chunk", "message_complete", "chunk"}));
+  ASSERT_EQ(finished.size(), 1u) << "a finished reply read from the log is stored (first write wins)";
+  EXPECT_EQ(finished[0].message_id, "m1");
+  EXPECT_EQ(finished[0].content, "t0 t1 t2 t3 ");
+  shard.on_chunk(chunk("s1", "m2", 1), false);
+  EXPECT_EQ(s->chunk_ids().back(), "m2:1");
+}
+
+TEST_F(LogShardTest, ACursorTheLogNoLongerHasGetsAReset) {
+  auto s = stream("s1", sse::ResumeCursor{"gone", 5});
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, std::vector<protocol::ResponseChunk>{});
+  ASSERT_FALSE(s->events().empty());
+  EXPECT_EQ(s->events().front(), "reset");
+  EXPECT_NE(s->frames().front()->find("resume_window_passed"), std::string::npos);
+}
+
+TEST_F(LogShardTest, AFailedLogReadSaysSoInsteadOfGoingSilent) {
+  auto s = stream("s1", sse::ResumeCursor{"m1", 0});
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, std::nullopt);
+  ASSERT_FALSE(s->frames().empty());
+  EXPECT_NE(s->frames().front()->find("resume_unavailable"), std::string::npos);
+}
+
+TEST_F(LogShardTest, FillingFromTheLogFeedsRunningRepliesButNotOldFinishedOnes) {
+  auto s = stream("s1");
+  std::vector<protocol::ResponseChunk> log{chunk("s1", "old", 0, true), chunk("s1", "m1", 0), chunk("s1", "m1", 1)};
+  shard.fill_from_log(log);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1"}));
+  EXPECT_TRUE(finished.empty());
 }
 
 }  // namespace

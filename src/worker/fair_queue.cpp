@@ -1,0 +1,53 @@
+#include "worker/fair_queue.hpp"
+
+#include <algorithm>
+
+namespace chat::worker {
+
+bool FairQueue::push(WaitingRequest w) {
+  if (size_ >= capacity_) return false;
+  auto& list = by_user_[w.request.user_id];
+  if (list.empty()) turn_.push_back(w.request.user_id);
+  list.push_back(std::move(w));
+  ++size_;
+  return true;
+}
+
+std::optional<WaitingRequest> FairQueue::pop() {
+  if (turn_.empty()) return std::nullopt;
+  auto user = std::move(turn_.front());
+  turn_.pop_front();
+  auto it = by_user_.find(user);
+  auto w = std::move(it->second.front());
+  it->second.pop_front();
+  --size_;
+  if (it->second.empty()) by_user_.erase(it);
+  else turn_.push_back(std::move(user));  // the user's next request waits for everyone else's turn
+  return w;
+}
+
+std::optional<WaitingRequest> FairQueue::remove(const std::string& message_id) {
+  for (auto it = by_user_.begin(); it != by_user_.end(); ++it) {
+    auto& list = it->second;
+    auto found = std::find_if(list.begin(), list.end(),
+                              [&](const WaitingRequest& w) { return w.request.message_id == message_id; });
+    if (found == list.end()) continue;
+    auto w = std::move(*found);
+    list.erase(found);
+    --size_;
+    if (list.empty()) {
+      std::erase(turn_, it->first);
+      by_user_.erase(it);
+    }
+    return w;
+  }
+  return std::nullopt;
+}
+
+std::vector<WaitingRequest> FairQueue::take_all() {
+  std::vector<WaitingRequest> out;
+  while (auto w = pop()) out.push_back(std::move(*w));
+  return out;
+}
+
+}  // namespace chat::worker

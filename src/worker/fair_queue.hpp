@@ -1,0 +1,54 @@
+#pragma once
+// Requests waiting for a free generation slot, served one user at a time in
+// turn: a user's hundredth queued request never delays another user's first
+// one by more than a slot's turn. Bounded. Pure logic; the worker guards it.
+
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bus/work_queue.hpp"
+#include "protocol/messages.hpp"
+
+namespace chat::worker {
+
+struct WaitingRequest {
+  protocol::WorkflowRequest request;
+  std::unique_ptr<bus::WorkItem> item;
+};
+
+class FairQueue {
+ public:
+  explicit FairQueue(std::size_t capacity) : capacity_(capacity) {}
+
+  // False when full.
+  bool push(WaitingRequest w);
+  // The next user's oldest request.
+  std::optional<WaitingRequest> pop();
+  // A request cancelled before it started.
+  std::optional<WaitingRequest> remove(const std::string& message_id);
+  // Shutdown: everything that never started.
+  std::vector<WaitingRequest> take_all();
+  // Every waiting item, to tell the queue they are still being worked on.
+  template <class Fn>
+  void for_each_item(Fn fn) {
+    for (auto& [user, list] : by_user_)
+      for (auto& w : list)
+        if (w.item) fn(*w.item);
+  }
+
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::size_t capacity_;
+  std::size_t size_ = 0;
+  std::deque<std::string> turn_;  // users with waiting requests, next first
+  std::unordered_map<std::string, std::deque<WaitingRequest>> by_user_;
+};
+
+}  // namespace chat::worker
