@@ -338,8 +338,7 @@ class CraftedChunksTest(ClusterTestCase):
             p1.close()
             p2.close()
             # stored once, complete, with the reassembled text
-            rows = pod.wait_message_row(mid, timeout=5.0)
-            self.assertEqual(len(rows), 1, rows)
+            rows = pod.wait_message_row(mid, "complete")
             self.assertEqual((rows[0]["role"], rows[0]["content"], rows[0]["status"]),
                              ("assistant", "".join(words), "complete"))
         self.assertEqual(len(pod.db_query("SELECT 1 FROM messages WHERE session_id = ? AND role = 'assistant'",

@@ -66,8 +66,7 @@ class IdleAndFanoutTest(h.ChatdTestCase):
         evs = c.collect_until(h.is_complete_for(acc["message_id"]), 30)
         rc = h.ReplyCheck(self, evs, acc["message_id"], sid)  # asserts chunk 0..n-1 and message_complete
         self.assertIn("late39", rc.text)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1, rows)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(rows[0]["content"], rc.text)
 
     def test_two_connections_same_session_identical(self):
@@ -83,8 +82,8 @@ class IdleAndFanoutTest(h.ChatdTestCase):
         r2 = h.ReplyCheck(self, e2, mid, sid)
         self.assertEqual(h.reply_signature(e1, mid), h.reply_signature(e2, mid), "the two streams differ")
         self.assertEqual(r1.text, r2.text)
-        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
-        self.assertEqual(len(rows), 1, "the reply must be stored once: %r" % rows)
+        rows = self.srv.wait_message_row(mid, "complete")
+        self.assertEqual(rows[0]["content"], r1.text)
 
     def test_connection_joining_mid_reply_gets_everything_once(self):
         sid, uid = h.new_id("s"), h.new_id("u")
@@ -147,12 +146,10 @@ class FastWorkerTest(h.ChatdTestCase):
     def test_late_join_after_reply_finished(self):
         sid, uid = h.new_id("s"), h.new_id("u")
         acc = self.srv.chat_ok(sid, uid, "finished before you came")
-        time.sleep(0.2)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")  # finished and stored: now join
         c, _ = self.open_sse(self.srv, sid, uid)
         evs = c.collect_until(h.is_complete_for(acc["message_id"]), 15)
         rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1, rows)
         self.assertEqual(rows[0]["content"], rc.text)
 
     def test_late_join_does_not_duplicate_for_existing_stream(self):
@@ -175,15 +172,15 @@ class FastWorkerTest(h.ChatdTestCase):
         pairs = [(h.new_id("s"), h.new_id("u")) for _ in range(8)]
         clients = [self.open_sse(self.srv, s, u)[0] for s, u in pairs]
         accs = [[self.srv.chat_ok(s, u, "burst %d/%d" % (i, k)) for k in range(3)] for i, (s, u) in enumerate(pairs)]
+        texts = {}
         for (s, u), c, acc in zip(pairs, clients, accs):
             ids = [a["message_id"] for a in acc]
             evs = c.collect_until(h.is_complete_all(ids), 30)
             for mid in ids:
-                h.ReplyCheck(self, evs, mid, s)
-        for acc in accs:
-            for a in acc:
-                rows = self.srv.wait_message_row(a["message_id"], 5.0, status="complete")
-                self.assertEqual(len(rows), 1, rows)
+                texts[mid] = h.ReplyCheck(self, evs, mid, s).text
+        for mid, text in texts.items():
+            rows = self.srv.wait_message_row(mid, "complete")
+            self.assertEqual(rows[0]["content"], text)
 
 
 class ResumeTest(h.ChatdTestCase):
@@ -214,15 +211,12 @@ class ResumeTest(h.ChatdTestCase):
         ids = [d["chunk_id"] for d in after]
         self.assertEqual(ids, list(range(4, 4 + len(ids))), "resumed chunk ids (expected 4.. without gaps): %r" % ids[:20])
         self.assertTrue(after and after[-1]["is_final"], "resumed stream did not reach the final chunk")
-        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
-        self.assertEqual(len(rows), 1)
+        rows = self.srv.wait_message_row(mid, "complete")
         self.assertEqual("".join(d["chunk"] for d in before + after), rows[0]["content"])
 
     def test_resume_after_completion(self):
         sid, uid, mid, before, last_id = self._first_part(60, 2)
-        rows = self.srv.wait_message_row(mid, 15.0, status="complete")
-        self.assertEqual(len(rows), 1)
-        time.sleep(0.3)
+        rows = self.srv.wait_message_row(mid, "complete")
         c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": last_id}))
         c.connected()
         evs = c.collect_until(h.is_complete_for(mid), 15)
@@ -254,8 +248,7 @@ class FullSpeedReaderTest(h.ChatdTestCase):
                       "(closed=%s after %d events, %.2fs): %s" % (c.closed, len(c.events), time.monotonic() - t0, e))
         rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
         self.assertLess(time.monotonic() - t0, 10.0)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(rows[0]["content"], rc.text)
 
 
@@ -339,8 +332,7 @@ class SlowClientTest(h.ChatdTestCase):
 
         with self.subTest(check="long replies stored complete"):
             for mid in ids:
-                rows = srv.wait_message_row(mid, 15.0, status="complete")
-                self.assertEqual(len(rows), 1, "long reply %s not stored complete: %r" % (mid, rows))
+                rows = srv.wait_message_row(mid, "complete")
                 self.assertGreater(len(rows[0]["content"]), len(long_msg), "stored long reply is too short")
 
         with self.subTest(check="a fresh client afterwards gets a normal reply"):
