@@ -172,11 +172,11 @@ void ChatApi::route(std::shared_ptr<Call> call) {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(ready_response());
   } else if (path == "/api/chat") {
     if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
-  } else if (path.starts_with("/api/chat/") && path.ends_with("/cancel")) {
+  } else if (path.starts_with("/api/chat/") && path.ends_with("/cancel") && path != "/api/chat/cancel") {
     auto id = path.substr(std::string_view("/api/chat/").size());
     id.remove_suffix(std::string_view("/cancel").size());
     if (!is_valid_identifier(id))
-      return call->respond(error(Status::not_found, "not_found", "no such resource: " + std::string(path)));
+      return call->respond(error(Status::bad_request, "invalid_request", "message_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'"));
     if (allow(bhttp::verb::post, "POST, OPTIONS")) cancel_reply(std::move(call), std::string(id));
   } else if (path == "/api/sse") {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
@@ -188,7 +188,7 @@ void ChatApi::route(std::shared_ptr<Call> call) {
     bool messages = rest.ends_with(kMessages);
     if (messages) rest.remove_suffix(kMessages.size());
     if (!is_valid_identifier(rest))
-      return call->respond(error(Status::not_found, "not_found", "no such resource: " + std::string(path)));
+      return call->respond(error(Status::bad_request, "invalid_request", "session_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'"));
     if (messages) {
       if (allow(bhttp::verb::get, "GET, OPTIONS")) list_messages(std::move(call), std::string(rest));
     } else if (allow(bhttp::verb::delete_, "DELETE, OPTIONS")) {
