@@ -28,7 +28,8 @@ Frame error_frame(std::string_view message_id, std::string_view code, std::strin
 Frame ping_frame(std::int64_t unix_seconds);
 Frame reset_frame(std::string_view session_id, std::string_view reason);
 
-// The response head of an SSE stream (close-delimited body).
+// The response head of an SSE stream (close-delimited body); `cors_origin` is the
+// Access-Control-Allow-Origin value (empty: none), with Vary: Origin when it echoes one.
 std::string stream_head(std::string_view cors_origin);
 
 }  // namespace chat::sse

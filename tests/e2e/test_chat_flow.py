@@ -237,6 +237,92 @@ class ChatFlowTest(h.ChatdTestCase):
         self.assertIn("still fine", rc.text)
 
 
+class ConfiguredCorsTest(h.ChatdTestCase):
+    """SERVER_CORS_ORIGINS as a list: an allowed origin is echoed (with Vary: Origin), any other gets no
+    Access-Control-Allow-Origin at all; preflights follow the same rule."""
+
+    ALLOWED = ("https://app.example.com", "http://localhost:3000")
+    OTHERS = ("https://evil.example.com", "https://app.example.com.evil.net", "https://app.example.co",
+              "http://app.example.com", "null")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("cors", env={"SERVER_CORS_ORIGINS": " , ".join(cls.ALLOWED),
+                                                "WORKER_DEMO_CHUNK_DELAY": "0"})
+
+    def assertAllowed(self, r, origin, what):
+        self.assertEqual(r.header("access-control-allow-origin"), origin, "%s: %r" % (what, r.headers))
+        self.assertEqual(len(r.header_all("access-control-allow-origin")), 1, "%s: %r" % (what, r.headers))
+        vary = [v.strip().lower() for x in r.header_all("vary") for v in x.split(",")]
+        self.assertIn("origin", vary, "%s: an echoed origin needs Vary: Origin (caches): %r" % (what, r.headers))
+
+    def assertNotAllowed(self, r, what):
+        self.assertEqual(r.header_all("access-control-allow-origin"), [], "%s: %r" % (what, r.headers))
+
+    def test_allowed_origin_is_echoed_with_vary(self):
+        for origin in self.ALLOWED:
+            with self.subTest(origin=origin):
+                r = self.srv.get("/health", headers={"Origin": origin})
+                self.assertEqual(r.status, 200, r)
+                self.assertAllowed(r, origin, "GET /health")
+                r = self.srv.post_json("/api/chat", {"session_id": h.new_id("s"), "user_id": h.new_id("u"),
+                                                     "message": "cors"}, headers={"Origin": origin})
+                self.assertEqual(r.status, 202, r)
+                self.assertAllowed(r, origin, "POST /api/chat")
+                r = self.srv.post_json("/api/chat", b"{", headers={"Origin": origin})
+                self.assertError(r, 400, "invalid_json")
+                self.assertAllowed(r, origin, "400 on POST /api/chat")
+                r = self.srv.get("/nope", headers={"Origin": origin})
+                self.assertError(r, 404, "not_found")
+                self.assertAllowed(r, origin, "404")
+
+    def test_other_origin_gets_no_allow_header(self):
+        for origin in self.OTHERS:
+            with self.subTest(origin=origin):
+                r = self.srv.get("/health", headers={"Origin": origin})
+                self.assertEqual(r.status, 200, "CORS is the browser's check: the request itself is served: %r" % r)
+                self.assertNotAllowed(r, "GET /health from %s" % origin)
+                r = self.srv.post_json("/api/chat", {"session_id": h.new_id("s"), "user_id": h.new_id("u"),
+                                                     "message": "cors"}, headers={"Origin": origin})
+                self.assertEqual(r.status, 202, r)
+                self.assertNotAllowed(r, "POST /api/chat from %s" % origin)
+        r = self.srv.get("/health")
+        self.assertNotAllowed(r, "GET /health without Origin")
+
+    def preflight(self, origin):
+        return self.srv.request("OPTIONS", "/api/chat", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, last-event-id"})
+
+    def test_preflight(self):
+        for origin in self.ALLOWED:
+            with self.subTest(origin=origin):
+                r = self.preflight(origin)
+                self.assertEqual(r.status, 204, r)
+                self.assertAllowed(r, origin, "preflight")
+                methods = [m.strip().upper() for m in (r.header("access-control-allow-methods") or "").split(",")]
+                for m in ("GET", "POST", "DELETE"):
+                    self.assertIn(m, methods, "Access-Control-Allow-Methods: %r" % r.headers)
+                headers = [x.strip().lower() for x in (r.header("access-control-allow-headers") or "").split(",")]
+                for x in ("content-type", "last-event-id"):
+                    self.assertIn(x, headers, "Access-Control-Allow-Headers: %r" % r.headers)
+        for origin in self.OTHERS:
+            with self.subTest(origin=origin):
+                r = self.preflight(origin)
+                self.assertNotAllowed(r, "preflight from %s" % origin)
+
+    def test_sse_stream_head(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c = self.track(self.srv.sse(sid, uid, headers={"Origin": self.ALLOWED[0]}))
+        c.connected()
+        self.assertEqual(c.header("access-control-allow-origin"), self.ALLOWED[0], c.headers)
+        vary = [v.strip().lower() for k, x in c.headers if k == "vary" for v in x.split(",")]
+        self.assertIn("origin", vary, "SSE head with an echoed origin needs Vary: Origin: %r" % c.headers)
+        c2 = self.track(self.srv.sse(sid, uid, headers={"Origin": self.OTHERS[0]}))
+        c2.connected()
+        self.assertIsNone(c2.header("access-control-allow-origin"), c2.headers)
+
+
 class WordsPerChunkTest(h.ChatdTestCase):
     @classmethod
     def setUpClass(cls):
