@@ -218,20 +218,28 @@ class ChatFlowTest(h.ChatdTestCase):
             conn.close()
 
     def test_unknown_provider_is_error_not_crash(self):
+        # SPEC section 9: an unknown provider is an error chunk, not a crash and not a 400 (the pod does not
+        # know which providers the workers have): 202, then an `error` event with code unknown_provider.
         sid, uid = h.new_id("s"), h.new_id("u")
         c, _ = self.open_sse(self.srv, sid, uid)
         r = self.srv.chat(sid, uid, "hello", ai_provider="no-such-provider")
-        if r.status == 400:
-            self.assertError(r, 400, "invalid_request")
-        else:
-            self.assertEqual(r.status, 202, r)
-            mid = r.json()["message_id"]
-            evs = c.collect_until(h.is_complete_for(mid), 15)
-            mine = h.reply_events(evs, mid)
-            errs = [e for e in mine if e.event == "error"
-                    or (e.event == "chunk" and e.json().get("chunk_type") == "error")
-                    or (e.event == "message_complete" and e.json().get("finish_reason") == "error")]
-            self.assertTrue(errs, "unknown provider: expected an error chunk/event, got %r" % mine)
+        self.assertEqual(r.status, 202, "POST with an unknown ai_provider: %r" % r)
+        mid = r.json()["message_id"]
+        # (the error event comes before message_complete: wait for the latter)
+        c.collect_until(lambda e: e.event == "message_complete" and e.json().get("message_id") == mid, 30)
+        mine = h.reply_events(c.events, mid)
+        errors = [e.json() for e in mine if e.event == "error"]
+        self.assertEqual([e.get("code") for e in errors], ["unknown_provider"], "error events: %r" % mine)
+        self.assertIn("no-such-provider", errors[0].get("message", ""), errors[0])
+        chunks = [e.json() for e in mine if e.event == "chunk"]
+        self.assertTrue(chunks, "no chunk: the error must travel as an error chunk: %r" % mine)
+        self.assertEqual([(d["chunk_id"], d["chunk_type"], d["is_final"]) for d in chunks], [(0, "error", True)],
+                         "expected exactly one final error chunk: %r" % chunks)
+        self.assertEqual((chunks[0].get("error") or {}).get("code"), "unknown_provider", chunks[0])
+        completes = [e.json() for e in mine if e.event == "message_complete"]
+        self.assertEqual([d.get("finish_reason") for d in completes], ["error"], completes)
+        self.assertEqual(mine[-1].event, "message_complete", "message_complete must come last: %r" % mine)
+        self.srv.wait_message_row(mid, "error")
         self.assertEqual(self.srv.get("/health").status, 200)
         rc, _, _ = self.run_reply(self.srv, h.new_id("s"), h.new_id("u"), "still fine")
         self.assertIn("still fine", rc.text)
