@@ -267,6 +267,70 @@ class RegistryKeysTest(ClusterTestCase):
         self.assertEqual(set(r.keys("*")), set(), "keys left in Redis after every stream closed")
 
 
+class RegistryRenewalTest(ClusterTestCase):
+    """SPEC section 5: while a connection lives, its heartbeat is renewed and the session set's and pod hash's
+    300 s TTLs are extended, so none of them ever expires under it. pod-a renews every 500 ms
+    (REDIS_RENEW_INTERVAL), pod-b at the SPEC's default of 10 s."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=0, workers=0).start()
+        try:
+            cls.cluster.add_pod("pod-a", env={"REDIS_RENEW_INTERVAL": "500ms"})
+            cls.cluster.add_pod("pod-b")
+        except BaseException:
+            cls.cluster.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def keys_of(self, pod, conn, sid):
+        return {"set": "session:connections:%s" % sid, "hash": "pod:connections:%s" % pod.pod_id,
+                "heartbeat": "heartbeat:%s:%s" % (pod.pod_id, conn["connection_id"])}
+
+    def check_renewal(self, pod, shortened_ms, limit_s):
+        r = self.cluster.redis_client()
+        sid, uid = new_id("s"), new_id("u")
+        c, conn = self.open_sse(pod, sid, uid)
+        keys = self.keys_of(pod, conn, sid)
+        member = "%s:%s" % (pod.pod_id, conn["connection_id"])
+        wait_until(lambda: member in r.smembers(keys["set"]) and r.get(keys["heartbeat"]), 10.0,
+                   msg="%s registered" % member)
+        first_beat = int(r.get(keys["heartbeat"]))
+        # Someone shortens the TTLs (as if 300 s, 30 s had almost run out): only a renewal can save the keys.
+        for k in keys.values():
+            self.assertEqual(r.execute("PEXPIRE", k, shortened_ms), 1, k)
+        t0 = time.monotonic()
+
+        def renewed():
+            ttl = {name: r.execute("PTTL", k) for name, k in keys.items()}
+            return (ttl["set"] > 250000 and ttl["hash"] > 250000 and ttl["heartbeat"] > shortened_ms and
+                    ttl["heartbeat"] <= 30000 and ttl)
+        ttl = wait_until(renewed, limit_s, interval=0.1,
+                         msg="%s: TTLs of %r renewed (set and hash to ~300 s, heartbeat to 30 s) before they ran out"
+                             % (pod.pod_id, sorted(keys.values())))
+        took = time.monotonic() - t0
+        self.assertLessEqual(ttl["set"], 300000, ttl)
+        self.assertLessEqual(ttl["hash"], 300000, ttl)
+        self.assertEqual(r.smembers(keys["set"]), {member})
+        self.assertEqual(r.hgetall(keys["hash"]), {conn["connection_id"]: sid})
+        # the heartbeat's value is the time of the renewal
+        wait_until(lambda: int(r.get(keys["heartbeat"])) > first_beat, limit_s, msg="heartbeat value renewed")
+        c.close()
+        wait_until(lambda: r.execute("EXISTS", keys["heartbeat"]) == 0, 10.0, msg="heartbeat removed on close")
+        return took
+
+    def test_fast_renewal(self):
+        took = self.check_renewal(self.cluster.pod("pod-a"), 2000, 20.0)
+        print("\nregistry renewal every 500 ms: TTLs restored %.1fs after they were cut to 2 s" % took)
+
+    def test_default_renewal_every_10s(self):
+        took = self.check_renewal(self.cluster.pod("pod-b"), 15000, 30.0)
+        print("\nregistry renewal at the default interval: TTLs restored %.1fs after they were cut to 15 s" % took)
+
+
 # ---------------------------------------------------------------------------
 # crafted chunks, no worker: reordering, de-duplication, gap replay, broadcast holders
 # ---------------------------------------------------------------------------
