@@ -6,6 +6,7 @@ every process log of its cluster.
 Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_distributed
 """
 
+import json
 import random
 import time
 import unittest
@@ -448,6 +449,74 @@ class CraftedChunksTest(ClusterTestCase):
         self.assertEqual(rc.text, "a b c d")
         self.assertEqual(b.health()["active_buffers"], 0)
         self.assertEqual(b.db_query("SELECT 1 FROM messages WHERE message_id = ?", (mid,)), [])
+
+
+class MissingChunkTest(ClusterTestCase):
+    """SPEC section 7: a chunk that never comes is skipped after BUFFER_MISSING_CHUNK_TIMEOUT (2 s here): the
+    stream gets `error` (code chunks_missing, the ids), then what follows; the reply is stored as incomplete."""
+
+    TIMEOUT_S = 2.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=1, workers=0, pod_env={"BUFFER_MISSING_CHUNK_TIMEOUT": "2s"}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_missing_chunk_is_skipped_after_the_timeout(self):
+        pod = self.cluster.pod("pod-a")
+        fake_worker = self.cluster.nats_client("fake-worker")
+        reqs = fake_worker.subscribe("chat.workflow.execute.*", queue_group="workflow-workers")
+        fake_worker.flush()
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(pod, sid, uid)
+        acc = pod.chat_ok(sid, uid, "a reply that loses a chunk on the way")
+        mid = reqs.next(10.0).json()["message_id"]
+        self.assertEqual(mid, acc["message_id"])
+        words = ["zero ", "one ", "two ", "three ", "four ", "five"]
+        chunks = CraftedChunksTest.make_chunks(sid, mid, words, tokens=6)
+        subj = "chat.pod.%s.response" % pod.pod_id
+        t0 = time.monotonic()
+        for i in (0, 1, 3, 4, 5):  # chunk 2 never comes
+            fake_worker.publish(subj, chunks[i])
+        fake_worker.flush()
+        evs = c.collect_until(lambda e: e.event == "message_complete" and e.json().get("message_id") == mid,
+                              self.TIMEOUT_S + 30)
+        mine = [e for e in evs if e.event in ("chunk", "error", "message_complete")]
+        shape = [(e.event, e.json().get("chunk_id")) if e.event == "chunk" else (e.event, None) for e in mine]
+        self.assertEqual(shape, [("chunk", 0), ("chunk", 1), ("error", None), ("chunk", 3), ("chunk", 4),
+                                 ("chunk", 5), ("message_complete", None)],
+                         "chunks 0-1 stream at once; after the timeout an error names chunk 2, then 3-5 follow")
+        err = [e for e in mine if e.event == "error"][0]
+        d = err.json()
+        self.assertEqual((d.get("message_id"), d.get("code"), d.get("chunk_ids")), (mid, "chunks_missing", [2]), d)
+        self.assertIsInstance(d.get("message"), str, d)
+        waited = err.received_at - t0
+        self.assertGreaterEqual(waited, self.TIMEOUT_S - 0.3,
+                                "chunk 2 was given up after %.2fs, before BUFFER_MISSING_CHUNK_TIMEOUT" % waited)
+        early = [e for e in mine if e.event == "chunk" and e.json()["chunk_id"] < 2]
+        self.assertTrue(all(e.received_at - t0 < self.TIMEOUT_S - 0.3 for e in early),
+                        "chunks before the gap were held back")
+        for e in mine:
+            if e.event == "chunk":
+                self.assertEqual(e.id, "%s:%d" % (mid, e.json()["chunk_id"]))
+        done = mine[-1].json()
+        self.assertEqual(done.get("message_id"), mid)
+        # stored once the reply ended: incomplete, with what did arrive, and which ids were missing
+        rows = pod.wait_message_row(mid, "incomplete")
+        row = rows[0]
+        self.assertEqual((row["role"], row["content"]), ("assistant", "zero one three four five"), row)
+        md = json.loads(row["metadata"])
+        self.assertEqual(md.get("missing_chunks"), [2], md)
+        self.assertEqual(md.get("error_code"), "chunks_missing", md)
+        # the late chunk 2 changes nothing any more
+        fake_worker.publish(subj, chunks[2])
+        fake_worker.flush()
+        late = [e for e in c.collect_for(1.0) if e.event in ("chunk", "error", "message_complete")]
+        self.assertEqual(late, [], "events for a chunk that came after it was given up")
+        self.assertEqual(pod.wait_message_row(mid, "incomplete")[0]["content"], "zero one three four five")
 
 
 # ---------------------------------------------------------------------------
