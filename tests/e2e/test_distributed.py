@@ -8,12 +8,14 @@ Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_di
 
 import json
 import random
+import signal
+import subprocess
 import time
 import unittest
 import uuid
 
-from harness import ReplyCheck, is_complete_for, new_id
-from infra import Cluster, ClusterTestCase, NatsClient, demo_reply, wait_until
+from harness import ReplyCheck, is_complete_all, is_complete_for, new_id
+from infra import EXECUTE_SUBJECT, Cluster, ClusterTestCase, NatsClient, demo_reply, wait_until
 
 REGISTRY_PREFIXES = ("session:connections:", "pod:connections:", "heartbeat:")
 
@@ -330,6 +332,109 @@ class RegistryRenewalTest(ClusterTestCase):
     def test_default_renewal_every_10s(self):
         took = self.check_renewal(self.cluster.pod("pod-b"), 15000, 30.0)
         print("\nregistry renewal at the default interval: TTLs restored %.1fs after they were cut to 15 s" % took)
+
+
+class GracefulShutdownTest(ClusterTestCase):
+    """SIGTERM in distributed mode. Each test has its own cluster: it stops part of it."""
+
+    POD_ENV = {"SERVER_SHUTDOWN_TIMEOUT": "60s"}
+    # ~135 chunks at 50 ms: ~7 s of reply, long enough to signal in the middle of it
+    WORKER_ENV = {"WORKER_DEMO_CHUNK_DELAY": "50ms", "SERVER_SHUTDOWN_TIMEOUT": "60s"}
+    LONG = "a long reply to drain " + " ".join("d%d" % i for i in range(300))
+
+    def test_pod_sigterm_finishes_reply_and_leaves_the_registry(self):
+        cl = self.new_cluster(pods=2, workers=1, pod_env=self.POD_ENV, worker_env=self.WORKER_ENV)
+        a, b = cl.pod("pod-a"), cl.pod("pod-b")
+        r = cl.redis_client()
+        s1, s2, uid = new_id("s"), new_id("s"), new_id("u")
+        ca, conn_a = self.open_sse(a, s1, uid)
+        ca2, conn_a2 = self.open_sse(a, s2, uid)
+        cb, conn_b = self.open_sse(b, s1, uid)
+        member_b = "pod-b:%s" % conn_b["connection_id"]
+        wait_until(lambda: r.smembers("session:connections:%s" % s1) == {"pod-a:%s" % conn_a["connection_id"], member_b}
+                   and r.hgetall("pod:connections:pod-a") == {conn_a["connection_id"]: s1,
+                                                               conn_a2["connection_id"]: s2},
+                   10.0, msg="streams registered")
+        tap = Wiretap(cl)
+        acc = a.chat_ok(s1, uid, self.LONG)
+        mid = acc["message_id"]
+        ca.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 15)
+        t_term = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        # pod-a drains: its streams get the rest of the running reply, then a retry hint, then the end
+        evs = ca.collect_until(lambda e: e.event == "message_complete" and e.json().get("message_id") == mid, 60)
+        rc = ReplyCheck(self, ca.events, mid, s1)
+        self.assertEqual(rc.text, demo_reply(self.LONG))
+        n_events = len(ca.events)
+        self.assertTrue(ca.wait_closed(30.0), "pod-a's stream did not end after the drain")
+        self.assertTrue([i for i, _ in ca.retries if i >= n_events], "no retry: hint before the stream closed: %r"
+                        % ca.retries)
+        self.assertTrue(ca2.wait_closed(30.0), "pod-a's idle stream did not end")
+        try:
+            code = a.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.fail("pod-a did not exit within 60 s of SIGTERM")
+        self.assertEqual(code, 0, "pod-a exit code after SIGTERM")
+        self.assertTrue(evs)
+        # the reply was still being generated when the signal came: the drain waited for it
+        after = [cid for _, cid, t in tap.chunks(mid) if t > t_term]
+        self.assertGreater(len(after), 10, "too few chunks after SIGTERM to show a drain: %r" % after)
+        # its registry entries are gone; pod-b's stay
+        keys = r.keys("*")
+        self.assertEqual([k for k in keys if k == "pod:connections:pod-a" or k.startswith("heartbeat:pod-a:")], [],
+                         "registry keys of pod-a left after its graceful shutdown")
+        for k in keys:
+            if k.startswith("session:connections:"):
+                self.assertEqual([m for m in r.smembers(k) if m.startswith("pod-a:")], [], k)
+        self.assertEqual(r.smembers("session:connections:%s" % s1), {member_b})
+        self.assertEqual(r.execute("EXISTS", "session:connections:%s" % s2), 0)
+        self.assertEqual(r.execute("EXISTS", "heartbeat:%s" % member_b), 1)
+        # pod-a stored the reply before it left (each pod has its own SQLite here; pod-b's has no such session)
+        self.assertEqual(a.wait_message_row(mid, "complete")[0]["content"], rc.text)
+        ReplyCheck(self, cb.collect_until(is_complete_for(mid), 30), mid, s1)
+        self.assertIn("shutdown_started", a.log(400000))
+        self.assertNotIn("shutdown_timeout", a.log(400000), "the drain ran into SERVER_SHUTDOWN_TIMEOUT")
+
+    def test_worker_sigterm_drains_its_running_reply(self):
+        cl = self.new_cluster(pods=1, workers=2, pod_env=self.POD_ENV, worker_env=self.WORKER_ENV)
+        pod = cl.pod("pod-a")
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(pod, sid, uid)
+        tap = Wiretap(cl)
+        acc = pod.chat_ok(sid, uid, self.LONG)
+        mid = acc["message_id"]
+        c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 15)
+        running = [w for w in cl.workers if "generation_started message_id=%s" % mid in w.log(400000)]
+        self.assertEqual(len(running), 1, "exactly one worker runs %s" % mid)
+        w = running[0]
+        other = [x for x in cl.workers if x is not w][0]
+        w.proc.send_signal(signal.SIGTERM)
+        # it stops taking work at once, but stays until its reply is done
+        wait_until(lambda: cl.nats.count_subscribers(EXECUTE_SUBJECT) == 1, 15.0,
+                   msg="the signalled worker left the %s queue group" % EXECUTE_SUBJECT)
+        t_left = time.monotonic()
+        self.assertIn("shutdown_started", w.log(400000))
+        # new work goes to the other worker meanwhile
+        msg2 = "posted while a worker drains"
+        acc2 = pod.chat_ok(sid, uid, msg2)
+        evs = c.collect_until(is_complete_all([mid, acc2["message_id"]]), 60)
+        self.assertIn("generation_started message_id=%s" % acc2["message_id"], other.log(400000))
+        self.assertNotIn("generation_started message_id=%s" % acc2["message_id"], w.log(400000))
+        rc = ReplyCheck(self, c.events, mid, sid)
+        self.assertEqual(rc.text, demo_reply(self.LONG), "the drained reply must be whole")
+        after = [cid for _, cid, t in tap.chunks(mid) if t > t_left]
+        self.assertGreater(len(after), 10, "too few chunks published after the worker left its queue group to show "
+                           "a drain (make the reply longer): %r" % after)
+        ReplyCheck(self, evs, acc2["message_id"], sid)
+        self.assertEqual(pod.wait_message_row(mid, "complete")[0]["content"], rc.text)
+        try:
+            code = w.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.fail("the worker did not exit after its reply was done")
+        self.assertEqual(code, 0, "worker exit code after SIGTERM")
+        log = w.log(400000)
+        self.assertIn("worker_stopped", log)
+        self.assertNotIn("shutdown_timeout", log, "the drain ran into SERVER_SHUTDOWN_TIMEOUT")
 
 
 # ---------------------------------------------------------------------------
