@@ -52,6 +52,14 @@ class Wiretap:
                 out.append((m.subject, d.get("chunk_id"), m.received_at))
         return out
 
+    def wait_chunks(self, message_id, n, where="pod", subjects=None, timeout=15.0):
+        """Waits until n chunks of the message were seen (on `subjects` only, if given); returns them."""
+        def seen():
+            got = [w for w in self.chunks(message_id, where) if subjects is None or w[0] in subjects]
+            return got if len(got) >= n else None
+        return wait_until(seen, timeout, msg="%d chunks of %s on the %s subject(s) %s" % (n, message_id, where,
+                                                                                          subjects or ""))
+
 
 # ---------------------------------------------------------------------------
 # routing, fan-out, late join: two pods, two workers
@@ -82,7 +90,8 @@ class CrossPodTest(ClusterTestCase):
         self.assertEqual(extra, [], "events after message_complete")
         # on the wire: each chunk exactly once to pod-b's subject (one worker of the queue group
         # handled it), none to pod-a (it holds no stream) and none to the broadcast subject
-        time.sleep(0.3)
+        tap.wait_chunks(acc["message_id"], len(rc.chunks), subjects=("chat.pod.pod-b.response",))
+        tap.client.flush()
         wire = tap.chunks(acc["message_id"])
         to_b = sorted(cid for subj, cid, _ in wire if subj == "chat.pod.pod-b.response")
         self.assertEqual(to_b, list(range(len(rc.chunks))),
@@ -185,14 +194,15 @@ class LateJoinFullSpeedTest(ClusterTestCase):
             sid, uid = new_id("s"), new_id("u")
             msg = "full speed late join %d" % i
             acc = post.chat_ok(sid, uid, msg)
-            time.sleep(0.2)
-            # the reply is already complete: all of it went to the broadcast subject
-            bc = tap.chunks(acc["message_id"], "broadcast")
+            # the reply is finished before the stream opens: all of it went to the broadcast subject
+            final = wait_until(lambda: [d for d in tap.bcast_sub.snapshot() if d.json().get("message_id") ==
+                                        acc["message_id"] and d.json().get("is_final")], 15.0,
+                               msg="round %d: the final chunk on the broadcast subject" % i)
+            self.assertEqual(len(final), 1)
             c, _ = self.open_sse(sse, sid, uid)
             evs = c.collect_until(is_complete_for(acc["message_id"]), 15)
             rc = ReplyCheck(self, evs, acc["message_id"], sid)
             self.assertEqual(rc.text, demo_reply(msg), "round %d" % i)
-            self.assertTrue(bc, "round %d: expected the reply on the broadcast subject before the stream opened" % i)
             c.close()
 
 
@@ -817,9 +827,8 @@ class RedisOutageTest(ClusterTestCase):
         for c, name in ((cb, "pod-b"), (ca, "pod-a")):
             rc = ReplyCheck(self, c.collect_until(is_complete_for(acc["message_id"]), 30), acc["message_id"], sid)
             self.assertEqual(rc.text, demo_reply(msg), name)
-        time.sleep(0.3)
-        bc = tap.chunks(acc["message_id"], "broadcast")
-        self.assertTrue(bc, "no chunk on chat.session.%s.broadcast while Redis was down" % sid)
+        wait_until(lambda: tap.chunks(acc["message_id"], "broadcast"), 10.0,
+                   msg="a chunk on chat.session.%s.broadcast while Redis was down" % sid)
 
         cl.redis.start()  # same port, empty
         for p in (a, b):
@@ -840,12 +849,17 @@ class RedisOutageTest(ClusterTestCase):
             ttl = r.ttl(k)
             self.assertTrue(0 < ttl <= 300, "%s TTL %r" % (k, ttl))
 
-        # routing by registry again: the next reply goes to the pod subjects, not broadcast
-        time.sleep(1.2)  # worker's registry cache
+        # routing by registry again: the next reply goes to the pod subjects, not broadcast. The worker has its
+        # own Redis connection (reconnect backoff up to 5 s); a new request starts with a fresh routing look-up.
+        w = cl.workers[0]
+        wait_until(lambda: "redis_reconnected" in w.log(400000), 20.0, msg="the worker's registry reconnected")
         acc2 = b.chat_ok(sid, uid, "after redis returned")
-        for c in (ca, cb):
-            ReplyCheck(self, c.collect_until(is_complete_for(acc2["message_id"]), 30), acc2["message_id"], sid)
-        time.sleep(0.3)
+        checks = [ReplyCheck(self, c.collect_until(is_complete_for(acc2["message_id"]), 30), acc2["message_id"], sid)
+                  for c in (ca, cb)]
+        n2 = len(checks[0].chunks)
+        for subj in ("chat.pod.pod-a.response", "chat.pod.pod-b.response"):
+            tap.wait_chunks(acc2["message_id"], n2, subjects=(subj,))
+        tap.client.flush()
         subjects = {s for s, _, _ in tap.chunks(acc2["message_id"])}
         self.assertEqual(subjects, {"chat.pod.pod-a.response", "chat.pod.pod-b.response"})
         self.assertEqual(tap.chunks(acc2["message_id"], "broadcast"), [],
