@@ -196,8 +196,7 @@ class SeedWorkerInteropTest(ClusterTestCase):
         # a stream opened now (same pod) gets the whole reply from the pod's own backlog
         c, _ = self.open_sse(a, sid, uid)
         self.check_reply(c.collect_until(is_complete_for(mid), 10), mid, sid, msg, "late join")
-        time.sleep(0.5)
-        self.assertEqual(len(a.db_query("SELECT 1 FROM messages WHERE message_id = ?", (mid,))), 1)
+        self.check_stored(a, sid, mid, text)
 
 
 if __name__ == "__main__":
