@@ -8,6 +8,8 @@
   DistributedPostgresTest  two pods + NATS + Redis + one chat-worker on one PostgreSQL: SSE on both pods
                            for one session stores the reply exactly once; the WorkflowRequest on NATS
                            carries the earlier turns as conversation_history; stored without any client
+  FirstWriteWinsTest       two pods get different chunks for one message_id: the stored row stays the first
+                           finished version after the second pod wrote too
   PodsStartTogetherTest    three pods started at once against an empty database all come up
 """
 
