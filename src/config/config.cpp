@@ -141,6 +141,9 @@ const std::vector<Setting>& settings() {
       {"REDIS_PASSWORD", kBoth, "", "Redis password (never logged)",
        [](Config& c, const std::string&, const std::string& v) { c.redis.password = v; }},
       {"REDIS_DB", kBoth, "0", "Redis database number", INT_SETTING(redis.db, unsigned, 0, 1024)},
+      {"REDIS_RENEW_INTERVAL", kBoth, "10s",
+       "how often registry heartbeats are renewed and the session set and pod hash TTLs extended",
+       DURATION_SETTING(redis.renew_interval)},
       {"NATS_URL", kBoth, "(unset: in-process bus)", "NATS server URL; set selects NATS",
        [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_non_empty(n, v); }},
       {"NATS_MAX_RECONNECTS", kBoth, "-1", "reconnect attempts (-1: forever)", INT_SETTING(nats.max_reconnects, int, -1, 1'000'000)},
@@ -299,6 +302,9 @@ Config load(Program program, const std::vector<std::string>& args, const EnvLook
     throw ConfigError("SSE_HEARTBEAT_INTERVAL: must be at least 100ms");
   if (config.buffer.cleanup_interval.count() < 10)
     throw ConfigError("BUFFER_CLEANUP_INTERVAL: must be at least 10ms");
+  // At most half the 30 s heartbeat TTL: one late renewal never lets a live connection's heartbeat expire.
+  if (config.redis.renew_interval.count() < 100 || config.redis.renew_interval.count() > 15'000)
+    throw ConfigError("REDIS_RENEW_INTERVAL: must be from 100ms to 15s");
   return config;
 }
 

@@ -75,6 +75,9 @@ struct RedisConfig {
   std::uint16_t port = 6379;
   std::string password;
   unsigned db = 0;
+  // How often heartbeats are renewed and the set and hash TTLs extended
+  // (SPEC section 5: 10 s); shorter only to watch renewals in tests.
+  Duration renew_interval{10'000};
 };
 
 struct NatsConfig {

@@ -43,6 +43,13 @@ RedisEndpoint endpoint(const config::RedisConfig& config) {
   return {*config.host, config.port, config.password, config.db};
 }
 
+// The SPEC timing, with the renewal interval the configuration chose.
+RedisRegistry::Timing timing_for(const config::RedisConfig& config) {
+  RedisRegistry::Timing t;
+  t.renew_interval = config.renew_interval;
+  return t;
+}
+
 std::string_view text(const redisReply* r) { return {r->str, r->len}; }
 
 // "{pod}:{conn}" split at the last ':' (SPEC section 4); members that are not
@@ -81,7 +88,7 @@ struct RedisRegistry::PendingCall {
   PodsCallback done;
 };
 
-RedisRegistry::RedisRegistry(const config::RedisConfig& config) : RedisRegistry(config, Timing{}) {}
+RedisRegistry::RedisRegistry(const config::RedisConfig& config) : RedisRegistry(config, timing_for(config)) {}
 
 RedisRegistry::RedisRegistry(const config::RedisConfig& config, Timing timing)
     : timing_(timing),

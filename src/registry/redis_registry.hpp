@@ -47,8 +47,8 @@ class RedisRegistry final : public SessionRegistry {
     RedisTiming connection;
   };
 
-  // Uses config.host (required), port, password (AUTH) and db (SELECT).
-  // Returns at once: the connection is made in the background.
+  // Uses config.host (required), port, password (AUTH), db (SELECT) and
+  // renew_interval. Returns at once: the connection is made in the background.
   explicit RedisRegistry(const config::RedisConfig& config);
   RedisRegistry(const config::RedisConfig& config, Timing timing);
   ~RedisRegistry() override;

@@ -83,6 +83,8 @@ std::string stream_head(std::string_view cors_origin) {
     h += "Access-Control-Allow-Origin: ";
     h += cors_origin;
     h += "\r\n";
+    // An echoed origin (not "*") makes the head depend on the request's Origin.
+    if (cors_origin != "*") h += "Vary: Origin\r\n";
   }
   h += "\r\n";
   return h;

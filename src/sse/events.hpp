@@ -34,7 +34,8 @@ Frame reset_frame(std::string_view session_id, std::string_view reason, std::str
 // never left looking at nothing; the stream goes on when the chunk comes.
 Frame delayed_frame(std::string_view message_id, std::uint32_t next_chunk_id, std::int64_t waited_ms);
 
-// The response head of an SSE stream (close-delimited body).
+// The response head of an SSE stream (close-delimited body); `cors_origin` is the
+// Access-Control-Allow-Origin value (empty: none), with Vary: Origin when it echoes one.
 std::string stream_head(std::string_view cors_origin);
 
 }  // namespace chat::sse

@@ -32,6 +32,7 @@ TEST(ConfigTest, DefaultsFollowTheSeed) {
   EXPECT_FALSE(c.redis.host);
   EXPECT_FALSE(c.store.host);
   EXPECT_FALSE(c.server.pod_id.empty());
+  EXPECT_EQ(c.redis.renew_interval, 10s);
 }
 
 TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
@@ -45,6 +46,7 @@ TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
   EXPECT_EQ(c.nats.url, "nats://x:4222");
   EXPECT_TRUE(c.nats.jetstream);
   EXPECT_EQ(c.log.format, log::Format::json);
+  EXPECT_EQ(load(Program::worker, {}, env({{"REDIS_RENEW_INTERVAL", "500ms"}})).redis.renew_interval, 500ms);
 }
 
 TEST(ConfigTest, DurationsNeedAUnit) {
@@ -82,6 +84,8 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"DB_SSLMODE", "sometimes"}}, "DB_SSLMODE");
   expect_error({{"SSE_HEARTBEAT_INTERVAL", "0"}}, "SSE_HEARTBEAT_INTERVAL");
   expect_error({{"DB_HOST", ""}}, "DB_HOST");
+  expect_error({{"REDIS_RENEW_INTERVAL", "50ms"}}, "REDIS_RENEW_INTERVAL");
+  expect_error({{"REDIS_RENEW_INTERVAL", "16s"}}, "REDIS_RENEW_INTERVAL");
   expect_error({}, "--no-such-flag", {"--no-such-flag=1"});
   expect_error({}, "positional", {"positional"});
 }

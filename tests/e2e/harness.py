@@ -732,16 +732,24 @@ class ChatdServer:
                 time.sleep(0.1)
         raise AssertionError("sqlite query failed: %s (%s)" % (last, sql))
 
-    def wait_message_row(self, message_id, timeout=5.0, status=None):
-        """Polls until the messages row with this id exists (and has `status`); returns all rows with the id."""
+    def wait_message_row(self, message_id, status, timeout=30.0):
+        """Waits until the messages row with this id exists and asserts its status; returns the rows.
+
+        A stored message never changes (the first write wins), so a row with another status fails at
+        once. message_id is the primary key: there is at most one row, so a count proves nothing; check
+        what the row holds. The limit is generous (a slow machine only makes this take longer).
+        """
         deadline = time.monotonic() + timeout
-        rows = []
-        while time.monotonic() < deadline:
+        while True:
             rows = self.db_query("SELECT * FROM messages WHERE message_id = ?", (message_id,))
-            if rows and (status is None or rows[0].get("status") == status):
+            if rows:
+                if rows[0].get("status") != status:
+                    raise AssertionError("message %s stored with status %r, expected %r: %r"
+                                         % (message_id, rows[0].get("status"), status, rows[0]))
                 return rows
+            if time.monotonic() >= deadline:
+                raise AssertionError("message %s not stored within %.0fs" % (message_id, timeout))
             time.sleep(0.1)
-        return rows
 
 
 # --------------------------------------------------------------------------

@@ -105,14 +105,12 @@ class ChatFlowTest(h.ChatdTestCase):
         self.assertTrue(c.retries[0][1].isdigit(), "retry value not a number of ms: %r" % c.retries)
 
         # persistence
-        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
-        self.assertEqual(len(rows), 1, "assistant message %s in DB: %r" % (mid, rows))
+        rows = self.srv.wait_message_row(mid, "complete")
         row = rows[0]
         self.assertEqual(row["role"], "assistant", row)
         self.assertEqual(row["status"], "complete", row)
         self.assertEqual(row["session_id"], sid, row)
         self.assertEqual(row["content"], rc.text, "stored content differs from streamed chunks")
-        self.assertEqual(self.srv.db_query("SELECT COUNT(*) AS n FROM messages WHERE message_id=?", (mid,))[0]["n"], 1)
         users = self.srv.db_query("SELECT * FROM messages WHERE session_id=? AND role='user'", (sid,))
         self.assertEqual([u["content"] for u in users], [message], "user message rows: %r" % users)
         sess = self.srv.db_query("SELECT * FROM chat_sessions WHERE session_id=?", (sid,))
@@ -141,8 +139,7 @@ class ChatFlowTest(h.ChatdTestCase):
         rc, acc, _ = self.run_reply(self.srv, sid, uid, msg)
         users = self.srv.db_query("SELECT content FROM messages WHERE session_id=? AND role='user'", (sid,))
         self.assertEqual([u["content"] for u in users], [msg])
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(rows[0]["content"], rc.text)
 
     def test_two_messages_same_session(self):
@@ -158,8 +155,7 @@ class ChatFlowTest(h.ChatdTestCase):
         self.assertIn("first question", ra.text)
         self.assertIn("second question", rb.text)
         for mid, rc in ((a["message_id"], ra), (b["message_id"], rb)):
-            rows = self.srv.wait_message_row(mid, 5.0, status="complete")
-            self.assertEqual(len(rows), 1, rows)
+            rows = self.srv.wait_message_row(mid, "complete")
             self.assertEqual(rows[0]["content"], rc.text)
         users = self.srv.db_query("SELECT content FROM messages WHERE session_id=? AND role='user'", (sid,))
         self.assertEqual(sorted(u["content"] for u in users), ["first question", "second question"])
@@ -168,8 +164,7 @@ class ChatFlowTest(h.ChatdTestCase):
     def test_reply_stored_without_any_client(self):
         sid, uid = h.new_id("s"), h.new_id("u")
         acc = self.srv.chat_ok(sid, uid, "nobody is listening")
-        rows = self.srv.wait_message_row(acc["message_id"], 15.0, status="complete")
-        self.assertEqual(len(rows), 1, "reply with no SSE client was not stored: %r" % rows)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(rows[0]["role"], "assistant")
         self.assertIn("nobody is listening", rows[0]["content"])
 
@@ -180,8 +175,7 @@ class ChatFlowTest(h.ChatdTestCase):
         mid = acc["message_id"]
         c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 1, 10)
         c.close()
-        rows = self.srv.wait_message_row(mid, 20.0, status="complete")
-        self.assertEqual(len(rows), 1, "reply not stored complete after client went away: %r" % rows)
+        rows = self.srv.wait_message_row(mid, "complete")
         self.assertIn("disc59", rows[0]["content"])
         # a fresh stream on the session still works
         rc, _, _ = self.run_reply(self.srv, sid, uid, "after disconnect")
@@ -224,23 +218,117 @@ class ChatFlowTest(h.ChatdTestCase):
             conn.close()
 
     def test_unknown_provider_is_error_not_crash(self):
+        # SPEC section 9: an unknown provider is an error chunk, not a crash and not a 400 (the pod does not
+        # know which providers the workers have): 202, then an `error` event with code unknown_provider.
         sid, uid = h.new_id("s"), h.new_id("u")
         c, _ = self.open_sse(self.srv, sid, uid)
         r = self.srv.chat(sid, uid, "hello", ai_provider="no-such-provider")
-        if r.status == 400:
-            self.assertError(r, 400, "invalid_request")
-        else:
-            self.assertEqual(r.status, 202, r)
-            mid = r.json()["message_id"]
-            evs = c.collect_until(h.is_complete_for(mid), 15)
-            mine = h.reply_events(evs, mid)
-            errs = [e for e in mine if e.event == "error"
-                    or (e.event == "chunk" and e.json().get("chunk_type") == "error")
-                    or (e.event == "message_complete" and e.json().get("finish_reason") == "error")]
-            self.assertTrue(errs, "unknown provider: expected an error chunk/event, got %r" % mine)
+        self.assertEqual(r.status, 202, "POST with an unknown ai_provider: %r" % r)
+        mid = r.json()["message_id"]
+        # (the error event comes before message_complete: wait for the latter)
+        c.collect_until(lambda e: e.event == "message_complete" and e.json().get("message_id") == mid, 30)
+        mine = h.reply_events(c.events, mid)
+        errors = [e.json() for e in mine if e.event == "error"]
+        self.assertEqual([e.get("code") for e in errors], ["unknown_provider"], "error events: %r" % mine)
+        self.assertIn("no-such-provider", errors[0].get("message", ""), errors[0])
+        chunks = [e.json() for e in mine if e.event == "chunk"]
+        self.assertTrue(chunks, "no chunk: the error must travel as an error chunk: %r" % mine)
+        self.assertEqual([(d["chunk_id"], d["chunk_type"], d["is_final"]) for d in chunks], [(0, "error", True)],
+                         "expected exactly one final error chunk: %r" % chunks)
+        self.assertEqual((chunks[0].get("error") or {}).get("code"), "unknown_provider", chunks[0])
+        completes = [e.json() for e in mine if e.event == "message_complete"]
+        self.assertEqual([d.get("finish_reason") for d in completes], ["error"], completes)
+        self.assertEqual(mine[-1].event, "message_complete", "message_complete must come last: %r" % mine)
+        self.srv.wait_message_row(mid, "error")
         self.assertEqual(self.srv.get("/health").status, 200)
         rc, _, _ = self.run_reply(self.srv, h.new_id("s"), h.new_id("u"), "still fine")
         self.assertIn("still fine", rc.text)
+
+
+class ConfiguredCorsTest(h.ChatdTestCase):
+    """SERVER_CORS_ORIGINS as a list: an allowed origin is echoed (with Vary: Origin), any other gets no
+    Access-Control-Allow-Origin at all; preflights follow the same rule."""
+
+    ALLOWED = ("https://app.example.com", "http://localhost:3000")
+    OTHERS = ("https://evil.example.com", "https://app.example.com.evil.net", "https://app.example.co",
+              "http://app.example.com", "null")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("cors", env={"SERVER_CORS_ORIGINS": " , ".join(cls.ALLOWED),
+                                                "WORKER_DEMO_CHUNK_DELAY": "0"})
+
+    def assertAllowed(self, r, origin, what):
+        self.assertEqual(r.header("access-control-allow-origin"), origin, "%s: %r" % (what, r.headers))
+        self.assertEqual(len(r.header_all("access-control-allow-origin")), 1, "%s: %r" % (what, r.headers))
+        vary = [v.strip().lower() for x in r.header_all("vary") for v in x.split(",")]
+        self.assertIn("origin", vary, "%s: an echoed origin needs Vary: Origin (caches): %r" % (what, r.headers))
+
+    def assertNotAllowed(self, r, what):
+        self.assertEqual(r.header_all("access-control-allow-origin"), [], "%s: %r" % (what, r.headers))
+
+    def test_allowed_origin_is_echoed_with_vary(self):
+        for origin in self.ALLOWED:
+            with self.subTest(origin=origin):
+                r = self.srv.get("/health", headers={"Origin": origin})
+                self.assertEqual(r.status, 200, r)
+                self.assertAllowed(r, origin, "GET /health")
+                r = self.srv.post_json("/api/chat", {"session_id": h.new_id("s"), "user_id": h.new_id("u"),
+                                                     "message": "cors"}, headers={"Origin": origin})
+                self.assertEqual(r.status, 202, r)
+                self.assertAllowed(r, origin, "POST /api/chat")
+                r = self.srv.post_json("/api/chat", b"{", headers={"Origin": origin})
+                self.assertError(r, 400, "invalid_json")
+                self.assertAllowed(r, origin, "400 on POST /api/chat")
+                r = self.srv.get("/nope", headers={"Origin": origin})
+                self.assertError(r, 404, "not_found")
+                self.assertAllowed(r, origin, "404")
+
+    def test_other_origin_gets_no_allow_header(self):
+        for origin in self.OTHERS:
+            with self.subTest(origin=origin):
+                r = self.srv.get("/health", headers={"Origin": origin})
+                self.assertEqual(r.status, 200, "CORS is the browser's check: the request itself is served: %r" % r)
+                self.assertNotAllowed(r, "GET /health from %s" % origin)
+                r = self.srv.post_json("/api/chat", {"session_id": h.new_id("s"), "user_id": h.new_id("u"),
+                                                     "message": "cors"}, headers={"Origin": origin})
+                self.assertEqual(r.status, 202, r)
+                self.assertNotAllowed(r, "POST /api/chat from %s" % origin)
+        r = self.srv.get("/health")
+        self.assertNotAllowed(r, "GET /health without Origin")
+
+    def preflight(self, origin):
+        return self.srv.request("OPTIONS", "/api/chat", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, last-event-id"})
+
+    def test_preflight(self):
+        for origin in self.ALLOWED:
+            with self.subTest(origin=origin):
+                r = self.preflight(origin)
+                self.assertEqual(r.status, 204, r)
+                self.assertAllowed(r, origin, "preflight")
+                methods = [m.strip().upper() for m in (r.header("access-control-allow-methods") or "").split(",")]
+                for m in ("GET", "POST", "DELETE"):
+                    self.assertIn(m, methods, "Access-Control-Allow-Methods: %r" % r.headers)
+                headers = [x.strip().lower() for x in (r.header("access-control-allow-headers") or "").split(",")]
+                for x in ("content-type", "last-event-id"):
+                    self.assertIn(x, headers, "Access-Control-Allow-Headers: %r" % r.headers)
+        for origin in self.OTHERS:
+            with self.subTest(origin=origin):
+                r = self.preflight(origin)
+                self.assertNotAllowed(r, "preflight from %s" % origin)
+
+    def test_sse_stream_head(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c = self.track(self.srv.sse(sid, uid, headers={"Origin": self.ALLOWED[0]}))
+        c.connected()
+        self.assertEqual(c.header("access-control-allow-origin"), self.ALLOWED[0], c.headers)
+        vary = [v.strip().lower() for k, x in c.headers if k == "vary" for v in x.split(",")]
+        self.assertIn("origin", vary, "SSE head with an echoed origin needs Vary: Origin: %r" % c.headers)
+        c2 = self.track(self.srv.sse(sid, uid, headers={"Origin": self.OTHERS[0]}))
+        c2.connected()
+        self.assertIsNone(c2.header("access-control-allow-origin"), c2.headers)
 
 
 class WordsPerChunkTest(h.ChatdTestCase):

@@ -253,6 +253,7 @@ class ClusterScriptTest(unittest.TestCase):
             ms = wait_until(stored, 10, msg="assistant message %s stored once" % mid)
             self.assertEqual([m.get("role") for m in ms], ["user", "assistant"], ms)
             self.assertEqual(ms[1].get("content"), rc.text)
+            self.assertEqual(ms[1].get("status"), "complete", ms[1])
 
         # down: everything it started is gone
         self.collect_pids()

@@ -58,6 +58,14 @@ def q(**params):
     return urllib.parse.urlencode(params)
 
 
+def h_wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= deadline:
+            raise AssertionError("condition not met within %.0fs" % timeout)
+        time.sleep(0.1)
+
+
 class HistoryTests:
     """Mixed into a ChatdTestCase; the subclass provides the servers and direct DB reads."""
 
@@ -340,31 +348,49 @@ class HistoryTests:
     def test_delete_while_streaming(self):
         srv, uid, sid = self.slow, h.new_id("u"), h.new_id("s")
         c, _ = self.open_sse(srv, sid, uid)
-        acc = srv.chat_ok(sid, uid, "a reply that is deleted while it streams")
+        # ~600 words: ~260 chunks at 150 ms, ~40 s of streaming. It can only end within the limits below if the
+        # DELETE stops it.
+        acc = srv.chat_ok(sid, uid, "a reply that is deleted while it streams " + " ".join("w%d" % i for i in range(600)))
         mid = acc["message_id"]
         c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 15)
+        t0 = time.monotonic()
         r = srv.request("DELETE", "/api/sessions/%s?%s" % (sid, q(user_id=uid)))
         self.assertIn(r.status, (200, 204), "DELETE while streaming: %r" % r)
-        t0 = time.monotonic()
-        # the stream of that reply must end (completion, an error event or the connection closing), in bounded time
-        ended_by = None
-        deadline = time.monotonic() + 20.0
-        while ended_by is None and time.monotonic() < deadline:
-            try:
-                ev = c.next_event(max(0.1, deadline - time.monotonic()))
-            except h.SSEClosed:
-                ended_by = "connection closed"
+        # the stream ends with the session-deleted reset (or the reply ending cancelled), never completed
+        try:
+            evs = c.collect_until(lambda e: e.event == "reset" or (e.event == "message_complete"
+                                                                   and e.json().get("message_id") == mid), 15)
+        except AssertionError as e:
+            self.fail("the stream of %s neither got a reset nor ended within 15 s of DELETE: %s" % (mid, e))
+        last = evs[-1]
+        if last.event == "reset":
+            self.assertEqual(last.json(), {"session_id": sid, "reason": "session_deleted"}, last)
+            self.assertTrue(c.wait_closed(10.0), "stream still open 10 s after its session_deleted reset")
+        else:
+            self.assertEqual(last.json().get("finish_reason"), "cancelled", "the deleted reply was completed: %r" % last)
+        completes = [e.json() for e in h.reply_events(c.events, mid) if e.event == "message_complete"]
+        self.assertTrue(all(d.get("finish_reason") == "cancelled" for d in completes), completes)
+        chunks = [e.json() for e in h.reply_events(c.events, mid) if e.event == "chunk"]
+        self.assertFalse([d for d in chunks if d["is_final"] and (d.get("metadata") or {}).get("finish_reason") == "stop"],
+                         "the deleted reply streamed to its normal end")
+        # the generation stopped on the worker: it took the cancel, and then no longer answers for the reply
+        # (another user's cancel gets 403 while a reply runs, 404 once nothing runs)
+        try:
+            h_wait(lambda: "generation_cancelled message_id=%s" % mid in srv.log(400000), 15.0)
+        except AssertionError:
+            self.fail("the worker never cancelled %s after its session was deleted" % mid)
+        other = h.new_id("u")
+        deadline = t0 + 20.0
+        while True:
+            r = self.cancel(srv, mid, other)
+            if r.status == 404:
                 break
-            except h.SSETimeout:
-                break
-            if ev.event == "message_complete" and ev.json().get("message_id") == mid:
-                ended_by = "%s %s" % (ev.event, ev.data)
-        self.assertIsNotNone(ended_by, "the stream of %s did not end within 20 s of DELETE; events %r"
-                             % (mid, c.events[-5:]))
-        sys.stderr.write("\n[%s] stream after DELETE ended by: %s after %.1fs\n" % (self.id(), ended_by,
-                                                                                   time.monotonic() - t0))
+            self.assertEqual(r.status, 403, "another user's cancel of a running reply: %r" % r)
+            self.assertLess(time.monotonic(), deadline, "the reply was still running on the worker 20 s after DELETE")
+        stopped_after = time.monotonic() - t0
+        sys.stderr.write("\n[%s] stream ended by %s; worker stopped the reply %.1fs after DELETE\n"
+                         % (self.id(), last.event, stopped_after))
         # and nothing brings the session back: the reply is not stored afterwards
-        time.sleep(1.0)
         self.assert_error(srv.get("/api/sessions/%s/messages?%s" % (sid, q(user_id=uid))), 404,
                           "messages of the deleted session after its reply ended")
         self.assertEqual(self.sessions(srv, uid), [], "deleted session is listed again")

@@ -1,5 +1,6 @@
 """Process lifecycle: start-up, configuration errors, SIGTERM, restart on the same database."""
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,22 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s: not within %.0fs" % (what, timeout))
+        time.sleep(0.05)
+
+
+def port_accepts(port):
+    try:
+        socket.create_connection((h.HOST, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
 
 
 class LifecycleTest(h.ChatdTestCase):
@@ -39,8 +56,8 @@ class LifecycleTest(h.ChatdTestCase):
         clients = [self.open_sse(srv, h.new_id("s"), uid)[0] for _ in range(3)]
         same = self.open_sse(srv, clients[0].path.split("session_id=")[1].split("&")[0], uid)[0]
         clients.append(same)
-        for c in clients:
-            c.collect_for(0.2)
+        # every stream is attached to its session (not just answered) before the signal
+        wait_until(lambda: srv.health()["active_connections"] == 4, 15.0, "four streams attached")
         code, secs = self.sigterm_and_time(srv)
         self.assertEqual(code, 0, "exit code after SIGTERM with open SSE streams")
         self.assertLess(secs, 10.0, "took %.1fs to exit with open SSE streams" % secs)
@@ -52,62 +69,70 @@ class LifecycleTest(h.ChatdTestCase):
             self.assertEqual(bad, [], "unexpected events on idle streams: %r" % bad)
 
     def test_sigterm_during_reply_finishes_and_stores_it(self):
-        # SERVER_SHUTDOWN_TIMEOUT (15 s default) is how long SIGTERM waits for running replies.
-        srv = self.new_server("term-reply", env={"WORKER_DEMO_CHUNK_DELAY": "20ms"})
+        # SERVER_SHUTDOWN_TIMEOUT is how long SIGTERM waits for running replies; ~135 chunks at 40 ms make
+        # a reply of ~5 s, so the pod is draining for that long after the signal.
+        srv = self.new_server("term-reply", env={"WORKER_DEMO_CHUNK_DELAY": "40ms", "SERVER_SHUTDOWN_TIMEOUT": "60s"})
         sid, uid = h.new_id("s"), h.new_id("u")
         c, _ = self.open_sse(srv, sid, uid)
-        acc = srv.chat_ok(sid, uid, " ".join("t%d" % i for i in range(300)))  # ~100 chunks: ~2 s of streaming
-        mid = acc["message_id"]
-        c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 10)
-        srv.proc.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        # while draining: no new chats (503 or refused), /ready not 200
-        time.sleep(0.2)
-        if srv.alive():
-            try:
-                r = srv.chat(h.new_id("s"), uid, "too late")
-                self.assertNotEqual(r.status, 202, "POST /api/chat accepted after SIGTERM")
-                if r.status != 503:
-                    self.fail("POST /api/chat while draining: expected 503 (or refused), got %r" % r)
-            except (OSError, EOFError):
-                pass
-            try:
-                r = srv.get("/ready")
-                self.assertEqual(r.status, 503, "/ready while draining: %r" % r)
-            except (OSError, EOFError):
-                pass
-            try:
-                r = srv.get("/health")
-                self.assertEqual(r.status, 503, "/health while draining (SPEC: 503 \"draining\"): %r" % r)
-                self.assertEqual(r.json().get("status"), "draining", r)
-            except (OSError, EOFError):
-                pass
+        # The listener closes at SIGTERM: only connections opened before it can see the draining pod.
+        conns = {name: h.HttpConn(srv.port) for name in ("health", "ready", "chat")}
         try:
-            srv.proc.wait(15)
+            for conn in conns.values():
+                self.assertEqual(conn.request("GET", "/health").status, 200)
+            acc = srv.chat_ok(sid, uid, " ".join("t%d" % i for i in range(300)))
+            mid = acc["message_id"]
+            c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 10)
+            srv.proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            # /health turns 503 "draining" as soon as the pod handled the signal (the reply still runs)
+            deadline = time.monotonic() + 15.0
+            while True:
+                r = conns["health"].request("GET", "/health")
+                if r.status != 200:
+                    break
+                self.assertLess(time.monotonic(), deadline, "/health still 200 15 s after SIGTERM")
+                time.sleep(0.02)
+            self.assertEqual(r.status, 503, "/health while draining (SPEC: 503 \"draining\"): %r" % r)
+            self.assertEqual(r.json().get("status"), "draining", r)
+            self.assertIsNone(srv.proc.poll(), "chatd exited although a reply was still streaming")
+            r = conns["ready"].request("GET", "/ready")
+            self.assertEqual(r.status, 503, "/ready while draining: %r" % r)
+            self.assertIs(r.json().get("ready"), False, r)
+            r = conns["chat"].request("POST", "/api/chat", json.dumps({"session_id": h.new_id("s"), "user_id": uid,
+                                                                       "message": "too late"}),
+                                      {"Content-Type": "application/json"})
+            self.assertError(r, 503, "unavailable", "POST /api/chat while draining")
+            self.assertTrue(r.header("retry-after"), "503 without Retry-After: %r" % r.headers)
+            # and nobody new gets in: the listener is closed
+            wait_until(lambda: not port_accepts(srv.port), 10.0, "the listener closed after SIGTERM")
+        finally:
+            for conn in conns.values():
+                conn.close()
+        try:
+            srv.proc.wait(60)
         except subprocess.TimeoutExpired:
             srv.kill()
-            self.fail("chatd did not exit within 15 s of SIGTERM with a 2 s reply running")
+            self.fail("chatd did not exit within 60 s of SIGTERM with a ~5 s reply running")
         secs = time.monotonic() - t0
         self.assertEqual(srv.proc.returncode, 0)
-        self.assertLess(secs, 10.0)
-        c.wait_closed(5)
+        self.assertNotIn("shutdown_timeout", srv.log(), "the drain ran into SERVER_SHUTDOWN_TIMEOUT after %.1fs" % secs)
+        # the stream got the whole reply, then a retry hint, then its end
+        self.assertTrue(c.wait_closed(10), "the stream did not end after chatd exited")
         mine = h.reply_events(c.events, mid)
-        completes = [e for e in mine if e.event == "message_complete"]
-        rows = srv.wait_message_row(mid, 1.0)
-        self.assertEqual(len(rows), 1, "the running reply was not stored at shutdown: %r" % rows)
-        if completes:
-            rc = h.ReplyCheck(self, c.events, mid, sid)
-            self.assertEqual(rows[0]["status"], "complete")
-            self.assertEqual(rows[0]["content"], rc.text)
-        else:
-            self.fail("the stream ended without message_complete for the running reply (got %d chunks; "
-                      "stored status %r)" % (len(mine), rows[0]["status"]))
+        self.assertTrue([e for e in mine if e.event == "message_complete"],
+                        "the stream ended without message_complete for the running reply (got %d chunks)" % len(mine))
+        rc = h.ReplyCheck(self, c.events, mid, sid)
+        self.assertIn("t299", rc.text)
+        done_at = c.events.index(mine[-1])
+        self.assertTrue([i for i, _ in c.retries if i > done_at], "no retry: hint after the reply: %r" % c.retries)
+        rows = srv.wait_message_row(mid, "complete")
+        self.assertEqual(rows[0]["content"], rc.text)
 
     def test_restart_on_same_database(self):
         srv = self.new_server("restart-1", env={"WORKER_DEMO_CHUNK_DELAY": "0"})
         sid, owner = h.new_id("s"), h.new_id("u")
         acc = srv.chat_ok(sid, owner, "remember me")
-        self.assertEqual(len(srv.wait_message_row(acc["message_id"], 10.0, status="complete")), 1)
+        srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(srv.stop(), 0)
         srv2 = self.new_server("restart-2", env={"WORKER_DEMO_CHUNK_DELAY": "0"}, db_path=srv.db_path)
         # migrations are idempotent: the second start works and the data is still there

@@ -8,6 +8,8 @@
   DistributedPostgresTest  two pods + NATS + Redis + one chat-worker on one PostgreSQL: SSE on both pods
                            for one session stores the reply exactly once; the WorkflowRequest on NATS
                            carries the earlier turns as conversation_history; stored without any client
+  FirstWriteWinsTest       two pods get different chunks for one message_id: the stored row stays the first
+                           finished version after the second pod wrote too
   PodsStartTogetherTest    three pods started at once against an empty database all come up
 """
 
@@ -484,16 +486,18 @@ class DistributedPostgresTest(PgMixin, infra.ClusterTestCase):
         rc2, mid2 = self.turn(b, sid, uid, "two pods, one session: second", watchers=(a,))
         self.assertIn(earlier(2), rc2.text)
         self.assert_stored_reply(self.db, mid2, sid, rc2.text, token_count=rc2.complete["token_count"])
-        # both pods have finished both replies; give the slower writer time, then count
-        time.sleep(1.5)
+        # both pods finished both replies (so both wrote them); the rows are still the first writes
+        for pod in (a, b):
+            for mid in (mid1, mid2):
+                infra.wait_until(lambda: "reply_finished message_id=%s" % mid in pod.log(400000), 30.0,
+                                 msg="%s finished %s (else the test proves less than it should)" % (pod.pod_id, mid))
         rows = self.pg_messages(self.db, sid)
         self.assertEqual([(r["role"]) for r in rows], ["user", "assistant", "user", "assistant"],
                          [(r["role"], r["message_id"], r["content"][:30]) for r in rows])
         self.assertEqual([r["message_id"] for r in rows if r["role"] == "assistant"], [mid1, mid2])
+        self.assertEqual([r["content"] for r in rows if r["role"] == "assistant"], [rc1.text, rc2.text])
         for pod in (a, b):
-            for mid in (mid1, mid2):
-                self.assertIn("reply_finished message_id=%s" % mid, pod.log(400000),
-                              "%s did not finish %s (so the test proves less than it should)" % (pod.pod_id, mid))
+            self.assertNotIn("reply_store_failed", pod.log(400000), pod.pod_id)
 
     def test_two_pods_outage_reply_stored_once(self):
         # Both pods hold the reply when it completes during an outage; both queue the write; after the
@@ -514,14 +518,19 @@ class DistributedPostgresTest(PgMixin, infra.ClusterTestCase):
             for pod in (a, b):
                 infra.wait_until(lambda: pod.health().get("db_connected") is False, 10.0,
                                  msg="%s /health db_connected:false while PostgreSQL is down" % pod.pod_id)
-            time.sleep(1.0)
+                infra.wait_until(lambda: "store_write_deferred message_id=%s" % mid in pod.log(400000), 30.0,
+                                 msg="%s queued the write of %s for after the outage" % (pod.pod_id, mid))
         finally:
             self.pg.start()
         for pod in (a, b):
             infra.wait_until(lambda: pod.health().get("db_connected") is True, 30.0,
                              msg="%s /health db_connected:true after the restart" % pod.pod_id)
+        # both queued writes are carried out (the second finds the row and changes nothing)
+        for pod in (a, b):
+            infra.wait_until(lambda: "store_deferred_write_done message_id=%s" % mid in pod.log(400000), 30.0,
+                             msg="%s wrote its queued reply after the restart" % pod.pod_id)
+            self.assertNotIn("store_deferred_write_failed", pod.log(400000), pod.pod_id)
         self.assert_stored_reply(self.db, mid, sid, checks[0].text, token_count=checks[0].complete["token_count"])
-        time.sleep(2.0)  # the second pod's queued write, if it comes late
         rows = self.pg_messages(self.db, sid)
         self.assertEqual(sorted(r["role"] for r in rows), ["assistant", "user"],
                          [(r["role"], r["message_id"]) for r in rows])
@@ -553,8 +562,10 @@ class DistributedPostgresTest(PgMixin, infra.ClusterTestCase):
         self.assertNotIn("w299", seen[0], "the reply was not cut short")
         row = self.wait_pg_message(self.db, mid, status="cancelled")
         self.assertEqual(row["content"], seen[0], "stored partial text differs from the streamed one")
-        time.sleep(1.0)
-        self.assertEqual(self.pg.scalar(self.db, "SELECT count(*) FROM messages WHERE message_id = :'m'", m=mid), 1)
+        for pod in (a, b):
+            infra.wait_until(lambda: "reply_finished message_id=%s" % mid in pod.log(400000), 30.0,
+                             msg="%s finished %s" % (pod.pod_id, mid))
+        self.assertEqual(self.wait_pg_message(self.db, mid, status="cancelled")["content"], seen[0])
         r = b.request("POST", "/api/chat/%s/cancel?user_id=%s" % (mid, uid), body=b"", timeout=15.0)
         self.assertEqual(r.status, 404, "repeated cancel after the end: %r" % r)
 
@@ -629,6 +640,88 @@ class DistributedPostgresTest(PgMixin, infra.ClusterTestCase):
         self.wait_registry(sid, set())  # the client left
         acc = a.chat_ok(sid, uid, msg)
         self.assert_stored_reply(self.db, acc["message_id"], sid, ref.text, token_count=ref.complete["token_count"])
+
+
+def crafted_chunks(session_id, message_id, words, model, finish_reason="stop"):
+    """ResponseChunks of one reply as a worker would publish them (the last one final, with metadata)."""
+    out = []
+    for i, w in enumerate(words):
+        ch = {"session_id": session_id, "message_id": message_id, "chunk_id": i, "chunk": w,
+              "chunk_type": "content", "is_final": i == len(words) - 1,
+              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "correlation_id": "corr_fww"}
+        if ch["is_final"]:
+            ch["metadata"] = {"model": model, "tokens_used": len(words), "finish_reason": finish_reason}
+        out.append(ch)
+    return out
+
+
+class FirstWriteWinsTest(PgMixin, infra.ClusterTestCase):
+    """SPEC section 6: every pod that saw a reply may write it, the first write wins. message_id is the primary
+    key, so counting rows proves nothing: here two pods get *different* chunks for the same message_id (crafted on
+    NATS, no worker), and the stored row must stay the first finished one after the second pod wrote too."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pg_infra.PostgresServer(name="pg-fww")
+        try:
+            cls.pg.start()
+        except BaseException:
+            cls.pg.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.cleanup()
+
+    def test_second_pods_different_reply_does_not_replace_the_first(self):
+        db = self.pg.create_database()
+        cl = self.new_cluster(pods=2, workers=0, pod_env=self.pg.chatd_env(db))
+        a, b = cl.pod("pod-a"), cl.pod("pod-b")
+        nc = self.track(cl.nats_client("fake-worker"))
+        reqs = nc.subscribe("chat.workflow.execute.*", queue_group="workflow-workers")
+        nc.flush()
+        sid, uid = h.new_id("s"), h.new_id("u")
+        ca, _ = self.open_sse(a, sid, uid)
+        cb, _ = self.open_sse(b, sid, uid)
+        acc = a.chat_ok(sid, uid, "which version is kept?")
+        mid = reqs.next(10.0).json()["message_id"]
+        self.assertEqual(mid, acc["message_id"])
+        first = crafted_chunks(sid, mid, ["the ", "first ", "finished ", "version"], "model-a")
+        second = crafted_chunks(sid, mid, ["a ", "different ", "later ", "one"], "model-b", finish_reason="cancelled")
+
+        # pod-a finishes first and stores its version
+        for ch in first:
+            nc.publish("chat.pod.pod-a.response", ch)
+        nc.flush()
+        rc_a = h.ReplyCheck(self, ca.collect_until(h.is_complete_for(mid), 30), mid, sid)
+        self.assertEqual(rc_a.text, "the first finished version")
+        row = self.wait_pg_message(db, mid, status="complete")
+        self.assertEqual(row["content"], "the first finished version", row)
+
+        # then pod-b finishes a different version of the same message and writes it too
+        for ch in second:
+            nc.publish("chat.pod.pod-b.response", ch)
+        nc.flush()
+        evs = cb.collect_until(lambda e: e.event == "message_complete" and e.json().get("message_id") == mid, 30)
+        text_b = "".join(e.json()["chunk"] for e in h.reply_events(evs, mid) if e.event == "chunk")
+        self.assertEqual(text_b, "a different later one", "pod-b streamed what it got")
+        infra.wait_until(lambda: "reply_finished message_id=%s" % mid in b.log(400000), 30.0,
+                         msg="pod-b finished %s" % mid)
+        # SIGTERM flushes pod-b's store before it exits: its write has been executed (and succeeded: an
+        # insert-if-absent that finds the row is not an error) once the process is gone
+        self.assertEqual(b.stop(timeout=60.0), 0, "pod-b exit code after SIGTERM")
+        log_b = b.log(400000)
+        self.assertIn("messages_stored=1", [l for l in log_b.splitlines() if "chatd_stopped" in l][-1],
+                      "pod-b did not complete its write of %s" % mid)
+        self.assertNotIn("reply_store_failed", log_b)
+
+        row = self.wait_pg_message(db, mid, status="complete")
+        self.assertEqual(row["content"], "the first finished version", "the second pod's write replaced the first")
+        self.assertEqual(row["token_count"], len(first), row)
+        md = row["metadata"]
+        self.assertEqual((md.get("model"), md.get("finish_reason"), md.get("pod_id")), ("model-a", "stop", "pod-a"), md)
+        n = self.pg.scalar(db, "SELECT count(*) FROM messages WHERE session_id = :'sid'", sid=sid)
+        self.assertEqual(n, 2, "the user message and one reply")
 
 
 class PodsStartTogetherTest(PgMixin, infra.ClusterTestCase):

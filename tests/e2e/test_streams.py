@@ -66,8 +66,7 @@ class IdleAndFanoutTest(h.ChatdTestCase):
         evs = c.collect_until(h.is_complete_for(acc["message_id"]), 30)
         rc = h.ReplyCheck(self, evs, acc["message_id"], sid)  # asserts chunk 0..n-1 and message_complete
         self.assertIn("late39", rc.text)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1, rows)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(rows[0]["content"], rc.text)
 
     def test_two_connections_same_session_identical(self):
@@ -83,8 +82,8 @@ class IdleAndFanoutTest(h.ChatdTestCase):
         r2 = h.ReplyCheck(self, e2, mid, sid)
         self.assertEqual(h.reply_signature(e1, mid), h.reply_signature(e2, mid), "the two streams differ")
         self.assertEqual(r1.text, r2.text)
-        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
-        self.assertEqual(len(rows), 1, "the reply must be stored once: %r" % rows)
+        rows = self.srv.wait_message_row(mid, "complete")
+        self.assertEqual(rows[0]["content"], r1.text)
 
     def test_connection_joining_mid_reply_gets_everything_once(self):
         sid, uid = h.new_id("s"), h.new_id("u")
@@ -102,18 +101,18 @@ class IdleAndFanoutTest(h.ChatdTestCase):
 
     def test_active_connections_tracks_streams(self):
         # earlier tests of this class closed their streams; the pod must notice (1 s heartbeat)
-        settled = wait_for(lambda: self.srv.health()["active_connections"] == 0, 6)
+        settled = wait_for(lambda: self.srv.health()["active_connections"] == 0, 20)
         self.assertTrue(settled, "closed streams of earlier tests still counted: %r" % self.srv.health())
         base = 0
         sid, uid = h.new_id("s"), h.new_id("u")
         c1, _ = self.open_sse(self.srv, sid, uid)
         c2, _ = self.open_sse(self.srv, h.new_id("s"), uid)
-        got = wait_for(lambda: self.srv.health()["active_connections"] >= base + 2, 3)
+        got = wait_for(lambda: self.srv.health()["active_connections"] >= base + 2, 15)
         self.assertTrue(got, "active_connections did not rise by 2 (base %d, now %r)"
                         % (base, self.srv.health()))
         c1.close()
         c2.close()
-        got = wait_for(lambda: self.srv.health()["active_connections"] <= base, 6)
+        got = wait_for(lambda: self.srv.health()["active_connections"] <= base, 20)
         self.assertTrue(got, "active_connections did not drop back after the clients left (base %d, now %r)"
                         % (base, self.srv.health()))
 
@@ -147,12 +146,10 @@ class FastWorkerTest(h.ChatdTestCase):
     def test_late_join_after_reply_finished(self):
         sid, uid = h.new_id("s"), h.new_id("u")
         acc = self.srv.chat_ok(sid, uid, "finished before you came")
-        time.sleep(0.2)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")  # finished and stored: now join
         c, _ = self.open_sse(self.srv, sid, uid)
         evs = c.collect_until(h.is_complete_for(acc["message_id"]), 15)
         rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1, rows)
         self.assertEqual(rows[0]["content"], rc.text)
 
     def test_late_join_does_not_duplicate_for_existing_stream(self):
@@ -175,15 +172,15 @@ class FastWorkerTest(h.ChatdTestCase):
         pairs = [(h.new_id("s"), h.new_id("u")) for _ in range(8)]
         clients = [self.open_sse(self.srv, s, u)[0] for s, u in pairs]
         accs = [[self.srv.chat_ok(s, u, "burst %d/%d" % (i, k)) for k in range(3)] for i, (s, u) in enumerate(pairs)]
+        texts = {}
         for (s, u), c, acc in zip(pairs, clients, accs):
             ids = [a["message_id"] for a in acc]
             evs = c.collect_until(h.is_complete_all(ids), 30)
             for mid in ids:
-                h.ReplyCheck(self, evs, mid, s)
-        for acc in accs:
-            for a in acc:
-                rows = self.srv.wait_message_row(a["message_id"], 5.0, status="complete")
-                self.assertEqual(len(rows), 1, rows)
+                texts[mid] = h.ReplyCheck(self, evs, mid, s).text
+        for mid, text in texts.items():
+            rows = self.srv.wait_message_row(mid, "complete")
+            self.assertEqual(rows[0]["content"], text)
 
 
 class ResumeTest(h.ChatdTestCase):
@@ -214,15 +211,12 @@ class ResumeTest(h.ChatdTestCase):
         ids = [d["chunk_id"] for d in after]
         self.assertEqual(ids, list(range(4, 4 + len(ids))), "resumed chunk ids (expected 4.. without gaps): %r" % ids[:20])
         self.assertTrue(after and after[-1]["is_final"], "resumed stream did not reach the final chunk")
-        rows = self.srv.wait_message_row(mid, 5.0, status="complete")
-        self.assertEqual(len(rows), 1)
+        rows = self.srv.wait_message_row(mid, "complete")
         self.assertEqual("".join(d["chunk"] for d in before + after), rows[0]["content"])
 
     def test_resume_after_completion(self):
         sid, uid, mid, before, last_id = self._first_part(60, 2)
-        rows = self.srv.wait_message_row(mid, 15.0, status="complete")
-        self.assertEqual(len(rows), 1)
-        time.sleep(0.3)
+        rows = self.srv.wait_message_row(mid, "complete")
         c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": last_id}))
         c.connected()
         evs = c.collect_until(h.is_complete_for(mid), 15)
@@ -232,6 +226,74 @@ class ResumeTest(h.ChatdTestCase):
                         % [d["chunk_id"] for d in after])
         self.assertEqual("".join(d["chunk"] for d in before + after), rows[0]["content"],
                          "text before the cursor + replay != stored reply")
+
+
+class ResumeWindowTest(h.ChatdTestCase):
+    """SPEC section 3: a Last-Event-ID cursor older than SSE_REPLAY_WINDOW gets an explicit `reset`, never a
+    silent gap. A 3 s window (swept every 100 ms) so the test sees the reply leave it."""
+
+    WINDOW_S = 3.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("resume-window", env={"SSE_REPLAY_WINDOW": "3s", "BUFFER_CLEANUP_INTERVAL": "100ms",
+                                                         "WORKER_DEMO_CHUNK_DELAY": "0"})
+
+    def resume(self, sid, uid, cursor, mid):
+        """A stream resuming at cursor; returns its events up to a reset or the message_complete of mid."""
+        c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": cursor}))
+        c.connected()
+        try:
+            return c.collect_until(lambda e: e.event == "reset" or (e.event == "message_complete"
+                                                                   and e.json().get("message_id") == mid), 10)
+        except AssertionError as e:
+            self.fail("a stream resuming at %s got neither the rest of the reply nor a reset (a silent gap): %s"
+                      % (cursor, e))
+        finally:
+            c.close()
+
+    def test_cursor_older_than_window_gets_reset(self):
+        sid, uid = h.new_id("s"), h.new_id("u")
+        rc, acc, c = self.run_reply(self.srv, sid, uid, "resume me later " + " ".join("rw%d" % i for i in range(30)))
+        t_done = time.monotonic()
+        c.close()
+        mid = acc["message_id"]
+        n = len(rc.chunks)
+        self.assertGreater(n, 5)
+        cursor = "%s:2" % mid
+        # inside the window: the rest of the reply, from chunk 3
+        evs = self.resume(sid, uid, cursor, mid)
+        self.assertLess(time.monotonic() - t_done, self.WINDOW_S, "too slow to check inside the window")
+        self.assertEqual([e.event for e in evs if e.event == "reset"], [], "reset inside the window: %r" % evs)
+        ids = [e.json()["chunk_id"] for e in h.reply_events(evs, mid) if e.event == "chunk"]
+        self.assertEqual(ids, list(range(3, n)), "resume inside the window")
+        # the reply leaves the window: every resume gets either the whole rest or a reset, until the reset
+        deadline = time.monotonic() + 30.0
+        while True:
+            evs = self.resume(sid, uid, cursor, mid)
+            if evs[-1].event == "reset":
+                break
+            ids = [e.json()["chunk_id"] for e in h.reply_events(evs, mid) if e.event == "chunk"]
+            self.assertEqual(ids, list(range(3, n)), "a resume before the reset must get the whole rest")
+            self.assertLess(time.monotonic(), deadline, "no reset within 30 s for a cursor of a reply that left "
+                            "the %.0f s replay window" % self.WINDOW_S)
+            time.sleep(0.2)
+        t_reset = time.monotonic()
+        self.assertGreaterEqual(t_reset - t_done, self.WINDOW_S - 0.5, "reset before the window had passed")
+        reset = evs[-1].json()
+        self.assertEqual(reset.get("session_id"), sid, reset)
+        self.assertEqual(reset.get("reason"), "resume_window_passed", reset)
+        self.assertEqual(h.reply_events(evs, mid), [], "chunks of the expired reply came with the reset: %r" % evs)
+        # the reply itself is still in the history: that is what the client reloads
+        rows = self.srv.wait_message_row(mid, "complete")
+        self.assertEqual(rows[0]["content"], rc.text)
+        # the session goes on: a reset stream carries the next reply
+        c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": cursor}))
+        c.connected()
+        acc2 = self.srv.chat_ok(sid, uid, "after the reset")
+        evs = c.collect_until(h.is_complete_for(acc2["message_id"]), 30)
+        self.assertEqual([e.event for e in evs][0], "reset", evs[:3])
+        h.ReplyCheck(self, evs, acc2["message_id"], sid)
 
 
 class FullSpeedReaderTest(h.ChatdTestCase):
@@ -254,8 +316,7 @@ class FullSpeedReaderTest(h.ChatdTestCase):
                       "(closed=%s after %d events, %.2fs): %s" % (c.closed, len(c.events), time.monotonic() - t0, e))
         rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
         self.assertLess(time.monotonic() - t0, 10.0)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
         self.assertEqual(rows[0]["content"], rc.text)
 
 
@@ -275,7 +336,7 @@ class SlowClientTest(h.ChatdTestCase):
         slow.connected()  # read the head and `connected`, then never read again
         good_same, _ = self.open_sse(srv, s1, uid)
         good_other, _ = self.open_sse(srv, s2, uid)
-        wait_for(lambda: srv.health()["active_connections"] >= base + 3, 3)
+        self.assertTrue(wait_for(lambda: srv.health()["active_connections"] >= base + 3, 15), srv.health())
 
         # the good same-session client is read concurrently from before the first POST, as a browser would
         result = {}
@@ -339,8 +400,7 @@ class SlowClientTest(h.ChatdTestCase):
 
         with self.subTest(check="long replies stored complete"):
             for mid in ids:
-                rows = srv.wait_message_row(mid, 15.0, status="complete")
-                self.assertEqual(len(rows), 1, "long reply %s not stored complete: %r" % (mid, rows))
+                rows = srv.wait_message_row(mid, "complete")
                 self.assertGreater(len(rows[0]["content"]), len(long_msg), "stored long reply is too short")
 
         with self.subTest(check="a fresh client afterwards gets a normal reply"):

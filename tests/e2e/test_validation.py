@@ -104,6 +104,34 @@ class ValidationTest(h.ChatdTestCase):
                         self.fail("SSE 400 body is not the JSON error shape: %r" % c.body[:200])
                     c.close()
 
+    def test_bad_identifiers_in_path(self):
+        # SPEC section 3: a bad identifier is a 400 wherever it comes, the path included
+        uid = h.new_id("u")
+        for name, bad in BAD_IDS + [("star_alone", "*"), ("gt_alone", ">")]:
+            seg = urllib.parse.quote(bad, safe="")
+            for method, path in (("GET", "/api/sessions/%s/messages?user_id=%s" % (seg, uid)),
+                                 ("DELETE", "/api/sessions/%s?user_id=%s" % (seg, uid)),
+                                 ("POST", "/api/chat/%s/cancel?user_id=%s" % (seg, uid))):
+                with self.subTest(case=name, method=method, path=path.split("?")[0]):
+                    r = self.srv.request(method, path, b"" if method == "POST" else None)
+                    self.assertError(r, 400, "invalid_request", "%s %s" % (method, path))
+        # the brief's literal cases, unquoted
+        for method, path in (("GET", "/api/sessions/a.b/messages?user_id=" + uid),
+                             ("DELETE", "/api/sessions/a.b?user_id=" + uid),
+                             ("POST", "/api/chat/a.b/cancel?user_id=" + uid)):
+            with self.subTest(method=method, path=path):
+                self.assertError(self.srv.request(method, path, b"" if method == "POST" else None), 400,
+                                 "invalid_request", "%s %s" % (method, path))
+        # good identifiers of things that do not exist are still 404, and a path without an id segment is no route
+        self.assertError(self.srv.get("/api/sessions/%s/messages?user_id=%s" % (h.new_id("nosuch"), uid)), 404,
+                         "not_found", "messages of an unknown session")
+        self.assertError(self.srv.request("DELETE", "/api/sessions/%s?user_id=%s" % (h.new_id("nosuch"), uid)), 404,
+                         "not_found", "DELETE of an unknown session")
+        self.assertError(self.srv.request("POST", "/api/chat/%s/cancel?user_id=%s" % (h.new_id("msg"), uid), b"",
+                                          timeout=15.0), 404, "not_found", "cancel of an unknown message")
+        self.assertError(self.srv.request("POST", "/api/chat/cancel?user_id=" + uid, b""), 404, "not_found",
+                         "POST /api/chat/cancel (no message id segment)")
+
     def test_sse_missing_params(self):
         for path in ("/api/sse", "/api/sse?session_id=" + h.new_id("s"), "/api/sse?user_id=" + h.new_id("u"),
                      "/api/sse?session_id=&user_id=" + h.new_id("u")):
@@ -282,8 +310,8 @@ class ValidationTest(h.ChatdTestCase):
         self.assertEqual(self.srv.get("/health").json().get("status"), "healthy")
         rc, acc, _ = self.run_reply(self.srv, h.new_id("s"), h.new_id("u"), "after the storm")
         self.assertIn("after the storm", rc.text)
-        rows = self.srv.wait_message_row(acc["message_id"], 5.0, status="complete")
-        self.assertEqual(len(rows), 1)
+        rows = self.srv.wait_message_row(acc["message_id"], "complete")
+        self.assertEqual(rows[0]["content"], rc.text)
 
 
 class ConfiguredLimitsTest(h.ChatdTestCase):

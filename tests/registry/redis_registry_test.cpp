@@ -109,15 +109,34 @@ TEST_F(RedisRegistryTest, ExpiredHeartbeatMeansDeadAndTheMemberIsDropped) {
 
 TEST_F(RedisRegistryTest, RenewalKeepsLiveConnectionsAndRepairsMembership) {
   auto timing = fast_reconnect();
-  timing.heartbeat_ttl = 1s;
-  timing.renew_interval = 200ms;
+  timing.heartbeat_ttl = 2s;
+  timing.membership_ttl = 3s;
+  timing.renew_interval = 250ms;
   auto owner = connect(timing);
   auto& r = *owner;
   r.add({"s1", "pod-1", "c1"});
   settle(r);
+  auto beat = [&]() -> long long {
+    auto v = raw_.run({"GET", "heartbeat:pod-1:c1"});
+    return v.empty() ? -1 : std::stoll(v.at(0));
+  };
+  const long long first = beat();
+  ASSERT_GT(first, 0);
 
-  std::this_thread::sleep_for(2500ms);
+  // The heartbeat's value is the time of its last renewal: once it is 4 s past
+  // the first one, both TTLs (2 s, 3 s) have run out several times over, and
+  // only renewals can have kept the keys. Waited for, never slept: a slow
+  // machine only makes this take longer.
+  ASSERT_TRUE(eventually([&] { return beat() >= first + 4; }, 30s)) << "heartbeat never renewed past its TTL";
+  EXPECT_TRUE(eventually([&] { return raw_.integer({"SISMEMBER", "session:connections:s1", "pod-1:c1"}) == 1; }));
+  EXPECT_TRUE(eventually([&] { return raw_.run({"HGET", "pod:connections:pod-1", "c1"}) == std::vector<std::string>{"s1"}; }));
   EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+  // Renewed, not made persistent: the TTLs are still the configured ones.
+  for (const char* key : {"session:connections:s1", "pod:connections:pod-1", "heartbeat:pod-1:c1"}) {
+    auto pttl = raw_.integer({"PTTL", key});
+    EXPECT_GT(pttl, 0) << key;
+    EXPECT_LE(pttl, 3000) << key;
+  }
 
   // A worker dropped the member (it thought the heartbeat had expired).
   raw_.run({"SREM", "session:connections:s1", "pod-1:c1"});

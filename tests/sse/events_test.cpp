@@ -57,6 +57,9 @@ TEST(SseEventsTest, TheStreamHeadDisablesBufferingAndCaching) {
   EXPECT_NE(head.find("Access-Control-Allow-Origin: *\r\n"), std::string::npos);
   EXPECT_TRUE(head.ends_with("\r\n\r\n"));
   EXPECT_EQ(stream_head("").find("Access-Control"), std::string::npos);
+  EXPECT_EQ(head.find("Vary:"), std::string::npos);
+  auto echoed = stream_head("https://app.example.com");
+  EXPECT_NE(echoed.find("Access-Control-Allow-Origin: https://app.example.com\r\nVary: Origin\r\n"), std::string::npos);
 }
 
 }  // namespace
