@@ -11,10 +11,10 @@
 #include "chat/pod.hpp"
 #include "http/listener.hpp"
 #include "log/log.hpp"
+#include "providers/provider_factory.hpp"
 #include "registry/memory_registry.hpp"
 #include "sse/events.hpp"
 #include "store/sqlite_store.hpp"
-#include "worker/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 #ifdef HAVE_CHAT_BUS_NATS
 #include "bus/nats_bus.hpp"
@@ -102,7 +102,7 @@ int run_pod(const config::Config& config) {
   std::unique_ptr<worker::WorkflowWorker> worker;
   if (bus->kind() == "memory") {
     worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *registry, config.worker,
-                                                      worker::make_providers(ioc.get_executor(), config));
+                                                      providers::make_providers(ioc.get_executor(), config));
     worker->start();
   }
   pod.start([&api] { return api.health_json(); });

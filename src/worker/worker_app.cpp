@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "log/log.hpp"
+#include "providers/provider_factory.hpp"
 #include "registry/memory_registry.hpp"
-#include "worker/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 #ifdef HAVE_CHAT_BUS_NATS
 #include "bus/nats_bus.hpp"
@@ -45,7 +45,7 @@ int run_worker(const config::Config& config) {
     registry = std::make_unique<registry::MemoryRegistry>(ioc.get_executor());
   }
 
-  WorkflowWorker worker(ioc.get_executor(), bus, *registry, config.worker, make_providers(ioc.get_executor(), config));
+  WorkflowWorker worker(ioc.get_executor(), bus, *registry, config.worker, providers::make_providers(ioc.get_executor(), config));
   worker.start();
   log::info("worker_started", {{"threads", threads}, {"nats_url_set", true}, {"registry", registry->kind()},
                                {"default_provider", config.worker.default_provider}});
