@@ -46,10 +46,12 @@ struct HttpClientOptions {
   std::string user_agent = "chat-worker/0.1";
 };
 
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;  // name, value; in order
+
 struct HttpRequest {
   std::string method = "POST";
   HttpUrl url;  // origin and path
-  std::vector<std::pair<std::string, std::string>> headers;
+  HttpHeaders headers;
   std::string body;
 };
 

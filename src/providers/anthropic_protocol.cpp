@@ -19,7 +19,11 @@ void append_paragraph(std::string& to, std::string_view text) {
 
 }  // namespace
 
-std::string anthropic_request_body(const protocol::WorkflowRequest& request, const std::string& model) {
+http_client::HttpHeaders AnthropicProtocol::auth_headers(const std::string& api_key) const {
+  return {{"x-api-key", api_key}, {"anthropic-version", version_}};
+}
+
+std::string AnthropicProtocol::body(const protocol::WorkflowRequest& request, const std::string& model) const {
   const auto& ctx = request.context;
   std::string system = ctx.system_prompt;
   std::vector<std::pair<std::string, std::string>> turns;  // role, content
@@ -47,21 +51,6 @@ std::string anthropic_request_body(const protocol::WorkflowRequest& request, con
   if (!system.empty()) body["system"] = system;
   if (ctx.temperature) body["temperature"] = std::clamp(*ctx.temperature, 0.0, 1.0);
   return json::serialize(body);
-}
-
-http_client::HttpRequest anthropic_http_request(const http_client::HttpUrl& base, const std::string& api_key, const std::string& version,
-                                   const protocol::WorkflowRequest& request, const std::string& model) {
-  http_client::HttpRequest r;
-  r.url = base;
-  r.url.userinfo.clear();
-  r.url.path = http_client::join_path(base.path, "/v1/messages");
-  r.headers = {{"x-api-key", api_key},
-               {"anthropic-version", version},
-               {"content-type", "application/json"},
-               {"accept", "text/event-stream"},
-               {"accept-encoding", "identity"}};
-  r.body = anthropic_request_body(request, model);
-  return r;
 }
 
 ProviderFailure anthropic_failure(std::string_view type, std::string_view message) {

@@ -16,7 +16,11 @@ ProviderFailure bad_response(std::string message) {
 
 }  // namespace
 
-std::string openai_request_body(const protocol::WorkflowRequest& request, const std::string& model) {
+http_client::HttpHeaders OpenAiProtocol::auth_headers(const std::string& api_key) const {
+  return {{"Authorization", "Bearer " + api_key}};
+}
+
+std::string OpenAiProtocol::body(const protocol::WorkflowRequest& request, const std::string& model) const {
   const auto& ctx = request.context;
   json::array messages;
   if (!ctx.system_prompt.empty()) messages.push_back(json::object{{"role", "system"}, {"content", ctx.system_prompt}});
@@ -30,20 +34,6 @@ std::string openai_request_body(const protocol::WorkflowRequest& request, const 
   // max_tokens, not max_completion_tokens: the compatible servers know this one.
   if (ctx.max_tokens) body["max_tokens"] = *ctx.max_tokens;
   return json::serialize(body);
-}
-
-http_client::HttpRequest openai_http_request(const http_client::HttpUrl& base, const std::string& api_key,
-                                const protocol::WorkflowRequest& request, const std::string& model) {
-  http_client::HttpRequest r;
-  r.url = base;
-  r.url.userinfo.clear();
-  r.url.path = http_client::join_path(base.path, "/chat/completions");
-  r.headers = {{"Authorization", "Bearer " + api_key},
-               {"Content-Type", "application/json"},
-               {"Accept", "text/event-stream"},
-               {"Accept-Encoding", "identity"}};
-  r.body = openai_request_body(request, model);
-  return r;
 }
 
 std::optional<StreamEnd> OpenAiDecoder::on_event(const http_client::StreamEvent& event, std::string& text) {

@@ -1,25 +1,17 @@
 #pragma once
 // The OpenAI Chat Completions streaming wire format, without I/O: the request
-// (POST {base}/chat/completions, stream with usage) and the decoder of its
-// "data:" events. Any OpenAI-compatible server (Ollama, vLLM, llama.cpp
-// server, ...) speaks the same format.
+// (POST {base}/chat/completions with a Bearer key, stream with usage) and the
+// decoder of its "data:" events. Any OpenAI-compatible server (Ollama, vLLM,
+// llama.cpp server, ...) speaks the same format.
 
 #include <memory>
 #include <string>
 
 #include "http_client/client.hpp"
 #include "protocol/messages.hpp"
-#include "providers/provider_stream.hpp"
+#include "providers/wire_protocol.hpp"
 
 namespace chat::providers {
-
-// The JSON body: messages are system_prompt, conversation_history (in order,
-// system entries kept in place), then the user's message.
-std::string openai_request_body(const protocol::WorkflowRequest& request, const std::string& model);
-
-// `base` is OPENAI_BASE_URL parsed (it includes the version path).
-http_client::HttpRequest openai_http_request(const http_client::HttpUrl& base, const std::string& api_key,
-                                const protocol::WorkflowRequest& request, const std::string& model);
 
 // tokens_used is usage.completion_tokens: the tokens of this reply, as the
 // anthropic provider and the demo count them. finish_reason "length" stays
@@ -40,10 +32,19 @@ class OpenAiDecoder final : public StreamDecoder {
   std::optional<std::int64_t> tokens_;
 };
 
-class OpenAiProtocol final : public StreamProtocol {
+// OPENAI_BASE_URL includes the version path, as the official SDKs take it.
+class OpenAiProtocol final : public WireProtocol {
  public:
-  std::string_view display_name() const override { return "OpenAI"; }
+  const ProtocolNames& names() const override { return kNames; }
+  std::string_view endpoint() const override { return "/chat/completions"; }
+  http_client::HttpHeaders auth_headers(const std::string& api_key) const override;
+  // Messages are system_prompt, conversation_history (in order, system
+  // entries kept in place), then the user's message.
+  std::string body(const protocol::WorkflowRequest& request, const std::string& model) const override;
   std::unique_ptr<StreamDecoder> decoder() const override { return std::make_unique<OpenAiDecoder>(); }
+
+ private:
+  static constexpr ProtocolNames kNames{"openai", "OpenAI", "OPENAI_API_KEY", "OPENAI_BASE_URL"};
 };
 
 }  // namespace chat::providers

@@ -1,7 +1,18 @@
 #pragma once
 // An AI provider that streams a reply (SPEC section 9). Implementations: demo
-// (built in), openai, anthropic. A provider runs many generations at once on the
-// executor it was given, without a thread per generation.
+// (built in) and HttpStreamingProvider (openai, anthropic).
+//
+// The contract every provider keeps, and the worker relies on:
+// - start() returns at once and never calls the sink itself: every sink call
+//   comes later, from the provider's executor. start() may be called from any
+//   thread, for any number of generations at once, without a thread each.
+// - A generation calls its sink one call at a time, in order: any number of
+//   on_text, then exactly one on_finish or on_error, then nothing more. Text
+//   already passed on stays passed on, also when the generation then fails.
+// - The provider keeps the sink alive until that final call. Dropping the
+//   Generation handle does not stop the generation; cancel() does.
+// - Errors carry a stable code (provider_errors.hpp) and a message for people
+//   that never contains a key or other secret.
 
 #include <cstdint>
 #include <memory>
@@ -14,13 +25,12 @@
 namespace chat::providers {
 
 struct Finish {
-  std::string finish_reason;  // stop | length | error | cancelled
-  std::optional<std::int64_t> tokens_used;
-  std::string model;
+  std::string finish_reason;  // stop | length | cancelled
+  std::optional<std::int64_t> tokens_used;  // the reply's tokens (not the prompt's); absent when unknown
+  std::string model;  // as the provider named it (a dated version), else the requested one
 };
 
-// Receives one generation's output. Calls arrive one at a time, in order; the
-// stream ends with exactly one on_finish or on_error.
+// Receives one generation's output (see the contract above).
 class GenerationSink {
  public:
   virtual ~GenerationSink() = default;
@@ -42,7 +52,7 @@ class Generation {
 class Provider {
  public:
   virtual ~Provider() = default;
-  virtual std::string_view name() const = 0;
+  virtual std::string_view name() const = 0;  // what requests name: "demo", "openai", ...
   virtual std::string default_model() const = 0;
   // `model` is already resolved (request's, else default_model()).
   virtual std::shared_ptr<Generation> start(const protocol::WorkflowRequest& request, std::string model,

@@ -3,9 +3,10 @@
 #include <stdexcept>
 
 #include "log/log.hpp"
-#include "providers/anthropic_provider.hpp"
+#include "providers/anthropic_protocol.hpp"
 #include "providers/demo_provider.hpp"
-#include "providers/openai_provider.hpp"
+#include "providers/http_streaming_provider.hpp"
+#include "providers/openai_protocol.hpp"
 
 namespace chat::providers {
 
@@ -32,18 +33,19 @@ std::vector<std::shared_ptr<Provider>> make_providers(boost::asio::any_io_execut
                                                       const config::Config& config) {
   const auto& pc = config.providers;
   auto client = make_provider_http_client(executor, pc);
-  StreamOptions stream;
-  stream.max_retries = pc.max_retries;
+  RetryPolicy retry;
+  retry.max_retries = pc.max_retries;
 
   std::vector<std::shared_ptr<Provider>> providers;
   providers.push_back(std::make_shared<DemoProvider>(
       executor, DemoOptions{config.worker.demo_chunk_delay, config.worker.demo_words_per_chunk}));
   try {
-    providers.push_back(std::make_shared<OpenAiProvider>(
-        client, OpenAiSettings{pc.openai_api_key, pc.openai_base_url, pc.openai_default_model, stream}));
-    providers.push_back(std::make_shared<AnthropicProvider>(
-        client, AnthropicSettings{pc.anthropic_api_key, pc.anthropic_base_url, pc.anthropic_default_model,
-                                  pc.anthropic_version, stream}));
+    providers.push_back(std::make_shared<HttpStreamingProvider>(
+        client, std::make_shared<OpenAiProtocol>(),
+        HttpStreamingSettings{pc.openai_api_key, pc.openai_base_url, pc.openai_default_model, retry}));
+    providers.push_back(std::make_shared<HttpStreamingProvider>(
+        client, std::make_shared<AnthropicProtocol>(pc.anthropic_version),
+        HttpStreamingSettings{pc.anthropic_api_key, pc.anthropic_base_url, pc.anthropic_default_model, retry}));
   } catch (const std::invalid_argument& e) {
     throw config::ConfigError(e.what());
   }

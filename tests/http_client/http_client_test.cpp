@@ -7,7 +7,8 @@
 #include "http_client/client_loop.hpp"
 #include "http_client/fake_http_server.hpp"
 #include "http_client/test_tls.hpp"
-#include "providers/openai_provider.hpp"
+#include "providers/http_streaming_provider.hpp"
+#include "providers/openai_protocol.hpp"
 #include "providers/recording_sink.hpp"
 
 using namespace std::chrono_literals;
@@ -26,11 +27,11 @@ Script happy_stream() {
 class HttpClientTest : public ::testing::Test {
  protected:
   std::shared_ptr<RecordingSink> run(const std::string& base_url, http_client::HttpClientOptions options) {
-    OpenAiSettings s;
+    HttpStreamingSettings s;
     s.api_key = "sk-tls-test";
     s.base_url = base_url + "/v1";
-    s.stream.backoff_base = 5ms;
-    auto provider = std::make_shared<OpenAiProvider>(loop.client(std::move(options)), s);
+    s.retry.backoff_base = 5ms;
+    auto provider = std::make_shared<HttpStreamingProvider>(loop.client(std::move(options)), std::make_shared<OpenAiProtocol>(), s);
     auto sink = std::make_shared<RecordingSink>();
     generations.push_back(provider->start(chat_request(), "m", sink));
     EXPECT_TRUE(sink->wait(10s));
@@ -85,11 +86,11 @@ TEST_F(HttpClientTest, KeepAliveOverTls) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(run(server.base_url(), trusting(cert))->text(), "secure");
   // Each run() above made its own client (and pool); one client reuses:
   auto options = trusting(cert);
-  OpenAiSettings s;
+  HttpStreamingSettings s;
   s.api_key = "k";
   s.base_url = server.base_url() + "/v1";
   auto client = loop.client(options);
-  OpenAiProvider provider(client, s);
+  HttpStreamingProvider provider(client, std::make_shared<OpenAiProtocol>(), s);
   for (int i = 0; i < 3; ++i) {
     auto sink = std::make_shared<RecordingSink>();
     auto g = provider.start(chat_request(), "m", sink);

@@ -4,7 +4,8 @@
 
 #include "http_client/client_loop.hpp"
 #include "http_client/fake_http_server.hpp"
-#include "providers/anthropic_provider.hpp"
+#include "providers/anthropic_protocol.hpp"
+#include "providers/http_streaming_provider.hpp"
 #include "providers/recording_sink.hpp"
 
 using namespace std::chrono_literals;
@@ -48,12 +49,12 @@ Script happy_stream(std::string_view stop_reason = "end_turn") {
 
 class AnthropicTest : public ::testing::Test {
  protected:
-  std::shared_ptr<AnthropicProvider> provider(const FakeServer& server, std::string key = kKey) {
-    AnthropicSettings s;
+  std::shared_ptr<HttpStreamingProvider> provider(const FakeServer& server, std::string key = kKey) {
+    HttpStreamingSettings s;
     s.api_key = std::move(key);
     s.base_url = server.base_url();
-    s.stream.backoff_base = 10ms;
-    return std::make_shared<AnthropicProvider>(loop.client(), s);
+    s.retry.backoff_base = 10ms;
+    return std::make_shared<HttpStreamingProvider>(loop.client(), std::make_shared<AnthropicProtocol>("2023-06-01"), s);
   }
   std::shared_ptr<RecordingSink> run(Provider& p, protocol::WorkflowRequest r = chat_request()) {
     auto sink = std::make_shared<RecordingSink>();

@@ -4,7 +4,8 @@
 
 #include "http_client/client_loop.hpp"
 #include "http_client/fake_http_server.hpp"
-#include "providers/openai_provider.hpp"
+#include "providers/http_streaming_provider.hpp"
+#include "providers/openai_protocol.hpp"
 #include "providers/recording_sink.hpp"
 
 using namespace std::chrono_literals;
@@ -50,13 +51,13 @@ Script happy_stream() {
 
 class OpenAiTest : public ::testing::Test {
  protected:
-  std::shared_ptr<OpenAiProvider> provider(const FakeServer& server, std::string key = kKey,
+  std::shared_ptr<HttpStreamingProvider> provider(const FakeServer& server, std::string key = kKey,
                                            http_client::HttpClientOptions options = ClientLoop::fast_options()) {
-    OpenAiSettings s;
+    HttpStreamingSettings s;
     s.api_key = std::move(key);
     s.base_url = server.base_url() + "/v1";
-    s.stream.backoff_base = 10ms;
-    return std::make_shared<OpenAiProvider>(loop.client(std::move(options)), s);
+    s.retry.backoff_base = 10ms;
+    return std::make_shared<HttpStreamingProvider>(loop.client(std::move(options)), std::make_shared<OpenAiProtocol>(), s);
   }
   std::shared_ptr<RecordingSink> run(Provider& p, protocol::WorkflowRequest r = chat_request(),
                                      std::string model = "gpt-4o-mini") {
@@ -317,11 +318,11 @@ TEST_F(OpenAiTest, ConnectionRefusedIsUnavailableAfterRetries) {
     FakeServer gone([](const ReceivedRequest&, std::size_t) { return Script{}; });
     base = gone.base_url();
   }  // the port is closed now
-  OpenAiSettings s;
+  HttpStreamingSettings s;
   s.api_key = kKey;
   s.base_url = base + "/v1";
-  s.stream.backoff_base = 5ms;
-  OpenAiProvider p(loop.client(), s);
+  s.retry.backoff_base = 5ms;
+  HttpStreamingProvider p(loop.client(), std::make_shared<OpenAiProtocol>(), s);
   auto sink = run(p);
   EXPECT_EQ(sink->error_code(), "provider_unavailable");
   EXPECT_NE(sink->error_message().find("cannot connect"), std::string::npos);
@@ -381,10 +382,10 @@ TEST_F(OpenAiTest, CancelWhileWaitingForTheAnswerClosesTheConnection) {
 TEST_F(OpenAiTest, CancelRightAfterStartSendsNoRequest) {
   FakeServer server([](const ReceivedRequest&, std::size_t) { return happy_stream(); });
   ClientLoop paused(0);  // start and cancel are both queued before either runs
-  OpenAiSettings s;
+  HttpStreamingSettings s;
   s.api_key = kKey;
   s.base_url = server.base_url() + "/v1";
-  OpenAiProvider p(paused.client(), s);
+  HttpStreamingProvider p(paused.client(), std::make_shared<OpenAiProtocol>(), s);
   auto sink = std::make_shared<RecordingSink>();
   auto g = p.start(chat_request(), "gpt-4o-mini", sink);
   g->cancel();
@@ -398,11 +399,11 @@ TEST_F(OpenAiTest, CancelRightAfterStartSendsNoRequest) {
 
 TEST_F(OpenAiTest, KeepAliveConnectionIsReused) {
   FakeServer server([](const ReceivedRequest&, std::size_t) { return happy_stream(); });
-  OpenAiSettings s;
+  HttpStreamingSettings s;
   s.api_key = kKey;
   s.base_url = server.base_url() + "/v1";
   auto client = loop.client();
-  OpenAiProvider p(client, s);
+  HttpStreamingProvider p(client, std::make_shared<OpenAiProtocol>(), s);
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(run(p)->text(), "Hello world");
     // The reply can end (at [DONE]) a moment before the body's last chunk

@@ -11,7 +11,8 @@
 #include "http_client/client_loop.hpp"
 #include "http_client/fake_http_server.hpp"
 #include "http_client/test_tls.hpp"
-#include "providers/openai_provider.hpp"
+#include "providers/http_streaming_provider.hpp"
+#include "providers/openai_protocol.hpp"
 #include "providers/recording_sink.hpp"
 
 using namespace std::chrono_literals;
@@ -69,10 +70,10 @@ LoadResult run_load(std::size_t streams, long tokens, std::chrono::milliseconds 
     options.connect_timeout = 20s;
     options.read_timeout = 30s;
     if (tls) options.extra_ca_pem = cert.cert_pem;
-    OpenAiSettings s;
+    HttpStreamingSettings s;
     s.api_key = "sk-load";
     s.base_url = server.base_url() + "/v1";
-    OpenAiProvider provider(loop.client(options), s);
+    HttpStreamingProvider provider(loop.client(options), std::make_shared<OpenAiProtocol>(), s);
 
     std::vector<std::shared_ptr<RecordingSink>> sinks;
     std::vector<std::shared_ptr<Generation>> generations;

@@ -78,7 +78,7 @@ TEST(ProviderErrors, SanitizeRemovesKeysAndControlCharacters) {
 }
 
 TEST(OpenAiProtocol, RequestBody) {
-  auto body = json::parse(openai_request_body(conversation(), "gpt-4o-mini")).as_object();
+  auto body = json::parse(OpenAiProtocol().body(conversation(), "gpt-4o-mini")).as_object();
   EXPECT_EQ(body.at("model"), "gpt-4o-mini");
   EXPECT_EQ(body.at("stream"), true);
   EXPECT_EQ(body.at("stream_options").at("include_usage"), true);
@@ -93,14 +93,14 @@ TEST(OpenAiProtocol, RequestBody) {
   EXPECT_EQ(m[8].at("role"), "user");
   EXPECT_EQ(m[8].at("content"), "And now?");
 
-  auto minimal = json::parse(openai_request_body(test_minimal(), "m")).as_object();
+  auto minimal = json::parse(OpenAiProtocol().body(test_minimal(), "m")).as_object();
   EXPECT_FALSE(minimal.contains("temperature"));
   EXPECT_FALSE(minimal.contains("max_tokens"));
   EXPECT_EQ(minimal.at("messages").as_array().size(), 1u);
 }
 
 TEST(AnthropicProtocol, RequestBodyFoldsSystemAndMergesTurns) {
-  auto body = json::parse(anthropic_request_body(conversation(), "claude-x")).as_object();
+  auto body = json::parse(AnthropicProtocol("2023-06-01").body(conversation(), "claude-x")).as_object();
   EXPECT_EQ(body.at("model"), "claude-x");
   EXPECT_EQ(body.at("stream"), true);
   EXPECT_EQ(body.at("max_tokens").as_int64(), 77);
@@ -115,7 +115,7 @@ TEST(AnthropicProtocol, RequestBodyFoldsSystemAndMergesTurns) {
   EXPECT_EQ(m[2].at("role"), "user");
   EXPECT_EQ(m[2].at("content"), "Question\n\nAnd now?");
 
-  auto minimal = json::parse(anthropic_request_body(test_minimal(), "m")).as_object();
+  auto minimal = json::parse(AnthropicProtocol("2023-06-01").body(test_minimal(), "m")).as_object();
   EXPECT_EQ(minimal.at("max_tokens").as_int64(), kAnthropicDefaultMaxTokens);
   EXPECT_FALSE(minimal.contains("system"));
   EXPECT_FALSE(minimal.contains("temperature"));

@@ -1,4 +1,4 @@
-#include "providers/provider_stream.hpp"
+#include "providers/stream_generation.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -19,6 +19,9 @@ using boost::system::error_code;
 namespace chat::providers {
 namespace {
 
+using http_client::HttpCall;
+using http_client::HttpClientError;
+
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kMaxErrorBody = 64 * 1024;
 constexpr std::size_t kMaxDrain = 64 * 1024;
@@ -37,17 +40,13 @@ bool contains_ci(std::string_view haystack, std::string_view needle) {
 
 }  // namespace
 
-ProviderFailure StreamProtocol::http_failure(unsigned status, std::string_view body,
-                                             std::optional<std::chrono::milliseconds> retry_after) const {
-  return failure_from_status(display_name(), status, error_message_from_body(body), retry_after);
-}
-
 std::shared_ptr<StreamGeneration> StreamGeneration::start(std::shared_ptr<http_client::HttpClient> client,
-                                                          std::shared_ptr<const StreamProtocol> protocol,
-                                                          http_client::HttpRequest request, std::string model, std::string secret,
-                                                          StreamOptions options, std::shared_ptr<GenerationSink> sink) {
+                                                          std::shared_ptr<const WireProtocol> protocol,
+                                                          http_client::HttpRequest request, std::string model,
+                                                          std::string secret, RetryPolicy retry,
+                                                          std::shared_ptr<GenerationSink> sink) {
   auto g = std::make_shared<StreamGeneration>(std::move(client), std::move(protocol), std::move(request),
-                                              std::move(model), std::move(secret), options, std::move(sink));
+                                              std::move(model), std::move(secret), retry, std::move(sink));
   asio::co_spawn(g->strand_, g->run(), [g](std::exception_ptr e) {
     if (!e) return;
     // Nothing in run() throws by design; if something does, the reply still ends.
@@ -58,7 +57,7 @@ std::shared_ptr<StreamGeneration> StreamGeneration::start(std::shared_ptr<http_c
       what = ex.what();
     } catch (...) {
     }
-    log::error("provider_internal_error", {{"provider", g->protocol_->display_name()}, {"error", what}});
+    log::error("provider_internal_error", {{"provider", g->display_name()}, {"error", what}});
     asio::post(g->strand_, [g] {
       if (g->call_) g->call_->abort();
       g->fail({std::string(provider_code::kError), "internal error in the provider client", false, std::nullopt});
@@ -67,11 +66,12 @@ std::shared_ptr<StreamGeneration> StreamGeneration::start(std::shared_ptr<http_c
   return g;
 }
 
-StreamGeneration::StreamGeneration(std::shared_ptr<http_client::HttpClient> client, std::shared_ptr<const StreamProtocol> protocol,
-                                   http_client::HttpRequest request, std::string model, std::string secret, StreamOptions options,
+StreamGeneration::StreamGeneration(std::shared_ptr<http_client::HttpClient> client,
+                                   std::shared_ptr<const WireProtocol> protocol, http_client::HttpRequest request,
+                                   std::string model, std::string secret, RetryPolicy retry,
                                    std::shared_ptr<GenerationSink> sink)
     : strand_(asio::make_strand(client->executor())), client_(std::move(client)), protocol_(std::move(protocol)),
-      request_(std::move(request)), model_(std::move(model)), secret_(std::move(secret)), options_(options),
+      request_(std::move(request)), model_(std::move(model)), secret_(std::move(secret)), retry_(retry),
       backoff_timer_(strand_), sink_(std::move(sink)) {}
 
 void StreamGeneration::cancel() {
@@ -92,9 +92,9 @@ asio::awaitable<void> StreamGeneration::run() {
     if (!sink_) co_return;  // cancelled before the request went out: send nothing
     auto failure = co_await attempt();
     if (!sink_ || !failure) co_return;  // finished or cancelled
-    bool again = failure->retryable && !text_sent_ && retry < options_.max_retries &&
-                 (!failure->retry_after || *failure->retry_after <= options_.max_retry_after);
-    log::warn("provider_attempt_failed", {{"provider", protocol_->display_name()}, {"origin", request_.url.origin()},
+    bool again = failure->retryable && !text_sent_ && retry < retry_.max_retries &&
+                 (!failure->retry_after || *failure->retry_after <= retry_.max_retry_after);
+    log::warn("provider_attempt_failed", {{"provider", display_name()}, {"origin", request_.url.origin()},
                                           {"code", failure->code}, {"attempt", retry + 1}, {"will_retry", again}});
     if (!again) {
       fail(*failure);
@@ -107,7 +107,7 @@ asio::awaitable<void> StreamGeneration::run() {
 }
 
 asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
-  call_ = std::make_shared<http_client::HttpCall>(client_, strand_);
+  call_ = std::make_shared<HttpCall>(client_, strand_);
   auto call = call_;  // cancel() may look at call_; this attempt keeps its own
   auto ec = co_await call->start(request_);
   if (!sink_) co_return std::nullopt;
@@ -118,7 +118,7 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
     auto body = co_await read_error_body();
     if (!sink_) co_return std::nullopt;
     auto retry_after = parse_retry_after(call->header("retry-after"), call->header("retry-after-ms"));
-    co_return protocol_->http_failure(status, body, retry_after);
+    co_return failure_from_status(display_name(), status, error_message_from_body(body), retry_after);
   }
   auto content_type = call->header("content-type");
   if (!content_type.empty() && !contains_ci(content_type, "text/event-stream")) {
@@ -127,7 +127,7 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
     if (!sink_) co_return std::nullopt;
     auto detail = error_message_from_body(body);
     co_return ProviderFailure{std::string(provider_code::kBadResponse),
-                              std::string(protocol_->display_name()) + " answered with " + content_type +
+                              std::string(display_name()) + " answered with " + content_type +
                                   " instead of an event stream" + (detail.empty() ? "" : ": " + detail),
                               false, std::nullopt};
   }
@@ -141,11 +141,11 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
     bytes.clear();
     ec = co_await call->read_body(bytes);
     if (!sink_) co_return std::nullopt;
-    if (ec) co_return transport_failure(ec, http_client::HttpCall::Phase::body);
+    if (ec) co_return transport_failure(ec, HttpCall::Phase::body);
     events.clear();
     if (!parser.feed(bytes, events))
       co_return ProviderFailure{std::string(provider_code::kBadResponse),
-                                std::string(protocol_->display_name()) + " sent an oversized event", false, std::nullopt};
+                                std::string(display_name()) + " sent an oversized event", false, std::nullopt};
     bool body_done = call->done();
     if (body_done) parser.finish(events);
     std::optional<StreamEnd> end;
@@ -196,39 +196,39 @@ asio::awaitable<void> StreamGeneration::drain_and_release() {
   call->release();
 }
 
-ProviderFailure StreamGeneration::transport_failure(const error_code& ec, http_client::HttpCall::Phase phase) const {
-  std::string who(protocol_->display_name());
+ProviderFailure StreamGeneration::transport_failure(const error_code& ec, HttpCall::Phase phase) const {
+  std::string who(display_name());
   const auto& options = client_->options();
   ProviderFailure f;
   f.code = provider_code::kUnavailable;
   f.retryable = true;
-  if (ec == http_client::HttpClientError::connect_timeout) {
+  if (ec == HttpClientError::connect_timeout) {
     f.code = provider_code::kTimeout;
     f.message = "connecting to " + who + " timed out after " + seconds(options.connect_timeout);
-  } else if (ec == http_client::HttpClientError::read_timeout) {
+  } else if (ec == HttpClientError::read_timeout) {
     // Not retried: a server that hangs tends to hang again, and each attempt
     // would cost the whole timeout while the user waits.
     f.code = provider_code::kTimeout;
     f.retryable = false;
-    f.message = phase == http_client::HttpCall::Phase::body
+    f.message = phase == HttpCall::Phase::body
                     ? who + " stopped sending for " + seconds(options.read_timeout) + " in the middle of the reply"
                     : who + " did not answer within " + seconds(options.read_timeout);
-  } else if (ec == http_client::HttpClientError::proxy_refused || ec == http_client::HttpClientError::bad_proxy_response) {
+  } else if (ec == HttpClientError::proxy_refused || ec == HttpClientError::bad_proxy_response) {
     f.retryable = false;
     f.message = "the HTTPS proxy did not open a tunnel to " + who + ": " + ec.message();
   } else if (ec.category() == asio::error::get_ssl_category() || ec.category() == asio::ssl::error::get_stream_category()) {
     // Certificate problems do not go away by trying again.
-    f.retryable = phase != http_client::HttpCall::Phase::connect;
-    f.message = (phase == http_client::HttpCall::Phase::connect ? "TLS handshake with " + who + " failed: "
+    f.retryable = phase != HttpCall::Phase::connect;
+    f.message = (phase == HttpCall::Phase::connect ? "TLS handshake with " + who + " failed: "
                                                    : "TLS error talking to " + who + ": ") + ec.message();
   } else if (ec.category() == boost::beast::http::make_error_code(boost::beast::http::error::end_of_stream).category() &&
              ec != boost::beast::http::error::end_of_stream && ec != boost::beast::http::error::partial_message) {
     f.code = provider_code::kBadResponse;
     f.retryable = false;
     f.message = who + " sent a malformed HTTP response: " + ec.message();
-  } else if (phase == http_client::HttpCall::Phase::connect) {
+  } else if (phase == HttpCall::Phase::connect) {
     f.message = "cannot connect to " + who + ": " + ec.message();
-  } else if (phase == http_client::HttpCall::Phase::body) {
+  } else if (phase == HttpCall::Phase::body) {
     f.message = who + " closed the connection in the middle of the reply: " + ec.message();
   } else {
     f.message = "the connection to " + who + " failed before an answer: " + ec.message();
@@ -238,8 +238,8 @@ ProviderFailure StreamGeneration::transport_failure(const error_code& ec, http_c
 
 std::chrono::milliseconds StreamGeneration::backoff(unsigned retry) const {
   thread_local std::minstd_rand rng{std::random_device{}()};
-  auto base = options_.backoff_base.count() << std::min(retry, 20u);
-  auto capped = std::min<long long>(base, options_.backoff_max.count());
+  auto base = retry_.backoff_base.count() << std::min(retry, 20u);
+  auto capped = std::min<long long>(base, retry_.backoff_max.count());
   std::uniform_real_distribution<double> jitter(0.75, 1.25);
   return std::chrono::milliseconds{static_cast<long long>(static_cast<double>(capped) * jitter(rng))};
 }
@@ -259,23 +259,6 @@ void StreamGeneration::fail(const ProviderFailure& failure) {
   if (!sink_) return;
   auto sink = std::move(sink_);
   sink->on_error(failure.code, sanitize_message(failure.message, secret_));
-}
-
-namespace {
-
-class FailedGeneration final : public Generation {
- public:
-  void cancel() override {}  // it has already ended
-};
-
-}  // namespace
-
-std::shared_ptr<Generation> failed_generation(asio::any_io_executor executor, std::shared_ptr<GenerationSink> sink,
-                                              std::string code, std::string message) {
-  asio::post(executor, [sink = std::move(sink), code = std::move(code), message = std::move(message)] {
-    sink->on_error(code, message);
-  });
-  return std::make_shared<FailedGeneration>();
 }
 
 }  // namespace chat::providers
