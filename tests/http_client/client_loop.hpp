@@ -1,6 +1,6 @@
 #pragma once
-// The client side of a provider test: an io_context run by a few threads (as
-// chat-worker runs it), plus request builders.
+// The client side of an HTTP client or provider test: an io_context run by a
+// few threads (as chat-worker runs it), and a way to wait for what they do.
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -9,12 +9,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <optional>
+#include <functional>
 #include <thread>
 #include <vector>
 
 #include "http_client/client.hpp"
-#include "protocol/messages.hpp"
 
 namespace chat::http_client::test {
 
@@ -67,14 +66,18 @@ class ClientLoop {
   std::atomic<std::uint64_t> cpu_ns_{0};
 };
 
-inline protocol::WorkflowRequest chat_request(std::string message = "Hello there") {
-  protocol::WorkflowRequest r;
-  r.message_id = "m-1";
-  r.session_id = "s-1";
-  r.user_id = "u-1";
-  r.message = std::move(message);
-  r.correlation_id = "c-1";
-  return r;
+// Whether `condition` became true within `timeout`, for what the client does
+// on its own threads and announces to no one (a connection going back to the
+// pool, a generation letting go of itself). The limit is generous: it only
+// matters when the test fails.
+inline bool eventually(const std::function<bool()>& condition,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
 }
 
 }  // namespace chat::http_client::test

@@ -77,6 +77,7 @@ asio::awaitable<void> serve(FakeServer& server, Stream& stream) {
         }
         case Step::Kind::close:
           close_lowest(stream);
+          server.note_server_close();
           co_return;
         case Step::Kind::hang: {
           char byte;
@@ -186,6 +187,7 @@ Script FakeServer::on_request(ReceivedRequest r) {
     index = requests_.size();
     requests_.push_back(r);
   }
+  cv_.notify_all();
   return handler_(r, index);
 }
 
@@ -213,9 +215,27 @@ std::vector<ReceivedRequest> FakeServer::requests() const {
   return requests_;
 }
 
+bool FakeServer::wait_requests(std::size_t n, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return cv_.wait_for(lock, timeout, [&] { return requests_.size() >= n; });
+}
+
 bool FakeServer::wait_client_closes(std::size_t n, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   return cv_.wait_for(lock, timeout, [&] { return client_closes_ >= n; });
+}
+
+void FakeServer::note_server_close() {
+  {
+    std::lock_guard lock(mutex_);
+    ++server_closes_;
+  }
+  cv_.notify_all();
+}
+
+bool FakeServer::wait_server_closes(std::size_t n, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return cv_.wait_for(lock, timeout, [&] { return server_closes_ >= n; });
 }
 
 // ---- CONNECT proxy ----

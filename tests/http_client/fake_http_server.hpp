@@ -1,9 +1,9 @@
 #pragma once
-// Real HTTP(S) servers on 127.0.0.1 for the provider tests: each connection
-// reads requests and plays a script of raw writes, pauses and closes, so a
-// test controls every byte and every TCP write boundary of a provider's
-// stream (split UTF-8, CRLF, chunk sizes, mid-stream disconnects). Runs on
-// its own io_context thread(s).
+// Real HTTP(S) servers on 127.0.0.1 for the HTTP client and provider tests:
+// each connection reads requests and plays a script of raw writes, pauses and
+// closes, so a test controls every byte and every TCP write boundary of a
+// provider's stream (split UTF-8, CRLF, chunk sizes, mid-stream disconnects).
+// Runs on its own io_context thread(s).
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -73,10 +73,13 @@ class FakeServer {
   std::string base_url() const;
 
   std::vector<ReceivedRequest> requests() const;
+  bool wait_requests(std::size_t n, std::chrono::milliseconds timeout);
   std::size_t connections() const { return connections_; }
   // Connections that ended because the client closed them.
   std::size_t client_closes() const { return client_closes_; }
   bool wait_client_closes(std::size_t n, std::chrono::milliseconds timeout);
+  // Connections this server closed by a close() step.
+  bool wait_server_closes(std::size_t n, std::chrono::milliseconds timeout);
   // The SNI host name of the last TLS handshake ("" if none was sent).
   std::string last_sni() const;
   void note_sni(std::string name);
@@ -84,6 +87,7 @@ class FakeServer {
  // Used by the connection coroutines.
   Script on_request(ReceivedRequest r);
   void note_client_close();
+  void note_server_close();
   boost::asio::io_context& io() { return ioc_; }
 
  private:
@@ -101,6 +105,7 @@ class FakeServer {
   std::string last_sni_;
   std::atomic<std::size_t> connections_{0};
   std::atomic<std::size_t> client_closes_{0};
+  std::atomic<std::size_t> server_closes_{0};
   std::atomic<bool> stopping_{false};
 };
 

@@ -14,6 +14,7 @@
 #include "providers/http_streaming_provider.hpp"
 #include "providers/openai_protocol.hpp"
 #include "providers/recording_sink.hpp"
+#include "providers/wire_scripts.hpp"
 
 using namespace std::chrono_literals;
 

@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <string>
 #include <vector>
 
@@ -17,10 +16,12 @@ namespace chat::providers::test {
 class RecordingSink final : public GenerationSink {
  public:
   void on_text(std::string_view text) override {
-    std::lock_guard lock(mutex_);
-    if (finals_ > 0) ++calls_after_final_;
-    pieces_.emplace_back(text);
-    if (!first_text_at_) first_text_at_ = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lock(mutex_);
+      if (finals_ > 0) ++calls_after_final_;
+      pieces_.emplace_back(text);
+    }
+    cv_.notify_all();
   }
   void on_finish(const Finish& finish) override {
     {
@@ -47,15 +48,8 @@ class RecordingSink final : public GenerationSink {
     return cv_.wait_for(lock, timeout, [&] { return finals_ > 0; });
   }
   bool wait_text(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    auto until = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      {
-        std::lock_guard lock(mutex_);
-        if (!pieces_.empty()) return true;
-      }
-      if (std::chrono::steady_clock::now() > until) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return !pieces_.empty(); });
   }
 
   std::vector<std::string> pieces() const {
@@ -102,7 +96,6 @@ class RecordingSink final : public GenerationSink {
   std::string error_message_;
   int finals_ = 0;
   int calls_after_final_ = 0;
-  std::optional<std::chrono::steady_clock::time_point> first_text_at_;
   std::optional<std::chrono::steady_clock::time_point> ended_at_;
 };
 
