@@ -47,9 +47,10 @@ class RecordingSink final : public GenerationSink {
     std::unique_lock lock(mutex_);
     return cv_.wait_for(lock, timeout, [&] { return finals_ > 0; });
   }
-  bool wait_text(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  // Until `pieces` on_text calls arrived.
+  bool wait_text(std::size_t pieces = 1, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     std::unique_lock lock(mutex_);
-    return cv_.wait_for(lock, timeout, [&] { return !pieces_.empty(); });
+    return cv_.wait_for(lock, timeout, [&] { return pieces_.size() >= pieces; });
   }
 
   std::vector<std::string> pieces() const {
