@@ -58,7 +58,7 @@ class AnthropicProtocol final : public WireProtocol {
   std::string version_;
 };
 
-// The failure for an Anthropic error type (error events and error bodies).
+// The failure for the error type of an Anthropic error event.
 ProviderFailure anthropic_failure(std::string_view type, std::string_view message);
 
 }  // namespace chat::providers
