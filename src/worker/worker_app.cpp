@@ -45,7 +45,8 @@ int run_worker(const config::Config& config) {
     registry = std::make_unique<registry::MemoryRegistry>(ioc.get_executor());
   }
 
-  WorkflowWorker worker(ioc.get_executor(), bus, *registry, config.worker, providers::make_providers(ioc.get_executor(), config));
+  WorkflowWorker worker(ioc.get_executor(), bus, *registry, config.worker,
+                        providers::make_providers(ioc.get_executor(), config));
   worker.start();
   log::info("worker_started", {{"threads", threads}, {"nats_url_set", true}, {"registry", registry->kind()},
                                {"default_provider", config.worker.default_provider}});
