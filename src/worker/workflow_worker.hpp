@@ -16,12 +16,18 @@
 
 #include "bus/message_bus.hpp"
 #include "config/config.hpp"
+#include "providers/provider.hpp"
 #include "registry/session_registry.hpp"
 #include "worker/chunk_router.hpp"
-#include "worker/provider.hpp"
 #include "worker/replay_log.hpp"
 
 namespace chat::worker {
+
+// The provider interface the worker drives (src/providers).
+using providers::Finish;
+using providers::Generation;
+using providers::GenerationSink;
+using providers::Provider;
 
 class GenerationRun;
 

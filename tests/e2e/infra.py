@@ -132,7 +132,7 @@ def wait_until(pred, timeout, interval=0.05, msg=None):
 
 
 def demo_reply(message, turns=0):
-    """The demo provider's reply (src/worker/demo_provider.cpp, DemoProvider::reply_for)."""
+    """The demo provider's reply (src/providers/demo_provider.cpp, DemoProvider::reply_for)."""
     quoted = "".join(" " if c in "\n\r\t" else c for c in message)
     reply = ("Hello! This is the demo assistant of the Universal Chat Interface. You said: \"" + quoted + "\". ")
     reply += ("This is the first message of our conversation. " if turns == 0

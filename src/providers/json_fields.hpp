@@ -1,0 +1,33 @@
+#pragma once
+// Lenient field access for providers' JSON: a missing or mistyped field reads as
+// absent, and the caller decides whether that is an error.
+
+#include <boost/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace chat::providers {
+
+inline const boost::json::object* object_at(const boost::json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  return it == o.end() ? nullptr : it->value().if_object();
+}
+
+inline std::optional<std::int64_t> int_at(const boost::json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) return std::nullopt;
+  if (auto* i = it->value().if_int64()) return *i;
+  if (auto* u = it->value().if_uint64()) return static_cast<std::int64_t>(*u);
+  return std::nullopt;
+}
+
+inline std::string_view string_at(const boost::json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) return {};
+  if (auto* s = it->value().if_string()) return *s;
+  return {};
+}
+
+}  // namespace chat::providers
