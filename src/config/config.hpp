@@ -105,6 +105,9 @@ struct WorkerConfig {
   unsigned demo_words_per_chunk = 3;
   std::size_t max_concurrent = 1'000;
   unsigned threads = 0;
+  // How often held requests are reported as still in progress to the work
+  // queue: a third of JS_ACK_WAIT (set by the program, not a setting).
+  Duration progress_interval{10'000};
 };
 
 // The openai and anthropic providers and their HTTP client (SPEC section 9).

@@ -1,146 +1,41 @@
 #include "worker/workflow_worker.hpp"
 
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 
-#include <algorithm>
-#include <deque>
-
-#include "common/time.hpp"
 #include "log/log.hpp"
 #include "protocol/subjects.hpp"
+#include "worker/generation_run.hpp"
 
 namespace asio = boost::asio;
 
 namespace chat::worker {
+namespace {
 
-// One generation: numbers the provider's output and publishes it in order.
-// All state lives on the run's strand; the provider's calls are posted onto it.
-class GenerationRun final : public GenerationSink, public std::enable_shared_from_this<GenerationRun> {
- public:
-  GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request, std::string model)
-      : strand_(asio::make_strand(ex)),
-        worker_(worker),
-        request_(std::move(request)),
-        model_(std::move(model)),
-        accepting_subject_(request_.accepting_pod.empty() ? std::string() : subjects::pod_response(request_.accepting_pod)) {}
+// A waiting request's turn can take a while: held this many times over the
+// slots, the queue still serves users in turn without hoarding requests that
+// an idle worker could take.
+constexpr std::size_t kLookaheadFactor = 2;
 
-  void start(Provider& provider) {
-    auto generation = provider.start(request_, model_, shared_from_this());
-    std::lock_guard lock(generation_mutex_);
-    generation_ = std::move(generation);
-    if (cancel_requested_) generation_->cancel();
-  }
+bool has_final(const std::vector<std::string>& payloads) {
+  std::string error;
+  for (const auto& p : payloads)
+    if (auto c = protocol::decode_response_chunk(p, error); c && c->is_final) return true;
+  return false;
+}
 
-  void cancel() {
-    std::lock_guard lock(generation_mutex_);
-    cancel_requested_ = true;
-    if (generation_) generation_->cancel();
-  }
+}  // namespace
 
-  void fail(std::string_view code, std::string_view message) { on_error(code, message); }
-  const protocol::WorkflowRequest& request() const { return request_; }
-
-  void on_text(std::string_view text) override {
-    asio::post(strand_, [self = shared_from_this(), text = std::string(text)]() mutable {
-      self->emit(protocol::ChunkType::content, std::move(text), false);
-    });
-  }
-
-  void on_finish(const Finish& finish) override {
-    asio::post(strand_, [self = shared_from_this(), finish] {
-      auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
-      c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : finish.model, finish.tokens_used,
-                                           finish.finish_reason};
-      self->pump();
-    });
-  }
-
-  void on_error(std::string_view code, std::string_view message) override {
-    asio::post(strand_, [self = shared_from_this(), code = std::string(code), message = std::string(message)] {
-      log::warn("generation_failed", {{"message_id", self->request_.message_id}, {"code", code},
-                                      {"correlation_id", self->request_.correlation_id}});
-      auto& c = self->emit(protocol::ChunkType::error, {}, true);
-      c.metadata = protocol::ChunkMetadata{self->model_, std::nullopt, "error"};
-      c.error = protocol::ChunkError{code, message};
-      self->pump();
-    });
-  }
-
- private:
-  // Appends a chunk to the outbox; content chunks go out at once, final chunks
-  // after the caller filled in their metadata.
-  protocol::ResponseChunk& emit(protocol::ChunkType type, std::string text, bool is_final) {
-    protocol::ResponseChunk c;
-    c.session_id = request_.session_id;
-    c.message_id = request_.message_id;
-    c.chunk_id = next_chunk_id_++;
-    c.chunk = std::move(text);
-    c.chunk_type = type;
-    c.is_final = is_final;
-    c.timestamp = rfc3339_now();
-    c.correlation_id = request_.correlation_id;
-    outbox_.push_back(std::move(c));
-    if (!is_final) pump();
-    return outbox_.back();
-  }
-
-  // Publishes the outbox in chunk order: a cached route goes out at once; a
-  // registry look-up holds the queue until it answers.
-  void pump() {
-    while (!outbox_.empty() && !resolving_) {
-      auto subjects = worker_.router_.cached(request_.session_id);
-      if (!subjects) {
-        resolving_ = true;
-        worker_.router_.resolve(request_.session_id, [self = shared_from_this()](ChunkRouter::SubjectsPtr s) {
-          asio::post(self->strand_, [self, s = std::move(s)] {
-            self->resolving_ = false;
-            self->publish_front(*s);
-            self->pump();
-          });
-        });
-        return;
-      }
-      publish_front(*subjects);
-    }
-  }
-
-  void publish_front(const ChunkRouter::Subjects& targets) {
-    if (outbox_.empty()) return;
-    auto payload = protocol::encode(outbox_.front());
-    bool final = outbox_.front().is_final;
-    outbox_.pop_front();
-    bool broadcast = targets.size() == 1 && targets.front() == subjects::broadcast(request_.session_id);
-    worker_.replay_log_.record(request_.session_id, request_.message_id, payload, broadcast);
-    // The accepting pod stores the reply, so it gets every chunk, also while
-    // the route names only the pods that hold streams (a broadcast reaches it).
-    if (!broadcast && !accepting_subject_.empty() &&
-        std::find(targets.begin(), targets.end(), accepting_subject_) == targets.end())
-      worker_.bus_.publish(accepting_subject_, payload);
-    for (std::size_t i = 0; i < targets.size(); ++i)
-      worker_.bus_.publish(targets[i], i + 1 == targets.size() ? std::move(payload) : payload);
-    if (final) {
-      worker_.replay_log_.finish(request_.session_id, request_.message_id);
-      worker_.finished(request_.message_id);
-    }
-  }
-
-  asio::strand<asio::any_io_executor> strand_;
-  WorkflowWorker& worker_;
-  protocol::WorkflowRequest request_;
-  std::string model_;
-  std::string accepting_subject_;  // empty when the request did not name its pod
-  std::uint32_t next_chunk_id_ = 0;
-  std::deque<protocol::ResponseChunk> outbox_;
-  bool resolving_ = false;
-  std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
-  std::shared_ptr<Generation> generation_;
-  bool cancel_requested_ = false;
-};
-
-WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& bus, registry::SessionRegistry& registry,
-                               config::WorkerConfig config, std::vector<std::shared_ptr<Provider>> providers)
-    : executor_(std::move(executor)), bus_(bus), config_(std::move(config)), router_(registry) {
+WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& bus, bus::WorkQueue& work,
+                               bus::ChunkLog* log, registry::SessionRegistry& registry, config::WorkerConfig config,
+                               std::vector<std::shared_ptr<providers::Provider>> providers)
+    : executor_(executor),
+      bus_(bus),
+      work_(work),
+      log_(log),
+      config_(std::move(config)),
+      router_(registry),
+      keep_alive_timer_(executor),
+      waiting_(config_.max_concurrent * 10) {
   for (auto& p : providers) providers_.emplace(std::string(p->name()), std::move(p));
 }
 
@@ -151,51 +46,112 @@ WorkflowWorker::~WorkflowWorker() {
 }
 
 void WorkflowWorker::start() {
-  requests_ = bus_.subscribe(std::string(subjects::kAllExecute), std::string(subjects::kWorkerQueueGroup),
-                             [this](const bus::Message& m) { on_request(m); });
   cancels_ = bus_.subscribe(std::string(subjects::kAllCancel), {}, [this](const bus::Message& m) { on_cancel(m); });
   replays_ = bus_.subscribe(std::string(subjects::kAllReplay), {}, [this](const bus::Message& m) { on_replay(m); });
+  requests_ = work_.consume([this] { return free_slots(); },
+                            [this](std::unique_ptr<bus::WorkItem> item) { on_work(std::move(item)); });
+  keep_alive();
+}
+
+std::size_t WorkflowWorker::free_slots() {
+  std::lock_guard lock(mutex_);
+  auto held = active_.load() + waiting_.size() + admitting_;
+  auto room = config_.max_concurrent * kLookaheadFactor;
+  return stopping_ || held >= room ? 0 : room - held;
 }
 
 void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   // Cancels and replays are still served: running generations need them.
   requests_.reset();
-  if (!on_idle) return;
+  std::vector<WaitingRequest> unstarted;
   {
-    std::lock_guard lock(runs_mutex_);
-    if (active_.load() != 0) {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    unstarted = waiting_.take_all();
+    if (active_.load() != 0 || admitting_ != 0) {
       on_idle_ = std::move(on_idle);
-      return;
+      on_idle = nullptr;
     }
   }
-  on_idle();
+  // Not started: another worker takes them now.
+  for (auto& w : unstarted) w.item->give_back();
+  if (!unstarted.empty()) log::info("requests_given_back", {{"count", unstarted.size()}});
+  if (on_idle) on_idle();
 }
 
-void WorkflowWorker::on_request(const bus::Message& m) {
+void WorkflowWorker::on_work(std::unique_ptr<bus::WorkItem> item) {
   std::string error;
-  auto request = protocol::decode_workflow_request(m.payload, error);
+  auto request = protocol::decode_workflow_request(item->payload(), error);
   if (!request) {
-    log::warn("workflow_request_rejected", {{"subject", m.subject}, {"error", error}});
+    log::warn("workflow_request_rejected", {{"error", error}});
+    item->ack();  // never valid, however often it comes
     return;
   }
-  asio::post(executor_, [this, r = std::move(*request)]() mutable { admit(std::move(r)); });
+  {
+    std::lock_guard lock(mutex_);
+    ++admitting_;
+  }
+  asio::post(executor_, [this, w = WaitingRequest{std::move(*request), std::move(item)}]() mutable { admit(std::move(w)); });
 }
 
-void WorkflowWorker::admit(protocol::WorkflowRequest request) {
-  bool overloaded = false;
-  {
-    std::lock_guard lock(runs_mutex_);
-    if (active_.load() >= config_.max_concurrent) {
-      // A burst waits for a free slot instead of failing; only a flood is refused.
-      if (waiting_.size() < config_.max_concurrent * 10) {
-        waiting_.push_back(std::move(request));
+void WorkflowWorker::admit(WaitingRequest w) {
+  if (w.item->attempt() == 1 || !log_) return start_or_wait(std::move(w));
+  // Delivered again: if an earlier attempt finished (the worker died before its
+  // ack), the pods have the reply already.
+  auto session = w.request.session_id, message = w.request.message_id;
+  auto shared = std::make_shared<WaitingRequest>(std::move(w));
+  log_->read(session, message, [this, shared](boost::system::error_code ec, std::vector<std::string> payloads) {
+    asio::post(executor_, [this, shared, ec, payloads = std::move(payloads)] {
+      if (!ec && has_final(payloads)) {
+        log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
+        shared->item->ack();
+        std::lock_guard lock(mutex_);
+        --admitting_;
         return;
       }
+      start_or_wait(std::move(*shared));
+    });
+  });
+}
+
+void WorkflowWorker::start_or_wait(WaitingRequest w) {
+  bool overloaded = false;
+  {
+    std::lock_guard lock(mutex_);
+    --admitting_;
+    if (active_.load() >= config_.max_concurrent) {
+      // A burst waits for a free slot instead of failing; only a flood is refused.
+      if (waiting_.push(std::move(w))) return;
       overloaded = true;
     }
     ++active_;  // the slot belongs to this request until finished()
   }
-  run(std::move(request), overloaded);
+  if (overloaded) return run(std::move(w), "worker_overloaded", "too many replies are waiting; try again shortly");
+  if (w.item->final_attempt() && w.item->attempt() > 1)
+    return run(std::move(w), "retries_exhausted", "the reply failed on every attempt");
+  run(std::move(w));
+}
+
+void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::string_view fail_message) {
+  auto& request = w.request;
+  auto provider_name = request.context.ai_provider.empty() ? config_.default_provider : request.context.ai_provider;
+  auto provider = providers_.find(provider_name);
+  auto model = request.context.model;
+  if (model.empty() && provider != providers_.end()) model = provider->second->default_model();
+  log::info("generation_started", {{"message_id", request.message_id}, {"session_id", request.session_id},
+                                   {"provider", provider_name}, {"model", model}, {"attempt", w.item->attempt()},
+                                   {"correlation_id", request.correlation_id}});
+  auto message_id = request.message_id;
+  router_.forget(request.session_id);
+  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item));
+  {
+    std::lock_guard lock(mutex_);
+    runs_[message_id] = run;
+  }
+  if (!fail_code.empty()) return run->fail(fail_code, fail_message);
+  if (provider == providers_.end())
+    return run->fail("unknown_provider", "no AI provider named \"" + provider_name + "\"");
+  run->start(*provider->second);
 }
 
 void WorkflowWorker::on_cancel(const bus::Message& m) {
@@ -206,21 +162,41 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     return;
   }
   std::shared_ptr<GenerationRun> run;
+  std::optional<WaitingRequest> waiting;
   {
-    std::lock_guard lock(runs_mutex_);
+    std::lock_guard lock(mutex_);
     if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.lock();
+    if (!run) waiting = waiting_.remove(cancel->message_id);
+    // Another user's cancel leaves a waiting request where it was.
+    if (waiting && waiting->request.user_id != cancel->user_id && !waiting_.push(std::move(*waiting))) waiting.reset();
+    if (waiting && waiting->request.user_id != cancel->user_id) waiting.reset();
   }
-  if (!run) return;  // another worker runs it, or it already ended: stay silent
-  const auto& running = run->request();
-  bool owner = running.user_id == cancel->user_id;
+  const auto* request = run ? &run->request() : waiting ? &waiting->request : nullptr;
+  if (!request) return;  // another worker has it, or it already ended: stay silent
+  bool owner = request->user_id == cancel->user_id;
   if (!m.reply_to.empty()) {
     bus_.publish(std::string(m.reply_to),
                  "{\"status\":\"" + std::string(owner ? "cancelling" : "forbidden") + "\",\"message_id\":\"" +
-                     running.message_id + "\",\"session_id\":\"" + running.session_id + "\"}");
+                     request->message_id + "\",\"session_id\":\"" + request->session_id + "\"}");
   }
   if (!owner) return;
-  log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"correlation_id", running.correlation_id}});
-  run->cancel();
+  log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
+                                     {"correlation_id", request->correlation_id}});
+  if (run) return run->cancel();
+  // Never started: it ends at once as cancelled, in a slot of its own.
+  {
+    std::lock_guard lock(mutex_);
+    ++active_;
+    ++admitting_;
+  }
+  auto message_id = waiting->request.message_id;
+  auto r = std::make_shared<GenerationRun>(executor_, *this, std::move(waiting->request), "", std::move(waiting->item));
+  {
+    std::lock_guard lock(mutex_);
+    --admitting_;
+    runs_[message_id] = r;
+  }
+  r->end_cancelled();
 }
 
 void WorkflowWorker::on_replay(const bus::Message& m) {
@@ -230,7 +206,9 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
     log::warn("replay_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
+  // The pod holds a stream of the session now: route there at once.
   router_.add_pod(replay->session_id, replay->pod_id);
+  if (log_) return;  // the pod reads what it missed from the log
   auto subject = subjects::pod_response(replay->pod_id);
   std::size_t sent = 0;
   replay_log_.replay(replay->session_id, replay->message_id, [&](const std::string& payload) {
@@ -240,43 +218,34 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
   if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
-void WorkflowWorker::run(protocol::WorkflowRequest request, bool overloaded) {
-  auto provider_name = request.context.ai_provider.empty() ? config_.default_provider : request.context.ai_provider;
-  auto provider = providers_.find(provider_name);
-  auto model = request.context.model;
-  if (model.empty() && provider != providers_.end()) model = provider->second->default_model();
-  log::info("generation_started", {{"message_id", request.message_id}, {"session_id", request.session_id},
-                                   {"provider", provider_name}, {"model", model},
-                                   {"correlation_id", request.correlation_id}});
-  auto message_id = request.message_id;
-  router_.forget(request.session_id);
-  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model);
-  {
-    std::lock_guard lock(runs_mutex_);
-    runs_[message_id] = run;
-  }
-  if (overloaded) return run->fail("worker_overloaded", "too many replies are waiting; try again shortly");
-  if (provider == providers_.end())
-    return run->fail("unknown_provider", "no AI provider named \"" + provider_name + "\"");
-  run->start(*provider->second);
-}
-
 void WorkflowWorker::finished(const std::string& message_id) {
-  std::optional<protocol::WorkflowRequest> next;
+  std::optional<WaitingRequest> next;
   std::function<void()> idle;
   {
-    std::lock_guard lock(runs_mutex_);
+    std::lock_guard lock(mutex_);
     runs_.erase(message_id);
-    if (waiting_.empty()) {
-      if (--active_ == 0) idle = std::move(on_idle_);
-    } else {  // the slot passes to the oldest waiting request
-      next = std::move(waiting_.front());
-      waiting_.pop_front();
-    }
+    next = waiting_.pop();
+    if (!next && --active_ == 0 && admitting_ == 0) idle = std::move(on_idle_);
   }
   ++completed_;
-  if (next) asio::post(executor_, [this, r = std::move(*next)]() mutable { run(std::move(r), false); });
+  // The slot passes to the next user's oldest waiting request.
+  if (next) asio::post(executor_, [this, w = std::move(*next)]() mutable { run(std::move(w)); });
   if (idle) idle();
+}
+
+// Waiting and running requests are not dead workers' requests: the queue must
+// not deliver them again while they are held here.
+void WorkflowWorker::keep_alive() {
+  {
+    std::lock_guard lock(mutex_);
+    waiting_.for_each_item([](bus::WorkItem& item) { item.in_progress(); });
+    for (auto& [id, weak] : runs_)
+      if (auto run = weak.lock()) run->keep_alive();
+  }
+  keep_alive_timer_.expires_after(config_.progress_interval);
+  keep_alive_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) keep_alive();
+  });
 }
 
 }  // namespace chat::worker

@@ -1,75 +1,89 @@
 #pragma once
-// The workflow service (SPEC sections 2 and 4): takes WorkflowRequests from the
-// `workflow-workers` queue group, runs each on its provider, numbers the output
-// as ResponseChunks and routes them to the pods of the session. The same class
-// runs inside chatd (embedded default, in-process bus) and in chat-worker (NATS).
+// The workflow service (docs/API.md#overview): takes chat requests from the
+// work queue, runs each on its provider, numbers the output as chunks and
+// routes them to the pods of the session. The same class runs inside chatd
+// (embedded default, in-process bus) and in chat-worker (NATS).
+//
+// Admission: a request runs when a slot is free (WORKER_MAX_CONCURRENT), else
+// waits in a bounded queue that serves users in turn. A request delivered
+// again after a worker died is a new attempt, unless the log shows an earlier
+// attempt finished; its last delivery ends the reply with an error instead of
+// trying once more. A cancel stops a running reply or removes a waiting one.
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "bus/chunk_log.hpp"
 #include "bus/message_bus.hpp"
+#include "bus/work_queue.hpp"
 #include "config/config.hpp"
 #include "providers/provider.hpp"
 #include "registry/session_registry.hpp"
 #include "worker/chunk_router.hpp"
+#include "worker/fair_queue.hpp"
 #include "worker/replay_log.hpp"
 
 namespace chat::worker {
-
-// The provider interface the worker drives (src/providers).
-using providers::Finish;
-using providers::Generation;
-using providers::GenerationSink;
-using providers::Provider;
 
 class GenerationRun;
 
 class WorkflowWorker {
  public:
-  WorkflowWorker(boost::asio::any_io_executor executor, bus::MessageBus& bus, registry::SessionRegistry& registry,
-                 config::WorkerConfig config, std::vector<std::shared_ptr<Provider>> providers);
+  // `log` may be null (core NATS): pods then ask this worker to replay chunks.
+  WorkflowWorker(boost::asio::any_io_executor executor, bus::MessageBus& bus, bus::WorkQueue& work, bus::ChunkLog* log,
+                 registry::SessionRegistry& registry, config::WorkerConfig config,
+                 std::vector<std::shared_ptr<providers::Provider>> providers);
   ~WorkflowWorker();
 
   void start();
-  // Stops taking new requests; running generations (and those already waiting
-  // for a slot) go on to their end, then `on_idle` runs (at once if none).
+  // Stops taking new requests and gives back the waiting ones; running
+  // generations go on to their end, then `on_idle` runs (at once if none).
   void stop_intake(std::function<void()> on_idle = {});
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
 
  private:
   friend class GenerationRun;
-  void on_request(const bus::Message& m);
+  void on_work(std::unique_ptr<bus::WorkItem> item);
   void on_cancel(const bus::Message& m);
   void on_replay(const bus::Message& m);
-  void admit(protocol::WorkflowRequest request);
-  void run(protocol::WorkflowRequest request, bool overloaded);
+  void admit(WaitingRequest w);
+  void start_or_wait(WaitingRequest w);
+  void run(WaitingRequest w, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
+  void keep_alive();
+  std::size_t free_slots();
 
   boost::asio::any_io_executor executor_;
   bus::MessageBus& bus_;
+  bus::WorkQueue& work_;
+  bus::ChunkLog* log_;
   config::WorkerConfig config_;
-  std::map<std::string, std::shared_ptr<Provider>, std::less<>> providers_;
+  std::map<std::string, std::shared_ptr<providers::Provider>, std::less<>> providers_;
   ChunkRouter router_;
   std::unique_ptr<bus::Subscription> requests_;
   std::unique_ptr<bus::Subscription> cancels_;
   std::unique_ptr<bus::Subscription> replays_;
-  // Long enough for a page that posts first and subscribes a moment later.
+  // Without a chunk log: what pods may ask to be sent again. Long enough for a
+  // page that posts first and subscribes a moment later.
   ReplayLog replay_log_{std::chrono::seconds{30}, 64 * 1024 * 1024};
+  boost::asio::steady_timer keep_alive_timer_;
   std::atomic<std::size_t> active_{0};
   std::atomic<std::uint64_t> completed_{0};
-  std::mutex runs_mutex_;  // guards runs_ and waiting_: cancels arrive on bus threads
+  // Guards the fields below: requests, cancels and completions come on many threads.
+  std::mutex mutex_;
   std::map<std::string, std::weak_ptr<GenerationRun>> runs_;
-  // Requests past WORKER_MAX_CONCURRENT wait here (bounded) for a free slot.
-  std::deque<protocol::WorkflowRequest> waiting_;
-  std::function<void()> on_idle_;  // set by stop_intake, guarded by runs_mutex_
+  FairQueue waiting_;
+  std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
+  bool stopping_ = false;
+  std::function<void()> on_idle_;
 };
 
 }  // namespace chat::worker

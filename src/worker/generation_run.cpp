@@ -1,0 +1,150 @@
+#include "worker/generation_run.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+
+#include "common/time.hpp"
+#include "log/log.hpp"
+#include "protocol/subjects.hpp"
+#include "worker/workflow_worker.hpp"
+
+namespace asio = boost::asio;
+
+namespace chat::worker {
+
+GenerationRun::GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request,
+                             std::string model, std::unique_ptr<bus::WorkItem> item)
+    : strand_(asio::make_strand(ex)),
+      worker_(worker),
+      request_(std::move(request)),
+      model_(std::move(model)),
+      attempt_(item ? item->attempt() : 1),
+      item_(std::move(item)),
+      accepting_subject_(request_.accepting_pod.empty() ? std::string() : subjects::pod_response(request_.accepting_pod)) {}
+
+void GenerationRun::start(providers::Provider& provider) {
+  auto generation = provider.start(request_, model_, shared_from_this());
+  std::lock_guard lock(generation_mutex_);
+  generation_ = std::move(generation);
+  if (cancel_requested_) generation_->cancel();
+}
+
+void GenerationRun::cancel() {
+  std::lock_guard lock(generation_mutex_);
+  cancel_requested_ = true;
+  if (generation_) generation_->cancel();
+}
+
+void GenerationRun::end_cancelled() { on_finish(providers::Finish{model_, 0, "cancelled"}); }
+
+void GenerationRun::keep_alive() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->item_) self->item_->in_progress();
+  });
+}
+
+void GenerationRun::on_text(std::string_view text) {
+  asio::post(strand_, [self = shared_from_this(), text = std::string(text)]() mutable {
+    self->emit(protocol::ChunkType::content, std::move(text), false);
+  });
+}
+
+void GenerationRun::on_finish(const providers::Finish& finish) {
+  asio::post(strand_, [self = shared_from_this(), finish] {
+    auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
+    c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : finish.model, finish.tokens_used,
+                                         finish.finish_reason};
+    self->pump();
+  });
+}
+
+void GenerationRun::on_error(std::string_view code, std::string_view message) {
+  asio::post(strand_, [self = shared_from_this(), code = std::string(code), message = std::string(message)] {
+    log::warn("generation_failed", {{"message_id", self->request_.message_id}, {"code", code},
+                                    {"attempt", self->attempt_}, {"correlation_id", self->request_.correlation_id}});
+    auto& c = self->emit(protocol::ChunkType::error, {}, true);
+    c.metadata = protocol::ChunkMetadata{self->model_, std::nullopt, "error"};
+    c.error = protocol::ChunkError{code, message};
+    self->pump();
+  });
+}
+
+// Appends a chunk to the outbox; content chunks go out at once, final chunks
+// after the caller filled in their metadata.
+protocol::ResponseChunk& GenerationRun::emit(protocol::ChunkType type, std::string text, bool is_final) {
+  protocol::ResponseChunk c;
+  c.session_id = request_.session_id;
+  c.message_id = request_.message_id;
+  c.chunk_id = next_chunk_id_++;
+  c.attempt = attempt_;
+  c.chunk = std::move(text);
+  c.chunk_type = type;
+  c.is_final = is_final;
+  c.timestamp = rfc3339_now();
+  c.correlation_id = request_.correlation_id;
+  outbox_.push_back(std::move(c));
+  if (!is_final) pump();
+  return outbox_.back();
+}
+
+// Publishes the outbox in chunk order: a cached route goes out at once; a
+// registry look-up holds the queue until it answers.
+void GenerationRun::pump() {
+  while (!outbox_.empty() && !resolving_) {
+    auto subjects = worker_.router_.cached(request_.session_id);
+    if (!subjects) {
+      resolving_ = true;
+      worker_.router_.resolve(request_.session_id, [self = shared_from_this()](ChunkRouter::SubjectsPtr s) {
+        asio::post(self->strand_, [self, s = std::move(s)] {
+          self->resolving_ = false;
+          self->publish_front(*s);
+          self->pump();
+        });
+      });
+      return;
+    }
+    publish_front(*subjects);
+  }
+}
+
+void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
+  if (outbox_.empty()) return;
+  const auto& chunk = outbox_.front();
+  auto payload = protocol::encode(chunk);
+  const bool final = chunk.is_final;
+  const bool broadcast = targets.size() == 1 && targets.front() == subjects::broadcast(request_.session_id);
+  // The accepting pod stores the reply, so it gets every chunk, also while
+  // the route names only the pods that hold streams (a broadcast reaches it).
+  if (!broadcast && !accepting_subject_.empty() &&
+      std::find(targets.begin(), targets.end(), accepting_subject_) == targets.end())
+    worker_.bus_.publish(accepting_subject_, payload);
+  for (const auto& target : targets) worker_.bus_.publish(target, payload);
+  if (worker_.log_) {
+    // Off the live path: pods read the log only to fill gaps and to resume.
+    auto entry = request_.message_id + ":" + std::to_string(attempt_) + ":" + std::to_string(chunk.chunk_id);
+    bus::PublishCallback logged;
+    if (final)
+      logged = [self = shared_from_this()](boost::system::error_code ec) {
+        if (ec) log::warn("final_chunk_not_logged", {{"message_id", self->request_.message_id}, {"error", ec.message()}});
+        asio::post(self->strand_, [self] { self->done(); });
+      };
+    worker_.log_->append(request_.session_id, request_.message_id, std::move(entry), std::move(payload), std::move(logged));
+  } else {
+    worker_.replay_log_.record(request_.session_id, request_.message_id, payload, broadcast);
+    if (final) {
+      worker_.replay_log_.finish(request_.session_id, request_.message_id);
+      done();
+    }
+  }
+  outbox_.pop_front();
+}
+
+// The final chunk is out (and in the log): the request is done with.
+void GenerationRun::done() {
+  if (item_) item_->ack();
+  item_.reset();
+  worker_.finished(request_.message_id);
+}
+
+}  // namespace chat::worker

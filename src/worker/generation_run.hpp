@@ -1,0 +1,67 @@
+#pragma once
+// One generation of one reply: numbers the provider's output as chunks of the
+// request's attempt, publishes them in order to the pods the router names (and
+// to the accepting pod), appends them to the chunk log, keeps the work item
+// alive while it runs, and acks it once the final chunk is in the log. All
+// state lives on the run's strand; the provider's calls are posted onto it.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "bus/work_queue.hpp"
+#include "protocol/messages.hpp"
+#include "providers/provider.hpp"
+#include "worker/chunk_router.hpp"
+
+namespace chat::worker {
+
+class WorkflowWorker;
+
+class GenerationRun final : public providers::GenerationSink, public std::enable_shared_from_this<GenerationRun> {
+ public:
+  GenerationRun(boost::asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request,
+                std::string model, std::unique_ptr<bus::WorkItem> item);
+
+  void start(providers::Provider& provider);
+  // Any thread.
+  void cancel();
+  // Ends the reply at once with an error chunk (unknown provider, overload, out of retries).
+  void fail(std::string_view code, std::string_view message) { on_error(code, message); }
+  // Ends the reply at once as cancelled (cancelled before it started).
+  void end_cancelled();
+  // Tells the work queue the request is still being worked on. Any thread.
+  void keep_alive();
+
+  const protocol::WorkflowRequest& request() const { return request_; }
+
+  void on_text(std::string_view text) override;
+  void on_finish(const providers::Finish& finish) override;
+  void on_error(std::string_view code, std::string_view message) override;
+
+ private:
+  protocol::ResponseChunk& emit(protocol::ChunkType type, std::string text, bool is_final);
+  void pump();
+  void publish_front(const ChunkRouter::Subjects& targets);
+  void done();
+
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  WorkflowWorker& worker_;
+  protocol::WorkflowRequest request_;
+  std::string model_;
+  std::uint32_t attempt_;
+  std::unique_ptr<bus::WorkItem> item_;  // strand only
+  std::string accepting_subject_;  // empty when the request did not name its pod
+  std::uint32_t next_chunk_id_ = 0;
+  std::deque<protocol::ResponseChunk> outbox_;
+  bool resolving_ = false;
+  std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
+  std::shared_ptr<providers::Generation> generation_;
+  bool cancel_requested_ = false;
+};
+
+}  // namespace chat::worker
