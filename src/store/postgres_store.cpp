@@ -18,6 +18,7 @@
 #include "store/pg_operations.hpp"
 #include "store/pg_retry_queue.hpp"
 #include "store/pg_schema.hpp"
+#include "store/spill_journal.hpp"
 #include "store/store_detail.hpp"
 #include "store/work_queue.hpp"
 
@@ -33,8 +34,7 @@ struct Job {
   std::uint64_t seq = 0;
   pg::Attempt attempt;  // empty: no database work (a flush marker)
   std::function<void(error_code)> complete;
-  bool retry_when_down = false;  // assistant replies wait out an outage
-  std::string message_id;        // for the logs of deferred replies
+  pg::RetryQueue::Reply reply;  // set for assistant replies: they wait out an outage
 };
 
 struct FlushWaiter {
@@ -46,9 +46,12 @@ struct FlushWaiter {
 
 struct PostgresStore::Impl {
   explicit Impl(const config::StoreConfig& cfg)
-      : params(cfg), queue(cfg.queue_limit), retry(params, cfg.queue_limit, [this] { release_ready_waiters(); }) {
+      : params(cfg),
+        queue(cfg.queue_limit),
+        retry(params, cfg.queue_limit, spill_dir_for(cfg), [this] { release_ready_waiters(); }) {
     open_pool(std::max(cfg.pool_size, 1u));
     for (auto& link : links) workers.emplace_back([this, l = link.get()] { work(*l); });
+    retry.start();
   }
 
   ~Impl() {
@@ -86,7 +89,7 @@ struct PostgresStore::Impl {
 
   void execute(pg::Link& link, Job& job) {
     error_code ec = job.attempt ? link.run(job.attempt) : error_code{};
-    if (ec == Errc::unavailable && job.retry_when_down) ec = retry.defer(std::move(job.attempt), job.message_id);
+    if (ec == Errc::unavailable && job.reply) ec = retry.defer(std::move(job.reply));
     job.complete(ec);
     finish(job.seq);
   }
@@ -117,13 +120,21 @@ struct PostgresStore::Impl {
   }
 
   template <class Body>
-  void enqueue(DoneCallback done, Body body, std::string retry_id = {}) {
+  void enqueue(DoneCallback done, Body body) {
     Job job;
     job.attempt = std::move(body);
     job.complete = [done](error_code ec) { detail::invoke(done, ec); };
-    job.retry_when_down = !retry_id.empty();
-    job.message_id = std::move(retry_id);
     if (!submit(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded));
+  }
+
+  void save_reply(AssistantMessage m, DoneCallback done) {
+    auto reply = std::make_shared<const AssistantMessage>(std::move(m));
+    Job job;
+    job.attempt = [reply](Connection& c) { return pg::save_assistant(c, *reply); };
+    job.complete = [done](error_code ec) { detail::invoke(done, ec); };
+    job.reply = reply;
+    // No room: the reply waits in the spill journal instead of being refused.
+    if (!submit(std::move(job))) detail::invoke(done, retry.spill(*reply));
   }
 
   // ---- flush ----
@@ -195,20 +206,20 @@ struct PostgresStore::Impl {
   std::atomic<int> healthy{0};
   std::vector<std::unique_ptr<pg::Link>> links;
   std::vector<std::thread> workers;
+  pg::RetryQueue retry;  // its thread calls release_ready_waiters()
 
   std::mutex mu;  // guards everything below; taken before the retry queue's own lock
   std::uint64_t next_seq = 0;
   std::set<std::uint64_t> pending;  // queued or running jobs
   std::vector<FlushWaiter> waiters;
-
-  pg::RetryQueue retry;  // last: its thread may call release_ready_waiters() at once
 };
 
 PostgresStore::PostgresStore(const config::StoreConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {
   log::info("store_opened", {{"kind", "postgres"},
                              {"server", impl_->params.describe()},
                              {"pool_size", cfg.pool_size},
-                             {"queue_limit", cfg.queue_limit}});
+                             {"queue_limit", cfg.queue_limit},
+                             {"spill_dir", spill_dir_for(cfg).string()}});
 }
 
 PostgresStore::~PostgresStore() = default;
@@ -226,10 +237,7 @@ void PostgresStore::discard_message(std::string message_id, DoneCallback done) {
 }
 
 void PostgresStore::save_assistant_message(AssistantMessage m, DoneCallback done) {
-  auto id = m.message_id;
-  impl_->enqueue(
-      std::move(done), [m = detail::normalised(std::move(m))](Connection& c) { return pg::save_assistant(c, m); },
-      id.empty() ? std::string("(no id)") : std::move(id));
+  impl_->save_reply(detail::normalised(std::move(m)), std::move(done));
 }
 
 void PostgresStore::session_owner(std::string session_id, OwnerCallback done) {

@@ -1,12 +1,17 @@
 #include "store/sqlite_store.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "log/log.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/sqlite_operations.hpp"
+#include "store/spill_journal.hpp"
 #include "store/sqlite_schema.hpp"
 #include "store/store_detail.hpp"
 #include "store/work_queue.hpp"
@@ -21,7 +26,8 @@ using sqlite::Connection;
 struct SqliteStore::Impl {
   using Job = std::function<void(Connection&)>;
 
-  Impl(const config::StoreConfig& cfg) : db(sqlite::open_database(cfg.path)), queue(cfg.queue_limit) {
+  explicit Impl(const config::StoreConfig& cfg)
+      : db(sqlite::open_database(cfg.path)), queue(cfg.queue_limit), journal(spill_dir_for(cfg)) {
     thread = std::thread([this] { run(); });
   }
 
@@ -30,14 +36,64 @@ struct SqliteStore::Impl {
     thread.join();
   }
 
+  // The jobs in order and, after each, one spilled reply, so the journal drains
+  // even while the queue stays full.
   void run() {
     for (;;) {
-      if (auto job = queue.pop(std::chrono::hours(1))) {
+      if (auto job = queue.pop(until_next_replay())) {
         (*job)(db);
       } else if (queue.closed_and_empty()) {
-        return;
+        break;
       }
+      replay_one();
     }
+    // What is left in the journal waits there for the next store on this file.
+    release_flush_waiters(make_error_code(Errc::unavailable));
+  }
+
+  // ---- the spill journal ----
+
+  std::chrono::milliseconds until_next_replay() const {
+    if (journal.empty()) return std::chrono::hours(1);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(replay_at - std::chrono::steady_clock::now());
+    return std::max(left, std::chrono::milliseconds(0));
+  }
+
+  void replay_one() {
+    if (journal.empty() || std::chrono::steady_clock::now() < replay_at) return;
+    if (auto reply = journal.front()) {
+      auto ec = sqlite::save_assistant(db, *reply);
+      if (ec == Errc::unavailable) return back_off();  // the file is locked or full: the reply waits
+      replay_backoff = kMinReplayBackoff;
+      detail::log_deferred_write(reply->message_id, ec);
+      journal.pop_front();
+    }
+    if (journal.empty()) release_flush_waiters({});
+  }
+
+  void back_off() {
+    replay_at = std::chrono::steady_clock::now() + replay_backoff;
+    replay_backoff = std::min(replay_backoff * 2, kMaxReplayBackoff);
+  }
+
+  void save_reply(AssistantMessage m, DoneCallback done) {
+    auto reply = std::make_shared<const AssistantMessage>(std::move(m));
+    Job job = [reply, done](Connection& conn) { detail::invoke(done, sqlite::save_assistant(conn, *reply)); };
+    // No room: the reply waits in the journal instead of being refused.
+    if (!queue.try_push(std::move(job))) detail::invoke(done, journal.append(*reply));
+  }
+
+  // A flush job is done once the journal is empty too.
+  void flush(DoneCallback done) {
+    Job job = [this, done](Connection&) {
+      if (journal.empty()) return detail::invoke(done, error_code{});
+      flush_waiters.push_back(done);
+    };
+    if (!queue.try_push(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded));
+  }
+
+  void release_flush_waiters(error_code ec) {
+    for (auto& done : std::exchange(flush_waiters, {})) detail::invoke(done, ec);
   }
 
   // Queues `body(db, result)`; its error code and result go to `done` on the
@@ -58,13 +114,24 @@ struct SqliteStore::Impl {
     if (!queue.try_push(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded));
   }
 
+  static constexpr std::chrono::milliseconds kMinReplayBackoff{100};
+  static constexpr std::chrono::milliseconds kMaxReplayBackoff{2000};
+
   Connection db;
   WorkQueue<Job> queue;
+  SpillJournal journal;
+  // The store thread's own:
+  std::vector<DoneCallback> flush_waiters;
+  std::chrono::steady_clock::time_point replay_at{};
+  std::chrono::milliseconds replay_backoff = kMinReplayBackoff;
   std::thread thread;
 };
 
 SqliteStore::SqliteStore(const config::StoreConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {
-  log::info("store_opened", {{"kind", "sqlite"}, {"path", cfg.path}, {"queue_limit", cfg.queue_limit}});
+  log::info("store_opened", {{"kind", "sqlite"},
+                             {"path", cfg.path},
+                             {"queue_limit", cfg.queue_limit},
+                             {"spill_dir", impl_->journal.dir().string()}});
 }
 
 SqliteStore::~SqliteStore() = default;
@@ -80,8 +147,7 @@ void SqliteStore::discard_message(std::string message_id, DoneCallback done) {
 }
 
 void SqliteStore::save_assistant_message(AssistantMessage m, DoneCallback done) {
-  impl_->enqueue(std::move(done),
-                 [m = detail::normalised(std::move(m))](Connection& db) { return sqlite::save_assistant(db, m); });
+  impl_->save_reply(detail::normalised(std::move(m)), std::move(done));
 }
 
 void SqliteStore::session_owner(std::string session_id, OwnerCallback done) {
@@ -112,8 +178,6 @@ void SqliteStore::delete_session(std::string session_id, std::string user_id, Do
 
 // One thread runs the jobs in order, so the flush job runs after everything
 // queued before it.
-void SqliteStore::flush(DoneCallback done) {
-  impl_->enqueue(std::move(done), [](Connection&) { return error_code{}; });
-}
+void SqliteStore::flush(DoneCallback done) { impl_->flush(std::move(done)); }
 
 }  // namespace chat::store
