@@ -97,7 +97,8 @@ up() {
     as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE chat" >/dev/null
 
   local common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT"
-                DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat)
+                DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat
+                DB_SPILL_DIR="$RUN_DIR/spill")
   local i upstreams=""
   for i in $(seq 1 "$PODS"); do
     local port=$((POD_BASE + i))
