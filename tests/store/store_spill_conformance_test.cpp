@@ -18,15 +18,14 @@ constexpr std::size_t kLimit = 3;
 // flushes, so that the next call finds no room. Its end releases the threads.
 class FullQueue {
  public:
-  FullQueue(MessageStore& store, unsigned threads) : released_(release_.get_future().share()) {
-    std::latch parked(threads);
+  FullQueue(MessageStore& store, unsigned threads) : released_(release_.get_future().share()), parked_(threads) {
     for (unsigned i = 0; i < threads; ++i) {
-      store.session_owner("any", [&parked, released = released_](error_code, std::optional<std::string>) {
-        parked.count_down();
+      store.session_owner("any", [this, released = released_](error_code, std::optional<std::string>) {
+        parked_.count_down();
         released.wait();
       });
     }
-    parked.wait();
+    parked_.wait();
     for (std::size_t i = 0; i < kLimit; ++i) store.flush([flushed = flushed_](error_code) { flushed->count_down(); });
   }
   ~FullQueue() { release(); }
@@ -46,6 +45,7 @@ class FullQueue {
  private:
   std::promise<void> release_;
   std::shared_future<void> released_;
+  std::latch parked_;  // a member: count_down() may still touch it after wait() returned
   bool released_by_us_ = false;
   // Shared: the store may run these callbacks after this object is gone.
   std::shared_ptr<std::latch> flushed_ = std::make_shared<std::latch>(kLimit);
