@@ -45,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import infra  # noqa: E402
+from loadgen_check import loadgen_errors  # noqa: E402
 from machine import HZ, loadavg, machine_busy, problem_lines, wait_quiet  # noqa: E402
 
 
@@ -99,6 +100,12 @@ def count_rows(db_path):
     finally:
         c.close()
     return {"user": rows.get("user", 0), "assistant": rows.get("assistant", 0), "assistant_status": status}
+
+
+def worst_of_pods(per_pod, key):
+    """The larger of the pods' values; None when a pod has none (an empty sample is no figure)."""
+    values = [j.get(key) for j in per_pod.values()]
+    return None if not values or None in values else max(values)
 
 
 def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup):
@@ -227,8 +234,8 @@ def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup):
             "latency_ms": {pid: {"p50": j.get("latency_p50_ms"), "p99": j.get("latency_p99_ms"),
                                  "p999": j.get("latency_p999_ms"), "max": j.get("latency_max_ms"),
                                  "rate": j.get("chunk_events_per_sec")} for pid, j in per_pod.items()},
-            "latency_p50_ms_max_of_pods": max((j.get("latency_p50_ms") or 0) for j in per_pod.values()),
-            "latency_p99_ms_max_of_pods": max((j.get("latency_p99_ms") or 0) for j in per_pod.values()),
+            "latency_p50_ms_max_of_pods": worst_of_pods(per_pod, "latency_p50_ms"),
+            "latency_p99_ms_max_of_pods": worst_of_pods(per_pod, "latency_p99_ms"),
             "registry": {"smembers_calls": lookups["smembers"], "mget_calls": lookups["mget"],
                          "lookups_per_sec": round(lookups["smembers"] / win, 1),
                          "chunks_per_sec_same_window": round(rate, 1),
@@ -243,10 +250,8 @@ def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup):
             "logs": logs,
             "problems": {pid: j.get("problems", []) for pid, j in per_pod.items()},
         })
-        if integ.get("gaps") or integ.get("duplicates") or integ.get("stalls") or integ.get("unfinished_after_drain"):
-            errors.append("loadgen integrity: %s" % integ)
-        if ev.get("error") or ev.get("reset"):
-            errors.append("error/reset events: %s/%s" % (ev.get("error"), ev.get("reset")))
+        for pid, j in per_pod.items():
+            errors += loadgen_errors("%s %s" % (name, pid), j)
         if posts_ok != asst_rows or posts_ok != user_rows:
             errors.append("stored rows differ from accepted chats: posts_ok %d, user %d, assistant %d" % (
                 posts_ok, user_rows, asst_rows))

@@ -7,7 +7,9 @@ apart, to every SSE stream of the session), GET /api/sse (connected, retry, chun
 message_complete, ping). Env: SERVER_HOST, SERVER_PORT, WORKER_DEMO_CHUNK_DELAY
 (0, 40ms, 1s), SSE_HEARTBEAT_INTERVAL (seconds), FAKE_CHUNKS (default 20),
 FAKE_CHUNKED=1 to frame SSE bodies with Transfer-Encoding: chunked,
-FAKE_FAULT=gap|dup to break chunk order now and then (to see loadgen notice).
+FAKE_FAULT=gap|dup to break chunk order now and then, =ahead to stamp chunks 50 ms in the
+future (negative latencies), =mute to accept chats and never answer them (stalls, no latency
+sample): to see loadgen and run.sh notice.
 Not a benchmark target: it is single-threaded Python.
 """
 import asyncio
@@ -41,8 +43,9 @@ counter = itertools.count()
 conn_counter = itertools.count()
 
 
-def now_rfc3339():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_rfc3339(ahead=0.0):
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=ahead)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def frame(event, data, ev_id=None):
@@ -65,6 +68,8 @@ def broadcast(session_id, payload):
 
 
 async def generate(session_id, message_id):
+    if FAULT == "mute":
+        return
     ids = list(range(CHUNKS))
     if FAULT == "gap" and next(counter) % 7 == 0:
         ids.remove(CHUNKS // 2)
@@ -77,7 +82,7 @@ async def generate(session_id, message_id):
             await asyncio.sleep(0)
         final = i == CHUNKS - 1
         chunk = {"session_id": session_id, "message_id": message_id, "chunk_id": i, "chunk": f"word{i} ",
-                 "chunk_type": "content", "is_final": final, "timestamp": now_rfc3339(),
+                 "chunk_type": "content", "is_final": final, "timestamp": now_rfc3339(0.05 if FAULT == "ahead" else 0.0),
                  "correlation_id": "corr_fake"}
         if final:
             chunk["metadata"] = {"model": "demo", "tokens_used": CHUNKS, "finish_reason": "stop"}

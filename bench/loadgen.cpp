@@ -76,7 +76,7 @@ struct Shared {
 struct Stats {
   std::uint64_t ev_connected = 0, ev_chunk = 0, ev_complete = 0, ev_ping = 0, ev_error = 0, ev_reset = 0,
                 ev_other = 0;
-  std::uint64_t chunks_window = 0, completes_window = 0;
+  std::uint64_t chunks_window = 0, dups_window = 0, completes_window = 0;
   std::uint64_t order_gaps = 0, order_dups = 0, bad_chunk = 0, bad_timestamp = 0, id_mismatch = 0,
                 complete_without_final = 0;
   std::uint64_t sse_connect_failures = 0, sse_timeouts = 0, sse_dropped = 0, sse_reconnects = 0;
@@ -98,6 +98,7 @@ struct Stats {
     ev_reset += o.ev_reset;
     ev_other += o.ev_other;
     chunks_window += o.chunks_window;
+    dups_window += o.dups_window;
     completes_window += o.completes_window;
     order_gaps += o.order_gaps;
     order_dups += o.order_dups;
@@ -465,38 +466,63 @@ class Worker : public Handler {
       stats.problem("chunk without message_id/chunk_id: " + std::string(data.substr(0, 200)));
       return;
     }
-    if (in_window(c.recv_mono_ns)) {
-      ++stats.chunks_window;
-      auto ts = json_member(data, "timestamp");
-      auto us = ts ? parse_rfc3339_us(*ts) : std::nullopt;
-      if (us) {
-        stats.chunk_lat.add(c.recv_real_us - *us);
-      } else if (++stats.bad_timestamp <= 3) {
-        stats.problem("chunk timestamp not RFC 3339: " + std::string(ts ? *ts : "(absent)"));
-      }
-    }
     if (id.size() != msg->size() + 1 + cid_text->size() || id.substr(0, msg->size()) != *msg ||
         id[msg->size()] != ':' || id.substr(msg->size() + 1) != *cid_text) {
       if (++stats.id_mismatch <= 3) stats.problem("chunk id field '" + std::string(id) + "' for " + std::string(data.substr(0, 120)));
     }
-    if (s.cur_msg != *msg) {
-      if (*cid != 0) {
-        ++stats.order_gaps;
-        stats.problem("first chunk of " + std::string(*msg) + " on " + s.session_id + " is " + std::to_string(*cid));
+    const bool duplicate = !check_order(s, *msg, *cid);
+    // A chunk the client already had is not delivered work: it counts as an error, not in the figures.
+    if (in_window(c.recv_mono_ns)) {
+      if (duplicate) {
+        ++stats.dups_window;
+      } else {
+        ++stats.chunks_window;
+        add_latency(c, data);
       }
-      s.cur_msg.assign(*msg);
-    } else if (*cid < s.next_chunk) {
-      ++stats.order_dups;
-      stats.problem("duplicate/old chunk " + std::to_string(*cid) + " of " + s.cur_msg + " (expected " +
-                    std::to_string(s.next_chunk) + ")");
-    } else if (*cid > s.next_chunk) {
-      ++stats.order_gaps;
-      stats.problem("gap: chunk " + std::to_string(*cid) + " of " + s.cur_msg + " after " +
-                    std::to_string(s.next_chunk - 1));
     }
+    if (duplicate) return;
     s.next_chunk = *cid + 1;
     auto fin = json_member(data, "is_final");
     if (fin && *fin == "true") s.final_msg.assign(*msg);
+  }
+
+  // Chunk ids of a message must come 0, 1, 2, …: counts gaps and duplicates. False for a
+  // duplicate (or older) chunk, which changes nothing of the session's progress.
+  bool check_order(Sess& s, std::string_view msg, std::int64_t cid) {
+    if (s.cur_msg != msg) {
+      if (cid != 0) {
+        ++stats.order_gaps;
+        stats.problem("first chunk of " + std::string(msg) + " on " + s.session_id + " is " + std::to_string(cid));
+      }
+      s.cur_msg.assign(msg);
+    } else if (cid < s.next_chunk) {
+      ++stats.order_dups;
+      stats.problem("duplicate/old chunk " + std::to_string(cid) + " of " + s.cur_msg + " (expected " +
+                    std::to_string(s.next_chunk) + ")");
+      return false;
+    } else if (cid > s.next_chunk) {
+      ++stats.order_gaps;
+      stats.problem("gap: chunk " + std::to_string(cid) + " of " + s.cur_msg + " after " +
+                    std::to_string(s.next_chunk - 1));
+    }
+    return true;
+  }
+
+  // Receipt (client CLOCK_REALTIME) minus the chunk's timestamp. A negative one means the
+  // clocks disagree: it is kept as it is, counted and quoted, never made 0.
+  void add_latency(const Conn& c, std::string_view data) {
+    auto ts = json_member(data, "timestamp");
+    auto us = ts ? parse_rfc3339_us(*ts) : std::nullopt;
+    if (!us) {
+      if (++stats.bad_timestamp <= 3)
+        stats.problem("chunk timestamp not RFC 3339: " + std::string(ts ? *ts : "(absent)"));
+      return;
+    }
+    std::int64_t latency = c.recv_real_us - *us;
+    stats.chunk_lat.add(latency);
+    if (latency < 0 && stats.chunk_lat.negative() <= 3)
+      stats.problem("negative chunk latency " + std::to_string(latency) + " us: timestamp " + std::string(*ts) +
+                    " is after its receipt");
   }
 
   void on_headers(Conn& c) override {
@@ -759,6 +785,7 @@ int run_mode(Options opt) {
         .num("warmup_seconds", o.warmup, 1)
         .num("seconds", o.seconds, 1)
         .integer("chunk_events_window", static_cast<std::int64_t>(st.chunks_window))
+        .integer("duplicate_chunk_events_window", static_cast<std::int64_t>(st.dups_window))
         .num("chunk_events_per_sec", rate, 1)
         .integer("messages_completed_window", static_cast<std::int64_t>(st.completes_window))
         .num("messages_per_sec", static_cast<double>(st.completes_window) / o.seconds, 1)
@@ -770,8 +797,9 @@ int run_mode(Options opt) {
         .num("latency_p999_ms", st.chunk_lat.percentile_ms(99.9))
         .num("latency_max_ms", st.chunk_lat.max_ms())
         .num("latency_mean_ms", st.chunk_lat.mean_ms())
+        .num("latency_min_ms", st.chunk_lat.min_ms())
         .integer("latency_samples", static_cast<std::int64_t>(st.chunk_lat.size()))
-        .integer("latency_negative_clamped", static_cast<std::int64_t>(st.chunk_lat.negative()))
+        .integer("latency_negative", static_cast<std::int64_t>(st.chunk_lat.negative()))
         .num("message_latency_p50_ms", st.message_lat.percentile_ms(50))
         .num("message_latency_p99_ms", st.message_lat.percentile_ms(99))
         .integer("posts_ok", static_cast<std::int64_t>(st.posts_ok))
@@ -832,7 +860,8 @@ int run_mode(Options opt) {
         .integer("posts_over_1s_reused_conn", static_cast<std::int64_t>(st.slow_posts_reused))
         .num("latency_p50_ms", st.post_lat.percentile_ms(50))
         .num("latency_p99_ms", st.post_lat.percentile_ms(99))
-        .num("latency_max_ms", st.post_lat.max_ms());
+        .num("latency_max_ms", st.post_lat.max_ms())
+        .integer("latency_samples", static_cast<std::int64_t>(st.post_lat.size()));
     add_cpu(j, o, cpu0, cpu1, self0, self1, all0, all1);
     j.raw("problems", problems_json(st.problems));
   }

@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import infra  # noqa: E402
+from loadgen_check import loadgen_errors  # noqa: E402
 from machine import HZ, loadavg, machine_busy, problem_lines, wait_quiet  # noqa: E402
 import pg_infra  # noqa: E402
 
@@ -166,9 +167,7 @@ def run_one(backend, rnd, pg, seconds, warmup, concurrency):
         if stored_user != ok or stored_asst != ok:
             errors.append("stored rows differ from accepted chats: 202s %d, user rows %d, assistant rows %d"
                           % (ok, stored_user, stored_asst))
-        if j.get("errors") or j.get("connection_errors"):
-            errors.append("loadgen errors %s, connection errors %s, status %s" % (
-                j.get("errors"), j.get("connection_errors"), j.get("status")))
+        errors += loadgen_errors("loadgen", j)
         res.update({
             "loadavg_at_window_start": load0,
             "post_rps": j.get("post_rps"),

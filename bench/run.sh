@@ -12,6 +12,10 @@
 #            time; chatd env POST_ENV (one-chunk demo replies at full speed, see below)
 #   post_default  the same against chatd's default worker settings
 #
+# `errors` in the JSON: problems with the server or the machine, and every count loadgen
+# found wrong (bench/loadgen_check.py: order, stalls, events, POST failures, an empty or
+# negative latency sample). Figures from a run with errors are not to be quoted.
+#
 # Environment: BUILD_DIR (./build), NO_BUILD=1 (use existing binaries), CHATD (command
 # to run as the server, e.g. "python3 bench/fake_chatd.py"), LOADGEN, SCENARIOS
 # ("hold stream latency post post_default"), HOLD_SECONDS (10), STREAM_SECONDS (15), LAT_SECONDS (15),
@@ -165,6 +169,13 @@ run_loadgen() {
     log "loadgen ($name) saw problems:"
     jq -r '.problems[]' "$tmp/$name.json" | head -n 12 >&2
   fi
+  # What loadgen counted as wrong (order, stalls, events, empty or negative latencies) is an
+  # error of the run, not just a figure in the scenario's details.
+  local e
+  while IFS= read -r e; do
+    log "error: $e"
+    errors+=("$e")
+  done < <(python3 "$root/bench/loadgen_check.py" "$name" "$tmp/$name.json")
 }
 
 for s in hold stream latency post post_default; do echo '{}' >"$tmp/$s.json"; done

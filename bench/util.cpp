@@ -160,11 +160,9 @@ void Samples::add(std::int64_t us) {
     ++dropped_;
     return;
   }
-  if (us < 0) {
-    ++negative_;
-    us = 0;
-  }
-  if (us > INT32_MAX) us = INT32_MAX;
+  if (us < 0) ++negative_;
+  // ±35 minutes saturate: no latency figure reaches that far.
+  us = std::clamp<std::int64_t>(us, INT32_MIN, INT32_MAX);
   v_.push_back(static_cast<std::int32_t>(us));
   sum_us_ += static_cast<double>(us);
   sorted_ = false;
@@ -179,7 +177,7 @@ void Samples::merge(const Samples& o) {
 }
 
 double Samples::percentile_ms(double p) {
-  if (v_.empty()) return 0;
+  if (v_.empty()) return std::nan("");
   if (!sorted_) {
     std::sort(v_.begin(), v_.end());
     sorted_ = true;
@@ -190,9 +188,9 @@ double Samples::percentile_ms(double p) {
   return v_[idx] / 1000.0;
 }
 
-double Samples::max_ms() { return percentile_ms(100); }
-
-double Samples::mean_ms() const { return v_.empty() ? 0 : sum_us_ / static_cast<double>(v_.size()) / 1000.0; }
+double Samples::mean_ms() const {
+  return v_.empty() ? std::nan("") : sum_us_ / static_cast<double>(v_.size()) / 1000.0;
+}
 
 void JsonLine::key(std::string_view k) {
   if (s_.size() > 1) s_ += ',';

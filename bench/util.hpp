@@ -36,7 +36,8 @@ std::optional<std::string_view> json_member(std::string_view obj, std::string_vi
 
 std::optional<std::int64_t> to_int(std::string_view s);
 
-// Latency samples in microseconds, exact percentiles (nearest rank).
+// Latency samples in microseconds, exact percentiles (nearest rank). Negative
+// samples are kept as they are (and counted): they say the clocks disagree.
 class Samples {
  public:
   void add(std::int64_t us);
@@ -44,9 +45,11 @@ class Samples {
   std::size_t size() const { return v_.size(); }
   std::uint64_t dropped() const { return dropped_; }
   std::uint64_t negative() const { return negative_; }
-  // p in [0,100]; 0 when empty. Sorts on first use after an add.
+  // p in [0,100]; NaN (JSON null) when empty: no sample is not a latency of 0.
+  // Sorts on first use after an add.
   double percentile_ms(double p);
-  double max_ms();
+  double min_ms() { return percentile_ms(0); }
+  double max_ms() { return percentile_ms(100); }
   double mean_ms() const;
 
  private:

@@ -6,11 +6,13 @@
 #   scripts/cluster.sh up|down|status|logs [name]
 #
 # Each piece has its own pid file and log under one run directory
-# (CLUSTER_DIR, default run/cluster); `down` stops only what `up` started.
+# (CLUSTER_DIR, default run/cluster); `down` stops only what `up` started and
+# says what it is waiting for. An `up` that fails names the step, shows the end
+# of its log and stops what it had started, so it can simply be run again.
 # Ports can be moved with CLUSTER_HTTP_PORT, CLUSTER_POD_BASE_PORT (pods at
 # base+1..base+N), CLUSTER_PODS, CLUSTER_WORKERS, CLUSTER_NATS_PORT,
 # CLUSTER_REDIS_PORT, CLUSTER_PG_PORT.
-set -euo pipefail
+set -Eeuo pipefail  # -E: up's ERR trap covers the functions it calls
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN_DIR=${CLUSTER_DIR:-$ROOT/run/cluster}
@@ -26,6 +28,36 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
+
+# The end of a log, indented, on stderr.
+show_tail() {  # file
+  [ -s "$1" ] || return 0
+  log "last lines of $1:"
+  tail -n 20 "$1" | sed 's/^/    /' >&2
+}
+
+# `up` failed at a step: say which, show its logs, stop what was already started
+# (so a failed `up` leaves nothing running and can simply be run again).
+fail_up() {  # step, log files...
+  trap - ERR
+  local step=$1 f
+  shift
+  log "up failed: $step"
+  for f in "$@"; do show_tail "$f"; done
+  if [ "$step" = initdb ] && ! as_postgres test -x "$RUN_DIR"; then
+    log "the postgres user cannot enter $RUN_DIR (a folder above it is closed to it); choose another CLUSTER_DIR"
+  fi
+  log "stopping what was started"
+  down
+  exit 1
+}
+
+# One step of `up` with its output in logs/<name>.log.
+step() {  # name, command...
+  local name=$1
+  shift
+  "$@" >"$RUN_DIR/logs/$name.log" 2>&1 || fail_up "$name" "$RUN_DIR/logs/$name.log"
+}
 
 as_postgres() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -45,7 +77,7 @@ wait_for() {  # name, command...: retries for 30 s
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
-  die "$name did not become ready (log: $RUN_DIR/logs/$name.log)"
+  fail_up "$name did not become ready in 30 s" "$RUN_DIR/logs/$name.log" "$RUN_DIR/logs/$name-error.log"
 }
 
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
@@ -53,6 +85,7 @@ http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 start_bg() {  # name, env/command...: runs in the background with pid file and log
   local name=$1; shift
   if alive "$name"; then log "$name already running"; return; fi
+  log "starting $name"
   nohup "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
   echo $! >"$RUN_DIR/$name.pid"
 }
@@ -76,6 +109,9 @@ up() {
   mkdir -p "$RUN_DIR/logs" "$RUN_DIR/nats" "$RUN_DIR/redis" "$RUN_DIR/nginx"
   chmod 755 "$RUN_DIR"
   echo "started=$(date -u +%FT%TZ)" >"$RUN_DIR/cluster.env"
+  # From here on a failure stops what was started; anything not caught by a step
+  # below is still reported with its line.
+  trap 'fail_up "line $LINENO: $BASH_COMMAND"' ERR
 
   start_bg nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats"
   wait_for nats bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
@@ -84,20 +120,24 @@ up() {
   wait_for redis redis-cli -p "$REDIS_PORT" ping
 
   mkdir -p "$RUN_DIR/pg"
-  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$RUN_DIR/pg"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$RUN_DIR/pg"; fi
   if [ ! -f "$RUN_DIR/pg/PG_VERSION" ]; then
-    as_postgres "$PG_BIN/initdb" -D "$RUN_DIR/pg" -U postgres --auth=trust >"$RUN_DIR/logs/initdb.log" 2>&1
+    log "initializing PostgreSQL in $RUN_DIR/pg"
+    step initdb as_postgres "$PG_BIN/initdb" -D "$RUN_DIR/pg" -U postgres --auth=trust
   fi
+  log "starting postgres"
+  touch "$RUN_DIR/postgres.started"  # before the start: a half-started server is stopped too
   as_postgres "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -l "$RUN_DIR/pg/server.log" -w \
     -o "-p $PG_PORT -k $RUN_DIR/pg -c listen_addresses=127.0.0.1" start >"$RUN_DIR/logs/postgres.log" 2>&1 ||
-    die "PostgreSQL did not start (see $RUN_DIR/pg/server.log)"
-  touch "$RUN_DIR/postgres.started"
-  as_postgres "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname='chat'" | grep -q 1 ||
-    as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE chat" >/dev/null
+    fail_up "PostgreSQL did not start" "$RUN_DIR/logs/postgres.log" "$RUN_DIR/pg/server.log"
+  if ! as_postgres "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='chat'" 2>"$RUN_DIR/logs/createdb.log" | grep -q 1; then
+    step createdb as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE chat"
+  fi
 
   local common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT"
-                DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat)
+                DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat
+                DB_SPILL_DIR="$RUN_DIR/spill")
   local i upstreams=""
   for i in $(seq 1 "$PODS"); do
     local port=$((POD_BASE + i))
@@ -116,39 +156,63 @@ src, dst, run_dir, port, upstreams = sys.argv[1:6]
 text = open(src).read().replace("@RUN_DIR@", run_dir).replace("@HTTP_PORT@", port).replace("@UPSTREAMS@", upstreams.rstrip("\n"))
 open(dst, "w").write(text)
 PY
-  nginx -t -c "$conf" -p "$RUN_DIR" >"$RUN_DIR/logs/nginx-check.log" 2>&1 || die "nginx rejected its config (see $RUN_DIR/logs/nginx-check.log)"
-  nginx -c "$conf" -p "$RUN_DIR" 2>>"$RUN_DIR/logs/nginx-error.log"
+  step nginx-check nginx -t -c "$conf" -p "$RUN_DIR"
+  log "starting nginx"
+  nginx -c "$conf" -p "$RUN_DIR" 2>>"$RUN_DIR/logs/nginx-error.log" ||
+    fail_up "nginx did not start" "$RUN_DIR/logs/nginx-error.log"
   wait_for nginx http_ok "http://127.0.0.1:$HTTP_PORT/health"
+  trap - ERR
   log "up: http://127.0.0.1:$HTTP_PORT (pods on $((POD_BASE + 1))..$((POD_BASE + PODS)), run dir $RUN_DIR)"
 }
 
-stop_pid() {  # name: SIGTERM, wait up to 20 s, then SIGKILL
-  local name=$1 pid
-  [ -f "$RUN_DIR/$name.pid" ] || return 0
-  pid=$(cat "$RUN_DIR/$name.pid")
-  if running "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do running "$pid" || break; sleep 0.1; done
-    if running "$pid"; then log "$name did not stop in time: killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-  fi
-  rm -f "$RUN_DIR/$name.pid"
+# SIGTERM to each piece at once, then waits (up to 20 s, saying so every 2 s)
+# until all have exited; what is left is killed.
+stop_pieces() {  # names...
+  local name pid waiting=() left i
+  for name in "$@"; do
+    [ -f "$RUN_DIR/$name.pid" ] || continue
+    pid=$(cat "$RUN_DIR/$name.pid")
+    if running "$pid"; then
+      log "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      waiting+=("$name")
+    fi
+  done
+  for i in $(seq 1 200); do
+    left=()
+    for name in "${waiting[@]}"; do alive "$name" && left+=("$name"); done
+    waiting=("${left[@]}")
+    [ ${#waiting[@]} -eq 0 ] && break
+    if [ $((i % 20)) -eq 0 ]; then log "waiting for ${waiting[*]} to exit ($((i / 10)) s)"; fi
+    sleep 0.1
+  done
+  for name in "${waiting[@]}"; do
+    log "$name did not stop in 20 s: killing"
+    kill -KILL "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || true
+  done
+  for name in "$@"; do rm -f "$RUN_DIR/$name.pid"; done
 }
 
 down() {
   [ -d "$RUN_DIR" ] || { log "nothing to stop in $RUN_DIR"; return 0; }
-  if alive nginx; then nginx -c "$RUN_DIR/nginx.conf" -p "$RUN_DIR" -s quit 2>/dev/null || true; fi
-  for _ in $(seq 1 50); do alive nginx || break; sleep 0.1; done
-  stop_pid nginx
-  local f
+  if alive nginx; then
+    log "stopping nginx"
+    nginx -c "$RUN_DIR/nginx.conf" -p "$RUN_DIR" -s quit 2>/dev/null || true
+    for _ in $(seq 1 50); do alive nginx || break; sleep 0.1; done
+  fi
+  stop_pieces nginx
+  local f pieces=()
   for f in "$RUN_DIR"/pod-*.pid "$RUN_DIR"/worker-*.pid; do
-    [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
+    [ -e "$f" ] && pieces+=("$(basename "$f" .pid)")
   done
+  # Pods finish their running replies first (up to SERVER_SHUTDOWN_TIMEOUT), all at once.
+  stop_pieces "${pieces[@]}"
   if [ -f "$RUN_DIR/postgres.started" ]; then
+    log "stopping postgres"
     as_postgres "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m fast -w stop >/dev/null 2>&1 || true
     rm -f "$RUN_DIR/postgres.started"
   fi
-  stop_pid redis
-  stop_pid nats
+  stop_pieces redis nats
   rm -f "$RUN_DIR/cluster.env"
   log "down"
 }

@@ -68,6 +68,7 @@ struct StoreConfig {
   std::string sslmode = "disable";
   unsigned pool_size = 4;
   std::size_t queue_limit = 10'000;
+  std::string spill_dir;  // empty: the default of store::spill_dir_for
 };
 
 struct RedisConfig {

@@ -8,14 +8,25 @@
 //   once with Errc::overloaded, on the caller's thread before the call returns)
 //   and completes through its callback, which otherwise runs on a store-owned
 //   thread (post to your own executor).
+// - Except that a finished reply is never refused: save_assistant_message that
+//   finds the queue full appends the reply to the spill journal on disk
+//   (StoreConfig::spill_dir, see spill_journal.hpp) and completes at once, on the
+//   caller's thread, with success; the store writes the journal in order as soon
+//   as it can, and at start-up writes what an earlier store on the same database
+//   left there. Memory stays bounded. The caller pays one append to a local
+//   file; only an append that fails (disk full, directory gone) completes with
+//   that error (logged as store_spill_failed).
 // - Values the schema rejects (unknown status, metadata that is not JSON) fail
 //   with boost::system::errc::invalid_argument.
 // - Schema changes are versioned migrations applied by the constructor/start,
 //   safe when several processes start at once.
 // - save_assistant_message is idempotent on message_id: the first write wins and
-//   later writes of the same id succeed without changing it.
+//   later writes of the same id succeed without changing it. Spilled replies
+//   keep that rule, so a reply written twice (another pod, a journal replayed
+//   after a restart) changes nothing.
 // - A completed assistant message that cannot be written because the database is
-//   down waits in a bounded retry queue and is written when it is back.
+//   down waits in a bounded retry queue, then in the spill journal, and is
+//   written when it is back.
 
 #include <boost/system/error_code.hpp>
 
@@ -120,8 +131,10 @@ class MessageStore {
                              PageCallback done) = 0;
   virtual void delete_session(std::string session_id, std::string user_id, DoneCallback done) = 0;
 
-  // Completes once every write queued before it (and the retry queue) is done, or failed.
-  // While the database is down it waits for it to return: give it your own deadline.
+  // Completes once every write queued before it, the retry queue and the spill
+  // journal are done, or failed. While the database is down it waits for it to
+  // return: give it your own deadline. A flush still waiting when the store is
+  // destroyed completes with Errc::unavailable (the journal keeps the replies).
   virtual void flush(DoneCallback done) = 0;
   virtual ComponentStatus status() const = 0;
   bool connected() const { return status().connected; }

@@ -5,8 +5,9 @@
 // take jobs from one queue of at most StoreConfig::queue_limit jobs. Calls may
 // therefore complete out of order; every callback runs on a store thread. A call
 // that finds the queue full completes at once, on the caller's thread, with
-// Errc::overloaded. flush() completes after every job queued before it and after
-// the retry queue has drained.
+// Errc::overloaded, except save_assistant_message (see below). flush() completes
+// after every job queued before it and after the retry queue and the spill
+// journal have drained.
 //
 // Connections: settings go to libpq as keyword/value pairs (DB_SSLMODE included),
 // so no character in a password can change them, and the password is never
@@ -16,14 +17,18 @@
 // connected() is false while no pool connection works; idle connections check
 // the server every second so it turns false without waiting for traffic.
 //
-// Outage and assistant replies: save_assistant_message that fails with
-// Errc::unavailable does not lose the reply. It moves to a retry queue (at most
-// queue_limit replies), written in order with backoff by a dedicated thread and
-// connection once the server is back, and the CALLBACK COMPLETES WITH SUCCESS as
-// soon as the reply is queued there: the caller has nothing better to do than
-// wait, and the write is idempotent on message_id. Only a full retry queue
-// reports Errc::unavailable. Replies still queued when the store is destroyed
-// are logged as lost (event store_retry_dropped, with their ids).
+// Outage, overload and assistant replies: save_assistant_message never loses the
+// reply. One that fails with Errc::unavailable moves to a retry queue in memory
+// (at most queue_limit replies); one that finds the pool's queue or the retry
+// queue full is appended to the spill journal (default
+// "<temp dir>/chatd-spill-<host>-<port>-<name>"). The CALLBACK COMPLETES WITH
+// SUCCESS as soon as the reply is queued or spilled: the caller has nothing better
+// to do than wait, and the write is idempotent on message_id. A dedicated thread
+// and connection write the retry queue, then the journal, in order, with backoff
+// while the server is down. Replies still in memory when the store is destroyed
+// with the server down join the journal; the next store on the same database (a
+// restarted pod) writes it at start-up. Only a reply the journal cannot take
+// either is lost, logged as store_spill_failed.
 //
 // Other errors as in message_store.hpp, plus errc::invalid_argument for values
 // the schema rejects (unknown status, metadata that is not JSON, NUL bytes).
@@ -38,10 +43,13 @@ namespace chat::store {
 class PostgresStore final : public MessageStore {
  public:
   // Connects, applies pending migrations (under an advisory lock, so pods that
-  // start together take turns) and opens the pool. Throws std::runtime_error
-  // when the server cannot be reached or a migration fails (start-up fails loudly).
+  // start together take turns), opens the pool and starts writing the spill
+  // journal an earlier store left. Throws std::runtime_error when the server
+  // cannot be reached, a migration fails or the spill directory cannot be created
+  // (start-up fails loudly).
   explicit PostgresStore(const config::StoreConfig& cfg);
-  // Runs the jobs already queued, gives the retry queue a last try, then stops.
+  // Runs the jobs already queued, gives the retry queue a last try (what still
+  // cannot be written joins the journal), then stops.
   ~PostgresStore() override;
   PostgresStore(const PostgresStore&) = delete;
   PostgresStore& operator=(const PostgresStore&) = delete;

@@ -4,13 +4,19 @@
 // Threading: one store thread owns the connection and runs the queued jobs in
 // order, so calls complete in the order they were made and every callback runs on
 // that thread. The queue holds at most StoreConfig::queue_limit jobs; a call that
-// finds it full completes at once, on the caller's thread, with Errc::overloaded.
+// finds it full completes at once, on the caller's thread, with Errc::overloaded,
+// except save_assistant_message, whose reply goes to the spill journal (default
+// "<DB_PATH>.spill") and completes at once with success. Between two jobs the
+// thread writes one spilled reply, so the journal drains while the queue is busy;
+// a spilled reply that finds the file locked or full waits there (100 ms backoff
+// doubling to 2 s) instead of being dropped.
 //
 // Errors: Errc codes as in message_store.hpp; a value the schema rejects (unknown
 // status, metadata that is not JSON) is errc::invalid_argument; a file that
 // cannot be written (disk full, locked by another process beyond the busy
 // timeout) is Errc::unavailable. SQLite is a local file, so there is no outage to
-// wait out and no retry queue: such a failure is reported to the caller.
+// wait out and no retry queue: such a failure of a queued call is reported to the
+// caller.
 //
 // Several processes may open the same file (WAL, busy timeout, writers take the
 // lock up front), so two pods on one host, or two test stores, are safe.
@@ -24,11 +30,14 @@ namespace chat::store {
 
 class SqliteStore final : public MessageStore {
  public:
-  // Creates DB_PATH's directory and the file if needed and applies pending
-  // migrations before returning. Throws std::runtime_error when the file cannot
-  // be opened or migrated (start-up fails loudly).
+  // Creates DB_PATH's directory and the file if needed, applies pending
+  // migrations and adopts the spill journal an earlier store left (written from
+  // the store thread, oldest first). Throws std::runtime_error when the file
+  // cannot be opened or migrated, or the spill directory cannot be created
+  // (start-up fails loudly).
   explicit SqliteStore(const config::StoreConfig& cfg);
-  // Runs every job already queued (their callbacks included), then stops the thread.
+  // Runs every job already queued (their callbacks included), then stops the
+  // thread; spilled replies not yet written stay in the journal for the next store.
   ~SqliteStore() override;
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;

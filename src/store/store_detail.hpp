@@ -38,6 +38,16 @@ inline AssistantMessage normalised(AssistantMessage m) {
   return m;
 }
 
+// A reply written later than its call (retry queue, spill journal): its
+// callback has long completed, so the outcome is only logged.
+inline void log_deferred_write(const std::string& message_id, boost::system::error_code ec) {
+  if (ec) {
+    log::error("store_deferred_write_failed", {{"message_id", message_id}, {"error", ec.message()}});
+  } else {
+    log::info("store_deferred_write_done", {{"message_id", message_id}});
+  }
+}
+
 // A throwing callback must not take a store thread (and every later job) down with it.
 template <class Callback, class... Args>
 void invoke(const Callback& done, Args&&... args) noexcept {

@@ -28,6 +28,7 @@ TEST(ConfigTest, DefaultsFollowTheSeed) {
   EXPECT_EQ(c.sse.heartbeat_interval, 10s);
   EXPECT_EQ(c.nats.max_reconnects, -1);
   EXPECT_EQ(c.store.path, "data/chat.db");
+  EXPECT_EQ(c.store.spill_dir, "");  // the store picks its default (beside DB_PATH)
   EXPECT_FALSE(c.nats.url);
   EXPECT_FALSE(c.redis.host);
   EXPECT_FALSE(c.store.host);
@@ -38,13 +39,15 @@ TEST(ConfigTest, DefaultsFollowTheSeed) {
 TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
   auto c = load(Program::chatd, {"--server-port=9090", "--log-format=json"},
                 env({{"SERVER_PORT", "8081"}, {"POD_ID", "pod-1"}, {"BUFFER_MAX_AGE", "2m"}, {"NATS_URL", "nats://x:4222"},
-                     {"SERVER_WRITE_TIMEOUT", "250ms"}, {"NATS_JETSTREAM", "true"}}));
+                     {"SERVER_WRITE_TIMEOUT", "250ms"}, {"NATS_JETSTREAM", "true"},
+                     {"DB_SPILL_DIR", "/var/spill"}}));
   EXPECT_EQ(c.server.port, 9090);  // the flag wins over the environment
   EXPECT_EQ(c.server.pod_id, "pod-1");
   EXPECT_EQ(c.buffer.max_age, 2min);
   EXPECT_EQ(c.server.write_timeout, 250ms);
   EXPECT_EQ(c.nats.url, "nats://x:4222");
   EXPECT_TRUE(c.nats.jetstream);
+  EXPECT_EQ(c.store.spill_dir, "/var/spill");
   EXPECT_EQ(c.log.format, log::Format::json);
   EXPECT_EQ(load(Program::worker, {}, env({{"REDIS_RENEW_INTERVAL", "500ms"}})).redis.renew_interval, 500ms);
 }
@@ -86,6 +89,7 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"DB_HOST", ""}}, "DB_HOST");
   expect_error({{"REDIS_RENEW_INTERVAL", "50ms"}}, "REDIS_RENEW_INTERVAL");
   expect_error({{"REDIS_RENEW_INTERVAL", "16s"}}, "REDIS_RENEW_INTERVAL");
+  expect_error({{"DB_SPILL_DIR", ""}}, "DB_SPILL_DIR");
   expect_error({}, "--no-such-flag", {"--no-such-flag=1"});
   expect_error({}, "positional", {"positional"});
 }
@@ -100,7 +104,7 @@ TEST(ConfigTest, EachProgramReadsOnlyItsSettings) {
 TEST(ConfigTest, HelpListsEverySettingOfTheProgram) {
   auto help = help_text(Program::chatd);
   for (const char* name : {"SERVER_PORT", "POD_ID", "BUFFER_MISSING_CHUNK_TIMEOUT", "NATS_URL", "REDIS_HOST", "DB_PATH",
-                           "SSE_HEARTBEAT_INTERVAL", "LOG_FORMAT", "--server-port"})
+                           "DB_SPILL_DIR", "SSE_HEARTBEAT_INTERVAL", "LOG_FORMAT", "--server-port"})
     EXPECT_NE(help.find(name), std::string::npos) << name;
   EXPECT_EQ(help_text(Program::worker).find("SERVER_PORT"), std::string::npos);
   EXPECT_TRUE(wants_help({"--help"}));

@@ -247,9 +247,10 @@ class PostgresServer:
         return name
 
     def chatd_env(self, database, **extra):
-        """The DB_* settings that point chatd at `database`."""
+        """The DB_* settings that point chatd at `database`; its spill journal stays in our temp dir."""
         env = {"DB_HOST": HOST, "DB_PORT": str(self.port), "DB_USER": PG_USER, "DB_PASSWORD": PG_PASSWORD,
-               "DB_NAME": database, "DB_SSLMODE": "disable"}
+               "DB_NAME": database, "DB_SSLMODE": "disable",
+               "DB_SPILL_DIR": os.path.join(self.tmpdir, "spill-" + database)}
         env.update({k: str(v) for k, v in extra.items()})
         return env
 

@@ -1,8 +1,10 @@
 """scripts/cluster.sh end to end: `up` on the default ports, chats through nginx on :80, `down`
-leaves nothing running.
+leaves nothing running and says what it waits for; an `up` whose initdb fails says so, shows the
+end of initdb's log and stops what it had started.
 
-The cluster uses fixed ports (nginx 80, pods 8081..8083, NATS 4222, Redis 6379, PostgreSQL 5432).
-If one of them is busy the test FAILS (it does not skip): the reference layout must be runnable.
+The full cluster uses fixed ports (nginx 80, pods 8081..8083, NATS 4222, Redis 6379, PostgreSQL
+5432). If one of them is busy the test FAILS (it does not skip): the reference layout must be
+runnable. The failure test moves the cluster to free ports.
 
 Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_cluster
 """
@@ -92,7 +94,17 @@ def procs_mentioning(path):
     return out
 
 
-class ClusterScriptTest(unittest.TestCase):
+def free_port_run(count):
+    """The first of `count` consecutive free ports on 127.0.0.1."""
+    for _ in range(100):
+        base = harness.free_port()
+        if base + count < 65536 and not any(port_open(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError("no %d consecutive free ports" % count)
+
+
+class ClusterScriptCase(unittest.TestCase):
+    """A run directory of its own and, at the end, `down` and a sweep of whatever is left."""
     maxDiff = 4000
 
     def setUp(self):
@@ -183,7 +195,9 @@ class ClusterScriptTest(unittest.TestCase):
             for k in kids.get(pid, []):
                 todo.append((k, "%s child" % label))
 
-    # -- the test ------------------------------------------------------------------
+
+
+class ClusterScriptTest(ClusterScriptCase):
     def test_up_chat_down(self):
         busy = [p for p in ALL_PORTS if port_open(p)]
         if busy:
@@ -258,7 +272,7 @@ class ClusterScriptTest(unittest.TestCase):
         # down: everything it started is gone
         self.collect_pids()
         t0 = time.monotonic()
-        self.script("down", timeout=180)
+        down = self.script("down", timeout=180)
         self.down_done = True
         down_seconds = time.monotonic() - t0
         deadline = time.monotonic() + 10
@@ -277,8 +291,52 @@ class ClusterScriptTest(unittest.TestCase):
                          "\n".join(port_holder(p) for p in busy))
         leftovers = [n for n in os.listdir(self.run_dir) if n.endswith(".pid") or n == "cluster.env"]
         self.assertEqual(leftovers, [], "pid files / cluster.env left in the run dir")
+        for name in ("nginx", "pod-1", "pod-3", "worker-2", "postgres", "redis", "nats"):
+            self.assertIn("stopping %s" % name, down.stderr, "down does not say what it stops")
         print("\ncluster.sh: up %.1fs, down %.1fs, pods used through nginx: %s"
               % (up_seconds, down_seconds, sorted(pods_seen)))
+
+
+class ClusterUpFailureTest(ClusterScriptCase):
+    def test_failing_initdb_is_reported_and_what_was_started_is_stopped(self):
+        # initdb runs as the postgres user; a folder above the run dir that it cannot enter makes it
+        # fail, as a checkout under /root does. Not root: an initdb that fails stands in for it.
+        closed = tempfile.mkdtemp(prefix="chatd-e2e-cluster-closed-")  # 0700, ours
+        self.addCleanup(shutil.rmtree, closed, True)
+        self.run_dir = os.path.join(closed, "run")
+        self.env["CLUSTER_DIR"] = self.run_dir
+        if os.geteuid() != 0:
+            fake_bin = os.path.join(closed, "pgbin")
+            os.mkdir(fake_bin)
+            with open(os.path.join(fake_bin, "initdb"), "w") as f:
+                f.write("#!/bin/sh\necho 'initdb: error: could not access directory: Permission denied' >&2\nexit 1\n")
+            os.chmod(os.path.join(fake_bin, "initdb"), 0o755)
+            self.env["PG_BIN"] = fake_bin
+        base = free_port_run(7)
+        ports = {"CLUSTER_HTTP_PORT": base, "CLUSTER_NATS_PORT": base + 1, "CLUSTER_REDIS_PORT": base + 2,
+                 "CLUSTER_PG_PORT": base + 3, "CLUSTER_POD_BASE_PORT": base + 3, "CLUSTER_PODS": 3}
+        self.env.update({k: str(v) for k, v in ports.items()})
+
+        r = self.script("up", timeout=240, check=False)
+        self.assertIsNotNone(r, "up did not finish")
+        self.collect_pids()
+        self.assertEqual(r.returncode, 1, "stdout:\n%s\nstderr:\n%s" % (r.stdout, r.stderr))
+        self.assertIn("up failed: initdb", r.stderr)
+        self.assertIn("Permission denied", r.stderr, "the end of initdb's log is shown")
+        self.assertIn("stopping what was started", r.stderr)
+        for name in ("redis", "nats"):
+            self.assertIn("stopping %s" % name, r.stderr)
+            self.assertTrue(os.path.exists(os.path.join(self.run_dir, "logs", name + ".log")),
+                            "%s never started" % name)
+        self.assertNotIn("starting pod-1", r.stderr)
+
+        for port in (ports["CLUSTER_NATS_PORT"], ports["CLUSTER_REDIS_PORT"]):
+            wait_until(lambda: not port_open(port), 10, msg="port %d closed after the failed up" % port)
+        left = [(pid, label, cmdline(pid)) for pid, (start, label) in self.tracked.items() if proc_alive(pid, start)]
+        self.assertEqual(left, [], "processes left running by the failed up")
+        leftovers = [n for n in os.listdir(self.run_dir)
+                     if n.endswith(".pid") or n in ("cluster.env", "postgres.started")]
+        self.assertEqual(leftovers, [], "a failed up must leave the run dir ready for the next one")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,15 @@ class PostgresOutage : public testing::Test {
     ASSERT_NE(server_, nullptr) << "PostgreSQL could not start: " << start_error_;
     server_->start();  // a failed test may have left it stopped
     database_ = server_->create_database();
-    store_ = std::make_unique<PostgresStore>(server_->store_config(database_));
+    store_ = std::make_unique<PostgresStore>(config());
   }
+
+  config::StoreConfig config() const {
+    auto cfg = server_->store_config(database_);
+    cfg.spill_dir = spill_dir().string();
+    return cfg;
+  }
+  std::filesystem::path spill_dir() const { return spill_.path() / "spill"; }
 
   std::string scalar(const std::string& sql) { return server_->query(database_, sql); }
 
@@ -52,6 +59,7 @@ class PostgresOutage : public testing::Test {
 
   static PostgresServer* server_;
   static std::string start_error_;
+  TempDir spill_{"chat-pg-spill"};
   std::string database_;
   std::unique_ptr<PostgresStore> store_;
 };
@@ -120,19 +128,26 @@ TEST_F(PostgresOutage, RepliesCompletedDuringAnOutageAreStoredExactlyOnceAfterIt
   EXPECT_TRUE(eventually([&] { return store_->connected(); }));
 }
 
-TEST_F(PostgresOutage, RetryQueueIsBounded) {
-  auto cfg = server_->store_config(database_);
-  cfg.queue_limit = 2;
+TEST_F(PostgresOutage, RepliesBeyondTheRetryQueueWaitOnDiskAndOutliveTheStore) {
+  auto cfg = config();
+  cfg.queue_limit = 2;  // two replies in memory; the others go to the spill journal
   auto small = std::make_unique<PostgresStore>(cfg);
   Sync s(*small);
   ASSERT_FALSE(s.accept(user_message("s1", "alice", "u1", "question", at(0))).first);
   server_->stop();
-  EXPECT_FALSE(s.save(reply("s1", "r1", "kept", at(1))));
-  EXPECT_FALSE(s.save(reply("s1", "r2", "kept", at(2))));
-  EXPECT_EQ(s.save(reply("s1", "r3", "no room", at(3))), Errc::unavailable);
+  constexpr int kReplies = 8;
+  for (int i = 0; i < kReplies; ++i) {
+    auto ec = s.save(reply("s1", "r" + std::to_string(i), "kept", at(1 + i)));
+    EXPECT_FALSE(ec) << "reply " << i << ": " << ec.message();
+  }
+  EXPECT_FALSE(spill_files(spill_dir()).empty());
+
+  small.reset();  // still down: the replies in memory join those on disk
   server_->start();
-  EXPECT_FALSE(s.flush());
-  EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE role = 'assistant'"), "2");
+  PostgresStore next(cfg);
+  EXPECT_FALSE(Sync(next).flush());
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE role = 'assistant'"), std::to_string(kReplies));
+  EXPECT_TRUE(spill_files(spill_dir()).empty());
 }
 
 }  // namespace

@@ -20,16 +20,19 @@ class PostgresBackend final : public Backend {
   std::unique_ptr<MessageStore> open(std::size_t queue_limit) override {
     auto cfg = server_.store_config(database_);
     cfg.queue_limit = queue_limit;
+    cfg.spill_dir = spill_dir().string();
     return std::make_unique<PostgresStore>(cfg);
   }
   std::string scalar(const std::string& sql) override { return server_.query(database_, sql); }
   unsigned threads() const override { return server_.store_config(database_).pool_size; }
+  std::filesystem::path spill_dir() const override { return spill_.path() / "spill"; }
 
   const std::string& database() const { return database_; }
 
  private:
   PostgresServer& server_;
   std::string database_;
+  TempDir spill_{"chat-pg-spill"};
 };
 
 INSTANTIATE_TEST_SUITE_P(Postgres, StoreConformance,

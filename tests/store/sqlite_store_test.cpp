@@ -4,7 +4,6 @@
 #include "store/sqlite_store.hpp"
 
 #include <sqlite3.h>
-#include <stdlib.h>
 
 #include <filesystem>
 
@@ -15,12 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path make_temp_dir() {
-  std::string path = (fs::temp_directory_path() / "chat-sqlite-XXXXXX").string();
-  if (::mkdtemp(path.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  return path;
-}
-
 struct CloseDb {
   void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 };
@@ -30,14 +23,8 @@ struct Finalize {
 
 class SqliteBackend final : public Backend {
  public:
-  SqliteBackend() : dir_(make_temp_dir()) {}
-  ~SqliteBackend() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-
   // The directories below the temporary one do not exist: the store creates them.
-  std::string path() const { return (dir_ / "nested" / "data" / "chat.db").string(); }
+  std::string path() const { return (dir_.path() / "nested" / "data" / "chat.db").string(); }
 
   std::unique_ptr<MessageStore> open(std::size_t queue_limit) override {
     config::StoreConfig cfg;
@@ -66,9 +53,11 @@ class SqliteBackend final : public Backend {
   }
 
   unsigned threads() const override { return 1; }
+  // The default: beside the database file.
+  fs::path spill_dir() const override { return path() + ".spill"; }
 
  private:
-  fs::path dir_;
+  TempDir dir_{"chat-sqlite"};
 };
 
 INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformance,

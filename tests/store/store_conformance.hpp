@@ -4,14 +4,17 @@
 // Also the synchronous helpers the store tests share.
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "store/message_store.hpp"
 
@@ -29,6 +32,8 @@ class Backend {
   virtual std::string scalar(const std::string& sql) = 0;
   // How many store threads run callbacks (the overload test blocks them all).
   virtual unsigned threads() const = 0;
+  // Where the stores of this database spill replies their queue has no room for.
+  virtual std::filesystem::path spill_dir() const = 0;
 };
 
 struct BackendParam {
@@ -38,6 +43,37 @@ struct BackendParam {
 
 inline void PrintTo(const BackendParam& p, std::ostream* os) { *os << p.name; }
 inline std::string backend_name(const testing::TestParamInfo<BackendParam>& info) { return info.param.name; }
+
+// ---- files -------------------------------------------------------------------
+
+// A fresh directory in the temp dir, removed with its contents at the end.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix) {
+    std::string path = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    if (::mkdtemp(path.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = path;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The spill journal's segment files in `dir` (none when it does not exist).
+inline std::vector<std::filesystem::path> spill_files(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().extension() == ".spill") files.push_back(e.path());
+  return files;
+}
 
 // ---- waiting for callbacks --------------------------------------------------
 
