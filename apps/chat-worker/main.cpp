@@ -9,7 +9,7 @@
 #include "runtime/backends.hpp"
 #include "runtime/program.hpp"
 #include "runtime/serve.hpp"
-#include "worker/provider_factory.hpp"
+#include "providers/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 
 namespace asio = boost::asio;
@@ -24,14 +24,17 @@ int run_worker(const config::Config& config) {
   unsigned threads = runtime::thread_count(config.worker.threads);
   asio::io_context ioc{static_cast<int>(threads)};
 
-  auto bus = runtime::make_bus(config, ioc, "chat-worker");
+  auto messaging = runtime::make_messaging(config, ioc, "chat-worker", true);
   if (!config.redis.host)
     log::warn("no_registry", {{"detail", "REDIS_HOST is not set: every chunk goes to the broadcast subject"}});
   auto registry = runtime::make_registry(config, ioc);
-  worker::WorkflowWorker worker(ioc.get_executor(), *bus, *registry, config.worker,
-                                worker::make_providers(ioc.get_executor(), config));
+  auto worker_config = config.worker;
+  worker_config.progress_interval = std::max(config.jetstream.ack_wait / 3, config::Duration{100});
+  worker::WorkflowWorker worker(ioc.get_executor(), *messaging.bus, *messaging.work, messaging.log.get(), *registry,
+                                worker_config, providers::make_providers(ioc.get_executor(), config));
   worker.start();
   log::info("worker_started", {{"threads", threads}, {"registry", registry->status().backend},
+                               {"work_queue", messaging.work->status().backend},
                                {"default_provider", config.worker.default_provider}});
 
   // Shutdown: take no new requests; the running ones finish (bounded).

@@ -16,7 +16,7 @@
 #include "runtime/backends.hpp"
 #include "runtime/program.hpp"
 #include "runtime/serve.hpp"
-#include "worker/provider_factory.hpp"
+#include "providers/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 
 namespace asio = boost::asio;
@@ -47,17 +47,19 @@ int run_pod(const config::Config& config) {
   unsigned threads = runtime::thread_count(config.server.threads);
   asio::io_context ioc{static_cast<int>(threads)};
 
-  auto bus = runtime::make_bus(config, ioc, "chatd-" + config.server.pod_id);
+  auto messaging = runtime::make_messaging(config, ioc, "chatd-" + config.server.pod_id, false);
+  auto& bus = messaging.bus;
   auto registry = runtime::make_registry(config, ioc);
   auto store = runtime::make_store(config);
-  pod::Pod pod(ioc, pod_options(config, threads), *bus, *registry, *store);
+  pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store);
   api::ChatApi api(api::ApiOptions{config.server.cors_origins, {config.chat.max_message_chars}}, pod, *store);
 
   // The embedded default runs its own worker on the in-process bus.
   std::unique_ptr<worker::WorkflowWorker> worker;
   if (bus->status().embedded) {
-    worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *registry, config.worker,
-                                                      worker::make_providers(ioc.get_executor(), config));
+    worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *messaging.work, messaging.log.get(),
+                                                      *registry, config.worker,
+                                                      providers::make_providers(ioc.get_executor(), config));
     worker->start();
   }
   pod.start();

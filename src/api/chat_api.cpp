@@ -105,7 +105,7 @@ void ChatApi::route(Call call) {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(ready_response());
   } else if (path == "/api/chat") {
     if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
-  } else if (path.starts_with(kChat) && path.ends_with(kCancel) && path.size() > kChat.size() + kCancel.size()) {
+  } else if (path.starts_with(kChat) && path.ends_with(kCancel) && path.size() >= kChat.size() + kCancel.size()) {
     // A bad id in a path is a 400, like a bad one in a query.
     auto id = path.substr(kChat.size(), path.size() - kChat.size() - kCancel.size());
     if (auto e = check_identifier("message_id", id)) return call->respond(invalid(*e));
@@ -114,7 +114,7 @@ void ChatApi::route(Call call) {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
   } else if (path == "/api/sessions") {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) list_sessions(std::move(call));
-  } else if (path.starts_with(kSessions) && path.size() > kSessions.size() &&
+  } else if (path.starts_with(kSessions) &&
              path.find('/', kSessions.size()) == (path.ends_with(kMessages) ? path.size() - kMessages.size() : path.npos)) {
     auto id = path.substr(kSessions.size());
     bool messages = id.ends_with(kMessages);

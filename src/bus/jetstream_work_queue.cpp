@@ -20,9 +20,14 @@ constexpr std::chrono::milliseconds kEarlyReturn{100};
 constexpr std::chrono::milliseconds kPause{200};
 constexpr int kMaxBatch = 64;
 
+// nats.c acks through the message's subscription: each item keeps it alive, so
+// a worker may ack after its fetch loop stopped.
+using SharedSubscription = std::shared_ptr<natsSubscription>;
+
 class JetStreamWorkItem final : public WorkItem {
  public:
-  JetStreamWorkItem(natsMsg* msg, unsigned attempt, bool final) : msg_(msg), attempt_(attempt), final_(final) {}
+  JetStreamWorkItem(SharedSubscription sub, natsMsg* msg, unsigned attempt, bool final)
+      : msg_(msg), sub_(std::move(sub)), attempt_(attempt), final_(final) {}
 
   std::string_view payload() const override {
     return {natsMsg_GetData(msg_.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg_.get()))};
@@ -40,7 +45,8 @@ class JetStreamWorkItem final : public WorkItem {
     if (s != NATS_OK) log::warn("work_item_reply_failed", {{"reply", what}, {"error", natsStatus_GetText(s)}});
   }
 
-  NatsMsgPtr msg_;
+  NatsMsgPtr msg_;  // destroyed before the subscription it came from
+  SharedSubscription sub_;
   unsigned attempt_;
   bool final_;
 };
@@ -86,7 +92,7 @@ class PullConsumer final : public Subscription {
       log::warn("work_consumer_unavailable", {{"error", natsStatus_GetText(s)}, {"code", static_cast<std::int64_t>(code)}});
       return false;
     }
-    sub_.reset(raw);
+    sub_ = SharedSubscription(raw, natsSubscription_Destroy);
     return true;
   }
 
@@ -116,7 +122,7 @@ class PullConsumer final : public Subscription {
       jsMsgMetaData_Destroy(meta);
     }
     bool final = js_.options().max_deliver > 0 && attempt >= static_cast<unsigned>(js_.options().max_deliver);
-    handler_(std::make_unique<JetStreamWorkItem>(msg, attempt, final));
+    handler_(std::make_unique<JetStreamWorkItem>(sub_, msg, attempt, final));
   }
 
   void pause(std::chrono::milliseconds d) {
@@ -128,7 +134,7 @@ class PullConsumer final : public Subscription {
   FreeSlots free_slots_;
   WorkHandler handler_;
   std::atomic<bool> stopping_{false};
-  NatsSubscriptionPtr sub_;  // fetch thread only
+  SharedSubscription sub_;  // fetch thread only
   std::thread thread_;       // last: starts once everything above exists
 };
 

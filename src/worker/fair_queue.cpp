@@ -13,10 +13,14 @@ bool FairQueue::push(WaitingRequest w) {
   return true;
 }
 
-std::optional<WaitingRequest> FairQueue::pop() {
+std::optional<WaitingRequest> FairQueue::pop(const std::function<std::size_t(const std::string&)>& running) {
   if (turn_.empty()) return std::nullopt;
-  auto user = std::move(turn_.front());
-  turn_.pop_front();
+  auto next = turn_.begin();
+  auto fewest = running(*next);
+  for (auto it = std::next(turn_.begin()); it != turn_.end() && fewest > 0; ++it)
+    if (auto n = running(*it); n < fewest) fewest = n, next = it;
+  auto user = std::move(*next);
+  turn_.erase(next);
   auto it = by_user_.find(user);
   auto w = std::move(it->second.front());
   it->second.pop_front();
@@ -24,6 +28,13 @@ std::optional<WaitingRequest> FairQueue::pop() {
   if (it->second.empty()) by_user_.erase(it);
   else turn_.push_back(std::move(user));  // the user's next request waits for everyone else's turn
   return w;
+}
+
+const protocol::WorkflowRequest* FairQueue::find(const std::string& message_id) const {
+  for (const auto& [user, list] : by_user_)
+    for (const auto& w : list)
+      if (w.request.message_id == message_id) return &w.request;
+  return nullptr;
 }
 
 std::optional<WaitingRequest> FairQueue::remove(const std::string& message_id) {
@@ -44,9 +55,10 @@ std::optional<WaitingRequest> FairQueue::remove(const std::string& message_id) {
   return std::nullopt;
 }
 
-std::vector<WaitingRequest> FairQueue::take_all() {
-  std::vector<WaitingRequest> out;
-  while (auto w = pop()) out.push_back(std::move(*w));
+std::vector<WaitingRequest> FairQueue::take_redeliverable() {
+  std::vector<WaitingRequest> out, keep;
+  while (auto w = pop([](const std::string&) { return 0; })) (w->item->final_attempt() ? keep : out).push_back(std::move(*w));
+  for (auto& w : keep) push(std::move(w));
   return out;
 }
 

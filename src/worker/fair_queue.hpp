@@ -1,10 +1,12 @@
 #pragma once
 // Requests waiting for a free generation slot, served one user at a time in
-// turn: a user's hundredth queued request never delays another user's first
-// one by more than a slot's turn. Bounded. Pure logic; the worker guards it.
+// turn, fewest running replies first: a user's hundredth queued request never
+// delays another user's first one by more than a slot's turn. Bounded. Pure
+// logic; the worker guards it.
 
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,12 +29,13 @@ class FairQueue {
 
   // False when full.
   bool push(WaitingRequest w);
-  // The next user's oldest request.
-  std::optional<WaitingRequest> pop();
+  // The oldest request of the user in turn with the fewest replies `running`.
+  std::optional<WaitingRequest> pop(const std::function<std::size_t(const std::string& user)>& running);
+  const protocol::WorkflowRequest* find(const std::string& message_id) const;
   // A request cancelled before it started.
   std::optional<WaitingRequest> remove(const std::string& message_id);
-  // Shutdown: everything that never started.
-  std::vector<WaitingRequest> take_all();
+  // Shutdown: what never started and another worker can take.
+  std::vector<WaitingRequest> take_redeliverable();
   // Every waiting item, to tell the queue they are still being worked on.
   template <class Fn>
   void for_each_item(Fn fn) {

@@ -36,7 +36,12 @@ void GenerationRun::cancel() {
   if (generation_) generation_->cancel();
 }
 
-void GenerationRun::end_cancelled() { on_finish(providers::Finish{model_, 0, "cancelled"}); }
+void GenerationRun::end_cancelled() {
+  providers::Finish finish;
+  finish.finish_reason = "cancelled";
+  finish.tokens_used = 0;
+  on_finish(finish);
+}
 
 void GenerationRun::keep_alive() {
   asio::post(strand_, [self = shared_from_this()] {

@@ -63,17 +63,19 @@ std::size_t WorkflowWorker::free_slots() {
 void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   // Cancels and replays are still served: running generations need them.
   requests_.reset();
+  log::info("work_intake_stopped", {{"running", active_.load()}});
   std::vector<WaitingRequest> unstarted;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    unstarted = waiting_.take_all();
+    unstarted = waiting_.take_redeliverable();
     if (active_.load() != 0 || admitting_ != 0) {
       on_idle_ = std::move(on_idle);
       on_idle = nullptr;
     }
   }
-  // Not started: another worker takes them now.
+  // Not started and not this queue's last delivery: another worker takes them
+  // now. The rest (the in-process bus, core NATS) run here before the drain ends.
   for (auto& w : unstarted) w.item->give_back();
   if (!unstarted.empty()) log::info("requests_given_back", {{"count", unstarted.size()}});
   if (on_idle) on_idle();
@@ -146,7 +148,7 @@ void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::stri
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item));
   {
     std::lock_guard lock(mutex_);
-    runs_[message_id] = run;
+    track(message_id, run);
   }
   if (!fail_code.empty()) return run->fail(fail_code, fail_message);
   if (provider == providers_.end())
@@ -162,16 +164,16 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     return;
   }
   std::shared_ptr<GenerationRun> run;
-  std::optional<WaitingRequest> waiting;
+  std::optional<protocol::WorkflowRequest> request;  // a copy: the reply outlives the lock
+  std::optional<WaitingRequest> unstarted;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.lock();
-    if (!run) waiting = waiting_.remove(cancel->message_id);
-    // Another user's cancel leaves a waiting request where it was.
-    if (waiting && waiting->request.user_id != cancel->user_id && !waiting_.push(std::move(*waiting))) waiting.reset();
-    if (waiting && waiting->request.user_id != cancel->user_id) waiting.reset();
+    if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.run.lock();
+    if (run) request = run->request();
+    else if (auto* waiting = waiting_.find(cancel->message_id)) request = *waiting;
+    // The owner's cancel of a request that never started takes it out of the queue.
+    if (!run && request && request->user_id == cancel->user_id) unstarted = waiting_.remove(cancel->message_id);
   }
-  const auto* request = run ? &run->request() : waiting ? &waiting->request : nullptr;
   if (!request) return;  // another worker has it, or it already ended: stay silent
   bool owner = request->user_id == cancel->user_id;
   if (!m.reply_to.empty()) {
@@ -183,20 +185,19 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
                                      {"correlation_id", request->correlation_id}});
   if (run) return run->cancel();
-  // Never started: it ends at once as cancelled, in a slot of its own.
+  if (unstarted) end_unstarted(std::move(*unstarted));
+}
+
+// A request cancelled before it started ends at once as cancelled, in a slot of its own.
+void WorkflowWorker::end_unstarted(WaitingRequest w) {
+  auto message_id = w.request.message_id;
+  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), "", std::move(w.item));
   {
     std::lock_guard lock(mutex_);
     ++active_;
-    ++admitting_;
+    track(message_id, run);
   }
-  auto message_id = waiting->request.message_id;
-  auto r = std::make_shared<GenerationRun>(executor_, *this, std::move(waiting->request), "", std::move(waiting->item));
-  {
-    std::lock_guard lock(mutex_);
-    --admitting_;
-    runs_[message_id] = r;
-  }
-  r->end_cancelled();
+  run->end_cancelled();
 }
 
 void WorkflowWorker::on_replay(const bus::Message& m) {
@@ -218,13 +219,25 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
   if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
+void WorkflowWorker::track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run) {
+  runs_[message_id] = Running{run, run->request().user_id};
+  ++running_per_user_[run->request().user_id];
+}
+
 void WorkflowWorker::finished(const std::string& message_id) {
   std::optional<WaitingRequest> next;
   std::function<void()> idle;
   {
     std::lock_guard lock(mutex_);
-    runs_.erase(message_id);
-    next = waiting_.pop();
+    // The slot passes on before its user's count drops: that user just had a turn.
+    next = waiting_.pop([this](const std::string& user) {
+      auto it = running_per_user_.find(user);
+      return it == running_per_user_.end() ? 0 : it->second;
+    });
+    if (auto it = runs_.find(message_id); it != runs_.end()) {
+      if (--running_per_user_[it->second.user_id] == 0) running_per_user_.erase(it->second.user_id);
+      runs_.erase(it);
+    }
     if (!next && --active_ == 0 && admitting_ == 0) idle = std::move(on_idle_);
   }
   ++completed_;
@@ -239,8 +252,8 @@ void WorkflowWorker::keep_alive() {
   {
     std::lock_guard lock(mutex_);
     waiting_.for_each_item([](bus::WorkItem& item) { item.in_progress(); });
-    for (auto& [id, weak] : runs_)
-      if (auto run = weak.lock()) run->keep_alive();
+    for (auto& [id, r] : runs_)
+      if (auto run = r.run.lock()) run->keep_alive();
   }
   keep_alive_timer_.expires_after(config_.progress_interval);
   keep_alive_timer_.async_wait([this](boost::system::error_code ec) {

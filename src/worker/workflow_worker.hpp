@@ -43,8 +43,9 @@ class WorkflowWorker {
   ~WorkflowWorker();
 
   void start();
-  // Stops taking new requests and gives back the waiting ones; running
-  // generations go on to their end, then `on_idle` runs (at once if none).
+  // Stops taking new requests and gives back the waiting ones another worker
+  // can take; the others and the running generations go on to their end, then
+  // `on_idle` runs (at once if none).
   void stop_intake(std::function<void()> on_idle = {});
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
@@ -58,7 +59,9 @@ class WorkflowWorker {
   void start_or_wait(WaitingRequest w);
   void run(WaitingRequest w, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
+  void end_unstarted(WaitingRequest w);
   void keep_alive();
+  void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run);  // mutex_ held
   std::size_t free_slots();
 
   boost::asio::any_io_executor executor_;
@@ -79,7 +82,12 @@ class WorkflowWorker {
   std::atomic<std::uint64_t> completed_{0};
   // Guards the fields below: requests, cancels and completions come on many threads.
   std::mutex mutex_;
-  std::map<std::string, std::weak_ptr<GenerationRun>> runs_;
+  struct Running {
+    std::weak_ptr<GenerationRun> run;
+    std::string user_id;
+  };
+  std::map<std::string, Running> runs_;
+  std::map<std::string, std::size_t> running_per_user_;
   FairQueue waiting_;
   std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
   bool stopping_ = false;

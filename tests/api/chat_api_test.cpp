@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "bus/bus_work_queue.hpp"
 #include "bus/memory_bus.hpp"
 #include "http/listener.hpp"
 #include "registry/memory_registry.hpp"
@@ -36,6 +37,7 @@ struct ChatApiTest : ::testing::Test {
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ioc);
   bus::MemoryBus bus{ioc.get_executor()};
+  bus::BusWorkQueue queue{bus};
   registry::MemoryRegistry registry{ioc.get_executor()};
   store::SqliteStore store{[this] {
     config::StoreConfig c;
@@ -48,7 +50,7 @@ struct ChatApiTest : ::testing::Test {
                  o.cancel_timeout = std::chrono::milliseconds{200};
                  return o;
                }(),
-               bus, registry, store};
+               bus, queue, nullptr, registry, store};
   ChatApi api{ApiOptions{"https://app.example, https://other.example", {100}}, pod, store};
   std::shared_ptr<http::Listener> listener = std::make_shared<http::Listener>(
       ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0), api, http::SessionLimits{}, [] { return false; });

@@ -320,6 +320,18 @@ class NatsServer(_ChildProcess):
             out.setdefault(key, []).extend(c.get("subscriptions_list") or [])
         return out
 
+    def pull_waiting(self, consumer):
+        """Pull requests the JetStream consumer holds (each idle worker keeps one open)."""
+        r = http_request(self.monitor_port, "GET", "/jsz?consumers=true", timeout=5.0)
+        if r.status != 200:
+            raise AssertionError("/jsz -> %s" % r.status)
+        for account in r.json().get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                for c in stream.get("consumer_detail") or []:
+                    if c.get("name") == consumer:
+                        return int(c.get("num_waiting") or 0)
+        return 0
+
     def count_subscribers(self, subject):
         """How many client connections hold a subscription with exactly this subject."""
         n = 0
@@ -882,16 +894,18 @@ class WorkerProcess(_ChildProcess):
 
 EXECUTE_SUBJECT = "chat.workflow.execute.*"
 WORKER_QUEUE = "workflow-workers"
+WORK_CONSUMER = "workflow-workers"  # the workers' JetStream pull consumer
 
 
 class Cluster:
     """NATS + Redis + pods + workers for one test (or test class).
 
     pods are named pod_ids (default pod-a, pod-b, ...); pod_env / worker_env add settings.
+    jetstream=False runs core NATS only (NATS_JETSTREAM=false), the path for servers without it.
     """
 
     def __init__(self, pods=2, workers=1, pod_ids=None, pod_env=None, worker_env=None, redis=True, nats=True,
-                 tag=None):
+                 tag=None, jetstream=True):
         self.tag = tag or uuid.uuid4().hex[:6]
         self.tmpdir = tempfile.mkdtemp(prefix="chatd-e2e-cluster-")
         self.pod_ids = list(pod_ids or ["pod-%s" % chr(ord("a") + i) for i in range(pods)])
@@ -900,6 +914,7 @@ class Cluster:
         self.nats = NatsServer(tmpdir=os.path.join(self.tmpdir, "nats")) if nats else None
         self.redis = RedisServer(tmpdir=os.path.join(self.tmpdir, "redis")) if redis else None
         self.n_workers = workers
+        self.jetstream = bool(nats) and jetstream
         self.pods = []
         self.workers = []
         self._clients = []
@@ -909,6 +924,7 @@ class Cluster:
         env = {}
         if self.nats:
             env["NATS_URL"] = self.nats.url
+            env["NATS_JETSTREAM"] = "true" if self.jetstream else "false"
         if self.redis:
             env["REDIS_HOST"] = HOST
             env["REDIS_PORT"] = str(self.redis.port)
@@ -976,6 +992,10 @@ class Cluster:
         if not (self.nats and self.nats.monitor):
             return
         want = sum(1 for w in self.workers if w.alive())
+        if self.jetstream:
+            wait_until(lambda: self.nats.pull_waiting(WORK_CONSUMER) >= want, timeout,
+                       msg="%d worker(s) pulling from the %s consumer" % (want, WORK_CONSUMER))
+            return
         wait_until(lambda: self.nats.count_subscribers(EXECUTE_SUBJECT) >= want, timeout,
                    msg="%d worker(s) subscribed to %s" % (want, EXECUTE_SUBJECT))
 

@@ -66,9 +66,11 @@ class Wiretap:
 # ---------------------------------------------------------------------------
 
 class CrossPodTest(ClusterTestCase):
+    JETSTREAM = True
+
     @classmethod
     def setUpClass(cls):
-        cls.cluster = Cluster(pods=2, workers=2).start()
+        cls.cluster = Cluster(pods=2, workers=2, jetstream=cls.JETSTREAM).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -176,6 +178,12 @@ class CrossPodTest(ClusterTestCase):
         a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
         self._late_join(a, b)
         self._late_join(b, a)
+
+
+class CoreNatsCrossPodTest(CrossPodTest):
+    """The same routing and fan-out on core NATS alone (NATS_JETSTREAM=false): requests on the
+    workers' queue group, gaps and late joins served by the workers' replay."""
+    JETSTREAM = False
 
 
 class LateJoinFullSpeedTest(ClusterTestCase):
@@ -423,8 +431,8 @@ class GracefulShutdownTest(ClusterTestCase):
         other = [x for x in cl.workers if x is not w][0]
         w.proc.send_signal(signal.SIGTERM)
         # it stops taking work at once, but stays until its reply is done
-        wait_until(lambda: cl.nats.count_subscribers(EXECUTE_SUBJECT) == 1, 15.0,
-                   msg="the signalled worker left the %s queue group" % EXECUTE_SUBJECT)
+        wait_until(lambda: "work_intake_stopped" in w.log(400000), 15.0,
+                   msg="the signalled worker stopped pulling from the work queue")
         t_left = time.monotonic()
         self.assertIn("shutdown_started", w.log(400000))
         # new work goes to the other worker meanwhile

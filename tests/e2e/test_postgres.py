@@ -711,7 +711,7 @@ class FirstWriteWinsTest(PgMixin, infra.ClusterTestCase):
         # insert-if-absent that finds the row is not an error) once the process is gone
         self.assertEqual(b.stop(timeout=60.0), 0, "pod-b exit code after SIGTERM")
         log_b = b.log(400000)
-        self.assertIn("messages_stored=1", [l for l in log_b.splitlines() if "chatd_stopped" in l][-1],
+        self.assertIn("replies_stored=1", [l for l in log_b.splitlines() if "chatd_stopped" in l][-1],
                       "pod-b did not complete its write of %s" % mid)
         self.assertNotIn("reply_store_failed", log_b)
 

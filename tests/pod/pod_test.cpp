@@ -11,7 +11,9 @@
 #include <future>
 #include <thread>
 
+#include "bus/bus_work_queue.hpp"
 #include "bus/memory_bus.hpp"
+#include "bus/memory_chunk_log.hpp"
 #include "protocol/subjects.hpp"
 #include "registry/memory_registry.hpp"
 #include "store/sqlite_store.hpp"
@@ -66,6 +68,8 @@ struct PodTest : ::testing::Test {
   asio::io_context ioc{2};
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ioc);
   SwitchableBus bus{ioc.get_executor()};
+  bus::BusWorkQueue queue{bus};
+  bus::MemoryChunkLog log{ioc.get_executor(), std::chrono::minutes(10), 1 << 20};
   registry::MemoryRegistry registry{ioc.get_executor()};
   store::SqliteStore store{[this] {
     config::StoreConfig c;
@@ -79,7 +83,7 @@ struct PodTest : ::testing::Test {
             o.shutdown_timeout = 10s;
             return o;
           }(),
-          bus, registry, store};
+          bus, queue, &log, registry, store};
   std::vector<std::thread> threads;
 
   void SetUp() override {

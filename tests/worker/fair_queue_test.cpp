@@ -1,0 +1,86 @@
+#include "worker/fair_queue.hpp"
+
+#include <gtest/gtest.h>
+
+namespace chat::worker {
+namespace {
+
+// A delivery that is this queue's last, or not.
+class Item final : public bus::WorkItem {
+ public:
+  explicit Item(bool final) : final_(final) {}
+  std::string_view payload() const override { return {}; }
+  unsigned attempt() const override { return 1; }
+  bool final_attempt() const override { return final_; }
+  void in_progress() override {}
+  void ack() override {}
+  void give_back() override {}
+
+ private:
+  bool final_;
+};
+
+WaitingRequest waiting(std::string user, std::string message, bool final = false) {
+  WaitingRequest w;
+  w.request.user_id = std::move(user);
+  w.request.message_id = std::move(message);
+  w.item = std::make_unique<Item>(final);
+  return w;
+}
+
+auto none_running = [](const std::string&) -> std::size_t { return 0; };
+
+std::vector<std::string> drain(FairQueue& q) {
+  std::vector<std::string> out;
+  while (auto w = q.pop(none_running)) out.push_back(w->request.message_id);
+  return out;
+}
+
+TEST(FairQueue, UsersTakeTurns) {
+  FairQueue q(100);
+  for (auto id : {"a1", "a2", "a3"}) q.push(waiting("a", id));
+  for (auto id : {"b1", "b2"}) q.push(waiting("b", id));
+  q.push(waiting("c", "c1"));
+  EXPECT_EQ(drain(q), (std::vector<std::string>{"a1", "b1", "c1", "a2", "b2", "a3"}));
+}
+
+TEST(FairQueue, AUserWithFewerRunningRepliesGoesFirst) {
+  FairQueue q(100);
+  q.push(waiting("busy", "x1"));
+  q.push(waiting("idle", "y1"));
+  auto w = q.pop([](const std::string& user) -> std::size_t { return user == "busy" ? 3 : 0; });
+  EXPECT_EQ(w->request.message_id, "y1");
+}
+
+TEST(FairQueue, IsBounded) {
+  FairQueue q(2);
+  EXPECT_TRUE(q.push(waiting("a", "1")));
+  EXPECT_TRUE(q.push(waiting("a", "2")));
+  EXPECT_FALSE(q.push(waiting("b", "3")));
+  EXPECT_EQ(q.size(), 2u);
+}
+
+TEST(FairQueue, ACancelledRequestLeavesAndItsUserLosesNoTurn) {
+  FairQueue q(100);
+  q.push(waiting("a", "a1"));
+  q.push(waiting("b", "b1"));
+  q.push(waiting("a", "a2"));
+  ASSERT_NE(q.find("b1"), nullptr);
+  EXPECT_TRUE(q.remove("b1"));
+  EXPECT_EQ(q.find("b1"), nullptr);
+  EXPECT_FALSE(q.remove("b1"));
+  EXPECT_EQ(drain(q), (std::vector<std::string>{"a1", "a2"}));
+}
+
+TEST(FairQueue, ShutdownGivesBackOnlyWhatAnotherWorkerCanTake) {
+  FairQueue q(100);
+  q.push(waiting("a", "redeliverable"));
+  q.push(waiting("b", "last-delivery", true));
+  auto back = q.take_redeliverable();
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].request.message_id, "redeliverable");
+  EXPECT_EQ(drain(q), (std::vector<std::string>{"last-delivery"}));
+}
+
+}  // namespace
+}  // namespace chat::worker

@@ -1,0 +1,733 @@
+// WorkflowWorker on the in-process bus and registry: what comes out of the bus
+// for a workflow request, where it goes, and how cancel, the concurrency bound,
+// shutdown and replay behave.
+//
+// The io_context runs on the test thread (Loop::run_until / settle), so "nothing
+// else happened" can be checked exactly: settle() returns once no handler is
+// left to run. One test adds a helper thread to run generations in parallel.
+
+#include "worker/workflow_worker.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "bus/bus_work_queue.hpp"
+#include "bus/memory_bus.hpp"
+#include "bus/subject_pattern.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/subjects.hpp"
+#include "registry/memory_registry.hpp"
+#include "providers/demo_provider.hpp"
+
+namespace chat::worker {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using protocol::ChunkType;
+using protocol::ResponseChunk;
+using protocol::WorkflowRequest;
+using providers::Finish;
+using providers::Generation;
+using providers::GenerationSink;
+using providers::Provider;
+
+constexpr auto kDeadline = 10s;
+
+// The test's io_context, run by the test thread and by `helper_threads` more.
+class Loop {
+ public:
+  explicit Loop(unsigned helper_threads = 0) {
+    for (unsigned i = 0; i < helper_threads; ++i) helpers_.emplace_back([this] { ioc_.run(); });
+  }
+  ~Loop() { stop(); }
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  asio::any_io_executor executor() { return ioc_.get_executor(); }
+
+  // Runs handlers until `done` holds; false if it did not within the deadline.
+  template <class Done>
+  bool run_until(Done done) {
+    auto until = std::chrono::steady_clock::now() + kDeadline;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      ioc_.run_one_for(5ms);
+    }
+    return true;
+  }
+  // Runs what is ready and what that posts, until nothing is left to run.
+  // (Exact only without helper threads.)
+  void settle() {
+    while (ioc_.poll() > 0) {
+    }
+  }
+  void stop() {
+    work_.reset();
+    ioc_.stop();
+    for (auto& t : helpers_) t.join();
+    helpers_.clear();
+  }
+
+ private:
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(ioc_);
+  std::vector<std::thread> helpers_;
+};
+
+// Everything published under chat.>, in arrival order (one subscription, so
+// one publisher's messages keep their order).
+class Tap {
+ public:
+  explicit Tap(bus::MessageBus& bus)
+      : sub_(bus.subscribe("chat.>", {}, [this](const bus::Message& m) {
+          std::lock_guard lock(mutex_);
+          seen_.emplace_back(std::string(m.subject), std::string(m.payload));
+        })) {}
+
+  // The chunks that arrived on `subject` (of `message_id` when given).
+  std::vector<ResponseChunk> chunks(const std::string& subject, const std::string& message_id = "") const {
+    std::vector<ResponseChunk> out;
+    std::lock_guard lock(mutex_);
+    for (const auto& [s, payload] : seen_) {
+      if (s != subject) continue;
+      std::string error;
+      auto c = protocol::decode_response_chunk(payload, error);
+      if (!c) {
+        ADD_FAILURE() << "not a chunk on " << s << ": " << error << ": " << payload;
+        continue;
+      }
+      if (message_id.empty() || c->message_id == message_id) out.push_back(std::move(*c));
+    }
+    return out;
+  }
+
+  bool has_final(const std::string& subject, const std::string& message_id) const {
+    auto all = chunks(subject, message_id);
+    return std::any_of(all.begin(), all.end(), [](const ResponseChunk& c) { return c.is_final; });
+  }
+
+  // Every subject that carried a chunk (pod response or session broadcast).
+  std::set<std::string> chunk_subjects() const {
+    std::set<std::string> out;
+    std::lock_guard lock(mutex_);
+    for (const auto& [s, payload] : seen_)
+      if (bus::subject_matches(subjects::kAllBroadcast, s) || bus::subject_matches("chat.pod.*.response", s))
+        out.insert(s);
+    return out;
+  }
+
+  std::size_t count(const std::string& subject) const {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(
+        std::count_if(seen_.begin(), seen_.end(), [&](const auto& m) { return m.first == subject; }));
+  }
+
+ private:
+  mutable std::mutex mutex_;  // guards seen_: the handler runs on a loop thread
+  std::vector<std::pair<std::string, std::string>> seen_;
+  std::unique_ptr<bus::Subscription> sub_;  // last member: unsubscribed before seen_ goes
+};
+
+// A provider whose generations say only what the test tells them to.
+class ScriptedGeneration final : public Generation {
+ public:
+  ScriptedGeneration(WorkflowRequest request, std::shared_ptr<GenerationSink> sink)
+      : request_(std::move(request)), sink_(std::move(sink)) {}
+
+  void text(std::string_view t) {
+    std::lock_guard lock(mutex_);
+    if (sink_) sink_->on_text(t);
+  }
+  void finish(std::string reason = "stop") {
+    std::lock_guard lock(mutex_);
+    if (auto sink = std::exchange(sink_, nullptr)) sink->on_finish(Finish{std::move(reason), 7, {}});
+  }
+  void cancel() override {
+    std::lock_guard lock(mutex_);
+    cancelled_ = true;
+    if (auto sink = std::exchange(sink_, nullptr)) sink->on_finish(Finish{"cancelled", std::nullopt, {}});
+  }
+  // Lets go of the sink without a word (the provider is going away).
+  void drop() {
+    std::lock_guard lock(mutex_);
+    sink_.reset();
+  }
+
+  const WorkflowRequest& request() const { return request_; }
+  bool cancelled() const {
+    std::lock_guard lock(mutex_);
+    return cancelled_;
+  }
+  bool ended() const {
+    std::lock_guard lock(mutex_);
+    return !sink_;
+  }
+
+ private:
+  const WorkflowRequest request_;
+  mutable std::mutex mutex_;  // guards sink_ and cancelled_: cancel comes from bus handlers
+  std::shared_ptr<GenerationSink> sink_;
+  bool cancelled_ = false;
+};
+
+class ScriptedProvider final : public Provider {
+ public:
+  ~ScriptedProvider() override {
+    for (auto& g : generations_) g->drop();  // a generation left open would keep its run alive
+  }
+  std::string_view name() const override { return "scripted"; }
+  std::string default_model() const override { return "scripted-1"; }
+  std::shared_ptr<Generation> start(const WorkflowRequest& request, std::string, std::shared_ptr<GenerationSink> sink) override {
+    auto g = std::make_shared<ScriptedGeneration>(request, std::move(sink));
+    std::lock_guard lock(mutex_);
+    generations_.push_back(g);
+    return g;
+  }
+
+  std::size_t started() const {
+    std::lock_guard lock(mutex_);
+    return generations_.size();
+  }
+  // The generations started so far, in start order.
+  std::vector<std::shared_ptr<ScriptedGeneration>> generations() const {
+    std::lock_guard lock(mutex_);
+    return generations_;
+  }
+  std::shared_ptr<ScriptedGeneration> generation(const std::string& message_id) const {
+    std::lock_guard lock(mutex_);
+    for (const auto& g : generations_)
+      if (g->request().message_id == message_id) return g;
+    return nullptr;
+  }
+  std::size_t running() const {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(
+        std::count_if(generations_.begin(), generations_.end(), [](const auto& g) { return !g->ended(); }));
+  }
+
+ private:
+  mutable std::mutex mutex_;  // guards generations_
+  std::vector<std::shared_ptr<ScriptedGeneration>> generations_;
+};
+
+config::WorkerConfig worker_config(std::size_t max_concurrent = 1'000) {
+  config::WorkerConfig c;
+  c.default_provider = "demo";
+  c.max_concurrent = max_concurrent;
+  return c;
+}
+
+// A worker on an in-process bus and registry, with the `scripted` provider and
+// the `demo` provider (no pause between chunks).
+struct Rig {
+  explicit Rig(config::WorkerConfig config = worker_config(), unsigned helper_threads = 0)
+      : loop(helper_threads),
+        worker(loop.executor(), bus, queue, nullptr, registry, std::move(config),
+               {scripted, std::make_shared<providers::DemoProvider>(loop.executor(), providers::DemoOptions{0ms, 3})}) {
+    worker.start();
+  }
+  ~Rig() { loop.stop(); }  // no handler may run while the members below go away
+
+  Loop loop;
+  bus::MemoryBus bus{loop.executor()};
+  bus::BusWorkQueue queue{bus};
+  registry::MemoryRegistry registry{loop.executor()};
+  Tap tap{bus};
+  std::shared_ptr<ScriptedProvider> scripted = std::make_shared<ScriptedProvider>();
+  WorkflowWorker worker;
+};
+
+WorkflowRequest request(const std::string& message_id, const std::string& provider = "scripted") {
+  WorkflowRequest r;
+  r.message_id = message_id;
+  r.session_id = "s1";
+  r.user_id = "owner";
+  r.message = "Hello there";
+  r.context.ai_provider = provider;
+  r.timestamp = "2025-01-01T00:00:00Z";
+  r.correlation_id = "corr-" + message_id;
+  return r;
+}
+
+void submit(Rig& rig, const WorkflowRequest& r) {
+  rig.bus.publish(subjects::execute(r.session_id), protocol::encode(r));
+}
+
+// Waits until `n` generations published their final chunk, then lets every
+// delivery that is still under way arrive.
+bool complete(Rig& rig, std::uint64_t n) {
+  bool done = rig.loop.run_until([&] { return rig.worker.completed() >= n; });
+  rig.loop.settle();
+  return done;
+}
+
+void connect(Rig& rig, const std::string& session, const std::string& pod, const std::string& connection) {
+  rig.registry.add(registry::ConnectionRef{session, pod, connection});
+}
+
+std::vector<std::uint32_t> ids(const std::vector<ResponseChunk>& chunks) {
+  std::vector<std::uint32_t> out;
+  for (const auto& c : chunks) out.push_back(c.chunk_id);
+  return out;
+}
+
+std::vector<std::uint32_t> zero_to(std::size_t n) {
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t i = 0; i < n; ++i) out.push_back(i);
+  return out;
+}
+
+std::string text(const std::vector<ResponseChunk>& chunks) {
+  std::string out;
+  for (const auto& c : chunks) out += c.chunk;
+  return out;
+}
+
+std::string status_of(const std::string& reply) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(reply, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("status") || !v.as_object().at("status").is_string()) return {};
+  return std::string(v.as_object().at("status").as_string());
+}
+
+// Sends a cancel request as `user` and waits for the worker's answer.
+std::optional<std::string> cancel(Rig& rig, const std::string& message_id, const std::string& user) {
+  auto reply = std::make_shared<std::optional<std::string>>();
+  rig.bus.request(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, "s1", user}), kDeadline,
+                  [reply](boost::system::error_code ec, std::string r) { *reply = ec ? "error: " + ec.message() : r; });
+  rig.loop.run_until([&] { return reply->has_value(); });
+  return *reply;
+}
+
+const std::string kBroadcast = subjects::broadcast("s1");
+
+// --- the reply -------------------------------------------------------------
+
+TEST(WorkflowWorker, ARequestIsAnsweredWithChunksNumberedFromZeroInOrder) {
+  Rig rig;
+  auto r = request("m1", "demo");
+  submit(rig, r);
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto chunks = rig.tap.chunks(kBroadcast);
+  ASSERT_GT(chunks.size(), 2u);
+  EXPECT_EQ(ids(chunks), zero_to(chunks.size()));
+  EXPECT_EQ(text(chunks), providers::DemoProvider::reply_for(r));
+}
+
+TEST(WorkflowWorker, OnlyTheLastChunkIsFinalAndItSaysHowTheReplyEnded) {
+  Rig rig;
+  submit(rig, request("m1", "demo"));
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto chunks = rig.tap.chunks(kBroadcast);
+  ASSERT_FALSE(chunks.empty());
+  for (std::size_t i = 0; i + 1 < chunks.size(); ++i) EXPECT_FALSE(chunks[i].is_final) << "chunk " << i;
+  const auto& last = chunks.back();
+  EXPECT_TRUE(last.is_final);
+  EXPECT_EQ(last.chunk_type, ChunkType::metadata);
+  ASSERT_TRUE(last.metadata);
+  EXPECT_EQ(last.metadata->finish_reason, "stop");
+  EXPECT_EQ(last.metadata->model, "demo-1");
+  EXPECT_TRUE(last.metadata->tokens_used);
+}
+
+TEST(WorkflowWorker, EveryChunkCarriesTheRequestsSessionMessageAndCorrelationIds) {
+  Rig rig;
+  submit(rig, request("m1", "demo"));
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto chunks = rig.tap.chunks(kBroadcast);
+  ASSERT_FALSE(chunks.empty());
+  for (const auto& c : chunks) {
+    EXPECT_EQ(c.session_id, "s1");
+    EXPECT_EQ(c.message_id, "m1");
+    EXPECT_EQ(c.correlation_id, "corr-m1");
+    EXPECT_FALSE(c.timestamp.empty());
+  }
+}
+
+TEST(WorkflowWorker, ConcurrentRepliesOnSeveralThreadsEachArriveInOrder) {
+  Rig rig(worker_config(), /*helper_threads=*/1);
+  constexpr int kReplies = 8;
+  for (int i = 0; i < kReplies; ++i) submit(rig, request("m" + std::to_string(i), "demo"));
+  ASSERT_TRUE(rig.loop.run_until([&] {
+    if (rig.worker.completed() < std::uint64_t{kReplies}) return false;  // cheap, before decoding
+    for (int i = 0; i < kReplies; ++i)
+      if (!rig.tap.has_final(kBroadcast, "m" + std::to_string(i))) return false;
+    return true;
+  }));
+
+  for (int i = 0; i < kReplies; ++i) {
+    auto chunks = rig.tap.chunks(kBroadcast, "m" + std::to_string(i));
+    EXPECT_EQ(ids(chunks), zero_to(chunks.size())) << "m" << i;
+    EXPECT_EQ(std::count_if(chunks.begin(), chunks.end(), [](const auto& c) { return c.is_final; }), 1) << "m" << i;
+  }
+}
+
+TEST(WorkflowWorker, AnUnknownProviderEndsTheReplyWithOneFinalErrorChunk) {
+  Rig rig;
+  submit(rig, request("m1", "no-such-provider"));
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto chunks = rig.tap.chunks(kBroadcast);
+  ASSERT_EQ(chunks.size(), 1u);
+  const auto& c = chunks.front();
+  EXPECT_EQ(c.chunk_id, 0u);
+  EXPECT_TRUE(c.is_final);
+  EXPECT_EQ(c.chunk_type, ChunkType::error);
+  ASSERT_TRUE(c.error);
+  EXPECT_EQ(c.error->code, "unknown_provider");
+  ASSERT_TRUE(c.metadata);
+  EXPECT_EQ(c.metadata->finish_reason, "error");
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
+// --- routing ---------------------------------------------------------------
+
+TEST(WorkflowWorker, WithoutRegistryEntriesTheChunksGoToTheSessionBroadcast) {
+  Rig rig;
+  submit(rig, request("m1", "demo"));
+  ASSERT_TRUE(complete(rig, 1));
+
+  EXPECT_EQ(rig.tap.chunk_subjects(), (std::set<std::string>{kBroadcast}));
+  EXPECT_TRUE(rig.tap.has_final(kBroadcast, "m1"));
+}
+
+TEST(WorkflowWorker, WithRegistryEntriesEachLivePodGetsEveryChunkAndTheBroadcastNone) {
+  Rig rig;
+  connect(rig, "s1", "pod-a", "c1");
+  connect(rig, "s1", "pod-a", "c2");  // two streams on one pod: the pod still gets each chunk once
+  connect(rig, "s1", "pod-b", "c3");
+  submit(rig, request("m1", "demo"));
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto pod_a = rig.tap.chunks(subjects::pod_response("pod-a"));
+  auto pod_b = rig.tap.chunks(subjects::pod_response("pod-b"));
+  ASSERT_FALSE(pod_a.empty());
+  EXPECT_EQ(ids(pod_a), zero_to(pod_a.size()));
+  EXPECT_TRUE(pod_a.back().is_final);
+  EXPECT_EQ(ids(pod_b), ids(pod_a));
+  EXPECT_EQ(rig.tap.chunk_subjects(),
+            (std::set<std::string>{subjects::pod_response("pod-a"), subjects::pod_response("pod-b")}));
+}
+
+TEST(WorkflowWorker, TheAcceptingPodGetsEveryChunkWhenTheRouteNamesOtherPods) {
+  Rig rig;
+  connect(rig, "s1", "pod-a", "c1");
+  auto r = request("m1", "demo");
+  r.accepting_pod = "pod-z";
+  submit(rig, r);
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto accepting = rig.tap.chunks(subjects::pod_response("pod-z"));
+  ASSERT_FALSE(accepting.empty());
+  EXPECT_EQ(ids(accepting), zero_to(accepting.size()));
+  EXPECT_TRUE(accepting.back().is_final);
+  EXPECT_EQ(ids(rig.tap.chunks(subjects::pod_response("pod-a"))), ids(accepting));
+  EXPECT_EQ(rig.tap.chunk_subjects(),
+            (std::set<std::string>{subjects::pod_response("pod-a"), subjects::pod_response("pod-z")}));
+}
+
+TEST(WorkflowWorker, TheAcceptingPodGetsEachChunkOnceWhenItIsOnTheRoute) {
+  Rig rig;
+  connect(rig, "s1", "pod-a", "c1");
+  connect(rig, "s1", "pod-b", "c2");
+  auto r = request("m1", "demo");
+  r.accepting_pod = "pod-a";
+  submit(rig, r);
+  ASSERT_TRUE(complete(rig, 1));
+
+  auto accepting = rig.tap.chunks(subjects::pod_response("pod-a"));
+  ASSERT_FALSE(accepting.empty());
+  EXPECT_EQ(ids(accepting), zero_to(accepting.size()));
+  EXPECT_EQ(ids(rig.tap.chunks(subjects::pod_response("pod-b"))), ids(accepting));
+}
+
+TEST(WorkflowWorker, TheAcceptingPodGetsNothingBesidesABroadcast) {
+  Rig rig;
+  auto r = request("m1", "demo");
+  r.accepting_pod = "pod-z";
+  submit(rig, r);
+  ASSERT_TRUE(complete(rig, 1));
+
+  EXPECT_TRUE(rig.tap.has_final(kBroadcast, "m1"));
+  EXPECT_EQ(rig.tap.chunk_subjects(), (std::set<std::string>{kBroadcast}));
+}
+
+// --- cancel ----------------------------------------------------------------
+
+TEST(WorkflowWorker, ACancelFromTheOwnerStopsTheGenerationAsCancelled) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("Once upon ");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(kBroadcast) == 1; }));
+
+  EXPECT_EQ(status_of(cancel(rig, "m1", "owner").value_or("")), "cancelling");
+  ASSERT_TRUE(complete(rig, 1));
+
+  EXPECT_TRUE(generation->cancelled());
+  auto chunks = rig.tap.chunks(kBroadcast);
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_TRUE(chunks.back().is_final);
+  ASSERT_TRUE(chunks.back().metadata);
+  EXPECT_EQ(chunks.back().metadata->finish_reason, "cancelled");
+}
+
+TEST(WorkflowWorker, ACancelFromAnotherUserIsForbiddenAndTheGenerationGoesOn) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+
+  EXPECT_EQ(status_of(cancel(rig, "m1", "intruder").value_or("")), "forbidden");
+  rig.loop.settle();
+  EXPECT_FALSE(generation->cancelled());
+
+  generation->text("still ");
+  generation->text("here");
+  generation->finish();
+  ASSERT_TRUE(complete(rig, 1));
+  auto chunks = rig.tap.chunks(kBroadcast);
+  EXPECT_EQ(text(chunks), "still here");
+  ASSERT_FALSE(chunks.empty());
+  ASSERT_TRUE(chunks.back().metadata);
+  EXPECT_EQ(chunks.back().metadata->finish_reason, "stop");
+}
+
+// --- the concurrency bound ---------------------------------------------------
+
+TEST(WorkflowWorker, RequestsBeyondMaxConcurrentWaitForASlotAndAllComplete) {
+  Rig rig(worker_config(/*max_concurrent=*/2));
+  constexpr std::size_t kRequests = 5;
+  for (std::size_t i = 0; i < kRequests; ++i) submit(rig, request("m" + std::to_string(i)));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 2u);
+  EXPECT_EQ(rig.worker.active(), 2u);
+
+  // Each finished generation hands its slot to the next waiting request.
+  for (std::size_t i = 0; i < kRequests; ++i) {
+    ASSERT_LT(i, rig.scripted->started()) << "request " << i << " never started";
+    rig.scripted->generations()[i]->finish();
+    rig.loop.settle();
+    EXPECT_LE(rig.scripted->running(), 2u);
+  }
+
+  EXPECT_EQ(rig.scripted->started(), kRequests);
+  EXPECT_EQ(rig.worker.completed(), kRequests);
+  EXPECT_EQ(rig.worker.active(), 0u);
+  for (std::size_t i = 0; i < kRequests; ++i) {
+    auto chunks = rig.tap.chunks(kBroadcast, "m" + std::to_string(i));
+    ASSERT_EQ(chunks.size(), 1u) << "m" << i;
+    ASSERT_TRUE(chunks.front().metadata);
+    EXPECT_EQ(chunks.front().metadata->finish_reason, "stop") << "m" << i;
+  }
+}
+
+// --- shutdown ----------------------------------------------------------------
+
+TEST(WorkflowWorker, StopIntakeCallsOnIdleAtOnceWhenNothingRuns) {
+  Rig rig;
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  EXPECT_EQ(idle, 1);
+}
+
+TEST(WorkflowWorker, StopIntakeCallsOnIdleOnceTheRunningGenerationsFinished) {
+  Rig rig;
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(complete(rig, 1));
+  EXPECT_EQ(idle, 0);
+
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(complete(rig, 2));
+  EXPECT_EQ(idle, 1);
+  EXPECT_TRUE(rig.tap.has_final(kBroadcast, "m2"));
+}
+
+TEST(WorkflowWorker, StopIntakeWaitsForTheRequestsWaitingForASlot) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  rig.loop.settle();
+  ASSERT_EQ(rig.scripted->started(), 1u);
+
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(complete(rig, 1));
+  ASSERT_EQ(rig.scripted->started(), 2u);  // the waiting request got the slot
+  EXPECT_EQ(idle, 0);
+
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(complete(rig, 2));
+  EXPECT_EQ(idle, 1);
+}
+
+TEST(WorkflowWorker, UsersWaitingForASlotAreServedInTurn) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  for (int i = 1; i <= 4; ++i) submit(rig, request("a" + std::to_string(i)));
+  auto b = request("b1");
+  b.user_id = "another-user";
+  submit(rig, b);
+  rig.loop.settle();
+  ASSERT_EQ(rig.scripted->started(), 1u);
+  rig.scripted->generation("a1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  EXPECT_EQ(rig.scripted->generations()[1]->request().message_id, "b1")
+      << "the other user's first request goes before this user's second";
+  rig.scripted->generation("b1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 3; }));
+  EXPECT_EQ(rig.scripted->generations()[2]->request().message_id, "a2");
+}
+
+TEST(WorkflowWorker, ACancelledWaitingRequestEndsAsCancelledWithoutEverStarting) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  rig.loop.settle();
+  ASSERT_EQ(rig.scripted->started(), 1u);
+  EXPECT_EQ(status_of(cancel(rig, "m2", "owner").value_or("")), "cancelling");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
+  auto chunks = rig.tap.chunks(kBroadcast, "m2");
+  ASSERT_EQ(chunks.size(), 1u);
+  ASSERT_TRUE(chunks[0].metadata);
+  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(complete(rig, 2));
+  EXPECT_EQ(rig.scripted->started(), 1u) << "m2 never reached the provider";
+}
+
+TEST(WorkflowWorker, AnotherUsersCancelLeavesAWaitingRequestWaiting) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  rig.loop.settle();
+  EXPECT_EQ(status_of(cancel(rig, "m2", "intruder").value_or("")), "forbidden");
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  EXPECT_EQ(rig.scripted->generations()[1]->request().message_id, "m2");
+}
+
+TEST(WorkflowWorker, NoGenerationStartsAfterOnIdle) {
+  Rig rig;
+  int idle = 0;
+  std::size_t started_at_idle = 0, running_at_idle = 0;
+  // Shutdown begins as a request comes in: this handler posts stop_intake while
+  // the worker takes the request off the bus (and posts it on to a slot).
+  auto stopper = rig.bus.subscribe(std::string(subjects::kAllExecute), {}, [&](const bus::Message&) {
+    asio::post(rig.loop.executor(), [&] {
+      rig.worker.stop_intake([&] {
+        ++idle;
+        started_at_idle = rig.scripted->started();
+        running_at_idle = rig.scripted->running();
+      });
+    });
+  });
+  submit(rig, request("m1"));
+  rig.loop.settle();
+  for (const auto& g : rig.scripted->generations()) g->finish();  // whatever was taken ends
+  rig.loop.settle();
+
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle > 0; }));
+  rig.loop.settle();
+  EXPECT_EQ(idle, 1);
+  EXPECT_EQ(running_at_idle, 0u);
+  EXPECT_EQ(rig.scripted->started(), started_at_idle) << "a generation started after on_idle";
+}
+
+TEST(WorkflowWorker, RequestsPublishedAfterStopIntakeAreNotTaken) {
+  Rig rig;
+  rig.worker.stop_intake();
+  submit(rig, request("m1"));
+  rig.loop.settle();
+
+  EXPECT_EQ(rig.tap.count(subjects::execute("s1")), 1u);  // it was on the bus
+  EXPECT_EQ(rig.scripted->started(), 0u);
+  EXPECT_EQ(rig.worker.active(), 0u);
+  EXPECT_TRUE(rig.tap.chunk_subjects().empty());
+}
+
+// --- replay ------------------------------------------------------------------
+
+void ask_replay(Rig& rig, const std::string& pod, const std::string& message_id = "") {
+  rig.bus.publish(subjects::replay("s1"), protocol::encode(protocol::ReplayRequest{"s1", pod, message_id}));
+}
+
+TEST(WorkflowWorker, AReplayRequestResendsARunningReplyToTheAskingPod) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("a ");
+  generation->text("b ");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(kBroadcast) == 2; }));
+
+  ask_replay(rig, "pod-late");
+  const auto late = subjects::pod_response("pod-late");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(late) == 2; }));
+  auto replayed = rig.tap.chunks(late);
+  EXPECT_EQ(ids(replayed), (std::vector<std::uint32_t>{0, 1}));
+  EXPECT_EQ(text(replayed), "a b ");
+  generation->finish();
+  ASSERT_TRUE(complete(rig, 1));
+}
+
+TEST(WorkflowWorker, AReplayRequestAddsTheAskingPodToTheRoute) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("a ");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(kBroadcast) == 1; }));
+
+  // The registry does not know pod-late; the route cached for chunk 0 (1 s)
+  // learns it from the replay request.
+  ask_replay(rig, "pod-late");
+  rig.loop.settle();
+  generation->text("b ");
+  generation->finish();
+  ASSERT_TRUE(complete(rig, 1));
+
+  EXPECT_EQ(ids(rig.tap.chunks(subjects::pod_response("pod-late"))), (std::vector<std::uint32_t>{0, 1, 2}));
+  EXPECT_EQ(ids(rig.tap.chunks(kBroadcast)), (std::vector<std::uint32_t>{0}));
+}
+
+TEST(WorkflowWorker, AReplayRequestNamingAFinishedReplyResendsIt) {
+  Rig rig;
+  connect(rig, "s1", "pod-a", "c1");
+  submit(rig, request("m1", "demo"));
+  ASSERT_TRUE(complete(rig, 1));
+  auto sent = rig.tap.chunks(subjects::pod_response("pod-a"));
+  ASSERT_FALSE(sent.empty());
+
+  ask_replay(rig, "pod-b", "m1");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(subjects::pod_response("pod-b"), "m1"); }));
+  EXPECT_EQ(ids(rig.tap.chunks(subjects::pod_response("pod-b"))), ids(sent));
+}
+
+}  // namespace
+}  // namespace chat::worker
