@@ -40,6 +40,8 @@ pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
   o.default_provider = c.worker.default_provider;
   o.history_turns = c.chat.history_turns;
   o.shutdown_timeout = c.server.shutdown_timeout;
+  o.hand_off_streams = c.nats.url.has_value();  // other pods share the bus
+  o.hand_off_spread = c.sse.hand_off_spread;
   return o;
 }
 

@@ -41,6 +41,7 @@ struct SseConfig {
   std::size_t max_queue_bytes = 8 * 1024 * 1024;
   Duration stall_grace{1'000};
   Duration late_join_window{30'000};
+  Duration hand_off_spread{2'000};
   Duration replay_window{600'000};
   std::size_t replay_max_bytes = 64 * 1024 * 1024;
 };

@@ -143,15 +143,18 @@ void SessionHub::when_settled(std::function<void()> done) {
     });
 }
 
-void SessionHub::close_all(sse::Frame last, std::function<void()> done) {
+void SessionHub::close_all(std::function<sse::Frame()> last, std::function<void()> done) {
   auto arrive = make_countdown(slots_.size(), std::move(done));
   for (auto& s : slots_)
     asio::post(s->strand, [slot = s.get(), last, arrive] {
-      slot->stop();
       slot->shard.close_all(last);
       slot->empty_waiter = arrive;
       slot->notify_waiters();
     });
+}
+
+void SessionHub::stop() {
+  for (auto& s : slots_) asio::post(s->strand, [slot = s.get()] { slot->stop(); });
 }
 
 HubStats SessionHub::stats() const {

@@ -51,8 +51,12 @@ class SessionHub {
 
   // `done` runs once no shard holds a buffer that a stream or the store depends on.
   void when_settled(std::function<void()> done);
-  // Every stream gets `last` and closes; `done` runs once all have left.
-  void close_all(sse::Frame last, std::function<void()> done);
+  // Every stream gets its `last()` frame and closes, and no new stream is
+  // taken; `done` runs once all have left. Replies go on being reordered and
+  // stored until stop().
+  void close_all(std::function<sse::Frame()> last, std::function<void()> done);
+  // Stops the shards' timers (the end of a drain).
+  void stop();
 
   HubStats stats() const;
 

@@ -220,10 +220,10 @@ std::vector<std::string> SessionShard::end_session(const std::string& session_id
   return dropped;
 }
 
-void SessionShard::close_all(const sse::Frame& last) {
+void SessionShard::close_all(const std::function<sse::Frame()>& last) {
   closed_ = true;
   for (auto& [id, channel] : channels_)
-    for (const auto& m : channel.members()) m.stream->close(last);
+    for (const auto& m : channel.members()) m.stream->close(last());
 }
 
 void SessionShard::check_gaps() {

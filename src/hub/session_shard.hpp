@@ -76,8 +76,9 @@ class SessionShard {
   // The session was deleted: its streams get a reset and end, its buffers are
   // dropped. Returns the ids of the replies that were still running here.
   std::vector<std::string> end_session(const std::string& session_id);
-  // Shutdown: every stream gets `last` and closes; later attaches are refused.
-  void close_all(const sse::Frame& last);
+  // Shutdown: every stream gets its `last()` frame and closes once its queue is
+  // written; later attaches are refused.
+  void close_all(const std::function<sse::Frame()>& last);
 
   // Periodic work, driven by the hub: missing-chunk timeouts, replay asks and
   // delay notices (often); buffer expiry and the resume window (every cleanup

@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <random>
+
 #include "common/countdown.hpp"
 #include "common/deadline.hpp"
 #include "common/identifier.hpp"
@@ -161,9 +163,22 @@ PodHealth Pod::health() const {
                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)};
 }
 
+// A retry hint spread over the hand-off window, so the streams of a pod do not
+// all come back to the other pods in the same instant.
+sse::Frame Pod::hand_off_frame() const {
+  thread_local std::mt19937 random{std::random_device{}()};
+  auto spread = std::max<std::int64_t>(1, options_.hand_off_spread.count());
+  std::uniform_int_distribution<std::int64_t> pick(250, 250 + spread);
+  return sse::retry_frame(std::chrono::milliseconds{pick(random)});
+}
+
 void Pod::drain(std::function<void()> done) {
   draining_ = true;
   auto deadline = std::chrono::steady_clock::now() + options_.shutdown_timeout;
+  if (options_.hand_off_streams) {
+    log::info("streams_handed_off", {{"streams", hub_.stats().streams}});
+    hub_.close_all([this] { return hand_off_frame(); }, [] {});
+  }
   with_deadline(
       ioc_.get_executor(), deadline, [this](std::function<void()> settled) { hub_.when_settled(std::move(settled)); },
       [this, deadline, done = std::move(done)](bool settled) mutable {
@@ -191,9 +206,12 @@ void Pod::finish_drain(std::chrono::steady_clock::time_point deadline, std::func
         with_deadline(
             ioc_.get_executor(), std::chrono::steady_clock::now() + std::chrono::seconds{2},
             [this](std::function<void()> closed) {
-              hub_.close_all(sse::retry_frame(options_.stream_retry), std::move(closed));
+              hub_.close_all([this] { return sse::retry_frame(options_.stream_retry); }, std::move(closed));
             },
-            [done = std::move(done)](bool) { done(); });
+            [this, done = std::move(done)](bool) {
+              hub_.stop();
+              done();
+            });
       });
 }
 

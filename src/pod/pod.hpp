@@ -40,6 +40,11 @@ struct PodOptions {
   unsigned history_turns = 20;
   std::chrono::milliseconds cancel_timeout{2'000};
   std::chrono::milliseconds shutdown_timeout{15'000};
+  // Draining with other pods behind the load balancer: streams are told to
+  // come back at once (a retry spread over this window) and continue there
+  // from their cursor. Without (one pod): they stay until the replies end.
+  bool hand_off_streams = false;
+  std::chrono::milliseconds hand_off_spread{2'000};
 };
 
 // A chat message as the HTTP layer validated it.
@@ -109,10 +114,11 @@ class Pod {
   const std::string& id() const { return options_.pod_id; }
   const PodStats& stats() const { return stats_; }
 
-  // SIGTERM: refuses new chats and streams at once, waits (bounded by the
-  // shutdown timeout) for the replies that streams or the store wait for,
-  // leaves the bus, the registry and the store tidy, then closes every stream
-  // with a retry hint. `done` runs once all of it is over.
+  // SIGTERM: refuses new chats and streams at once; hands the streams off
+  // (hand_off_streams); waits, bounded by the shutdown timeout, for the replies
+  // that streams or the store wait for; leaves the bus, the registry and the
+  // store tidy; closes what streams remain with a retry hint. `done` runs once
+  // all of it is over.
   void drain(std::function<void()> done);
 
  private:
@@ -126,6 +132,7 @@ class Pod {
   void catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor);
   std::vector<protocol::ResponseChunk> decode_logged(const std::vector<std::string>& payloads);
   void finish_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
+  sse::Frame hand_off_frame() const;
 
   boost::asio::io_context& ioc_;
   PodOptions options_;

@@ -113,7 +113,7 @@ TEST_F(HubTest, CloseAllSendsTheLastFrameAndReportsWhenEveryStreamLeft) {
   hub.attach(b);
   ASSERT_TRUE(eventually([&] { return hub.stats().streams == 2; }));
   std::promise<void> closed;
-  hub.close_all(sse::retry_frame(1s), [&] { closed.set_value(); });
+  hub.close_all([] { return sse::retry_frame(1s); }, [&] { closed.set_value(); });
   auto future = closed.get_future();
   ASSERT_TRUE(eventually([&] { return a->closed() && b->closed(); }));
   EXPECT_EQ(*a->frames().back(), "retry: 1000\n\n");

@@ -183,7 +183,7 @@ TEST_F(ShardTest, ForgettingAnExpectedReplyLeavesNothingOwed) {
 
 TEST_F(ShardTest, AfterCloseAllNewStreamsAreClosedAtOnce) {
   auto s = stream("s1");
-  shard.close_all(sse::retry_frame(1s));
+  shard.close_all([] { return sse::retry_frame(1s); });
   EXPECT_TRUE(s->closed());
   EXPECT_TRUE(stream("s1")->closed());
 }
