@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A tiny stand-in for chatd, to check loadgen and run.sh without the real server.
 
-Speaks the subset of SPEC section 3 the bench uses: GET /health, POST /api/chat
+Speaks the subset of docs/API.md#http-api the bench uses: GET /health, POST /api/chat
 (202 + message_id, then a demo reply of FAKE_CHUNKS chunks, WORKER_DEMO_CHUNK_DELAY
 apart, to every SSE stream of the session), GET /api/sse (connected, retry, chunk,
 message_complete, ping). Env: SERVER_HOST, SERVER_PORT, WORKER_DEMO_CHUNK_DELAY

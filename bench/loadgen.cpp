@@ -1,4 +1,4 @@
-// loadgen: load generator for chatd (SPEC section 3), epoll-based, a few threads.
+// loadgen: load generator for chatd (docs/API.md#http-api), epoll-based, a few threads.
 //
 //   loadgen hold   --port P --connections N --hold-seconds S [--pid PID]
 //   loadgen stream --port P --sessions N --seconds S [--warmup W] [--pid PID]

@@ -1,5 +1,5 @@
 #pragma once
-// All message buffers of one shard, with the limits of SPEC section 7. Pure logic
+// All message buffers of one shard, with the limits of docs/API.md#buffering. Pure logic
 // on an injected clock; the caller owns the thread (one strand per shard).
 
 #include <chrono>

@@ -1,5 +1,5 @@
 #pragma once
-// Reorders the chunks of one message (SPEC section 7). Pure logic on an injected
+// Reorders the chunks of one message (docs/API.md#buffering). Pure logic on an injected
 // clock: no threads, no I/O. A chunk is released as soon as every lower id was
 // released; duplicates are dropped (first copy wins); a gap that outlives the
 // missing-chunk timeout is skipped so the stream goes on.

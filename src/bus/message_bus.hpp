@@ -1,5 +1,5 @@
 #pragma once
-// The message bus between pods and workers (SPEC section 4). Two implementations
+// The message bus between pods and workers (docs/API.md#nats). Two implementations
 // sit behind this interface: MemoryBus (one process, the embedded default) and
 // NatsBus. Both carry the same subjects and the same JSON payloads.
 //

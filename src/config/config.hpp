@@ -78,7 +78,7 @@ struct RedisConfig {
   std::string password;
   unsigned db = 0;
   // How often heartbeats are renewed and the set and hash TTLs extended
-  // (SPEC section 5: 10 s); shorter only to watch renewals in tests.
+  // (docs/API.md#registry: 10 s); shorter only to watch renewals in tests.
   Duration renew_interval{10'000};
 };
 
@@ -112,7 +112,7 @@ struct WorkerConfig {
   Duration progress_interval{10'000};
 };
 
-// The openai and anthropic providers and their HTTP client (SPEC section 9).
+// The openai and anthropic providers and their HTTP client (docs/API.md#providers).
 // Keys are secrets: never logged, never part of an error message.
 struct ProviderConfig {
   std::string openai_api_key;

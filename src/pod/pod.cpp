@@ -128,8 +128,8 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
                                                      options_.stream_limits);
   // Registered before it can close, so the registry sees add, then remove.
   registry_.add({request.session_id, options_.pod_id, stream->id()});
-  std::vector<sse::Frame> first{sse::retry_frame(options_.stream_retry),
-                                sse::connected_frame(stream->id(), request.session_id, options_.pod_id)};
+  std::vector<sse::Frame> first{sse::connected_frame(stream->id(), request.session_id, options_.pod_id),
+                                sse::retry_frame(options_.stream_retry)};
   stream->start(sse::stream_head(request.cors_origin), std::move(first),
                 [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) {
                   on_stream_closed(s, reason);

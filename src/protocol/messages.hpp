@@ -1,5 +1,5 @@
 #pragma once
-// The JSON messages of SPEC section 4 and the SSE event payloads of section 3.
+// The JSON messages of docs/API.md#nats and the SSE event payloads of section 3.
 // Decoders validate everything that comes from outside (other pods, workers in
 // other languages) and say what was wrong; encoders emit every contract field.
 
@@ -91,7 +91,7 @@ struct CancelRequest {
 };
 
 // A pod asks for a session's chunks again: every worker that still has them
-// republishes them to chat.pod.{pod_id}.response (SPEC: late join, gap repair).
+// republishes them to chat.pod.{pod_id}.response (docs/API.md#replay-request: late join, gap repair).
 struct ReplayRequest {
   std::string session_id;
   std::string pod_id;

@@ -1,5 +1,5 @@
 #pragma once
-// NATS subjects of SPEC section 4. Callers pass validated identifiers only.
+// NATS subjects of docs/API.md#nats. Callers pass validated identifiers only.
 
 #include <string>
 #include <string_view>

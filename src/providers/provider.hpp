@@ -1,5 +1,5 @@
 #pragma once
-// An AI provider that streams a reply (SPEC section 9). Implementations: demo
+// An AI provider that streams a reply (docs/API.md#providers). Implementations: demo
 // (built in) and HttpStreamingProvider (openai, anthropic).
 //
 // The contract every provider keeps, and the worker relies on:

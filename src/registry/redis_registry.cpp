@@ -43,7 +43,7 @@ RedisEndpoint endpoint(const config::RedisConfig& config) {
   return {*config.host, config.port, config.password, config.db};
 }
 
-// The SPEC timing, with the renewal interval the configuration chose.
+// The contract's timing (docs/API.md#registry), with the renewal interval the configuration chose.
 RedisRegistry::Timing timing_for(const config::RedisConfig& config) {
   RedisRegistry::Timing t;
   t.renew_interval = config.renew_interval;
@@ -52,7 +52,7 @@ RedisRegistry::Timing timing_for(const config::RedisConfig& config) {
 
 std::string_view text(const redisReply* r) { return {r->str, r->len}; }
 
-// "{pod}:{conn}" split at the last ':' (SPEC section 4); members that are not
+// "{pod}:{conn}" split at the last ':' (docs/API.md#nats); members that are not
 // two valid identifiers are someone else's garbage and are skipped.
 std::optional<std::pair<std::string, std::string>> split_member(std::string_view m) {
   auto colon = m.rfind(':');

@@ -1,5 +1,5 @@
 #pragma once
-// SessionRegistry on Redis with the keys of SPEC section 5, so that workers in
+// SessionRegistry on Redis with the keys of docs/API.md#registry, so that workers in
 // any language can read it:
 //   session:connections:{session}   SET  "{pod}:{conn}"   TTL 300 s, renewed
 //   pod:connections:{pod}           HASH {conn} -> {session}, TTL 300 s, renewed
@@ -38,7 +38,7 @@ namespace chat::registry {
 
 class RedisRegistry final : public SessionRegistry {
  public:
-  // SPEC values by default; tests shorten them.
+  // The contract's values (docs/API.md#registry) by default; tests shorten them.
   struct Timing {
     std::chrono::seconds heartbeat_ttl{30};
     std::chrono::seconds membership_ttl{300};  // the session set and the pod hash

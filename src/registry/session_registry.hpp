@@ -1,7 +1,7 @@
 #pragma once
-// Which pods hold SSE connections for which sessions (SPEC section 5). Two
+// Which pods hold SSE connections for which sessions (docs/API.md#registry). Two
 // implementations: MemoryRegistry (one process) and RedisRegistry (the keys of
-// SPEC section 5, read by workers and by programs in other languages).
+// docs/API.md#registry, read by workers and by programs in other languages).
 //
 // Contract, for every implementation:
 // - No call blocks its caller: writes are queued, reads complete through a

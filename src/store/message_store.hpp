@@ -1,5 +1,5 @@
 #pragma once
-// Sessions and messages (SPEC section 6). Two implementations: SqliteStore (the
+// Sessions and messages (docs/API.md#database). Two implementations: SqliteStore (the
 // embedded default, DB_PATH) and PostgresStore (DB_HOST set). The HTTP layer and
 // the session hub only see this interface.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Where a session's chunks go (SPEC sections 4 and 5): the response subjects of
+// Where a session's chunks go (docs/API.md#nats, docs/API.md#registry): the response subjects of
 // the pods that hold live connections for it, or the session's broadcast subject
 // when there are none or the registry is unreachable. Answers are cached for at
 // most `ttl` (1 s), so a client that moves to another pod mid-reply gets the rest

@@ -218,7 +218,7 @@ class ChatFlowTest(h.ChatdTestCase):
             conn.close()
 
     def test_unknown_provider_is_error_not_crash(self):
-        # SPEC section 9: an unknown provider is an error chunk, not a crash and not a 400 (the pod does not
+        # docs/API.md#providers: an unknown provider is an error chunk, not a crash and not a 400 (the pod does not
         # know which providers the workers have): 202, then an `error` event with code unknown_provider.
         sid, uid = h.new_id("s"), h.new_id("u")
         c, _ = self.open_sse(self.srv, sid, uid)

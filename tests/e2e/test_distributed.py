@@ -251,7 +251,7 @@ class RegistryKeysTest(ClusterTestCase):
         wait_until(lambda: registry_keys() == expected, 5.0,
                    msg="registry keys == %r" % sorted(expected))
         all_keys = set(r.keys("*"))
-        self.assertEqual(all_keys, expected, "Redis holds keys beyond the SPEC registry keys")
+        self.assertEqual(all_keys, expected, "Redis holds keys beyond the registry keys of docs/API.md#registry")
         now = time.time()
         for sess in (s1, s2):
             key = "session:connections:%s" % sess
@@ -292,9 +292,9 @@ class RegistryKeysTest(ClusterTestCase):
 
 
 class RegistryRenewalTest(ClusterTestCase):
-    """SPEC section 5: while a connection lives, its heartbeat is renewed and the session set's and pod hash's
+    """docs/API.md#registry: while a connection lives, its heartbeat is renewed and the session set's and pod hash's
     300 s TTLs are extended, so none of them ever expires under it. pod-a renews every 500 ms
-    (REDIS_RENEW_INTERVAL), pod-b at the SPEC's default of 10 s."""
+    (REDIS_RENEW_INTERVAL), pod-b at the contract's default of 10 s."""
 
     @classmethod
     def setUpClass(cls):
@@ -586,7 +586,7 @@ class CraftedChunksTest(ClusterTestCase):
 
 
 class MissingChunkTest(ClusterTestCase):
-    """SPEC section 7: a chunk that never comes is skipped after BUFFER_MISSING_CHUNK_TIMEOUT (2 s here): the
+    """docs/API.md#buffering: a chunk that never comes is skipped after BUFFER_MISSING_CHUNK_TIMEOUT (2 s here): the
     stream gets `error` (code chunks_missing, the ids), then what follows; the reply is stored as incomplete."""
 
     TIMEOUT_S = 2.0

@@ -119,7 +119,7 @@ class SeedWorkerInteropTest(ClusterTestCase):
                          "%s: chunk ids not 0..n-1 in order" % name)
         for e, d in zip(chunks, data):
             for f in ("session_id", "message_id", "chunk_id", "chunk", "chunk_type", "is_final"):
-                self.assertIn(f, d, "%s: chunk event lacks %r (SPEC: always present): %r" % (name, f, e))
+                self.assertIn(f, d, "%s: chunk event lacks %r (docs/API.md#sse-events: always present): %r" % (name, f, e))
             self.assertEqual(d["session_id"], session_id)
             self.assertEqual(e.id, "%s:%d" % (message_id, d["chunk_id"]), "%s: SSE id" % name)
         self.assertEqual([d["is_final"] for d in data], [False] * (len(data) - 1) + [True], name)
@@ -155,7 +155,7 @@ class SeedWorkerInteropTest(ClusterTestCase):
         extra = [e for e in c.collect_for(0.5) if e.event in ("chunk", "message_complete", "error")]
         self.assertEqual(extra, [], "events after message_complete")
         self.check_stored(a, sid, mid, text)
-        # what the pod asked for follows SPEC section 4
+        # what the pod asked for follows docs/API.md#nats
         subj, req = [(s, r) for s, r in self.worker.requests if r.get("message_id") == mid][0]
         self.assertEqual(subj, "chat.workflow.execute.%s" % sid)
         for f in ("message_id", "session_id", "user_id", "message", "context", "timestamp", "correlation_id"):

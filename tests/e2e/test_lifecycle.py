@@ -92,7 +92,7 @@ class LifecycleTest(h.ChatdTestCase):
                     break
                 self.assertLess(time.monotonic(), deadline, "/health still 200 15 s after SIGTERM")
                 time.sleep(0.02)
-            self.assertEqual(r.status, 503, "/health while draining (SPEC: 503 \"draining\"): %r" % r)
+            self.assertEqual(r.status, 503, "/health while draining (docs/API.md#health: 503 \"draining\"): %r" % r)
             self.assertEqual(r.json().get("status"), "draining", r)
             self.assertIsNone(srv.proc.poll(), "chatd exited although a reply was still streaming")
             r = conns["ready"].request("GET", "/ready")

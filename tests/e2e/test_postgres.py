@@ -656,7 +656,7 @@ def crafted_chunks(session_id, message_id, words, model, finish_reason="stop"):
 
 
 class FirstWriteWinsTest(PgMixin, infra.ClusterTestCase):
-    """SPEC section 6: every pod that saw a reply may write it, the first write wins. message_id is the primary
+    """docs/API.md#database: every pod that saw a reply may write it, the first write wins. message_id is the primary
     key, so counting rows proves nothing: here two pods get *different* chunks for the same message_id (crafted on
     NATS, no worker), and the stored row must stay the first finished one after the second pod wrote too."""
 

@@ -184,7 +184,7 @@ class FastWorkerTest(h.ChatdTestCase):
 
 
 class ResumeTest(h.ChatdTestCase):
-    """SPEC section 3: reconnect with Last-Event-ID gets what was missed, exactly once, in order."""
+    """docs/API.md#http-api: reconnect with Last-Event-ID gets what was missed, exactly once, in order."""
 
     @classmethod
     def setUpClass(cls):
@@ -229,7 +229,7 @@ class ResumeTest(h.ChatdTestCase):
 
 
 class ResumeWindowTest(h.ChatdTestCase):
-    """SPEC section 3: a Last-Event-ID cursor older than SSE_REPLAY_WINDOW gets an explicit `reset`, never a
+    """docs/API.md#http-api: a Last-Event-ID cursor older than SSE_REPLAY_WINDOW gets an explicit `reset`, never a
     silent gap. A 3 s window (swept every 100 ms) so the test sees the reply leave it."""
 
     WINDOW_S = 3.0

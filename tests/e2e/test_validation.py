@@ -105,7 +105,7 @@ class ValidationTest(h.ChatdTestCase):
                     c.close()
 
     def test_bad_identifiers_in_path(self):
-        # SPEC section 3: a bad identifier is a 400 wherever it comes, the path included
+        # docs/API.md#http-api: a bad identifier is a 400 wherever it comes, the path included
         uid = h.new_id("u")
         for name, bad in BAD_IDS + [("star_alone", "*"), ("gt_alone", ">")]:
             seg = urllib.parse.quote(bad, safe="")

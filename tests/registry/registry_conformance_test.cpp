@@ -39,7 +39,7 @@ class MemoryImpl {
   std::thread thread_;
 };
 
-// One redis-server per test, SPEC timings.
+// One redis-server per test, the contract's timings.
 class RedisImpl {
  public:
   static constexpr const char* kName = "Redis";
