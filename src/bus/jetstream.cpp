@@ -4,6 +4,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/json/parse.hpp>
 
+#include "common/io_thread.hpp"
 #include "log/log.hpp"
 
 namespace asio = boost::asio;
@@ -50,7 +51,7 @@ JetStream::JetStream(NatsBus& bus, JetStreamOptions options, bool workers)
   jsOptions_Init(&o);
   o.Wait = 5'000;
   throw_if_failed(natsConnection_JetStream(&js_, bus_.native_connection(), &o), "jetstream context");
-  blocking_thread_ = std::thread([this] { blocking_.run(); });
+  blocking_thread_ = start_io_thread(blocking_, "jetstream");
   run_blocking([this] { set_up(); });
 }
 

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "common/identifier.hpp"
+#include "common/io_thread.hpp"
 #include "log/log.hpp"
 
 namespace asio = boost::asio;
@@ -167,16 +168,7 @@ NatsBus::NatsBus(const config::NatsConfig& config, std::string name)
     close_connection();
     throw;
   }
-  thread_ = std::thread([this] {
-    for (;;) {
-      try {
-        io_.run();
-        return;
-      } catch (const std::exception& e) {
-        log::error("nats_callback_threw", {{"bus", name_}, {"error", e.what()}});
-      }
-    }
-  });
+  thread_ = start_io_thread(io_, "nats bus " + name_);
 }
 
 void NatsBus::connect(const config::NatsConfig& config) {

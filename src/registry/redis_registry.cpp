@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/identifier.hpp"
+#include "common/io_thread.hpp"
 #include "log/log.hpp"
 
 namespace asio = boost::asio;
@@ -101,16 +102,7 @@ RedisRegistry::RedisRegistry(const config::RedisConfig& config, Timing timing)
     connection_.start();
     schedule_renewal();
   });
-  thread_ = std::thread([this] {
-    for (;;) {
-      try {
-        io_.run();
-        return;
-      } catch (const std::exception& e) {
-        log::error("registry_callback_threw", {{"error", e.what()}});
-      }
-    }
-  });
+  thread_ = start_io_thread(io_, "redis registry");
 }
 
 RedisRegistry::~RedisRegistry() {
