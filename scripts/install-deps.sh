@@ -8,7 +8,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nats-server redis-server postgresql nginx sqlite3
+  nats-server redis-server postgresql nginx sqlite3 prometheus
 )
 
 missing=()
@@ -25,7 +25,7 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 # The packaged services, if the install started them, must not hold the ports
 # the cluster and the tests use: those start their own servers.
-for svc in redis-server nginx postgresql; do
+for svc in redis-server nginx postgresql prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
     $SUDO systemctl disable "$svc" >/dev/null 2>&1 || true

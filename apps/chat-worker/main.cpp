@@ -4,7 +4,14 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <boost/json.hpp>
+
+#include <atomic>
+
 #include "common/deadline.hpp"
+#include "http/listener.hpp"
+#include "metrics/process.hpp"
+#include "runtime/probe_api.hpp"
 #include "log/log.hpp"
 #include "runtime/backends.hpp"
 #include "runtime/program.hpp"
@@ -33,18 +40,52 @@ int run_worker(const config::Config& config) {
   worker::WorkflowWorker worker(ioc.get_executor(), *messaging.bus, *messaging.work, messaging.log.get(), *registry,
                                 worker_config, providers::make_providers(ioc.get_executor(), config));
   worker.start();
+
+  // Probes and metrics on WORKER_HTTP_PORT.
+  std::atomic<bool> draining{false};
+  metrics::Registry metrics;
+  metrics.add([&](metrics::Exposition& out) {
+    metrics::collect_process(out);
+    worker.collect(out);
+    for (auto [name, s] : {std::pair{"bus", messaging.bus->status()}, std::pair{"work_queue", messaging.work->status()},
+                           std::pair{"registry", registry->status()}})
+      out.gauge("chat_dependency_up", "1 while the dependency is reachable (embedded ones always are).",
+                s.connected ? 1 : 0, {{"dependency", name}, {"backend", std::string(s.backend)}});
+    out.gauge("chat_draining", "1 after SIGTERM, while the worker drains.", draining ? 1 : 0);
+  });
+  auto ready = [&] { return !draining && messaging.bus->connected() && messaging.work->status().connected; };
+  runtime::ProbeApi probes(
+      runtime::ProbeAnswers{[&] {
+                              boost::json::object o{{"status", draining ? "draining" : ready() ? "healthy" : "degraded"},
+                                                    {"bus_connected", messaging.bus->connected()},
+                                                    {"work_queue_ready", messaging.work->status().connected},
+                                                    {"registry_connected", registry->connected()},
+                                                    {"slots_in_use", worker.active()}};
+                              return std::pair{!draining.load(), boost::json::serialize(o)};
+                            },
+                            ready},
+      metrics);
+  std::shared_ptr<http::Listener> probe_listener;
+  if (config.worker.http_port != 0) {
+    probe_listener = std::make_shared<http::Listener>(
+        ioc, asio::ip::tcp::endpoint(asio::ip::address_v4::any(), config.worker.http_port), probes,
+        http::SessionLimits{}, [] { return false; });
+    probe_listener->run();
+  }
   log::info("worker_started", {{"threads", threads}, {"registry", registry->status().backend},
                                {"work_queue", messaging.work->status().backend},
                                {"default_provider", config.worker.default_provider}});
 
   // Shutdown: take no new requests; the running ones finish (bounded).
   runtime::serve_until_signal(ioc, threads, [&](std::function<void()> drained) {
+    draining = true;
     log::info("worker_draining", {{"active_generations", worker.active()}});
     with_deadline(
         ioc.get_executor(), std::chrono::steady_clock::now() + config.server.shutdown_timeout,
         [&](std::function<void()> idle) { worker.stop_intake(std::move(idle)); },
-        [&worker, drained = std::move(drained)](bool idle) {
+        [&worker, &probe_listener, drained = std::move(drained)](bool idle) {
           if (!idle) log::warn("shutdown_timeout", {{"active_generations", worker.active()}});
+          if (probe_listener) probe_listener->stop();
           drained();
         });
   });

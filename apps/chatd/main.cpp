@@ -12,6 +12,7 @@
 #include "common/deadline.hpp"
 #include "http/listener.hpp"
 #include "log/log.hpp"
+#include "metrics/process.hpp"
 #include "pod/pod.hpp"
 #include "runtime/backends.hpp"
 #include "runtime/program.hpp"
@@ -54,7 +55,8 @@ int run_pod(const config::Config& config) {
   auto registry = runtime::make_registry(config, ioc);
   auto store = runtime::make_store(config);
   pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store);
-  api::ChatApi api(api::ApiOptions{config.server.cors_origins, {config.chat.max_message_chars}}, pod, *store);
+  metrics::Registry metrics;
+  api::ChatApi api(api::ApiOptions{config.server.cors_origins, {config.chat.max_message_chars}}, pod, *store, &metrics);
 
   // The embedded default runs its own worker on the in-process bus.
   std::unique_ptr<worker::WorkflowWorker> worker;
@@ -65,6 +67,12 @@ int run_pod(const config::Config& config) {
     worker->start();
   }
   pod.start();
+  metrics.add([&](metrics::Exposition& out) {
+    metrics::collect_process(out);
+    pod.collect(out);
+    api.collect(out);
+    if (worker) worker->collect(out);
+  });
 
   http::SessionLimits limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,
                              config.server.write_timeout};
@@ -92,7 +100,7 @@ int run_pod(const config::Config& config) {
           arrive();
         });
   });
-  log::info("chatd_stopped", {{"pod_id", pod.id()}, {"replies_stored", pod.stats().replies_stored.load()}});
+  log::info("chatd_stopped", {{"pod_id", pod.id()}, {"replies_stored", pod.stats().replies_stored.value()}});
   return 0;
 }
 

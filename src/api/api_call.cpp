@@ -31,7 +31,15 @@ std::optional<std::string_view> ApiCall::param(std::string_view key) const {
   return std::string_view(it->second);
 }
 
+void ApiCall::record(unsigned status) {
+  if (!metrics) return;
+  metrics->requests.at({route, std::string(bhttp::to_string(request.method())), std::to_string(status)}).add();
+  metrics->duration.at({route}).observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
 void ApiCall::respond(http::Response res) {
+  record(res.result_int());
   res.set("X-Correlation-ID", correlation_id);
   auto allowed = cors->allow_origin(origin);
   if (!allowed.empty()) {

@@ -2,6 +2,7 @@
 // One HTTP request being answered: its parsed target, its correlation id, and
 // the way back to the client with the headers every answer carries.
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -9,6 +10,7 @@
 #include <string_view>
 
 #include "http/http_session.hpp"
+#include "metrics/metrics.hpp"
 
 namespace chat::api {
 
@@ -24,8 +26,17 @@ class CorsPolicy {
   std::string allowed_;
 };
 
+// Requests by route template (never an id), method and status, and their duration.
+struct ApiMetrics {
+  metrics::Labelled<metrics::Counter> requests{{"route", "method", "code"}};
+  metrics::Labelled<metrics::Histogram> duration{{"route"}};
+};
+
 struct ApiCall {
   http::Request request;
+  std::string route = "other";  // the route template, for metrics
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  ApiMetrics* metrics = nullptr;
   std::shared_ptr<http::HttpSession> session;
   std::string path;
   std::map<std::string, std::string, std::less<>> query;
@@ -36,6 +47,8 @@ struct ApiCall {
   // nullopt when the parameter is absent (present but empty is "").
   std::optional<std::string_view> param(std::string_view key) const;
   void respond(http::Response res);
+  // Counts the answer (the SSE upgrade counts as 200).
+  void record(unsigned status);
 };
 
 }  // namespace chat::api

@@ -53,8 +53,27 @@ std::optional<std::size_t> parse_limit(std::optional<std::string_view> text, std
 
 }  // namespace
 
-ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store)
-    : options_(std::move(options)), cors_(options_.cors_origins), pod_(pod), store_(store) {}
+ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics)
+    : options_(std::move(options)), cors_(options_.cors_origins), pod_(pod), store_(store), registry_(metrics) {}
+
+void ChatApi::collect(metrics::Exposition& out) const {
+  metrics_.requests.each([&](const metrics::Labels& labels, const metrics::Counter& c) {
+    out.counter("chat_http_requests_total", "HTTP requests answered, by route, method and status code.",
+                static_cast<double>(c.value()), labels);
+  });
+  metrics_.duration.each([&](const metrics::Labels& labels, const metrics::Histogram& h) {
+    out.histogram("chat_http_request_duration_seconds", "From a request read to its answer, by route.", h.snapshot(),
+                  labels);
+  });
+}
+
+http::Response ChatApi::metrics_response() const {
+  http::Response res{Status::ok, 11};
+  res.set(bhttp::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.set(bhttp::field::cache_control, "no-store");
+  res.body() = registry_->render();
+  return res;
+}
 
 void ChatApi::decorate(http::Response& response) {
   if (cors_.any_origin()) response.set(bhttp::field::access_control_allow_origin, "*");
@@ -63,6 +82,7 @@ void ChatApi::decorate(http::Response& response) {
 void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> session) {
   auto call = std::make_shared<ApiCall>();
   call->cors = &cors_;
+  call->metrics = &metrics_;
   call->session = std::move(session);
   auto cid = request["X-Correlation-ID"];
   call->correlation_id = is_valid_identifier(cid) ? std::string(cid) : new_identifier("corr_");
@@ -98,27 +118,38 @@ void ChatApi::route(Call call) {
   constexpr std::string_view kChat = "/api/chat/", kCancel = "/cancel", kSessions = "/api/sessions/",
                              kMessages = "/messages";
   if (path == "/") {
+    call->route = "/";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(info_response());
   } else if (path == "/health") {
+    call->route = "/health";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(health_response());
   } else if (path == "/ready") {
+    call->route = "/ready";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(ready_response());
+  } else if (path == "/metrics" && registry_) {
+    call->route = "/metrics";
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(metrics_response());
   } else if (path == "/api/chat") {
+    call->route = "/api/chat";
     if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
   } else if (path.starts_with(kChat) && path.ends_with(kCancel) && path.size() >= kChat.size() + kCancel.size()) {
+    call->route = "/api/chat/{message_id}/cancel";
     // A bad id in a path is a 400, like a bad one in a query.
     auto id = path.substr(kChat.size(), path.size() - kChat.size() - kCancel.size());
     if (auto e = check_identifier("message_id", id)) return call->respond(invalid(*e));
     if (allow(bhttp::verb::post, "POST, OPTIONS")) cancel_reply(std::move(call), std::string(id));
   } else if (path == "/api/sse") {
+    call->route = "/api/sse";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
   } else if (path == "/api/sessions") {
+    call->route = "/api/sessions";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) list_sessions(std::move(call));
   } else if (path.starts_with(kSessions) &&
              path.find('/', kSessions.size()) == (path.ends_with(kMessages) ? path.size() - kMessages.size() : path.npos)) {
     auto id = path.substr(kSessions.size());
     bool messages = id.ends_with(kMessages);
     if (messages) id.remove_suffix(kMessages.size());
+    call->route = messages ? "/api/sessions/{session_id}/messages" : "/api/sessions/{session_id}";
     if (auto e = check_identifier("session_id", id)) return call->respond(invalid(*e));
     if (messages) {
       if (allow(bhttp::verb::get, "GET, OPTIONS")) list_messages(std::move(call), std::string(id));
@@ -167,6 +198,7 @@ void ChatApi::open_stream(Call call) {
                                                boost::system::error_code ec, std::optional<std::string> owner) mutable {
     if (ec) return call->respond(failure(ec, "session"));
     if (owner && *owner != user) return call->respond(failure(store::Errc::forbidden, {}));
+    call->record(200);
     call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket) mutable {
       pod_.open_stream(std::move(socket), std::move(stream));
     });

@@ -21,7 +21,11 @@ struct ApiOptions {
 
 class ChatApi final : public http::RequestHandler {
  public:
-  ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store);
+  // `metrics` renders GET /metrics (null: no such route).
+  ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics = nullptr);
+
+  // The API's own metrics: requests and their duration by route (any thread).
+  void collect(metrics::Exposition& out) const;
 
   void handle(http::Request request, std::shared_ptr<http::HttpSession> session) override;
   void decorate(http::Response& response) override;
@@ -38,11 +42,14 @@ class ChatApi final : public http::RequestHandler {
   http::Response health_response() const;
   http::Response ready_response() const;
   http::Response info_response() const;
+  http::Response metrics_response() const;
 
   ApiOptions options_;
   CorsPolicy cors_;
   pod::Pod& pod_;
   store::MessageStore& store_;
+  const metrics::Registry* registry_;
+  mutable ApiMetrics metrics_;
 };
 
 }  // namespace chat::api

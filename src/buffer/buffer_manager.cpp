@@ -14,29 +14,12 @@ std::string_view to_string(MessageStatus s) {
   return "incomplete";
 }
 
-Counters& operator+=(Counters& a, const Counters& b) {
-  a.chunks_received += b.chunks_received;
-  a.chunks_released += b.chunks_released;
-  a.duplicates_dropped += b.duplicates_dropped;
-  a.late_dropped += b.late_dropped;
-  a.over_limit_dropped += b.over_limit_dropped;
-  a.chunks_skipped += b.chunks_skipped;
-  a.buffers_evicted += b.buffers_evicted;
-  a.buffers_expired += b.buffers_expired;
-  a.never_arrived += b.never_arrived;
-  a.buffers_abandoned += b.buffers_abandoned;
-  a.replays_requested += b.replays_requested;
-  a.stale_attempts_dropped += b.stale_attempts_dropped;
-  a.replies_restarted += b.replies_restarted;
-  return a;
-}
-
 void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out) {
-  ++counters_.chunks_received;
+  counters_.chunks_received.add();
   auto it = buffers_.find(chunk.message_id);
   if (it == buffers_.end()) {
     if (finished_.contains(chunk.message_id)) {
-      ++counters_.late_dropped;
+      counters_.late_dropped.add();
       return;
     }
     if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, out);
@@ -45,26 +28,28 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
   auto& buffer = it->second;
   const bool had_any = buffer.received_any();
   if (buffer.attempt() != 0 && chunk.attempt < buffer.attempt()) {
-    ++counters_.stale_attempts_dropped;
+    counters_.stale_attempts_dropped.add();
     return;
   }
   if (buffer.attempt() != 0 && chunk.attempt > buffer.attempt()) {
     buffer.restart(chunk.attempt, now);
     if (had_any) {
-      ++counters_.replies_restarted;
+      counters_.replies_restarted.add();
       out.push_back(ReplyRestarted{buffer.session_id(), buffer.message_id(), chunk.attempt});
     }
   }
   scratch_.clear();
+  const bool in_turn = chunk.chunk_id == buffer.next_id();
   auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, scratch_);
   if (had_any && !buffer.received_any()) --streaming_;
   if (!had_any && buffer.received_any()) ++streaming_;
   switch (result) {
-    case PushResult::duplicate: ++counters_.duplicates_dropped; return;
-    case PushResult::after_final: ++counters_.late_dropped; return;
-    case PushResult::over_limit: ++counters_.over_limit_dropped; return;
+    case PushResult::duplicate: counters_.duplicates_dropped.add(); return;
+    case PushResult::after_final: counters_.late_dropped.add(); return;
+    case PushResult::over_limit: counters_.over_limit_dropped.add(); return;
     case PushResult::released_or_held: break;
   }
+  if (!in_turn) counters_.chunks_reordered.add();
   release(scratch_, out);
   if (buffer.finished()) finish(it->first, now, out, nullptr);
 }
@@ -92,7 +77,7 @@ void BufferManager::check_gaps(SteadyTime now, std::vector<Event>& out) {
     scratch_.clear();
     auto missing = b.skip_expired_gap(now, limits_.missing_chunk_timeout, scratch_);
     if (missing.empty()) continue;
-    counters_.chunks_skipped += missing.size();
+    counters_.chunks_skipped.add(missing.size());
     out.push_back(ChunksMissing{b.session_id(), b.message_id(), std::move(missing)});
     release(scratch_, out);
     if (b.finished()) done.push_back(id);
@@ -108,18 +93,18 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
   for (const auto& id : old) {
     auto it = buffers_.find(id);
     if (!it->second.received_any()) {
-      ++counters_.never_arrived;
+      counters_.never_arrived.add();
       buffers_.erase(it);
       continue;
     }
     if (!it->second.accepted_here && !watched(it->second.session_id())) {
-      ++counters_.buffers_abandoned;
+      counters_.buffers_abandoned.add();
       remember_finished(id, now);
       --streaming_;
       buffers_.erase(it);
       continue;
     }
-    ++counters_.buffers_expired;
+    counters_.buffers_expired.add();
     finish(id, now, out, "reply_timeout");
   }
   forget_old_finished(now);
@@ -135,7 +120,7 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
     if (!b.received_any() && !watched(b.session_id())) continue;
     if (b.replay_requested_at && now - *b.replay_requested_at < every) continue;
     b.replay_requested_at = now;
-    ++counters_.replays_requested;
+    counters_.replays_requested.add();
     stalled.emplace_back(b.session_id(), id);
   }
   return stalled;
@@ -152,6 +137,12 @@ std::vector<BufferManager::Delay> BufferManager::newly_delayed(SteadyTime now, s
                         std::chrono::duration_cast<std::chrono::milliseconds>(now - *since)});
   }
   return out;
+}
+
+std::optional<SteadyTime> BufferManager::accepted_at(const std::string& message_id) const {
+  auto it = buffers_.find(message_id);
+  if (it == buffers_.end() || !it->second.accepted_here) return std::nullopt;
+  return it->second.created();
 }
 
 void BufferManager::drop(const std::string& message_id) {
@@ -177,7 +168,7 @@ std::vector<std::string> BufferManager::drop_session(const std::string& session_
 }
 
 void BufferManager::release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out) {
-  counters_.chunks_released += released.size();
+  counters_.chunks_released.add(released.size());
   for (auto& c : released) out.push_back(ChunkReady{std::move(c)});
   released.clear();
 }
@@ -228,7 +219,7 @@ void BufferManager::evict_oldest(SteadyTime now, std::vector<Event>& out) {
     return a.second.last_activity() < b.second.last_activity();
   });
   if (oldest == buffers_.end()) return;
-  ++counters_.buffers_evicted;
+  counters_.buffers_evicted.add();
   finish(std::string(oldest->first), now, out, "buffer_evicted");
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "buffer/message_buffer.hpp"
+#include "metrics/metrics.hpp"
 
 namespace chat::buffer {
 
@@ -51,23 +52,24 @@ struct MessageFinished { FinishedMessage message; };
 struct ReplyRestarted { std::string session_id; std::string message_id; std::uint32_t attempt; };
 using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted>;
 
+// Written by the owning shard only; read by metrics scrapes on any thread.
 struct Counters {
-  std::uint64_t chunks_received = 0;
-  std::uint64_t chunks_released = 0;
-  std::uint64_t duplicates_dropped = 0;
-  std::uint64_t late_dropped = 0;       // after the message finished
-  std::uint64_t over_limit_dropped = 0; // past BUFFER_MAX_CHUNKS
-  std::uint64_t chunks_skipped = 0;     // given up after the missing-chunk timeout
-  std::uint64_t buffers_evicted = 0;    // BUFFER_MAX_BUFFERS reached
-  std::uint64_t buffers_expired = 0;    // BUFFER_MAX_AGE reached
-  std::uint64_t never_arrived = 0;      // expected replies that sent no chunk here
-  std::uint64_t buffers_abandoned = 0;  // another pod's reply, nobody here watching any more
-  std::uint64_t replays_requested = 0;
-  std::uint64_t stale_attempts_dropped = 0;  // chunks of an attempt a newer one replaced
-  std::uint64_t replies_restarted = 0;
+  metrics::Counter chunks_received;
+  metrics::Counter chunks_released;
+  metrics::Counter chunks_reordered;     // arrived ahead of their turn and were held
+  metrics::Counter duplicates_dropped;
+  metrics::Counter late_dropped;         // after the message finished
+  metrics::Counter over_limit_dropped;   // past BUFFER_MAX_CHUNKS
+  metrics::Counter chunks_skipped;       // given up after the missing-chunk timeout
+  metrics::Counter buffers_evicted;      // BUFFER_MAX_BUFFERS reached
+  metrics::Counter buffers_expired;      // BUFFER_MAX_AGE reached
+  metrics::Counter never_arrived;        // expected replies that sent no chunk here
+  metrics::Counter buffers_abandoned;    // another pod's reply, nobody here watching any more
+  metrics::Counter replays_requested;
+  metrics::Counter stale_attempts_dropped;  // chunks of an attempt a newer one replaced
+  metrics::Counter replies_restarted;
 };
 
-Counters& operator+=(Counters& a, const Counters& b);
 
 class BufferManager {
  public:
@@ -79,6 +81,8 @@ class BufferManager {
   // Making room may finish the least recently active buffer (reported in `out`).
   void expect(const std::string& session_id, const std::string& message_id, SteadyTime now, std::vector<Event>& out);
   bool has(const std::string& message_id) const { return buffers_.contains(message_id); }
+  // When this pod accepted the message (nullopt: not accepted here, or no buffer).
+  std::optional<SteadyTime> accepted_at(const std::string& message_id) const;
   // Finished here recently (late chunks of it are dropped).
   bool finished_here(const std::string& message_id) const { return finished_.contains(message_id); }
 

@@ -234,7 +234,9 @@ void NatsBus::stop_bus_thread() {
   thread_.join();
 }
 
-ComponentStatus NatsBus::status() const { return {"nats", false, events_->connected}; }
+ComponentStatus NatsBus::status() const {
+  return {"nats", false, events_->connected, publish_failures_.load(std::memory_order_relaxed), 0};
+}
 
 void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
 
@@ -243,7 +245,9 @@ void NatsBus::complete(PublishCallback done, error_code ec) {
 }
 
 void NatsBus::publish(std::string subject, std::string payload, PublishCallback done) {
-  complete(std::move(done), publish_now(connection_.get(), subject, payload, {}));
+  auto ec = publish_now(connection_.get(), subject, payload, {});
+  if (ec) publish_failures_.fetch_add(1, std::memory_order_relaxed);
+  complete(std::move(done), ec);
 }
 
 std::unique_ptr<Subscription> NatsBus::subscribe(std::string pattern, std::string queue_group,

@@ -103,6 +103,7 @@ class NatsBus final : public MessageBus {
 
   std::string inbox_prefix_;  // "_INBOX.<random>."
   std::atomic<std::uint64_t> next_token_{0};
+  std::atomic<std::uint64_t> publish_failures_{0};
   // Touched only on the bus thread: every request step is posted there.
   std::unordered_map<std::uint64_t, PendingRequest> pending_;
   std::unique_ptr<Subscription> inbox_;

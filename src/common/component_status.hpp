@@ -3,6 +3,8 @@
 // store) says about itself, for /health, /ready and start-up logs. Callers
 // decide by the flags, never by comparing backend names.
 
+#include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace chat {
@@ -11,6 +13,8 @@ struct ComponentStatus {
   std::string_view backend;  // "memory", "nats", "redis", "sqlite", "postgres": for people to read
   bool embedded = false;     // an in-process stand-in: no server behind it
   bool connected = false;    // reachable now (always true when embedded)
+  std::uint64_t errors = 0;  // operations that failed since start (publishes, commands, writes)
+  std::size_t queued = 0;    // operations waiting for the backend
 };
 
 }  // namespace chat

@@ -183,6 +183,8 @@ const std::vector<Setting>& settings() {
        INT_SETTING(worker.demo_words_per_chunk, unsigned, 1, 1000)},
       {"WORKER_MAX_CONCURRENT", kBoth, "1000", "generations running at once; up to ten times as many more wait their turn",
        INT_SETTING(worker.max_concurrent, std::size_t, 1, 1'000'000)},
+      {"WORKER_HTTP_PORT", kWorker, "0", "port of chat-worker's /health, /ready and /metrics (0: none; 9090 in the images)",
+       INT_SETTING(worker.http_port, std::uint16_t, 0, 65535)},
       {"WORKER_THREADS", kWorker, "0", "worker event-loop threads (0: one per core)", INT_SETTING(worker.threads, unsigned, 0, 256)},
       {"OPENAI_API_KEY", kBoth, "", "key of the openai provider (never logged)",
        [](Config& c, const std::string&, const std::string& v) { c.providers.openai_api_key = v; }},

@@ -107,6 +107,7 @@ struct WorkerConfig {
   unsigned demo_words_per_chunk = 3;
   std::size_t max_concurrent = 1'000;
   unsigned threads = 0;
+  std::uint16_t http_port = 0;  // /health, /ready, /metrics of chat-worker; 0: none
   // How often held requests are reported as still in progress to the work
   // queue: a third of JS_ACK_WAIT (set by the program, not a setting).
   Duration progress_interval{10'000};

@@ -157,6 +157,71 @@ void SessionHub::stop() {
   for (auto& s : slots_) asio::post(s->strand, [slot = s.get()] { slot->stop(); });
 }
 
+void SessionHub::collect(metrics::Exposition& out) const {
+  auto stats = this->stats();
+  out.gauge("chat_sse_connections", "Open SSE streams.", static_cast<double>(stats.streams));
+  out.gauge("chat_sse_sessions", "Sessions with at least one open SSE stream.", static_cast<double>(stats.sessions));
+  out.gauge("chat_buffers_active", "Replies being reordered (chunk buffers).", static_cast<double>(stats.buffers));
+  auto sum = [this](auto field) {
+    std::uint64_t n = 0;
+    for (const auto& s : slots_) n += field(s->shard).value();
+    return static_cast<double>(n);
+  };
+  auto counter = [&](const char* name, const char* help, auto field, metrics::Labels labels = {}) {
+    out.counter(name, help, sum(field), labels);
+  };
+  using S = const SessionShard&;
+  counter("chat_chunks_received_total", "Chunks that reached a reorder buffer.",
+          [](S s) -> const metrics::Counter& { return s.counters().chunks_received; });
+  counter("chat_chunks_released_total", "Chunks released in order to the streams.",
+          [](S s) -> const metrics::Counter& { return s.counters().chunks_released; });
+  counter("chat_chunks_reordered_total", "Chunks that arrived ahead of their turn and were held.",
+          [](S s) -> const metrics::Counter& { return s.counters().chunks_reordered; });
+  counter("chat_chunks_duplicate_total", "Chunks dropped as duplicates (the first copy wins).",
+          [](S s) -> const metrics::Counter& { return s.counters().duplicates_dropped; });
+  const char* dropped = "Chunks dropped, by why.";
+  counter("chat_chunks_dropped_total", dropped, [](S s) -> const metrics::Counter& { return s.counters().late_dropped; },
+          {{"reason", "after_final"}});
+  counter("chat_chunks_dropped_total", dropped,
+          [](S s) -> const metrics::Counter& { return s.counters().over_limit_dropped; }, {{"reason", "over_limit"}});
+  counter("chat_chunks_dropped_total", dropped,
+          [](S s) -> const metrics::Counter& { return s.counters().stale_attempts_dropped; }, {{"reason", "older_attempt"}});
+  counter("chat_chunks_missing_total", "Chunks given up after BUFFER_MISSING_CHUNK_TIMEOUT.",
+          [](S s) -> const metrics::Counter& { return s.counters().chunks_skipped; });
+  counter("chat_gap_fills_total", "Times a gap or a silent reply made the pod ask for chunks again (log or replay).",
+          [](S s) -> const metrics::Counter& { return s.counters().replays_requested; });
+  counter("chat_replies_restarted_total", "Replies started over by a newer attempt after a worker died.",
+          [](S s) -> const metrics::Counter& { return s.counters().replies_restarted; });
+  const char* cleanups = "Reorder buffers closed without a final chunk, by why.";
+  counter("chat_buffer_cleanups_total", cleanups,
+          [](S s) -> const metrics::Counter& { return s.counters().buffers_expired; }, {{"reason", "timeout"}});
+  counter("chat_buffer_cleanups_total", cleanups,
+          [](S s) -> const metrics::Counter& { return s.counters().buffers_evicted; }, {{"reason", "evicted"}});
+  counter("chat_buffer_cleanups_total", cleanups,
+          [](S s) -> const metrics::Counter& { return s.counters().buffers_abandoned; }, {{"reason", "abandoned"}});
+  counter("chat_buffer_cleanups_total", cleanups,
+          [](S s) -> const metrics::Counter& { return s.counters().never_arrived; }, {{"reason", "never_arrived"}});
+  counter("chat_reply_delays_announced_total", "Delayed events sent (a watched reply waited 3 s for a chunk).",
+          [](S s) -> const metrics::Counter& { return s.gauges().delays_announced; });
+  const char* resumes = "Streams that reconnected with a cursor, by how they were served.";
+  counter("chat_resumes_total", resumes, [](S s) -> const metrics::Counter& { return s.gauges().resumed_from_backlog; },
+          {{"outcome", "continued"}});
+  counter("chat_resumes_total", resumes, [](S s) -> const metrics::Counter& { return s.gauges().resumed_from_log; },
+          {{"outcome", "from_log"}});
+  counter("chat_resumes_total", resumes, [](S s) -> const metrics::Counter& { return s.gauges().resumes_reset; },
+          {{"outcome", "reset"}});
+  std::uint64_t kept = 0;
+  metrics::HistogramSnapshot first_chunk;
+  for (const auto& s : slots_) {
+    kept += s->shard.gauges().broadcasts_kept.load(std::memory_order_relaxed);
+    first_chunk += s->shard.gauges().time_to_first_chunk.snapshot();
+  }
+  out.counter("chat_broadcast_chunks_kept_total", "Broadcast chunks of sessions not held here, kept a few seconds.",
+              static_cast<double>(kept));
+  out.histogram("chat_time_to_first_chunk_seconds", "From a POST accepted here to its reply's first chunk streamed.",
+                first_chunk);
+}
+
 HubStats SessionHub::stats() const {
   HubStats out;
   for (const auto& s : slots_) {

@@ -59,6 +59,8 @@ class SessionHub {
   void stop();
 
   HubStats stats() const;
+  // Every shard's counters and histograms, summed (any thread).
+  void collect(metrics::Exposition& out) const;
 
   static SteadyTime SteadyClock() { return std::chrono::steady_clock::now(); }
 

@@ -72,6 +72,9 @@ void SessionShard::process_events() {
   for (auto& e : events_) {
     if (auto* ready = std::get_if<buffer::ChunkReady>(&e)) {
       const auto& c = ready->chunk;
+      if (c.chunk_id == 0)
+        if (auto accepted = buffers_.accepted_at(c.message_id))
+          gauges_.time_to_first_chunk.observe(std::chrono::duration<double>(clock_() - *accepted).count());
       deliver(c.session_id, c.message_id, c.chunk_id, sse::chunk_frame(c));
     } else if (auto* missing = std::get_if<buffer::ChunksMissing>(&e)) {
       log::warn("chunks_missing", {{"session_id", missing->session_id}, {"message_id", missing->message_id},
@@ -114,6 +117,7 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
   const bool first = !channel.has_members();
   if (cursor && !channel.find(cursor->message_id) && !options_.log_catch_up && expired_.contains(cursor->message_id)) {
     stream->send(sse::reset_frame(session_id, "resume_window_passed"));
+    gauges_.resumes_reset.add();
     cursor.reset();
   }
   // A reply this pod does not hold: the log has it (and the order of what
@@ -125,6 +129,9 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
     channel.members().push_back(std::move(member));
   } else if (!channel.join(std::move(member), cursor, clock_(), options_.late_join_window)) {
     stream->send(sse::reset_frame(session_id, "reply_too_long_to_replay"));
+    if (cursor) gauges_.resumes_reset.add();
+  } else if (cursor) {
+    gauges_.resumed_from_backlog.add();
   }
   gauges_.streams.fetch_add(1, std::memory_order_relaxed);
   if (first) {
@@ -168,7 +175,11 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     // Older than the log (or the log is unreachable): the client reloads the history.
     member->stream->send(sse::reset_frame(session_id, chunks ? "resume_window_passed" : "resume_unavailable"));
     member->sent.clear();
-  } else if (at->had_attempts) {
+    gauges_.resumes_reset.add();
+  } else {
+    gauges_.resumed_from_log.add();
+  }
+  if (at != replies.end() && at->had_attempts) {
     // The client may have seen part of another attempt: it starts this one over.
     member->stream->send(sse::reset_frame(session_id, "reply_restarted", cursor.message_id));
     member->sent.erase(cursor.message_id);
@@ -231,8 +242,10 @@ void SessionShard::check_gaps() {
   auto is_watched = [this](const std::string& session_id) { return watched(session_id); };
   for (const auto& [session, message] : buffers_.stalled(now, options_.replay_after, options_.replay_after * 2, is_watched))
     handlers_.replay_wanted(session, message);
-  for (const auto& d : buffers_.newly_delayed(now, options_.delay_notice_after, is_watched))
+  for (const auto& d : buffers_.newly_delayed(now, options_.delay_notice_after, is_watched)) {
+    gauges_.delays_announced.add();
     deliver(d.session_id, d.message_id, kNotAChunk, sse::delayed_frame(d.message_id, d.next_chunk_id, d.waited.count()));
+  }
   buffers_.check_gaps(now, events_);
   process_events();
 }

@@ -43,12 +43,20 @@ struct ShardHandlers {
       catch_up_wanted;
 };
 
-// Read from any thread (health, capacity checks); written by the shard only.
+// Read from any thread (health, capacity checks, metrics); written by the shard only.
 struct ShardGauges {
   std::atomic<std::size_t> streams{0};
   std::atomic<std::size_t> sessions{0};  // sessions with at least one stream
   std::atomic<std::size_t> buffers{0};
   std::atomic<std::uint64_t> broadcasts_kept{0};
+  // From the POST accepted (the reply expected here) to its first chunk
+  // handed to the streams.
+  metrics::Histogram time_to_first_chunk{metrics::kLatencyBuckets};
+  // Streams that came back with a cursor, by how they were served.
+  metrics::Counter resumed_from_backlog;
+  metrics::Counter resumed_from_log;
+  metrics::Counter resumes_reset;  // the cursor could not be served: reset
+  metrics::Counter delays_announced;
 };
 
 class SessionShard {

@@ -96,6 +96,7 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                    return done({}, accepted);
                  }
                  log::warn("chat_publish_failed", {{"error", ec.message()}, {"correlation_id", accepted.correlation_id}});
+                 stats_.submits_refused.add();
                  hub_.forget(accepted.session_id, accepted.message_id);
                  store_.discard_message(user_message_id, [](boost::system::error_code) {});
                  done(Errc::bus_unavailable, {});
@@ -125,7 +126,7 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
     return;
   }
   auto stream = std::make_shared<sse::SseConnection>(std::move(socket), new_identifier("conn_"), request.session_id,
-                                                     options_.stream_limits);
+                                                     options_.stream_limits, &stats_.streams);
   // Registered before it can close, so the registry sees add, then remove.
   registry_.add({request.session_id, options_.pod_id, stream->id()});
   std::vector<sse::Frame> first{sse::connected_frame(stream->id(), request.session_id, options_.pod_id),

@@ -23,6 +23,7 @@
 #include "bus/message_bus.hpp"
 #include "bus/work_queue.hpp"
 #include "hub/session_hub.hpp"
+#include "metrics/metrics.hpp"
 #include "pod/pod_errors.hpp"
 #include "pod/pod_health.hpp"
 #include "registry/session_registry.hpp"
@@ -76,10 +77,15 @@ struct StreamRequest {
 
 // Counted on bus and store threads; read by anyone.
 struct PodStats {
-  std::atomic<std::uint64_t> chunks_rejected{0};  // invalid payloads from the bus
-  std::atomic<std::uint64_t> replies_stored{0};
-  std::atomic<std::uint64_t> store_failures{0};
-  std::atomic<std::size_t> writes_pending{0};
+  metrics::Counter chunks_rejected;  // invalid payloads from the bus or the log
+  metrics::Counter replies_stored;
+  // Stored replies by status: complete, error, cancelled, incomplete.
+  metrics::Labelled<metrics::Counter> stored_by_status{{"status"}};
+  metrics::Counter store_failures;
+  metrics::Gauge writes_pending;
+  metrics::Histogram store_write{metrics::kLatencyBuckets};  // a finished reply's save, queue included
+  metrics::Counter submits_refused;  // the work queue refused a request (503)
+  sse::StreamMetrics streams;
 };
 
 using SubmitCallback = std::function<void(boost::system::error_code, Accepted)>;
@@ -110,6 +116,8 @@ class Pod {
   void end_session(const std::string& session_id, const std::string& user_id);
 
   PodHealth health() const;
+  // The pod's metrics: streams, hub, store writes, dependencies (any thread).
+  void collect(metrics::Exposition& out) const;
   std::size_t open_streams() const { return hub_.stats().streams; }
   const std::string& id() const { return options_.pod_id; }
   const PodStats& stats() const { return stats_; }

@@ -31,12 +31,12 @@ void Pod::on_chunk(const bus::Message& m, bool broadcast) {
   std::string error;
   auto chunk = protocol::decode_response_chunk(m.payload, error);
   if (!chunk) {
-    stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    stats_.chunks_rejected.add();
     log::warn("chunk_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
   if (broadcast && m.subject != subjects::broadcast(chunk->session_id)) {
-    stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    stats_.chunks_rejected.add();
     log::warn("chunk_rejected", {{"subject", m.subject}, {"error", "session_id does not match the subject"}});
     return;
   }
@@ -72,7 +72,7 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::vector<std::s
   std::string error;
   for (const auto& p : payloads) {
     if (auto c = protocol::decode_response_chunk(p, error)) chunks.push_back(std::move(*c));
-    else stats_.chunks_rejected.fetch_add(1, std::memory_order_relaxed);
+    else stats_.chunks_rejected.add();
   }
   return chunks;
 }
@@ -95,18 +95,65 @@ void Pod::store_reply(buffer::FinishedMessage m) {
   log::info("reply_finished", {{"message_id", record.message_id}, {"session_id", record.session_id},
                                {"status", record.status}, {"tokens", record.token_count},
                                {"correlation_id", m.correlation_id}});
-  stats_.writes_pending.fetch_add(1);
-  store_.save_assistant_message(std::move(record), [this, id = m.message_id](boost::system::error_code ec) {
-    stats_.writes_pending.fetch_sub(1);
+  stats_.writes_pending.add(1);
+  auto status = record.status;
+  auto started = std::chrono::steady_clock::now();
+  store_.save_assistant_message(std::move(record), [this, id = m.message_id, status, started](boost::system::error_code ec) {
+    stats_.writes_pending.add(-1);
+    stats_.store_write.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     if (ec == store::Errc::not_found) {
       log::info("reply_not_stored", {{"message_id", id}, {"reason", "the session was deleted"}});
     } else if (ec) {
-      stats_.store_failures.fetch_add(1);
+      stats_.store_failures.add();
       log::error("reply_store_failed", {{"message_id", id}, {"error", ec.message()}});
     } else {
-      stats_.replies_stored.fetch_add(1);
+      stats_.replies_stored.add();
+      stats_.stored_by_status.at({status}).add();
     }
   });
+}
+
+}  // namespace chat::pod
+
+namespace chat::pod {
+
+void Pod::collect(metrics::Exposition& out) const {
+  auto h = health();
+  auto up = [&](const char* dependency, const ComponentStatus& s) {
+    out.gauge("chat_dependency_up", "1 while the dependency is reachable (embedded ones always are).",
+              s.connected ? 1 : 0, {{"dependency", dependency}, {"backend", std::string(s.backend)}});
+  };
+  up("bus", h.bus);
+  up("work_queue", h.work_queue);
+  up("registry", h.registry);
+  up("store", h.store);
+  out.gauge("chat_draining", "1 after SIGTERM, while the pod drains.", h.draining ? 1 : 0);
+  out.counter("chat_bus_publish_failures_total", "Publishes the bus refused (disconnected, bad subject).",
+              static_cast<double>(h.bus.errors));
+  out.counter("chat_chat_submits_refused_total", "Chats the work queue did not take (answered 503).",
+              static_cast<double>(stats_.submits_refused.value()));
+  out.gauge("chat_store_queue_depth", "Store operations waiting (spilled replies included).",
+            static_cast<double>(h.store.queued));
+  hub_.collect(out);
+  out.histogram("chat_chunk_delivery_seconds", "From a chunk's timestamp (worker clock) to its bytes on a stream's socket.",
+                stats_.streams.delivery.snapshot());
+  for (std::size_t i = 0; i < sse::StreamMetrics::kEndReasons.size(); ++i)
+    out.counter("chat_sse_streams_ended_total", "SSE streams that ended, by why (slow_client: cut for not reading).",
+                static_cast<double>(stats_.streams.ended[i].value()), {{"reason", sse::StreamMetrics::kEndReasons[i]}});
+  out.counter("chat_chunks_rejected_total", "Chunks from the bus or the log that did not decode.",
+              static_cast<double>(stats_.chunks_rejected.value()));
+  out.counter("chat_replies_stored_total", "Finished replies written (or found already written) to the store.",
+              static_cast<double>(stats_.replies_stored.value()));
+  stats_.stored_by_status.each([&](const metrics::Labels& labels, const metrics::Counter& c) {
+    out.counter("chat_replies_stored_by_status_total", "Finished replies stored, by status.",
+                static_cast<double>(c.value()), labels);
+  });
+  out.counter("chat_reply_store_failures_total", "Finished replies the store could not write.",
+              static_cast<double>(stats_.store_failures.value()));
+  out.gauge("chat_reply_store_pending", "Finished replies waiting for their store write.",
+            static_cast<double>(stats_.writes_pending.value()));
+  out.histogram("chat_reply_store_seconds", "A finished reply's store write, its queue wait included.",
+                stats_.store_write.snapshot());
 }
 
 }  // namespace chat::pod

@@ -8,7 +8,9 @@ namespace json = boost::json;
 
 namespace chat::sse {
 
-Frame make_frame(std::string_view event, std::string_view data, std::string_view id) {
+Frame raw_frame(std::string bytes) { return std::make_shared<const EncodedFrame>(std::move(bytes)); }
+
+Frame make_frame(std::string_view event, std::string_view data, std::string_view id, SystemTime origin) {
   std::string f;
   f.reserve(event.size() + data.size() + id.size() + 24);
   if (!id.empty()) {
@@ -21,11 +23,11 @@ Frame make_frame(std::string_view event, std::string_view data, std::string_view
   f += "\ndata: ";
   f += data;
   f += "\n\n";
-  return std::make_shared<const std::string>(std::move(f));
+  return std::make_shared<const EncodedFrame>(std::move(f), origin);
 }
 
 Frame retry_frame(std::chrono::milliseconds retry) {
-  return std::make_shared<const std::string>("retry: " + std::to_string(retry.count()) + "\n\n");
+  return raw_frame("retry: " + std::to_string(retry.count()) + "\n\n");
 }
 
 Frame connected_frame(std::string_view connection_id, std::string_view session_id, std::string_view pod_id) {
@@ -35,7 +37,7 @@ Frame connected_frame(std::string_view connection_id, std::string_view session_i
 
 Frame chunk_frame(const protocol::ResponseChunk& chunk) {
   return make_frame("chunk", chunk.wire.empty() ? protocol::encode(chunk) : chunk.wire,
-                    event_id(chunk.message_id, chunk.chunk_id));
+                    event_id(chunk.message_id, chunk.chunk_id), parse_rfc3339(chunk.timestamp).value_or(SystemTime{}));
 }
 
 Frame complete_frame(std::string_view message_id, std::int64_t token_count, std::string_view finish_reason,

@@ -9,14 +9,25 @@
 #include <string_view>
 #include <vector>
 
+#include "common/time.hpp"
 #include "protocol/messages.hpp"
 
 namespace chat::sse {
 
-using Frame = std::shared_ptr<const std::string>;
+// The encoded bytes of one event, shared by every stream of the session. A
+// chunk's frame also knows the chunk's timestamp, so the time to the socket
+// can be measured where the bytes are written.
+struct EncodedFrame : std::string {
+  explicit EncodedFrame(std::string bytes, SystemTime origin = {}) : std::string(std::move(bytes)), origin(origin) {}
+  SystemTime origin;  // epoch (zero) when not a chunk
+};
+using Frame = std::shared_ptr<const EncodedFrame>;
+
+// Bytes as they are (a response head; tests).
+Frame raw_frame(std::string bytes);
 
 // `data` must be one line (compact JSON is).
-Frame make_frame(std::string_view event, std::string_view data, std::string_view id = {});
+Frame make_frame(std::string_view event, std::string_view data, std::string_view id = {}, SystemTime origin = {});
 
 Frame retry_frame(std::chrono::milliseconds retry);
 Frame connected_frame(std::string_view connection_id, std::string_view session_id, std::string_view pod_id);

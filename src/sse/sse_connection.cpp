@@ -8,12 +8,14 @@ namespace asio = boost::asio;
 
 namespace chat::sse {
 
-SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits)
+SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits,
+                             StreamMetrics* metrics)
     : socket_(std::move(socket)),
       strand_(socket_.get_executor()),
       connection_id_(std::move(connection_id)),
       session_id_(std::move(session_id)),
-      limits_(limits) {}
+      limits_(limits),
+      metrics_(metrics) {}
 
 void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHandler on_closed) {
   on_closed_ = std::move(on_closed);
@@ -25,7 +27,7 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
   {
     std::lock_guard lock(queue_mutex_);
     // The head goes out first, ahead of anything a producer queues meanwhile.
-    queued_.insert(queued_.begin(), std::make_shared<const std::string>(std::move(head)));
+    queued_.insert(queued_.begin(), raw_frame(std::move(head)));
     for (auto& f : first) queued_.push_back(std::move(f));
     queued_exempt_ = queued_.size();
     schedule_flush_locked();
@@ -118,6 +120,12 @@ void SseConnection::on_written(boost::system::error_code ec) {
     write_in_flight_since_.reset();
     writing_count_ = 0;
   }
+  if (!ec && metrics_) {
+    auto now = std::chrono::system_clock::now();
+    for (const auto& f : writing_)
+      if (f->origin != SystemTime{})
+        metrics_->delivery.observe(std::chrono::duration<double>(now - f->origin).count());
+  }
   writing_.clear();
   if (writing_.capacity() > 64) writing_.shrink_to_fit();  // a burst must not pin memory on an idle stream
   if (ec) return terminate("write_failed");
@@ -154,6 +162,9 @@ void SseConnection::terminate(const char* reason) {
     queued_exempt_ = 0;
   }
   if (!socket_.is_open()) return;
+  if (metrics_)
+    for (std::size_t i = 0; i < StreamMetrics::kEndReasons.size(); ++i)
+      if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics_->ended[i].add();
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);

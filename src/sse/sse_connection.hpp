@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "metrics/metrics.hpp"
 #include "sse/event_sink.hpp"
 
 namespace chat::sse {
@@ -29,6 +31,17 @@ struct QueueLimits {
   std::chrono::milliseconds stall_grace{1'000};
 };
 
+// Shared by every stream of a pod; recorded on the streams' strands.
+struct StreamMetrics {
+  // From a chunk's timestamp (the worker's clock) to its bytes written to the socket.
+  metrics::Histogram delivery{metrics::kFastBuckets};
+  // Streams that ended, by why: client_closed, read_failed, write_failed,
+  // slow_client, closed_by_server.
+  static constexpr std::array<const char*, 5> kEndReasons{"client_closed", "read_failed", "write_failed",
+                                                          "slow_client", "closed_by_server"};
+  std::array<metrics::Counter, kEndReasons.size()> ended;
+};
+
 class SseConnection final : public EventSink, public std::enable_shared_from_this<SseConnection> {
  public:
   using Socket = boost::asio::ip::tcp::socket;
@@ -37,7 +50,9 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
 
   // The socket's executor must be a strand (the listener gives each connection
   // one): the connection runs on it and adds no strand of its own.
-  SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits);
+  // `metrics` (optional) must outlive the connection.
+  SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits,
+                StreamMetrics* metrics = nullptr);
 
   // Writes the response head and the first frames, then watches for the client
   // going away. `on_closed` must not be empty.
@@ -64,6 +79,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   std::string connection_id_;
   std::string session_id_;
   QueueLimits limits_;
+  StreamMetrics* metrics_;
   ClosedHandler on_closed_;
 
   // Guards the fields below: producers on any thread append, the strand drains.

@@ -224,7 +224,9 @@ PostgresStore::PostgresStore(const config::StoreConfig& cfg) : impl_(std::make_u
 
 PostgresStore::~PostgresStore() = default;
 
-ComponentStatus PostgresStore::status() const { return {"postgres", false, impl_->healthy.load() > 0}; }
+ComponentStatus PostgresStore::status() const {
+  return {"postgres", false, impl_->healthy.load() > 0, 0, impl_->queue.size()};
+}
 
 void PostgresStore::accept_user_message(NewUserMessage m, unsigned history_turns, HistoryCallback done) {
   impl_->enqueue(std::move(done), [m = std::move(m), history_turns](Connection& c, auto& history) {

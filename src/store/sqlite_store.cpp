@@ -180,4 +180,6 @@ void SqliteStore::delete_session(std::string session_id, std::string user_id, Do
 // queued before it.
 void SqliteStore::flush(DoneCallback done) { impl_->flush(std::move(done)); }
 
+ComponentStatus SqliteStore::status() const { return {"sqlite", true, true, 0, impl_->queue.size()}; }
+
 }  // namespace chat::store

@@ -51,7 +51,7 @@ class SqliteStore final : public MessageStore {
                      PageCallback done) override;
   void delete_session(std::string session_id, std::string user_id, DoneCallback done) override;
   void flush(DoneCallback done) override;
-  ComponentStatus status() const override { return {"sqlite", true, true}; }
+  ComponentStatus status() const override;
 
  private:
   struct Impl;

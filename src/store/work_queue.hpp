@@ -49,6 +49,11 @@ class WorkQueue {
     cv_.notify_all();
   }
 
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return jobs_.size();
+  }
+
   bool closed_and_empty() const {
     std::lock_guard lock(mu_);
     return closed_ && jobs_.empty();

@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <utility>
 
 #include "common/time.hpp"
 #include "log/log.hpp"
@@ -14,14 +15,17 @@ namespace asio = boost::asio;
 namespace chat::worker {
 
 GenerationRun::GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request,
-                             std::string model, std::unique_ptr<bus::WorkItem> item)
+                             std::string model, std::unique_ptr<bus::WorkItem> item, std::string provider)
     : strand_(asio::make_strand(ex)),
       worker_(worker),
       request_(std::move(request)),
       model_(std::move(model)),
       attempt_(item ? item->attempt() : 1),
       item_(std::move(item)),
-      accepting_subject_(request_.accepting_pod.empty() ? std::string() : subjects::pod_response(request_.accepting_pod)) {}
+      accepting_subject_(request_.accepting_pod.empty() ? std::string() : subjects::pod_response(request_.accepting_pod)),
+      provider_(std::move(provider)) {
+  worker_.provider_metrics_.requests.at({provider_}).add();
+}
 
 void GenerationRun::start(providers::Provider& provider) {
   auto generation = provider.start(request_, model_, shared_from_this());
@@ -51,6 +55,9 @@ void GenerationRun::keep_alive() {
 
 void GenerationRun::on_text(std::string_view text) {
   asio::post(strand_, [self = shared_from_this(), text = std::string(text)]() mutable {
+    if (!std::exchange(self->first_text_seen_, true))
+      self->worker_.provider_metrics_.first_token.at({self->provider_}).observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - self->started_).count());
     self->emit(protocol::ChunkType::content, std::move(text), false);
   });
 }
@@ -118,6 +125,7 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
   const auto& chunk = outbox_.front();
   auto payload = protocol::encode(chunk);
   const bool final = chunk.is_final;
+  if (final) record_end(chunk);
   const bool broadcast = targets.size() == 1 && targets.front() == subjects::broadcast(request_.session_id);
   // The accepting pod stores the reply, so it gets every chunk, also while
   // the route names only the pods that hold streams (a broadcast reaches it).
@@ -143,6 +151,14 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
     }
   }
   outbox_.pop_front();
+}
+
+void GenerationRun::record_end(const protocol::ResponseChunk& final) {
+  auto& m = worker_.provider_metrics_;
+  m.generation.at({provider_}).observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+  if (final.metadata && final.metadata->tokens_used)
+    m.tokens.at({provider_}).add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, *final.metadata->tokens_used)));
+  if (final.error) m.errors.at({provider_, final.error->code}).add();
 }
 
 // The final chunk is out (and in the log): the request is done with.

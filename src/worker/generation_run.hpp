@@ -24,8 +24,9 @@ class WorkflowWorker;
 
 class GenerationRun final : public providers::GenerationSink, public std::enable_shared_from_this<GenerationRun> {
  public:
+  // `provider` labels the run's metrics ("unknown", "none" when no provider runs).
   GenerationRun(boost::asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request,
-                std::string model, std::unique_ptr<bus::WorkItem> item);
+                std::string model, std::unique_ptr<bus::WorkItem> item, std::string provider);
 
   void start(providers::Provider& provider);
   // Any thread.
@@ -48,6 +49,7 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   void pump();
   void publish_front(const ChunkRouter::Subjects& targets);
   void done();
+  void record_end(const protocol::ResponseChunk& final);
 
   boost::asio::strand<boost::asio::any_io_executor> strand_;
   WorkflowWorker& worker_;
@@ -56,6 +58,9 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   std::uint32_t attempt_;
   std::unique_ptr<bus::WorkItem> item_;  // strand only
   std::string accepting_subject_;  // empty when the request did not name its pod
+  std::string provider_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  bool first_text_seen_ = false;
   std::uint32_t next_chunk_id_ = 0;
   std::deque<protocol::ResponseChunk> outbox_;
   bool resolving_ = false;

@@ -96,7 +96,46 @@ void WorkflowWorker::on_work(std::unique_ptr<bus::WorkItem> item) {
   asio::post(executor_, [this, w = WaitingRequest{std::move(*request), std::move(item)}]() mutable { admit(std::move(w)); });
 }
 
+void WorkflowWorker::collect(metrics::Exposition& out) const {
+  std::size_t waiting = 0;
+  {
+    std::lock_guard lock(mutex_);
+    waiting = waiting_.size();
+  }
+  out.gauge("chat_worker_slots_in_use", "Generations running.", static_cast<double>(active_.load()));
+  out.gauge("chat_worker_slots", "Generations that may run at once (WORKER_MAX_CONCURRENT).",
+            static_cast<double>(config_.max_concurrent));
+  out.gauge("chat_worker_queue_depth", "Requests waiting for a slot.", static_cast<double>(waiting));
+  out.counter("chat_worker_replies_total", "Replies ended (any outcome).", static_cast<double>(completed_.load()));
+  out.counter("chat_worker_redeliveries_total", "Requests taken again after a worker died with them.",
+              static_cast<double>(redeliveries_.value()));
+  out.counter("chat_worker_redeliveries_already_finished_total",
+              "Redelivered requests whose earlier attempt had finished (acked, not generated again).",
+              static_cast<double>(already_finished_.value()));
+  out.counter("chat_worker_overloaded_total", "Requests refused because the waiting queue was full.",
+              static_cast<double>(overloaded_.value()));
+  provider_metrics_.requests.each([&](const metrics::Labels& l, const metrics::Counter& c) {
+    out.counter("chat_provider_requests_total", "Generations started, by provider.", static_cast<double>(c.value()), l);
+  });
+  provider_metrics_.errors.each([&](const metrics::Labels& l, const metrics::Counter& c) {
+    out.counter("chat_provider_errors_total", "Generations that ended in an error, by provider and code.",
+                static_cast<double>(c.value()), l);
+  });
+  provider_metrics_.tokens.each([&](const metrics::Labels& l, const metrics::Counter& c) {
+    out.counter("chat_provider_tokens_total", "Tokens the providers reported, by provider.",
+                static_cast<double>(c.value()), l);
+  });
+  provider_metrics_.first_token.each([&](const metrics::Labels& l, const metrics::Histogram& h) {
+    out.histogram("chat_provider_first_token_seconds", "From a generation's start to its first text, by provider.",
+                  h.snapshot(), l);
+  });
+  provider_metrics_.generation.each([&](const metrics::Labels& l, const metrics::Histogram& h) {
+    out.histogram("chat_provider_generation_seconds", "A generation from start to end, by provider.", h.snapshot(), l);
+  });
+}
+
 void WorkflowWorker::admit(WaitingRequest w) {
+  if (w.item->attempt() > 1) redeliveries_.add();
   if (w.item->attempt() == 1 || !log_) return start_or_wait(std::move(w));
   // Delivered again: if an earlier attempt finished (the worker died before its
   // ack), the pods have the reply already.
@@ -106,6 +145,7 @@ void WorkflowWorker::admit(WaitingRequest w) {
     asio::post(executor_, [this, shared, ec, payloads = std::move(payloads)] {
       if (!ec && has_final(payloads)) {
         log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
+        already_finished_.add();
         shared->item->ack();
         std::lock_guard lock(mutex_);
         --admitting_;
@@ -128,7 +168,10 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
     }
     ++active_;  // the slot belongs to this request until finished()
   }
-  if (overloaded) return run(std::move(w), "worker_overloaded", "too many replies are waiting; try again shortly");
+  if (overloaded) {
+    overloaded_.add();
+    return run(std::move(w), "worker_overloaded", "too many replies are waiting; try again shortly");
+  }
   if (w.item->final_attempt() && w.item->attempt() > 1)
     return run(std::move(w), "retries_exhausted", "the reply failed on every attempt");
   run(std::move(w));
@@ -145,7 +188,8 @@ void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::stri
                                    {"correlation_id", request.correlation_id}});
   auto message_id = request.message_id;
   router_.forget(request.session_id);
-  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item));
+  auto label = provider == providers_.end() ? std::string("unknown") : provider_name;
+  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item), label);
   {
     std::lock_guard lock(mutex_);
     track(message_id, run);
@@ -191,7 +235,7 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
 // A request cancelled before it started ends at once as cancelled, in a slot of its own.
 void WorkflowWorker::end_unstarted(WaitingRequest w) {
   auto message_id = w.request.message_id;
-  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), "", std::move(w.item));
+  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), "", std::move(w.item), "none");
   {
     std::lock_guard lock(mutex_);
     ++active_;

@@ -24,6 +24,7 @@
 #include "bus/message_bus.hpp"
 #include "bus/work_queue.hpp"
 #include "config/config.hpp"
+#include "metrics/metrics.hpp"
 #include "providers/provider.hpp"
 #include "registry/session_registry.hpp"
 #include "worker/chunk_router.hpp"
@@ -33,6 +34,15 @@
 namespace chat::worker {
 
 class GenerationRun;
+
+// Per provider (label values: configured provider names, error codes).
+struct ProviderMetrics {
+  metrics::Labelled<metrics::Counter> requests{{"provider"}};
+  metrics::Labelled<metrics::Counter> errors{{"provider", "code"}};
+  metrics::Labelled<metrics::Counter> tokens{{"provider"}};
+  metrics::Labelled<metrics::Histogram> first_token{{"provider"}};
+  metrics::Labelled<metrics::Histogram> generation{{"provider"}};
+};
 
 class WorkflowWorker {
  public:
@@ -49,6 +59,8 @@ class WorkflowWorker {
   void stop_intake(std::function<void()> on_idle = {});
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
+  // Slots, queue, attempts and the providers' figures (any thread).
+  void collect(metrics::Exposition& out) const;
 
  private:
   friend class GenerationRun;
@@ -80,8 +92,12 @@ class WorkflowWorker {
   boost::asio::steady_timer keep_alive_timer_;
   std::atomic<std::size_t> active_{0};
   std::atomic<std::uint64_t> completed_{0};
+  metrics::Counter redeliveries_;        // requests taken on a later attempt
+  metrics::Counter already_finished_;    // redeliveries whose earlier attempt had finished
+  metrics::Counter overloaded_;          // refused: the waiting queue was full
+  ProviderMetrics provider_metrics_;
   // Guards the fields below: requests, cancels and completions come on many threads.
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   struct Running {
     std::weak_ptr<GenerationRun> run;
     std::string user_id;

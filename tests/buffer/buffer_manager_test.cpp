@@ -59,13 +59,21 @@ TEST_F(BufferManagerTest, LateDuplicatesOfAFinishedMessageDoNotRestartIt) {
   manager.push(chunk("m1", 0, true), t0, events);
   EXPECT_TRUE(events.empty());
   EXPECT_EQ(manager.size(), 0u);
-  EXPECT_EQ(manager.counters().late_dropped, 1u);
+  EXPECT_EQ(manager.counters().late_dropped.value(), 1u);
 }
 
 TEST_F(BufferManagerTest, DuplicatesAreCounted) {
   manager.push(chunk("m1", 1), t0, events);
   manager.push(chunk("m1", 1), t0, events);
-  EXPECT_EQ(manager.counters().duplicates_dropped, 1u);
+  EXPECT_EQ(manager.counters().duplicates_dropped.value(), 1u);
+}
+
+TEST_F(BufferManagerTest, ChunksThatArriveAheadOfTheirTurnAreCountedAsReordered) {
+  manager.push(chunk("m1", 1), t0, events);
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m1", 2), t0, events);
+  EXPECT_EQ(manager.counters().chunks_reordered.value(), 1u);
+  EXPECT_EQ(manager.counters().chunks_released.value(), 3u);
 }
 
 TEST_F(BufferManagerTest, AMissingChunkIsReportedAndTheMessageStoredIncomplete) {
@@ -84,7 +92,7 @@ TEST_F(BufferManagerTest, AMissingChunkIsReportedAndTheMessageStoredIncomplete) 
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->status, MessageStatus::incomplete);
   EXPECT_EQ(f->missing_chunks, (std::vector<std::uint32_t>{1}));
-  EXPECT_EQ(manager.counters().chunks_skipped, 1u);
+  EXPECT_EQ(manager.counters().chunks_skipped.value(), 1u);
 }
 
 bool unwatched(const std::string&) { return false; }
@@ -101,7 +109,7 @@ TEST_F(BufferManagerTest, OldBuffersExpireAsIncomplete) {
   EXPECT_EQ(f->status, MessageStatus::incomplete);
   EXPECT_EQ(f->error_code, "reply_timeout");
   EXPECT_EQ(f->content, "0");
-  EXPECT_EQ(manager.counters().buffers_expired, 1u);
+  EXPECT_EQ(manager.counters().buffers_expired.value(), 1u);
 }
 
 TEST_F(BufferManagerTest, TheLeastRecentlyActiveBufferIsEvictedAtTheLimit) {
@@ -117,7 +125,7 @@ TEST_F(BufferManagerTest, TheLeastRecentlyActiveBufferIsEvictedAtTheLimit) {
   EXPECT_EQ(f->error_code, "buffer_evicted");
   EXPECT_EQ(manager.size(), 3u);
   EXPECT_TRUE(manager.has("m4"));
-  EXPECT_EQ(manager.counters().buffers_evicted, 1u);
+  EXPECT_EQ(manager.counters().buffers_evicted.value(), 1u);
 }
 
 TEST_F(BufferManagerTest, ErrorAndCancelledFinalsSetTheStatus) {
@@ -151,7 +159,7 @@ TEST_F(BufferManagerTest, AnotherPodsUnwatchedReplyExpiresWithoutBeingStored) {
   EXPECT_EQ(f->message_id, "m2") << "a watched reply still ends on its streams";
   EXPECT_EQ(events.size(), 1u) << "the unwatched one is not finished, so not stored as incomplete";
   EXPECT_FALSE(manager.has("m1"));
-  EXPECT_EQ(manager.counters().buffers_abandoned, 1u);
+  EXPECT_EQ(manager.counters().buffers_abandoned.value(), 1u);
   EXPECT_EQ(manager.streaming(), 0u);
   events.clear();
   manager.push(chunk("m1", 1, true), t0 + 301s, events);  // its late final does not revive it
@@ -198,7 +206,7 @@ TEST_F(BufferManagerTest, AnExpectedReplyThatNeverArrivesIsDroppedQuietly) {
   manager.expire_old(t0 + 300s, events, unwatched);
   EXPECT_TRUE(events.empty());
   EXPECT_FALSE(manager.has("m9"));
-  EXPECT_EQ(manager.counters().never_arrived, 1u);
+  EXPECT_EQ(manager.counters().never_arrived.value(), 1u);
 }
 
 TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
@@ -207,7 +215,7 @@ TEST_F(BufferManagerTest, AStalledMessageAsksForReplayOncePerInterval) {
   EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s, unwatched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
   EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());
   EXPECT_EQ(manager.stalled(t0 + 3s, 1s, 2s, unwatched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
-  EXPECT_EQ(manager.counters().replays_requested, 2u);
+  EXPECT_EQ(manager.counters().replays_requested.value(), 2u);
   manager.push(chunk("m1", 0), t0 + 3s, events);
   manager.push(chunk("m1", 1), t0 + 3s, events);
   EXPECT_TRUE(manager.stalled(t0 + 10s, 1s, 2s, unwatched).empty());
@@ -252,7 +260,7 @@ TEST_F(BufferManagerTest, ANewerAttemptStartsTheReplyOverAndTheOlderOneIsIgnored
   events.clear();
   manager.push(attempt(chunk("m1", 2), 1), t0, events);  // the dead worker's last words
   EXPECT_TRUE(events.empty());
-  EXPECT_EQ(manager.counters().stale_attempts_dropped, 1u);
+  EXPECT_EQ(manager.counters().stale_attempts_dropped.value(), 1u);
   manager.push(attempt(chunk("m1", 1, true), 2), t0, events);
   auto* f = finished(events);
   ASSERT_NE(f, nullptr);

@@ -9,7 +9,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-sse::Frame frame(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
+sse::Frame frame(std::string text) { return sse::raw_frame(std::move(text)); }
 
 std::vector<std::string> texts(const std::vector<sse::Frame>& frames) {
   std::vector<std::string> out;

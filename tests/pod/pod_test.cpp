@@ -191,7 +191,7 @@ TEST_F(PodTest, AReplyForAnAcceptedChatIsStoredWithNoStreamOpen) {
   EXPECT_EQ(reply.message_id, accepted.message_id);
   EXPECT_EQ(reply.content, "the answer");
   EXPECT_EQ(reply.status, "complete");
-  EXPECT_EQ(pod.stats().replies_stored.load(), 1u);
+  EXPECT_EQ(pod.stats().replies_stored.value(), 1u);
 }
 
 TEST_F(PodTest, AChatTheBusRefusesIsTakenBackWhole) {
@@ -199,7 +199,8 @@ TEST_F(PodTest, AChatTheBusRefusesIsTakenBackWhole) {
   auto [ec, accepted] = submit(chat("s2"));
   EXPECT_EQ(ec, Errc::bus_unavailable);
   ASSERT_TRUE(eventually([&] { return messages("s2").empty(); })) << "the user message must be rolled back";
-  EXPECT_EQ(pod.health().hub.buffers, 0u) << "and its reply no longer expected";
+  // The hub forgets the expectation on the session's shard, after submit has answered.
+  EXPECT_TRUE(eventually([&] { return pod.health().hub.buffers == 0u; })) << "and its reply no longer expected";
 }
 
 TEST_F(PodTest, AnotherUsersSessionIsRefused) {

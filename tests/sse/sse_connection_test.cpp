@@ -71,7 +71,7 @@ struct SseConnectionTest : ::testing::Test {
   }
 };
 
-Frame frame(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
+Frame frame(std::string text) { return sse::raw_frame(std::move(text)); }
 
 TEST_F(SseConnectionTest, TheHeadAndFirstFramesGoOutFirstThenLiveFramesInOrder) {
   open({}, {frame("first\n\n")});
