@@ -115,9 +115,11 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
     const std::function<bool(const std::string&)>& watched) {
   std::vector<std::pair<std::string, std::string>> stalled;
   for (auto& [id, b] : buffers_) {
-    auto waiting_since = b.received_any() ? b.gap_since() : std::optional<SteadyTime>(b.created());
+    auto waiting_since = b.received_any() ? b.waiting_since() : std::optional<SteadyTime>(b.created());
     if (!waiting_since || now - *waiting_since < after) continue;
     if (!b.received_any() && !watched(b.session_id())) continue;
+    // Silent after its last chunk: worth asking only for someone who waits for it.
+    if (b.received_any() && !b.gap_since() && !b.accepted_here && !watched(b.session_id())) continue;
     if (b.replay_requested_at && now - *b.replay_requested_at < every) continue;
     b.replay_requested_at = now;
     counters_.replays_requested.add();
@@ -130,7 +132,7 @@ std::vector<BufferManager::Delay> BufferManager::newly_delayed(SteadyTime now, s
                                                                const std::function<bool(const std::string&)>& watched) {
   std::vector<Delay> out;
   for (auto& [id, b] : buffers_) {
-    auto since = b.received_any() ? b.gap_since() : std::optional<SteadyTime>(b.created());
+    auto since = b.received_any() ? b.waiting_since() : std::optional<SteadyTime>(b.created());
     if (!since || now - *since < after || b.delay_noticed_for == since || !watched(b.session_id())) continue;
     b.delay_noticed_for = since;
     out.push_back(Delay{b.session_id(), id, b.next_id(),

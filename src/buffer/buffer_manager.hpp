@@ -94,18 +94,22 @@ class BufferManager {
   // (the pod that accepted it stores it).
   void expire_old(SteadyTime now, std::vector<Event>& out, const std::function<bool(const std::string&)>& watched);
 
-  // Sessions with a message whose gap is older than `after` — or, where
-  // `watched(session)` holds, an expected message with no chunk after `after` —
-  // at most once per `every` per message: the pod asks the workers to send them
-  // again (the routing cache may still point at the pod a client just left).
-  // Returns (session id, message id) pairs.
+  // Sessions with a message whose gap is older than `after` — or, where a
+  // stream or the store depends on it (`watched(session)`, or accepted here),
+  // a message with no new chunk for `after`: none yet, or none after the last
+  // one (its tail may have gone elsewhere, and no later chunk will show a gap);
+  // where only `watched` holds for an expected message with no chunk yet — at
+  // most once per `every` per message: the pod asks the workers (or the log)
+  // to send them again (the routing cache may still point at the pod a client
+  // just left). Returns (session id, message id) pairs.
   std::vector<std::pair<std::string, std::string>> stalled(
       SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
       const std::function<bool(const std::string& session_id)>& watched);
 
-  // A watched reply that has waited `after` for its next chunk (a gap, or
-  // nothing at all yet): reported once per wait, so streams can say so at once
-  // instead of going silent until the missing-chunk timeout.
+  // A watched reply that has waited `after` for its next chunk (a gap, no
+  // chunk after the last one, or nothing at all yet): reported once per wait,
+  // so streams can say so at once instead of going silent until the
+  // missing-chunk timeout or the buffer's age limit.
   struct Delay {
     std::string session_id;
     std::string message_id;

@@ -43,6 +43,14 @@ class MessageBuffer {
   bool received_any() const { return next_id_ > 0 || !held_.empty(); }
   // When later chunks started waiting for a missing one (nullopt: no gap).
   std::optional<SteadyTime> gap_since() const { return gap_since_; }
+  // Since when the reply has been waiting for its next chunk: the start of its
+  // gap, else its last chunk (the next ones, the final one included, may have
+  // gone elsewhere: no later chunk will ever show a gap); nullopt before the
+  // first chunk and once finished.
+  std::optional<SteadyTime> waiting_since() const {
+    if (!received_any() || finished()) return std::nullopt;
+    return gap_since_ ? gap_since_ : std::optional<SteadyTime>(last_activity_);
+  }
   // The last time the pod asked the workers to send this message again.
   std::optional<SteadyTime> replay_requested_at;
   // The wait (its start) that streams were last told about.

@@ -171,6 +171,22 @@ NatsBus::NatsBus(const config::NatsConfig& config, std::string name)
   thread_ = start_io_thread(io_, "nats bus " + name_);
 }
 
+std::vector<std::string> split_server_urls(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto comma = text.find(',', start);
+    auto part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    auto first = part.find_first_not_of(" \t");
+    auto last = part.find_last_not_of(" \t");
+    if (first != std::string::npos) out.push_back(part.substr(first, last - first + 1));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (out.empty()) throw std::invalid_argument("NATS_URL names no server");
+  return out;
+}
+
 void NatsBus::connect(const config::NatsConfig& config) {
   if (!config.url || config.url->empty()) throw std::invalid_argument("NatsBus needs NATS_URL");
   natsOptions* raw_options = nullptr;
@@ -178,7 +194,16 @@ void NatsBus::connect(const config::NatsConfig& config) {
   NatsOptionsPtr options(raw_options);
   natsOptions* o = options.get();
   void* closure = events_.get();
-  throw_if_failed(natsOptions_SetURL(o, config.url->c_str()), "NATS_URL");
+  // Several servers (a cluster) are a comma-separated list: nats.c's URL
+  // option takes one, so the list goes in as the server pool.
+  auto urls = split_server_urls(*config.url);
+  if (urls.size() == 1) {
+    throw_if_failed(natsOptions_SetURL(o, urls.front().c_str()), "NATS_URL");
+  } else {
+    std::vector<const char*> servers;
+    for (const auto& u : urls) servers.push_back(u.c_str());
+    throw_if_failed(natsOptions_SetServers(o, servers.data(), static_cast<int>(servers.size())), "NATS_URL");
+  }
   throw_if_failed(natsOptions_SetName(o, name_.c_str()), "nats name");
   throw_if_failed(natsOptions_SetMaxReconnect(o, config.max_reconnects), "NATS_MAX_RECONNECTS");
   throw_if_failed(natsOptions_SetReconnectWait(o, config.reconnect_wait.count()), "NATS_RECONNECT_WAIT");

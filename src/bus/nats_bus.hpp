@@ -37,12 +37,18 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+#include <vector>
 
 #include "bus/message_bus.hpp"
 #include "bus/nats_handles.hpp"
 #include "config/config.hpp"
 
 namespace chat::bus {
+
+// NATS_URL: one server, or a cluster's servers separated by commas
+// ("nats://a:4222,nats://b:4222"); blanks around each are ignored. Throws
+// std::invalid_argument when it names none.
+std::vector<std::string> split_server_urls(const std::string& text);
 
 class NatsBus final : public MessageBus {
  public:

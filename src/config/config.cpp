@@ -150,7 +150,7 @@ const std::vector<Setting>& settings() {
       {"REDIS_RENEW_INTERVAL", kBoth, "10s",
        "how often registry heartbeats are renewed and the session set and pod hash TTLs extended",
        DURATION_SETTING(redis.renew_interval)},
-      {"NATS_URL", kBoth, "(unset: in-process bus)", "NATS server URL; set selects NATS",
+      {"NATS_URL", kBoth, "(unset: in-process bus)", "NATS server URL, or a cluster's servers separated by commas; set selects NATS",
        [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_non_empty(n, v); }},
       {"NATS_MAX_RECONNECTS", kBoth, "-1", "reconnect attempts (-1: forever)", INT_SETTING(nats.max_reconnects, int, -1, 1'000'000)},
       {"NATS_RECONNECT_WAIT", kBoth, "2s", "pause between reconnect attempts", DURATION_SETTING(nats.reconnect_wait)},

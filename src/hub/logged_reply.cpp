@@ -2,15 +2,22 @@
 
 #include <algorithm>
 #include <map>
+#include <tuple>
 
 namespace chat::hub {
 
 std::vector<LoggedReply> group_logged_replies(std::vector<protocol::ResponseChunk> chunks) {
   std::vector<std::string> order;  // message ids in the order they started
   std::map<std::string, std::map<std::uint32_t, std::vector<protocol::ResponseChunk>>> by_attempt;
-  for (auto& c : chunks) {
+  std::map<std::string, std::pair<std::size_t, std::size_t>> span;  // first and last entry
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    auto& c = chunks[i];
     auto& attempts = by_attempt[c.message_id];
-    if (attempts.empty()) order.push_back(c.message_id);
+    if (attempts.empty()) {
+      order.push_back(c.message_id);
+      span[c.message_id].first = i;
+    }
+    span[c.message_id].second = i;
     attempts[c.attempt].push_back(std::move(c));
   }
   std::vector<LoggedReply> out;
@@ -33,6 +40,7 @@ std::vector<LoggedReply> group_logged_replies(std::vector<protocol::ResponseChun
     r.finished = finished;
     r.had_attempts = attempts.size() > 1;
     r.chunks = std::move(list);
+    std::tie(r.first_entry, r.last_entry) = span[id];
     out.push_back(std::move(r));
   }
   return out;

@@ -18,6 +18,9 @@ struct LoggedReply {
   bool finished = false;      // its final chunk is in the log
   bool had_attempts = false;  // chunks of another attempt are in the log too
   std::vector<protocol::ResponseChunk> chunks;  // of `attempt`, by chunk id, each once
+  // Where its first and last entries (of any attempt) stand among the entries read.
+  std::size_t first_entry = 0;
+  std::size_t last_entry = 0;
 
   // The stored form of a finished reply.
   buffer::FinishedMessage to_finished() const;

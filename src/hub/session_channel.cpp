@@ -20,7 +20,8 @@ bool Member::admit(const std::string& message_id, std::int64_t position) {
 
 Backlog& Channel::backlog(const std::string& message_id) {
   if (auto* b = find(message_id)) return *b;
-  backlogs_.push_back(Backlog{message_id, {}, 0, false, false, false, {}});
+  ++seq_;
+  backlogs_.push_back(Backlog{message_id, {}, 0, false, false, false, {}, seq_, seq_});
   return backlogs_.back();
 }
 
@@ -41,6 +42,7 @@ void Channel::deliver(Member& member, const std::string& message_id, std::int64_
 std::size_t Channel::publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
                              std::size_t max_frames) {
   auto& b = backlog(message_id);
+  b.last_seq = ++seq_;
   std::size_t grew = 0;
   if (b.frames.size() < max_frames) {
     b.frames.emplace_back(position, frame);
@@ -56,7 +58,8 @@ std::size_t Channel::publish(const std::string& message_id, std::int64_t positio
 }
 
 bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, SteadyTime now,
-                   std::chrono::milliseconds late_join_window) {
+                   std::chrono::milliseconds late_join_window,
+                   const std::function<sse::Frame(const std::string& message_id)>& from_start) {
   std::vector<sse::Frame> burst;
   auto take = [&](Backlog& b) {
     for (const auto& [position, frame] : b.frames)
@@ -75,7 +78,19 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
     if (resume_at->overflowed && !has_cursor_chunk) {
       servable = false;
     } else {
-      for (auto b = resume_at; b != backlogs_.end(); ++b) take(*b);
+      take(*resume_at);
+      for (auto b = backlogs_.begin(); b != backlogs_.end(); ++b) {
+        if (b == resume_at) continue;
+        // Ended before the cursor's reply began: the client had all of it.
+        if (b < resume_at && b->last_seq < resume_at->first_seq) continue;
+        if (b->overflowed) {
+          servable = false;
+          continue;
+        }
+        burst.push_back(from_start(b->message_id));
+        member.sent.erase(b->message_id);
+        take(*b);
+      }
     }
   } else {
     // A fresh stream: replies still running, and finished ones nobody saw (the

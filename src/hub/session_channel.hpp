@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,6 +36,10 @@ struct Backlog {
   bool seen_live = false;  // some stream got it as it streamed
   bool finished = false;
   SteadyTime finished_at{};
+  // The channel's frame count when it began and at its latest frame: which
+  // replies ran at the same time as another.
+  std::uint64_t first_seq = 0;
+  std::uint64_t last_seq = 0;
 };
 
 // A frame a catching-up stream will get once the log read is in.
@@ -70,10 +75,14 @@ class Channel {
 
   // Adds the member and sends it what it missed as one backlog burst: from
   // `cursor`, or without one the running replies and the finished ones nobody
-  // saw (within `late_join_window`). Returns false when the cursor names a
-  // reply this channel has but can no longer replay (its frames overflowed).
+  // saw (within `late_join_window`). A cursor names one reply only: every
+  // other reply that ran at the same time as it or began after it may have
+  // reached the client in part, so it goes again from its start, after
+  // `from_start(message_id)` (a reset telling the client so). Returns false
+  // when a reply to be sent can no longer be replayed (its frames overflowed).
   bool join(Member member, const std::optional<ResumeCursor>& cursor, SteadyTime now,
-            std::chrono::milliseconds late_join_window);
+            std::chrono::milliseconds late_join_window,
+            const std::function<sse::Frame(const std::string& message_id)>& from_start);
   // The frames of the running replies that `member` does not have yet.
   void take_running(Member& member, std::vector<sse::Frame>& burst);
   bool remove(const std::shared_ptr<sse::EventSink>& stream);
@@ -99,6 +108,7 @@ class Channel {
  private:
   std::vector<Member> members_;
   std::vector<Backlog> backlogs_;  // in the order the replies started
+  std::uint64_t seq_ = 0;          // frames published, and replies begun
 };
 
 }  // namespace chat::hub

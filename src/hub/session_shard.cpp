@@ -125,9 +125,12 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
   const bool from_log = cursor && options_.log_catch_up && !channel.find(cursor->message_id);
   Member member{stream, {}, from_log, {}};
   if (cursor) member.sent[cursor->message_id] = cursor->chunk_id;
+  auto from_start = [&session_id](const std::string& message_id) {
+    return sse::reset_frame(session_id, "reply_resent", message_id);
+  };
   if (from_log) {
     channel.members().push_back(std::move(member));
-  } else if (!channel.join(std::move(member), cursor, clock_(), options_.late_join_window)) {
+  } else if (!channel.join(std::move(member), cursor, clock_(), options_.late_join_window, from_start)) {
     stream->send(sse::reset_frame(session_id, "reply_too_long_to_replay"));
     if (cursor) gauges_.resumes_reset.add();
   } else if (cursor) {
@@ -184,7 +187,15 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     member->stream->send(sse::reset_frame(session_id, "reply_restarted", cursor.message_id));
     member->sent.erase(cursor.message_id);
   }
-  for (auto r = at; r != replies.end(); ++r) {
+  for (auto r = replies.begin(); at != replies.end() && r != replies.end(); ++r) {
+    if (r != at) {
+      // The cursor names one reply. One that ended before it began in the log
+      // reached the client whole; any other (they interleave) may have reached
+      // it in part: it goes again from its start, and the client is told so.
+      if (r < at && r->last_entry < at->first_entry) continue;
+      member->stream->send(sse::reset_frame(session_id, "reply_resent", r->message_id));
+      member->sent.erase(r->message_id);
+    }
     if (!r->finished) {
       for (auto& c : r->chunks) push(std::move(c));
       continue;

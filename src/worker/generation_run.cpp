@@ -1,6 +1,7 @@
 #include "worker/generation_run.hpp"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <utility>
@@ -13,6 +14,12 @@
 namespace asio = boost::asio;
 
 namespace chat::worker {
+namespace {
+
+constexpr std::chrono::milliseconds kFirstLogRetry{200};
+constexpr std::chrono::milliseconds kLastLogRetry{2'000};
+
+}  // namespace
 
 GenerationRun::GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, protocol::WorkflowRequest request,
                              std::string model, std::unique_ptr<bus::WorkItem> item, std::string provider)
@@ -135,14 +142,10 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
   for (const auto& target : targets) worker_.bus_.publish(target, payload);
   if (worker_.log_) {
     // Off the live path: pods read the log only to fill gaps and to resume.
-    auto entry = request_.message_id + ":" + std::to_string(attempt_) + ":" + std::to_string(chunk.chunk_id);
-    bus::PublishCallback logged;
-    if (final)
-      logged = [self = shared_from_this()](boost::system::error_code ec) {
-        if (ec) log::warn("final_chunk_not_logged", {{"message_id", self->request_.message_id}, {"error", ec.message()}});
-        asio::post(self->strand_, [self] { self->done(); });
-      };
-    worker_.log_->append(request_.session_id, request_.message_id, std::move(entry), std::move(payload), std::move(logged));
+    ++unlogged_;
+    append_to_log(LogEntry{request_.message_id + ":" + std::to_string(attempt_) + ":" + std::to_string(chunk.chunk_id),
+                           std::move(payload), final},
+                  kFirstLogRetry);
   } else {
     worker_.replay_log_.record(request_.session_id, request_.message_id, payload, broadcast);
     if (final) {
@@ -161,7 +164,42 @@ void GenerationRun::record_end(const protocol::ResponseChunk& final) {
   if (final.error) m.errors.at({provider_, final.error->code}).add();
 }
 
-// The final chunk is out (and in the log): the request is done with.
+// A chunk the log did not take (the bus is down, or the server did not answer)
+// is appended again, under the same entry id, until it is stored: the log is
+// what pods fill gaps and resume streams from, so a chunk that missed the live
+// path must not be missing there too. The request is acked once every chunk of
+// the attempt is in the log.
+void GenerationRun::append_to_log(LogEntry entry, std::chrono::milliseconds retry) {
+  auto shared = std::make_shared<LogEntry>(std::move(entry));
+  worker_.log_->append(request_.session_id, request_.message_id, shared->id, shared->payload,
+                       [self = shared_from_this(), shared, retry](boost::system::error_code ec) {
+                         asio::post(self->strand_, [self, shared, retry, ec] { self->on_logged(shared, retry, ec); });
+                       });
+}
+
+void GenerationRun::on_logged(const std::shared_ptr<LogEntry>& entry, std::chrono::milliseconds retry,
+                              boost::system::error_code ec) {
+  if (ec) {
+    if (!log_failing_)
+      log::warn("chunk_not_logged", {{"message_id", request_.message_id}, {"entry", entry->id},
+                                     {"error", ec.message()}, {"retrying", true}});
+    log_failing_ = true;
+    auto timer = std::make_shared<asio::steady_timer>(strand_, retry);
+    timer->async_wait([self = shared_from_this(), timer, entry, retry](boost::system::error_code) {
+      self->append_to_log(std::move(*entry), std::min(retry * 2, kLastLogRetry));
+    });
+    return;
+  }
+  if (log_failing_) {
+    log::info("chunk_logged", {{"message_id", request_.message_id}, {"entry", entry->id}, {"after_retries", true}});
+    log_failing_ = false;
+  }
+  --unlogged_;
+  if (entry->final) final_logged_ = true;
+  if (final_logged_ && unlogged_ == 0) done();
+}
+
+// The final chunk is out and every chunk is in the log: the request is done with.
 void GenerationRun::done() {
   if (item_) item_->ack();
   item_.reset();

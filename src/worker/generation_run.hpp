@@ -1,13 +1,15 @@
 #pragma once
 // One generation of one reply: numbers the provider's output as chunks of the
 // request's attempt, publishes them in order to the pods the router names (and
-// to the accepting pod), appends them to the chunk log, keeps the work item
-// alive while it runs, and acks it once the final chunk is in the log. All
-// state lives on the run's strand; the provider's calls are posted onto it.
+// to the accepting pod), appends them to the chunk log (again and again until
+// the log took each), keeps the work item alive while it runs, and acks it
+// once every chunk, the final one included, is in the log. All state lives on
+// the run's strand; the provider's calls are posted onto it.
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -48,6 +50,13 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   protocol::ResponseChunk& emit(protocol::ChunkType type, std::string text, bool is_final);
   void pump();
   void publish_front(const ChunkRouter::Subjects& targets);
+  struct LogEntry {
+    std::string id;
+    std::string payload;
+    bool final = false;
+  };
+  void append_to_log(LogEntry entry, std::chrono::milliseconds retry);
+  void on_logged(const std::shared_ptr<LogEntry>& entry, std::chrono::milliseconds retry, boost::system::error_code ec);
   void done();
   void record_end(const protocol::ResponseChunk& final);
 
@@ -64,6 +73,9 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   std::uint32_t next_chunk_id_ = 0;
   std::deque<protocol::ResponseChunk> outbox_;
   bool resolving_ = false;
+  std::size_t unlogged_ = 0;  // appended, not yet confirmed by the log
+  bool final_logged_ = false;
+  bool log_failing_ = false;  // logged once per run of failures
   std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
   std::shared_ptr<providers::Generation> generation_;
   bool cancel_requested_ = false;

@@ -228,6 +228,38 @@ TEST_F(BufferManagerTest, ASilentExpectedReplyAsksForReplayOnlyWhenSomeoneWatche
   EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
 }
 
+TEST_F(BufferManagerTest, AReplySilentAfterItsLastChunkAsksForReplayWhenSomeoneWaitsForIt) {
+  // The tail (the final chunk included) went elsewhere: no later chunk will show a gap.
+  auto watched = [](const std::string& s) { return s == "s1"; };
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m1", 1), t0 + 500ms, events);
+  EXPECT_TRUE(manager.stalled(t0 + 1s, 1s, 2s, watched).empty());
+  EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());  // nobody here waits for it
+  EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
+  EXPECT_TRUE(manager.stalled(t0 + 3s, 1s, 2s, watched).empty());
+  EXPECT_EQ(manager.stalled(t0 + 4s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
+  manager.push(chunk("m1", 2, true), t0 + 4s, events);
+  EXPECT_TRUE(manager.stalled(t0 + 10s, 1s, 2s, watched).empty());
+}
+
+TEST_F(BufferManagerTest, AnAcceptedReplySilentAfterItsLastChunkAsksForReplayUnwatched) {
+  manager.expect("s1", "m1", t0, events);
+  manager.push(chunk("m1", 0), t0, events);
+  EXPECT_EQ(manager.stalled(t0 + 1s, 1s, 2s, unwatched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
+}
+
+TEST_F(BufferManagerTest, AWatchedReplySilentAfterItsLastChunkIsReportedDelayedOnce) {
+  auto watched = [](const std::string& s) { return s == "s1"; };
+  manager.push(chunk("m1", 0), t0, events);
+  EXPECT_TRUE(manager.newly_delayed(t0 + 2s, 3s, watched).empty());
+  auto delayed = manager.newly_delayed(t0 + 3s, 3s, watched);
+  ASSERT_EQ(delayed.size(), 1u);
+  EXPECT_EQ(delayed[0].next_chunk_id, 1u);
+  EXPECT_TRUE(manager.newly_delayed(t0 + 5s, 3s, watched).empty());
+  manager.push(chunk("m1", 1), t0 + 5s, events);  // a new wait starts with the new chunk
+  EXPECT_EQ(manager.newly_delayed(t0 + 8s, 3s, watched).size(), 1u);
+}
+
 TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {
   manager.push(chunk("m1", 0), t0, events);
   manager.expect("s2", "m2", t0, events);

@@ -77,6 +77,24 @@ TEST(NatsBus, StartsWithoutServerAndConnectsWhenItAppears) {
   EXPECT_EQ(got.items().back().subject, "chat.pod.p1.response");
 }
 
+TEST(NatsBus, AServerListIsSplitAtItsCommas) {
+  EXPECT_EQ(bus::split_server_urls("nats://a:1"), (std::vector<std::string>{"nats://a:1"}));
+  EXPECT_EQ(bus::split_server_urls("nats://a:1, nats://b:2 ,nats://c:3"),
+            (std::vector<std::string>{"nats://a:1", "nats://b:2", "nats://c:3"}));
+  EXPECT_THROW(bus::split_server_urls(" , "), std::invalid_argument);
+}
+
+TEST(NatsBus, ConnectsThroughAServerListWhoseFirstServerIsDown) {
+  auto down = free_port();
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus bus(fast_reconnect("nats://127.0.0.1:" + std::to_string(down) + "," + server.nats_url()), "list-test");
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+  Collector got;
+  auto sub = bus.subscribe("chat.pod.p1.response", {}, got.handler());
+  ASSERT_TRUE(sync(bus));
+  EXPECT_TRUE(publish_until_received(bus, "chat.pod.p1.response", got));
+}
+
 TEST(NatsBus, PendingRequestEndsWhenBusIsDestroyed) {
   ServerProcess server(ServerProcess::Kind::nats);
   std::promise<boost::system::error_code> done;

@@ -237,13 +237,15 @@ class NatsServer(_ChildProcess):
 
     kind = "nats"
 
-    def __init__(self, port=None, monitor=True, jetstream=True, name="nats", tmpdir=None):
+    def __init__(self, port=None, monitor=True, jetstream=True, name="nats", tmpdir=None, monitor_port=None,
+                 extra_args=()):
         super().__init__(name, tmpdir)
         self.port = port
-        self.monitor_port = None
+        self.monitor_port = monitor_port
         self.monitor = monitor
         self.jetstream = jetstream
         self.store_dir = os.path.join(self.tmpdir, "jetstream")
+        self.extra_args = list(extra_args)  # e.g. cluster settings (routes, server name)
 
     @property
     def url(self):
@@ -262,7 +264,7 @@ class NatsServer(_ChildProcess):
                 args += ["-js", "-sd", self.store_dir]
             if self.monitor:
                 args += ["-m", str(self.monitor_port)]
-            self._spawn(args)
+            self._spawn(args + self.extra_args)
             try:
                 self._wait_ready(timeout)
                 return self

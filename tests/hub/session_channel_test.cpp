@@ -35,7 +35,8 @@ struct ChannelTest : ::testing::Test {
     auto s = std::make_shared<RecordingSink>("c" + std::to_string(++streams), "s1");
     Member m{s, {}, false, {}};
     if (cursor) m.sent[cursor->message_id] = cursor->chunk_id;
-    bool ok = channel.join(std::move(m), cursor, at, 30s);
+    bool ok = channel.join(std::move(m), cursor, at, 30s,
+                           [](const std::string& message_id) { return frame("again:" + message_id); });
     return {s, ok};
   }
 };
@@ -59,11 +60,29 @@ TEST_F(ChannelTest, AFinishedReplyIsNotReplayedAfterTheLateJoinWindow) {
   EXPECT_TRUE(join(std::nullopt, t0 + 31s).first->frames().empty());
 }
 
-TEST_F(ChannelTest, ACursorResumesAfterItsChunkAndIncludesLaterReplies) {
+TEST_F(ChannelTest, ACursorResumesAfterItsChunkAndIncludesLaterRepliesFromTheirStart) {
+  reply("m0", 1, true);  // ended before the cursor's reply began: not again
   reply("m1", 4, true);
   reply("m2", 2, false);
   auto [s, ok] = join(ResumeCursor{"m1", 1}, t0);
-  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"m1:2", "m1:3", "m1:done", "m2:0", "m2:1"}));
+  // m2 may have reached the client in part before its cursor's chunk: it starts over
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"m1:2", "m1:3", "m1:done", "again:m2", "m2:0", "m2:1"}));
+}
+
+TEST_F(ChannelTest, ACursorOnOneOfTwoInterleavedRepliesGetsTheOtherOneAgainFromItsStart) {
+  // The client had m1:0, m2:0, m1:1, m2:1; its cursor names m2 only.
+  channel.publish("m1", 0, frame("m1:0"), 100);
+  channel.publish("m2", 0, frame("m2:0"), 100);
+  channel.publish("m1", 1, frame("m1:1"), 100);
+  channel.publish("m2", 1, frame("m2:1"), 100);
+  channel.publish("m1", 2, frame("m1:2"), 100);
+  auto [s, ok] = join(ResumeCursor{"m2", 1}, t0);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"again:m1", "m1:0", "m1:1", "m1:2"}));
+  channel.publish("m1", 3, frame("m1:3"), 100);
+  channel.publish("m2", 2, frame("m2:2"), 100);
+  EXPECT_EQ(texts(s->frames()).back(), "m2:2");
+  EXPECT_EQ(texts(s->frames()).size(), 6u);
 }
 
 TEST_F(ChannelTest, AnOverflowedReplyCannotBeReplayed) {

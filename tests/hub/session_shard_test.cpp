@@ -272,12 +272,41 @@ TEST_F(LogShardTest, AStreamResumingAReplyThisPodNeverHadCatchesUpFromTheLog) {
   log.push_back(chunk("s1", "m2", 0));
   shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, log);
   EXPECT_EQ(s->chunk_ids(), (Events{"m1:2", "m1:3", "m2:0"}));
-  EXPECT_EQ(s->events(), (Events{"chunk", "chunk", "message_complete", "chunk"}));
+  // m2 began after the cursor's reply: the client may have had part of it, it starts over
+  EXPECT_EQ(s->events(), (Events{"chunk", "chunk", "message_complete", "reset", "chunk"}));
+  EXPECT_NE(s->frames()[3]->find("\"reason\":\"reply_resent\",\"message_id\":\"m2\""), std::string::npos);
   ASSERT_EQ(finished.size(), 1u) << "a finished reply read from the log is stored (first write wins)";
   EXPECT_EQ(finished[0].message_id, "m1");
   EXPECT_EQ(finished[0].content, "t0 t1 t2 t3 ");
   shard.on_chunk(chunk("s1", "m2", 1), false);
   EXPECT_EQ(s->chunk_ids().back(), "m2:1");
+}
+
+TEST_F(LogShardTest, AResumeFromTheLogResendsFromTheirStartTheRepliesThatRanBesideTheCursorsOne) {
+  // In the log: m0 (finished before m1 and m2 began), then m1 and m2 interleaved;
+  // the client's cursor names m2:1, the last event it had.
+  std::vector<protocol::ResponseChunk> log{chunk("s1", "m0", 0), chunk("s1", "m0", 1, true), chunk("s1", "m1", 0),
+                                           chunk("s1", "m2", 0), chunk("s1", "m1", 1), chunk("s1", "m2", 1),
+                                           chunk("s1", "m1", 2, true), chunk("s1", "m2", 2)};
+  auto s = stream("s1", sse::ResumeCursor{"m2", 1});
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, log);
+  EXPECT_EQ(s->events(), (Events{"reset", "chunk", "chunk", "chunk", "message_complete", "chunk"}));
+  EXPECT_NE(s->frames()[0]->find("\"message_id\":\"m1\""), std::string::npos);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2", "m2:2"}));
+  shard.on_chunk(chunk("s1", "m2", 3, true), false);
+  EXPECT_EQ(s->chunk_ids().back(), "m2:3");
+}
+
+TEST_F(ShardTest, AStreamBackOnTheSamePodGetsAnInterleavedReplyAgainFromItsStart) {
+  auto first = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  shard.detach(first);
+  auto again = stream("s1", sse::ResumeCursor{"m2", 0});
+  shard.on_chunk(chunk("s1", "m1", 2, true), false);
+  EXPECT_EQ(again->events(), (Events{"reset", "chunk", "chunk", "chunk", "message_complete"}));
+  EXPECT_EQ(again->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
 }
 
 TEST_F(LogShardTest, ACursorTheLogNoLongerHasGetsAReset) {

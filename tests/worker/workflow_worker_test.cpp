@@ -8,6 +8,7 @@
 
 #include "worker/workflow_worker.hpp"
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "bus/bus_work_queue.hpp"
+#include "bus/chunk_log.hpp"
 #include "bus/memory_bus.hpp"
 #include "bus/subject_pattern.hpp"
 #include "protocol/messages.hpp"
@@ -143,6 +145,58 @@ class Tap {
   std::unique_ptr<bus::Subscription> sub_;  // last member: unsubscribed before seen_ goes
 };
 
+// A chunk log that refuses every append while told to (the bus is down), and
+// keeps what it took once.
+class RefusingLog final : public bus::ChunkLog {
+ public:
+  explicit RefusingLog(asio::any_io_executor executor) : executor_(std::move(executor)) {}
+
+  void append(const std::string&, const std::string&, std::string entry_id, std::string payload,
+              bus::PublishCallback done) override {
+    boost::system::error_code ec;
+    {
+      std::lock_guard lock(mutex_);
+      ++appends_;
+      if (refusing_) ec = asio::error::not_connected;
+      else if (ids_.insert(entry_id).second) entries_.push_back(std::move(payload));
+    }
+    asio::post(executor_, [done = std::move(done), ec] {
+      if (done) done(ec);
+    });
+  }
+  void read(const std::string&, const std::string&, bus::LogReadCallback done) override {
+    std::lock_guard lock(mutex_);
+    asio::post(executor_, [done = std::move(done), entries = entries_] { done({}, entries); });
+  }
+  ComponentStatus status() const override { return {"test", true, true}; }
+
+  void refuse(bool refusing) {
+    std::lock_guard lock(mutex_);
+    refusing_ = refusing;
+  }
+  std::size_t appends() const {
+    std::lock_guard lock(mutex_);
+    return appends_;
+  }
+  std::vector<ResponseChunk> chunks() const {
+    std::lock_guard lock(mutex_);
+    std::vector<ResponseChunk> out;
+    std::string error;
+    for (const auto& p : entries_)
+      if (auto c = protocol::decode_response_chunk(p, error)) out.push_back(std::move(*c));
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.chunk_id < b.chunk_id; });
+    return out;
+  }
+
+ private:
+  asio::any_io_executor executor_;
+  mutable std::mutex mutex_;  // guards the fields below: appends come from the run's strand, reads from the test
+  bool refusing_ = false;
+  std::size_t appends_ = 0;
+  std::set<std::string> ids_;
+  std::vector<std::string> entries_;
+};
+
 // A provider whose generations say only what the test tells them to.
 class ScriptedGeneration final : public Generation {
  public:
@@ -235,9 +289,9 @@ config::WorkerConfig worker_config(std::size_t max_concurrent = 1'000) {
 // A worker on an in-process bus and registry, with the `scripted` provider and
 // the `demo` provider (no pause between chunks).
 struct Rig {
-  explicit Rig(config::WorkerConfig config = worker_config(), unsigned helper_threads = 0)
+  explicit Rig(config::WorkerConfig config = worker_config(), unsigned helper_threads = 0, bool with_log = false)
       : loop(helper_threads),
-        worker(loop.executor(), bus, queue, nullptr, registry, std::move(config),
+        worker(loop.executor(), bus, queue, with_log ? &log : nullptr, registry, std::move(config),
                {scripted, std::make_shared<providers::DemoProvider>(loop.executor(), providers::DemoOptions{0ms, 3})}) {
     worker.start();
   }
@@ -249,6 +303,7 @@ struct Rig {
   registry::MemoryRegistry registry{loop.executor()};
   Tap tap{bus};
   std::shared_ptr<ScriptedProvider> scripted = std::make_shared<ScriptedProvider>();
+  RefusingLog log{loop.executor()};  // the worker's chunk log when the rig has one
   WorkflowWorker worker;
 };
 
@@ -727,6 +782,33 @@ TEST(WorkflowWorker, AReplayRequestNamingAFinishedReplyResendsIt) {
   ask_replay(rig, "pod-b", "m1");
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(subjects::pod_response("pod-b"), "m1"); }));
   EXPECT_EQ(ids(rig.tap.chunks(subjects::pod_response("pod-b"))), ids(sent));
+}
+
+// --- the chunk log ---------------------------------------------------------
+
+TEST(WorkflowWorker, AChunkTheLogRefusedIsAppendedAgainAndTheRequestEndsOnlyOnceEveryChunkIsLogged) {
+  Rig rig(worker_config(), 0, true);
+  rig.log.refuse(true);  // as while the NATS connection is down
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("a ");
+  generation->text("b ");
+  generation->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m1"); }));
+  // Every chunk went out live, none is in the log: each is tried again, and
+  // the request is not done with (acked) meanwhile.
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.appends() >= 6; }));
+  EXPECT_TRUE(rig.log.chunks().empty());
+  EXPECT_EQ(rig.worker.completed(), 0u);
+  EXPECT_EQ(rig.worker.active(), 1u);
+
+  rig.log.refuse(false);
+  ASSERT_TRUE(complete(rig, 1));
+  auto logged = rig.log.chunks();
+  EXPECT_EQ(ids(logged), (std::vector<std::uint32_t>{0, 1, 2}));
+  EXPECT_EQ(text(logged), "a b ");
+  EXPECT_TRUE(logged.back().is_final);
 }
 
 }  // namespace
