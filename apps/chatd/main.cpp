@@ -48,7 +48,8 @@ pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
 }
 
 api::ApiOptions api_options(const config::Config& c) {
-  api::ApiOptions o{c.server.cors_origins, {c.chat.max_message_chars}, {}, c.worker.default_provider};
+  api::ApiOptions o{c.server.cors_origins, {c.chat.max_message_chars}};
+  o.default_provider = c.worker.default_provider;
   for (auto& p : providers::enabled_providers(c)) o.providers.push_back({std::move(p.name), std::move(p.default_model)});
   return o;
 }

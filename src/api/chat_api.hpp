@@ -24,8 +24,8 @@ struct ProviderOffer {
 struct ApiOptions {
   std::string cors_origins = "*";
   ChatLimits chat;
-  std::vector<ProviderOffer> providers;
-  std::string default_provider;
+  std::vector<ProviderOffer> providers{};  // {}: aggregate initialisations may leave these out
+  std::string default_provider{};
 };
 
 class ChatApi final : public http::RequestHandler {

@@ -100,6 +100,7 @@ export class Conversation {
     this.historyOrder = []; // stored messages, oldest first
     this.localOrder = []; // not (yet) in history: replies streaming, messages being sent
     this.nextBefore = null; // older history exists before this id
+    this.fresh = false; // made here and nothing sent yet: the server has no history of it
     this.list.replaceChildren();
   }
 

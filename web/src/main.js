@@ -366,7 +366,7 @@ class App {
         clearTimeout(this.troubleTimer);
         this.banner.clear('offline', 'unavailable', 'stream');
         this.connected.resolve();
-        this.scheduleHistory(0); // whatever ended while no stream was open
+        if (!conversation.fresh) this.scheduleHistory(0); // whatever ended while no stream was open
       },
       onEvent: (type, data, eventId) => this.onStreamEvent(conversation, type, data, eventId),
       onTrouble: (error, retrying) => this.onStreamTrouble(error, retrying),
@@ -481,6 +481,7 @@ class App {
           provider: $('provider').value,
           model: $('model').value.trim(),
         });
+        conversation.fresh = false;
         conversation.confirmSent(local, accepted.message_id);
         this.banner.clear('rate_limited', 'unavailable', 'offline', 'provider');
         this.scheduleHistory(0);
@@ -504,7 +505,9 @@ class App {
     this.sessionId = sessionId;
     this.sessions.select(sessionId);
     this.setTitle('New chat');
-    this.openStream(this.makeConversation(sessionId));
+    const conversation = this.makeConversation(sessionId);
+    conversation.fresh = true;
+    this.openStream(conversation);
   }
 
   async stop() {
