@@ -109,7 +109,7 @@ export class Api {
   }
 
   // A new conversation's id: from the server when it makes them (POST
-  // /api/sessions), else made here. The first 404/405 is remembered.
+  // /api/sessions), else made here. A route that is not there is remembered.
   async newSessionId() {
     if (this.serverMakesSessions !== false) {
       try {
@@ -121,7 +121,8 @@ export class Api {
         }
         this.serverMakesSessions = false;
       } catch (e) {
-        if (!(e instanceof ApiError) || (e.status !== 404 && e.status !== 405)) throw e;
+        // 404/405: no such route (yet); 400/415: one this page does not know how to call.
+        if (!(e instanceof ApiError) || ![400, 404, 405, 415].includes(e.status)) throw e;
         this.serverMakesSessions = false;
       }
     }
