@@ -6,10 +6,14 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test test-unit test-asan bench cluster-up cluster-down clean
+.PHONY: deps deps-test build run test test-unit test-browser test-asan bench cluster-up cluster-down clean
 
 deps:
 	@scripts/install-deps.sh
+
+# Also Chromium, its driver and Selenium for the chat page's browser tests.
+deps-test:
+	@scripts/install-deps.sh --test
 
 $(BUILD)/build.ninja:
 	cmake -S . -B $(BUILD) -G Ninja -DCHAT_WERROR=ON $(CMAKE_FLAGS)
@@ -23,9 +27,13 @@ run: deps $(BUILD)/build.ninja
 	./$(BUILD)/chatd
 
 # Every test: unit suites, real-server suites (NATS, Redis, PostgreSQL are
-# started by the tests themselves on free ports) and end-to-end suites.
-test: build
+# started by the tests themselves on free ports), end-to-end suites, and the
+# chat page in headless Chromium.
+test: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+test-browser: deps-test build
+	cd $(BUILD) && ctest --output-on-failure -L browser
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
@@ -33,11 +41,13 @@ test-unit: build
 $(ASAN_BUILD)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCHAT_WERROR=ON -DCHAT_SANITIZE=ON -DCHAT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug
 
-# The same suites under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The same suites under AddressSanitizer and UndefinedBehaviorSanitizer, but
+# the browser ones: they test the page, which the sanitizers do not see (the
+# files it is served from are checked by web_tests and e2e_web_http here too).
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) --timeout 1200
+	  ctest --output-on-failure -j $(JOBS) --timeout 1200 -LE browser
 
 bench: build
 	bench/run.sh

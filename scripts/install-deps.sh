@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages chatd needs to build, test and run, if any is
 # missing. Safe to run again: it does nothing when everything is there.
+#   scripts/install-deps.sh          build and run (make run)
+#   scripts/install-deps.sh --test   and the browser tests' packages (make test)
 set -euo pipefail
 
 packages=(
@@ -10,11 +12,18 @@ packages=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nats-server redis-server postgresql nginx sqlite3 prometheus
 )
+# The chat page's tests: headless Chromium driven by Selenium (tests/web).
+test_packages=(chromium chromium-driver python3-selenium)
+[ "${1:-}" = "--test" ] && packages+=("${test_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node and npm build the chat page (web/). Asked for by command, not package:
+# a machine may have them from another nodejs package (which then conflicts
+# with Debian's npm).
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing: ${missing[*]}" >&2

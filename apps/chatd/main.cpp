@@ -18,6 +18,8 @@
 #include "runtime/program.hpp"
 #include "runtime/serve.hpp"
 #include "providers/provider_factory.hpp"
+#include "web/static_site.hpp"
+#include "web/web_front.hpp"
 #include "worker/workflow_worker.hpp"
 
 namespace asio = boost::asio;
@@ -46,6 +48,13 @@ pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
   return o;
 }
 
+api::ApiOptions api_options(const config::Config& c) {
+  api::ApiOptions o{c.server.cors_origins, {c.chat.max_message_chars}};
+  o.default_provider = c.worker.default_provider;
+  for (auto& p : providers::enabled_providers(c)) o.providers.push_back({std::move(p.name), std::move(p.default_model)});
+  return o;
+}
+
 int run_pod(const config::Config& config) {
   unsigned threads = runtime::thread_count(config.server.threads);
   asio::io_context ioc{static_cast<int>(threads)};
@@ -56,7 +65,11 @@ int run_pod(const config::Config& config) {
   auto store = runtime::make_store(config);
   pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store);
   metrics::Registry metrics;
-  api::ChatApi api(api::ApiOptions{config.server.cors_origins, {config.chat.max_message_chars}}, pod, *store, &metrics);
+  api::ChatApi api(api_options(config), pod, *store, &metrics);
+  // WEB_UI: the chat page in front of the API (web/, src/web).
+  web::StaticSite site(config.web.ui ? web::embedded_assets() : std::span<const web::EmbeddedAsset>{});
+  web::WebFront front(site, api);
+  http::RequestHandler& handler = site.empty() ? static_cast<http::RequestHandler&>(api) : front;
 
   // The embedded default runs its own worker on the in-process bus.
   std::unique_ptr<worker::WorkflowWorker> worker;
@@ -77,12 +90,12 @@ int run_pod(const config::Config& config) {
   http::SessionLimits limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,
                              config.server.write_timeout};
   auto endpoint = asio::ip::tcp::endpoint(asio::ip::make_address(config.server.host), config.server.port);
-  auto listener = std::make_shared<http::Listener>(ioc, endpoint, api, limits, [&pod, &config] {
+  auto listener = std::make_shared<http::Listener>(ioc, endpoint, handler, limits, [&pod, &config] {
     return http::HttpSession::open_sessions() + pod.open_streams() >= config.server.max_connections;
   });
   listener->run();
   log::info("chatd_started", {{"pod_id", pod.id()}, {"host", config.server.host}, {"port", listener->port()},
-                              {"threads", threads}, {"bus", bus->status().backend},
+                              {"threads", threads}, {"web_ui", !site.empty()}, {"bus", bus->status().backend},
                               {"registry", registry->status().backend}, {"store", store->status().backend}});
 
   // Shutdown: stop accepting, let running replies finish and be stored, then

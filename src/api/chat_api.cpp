@@ -117,9 +117,12 @@ void ChatApi::route(Call call) {
   };
   constexpr std::string_view kChat = "/api/chat/", kCancel = "/cancel", kSessions = "/api/sessions/",
                              kMessages = "/messages";
-  if (path == "/") {
-    call->route = "/";
+  if (path == "/" || path == "/api") {
+    call->route = std::string(path);
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(info_response());
+  } else if (path == "/api/providers") {
+    call->route = "/api/providers";
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(providers_response());
   } else if (path == "/health") {
     call->route = "/health";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(health_response());
@@ -291,9 +294,18 @@ http::Response ChatApi::info_response() const {
       Status::ok,
       json::object{{"service", "chatd"},
                    {"pod_id", pod_.id()},
+                   {"auth_mode", "none"},
                    {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
                                              "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
-                                             "DELETE /api/sessions/{session_id}?user_id=", "GET /health", "GET /ready"}}});
+                                             "DELETE /api/sessions/{session_id}?user_id=", "GET /api/providers", "GET /api",
+                                             "GET /health", "GET /ready"}}});
+}
+
+http::Response ChatApi::providers_response() const {
+  json::array list;
+  for (const auto& p : options_.providers) list.push_back(json::object{{"name", p.name}, {"default_model", p.default_model}});
+  return http::json_response(Status::ok,
+                             json::object{{"providers", std::move(list)}, {"default_provider", options_.default_provider}});
 }
 
 }  // namespace chat::api

@@ -5,6 +5,7 @@
 // implementation of the bus, registry or store is behind them.
 
 #include <string>
+#include <vector>
 
 #include "api/api_call.hpp"
 #include "api/chat_request.hpp"
@@ -14,9 +15,17 @@
 
 namespace chat::api {
 
+// A provider clients may choose (GET /api/providers): never its key.
+struct ProviderOffer {
+  std::string name;
+  std::string default_model;
+};
+
 struct ApiOptions {
   std::string cors_origins = "*";
   ChatLimits chat;
+  std::vector<ProviderOffer> providers{};  // {}: aggregate initialisations may leave these out
+  std::string default_provider{};
 };
 
 class ChatApi final : public http::RequestHandler {
@@ -43,6 +52,7 @@ class ChatApi final : public http::RequestHandler {
   http::Response ready_response() const;
   http::Response info_response() const;
   http::Response metrics_response() const;
+  http::Response providers_response() const;
 
   ApiOptions options_;
   CorsPolicy cors_;

@@ -212,6 +212,8 @@ const std::vector<Setting>& settings() {
        }},
       {"NO_PROXY", kBoth, "", "hosts reached without HTTPS_PROXY: comma-separated names or .domain suffixes, * for all",
        [](Config& c, const std::string&, const std::string& v) { c.providers.no_proxy = v; }},
+      {"WEB_UI", kChatd, "true", "serve the chat page at / (false: the API only; / then describes it in JSON)",
+       [](Config& c, const std::string& n, const std::string& v) { c.web.ui = parse_bool(n, v); }},
       {"LOG_LEVEL", kBoth, "info", "debug, info, warn or error",
        [](Config& c, const std::string& n, const std::string& v) {
          static const std::map<std::string, log::Level> kLevels = {

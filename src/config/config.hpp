@@ -130,6 +130,11 @@ struct ProviderConfig {
   std::string no_proxy;                    // comma-separated hosts or domain suffixes
 };
 
+// The chat page (src/web, web/).
+struct WebConfig {
+  bool ui = true;  // serve it at /
+};
+
 struct LogConfig {
   log::Level level = log::Level::info;
   log::Format format = log::Format::text;
@@ -146,6 +151,7 @@ struct Config {
   JetStreamConfig jetstream;
   WorkerConfig worker;
   ProviderConfig providers;
+  WebConfig web;
   LogConfig log;
 };
 

@@ -105,6 +105,12 @@ void HttpSession::respond(Response response) {
 void HttpSession::write(Response response, bool close_after) {
   response.keep_alive(!close_after);
   response.prepare_payload();
+  if (method_ == beast_http::verb::head && !response.body().empty()) {
+    // The headers of the GET answer, Content-Length included, and no body.
+    auto length = response.body().size();
+    response.body().clear();
+    response.content_length(length);
+  }
   auto status = response.result_int();
   if (log::enabled(log::Level::info)) {
     auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started_);

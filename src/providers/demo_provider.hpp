@@ -21,7 +21,9 @@ class DemoProvider final : public Provider {
   DemoProvider(boost::asio::any_io_executor executor, DemoOptions options);
 
   std::string_view name() const override { return "demo"; }
-  std::string default_model() const override { return "demo-1"; }
+  static constexpr std::string_view kDefaultModel = "demo-1";
+
+  std::string default_model() const override { return std::string(kDefaultModel); }
   std::shared_ptr<Generation> start(const protocol::WorkflowRequest& request, std::string model,
                                     std::shared_ptr<GenerationSink> sink) override;
 

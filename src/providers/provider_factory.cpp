@@ -29,6 +29,15 @@ std::shared_ptr<http_client::HttpClient> make_provider_http_client(boost::asio::
   }
 }
 
+std::vector<ProviderSummary> enabled_providers(const config::Config& config) {
+  const auto& pc = config.providers;
+  const auto& fallback = config.worker.default_provider;
+  std::vector<ProviderSummary> list{{"demo", std::string(DemoProvider::kDefaultModel)}};
+  if (!pc.openai_api_key.empty() || fallback == "openai") list.push_back({"openai", pc.openai_default_model});
+  if (!pc.anthropic_api_key.empty() || fallback == "anthropic") list.push_back({"anthropic", pc.anthropic_default_model});
+  return list;
+}
+
 std::vector<std::shared_ptr<Provider>> make_providers(boost::asio::any_io_executor executor,
                                                       const config::Config& config) {
   const auto& pc = config.providers;

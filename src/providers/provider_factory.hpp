@@ -19,6 +19,18 @@ namespace chat::providers {
 std::vector<std::shared_ptr<Provider>> make_providers(boost::asio::any_io_executor executor,
                                                       const config::Config& config);
 
+// A provider that requests can name with this configuration, for clients to
+// choose from (GET /api/providers).
+struct ProviderSummary {
+  std::string name;
+  std::string default_model;
+};
+
+// demo always; openai and anthropic once their key is set; and the default
+// provider (WORKER_DEFAULT_PROVIDER) in any case, since requests that name
+// none go there. Says nothing about the keys themselves.
+std::vector<ProviderSummary> enabled_providers(const config::Config& config);
+
 // The HTTP client alone (tests, tools).
 std::shared_ptr<http_client::HttpClient> make_provider_http_client(boost::asio::any_io_executor executor,
                                                       const config::ProviderConfig& config);

@@ -1,0 +1,352 @@
+"""The chat page in a real browser (headless Chromium) against a real embedded chatd.
+
+What a person does: send a message and watch the reply stream in; reload in the middle of a reply;
+follow one conversation in two windows; stop a reply; read Markdown and a hostile reply; find the
+conversations again after chatd restarts; see the error banner when the server says 503 or 429.
+Every assertion about text compares the page with what the history API stores.
+
+Run (from tests/web): CHATD_BIN=../../build/chatd /usr/bin/python3 -m unittest -v test_chat_page
+"""
+
+import os
+import subprocess
+import unittest
+import uuid
+
+from browser import Browser, StoredHistory, normalize, wait_until  # first: it puts tests/e2e on the path
+import harness
+from harness import ChatdServer, ChatdTestCase
+
+# The demo reply (about 32 chunks) at this pace lasts about 6 s: long enough to look at, stop or
+# reload in the middle of, on a loaded machine.
+SLOW_DEMO = {"WORKER_DEMO_CHUNK_DELAY": "200ms", "WORKER_DEMO_WORDS_PER_CHUNK": "3"}
+SCREENSHOT_DIR = os.environ.get("WEB_SCREENSHOT_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(harness.chatd_bin())), "screenshots")
+
+
+def chatd_knows(setting):
+    """True when this chatd has the setting (features other branches are adding)."""
+    out = subprocess.run([harness.chatd_bin(), "--help"], capture_output=True, text=True, timeout=30)
+    return setting in out.stdout
+
+
+class PageTestCase(ChatdTestCase):
+    """A chatd (class-wide) and a browser per test; the browser's console must stay clean."""
+
+    server_env = SLOW_DEMO
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = cls.start_server(cls.__name__, env=cls.server_env)
+
+    def setUp(self):
+        super().setUp()
+        self.server = self.chatd_for_test()
+        self.user = "ada-" + uuid.uuid4().hex[:6]
+        self.history = StoredHistory(self.server.port, self.user)
+        self.browser = Browser()
+        self.page = self.browser.page("http://127.0.0.1:%d" % self.server.port)
+
+    def chatd_for_test(self):
+        return type(self).server
+
+    def tearDown(self):
+        try:
+            problems = self.browser.console_problems()
+        finally:
+            self.browser.quit()
+            super().tearDown()
+        self.assertEqual(problems, [], "the page logged errors (script, CSP or Trusted Types)")
+
+    def assert_same_as_stored(self, shown, stored, context):
+        self.assertEqual(normalize(shown["text"]), normalize(stored["content"]),
+                         "%s: the page shows another text than the one stored" % context)
+
+
+class ChatPageTest(PageTestCase):
+
+    def test_reply_streams_in_and_ends_as_stored(self):
+        page = self.page.open(user=self.user)
+        # An earlier exchange with some Markdown, so that the screenshot shows what the page does.
+        page.wait_status(page.send("Show me **Markdown**: `inline code`, *emphasis* and a [link](https://example.org)"),
+                         "complete")
+        reply_id = page.send("How do streams survive a reload?")
+        session_id = page.session_id()
+        self.assertIsNotNone(session_id, "the page did not put the conversation in its URL")
+
+        # The text grows while it streams; the screenshot for the README is taken meanwhile.
+        seen = []
+        def grown_twice():
+            m = page.message(reply_id)
+            if m and m["status"] == "streaming" and m["text"] and (not seen or seen[-1] != m["text"]):
+                seen.append(m["text"])
+            return len(seen) >= 3
+        wait_until("the reply to grow three times", grown_twice)
+        page.screenshot(os.path.join(SCREENSHOT_DIR, "chat-page-mid-stream.png"))
+        more, final = page.watch_growth(reply_id)
+        seen += more
+        self.assertGreaterEqual(len(set(seen)), 3, "the reply did not grow over several observations: %r" % seen)
+        for shorter, longer in zip(seen, seen[1:]):
+            self.assertTrue(normalize(longer).startswith(normalize(shorter)),
+                            "streamed text changed instead of growing: %r -> %r" % (shorter, longer))
+        self.assertEqual(final["status"], "complete")
+
+        stored = self.history.wait_message(session_id, reply_id)
+        self.assertEqual(stored["status"], "complete")
+        self.assert_same_as_stored(final, stored, "finished reply")
+        shown = page.messages()
+        self.assertEqual([m["role"] for m in shown], ["user", "assistant"] * 2)
+        self.assertEqual(normalize(shown[2]["text"]), "How do streams survive a reload?")
+        self.assertEqual([m["id"] for m in shown], [m["message_id"] for m in self.history.messages(session_id)],
+                         "the messages do not carry their stored ids, or are not in the stored order")
+        # The conversation is in the list, under its title.
+        wait_until("the conversation in the list", lambda: any(s["id"] == session_id for s in page.session_items()))
+        self.assertTrue(page.visible("send") and not page.visible("stop"), "send/stop after the reply ended")
+
+    def test_reload_in_the_middle_of_a_reply_continues_without_gap_or_repeat(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Please keep talking while I reload the page")
+        session_id = page.session_id()
+        before = wait_until("some of the reply before the reload",
+                            lambda: (lambda m: m if m and m["status"] == "streaming" and len(m["text"]) > 40 else None)(
+                                page.message(reply_id)))
+        page.reload()
+        # Back at once with what it had, then the rest.
+        after = page.wait_status(reply_id, ("streaming", "complete"))
+        self.assertEqual(after["status"], "streaming",
+                         "the reply ended before the page came back: nothing was resumed (make the demo slower)")
+        self.assertTrue(normalize(after["text"]).startswith(normalize(before["text"])),
+                        "after the reload the page lost text it had: %r then %r" % (before["text"], after["text"]))
+        seen, final = page.watch_growth(reply_id)
+        self.assertGreaterEqual(len(set(seen)), 2, "the reply did not go on streaming after the reload")
+        self.assertEqual(final["status"], "complete")
+        stored = self.history.wait_message(session_id, reply_id)
+        self.assert_same_as_stored(final, stored, "reply resumed after a reload")
+        self.assertEqual([m["role"] for m in page.messages()], ["user", "assistant"], "a message was shown twice")
+
+    def test_a_second_window_shows_the_reply_the_first_asked_for(self):
+        first = self.page.open(user=self.user)
+        opening = first.send("First message, to create the conversation")
+        first.wait_status(opening, "complete")
+        session_id = first.session_id()
+
+        second = self.browser.new_window(first.base_url).open(session_id)  # same browser: already signed in
+        wait_until("the second window to show the conversation",
+                   lambda: len(second.messages()) == 2 and second.messages()[1]["status"] == "complete")
+
+        reply_id = first.send("Second message, watched from two windows")
+        seen_second, final_second = second.watch_growth(reply_id)
+        self.assertTrue(seen_second, "the second window never showed the reply while it streamed")
+        final_first = first.wait_status(reply_id, "complete")
+        stored = self.history.wait_message(session_id, reply_id)
+        self.assert_same_as_stored(final_first, stored, "first window")
+        self.assert_same_as_stored(final_second, stored, "second window")
+        # The second window also shows the message that started the reply.
+        wait_until("the second window to show the user's message",
+                   lambda: [normalize(m["text"]) for m in second.messages() if m["role"] == "user"][-1:]
+                   == ["Second message, watched from two windows"])
+        self.assertEqual([m["role"] for m in second.messages()], ["user", "assistant", "user", "assistant"])
+
+    def test_stop_ends_the_reply_as_cancelled_and_so_it_is_stored(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Say a lot, I will stop you")
+        session_id = page.session_id()
+        wait_until("some of the reply", lambda: (lambda m: m and m["status"] == "streaming" and len(m["text"]) > 20)(
+            page.message(reply_id)))
+        wait_until("the stop button", lambda: page.visible("stop"))
+        self.assertFalse(page.visible("send"), "send is offered while a reply runs")
+        page.find("stop").click()
+        final = page.wait_status(reply_id, ("cancelled", "complete", "error"))
+        self.assertEqual(final["status"], "cancelled", "the reply was not stopped: %r" % final)
+        self.assertIn("Stopped", final["note"])
+        stored = self.history.wait_message(session_id, reply_id)
+        self.assertEqual(stored["status"], "cancelled")
+        self.assert_same_as_stored(final, stored, "stopped reply")
+        self.assertFalse(stored["content"].rstrip().endswith("instead of this one."),
+                         "the stopped reply went on to its end: %r" % stored["content"])
+        wait_until("send to come back", lambda: page.visible("send") and not page.visible("stop"))
+
+    def test_markdown_renders_and_a_hostile_reply_is_text_that_runs_nothing(self):
+        page = self.page.open(user=self.user)
+        payload = ('Make this **bold** and `code`, then <img src=x onerror="window.__pwned=1"> '
+                   '<script>window.__pwned=2</script> [link](javascript:window.__pwned=3)')
+        reply_id = page.send(payload)
+        final = page.wait_status(reply_id, "complete")
+        self.assertIn("<strong>bold</strong>", final["html"], "**bold** did not become <strong>")
+        self.assertIn("<code>code</code>", final["html"])
+        # The demo reply quotes the message: the markup is there as text, not as elements.
+        self.assertIn('<img src=x onerror="window.__pwned=1">', final["text"])
+        self.assertIn("<script>window.__pwned=2</script>", final["text"])
+        counts = page.js("""
+            var body = document.querySelector('[data-message-id="' + arguments[0] + '"] [data-testid="message-body"]');
+            return {img: body.querySelectorAll('img').length, script: body.querySelectorAll('script').length,
+                    js_links: Array.from(body.querySelectorAll('a')).filter(function (a) {
+                      return (a.getAttribute('href') || '').toLowerCase().indexOf('javascript:') === 0; }).length,
+                    pwned: window.__pwned === undefined ? null : window.__pwned};""", reply_id)
+        self.assertEqual(counts, {"img": 0, "script": 0, "js_links": 0, "pwned": None})
+        # Trusted Types are enforced: HTML from a plain string is refused, whoever assigns it.
+        refused = page.js("""
+            try { document.createElement('div').innerHTML = '<b>x</b>'; return false; }
+            catch (e) { return e instanceof TypeError; }""")
+        self.assertTrue(refused, "the Content-Security-Policy does not enforce Trusted Types")
+        self.browser.expect_console("TrustedHTML")
+        # The user's own message is plain text too.
+        self.assertEqual(normalize(page.messages()[0]["text"]), normalize(payload))
+        page.find("new-chat").click()  # and the hostile conversation title is text in the list
+        wait_until("the list to show the hostile title",
+                   lambda: any("<img" in s["title"] for s in page.session_items()))
+        self.assertIsNone(page.js("return window.__pwned === undefined ? null : window.__pwned"))
+
+    def test_enter_sends_and_shift_enter_starts_a_new_line(self):
+        from browser import Keys
+        page = self.page.open(user=self.user)
+        composer = page.find("composer")
+        composer.click()
+        composer.send_keys("first line")
+        composer.send_keys(Keys.SHIFT, Keys.ENTER)
+        composer.send_keys("second line")
+        self.assertEqual(page.messages(), [], "Shift+Enter sent the message")
+        self.assertEqual(composer.get_attribute("value"), "first line\nsecond line")
+        composer.send_keys(Keys.ENTER)
+        wait_until("the message to be sent", lambda: len(page.messages()) >= 1)
+        self.assertEqual(page.messages()[0]["text"], "first line\nsecond line")
+        self.assertEqual(composer.get_attribute("value"), "")
+        reply = wait_until("the reply", lambda: next((m for m in page.messages() if m["role"] == "assistant" and m["id"]), None))
+        page.wait_status(reply["id"], "complete")
+
+    def test_conversation_list_newest_first_open_and_delete(self):
+        page = self.page.open(user=self.user)
+        ids = []
+        for text in ("Older conversation", "Newer conversation"):
+            page.find("new-chat").click()
+            wait_until("an empty conversation", lambda: page.messages() == [])
+            page.wait_status(page.send(text), "complete")
+            ids.append(page.session_id())
+        wait_until("both conversations listed, newest first",
+                   lambda: [s["id"] for s in page.session_items()] == ids[::-1])
+        self.assertEqual([s["title"] for s in page.session_items()], ["Newer conversation", "Older conversation"])
+        page.js("""document.querySelector('[data-session-id="' + arguments[0] + '"] .session-open').click();""", ids[0])
+        wait_until("the older conversation to open", lambda: page.session_id() == ids[0] and page.messages()
+                   and normalize(page.messages()[0]["text"]) == "Older conversation")
+        delete = page.js("""return document.querySelector('[data-session-id="' + arguments[0] + '"] [data-testid="session-delete"]');""", ids[0])
+        delete.click()
+        delete.click()  # the second click confirms
+        wait_until("the deleted conversation to leave the list", lambda: [s["id"] for s in page.session_items()] == [ids[1]])
+        self.assertEqual([s["session_id"] for s in self.history.sessions()], [ids[1]])
+        wait_until("the page to leave the deleted conversation", lambda: page.session_id() is None and page.messages() == [])
+
+    def test_phone_sized_screen(self):
+        self.browser.driver.set_window_size(390, 844)
+        page = self.page.open(user=self.user)
+        page.wait_status(page.send("Hello from a phone"), "complete")
+        self.assertFalse(page.find("new-chat").is_displayed(), "the conversation list covers a phone screen")
+        toggle = self.browser.driver.find_element("id", "menu-toggle")
+        self.assertTrue(toggle.is_displayed())
+        toggle.click()
+        wait_until("the conversation list to slide in", lambda: page.find("new-chat").is_displayed())
+        self.assertEqual(toggle.get_attribute("aria-expanded"), "true")
+        wait_until("the conversation in the drawer", lambda: len(page.session_items()) == 1)
+        width = page.js("return document.documentElement.scrollWidth")
+        self.assertLessEqual(width, 390, "the page is wider than the phone")
+        page.find("new-chat").click()
+        wait_until("the drawer to close", lambda: not page.find("new-chat").is_displayed())
+
+    def test_page_has_labels_for_screen_readers(self):
+        page = self.page.open(user=self.user)
+        unlabelled = page.js("""
+            return Array.from(document.querySelectorAll('button, textarea, input, select')).filter(function (e) {
+              if (e.closest('[hidden]') || e.type === 'hidden') return false;
+              var label = e.getAttribute('aria-label') || (e.labels && e.labels.length && e.labels[0].textContent)
+                          || e.textContent;
+              return !label || !label.trim();
+            }).map(function (e) { return e.outerHTML.slice(0, 120); });""")
+        self.assertEqual(unlabelled, [], "controls without an accessible name")
+        # Keyboard only: from the new-chat button, Tab reaches the message box.
+        from browser import ActionChains, Keys
+        page.find("new-chat").click()
+        def composer_focused():
+            if page.js("return document.activeElement && document.activeElement.dataset.testid") == "composer":
+                return True
+            ActionChains(self.browser.driver).send_keys(Keys.TAB).perform()
+            return False
+        wait_until("Tab to reach the message box", composer_focused, timeout=20, interval=0.05)
+
+
+class RestartTest(PageTestCase):
+    """chatd stops and starts again on the same database and port, the page stays open."""
+
+    @classmethod
+    def setUpClass(cls):
+        pass  # the test starts (and restarts) its own chatd
+
+    def chatd_for_test(self):
+        return self.new_server("before-restart", env=self.server_env)
+
+    def test_conversations_are_listed_after_a_restart_and_a_dead_server_is_said_so(self):
+        page = self.page.open(user=self.user)
+        ids = []
+        for text in ("Kept across restarts", "Also kept"):
+            page.find("new-chat").click()
+            wait_until("an empty conversation", lambda: page.messages() == [])
+            page.wait_status(page.send(text), "complete")
+            ids.append(page.session_id())
+        old = self.server
+        self.assertEqual(old.stop(), 0)
+        shown, kind, text = wait_until("the banner to say the server is gone",
+                                       lambda: (lambda b: b if b[0] else None)(page.banner()))
+        self.assertIn(kind, ("offline", "unavailable"), text)
+        self.assertIn("server", text.lower())
+
+        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
+        self.local_servers.append(restarted)
+        restarted.spawn(port=old.port)
+        restarted.wait_healthy()
+        wait_until("the banner to go once the stream is back", lambda: not page.banner()[0])
+        page.reload()
+        wait_until("both conversations listed after the restart",
+                   lambda: [s["id"] for s in page.session_items()] == ids[::-1])
+        self.assertEqual(normalize(page.messages()[0]["text"]), "Also kept")
+        page.wait_status(page.messages()[1]["id"], "complete")
+        self.assertEqual(restarted.stop(), 0)
+
+
+class UnavailableTest(PageTestCase):
+    """A chatd whose message bus is unreachable answers POST /api/chat with 503 (a real answer:
+    NATS_URL names a port where nothing listens)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server_env = dict(SLOW_DEMO, NATS_URL="nats://127.0.0.1:%d" % harness.free_port(),
+                              NATS_RECONNECT_WAIT="10s")
+        super().setUpClass()
+
+    def test_503_shows_the_banner_with_the_wait_and_keeps_the_message(self):
+        page = self.page.open(user=self.user)
+        page.type_and_send("Is anybody there?")
+        shown, kind, text = wait_until("the error banner", lambda: (lambda b: b if b[0] else None)(page.banner()))
+        self.assertEqual(kind, "unavailable", text)
+        self.assertRegex(text, r"[Tt]ry again in \d+ seconds?")
+        self.assertTrue(page.find("error-banner").is_displayed())
+        self.assertEqual(page.find("composer").get_attribute("value"), "Is anybody there?",
+                         "the message that was not sent is gone")
+        self.assertEqual([m for m in page.messages() if m["role"] == "user"], [], "an unsent message is shown as sent")
+
+
+@unittest.skipUnless(chatd_knows("RATE_LIMIT_"), "needs chatd's rate limits (RATE_LIMIT_* settings, issue Security II)")
+class RateLimitTest(PageTestCase):
+    """The real limiter with one chat a minute: the second message gets 429 and Retry-After."""
+
+    server_env = dict(SLOW_DEMO, RATE_LIMIT_CHAT_PER_MINUTE="1")
+
+    def test_429_shows_the_banner_with_the_wait(self):
+        page = self.page.open(user=self.user)
+        page.wait_status(page.send("One"), "complete")
+        page.type_and_send("Two")
+        shown, kind, text = wait_until("the error banner", lambda: (lambda b: b if b[0] else None)(page.banner()))
+        self.assertEqual(kind, "rate_limited", text)
+        self.assertRegex(text, r"send again in \d+ seconds?")
+        self.assertFalse(page.find("send").is_enabled(), "send stays enabled while the limit holds")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,158 @@
+"""The chat page through the local cluster: scripts/cluster.sh with two chatd pods behind nginx,
+NATS JetStream, Redis, PostgreSQL and two chat-workers, on free ports (the reference ports stay
+free for test_cluster). The browser only knows nginx: a reload or a second window may land on
+either pod.
+
+Run (from tests/web): CHATD_BIN=$PWD/../../build/chatd /usr/bin/python3 -m unittest -v test_chat_page_cluster
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+import uuid
+
+from browser import Browser, StoredHistory, normalize, wait_until  # first: it puts tests/e2e on the path
+import harness
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCRIPT = os.path.join(ROOT, "scripts", "cluster.sh")
+
+
+def port_in_use(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port_run(count):
+    """The first of `count` consecutive free ports."""
+    for _ in range(100):
+        base = harness.free_port()
+        if base + count < 65536 and not any(port_in_use(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError("no %d consecutive free ports" % count)
+
+
+class ClusterPageTest(unittest.TestCase):
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.run_dir = tempfile.mkdtemp(prefix="chatd-web-cluster-")
+        os.chmod(cls.run_dir, 0o755)  # initdb runs as postgres and must enter it
+        pod_base = free_port_run(3)  # pods on base+1 and base+2
+        cls.http_port = harness.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(harness._SCRUB_PREFIXES + ("CLUSTER_",))}
+        env.update({
+            "CLUSTER_DIR": cls.run_dir,
+            "BUILD": os.path.dirname(os.path.abspath(harness.chatd_bin())),
+            "CLUSTER_HTTP_PORT": str(cls.http_port),
+            "CLUSTER_POD_BASE_PORT": str(pod_base),
+            "CLUSTER_PODS": "2",
+            "CLUSTER_WORKERS": "2",
+            "CLUSTER_NATS_PORT": str(harness.free_port()),
+            "CLUSTER_REDIS_PORT": str(harness.free_port()),
+            "CLUSTER_PG_PORT": str(harness.free_port()),
+            # A demo reply lasts about 6 s: time to reload or stop in the middle of it.
+            "WORKER_DEMO_CHUNK_DELAY": "200ms",
+        })
+        cls.env = env
+        up = subprocess.run([SCRIPT, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            stdin=subprocess.DEVNULL)
+        if up.returncode != 0:
+            cls.down()
+            raise AssertionError("scripts/cluster.sh up failed (%d):\n%s\n%s" % (up.returncode, up.stdout, up.stderr))
+
+    @classmethod
+    def down(cls):
+        try:
+            subprocess.run([SCRIPT, "down"], env=cls.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+                           stdin=subprocess.DEVNULL)
+        finally:
+            if os.environ.get("E2E_KEEP_LOGS") != "1":
+                shutil.rmtree(cls.run_dir, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.down()
+
+    def setUp(self):
+        self.user = "grace-" + uuid.uuid4().hex[:6]
+        self.history = StoredHistory(self.http_port, self.user)
+        self.browser = Browser()
+        self.page = self.browser.page("http://127.0.0.1:%d" % self.http_port)
+
+    def tearDown(self):
+        try:
+            problems = self.browser.console_problems()
+        finally:
+            self.browser.quit()
+        self.assertEqual(problems, [], "the page logged errors (script, CSP or Trusted Types)")
+
+    def run(self, result=None):
+        result = result or self.defaultTestResult()
+        before = len(result.failures) + len(result.errors)
+        super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            logs = subprocess.run([SCRIPT, "logs"], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            sys.stderr.write("\n----- cluster logs (test %s failed) -----\n%s\n" % (self.id(), logs.stdout[-20000:]))
+        return result
+
+    def assert_same_as_stored(self, shown, stored, context):
+        self.assertEqual(normalize(shown["text"]), normalize(stored["content"]),
+                         "%s: the page shows another text than the one stored" % context)
+
+    def test_reply_streams_through_nginx_and_ends_as_stored(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Hello through the load balancer")
+        seen, final = page.watch_growth(reply_id)
+        self.assertGreaterEqual(len(set(seen)), 3, "the reply did not grow over several observations: %r" % seen)
+        self.assertEqual(final["status"], "complete")
+        stored = self.history.wait_message(page.session_id(), reply_id)
+        self.assertEqual(stored["status"], "complete")
+        self.assert_same_as_stored(final, stored, "reply through nginx")
+
+    def test_reload_in_the_middle_of_a_reply_resumes_on_whichever_pod(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Keep going while I reload")
+        session_id = page.session_id()
+        before = wait_until("some of the reply before the reload",
+                            lambda: (lambda m: m if m and m["status"] == "streaming" and len(m["text"]) > 40 else None)(
+                                page.message(reply_id)))
+        page.reload()
+        after = page.wait_status(reply_id, ("streaming", "complete"))
+        self.assertEqual(after["status"], "streaming", "the reply ended before the page came back: nothing resumed")
+        self.assertTrue(normalize(after["text"]).startswith(normalize(before["text"])))
+        seen, final = page.watch_growth(reply_id)
+        self.assertTrue(seen, "the reply did not go on streaming after the reload")
+        self.assertEqual(final["status"], "complete")
+        self.assert_same_as_stored(final, self.history.wait_message(session_id, reply_id), "reply resumed after a reload")
+        self.assertEqual([m["role"] for m in page.messages()], ["user", "assistant"], "a message was shown twice")
+
+    def test_two_windows_and_stop(self):
+        first = self.page.open(user=self.user)
+        opening = first.send("Open this conversation twice")
+        first.wait_status(opening, "complete")
+        session_id = first.session_id()
+        second = self.browser.new_window(first.base_url).open(session_id)
+        wait_until("the second window to show the conversation", lambda: len(second.messages()) == 2)
+
+        reply_id = first.send("Then stop the reply from the second window")
+        wait_until("the second window to show the reply streaming",
+                   lambda: (lambda m: m and m["status"] == "streaming" and m["text"])(second.message(reply_id)))
+        wait_until("the stop button in the second window", lambda: second.visible("stop"))
+        second.find("stop").click()
+        for window in (second, first):
+            final = window.wait_status(reply_id, ("cancelled", "complete", "error"))
+            self.assertEqual(final["status"], "cancelled", "a window does not show the reply stopped: %r" % final)
+        stored = self.history.wait_message(session_id, reply_id)
+        self.assertEqual(stored["status"], "cancelled")
+        self.assert_same_as_stored(first.message(reply_id), stored, "first window")
+        self.assert_same_as_stored(second.message(reply_id), stored, "second window")
+
+
+if __name__ == "__main__":
+    unittest.main()

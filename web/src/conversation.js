@@ -1,0 +1,289 @@
+// The messages of the open conversation: what history says, what streams in,
+// and the list items that show them.
+//
+// A message is known by its id. History (GET .../messages) gives stored
+// messages; chunk events grow replies still being written. A chunk is applied
+// only if it is the next one of its reply, so a chunk delivered twice (after a
+// resume) is never shown twice. A reply streamed here keeps the text it
+// streamed; one that ended while the page was not listening, or whose stream
+// was reset, takes the stored text from history.
+
+import { renderMarkdown } from './markdown.js';
+import { replyErrorText } from './errors.js';
+
+const FINAL = new Set(['complete', 'cancelled', 'error']);
+
+// Stored status -> what the page shows (incomplete replies are errors to a reader).
+function shownStatus(stored) {
+  if (stored === 'complete' || stored === 'cancelled') return stored;
+  return 'error';
+}
+
+function storedNote(message) {
+  if (message.status === 'cancelled') return 'Stopped';
+  if (message.status === 'incomplete') return 'This reply is incomplete: part of it was lost.';
+  if (message.status === 'error') {
+    const metadata = message.metadata || {};
+    return replyErrorText(metadata.error_code || '', '');
+  }
+  return '';
+}
+
+class Message {
+  constructor(id, role) {
+    this.id = id;
+    this.role = role;
+    this.text = '';
+    this.status = 'complete';
+    this.next = 0; // the chunk id expected next
+    this.streamedHere = false;
+    this.stale = false; // its stream was reset: history has the truth once it ends
+    this.local = false; // shown before the server knew it (a user message being sent)
+    this.renderTimer = null;
+
+    this.element = document.createElement('li');
+    this.element.className = 'message';
+    this.element.dataset.testid = 'message';
+    this.element.dataset.role = role;
+    const author = document.createElement('p');
+    author.className = 'message-author';
+    author.textContent = role === 'user' ? 'You' : 'Assistant';
+    this.body = document.createElement('div');
+    this.body.className = role === 'user' ? 'message-body plain' : 'message-body markdown';
+    this.body.dataset.testid = 'message-body';
+    this.note = document.createElement('p');
+    this.note.className = 'message-note';
+    this.note.hidden = true;
+    this.element.append(author, this.body, this.note);
+    this.setId(id);
+  }
+
+  setId(id) {
+    this.id = id;
+    if (this.local) delete this.element.dataset.messageId;
+    else this.element.dataset.messageId = id;
+  }
+
+  setStatus(status, note = '') {
+    this.status = status;
+    this.element.dataset.status = status;
+    this.element.setAttribute('aria-busy', status === 'streaming' ? 'true' : 'false');
+    this.note.textContent = note;
+    this.note.hidden = note === '';
+  }
+
+  // Markdown is rendered at most every 50 ms while text streams in.
+  render(now = false) {
+    if (this.role === 'user') {
+      this.body.textContent = this.text;
+      return;
+    }
+    if (now) {
+      clearTimeout(this.renderTimer);
+      this.renderTimer = null;
+      renderMarkdown(this.body, this.text);
+      return;
+    }
+    if (this.renderTimer) return;
+    this.renderTimer = setTimeout(() => this.render(true), 50);
+  }
+}
+
+export class Conversation {
+  // onChange(): something a running reply depends on changed (for the stop button)
+  constructor(listElement, sessionId, resume, onChange) {
+    this.list = listElement;
+    this.sessionId = sessionId;
+    this.resume = resume;
+    this.onChange = onChange;
+    this.messages = new Map();
+    this.historyOrder = []; // stored messages, oldest first
+    this.localOrder = []; // not (yet) in history: replies streaming, messages being sent
+    this.nextBefore = null; // older history exists before this id
+    this.fresh = false; // made here and nothing sent yet: the server has no history of it
+    this.list.replaceChildren();
+  }
+
+  get streaming() {
+    return [...this.messages.values()].filter((m) => m.role === 'assistant' && m.status === 'streaming');
+  }
+
+  get isEmpty() {
+    return this.messages.size === 0;
+  }
+
+  // Replies this tab was receiving when the page was left (resume state).
+  restorePartials() {
+    for (const [id, saved] of Object.entries(this.resume.replies)) {
+      if (this.messages.has(id) || typeof saved.text !== 'string') {
+        this.resume.finished(id); // it ended meanwhile: history showed it
+        continue;
+      }
+      const message = this.add(id, 'assistant');
+      message.text = saved.text;
+      message.next = Number(saved.next) || 0;
+      message.streamedHere = true;
+      message.setStatus('streaming');
+      message.render(true);
+    }
+    this.layout();
+  }
+
+  add(id, role, { local = false } = {}) {
+    const message = new Message(id, role);
+    message.local = local;
+    message.setId(id);
+    this.messages.set(id, message);
+    this.localOrder.push(id);
+    return message;
+  }
+
+  // A page of history, oldest first. `older`: a page before what is shown.
+  // `requestedAt`: when it was asked for; user messages confirmed before
+  // then are in it under their stored ids and the local copies go.
+  applyHistory(page, { older = false, requestedAt = 0 } = {}) {
+    const ids = [];
+    for (const stored of page.messages || []) {
+      ids.push(stored.message_id);
+      let message = this.messages.get(stored.message_id);
+      if (!message) {
+        message = new Message(stored.message_id, stored.role === 'user' ? 'user' : 'assistant');
+        this.messages.set(stored.message_id, message);
+        this.takeStored(message, stored);
+        continue;
+      }
+      this.localOrder = this.localOrder.filter((id) => id !== stored.message_id);
+      const finalHere = FINAL.has(message.status) && !message.stale;
+      if (!finalHere) {
+        this.takeStored(message, stored);
+        this.resume.finished(message.id);
+      }
+    }
+    for (const [id, message] of this.messages) {
+      if (message.local && message.confirmedAt && message.confirmedAt <= requestedAt) {
+        this.messages.delete(id);
+        this.localOrder = this.localOrder.filter((other) => other !== id);
+        message.element.remove();
+      }
+    }
+    const inPage = new Set(ids);
+    if (older) {
+      this.historyOrder = ids.concat(this.historyOrder.filter((id) => !inPage.has(id)));
+      this.nextBefore = page.next_before || null;
+    } else {
+      // Everything shown before that is not in the newest page is older than it.
+      const earlier = this.historyOrder.filter((id) => !inPage.has(id));
+      if (earlier.length === 0) this.nextBefore = page.next_before || null;
+      this.historyOrder = earlier.concat(ids);
+    }
+    this.layout();
+  }
+
+  takeStored(message, stored) {
+    message.text = typeof stored.content === 'string' ? stored.content : '';
+    message.stale = false;
+    message.setStatus(shownStatus(stored.status), storedNote(stored));
+    message.render(true);
+  }
+
+  layout() {
+    const wanted = this.historyOrder.concat(this.localOrder).map((id) => this.messages.get(id).element);
+    const current = [...this.list.children];
+    if (wanted.length !== current.length || wanted.some((element, i) => element !== current[i])) {
+      this.list.replaceChildren(...wanted);
+    }
+    this.onChange();
+  }
+
+  // A user message shown at once, before the server has it.
+  addLocalUserMessage(text) {
+    const message = this.add('local-' + Date.now() + '-' + Math.random().toString(36).slice(2), 'user', { local: true });
+    message.text = text;
+    message.setStatus('complete');
+    message.render(true);
+    this.layout();
+    return message;
+  }
+
+  // The server took the message: its reply is `replyId`.
+  confirmSent(local, replyId) {
+    local.confirmedAt = performance.now();
+    if (!this.messages.has(replyId)) {
+      const reply = this.add(replyId, 'assistant');
+      reply.setStatus('streaming');
+      reply.streamedHere = true;
+      reply.render(true);
+      this.layout();
+    }
+  }
+
+  dropLocal(local) {
+    this.messages.delete(local.id);
+    this.localOrder = this.localOrder.filter((id) => id !== local.id);
+    local.element.remove();
+    this.onChange();
+  }
+
+  // Returns true when the chunk named a reply this page did not know (another
+  // tab or device asked for it): the caller then fetches the user's message.
+  applyChunk(data, eventId) {
+    const id = data.message_id;
+    let message = this.messages.get(id);
+    let unknown = false;
+    if (!message) {
+      message = this.add(id, 'assistant');
+      message.setStatus('streaming');
+      this.layout();
+      unknown = true;
+    }
+    if (FINAL.has(message.status) && !message.stale) return unknown; // ended already (history has it)
+    if (data.chunk_id < message.next) return unknown; // a copy of a chunk already applied
+    message.next = data.chunk_id + 1;
+    message.streamedHere = true;
+    if (message.status !== 'streaming') message.setStatus('streaming');
+    if ((data.chunk_type || 'content') === 'content' && typeof data.chunk === 'string') message.text += data.chunk;
+    message.render();
+    this.resume.chunk(eventId, id, message.text, message.next);
+    return unknown;
+  }
+
+  applyError(data) {
+    const message = this.messages.get(data.message_id);
+    if (!message || (FINAL.has(message.status) && !message.stale)) return;
+    message.pendingNote = data.code === 'cancelled' ? 'Stopped' : replyErrorText(data.code, data.message);
+  }
+
+  // Returns the message when it ended here; a stale one wants history.
+  applyComplete(data) {
+    const message = this.messages.get(data.message_id);
+    if (!message || (FINAL.has(message.status) && !message.stale)) return null;
+    const status = data.finish_reason === 'cancelled' ? 'cancelled' : shownStatus(data.status || 'complete');
+    const note = message.pendingNote || (status === 'cancelled' ? 'Stopped' : status === 'error' ? replyErrorText('', '') : '');
+    message.setStatus(status, note);
+    message.render(true);
+    this.resume.finished(message.id);
+    this.onChange();
+    return message;
+  }
+
+  // The stream could not give what was asked for: a named reply starts over
+  // (a new attempt streams from chunk 0); otherwise every running reply may
+  // have a gap and takes history's text when it ends.
+  applyReset(data) {
+    this.resume.forgetCursor();
+    const message = data.message_id ? this.messages.get(data.message_id) : null;
+    if (message) {
+      message.text = '';
+      message.next = 0;
+      message.stale = false;
+      message.setStatus('streaming');
+      message.render(true);
+      this.resume.finished(message.id);
+      return;
+    }
+    for (const running of this.streaming) {
+      running.stale = true;
+      this.resume.finished(running.id);
+    }
+  }
+}

@@ -1,0 +1,571 @@
+// The chat page: wires the conversation list, the open conversation, its
+// event stream and the composer to the chatd API. No framework: the page is
+// small, and every piece of state has one owner (see the modules it imports).
+
+import { Api, ApiError } from './api.js';
+import { ID_PATTERN, Identity, userIdFromName } from './identity.js';
+import { ErrorBanner, describe, replyErrorText } from './errors.js';
+import { Conversation } from './conversation.js';
+import { SessionList } from './session-list.js';
+import { SessionStream } from './stream.js';
+import { ResumeState } from './resume-state.js';
+import { handleCopyClick } from './markdown.js';
+
+const PROVIDER_KEY = 'chatd.provider';
+const MODEL_KEY = 'chatd.model';
+const RECONNECT_NOTICE_MS = 2500; // a quick reconnect (a pod handing off) is not worth a banner
+const STORED_REPLY_TRIES = 10;
+
+const $ = (id) => document.getElementById(id);
+
+function remembered(key) {
+  try {
+    return localStorage.getItem(key) || '';
+  } catch {
+    return '';
+  }
+}
+
+function remember(key, value) {
+  try {
+    if (value) localStorage.setItem(key, value);
+    else localStorage.removeItem(key);
+  } catch {
+    // this load only
+  }
+}
+
+class App {
+  constructor() {
+    this.identity = new Identity();
+    this.api = new Api(this.identity);
+    this.banner = new ErrorBanner($('error-banner'), $('error-text'), $('error-dismiss'));
+    this.sessions = new SessionList($('session-list'), $('session-empty'), {
+      onSelect: (id) => this.navigate(id),
+      onDelete: (id) => this.deleteSession(id),
+    });
+    this.sessionId = null;
+    this.conversation = null;
+    this.stream = null;
+    this.connected = null; // {promise, resolve} of the open stream's first `connected`
+    this.sending = false;
+    this.stopping = false;
+    this.sendBlockedUntil = 0;
+    this.deleting = null;
+    this.historyTimer = null;
+    this.historyTries = 0;
+    this.troubleTimer = null;
+    this.stickToBottom = true;
+  }
+
+  async start() {
+    this.bind();
+    await this.loadInfo();
+    if (!this.identity.signedIn) await this.signIn('');
+    $('who').textContent = this.identity.displayName;
+    this.loadProviders();
+    await this.refreshSessions();
+    this.route();
+  }
+
+  bind() {
+    const composer = $('composer');
+    $('composer-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.send();
+    });
+    composer.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.send();
+      } else if (event.key === 'Escape' && this.conversation && this.conversation.streaming.length) {
+        event.preventDefault();
+        this.stop();
+      }
+    });
+    composer.addEventListener('input', () => this.fitComposer());
+    $('stop').addEventListener('click', () => this.stop());
+    $('new-chat').addEventListener('click', () => {
+      this.navigate(null);
+      composer.focus();
+    });
+    $('switch-user').addEventListener('click', () => {
+      this.identity.signOut();
+      window.location.assign(window.location.pathname);
+    });
+    $('load-earlier').addEventListener('click', () => this.loadEarlier());
+    $('message-list').addEventListener('click', handleCopyClick);
+    $('menu-toggle').addEventListener('click', () => this.toggleSidebar());
+    $('sidebar-scrim').addEventListener('click', () => this.toggleSidebar(false));
+    document.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && $('app').classList.contains('sidebar-open')) this.toggleSidebar(false);
+    });
+    window.addEventListener('popstate', () => this.route());
+
+    const messages = $('messages');
+    messages.addEventListener('scroll', () => {
+      this.stickToBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+    });
+    new ResizeObserver(() => {
+      if (this.stickToBottom) messages.scrollTop = messages.scrollHeight;
+    }).observe($('message-list'));
+
+    const provider = $('provider');
+    provider.addEventListener('change', () => {
+      remember(PROVIDER_KEY, provider.value);
+      this.showDefaultModel();
+    });
+    $('model').addEventListener('change', () => remember(MODEL_KEY, $('model').value.trim()));
+  }
+
+  // GET /api: how this server authenticates. Until it answers, nothing else can.
+  async loadInfo() {
+    for (;;) {
+      try {
+        const info = await this.api.info();
+        this.identity.setAuthMode(info && info.auth_mode);
+        this.banner.clear('offline', 'unavailable');
+        return;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) {
+          this.identity.setAuthMode('jwt');
+          return;
+        }
+        if (e instanceof ApiError && e.status === 404) return; // a chatd without /api: no authentication
+        this.banner.show(describe(e, 'loading the page'));
+        await new Promise((resolve) => setTimeout(resolve, Math.max(3, e.retryAfter || 0) * 1000));
+      }
+    }
+  }
+
+  // The sign-in dialog: a user name (AUTH_MODE=none) or an access token (jwt).
+  signIn(reason) {
+    const dialog = $('sign-in');
+    const jwt = this.identity.authMode === 'jwt';
+    $('name-field').hidden = jwt;
+    $('token-field').hidden = !jwt;
+    $('sign-in-title').textContent = jwt ? 'Sign in' : 'Welcome';
+    $('sign-in-reason').textContent = reason || (jwt ? 'Paste the access token you were given.' : 'What should we call you?');
+    $('sign-in-error').textContent = '';
+    const input = jwt ? $('sign-in-token') : $('sign-in-name');
+    input.value = jwt ? '' : this.identity.userId;
+    return new Promise((resolve) => {
+      const form = $('sign-in-form');
+      const submit = (event) => {
+        event.preventDefault();
+        const value = input.value.trim();
+        if (jwt) {
+          if (value.split('.').length !== 3) {
+            $('sign-in-error').textContent = 'That does not look like a token (three parts separated by dots).';
+            return;
+          }
+          this.identity.useToken(value);
+        } else if (!ID_PATTERN.test(userIdFromName(value)) || !this.identity.useName(value)) {
+          $('sign-in-error').textContent = 'Use letters, digits, - or _ (at most 128).';
+          return;
+        }
+        form.removeEventListener('submit', submit);
+        dialog.removeEventListener('cancel', refuse);
+        dialog.close();
+        $('who').textContent = this.identity.displayName;
+        resolve();
+      };
+      const refuse = (event) => event.preventDefault(); // the page cannot work without it
+      form.addEventListener('submit', submit);
+      dialog.addEventListener('cancel', refuse);
+      if (!dialog.open) dialog.showModal();
+      input.focus();
+    });
+  }
+
+  // 401 anywhere: the token is no longer good.
+  async signInAgain() {
+    if (this.signingIn) return this.signingIn;
+    this.identity.forgetToken();
+    if (this.identity.authMode !== 'jwt') this.identity.setAuthMode('jwt');
+    this.signingIn = this.signIn('You are signed out. Sign in again to continue.').then(() => {
+      this.signingIn = null;
+      this.banner.clear('unauthorized');
+      this.refreshSessions();
+      if (this.stream) this.stream.restart();
+    });
+    return this.signingIn;
+  }
+
+  showApiError(error, doing) {
+    const problem = describe(error, doing);
+    if (problem.kind === 'unauthorized') this.signInAgain();
+    if (problem.kind === 'rate_limited' && problem.retryAfter) {
+      this.sendBlockedUntil = Date.now() + problem.retryAfter * 1000;
+    }
+    this.banner.show(problem, () => this.updateControls());
+    this.updateControls();
+  }
+
+  async loadProviders() {
+    const select = $('provider');
+    let answer = null;
+    try {
+      answer = await this.api.providers();
+    } catch {
+      answer = null; // the server's default provider answers
+    }
+    const providers = (answer && Array.isArray(answer.providers)) ? answer.providers : [];
+    this.providers = providers;
+    const options = providers.map((p) => {
+      const option = document.createElement('option');
+      option.value = p.name;
+      option.textContent = p.name;
+      return option;
+    });
+    if (options.length === 0) {
+      const option = document.createElement('option');
+      option.value = '';
+      option.textContent = 'default';
+      options.push(option);
+    }
+    select.replaceChildren(...options);
+    const saved = remembered(PROVIDER_KEY);
+    const fallback = answer && answer.default_provider;
+    select.value = providers.some((p) => p.name === saved) ? saved : fallback || (providers[0] && providers[0].name) || '';
+    $('model').value = remembered(MODEL_KEY);
+    this.showDefaultModel();
+  }
+
+  showDefaultModel() {
+    const chosen = (this.providers || []).find((p) => p.name === $('provider').value);
+    const model = chosen && chosen.default_model;
+    $('model').placeholder = model ? model + ' (default)' : 'default model';
+    const suggestion = document.createElement('option');
+    suggestion.value = model || '';
+    $('model-suggestions').replaceChildren(...(model ? [suggestion] : []));
+  }
+
+  async refreshSessions() {
+    try {
+      const answer = await this.api.sessions();
+      this.sessions.show(answer.sessions || []);
+      this.banner.clear('offline');
+      if (this.sessionId && this.sessions.has(this.sessionId)) this.setTitle(this.sessions.titleOf(this.sessionId));
+    } catch (e) {
+      this.showApiError(e, 'loading your conversations');
+    }
+  }
+
+  setTitle(title) {
+    $('chat-title').textContent = title;
+    document.title = title === 'New chat' ? 'Chat' : title + ' · Chat';
+  }
+
+  // ?c=<session_id> names the open conversation, so reloads and links keep it.
+  navigate(sessionId) {
+    const url = sessionId ? '?c=' + encodeURIComponent(sessionId) : window.location.pathname;
+    if (window.location.search !== (sessionId ? url : '')) window.history.pushState(null, '', url);
+    this.toggleSidebar(false);
+    this.route();
+  }
+
+  route() {
+    const wanted = new URLSearchParams(window.location.search).get('c');
+    const sessionId = wanted && ID_PATTERN.test(wanted) ? wanted : null;
+    if (sessionId === this.sessionId && (sessionId === null ? !this.conversation : this.conversation)) return;
+    if (sessionId) this.openConversation(sessionId);
+    else this.newChat();
+  }
+
+  closeConversation() {
+    if (this.stream) this.stream.stop();
+    this.stream = null;
+    this.conversation = null;
+    this.sessionId = null;
+    clearTimeout(this.historyTimer);
+    clearTimeout(this.troubleTimer);
+    this.banner.clear('offline', 'provider', 'forbidden', 'not_found');
+  }
+
+  newChat() {
+    this.closeConversation();
+    this.sessions.select(null);
+    $('message-list').replaceChildren();
+    this.setTitle('New chat');
+    this.updateControls();
+  }
+
+  async openConversation(sessionId) {
+    this.closeConversation();
+    this.sessionId = sessionId;
+    this.sessions.select(sessionId);
+    this.setTitle(this.sessions.titleOf(sessionId) || 'Conversation');
+    const conversation = this.makeConversation(sessionId);
+    this.stickToBottom = true;
+    await this.loadHistory(conversation);
+    if (this.conversation !== conversation) return;
+    conversation.restorePartials();
+    this.openStream(conversation);
+  }
+
+  makeConversation(sessionId) {
+    const resume = new ResumeState(sessionId);
+    const conversation = new Conversation($('message-list'), sessionId, resume, () => this.updateControls());
+    this.conversation = conversation;
+    this.updateControls();
+    return conversation;
+  }
+
+  // The newest page of history. A conversation the server does not know yet
+  // (made here, nothing sent) is simply empty.
+  async loadHistory(conversation) {
+    const requestedAt = performance.now();
+    try {
+      const page = await this.api.messages(conversation.sessionId);
+      if (this.conversation === conversation) conversation.applyHistory(page, { requestedAt });
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return true;
+      if (this.conversation === conversation) this.showApiError(e, 'loading this conversation');
+      return false;
+    }
+  }
+
+  async loadEarlier() {
+    const conversation = this.conversation;
+    if (!conversation || !conversation.nextBefore) return;
+    const messages = $('messages');
+    const fromBottom = messages.scrollHeight - messages.scrollTop;
+    try {
+      const page = await this.api.messages(conversation.sessionId, { before: conversation.nextBefore });
+      if (this.conversation !== conversation) return;
+      conversation.applyHistory(page, { older: true });
+      messages.scrollTop = messages.scrollHeight - fromBottom;
+    } catch (e) {
+      this.showApiError(e, 'loading earlier messages');
+    }
+  }
+
+  // History again soon: a reply ended, the stream reconnected or was reset,
+  // or another device started a reply. A stale reply that ended is stored a
+  // moment after its last event, so that case asks again a few times.
+  scheduleHistory(delayMs) {
+    clearTimeout(this.historyTimer);
+    const conversation = this.conversation;
+    if (!conversation) return;
+    this.historyTimer = setTimeout(async () => {
+      if (!(await this.loadHistory(conversation)) || this.conversation !== conversation) return;
+      const waiting = [...conversation.messages.values()].some((m) => m.stale && m.status !== 'streaming');
+      if (waiting && this.historyTries++ < STORED_REPLY_TRIES) this.scheduleHistory(500);
+      else this.historyTries = 0;
+    }, delayMs);
+  }
+
+  openStream(conversation) {
+    let resolve;
+    this.connected = { promise: new Promise((r) => { resolve = r; }), resolve: () => resolve() };
+    const stream = new SessionStream(this.api, conversation.sessionId, {
+      cursor: () => conversation.resume.cursor,
+      onOpen: () => {
+        clearTimeout(this.troubleTimer);
+        this.banner.clear('offline', 'unavailable', 'stream');
+        this.connected.resolve();
+        if (!conversation.fresh) this.scheduleHistory(0); // whatever ended while no stream was open
+      },
+      onEvent: (type, data, eventId) => this.onStreamEvent(conversation, type, data, eventId),
+      onTrouble: (error, retrying) => this.onStreamTrouble(error, retrying),
+    });
+    this.stream = stream;
+    stream.start();
+  }
+
+  onStreamEvent(conversation, type, data, eventId) {
+    if (this.conversation !== conversation) return;
+    if (data.session_id && data.session_id !== conversation.sessionId) return;
+    switch (type) {
+      case 'chunk':
+        if (conversation.applyChunk(data, eventId)) this.scheduleHistory(200); // another device's message
+        break;
+      case 'error':
+        conversation.applyError(data);
+        if (data.code !== 'cancelled') this.banner.show({ kind: 'provider', text: replyErrorText(data.code, data.message) });
+        break;
+      case 'message_complete': {
+        const message = conversation.applyComplete(data);
+        if (message) this.announce(message);
+        if (!message || message.stale) this.scheduleHistory(300);
+        this.refreshSessions();
+        break;
+      }
+      case 'reset':
+        if (data.reason === 'session_deleted') {
+          this.sessionDeleted(conversation.sessionId);
+          return;
+        }
+        conversation.applyReset(data);
+        this.scheduleHistory(0);
+        break;
+      default:
+        break;
+    }
+  }
+
+  onStreamTrouble(error, retrying) {
+    clearTimeout(this.troubleTimer);
+    if (!error) {
+      // The browser is reconnecting by itself; say so only if it takes a while.
+      this.troubleTimer = setTimeout(() => {
+        this.banner.show({ kind: 'offline', text: 'The connection to the chat server was lost. Reconnecting…' });
+      }, RECONNECT_NOTICE_MS);
+      return;
+    }
+    if (error.status === 401) {
+      this.signInAgain();
+      return;
+    }
+    const problem = describe(error, 'following this conversation');
+    if (retrying && problem.retryAfter == null && problem.kind === 'offline') {
+      problem.text = 'The connection to the chat server was lost. Reconnecting…';
+    }
+    this.banner.show(problem);
+  }
+
+  sessionDeleted(sessionId) {
+    ResumeState.remove(sessionId);
+    if (this.deleting !== sessionId && this.sessionId === sessionId) {
+      this.banner.show({ kind: 'not_found', text: 'This conversation was deleted (maybe on another device).' });
+    }
+    if (this.sessionId === sessionId) this.navigate(null);
+    this.refreshSessions();
+  }
+
+  async deleteSession(sessionId) {
+    this.deleting = sessionId;
+    try {
+      await this.api.deleteSession(sessionId);
+      this.sessionDeleted(sessionId);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) this.sessionDeleted(sessionId);
+      else this.showApiError(e, 'deleting the conversation');
+    } finally {
+      this.deleting = null;
+    }
+  }
+
+  async send() {
+    const composer = $('composer');
+    const text = composer.value;
+    if (!text.trim() || this.sending || Date.now() < this.sendBlockedUntil) return;
+    if (this.conversation && this.conversation.streaming.length) return;
+    this.sending = true;
+    this.updateControls();
+    try {
+      if (!this.sessionId) {
+        let sessionId;
+        try {
+          sessionId = await this.api.newSessionId();
+        } catch (e) {
+          this.showApiError(e, 'starting a conversation');
+          return;
+        }
+        this.startNewConversation(sessionId);
+        // Listening before asking means nothing of the reply is missed; the
+        // server's late join covers a stream that takes longer than this.
+        await Promise.race([this.connected.promise, new Promise((r) => setTimeout(r, 3000))]);
+      }
+      const conversation = this.conversation;
+      const local = conversation.addLocalUserMessage(text);
+      composer.value = '';
+      this.fitComposer();
+      this.stickToBottom = true;
+      try {
+        const accepted = await this.api.chat({
+          sessionId: conversation.sessionId,
+          message: text,
+          provider: $('provider').value,
+          model: $('model').value.trim(),
+        });
+        conversation.fresh = false;
+        conversation.confirmSent(local, accepted.message_id);
+        this.banner.clear('rate_limited', 'unavailable', 'offline', 'provider');
+        this.scheduleHistory(0);
+        this.refreshSessions();
+      } catch (e) {
+        conversation.dropLocal(local);
+        if (!composer.value) {
+          composer.value = text;
+          this.fitComposer();
+        }
+        this.showApiError(e, 'sending your message');
+      }
+    } finally {
+      this.sending = false;
+      this.updateControls();
+    }
+  }
+
+  startNewConversation(sessionId) {
+    window.history.pushState(null, '', '?c=' + encodeURIComponent(sessionId));
+    this.sessionId = sessionId;
+    this.sessions.select(sessionId);
+    this.setTitle('New chat');
+    const conversation = this.makeConversation(sessionId);
+    conversation.fresh = true;
+    this.openStream(conversation);
+  }
+
+  async stop() {
+    const conversation = this.conversation;
+    if (!conversation || this.stopping) return;
+    this.stopping = true;
+    this.updateControls();
+    try {
+      for (const message of conversation.streaming) {
+        try {
+          await this.api.cancel(message.id, conversation.sessionId);
+        } catch (e) {
+          // 404: it ended meanwhile; its last events are on their way
+          if (!(e instanceof ApiError && e.status === 404)) this.showApiError(e, 'stopping the reply');
+        }
+      }
+    } finally {
+      this.stopping = false;
+      this.updateControls();
+    }
+  }
+
+  updateControls() {
+    const conversation = this.conversation;
+    const running = !!conversation && conversation.streaming.length > 0;
+    const blocked = Date.now() < this.sendBlockedUntil;
+    $('send').hidden = running;
+    $('send').disabled = this.sending || blocked;
+    $('stop').hidden = !running;
+    $('stop').disabled = this.stopping;
+    $('empty-chat').hidden = !!conversation && !conversation.isEmpty;
+    $('load-earlier').hidden = !conversation || !conversation.nextBefore;
+    if (blocked) {
+      clearTimeout(this.unblockTimer);
+      this.unblockTimer = setTimeout(() => this.updateControls(), this.sendBlockedUntil - Date.now() + 50);
+    }
+  }
+
+  announce(message) {
+    const what = message.status === 'cancelled' ? 'The reply was stopped.' : message.status === 'error'
+      ? 'The reply failed.' : 'Reply: ' + message.text.slice(0, 400);
+    $('announcer').textContent = what;
+  }
+
+  fitComposer() {
+    const composer = $('composer');
+    composer.style.height = 'auto';
+    composer.style.height = Math.min(composer.scrollHeight, 240) + 'px';
+    composer.style.overflowY = composer.scrollHeight > 240 ? 'auto' : 'hidden';
+  }
+
+  toggleSidebar(open = !$('app').classList.contains('sidebar-open')) {
+    $('app').classList.toggle('sidebar-open', open);
+    $('menu-toggle').setAttribute('aria-expanded', String(open));
+    $('sidebar-scrim').hidden = !open;
+    if (open) $('new-chat').focus();
+  }
+}
+
+const app = new App();
+app.start();
