@@ -9,6 +9,7 @@ packages=(
   libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nats-server redis-server postgresql nginx sqlite3
+  python3-yaml python3-jsonschema
 )
 
 missing=()

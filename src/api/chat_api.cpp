@@ -4,6 +4,7 @@
 #include <boost/url/parse.hpp>
 
 #include "api/history_json.hpp"
+#include "api/openapi.hpp"
 #include "common/identifier.hpp"
 #include "log/log.hpp"
 #include "sse/events.hpp"
@@ -103,6 +104,8 @@ void ChatApi::route(Call call) {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(health_response());
   } else if (path == "/ready") {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(ready_response());
+  } else if (path == "/openapi.yaml") {
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(openapi_response());
   } else if (path == "/api/chat") {
     if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
   } else if (path.starts_with(kChat) && path.ends_with(kCancel) && path.size() >= kChat.size() + kCancel.size()) {
@@ -261,7 +264,8 @@ http::Response ChatApi::info_response() const {
                    {"pod_id", pod_.id()},
                    {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
                                              "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
-                                             "DELETE /api/sessions/{session_id}?user_id=", "GET /health", "GET /ready"}}});
+                                             "DELETE /api/sessions/{session_id}?user_id=", "GET /health", "GET /ready",
+                                             "GET /openapi.yaml"}}});
 }
 
 }  // namespace chat::api
