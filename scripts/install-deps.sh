@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages chatd needs to build, test and run, if any is
 # missing. Safe to run again: it does nothing when everything is there.
+# `install-deps.sh deploy` adds what `make test-deploy` needs: Docker (docker.io and
+# the Compose v1 program docker-compose, Debian 12's own) and debootstrap.
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,9 @@ packages=(
   nats-server redis-server postgresql nginx sqlite3
   python3-yaml python3-jsonschema
 )
+if [ "${1:-}" = deploy ]; then
+  packages+=(docker.io docker-compose debootstrap)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
