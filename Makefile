@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps deps-test build run test test-unit test-browser test-asan bench cluster-up cluster-down clean
+.PHONY: deps deps-test build run test test-unit test-browser test-asan test-deploy bench cluster-up cluster-down clean
 
 deps:
 	@scripts/install-deps.sh
@@ -48,6 +48,12 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 1200 -LE browser
+
+# The Docker image and the Compose stack for real (docs/DEPLOY.md): builds the images (a
+# full compile), runs a chat through port 80 across a backend restart, takes it down.
+# Not part of `test`.
+test-deploy:
+	scripts/test-deploy.sh
 
 bench: build
 	bench/run.sh

@@ -3,6 +3,8 @@
 # missing. Safe to run again: it does nothing when everything is there.
 #   scripts/install-deps.sh          build and run (make run)
 #   scripts/install-deps.sh --test   and the browser tests' packages (make test)
+#   scripts/install-deps.sh deploy   and what `make test-deploy` needs: Docker (docker.io and
+#                                    the Compose v1 program docker-compose, Debian 12's own), debootstrap
 set -euo pipefail
 
 packages=(
@@ -11,10 +13,17 @@ packages=(
   libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nats-server redis-server postgresql nginx sqlite3 prometheus
+  python3-yaml python3-jsonschema
 )
 # The chat page's tests: headless Chromium driven by Selenium (tests/web).
 test_packages=(chromium chromium-driver python3-selenium)
-[ "${1:-}" = "--test" ] && packages+=("${test_packages[@]}")
+for arg in "$@"; do
+  case "$arg" in
+    --test) packages+=("${test_packages[@]}") ;;
+    deploy) packages+=(docker.io docker-compose debootstrap) ;;
+    *) echo "install-deps.sh: unknown argument $arg (--test, deploy)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -4,6 +4,7 @@
 #include <boost/url/parse.hpp>
 
 #include "api/history_json.hpp"
+#include "api/openapi.hpp"
 #include "common/identifier.hpp"
 #include "log/log.hpp"
 #include "sse/events.hpp"
@@ -132,6 +133,9 @@ void ChatApi::route(Call call) {
   } else if (path == "/metrics" && registry_) {
     call->route = "/metrics";
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(metrics_response());
+  } else if (path == "/openapi.yaml") {
+    call->route = "/openapi.yaml";
+    if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(openapi_response());
   } else if (path == "/api/chat") {
     call->route = "/api/chat";
     if (allow(bhttp::verb::post, "POST, OPTIONS")) post_chat(std::move(call));
@@ -298,7 +302,7 @@ http::Response ChatApi::info_response() const {
                    {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
                                              "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
                                              "DELETE /api/sessions/{session_id}?user_id=", "GET /api/providers", "GET /api",
-                                             "GET /health", "GET /ready"}}});
+                                             "GET /health", "GET /ready", "GET /metrics", "GET /openapi.yaml"}}});
 }
 
 http::Response ChatApi::providers_response() const {

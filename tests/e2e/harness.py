@@ -24,6 +24,8 @@ import unittest
 import urllib.parse
 import uuid
 
+import openapi_check
+
 DEFAULT_BIN = "/work/main/build/chatd"
 HOST = "127.0.0.1"
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -200,8 +202,9 @@ def read_response(reader, deadline, method="GET"):
 class HttpConn:
     """One HTTP/1.1 connection on a raw socket (keep-alive friendly)."""
 
-    def __init__(self, port, host=HOST, timeout=10.0):
+    def __init__(self, port, host=HOST, timeout=10.0, openapi=True):
         self.host, self.port, self.timeout = host, port, timeout
+        self.openapi = openapi  # check every response against docs/openapi.yaml (False: not a chatd)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.reader = _Reader(self.sock)
 
@@ -223,11 +226,14 @@ class HttpConn:
             self.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server may answer (413) and close before reading everything
-        return self.read_response(method, timeout)
+        return self.read_response(method, timeout, target=path)
 
-    def read_response(self, method="GET", timeout=None):
+    def read_response(self, method="GET", timeout=None, target=None):
         deadline = time.monotonic() + (timeout or self.timeout)
-        return read_response(self.reader, deadline, method)
+        resp = read_response(self.reader, deadline, method)
+        if self.openapi:
+            openapi_check.check_response(method, target, resp)
+        return resp
 
     def close(self):
         try:
@@ -236,8 +242,8 @@ class HttpConn:
             pass
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=10.0):
-    conn = HttpConn(port, timeout=timeout)
+def http_request(port, method, path, body=None, headers=None, timeout=10.0, openapi=True):
+    conn = HttpConn(port, timeout=timeout, openapi=openapi)
     try:
         h = {"Connection": "close"}
         h.update(headers or {})
@@ -283,8 +289,9 @@ class SSEClient:
     Supports close-delimited, Content-Length and chunked bodies.
     """
 
-    def __init__(self, port, path, headers=None, host=HOST, rcvbuf=None, connect_timeout=5.0):
+    def __init__(self, port, path, headers=None, host=HOST, rcvbuf=None, connect_timeout=5.0, openapi=True):
         self.port, self.path = port, path
+        self.openapi = openapi  # check the head and every event against docs/openapi.yaml
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -333,6 +340,9 @@ class SSEClient:
             except (socket.timeout, SSETimeout):
                 pass
             self.body = bytes(body)
+        if self.openapi:
+            openapi_check.check_response("GET", self.path, Response(self.status, self.reason, self.headers, self.body),
+                                         body_expected=self.status != 200)
         return self
 
     def header(self, name):
@@ -470,6 +480,8 @@ class SSEClient:
         if not has_payload:
             return  # e.g. a block holding only retry:
         ev = SSEEvent(event, "\n".join(data), eid, block)
+        if self.openapi:
+            openapi_check.check_event(ev.event, ev.data, "GET %s" % self.path.split("?", 1)[0])
         self.events.append(ev)
         self._queue.append(ev)
 

@@ -309,7 +309,7 @@ class NatsServer(_ChildProcess):
         if not self.monitor:
             raise AssertionError("nats-server started without monitoring port")
         path = "/connz?limit=1024" + ("&subs=1" if subs else "")
-        r = http_request(self.monitor_port, "GET", path, timeout=5.0)
+        r = http_request(self.monitor_port, "GET", path, timeout=5.0, openapi=False)
         if r.status != 200:
             raise AssertionError("/connz -> %s" % r.status)
         return r.json()
@@ -324,7 +324,7 @@ class NatsServer(_ChildProcess):
 
     def pull_waiting(self, consumer):
         """Pull requests the JetStream consumer holds (each idle worker keeps one open)."""
-        r = http_request(self.monitor_port, "GET", "/jsz?consumers=true", timeout=5.0)
+        r = http_request(self.monitor_port, "GET", "/jsz?consumers=true", timeout=5.0, openapi=False)
         if r.status != 200:
             raise AssertionError("/jsz -> %s" % r.status)
         for account in r.json().get("account_details") or []:
