@@ -63,9 +63,11 @@ int run_pod(const config::Config& config) {
   auto& bus = messaging.bus;
   auto registry = runtime::make_registry(config, ioc);
   auto store = runtime::make_store(config);
-  pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store);
+  auto limits = runtime::make_limits(config, 2 * config.buffer.max_age);
+  pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store,
+               limits.admission.get());
   metrics::Registry metrics;
-  api::ChatApi api(api_options(config), pod, *store, &metrics);
+  api::ChatApi api(api_options(config), pod, *store, &metrics, limits.admission.get());
   // WEB_UI: the chat page in front of the API (web/, src/web).
   web::StaticSite site(config.web.ui ? web::embedded_assets() : std::span<const web::EmbeddedAsset>{});
   web::WebFront front(site, api);
@@ -84,19 +86,26 @@ int run_pod(const config::Config& config) {
     metrics::collect_process(out);
     pod.collect(out);
     api.collect(out);
+    limits.admission->metrics().collect(out);
     if (worker) worker->collect(out);
   });
 
-  http::SessionLimits limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,
-                             config.server.write_timeout};
+  http::SessionLimits session_limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,
+                                     config.server.write_timeout};
   auto endpoint = asio::ip::tcp::endpoint(asio::ip::make_address(config.server.host), config.server.port);
-  auto listener = std::make_shared<http::Listener>(ioc, endpoint, handler, limits, [&pod, &config] {
+  auto listener = std::make_shared<http::Listener>(ioc, endpoint, handler, session_limits, [&pod, &config] {
     return http::HttpSession::open_sessions() + pod.open_streams() >= config.server.max_connections;
   });
+  // Connections per client address; a trusted proxy carries many clients and is not capped.
+  listener->limit_per_address(std::make_shared<http::AddressConnections>(
+      config.limits.connections_per_ip,
+      [&proxies = limits.admission->proxies()](const asio::ip::address& a) { return proxies.contains(a); },
+      &limits.admission->metrics().refused[static_cast<std::size_t>(limits::Limit::connections)]));
   listener->run();
   log::info("chatd_started", {{"pod_id", pod.id()}, {"host", config.server.host}, {"port", listener->port()},
                               {"threads", threads}, {"web_ui", !site.empty()}, {"bus", bus->status().backend},
-                              {"registry", registry->status().backend}, {"store", store->status().backend}});
+                              {"registry", registry->status().backend}, {"store", store->status().backend},
+                              {"limits", limits.limiter->status().backend}});
 
   // Shutdown: stop accepting, let running replies finish and be stored, then
   // close every stream with a retry hint and leave.

@@ -27,6 +27,16 @@ http::Response unavailable(std::string_view message) {
   return res;
 }
 
+// 429: the wait is rounded up to whole seconds, at least one.
+http::Response rate_limited(std::chrono::milliseconds retry_after, std::string_view message) {
+  auto res = error(Status::too_many_requests, "rate_limited", message);
+  res.set(bhttp::field::retry_after, std::to_string(std::max<long long>(1, (retry_after.count() + 999) / 1000)));
+  return res;
+}
+
+// Probes and scrapes are never limited: a flood must not make a pod look dead.
+bool is_probe(std::string_view path) { return path == "/health" || path == "/ready" || path == "/metrics"; }
+
 http::Response invalid(const ValidationError& e) { return error(Status::bad_request, e.code, e.message); }
 
 // The answer to a failed pod or store call; `what` names the resource for a 404.
@@ -36,6 +46,8 @@ http::Response failure(boost::system::error_code ec, std::string_view what) {
   if (ec == pod::Errc::not_owner) return error(Status::forbidden, "forbidden", "this reply belongs to another user");
   if (ec == pod::Errc::no_running_reply)
     return error(Status::not_found, "not_found", "no running reply with this message_id");
+  if (ec == pod::Errc::too_many_replies)
+    return rate_limited(std::chrono::seconds(5), "too many of your replies are running; wait for one to finish");
   if (ec == pod::Errc::draining) return unavailable("this pod is shutting down");
   if (ec == pod::Errc::bus_unavailable) return unavailable("the message bus is unreachable; try again shortly");
   return unavailable("the message store is unavailable; try again shortly");
@@ -54,8 +66,14 @@ std::optional<std::size_t> parse_limit(std::optional<std::string_view> text, std
 
 }  // namespace
 
-ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics)
-    : options_(std::move(options)), cors_(options_.cors_origins), pod_(pod), store_(store), registry_(metrics) {}
+ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics,
+                 limits::Admission* admission)
+    : options_(std::move(options)),
+      cors_(options_.cors_origins),
+      pod_(pod),
+      store_(store),
+      admission_(admission),
+      registry_(metrics) {}
 
 void ChatApi::collect(metrics::Exposition& out) const {
   metrics_.requests.each([&](const metrics::Labels& labels, const metrics::Counter& c) {
@@ -93,7 +111,16 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   if (!target) return call->respond(error(Status::bad_request, "invalid_request", "the request target is not a valid URL"));
   call->path = std::string(target->encoded_path());
   for (auto param : target->params()) call->query.emplace(param.key, param.value);
+  if (!admission_ || is_probe(call->path)) return serve(std::move(call));
+  auto peer = call->session->peer();
+  auto forwarded_for = std::string(call->request["X-Forwarded-For"]);
+  admission_->request(peer, forwarded_for, [this, call = std::move(call)](limits::Verdict v) mutable {
+    if (!v.allowed) return call->respond(rate_limited(v.retry_after, "too many requests from this address"));
+    serve(std::move(call));
+  });
+}
 
+void ChatApi::serve(Call call) {
   if (call->request.method() == bhttp::verb::options) {
     http::Response res{Status::no_content, 11};
     res.set(bhttp::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
@@ -177,8 +204,17 @@ void ChatApi::post_chat(Call call) {
     log::info("chat_rejected", {{"reason", parsed.error->message}, {"correlation_id", call->correlation_id}});
     return call->respond(invalid(*parsed.error));
   }
+  if (!admission_) return submit_chat(std::move(call), std::move(*parsed.request));
+  auto user = parsed.request->user_id;
+  admission_->chat(user, [this, call, request = std::move(*parsed.request)](limits::Verdict v) mutable {
+    if (!v.allowed) return call->respond(rate_limited(v.retry_after, "too many chats; wait before sending more"));
+    submit_chat(std::move(call), std::move(request));
+  });
+}
+
+void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
   auto correlation_id = call->correlation_id;
-  pod_.submit(std::move(*parsed.request), std::move(correlation_id), [call](boost::system::error_code ec, pod::Accepted a) {
+  pod_.submit(std::move(request), std::move(correlation_id), [call](boost::system::error_code ec, pod::Accepted a) {
     if (ec) return call->respond(failure(ec, "session"));
     call->respond(http::json_response(Status::accepted, json::object{{"message_id", a.message_id},
                                                                      {"session_id", a.session_id},
@@ -205,6 +241,8 @@ void ChatApi::open_stream(Call call) {
                                                boost::system::error_code ec, std::optional<std::string> owner) mutable {
     if (ec) return call->respond(failure(ec, "session"));
     if (owner && *owner != user) return call->respond(failure(store::Errc::forbidden, {}));
+    if (admission_ && !(stream.ticket = admission_->stream_opens(user)))
+      return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
     call->record(200);
     call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket) mutable {
       pod_.open_stream(std::move(socket), std::move(stream));

@@ -30,8 +30,10 @@ struct ApiOptions {
 
 class ChatApi final : public http::RequestHandler {
  public:
-  // `metrics` renders GET /metrics (null: no such route).
-  ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics = nullptr);
+  // `metrics` renders GET /metrics (null: no such route); `admission` applies
+  // the request, chat and stream limits (null: none).
+  ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics = nullptr,
+          limits::Admission* admission = nullptr);
 
   // The API's own metrics: requests and their duration by route (any thread).
   void collect(metrics::Exposition& out) const;
@@ -41,8 +43,10 @@ class ChatApi final : public http::RequestHandler {
 
  private:
   using Call = std::shared_ptr<ApiCall>;
+  void serve(Call call);
   void route(Call call);
   void post_chat(Call call);
+  void submit_chat(Call call, pod::ChatRequest request);
   void open_stream(Call call);
   void cancel_reply(Call call, std::string message_id);
   void list_sessions(Call call);
@@ -58,6 +62,7 @@ class ChatApi final : public http::RequestHandler {
   CorsPolicy cors_;
   pod::Pod& pod_;
   store::MessageStore& store_;
+  limits::Admission* admission_;
   const metrics::Registry* registry_;
   mutable ApiMetrics metrics_;
 };

@@ -135,6 +135,17 @@ struct WebConfig {
   bool ui = true;  // serve it at /
 };
 
+// Admission limits (docs/SECURITY.md#limits); 0 turns one off.
+struct LimitsConfig {
+  std::uint32_t chat_per_minute = 30;
+  std::uint32_t chat_burst = 10;
+  std::uint32_t running_replies = 4;
+  std::uint32_t streams_per_user = 20;
+  std::uint32_t ip_per_minute = 1200;
+  std::uint32_t connections_per_ip = 256;
+  std::string trusted_proxies;  // addresses and CIDR networks whose X-Forwarded-For is believed
+};
+
 struct LogConfig {
   log::Level level = log::Level::info;
   log::Format format = log::Format::text;
@@ -152,6 +163,7 @@ struct Config {
   WorkerConfig worker;
   ProviderConfig providers;
   WebConfig web;
+  LimitsConfig limits;
   LogConfig log;
 };
 

@@ -21,6 +21,9 @@ std::string_view path_of(std::string_view target) { return target.substr(0, targ
 HttpSession::HttpSession(Socket socket, RequestHandler& handler, SessionLimits limits)
     : stream_(std::move(socket)), handler_(handler), limits_(limits) {
   open_sessions_.fetch_add(1, std::memory_order_relaxed);
+  boost::system::error_code ec;
+  auto remote = stream_.socket().remote_endpoint(ec);
+  if (!ec) peer_ = remote.address();
 }
 
 HttpSession::~HttpSession() { open_sessions_.fetch_sub(1, std::memory_order_relaxed); }

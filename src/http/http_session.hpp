@@ -54,6 +54,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // Hands the socket to `take` on the strand; no timeout applies to it any more.
   void upgrade(std::function<void(Socket)> take);
 
+  // The TCP peer (unspecified if the socket had already failed).
+  const boost::asio::ip::address& peer() const { return peer_; }
+  // Keeps `ticket` (a per-address connection count) for the session's life.
+  void hold(std::shared_ptr<void> ticket) { ticket_ = std::move(ticket); }
+
   // Open HTTP sessions in this process (SSE streams are counted by the hub).
   static std::size_t open_sessions() { return open_sessions_.load(std::memory_order_relaxed); }
 
@@ -77,6 +82,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast_http::verb method_{};
   std::string target_;
   std::chrono::steady_clock::time_point started_{};
+  boost::asio::ip::address peer_;
+  std::shared_ptr<void> ticket_;
 
   static inline std::atomic<std::size_t> open_sessions_{0};
 };

@@ -66,7 +66,14 @@ void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
     auto res = error_response(Status::service_unavailable, "at_capacity", "the server has too many open connections");
     res.set(beast_http::field::retry_after, "5");
     session->reject(std::move(res));
+  } else if (auto ticket = per_address_ ? per_address_->admit(session->peer()) : nullptr; per_address_ && !ticket) {
+    log::warn("connection_refused", {{"reason", "per_address_limit"}, {"peer", session->peer().to_string()}});
+    auto res = error_response(Status::too_many_requests, "rate_limited",
+                              "too many open connections from this address");
+    res.set(beast_http::field::retry_after, "5");
+    session->reject(std::move(res));
   } else {
+    session->hold(std::move(ticket));
     session->run();
   }
   accept();

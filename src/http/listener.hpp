@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 
+#include "http/address_connections.hpp"
 #include "http/http_session.hpp"
 
 namespace chat::http {
@@ -19,6 +20,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   // connection gets a 503 and is closed.
   Listener(boost::asio::io_context& ioc, boost::asio::ip::tcp::endpoint endpoint, RequestHandler& handler,
            SessionLimits limits, std::function<bool()> at_capacity);
+
+  // Caps connections per client address (before run()); a connection over
+  // the cap gets a 429 and is closed.
+  void limit_per_address(std::shared_ptr<AddressConnections> gate) { per_address_ = std::move(gate); }
 
   void run();
   void stop();  // closes the acceptor; open connections are not touched
@@ -35,6 +40,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   RequestHandler& handler_;
   SessionLimits limits_;
   std::function<bool()> at_capacity_;
+  std::shared_ptr<AddressConnections> per_address_;
   std::uint16_t port_ = 0;
 };
 

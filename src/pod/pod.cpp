@@ -25,7 +25,8 @@ PodOptions with_log(PodOptions o, const bus::ChunkLog* log) {
 }  // namespace
 
 Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, bus::WorkQueue& work,
-         bus::ChunkLog* log, registry::SessionRegistry& registry, store::MessageStore& store)
+         bus::ChunkLog* log, registry::SessionRegistry& registry, store::MessageStore& store,
+         limits::Admission* admission)
     : ioc_(ioc),
       options_(with_log(std::move(options), log)),
       bus_(bus),
@@ -33,6 +34,7 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
       log_(log),
       registry_(registry),
       store_(store),
+      admission_(admission),
       hub_(ioc, options_.hub,
            hub::ShardHandlers{[this](buffer::FinishedMessage m) { store_reply(std::move(m)); },
                               [this](const std::string& session_id, const std::string& message_id) {
@@ -47,6 +49,18 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
   if (draining_) return done(Errc::draining, {});
   // Nothing half-done: with the bus down, not even the user message is stored.
   if (!work_.status().connected) return done(Errc::bus_unavailable, {});
+  auto reply_id = new_identifier("msg_");
+  if (!admission_) return accept(std::move(request), std::move(correlation_id), std::move(reply_id), std::move(done));
+  auto user_id = request.user_id;
+  admission_->reply_starts(user_id, reply_id,
+                           [this, request = std::move(request), correlation_id = std::move(correlation_id), reply_id,
+                            done = std::move(done)](limits::Verdict v) mutable {
+                             if (!v.allowed) return done(Errc::too_many_replies, {});
+                             accept(std::move(request), std::move(correlation_id), std::move(reply_id), std::move(done));
+                           });
+}
+
+void Pod::accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done) {
   store::NewUserMessage user{request.session_id, request.user_id, new_identifier("msg_"), request.message,
                              request.ai_provider.empty() ? options_.default_provider : request.ai_provider,
                              request.model, std::chrono::system_clock::now()};
@@ -54,21 +68,23 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
   store_.accept_user_message(
       std::move(user), options_.history_turns,
       [this, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
+       reply_id = std::move(reply_id),
        done = std::move(done)](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
         if (ec) {
           log::warn("chat_not_accepted", {{"session_id", request.session_id}, {"error", ec.message()},
                                           {"correlation_id", correlation_id}});
+          if (admission_) admission_->reply_ended(reply_id);
           return done(ec, {});
         }
         publish_request(std::move(request), std::move(correlation_id), std::move(user_message_id),
-                        std::move(history), std::move(done));
+                        std::move(reply_id), std::move(history), std::move(done));
       });
 }
 
 void Pod::publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
-                          std::vector<protocol::HistoryEntry> history, SubmitCallback done) {
+                          std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done) {
   protocol::WorkflowRequest work;
-  work.message_id = new_identifier("msg_");
+  work.message_id = std::move(reply_id);
   work.session_id = std::move(request.session_id);
   work.user_id = std::move(request.user_id);
   work.message = std::move(request.message);
@@ -98,6 +114,7 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  log::warn("chat_publish_failed", {{"error", ec.message()}, {"correlation_id", accepted.correlation_id}});
                  stats_.submits_refused.add();
                  hub_.forget(accepted.session_id, accepted.message_id);
+                 if (admission_) admission_->reply_ended(accepted.message_id);
                  store_.discard_message(user_message_id, [](boost::system::error_code) {});
                  done(Errc::bus_unavailable, {});
                });
@@ -132,7 +149,9 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
   std::vector<sse::Frame> first{sse::connected_frame(stream->id(), request.session_id, options_.pod_id),
                                 sse::retry_frame(options_.stream_retry)};
   stream->start(sse::stream_head(request.cors_origin), std::move(first),
-                [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) {
+                [this, ticket = std::move(request.ticket)](const std::shared_ptr<sse::SseConnection>& s,
+                                                           std::string_view reason) {
+                  (void)ticket;  // released with the callback, when the stream is gone
                   on_stream_closed(s, reason);
                 });
   log::info("sse_connected", {{"connection_id", stream->id()}, {"session_id", request.session_id},

@@ -23,6 +23,7 @@
 #include "bus/message_bus.hpp"
 #include "bus/work_queue.hpp"
 #include "hub/session_hub.hpp"
+#include "limits/admission.hpp"
 #include "metrics/metrics.hpp"
 #include "pod/pod_errors.hpp"
 #include "pod/pod_health.hpp"
@@ -73,6 +74,7 @@ struct StreamRequest {
   std::optional<sse::ResumeCursor> cursor;
   std::string cors_origin;  // for the stream's response head
   std::string correlation_id;
+  std::shared_ptr<void> ticket{};  // held while the stream is open (streams per user)
 };
 
 // Counted on bus and store threads; read by anyone.
@@ -96,15 +98,17 @@ class Pod {
   // `log` may be null (core NATS keeps no chunk log): gaps and resumes are then
   // served by the workers' replay.
   Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus, bus::WorkQueue& work,
-      bus::ChunkLog* log, registry::SessionRegistry& registry, store::MessageStore& store);
+      bus::ChunkLog* log, registry::SessionRegistry& registry, store::MessageStore& store,
+      limits::Admission* admission = nullptr);
   ~Pod();
 
   // Subscribes to the pod's bus subjects and starts the hub.
   void start();
 
   // Stores the user message, expects the reply here and puts the request on
-  // the bus; if the bus refuses it, the user message is taken back. Errors:
-  // Errc::draining, Errc::bus_unavailable, or the store's.
+  // the bus; if the bus refuses it, the user message is taken back. With
+  // `admission`, the user's running replies are capped first. Errors:
+  // Errc::draining, Errc::bus_unavailable, Errc::too_many_replies, or the store's.
   void submit(ChatRequest request, std::string correlation_id, SubmitCallback done);
   // Asks the worker running the reply to stop. Errors: Errc::no_running_reply,
   // Errc::not_owner, Errc::bus_unavailable.
@@ -132,8 +136,9 @@ class Pod {
  private:
   void stop_intake();
   void on_chunk(const bus::Message& m, bool broadcast);
+  void accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done);
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
-                       std::vector<protocol::HistoryEntry> history, SubmitCallback done);
+                       std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
   void store_reply(buffer::FinishedMessage m);
   void request_replay(const std::string& session_id, const std::string& message_id);
@@ -149,6 +154,7 @@ class Pod {
   bus::ChunkLog* log_;
   registry::SessionRegistry& registry_;
   store::MessageStore& store_;
+  limits::Admission* admission_;  // null: no admission limits (tests, tools)
   hub::SessionHub hub_;
   PodStats stats_;
   std::unique_ptr<bus::Subscription> direct_;

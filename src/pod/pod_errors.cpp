@@ -14,6 +14,7 @@ class PodCategory final : public boost::system::error_category {
       case Errc::bus_unavailable: return "the message bus is unreachable";
       case Errc::no_running_reply: return "no running reply with this message_id";
       case Errc::not_owner: return "this reply belongs to another user";
+      case Errc::too_many_replies: return "too many replies of this user are running";
     }
     return "unknown pod error";
   }

@@ -11,6 +11,7 @@ enum class Errc {
   bus_unavailable,  // the message bus cannot take the request now
   no_running_reply, // cancel: no worker runs a reply with this id
   not_owner,        // cancel: the reply belongs to another user
+  too_many_replies, // the user has RATE_LIMIT_RUNNING_REPLIES replies running
 };
 
 const boost::system::error_category& pod_category() noexcept;

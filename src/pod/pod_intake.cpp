@@ -78,6 +78,7 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::vector<std::s
 }
 
 void Pod::store_reply(buffer::FinishedMessage m) {
+  if (admission_) admission_->reply_ended(m.message_id);
   boost::json::object meta{{"model", m.model},
                            {"finish_reason", m.finish_reason},
                            {"duration_ms", m.duration.count()},

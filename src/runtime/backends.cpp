@@ -7,6 +7,8 @@
 #include "bus/memory_chunk_log.hpp"
 #include "bus/nats_bus.hpp"
 #include "registry/memory_registry.hpp"
+#include "limits/memory_limiter.hpp"
+#include "limits/redis_limiter.hpp"
 #include "registry/redis_registry.hpp"
 #include "store/postgres_store.hpp"
 #include "store/sqlite_store.hpp"
@@ -61,6 +63,27 @@ std::unique_ptr<registry::SessionRegistry> make_registry(const config::Config& c
 std::unique_ptr<store::MessageStore> make_store(const config::Config& c) {
   if (c.store.host) return std::make_unique<store::PostgresStore>(c.store);
   return std::make_unique<store::SqliteStore>(c.store);
+}
+
+Limits make_limits(const config::Config& c, std::chrono::milliseconds running_ttl) {
+  std::string error;
+  auto proxies = limits::TrustedProxies::parse(c.limits.trusted_proxies, error);
+  if (!proxies) throw config::ConfigError("SERVER_TRUSTED_PROXIES: " + error);
+  Limits out;
+  if (c.redis.host)
+    out.limiter = std::make_unique<limits::RedisLimiter>(
+        registry::RedisEndpoint{*c.redis.host, c.redis.port, c.redis.password, c.redis.db},
+        limits::RedisLimiter::Timing{});
+  else
+    out.limiter = std::make_unique<limits::MemoryLimiter>();
+  const auto& l = c.limits;
+  limits::Policy policy{{l.ip_per_minute, std::max<std::uint32_t>(10, l.ip_per_minute / 6)},
+                        {l.chat_per_minute, l.chat_burst},
+                        l.running_replies,
+                        l.streams_per_user,
+                        running_ttl};
+  out.admission = std::make_unique<limits::Admission>(*out.limiter, policy, std::move(*proxies));
+  return out;
 }
 
 }  // namespace chat::runtime

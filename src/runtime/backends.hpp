@@ -13,6 +13,7 @@
 #include "bus/message_bus.hpp"
 #include "bus/work_queue.hpp"
 #include "config/config.hpp"
+#include "limits/admission.hpp"
 #include "registry/session_registry.hpp"
 #include "store/message_store.hpp"
 
@@ -33,5 +34,14 @@ Messaging make_messaging(const config::Config& c, boost::asio::io_context& ioc, 
                          bool worker);
 std::unique_ptr<registry::SessionRegistry> make_registry(const config::Config& c, boost::asio::io_context& ioc);
 std::unique_ptr<store::MessageStore> make_store(const config::Config& c);
+
+// The limiter (Redis when REDIS_HOST is set, so limits hold across pods) and
+// the admission policy from the RATE_LIMIT_* and SERVER_* settings. Throws
+// ConfigError for a SERVER_TRUSTED_PROXIES entry that does not parse.
+struct Limits {
+  std::unique_ptr<limits::Limiter> limiter;
+  std::unique_ptr<limits::Admission> admission;
+};
+Limits make_limits(const config::Config& c, std::chrono::milliseconds running_ttl);
 
 }  // namespace chat::runtime

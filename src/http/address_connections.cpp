@@ -1,0 +1,43 @@
+#include "http/address_connections.hpp"
+
+namespace chat::http {
+
+namespace {
+
+std::string key_of(const boost::asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).to_string();
+  return a.to_string();
+}
+
+}  // namespace
+
+std::shared_ptr<void> AddressConnections::admit(const boost::asio::ip::address& peer) {
+  static int unlimited;  // a ticket that owns nothing
+  if (max_ == 0 || (exempt_ && exempt_(peer))) return std::shared_ptr<void>(&unlimited, [](void*) {});
+  auto key = key_of(peer);
+  {
+    std::lock_guard lock(mutex_);
+    auto& n = open_[key];
+    if (n >= max_) {
+      if (refused_) refused_->add();
+      return nullptr;
+    }
+    ++n;
+  }
+  return std::shared_ptr<void>(&unlimited, [self = shared_from_this(), key](void*) { self->release(key); });
+}
+
+std::size_t AddressConnections::open(const boost::asio::ip::address& peer) const {
+  std::lock_guard lock(mutex_);
+  auto it = open_.find(key_of(peer));
+  return it == open_.end() ? 0 : it->second;
+}
+
+void AddressConnections::release(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = open_.find(key);
+  if (it != open_.end() && --it->second == 0) open_.erase(it);
+}
+
+}  // namespace chat::http

@@ -1,0 +1,121 @@
+#include "limits/redis_limiter.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <memory>
+
+#include "common/io_thread.hpp"
+#include "log/log.hpp"
+
+namespace asio = boost::asio;
+
+namespace chat::limits {
+namespace {
+
+// GCRA on Redis's clock, in microseconds. Numbers are formatted with %.0f:
+// Lua would write a 16-digit number in exponent form.
+constexpr const char* kTakeScript = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission = tonumber(ARGV[1])
+local tolerance = emission * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local nxt = tat + emission
+if nxt - tolerance > now then return {0, math.ceil((nxt - tolerance - now) / 1000)} end
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+return {1, 0}
+)lua";
+
+// A bounded set of holders, each leaving by itself at its score (ms).
+constexpr const char* kHoldScript = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local max = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= max then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.max(1, tonumber(first[2]) - now)}
+end
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + ttl), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {1, 0}
+)lua";
+
+std::string redis_key(const std::string& key) { return "ratelimit:" + key; }
+
+// A decision finishes once: with Redis's answer or at the timeout.
+struct PendingDecision {
+  PendingDecision(const registry::RedisStrand& strand, VerdictCallback cb) : timer(strand), done(std::move(cb)) {}
+  asio::steady_timer timer;
+  VerdictCallback done;
+};
+
+}  // namespace
+
+RedisLimiter::RedisLimiter(registry::RedisEndpoint endpoint, Timing timing)
+    : timing_(timing),
+      strand_(asio::make_strand(io_)),
+      work_(asio::make_work_guard(io_)),
+      connection_(strand_, std::move(endpoint), timing.connection) {
+  asio::post(strand_, [this] { connection_.start(); });
+  thread_ = start_io_thread(io_, "redis limiter");
+}
+
+RedisLimiter::~RedisLimiter() {
+  asio::post(strand_, [this] { connection_.stop(); });
+  work_.reset();
+  thread_.join();
+}
+
+void RedisLimiter::take(const std::string& key, Rate rate, VerdictCallback done) {
+  if (rate.off()) return done({});
+  decide({"EVAL", kTakeScript, "1", redis_key(key), std::to_string(60'000'000 / rate.per_minute),
+          std::to_string(std::max<std::uint32_t>(rate.burst, 1))},
+         std::move(done));
+}
+
+void RedisLimiter::hold(const std::string& key, const std::string& member, std::uint32_t max,
+                        std::chrono::milliseconds ttl, VerdictCallback done) {
+  if (max == 0) return done({});
+  decide({"EVAL", kHoldScript, "1", redis_key(key), member, std::to_string(max), std::to_string(ttl.count())},
+         std::move(done));
+}
+
+void RedisLimiter::release(const std::string& key, const std::string& member) {
+  asio::post(strand_, [this, argv = std::vector<std::string>{"ZREM", redis_key(key), member}] {
+    connection_.command(argv);
+  });
+}
+
+void RedisLimiter::decide(std::vector<std::string> argv, VerdictCallback done) {
+  asio::post(strand_, [this, argv = std::move(argv), done = std::move(done)]() mutable {
+    auto pending = std::make_shared<PendingDecision>(strand_, std::move(done));
+    pending->timer.expires_after(timing_.answer_timeout);
+    pending->timer.async_wait([this, pending](boost::system::error_code ec) {
+      if (!ec && pending->done) undecided("no answer in time", pending->done);
+    });
+    connection_.command(argv, [this, pending](boost::system::error_code ec, const redisReply* r) {
+      if (!pending->done) return;  // timed out already
+      pending->timer.cancel();
+      if (ec || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+          r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+        return undecided(ec ? "redis error" : "unexpected reply", pending->done);
+      if (warned_) log::info("rate_limits_decided_again", {});
+      warned_ = false;
+      Verdict v{r->element[0]->integer == 1, std::chrono::milliseconds(r->element[1]->integer)};
+      std::exchange(pending->done, {})(v);
+    });
+  });
+}
+
+void RedisLimiter::undecided(const char* why, VerdictCallback& done) {
+  failures_.fetch_add(1, std::memory_order_relaxed);
+  if (!warned_) log::warn("rate_limits_undecided", {{"reason", why}, {"detail", "requests pass unlimited meanwhile"}});
+  warned_ = true;
+  std::exchange(done, {})(Verdict{true, {}, true});
+}
+
+}  // namespace chat::limits

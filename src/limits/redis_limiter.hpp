@@ -1,0 +1,62 @@
+#pragma once
+// Limiter on Redis, shared by every pod: each decision is one Lua script (one
+// round trip, atomic), with Redis's own clock so that pods with skewed clocks
+// agree. Keys (docs/API.md#rate-limits):
+//   ratelimit:{key}   STRING  a token bucket's next arrival time (µs), PX until it is full again
+//   ratelimit:{key}   ZSET    holders, scored by when they leave by themselves (ms)
+//
+// Threads: like the registry, the limiter owns one io_context and one thread;
+// every hiredis call and timer runs on one strand of it. A decision that Redis
+// does not answer within `answer_timeout`, or answers with an error, or that
+// finds it unreachable, lets the request through (undecided), with one
+// warning per outage.
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "limits/limiter.hpp"
+#include "registry/redis_connection.hpp"
+
+namespace chat::limits {
+
+class RedisLimiter final : public Limiter {
+ public:
+  struct Timing {
+    std::chrono::milliseconds answer_timeout{250};
+    registry::RedisTiming connection;
+  };
+
+  RedisLimiter(registry::RedisEndpoint endpoint, Timing timing);
+  ~RedisLimiter() override;
+  RedisLimiter(const RedisLimiter&) = delete;
+  RedisLimiter& operator=(const RedisLimiter&) = delete;
+
+  void take(const std::string& key, Rate rate, VerdictCallback done) override;
+  void hold(const std::string& key, const std::string& member, std::uint32_t max, std::chrono::milliseconds ttl,
+            VerdictCallback done) override;
+  void release(const std::string& key, const std::string& member) override;
+  ComponentStatus status() const override {
+    return {"redis", false, connection_.connected(), failures_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  void decide(std::vector<std::string> argv, VerdictCallback done);
+  void undecided(const char* why, VerdictCallback& done);
+
+  Timing timing_;
+  boost::asio::io_context io_;
+  registry::RedisStrand strand_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  registry::RedisConnection connection_;
+  std::atomic<std::uint64_t> failures_{0};
+  bool warned_ = false;  // on the strand: one warning per run of failures
+  std::thread thread_;   // last: starts after everything above exists
+};
+
+}  // namespace chat::limits

@@ -1,0 +1,122 @@
+// Admission: the pod's limits on one limiter, counted by limit; and who a
+// request comes from (TrustedProxies), and connections per address.
+
+#include <gtest/gtest.h>
+
+#include "http/address_connections.hpp"
+#include "limits/admission.hpp"
+#include "limits/client_address.hpp"
+#include "limits/memory_limiter.hpp"
+
+namespace chat::limits {
+namespace {
+
+namespace ip = boost::asio::ip;
+
+TrustedProxies proxies(std::string_view list) {
+  std::string error;
+  auto p = TrustedProxies::parse(list, error);
+  EXPECT_TRUE(p) << error;
+  return p ? *p : TrustedProxies{};
+}
+
+bool allowed(std::function<void(VerdictCallback)> ask) {
+  bool result = false;
+  ask([&](Verdict v) { result = v.allowed; });
+  return result;
+}
+
+TEST(TrustedProxies, ParsesAddressesAndNetworksAndNamesABadEntry) {
+  auto p = proxies("10.0.0.0/8, 127.0.0.1 ::1,fd00::/8");
+  EXPECT_TRUE(p.contains(ip::make_address("10.1.2.3")));
+  EXPECT_TRUE(p.contains(ip::make_address("127.0.0.1")));
+  EXPECT_TRUE(p.contains(ip::make_address("::ffff:10.9.9.9"))) << "IPv4-mapped is IPv4";
+  EXPECT_TRUE(p.contains(ip::make_address("fd12::1")));
+  EXPECT_FALSE(p.contains(ip::make_address("11.0.0.1")));
+  EXPECT_FALSE(p.contains(ip::make_address("127.0.0.2")));
+  std::string error;
+  EXPECT_FALSE(TrustedProxies::parse("10.0.0.0/8, nginx", error));
+  EXPECT_NE(error.find("nginx"), std::string::npos);
+  EXPECT_FALSE(TrustedProxies::parse("10.0.0.0/33", error));
+  EXPECT_TRUE(TrustedProxies::parse("", error)->empty());
+}
+
+TEST(TrustedProxies, ForwardedForIsBelievedOnlyFromATrustedPeer) {
+  auto p = proxies("127.0.0.1, 10.0.0.0/8");
+  auto direct = ip::make_address("203.0.113.7");
+  EXPECT_EQ(p.client_of(direct, "1.2.3.4"), "203.0.113.7") << "a client cannot name itself";
+  auto proxy = ip::make_address("127.0.0.1");
+  EXPECT_EQ(p.client_of(proxy, "198.51.100.9"), "198.51.100.9");
+  // The client wrote "1.2.3.4" itself; the proxies appended the rest.
+  EXPECT_EQ(p.client_of(proxy, "1.2.3.4, 198.51.100.9, 10.0.0.5"), "198.51.100.9");
+  EXPECT_EQ(p.client_of(proxy, ""), "127.0.0.1");
+  EXPECT_EQ(p.client_of(proxy, "not-an-address"), "127.0.0.1");
+}
+
+TEST(Admission, EachLimitRefusesAndIsCounted) {
+  MemoryLimiter limiter;
+  Admission a(limiter, Policy{{60, 2}, {60, 1}, 1, 1, std::chrono::minutes(1)}, proxies(""));
+  auto peer = ip::make_address("192.0.2.1");
+  EXPECT_TRUE(allowed([&](auto cb) { a.request(peer, "", cb); }));
+  EXPECT_TRUE(allowed([&](auto cb) { a.request(peer, "", cb); }));
+  EXPECT_FALSE(allowed([&](auto cb) { a.request(peer, "", cb); }));
+  EXPECT_TRUE(allowed([&](auto cb) { a.request(ip::make_address("192.0.2.2"), "", cb); }));
+
+  EXPECT_TRUE(allowed([&](auto cb) { a.chat("u1", cb); }));
+  EXPECT_FALSE(allowed([&](auto cb) { a.chat("u1", cb); }));
+  EXPECT_TRUE(allowed([&](auto cb) { a.chat("u2", cb); }));
+
+  EXPECT_TRUE(allowed([&](auto cb) { a.reply_starts("u1", "m1", cb); }));
+  EXPECT_FALSE(allowed([&](auto cb) { a.reply_starts("u1", "m2", cb); }));
+  a.reply_ended("m1");
+  EXPECT_TRUE(allowed([&](auto cb) { a.reply_starts("u1", "m2", cb); }));
+  a.reply_ended("m-unknown");  // not admitted here: nothing happens
+
+  auto first = a.stream_opens("u1");
+  EXPECT_TRUE(first);
+  EXPECT_FALSE(a.stream_opens("u1"));
+  first.reset();
+  EXPECT_TRUE(a.stream_opens("u1")) << "a closed stream frees its place";
+
+  const auto& m = a.metrics();
+  EXPECT_EQ(m.refused[static_cast<std::size_t>(Limit::ip)].value(), 1u);
+  EXPECT_EQ(m.refused[static_cast<std::size_t>(Limit::chat)].value(), 1u);
+  EXPECT_EQ(m.refused[static_cast<std::size_t>(Limit::running_replies)].value(), 1u);
+  EXPECT_EQ(m.refused[static_cast<std::size_t>(Limit::streams)].value(), 1u);
+}
+
+TEST(Admission, ZeroTurnsALimitOff) {
+  MemoryLimiter limiter;
+  Admission a(limiter, Policy{{0, 1}, {0, 1}, 0, 0, std::chrono::minutes(1)}, proxies(""));
+  std::vector<std::shared_ptr<void>> streams;
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(allowed([&](auto cb) { a.request(ip::make_address("192.0.2.1"), "", cb); }));
+    ASSERT_TRUE(allowed([&](auto cb) { a.chat("u", cb); }));
+    ASSERT_TRUE(allowed([&](auto cb) { a.reply_starts("u", "m" + std::to_string(i), cb); }));
+    streams.push_back(a.stream_opens("u"));
+    ASSERT_TRUE(streams.back());
+  }
+}
+
+TEST(AddressConnections, CapsEachAddressAndExemptsProxies) {
+  metrics::Counter refused;
+  auto gate = std::make_shared<http::AddressConnections>(
+      2, [](const ip::address& a) { return a == ip::make_address("10.0.0.1"); }, &refused);
+  auto client = ip::make_address("192.0.2.1");
+  auto t1 = gate->admit(client);
+  auto t2 = gate->admit(ip::make_address("::ffff:192.0.2.1"));
+  EXPECT_TRUE(t1 && t2);
+  EXPECT_EQ(gate->open(client), 2u);
+  EXPECT_FALSE(gate->admit(client));
+  EXPECT_EQ(refused.value(), 1u);
+  EXPECT_TRUE(gate->admit(ip::make_address("192.0.2.2")));
+  t1.reset();
+  EXPECT_EQ(gate->open(client), 1u);
+  EXPECT_TRUE(gate->admit(client));
+  std::vector<std::shared_ptr<void>> many;
+  for (int i = 0; i < 100; ++i) many.push_back(gate->admit(ip::make_address("10.0.0.1")));
+  EXPECT_TRUE(many.back()) << "a trusted proxy is not capped";
+}
+
+}  // namespace
+}  // namespace chat::limits

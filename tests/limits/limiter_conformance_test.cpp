@@ -1,0 +1,164 @@
+// The Limiter contract (limits/limiter.hpp), run against every implementation:
+// MemoryLimiter in-process, RedisLimiter against a real redis-server. ctest
+// runs the Memory half as a unit test and the Redis half under label `redis`.
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "common/identifier.hpp"
+#include "harness/server_process.hpp"
+#include "limits/memory_limiter.hpp"
+#include "limits/redis_limiter.hpp"
+
+namespace chat::test {
+namespace {
+
+using namespace std::chrono_literals;
+using limits::Rate;
+using limits::Verdict;
+
+class MemoryImpl {
+ public:
+  static constexpr const char* kName = "Memory";
+  limits::Limiter& limiter() { return limiter_; }
+  void stop_backend() {}
+
+ private:
+  limits::MemoryLimiter limiter_;
+};
+
+class RedisImpl {
+ public:
+  static constexpr const char* kName = "Redis";
+  RedisImpl() : limiter_({server_.host(), server_.port(), "", 0}, {}) {
+    EXPECT_TRUE(eventually([&] { return limiter_.status().connected; }));
+  }
+  limits::Limiter& limiter() { return limiter_; }
+  void stop_backend() { server_.kill(); }
+
+ private:
+  ServerProcess server_{ServerProcess::Kind::redis};
+  limits::RedisLimiter limiter_;
+};
+
+template <class Impl>
+class LimiterConformance : public ::testing::Test {
+ protected:
+  limits::Limiter& limiter() { return impl_.limiter(); }
+
+  Verdict take(const std::string& key, Rate rate) {
+    std::promise<Verdict> p;
+    limiter().take(key, rate, [&](Verdict v) { p.set_value(v); });
+    return wait(p.get_future());
+  }
+  Verdict hold(const std::string& key, const std::string& member, std::uint32_t max, std::chrono::milliseconds ttl) {
+    std::promise<Verdict> p;
+    limiter().hold(key, member, max, ttl, [&](Verdict v) { p.set_value(v); });
+    return wait(p.get_future());
+  }
+  static Verdict wait(std::future<Verdict> f) {
+    EXPECT_EQ(f.wait_for(5s), std::future_status::ready) << "a decision must always come";
+    return f.get();
+  }
+  // Keys unique per test: a shared Redis would otherwise carry state over.
+  std::string key(const char* what) { return std::string(what) + ":" + prefix_; }
+
+  Impl impl_;
+  std::string prefix_ = new_identifier("t");
+};
+
+struct ImplName {
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+using Implementations = ::testing::Types<MemoryImpl, RedisImpl>;
+TYPED_TEST_SUITE(LimiterConformance, Implementations, ImplName);
+
+TYPED_TEST(LimiterConformance, ABurstPassesThenTheRateApplies) {
+  auto k = this->key("burst");
+  Rate rate{60, 5};  // one a second, five at once
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(this->take(k, rate).allowed) << "request " << i << " is within the burst";
+  auto refused = this->take(k, rate);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_FALSE(refused.undecided);
+  EXPECT_GT(refused.retry_after, 0ms);
+  EXPECT_LE(refused.retry_after, 1000ms) << "one token comes back each second";
+}
+
+TYPED_TEST(LimiterConformance, WaitingRetryAfterIsEnough) {
+  auto k = this->key("wait");
+  Rate rate{600, 1};  // one per 100 ms
+  ASSERT_TRUE(this->take(k, rate).allowed);
+  auto refused = this->take(k, rate);
+  ASSERT_FALSE(refused.allowed);
+  std::this_thread::sleep_for(refused.retry_after + 20ms);
+  EXPECT_TRUE(this->take(k, rate).allowed);
+}
+
+TYPED_TEST(LimiterConformance, KeysAreIndependentAndOffIsUnlimited) {
+  Rate rate{60, 1};
+  EXPECT_TRUE(this->take(this->key("a"), rate).allowed);
+  EXPECT_FALSE(this->take(this->key("a"), rate).allowed);
+  EXPECT_TRUE(this->take(this->key("b"), rate).allowed) << "another user's bucket is full";
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(this->take(this->key("a"), Rate{0, 1}).allowed);
+}
+
+TYPED_TEST(LimiterConformance, AHoldIsBoundedAndReleased) {
+  auto k = this->key("running");
+  EXPECT_TRUE(this->hold(k, "m1", 2, 60s).allowed);
+  EXPECT_TRUE(this->hold(k, "m2", 2, 60s).allowed);
+  EXPECT_TRUE(this->hold(k, "m1", 2, 60s).allowed) << "a member already in is let in again";
+  auto refused = this->hold(k, "m3", 2, 60s);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_GT(refused.retry_after, 0ms);
+  this->limiter().release(k, "m1");
+  EXPECT_TRUE(eventually([&] { return this->hold(k, "m3", 2, 60s).allowed; }, 2s));
+  EXPECT_FALSE(this->hold(k, "m4", 2, 60s).allowed);
+}
+
+TYPED_TEST(LimiterConformance, AHolderThatNeverReleasesLeavesAfterItsTtl) {
+  auto k = this->key("ttl");
+  EXPECT_TRUE(this->hold(k, "gone", 1, 200ms).allowed);
+  EXPECT_FALSE(this->hold(k, "next", 1, 200ms).allowed);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(this->hold(k, "next", 1, 200ms).allowed);
+}
+
+TEST(RedisLimiter, UnreachableRedisLetsRequestsThroughUndecided) {
+  RedisImpl impl;
+  impl.stop_backend();
+  auto& limiter = impl.limiter();
+  for (int i = 0; i < 5; ++i) {
+    std::promise<Verdict> p;
+    limiter.take("chat:down", Rate{60, 1}, [&](Verdict v) { p.set_value(v); });
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready) << "no decision may hang";
+    auto v = f.get();
+    EXPECT_TRUE(v.allowed);
+    EXPECT_TRUE(v.undecided);
+  }
+  EXPECT_GE(limiter.status().errors, 5u);
+}
+
+TEST(RedisLimiter, PodsSharingRedisShareTheBucket) {
+  ServerProcess server{ServerProcess::Kind::redis};
+  limits::RedisLimiter a({server.host(), server.port(), "", 0}, {});
+  limits::RedisLimiter b({server.host(), server.port(), "", 0}, {});
+  ASSERT_TRUE(eventually([&] { return a.status().connected && b.status().connected; }));
+  auto take = [](limits::Limiter& l) {
+    std::promise<Verdict> p;
+    l.take("chat:shared", Rate{60, 4}, [&](Verdict v) { p.set_value(v); });
+    return p.get_future().get().allowed;
+  };
+  int allowed = 0;
+  for (int i = 0; i < 10; ++i) allowed += take(i % 2 ? a : b) ? 1 : 0;
+  EXPECT_EQ(allowed, 4) << "the burst holds for both pods together";
+}
+
+}  // namespace
+}  // namespace chat::test
