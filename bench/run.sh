@@ -96,7 +96,10 @@ start_chatd() {
   wait_quiet
   port=$(free_port)
   logfile=$tmp/chatd-$name.log
-  env SERVER_HOST=127.0.0.1 SERVER_PORT="$port" DB_PATH="$tmp/chat-$name.db" LOG_LEVEL=warn "$@" \
+  # A benchmark is one address and one user at full speed: no admission limits.
+  env SERVER_HOST=127.0.0.1 SERVER_PORT="$port" DB_PATH="$tmp/chat-$name.db" LOG_LEVEL=warn \
+    RATE_LIMIT_CHAT_PER_MINUTE=0 RATE_LIMIT_RUNNING_REPLIES=0 RATE_LIMIT_IP_PER_MINUTE=0 \
+    RATE_LIMIT_STREAMS_PER_USER=0 SERVER_MAX_CONNECTIONS_PER_IP=0 "$@" \
     "${chatd_cmd[@]}" >"$logfile" 2>&1 &
   pid=$!
   local deadline=$((SECONDS + 30))

@@ -137,7 +137,8 @@ up() {
 
   local common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT"
                 DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat
-                DB_SPILL_DIR="$RUN_DIR/spill")
+                DB_SPILL_DIR="$RUN_DIR/spill"
+                SERVER_TRUSTED_PROXIES=127.0.0.1 ${CLUSTER_POD_ENV:-})
   local i upstreams=""
   for i in $(seq 1 "$PODS"); do
     local port=$((POD_BASE + i))

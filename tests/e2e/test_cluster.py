@@ -11,6 +11,7 @@ Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_cl
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,8 @@ class ClusterScriptTest(ClusterScriptCase):
         for b in (harness.chatd_bin(), worker_bin()):
             self.assertTrue(os.access(b, os.X_OK), "binary %s missing" % b)
 
+        # The chat rate alone decides below (replies running at once would refuse too).
+        self.env["CLUSTER_POD_ENV"] = "RATE_LIMIT_RUNNING_REPLIES=0"
         t0 = time.monotonic()
         self.script("up", timeout=240)
         up_seconds = time.monotonic() - t0
@@ -269,6 +272,8 @@ class ClusterScriptTest(ClusterScriptCase):
             self.assertEqual(ms[1].get("content"), rc.text)
             self.assertEqual(ms[1].get("status"), "complete", ms[1])
 
+        self.check_rate_is_held_across_pods()
+
         # down: everything it started is gone
         self.collect_pids()
         t0 = time.monotonic()
@@ -295,6 +300,54 @@ class ClusterScriptTest(ClusterScriptCase):
             self.assertIn("stopping %s" % name, down.stderr, "down does not say what it stops")
         print("\ncluster.sh: up %.1fs, down %.1fs, pods used through nginx: %s"
               % (up_seconds, down_seconds, sorted(pods_seen)))
+
+
+    def check_rate_is_held_across_pods(self):
+        """One user posting fast through nginx: the pods share one bucket in Redis, so the
+        default burst (RATE_LIMIT_CHAT_BURST=10) holds for all of them together."""
+        before = [pod_metrics(port) for port in POD_PORTS]
+        uid, sid = new_id("u"), new_id("s")
+        statuses, refused = [], None
+        for n in range(24):
+            r = http_request(HTTP_PORT, "POST", "/api/chat",
+                             json.dumps({"session_id": sid, "user_id": uid, "message": "flood %d" % n}),
+                             {"Content-Type": "application/json"}, timeout=10)
+            statuses.append(r.status)
+            if r.status == 429 and refused is None:
+                refused = r
+        after = [pod_metrics(port) for port in POD_PORTS]
+        accepted = statuses.count(202)
+        self.assertEqual(accepted + statuses.count(429), len(statuses), statuses)
+        # 10 at once, and one more for each 2 s the loop took (30 a minute).
+        self.assertGreaterEqual(accepted, 10, statuses)
+        self.assertLessEqual(accepted, 12, "each pod let the burst through on its own: %s" % statuses)
+        self.assertIsNotNone(refused)
+        self.assertEqual(refused.json()["error"]["code"], "rate_limited")
+        self.assertGreaterEqual(int(refused.header("retry-after")), 1)
+        posts = [a.get(("chat_http_requests_total", "/api/chat", "POST"), 0) -
+                 b.get(("chat_http_requests_total", "/api/chat", "POST"), 0) for a, b in zip(after, before)]
+        self.assertGreaterEqual(sum(1 for p in posts if p > 0), 2,
+                                "nginx sent the posts to one pod only (%s): nothing shared was tested" % posts)
+        limited = [a.get(("chat_rate_limited_total", "chat"), 0) - b.get(("chat_rate_limited_total", "chat"), 0)
+                   for a, b in zip(after, before)]
+        self.assertEqual(sum(limited), statuses.count(429), limited)
+
+
+def pod_metrics(port):
+    """{(name, label values...): value} of the counters this test reads, from the pod's /metrics."""
+    r = http_request(port, "GET", "/metrics", timeout=5)
+    out = {}
+    for line in r.body.decode().splitlines():
+        m = re.match(r'^(chat_http_requests_total|chat_rate_limited_total)\{([^}]*)\} (\S+)$', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        if m.group(1) == "chat_http_requests_total":
+            key = (m.group(1), labels.get("route"), labels.get("method"))
+        else:
+            key = (m.group(1), labels.get("limit"))
+        out[key] = out.get(key, 0) + float(m.group(3))
+    return out
 
 
 class ClusterUpFailureTest(ClusterScriptCase):

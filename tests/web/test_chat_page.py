@@ -336,7 +336,7 @@ class UnavailableTest(PageTestCase):
 class RateLimitTest(PageTestCase):
     """The real limiter with one chat a minute: the second message gets 429 and Retry-After."""
 
-    server_env = dict(SLOW_DEMO, RATE_LIMIT_CHAT_PER_MINUTE="1")
+    server_env = dict(SLOW_DEMO, RATE_LIMIT_CHAT_PER_MINUTE="1", RATE_LIMIT_CHAT_BURST="1")
 
     def test_429_shows_the_banner_with_the_wait(self):
         page = self.page.open(user=self.user)

@@ -1,0 +1,203 @@
+"""Admission limits of the real chatd (docs/SECURITY.md#limits): chats per user, replies running
+per user, streams per user, requests and connections per client address, X-Forwarded-For only from
+a trusted proxy, 429 with Retry-After and the JSON error `rate_limited`, counted in /metrics; and
+limits that fail open when Redis is unreachable. (Two pods sharing one bucket through nginx:
+test_cluster.)"""
+
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+from harness import HOST, new_id  # noqa: E402
+from infra import free_port, wait_until  # noqa: E402
+
+# Every limit off, so that each test turns on only the one it is about.
+OFF = dict(h.NO_LIMITS)
+
+
+def assert_rate_limited(tc, r, what):
+    tc.assertEqual(r.status, 429, "%s: %r" % (what, r))
+    tc.assertEqual(r.json()["error"]["code"], "rate_limited", r.body)
+    tc.assertGreaterEqual(int(r.header("retry-after")), 1, r.headers)
+
+
+def limited_total(srv, limit):
+    for line in srv.get("/metrics").body.decode().splitlines():
+        if line.startswith('chat_rate_limited_total{limit="%s"}' % limit):
+            return float(line.split()[-1])
+    raise AssertionError("no chat_rate_limited_total for %s in /metrics" % limit)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class ChatRateTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("chat-rate", env=dict(OFF, RATE_LIMIT_CHAT_PER_MINUTE="60", RATE_LIMIT_CHAT_BURST="3",
+                                                           WORKER_DEMO_CHUNK_DELAY="1ms"))
+
+    def test_a_burst_then_429_with_the_wait_and_other_users_unaffected(self):
+        uid, sid = new_id("u"), new_id("s")
+        for n in range(3):
+            self.srv.chat_ok(sid, uid, "burst %d" % n)
+        r = self.srv.chat(sid, uid, "one too many")
+        assert_rate_limited(self, r, "the fourth chat at once")
+        self.assertEqual(self.srv.chat(new_id("s"), new_id("u"), "someone else").status, 202)
+        time.sleep(int(r.header("retry-after")) + 0.1)
+        self.assertEqual(self.srv.chat(sid, uid, "after the wait").status, 202, "Retry-After was not enough")
+        self.assertGreaterEqual(limited_total(self.srv, "chat"), 1)
+
+    def test_a_refused_chat_is_not_stored(self):
+        uid, sid = new_id("u"), new_id("s")
+        statuses = [self.srv.chat(sid, uid, "flood %d" % n).status for n in range(10)]
+        self.assertEqual(statuses.count(202), 3, statuses)
+        rows = self.srv.db_query("SELECT content FROM messages WHERE session_id = ? AND role = 'user'", (sid,))
+        self.assertEqual(len(rows), 3, "refused chats left rows behind: %r" % rows)
+
+    def test_a_flood_keeps_memory_flat(self):
+        uid, sid = new_id("u"), new_id("s")
+        before = rss_kb(self.srv.proc.pid)
+        long_prompt = "lorem ipsum " * 2500  # 30 KB
+        refused = sum(1 for n in range(400) if self.srv.chat(sid, uid, long_prompt + str(n)).status == 429)
+        self.assertGreaterEqual(refused, 390)
+        self.assertLess(rss_kb(self.srv.proc.pid) - before, 50 * 1024, "400 refused prompts grew the pod by 50 MB")
+        self.srv.health()
+
+
+class RunningRepliesTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("running", env=dict(OFF, RATE_LIMIT_RUNNING_REPLIES="2",
+                                                       WORKER_DEMO_CHUNK_DELAY="100ms"))
+
+    def test_at_most_two_replies_at_once_and_a_finished_one_frees_its_place(self):
+        uid = new_id("u")
+        sid = new_id("s")
+        c = self.track(self.srv.sse(sid, uid))
+        c.connected()
+        first = self.srv.chat_ok(sid, uid, "one")
+        self.srv.chat_ok(new_id("s"), uid, "two")
+        assert_rate_limited(self, self.srv.chat(new_id("s"), uid, "three"), "a third running reply")
+        self.assertEqual(self.srv.chat(new_id("s"), new_id("u"), "another user").status, 202)
+        c.collect_until(h.is_complete_for(first["message_id"]), 30)
+        self.srv.wait_message_row(first["message_id"], "complete")
+        wait_until(lambda: self.srv.chat(new_id("s"), uid, "three again").status == 202, 10,
+                     msg="a place freed when the first reply ended")
+        self.assertGreaterEqual(limited_total(self.srv, "running_replies"), 1)
+
+
+class StreamsPerUserTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("streams", env=dict(OFF, RATE_LIMIT_STREAMS_PER_USER="2"))
+
+    def test_a_third_stream_is_refused_until_one_closes(self):
+        uid = new_id("u")
+        a = self.track(self.srv.sse(new_id("s"), uid))
+        a.connected()
+        b = self.track(self.srv.sse(new_id("s"), uid))
+        b.connected()
+        c = self.track(self.srv.sse(new_id("s"), uid))
+        c.open()
+        self.assertEqual(c.status, 429)
+        self.assertEqual(c.json_body()["error"]["code"], "rate_limited")
+        other = self.track(self.srv.sse(new_id("s"), new_id("u")))
+        other.connected()
+        a.close()
+        wait_until(lambda: self.srv.sse(new_id("s"), uid).open().status == 200, 10,
+                     msg="a closed stream frees its place")
+        self.assertGreaterEqual(limited_total(self.srv, "streams"), 1)
+
+
+class AddressRateTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("address", env=dict(OFF, RATE_LIMIT_IP_PER_MINUTE="60"))  # burst 10
+        cls.proxied = cls.start_server("proxied", env=dict(OFF, RATE_LIMIT_IP_PER_MINUTE="60",
+                                                           SERVER_TRUSTED_PROXIES="127.0.0.1"))
+
+    def test_requests_per_address_but_never_the_probes(self):
+        statuses = [self.srv.get("/api/sessions?user_id=%s" % new_id("u")).status for _ in range(15)]
+        self.assertEqual(statuses.count(200), 10, statuses)
+        assert_rate_limited(self, self.srv.get("/api/sessions?user_id=x"), "past the burst")
+        for path in ("/health", "/ready", "/metrics"):
+            self.assertEqual(self.srv.get(path).status, 200, "%s must never be limited" % path)
+        # Not a trusted proxy: X-Forwarded-For does not make a new client.
+        r = self.srv.get("/api/sessions?user_id=x", headers={"X-Forwarded-For": "198.51.100.1"})
+        self.assertEqual(r.status, 429)
+
+    def test_behind_a_trusted_proxy_each_forwarded_client_counts_alone(self):
+        for client in ("198.51.100.1", "198.51.100.2"):
+            statuses = [self.proxied.get("/api/sessions?user_id=x", headers={"X-Forwarded-For": client}).status
+                        for _ in range(12)]
+            self.assertEqual(statuses.count(200), 10, "%s: %s" % (client, statuses))
+        # A client naming itself left of what the proxy appended gains nothing.
+        statuses = [self.proxied.get("/api/sessions?user_id=x",
+                                     headers={"X-Forwarded-For": "203.0.113.%d, 198.51.100.1" % n}).status
+                    for n in range(3)]
+        self.assertEqual(statuses, [429] * 3)
+
+
+class ConnectionsPerAddressTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("connections", env=dict(OFF, SERVER_MAX_CONNECTIONS_PER_IP="5"))
+
+    def test_idle_connections_of_one_address_are_capped_and_others_still_served(self):
+        idle = []
+        try:
+            for _ in range(5):
+                s = socket.create_connection((HOST, self.srv.port), timeout=5)
+                idle.append(s)
+            time.sleep(0.3)  # accepted and counted
+            extra = socket.create_connection((HOST, self.srv.port), timeout=5)
+            extra.settimeout(5)
+            head = extra.recv(4096).decode(errors="replace")
+            extra.close()
+            self.assertTrue(head.startswith("HTTP/1.1 429"), head[:200])
+            self.assertIn('"rate_limited"', head)
+            # Another address (the whole 127/8 is loopback) is served at once.
+            other = socket.socket()
+            other.bind(("127.0.0.2", 0))
+            other.settimeout(5)
+            other.connect((HOST, self.srv.port))
+            other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            self.assertTrue(other.recv(4096).startswith(b"HTTP/1.1 200"))
+            other.close()
+        finally:
+            for s in idle:
+                s.close()
+        wait_until(lambda: self.srv.get("/health").status == 200, 5, msg="the address is served again")
+        self.assertGreaterEqual(limited_total(self.srv, "connections"), 1)
+
+
+class RedisDownTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        # Redis configured but not there: the limits cannot decide and must not refuse.
+        cls.srv = cls.start_server("redis-down", env=dict(OFF, REDIS_HOST="127.0.0.1", REDIS_PORT=str(free_port()),
+                                                          RATE_LIMIT_CHAT_PER_MINUTE="1", RATE_LIMIT_CHAT_BURST="1",
+                                                          WORKER_DEMO_CHUNK_DELAY="1ms"))
+
+    def test_limits_fail_open_with_a_warning_and_a_counter(self):
+        uid, sid = new_id("u"), new_id("s")
+        for n in range(5):
+            self.srv.chat_ok(sid, uid, "while redis is down %d" % n)
+        text = self.srv.get("/metrics").body.decode()
+        undecided = [l for l in text.splitlines() if l.startswith("chat_rate_limit_undecided_total ")]
+        self.assertTrue(undecided and float(undecided[0].split()[1]) >= 5, undecided)
+        self.assertIn("rate_limits_undecided", self.srv.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
