@@ -12,6 +12,10 @@
 # Ports can be moved with CLUSTER_HTTP_PORT, CLUSTER_POD_BASE_PORT (pods at
 # base+1..base+N), CLUSTER_PODS, CLUSTER_WORKERS, CLUSTER_NATS_PORT,
 # CLUSTER_REDIS_PORT, CLUSTER_PG_PORT.
+# NATS_NODES=3 runs a three-node JetStream cluster instead of one nats-server
+# (clients on CLUSTER_NATS_PORT and the next two ports, routes 2000 above them,
+# monitoring 4000 above them), with JS_REPLICAS=3: the layout for a production
+# NATS. CLUSTER_POD_ENV adds settings to every pod ("VAR=value VAR2=value").
 set -Eeuo pipefail  # -E: up's ERR trap covers the functions it calls
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +28,8 @@ WORKERS=${CLUSTER_WORKERS:-2}
 NATS_PORT=${CLUSTER_NATS_PORT:-4222}
 REDIS_PORT=${CLUSTER_REDIS_PORT:-6379}
 PG_PORT=${CLUSTER_PG_PORT:-5432}
+NATS_NODES=${NATS_NODES:-1}
+case "$NATS_NODES" in 1 | 3) ;; *) echo "cluster: NATS_NODES must be 1 or 3" >&2; exit 2 ;; esac
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 log() { echo "cluster: $*" >&2; }
@@ -92,9 +98,43 @@ start_bg() {  # name, env/command...: runs in the background with pid file and l
 
 check_ports() {
   local p
-  for p in "$HTTP_PORT" "$NATS_PORT" "$REDIS_PORT" "$PG_PORT" $(seq $((POD_BASE + 1)) $((POD_BASE + PODS))); do
+  for p in "$HTTP_PORT" $(seq "$NATS_PORT" $((NATS_PORT + NATS_NODES - 1))) "$REDIS_PORT" "$PG_PORT" \
+           $(seq $((POD_BASE + 1)) $((POD_BASE + PODS))); do
     port_free "$p" || die "port $p is in use; stop what holds it or move the cluster (see the header of $0)"
   done
+}
+
+nats_name() { [ "$1" -eq 1 ] && echo nats || echo "nats-$1"; }
+
+# One nats-server, or NATS_NODES JetStream nodes with routes to each other.
+start_nats() {
+  if [ "$NATS_NODES" -eq 1 ]; then
+    start_bg nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats"
+    wait_for nats bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
+    return
+  fi
+  local i j routes name
+  for i in $(seq 1 "$NATS_NODES"); do
+    routes=""
+    for j in $(seq 1 "$NATS_NODES"); do
+      [ "$i" -eq "$j" ] || routes+="${routes:+,}nats://127.0.0.1:$((NATS_PORT + 2000 + j - 1))"
+    done
+    name=$(nats_name "$i")
+    mkdir -p "$RUN_DIR/$name"
+    start_bg "$name" nats-server -js -a 127.0.0.1 -p $((NATS_PORT + i - 1)) -m $((NATS_PORT + 4000 + i - 1)) \
+      -sd "$RUN_DIR/$name" --server_name "$name" --cluster_name chat-local \
+      --cluster "nats://127.0.0.1:$((NATS_PORT + 2000 + i - 1))" --routes "$routes"
+  done
+  # Ready once JetStream has a meta leader (healthz fails until then).
+  for i in $(seq 1 "$NATS_NODES"); do
+    wait_for "$(nats_name "$i")" http_ok "http://127.0.0.1:$((NATS_PORT + 4000 + i - 1))/healthz?js-enabled-only=true"
+  done
+}
+
+nats_url() {
+  local i url=""
+  for i in $(seq 1 "$NATS_NODES"); do url+="${url:+,}nats://127.0.0.1:$((NATS_PORT + i - 1))"; done
+  echo "$url"
 }
 
 up() {
@@ -113,8 +153,7 @@ up() {
   # below is still reported with its line.
   trap 'fail_up "line $LINENO: $BASH_COMMAND"' ERR
 
-  start_bg nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats"
-  wait_for nats bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
+  start_nats
 
   start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN_DIR/redis"
   wait_for redis redis-cli -p "$REDIS_PORT" ping
@@ -135,7 +174,7 @@ up() {
     step createdb as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE chat"
   fi
 
-  local common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT"
+  local common=(NATS_URL="$(nats_url)" JS_REPLICAS="$NATS_NODES" REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT"
                 DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" DB_USER=postgres DB_PASSWORD= DB_NAME=chat
                 DB_SPILL_DIR="$RUN_DIR/spill"
                 SERVER_TRUSTED_PROXIES=127.0.0.1 ${CLUSTER_POD_ENV:-})
@@ -213,7 +252,7 @@ down() {
     as_postgres "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m fast -w stop >/dev/null 2>&1 || true
     rm -f "$RUN_DIR/postgres.started"
   fi
-  stop_pieces redis nats
+  stop_pieces redis nats nats-2 nats-3
   rm -f "$RUN_DIR/cluster.env"
   log "down"
 }
