@@ -18,6 +18,21 @@ bool Member::admit(const std::string& message_id, std::int64_t position) {
   return true;
 }
 
+bool Member::needs_reset(const std::string& message_id, std::int64_t position,
+                         std::chrono::system_clock::time_point origin) {
+  if (!resumed_at || position < 0 || !settled.insert(message_id).second) return false;
+  if (position == 0 && origin >= *resumed_at) return false;  // began after the resume: all new to the client
+  sent.erase(message_id);
+  return true;
+}
+
+void Member::take(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
+                  std::vector<sse::Frame>& out) {
+  if (needs_reset(message_id, position, frame->origin))
+    out.push_back(sse::reset_frame(stream->session_id(), "reply_resent", message_id));
+  if (admit(message_id, position)) out.push_back(frame);
+}
+
 Backlog& Channel::backlog(const std::string& message_id) {
   if (auto* b = find(message_id)) return *b;
   ++seq_;
@@ -36,7 +51,9 @@ void Channel::deliver(Member& member, const std::string& message_id, std::int64_
     member.held.push_back(HeldFrame{message_id, position, frame});
     return;
   }
-  if (member.admit(message_id, position)) member.stream->send(frame);
+  std::vector<sse::Frame> out;
+  member.take(message_id, position, frame, out);
+  for (auto& f : out) member.stream->send(f);
 }
 
 std::size_t Channel::publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
@@ -81,6 +98,7 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
       take(*resume_at);
       for (auto b = backlogs_.begin(); b != backlogs_.end(); ++b) {
         if (b == resume_at) continue;
+        member.settled.insert(b->message_id);
         // Ended before the cursor's reply began: the client had all of it.
         if (b < resume_at && b->last_seq < resume_at->first_seq) continue;
         if (b->overflowed) {
@@ -113,8 +131,7 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
 void Channel::take_running(Member& member, std::vector<sse::Frame>& burst) {
   for (auto& b : backlogs_) {
     if (b.finished) continue;
-    for (const auto& [position, frame] : b.frames)
-      if (member.admit(b.message_id, position)) burst.push_back(frame);
+    for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
     b.seen_live = true;
   }
 }

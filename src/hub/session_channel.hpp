@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/time.hpp"
@@ -56,9 +57,23 @@ struct Member {
   // While the stream catches up from the chunk log, live frames wait here.
   bool catching_up = false;
   std::vector<HeldFrame> held;
+  // Set when the stream resumed with a cursor: when it did, and the replies
+  // already settled for it (the cursor's, those sent again from their start,
+  // those it had whole). Any other reply made before the resume may have
+  // reached the client in part on its old pod, and the cursor does not say
+  // how far: such a reply goes from its start, after a reset.
+  std::optional<std::chrono::system_clock::time_point> resumed_at{};
+  std::unordered_set<std::string> settled{};
 
   // Whether the frame is new to this stream; records it as sent if so.
   bool admit(const std::string& message_id, std::int64_t position);
+  // Once per unsettled reply of a resumed stream: whether its first chunk
+  // here (`position`, made at `origin`) must be preceded by a reset. If so the
+  // reply starts over for this stream.
+  bool needs_reset(const std::string& message_id, std::int64_t position, std::chrono::system_clock::time_point origin);
+  // admit(), after the reset needs_reset asks for; appends what to send.
+  void take(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
+            std::vector<sse::Frame>& out);
 };
 
 class Channel {

@@ -124,7 +124,11 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
   // follows it), so the stream waits for the log before anything else.
   const bool from_log = cursor && options_.log_catch_up && !channel.find(cursor->message_id);
   Member member{stream, {}, from_log, {}};
-  if (cursor) member.sent[cursor->message_id] = cursor->chunk_id;
+  if (cursor) {
+    member.sent[cursor->message_id] = cursor->chunk_id;
+    member.resumed_at = std::chrono::system_clock::now();
+    member.settled.insert(cursor->message_id);
+  }
   auto from_start = [&session_id](const std::string& message_id) {
     return sse::reset_frame(session_id, "reply_resent", message_id);
   };
@@ -178,6 +182,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     // Older than the log (or the log is unreachable): the client reloads the history.
     member->stream->send(sse::reset_frame(session_id, chunks ? "resume_window_passed" : "resume_unavailable"));
     member->sent.clear();
+    member->resumed_at.reset();  // the client starts over from the history
     gauges_.resumes_reset.add();
   } else {
     gauges_.resumed_from_log.add();
@@ -188,6 +193,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     member->sent.erase(cursor.message_id);
   }
   for (auto r = replies.begin(); at != replies.end() && r != replies.end(); ++r) {
+    member->settled.insert(r->message_id);
     if (r != at) {
       // The cursor names one reply. One that ended before it began in the log
       // reached the client whole; any other (they interleave) may have reached
@@ -225,8 +231,7 @@ void SessionShard::finish_catch_up(Channel& channel, Member& member) {
   member.catching_up = false;
   std::vector<sse::Frame> burst;
   channel.take_running(member, burst);
-  for (const auto& f : std::exchange(member.held, {}))
-    if (member.admit(f.message_id, f.position)) burst.push_back(f.frame);
+  for (const auto& f : std::exchange(member.held, {})) member.take(f.message_id, f.position, f.frame, burst);
   member.stream->send_backlog(burst);
 }
 

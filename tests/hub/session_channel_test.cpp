@@ -85,6 +85,34 @@ TEST_F(ChannelTest, ACursorOnOneOfTwoInterleavedRepliesGetsTheOtherOneAgainFromI
   EXPECT_EQ(texts(s->frames()).size(), 6u);
 }
 
+TEST_F(ChannelTest, AResumedStreamGetsAReplyItMayHaveSeenElsewhereFromItsStartAfterAReset) {
+  // The stream moved here from a pod that was streaming m9 to it; this pod
+  // had only the cursor's reply when it joined, m9 arrives afterwards.
+  reply("m1", 2, false);
+  auto s = std::make_shared<RecordingSink>("c1", "s1");
+  Member m{s, {}, false, {}};
+  m.sent["m1"] = 1;
+  auto resumed = std::chrono::system_clock::now();
+  m.resumed_at = resumed;
+  m.settled.insert("m1");
+  ASSERT_TRUE(channel.join(std::move(m), ResumeCursor{"m1", 1}, t0, 30s,
+                           [](const std::string& id) { return frame("again:" + id); }));
+  auto made = [](std::string text, std::chrono::system_clock::time_point at) {
+    return std::make_shared<const sse::EncodedFrame>(std::move(text), at);
+  };
+  channel.publish("m9", 0, made("m9:0", resumed - 2s), 100);
+  channel.publish("m9", 1, made("m9:1", resumed - 1s), 100);
+  channel.publish("m1", 2, made("m1:2", resumed + 1s), 100);
+  channel.publish("m10", 0, made("m10:0", resumed + 1s), 100);  // began after the resume: new to the client
+  auto got = texts(s->frames());
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_NE(got[0].find("event: reset"), std::string::npos) << got[0];
+  EXPECT_NE(got[0].find("m9"), std::string::npos);
+  EXPECT_NE(got[0].find("reply_resent"), std::string::npos);
+  EXPECT_EQ((std::vector<std::string>(got.begin() + 1, got.end())),
+            (std::vector<std::string>{"m9:0", "m9:1", "m1:2", "m10:0"}));
+}
+
 TEST_F(ChannelTest, AnOverflowedReplyCannotBeReplayed) {
   for (int i = 0; i < 5; ++i) channel.publish("m1", i, frame("x"), 3);
   EXPECT_FALSE(join(std::nullopt, t0).second);
