@@ -56,6 +56,10 @@ constexpr const char* kInsertMessage =
 }  // namespace
 
 error_code reserve(Connection& c, const std::string& session_id, const std::string& user_id, SystemTime at) {
+  // Streams reconnect often: a session that exists costs a read, not a write.
+  std::optional<std::string> owner;
+  if (auto ec = read_owner(c, kOwner, session_id, owner)) return ec;
+  if (owner) return *owner == user_id ? error_code{} : make_error_code(Errc::forbidden);
   auto ec = c.exec(
       "INSERT INTO chat_sessions (session_id, user_id, title, ai_provider, model_name, created_at, updated_at, "
       "last_message_at) VALUES ($1, $2, '', '', '', $3::timestamptz, $3::timestamptz, $3::timestamptz) "

@@ -88,6 +88,10 @@ error_code accept(Connection& db, const NewUserMessage& m, unsigned turns, std::
 }
 
 error_code reserve(Connection& db, const std::string& session_id, const std::string& user_id, std::int64_t at) {
+  // Streams reconnect often: a session that exists costs a read, not a write.
+  std::optional<std::string> owner;
+  if (auto ec = read_owner(db, session_id, owner)) return ec;
+  if (owner) return *owner == user_id ? error_code{} : make_error_code(Errc::forbidden);
   Transaction tx(db, Transaction::Mode::write);
   if (tx.error()) return tx.error();
   auto ec = db.query(
