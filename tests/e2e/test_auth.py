@@ -6,6 +6,7 @@ validated against docs/openapi.yaml by the harness."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,13 @@ class Rs256Test(JwtModeBase, h.ChatdTestCase):
         cls.start_jwt_server("auth-rs256", {"AUTH_JWT_PUBLIC_KEY_FILE": path, "AUTH_JWT_ISSUER": ISSUER,
                                             "AUTH_JWT_AUDIENCE": AUDIENCE})
 
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.keydir, ignore_errors=True)
+
     def more_forgeries(self, sub):
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -271,6 +279,62 @@ class Rs256Test(JwtModeBase, h.ChatdTestCase):
         payload = {"sub": sub, "exp": int(time.time()) + 300, "iss": ISSUER, "aud": AUDIENCE}
         signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(payload).encode())
         return (signing_input + b"." + b64(hmac.new(self.public_pem, signing_input, hashlib.sha256).digest())).decode()
+
+
+class JwksRotationTest(h.ChatdTestCase):
+    """AUTH_JWKS_FILE: ES256 and RS256 keys by kid; a rewritten file takes effect without a restart."""
+
+    @classmethod
+    def setUpClass(cls):
+        from cryptography.hazmat.primitives.asymmetric import ec
+        cls.keys = {"k1": (rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
+                    "k2": (ec.generate_private_key(ec.SECP256R1()), "ES256")}
+        cls.keydir = tempfile.mkdtemp(prefix="chatd-e2e-jwks-")
+        cls.path = os.path.join(cls.keydir, "jwks.json")
+        cls.publish(["k1"])
+        cls.srv = cls.start_server("auth-jwks", env={"AUTH_MODE": "jwt", "AUTH_JWKS_FILE": cls.path})
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.keydir, ignore_errors=True)
+
+    @classmethod
+    def publish(cls, kids):
+        keys = []
+        for kid in kids:
+            key, alg = cls.keys[kid]
+            algo = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm
+            jwk = json.loads(algo.to_jwk(key.public_key()))
+            jwk.update({"kid": kid, "use": "sig", "alg": alg})
+            keys.append(jwk)
+        # Written beside, then renamed: the server never reads half a file.
+        with open(cls.path + ".tmp", "w") as f:
+            json.dump({"keys": keys}, f)
+        os.replace(cls.path + ".tmp", cls.path)
+
+    def token(self, kid, sub="alice"):
+        key, alg = self.keys[kid]
+        return jwt.encode({"sub": sub, "exp": int(time.time()) + 300}, key, algorithm=alg, headers={"kid": kid})
+
+    def status(self, token):
+        return self.srv.request("GET", "/api/sessions", headers={"Authorization": "Bearer " + token}).status
+
+    def test_keys_rotate_without_a_restart(self):
+        self.assertEqual(self.status(self.token("k1")), 200)
+        self.assertEqual(self.status(self.token("k2")), 401)
+        self.publish(["k1", "k2"])
+        h_deadline = time.monotonic() + 5
+        while self.status(self.token("k2")) != 200:
+            self.assertLess(time.monotonic(), h_deadline, "the rewritten JWKS was not read")
+            time.sleep(0.05)
+        self.publish(["k2"])
+        while self.status(self.token("k1")) != 401:
+            self.assertLess(time.monotonic(), h_deadline + 5, "a key removed from the JWKS still works")
+            time.sleep(0.05)
+        self.assertEqual(self.status(self.token("k2")), 200)
 
 
 class AuthStartupTest(h.ChatdTestCase):
