@@ -208,7 +208,7 @@ std::shared_ptr<const JwksFile::Keys> JwksFile::current() const {
   Stamp now{std::filesystem::last_write_time(path_, ec), 0};
   if (!ec) now.size = std::filesystem::file_size(path_, ec);
   std::lock_guard lock(mutex_);
-  if (ec || now == stamp_) return keys_;
+  if (ec || now == stamp_ || now == failed_) return keys_;
   std::ifstream in(path_);
   std::stringstream text;
   text << in.rdbuf();
@@ -218,7 +218,8 @@ std::shared_ptr<const JwksFile::Keys> JwksFile::current() const {
     stamp_ = now;
     log::info("jwks_reloaded", {{"path", path_.string()}, {"keys", keys_->size()}});
   } catch (const std::invalid_argument& e) {
-    // Probably caught half-written: the stamp stays old, so the next token looks again.
+    // Probably caught half-written: the next change of the file is read again.
+    failed_ = now;
     log::warn("jwks_reload_failed", {{"path", path_.string()}, {"reason", e.what()}});
   }
   return keys_;

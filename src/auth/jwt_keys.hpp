@@ -50,7 +50,7 @@ class PublicKey {
 // A JWKS document ({"keys":[...]}) in a file. Keys are found by kid; a key
 // without kid serves tokens without one. The file is read again when its
 // modification time or size changes; a rewrite that cannot be parsed keeps the
-// keys read before (and is logged) until a good one replaces it.
+// keys read before (logged once, not read again) until another rewrite.
 class JwksFile {
  public:
   // Throws std::invalid_argument when the file cannot be read or holds no usable key.
@@ -70,6 +70,7 @@ class JwksFile {
   std::filesystem::path path_;
   mutable std::mutex mutex_;
   mutable Stamp stamp_;
+  mutable Stamp failed_;  // a version of the file that did not parse
   mutable std::shared_ptr<const Keys> keys_;
 };
 

@@ -275,10 +275,15 @@ TEST_F(JwtTest, JwksChoosesByKidAndFollowsRotation) {
   EXPECT_FALSE(refusal(auth, signed_by(k2, claims(), "k2")));
   EXPECT_EQ(refusal(auth, signed_by(k1, claims(), "k1")), Errc::unknown_key);
 
-  // A broken rewrite keeps the keys read before.
+  // A broken rewrite keeps the keys read before; the next good one is read.
   write("jwks.json", "{\"keys\":");
   std::filesystem::last_write_time(path, before + 2s);
   EXPECT_FALSE(refusal(auth, signed_by(k2, claims(), "k2")));
+  EXPECT_FALSE(refusal(auth, signed_by(k2, claims(), "k2")));
+  write("jwks.json", json::serialize(json::object{{"keys", json::array{k1.jwk("k1")}}}));
+  std::filesystem::last_write_time(path, before + 3s);
+  EXPECT_FALSE(refusal(auth, signed_by(k1, claims(), "k1")));
+  EXPECT_EQ(refusal(auth, signed_by(k2, claims(), "k2")), Errc::unknown_key);
 }
 
 TEST_F(JwtTest, RefusesUnusableConfigurations) {
