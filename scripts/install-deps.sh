@@ -13,7 +13,7 @@ packages=(
   libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nats-server redis-server postgresql nginx sqlite3 prometheus
-  python3-yaml python3-jsonschema
+  python3-yaml python3-jsonschema python3-jwt python3-cryptography
 )
 # The chat page's tests: headless Chromium driven by Selenium (tests/web).
 test_packages=(chromium chromium-driver python3-selenium)

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "api/chat_api.hpp"
+#include "auth/make_authenticator.hpp"
 #include "common/countdown.hpp"
 #include "common/deadline.hpp"
 #include "http/listener.hpp"
@@ -59,6 +60,8 @@ int run_pod(const config::Config& config) {
   unsigned threads = runtime::thread_count(config.server.threads);
   asio::io_context ioc{static_cast<int>(threads)};
 
+  // First: a key that cannot be used stops the start before anything connects.
+  auto authenticator = auth::make_authenticator(config.auth, config.server.host);
   auto messaging = runtime::make_messaging(config, ioc, "chatd-" + config.server.pod_id, false);
   auto& bus = messaging.bus;
   auto registry = runtime::make_registry(config, ioc);
@@ -67,7 +70,9 @@ int run_pod(const config::Config& config) {
   pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store,
                limits.admission.get());
   metrics::Registry metrics;
-  api::ChatApi api(api_options(config), pod, *store, &metrics, limits.admission.get());
+  auto options = api_options(config);
+  options.authenticator = authenticator.get();
+  api::ChatApi api(std::move(options), pod, *store, &metrics, limits.admission.get());
   // WEB_UI: the chat page in front of the API (web/, src/web).
   web::StaticSite site(config.web.ui ? web::embedded_assets() : std::span<const web::EmbeddedAsset>{});
   web::WebFront front(site, api);
@@ -103,7 +108,8 @@ int run_pod(const config::Config& config) {
       &limits.admission->metrics().refused[static_cast<std::size_t>(limits::Limit::connections)]));
   listener->run();
   log::info("chatd_started", {{"pod_id", pod.id()}, {"host", config.server.host}, {"port", listener->port()},
-                              {"threads", threads}, {"web_ui", !site.empty()}, {"bus", bus->status().backend},
+                              {"threads", threads}, {"web_ui", !site.empty()},
+                              {"auth_mode", authenticator ? "jwt" : "none"}, {"bus", bus->status().backend},
                               {"registry", registry->status().backend}, {"store", store->status().backend},
                               {"limits", limits.limiter->status().backend}});
 

@@ -3,8 +3,10 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 
+#include "api/credentials.hpp"
 #include "api/history_json.hpp"
 #include "api/openapi.hpp"
+#include "auth/random_id.hpp"
 #include "common/identifier.hpp"
 #include "log/log.hpp"
 #include "sse/events.hpp"
@@ -39,6 +41,22 @@ bool is_probe(std::string_view path) { return path == "/health" || path == "/rea
 
 http::Response invalid(const ValidationError& e) { return error(Status::bad_request, e.code, e.message); }
 
+// 401 (RFC 6750 §3): error="invalid_token" only when a token was sent.
+http::Response unauthorized(bool token_sent, std::string_view message) {
+  auto res = error(Status::unauthorized, "unauthorized", message);
+  res.set(bhttp::field::www_authenticate, token_sent ? R"(Bearer error="invalid_token")" : "Bearer");
+  res.set(bhttp::field::cache_control, "no-store");
+  return res;
+}
+
+// Routes that name a session or a reply answer another user's like a missing
+// one: whether an id exists is nobody else's business.
+boost::system::error_code hide_owner(boost::system::error_code ec) {
+  if (ec == store::Errc::forbidden) return store::Errc::not_found;
+  if (ec == pod::Errc::not_owner) return pod::Errc::no_running_reply;
+  return ec;
+}
+
 // The answer to a failed pod or store call; `what` names the resource for a 404.
 http::Response failure(boost::system::error_code ec, std::string_view what) {
   if (ec == store::Errc::forbidden) return error(Status::forbidden, "forbidden", "this session belongs to another user");
@@ -51,6 +69,25 @@ http::Response failure(boost::system::error_code ec, std::string_view what) {
   if (ec == pod::Errc::draining) return unavailable("this pod is shutting down");
   if (ec == pod::Errc::bus_unavailable) return unavailable("the message bus is unreachable; try again shortly");
   return unavailable("the message store is unavailable; try again shortly");
+}
+
+// The user_id a request names in its query, else in its JSON body (POST routes
+// whose body is optional). False after answering 400 for a body that is not a
+// JSON object.
+bool named_user(ApiCall& call, std::optional<std::string>& named) {
+  if (auto q = call.param("user_id")) {
+    named = std::string(*q);
+    return true;
+  }
+  if (call.request.body().empty()) return true;
+  boost::system::error_code ec;
+  auto body = json::parse(call.request.body(), ec);
+  if (ec || !body.is_object()) {
+    call.respond(error(Status::bad_request, "invalid_json", "the body must be a JSON object"));
+    return false;
+  }
+  if (auto* u = body.get_object().if_contains("user_id"); u && u->is_string()) named = std::string(u->get_string());
+  return true;
 }
 
 std::optional<std::size_t> parse_limit(std::optional<std::string_view> text, std::size_t fallback) {
@@ -177,7 +214,8 @@ void ChatApi::route(Call call) {
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
   } else if (path == "/api/sessions") {
     call->route = "/api/sessions";
-    if (allow(bhttp::verb::get, "GET, OPTIONS")) list_sessions(std::move(call));
+    if (method == bhttp::verb::post) create_session(std::move(call));
+    else if (allow(bhttp::verb::get, "GET, POST, OPTIONS")) list_sessions(std::move(call));
   } else if (path.starts_with(kSessions) &&
              path.find('/', kSessions.size()) == (path.ends_with(kMessages) ? path.size() - kMessages.size() : path.npos)) {
     auto id = path.substr(kSessions.size());
@@ -195,18 +233,72 @@ void ChatApi::route(Call call) {
   }
 }
 
+std::optional<std::string> ChatApi::authenticate(const Call& call, bool event_stream) const {
+  if (!options_.authenticator) return std::string{};
+  auto token = bearer_token(call->request, call->query, event_stream);
+  auto verdict = token ? options_.authenticator->verify(*token) : auth::Verdict{auth::Errc::missing_token, {}};
+  if (!verdict.error) return std::move(verdict.user_id);
+  // The reason, never the token.
+  log::info("auth_refused", {{"reason", verdict.error.message()}, {"route", call->route},
+                             {"correlation_id", call->correlation_id}});
+  call->respond(unauthorized(token.has_value(), verdict.error.message()));
+  return std::nullopt;
+}
+
+std::optional<std::string> ChatApi::acting_user(const Call& call, const std::string& subject,
+                                                std::optional<std::string_view> claimed) const {
+  if (!options_.authenticator) {
+    if (auto e = check_identifier("user_id", claimed)) {
+      call->respond(invalid(*e));
+      return std::nullopt;
+    }
+    return std::string(*claimed);
+  }
+  if (claimed && !claimed->empty() && *claimed != subject) {
+    call->respond(error(Status::forbidden, "forbidden", "user_id is not the user the token was issued to"));
+    return std::nullopt;
+  }
+  return subject;
+}
+
+std::optional<std::string> ChatApi::caller(const Call& call, bool event_stream) const {
+  auto subject = authenticate(call, event_stream);
+  if (!subject) return std::nullopt;
+  return acting_user(call, *subject, call->param("user_id"));
+}
+
+void ChatApi::create_session(Call call) {
+  auto subject = authenticate(call, false);
+  if (!subject) return;
+  std::optional<std::string> named;
+  if (!named_user(*call, named)) return;
+  auto user = acting_user(call, *subject, named);
+  if (!user) return;
+  auto session_id = auth::unguessable_id("s_");
+  store_.claim_session(session_id, *user, [call, session_id](boost::system::error_code ec) {
+    if (ec) return call->respond(failure(ec, "session"));
+    call->respond(http::json_response(Status::created, json::object{{"session_id", session_id}}));
+  });
+}
+
 void ChatApi::post_chat(Call call) {
+  auto subject = authenticate(call, false);
+  if (!subject) return;
   if (!is_json_content_type(call->request[bhttp::field::content_type]))
     return call->respond(error(Status::unsupported_media_type, "unsupported_media_type",
                                "Content-Type must be application/json"));
-  auto parsed = parse_chat_request(call->request.body(), options_.chat);
+  auto parsed = parse_chat_request(call->request.body(), options_.chat, !options_.authenticator);
   if (parsed.error) {
     log::info("chat_rejected", {{"reason", parsed.error->message}, {"correlation_id", call->correlation_id}});
     return call->respond(invalid(*parsed.error));
   }
+  const auto& named = parsed.request->user_id;
+  auto user = acting_user(call, *subject, named.empty() ? std::nullopt : std::optional<std::string_view>(named));
+  if (!user) return;
+  parsed.request->user_id = std::move(*user);
   if (!admission_) return submit_chat(std::move(call), std::move(*parsed.request));
-  auto user = parsed.request->user_id;
-  admission_->chat(user, [this, call, request = std::move(*parsed.request)](limits::Verdict v) mutable {
+  auto acting = parsed.request->user_id;
+  admission_->chat(acting, [this, call, request = std::move(*parsed.request)](limits::Verdict v) mutable {
     if (!v.allowed) return call->respond(rate_limited(v.retry_after, "too many chats; wait before sending more"));
     submit_chat(std::move(call), std::move(request));
   });
@@ -225,10 +317,10 @@ void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
 }
 
 void ChatApi::open_stream(Call call) {
+  auto user = caller(call, true);
+  if (!user) return;
   auto session_id = call->param("session_id");
-  auto user_id = call->param("user_id");
   if (auto e = check_identifier("session_id", session_id)) return call->respond(invalid(*e));
-  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
   if (pod_.health().draining) return call->respond(failure(pod::Errc::draining, {}));
   // EventSource sends Last-Event-ID on reconnect; a query parameter serves
   // clients that cannot set headers. A malformed cursor is ignored.
@@ -237,10 +329,12 @@ void ChatApi::open_stream(Call call) {
                                                           : call->param("last_event_id").value_or(""));
   pod::StreamRequest stream{std::string(*session_id), cursor, cors_.allow_origin(call->origin), call->correlation_id};
   auto session = stream.session_id;  // the lambda below takes `stream` by move
-  store_.session_owner(std::move(session), [this, call, stream = std::move(stream), user = std::string(*user_id)](
-                                               boost::system::error_code ec, std::optional<std::string> owner) mutable {
-    if (ec) return call->respond(failure(ec, "session"));
-    if (owner && *owner != user) return call->respond(failure(store::Errc::forbidden, {}));
+  // A stream may come before the session's first message: it claims the
+  // session for its user, so nobody else can create it and have their replies
+  // stream here.
+  store_.claim_session(std::move(session), *user, [this, call, stream = std::move(stream), user = *user](
+                                                      boost::system::error_code ec) mutable {
+    if (ec) return call->respond(failure(hide_owner(ec), "session"));
     if (admission_ && !(stream.ticket = admission_->stream_opens(user)))
       return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
     call->record(200);
@@ -251,30 +345,26 @@ void ChatApi::open_stream(Call call) {
 }
 
 void ChatApi::cancel_reply(Call call, std::string message_id) {
-  // The caller names itself in the query or in a JSON body.
-  std::optional<std::string> user_id;
-  if (auto q = call->param("user_id")) user_id = std::string(*q);
-  if (!user_id && !call->request.body().empty()) {
-    boost::system::error_code ec;
-    auto body = json::parse(call->request.body(), ec);
-    if (ec || !body.is_object())
-      return call->respond(error(Status::bad_request, "invalid_json", "the body must be a JSON object"));
-    if (auto* u = body.get_object().if_contains("user_id"); u && u->is_string()) user_id = std::string(u->get_string());
-  }
-  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  // The caller names itself in the query or in a JSON body (or by its token).
+  auto subject = authenticate(call, false);
+  if (!subject) return;
+  std::optional<std::string> named;
+  if (!named_user(*call, named)) return;
+  auto user = acting_user(call, *subject, named);
+  if (!user) return;
   auto session_id = std::string(call->param("session_id").value_or(""));
   if (!session_id.empty())
     if (auto e = check_identifier("session_id", session_id)) return call->respond(invalid(*e));
-  pod_.cancel(message_id, std::move(session_id), std::move(*user_id), [call, message_id](boost::system::error_code ec) {
-    if (ec) return call->respond(failure(ec, "reply"));
+  pod_.cancel(message_id, std::move(session_id), std::move(*user), [call, message_id](boost::system::error_code ec) {
+    if (ec) return call->respond(failure(hide_owner(ec), "reply"));
     log::info("cancel_accepted", {{"message_id", message_id}, {"correlation_id", call->correlation_id}});
     call->respond(http::json_response(Status::accepted, json::object{{"message_id", message_id}, {"status", "cancelling"}}));
   });
 }
 
 void ChatApi::list_sessions(Call call) {
-  auto user_id = call->param("user_id");
-  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  auto user_id = caller(call);
+  if (!user_id) return;
   auto limit = parse_limit(call->param("limit"), 50);
   if (!limit) return call->respond(error(Status::bad_request, "invalid_request", "limit must be from 1 to 200"));
   store_.list_sessions(std::string(*user_id), *limit, [call](boost::system::error_code ec, std::vector<store::SessionSummary> list) {
@@ -286,8 +376,8 @@ void ChatApi::list_sessions(Call call) {
 }
 
 void ChatApi::list_messages(Call call, std::string session_id) {
-  auto user_id = call->param("user_id");
-  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  auto user_id = caller(call);
+  if (!user_id) return;
   auto limit = parse_limit(call->param("limit"), 50);
   if (!limit) return call->respond(error(Status::bad_request, "invalid_request", "limit must be from 1 to 200"));
   auto before = call->param("before").value_or("");
@@ -295,7 +385,7 @@ void ChatApi::list_messages(Call call, std::string session_id) {
     return call->respond(error(Status::bad_request, "invalid_request", "before must be a message id"));
   store_.list_messages(std::move(session_id), std::string(*user_id), *limit, std::string(before),
                        [call](boost::system::error_code ec, store::MessagePage page) {
-                         if (ec) return call->respond(failure(ec, "session"));
+                         if (ec) return call->respond(failure(hide_owner(ec), "session"));
                          json::array out;
                          for (const auto& m : page.messages) out.push_back(message_json(m));
                          json::value next = page.next_before ? json::value(*page.next_before) : json::value(nullptr);
@@ -305,11 +395,11 @@ void ChatApi::list_messages(Call call, std::string session_id) {
 }
 
 void ChatApi::delete_session(Call call, std::string session_id) {
-  auto user_id = call->param("user_id");
-  if (auto e = check_identifier("user_id", user_id)) return call->respond(invalid(*e));
+  auto user_id = caller(call);
+  if (!user_id) return;
   store_.delete_session(session_id, std::string(*user_id), [this, call, session_id, user = std::string(*user_id)](
                                                                boost::system::error_code ec) {
-    if (ec) return call->respond(failure(ec, "session"));
+    if (ec) return call->respond(failure(hide_owner(ec), "session"));
     log::info("session_deleted", {{"session_id", session_id}, {"correlation_id", call->correlation_id}});
     pod_.end_session(session_id, user);
     call->respond(http::json_response(Status::ok, json::object{{"session_id", session_id}, {"deleted", true}}));
@@ -321,7 +411,9 @@ http::Response ChatApi::health_response() const {
   http::Response res{health.draining ? Status::service_unavailable : Status::ok, 11};
   res.set(bhttp::field::content_type, "application/json");
   res.set(bhttp::field::cache_control, "no-store");
-  res.body() = json::serialize(pod::to_json(health));
+  auto body = pod::to_json(health);
+  body["auth_mode"] = options_.authenticator ? "jwt" : "none";
+  res.body() = json::serialize(body);
   return res;
 }
 
@@ -336,9 +428,9 @@ http::Response ChatApi::info_response() const {
       Status::ok,
       json::object{{"service", "chatd"},
                    {"pod_id", pod_.id()},
-                   {"auth_mode", "none"},
+                   {"auth_mode", options_.authenticator ? "jwt" : "none"},
                    {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
-                                             "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
+                                             "POST /api/sessions", "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
                                              "DELETE /api/sessions/{session_id}?user_id=", "GET /api/providers", "GET /api",
                                              "GET /health", "GET /ready", "GET /metrics", "GET /openapi.yaml"}}});
 }

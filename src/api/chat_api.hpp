@@ -3,12 +3,17 @@
 // status codes. Everything a request does beyond reading history goes through
 // the Pod; history reads and deletes go to the store. It never knows which
 // implementation of the bus, registry or store is behind them.
+//
+// Who calls: with an Authenticator (AUTH_MODE=jwt) the bearer token's subject,
+// else (AUTH_MODE=none) the user_id the request names. Either way a session or
+// reply of another user is answered like one that does not exist.
 
 #include <string>
 #include <vector>
 
 #include "api/api_call.hpp"
 #include "api/chat_request.hpp"
+#include "auth/authenticator.hpp"
 #include "http/http_session.hpp"
 #include "pod/pod.hpp"
 #include "store/message_store.hpp"
@@ -26,6 +31,7 @@ struct ApiOptions {
   ChatLimits chat;
   std::vector<ProviderOffer> providers{};  // {}: aggregate initialisations may leave these out
   std::string default_provider{};
+  const auth::Authenticator* authenticator = nullptr;  // null: AUTH_MODE=none
 };
 
 class ChatApi final : public http::RequestHandler {
@@ -45,6 +51,15 @@ class ChatApi final : public http::RequestHandler {
   using Call = std::shared_ptr<ApiCall>;
   void serve(Call call);
   void route(Call call);
+  // AUTH_MODE=jwt: the token's subject; nullopt after answering 401. none: "".
+  std::optional<std::string> authenticate(const Call& call, bool event_stream) const;
+  // The user the request acts for: `claimed` (none; 400 when not an identifier)
+  // or `subject`, which a `claimed` user must be (jwt; 403 otherwise).
+  std::optional<std::string> acting_user(const Call& call, const std::string& subject,
+                                         std::optional<std::string_view> claimed) const;
+  // Both, with the user_id of the query string.
+  std::optional<std::string> caller(const Call& call, bool event_stream = false) const;
+  void create_session(Call call);
   void post_chat(Call call);
   void submit_chat(Call call, pod::ChatRequest request);
   void open_stream(Call call);

@@ -64,7 +64,7 @@ std::optional<ValidationError> check_identifier(std::string_view field, std::opt
   return std::nullopt;
 }
 
-ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& limits) {
+ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& limits, bool user_id_required) {
   boost::system::error_code ec;
   auto root = json::parse(body, ec);
   if (ec) return {std::nullopt, ValidationError{"invalid_json", "the body is not valid JSON: " + ec.message()}};
@@ -80,7 +80,8 @@ ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& li
   auto model = in.text("model");
   if (!in.ok()) return invalid_field();
   if (auto e = check_identifier("session_id", session_id)) return {std::nullopt, e};
-  if (auto e = check_identifier("user_id", user_id)) return {std::nullopt, e};
+  if (user_id_required || (user_id && !user_id->empty()))
+    if (auto e = check_identifier("user_id", user_id)) return {std::nullopt, e};
   if (!message || message->empty()) return {std::nullopt, invalid("message is required")};
   if (is_blank(*message)) return {std::nullopt, invalid("message must not be empty")};
   if (utf8_length(*message) > limits.max_message_chars)
@@ -91,7 +92,7 @@ ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& li
   if (model && !model->empty() && !is_valid_model(*model))
     return {std::nullopt, invalid("model must be 1 to 128 printable characters without spaces")};
   r.session_id = *session_id;
-  r.user_id = *user_id;
+  if (user_id) r.user_id = *user_id;
   r.message = *message;
   if (provider) r.ai_provider = *provider;
   if (model) r.model = *model;

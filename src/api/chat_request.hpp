@@ -24,7 +24,9 @@ struct ChatRequestResult {
   std::optional<pod::ChatRequest> request;
   std::optional<ValidationError> error;
 };
-ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& limits);
+// `user_id_required` false (AUTH_MODE=jwt: the token names the user): an absent
+// user_id leaves it empty; a present one must still be an identifier.
+ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& limits, bool user_id_required = true);
 
 // True for "application/json" with optional parameters (charset=utf-8).
 bool is_json_content_type(std::string_view content_type);

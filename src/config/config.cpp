@@ -229,6 +229,28 @@ const std::vector<Setting>& settings() {
        [](Config& c, const std::string&, const std::string& v) { c.providers.no_proxy = v; }},
       {"WEB_UI", kChatd, "true", "serve the chat page at / (false: the API only; / then describes it in JSON)",
        [](Config& c, const std::string& n, const std::string& v) { c.web.ui = parse_bool(n, v); }},
+      {"AUTH_MODE", kChatd, "none",
+       "jwt: every API call needs a bearer token and the user is its sub; none: clients name themselves with user_id "
+       "(trusted networks and development only)",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (v == "jwt") c.auth.mode = AuthConfig::Mode::jwt;
+         else if (v == "none") c.auth.mode = AuthConfig::Mode::none;
+         else throw ConfigError(n + ": expected jwt or none, got \"" + v + "\"");
+       }},
+      {"AUTH_JWT_SECRET", kChatd, "", "HS256 secret, at least 32 bytes (never logged)",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (!v.empty() && v.size() < 32) throw ConfigError(n + ": must be at least 32 bytes long");
+         c.auth.jwt_secret = v;
+       }},
+      {"AUTH_JWT_PUBLIC_KEY_FILE", kChatd, "", "PEM public key (RSA 2048+ for RS256, EC P-256 for ES256)",
+       [](Config& c, const std::string&, const std::string& v) { c.auth.public_key_file = v; }},
+      {"AUTH_JWKS_FILE", kChatd, "", "JWKS file of RS256/ES256 keys chosen by kid; re-read when it changes",
+       [](Config& c, const std::string&, const std::string& v) { c.auth.jwks_file = v; }},
+      {"AUTH_JWT_ISSUER", kChatd, "", "required iss claim (empty: not checked)",
+       [](Config& c, const std::string&, const std::string& v) { c.auth.issuer = v; }},
+      {"AUTH_JWT_AUDIENCE", kChatd, "", "required aud claim (empty: not checked)",
+       [](Config& c, const std::string&, const std::string& v) { c.auth.audience = v; }},
+      {"AUTH_JWT_LEEWAY", kChatd, "30s", "clock skew allowed on exp and nbf", DURATION_SETTING(auth.leeway)},
       {"LOG_LEVEL", kBoth, "info", "debug, info, warn or error",
        [](Config& c, const std::string& n, const std::string& v) {
          static const std::map<std::string, log::Level> kLevels = {
@@ -330,6 +352,14 @@ Config load(Program program, const std::vector<std::string>& args, const EnvLook
   // At most half the 30 s heartbeat TTL: one late renewal never lets a live connection's heartbeat expire.
   if (config.redis.renew_interval.count() < 100 || config.redis.renew_interval.count() > 15'000)
     throw ConfigError("REDIS_RENEW_INTERVAL: must be from 100ms to 15s");
+  const auto& auth = config.auth;
+  bool any_key = !auth.jwt_secret.empty() || !auth.public_key_file.empty() || !auth.jwks_file.empty();
+  if (auth.mode == AuthConfig::Mode::jwt && !any_key)
+    throw ConfigError("AUTH_MODE=jwt needs AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY_FILE or AUTH_JWKS_FILE");
+  // Keys without AUTH_MODE=jwt would look like protection and be none.
+  if (auth.mode == AuthConfig::Mode::none && any_key)
+    throw ConfigError("AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY_FILE or AUTH_JWKS_FILE is set but AUTH_MODE is not jwt");
+  if (auth.leeway.count() > 600'000) throw ConfigError("AUTH_JWT_LEEWAY: must be at most 10m");
   return config;
 }
 

@@ -146,6 +146,18 @@ struct LimitsConfig {
   std::string trusted_proxies;  // addresses and CIDR networks whose X-Forwarded-For is believed
 };
 
+// Who may call the API (docs/SECURITY.md). Keys are secrets: never logged.
+struct AuthConfig {
+  enum class Mode { none, jwt };
+  Mode mode = Mode::none;       // none: clients name themselves with user_id
+  std::string jwt_secret;       // HS256
+  std::string public_key_file;  // PEM, RS256 or ES256
+  std::string jwks_file;        // JWKS, re-read when it changes
+  std::string issuer;           // empty: iss not checked
+  std::string audience;         // empty: aud not checked
+  Duration leeway{30'000};      // clock skew allowed on exp and nbf
+};
+
 struct LogConfig {
   log::Level level = log::Level::info;
   log::Format format = log::Format::text;
@@ -164,6 +176,7 @@ struct Config {
   ProviderConfig providers;
   WebConfig web;
   LimitsConfig limits;
+  AuthConfig auth;
   LogConfig log;
 };
 

@@ -119,6 +119,12 @@ class MessageStore {
   virtual void discard_message(std::string message_id, DoneCallback done) = 0;
   virtual void save_assistant_message(AssistantMessage m, DoneCallback done) = 0;
 
+  // Creates the session, empty and owned by `user_id`, unless it exists:
+  // forbidden when another user owns it. A stream opened before the session's
+  // first message and POST /api/sessions claim it, so nobody else can create it
+  // and have their replies go to that stream. Its title comes with its first
+  // message.
+  virtual void claim_session(std::string session_id, std::string user_id, DoneCallback done) = 0;
   // nullopt owner: the session does not exist (yet).
   virtual void session_owner(std::string session_id, OwnerCallback done) = 0;
   virtual void list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) = 0;

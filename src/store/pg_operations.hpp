@@ -25,6 +25,8 @@ boost::system::error_code accept(Connection& c, const NewUserMessage& m, unsigne
                                  std::vector<protocol::HistoryEntry>& out);
 boost::system::error_code save_assistant(Connection& c, const AssistantMessage& m);
 boost::system::error_code discard(Connection& c, const std::string& message_id);
+boost::system::error_code reserve(Connection& c, const std::string& session_id, const std::string& user_id,
+                                  SystemTime at);
 boost::system::error_code remove_session(Connection& c, const std::string& session_id, const std::string& user_id);
 
 // ---- reads ----

@@ -18,7 +18,11 @@ error_code claim_session(Connection& c, const NewUserMessage& m) {
       "last_message_at) VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $6::timestamptz, $6::timestamptz) "
       "ON CONFLICT (session_id) DO NOTHING",
       {m.session_id, m.user_id, make_title(m.content), m.ai_provider, m.model, ts(m.created_at)});
-  return ec ? ec : check_owner(c, kOwnerForMessage, m.session_id, m.user_id);
+  if (ec) return ec;
+  if (auto owned = check_owner(c, kOwnerForMessage, m.session_id, m.user_id)) return owned;
+  // A session claimed before its first message has no title yet.
+  return c.exec("UPDATE chat_sessions SET title = $2 WHERE session_id = $1 AND title = ''",
+                {m.session_id, make_title(m.content)});
 }
 
 // Clocks move forward only: replies of two pods may land out of order.
@@ -50,6 +54,19 @@ constexpr const char* kInsertMessage =
     "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::timestamptz) ON CONFLICT (message_id) DO NOTHING";
 
 }  // namespace
+
+error_code reserve(Connection& c, const std::string& session_id, const std::string& user_id, SystemTime at) {
+  // Streams reconnect often: a session that exists costs a read, not a write.
+  std::optional<std::string> owner;
+  if (auto ec = read_owner(c, kOwner, session_id, owner)) return ec;
+  if (owner) return *owner == user_id ? error_code{} : make_error_code(Errc::forbidden);
+  auto ec = c.exec(
+      "INSERT INTO chat_sessions (session_id, user_id, title, ai_provider, model_name, created_at, updated_at, "
+      "last_message_at) VALUES ($1, $2, '', '', '', $3::timestamptz, $3::timestamptz, $3::timestamptz) "
+      "ON CONFLICT (session_id) DO NOTHING",
+      {session_id, user_id, ts(at)});
+  return ec ? ec : check_owner(c, kOwner, session_id, user_id);
+}
 
 error_code accept(Connection& c, const NewUserMessage& m, unsigned turns, std::vector<protocol::HistoryEntry>& out) {
   Transaction tx(c);

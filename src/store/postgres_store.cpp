@@ -242,6 +242,11 @@ void PostgresStore::save_assistant_message(AssistantMessage m, DoneCallback done
   impl_->save_reply(detail::normalised(std::move(m)), std::move(done));
 }
 
+void PostgresStore::claim_session(std::string session_id, std::string user_id, DoneCallback done) {
+  impl_->enqueue(std::move(done), [session = std::move(session_id), user = std::move(user_id),
+                                   at = std::chrono::system_clock::now()](Connection& c) { return pg::reserve(c, session, user, at); });
+}
+
 void PostgresStore::session_owner(std::string session_id, OwnerCallback done) {
   impl_->enqueue(std::move(done), [id = std::move(session_id)](Connection& c, std::optional<std::string>& owner) {
     return pg::read_owner(c, pg::kOwner, id, owner);

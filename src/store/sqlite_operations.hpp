@@ -19,6 +19,8 @@ boost::system::error_code accept(Connection& db, const NewUserMessage& m, unsign
                                  std::vector<protocol::HistoryEntry>& out);
 boost::system::error_code save_assistant(Connection& db, const AssistantMessage& m);
 boost::system::error_code discard(Connection& db, const std::string& message_id);
+boost::system::error_code reserve(Connection& db, const std::string& session_id, const std::string& user_id,
+                                  std::int64_t at);
 boost::system::error_code remove_session(Connection& db, const std::string& session_id, const std::string& user_id);
 
 // ---- reads ----

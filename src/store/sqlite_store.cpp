@@ -150,6 +150,13 @@ void SqliteStore::save_assistant_message(AssistantMessage m, DoneCallback done) 
   impl_->save_reply(detail::normalised(std::move(m)), std::move(done));
 }
 
+void SqliteStore::claim_session(std::string session_id, std::string user_id, DoneCallback done) {
+  impl_->enqueue(std::move(done), [session = std::move(session_id), user = std::move(user_id),
+                                   at = detail::to_micros(std::chrono::system_clock::now())](Connection& db) {
+    return sqlite::reserve(db, session, user, at);
+  });
+}
+
 void SqliteStore::session_owner(std::string session_id, OwnerCallback done) {
   impl_->enqueue(std::move(done), [id = std::move(session_id)](Connection& db, std::optional<std::string>& owner) {
     return sqlite::read_owner(db, id, owner);

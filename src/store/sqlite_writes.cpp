@@ -23,7 +23,13 @@ error_code claim_session(Connection& db, const NewUserMessage& m, std::int64_t a
                 .bind(m.model)
                 .bind(at)
                 .run();
-  return ec ? ec : check_owner(db, m.session_id, m.user_id);
+  if (ec) return ec;
+  if (auto owned = check_owner(db, m.session_id, m.user_id)) return owned;
+  // A session claimed before its first message has no title yet.
+  return db.query("UPDATE chat_sessions SET title = ?2 WHERE session_id = ?1 AND title = ''")
+      .bind(m.session_id)
+      .bind(make_title(m.content))
+      .run();
 }
 
 // A new message moves the session's clocks forward (never back: replies of two
@@ -78,6 +84,26 @@ error_code accept(Connection& db, const NewUserMessage& m, unsigned turns, std::
                 .run();
   if (ec) return ec;
   if (auto ec2 = touch_session(db, m.session_id, at, m.ai_provider, m.model)) return ec2;
+  return tx.commit();
+}
+
+error_code reserve(Connection& db, const std::string& session_id, const std::string& user_id, std::int64_t at) {
+  // Streams reconnect often: a session that exists costs a read, not a write.
+  std::optional<std::string> owner;
+  if (auto ec = read_owner(db, session_id, owner)) return ec;
+  if (owner) return *owner == user_id ? error_code{} : make_error_code(Errc::forbidden);
+  Transaction tx(db, Transaction::Mode::write);
+  if (tx.error()) return tx.error();
+  auto ec = db.query(
+                  "INSERT INTO chat_sessions (session_id, user_id, title, ai_provider, model_name, created_at, "
+                  "updated_at, last_message_at) VALUES (?1, ?2, '', '', '', ?3, ?3, ?3) "
+                  "ON CONFLICT (session_id) DO NOTHING")
+                .bind(session_id)
+                .bind(user_id)
+                .bind(at)
+                .run();
+  if (ec) return ec;
+  if (auto owned = check_owner(db, session_id, user_id)) return owned;
   return tx.commit();
 }
 

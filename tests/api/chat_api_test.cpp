@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "auth/authenticator.hpp"
 #include "bus/bus_work_queue.hpp"
 #include "bus/memory_bus.hpp"
 #include "http/listener.hpp"
@@ -24,6 +25,16 @@ namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
 namespace json = boost::json;
 using asio::ip::tcp;
+
+// AUTH_MODE=jwt without the cryptography (tests/auth has that): "tok-<user>" is
+// a valid token for <user>, anything else a bad one.
+struct FakeAuthenticator final : auth::Authenticator {
+  auth::Verdict verify(std::string_view token) const override {
+    if (token.empty()) return {auth::Errc::missing_token, {}};
+    if (!token.starts_with("tok-")) return {auth::Errc::bad_signature, {}};
+    return {{}, std::string(token.substr(4))};
+  }
+};
 
 // The API behind a real listener on loopback, with the embedded pod behind it
 // (no worker: these tests are about HTTP, not replies).
@@ -54,15 +65,28 @@ struct ChatApiTest : ::testing::Test {
   ChatApi api{ApiOptions{"https://app.example, https://other.example", {100}}, pod, store};
   std::shared_ptr<http::Listener> listener = std::make_shared<http::Listener>(
       ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0), api, http::SessionLimits{}, [] { return false; });
+  // The same pod and store behind an API in jwt mode.
+  FakeAuthenticator authenticator;
+  ChatApi jwt_api{[this] {
+                    ApiOptions o{"*", {100}};
+                    o.authenticator = &authenticator;
+                    return o;
+                  }(),
+                  pod, store};
+  std::shared_ptr<http::Listener> jwt_listener = std::make_shared<http::Listener>(
+      ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0), jwt_api, http::SessionLimits{}, [] { return false; });
+  bool use_jwt = false;  // call() goes to jwt_listener
   std::thread thread;
 
   void SetUp() override {
     pod.start();
     listener->run();
+    jwt_listener->run();
     thread = std::thread([this] { ioc.run(); });
   }
   void TearDown() override {
     listener->stop();
+    jwt_listener->stop();
     work.reset();
     ioc.stop();
     thread.join();
@@ -73,7 +97,7 @@ struct ChatApiTest : ::testing::Test {
                                            std::vector<std::pair<std::string, std::string>> headers = {}) {
     asio::io_context client_ioc;
     tcp::socket socket(client_ioc);
-    socket.connect(tcp::endpoint(asio::ip::address_v4::loopback(), listener->port()));
+    socket.connect(tcp::endpoint(asio::ip::address_v4::loopback(), (use_jwt ? jwt_listener : listener)->port()));
     bhttp::request<bhttp::string_body> req{method, target, 11};
     req.set(bhttp::field::host, "localhost");
     if (!body.empty()) req.set(bhttp::field::content_type, "application/json");
@@ -135,12 +159,111 @@ TEST_F(ChatApiTest, AnAcceptedChatIs202WithItsIds) {
   EXPECT_EQ(std::string(body.at("message_id").as_string()).rfind("msg_", 0), 0u);
 }
 
-TEST_F(ChatApiTest, AnotherUsersSessionIs403OnEveryRoute) {
+TEST_F(ChatApiTest, AnotherUsersSessionIsAnswered404LikeAMissingOne) {
   ASSERT_EQ(call(bhttp::verb::post, "/api/chat", R"({"session_id":"s2","user_id":"owner","message":"hi"})").result_int(), 202);
+  // Posting cannot hide that the id is taken: it would otherwise create it.
   EXPECT_EQ(call(bhttp::verb::post, "/api/chat", R"({"session_id":"s2","user_id":"other","message":"hi"})").result_int(), 403);
-  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/s2/messages?user_id=other").result_int(), 403);
-  EXPECT_EQ(call(bhttp::verb::delete_, "/api/sessions/s2?user_id=other").result_int(), 403);
-  EXPECT_EQ(call(bhttp::verb::get, "/api/sse?session_id=s2&user_id=other").result_int(), 403);
+  for (const char* id : {"s2", "never-created"}) {
+    auto sid = std::string(id);
+    auto res = call(bhttp::verb::get, "/api/sessions/" + sid + "/messages?user_id=other");
+    EXPECT_EQ(res.result_int(), 404) << sid;
+    EXPECT_EQ(res.body(), R"({"error":{"code":"not_found","message":"session not found"}})");
+    EXPECT_EQ(call(bhttp::verb::delete_, "/api/sessions/" + sid + "?user_id=other").result_int(), 404) << sid;
+  }
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sse?session_id=s2&user_id=other").result_int(), 404);
+}
+
+// The status line and headers of an event stream, whose body never ends.
+struct OpenStream {
+  asio::io_context ioc;
+  tcp::socket socket{ioc};
+  boost::beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::empty_body> parser;
+
+  OpenStream(unsigned short port, const std::string& target, const std::string& cookie = {}) {
+    socket.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+    bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
+    req.set(bhttp::field::host, "localhost");
+    if (!cookie.empty()) req.set(bhttp::field::cookie, cookie);
+    bhttp::write(socket, req);
+    bhttp::read_header(socket, buffer, parser);
+  }
+  unsigned status() const { return parser.get().result_int(); }
+};
+
+TEST_F(ChatApiTest, AStreamOnANewSessionClaimsItForItsUser) {
+  // B watches a session that does not exist yet; A then cannot create it and
+  // have A's reply stream to B.
+  OpenStream stream(listener->port(), "/api/sse?session_id=s-new&user_id=bob");
+  ASSERT_EQ(stream.status(), 200u);
+  auto res = call(bhttp::verb::post, "/api/chat", R"({"session_id":"s-new","user_id":"alice","message":"hi"})");
+  EXPECT_EQ(res.result_int(), 403);
+  EXPECT_EQ(call(bhttp::verb::post, "/api/chat", R"({"session_id":"s-new","user_id":"bob","message":"hi"})").result_int(), 202);
+}
+
+TEST_F(ChatApiTest, PostSessionsMakesAnUnguessableIdOwnedByTheCaller) {
+  auto res = call(bhttp::verb::post, "/api/sessions", R"({"user_id":"u1"})");
+  ASSERT_EQ(res.result_int(), 201) << res.body();
+  auto id = std::string(json::parse(res.body()).at("session_id").as_string());
+  EXPECT_EQ(id.size(), 34u);
+  EXPECT_EQ(id.rfind("s_", 0), 0u);
+  EXPECT_NE(id, std::string(json::parse(call(bhttp::verb::post, "/api/sessions?user_id=u1").body()).at("session_id").as_string()));
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/" + id + "/messages?user_id=u1").result_int(), 200);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/" + id + "/messages?user_id=u2").result_int(), 404);
+  EXPECT_EQ(call(bhttp::verb::post, "/api/sessions", "").result_int(), 400);  // nobody named
+  EXPECT_EQ(call(bhttp::verb::put, "/api/sessions").result_int(), 405);
+}
+
+TEST_F(ChatApiTest, JwtModeNeedsABearerTokenOnEveryApiRoute) {
+  use_jwt = true;
+  const std::vector<std::pair<bhttp::verb, std::string>> routes = {
+      {bhttp::verb::post, "/api/chat"},           {bhttp::verb::post, "/api/chat/m1/cancel"},
+      {bhttp::verb::get, "/api/sse?session_id=s"}, {bhttp::verb::get, "/api/sessions"},
+      {bhttp::verb::post, "/api/sessions"},       {bhttp::verb::get, "/api/sessions/s/messages"},
+      {bhttp::verb::delete_, "/api/sessions/s"}};
+  for (const auto& [method, target] : routes) {
+    auto none = call(method, target);
+    EXPECT_EQ(none.result_int(), 401) << target;
+    EXPECT_EQ(none[bhttp::field::www_authenticate], "Bearer") << target;
+    EXPECT_EQ(error_code(none), "unauthorized") << target;
+    auto bad = call(method, target, {}, {{"Authorization", "Bearer forged"}});
+    EXPECT_EQ(bad.result_int(), 401) << target;
+    EXPECT_EQ(bad[bhttp::field::www_authenticate], R"(Bearer error="invalid_token")") << target;
+    EXPECT_EQ(call(method, target, {}, {{"Authorization", "Basic dTpw"}}).result_int(), 401) << target;
+  }
+  // Health, readiness and the description stay open, and say the mode.
+  auto health = call(bhttp::verb::get, "/health");
+  EXPECT_EQ(health.result_int(), 200);
+  EXPECT_EQ(json::parse(health.body()).at("auth_mode").as_string(), "jwt");
+  EXPECT_EQ(json::parse(call(bhttp::verb::get, "/api").body()).at("auth_mode").as_string(), "jwt");
+  use_jwt = false;
+  EXPECT_EQ(json::parse(call(bhttp::verb::get, "/health").body()).at("auth_mode").as_string(), "none");
+  EXPECT_EQ(json::parse(call(bhttp::verb::get, "/api").body()).at("auth_mode").as_string(), "none");
+}
+
+TEST_F(ChatApiTest, JwtModeTakesTheUserFromTheToken) {
+  use_jwt = true;
+  const std::pair<std::string, std::string> alice{"Authorization", "Bearer tok-alice"};
+  auto res = call(bhttp::verb::post, "/api/chat", R"({"session_id":"js1","message":"hi"})", {alice});
+  ASSERT_EQ(res.result_int(), 202) << res.body();
+  EXPECT_EQ(call(bhttp::verb::post, "/api/chat", R"({"session_id":"js1","user_id":"alice","message":"hi"})", {alice})
+                .result_int(), 202);
+  auto other = call(bhttp::verb::post, "/api/chat", R"({"session_id":"js1","user_id":"bob","message":"hi"})", {alice});
+  EXPECT_EQ(other.result_int(), 403);
+  EXPECT_EQ(error_code(other), "forbidden");
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/js1/messages", {}, {alice}).result_int(), 200);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/js1/messages?user_id=bob", {}, {alice}).result_int(), 403);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/js1/messages", {}, {{"Authorization", "Bearer tok-bob"}}).result_int(),
+            404);
+  auto list = json::parse(call(bhttp::verb::get, "/api/sessions", {}, {alice}).body());
+  EXPECT_EQ(list.at("sessions").as_array().size(), 1u);
+  // The stream takes its token from the query or a cookie as well.
+  EXPECT_EQ(OpenStream(jwt_listener->port(), "/api/sse?session_id=js1&access_token=tok-alice").status(), 200u);
+  EXPECT_EQ(OpenStream(jwt_listener->port(), "/api/sse?session_id=js1&access_token=tok-bob").status(), 404u);
+  EXPECT_EQ(OpenStream(jwt_listener->port(), "/api/sse?session_id=js1&access_token=forged").status(), 401u);
+  EXPECT_EQ(OpenStream(jwt_listener->port(), "/api/sse?session_id=js1", "theme=dark; chat_token=tok-alice").status(), 200u);
+  // ...but other routes do not: a token in a URL ends up in too many logs.
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions?access_token=tok-alice").result_int(), 401);
 }
 
 TEST_F(ChatApiTest, CancellingAReplyNoWorkerRunsIs404) {

@@ -101,10 +101,31 @@ TEST(ConfigTest, EachProgramReadsOnlyItsSettings) {
   EXPECT_THROW(load(Program::worker, {"--server-port=1"}, env({})), ConfigError);
 }
 
+TEST(ConfigTest, AuthModeNeedsAKeyAndKeysNeedTheMode) {
+  auto c = load(Program::chatd, {}, env({}));
+  EXPECT_EQ(c.auth.mode, AuthConfig::Mode::none);
+  EXPECT_EQ(c.auth.leeway, 30s);
+  const std::string secret(32, 's');
+  c = load(Program::chatd, {"--auth-mode=jwt"},
+           env({{"AUTH_JWT_SECRET", secret}, {"AUTH_JWT_ISSUER", "idp"}, {"AUTH_JWT_LEEWAY", "5s"}}));
+  EXPECT_EQ(c.auth.mode, AuthConfig::Mode::jwt);
+  EXPECT_EQ(c.auth.jwt_secret, secret);
+  EXPECT_EQ(c.auth.issuer, "idp");
+  EXPECT_EQ(c.auth.leeway, 5s);
+  EXPECT_NO_THROW(load(Program::chatd, {}, env({{"AUTH_MODE", "jwt"}, {"AUTH_JWKS_FILE", "/etc/jwks.json"}})));
+  EXPECT_THROW(load(Program::chatd, {}, env({{"AUTH_MODE", "jwt"}})), ConfigError);  // no key
+  EXPECT_THROW(load(Program::chatd, {}, env({{"AUTH_MODE", "JWT "}})), ConfigError);
+  EXPECT_THROW(load(Program::chatd, {}, env({{"AUTH_MODE", "jwt"}, {"AUTH_JWT_SECRET", "short"}})), ConfigError);
+  EXPECT_THROW(load(Program::chatd, {}, env({{"AUTH_JWT_SECRET", secret}})), ConfigError);  // mode none
+  EXPECT_THROW(load(Program::chatd, {}, env({{"AUTH_MODE", "jwt"}, {"AUTH_JWT_SECRET", secret}, {"AUTH_JWT_LEEWAY", "1h"}})),
+               ConfigError);
+}
+
 TEST(ConfigTest, HelpListsEverySettingOfTheProgram) {
   auto help = help_text(Program::chatd);
   for (const char* name : {"SERVER_PORT", "POD_ID", "BUFFER_MISSING_CHUNK_TIMEOUT", "NATS_URL", "REDIS_HOST", "DB_PATH",
-                           "DB_SPILL_DIR", "SSE_HEARTBEAT_INTERVAL", "LOG_FORMAT", "--server-port"})
+                           "DB_SPILL_DIR", "SSE_HEARTBEAT_INTERVAL", "LOG_FORMAT", "--server-port", "AUTH_MODE",
+                           "AUTH_JWT_SECRET", "AUTH_JWKS_FILE", "AUTH_JWT_LEEWAY"})
     EXPECT_NE(help.find(name), std::string::npos) << name;
   EXPECT_EQ(help_text(Program::worker).find("SERVER_PORT"), std::string::npos);
   EXPECT_TRUE(wants_help({"--help"}));

@@ -294,12 +294,13 @@ class HistoryTests:
         self.assertIsNone(d["next_before"], d)
 
     # -- errors -----------------------------------------------------------------------
-    def test_errors_403_404_400(self):
+    def test_errors_404_400(self):
         srv, owner, other, sid = self.srv, h.new_id("u"), h.new_id("u"), h.new_id("s")
         self.turn(srv, sid, owner, "private conversation")
         base = "/api/sessions/%s/messages?" % sid
-        self.assert_error(srv.get(base + q(user_id=other)), 403, "another user's messages")
-        self.assert_error(srv.request("DELETE", "/api/sessions/%s?%s" % (sid, q(user_id=other))), 403,
+        # another user's session is answered like a missing one (no existence oracle)
+        self.assert_error(srv.get(base + q(user_id=other)), 404, "another user's messages")
+        self.assert_error(srv.request("DELETE", "/api/sessions/%s?%s" % (sid, q(user_id=other))), 404,
                           "another user's DELETE")
         self.assertEqual(len(self.all_messages(srv, sid, owner)), 2, "a refused DELETE must not delete")
         unknown = h.new_id("nosuch")
@@ -374,19 +375,12 @@ class HistoryTests:
         self.assertFalse([d for d in chunks if d["is_final"] and (d.get("metadata") or {}).get("finish_reason") == "stop"],
                          "the deleted reply streamed to its normal end")
         # the generation stopped on the worker: it took the cancel, and then no longer answers for the reply
-        # (another user's cancel gets 403 while a reply runs, 404 once nothing runs)
         try:
             h_wait(lambda: "generation_cancelled message_id=%s" % mid in srv.log(400000), 15.0)
         except AssertionError:
             self.fail("the worker never cancelled %s after its session was deleted" % mid)
-        other = h.new_id("u")
-        deadline = t0 + 20.0
-        while True:
-            r = self.cancel(srv, mid, other)
-            if r.status == 404:
-                break
-            self.assertEqual(r.status, 403, "another user's cancel of a running reply: %r" % r)
-            self.assertLess(time.monotonic(), deadline, "the reply was still running on the worker 20 s after DELETE")
+        # (another user's cancel is 404 whether the reply runs or not: no existence oracle)
+        self.assertEqual(self.cancel(srv, mid, h.new_id("u")).status, 404)
         stopped_after = time.monotonic() - t0
         sys.stderr.write("\n[%s] stream ended by %s; worker stopped the reply %.1fs after DELETE\n"
                          % (self.id(), last.event, stopped_after))
@@ -462,13 +456,13 @@ class HistoryTests:
         rc, _ = self.turn(self.slow, sid, uid, "next question")
         self.assertIn("We have exchanged 2 earlier messages", rc.text)
 
-    def test_cancel_by_another_user_is_forbidden(self):
+    def test_cancel_by_another_user_is_not_found(self):
         srv, uid, other, sid = self.slow, h.new_id("u"), h.new_id("u"), h.new_id("s")
         c, _ = self.open_sse(srv, sid, uid)
         acc = srv.chat_ok(sid, uid, "not yours to cancel")
         mid = acc["message_id"]
         c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 1, 15)
-        self.assert_error(self.cancel(srv, mid, other), 403, "another user's cancel")
+        self.assert_error(self.cancel(srv, mid, other), 404, "another user's cancel of a running reply")
         self.assert_error(srv.request("POST", "/api/chat/%s/cancel" % mid, body=b""), 400, "cancel without user_id")
         self.assert_error(srv.request("POST", "/api/chat/%s/cancel?%s" % (mid, q(user_id="a.b")), body=b""), 400,
                           "cancel with a bad user_id")

@@ -176,7 +176,7 @@ class EveryRouteTest(h.ChatdTestCase):
         older = page.json()["next_before"]
         self.assertIsNotNone(older)
         self.assertEqual(srv.get("/api/sessions/%s/messages?user_id=%s&before=%s" % (sid, uid, older)).status, 200)
-        self.assertEqual(srv.get("/api/sessions/%s/messages?user_id=x" % sid).status, 403)
+        self.assertEqual(srv.get("/api/sessions/%s/messages?user_id=x" % sid).status, 404)
         self.assertEqual(srv.get("/api/sessions/%s/messages?user_id=%s" % (h.new_id("none"), uid)).status, 404)
 
         # cancel: a running reply (202), then no running reply (404), bad id (400)
@@ -192,10 +192,12 @@ class EveryRouteTest(h.ChatdTestCase):
         # a resume cursor this pod never held: the stream still opens and validates
         r2 = self.track(srv.sse(sid, uid, headers={"Last-Event-ID": "msg_000000000000000000000000:3"}))
         r2.connected()
-        self.assertEqual(self.track(srv.sse(sid, "x")).open().status, 403)
+        self.assertEqual(self.track(srv.sse(sid, "x")).open().status, 404)
+        # a server-made session id
+        self.assertEqual(srv.post_json("/api/sessions", {"user_id": uid}).status, 201)
 
-        # delete: 403 for another user, 200 for the owner (the stream gets reset and closes), 404 after
-        self.assertEqual(srv.request("DELETE", "/api/sessions/%s?user_id=x" % sid).status, 403)
+        # delete: 404 for another user, 200 for the owner (the stream gets reset and closes), 404 after
+        self.assertEqual(srv.request("DELETE", "/api/sessions/%s?user_id=x" % sid).status, 404)
         self.assertEqual(srv.request("DELETE", "/api/sessions/%s?user_id=%s" % (sid, uid)).status, 200)
         c.collect_until(lambda e: e.event == "reset", 10)
         self.assertEqual(srv.request("DELETE", "/api/sessions/%s?user_id=%s" % (sid, uid)).status, 404)
@@ -203,13 +205,13 @@ class EveryRouteTest(h.ChatdTestCase):
         for key in ("GET / 200", "GET /health 200", "GET /ready 200", "GET /openapi.yaml 200",
                     "preflight /api/chat 204", "PUT /api/sessions (method not listed) 405",
                     "POST /api/chat 202", "POST /api/chat 400", "POST /api/chat 403", "POST /api/chat 415",
-                    "GET /api/sse 200", "GET /api/sse 403",
+                    "GET /api/sse 200", "GET /api/sse 404", "POST /api/sessions 201",
                     "GET /api/sessions 200", "GET /api/sessions 400",
-                    "GET /api/sessions/{session_id}/messages 200", "GET /api/sessions/{session_id}/messages 403",
+                    "GET /api/sessions/{session_id}/messages 200",
                     "GET /api/sessions/{session_id}/messages 404",
                     "POST /api/chat/{message_id}/cancel 202", "POST /api/chat/{message_id}/cancel 404",
                     "POST /api/chat/{message_id}/cancel 400",
-                    "DELETE /api/sessions/{session_id} 200", "DELETE /api/sessions/{session_id} 403",
+                    "DELETE /api/sessions/{session_id} 200",
                     "DELETE /api/sessions/{session_id} 404",
                     "event connected", "event chunk", "event message_complete", "event error", "event ping",
                     "event reset"):

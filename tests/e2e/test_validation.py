@@ -254,11 +254,12 @@ class ValidationTest(h.ChatdTestCase):
         self.assertError(r, 403, "forbidden", "second user posting to the session")
         self.assertNoUserMessage(marker)
         c = self.track(self.srv.sse(sid, other)).open()
-        self.assertEqual(c.status, 403, "second user opening SSE on the session: %s %r" % (c.status, c.body[:200]))
+        # another user's session is answered like a missing one (no existence oracle)
+        self.assertEqual(c.status, 404, "second user opening SSE on the session: %s %r" % (c.status, c.body[:200]))
         try:
-            self.assertEqual(c.json_body()["error"]["code"], "forbidden", c.body)
+            self.assertEqual(c.json_body()["error"]["code"], "not_found", c.body)
         except (ValueError, KeyError, TypeError):
-            self.fail("SSE 403 body is not the JSON error shape: %r" % c.body[:200])
+            self.fail("SSE 404 body is not the JSON error shape: %r" % c.body[:200])
         # the owner is unaffected
         self.assertEqual(self.srv.chat(sid, owner, "still mine").status, 202)
         c2 = self.track(self.srv.sse(sid, owner))

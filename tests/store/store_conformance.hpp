@@ -112,6 +112,9 @@ class Sync {
   error_code save(AssistantMessage m) {
     return await_done([&](auto cb) { s_.save_assistant_message(std::move(m), std::move(cb)); });
   }
+  error_code claim(std::string session, std::string user) {
+    return await_done([&](auto cb) { s_.claim_session(std::move(session), std::move(user), std::move(cb)); });
+  }
   error_code discard(std::string id) {
     return await_done([&](auto cb) { s_.discard_message(std::move(id), std::move(cb)); });
   }

@@ -136,6 +136,26 @@ TEST_P(StoreConformance, AnotherUsersSessionIsForbidden) {
   EXPECT_EQ(sync().owner("s1").second, std::optional<std::string>("alice"));
 }
 
+TEST_P(StoreConformance, AClaimedSessionIsTheClaimersAndTitledByItsFirstMessage) {
+  ASSERT_FALSE(sync().claim("s1", "alice"));
+  EXPECT_FALSE(sync().claim("s1", "alice"));  // again: still hers
+  EXPECT_EQ(sync().claim("s1", "mallory"), Errc::forbidden);
+  EXPECT_EQ(sync().owner("s1").second, std::optional<std::string>("alice"));
+  EXPECT_EQ(sync().accept(user_message("s1", "mallory", "u0", "mine now", at(0))).first, Errc::forbidden);
+  auto [pec, page] = sync().page("s1", "alice", 10);
+  ASSERT_FALSE(pec);
+  EXPECT_TRUE(page.messages.empty());
+
+  ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "Hello there", at(1))).first);
+  auto [sec, sessions] = sync().sessions("alice");
+  ASSERT_FALSE(sec);
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].title, "Hello there");
+  // A session with messages is claimed by its owner without harm, and by nobody else.
+  EXPECT_FALSE(sync().claim("s1", "alice"));
+  EXPECT_EQ(sync().claim("s1", "mallory"), Errc::forbidden);
+}
+
 TEST_P(StoreConformance, UnknownSessionHasNoOwnerAndNoMessages) {
   auto [ec, owner] = sync().owner("nope");
   EXPECT_FALSE(ec);
