@@ -24,6 +24,8 @@ Scenarios (SCENARIOS, default "full1 full2 rate1"):
   full2  2 workers, WORKER_DEMO_CHUNK_DELAY=0
   rate1  1 worker,  WORKER_DEMO_CHUNK_DELAY=RATE_DELAY (100ms), first chats spread over STAGGER (3) s
   rate2  2 workers, the same
+  full1core, rate1core  full1 and rate1 on core NATS (NATS_JETSTREAM=false: no work queue stream, no
+         chunk log): run beside full1/rate1, the difference is the cost of JetStream on the live path
 Environment: SESSIONS (1000), SECONDS (15), WARMUP (3), RATE_DELAY, STAGGER, LOADGEN, CHATD_BIN,
 CHAT_WORKER_BIN, QUIET_WAIT (60 s at most waiting for a quiet machine), QUIET_MAX (25 % of a core),
 E2E_KEEP_LOGS=1 (keep the cluster's temp dirs).
@@ -108,7 +110,7 @@ def worst_of_pods(per_pod, key):
     return None if not values or None in values else max(values)
 
 
-def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup):
+def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup, jetstream=True):
     errors = []
     quiet = wait_quiet(log)
     if quiet:
@@ -116,10 +118,10 @@ def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup):
     worker_env = {"LOG_LEVEL": "warn", "WORKER_DEMO_CHUNK_DELAY": delay}
     pod_env = {"LOG_LEVEL": "warn"}
     cl = infra.Cluster(pods=2, workers=workers, pod_ids=["pod-1", "pod-2"], pod_env=pod_env,
-                       worker_env=worker_env, tag=name)
+                       worker_env=worker_env, tag=name, jetstream=jetstream)
     lgs = []
     tmp = tempfile.mkdtemp(prefix="chatd-dist-bench-")
-    res = {"scenario": name, "workers": workers, "worker_env": worker_env, "pod_env": pod_env,
+    res = {"scenario": name, "workers": workers, "jetstream": jetstream, "worker_env": worker_env, "pod_env": pod_env,
            "sessions": sessions, "db": "SQLite per pod (DB_PATH in each pod's temp dir)"}
     try:
         cl.start(timeout=60)
@@ -279,7 +281,8 @@ def main():
     rate_delay = os.environ.get("RATE_DELAY", "100ms")
     stagger = float(os.environ.get("STAGGER", "3"))
     table = {"full1": (1, "0", 0.0), "full2": (2, "0", 0.0), "rate1": (1, rate_delay, stagger),
-             "rate2": (2, rate_delay, stagger)}
+             "rate2": (2, rate_delay, stagger), "full1core": (1, "0", 0.0, False),
+             "rate1core": (1, rate_delay, stagger, False)}
     names = os.environ.get("SCENARIOS", "full1 full2 rate1").split()
     for n in names:
         if n not in table:
@@ -294,8 +297,8 @@ def main():
                                     text=True).stdout.strip(),
            "chatd": infra.harness.chatd_bin(), "worker": infra.worker_bin(), "scenarios": {}}
     for n in names:
-        w, d, s = table[n]
-        out["scenarios"][n] = run_scenario(n, w, d, s, sessions, seconds, warmup)
+        w, d, s, *js = table[n]
+        out["scenarios"][n] = run_scenario(n, w, d, s, sessions, seconds, warmup, *js)
     out["loadavg_at_end"] = loadavg()
     out["errors"] = [e for n in names for e in out["scenarios"][n]["errors"]]
     print(json.dumps(out, separators=(",", ":")))
