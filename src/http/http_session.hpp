@@ -63,6 +63,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void read_body();
   void on_body(boost::system::error_code ec);
   void on_read_error(boost::system::error_code ec);
+  // Answers a request that cannot be read (framing, limits) and closes.
+  void refuse(Response response);
   void write(Response response, bool close_after);
   void on_write(boost::system::error_code ec, bool close);
   void close();
