@@ -26,6 +26,8 @@ struct ApiOptions {
   ChatLimits chat;
   std::vector<ProviderOffer> providers{};  // {}: aggregate initialisations may leave these out
   std::string default_provider{};
+  // CHAT_HISTORY_MAX_BYTES: the most JSON one history page carries (docs/API.md §3.4).
+  std::size_t history_max_bytes = 1024 * 1024;
 };
 
 class ChatApi final : public http::RequestHandler {
