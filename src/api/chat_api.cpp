@@ -90,7 +90,13 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   call->origin = std::string(request[bhttp::field::origin]);
   auto target = boost::urls::parse_origin_form(request.target());
   call->request = std::move(request);
-  if (!target) return call->respond(error(Status::bad_request, "invalid_request", "the request target is not a valid URL"));
+  if (!target) {
+    // Not origin-form (a fragment, "*", absolute-form, bad escapes): the HTTP
+    // request itself is malformed, answered and closed as such.
+    auto res = error(Status::bad_request, "bad_request", "the request target is not a valid URL");
+    res.keep_alive(false);
+    return call->respond(std::move(res));
+  }
   call->path = std::string(target->encoded_path());
   for (auto param : target->params()) call->query.emplace(param.key, param.value);
 

@@ -17,10 +17,14 @@ namespace {
 
 std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
 
+// What one read may add to the buffer beyond a whole header: Beast reads up to
+// 64 KiB at a time and moves body bytes out as it parses them.
+constexpr std::size_t kReadRoom = 64 * 1024;
+
 }  // namespace
 
 HttpSession::HttpSession(Socket socket, RequestHandler& handler, SessionLimits limits)
-    : stream_(std::move(socket)), handler_(handler), limits_(limits) {
+    : stream_(std::move(socket)), buffer_(limits.max_header_bytes + kReadRoom), handler_(handler), limits_(limits) {
   open_sessions_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -91,6 +95,8 @@ void HttpSession::on_read_error(boost::system::error_code ec) {
                      ? error_response(Status::payload_too_large,
                                       "payload_too_large", "the request body is larger than " +
                                                                std::to_string(limits_.max_body_bytes) + " bytes")
+                 : ec == beast_http::error::buffer_overflow
+                     ? error_response(Status::bad_request, "bad_request", "a chunk header line is too long")
                  : ec == beast_http::error::header_limit
                      ? error_response(Status::request_header_fields_too_large, "headers_too_large",
                                       "the request headers are too large")
@@ -108,7 +114,10 @@ void HttpSession::refuse(Response res) {
 
 void HttpSession::respond(Response response) {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this(), r = std::move(response)]() mutable {
-    self->write(std::move(r), !self->keep_alive_);
+    // A handler may end the connection (Connection: close) after a request it
+    // found malformed.
+    bool close = !self->keep_alive_ || !r.keep_alive();
+    self->write(std::move(r), close);
   });
 }
 

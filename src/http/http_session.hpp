@@ -70,6 +70,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void close();
 
   boost::beast::tcp_stream stream_;
+  // Bounded: Beast's parser limits the header and the body, but not a chunk
+  // header line (chunk-size and extensions), which it keeps in this buffer
+  // until its CRLF; "5;" and gigabytes without one must not be buffered.
   boost::beast::flat_buffer buffer_;
   std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
   std::shared_ptr<Response> response_;  // kept alive while it is written
