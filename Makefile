@@ -3,10 +3,11 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps deps-test build run test test-unit test-browser test-asan test-deploy bench cluster-up cluster-down clean
+.PHONY: deps deps-test build run test test-unit test-browser test-asan test-deploy bench cluster-up cluster-down clean deps-fuzz fuzz fuzz-smoke
 
 deps:
 	@scripts/install-deps.sh
@@ -55,6 +56,23 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 test-deploy:
 	scripts/test-deploy.sh
 
+# libFuzzer targets (fuzz/, docs/FUZZING.md): clang with ASan and UBSan, in a build
+# directory of their own. fuzz-smoke runs each for FUZZ_SECONDS (20) on one core.
+$(FUZZ_BUILD)/build.ninja:
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHAT_FUZZ=ON \
+	  -DCHAT_WERROR=ON -DCHAT_BUILD_TESTS=OFF -DCHAT_BUILD_BENCH=OFF -DCHAT_BUILD_WEB=OFF
+
+deps-fuzz:
+	@scripts/install-deps.sh fuzz
+
+fuzz: deps-fuzz $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
+
+FUZZ_SECONDS ?= 20
+fuzz-smoke: fuzz
+	cmake -S . -B $(FUZZ_BUILD) -DCHAT_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	cd $(FUZZ_BUILD) && ctest --output-on-failure -L fuzz
+
 bench: build
 	bench/run.sh
 
@@ -65,4 +83,4 @@ cluster-down:
 	scripts/cluster.sh down
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

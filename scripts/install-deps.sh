@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh --test   and the browser tests' packages (make test)
 #   scripts/install-deps.sh deploy   and what `make test-deploy` needs: Docker (docker.io and
 #                                    the Compose v1 program docker-compose, Debian 12's own), debootstrap
+#   scripts/install-deps.sh fuzz     and clang with libFuzzer's runtime (make fuzz, docs/FUZZING.md)
 set -euo pipefail
 
 packages=(
@@ -21,7 +22,8 @@ for arg in "$@"; do
   case "$arg" in
     --test) packages+=("${test_packages[@]}") ;;
     deploy) packages+=(docker.io docker-compose debootstrap) ;;
-    *) echo "install-deps.sh: unknown argument $arg (--test, deploy)" >&2; exit 2 ;;
+    fuzz) packages+=(clang clang-14 libclang-rt-14-dev) ;;
+    *) echo "install-deps.sh: unknown argument $arg (--test, deploy, fuzz)" >&2; exit 2 ;;
   esac
 done
 

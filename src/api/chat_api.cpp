@@ -145,7 +145,13 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   call->origin = std::string(request[bhttp::field::origin]);
   auto target = boost::urls::parse_origin_form(request.target());
   call->request = std::move(request);
-  if (!target) return call->respond(error(Status::bad_request, "invalid_request", "the request target is not a valid URL"));
+  if (!target) {
+    // Not origin-form (a fragment, "*", absolute-form, bad escapes): the HTTP
+    // request itself is malformed, answered and closed as such.
+    auto res = error(Status::bad_request, "bad_request", "the request target is not a valid URL");
+    res.keep_alive(false);
+    return call->respond(std::move(res));
+  }
   call->path = std::string(target->encoded_path());
   for (auto param : target->params()) call->query.emplace(param.key, param.value);
   if (!admission_ || is_probe(call->path)) return serve(std::move(call));
@@ -211,6 +217,12 @@ void ChatApi::route(Call call) {
     if (allow(bhttp::verb::post, "POST, OPTIONS")) cancel_reply(std::move(call), std::string(id));
   } else if (path == "/api/sse") {
     call->route = "/api/sse";
+    // HEAD would open a stream that never ends and has no body to leave out.
+    if (method == bhttp::verb::head) {
+      auto res = error(Status::method_not_allowed, "method_not_allowed", "HEAD is not allowed on /api/sse");
+      res.set(bhttp::field::allow, "GET, OPTIONS");
+      return call->respond(std::move(res));
+    }
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
   } else if (path == "/api/sessions") {
     call->route = "/api/sessions";
@@ -384,13 +396,9 @@ void ChatApi::list_messages(Call call, std::string session_id) {
   if (!before.empty() && !is_valid_identifier(before))
     return call->respond(error(Status::bad_request, "invalid_request", "before must be a message id"));
   store_.list_messages(std::move(session_id), std::string(*user_id), *limit, std::string(before),
-                       [call](boost::system::error_code ec, store::MessagePage page) {
+                       [call, max_bytes = options_.history_max_bytes](boost::system::error_code ec, store::MessagePage page) {
                          if (ec) return call->respond(failure(hide_owner(ec), "session"));
-                         json::array out;
-                         for (const auto& m : page.messages) out.push_back(message_json(m));
-                         json::value next = page.next_before ? json::value(*page.next_before) : json::value(nullptr);
-                         call->respond(http::json_response(
-                             Status::ok, json::object{{"messages", std::move(out)}, {"next_before", std::move(next)}}));
+                         call->respond(http::json_response(Status::ok, message_page_json(page, max_bytes)));
                        });
 }
 

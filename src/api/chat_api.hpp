@@ -32,6 +32,8 @@ struct ApiOptions {
   std::vector<ProviderOffer> providers{};  // {}: aggregate initialisations may leave these out
   std::string default_provider{};
   const auth::Authenticator* authenticator = nullptr;  // null: AUTH_MODE=none
+  // CHAT_HISTORY_MAX_BYTES: the most JSON one history page carries (docs/API.md §3.4).
+  std::size_t history_max_bytes = 1024 * 1024;
 };
 
 class ChatApi final : public http::RequestHandler {

@@ -1,6 +1,7 @@
 #include "api/history_json.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include "common/time.hpp"
 
@@ -23,6 +24,25 @@ json::object message_json(const store::StoredMessage& m) {
   auto meta = json::parse(m.metadata_json, ec);
   o["metadata"] = ec ? json::value(json::object{}) : std::move(meta);
   return o;
+}
+
+json::object message_page_json(const store::MessagePage& page, std::size_t max_bytes) {
+  std::vector<json::object> kept;  // newest first
+  std::size_t bytes = 0;
+  for (auto it = page.messages.rbegin(); it != page.messages.rend(); ++it) {
+    auto m = message_json(*it);
+    auto size = json::serialize(m).size() + 1;  // and its comma
+    if (!kept.empty() && bytes + size > max_bytes) break;
+    bytes += size;
+    kept.push_back(std::move(m));
+  }
+  bool cut = kept.size() < page.messages.size();
+  json::value next = cut ? json::value(page.messages[page.messages.size() - kept.size()].message_id)
+                         : page.next_before ? json::value(*page.next_before) : json::value(nullptr);
+  json::array out;
+  out.reserve(kept.size());
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) out.push_back(std::move(*it));
+  return json::object{{"messages", std::move(out)}, {"next_before", std::move(next)}};
 }
 
 }  // namespace chat::api

@@ -10,4 +10,11 @@ namespace chat::api {
 boost::json::object session_json(const store::SessionSummary& s);
 boost::json::object message_json(const store::StoredMessage& m);
 
+// The body of GET /api/sessions/{id}/messages: {"messages","next_before"}.
+// The page is cut to the newest messages whose JSON fits `max_bytes` (the
+// newest one is always kept, whatever its size), so 200 long messages cannot
+// make one answer of tens of megabytes; next_before then names the oldest
+// message kept, and the older ones come with the next page as usual.
+boost::json::object message_page_json(const store::MessagePage& page, std::size_t max_bytes);
+
 }  // namespace chat::api

@@ -130,6 +130,8 @@ const std::vector<Setting>& settings() {
        INT_SETTING(chat.max_message_chars, std::size_t, 1, 1'000'000)},
       {"CHAT_HISTORY_TURNS", kChatd, "20", "earlier messages sent to the AI as context",
        INT_SETTING(chat.history_turns, unsigned, 0, 1000)},
+      {"CHAT_HISTORY_MAX_BYTES", kChatd, "1048576", "most JSON bytes of messages in one history page",
+       INT_SETTING(chat.history_max_bytes, std::size_t, 4096, 64 * 1024 * 1024)},
       {"BUFFER_MAX_BUFFERS", kChatd, "10000", "messages being reordered at once", INT_SETTING(buffer.max_buffers, std::size_t, 1, 10'000'000)},
       {"BUFFER_MAX_CHUNKS", kChatd, "10000", "chunks of one message at most", INT_SETTING(buffer.max_chunks, std::size_t, 1, 10'000'000)},
       {"BUFFER_MAX_AGE", kChatd, "5m", "age after which an unfinished message buffer is dropped", DURATION_SETTING(buffer.max_age)},

@@ -49,6 +49,7 @@ struct SseConfig {
 struct ChatConfig {
   std::size_t max_message_chars = 32'000;
   unsigned history_turns = 20;
+  std::size_t history_max_bytes = 1024 * 1024;
 };
 
 struct BufferConfig {

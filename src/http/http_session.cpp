@@ -6,6 +6,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "http/framing.hpp"
 #include "log/log.hpp"
 
 namespace asio = boost::asio;
@@ -16,10 +17,14 @@ namespace {
 
 std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
 
+// What one read may add to the buffer beyond a whole header: Beast reads up to
+// 64 KiB at a time and moves body bytes out as it parses them.
+constexpr std::size_t kReadRoom = 64 * 1024;
+
 }  // namespace
 
 HttpSession::HttpSession(Socket socket, RequestHandler& handler, SessionLimits limits)
-    : stream_(std::move(socket)), handler_(handler), limits_(limits) {
+    : stream_(std::move(socket)), buffer_(limits.max_header_bytes + kReadRoom), handler_(handler), limits_(limits) {
   open_sessions_.fetch_add(1, std::memory_order_relaxed);
   boost::system::error_code ec;
   auto remote = stream_.socket().remote_endpoint(ec);
@@ -52,6 +57,12 @@ void HttpSession::on_header(boost::system::error_code ec) {
   if (ec) return on_read_error(ec);
   started_ = std::chrono::steady_clock::now();
   auto& req = parser_->get();
+  // Before any body byte is read: a body framed otherwise than we would read
+  // it must not be taken for the next request.
+  if (auto bad = check_framing(req.base(), parser_->chunked())) {
+    log::warn("http_framing_refused", {{"reason", bad->message}});
+    return refuse(error_response(bad->status, bad->code, bad->message));
+  }
   // curl and others wait for this before sending a body over 1 KiB.
   if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -83,25 +94,33 @@ void HttpSession::on_read_error(boost::system::error_code ec) {
   if (ec == beast_http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
       ec == asio::error::eof || ec == asio::error::operation_aborted)
     return close();
+  refuse(ec == beast_http::error::body_limit
+                     ? error_response(Status::payload_too_large,
+                                      "payload_too_large", "the request body is larger than " +
+                                                               std::to_string(limits_.max_body_bytes) + " bytes")
+                 : ec == beast_http::error::buffer_overflow
+                     ? error_response(Status::bad_request, "bad_request", "a chunk header line is too long")
+                 : ec == beast_http::error::header_limit
+                     ? error_response(Status::request_header_fields_too_large, "headers_too_large",
+                                      "the request headers are too large")
+                     : error_response(Status::bad_request, "bad_request", "malformed HTTP request: " + ec.message()));
+}
+
+void HttpSession::refuse(Response res) {
   keep_alive_ = false;
   method_ = parser_ ? parser_->get().method() : beast_http::verb::unknown;
   target_ = parser_ ? std::string(path_of(parser_->get().target())) : std::string();
   if (started_ == std::chrono::steady_clock::time_point{}) started_ = std::chrono::steady_clock::now();
-  Response res = ec == beast_http::error::body_limit
-                     ? error_response(Status::payload_too_large,
-                                      "payload_too_large", "the request body is larger than " +
-                                                               std::to_string(limits_.max_body_bytes) + " bytes")
-                 : ec == beast_http::error::header_limit
-                     ? error_response(Status::request_header_fields_too_large, "headers_too_large",
-                                      "the request headers are too large")
-                     : error_response(Status::bad_request, "bad_request", "malformed HTTP request: " + ec.message());
   handler_.decorate(res);
   write(std::move(res), true);
 }
 
 void HttpSession::respond(Response response) {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this(), r = std::move(response)]() mutable {
-    self->write(std::move(r), !self->keep_alive_);
+    // A handler may end the connection (Connection: close) after a request it
+    // found malformed.
+    bool close = !self->keep_alive_ || !r.keep_alive();
+    self->write(std::move(r), close);
   });
 }
 

@@ -68,11 +68,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void read_body();
   void on_body(boost::system::error_code ec);
   void on_read_error(boost::system::error_code ec);
+  // Answers a request that cannot be read (framing, limits) and closes.
+  void refuse(Response response);
   void write(Response response, bool close_after);
   void on_write(boost::system::error_code ec, bool close);
   void close();
 
   boost::beast::tcp_stream stream_;
+  // Bounded: Beast's parser limits the header and the body, but not a chunk
+  // header line (chunk-size and extensions), which it keeps in this buffer
+  // until its CRLF; "5;" and gigabytes without one must not be buffered.
   boost::beast::flat_buffer buffer_;
   std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
   std::shared_ptr<Response> response_;  // kept alive while it is written

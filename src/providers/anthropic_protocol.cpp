@@ -98,8 +98,8 @@ std::optional<StreamEnd> AnthropicDecoder::on_event(const http_client::StreamEve
     if (auto* message = object_at(*obj, "message")) {
       model_ = string_at(*message, "model");
       if (auto* usage = object_at(*message, "usage")) {
-        input_tokens_ = int_at(*usage, "input_tokens");
-        if (auto n = int_at(*usage, "output_tokens")) output_tokens_ = n;
+        input_tokens_ = count_at(*usage, "input_tokens");
+        if (auto n = count_at(*usage, "output_tokens")) output_tokens_ = n;
       }
     }
   } else if (type == "message_delta") {
@@ -107,7 +107,7 @@ std::optional<StreamEnd> AnthropicDecoder::on_event(const http_client::StreamEve
       if (auto reason = string_at(*delta, "stop_reason"); !reason.empty()) stop_reason_ = reason;
     }
     if (auto* usage = object_at(*obj, "usage")) {
-      if (auto n = int_at(*usage, "output_tokens")) output_tokens_ = n;
+      if (auto n = count_at(*usage, "output_tokens")) output_tokens_ = n;
     }
   } else if (type == "message_stop") {
     return end_from_stop_reason();

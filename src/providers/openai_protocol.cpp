@@ -54,7 +54,7 @@ std::optional<StreamEnd> OpenAiDecoder::on_event(const http_client::StreamEvent&
   }
   if (model_.empty()) model_ = string_at(*obj, "model");
   if (auto* usage = object_at(*obj, "usage")) {
-    if (auto n = int_at(*usage, "completion_tokens")) tokens_ = *n;
+    if (auto n = count_at(*usage, "completion_tokens")) tokens_ = *n;
   }
   // The usage event has "choices": []; the first has a role-only delta.
   if (auto it = obj->find("choices"); it != obj->end()) {

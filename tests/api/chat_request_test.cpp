@@ -94,3 +94,30 @@ TEST(ChatRequestTest, ContentTypes) {
 
 }  // namespace
 }  // namespace chat::api
+
+namespace chat::api {
+namespace {
+
+// Boost.JSON reads 1e400 as infinity: refused like any out-of-range number,
+// never stored or passed to a worker as "Infinity".
+TEST(ChatRequestTest, NonFiniteNumbersAreRefused) {
+  for (const char* n : {"1e400", "-1e400", "1e309", "-1e309"}) {
+    expect_invalid(std::string(R"({"session_id":"s","user_id":"u","message":"m","context":{"temperature":)") + n + "}}",
+                   "invalid_request", "temperature");
+    expect_invalid(std::string(R"({"session_id":"s","user_id":"u","message":"m","context":{"max_tokens":)") + n + "}}",
+                   "invalid_request", "max_tokens");
+  }
+  for (const char* text : {"NaN", "Infinity", "-Infinity", "nan", "inf"}) {
+    expect_invalid(std::string(R"({"session_id":"s","user_id":"u","message":"m","context":{"temperature":)") + text + "}}",
+                   "invalid_json", "");
+  }
+}
+
+TEST(ChatRequestTest, NulIsRefusedInMessageAndSystemPrompt) {
+  expect_invalid(R"({"session_id":"s","user_id":"u","message":"a\u0000b"})", "invalid_request", "NUL");
+  expect_invalid(R"({"session_id":"s","user_id":"u","message":"m","context":{"system_prompt":"\u0000"}})",
+                 "invalid_request", "NUL");
+}
+
+}  // namespace
+}  // namespace chat::api

@@ -236,6 +236,23 @@ class PostgresStoreTest(PgMixin, h.ChatdTestCase):
         # and the other pod of the class sees it too (same database)
         self.assertIn(earlier(4), self.turn(self.srv, sid, uid, "on another pod").text)
 
+    def test_nul_and_non_finite_numbers_are_refused_before_the_store(self):
+        # PostgreSQL cannot store NUL in text; chatd refuses it with a 400 before any write (docs/API.md §2.5)
+        sid, uid = h.new_id("s"), h.new_id("u")
+        for body in ({"message": "a\x00b"}, {"message": "x", "context": {"system_prompt": "p\x00"}}):
+            with self.subTest(body=body):
+                full = {"session_id": sid, "user_id": uid}
+                full.update(body)
+                r = self.srv.post_json("/api/chat", full)
+                self.assertError(r, 400, "invalid_request", "NUL on PostgreSQL")
+        for n in ("1e400", "-1e400"):
+            with self.subTest(temperature=n):
+                raw = '{"session_id":"%s","user_id":"%s","message":"x","context":{"temperature":%s}}' % (sid, uid, n)
+                self.assertError(self.srv.post_json("/api/chat", raw), 400, "invalid_request", "temperature " + n)
+        self.assertEqual(self.pg.query(self.db, "SELECT * FROM chat_sessions WHERE session_id = :'sid'", sid=sid), [],
+                         "a refused request created the session")
+        self.assertEqual(self.srv.health()["status"], "healthy")
+
 
 # --------------------------------------------------------------------------
 # PostgreSQL outage

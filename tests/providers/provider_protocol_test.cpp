@@ -216,3 +216,43 @@ TEST(AnthropicDecoder, ErrorEvents) {
 
 }  // namespace
 }  // namespace chat::providers
+
+// Numbers from outside that do not fit: 1e400 parses as infinity, a count
+// beyond int64 would wrap, a negative count is nonsense. All read as absent.
+namespace chat::providers {
+namespace {
+
+TEST(NonFiniteNumbers, OpenAiTokenCountsThatDoNotFitAreIgnored) {
+  for (const char* n : {"1e400", "-1e400", "18446744073709551615", "-3", "2.5", "\"7\""}) {
+    OpenAiDecoder d;
+    std::string text;
+    d.on_event(data(std::string(R"({"choices":[],"usage":{"completion_tokens":)") + n + "}}"), text);
+    EXPECT_FALSE(d.tokens_used()) << n;
+  }
+}
+
+TEST(NonFiniteNumbers, AnthropicTokenCountsThatDoNotFitAreIgnored) {
+  for (const char* n : {"1e400", "-1e400", "18446744073709551615", "-3", "2.5"}) {
+    AnthropicDecoder d;
+    std::string text;
+    d.on_event(data(std::string(R"({"type":"message_start","message":{"model":"m","usage":{"input_tokens":)") + n +
+                    R"(,"output_tokens":)" + n + "}}}"),
+               text);
+    d.on_event(data(std::string(R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":)") +
+                    n + "}}"),
+               text);
+    EXPECT_FALSE(d.tokens_used()) << n;
+    EXPECT_FALSE(d.input_tokens()) << n;
+  }
+}
+
+TEST(NonFiniteNumbers, RetryAfterRefusesInfinityAndNan) {
+  for (const char* v : {"inf", "infinity", "nan", "1e400", "-1", "1e10"}) {
+    EXPECT_FALSE(parse_retry_after(v, "")) << v;
+    EXPECT_FALSE(parse_retry_after("", v)) << v;
+  }
+  EXPECT_EQ(parse_retry_after("1.5", ""), std::chrono::milliseconds{1500});
+}
+
+}  // namespace
+}  // namespace chat::providers
