@@ -55,18 +55,18 @@ std::shared_ptr<void> Admission::stream_opens(const std::string& user) {
   static int ticket;  // a ticket that owns nothing
   if (policy_.streams_per_user == 0) return std::shared_ptr<void>(&ticket, [](void*) {});
   {
-    std::lock_guard lock(mutex_);
-    auto& n = streams_[user];
+    std::lock_guard lock(streams_->mutex);
+    auto& n = streams_->open[user];
     if (n >= policy_.streams_per_user) {
       metrics_.count(Limit::streams);
       return nullptr;
     }
     ++n;
   }
-  return std::shared_ptr<void>(&ticket, [this, user](void*) {
-    std::lock_guard lock(mutex_);
-    auto it = streams_.find(user);
-    if (it != streams_.end() && --it->second == 0) streams_.erase(it);
+  return std::shared_ptr<void>(&ticket, [counts = streams_, user](void*) {
+    std::lock_guard lock(counts->mutex);
+    auto it = counts->open.find(user);
+    if (it != counts->open.end() && --it->second == 0) counts->open.erase(it);
   });
 }
 

@@ -57,9 +57,17 @@ class Admission {
   Policy policy_;
   TrustedProxies proxies_;
   LimitMetrics metrics_;
-  std::mutex mutex_;  // guards running_ and streams_: decided on HTTP, bus and store threads
+  // Open streams per user here. Shared with the tickets: a stream's ticket can
+  // be released after the Admission is gone (its last handler is destroyed with
+  // the io_context, at the very end of the program).
+  struct StreamCounts {
+    std::mutex mutex;  // guards open: streams open and close on every thread
+    std::unordered_map<std::string, std::uint32_t> open;
+  };
+
+  std::mutex mutex_;  // guards running_: decided on HTTP, bus and store threads
   std::unordered_map<std::string, std::string> running_;  // message id -> user, replies admitted here
-  std::unordered_map<std::string, std::uint32_t> streams_;  // user -> streams open here
+  std::shared_ptr<StreamCounts> streams_ = std::make_shared<StreamCounts>();
 };
 
 }  // namespace chat::limits

@@ -64,8 +64,13 @@ RedisLimiter::RedisLimiter(registry::RedisEndpoint endpoint, Timing timing)
   thread_ = start_io_thread(io_, "redis limiter");
 }
 
+// Decisions still waiting are dropped, not answered: the objects their callers
+// captured (the API, the pod) may be gone already at the end of the program.
 RedisLimiter::~RedisLimiter() {
-  asio::post(strand_, [this] { connection_.stop(); });
+  asio::post(strand_, [this] {
+    stopping_ = true;
+    connection_.stop();
+  });
   work_.reset();
   thread_.join();
 }
@@ -95,10 +100,15 @@ void RedisLimiter::decide(std::vector<std::string> argv, VerdictCallback done) {
     auto pending = std::make_shared<PendingDecision>(strand_, std::move(done));
     pending->timer.expires_after(timing_.answer_timeout);
     pending->timer.async_wait([this, pending](boost::system::error_code ec) {
-      if (!ec && pending->done) undecided("no answer in time", pending->done);
+      if (!ec && pending->done && !stopping_) undecided("no answer in time", pending->done);
     });
     connection_.command(argv, [this, pending](boost::system::error_code ec, const redisReply* r) {
       if (!pending->done) return;  // timed out already
+      if (stopping_) {
+        pending->timer.cancel();
+        pending->done = {};
+        return;
+      }
       pending->timer.cancel();
       if (ec || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
           r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)

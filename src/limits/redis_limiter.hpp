@@ -55,7 +55,8 @@ class RedisLimiter final : public Limiter {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   registry::RedisConnection connection_;
   std::atomic<std::uint64_t> failures_{0};
-  bool warned_ = false;  // on the strand: one warning per run of failures
+  bool warned_ = false;    // on the strand: one warning per run of failures
+  bool stopping_ = false;  // on the strand: set by the destructor; waiting callers are dropped, not called
   std::thread thread_;   // last: starts after everything above exists
 };
 
