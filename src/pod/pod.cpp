@@ -43,7 +43,10 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                               [this](const std::string& session_id, const std::string& stream_id,
                                      const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); }}) {}
 
-Pod::~Pod() = default;
+Pod::~Pod() {
+  std::lock_guard lock(gate_->mutex);
+  gate_->open = false;
+}
 
 void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback done) {
   if (draining_) return done(Errc::draining, {});

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -161,6 +162,14 @@ class Pod {
   std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;
   std::atomic<bool> draining_{false};
+  // Log reads answer on the chunk log's thread, also while the program is
+  // destroying the pod at shutdown: they reach the hub only through this gate,
+  // which the destructor closes first.
+  struct Gate {
+    std::mutex mutex;  // held while a log answer is handed to the hub, and while closing
+    bool open = true;
+  };
+  std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -50,16 +50,20 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
     bus_.publish(subjects::replay(session_id),
                  protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, message_id}));
   if (!log_) return;
-  log_->read(session_id, message_id, [this, session_id](boost::system::error_code ec, std::vector<std::string> payloads) {
-    if (!ec) hub_.fill_from_log(session_id, decode_logged(payloads));
-  });
+  log_->read(session_id, message_id,
+             [this, gate = gate_, session_id](boost::system::error_code ec, std::vector<std::string> payloads) {
+               std::lock_guard lock(gate->mutex);
+               if (gate->open && !ec) hub_.fill_from_log(session_id, decode_logged(payloads));
+             });
 }
 
 void Pod::catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor) {
   if (bus_.connected())
     bus_.publish(subjects::replay(session_id), protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, {}}));
-  log_->read(session_id, {}, [this, session_id, stream_id, cursor](boost::system::error_code ec,
-                                                                   std::vector<std::string> payloads) {
+  log_->read(session_id, {}, [this, gate = gate_, session_id, stream_id, cursor](boost::system::error_code ec,
+                                                                                std::vector<std::string> payloads) {
+    std::lock_guard lock(gate->mutex);
+    if (!gate->open) return;
     std::optional<std::vector<protocol::ResponseChunk>> chunks;
     if (!ec) chunks = decode_logged(payloads);
     hub_.resume_from_log(session_id, stream_id, cursor, std::move(chunks));
