@@ -279,12 +279,16 @@ std::optional<std::string> ChatApi::caller(const Call& call, bool event_stream) 
   return acting_user(call, *subject, call->param("user_id"));
 }
 
-void ChatApi::create_session(Call call) {
+std::optional<std::string> ChatApi::body_caller(const Call& call) const {
   auto subject = authenticate(call, false);
-  if (!subject) return;
+  if (!subject) return std::nullopt;
   std::optional<std::string> named;
-  if (!named_user(*call, named)) return;
-  auto user = acting_user(call, *subject, named);
+  if (!named_user(*call, named)) return std::nullopt;
+  return acting_user(call, *subject, named);
+}
+
+void ChatApi::create_session(Call call) {
+  auto user = body_caller(call);
   if (!user) return;
   auto session_id = auth::unguessable_id("s_");
   store_.claim_session(session_id, *user, [call, session_id](boost::system::error_code ec) {
@@ -358,11 +362,7 @@ void ChatApi::open_stream(Call call) {
 
 void ChatApi::cancel_reply(Call call, std::string message_id) {
   // The caller names itself in the query or in a JSON body (or by its token).
-  auto subject = authenticate(call, false);
-  if (!subject) return;
-  std::optional<std::string> named;
-  if (!named_user(*call, named)) return;
-  auto user = acting_user(call, *subject, named);
+  auto user = body_caller(call);
   if (!user) return;
   auto session_id = std::string(call->param("session_id").value_or(""));
   if (!session_id.empty())

@@ -61,6 +61,8 @@ class ChatApi final : public http::RequestHandler {
                                          std::optional<std::string_view> claimed) const;
   // Both, with the user_id of the query string.
   std::optional<std::string> caller(const Call& call, bool event_stream = false) const;
+  // Both, with the user_id of the query string or of a JSON body.
+  std::optional<std::string> body_caller(const Call& call) const;
   void create_session(Call call);
   void post_chat(Call call);
   void submit_chat(Call call, pod::ChatRequest request);
