@@ -325,8 +325,11 @@ class SlowClientTest(h.ChatdTestCase):
 
     @classmethod
     def setUpClass(cls):
+        # The stall is judged when a frame is queued: once the replies are generated only the
+        # pings queue frames, so they come often enough for the cut to happen within the wait.
         cls.srv = cls.start_server("slow", env={
-            "SSE_MAX_QUEUE_EVENTS": "64", "WORKER_DEMO_CHUNK_DELAY": "0", "WORKER_DEMO_WORDS_PER_CHUNK": "1"})
+            "SSE_MAX_QUEUE_EVENTS": "64", "WORKER_DEMO_CHUNK_DELAY": "0", "WORKER_DEMO_WORDS_PER_CHUNK": "1",
+            "SSE_HEARTBEAT_INTERVAL": "500ms"})
 
     def test_slow_client_is_disconnected_others_unaffected(self):
         srv = self.srv
