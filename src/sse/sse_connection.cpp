@@ -90,45 +90,67 @@ void SseConnection::flush() {
   {
     std::lock_guard lock(queue_mutex_);
     flush_scheduled_ = false;
-    // A write in flight calls flush() again when it completes.
+    // A write in flight calls flush() again when its batch is out.
     if (write_in_flight_ || !socket_.is_open()) return;
     writing_.swap(queued_);
     queued_.clear();
     queued_bytes_ = 0;
-    auto exempt_in_batch = queued_exempt_;
+    exempt_in_batch_ = queued_exempt_;
     queued_exempt_ = 0;
+    written_ = 0;
     close_now = writing_.empty() && closing_;
-    if (!writing_.empty()) write_in_flight_since_ = std::chrono::steady_clock::now();
-    writing_count_ = writing_.size() - std::min(writing_.size(), exempt_in_batch);
   }
   if (close_now) return terminate("closed_by_server");
   if (writing_.empty()) return;
+  write_slice();
+}
+
+// A batch goes out in slices of about kWriteSlice bytes so that a client which
+// reads slowly but steadily shows progress after each slice: the stall clock
+// restarts with every slice, and only a client that takes no slice within the
+// grace is judged stuck, however large the batch it fell behind on.
+void SseConnection::write_slice() {
+  constexpr std::size_t kWriteSlice = 64 * 1024;
   std::vector<asio::const_buffer> buffers;
-  buffers.reserve(writing_.size());
-  for (const auto& f : writing_) buffers.emplace_back(f->data(), f->size());
+  std::size_t bytes = 0;
+  auto end = written_;
+  while (end < writing_.size() && (bytes == 0 || bytes + writing_[end]->size() <= kWriteSlice)) {
+    buffers.emplace_back(writing_[end]->data(), writing_[end]->size());
+    bytes += writing_[end]->size();
+    ++end;
+  }
+  {
+    std::lock_guard lock(queue_mutex_);
+    write_in_flight_since_ = std::chrono::steady_clock::now();
+    auto unwritten = writing_.size() - written_;
+    writing_count_ = unwritten - std::min(unwritten, exempt_in_batch_);
+  }
   write_in_flight_ = true;
   asio::async_write(socket_, buffers,
-                    asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-                      self->on_written(ec);
+                    asio::bind_executor(strand_, [self = shared_from_this(), end](boost::system::error_code ec,
+                                                                                  std::size_t) {
+                      self->on_written(ec, end);
                     }));
 }
 
-void SseConnection::on_written(boost::system::error_code ec) {
+void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_end) {
   write_in_flight_ = false;
+  if (ec) return terminate("write_failed");
+  if (metrics_) {
+    auto now = std::chrono::system_clock::now();
+    for (auto i = written_; i < slice_end; ++i)
+      if (writing_[i]->origin != SystemTime{})
+        metrics_->delivery.observe(std::chrono::duration<double>(now - writing_[i]->origin).count());
+  }
+  written_ = slice_end;
+  if (written_ < writing_.size()) return write_slice();
   {
     std::lock_guard lock(queue_mutex_);
     write_in_flight_since_.reset();
     writing_count_ = 0;
   }
-  if (!ec && metrics_) {
-    auto now = std::chrono::system_clock::now();
-    for (const auto& f : writing_)
-      if (f->origin != SystemTime{})
-        metrics_->delivery.observe(std::chrono::duration<double>(now - f->origin).count());
-  }
   writing_.clear();
   if (writing_.capacity() > 64) writing_.shrink_to_fit();  // a burst must not pin memory on an idle stream
-  if (ec) return terminate("write_failed");
   flush();
 }
 
@@ -166,7 +188,14 @@ void SseConnection::terminate(const char* reason) {
     for (std::size_t i = 0; i < StreamMetrics::kEndReasons.size(); ++i)
       if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics_->ended[i].add();
   boost::system::error_code ignored;
-  socket_.shutdown(Socket::shutdown_both, ignored);
+  if (std::string_view(reason) == "slow_client") {
+    // Reset rather than close: what the kernel still holds for a client that
+    // does not read would otherwise stay in memory, trickling out to a tiny
+    // window, long after we gave up on it (nginx's reset_timedout_connection).
+    socket_.set_option(asio::socket_base::linger(true, 0), ignored);
+  } else {
+    socket_.shutdown(Socket::shutdown_both, ignored);
+  }
   socket_.close(ignored);
   if (auto handler = std::move(on_closed_)) handler(shared_from_this(), reason);
 }

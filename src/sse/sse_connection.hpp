@@ -4,8 +4,9 @@
 // Threads: send() and close() may be called from any thread; they touch only the
 // queue under queue_mutex_ and post to the connection's strand, where all socket
 // I/O happens. One write is in flight at a time and carries every frame queued
-// meanwhile (gathered, never copied). A client that does not read lets its queue
-// grow past the limits and is cut off; nobody else waits for it.
+// meanwhile (gathered, never copied, in slices so that progress is visible). A
+// client that does not read lets its queue grow past the limits and is cut off;
+// nobody else waits for it.
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
@@ -69,7 +70,8 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void schedule_flush_locked();
   bool is_stuck_locked() const;
   void flush();
-  void on_written(boost::system::error_code ec);
+  void write_slice();
+  void on_written(boost::system::error_code ec, std::size_t slice_end);
   void watch_for_close();
   void on_readable(boost::system::error_code ec);
   void terminate(const char* reason);
@@ -94,7 +96,9 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   std::size_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
 
   // Strand-only state.
-  std::vector<Frame> writing_;
+  std::vector<Frame> writing_;      // the batch being written, in slices
+  std::size_t written_ = 0;         // frames of writing_ the kernel has taken
+  std::size_t exempt_in_batch_ = 0;  // backlog frames in writing_
   bool write_in_flight_ = false;
 };
 

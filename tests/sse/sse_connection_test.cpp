@@ -8,6 +8,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -106,6 +107,36 @@ TEST_F(SseConnectionTest, AClientThatStopsReadingIsCutAtTheByteLimit) {
   // Far more than the kernel buffers and the queue limit hold together.
   for (int i = 0; i < 4096 && closed.wait_for(0s) != std::future_status::ready; ++i) connection->send(frame(kb));
   EXPECT_EQ(reason(), "slow_client");
+}
+
+TEST_F(SseConnectionTest, AClientThatFellBehindButKeepsReadingIsNotCut) {
+  open(QueueLimits{4, 4 * 1024 * 1024, 4096, 600ms}, {}, 4096);
+  std::string line(200, 'x');
+  line += "\n\n";
+  // 300 KB pile up while the client is away: far more than the kernel holds,
+  // and more than the client reads within the grace.
+  for (int i = 0; i < 1500; ++i) connection->send(frame(line));
+  connection->send(frame("end of burst\n\n"));
+  std::this_thread::sleep_for(100ms);
+  std::atomic<bool> reading{true};
+  std::thread ticker([&] {
+    // Live frames keep coming, so the connection keeps judging the client.
+    for (int i = 0; reading && closed.wait_for(50ms) != std::future_status::ready; ++i)
+      connection->send(frame("tick" + std::to_string(i) + "\n\n"));
+  });
+  std::string got;
+  char buf[8192];
+  while (got.find("end of burst") == std::string::npos) {
+    boost::system::error_code ec;
+    auto n = client.read_some(asio::buffer(buf), ec);  // a few hundred KB/s
+    if (ec) break;
+    got.append(buf, n);
+    std::this_thread::sleep_for(10ms);
+  }
+  reading = false;
+  ticker.join();
+  EXPECT_NE(got.find("end of burst"), std::string::npos);
+  EXPECT_EQ(closed.wait_for(0s), std::future_status::timeout) << "cut while it was reading: " << reason();
 }
 
 TEST_F(SseConnectionTest, ABacklogBurstIsExemptFromTheEventLimit) {
