@@ -195,10 +195,15 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
   for (auto r = replies.begin(); at != replies.end() && r != replies.end(); ++r) {
     member->settled.insert(r->message_id);
     if (r != at) {
-      // The cursor names one reply. One that ended before it began in the log
-      // reached the client whole; any other (they interleave) may have reached
-      // it in part: it goes again from its start, and the client is told so.
-      if (r < at && r->last_entry < at->first_entry) continue;
+      // The cursor names one reply. One that finished before it began in the
+      // log reached the client whole, and nothing of it goes again; any other
+      // (they interleave, or it still runs and its latest chunks reached the
+      // client before the log had them) may have reached it in part: it goes
+      // again from its start, and the client is told so.
+      if (r < at && r->finished && r->last_entry < at->first_entry) {
+        member->sent[r->message_id] = kReplyEnd;
+        continue;
+      }
       member->stream->send(sse::reset_frame(session_id, "reply_resent", r->message_id));
       member->sent.erase(r->message_id);
     }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "hub/recording_sink.hpp"
 
 namespace chat::hub {
@@ -295,6 +297,32 @@ TEST_F(LogShardTest, AResumeFromTheLogResendsFromTheirStartTheRepliesThatRanBesi
   EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2", "m2:2"}));
   shard.on_chunk(chunk("s1", "m2", 3, true), false);
   EXPECT_EQ(s->chunk_ids().back(), "m2:3");
+}
+
+TEST_F(LogShardTest, AnEarlierReplyStillRunningIsResentWholeNotContinuedBlind) {
+  // m1's logged entries all precede m2's, but m1 still runs: its later chunks
+  // (m1:2) reached the client's old pod live before the log had them. The
+  // cursor (m2:0) cannot say how far the client got in m1, so m1 starts over.
+  std::vector<protocol::ResponseChunk> log{chunk("s1", "m1", 0), chunk("s1", "m1", 1), chunk("s1", "m2", 0)};
+  auto s = stream("s1", sse::ResumeCursor{"m2", 0});
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, log);
+  shard.on_chunk(chunk("s1", "m1", 2), false);
+  shard.on_chunk(chunk("s1", "m1", 3, true), false);
+  ASSERT_FALSE(s->events().empty());
+  EXPECT_EQ(s->events().front(), "reset");
+  EXPECT_NE(s->frames()[0]->find("\"message_id\":\"m1\""), std::string::npos);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2", "m1:3"}));
+}
+
+TEST_F(LogShardTest, AFinishedReplyThatEndedBeforeTheCursorsBeganIsNeverSentAgain) {
+  std::vector<protocol::ResponseChunk> log{chunk("s1", "m1", 0), chunk("s1", "m1", 1, true), chunk("s1", "m2", 0)};
+  auto s = stream("s1", sse::ResumeCursor{"m2", 0});
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, log);
+  shard.on_chunk(chunk("s1", "m1", 1, true), false);  // a late copy, e.g. a workers' replay
+  shard.on_chunk(chunk("s1", "m2", 1), false);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m2:1"}));
+  auto events = s->events();
+  EXPECT_EQ(std::count(events.begin(), events.end(), "reset"), 0);
 }
 
 TEST_F(ShardTest, AStreamBackOnTheSamePodGetsAnInterleavedReplyAgainFromItsStart) {
