@@ -16,6 +16,9 @@
 # (clients on CLUSTER_NATS_PORT and the next two ports, routes 2000 above them,
 # monitoring 4000 above them), with JS_REPLICAS=3: the layout for a production
 # NATS. CLUSTER_POD_ENV adds settings to every pod ("VAR=value VAR2=value").
+# NATS runs with deploy/nats/nats.conf: pods log in as chat-pod and workers as
+# chat-worker, each with the subject permissions of its role, with passwords
+# made at `up` and kept in $RUN_DIR/secrets.env (mode 600).
 set -Eeuo pipefail  # -E: up's ERR trap covers the functions it calls
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -106,10 +109,29 @@ check_ports() {
 
 nats_name() { [ "$1" -eq 1 ] && echo nats || echo "nats-$1"; }
 
+random_secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# The role passwords of deploy/nats/nats.conf, made once per run directory.
+make_secrets() {
+  local f="$RUN_DIR/secrets.env"
+  [ -s "$f" ] && return
+  (umask 077 && printf 'CHAT_NATS_POD_PASSWORD=%s\nCHAT_NATS_WORKER_PASSWORD=%s\n' \
+    "$(random_secret)" "$(random_secret)" >"$f")
+}
+
+secret() { sed -n "s/^$1=//p" "$RUN_DIR/secrets.env"; }
+
+nats_server() {  # name, args...: nats-server with the role permissions
+  local name=$1; shift
+  start_bg "$name" env CHAT_NATS_POD_PASSWORD="$(secret CHAT_NATS_POD_PASSWORD)" \
+    CHAT_NATS_WORKER_PASSWORD="$(secret CHAT_NATS_WORKER_PASSWORD)" \
+    nats-server -c "$ROOT/deploy/nats/nats.conf" "$@"
+}
+
 # One nats-server, or NATS_NODES JetStream nodes with routes to each other.
 start_nats() {
   if [ "$NATS_NODES" -eq 1 ]; then
-    start_bg nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats"
+    nats_server nats -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats"
     wait_for nats bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
     return
   fi
@@ -121,7 +143,7 @@ start_nats() {
     done
     name=$(nats_name "$i")
     mkdir -p "$RUN_DIR/$name"
-    start_bg "$name" nats-server -js -a 127.0.0.1 -p $((NATS_PORT + i - 1)) -m $((NATS_PORT + 4000 + i - 1)) \
+    nats_server "$name" -js -a 127.0.0.1 -p $((NATS_PORT + i - 1)) -m $((NATS_PORT + 4000 + i - 1)) \
       -sd "$RUN_DIR/$name" --server_name "$name" --cluster_name chat-local \
       --cluster "nats://127.0.0.1:$((NATS_PORT + 2000 + i - 1))" --routes "$routes"
   done
@@ -153,6 +175,7 @@ up() {
   # below is still reported with its line.
   trap 'fail_up "line $LINENO: $BASH_COMMAND"' ERR
 
+  make_secrets
   start_nats
 
   start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN_DIR/redis"
@@ -181,11 +204,13 @@ up() {
   local i upstreams=""
   for i in $(seq 1 "$PODS"); do
     local port=$((POD_BASE + i))
-    start_bg "pod-$i" env "${common[@]}" POD_ID="pod-$i" SERVER_HOST=127.0.0.1 SERVER_PORT="$port" "$BUILD/chatd"
+    start_bg "pod-$i" env "${common[@]}" NATS_USER=chat-pod NATS_PASSWORD="$(secret CHAT_NATS_POD_PASSWORD)" \
+      POD_ID="pod-$i" SERVER_HOST=127.0.0.1 SERVER_PORT="$port" "$BUILD/chatd"
     upstreams+="    server 127.0.0.1:$port;"$'\n'
   done
   for i in $(seq 1 "$WORKERS"); do
-    start_bg "worker-$i" env "${common[@]}" "$BUILD/chat-worker"
+    start_bg "worker-$i" env "${common[@]}" NATS_USER=chat-worker \
+      NATS_PASSWORD="$(secret CHAT_NATS_WORKER_PASSWORD)" "$BUILD/chat-worker"
   done
   for i in $(seq 1 "$PODS"); do wait_for "pod-$i" http_ok "http://127.0.0.1:$((POD_BASE + i))/ready"; done
 

@@ -59,10 +59,17 @@ void on_reconnected(natsConnection*, void* closure) {
   log::info("nats_reconnected", {{"bus", events->name}});
 }
 
-void on_closed(natsConnection*, void* closure) {
+void on_closed(natsConnection* connection, void* closure) {
   auto* events = static_cast<Events*>(closure);
   events->connected = false;
-  if (!events->closing) log::error("nats_closed", {{"bus", events->name}, {"reason", "reconnect attempts exhausted"}});
+  if (!events->closing) {
+    // The server refusing our login (twice in a row) also ends here.
+    const char* text = nullptr;
+    natsStatus last = natsConnection_GetLastError(connection, &text);
+    log::error("nats_closed", {{"bus", events->name},
+                               {"reason", "reconnect attempts exhausted"},
+                               {"last_error", text != nullptr && *text ? text : natsStatus_GetText(last)}});
+  }
   events->closed.set_value();
 }
 
@@ -72,6 +79,50 @@ void on_async_error(natsConnection*, natsSubscription* sub, natsStatus status, v
   log::warn("nats_async_error", {{"bus", events->name},
                                  {"error", natsStatus_GetText(status)},
                                  {"subject", subject != nullptr ? subject : ""}});
+}
+
+// Login and TLS. A file nats.c cannot load fails here, naming its setting.
+void apply_security(natsOptions* o, const config::NatsConfig& c) {
+  if (!c.token.empty()) throw_if_failed(natsOptions_SetToken(o, c.token.c_str()), "NATS_TOKEN");
+  if (!c.user.empty())
+    throw_if_failed(natsOptions_SetUserInfo(o, c.user.c_str(), c.password.c_str()), "NATS_USER/NATS_PASSWORD");
+  if (!c.creds_file.empty())
+    throw_if_failed(natsOptions_SetUserCredentialsFromFiles(o, c.creds_file.c_str(), nullptr), "NATS_CREDS");
+  if (!c.tls_ca_file.empty() || !c.tls_cert_file.empty()) throw_if_failed(natsOptions_SetSecure(o, true), "NATS_TLS_CA");
+  if (!c.tls_ca_file.empty())
+    throw_if_failed(natsOptions_LoadCATrustedCertificates(o, c.tls_ca_file.c_str()), "NATS_TLS_CA");
+  if (!c.tls_cert_file.empty())
+    throw_if_failed(natsOptions_LoadCertificatesChain(o, c.tls_cert_file.c_str(), c.tls_key_file.c_str()),
+                    "NATS_TLS_CERT/NATS_TLS_KEY");
+}
+
+// A server that answered and refused us is a configuration error naming the
+// setting to fix, never a silent retry loop. Empty for other failures.
+std::string refusal(natsStatus status, const config::NatsConfig& c) {
+  std::string detail = natsStatus_GetText(status);
+  if (const char* last = nats_GetLastError(nullptr); last != nullptr && *last != '\0') detail = last;
+  switch (status) {
+    case NATS_CONNECTION_AUTH_FAILED:
+    case NATS_NOT_PERMITTED:
+      if (c.login_setting().empty())
+        return "NATS_URL: the NATS server requires a login (" + detail +
+               "); set NATS_TOKEN, NATS_USER/NATS_PASSWORD or NATS_CREDS";
+      return c.login_setting() + ": the NATS server refused the login (" + detail + ")";
+    case NATS_SECURE_CONNECTION_REQUIRED:
+      return "NATS_TLS_CA: the NATS server requires TLS (" + detail + ")";
+    case NATS_SECURE_CONNECTION_WANTED:
+      return "NATS_TLS_CA: TLS is set but the NATS server does not offer it (" + detail + ")";
+    case NATS_SSL_ERROR:
+      return "NATS_TLS_CA/NATS_TLS_CERT: TLS with the NATS server failed (" + detail + ")";
+    case NATS_PROTOCOL_ERROR:
+      // With TLS 1.3 a server that wants a client certificate says so by
+      // closing the connection right after the handshake.
+      if (c.tls_ca_file.empty() && c.tls_cert_file.empty()) return "";
+      return "NATS_TLS_CERT/NATS_TLS_KEY: the NATS server closed the connection after TLS; a server that "
+             "verifies clients needs both (" + detail + ")";
+    default:
+      return "";
+  }
 }
 
 // A subject goes into the protocol line as it is: whitespace would split it.
@@ -211,20 +262,28 @@ void NatsBus::connect(const config::NatsConfig& config) {
   throw_if_failed(natsOptions_SetPingInterval(o, kPingIntervalMs), "nats ping interval");
   throw_if_failed(natsOptions_SetMaxPingsOut(o, kMaxPingsOut), "nats max pings");
   throw_if_failed(natsOptions_DisableNoResponders(o, true), "nats no responders");
-  throw_if_failed(natsOptions_SetRetryOnFailedConnect(o, true, on_connected, closure), "nats retry");
+  apply_security(o, config);
   throw_if_failed(natsOptions_SetDisconnectedCB(o, on_disconnected, closure), "nats callback");
   throw_if_failed(natsOptions_SetReconnectedCB(o, on_reconnected, closure), "nats callback");
   throw_if_failed(natsOptions_SetClosedCB(o, on_closed, closure), "nats callback");
   throw_if_failed(natsOptions_SetErrorHandler(o, on_async_error, closure), "nats callback");
 
+  // One plain attempt first, so that a server refusing our login or TLS is a
+  // start-up error; only when no server answers yet (a pod may start before
+  // NATS) does nats.c keep trying in the background.
   natsConnection* raw_connection = nullptr;
   natsStatus s = natsConnection_Connect(&raw_connection, o);
+  if (s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR) {
+    throw_if_failed(natsOptions_SetRetryOnFailedConnect(o, true, on_connected, closure), "nats retry");
+    s = natsConnection_Connect(&raw_connection, o);
+  }
   if (s == NATS_OK) {
     events_->connected = true;
     log::info("nats_connected", {{"bus", name_}});
   } else if (s == NATS_NOT_YET_CONNECTED) {
     log::warn("nats_unavailable", {{"bus", name_}, {"retrying", true}});
   } else {
+    if (auto why = refusal(s, config); !why.empty()) throw config::ConfigError(why);
     throw_if_failed(s, "nats connect");
   }
   connection_.reset(raw_connection);

@@ -161,6 +161,8 @@ const std::vector<Setting>& settings() {
       {"REDIS_HOST", kBoth, "(unset: in-memory registry)", "Redis host; set selects the Redis registry",
        [](Config& c, const std::string& n, const std::string& v) { c.redis.host = require_non_empty(n, v); }},
       {"REDIS_PORT", kBoth, "6379", "Redis port", INT_SETTING(redis.port, std::uint16_t, 1, 65535)},
+      {"REDIS_USERNAME", kBoth, "", "Redis ACL user (with REDIS_PASSWORD; empty: the default user)",
+       STRING_SETTING(redis.username)},
       {"REDIS_PASSWORD", kBoth, "", "Redis password (never logged)",
        [](Config& c, const std::string&, const std::string& v) { c.redis.password = v; }},
       {"REDIS_DB", kBoth, "0", "Redis database number", INT_SETTING(redis.db, unsigned, 0, 1024)},
@@ -171,6 +173,15 @@ const std::vector<Setting>& settings() {
        [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_non_empty(n, v); }},
       {"NATS_MAX_RECONNECTS", kBoth, "-1", "reconnect attempts (-1: forever)", INT_SETTING(nats.max_reconnects, int, -1, 1'000'000)},
       {"NATS_RECONNECT_WAIT", kBoth, "2s", "pause between reconnect attempts", DURATION_SETTING(nats.reconnect_wait)},
+      {"NATS_TOKEN", kBoth, "", "NATS authentication token (never logged)", STRING_SETTING(nats.token)},
+      {"NATS_USER", kBoth, "", "NATS user (with NATS_PASSWORD)", STRING_SETTING(nats.user)},
+      {"NATS_PASSWORD", kBoth, "", "NATS password (never logged)", STRING_SETTING(nats.password)},
+      {"NATS_CREDS", kBoth, "", "NATS credentials file (user JWT and NKey seed)", STRING_SETTING(nats.creds_file)},
+      {"NATS_TLS_CA", kBoth, "", "CA certificate (PEM) to verify the NATS servers with; set turns TLS on",
+       STRING_SETTING(nats.tls_ca_file)},
+      {"NATS_TLS_CERT", kBoth, "", "client certificate (PEM) for NATS servers that verify clients (with NATS_TLS_KEY)",
+       STRING_SETTING(nats.tls_cert_file)},
+      {"NATS_TLS_KEY", kBoth, "", "private key (PEM) of NATS_TLS_CERT", STRING_SETTING(nats.tls_key_file)},
       {"NATS_JETSTREAM", kBoth, "true with NATS_URL",
        "JetStream work queue and chunk log (false: core NATS only, for servers without JetStream)",
        [](Config& c, const std::string& n, const std::string& v) { c.nats.jetstream = parse_bool(n, v); }},
@@ -319,6 +330,44 @@ EnvLookup process_environment() {
   };
 }
 
+namespace {
+
+void require_readable(const char* name, const std::string& path) {
+  if (!path.empty() && ::access(path.c_str(), R_OK) != 0)
+    throw ConfigError(std::string(name) + ": cannot read \"" + path + "\"");
+}
+
+// Contradictions and unreadable files are start-up errors that name the
+// setting; whether the server accepts the login is checked on connecting.
+void check_infrastructure_logins(const Config& config) {
+  const auto& n = config.nats;
+  int logins = !n.token.empty() + !n.user.empty() + !n.creds_file.empty();
+  if (logins > 1) throw ConfigError("NATS_TOKEN, NATS_USER and NATS_CREDS: set at most one");
+  if (!n.password.empty() && n.user.empty()) throw ConfigError("NATS_PASSWORD: needs NATS_USER");
+  if (n.tls_cert_file.empty() != n.tls_key_file.empty())
+    throw ConfigError("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither");
+  bool any_nats = logins > 0 || !n.password.empty() || !n.tls_ca_file.empty() || !n.tls_cert_file.empty();
+  if (any_nats && !n.url) throw ConfigError(n.login_setting().empty() ? "NATS_TLS_*: set but NATS_URL is not"
+                                                                       : n.login_setting() + ": set but NATS_URL is not");
+  require_readable("NATS_CREDS", n.creds_file);
+  require_readable("NATS_TLS_CA", n.tls_ca_file);
+  require_readable("NATS_TLS_CERT", n.tls_cert_file);
+  require_readable("NATS_TLS_KEY", n.tls_key_file);
+  const auto& r = config.redis;
+  if (!r.username.empty() && r.password.empty()) throw ConfigError("REDIS_USERNAME: needs REDIS_PASSWORD");
+  if ((!r.username.empty() || !r.password.empty()) && !r.host)
+    throw ConfigError("REDIS_PASSWORD: set but REDIS_HOST is not");
+}
+
+}  // namespace
+
+std::string NatsConfig::login_setting() const {
+  if (!token.empty()) return "NATS_TOKEN";
+  if (!user.empty()) return "NATS_USER/NATS_PASSWORD";
+  if (!creds_file.empty()) return "NATS_CREDS";
+  return "";
+}
+
 bool wants_help(const std::vector<std::string>& args) {
   return std::any_of(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; });
 }
@@ -354,6 +403,7 @@ Config load(Program program, const std::vector<std::string>& args, const EnvLook
   // At most half the 30 s heartbeat TTL: one late renewal never lets a live connection's heartbeat expire.
   if (config.redis.renew_interval.count() < 100 || config.redis.renew_interval.count() > 15'000)
     throw ConfigError("REDIS_RENEW_INTERVAL: must be from 100ms to 15s");
+  check_infrastructure_logins(config);
   const auto& auth = config.auth;
   bool any_key = !auth.jwt_secret.empty() || !auth.public_key_file.empty() || !auth.jwks_file.empty();
   if (auth.mode == AuthConfig::Mode::jwt && !any_key)

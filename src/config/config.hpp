@@ -76,6 +76,7 @@ struct StoreConfig {
 struct RedisConfig {
   std::optional<std::string> host;  // set: Redis registry
   std::uint16_t port = 6379;
+  std::string username;  // empty: AUTH with the password alone (the default user)
   std::string password;
   unsigned db = 0;
   // How often heartbeats are renewed and the set and hash TTLs extended
@@ -89,6 +90,17 @@ struct NatsConfig {
   Duration reconnect_wait{2'000};
   std::optional<bool> jetstream;  // unset: on whenever NATS_URL is set
   bool use_jetstream() const { return url && jetstream.value_or(true); }
+  // At most one way to log in: a token, a user and password, or a credentials file.
+  std::string token;
+  std::string user;
+  std::string password;
+  std::string creds_file;
+  // TLS: a CA to trust (turns TLS on), and a client certificate for servers that verify clients.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The setting that holds the login, for error messages; empty when none is set.
+  std::string login_setting() const;
 };
 
 // The JetStream streams and the workers' consumer (NATS_JETSTREAM).

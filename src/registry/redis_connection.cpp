@@ -114,7 +114,7 @@ void RedisConnection::handshake() {
   // decides, and AUTH's error text is what gets logged.
   auto auth_error = std::make_shared<std::string>();
   if (!endpoint_.password.empty())
-    send({"AUTH", endpoint_.password}, [auth_error](error_code ec, const redisReply* reply) {
+    send(auth_command(endpoint_), [auth_error](error_code ec, const redisReply* reply) {
       if (ec == RedisErrc::reply_error) *auth_error = "AUTH: " + reply_text(reply);
     });
   send({"SELECT", std::to_string(endpoint_.db)}, [this, auth_error](error_code ec, const redisReply* reply) {

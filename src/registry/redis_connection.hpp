@@ -1,7 +1,7 @@
 #pragma once
 // One hiredis async connection that keeps itself up: connects in the
-// background, authenticates and selects the database (REDIS_PASSWORD,
-// REDIS_DB), and after any failure reconnects with exponential backoff,
+// background, authenticates and selects the database (REDIS_USERNAME,
+// REDIS_PASSWORD, REDIS_DB), and after any failure reconnects with exponential backoff,
 // forever. An outage is logged once when it starts and once when it ends, not
 // per attempt.
 //
@@ -37,7 +37,17 @@ struct RedisEndpoint {
   int port = 6379;
   std::string password;  // empty: no AUTH
   unsigned db = 0;
+  std::string username;  // empty: AUTH with the password alone (the default user)
 };
+
+// AUTH [username] password; only for an endpoint with a password.
+std::vector<std::string> auth_command(const RedisEndpoint& endpoint);
+
+// The start-up check of REDIS_USERNAME/REDIS_PASSWORD/REDIS_DB: one blocking
+// connection (at most 2 s) that logs in and selects the database. Throws
+// config::ConfigError naming the setting when Redis answers and refuses;
+// returns quietly when Redis does not answer (the registry keeps retrying).
+void check_redis_login(const RedisEndpoint& endpoint);
 
 struct RedisTiming {
   std::chrono::milliseconds reconnect_min{100};

@@ -41,7 +41,7 @@ bool is_valid(const ConnectionRef& c) {
 
 RedisEndpoint endpoint(const config::RedisConfig& config) {
   if (!config.host || config.host->empty()) throw std::invalid_argument("RedisRegistry needs REDIS_HOST");
-  return {*config.host, config.port, config.password, config.db};
+  return {*config.host, config.port, config.password, config.db, config.username};
 }
 
 // The contract's timing (docs/API.md#registry), with the renewal interval the configuration chose.

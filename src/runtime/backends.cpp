@@ -56,7 +56,10 @@ Messaging make_messaging(const config::Config& c, boost::asio::io_context& ioc, 
 }
 
 std::unique_ptr<registry::SessionRegistry> make_registry(const config::Config& c, boost::asio::io_context& ioc) {
-  if (c.redis.host) return std::make_unique<registry::RedisRegistry>(c.redis);
+  if (c.redis.host) {
+    registry::check_redis_login({*c.redis.host, c.redis.port, c.redis.password, c.redis.db, c.redis.username});
+    return std::make_unique<registry::RedisRegistry>(c.redis);
+  }
   return std::make_unique<registry::MemoryRegistry>(ioc.get_executor());
 }
 
@@ -72,7 +75,7 @@ Limits make_limits(const config::Config& c, std::chrono::milliseconds running_tt
   Limits out;
   if (c.redis.host)
     out.limiter = std::make_unique<limits::RedisLimiter>(
-        registry::RedisEndpoint{*c.redis.host, c.redis.port, c.redis.password, c.redis.db},
+        registry::RedisEndpoint{*c.redis.host, c.redis.port, c.redis.password, c.redis.db, c.redis.username},
         limits::RedisLimiter::Timing{});
   else
     out.limiter = std::make_unique<limits::MemoryLimiter>();

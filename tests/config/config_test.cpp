@@ -121,11 +121,45 @@ TEST(ConfigTest, AuthModeNeedsAKeyAndKeysNeedTheMode) {
                ConfigError);
 }
 
+TEST(ConfigTest, InfrastructureLoginsAreReadAndContradictionsRefused) {
+  const std::string nats = "nats://127.0.0.1:4222";
+  auto c = load(Program::worker, {},
+                env({{"NATS_URL", nats}, {"NATS_USER", "chat-worker"}, {"NATS_PASSWORD", "pw"},
+                     {"REDIS_HOST", "r"}, {"REDIS_USERNAME", "chat"}, {"REDIS_PASSWORD", "rpw"}}));
+  EXPECT_EQ(c.nats.user, "chat-worker");
+  EXPECT_EQ(c.nats.password, "pw");
+  EXPECT_EQ(c.nats.login_setting(), "NATS_USER/NATS_PASSWORD");
+  EXPECT_EQ(c.redis.username, "chat");
+  EXPECT_EQ(c.redis.password, "rpw");
+  c = load(Program::chatd, {}, env({{"NATS_URL", nats}, {"NATS_TOKEN", "t"}, {"NATS_TLS_CA", "/dev/null"}}));
+  EXPECT_EQ(c.nats.login_setting(), "NATS_TOKEN");
+  EXPECT_EQ(c.nats.tls_ca_file, "/dev/null");
+
+  auto refused = [](std::map<std::string, std::string> vars, const std::string& names) {
+    try {
+      load(Program::chatd, {}, env(std::move(vars)));
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(names), std::string::npos) << e.what();
+      return;
+    }
+    ADD_FAILURE() << "accepted; expected an error naming " << names;
+  };
+  refused({{"NATS_URL", nats}, {"NATS_TOKEN", "t"}, {"NATS_USER", "u"}}, "NATS_TOKEN, NATS_USER and NATS_CREDS");
+  refused({{"NATS_URL", nats}, {"NATS_PASSWORD", "p"}}, "NATS_PASSWORD: needs NATS_USER");
+  refused({{"NATS_URL", nats}, {"NATS_TLS_CERT", "/dev/null"}}, "NATS_TLS_CERT and NATS_TLS_KEY");
+  refused({{"NATS_TOKEN", "t"}}, "NATS_TOKEN: set but NATS_URL is not");
+  refused({{"NATS_URL", nats}, {"NATS_CREDS", "/nonexistent/chat.creds"}}, "NATS_CREDS: cannot read");
+  refused({{"NATS_URL", nats}, {"NATS_TLS_CA", "/nonexistent/ca.pem"}}, "NATS_TLS_CA: cannot read");
+  refused({{"REDIS_HOST", "r"}, {"REDIS_USERNAME", "chat"}}, "REDIS_USERNAME: needs REDIS_PASSWORD");
+  refused({{"REDIS_PASSWORD", "p"}}, "REDIS_PASSWORD: set but REDIS_HOST is not");
+}
+
 TEST(ConfigTest, HelpListsEverySettingOfTheProgram) {
   auto help = help_text(Program::chatd);
   for (const char* name : {"SERVER_PORT", "POD_ID", "BUFFER_MISSING_CHUNK_TIMEOUT", "NATS_URL", "REDIS_HOST", "DB_PATH",
                            "DB_SPILL_DIR", "SSE_HEARTBEAT_INTERVAL", "LOG_FORMAT", "--server-port", "AUTH_MODE",
-                           "AUTH_JWT_SECRET", "AUTH_JWKS_FILE", "AUTH_JWT_LEEWAY"})
+                           "AUTH_JWT_SECRET", "AUTH_JWKS_FILE", "AUTH_JWT_LEEWAY", "NATS_TOKEN", "NATS_TLS_CA",
+                           "REDIS_USERNAME"})
     EXPECT_NE(help.find(name), std::string::npos) << name;
   EXPECT_EQ(help_text(Program::worker).find("SERVER_PORT"), std::string::npos);
   EXPECT_TRUE(wants_help({"--help"}));

@@ -238,8 +238,9 @@ class NatsServer(_ChildProcess):
     kind = "nats"
 
     def __init__(self, port=None, monitor=True, jetstream=True, name="nats", tmpdir=None, monitor_port=None,
-                 extra_args=()):
+                 extra_args=(), env=None):
         super().__init__(name, tmpdir)
+        self.env = dict(os.environ, **env) if env else None  # e.g. passwords a config file names
         self.port = port
         self.monitor_port = monitor_port
         self.monitor = monitor
@@ -264,7 +265,7 @@ class NatsServer(_ChildProcess):
                 args += ["-js", "-sd", self.store_dir]
             if self.monitor:
                 args += ["-m", str(self.monitor_port)]
-            self._spawn(args + self.extra_args)
+            self._spawn(args + self.extra_args, env=self.env)
             try:
                 self._wait_ready(timeout)
                 return self
@@ -352,9 +353,11 @@ class RedisServer(_ChildProcess):
 
     kind = "redis"
 
-    def __init__(self, port=None, name="redis", tmpdir=None):
+    def __init__(self, port=None, name="redis", tmpdir=None, acl_user=None):
+        """acl_user=(name, password): that ACL user only; the default user is off."""
         super().__init__(name, tmpdir)
         self.port = port
+        self.acl_user = acl_user
         self.data_dir = os.path.join(self.tmpdir, "data")
         os.makedirs(self.data_dir, exist_ok=True)
 
@@ -364,8 +367,12 @@ class RedisServer(_ChildProcess):
         for attempt in range(3):
             if not fixed:
                 self.port = free_port()
+            acl = []
+            if self.acl_user:
+                user, password = self.acl_user
+                acl = ["--user", "default", "off", "--user", user, "on", ">" + password, "~*", "&*", "+@all"]
             self._spawn([binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                         "--dir", self.data_dir])
+                         "--dir", self.data_dir] + acl)
             try:
                 self._wait_ready(timeout)
                 return self
@@ -384,7 +391,7 @@ class RedisServer(_ChildProcess):
             if self.proc.poll() is not None:
                 raise StartError("redis-server exited with %s; log:\n%s" % (self.proc.returncode, self.log()))
             try:
-                c = RedisClient(self.port, timeout=1.0)
+                c = self.client(timeout=1.0)
                 try:
                     if c.execute("PING") == "PONG":
                         return
@@ -403,7 +410,10 @@ class RedisServer(_ChildProcess):
         return self.start(timeout)
 
     def client(self, timeout=5.0):
-        return RedisClient(self.port, timeout=timeout)
+        c = RedisClient(self.port, timeout=timeout)
+        if self.acl_user:
+            c.execute("AUTH", *self.acl_user)
+        return c
 
 
 # --------------------------------------------------------------------------
@@ -466,7 +476,9 @@ class NatsClient:
     Subscriptions without a callback queue their messages (sub.next(timeout)).
     """
 
-    def __init__(self, url_or_port, name="e2e-client", timeout=5.0, connect=True):
+    def __init__(self, url_or_port, name="e2e-client", timeout=5.0, connect=True, login=None):
+        """login: CONNECT fields such as {"user": ..., "pass": ...} or {"auth_token": ...}."""
+        self.login = dict(login or {})
         if isinstance(url_or_port, int):
             self.host, self.port = HOST, url_or_port
         else:
@@ -511,6 +523,7 @@ class NatsClient:
         self.server_info = json.loads(line[5:].decode())
         opts = {"verbose": False, "pedantic": False, "tls_required": False, "name": self.name,
                 "lang": "python-e2e", "version": "0.1", "protocol": 1, "echo": True, "headers": False}
+        opts.update(self.login)
         self._send(b"CONNECT " + json.dumps(opts).encode() + b"\r\n")
         self.sock.settimeout(None)
         self.connected = True
@@ -907,14 +920,16 @@ class Cluster:
     """
 
     def __init__(self, pods=2, workers=1, pod_ids=None, pod_env=None, worker_env=None, redis=True, nats=True,
-                 tag=None, jetstream=True):
+                 tag=None, jetstream=True, nats_args=(), nats_env=None, redis_acl_user=None):
         self.tag = tag or uuid.uuid4().hex[:6]
         self.tmpdir = tempfile.mkdtemp(prefix="chatd-e2e-cluster-")
         self.pod_ids = list(pod_ids or ["pod-%s" % chr(ord("a") + i) for i in range(pods)])
         self.pod_env = dict(pod_env or {})
         self.worker_env = dict(worker_env or {})
-        self.nats = NatsServer(tmpdir=os.path.join(self.tmpdir, "nats")) if nats else None
-        self.redis = RedisServer(tmpdir=os.path.join(self.tmpdir, "redis")) if redis else None
+        self.nats = NatsServer(tmpdir=os.path.join(self.tmpdir, "nats"), extra_args=nats_args,
+                               env=nats_env) if nats else None
+        self.redis = RedisServer(tmpdir=os.path.join(self.tmpdir, "redis"),
+                                 acl_user=redis_acl_user) if redis else None
         self.n_workers = workers
         self.jetstream = bool(nats) and jetstream
         self.pods = []
@@ -1013,7 +1028,7 @@ class Cluster:
         return c
 
     def redis_client(self):
-        c = RedisClient(self.redis.port)
+        c = self.redis.client()
         self._clients.append(c)
         return c
 

@@ -274,6 +274,15 @@ class ClusterScriptTest(ClusterScriptCase):
 
         self.check_rate_is_held_across_pods()
 
+        # NATS ran with the role permissions of deploy/nats/nats.conf, and refused nothing the
+        # pods and workers did; the role passwords are readable only by the cluster's owner
+        with open(os.path.join(self.run_dir, "logs", "nats.log"), errors="replace") as f:
+            nats_log = f.read()
+        self.assertIn("nats.conf", nats_log, "nats-server did not load deploy/nats/nats.conf")
+        self.assertEqual([line for line in nats_log.splitlines() if "Violation" in line], [],
+                         "nats-server refused a pod or a worker")
+        self.assertEqual(os.stat(os.path.join(self.run_dir, "secrets.env")).st_mode & 0o077, 0)
+
         # down: everything it started is gone
         self.collect_pids()
         t0 = time.monotonic()

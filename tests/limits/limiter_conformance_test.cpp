@@ -32,7 +32,7 @@ class MemoryImpl {
 class RedisImpl {
  public:
   static constexpr const char* kName = "Redis";
-  RedisImpl() : limiter_({server_.host(), server_.port(), "", 0}, {}) {
+  RedisImpl() : limiter_({server_.host(), server_.port(), "", 0, ""}, {}) {
     EXPECT_TRUE(eventually([&] { return limiter_.status().connected; }));
   }
   limits::Limiter& limiter() { return limiter_; }
@@ -147,8 +147,8 @@ TEST(RedisLimiter, UnreachableRedisLetsRequestsThroughUndecided) {
 
 TEST(RedisLimiter, PodsSharingRedisShareTheBucket) {
   ServerProcess server{ServerProcess::Kind::redis};
-  limits::RedisLimiter a({server.host(), server.port(), "", 0}, {});
-  limits::RedisLimiter b({server.host(), server.port(), "", 0}, {});
+  limits::RedisLimiter a({server.host(), server.port(), "", 0, ""}, {});
+  limits::RedisLimiter b({server.host(), server.port(), "", 0, ""}, {});
   ASSERT_TRUE(eventually([&] { return a.status().connected && b.status().connected; }));
   auto take = [](limits::Limiter& l) {
     std::promise<Verdict> p;
