@@ -67,6 +67,8 @@ http::Response failure(boost::system::error_code ec, std::string_view what) {
   if (ec == pod::Errc::too_many_replies)
     return rate_limited(std::chrono::seconds(5), "too many of your replies are running; wait for one to finish");
   if (ec == pod::Errc::draining) return unavailable("this pod is shutting down");
+  if (ec == pod::Errc::memory_full)
+    return unavailable("this pod holds as many replies as its memory allows; try again shortly");
   if (ec == pod::Errc::bus_unavailable) return unavailable("the message bus is unreachable; try again shortly");
   return unavailable("the message store is unavailable; try again shortly");
 }

@@ -26,6 +26,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
   }
   auto& buffer = it->second;
+  const auto footprint_before = buffer.footprint();  // a restart below clears it
   const bool had_any = buffer.received_any();
   if (buffer.attempt() != 0 && chunk.attempt < buffer.attempt()) {
     counters_.stale_attempts_dropped.add();
@@ -41,6 +42,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
   scratch_.clear();
   const bool in_turn = chunk.chunk_id == buffer.next_id();
   auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, scratch_);
+  held_bytes_ = held_bytes_ - footprint_before + buffer.footprint();
   if (had_any && !buffer.received_any()) --streaming_;
   if (!had_any && buffer.received_any()) ++streaming_;
   switch (result) {
@@ -75,7 +77,9 @@ void BufferManager::check_gaps(SteadyTime now, std::vector<Event>& out) {
   std::vector<std::string> done;
   for (auto& [id, b] : buffers_) {
     scratch_.clear();
+    const auto footprint_before = b.footprint();
     auto missing = b.skip_expired_gap(now, limits_.missing_chunk_timeout, scratch_);
+    held_bytes_ = held_bytes_ - footprint_before + b.footprint();
     if (missing.empty()) continue;
     counters_.chunks_skipped.add(missing.size());
     out.push_back(ChunksMissing{b.session_id(), b.message_id(), std::move(missing)});
@@ -94,14 +98,14 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     auto it = buffers_.find(id);
     if (!it->second.received_any()) {
       counters_.never_arrived.add();
-      buffers_.erase(it);
+      erase(it);
       continue;
     }
     if (!it->second.accepted_here && !watched(it->second.session_id())) {
       counters_.buffers_abandoned.add();
       remember_finished(id, now);
       --streaming_;
-      buffers_.erase(it);
+      erase(it);
       continue;
     }
     counters_.buffers_expired.add();
@@ -151,7 +155,7 @@ void BufferManager::drop(const std::string& message_id) {
   auto it = buffers_.find(message_id);
   if (it == buffers_.end()) return;
   if (it->second.received_any()) --streaming_;
-  buffers_.erase(it);
+  erase(it);
 }
 
 std::vector<std::string> BufferManager::drop_session(const std::string& session_id) {
@@ -164,7 +168,7 @@ std::vector<std::string> BufferManager::drop_session(const std::string& session_
     dropped.push_back(it->first);
     remember_finished(it->first, it->second.last_activity());
     if (it->second.received_any()) --streaming_;
-    it = buffers_.erase(it);
+    it = erase(it);
   }
   return dropped;
 }
@@ -212,8 +216,13 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
   }
   remember_finished(message_id, now);
   if (b.received_any()) --streaming_;
-  buffers_.erase(it);
+  erase(it);
   out.push_back(MessageFinished{std::move(m)});
+}
+
+BufferManager::Buffers::iterator BufferManager::erase(Buffers::iterator it) {
+  held_bytes_ -= it->second.footprint();
+  return buffers_.erase(it);
 }
 
 void BufferManager::evict_oldest(SteadyTime now, std::vector<Event>& out) {

@@ -133,9 +133,14 @@ class BufferManager {
   std::size_t owed(const std::function<bool(const std::string& session_id)>& watched) const;
 
   std::size_t size() const { return buffers_.size(); }
+  // Bytes of reply text the buffers hold (MessageBuffer::footprint, summed).
+  std::size_t held_bytes() const { return held_bytes_; }
   const Counters& counters() const { return counters_; }
 
  private:
+  using Buffers = std::unordered_map<std::string, MessageBuffer>;
+  // Every buffer leaves through here, so held_bytes_ stays exact.
+  Buffers::iterator erase(Buffers::iterator it);
   void release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out);
   void finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason);
   void evict_oldest(SteadyTime now, std::vector<Event>& out);
@@ -143,7 +148,8 @@ class BufferManager {
   void forget_old_finished(SteadyTime now);
 
   Limits limits_;
-  std::unordered_map<std::string, MessageBuffer> buffers_;
+  Buffers buffers_;
+  std::size_t held_bytes_ = 0;
   // Ids of finished messages, so a late duplicate does not start a new buffer.
   std::unordered_set<std::string> finished_;
   std::deque<std::pair<SteadyTime, std::string>> finished_order_;

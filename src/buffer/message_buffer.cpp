@@ -12,6 +12,7 @@ void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
   next_id_ = 0;
   final_id_.reset();
   held_.clear();
+  held_bytes_ = 0;
   content_.clear();
   content_chunks_ = 0;
   skipped_.clear();
@@ -42,6 +43,7 @@ PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, st
     gap_since_.reset();
     return PushResult::released_or_held;
   }
+  held_bytes_ += chunk.chunk.size();
   held_.emplace(id, std::move(chunk));
   release_ready(released);
   if (held_.empty()) gap_since_.reset();
@@ -65,6 +67,7 @@ std::vector<std::uint32_t> MessageBuffer::skip_expired_gap(SteadyTime now, std::
 
 void MessageBuffer::release_ready(std::vector<protocol::ResponseChunk>& released) {
   for (auto it = held_.begin(); it != held_.end() && it->first == next_id_; it = held_.erase(it)) {
+    held_bytes_ -= it->second.chunk.size();
     record(it->second);
     ++next_id_;
     released.push_back(std::move(it->second));

@@ -62,6 +62,8 @@ class MessageBuffer {
 
   // What the released chunks add up to, for the stored message.
   const std::string& content() const { return content_; }
+  // Bytes of reply text it holds: released (for the store) and waiting.
+  std::size_t footprint() const { return content_.size() + held_bytes_; }
   std::size_t content_chunks() const { return content_chunks_; }
   const std::vector<std::uint32_t>& skipped_ids() const { return skipped_; }
   const std::optional<protocol::ResponseChunk>& final_chunk() const { return final_chunk_; }
@@ -79,6 +81,7 @@ class MessageBuffer {
   std::uint32_t next_id_ = 0;
   std::optional<std::uint32_t> final_id_;
   std::map<std::uint32_t, protocol::ResponseChunk> held_;
+  std::size_t held_bytes_ = 0;  // text of the chunks in held_
   std::string content_;
   std::size_t content_chunks_ = 0;
   std::vector<std::uint32_t> skipped_;

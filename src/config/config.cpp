@@ -134,6 +134,10 @@ const std::vector<Setting>& settings() {
        INT_SETTING(chat.history_max_bytes, std::size_t, 4096, 64 * 1024 * 1024)},
       {"BUFFER_MAX_BUFFERS", kChatd, "10000", "messages being reordered at once", INT_SETTING(buffer.max_buffers, std::size_t, 1, 10'000'000)},
       {"BUFFER_MAX_CHUNKS", kChatd, "10000", "chunks of one message at most", INT_SETTING(buffer.max_chunks, std::size_t, 1, 10'000'000)},
+      {"BUFFER_MAX_BYTES", kChatd, "536870912",
+       "memory for replies in flight (reply text being reordered, frames kept for late streams); "
+       "new chats get 503 while it is full (0: no limit)",
+       INT_SETTING(buffer.max_bytes, std::size_t, 0, 1ull << 40)},
       {"BUFFER_MAX_AGE", kChatd, "5m", "age after which an unfinished message buffer is dropped", DURATION_SETTING(buffer.max_age)},
       {"BUFFER_CLEANUP_INTERVAL", kChatd, "30s", "how often expired buffers are looked for", DURATION_SETTING(buffer.cleanup_interval)},
       {"BUFFER_MISSING_CHUNK_TIMEOUT", kChatd, "30s", "wait for a missing chunk before skipping it",

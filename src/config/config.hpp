@@ -55,6 +55,7 @@ struct ChatConfig {
 struct BufferConfig {
   std::size_t max_buffers = 10'000;
   std::size_t max_chunks = 10'000;
+  std::size_t max_bytes = 512ull << 20;  // the pod's memory for replies in flight (0: none)
   Duration max_age{300'000};
   Duration cleanup_interval{30'000};
   Duration missing_chunk_timeout{30'000};

@@ -19,6 +19,11 @@ struct HubOptions {
   // for streams that resume with Last-Event-ID.
   std::chrono::milliseconds replay_window{600'000};
   std::size_t replay_max_bytes = 8 * 1024 * 1024;
+  // The pod's memory for replies (BUFFER_MAX_BYTES): reply text in the reorder
+  // buffers plus the frames kept for late and resuming streams; 0: no budget.
+  // Each shard gets an equal share and, past it, drops finished replies' frames
+  // first; the pod refuses new chats while the whole is spent (SessionHub::stats).
+  std::size_t reply_memory_budget = 0;
   // Frames kept per in-flight reply for late streams (beyond: the late stream
   // gets an explicit reset instead of a silent gap).
   std::size_t max_backlog_frames = 20'000;

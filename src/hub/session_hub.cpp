@@ -162,6 +162,9 @@ void SessionHub::collect(metrics::Exposition& out) const {
   out.gauge("chat_sse_connections", "Open SSE streams.", static_cast<double>(stats.streams));
   out.gauge("chat_sse_sessions", "Sessions with at least one open SSE stream.", static_cast<double>(stats.sessions));
   out.gauge("chat_buffers_active", "Replies being reordered (chunk buffers).", static_cast<double>(stats.buffers));
+  out.gauge("chat_reply_memory_bytes",
+            "Reply text in the buffers and frames kept for late streams, counted against BUFFER_MAX_BYTES.",
+            static_cast<double>(stats.reply_bytes));
   auto sum = [this](auto field) {
     std::uint64_t n = 0;
     for (const auto& s : slots_) n += field(s->shard).value();
@@ -229,6 +232,7 @@ HubStats SessionHub::stats() const {
     out.streams += g.streams.load(std::memory_order_relaxed);
     out.sessions += g.sessions.load(std::memory_order_relaxed);
     out.buffers += g.buffers.load(std::memory_order_relaxed);
+    out.reply_bytes += g.reply_bytes.load(std::memory_order_relaxed);
   }
   return out;
 }

@@ -25,6 +25,7 @@ struct HubStats {
   std::size_t streams = 0;
   std::size_t sessions = 0;  // sessions with at least one stream
   std::size_t buffers = 0;
+  std::size_t reply_bytes = 0;  // counted against HubOptions::reply_memory_budget
 };
 
 class SessionHub {

@@ -275,6 +275,7 @@ void SessionShard::cleanup() {
   buffers_.expire_old(clock_(), events_, [this](const std::string& session_id) { return watched(session_id); });
   process_events();
   trim_retained();
+  publish_gauges();
 }
 
 void SessionShard::heartbeat() {
@@ -300,7 +301,7 @@ void SessionShard::trim_retained() {
     auto it = channels_.find(session_id);
     Backlog* b = it == channels_.end() ? nullptr : it->second.find(message_id);
     bool too_old = b && now - b->finished_at >= options_.replay_window;
-    if (b && !too_old && retained_bytes_ <= options_.replay_max_bytes) break;
+    if (b && !too_old && retained_bytes_ <= options_.replay_max_bytes && !over_memory_share()) break;
     finished_order_.pop_front();
     if (!b) continue;
     retained_bytes_ -= it->second.drop(message_id);
@@ -318,6 +319,16 @@ void SessionShard::remember_expired(const std::string& message_id) {
   }
 }
 
-void SessionShard::publish_gauges() { gauges_.buffers.store(buffers_.size(), std::memory_order_relaxed); }
+std::size_t SessionShard::reply_bytes() const { return retained_bytes_ + buffers_.held_bytes(); }
+
+bool SessionShard::over_memory_share() const {
+  return options_.reply_memory_budget != 0 &&
+         reply_bytes() > options_.reply_memory_budget / std::max<std::size_t>(1, options_.shards);
+}
+
+void SessionShard::publish_gauges() {
+  gauges_.buffers.store(buffers_.size(), std::memory_order_relaxed);
+  gauges_.reply_bytes.store(reply_bytes(), std::memory_order_relaxed);
+}
 
 }  // namespace chat::hub

@@ -48,6 +48,7 @@ struct ShardGauges {
   std::atomic<std::size_t> streams{0};
   std::atomic<std::size_t> sessions{0};  // sessions with at least one stream
   std::atomic<std::size_t> buffers{0};
+  std::atomic<std::size_t> reply_bytes{0};  // SessionShard::reply_bytes()
   std::atomic<std::uint64_t> broadcasts_kept{0};
   // From the POST accepted (the reply expected here) to its first chunk
   // handed to the streams.
@@ -113,6 +114,9 @@ class SessionShard {
   void remember_expired(const std::string& message_id);
   bool watched(const std::string& session_id) const;
   void publish_gauges();
+  // Reply text in the buffers plus every frame kept for late and resuming streams.
+  std::size_t reply_bytes() const;
+  bool over_memory_share() const;
 
   const HubOptions& options_;
   ShardHandlers handlers_;

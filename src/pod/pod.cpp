@@ -52,6 +52,7 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
   if (draining_) return done(Errc::draining, {});
   // Nothing half-done: with the bus down, not even the user message is stored.
   if (!work_.status().connected) return done(Errc::bus_unavailable, {});
+  if (reply_memory_full()) return done(Errc::memory_full, {});
   auto reply_id = new_identifier("msg_");
   if (!admission_) return accept(std::move(request), std::move(correlation_id), std::move(reply_id), std::move(done));
   auto user_id = request.user_id;
@@ -61,6 +62,21 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
                              if (!v.allowed) return done(Errc::too_many_replies, {});
                              accept(std::move(request), std::move(correlation_id), std::move(reply_id), std::move(done));
                            });
+}
+
+// Past the budget new chats wait (503): the replies already accepted must
+// still fit, and every chunk of theirs is kept.
+bool Pod::reply_memory_full() {
+  const auto budget = options_.hub.reply_memory_budget;
+  if (budget == 0) return false;
+  const auto bytes = hub_.stats().reply_bytes;
+  const bool full = bytes >= budget;
+  if (memory_full_.exchange(full) != full) {
+    if (full) log::warn("reply_memory_full", {{"bytes", bytes}, {"budget", budget}});
+    else log::info("reply_memory_available", {{"bytes", bytes}, {"budget", budget}});
+  }
+  if (full) stats_.memory_full_refusals.add();
+  return full;
 }
 
 void Pod::accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done) {

@@ -88,6 +88,7 @@ struct PodStats {
   metrics::Gauge writes_pending;
   metrics::Histogram store_write{metrics::kLatencyBuckets};  // a finished reply's save, queue included
   metrics::Counter submits_refused;  // the work queue refused a request (503)
+  metrics::Counter memory_full_refusals;  // a chat refused while the reply memory budget was spent (503)
   sse::StreamMetrics streams;
 };
 
@@ -138,6 +139,7 @@ class Pod {
   void stop_intake();
   void on_chunk(const bus::Message& m, bool broadcast);
   void accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done);
+  bool reply_memory_full();
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
                        std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
@@ -156,6 +158,8 @@ class Pod {
   registry::SessionRegistry& registry_;
   store::MessageStore& store_;
   limits::Admission* admission_;  // null: no admission limits (tests, tools)
+  // Whether the last chat found the reply memory budget spent: its changes are logged, not every refusal.
+  std::atomic<bool> memory_full_{false};
   hub::SessionHub hub_;
   PodStats stats_;
   std::unique_ptr<bus::Subscription> direct_;

@@ -12,6 +12,7 @@ enum class Errc {
   no_running_reply, // cancel: no worker runs a reply with this id
   not_owner,        // cancel: the reply belongs to another user
   too_many_replies, // the user has RATE_LIMIT_RUNNING_REPLIES replies running
+  memory_full,      // the replies in flight fill BUFFER_MAX_BYTES
 };
 
 const boost::system::error_category& pod_category() noexcept;

@@ -137,6 +137,9 @@ void Pod::collect(metrics::Exposition& out) const {
               static_cast<double>(h.bus.errors));
   out.counter("chat_chat_submits_refused_total", "Chats the work queue did not take (answered 503).",
               static_cast<double>(stats_.submits_refused.value()));
+  out.counter("chat_memory_full_refusals_total",
+              "Chats refused (503) while the replies in flight filled BUFFER_MAX_BYTES.",
+              static_cast<double>(stats_.memory_full_refusals.value()));
   out.gauge("chat_store_queue_depth", "Store operations waiting (spilled replies included).",
             static_cast<double>(h.store.queued));
   hub_.collect(out);

@@ -323,5 +323,28 @@ TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
   EXPECT_EQ(manager.streaming(), 1u);
 }
 
+TEST_F(BufferManagerTest, HeldBytesCountTheReplyTextUntilEachBufferLeaves) {
+  auto text = [](std::string message, std::uint32_t id, std::string t, std::uint32_t attempt = 1) {
+    auto c = chunk(std::move(message), id);
+    c.chunk = std::move(t);
+    c.attempt = attempt;
+    return c;
+  };
+  manager.push(text("m1", 1, "world"), t0, events);  // held, out of turn
+  EXPECT_EQ(manager.held_bytes(), 5u);
+  manager.push(text("m1", 0, "hello "), t0, events);  // both released into the reply text
+  EXPECT_EQ(manager.held_bytes(), 11u);
+  manager.push(text("m1", 1, "world"), t0, events);  // a duplicate adds nothing
+  EXPECT_EQ(manager.held_bytes(), 11u);
+  manager.push(text("m2", 0, "abc"), t0, events);
+  EXPECT_EQ(manager.held_bytes(), 14u);
+  manager.push(text("m2", 0, "xy", 2), t0, events);  // a newer attempt replaces the older text
+  EXPECT_EQ(manager.held_bytes(), 13u);
+  manager.push(chunk("m1", 2, true), t0, events);  // m1 finished: its buffer leaves
+  EXPECT_EQ(manager.held_bytes(), 2u);
+  manager.drop_session("s1");
+  EXPECT_EQ(manager.held_bytes(), 0u);
+}
+
 }  // namespace
 }  // namespace chat::buffer

@@ -98,6 +98,42 @@ class RunningRepliesTest(h.ChatdTestCase):
         self.assertGreaterEqual(limited_total(self.srv, "running_replies"), 1)
 
 
+def metric(srv, name):
+    for line in srv.get("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no %s in /metrics" % name)
+
+
+class ReplyMemoryTest(h.ChatdTestCase):
+    """BUFFER_MAX_BYTES: one memory budget for replies in flight; full means 503, never growth."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("reply-memory", env=dict(OFF, BUFFER_MAX_BYTES="4096", WORKER_DEMO_CHUNK_DELAY="20ms",
+                                                              WORKER_DEMO_WORDS_PER_CHUNK="1"))
+
+    def test_new_chats_wait_while_the_replies_in_flight_fill_the_budget(self):
+        uid, sid = new_id("u"), new_id("s")
+        c, _ = self.open_sse(self.srv, sid, uid)
+        acc = self.srv.chat_ok(sid, uid, "a long answer please " * 40)
+        wait_until(lambda: metric(self.srv, "chat_reply_memory_bytes") >= 4096, 20,
+                   msg="the running reply fills the 4 KiB budget")
+        r = self.srv.chat(new_id("s"), new_id("u"), "anyone else meanwhile")
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.json()["error"]["code"], "unavailable", r.body)
+        self.assertIn("memory", r.json()["error"]["message"])
+        self.assertEqual(r.header("retry-after"), "2")
+        self.assertGreaterEqual(metric(self.srv, "chat_memory_full_refusals_total"), 1)
+        # the reply in flight is not cut short: it streams and is stored whole
+        evs = c.collect_until(h.is_complete_for(acc["message_id"]), 60)
+        rc = h.ReplyCheck(self, evs, acc["message_id"], sid)
+        self.assertEqual(self.srv.wait_message_row(acc["message_id"], "complete")[0]["content"], rc.text)
+        wait_until(lambda: metric(self.srv, "chat_reply_memory_bytes") < 4096, 10, msg="the budget freed")
+        self.assertEqual(self.srv.chat(new_id("s"), new_id("u"), "and now").status, 202)
+        self.assertIn("reply_memory_full", self.srv.log())
+
+
 class StreamsPerUserTest(h.ChatdTestCase):
     @classmethod
     def setUpClass(cls):

@@ -360,5 +360,32 @@ TEST_F(LogShardTest, FillingFromTheLogFeedsRunningRepliesButNotOldFinishedOnes) 
   EXPECT_TRUE(finished.empty());
 }
 
+struct BudgetShardTest : ShardTest {
+  BudgetShardTest() {
+    options.shards = 1;
+    options.reply_memory_budget = 64;  // less than one finished reply's frames
+  }
+};
+
+TEST_F(BudgetShardTest, PastItsShareAShardDropsFinishedRepliesKeptForResumes) {
+  auto s = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  EXPECT_GT(shard.gauges().reply_bytes.load(), 0u) << "a running reply's text and frames are counted";
+  shard.on_chunk(chunk("s1", "m1", 1, true), false);
+  EXPECT_EQ(shard.gauges().reply_bytes.load(), 0u) << "its frames left at once, not after the replay window";
+  auto back = stream("s1", sse::ResumeCursor{"m1", 0});
+  ASSERT_FALSE(back->events().empty());
+  EXPECT_EQ(back->events().front(), "reset") << "the resume says the reply is gone (the history has it)";
+}
+
+TEST_F(ShardTest, WithoutABudgetFinishedRepliesStayForResumes) {
+  auto s = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 1, true), false);
+  EXPECT_GT(shard.gauges().reply_bytes.load(), 0u);
+  auto back = stream("s1", sse::ResumeCursor{"m1", 0});
+  EXPECT_EQ(back->chunk_ids(), (Events{"m1:1"}));
+}
+
 }  // namespace
 }  // namespace chat::hub

@@ -58,7 +58,9 @@ class SwitchableBus final : public bus::MessageBus {
   std::atomic<bool> up_{true};
 };
 
-struct PodTest : ::testing::Test {
+// ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none).
+template <std::size_t ReplyBudget = 0>
+struct PodFixture : ::testing::Test {
   std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("pod-test-" + std::to_string(::getpid()) + "-" +
                                                        std::to_string(std::rand()));
@@ -81,6 +83,7 @@ struct PodTest : ::testing::Test {
             o.pod_id = "pod-t";
             o.cancel_timeout = 300ms;
             o.shutdown_timeout = 10s;
+            o.hub.reply_memory_budget = ReplyBudget;
             return o;
           }(),
           bus, queue, &log, registry, store};
@@ -144,6 +147,9 @@ struct PodTest : ::testing::Test {
     return true;
   }
 };
+
+using PodTest = PodFixture<>;
+using BudgetPodTest = PodFixture<1>;
 
 TEST_F(PodTest, ASubmittedChatIsStoredAndPutOnTheBusNamingThisPod) {
   std::promise<std::string> published;
@@ -288,6 +294,36 @@ TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
   publish_reply("s1", accepted.message_id, "last words");
   EXPECT_EQ(done.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+}
+
+}  // namespace
+}  // namespace chat::pod
+
+namespace chat::pod {
+namespace {
+
+TEST_F(BudgetPodTest, NewChatsWaitWhileTheRepliesInFlightFillTheBudgetAndNotAfter) {
+  auto [ec, accepted] = submit(chat("s1"));
+  ASSERT_FALSE(ec) << "nothing in flight yet";
+  protocol::ResponseChunk c;
+  c.session_id = "s1";
+  c.message_id = accepted.message_id;
+  c.chunk = "the first words of a long answer";
+  c.timestamp = "2026-11-29T00:00:00Z";
+  bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+  ASSERT_TRUE(eventually([&] { return pod.health().hub.reply_bytes > 0; }));
+  EXPECT_EQ(submit(chat("s2")).first, Errc::memory_full);
+  EXPECT_EQ(pod.stats().memory_full_refusals.value(), 1u);
+  c.chunk_id = 1;
+  c.chunk.clear();
+  c.is_final = true;
+  c.chunk_type = protocol::ChunkType::metadata;
+  c.metadata = protocol::ChunkMetadata{"demo-1", 2, "stop"};
+  bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+  ASSERT_TRUE(eventually([&] { return pod.health().hub.reply_bytes == 0; }))
+      << "a finished reply leaves the budget (its frames too, past the shard's share)";
+  EXPECT_FALSE(submit(chat("s2")).first);
+  EXPECT_TRUE(eventually([&] { return messages("s1").size() == 2; })) << "the reply in flight was stored whole";
 }
 
 }  // namespace
