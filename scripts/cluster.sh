@@ -109,7 +109,9 @@ check_ports() {
 
 nats_name() { [ "$1" -eq 1 ] && echo nats || echo "nats-$1"; }
 
-random_secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# nats-server parses a variable's value as a configuration value: a secret that
+# starts with a digit would be read as a number, so it starts with letters.
+random_secret() { printf 'pw%s' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"; }
 
 # The role passwords of deploy/nats/nats.conf, made once per run directory.
 make_secrets() {
