@@ -26,11 +26,15 @@ def assert_rate_limited(tc, r, what):
     tc.assertGreaterEqual(int(r.header("retry-after")), 1, r.headers)
 
 
-def limited_total(srv, limit):
+def metric(srv, name):
     for line in srv.get("/metrics").body.decode().splitlines():
-        if line.startswith('chat_rate_limited_total{limit="%s"}' % limit):
+        if line.startswith(name + " "):
             return float(line.split()[-1])
-    raise AssertionError("no chat_rate_limited_total for %s in /metrics" % limit)
+    raise AssertionError("no %s in /metrics" % name)
+
+
+def limited_total(srv, limit):
+    return metric(srv, 'chat_rate_limited_total{limit="%s"}' % limit)
 
 
 def rss_kb(pid):
@@ -96,13 +100,6 @@ class RunningRepliesTest(h.ChatdTestCase):
         wait_until(lambda: self.srv.chat(new_id("s"), uid, "three again").status == 202, 10,
                      msg="a place freed when the first reply ended")
         self.assertGreaterEqual(limited_total(self.srv, "running_replies"), 1)
-
-
-def metric(srv, name):
-    for line in srv.get("/metrics").body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError("no %s in /metrics" % name)
 
 
 class ReplyMemoryTest(h.ChatdTestCase):

@@ -122,18 +122,28 @@ struct PodFixture : ::testing::Test {
     return wait(p.get_future());
   }
 
+  // A reply of one text chunk (id 0) and a final metadata chunk (id 1), as a worker sends it.
   void publish_reply(const std::string& session, const std::string& message, const std::string& text) {
+    publish_text(session, message, text);
+    publish_end(session, message);
+  }
+  void publish_text(const std::string& session, const std::string& message, const std::string& text) {
     protocol::ResponseChunk c;
     c.session_id = session;
     c.message_id = message;
     c.chunk = text;
     c.timestamp = "2026-11-29T00:00:00Z";
     bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+  }
+  void publish_end(const std::string& session, const std::string& message) {
+    protocol::ResponseChunk c;
+    c.session_id = session;
+    c.message_id = message;
     c.chunk_id = 1;
-    c.chunk.clear();
     c.is_final = true;
     c.chunk_type = protocol::ChunkType::metadata;
     c.metadata = protocol::ChunkMetadata{"demo-1", 2, "stop"};
+    c.timestamp = "2026-11-29T00:00:00Z";
     bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
   }
 
@@ -305,21 +315,11 @@ namespace {
 TEST_F(BudgetPodTest, NewChatsWaitWhileTheRepliesInFlightFillTheBudgetAndNotAfter) {
   auto [ec, accepted] = submit(chat("s1"));
   ASSERT_FALSE(ec) << "nothing in flight yet";
-  protocol::ResponseChunk c;
-  c.session_id = "s1";
-  c.message_id = accepted.message_id;
-  c.chunk = "the first words of a long answer";
-  c.timestamp = "2026-11-29T00:00:00Z";
-  bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+  publish_text("s1", accepted.message_id, "the first words of a long answer");
   ASSERT_TRUE(eventually([&] { return pod.health().hub.reply_bytes > 0; }));
   EXPECT_EQ(submit(chat("s2")).first, Errc::memory_full);
   EXPECT_EQ(pod.stats().memory_full_refusals.value(), 1u);
-  c.chunk_id = 1;
-  c.chunk.clear();
-  c.is_final = true;
-  c.chunk_type = protocol::ChunkType::metadata;
-  c.metadata = protocol::ChunkMetadata{"demo-1", 2, "stop"};
-  bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+  publish_end("s1", accepted.message_id);
   ASSERT_TRUE(eventually([&] { return pod.health().hub.reply_bytes == 0; }))
       << "a finished reply leaves the budget (its frames too, past the shard's share)";
   EXPECT_FALSE(submit(chat("s2")).first);
