@@ -16,6 +16,7 @@
 #include "runtime/backends.hpp"
 #include "runtime/program.hpp"
 #include "runtime/serve.hpp"
+#include "runtime/tracing.hpp"
 #include "providers/provider_factory.hpp"
 #include "worker/workflow_worker.hpp"
 
@@ -35,10 +36,11 @@ int run_worker(const config::Config& config) {
   if (!config.redis.host)
     log::warn("no_registry", {{"detail", "REDIS_HOST is not set: every chunk goes to the broadcast subject"}});
   auto registry = runtime::make_registry(config, ioc);
+  auto tracing = runtime::make_tracing(config.trace, "chat-worker", config.server.pod_id);
   auto worker_config = config.worker;
   worker_config.progress_interval = std::max(config.jetstream.ack_wait / 3, config::Duration{100});
   worker::WorkflowWorker worker(ioc.get_executor(), *messaging.bus, *messaging.work, messaging.log.get(), *registry,
-                                worker_config, providers::make_providers(ioc.get_executor(), config));
+                                worker_config, providers::make_providers(ioc.get_executor(), config), tracing.tracer);
   worker.start();
 
   // Probes and metrics on WORKER_HTTP_PORT.
@@ -47,6 +49,7 @@ int run_worker(const config::Config& config) {
   metrics.add([&](metrics::Exposition& out) {
     metrics::collect_process(out);
     worker.collect(out);
+    tracing.collect(out);
     for (auto [name, s] : {std::pair{"bus", messaging.bus->status()}, std::pair{"work_queue", messaging.work->status()},
                            std::pair{"registry", registry->status()}})
       out.gauge("chat_dependency_up", "1 while the dependency is reachable (embedded ones always are).",

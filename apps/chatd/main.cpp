@@ -18,6 +18,7 @@
 #include "runtime/backends.hpp"
 #include "runtime/program.hpp"
 #include "runtime/serve.hpp"
+#include "runtime/tracing.hpp"
 #include "providers/provider_factory.hpp"
 #include "web/static_site.hpp"
 #include "web/web_front.hpp"
@@ -69,11 +70,15 @@ int run_pod(const config::Config& config) {
   auto registry = runtime::make_registry(config, ioc);
   auto store = runtime::make_store(config);
   auto limits = runtime::make_limits(config, 2 * config.buffer.max_age);
-  pod::Pod pod(ioc, pod_options(config, threads), *bus, *messaging.work, messaging.log.get(), *registry, *store,
+  auto tracing = runtime::make_tracing(config.trace, "chatd", config.server.pod_id);
+  auto options_of_pod = pod_options(config, threads);
+  options_of_pod.tracer = tracing.tracer;
+  pod::Pod pod(ioc, std::move(options_of_pod), *bus, *messaging.work, messaging.log.get(), *registry, *store,
                limits.admission.get());
   metrics::Registry metrics;
   auto options = api_options(config);
   options.authenticator = authenticator.get();
+  options.tracer = tracing.tracer;
   api::ChatApi api(std::move(options), pod, *store, &metrics, limits.admission.get());
   // WEB_UI: the chat page in front of the API (web/, src/web).
   web::StaticSite site(config.web.ui ? web::embedded_assets() : std::span<const web::EmbeddedAsset>{});
@@ -85,7 +90,8 @@ int run_pod(const config::Config& config) {
   if (bus->status().embedded) {
     worker = std::make_unique<worker::WorkflowWorker>(ioc.get_executor(), *bus, *messaging.work, messaging.log.get(),
                                                       *registry, config.worker,
-                                                      providers::make_providers(ioc.get_executor(), config));
+                                                      providers::make_providers(ioc.get_executor(), config),
+                                                      tracing.tracer);
     worker->start();
   }
   pod.start();
@@ -95,6 +101,7 @@ int run_pod(const config::Config& config) {
     api.collect(out);
     limits.admission->metrics().collect(out);
     if (worker) worker->collect(out);
+    tracing.collect(out);
   });
 
   http::SessionLimits session_limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,

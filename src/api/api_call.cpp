@@ -32,8 +32,18 @@ std::optional<std::string_view> ApiCall::param(std::string_view key) const {
 }
 
 void ApiCall::record(unsigned status) {
+  auto method = std::string(bhttp::to_string(request.method()));
+  if (span.recording()) {
+    span.rename(method + " " + route);  // OpenTelemetry's HTTP server span name
+    span.set("http.request.method", method);
+    span.set("http.route", route);
+    span.set("http.response.status_code", static_cast<std::int64_t>(status));
+    span.set("chat.correlation_id", correlation_id);
+    if (status >= 500) span.fail(std::to_string(status));
+    span.end();
+  }
   if (!metrics) return;
-  metrics->requests.at({route, std::string(bhttp::to_string(request.method())), std::to_string(status)}).add();
+  metrics->requests.at({route, method, std::to_string(status)}).add();
   metrics->duration.at({route}).observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }

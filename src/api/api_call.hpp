@@ -11,6 +11,7 @@
 
 #include "http/http_session.hpp"
 #include "metrics/metrics.hpp"
+#include "trace/span.hpp"
 
 namespace chat::api {
 
@@ -36,6 +37,7 @@ struct ApiCall {
   http::Request request;
   std::string route = "other";  // the route template, for metrics
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();  // for its span
   ApiMetrics* metrics = nullptr;
   std::shared_ptr<http::HttpSession> session;
   std::string path;
@@ -43,11 +45,13 @@ struct ApiCall {
   std::string correlation_id;
   std::string origin;
   const CorsPolicy* cors = nullptr;
+  // The request's server span (not recording for probes, or with tracing off).
+  trace::Span span;
 
   // nullopt when the parameter is absent (present but empty is "").
   std::optional<std::string_view> param(std::string_view key) const;
   void respond(http::Response res);
-  // Counts the answer (the SSE upgrade counts as 200).
+  // Counts the answer (the SSE upgrade counts as 200) and ends the span.
   void record(unsigned status);
 };
 

@@ -156,6 +156,7 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   }
   call->path = std::string(target->encoded_path());
   for (auto param : target->params()) call->query.emplace(param.key, param.value);
+  if (options_.tracer.enabled() && !is_probe(call->path)) start_span(*call);
   if (!admission_ || is_probe(call->path)) return serve(std::move(call));
   auto peer = call->session->peer();
   auto forwarded_for = std::string(call->request["X-Forwarded-For"]);
@@ -165,11 +166,20 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   });
 }
 
+// The caller's trace continues here; a missing, repeated or malformed
+// traceparent starts a new one (W3C Trace Context).
+void ChatApi::start_span(ApiCall& call) const {
+  trace::SpanContext parent;
+  if (call.request.count("traceparent") == 1)
+    if (auto p = trace::parse_traceparent(call.request["traceparent"], call.request["tracestate"])) parent = *p;
+  call.span = options_.tracer.start("HTTP", trace::SpanKind::server, parent, call.started_at);
+}
+
 void ChatApi::serve(Call call) {
   if (call->request.method() == bhttp::verb::options) {
     http::Response res{Status::no_content, 11};
     res.set(bhttp::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
-    res.set(bhttp::field::access_control_allow_headers, "Content-Type, Authorization, Last-Event-ID, X-Correlation-ID");
+    res.set(bhttp::field::access_control_allow_headers, "Content-Type, Authorization, Last-Event-ID, X-Correlation-ID, traceparent, tracestate");
     res.set(bhttp::field::access_control_max_age, "86400");
     return call->respond(std::move(res));
   }
@@ -324,6 +334,7 @@ void ChatApi::post_chat(Call call) {
 
 void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
   auto correlation_id = call->correlation_id;
+  request.trace = call->span.context();
   pod_.submit(std::move(request), std::move(correlation_id), [call](boost::system::error_code ec, pod::Accepted a) {
     if (ec) return call->respond(failure(ec, "session"));
     call->respond(http::json_response(Status::accepted, json::object{{"message_id", a.message_id},

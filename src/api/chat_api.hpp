@@ -17,6 +17,7 @@
 #include "http/http_session.hpp"
 #include "pod/pod.hpp"
 #include "store/message_store.hpp"
+#include "trace/tracer.hpp"
 
 namespace chat::api {
 
@@ -32,6 +33,7 @@ struct ApiOptions {
   std::vector<ProviderOffer> providers{};  // {}: aggregate initialisations may leave these out
   std::string default_provider{};
   const auth::Authenticator* authenticator = nullptr;  // null: AUTH_MODE=none
+  trace::Tracer tracer{};  // off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
   // CHAT_HISTORY_MAX_BYTES: the most JSON one history page carries (docs/API.md §3.4).
   std::size_t history_max_bytes = 1024 * 1024;
 };
@@ -51,6 +53,7 @@ class ChatApi final : public http::RequestHandler {
 
  private:
   using Call = std::shared_ptr<ApiCall>;
+  void start_span(ApiCall& call) const;
   void serve(Call call);
   void route(Call call);
   // AUTH_MODE=jwt: the token's subject; nullopt after answering 401. none: "".

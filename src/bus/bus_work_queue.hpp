@@ -11,7 +11,7 @@ class BusWorkQueue final : public WorkQueue {
  public:
   explicit BusWorkQueue(MessageBus& bus) : bus_(bus) {}
 
-  void submit(std::string subject, std::string payload, std::string id, PublishCallback done) override;
+  void submit(std::string subject, std::string payload, std::string id, Headers headers, PublishCallback done) override;
   std::unique_ptr<Subscription> consume(FreeSlots free_slots, WorkHandler handler) override;
   ComponentStatus status() const override { return bus_.status(); }
 

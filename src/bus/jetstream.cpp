@@ -66,8 +66,9 @@ JetStream::~JetStream() {
 void JetStream::run_blocking(std::function<void()> fn) { asio::post(blocking_, std::move(fn)); }
 
 void JetStream::publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
-                        PublishCallback done) {
-  bus_.request(subject, payload, {{"Nats-Msg-Id", msg_id}}, options_.publish_timeout,
+                        Headers headers, PublishCallback done) {
+  headers.emplace_back("Nats-Msg-Id", msg_id);
+  bus_.request(subject, payload, std::move(headers), options_.publish_timeout,
                [done = std::move(done)](error_code ec, std::string reply) {
                  if (done) done(ec ? ec : pub_ack_error(reply));
                });

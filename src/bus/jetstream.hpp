@@ -49,9 +49,9 @@ class JetStream {
   // The streams (and consumer) exist: requests can be taken.
   bool ready() const { return ready_.load(); }
   // Stores a message under `msg_id` (a repeat within the dedupe window is
-  // stored once); `done` on the bus thread once the server acknowledged it, or
-  // with not_connected / timed_out / the server's error.
-  void publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
+  // stored once), with `headers` beside it; `done` on the bus thread once the
+  // server acknowledged it, or with not_connected / timed_out / the server's error.
+  void publish(const std::string& subject, const std::string& payload, const std::string& msg_id, Headers headers,
                PublishCallback done);
   // Runs a blocking JetStream call off the event loops, in order.
   void run_blocking(std::function<void()> fn);

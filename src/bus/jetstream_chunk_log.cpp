@@ -57,7 +57,7 @@ std::string JetStreamChunkLog::subject(const std::string& session_id, const std:
 
 void JetStreamChunkLog::append(const std::string& session_id, const std::string& message_id, std::string entry_id,
                                std::string payload, PublishCallback done) {
-  js_.publish(subject(session_id, message_id), payload, entry_id, std::move(done));
+  js_.publish(subject(session_id, message_id), payload, entry_id, {}, std::move(done));
 }
 
 void JetStreamChunkLog::read(const std::string& session_id, const std::string& message_id, LogReadCallback done) {

@@ -32,6 +32,11 @@ class JetStreamWorkItem final : public WorkItem {
   std::string_view payload() const override {
     return {natsMsg_GetData(msg_.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg_.get()))};
   }
+  std::string header(std::string_view key) const override {
+    const char* value = nullptr;
+    if (natsMsgHeader_Get(msg_.get(), std::string(key).c_str(), &value) != NATS_OK || value == nullptr) return {};
+    return value;
+  }
   unsigned attempt() const override { return attempt_; }
   bool final_attempt() const override { return final_; }
   // Each is one publish on the connection; a lost one means a redelivery, which
@@ -140,12 +145,13 @@ class PullConsumer final : public Subscription {
 
 }  // namespace
 
-void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::string id, PublishCallback done) {
+void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::string id, Headers headers,
+                                PublishCallback done) {
   if (!js_.ready()) {
     js_.bus().defer([done = std::move(done)] { done(asio::error::not_connected); });
     return;
   }
-  js_.publish(subject, payload, id, std::move(done));
+  js_.publish(subject, payload, id, std::move(headers), std::move(done));
 }
 
 std::unique_ptr<Subscription> JetStreamWorkQueue::consume(FreeSlots free_slots, WorkHandler handler) {

@@ -21,7 +21,7 @@ class JetStreamWorkQueue final : public WorkQueue {
  public:
   explicit JetStreamWorkQueue(JetStream& js) : js_(js) {}
 
-  void submit(std::string subject, std::string payload, std::string id, PublishCallback done) override;
+  void submit(std::string subject, std::string payload, std::string id, Headers headers, PublishCallback done) override;
   std::unique_ptr<Subscription> consume(FreeSlots free_slots, WorkHandler handler) override;
   ComponentStatus status() const override;
 

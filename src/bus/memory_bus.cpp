@@ -15,6 +15,7 @@ struct Envelope {
   std::string subject;
   std::string payload;
   std::string reply_to;
+  Headers headers;
 };
 
 struct MemoryBus::Subscriber {
@@ -51,12 +52,14 @@ MemoryBus::MemoryBus(asio::any_io_executor executor) : executor_(std::move(execu
 
 MemoryBus::~MemoryBus() { alive_->store(false); }
 
-void MemoryBus::publish(std::string subject, std::string payload, PublishCallback done) {
-  publish_with_reply(std::move(subject), std::move(payload), {}, std::move(done));
+void MemoryBus::publish(std::string subject, std::string payload, Headers headers, PublishCallback done) {
+  publish_with_reply(std::move(subject), std::move(payload), {}, std::move(done), std::move(headers));
 }
 
-void MemoryBus::publish_with_reply(std::string subject, std::string payload, std::string reply_to, PublishCallback done) {
-  auto env = std::make_shared<const Envelope>(Envelope{std::move(subject), std::move(payload), std::move(reply_to)});
+void MemoryBus::publish_with_reply(std::string subject, std::string payload, std::string reply_to, PublishCallback done,
+                                   Headers headers) {
+  auto env = std::make_shared<const Envelope>(
+      Envelope{std::move(subject), std::move(payload), std::move(reply_to), std::move(headers)});
   std::vector<std::shared_ptr<Subscriber>> targets;
   {
     std::lock_guard lock(mutex_);
@@ -79,7 +82,7 @@ void MemoryBus::deliver(const std::shared_ptr<Subscriber>& to, const std::shared
   asio::post(to->strand, [to, env] {
     std::lock_guard lock(to->running);
     if (!to->active) return;
-    to->handler(Message{env->subject, env->payload, env->reply_to});
+    to->handler(Message{env->subject, env->payload, env->reply_to, env->headers});
   });
 }
 

@@ -21,7 +21,8 @@ class MemoryBus final : public MessageBus {
   explicit MemoryBus(boost::asio::any_io_executor executor);
   ~MemoryBus() override;
 
-  void publish(std::string subject, std::string payload, PublishCallback done = {}) override;
+  using MessageBus::publish;
+  void publish(std::string subject, std::string payload, Headers headers, PublishCallback done) override;
   std::unique_ptr<Subscription> subscribe(std::string pattern, std::string queue_group, MessageHandler handler) override;
   void request(std::string subject, std::string payload, std::chrono::milliseconds timeout, ReplyCallback done) override;
   ComponentStatus status() const override { return {"memory", true, true}; }
@@ -29,7 +30,8 @@ class MemoryBus final : public MessageBus {
   struct Subscriber;
 
  private:
-  void publish_with_reply(std::string subject, std::string payload, std::string reply_to, PublishCallback done);
+  void publish_with_reply(std::string subject, std::string payload, std::string reply_to, PublishCallback done,
+                          Headers headers = {});
   void deliver(const std::shared_ptr<Subscriber>& to, const std::shared_ptr<const struct Envelope>& env);
   void remove(const Subscriber* s);
 

@@ -20,15 +20,27 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/component_status.hpp"
 
 namespace chat::bus {
 
+// NATS message headers (the trace context of a request); few, and mostly none.
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
 struct Message {
   std::string_view subject;
   std::string_view payload;
   std::string_view reply_to;  // empty unless the sender expects a reply
+  Headers headers = {};
+  // Empty when absent.
+  std::string_view header(std::string_view key) const {
+    for (const auto& [k, v] : headers)
+      if (k == key) return v;
+    return {};
+  }
 };
 
 using MessageHandler = std::function<void(const Message&)>;
@@ -48,7 +60,10 @@ class MessageBus {
 
   // Never blocks. `done` (optional) reports whether the bus took the message;
   // while disconnected it fails with boost::asio::error::not_connected.
-  virtual void publish(std::string subject, std::string payload, PublishCallback done = {}) = 0;
+  virtual void publish(std::string subject, std::string payload, Headers headers, PublishCallback done) = 0;
+  void publish(std::string subject, std::string payload, PublishCallback done = {}) {
+    publish(std::move(subject), std::move(payload), Headers{}, std::move(done));
+  }
 
   // `queue_group` empty: every subscriber of the subject gets every message.
   virtual std::unique_ptr<Subscription> subscribe(std::string pattern, std::string queue_group,

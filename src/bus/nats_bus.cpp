@@ -134,7 +134,7 @@ bool is_connected(natsConnection* nc) { return natsConnection_Status(nc) == NATS
 
 // Hands one message to nats.c's write buffer; never waits for the network.
 error_code publish_now(natsConnection* nc, const std::string& subject, const std::string& payload,
-                       const std::string& reply_to, const NatsBus::Headers& headers = {}) {
+                       const std::string& reply_to, const Headers& headers = {}) {
   if (!is_valid_subject(subject)) return asio::error::invalid_argument;
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) return asio::error::message_size;
   if (!is_connected(nc)) return asio::error::not_connected;
@@ -168,6 +168,20 @@ struct SubscriptionState {
 // through the completion callback, that it will not call the handler again.
 using StateRef = std::shared_ptr<SubscriptionState>;
 
+// Only requests carry headers: a chunk costs one failed lookup here.
+Headers read_headers(natsMsg* msg) {
+  Headers headers;
+  const char** keys = nullptr;
+  int count = 0;
+  if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK) return headers;
+  for (int i = 0; i < count; ++i) {
+    const char* value = nullptr;
+    if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) headers.emplace_back(keys[i], value);
+  }
+  free(static_cast<void*>(keys));
+  return headers;
+}
+
 void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
   NatsMsgPtr msg(raw);
   auto& state = **static_cast<StateRef*>(closure);
@@ -176,7 +190,7 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure)
   const char* reply = natsMsg_GetReply(msg.get());
   Message m{natsMsg_GetSubject(msg.get()),
             std::string_view(natsMsg_GetData(msg.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg.get()))),
-            reply != nullptr ? std::string_view(reply) : std::string_view()};
+            reply != nullptr ? std::string_view(reply) : std::string_view(), read_headers(msg.get())};
   try {
     state.handler(m);
   } catch (const std::exception& e) {
@@ -328,8 +342,8 @@ void NatsBus::complete(PublishCallback done, error_code ec) {
   if (done) asio::post(io_, [done = std::move(done), ec] { done(ec); });
 }
 
-void NatsBus::publish(std::string subject, std::string payload, PublishCallback done) {
-  auto ec = publish_now(connection_.get(), subject, payload, {});
+void NatsBus::publish(std::string subject, std::string payload, Headers headers, PublishCallback done) {
+  auto ec = publish_now(connection_.get(), subject, payload, {}, headers);
   if (ec) publish_failures_.fetch_add(1, std::memory_order_relaxed);
   complete(std::move(done), ec);
 }

@@ -61,7 +61,8 @@ class NatsBus final : public MessageBus {
   NatsBus(const NatsBus&) = delete;
   NatsBus& operator=(const NatsBus&) = delete;
 
-  void publish(std::string subject, std::string payload, PublishCallback done = {}) override;
+  using MessageBus::publish;
+  void publish(std::string subject, std::string payload, Headers headers, PublishCallback done) override;
   // Throws boost::system::system_error when nats.c refuses the subscription
   // (invalid subject or queue name, closed connection): a programming error.
   std::unique_ptr<Subscription> subscribe(std::string pattern, std::string queue_group,
@@ -71,7 +72,6 @@ class NatsBus final : public MessageBus {
   ComponentStatus status() const override;
 
   // A request whose message carries headers (JetStream's Nats-Msg-Id).
-  using Headers = std::vector<std::pair<std::string, std::string>>;
   void request(std::string subject, std::string payload, Headers headers, std::chrono::milliseconds timeout,
                ReplyCallback done);
 

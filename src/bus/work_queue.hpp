@@ -28,6 +28,8 @@ class WorkItem {
  public:
   virtual ~WorkItem() = default;
   virtual std::string_view payload() const = 0;
+  // A header the request was submitted with; empty when absent.
+  virtual std::string header(std::string_view key) const = 0;
   // 1 for the first delivery; higher after a worker died or gave it back.
   virtual unsigned attempt() const = 0;
   // Nothing is delivered again if this delivery is not acked.
@@ -48,8 +50,10 @@ class WorkQueue {
  public:
   virtual ~WorkQueue() = default;
 
-  // `id` names the request (its message_id) for deduplication.
-  virtual void submit(std::string subject, std::string payload, std::string id, PublishCallback done) = 0;
+  // `id` names the request (its message_id) for deduplication; `headers` go
+  // with it to the worker (the trace context).
+  virtual void submit(std::string subject, std::string payload, std::string id, Headers headers,
+                      PublishCallback done) = 0;
   // Starts delivering requests to `handler`; destroying the subscription stops it.
   virtual std::unique_ptr<Subscription> consume(FreeSlots free_slots, WorkHandler handler) = 0;
   virtual ComponentStatus status() const = 0;

@@ -57,6 +57,53 @@ std::string require_http_url(const std::string& name, const std::string& text) {
   return text;
 }
 
+// OTEL_EXPORTER_OTLP_HEADERS: "key=value,key2=value2", values percent-encoded.
+std::vector<std::pair<std::string, std::string>> parse_key_values(const std::string& name, std::string_view text) {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    return v;
+  };
+  auto decode = [&](std::string_view v) {
+    std::string out;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '%' && i + 2 < v.size() && std::isxdigit(static_cast<unsigned char>(v[i + 1])) &&
+          std::isxdigit(static_cast<unsigned char>(v[i + 2]))) {
+        out.push_back(static_cast<char>(std::stoi(std::string(v.substr(i + 1, 2)), nullptr, 16)));
+        i += 2;
+      } else {
+        out.push_back(v[i]);
+      }
+    }
+    return out;
+  };
+  std::vector<std::pair<std::string, std::string>> pairs;
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    auto item = trim(text.substr(0, comma));
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    auto key = trim(item.substr(0, eq));
+    if (eq == std::string_view::npos || key.empty() ||
+        !std::all_of(key.begin(), key.end(), [](char c) { return std::isgraph(static_cast<unsigned char>(c)) && c != ':'; }))
+      throw ConfigError(name + ": expected key=value pairs separated by commas");
+    auto value = decode(trim(item.substr(eq + 1)));
+    if (std::any_of(value.begin(), value.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; }))
+      throw ConfigError(name + ": a value contains a line break");
+    pairs.emplace_back(std::string(key), std::move(value));
+  }
+  return pairs;
+}
+
+double parse_ratio(const std::string& name, const std::string& text) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(v >= 0.0 && v <= 1.0))
+    throw ConfigError(name + ": expected a number from 0 to 1, got \"" + text + "\"");
+  return v;
+}
+
 struct Setting {
   const char* name;
   unsigned programs;
@@ -268,6 +315,59 @@ const std::vector<Setting>& settings() {
       {"AUTH_JWT_AUDIENCE", kChatd, "", "required aud claim (empty: not checked)",
        [](Config& c, const std::string&, const std::string& v) { c.auth.audience = v; }},
       {"AUTH_JWT_LEEWAY", kChatd, "30s", "clock skew allowed on exp and nbf", DURATION_SETTING(auth.leeway)},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT", kBoth, "(unset: no traces)",
+       "OpenTelemetry collector base URL; spans go to it + /v1/traces as OTLP/HTTP JSON",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (v.empty()) return;
+         auto base = require_http_url(n, v);
+         while (base.ends_with('/')) base.pop_back();
+         c.trace.url = base + "/v1/traces";
+       }},
+      {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", kBoth, "(unset)", "full URL for spans; overrides OTEL_EXPORTER_OTLP_ENDPOINT",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (!v.empty()) c.trace.url = require_http_url(n, v);
+       }},
+      {"OTEL_EXPORTER_OTLP_PROTOCOL", kBoth, "http/json", "only http/json is spoken",
+       [](Config&, const std::string& n, const std::string& v) {
+         if (v != "http/json") throw ConfigError(n + ": only http/json is supported, got \"" + v + "\"");
+       }},
+      {"OTEL_EXPORTER_OTLP_HEADERS", kBoth, "", "headers of each export, key=value,... (values percent-encoded; never logged)",
+       [](Config& c, const std::string& n, const std::string& v) { c.trace.headers = parse_key_values(n, v); }},
+      {"OTEL_EXPORTER_OTLP_TIMEOUT", kBoth, "10000", "milliseconds one export may take",
+       [](Config& c, const std::string& n, const std::string& v) {
+         c.trace.timeout = Duration{parse_int<std::int64_t>(n, v, 1, 600'000)};
+       }},
+      {"OTEL_SERVICE_NAME", kBoth, "(the program's name)", "service.name of the spans", STRING_SETTING(trace.service_name)},
+      {"OTEL_RESOURCE_ATTRIBUTES", kBoth, "", "more resource attributes, key=value,...",
+       [](Config& c, const std::string& n, const std::string& v) { c.trace.resource_attributes = parse_key_values(n, v); }},
+      {"OTEL_TRACES_SAMPLER", kBoth, "parentbased_always_on",
+       "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+       [](Config& c, const std::string& n, const std::string& v) {
+         static const char* const kSamplers[] = {"always_on", "always_off", "traceidratio", "parentbased_always_on",
+                                                 "parentbased_always_off", "parentbased_traceidratio"};
+         if (std::find(std::begin(kSamplers), std::end(kSamplers), v) == std::end(kSamplers))
+           throw ConfigError(n + ": not a sampler: \"" + v + "\"");
+         c.trace.sampler = v;
+       }},
+      {"OTEL_TRACES_SAMPLER_ARG", kBoth, "1.0", "the ratio of traceidratio samplers, 0 to 1",
+       [](Config& c, const std::string& n, const std::string& v) { c.trace.sampler_ratio = parse_ratio(n, v); }},
+      {"OTEL_TRACES_EXPORTER", kBoth, "otlp", "otlp, or none to export nothing",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (v == "none") c.trace.disabled = true;
+         else if (v != "otlp") throw ConfigError(n + ": expected otlp or none, got \"" + v + "\"");
+       }},
+      {"OTEL_SDK_DISABLED", kBoth, "false", "true turns tracing off",
+       [](Config& c, const std::string& n, const std::string& v) {
+         if (parse_bool(n, v)) c.trace.disabled = true;
+       }},
+      {"OTEL_BSP_MAX_QUEUE_SIZE", kBoth, "2048", "finished spans waiting for export; more are dropped (counted)",
+       INT_SETTING(trace.max_queue, std::size_t, 1, 1'000'000)},
+      {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", kBoth, "512", "spans per export",
+       INT_SETTING(trace.max_batch, std::size_t, 1, 100'000)},
+      {"OTEL_BSP_SCHEDULE_DELAY", kBoth, "5000", "milliseconds between exports",
+       [](Config& c, const std::string& n, const std::string& v) {
+         c.trace.schedule_delay = Duration{parse_int<std::int64_t>(n, v, 1, 3'600'000)};
+       }},
       {"LOG_LEVEL", kBoth, "info", "debug, info, warn or error",
        [](Config& c, const std::string& n, const std::string& v) {
          static const std::map<std::string, log::Level> kLevels = {
@@ -408,6 +508,9 @@ Config load(Program program, const std::vector<std::string>& args, const EnvLook
   if (config.redis.renew_interval.count() < 100 || config.redis.renew_interval.count() > 15'000)
     throw ConfigError("REDIS_RENEW_INTERVAL: must be from 100ms to 15s");
   check_infrastructure_logins(config);
+  if (config.trace.disabled) config.trace.url.clear();
+  if (config.trace.max_batch > config.trace.max_queue)
+    throw ConfigError("OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must not exceed OTEL_BSP_MAX_QUEUE_SIZE");
   const auto& auth = config.auth;
   bool any_key = !auth.jwt_secret.empty() || !auth.public_key_file.empty() || !auth.jwks_file.empty();
   if (auth.mode == AuthConfig::Mode::jwt && !any_key)

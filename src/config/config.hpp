@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "log/log.hpp"
@@ -172,6 +173,22 @@ struct AuthConfig {
   Duration leeway{30'000};      // clock skew allowed on exp and nbf
 };
 
+// OpenTelemetry traces (docs/OPERATIONS.md#traces), set by the standard OTEL_*
+// variables. Off while no endpoint is set.
+struct TraceConfig {
+  std::string url;  // where spans are POSTed (…/v1/traces); empty: tracing off
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string service_name;  // empty: the program's name
+  std::vector<std::pair<std::string, std::string>> resource_attributes;
+  std::string sampler = "parentbased_always_on";
+  double sampler_ratio = 1.0;
+  std::size_t max_queue = 2048;
+  std::size_t max_batch = 512;
+  Duration schedule_delay{5'000};
+  Duration timeout{10'000};
+  bool disabled = false;  // OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none
+};
+
 struct LogConfig {
   log::Level level = log::Level::info;
   log::Format format = log::Format::text;
@@ -191,6 +208,7 @@ struct Config {
   WebConfig web;
   LimitsConfig limits;
   AuthConfig auth;
+  TraceConfig trace;
   LogConfig log;
 };
 

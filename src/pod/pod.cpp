@@ -41,7 +41,8 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                                 request_replay(session_id, message_id);
                               },
                               [this](const std::string& session_id, const std::string& stream_id,
-                                     const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); }}) {}
+                                     const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); }}),
+      traces_(options_.tracer) {}
 
 Pod::~Pod() {
   std::lock_guard lock(gate_->mutex);
@@ -84,11 +85,13 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
                              request.ai_provider.empty() ? options_.default_provider : request.ai_provider,
                              request.model, std::chrono::system_clock::now()};
   auto user_message_id = user.message_id;
+  trace::SharedSpan span(traces_.tracer().start("chat.store_user_message", trace::SpanKind::client, request.trace));
   store_.accept_user_message(
       std::move(user), options_.history_turns,
       [this, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
-       reply_id = std::move(reply_id),
-       done = std::move(done)](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
+       reply_id = std::move(reply_id), done = std::move(done),
+       span](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
+        span.end(ec ? ec.message() : std::string());
         if (ec) {
           log::warn("chat_not_accepted", {{"session_id", request.session_id}, {"error", ec.message()},
                                           {"correlation_id", correlation_id}});
@@ -120,11 +123,22 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   // Keep the reply's chunks here even if no stream is open yet (late join, and
   // the reply must be stored when nobody watches).
   hub_.expect(work.session_id, work.message_id);
+  traces_.accepted(work.message_id, request.trace);
+  // The worker's spans are children of this one: its context rides in the
+  // request's headers.
+  auto span = traces_.tracer().start("chat.publish_request", trace::SpanKind::producer, request.trace);
+  span.set("chat.message_id", work.message_id);
+  span.set("messaging.system", "nats");
+  auto subject = subjects::execute(work.session_id);
+  span.set("messaging.destination.name", subject);
+  auto headers = span.context().headers();
+  trace::SharedSpan publishing(std::move(span));
   auto payload = protocol::encode(work);
   auto message_id = work.message_id;
-  work_.submit(subjects::execute(work.session_id), std::move(payload), std::move(message_id),
+  work_.submit(std::move(subject), std::move(payload), std::move(message_id), std::move(headers),
                [this, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
-                done = std::move(done)](boost::system::error_code ec) {
+                done = std::move(done), publishing](boost::system::error_code ec) {
+                 publishing.end(ec ? ec.message() : std::string());
                  if (!ec) {
                    log::info("chat_accepted", {{"message_id", accepted.message_id}, {"session_id", accepted.session_id},
                                                {"correlation_id", accepted.correlation_id}});
@@ -133,6 +147,7 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  log::warn("chat_publish_failed", {{"error", ec.message()}, {"correlation_id", accepted.correlation_id}});
                  stats_.submits_refused.add();
                  hub_.forget(accepted.session_id, accepted.message_id);
+                 traces_.forget(accepted.message_id);
                  if (admission_) admission_->reply_ended(accepted.message_id);
                  store_.discard_message(user_message_id, [](boost::system::error_code) {});
                  done(Errc::bus_unavailable, {});

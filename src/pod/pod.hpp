@@ -31,6 +31,7 @@
 #include "registry/session_registry.hpp"
 #include "sse/sse_connection.hpp"
 #include "store/message_store.hpp"
+#include "pod/reply_traces.hpp"
 
 namespace chat::pod {
 
@@ -48,6 +49,7 @@ struct PodOptions {
   // from their cursor. Without (one pod): they stay until the replies end.
   bool hand_off_streams = false;
   std::chrono::milliseconds hand_off_spread{2'000};
+  trace::Tracer tracer{};  // off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
 };
 
 // A chat message as the HTTP layer validated it.
@@ -60,6 +62,7 @@ struct ChatRequest {
   std::optional<double> temperature;
   std::optional<std::int64_t> max_tokens;
   std::string system_prompt;
+  trace::SpanContext trace{};  // the HTTP request's span: the reply's spans join its trace
 };
 
 // The reply that will stream for an accepted chat.
@@ -162,6 +165,7 @@ class Pod {
   std::atomic<bool> memory_full_{false};
   hub::SessionHub hub_;
   PodStats stats_;
+  ReplyTraces traces_;
   std::unique_ptr<bus::Subscription> direct_;
   std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;

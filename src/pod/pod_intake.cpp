@@ -40,6 +40,7 @@ void Pod::on_chunk(const bus::Message& m, bool broadcast) {
     log::warn("chunk_rejected", {{"subject", m.subject}, {"error", "session_id does not match the subject"}});
     return;
   }
+  if (chunk->chunk_id == 0 && traces_.enabled()) traces_.first_chunk(chunk->message_id);
   hub_.on_chunk(std::move(*chunk), broadcast);
 }
 
@@ -103,7 +104,11 @@ void Pod::store_reply(buffer::FinishedMessage m) {
   stats_.writes_pending.add(1);
   auto status = record.status;
   auto started = std::chrono::steady_clock::now();
-  store_.save_assistant_message(std::move(record), [this, id = m.message_id, status, started](boost::system::error_code ec) {
+  trace::SharedSpan span(traces_.enabled() ? traces_.store_write(m.message_id) : trace::Span{});
+  span.set("chat.status", status);
+  store_.save_assistant_message(std::move(record), [this, id = m.message_id, status, started,
+                                                    span](boost::system::error_code ec) {
+    span.end(ec && ec != store::Errc::not_found ? ec.message() : std::string());
     stats_.writes_pending.add(-1);
     stats_.store_write.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     if (ec == store::Errc::not_found) {

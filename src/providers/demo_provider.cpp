@@ -92,7 +92,7 @@ std::string DemoProvider::reply_for(const protocol::WorkflowRequest& request) {
 }
 
 std::shared_ptr<Generation> DemoProvider::start(const protocol::WorkflowRequest& request, std::string model,
-                                                std::shared_ptr<GenerationSink> sink) {
+                                                std::shared_ptr<GenerationSink> sink, TraceHeaders) {
   auto generation = std::make_shared<DemoGeneration>(executor_, split_words(reply_for(request), options_.words_per_chunk),
                                                      std::move(model), options_.chunk_delay, std::move(sink));
   generation->run();

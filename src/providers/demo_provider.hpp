@@ -25,7 +25,7 @@ class DemoProvider final : public Provider {
 
   std::string default_model() const override { return std::string(kDefaultModel); }
   std::shared_ptr<Generation> start(const protocol::WorkflowRequest& request, std::string model,
-                                    std::shared_ptr<GenerationSink> sink) override;
+                                    std::shared_ptr<GenerationSink> sink, TraceHeaders trace = {}) override;
 
   // The reply text for a message (what the chunks add up to).
   static std::string reply_for(const protocol::WorkflowRequest& request);

@@ -39,7 +39,7 @@ HttpStreamingProvider::HttpStreamingProvider(std::shared_ptr<http_client::HttpCl
 }
 
 std::shared_ptr<Generation> HttpStreamingProvider::start(const protocol::WorkflowRequest& request, std::string model,
-                                                         std::shared_ptr<GenerationSink> sink) {
+                                                         std::shared_ptr<GenerationSink> sink, TraceHeaders trace) {
   if (settings_.api_key.empty())
     return failed_generation(client_->executor(), std::move(sink), std::string(provider_code::kNotConfigured),
                              std::string(protocol_->names().key_setting) + " is not set");
@@ -49,6 +49,7 @@ std::shared_ptr<Generation> HttpStreamingProvider::start(const protocol::Workflo
   http.headers.insert(http.headers.end(), {{"Content-Type", "application/json"},
                                            {"Accept", "text/event-stream"},
                                            {"Accept-Encoding", "identity"}});  // the client does not decompress
+  for (auto& h : trace) http.headers.push_back(std::move(h));
   http.body = protocol_->body(request, model);
   return StreamGeneration::start(client_, protocol_, std::move(http), std::move(model), settings_.api_key,
                                  settings_.retry, std::move(sink));

@@ -30,7 +30,7 @@ class HttpStreamingProvider final : public Provider {
   std::string_view name() const override { return protocol_->names().provider; }
   std::string default_model() const override { return settings_.default_model; }
   std::shared_ptr<Generation> start(const protocol::WorkflowRequest& request, std::string model,
-                                    std::shared_ptr<GenerationSink> sink) override;
+                                    std::shared_ptr<GenerationSink> sink, TraceHeaders trace = {}) override;
 
  private:
   std::shared_ptr<http_client::HttpClient> client_;

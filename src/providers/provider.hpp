@@ -19,6 +19,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "protocol/messages.hpp"
 
@@ -49,6 +51,10 @@ class Generation {
   virtual void cancel() = 0;
 };
 
+// W3C trace context headers of the provider call (traceparent, tracestate);
+// an HTTP provider sends them with its request.
+using TraceHeaders = std::vector<std::pair<std::string, std::string>>;
+
 class Provider {
  public:
   virtual ~Provider() = default;
@@ -56,7 +62,7 @@ class Provider {
   virtual std::string default_model() const = 0;
   // `model` is already resolved (request's, else default_model()).
   virtual std::shared_ptr<Generation> start(const protocol::WorkflowRequest& request, std::string model,
-                                            std::shared_ptr<GenerationSink> sink) = 0;
+                                            std::shared_ptr<GenerationSink> sink, TraceHeaders trace = {}) = 0;
 };
 
 }  // namespace chat::providers

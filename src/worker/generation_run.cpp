@@ -32,10 +32,26 @@ GenerationRun::GenerationRun(asio::any_io_executor ex, WorkflowWorker& worker, p
       accepting_subject_(request_.accepting_pod.empty() ? std::string() : subjects::pod_response(request_.accepting_pod)),
       provider_(std::move(provider)) {
   worker_.provider_metrics_.requests.at({provider_}).add();
+  if (!worker_.tracer_.enabled()) return;
+  trace::SpanContext parent;
+  if (item_)
+    if (auto p = trace::parse_traceparent(item_->header("traceparent"), item_->header("tracestate"))) parent = *p;
+  generation_span_ = worker_.tracer_.start("chat.generate", trace::SpanKind::consumer, parent);
+  generation_span_.set("chat.message_id", request_.message_id);
+  generation_span_.set("chat.session_id", request_.session_id);
+  generation_span_.set("chat.provider", provider_);
+  generation_span_.set("chat.attempt", static_cast<std::int64_t>(attempt_));
 }
 
 void GenerationRun::start(providers::Provider& provider) {
-  auto generation = provider.start(request_, model_, shared_from_this());
+  providers::TraceHeaders trace_headers;
+  if (generation_span_.context().valid()) {
+    provider_span_ = worker_.tracer_.start("provider " + provider_, trace::SpanKind::client, generation_span_.context());
+    provider_span_.set("gen_ai.system", provider_);
+    provider_span_.set("gen_ai.request.model", model_);
+    trace_headers = provider_span_.context().headers();
+  }
+  auto generation = provider.start(request_, model_, shared_from_this(), std::move(trace_headers));
   std::lock_guard lock(generation_mutex_);
   generation_ = std::move(generation);
   if (cancel_requested_) generation_->cancel();
@@ -157,6 +173,15 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
 }
 
 void GenerationRun::record_end(const protocol::ResponseChunk& final) {
+  if (final.metadata && final.metadata->tokens_used)
+    provider_span_.set("gen_ai.usage.output_tokens", *final.metadata->tokens_used);
+  if (final.metadata) generation_span_.set("chat.finish_reason", final.metadata->finish_reason);
+  if (final.error) {
+    provider_span_.fail(final.error->code);
+    generation_span_.fail(final.error->code);
+  }
+  provider_span_.end();
+  generation_span_.end();
   auto& m = worker_.provider_metrics_;
   m.generation.at({provider_}).observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
   if (final.metadata && final.metadata->tokens_used)

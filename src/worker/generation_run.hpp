@@ -18,6 +18,7 @@
 #include "bus/work_queue.hpp"
 #include "protocol/messages.hpp"
 #include "providers/provider.hpp"
+#include "trace/span.hpp"
 #include "worker/chunk_router.hpp"
 
 namespace chat::worker {
@@ -79,6 +80,10 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
   std::shared_ptr<providers::Generation> generation_;
   bool cancel_requested_ = false;
+  // A child of the pod's publish span (the request's traceparent header), and
+  // the provider call under it; strand only once started.
+  trace::Span generation_span_;
+  trace::Span provider_span_;
 };
 
 }  // namespace chat::worker

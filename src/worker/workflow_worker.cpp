@@ -27,12 +27,13 @@ bool has_final(const std::vector<std::string>& payloads) {
 
 WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& bus, bus::WorkQueue& work,
                                bus::ChunkLog* log, registry::SessionRegistry& registry, config::WorkerConfig config,
-                               std::vector<std::shared_ptr<providers::Provider>> providers)
+                               std::vector<std::shared_ptr<providers::Provider>> providers, trace::Tracer tracer)
     : executor_(executor),
       bus_(bus),
       work_(work),
       log_(log),
       config_(std::move(config)),
+      tracer_(tracer),
       router_(registry),
       keep_alive_timer_(executor),
       waiting_(config_.max_concurrent * 10) {

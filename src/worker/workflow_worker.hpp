@@ -27,6 +27,7 @@
 #include "metrics/metrics.hpp"
 #include "providers/provider.hpp"
 #include "registry/session_registry.hpp"
+#include "trace/tracer.hpp"
 #include "worker/chunk_router.hpp"
 #include "worker/fair_queue.hpp"
 #include "worker/replay_log.hpp"
@@ -49,7 +50,7 @@ class WorkflowWorker {
   // `log` may be null (core NATS): pods then ask this worker to replay chunks.
   WorkflowWorker(boost::asio::any_io_executor executor, bus::MessageBus& bus, bus::WorkQueue& work, bus::ChunkLog* log,
                  registry::SessionRegistry& registry, config::WorkerConfig config,
-                 std::vector<std::shared_ptr<providers::Provider>> providers);
+                 std::vector<std::shared_ptr<providers::Provider>> providers, trace::Tracer tracer = {});
   ~WorkflowWorker();
 
   void start();
@@ -81,6 +82,7 @@ class WorkflowWorker {
   bus::WorkQueue& work_;
   bus::ChunkLog* log_;
   config::WorkerConfig config_;
+  trace::Tracer tracer_;
   std::map<std::string, std::shared_ptr<providers::Provider>, std::less<>> providers_;
   ChunkRouter router_;
   std::unique_ptr<bus::Subscription> requests_;

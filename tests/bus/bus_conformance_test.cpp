@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -99,6 +101,21 @@ TYPED_TEST(BusConformance, PublishReachesSubscriber) {
   EXPECT_EQ(items[0].payload, R"({"x":1})");
   EXPECT_EQ(items[0].reply_to, "");
   EXPECT_TRUE(this->publisher().connected());
+}
+
+TYPED_TEST(BusConformance, HeadersArriveWithTheMessage) {
+  Collector got;
+  auto sub = this->subscriber().subscribe(this->subject("h"), {}, got.handler());
+  ASSERT_TRUE(sync(this->subscriber()));
+  this->publisher().publish(this->subject("h"), "with", bus::Headers{{"traceparent", "00-ab-cd-01"}, {"k", "v"}}, {});
+  this->publisher().publish(this->subject("h"), "without");
+  ASSERT_TRUE(got.wait_for(2));
+  auto items = got.items();
+  EXPECT_EQ(items[0].payload, "with");
+  auto headers = items[0].headers;
+  std::sort(headers.begin(), headers.end());  // NATS keeps no header order
+  EXPECT_EQ(headers, (bus::Headers{{"k", "v"}, {"traceparent", "00-ab-cd-01"}}));
+  EXPECT_TRUE(items[1].headers.empty());
 }
 
 TYPED_TEST(BusConformance, StarMatchesExactlyOneToken) {

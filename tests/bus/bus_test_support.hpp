@@ -21,6 +21,7 @@ struct Received {
   std::string subject;
   std::string payload;
   std::string reply_to;
+  bus::Headers headers;
 };
 
 // Collects what a handler receives; handlers run on bus threads.
@@ -29,7 +30,7 @@ class Collector {
   bus::MessageHandler handler() {
     return [this](const bus::Message& m) {
       std::lock_guard lock(mutex_);
-      items_.push_back({std::string(m.subject), std::string(m.payload), std::string(m.reply_to)});
+      items_.push_back({std::string(m.subject), std::string(m.payload), std::string(m.reply_to), m.headers});
       changed_.notify_all();
     };
   }

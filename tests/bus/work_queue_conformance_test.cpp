@@ -49,9 +49,11 @@ bus::FreeSlots slots(std::size_t n) {
   return [n] { return n; };
 }
 
-boost::system::error_code submit(bus::WorkQueue& q, const std::string& payload, const std::string& id) {
+boost::system::error_code submit(bus::WorkQueue& q, const std::string& payload, const std::string& id,
+                                 bus::Headers headers = {}) {
   std::promise<boost::system::error_code> done;
-  q.submit("chat.workflow.execute.s1", payload, id, [&](boost::system::error_code ec) { done.set_value(ec); });
+  q.submit("chat.workflow.execute.s1", payload, id, std::move(headers),
+           [&](boost::system::error_code ec) { done.set_value(ec); });
   auto f = done.get_future();
   if (f.wait_for(20s) != std::future_status::ready) return boost::asio::error::timed_out;
   return f.get();
@@ -98,6 +100,29 @@ TYPED_TEST(WorkQueueConformance, AFirstDeliveryIsAttemptOne) {
   EXPECT_EQ(item->attempt(), 1u);
   EXPECT_EQ(item->payload(), "r");
   item->ack();
+}
+
+// The trace context travels beside the request, also when it is delivered again.
+TYPED_TEST(WorkQueueConformance, HeadersTravelWithTheRequest) {
+  Taker t;
+  auto s = this->impl_.queue(1).consume(slots(10), t.handler());
+  std::this_thread::sleep_for(200ms);
+  const std::string traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  ASSERT_FALSE(submit(this->impl_.queue(0), "traced", new_identifier("m"),
+                      {{"traceparent", traceparent}, {"tracestate", "a=1"}}));
+  ASSERT_FALSE(submit(this->impl_.queue(0), "plain", new_identifier("m")));
+  ASSERT_TRUE(wait_until([&] { return t.size() == 2; }));
+  auto traced = t.take(0), plain = t.take(1);
+  if (traced->payload() != "traced") std::swap(traced, plain);
+  EXPECT_EQ(traced->header("traceparent"), traceparent);
+  EXPECT_EQ(traced->header("tracestate"), "a=1");
+  EXPECT_EQ(plain->header("traceparent"), "");
+  traced->give_back();
+  plain->ack();
+  ASSERT_TRUE(wait_until([&] { return t.size() == 3; }));
+  auto again = t.take(2);
+  EXPECT_EQ(again->header("traceparent"), traceparent);
+  again->ack();
 }
 
 TYPED_TEST(WorkQueueConformance, ARequestGivenBackIsDeliveredAgain) {

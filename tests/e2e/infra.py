@@ -1085,6 +1085,23 @@ class Cluster:
         return "".join(parts)
 
 
+START_LIMIT = 20.0  # a start-up error ends the program well within this
+
+
+def run_to_exit(program, env):
+    """Runs chatd ("pod") or chat-worker with `env`; returns (exit code or None, output)."""
+    if program == "pod":
+        args, full_env = [harness.chatd_bin()], PodServer("pod-refused", env=env).build_env(free_port())
+    else:
+        args, full_env = [worker_bin()], WorkerProcess(env=env).build_env()
+    try:
+        p = subprocess.run(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=START_LIMIT)
+    except subprocess.TimeoutExpired as e:
+        return None, (e.output or b"").decode(errors="replace")
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
 class ClusterTestCase(unittest.TestCase):
     """Base class: self.cluster / cls.cluster logs are printed when a test fails; clients in
     self.clients are closed in tearDown."""

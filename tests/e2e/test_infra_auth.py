@@ -12,32 +12,11 @@ import tempfile
 import unittest
 import uuid
 
-from harness import ReplyCheck, chatd_bin, free_port, is_complete_for, new_id
-from infra import Cluster, ClusterTestCase, NatsClient, PodServer, WorkerProcess, demo_reply, wait_until
+from harness import ReplyCheck, is_complete_for, new_id
+from infra import START_LIMIT, Cluster, ClusterTestCase, NatsClient, demo_reply, run_to_exit, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NATS_CONF = os.path.join(REPO, "deploy", "nats", "nats.conf")
-START_LIMIT = 20.0  # a refused login ends the program well within this
-
-
-def run_to_exit(program, env):
-    """Runs chatd ("pod") or chat-worker with `env`; returns (exit code or None, output)."""
-    if program == "pod":
-        args, full_env = [chatd_bin()], PodServer("pod-refused", env=env).build_env(free_port())
-    else:
-        args, full_env = [worker_binary()], WorkerProcess(env=env).build_env()
-    try:
-        p = subprocess.run(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=START_LIMIT)
-    except subprocess.TimeoutExpired as e:
-        return None, (e.output or b"").decode(errors="replace")
-    return p.returncode, p.stdout.decode(errors="replace")
-
-
-def worker_binary():
-    return os.environ.get("CHAT_WORKER_BIN") or os.path.join(os.path.dirname(chatd_bin()), "chat-worker")
-
-
 class RefusalChecks:
     """Both programs exit with status 2 and a message naming `setting`, without `secret`."""
 

@@ -36,12 +36,13 @@ T wait(std::future<T> f) {
 class SwitchableBus final : public bus::MessageBus {
  public:
   explicit SwitchableBus(asio::any_io_executor ex) : inner_(std::move(ex)) {}
-  void publish(std::string subject, std::string payload, bus::PublishCallback done = {}) override {
+  using bus::MessageBus::publish;
+  void publish(std::string subject, std::string payload, bus::Headers headers, bus::PublishCallback done) override {
     if (!up_) {
       if (done) done(asio::error::not_connected);
       return;
     }
-    inner_.publish(std::move(subject), std::move(payload), std::move(done));
+    inner_.publish(std::move(subject), std::move(payload), std::move(headers), std::move(done));
   }
   std::unique_ptr<bus::Subscription> subscribe(std::string p, std::string q, bus::MessageHandler h) override {
     return inner_.subscribe(std::move(p), std::move(q), std::move(h));

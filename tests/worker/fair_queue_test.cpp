@@ -10,6 +10,7 @@ class Item final : public bus::WorkItem {
  public:
   explicit Item(bool final) : final_(final) {}
   std::string_view payload() const override { return {}; }
+  std::string header(std::string_view) const override { return {}; }
   unsigned attempt() const override { return 1; }
   bool final_attempt() const override { return final_; }
   void in_progress() override {}

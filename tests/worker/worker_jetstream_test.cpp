@@ -123,7 +123,7 @@ struct WorkerJetStream : ::testing::Test {
     r.user_id = "u1";
     r.message = "tell me something durable";
     std::promise<boost::system::error_code> done;
-    pod.queue.submit(subjects::execute(r.session_id), protocol::encode(r), r.message_id,
+    pod.queue.submit(subjects::execute(r.session_id), protocol::encode(r), r.message_id, {},
                      [&](boost::system::error_code ec) { done.set_value(ec); });
     EXPECT_FALSE(done.get_future().get());
     return r.message_id;

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -246,11 +247,19 @@ class ScriptedProvider final : public Provider {
   }
   std::string_view name() const override { return "scripted"; }
   std::string default_model() const override { return "scripted-1"; }
-  std::shared_ptr<Generation> start(const WorkflowRequest& request, std::string, std::shared_ptr<GenerationSink> sink) override {
+  std::shared_ptr<Generation> start(const WorkflowRequest& request, std::string, std::shared_ptr<GenerationSink> sink,
+                                    providers::TraceHeaders trace = {}) override {
     auto g = std::make_shared<ScriptedGeneration>(request, std::move(sink));
     std::lock_guard lock(mutex_);
     generations_.push_back(g);
+    trace_[request.message_id] = std::move(trace);
     return g;
+  }
+  // The trace headers a generation was started with.
+  providers::TraceHeaders trace_headers(const std::string& message_id) const {
+    std::lock_guard lock(mutex_);
+    auto it = trace_.find(message_id);
+    return it == trace_.end() ? providers::TraceHeaders{} : it->second;
   }
 
   std::size_t started() const {
@@ -275,8 +284,9 @@ class ScriptedProvider final : public Provider {
   }
 
  private:
-  mutable std::mutex mutex_;  // guards generations_
+  mutable std::mutex mutex_;  // guards generations_ and trace_
   std::vector<std::shared_ptr<ScriptedGeneration>> generations_;
+  std::map<std::string, providers::TraceHeaders> trace_;
 };
 
 config::WorkerConfig worker_config(std::size_t max_concurrent = 1'000) {
@@ -289,10 +299,12 @@ config::WorkerConfig worker_config(std::size_t max_concurrent = 1'000) {
 // A worker on an in-process bus and registry, with the `scripted` provider and
 // the `demo` provider (no pause between chunks).
 struct Rig {
-  explicit Rig(config::WorkerConfig config = worker_config(), unsigned helper_threads = 0, bool with_log = false)
+  explicit Rig(config::WorkerConfig config = worker_config(), unsigned helper_threads = 0, bool with_log = false,
+               trace::Tracer tracer = {})
       : loop(helper_threads),
         worker(loop.executor(), bus, queue, with_log ? &log : nullptr, registry, std::move(config),
-               {scripted, std::make_shared<providers::DemoProvider>(loop.executor(), providers::DemoOptions{0ms, 3})}) {
+               {scripted, std::make_shared<providers::DemoProvider>(loop.executor(), providers::DemoOptions{0ms, 3})},
+               tracer) {
     worker.start();
   }
   ~Rig() { loop.stop(); }  // no handler may run while the members below go away
@@ -809,6 +821,83 @@ TEST(WorkflowWorker, AChunkTheLogRefusedIsAppendedAgainAndTheRequestEndsOnlyOnce
   EXPECT_EQ(ids(logged), (std::vector<std::uint32_t>{0, 1, 2}));
   EXPECT_EQ(text(logged), "a b ");
   EXPECT_TRUE(logged.back().is_final);
+}
+
+}  // namespace
+}  // namespace chat::worker
+
+namespace chat::worker {
+namespace {
+
+struct SpanCollector final : trace::SpanSink {
+  void add(trace::SpanData span) override {
+    std::lock_guard lock(mutex);
+    spans.push_back(std::move(span));
+  }
+  std::vector<trace::SpanData> named(const std::string& name) {
+    std::lock_guard lock(mutex);
+    std::vector<trace::SpanData> out;
+    for (const auto& s : spans)
+      if (s.name == name) out.push_back(s);
+    return out;
+  }
+  std::mutex mutex;  // guards spans: runs end on their strands
+  std::vector<trace::SpanData> spans;
+};
+
+constexpr const char* kPodSpan = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+TEST(WorkflowWorkerTrace, AGenerationJoinsTheTraceItsRequestCarriesAndHandsItToTheProvider) {
+  SpanCollector spans;
+  Rig rig(worker_config(), 0, false, trace::Tracer(spans, trace::Sampler::parent_based_always_on, 1.0));
+  auto pod_span = *trace::parse_traceparent(kPodSpan, "pod=1");
+  auto r = request("m1", "demo");
+  rig.bus.publish(subjects::execute(r.session_id), protocol::encode(r),
+                  bus::Headers{{"traceparent", kPodSpan}, {"tracestate", "pod=1"}}, {});
+  ASSERT_TRUE(complete(rig, 1));
+  ASSERT_TRUE(rig.loop.run_until([&] { return spans.named("provider demo").size() == 1; }));
+  auto generate = spans.named("chat.generate").at(0);
+  auto call = spans.named("provider demo").at(0);
+  EXPECT_EQ(generate.context.trace_id, pod_span.trace_id);
+  EXPECT_EQ(generate.parent, pod_span.span_id);
+  EXPECT_EQ(generate.kind, trace::SpanKind::consumer);
+  EXPECT_EQ(call.context.trace_id, pod_span.trace_id);
+  EXPECT_EQ(call.parent, generate.context.span_id);
+  EXPECT_EQ(call.kind, trace::SpanKind::client);
+  EXPECT_EQ(call.context.tracestate, "pod=1");
+  EXPECT_FALSE(generate.failed);
+
+  // The provider is given the call's own span as the parent of its request.
+  auto s = request("m2", "scripted");
+  rig.bus.publish(subjects::execute(s.session_id), protocol::encode(s), bus::Headers{{"traceparent", kPodSpan}}, {});
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto headers = rig.scripted->trace_headers("m2");
+  ASSERT_EQ(headers.size(), 1u);
+  EXPECT_EQ(headers[0].first, "traceparent");
+  auto sent = trace::parse_traceparent(headers[0].second);
+  ASSERT_TRUE(sent);
+  EXPECT_EQ(sent->trace_id, pod_span.trace_id);
+  EXPECT_NE(sent->span_id, pod_span.span_id);
+  EXPECT_TRUE(sent->sampled);
+}
+
+TEST(WorkflowWorkerTrace, AFailedGenerationEndsItsSpansAsErrors) {
+  SpanCollector spans;
+  Rig rig(worker_config(), 0, false, trace::Tracer(spans, trace::Sampler::always_on, 1.0));
+  submit(rig, request("m1", "no-such-provider"));
+  ASSERT_TRUE(complete(rig, 1));
+  ASSERT_TRUE(rig.loop.run_until([&] { return spans.named("chat.generate").size() == 1; }));
+  auto generate = spans.named("chat.generate").at(0);
+  EXPECT_TRUE(generate.failed);
+  EXPECT_EQ(generate.parent, trace::SpanId{});  // no header: a trace of its own
+}
+
+TEST(WorkflowWorkerTrace, WithTracingOffTheProviderGetsNoTraceHeaders) {
+  Rig rig;
+  auto r = request("m1", "scripted");
+  rig.bus.publish(subjects::execute(r.session_id), protocol::encode(r), bus::Headers{{"traceparent", kPodSpan}}, {});
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  EXPECT_TRUE(rig.scripted->trace_headers("m1").empty());
 }
 
 }  // namespace
