@@ -13,7 +13,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config \
       libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev \
-      libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libspdlog-dev libfmt-dev \
+      libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libspdlog-dev libfmt-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -40,7 +40,7 @@ FROM ${BASE_IMAGE} AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates \
-      libnats3.4 libhiredis0.14 libpq5 libsqlite3-0 libssl3 \
+      libnats3.4 libhiredis0.14 libpq5 libsqlite3-0 libssl3 libcurl4 \
       libspdlog1.10 libfmt9 libboost-json1.81.0 libboost-url1.81.0 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 chatd \

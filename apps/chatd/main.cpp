@@ -95,6 +95,7 @@ int run_pod(const config::Config& config) {
     worker->start();
   }
   pod.start();
+  limits.admission->start_renewals(ioc.get_executor());
   metrics.add([&](metrics::Exposition& out) {
     metrics::collect_process(out);
     pod.collect(out);

@@ -364,12 +364,19 @@ void ChatApi::open_stream(Call call) {
   store_.claim_session(std::move(session), *user, [this, call, stream = std::move(stream), user = *user](
                                                       boost::system::error_code ec) mutable {
     if (ec) return call->respond(failure(hide_owner(ec), "session"));
-    if (admission_ && !(stream.ticket = admission_->stream_opens(user)))
-      return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
-    call->record(200);
-    call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket) mutable {
-      pod_.open_stream(std::move(socket), std::move(stream));
+    if (!admission_) return hand_over_stream(call, std::move(stream));
+    admission_->stream_opens(user, [this, call, stream = std::move(stream)](limits::StreamTicket ticket) mutable {
+      if (!ticket) return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
+      stream.ticket = std::move(ticket);
+      hand_over_stream(call, std::move(stream));
     });
+  });
+}
+
+void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {
+  call->record(200);
+  call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket) mutable {
+    pod_.open_stream(std::move(socket), std::move(stream));
   });
 }
 

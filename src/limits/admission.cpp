@@ -1,9 +1,24 @@
 #include "limits/admission.hpp"
 
+#include "common/identifier.hpp"
+
 namespace chat::limits {
+namespace {
+
+std::string streams_key(const std::string& user) { return "streams:" + user; }
+
+}  // namespace
 
 Admission::Admission(Limiter& limiter, Policy policy, TrustedProxies proxies)
-    : limiter_(limiter), policy_(policy), proxies_(std::move(proxies)) {}
+    : limiter_(limiter), policy_(policy), proxies_(std::move(proxies)) {
+  streams_->limiter = &limiter_;
+}
+
+Admission::~Admission() {
+  renewal_.reset();  // a wait still queued runs with operation_aborted and touches nothing
+  std::lock_guard lock(streams_->mutex);
+  streams_->limiter = nullptr;
+}
 
 VerdictCallback Admission::counted(Limit limit, VerdictCallback done) {
   return [this, limit, done = std::move(done)](Verdict v) {
@@ -51,22 +66,51 @@ void Admission::reply_ended(const std::string& message_id) {
   limiter_.release("running:" + user, message_id);
 }
 
-std::shared_ptr<void> Admission::stream_opens(const std::string& user) {
-  static int ticket;  // a ticket that owns nothing
-  if (policy_.streams_per_user == 0) return std::shared_ptr<void>(&ticket, [](void*) {});
+void Admission::stream_opens(const std::string& user, TicketCallback done) {
+  static int nothing;  // what a ticket of an unlimited stream owns
+  if (policy_.streams_per_user == 0) return done(StreamTicket(&nothing, [](void*) {}));
+  auto place = new_identifier("stream_");
   {
     std::lock_guard lock(streams_->mutex);
-    auto& n = streams_->open[user];
-    if (n >= policy_.streams_per_user) {
-      metrics_.count(Limit::streams);
-      return nullptr;
-    }
-    ++n;
+    streams_->users.emplace(place, user);  // renewed from now on, refused or not: the verdict erases it
   }
-  return std::shared_ptr<void>(&ticket, [counts = streams_, user](void*) {
-    std::lock_guard lock(counts->mutex);
-    auto it = counts->open.find(user);
-    if (it != counts->open.end() && --it->second == 0) counts->open.erase(it);
+  limiter_.hold(streams_key(user), place, policy_.streams_per_user, policy_.stream_ttl,
+                counted(Limit::streams, [streams = streams_, user, place, done = std::move(done)](Verdict v) {
+                  if (!v.allowed) {
+                    std::lock_guard lock(streams->mutex);
+                    streams->users.erase(place);
+                    return done(nullptr);
+                  }
+                  done(StreamTicket(&nothing, [streams, user, place](void*) {
+                    std::lock_guard lock(streams->mutex);
+                    streams->users.erase(place);
+                    if (streams->limiter) streams->limiter->release(streams_key(user), place);
+                  }));
+                }));
+}
+
+// A renewal is let in again as a member already in; its verdict is moot (the
+// stream is open either way). Issued under the lock that a ticket's release
+// takes too, so a renewal never follows the release of its place (the
+// limiter carries out one caller's calls in order) and brings it back.
+void Admission::renew_streams() {
+  std::lock_guard lock(streams_->mutex);
+  for (const auto& [place, user] : streams_->users)
+    limiter_.hold(streams_key(user), place, policy_.streams_per_user, policy_.stream_ttl, [](Verdict) {});
+}
+
+void Admission::start_renewals(boost::asio::any_io_executor executor) {
+  if (policy_.streams_per_user == 0) return;
+  renewal_ = std::make_unique<boost::asio::steady_timer>(std::move(executor));
+  schedule_renewal();
+}
+
+void Admission::schedule_renewal() {
+  renewal_->expires_after(policy_.stream_ttl / 3);
+  renewal_->async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    renew_streams();
+    schedule_renewal();
   });
 }
 

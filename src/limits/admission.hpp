@@ -1,11 +1,13 @@
 #pragma once
 // The pod's admission limits in one place (docs/SECURITY.md#limits): requests
-// per client address, chats per user, replies running per user (these three on
-// the Limiter, so across pods with Redis), and open streams per user on this
-// pod. Every refusal is counted by limit; the HTTP layer answers it with 429,
-// Retry-After and the JSON error `rate_limited`.
+// per client address, chats per user, replies running per user and open
+// streams per user, all on the Limiter, so across pods with Redis. Every
+// refusal is counted by limit; the HTTP layer answers it with 429, Retry-After
+// and the JSON error `rate_limited`.
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <memory>
@@ -26,11 +28,20 @@ struct Policy {
   std::uint32_t streams_per_user = 0;
   // A running reply whose end this pod never saw (it died) frees its place after this.
   std::chrono::milliseconds running_ttl{10 * 60'000};
+  // An open stream's place, renewed every third of it: a pod that died frees
+  // its streams' places after this.
+  std::chrono::milliseconds stream_ttl{30'000};
 };
+
+// Kept by an open stream; its place is freed when the last copy goes.
+using StreamTicket = std::shared_ptr<void>;
+using TicketCallback = std::function<void(StreamTicket)>;
 
 class Admission {
  public:
   Admission(Limiter& limiter, Policy policy, TrustedProxies proxies);
+  // Run renewals no more; tickets still held release nothing after this.
+  ~Admission();
 
   // One request from the client behind `peer` (and X-Forwarded-For when the
   // peer is a trusted proxy).
@@ -41,9 +52,15 @@ class Admission {
   // (a no-op for a reply this pod did not admit).
   void reply_starts(const std::string& user, const std::string& message_id, VerdictCallback done);
   void reply_ended(const std::string& message_id);
-  // A stream `user` opens on this pod: a ticket to keep while it is open, or
-  // null when the user has streams_per_user open here.
-  std::shared_ptr<void> stream_opens(const std::string& user);
+  // A stream `user` opens: `done` gets a ticket to keep while it is open, or
+  // null when the user already has streams_per_user open (on all pods that
+  // share the limiter).
+  void stream_opens(const std::string& user, TicketCallback done);
+  // Renews the places of the streams open here (any thread).
+  void renew_streams();
+  // Calls renew_streams() every stream_ttl / 3 on `executor`. The executor's
+  // threads must be stopped before the Admission is destroyed.
+  void start_renewals(boost::asio::any_io_executor executor);
 
   const TrustedProxies& proxies() const { return proxies_; }
   const LimitMetrics& metrics() const { return metrics_; }
@@ -57,17 +74,20 @@ class Admission {
   Policy policy_;
   TrustedProxies proxies_;
   LimitMetrics metrics_;
-  // Open streams per user here. Shared with the tickets: a stream's ticket can
-  // be released after the Admission is gone (its last handler is destroyed with
-  // the io_context, at the very end of the program).
-  struct StreamCounts {
-    std::mutex mutex;  // guards open: streams open and close on every thread
-    std::unordered_map<std::string, std::uint32_t> open;
+  // The streams open here, by their place in the limiter. Shared with the
+  // tickets: a stream's ticket can be released after the Admission is gone
+  // (its last handler is destroyed with the io_context, at the very end).
+  struct OpenStreams {
+    std::mutex mutex;  // guards both: streams open and close on every thread
+    std::unordered_map<std::string, std::string> users;  // place (member) -> user
+    Limiter* limiter = nullptr;                           // null once the Admission is gone
   };
+  void schedule_renewal();
 
   std::mutex mutex_;  // guards running_: decided on HTTP, bus and store threads
   std::unordered_map<std::string, std::string> running_;  // message id -> user, replies admitted here
-  std::shared_ptr<StreamCounts> streams_ = std::make_shared<StreamCounts>();
+  std::shared_ptr<OpenStreams> streams_ = std::make_shared<OpenStreams>();
+  std::unique_ptr<boost::asio::steady_timer> renewal_;
 };
 
 }  // namespace chat::limits

@@ -84,7 +84,8 @@ Limits make_limits(const config::Config& c, std::chrono::milliseconds running_tt
                         {l.chat_per_minute, l.chat_burst},
                         l.running_replies,
                         l.streams_per_user,
-                        running_ttl};
+                        running_ttl,
+                        3 * c.redis.renew_interval};
   out.admission = std::make_unique<limits::Admission>(*out.limiter, policy, std::move(*proxies));
   return out;
 }

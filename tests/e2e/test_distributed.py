@@ -221,6 +221,46 @@ class LateJoinFullSpeedTest(ClusterTestCase):
 # the Redis registry keys
 # ---------------------------------------------------------------------------
 
+class StreamsAcrossPodsTest(ClusterTestCase):
+    """RATE_LIMIT_STREAMS_PER_USER holds for the pods together (places in Redis), open streams
+    keep their places by renewal, and a pod that dies frees its streams' places by itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=0, pod_env={"RATE_LIMIT_STREAMS_PER_USER": "2",
+                                                          "REDIS_RENEW_INTERVAL": "200ms"}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def status_of_new_stream(self, pod, user):
+        c = self.track(pod.sse(new_id("s"), user))
+        return c.open().status, c
+
+    def test_the_cap_holds_across_pods_and_a_dead_pod_frees_its_places(self):
+        a, b = self.cluster[0], self.cluster[1]
+        user = new_id("u")
+        on_a, _ = self.open_sse(a, new_id("s"), user)
+        on_b, _ = self.open_sse(b, new_id("s"), user)
+        for pod in (a, b):
+            status, refused = self.status_of_new_stream(pod, user)
+            self.assertEqual(status, 429, "a third stream on %s" % pod.pod_id)
+            self.assertEqual(refused.json_body()["error"]["code"], "rate_limited")
+        self.assertEqual(self.status_of_new_stream(b, new_id("u"))[0], 200, "another user is not affected")
+        time.sleep(1.5)  # more than twice the places' ttl (600 ms): only renewals keep them
+        self.assertEqual(self.status_of_new_stream(a, user)[0], 429, "open streams lost their places")
+        on_b.close()
+        wait_until(lambda: self.status_of_new_stream(a, user)[0] == 200, 10,
+                   msg="a stream closed on pod b frees a place on pod a")
+        a.kill9()  # pod a held both of the user's places; nobody releases them
+        for n in (1, 2):  # each expires one ttl after its own last renewal, not both at once
+            wait_until(lambda: self.status_of_new_stream(b, user)[0] == 200, 10,
+                       msg="place %d of the dead pod expires" % n)
+        time.sleep(1.0)
+        self.assertEqual(self.status_of_new_stream(b, user)[0], 429, "the live pod renews its own places")
+
+
 class RegistryKeysTest(ClusterTestCase):
     @classmethod
     def setUpClass(cls):

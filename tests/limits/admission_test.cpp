@@ -26,6 +26,62 @@ bool allowed(std::function<void(VerdictCallback)> ask) {
   return result;
 }
 
+StreamTicket open_stream(Admission& a, const std::string& user) {
+  StreamTicket ticket;
+  a.stream_opens(user, [&](StreamTicket t) { ticket = std::move(t); });  // the memory limiter answers inline
+  return ticket;
+}
+
+Policy streams_only(std::uint32_t streams) {
+  Policy p{{0, 1}, {0, 1}, 0, streams, std::chrono::minutes(1)};
+  p.stream_ttl = std::chrono::milliseconds(300);
+  return p;
+}
+
+// Two pods on one limiter (Redis in production): the streams of a user count together.
+TEST(AdmissionStreams, TheCapHoldsForAllPodsThatShareTheLimiter) {
+  MemoryLimiter shared;
+  Admission pod_a(shared, streams_only(2), proxies("")), pod_b(shared, streams_only(2), proxies(""));
+  auto on_a = open_stream(pod_a, "u1");
+  auto on_b = open_stream(pod_b, "u1");
+  ASSERT_TRUE(on_a && on_b);
+  EXPECT_FALSE(open_stream(pod_a, "u1"));
+  EXPECT_FALSE(open_stream(pod_b, "u1"));
+  EXPECT_TRUE(open_stream(pod_b, "u2")) << "another user is not affected";
+  on_b.reset();
+  EXPECT_TRUE(open_stream(pod_a, "u1")) << "a stream closed on one pod frees a place on the other";
+  EXPECT_EQ(pod_a.metrics().refused[static_cast<std::size_t>(Limit::streams)].value(), 1u);
+}
+
+// A pod that dies keeps no place for good: its places expire unless renewed.
+TEST(AdmissionStreams, OpenStreamsKeepTheirPlacesOnlyWhileRenewed) {
+  auto now = std::chrono::steady_clock::time_point{};
+  MemoryLimiter shared([&] { return now; });
+  Admission live(shared, streams_only(1), proxies("")), other(shared, streams_only(1), proxies(""));
+  auto ticket = open_stream(live, "u1");
+  ASSERT_TRUE(ticket);
+  for (int i = 0; i < 5; ++i) {
+    now += std::chrono::milliseconds(200);  // two thirds of the ttl
+    live.renew_streams();
+    EXPECT_FALSE(open_stream(other, "u1")) << "renewed places stay taken, round " << i;
+  }
+  now += std::chrono::milliseconds(301);  // no renewal: as if `live` had died
+  EXPECT_TRUE(open_stream(other, "u1"));
+}
+
+TEST(AdmissionStreams, ATicketThatOutlivesItsAdmissionReleasesNothing) {
+  MemoryLimiter shared;
+  StreamTicket ticket;
+  {
+    Admission a(shared, streams_only(1), proxies(""));
+    ticket = open_stream(a, "u1");
+    ASSERT_TRUE(ticket);
+  }
+  ticket.reset();  // must not reach the destroyed Admission
+  Admission b(shared, streams_only(1), proxies(""));
+  EXPECT_FALSE(open_stream(b, "u1")) << "the place stays until its ttl, as a dead pod's";
+}
+
 TEST(TrustedProxies, ParsesAddressesAndNetworksAndNamesABadEntry) {
   auto p = proxies("10.0.0.0/8, 127.0.0.1 ::1,fd00::/8");
   EXPECT_TRUE(p.contains(ip::make_address("10.1.2.3")));
@@ -72,11 +128,11 @@ TEST(Admission, EachLimitRefusesAndIsCounted) {
   EXPECT_TRUE(allowed([&](auto cb) { a.reply_starts("u1", "m2", cb); }));
   a.reply_ended("m-unknown");  // not admitted here: nothing happens
 
-  auto first = a.stream_opens("u1");
+  auto first = open_stream(a, "u1");
   EXPECT_TRUE(first);
-  EXPECT_FALSE(a.stream_opens("u1"));
+  EXPECT_FALSE(open_stream(a, "u1"));
   first.reset();
-  EXPECT_TRUE(a.stream_opens("u1")) << "a closed stream frees its place";
+  EXPECT_TRUE(open_stream(a, "u1")) << "a closed stream frees its place";
 
   const auto& m = a.metrics();
   EXPECT_EQ(m.refused[static_cast<std::size_t>(Limit::ip)].value(), 1u);
@@ -93,7 +149,7 @@ TEST(Admission, ZeroTurnsALimitOff) {
     ASSERT_TRUE(allowed([&](auto cb) { a.request(ip::make_address("192.0.2.1"), "", cb); }));
     ASSERT_TRUE(allowed([&](auto cb) { a.chat("u", cb); }));
     ASSERT_TRUE(allowed([&](auto cb) { a.reply_starts("u", "m" + std::to_string(i), cb); }));
-    streams.push_back(a.stream_opens("u"));
+    streams.push_back(open_stream(a, "u"));
     ASSERT_TRUE(streams.back());
   }
 }
