@@ -470,13 +470,17 @@ class Worker : public Handler {
         id[msg->size()] != ':' || id.substr(msg->size() + 1) != *cid_text) {
       if (++stats.id_mismatch <= 3) stats.problem("chunk id field '" + std::string(id) + "' for " + std::string(data.substr(0, 120)));
     }
-    const bool duplicate = !check_order(s, *msg, *cid);
+    // A stream that fell behind gets coalesced events, each covering first_chunk_id..chunk_id.
+    auto first_text = json_member(data, "first_chunk_id");
+    auto first = first_text ? to_int(*first_text) : cid;
+    if (!first || *first > *cid) first = cid;
+    const bool duplicate = !check_order(s, *msg, *first);
     // A chunk the client already had is not delivered work: it counts as an error, not in the figures.
     if (in_window(c.recv_mono_ns)) {
       if (duplicate) {
         ++stats.dups_window;
       } else {
-        ++stats.chunks_window;
+        stats.chunks_window += static_cast<std::uint64_t>(*cid - *first + 1);
         add_latency(c, data);
       }
     }

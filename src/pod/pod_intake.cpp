@@ -153,6 +153,9 @@ void Pod::collect(metrics::Exposition& out) const {
   for (std::size_t i = 0; i < sse::StreamMetrics::kEndReasons.size(); ++i)
     out.counter("chat_sse_streams_ended_total", "SSE streams that ended, by why (slow_client: cut for not reading).",
                 static_cast<double>(stats_.streams.ended[i].value()), {{"reason", sse::StreamMetrics::kEndReasons[i]}});
+  out.counter("chat_sse_chunks_coalesced_total",
+              "Chunks merged into the chunk event before them for a stream that fell behind.",
+              static_cast<double>(stats_.streams.coalesced.value()));
   out.counter("chat_chunks_rejected_total", "Chunks from the bus or the log that did not decode.",
               static_cast<double>(stats_.chunks_rejected.value()));
   out.counter("chat_replies_stored_total", "Finished replies written (or found already written) to the store.",

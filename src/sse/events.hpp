@@ -20,6 +20,11 @@ namespace chat::sse {
 struct EncodedFrame : std::string {
   explicit EncodedFrame(std::string bytes, SystemTime origin = {}) : std::string(std::move(bytes)), origin(origin) {}
   SystemTime origin;  // epoch (zero) when not a chunk
+  // A content chunk that a slow stream may merge with the next one of its
+  // reply (merge_chunk_frames): which reply and attempt (0: not mergeable), and
+  // the chunk id it ends with.
+  std::uint64_t mergeable_reply = 0;
+  std::uint32_t last_chunk_id = 0;
 };
 using Frame = std::shared_ptr<const EncodedFrame>;
 
@@ -32,6 +37,12 @@ Frame make_frame(std::string_view event, std::string_view data, std::string_view
 Frame retry_frame(std::chrono::milliseconds retry);
 Frame connected_frame(std::string_view connection_id, std::string_view session_id, std::string_view pod_id);
 Frame chunk_frame(const protocol::ResponseChunk& chunk);
+// One chunk event carrying the text of `earlier` and then `later`, with the
+// fields and the event id of `later` (so a cursor taken from it resumes after
+// both) and `first_chunk_id`, the first chunk whose text it carries; null
+// unless both are mergeable content chunks of one reply attempt and `later`
+// follows `earlier` directly. Its origin is the earlier one's.
+Frame merge_chunk_frames(const EncodedFrame& earlier, const EncodedFrame& later);
 // `status`: how the reply ended (complete, error, cancelled, incomplete).
 Frame complete_frame(std::string_view message_id, std::int64_t token_count, std::string_view finish_reason,
                      std::string_view status);

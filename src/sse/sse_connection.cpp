@@ -30,6 +30,7 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
     queued_.insert(queued_.begin(), raw_frame(std::move(head)));
     for (auto& f : first) queued_.push_back(std::move(f));
     queued_exempt_ = queued_.size();
+    last_queued_live_ = false;
     schedule_flush_locked();
   }
   asio::post(strand_, [self = shared_from_this()] { self->watch_for_close(); });
@@ -38,8 +39,10 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
 void SseConnection::send(Frame frame) {
   std::lock_guard lock(queue_mutex_);
   if (closing_ || closed_) return;
+  if (coalesced_locked(frame)) return;
   queued_bytes_ += frame->size();
   queued_.push_back(std::move(frame));
+  last_queued_live_ = true;
   if (is_stuck_locked()) {
     // The client stopped reading: drop it rather than let it hold memory or
     // anyone else's progress.
@@ -59,12 +62,32 @@ bool SseConnection::is_stuck_locked() const {
          std::chrono::steady_clock::now() - *write_in_flight_since_ > limits_.stall_grace;
 }
 
+// Only a live chunk queued behind many waiting events merges, and only into
+// the live chunk event queued last (never into the batch being written, nor
+// into a backlog), so every event goes out once and in order.
+bool SseConnection::coalesced_locked(const Frame& frame) {
+  if (frame->mergeable_reply == 0 || !last_queued_live_ || queued_.empty()) return false;
+  const auto threshold = limits_.coalesce_after ? limits_.coalesce_after : std::max<std::size_t>(limits_.max_events / 8, 1);
+  if (writing_count_ + queued_.size() - queued_exempt_ < threshold) return false;
+  auto merged = merge_chunk_frames(*queued_.back(), *frame);
+  if (!merged) return false;
+  queued_bytes_ += merged->size() - queued_.back()->size();
+  queued_.back() = std::move(merged);
+  if (metrics_) metrics_->coalesced.add();
+  if (queued_bytes_ > limits_.max_bytes) {
+    closed_ = true;
+    asio::post(strand_, [self = shared_from_this()] { self->terminate("slow_client"); });
+  }
+  return true;
+}
+
 void SseConnection::send_backlog(const std::vector<Frame>& frames) {
   if (frames.empty()) return;
   std::lock_guard lock(queue_mutex_);
   if (closing_ || closed_) return;
   queued_.insert(queued_.end(), frames.begin(), frames.end());
   queued_exempt_ += frames.size();
+  last_queued_live_ = false;
   schedule_flush_locked();
 }
 
@@ -74,6 +97,7 @@ void SseConnection::close(Frame last) {
   if (last) {
     queued_bytes_ += last->size();
     queued_.push_back(std::move(last));
+    last_queued_live_ = false;
   }
   closing_ = true;
   schedule_flush_locked();
@@ -95,6 +119,7 @@ void SseConnection::flush() {
     writing_.swap(queued_);
     queued_.clear();
     queued_bytes_ = 0;
+    last_queued_live_ = false;
     exempt_in_batch_ = queued_exempt_;
     queued_exempt_ = 0;
     written_ = 0;

@@ -4,9 +4,12 @@
 // Threads: send() and close() may be called from any thread; they touch only the
 // queue under queue_mutex_ and post to the connection's strand, where all socket
 // I/O happens. One write is in flight at a time and carries every frame queued
-// meanwhile (gathered, never copied, in slices so that progress is visible). A
-// client that does not read lets its queue grow past the limits and is cut off;
-// nobody else waits for it.
+// meanwhile (gathered, never copied, in slices so that progress is visible).
+// A client that falls behind first gets coalesced events: while many live
+// events wait for it, a reply's next chunk is merged into the chunk event
+// queued before it (the text joined, the later event id), so it receives fewer,
+// larger events and stays connected. A client that still does not keep up lets
+// its queue grow past the limits and is cut off; nobody else waits for it.
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
@@ -30,6 +33,9 @@ struct QueueLimits {
   std::size_t max_bytes = 1024 * 1024;
   std::size_t socket_send_buffer = 512 * 1024;
   std::chrono::milliseconds stall_grace{1'000};
+  // Live events waiting (written or queued, not yet taken by the kernel) from
+  // which chunks are coalesced; 0: max_events / 8.
+  std::size_t coalesce_after = 0;
 };
 
 // Shared by every stream of a pod; recorded on the streams' strands.
@@ -41,6 +47,8 @@ struct StreamMetrics {
   static constexpr std::array<const char*, 5> kEndReasons{"client_closed", "read_failed", "write_failed",
                                                           "slow_client", "closed_by_server"};
   std::array<metrics::Counter, kEndReasons.size()> ended;
+  // Chunks merged into the chunk event queued before them (slow clients).
+  metrics::Counter coalesced;
 };
 
 class SseConnection final : public EventSink, public std::enable_shared_from_this<SseConnection> {
@@ -69,6 +77,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
  private:
   void schedule_flush_locked();
   bool is_stuck_locked() const;
+  bool coalesced_locked(const Frame& frame);
   void flush();
   void write_slice();
   void on_written(boost::system::error_code ec, std::size_t slice_end);
@@ -89,6 +98,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   std::vector<Frame> queued_;
   std::size_t queued_bytes_ = 0;   // counts only frames under the limits
   std::size_t queued_exempt_ = 0;  // backlog frames in queued_
+  bool last_queued_live_ = false;  // the last frame of queued_ came through send()
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;

@@ -619,20 +619,21 @@ class EventSourceClient(threading.Thread):
         if ev.id != "%s:%s" % (mid, cid):
             self._note("chunk id field %r for %s:%s" % (ev.id, mid, cid))
         attempt = d.get("attempt", 1)
-        if v.attempt is not None and attempt != v.attempt and cid != 0:
+        first = d.get("first_chunk_id", cid)  # a coalesced event covers first..cid
+        if v.attempt is not None and attempt != v.attempt and first != 0:
             v.mixed += 1
             self._note("chunk %s:%s of attempt %s after attempt %s without reset" % (mid, cid, attempt, v.attempt))
-        if v.completed and v.reloaded and cid == 0:
+        if v.completed and v.reloaded and first == 0:
             v.new_segment()  # after a reload the reply streams again from its start
-        if cid < v.next_id:
+        if first < v.next_id:
             v.dups.append((cid, attempt))
             self._note("duplicate %s:%s (expected %s)" % (mid, cid, v.next_id))
             return
-        if cid > v.next_id:
+        if first > v.next_id:
             v.gaps_total += 1
             if v.gap is None:
-                v.gap = (v.next_id, cid)
-            self._note("gap %s: expected %s, got %s" % (mid, v.next_id, cid))
+                v.gap = (v.next_id, first)
+            self._note("gap %s: expected %s, got %s" % (mid, v.next_id, first))
         v.next_id = cid + 1
         v.attempt = attempt
         if d.get("chunk_type", "content") == "content":

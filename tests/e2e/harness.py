@@ -812,7 +812,11 @@ def is_complete_all(message_ids):
 
 
 class ReplyCheck:
-    """Checks one message's chunk sequence against the contract; returns the text."""
+    """Checks one message's chunk sequence against the contract; returns the text.
+
+    A stream that fell behind may get consecutive chunks merged into one event (docs/API.md §4.6),
+    which covers first_chunk_id to chunk_id: the events must cover 0..n-1 once each, in order.
+    self.coalesced counts the chunks that arrived merged."""
 
     def __init__(self, tc, events, message_id, session_id):
         self.tc = tc
@@ -834,9 +838,13 @@ class ReplyCheck:
             tc.assertIsInstance(d["chunk"], str, "chunk text not a string: %r" % ev)
             tc.assertIsInstance(d["is_final"], bool, "is_final not a bool: %r" % ev)
             tc.assertEqual(ev.id, "%s:%s" % (message_id, d["chunk_id"]), "SSE id of chunk: %r" % ev)
-            ids.append(d["chunk_id"])
+            first = d.get("first_chunk_id", d["chunk_id"])
+            tc.assertLessEqual(first, d["chunk_id"], "first_chunk_id after chunk_id: %r" % ev)
+            ids.extend(range(first, d["chunk_id"] + 1))
         tc.assertEqual(ids, list(range(len(ids))),
-                       "chunk_ids of %s are not 0..n-1 in order (gaps/duplicates/reordering): %r" % (message_id, ids))
+                       "chunk_ids of %s do not cover 0..n-1 once each, in order (gaps/duplicates/reordering): %r"
+                       % (message_id, ids))
+        self.coalesced = len(ids) - len(chunks)
         finals = [i for i, ev in enumerate(chunks) if ev.json()["is_final"]]
         tc.assertEqual(finals, [len(chunks) - 1], "is_final must be true exactly on the last chunk; final at %r of %d"
                        % (finals, len(chunks)))

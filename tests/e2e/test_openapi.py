@@ -89,7 +89,7 @@ class DocumentShapeTest(unittest.TestCase):
     def test_every_sse_event_the_program_can_send_is_documented(self):
         src = os.path.join(os.path.dirname(oc.SPEC_PATH), "..", "src", "sse", "events.cpp")
         with open(src, encoding="utf-8") as f:
-            names = set(re.findall(r'make_frame\("([a-z_]+)"', f.read()))
+            names = set(re.findall(r'(?:make|build)_frame\("([a-z_]+)"', f.read()))
         self.assertTrue(names)
         self.assertEqual(names, set(oc.spec().sse_events), "events in src/sse/events.cpp vs x-sse-events")
 

@@ -326,10 +326,11 @@ class SlowClientTest(h.ChatdTestCase):
     @classmethod
     def setUpClass(cls):
         # The stall is judged when a frame is queued: once the replies are generated only the
-        # pings queue frames, so they come often enough for the cut to happen within the wait.
+        # pings queue frames (chunks are coalesced for a client this far behind), so they come
+        # often enough for the cut to happen within the wait.
         cls.srv = cls.start_server("slow", env={
             "SSE_MAX_QUEUE_EVENTS": "64", "WORKER_DEMO_CHUNK_DELAY": "0", "WORKER_DEMO_WORDS_PER_CHUNK": "1",
-            "SSE_HEARTBEAT_INTERVAL": "500ms"})
+            "SSE_HEARTBEAT_INTERVAL": "100ms"})
 
     def test_slow_client_is_disconnected_others_unaffected(self):
         srv = self.srv
@@ -382,7 +383,10 @@ class SlowClientTest(h.ChatdTestCase):
                           "stream closed=%s after %d events / %d bytes in %.2fs: %s"
                           % (good_same.closed, len(good_same.events), good_same.raw_bytes, t_same, evs_same))
             for mid in ids:
-                h.ReplyCheck(self, evs_same, mid, s1)
+                # a reader behind by more than an eighth of its queue gets coalesced chunks
+                text = h.ReplyCheck(self, evs_same, mid, s1).text
+                self.assertEqual(text, srv.wait_message_row(mid, "complete")[0]["content"],
+                                 "the reading client's text differs from the stored reply")
             self.assertLess(t_same, 30.0, "same-session reader needed %.1fs for 4 long replies" % t_same)
 
         if h.UNDER_ASAN:
@@ -394,14 +398,19 @@ class SlowClientTest(h.ChatdTestCase):
             self.assertTrue(ended, "slow client's stream was never closed by the server (read %d bytes while "
                                    "draining; health %r)" % (slow.raw_bytes, health_after))
             self.assertTrue(dropped, "active_connections did not drop after the slow client was cut: %r" % health_after)
-            # what the slow client did get is a gap-free prefix per message (cut off, never silently skipped)
+            # what the slow client did get is a prefix of each reply (cut off, never silently
+            # skipped): ids that increase, text that begins the stored reply
             per_msg = {}
             for ev in slow.events:
                 if ev.event == "chunk":
                     d = ev.json()
-                    per_msg.setdefault(d["message_id"], []).append(d["chunk_id"])
-            for mid, got in per_msg.items():
+                    ids_got, text_got = per_msg.setdefault(d["message_id"], ([], []))
+                    ids_got.extend(range(d.get("first_chunk_id", d["chunk_id"]), d["chunk_id"] + 1))
+                    text_got.append(d["chunk"])
+            for mid, (got, texts) in per_msg.items():
                 self.assertEqual(got, list(range(len(got))), "slow client saw a gap in %s: %r..." % (mid, got[:50]))
+                stored = srv.wait_message_row(mid, "complete")[0]["content"]
+                self.assertTrue(stored.startswith("".join(texts)), "slow client saw a gap in %s" % mid)
 
         with self.subTest(check="long replies stored complete"):
             for mid in ids:

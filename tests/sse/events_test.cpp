@@ -15,6 +15,51 @@ boost::json::object data_of(const Frame& f) {
   return boost::json::parse(f->substr(pos + 6, end - pos - 6)).as_object();
 }
 
+protocol::ResponseChunk chunk(std::uint32_t id, std::string text, std::string message_id = "m1") {
+  protocol::ResponseChunk c;
+  c.session_id = "s1";
+  c.message_id = std::move(message_id);
+  c.chunk_id = id;
+  c.chunk = std::move(text);
+  c.timestamp = "2026-11-30T00:00:0" + std::to_string(id % 10) + "Z";
+  return c;
+}
+
+TEST(SseEventsTest, TwoConsecutiveChunksMergeIntoTheLatersEventWithBothTexts) {
+  auto first = chunk_frame(chunk(3, "Hello, \"wor"));
+  auto second = chunk_frame(chunk(4, "ld\"\n"));
+  auto merged = merge_chunk_frames(*first, *second);
+  ASSERT_TRUE(merged);
+  EXPECT_EQ(merged->rfind("id: m1:4\nevent: chunk\ndata: {", 0), 0u) << *merged;
+  auto data = data_of(merged);
+  EXPECT_EQ(data.at("chunk").as_string(), "Hello, \"world\"\n");
+  EXPECT_EQ(data.at("chunk_id").as_int64(), 4);
+  EXPECT_EQ(data.at("timestamp"), data_of(second).at("timestamp"));
+  EXPECT_EQ(merged->origin, first->origin) << "delivery is timed from the oldest text it carries";
+  // A merged event merges on with the next chunk.
+  auto third = merge_chunk_frames(*merged, *chunk_frame(chunk(5, "!")));
+  ASSERT_TRUE(third);
+  EXPECT_EQ(data_of(third).at("chunk").as_string(), "Hello, \"world\"\n!");
+  EXPECT_EQ(third->last_chunk_id, 5u);
+}
+
+TEST(SseEventsTest, OnlyDirectlyFollowingContentChunksOfOneReplyAttemptMerge) {
+  auto c3 = chunk_frame(chunk(3, "a"));
+  EXPECT_FALSE(merge_chunk_frames(*c3, *chunk_frame(chunk(5, "b")))) << "a gap";
+  EXPECT_FALSE(merge_chunk_frames(*c3, *chunk_frame(chunk(3, "b")))) << "a repeat";
+  EXPECT_FALSE(merge_chunk_frames(*c3, *chunk_frame(chunk(4, "b", "m2")))) << "another reply";
+  auto retry = chunk(4, "b");
+  retry.attempt = 2;
+  EXPECT_FALSE(merge_chunk_frames(*c3, *chunk_frame(retry))) << "another attempt";
+  auto final = chunk(4, "");
+  final.is_final = true;
+  final.chunk_type = protocol::ChunkType::metadata;
+  final.metadata = protocol::ChunkMetadata{"demo", 3, "stop"};
+  EXPECT_FALSE(merge_chunk_frames(*c3, *chunk_frame(final))) << "the final chunk keeps its own event";
+  EXPECT_FALSE(merge_chunk_frames(*c3, *ping_frame(1))) << "not a chunk";
+  EXPECT_FALSE(merge_chunk_frames(*ping_frame(1), *c3));
+}
+
 TEST(SseEventsTest, AChunkFrameHasIdEventAndOneDataLine) {
   protocol::ResponseChunk c;
   c.session_id = "s1";

@@ -8,8 +8,11 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <boost/json.hpp>
+
 #include <atomic>
 #include <future>
+#include <iostream>
 #include <thread>
 
 namespace chat::sse {
@@ -30,6 +33,7 @@ struct SseConnectionTest : ::testing::Test {
   std::promise<std::string> closed_reason;
   std::shared_future<std::string> closed = closed_reason.get_future().share();
   std::shared_ptr<SseConnection> connection;
+  StreamMetrics metrics;
 
   void open(QueueLimits limits = {}, std::vector<Frame> first = {}, std::size_t client_receive_buffer = 0) {
     tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
@@ -40,7 +44,7 @@ struct SseConnectionTest : ::testing::Test {
     client.connect(acceptor.local_endpoint());
     tcp::socket server(asio::make_strand(ioc));
     acceptor.accept(server);
-    connection = std::make_shared<SseConnection>(std::move(server), "conn_1", "s1", limits);
+    connection = std::make_shared<SseConnection>(std::move(server), "conn_1", "s1", limits, &metrics);
     connection->start("HEAD\r\n\r\n", std::move(first),
                       [this](const std::shared_ptr<SseConnection>&, std::string_view reason) {
                         closed_reason.set_value(std::string(reason));
@@ -148,6 +152,89 @@ TEST_F(SseConnectionTest, ABacklogBurstIsExemptFromTheEventLimit) {
   auto got = read_until("live\n\n");
   EXPECT_NE(got.find("b199\n\nlive\n\n"), std::string::npos);
   EXPECT_EQ(closed.wait_for(100ms), std::future_status::timeout) << "cut for a server-chosen burst";
+}
+
+Frame content_chunk(std::uint32_t id, std::string text) {
+  protocol::ResponseChunk c;
+  c.session_id = "s1";
+  c.message_id = "m1";
+  c.chunk_id = id;
+  c.chunk = std::move(text);
+  c.timestamp = "2026-11-30T00:00:00Z";
+  return chunk_frame(c);
+}
+
+struct ChunkEvent {
+  std::string id;
+  std::uint32_t first_chunk_id;  // the first chunk whose text it carries
+  std::uint32_t chunk_id;
+  std::string text;
+};
+
+// The chunk events in `stream`, in order.
+std::vector<ChunkEvent> chunk_events(const std::string& stream) {
+  std::vector<ChunkEvent> events;
+  for (std::size_t pos = 0; (pos = stream.find("event: chunk\n", pos)) != std::string::npos;) {
+    auto id_start = stream.rfind("id: ", pos) + 4;
+    auto id = stream.substr(id_start, stream.find('\n', id_start) - id_start);
+    auto data_start = stream.find("data: ", pos) + 6;
+    auto data = boost::json::parse(stream.substr(data_start, stream.find('\n', data_start) - data_start)).as_object();
+    auto chunk_id = static_cast<std::uint32_t>(data.at("chunk_id").as_int64());
+    auto first = data.contains("first_chunk_id") ? static_cast<std::uint32_t>(data.at("first_chunk_id").as_int64())
+                                                 : chunk_id;
+    events.push_back({id, first, chunk_id, std::string(data.at("chunk").as_string())});
+    pos = data_start;
+  }
+  return events;
+}
+
+TEST_F(SseConnectionTest, ASlowReaderGetsFewerLargerEventsWithTheWholeTextAndExactIds) {
+  open(QueueLimits{1'024, 8 * 1024 * 1024, 4'096, 10s, 8}, {}, 4'096);
+  std::string want;
+  std::size_t uncoalesced_bytes = 0;
+  constexpr std::uint32_t kChunks = 3'000;
+  for (std::uint32_t i = 0; i < kChunks; ++i) {
+    auto text = "word" + std::to_string(i) + " ";
+    want += text;
+    auto f = content_chunk(i, text);
+    uncoalesced_bytes += f->size();
+    connection->send(std::move(f));
+  }
+  connection->send(frame("event: message_complete\ndata: {}\n\n"));
+  auto stream = read_until("message_complete");
+  auto events = chunk_events(stream);
+  ASSERT_FALSE(events.empty());
+  std::string text;
+  std::int64_t previous = -1;
+  for (const auto& e : events) {
+    EXPECT_EQ(static_cast<std::int64_t>(e.first_chunk_id), previous + 1) << "every chunk once, in order";
+    EXPECT_GE(e.chunk_id, e.first_chunk_id);
+    EXPECT_EQ(e.id, "m1:" + std::to_string(e.chunk_id)) << "the event id is the last merged chunk's";
+    previous = e.chunk_id;
+    text += e.text;
+  }
+  std::cout << "slow reader: " << events.size() << " chunk events, " << stream.size() << " bytes; without coalescing "
+            << kChunks << " events, " << uncoalesced_bytes << " bytes\n";
+  EXPECT_EQ(text, want);
+  EXPECT_EQ(events.back().chunk_id, kChunks - 1);
+  EXPECT_LT(events.size(), kChunks / 2) << "a client this far behind should get merged events";
+  EXPECT_EQ(metrics.coalesced.value(), kChunks - events.size());
+  EXPECT_EQ(closed.wait_for(0s), std::future_status::timeout) << "cut instead of coalesced: " << reason();
+}
+
+TEST_F(SseConnectionTest, AReaderThatKeepsUpGetsEveryChunkAsItsOwnEvent) {
+  open(QueueLimits{1'024, 8 * 1024 * 1024, 4'096, 10s, 8});
+  std::string got;
+  for (std::uint32_t i = 0; i < 50; ++i) {
+    connection->send(content_chunk(i, "w" + std::to_string(i)));
+    got += read_until("m1:" + std::to_string(i) + "\n");
+  }
+  connection->send(frame("end\n\n"));
+  got += read_until("end\n\n");
+  auto events = chunk_events(got);
+  ASSERT_EQ(events.size(), 50u);
+  for (std::uint32_t i = 0; i < 50; ++i) EXPECT_EQ(events[i].chunk_id, i);
+  EXPECT_EQ(metrics.coalesced.value(), 0u);
 }
 
 }  // namespace
