@@ -1,3 +1,8 @@
+// Longer than most files: the routes of the HTTP API side by side (each
+// handler is short), so that their checks, errors and status codes read, and
+// stay, alike. Parsing a chat body, the caller's credentials and history JSON
+// live in files of their own.
+
 #include "api/chat_api.hpp"
 
 #include <boost/json.hpp>

@@ -1,3 +1,7 @@
+// Longer than most files: the whole nats.c binding of the MessageBus. The
+// connection's options and login, the subscriptions' lifetime against nats.c's
+// delivery thread, and request-reply all share the connection's state.
+
 #include "bus/nats_bus.hpp"
 
 #include <boost/asio/error.hpp>

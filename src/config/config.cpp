@@ -1,3 +1,7 @@
+// Longer than most files for one reason: every setting of both programs sits
+// in one table (name, program, default, help, parser), so --help, the flags and
+// the environment cannot drift apart. The checks across settings follow it.
+
 #include "config/config.hpp"
 
 #include <unistd.h>
