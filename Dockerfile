@@ -7,18 +7,25 @@
 # mirror's copy, or one made offline by scripts/docker-base-image.sh.
 ARG BASE_IMAGE=debian:bookworm-slim
 
-# --- build: compilers and -dev packages, the two programs only (no tests) -----
+# --- build: compilers and -dev packages, the two programs only (no tests); node
+# and npm bundle the chat page (web/) into chatd, its npm packages pinned by
+# web/package-lock.json ---------------------------------------------------------
 FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      g++ cmake ninja-build pkg-config \
+      g++ cmake ninja-build pkg-config nodejs npm ca-certificates \
       libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev \
       libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libspdlog-dev libfmt-dev \
  && rm -rf /var/lib/apt/lists/*
+# A TLS-intercepting proxy's CA, if the builder put one in deploy/docker/extra-ca/.
+COPY deploy/docker/extra-ca/ /usr/local/share/ca-certificates/extra/
+RUN update-ca-certificates
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY cmake cmake
 COPY apps apps
+COPY web web
 COPY src src
 ARG BUILD_JOBS=2
 # The programs against a stand-in API document first, so that a change of
@@ -46,6 +53,8 @@ RUN apt-get update \
  && groupadd --system --gid 10001 chatd \
  && useradd --system --uid 10001 --gid chatd --home-dir /var/lib/chatd --shell /usr/sbin/nologin chatd \
  && install -d -o chatd -g chatd -m 0750 /var/lib/chatd /var/lib/chatd/spill
+COPY --from=build /usr/local/share/ca-certificates/extra/ /usr/local/share/ca-certificates/extra/
+RUN update-ca-certificates
 COPY --from=build /out/chatd /out/chat-worker /usr/local/bin/
 COPY deploy/docker/healthcheck.sh /usr/local/bin/chatd-healthcheck
 USER 10001:10001

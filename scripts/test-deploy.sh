@@ -112,7 +112,19 @@ say "docker: $(docker version -f 'server {{.Server.Version}}, client {{.Client.V
 if [ "$BASE_IMAGE" = chatd-base:bookworm ]; then
   step base-image "$ROOT/scripts/docker-base-image.sh" "$BASE_IMAGE"
 fi
-step build "${COMPOSE[@]}" build
+# Behind a TLS-intercepting proxy the build's npm ci must trust the proxy's CA: the host's extra
+# CAs go into the build context for this build (deploy/docker/extra-ca/README.md).
+extra_cas=()
+for crt in /usr/local/share/ca-certificates/*.crt; do
+  [ -f "$crt" ] || continue
+  cp "$crt" "$ROOT/deploy/docker/extra-ca/host-$(basename "$crt")"
+  extra_cas+=("$ROOT/deploy/docker/extra-ca/host-$(basename "$crt")")
+done
+[ ${#extra_cas[@]} -eq 0 ] || say "build trusts the host's extra CAs: ${extra_cas[*]##*/}"
+build_rc=0
+step build "${COMPOSE[@]}" build || build_rc=$?
+[ ${#extra_cas[@]} -eq 0 ] || rm -f "${extra_cas[@]}"
+[ $build_rc -eq 0 ] || exit $build_rc
 say "image $CHATD_IMAGE: $(docker image inspect -f '{{.Size}}' "$CHATD_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
 # A stack of an earlier, interrupted run goes first.
 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true

@@ -204,7 +204,10 @@ class ComposeStackTest(unittest.TestCase):
             log = compose("logs", "--no-color", victim)
             self.assertIn("streams_handed_off", log)
             self.assertIn("shutdown_started", log)
-            # and the load balancer reaches it again
+            # and the load balancer reaches it again (with the devices' streams closed: nginx's
+            # least_conn sends short requests to the pod without open streams)
+            a.close()
+            b.close()
             pods = set()
             for _ in range(30):
                 r = h.http_request(PORT, "GET", "/ready")
