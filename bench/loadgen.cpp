@@ -84,6 +84,7 @@ struct Stats {
   std::uint64_t stalls = 0, slow_posts_fresh = 0, slow_posts_reused = 0;
   std::map<int, std::uint64_t> sse_status, post_status;
   Samples chunk_lat, post_lat, message_lat, queue_wait;
+  Samples connect_lat;  // a stream's first connect: TCP connect started to its `connected` event
   std::vector<std::string> problems;
 
   void problem(std::string p) {
@@ -124,6 +125,7 @@ struct Stats {
     post_lat.merge(o.post_lat);
     message_lat.merge(o.message_lat);
     queue_wait.merge(o.queue_wait);
+    connect_lat.merge(o.connect_lat);
     for (auto& p : o.problems) problem(p);
   }
 };
@@ -421,6 +423,7 @@ class Worker : public Handler {
     } else if (type == "connected") {
       ++stats.ev_connected;
       if (!s.up) {
+        if (s.pending && s.attempts == 0) stats.connect_lat.add((c.recv_mono_ns - s.start_ns) / 1000);
         s.up = true;
         s.attempts = 0;
         end_pending(s);
@@ -740,6 +743,9 @@ int run_mode(Options opt) {
         .integer("connected_at_end", up_end)
         .boolean("all_connected", all && up_end == o.connections)
         .num("connect_seconds", connect_s)
+        .num("connect_p50_ms", st.connect_lat.percentile_ms(50))
+        .num("connect_p99_ms", st.connect_lat.percentile_ms(99))
+        .num("connect_max_ms", st.connect_lat.max_ms())
         .num("hold_seconds", o.hold_seconds, 1);
     if (o.pid) {
       j.integer("rss_before_kib", rss0).integer("rss_settled_kib", rss1).integer("rss_end_kib", rss2).integer(

@@ -5,6 +5,8 @@
 #
 # Scenarios, each against a fresh chatd on a free port with a temporary DB_PATH:
 #   hold     HOLD_CONNECTIONS (10000) idle SSE connections: chatd VmRSS growth per connection
+#   storm    (not in the default list) the same connections opened all at once: time from each
+#            TCP connect to its `connected` event, p50/p99/max (connect_p99_ms)
 #   stream   STREAM_SESSIONS (1000) sessions, one SSE each, WORKER_DEMO_CHUNK_DELAY=0:
 #            chunk events/s and chunk latency (chunk timestamp -> client receipt)
 #   latency  the same with WORKER_DEMO_CHUNK_DELAY=LAT_DELAY (100ms): ~10k events/s, p50/p99
@@ -181,10 +183,18 @@ run_loadgen() {
   done < <(python3 "$root/bench/loadgen_check.py" "$name" "$tmp/$name.json")
 }
 
-for s in hold stream latency post post_default; do echo '{}' >"$tmp/$s.json"; done
+for s in hold storm stream latency post post_default; do echo '{}' >"$tmp/$s.json"; done
 
 for s in $scenarios; do
   case $s in
+    storm)
+      if start_chatd storm SERVER_MAX_CONNECTIONS=19000; then
+        sleep 1
+        run_loadgen storm $(($(secs "$hold_s") + 240)) hold --port "$port" --connections "$hold_n" \
+          --batch "$hold_n" --hold-seconds 2 --settle 1 --pid "$pid" || true
+        stop_chatd storm
+      fi
+      ;;
     hold)
       if start_chatd hold SERVER_MAX_CONNECTIONS=19000; then
         sleep 1  # let start-up allocations settle before the baseline
@@ -240,7 +250,7 @@ jq -nc \
   --arg server "${chatd_cmd[*]}" \
   --arg built "$(date -u -r "${chatd_cmd[0]}" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)" \
   --argjson errors "$errs" \
-  --slurpfile hold "$tmp/hold.json" --slurpfile stream "$tmp/stream.json" \
+  --slurpfile hold "$tmp/hold.json" --slurpfile storm "$tmp/storm.json" --slurpfile stream "$tmp/stream.json" \
   --slurpfile lat "$tmp/latency.json" --slurpfile post "$tmp/post.json" \
   --slurpfile postd "$tmp/post_default.json" \
   '{date: $date,
@@ -250,6 +260,8 @@ jq -nc \
     commit: $commit, server: $server, server_built: $built,
     idle_connections: $hold[0].connected_at_end,
     idle_rss_per_conn_bytes: $hold[0].rss_per_conn_bytes,
+    storm: {connections: $storm[0].connected_at_end, connect_seconds: $storm[0].connect_seconds,
+            p50_ms: $storm[0].connect_p50_ms, p99_ms: $storm[0].connect_p99_ms, max_ms: $storm[0].connect_max_ms},
     chunk_events_per_sec: $stream[0].chunk_events_per_sec,
     latency_p50_ms: $stream[0].latency_p50_ms,
     latency_p99_ms: $stream[0].latency_p99_ms,
@@ -260,5 +272,5 @@ jq -nc \
     post_rps_default_worker: $postd[0].post_rps,
     floors: {idle_rss_per_conn_bytes_max: 4096, chunk_events_per_sec_min: 40000, p99_at_10k_ms_max: 5},
     errors: $errors,
-    scenarios: {hold: $hold[0], stream: $stream[0], latency: $lat[0], post: $post[0],
+    scenarios: {hold: $hold[0], storm: $storm[0], stream: $stream[0], latency: $lat[0], post: $post[0],
                post_default: $postd[0]}}'
