@@ -11,11 +11,7 @@ class BusWorkItem final : public WorkItem {
       : bus_(bus), subject_(std::move(subject)), payload_(std::move(payload)), headers_(std::move(headers)) {}
 
   std::string_view payload() const override { return payload_; }
-  std::string header(std::string_view key) const override {
-    for (const auto& [k, v] : headers_)
-      if (k == key) return v;
-    return {};
-  }
+  std::string header(std::string_view key) const override { return std::string(header_value(headers_, key)); }
   unsigned attempt() const override { return 1; }
   bool final_attempt() const override { return true; }
   void in_progress() override {}

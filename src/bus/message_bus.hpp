@@ -30,17 +30,18 @@ namespace chat::bus {
 // NATS message headers (the trace context of a request); few, and mostly none.
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+// The value of `key` in `headers`; empty when absent.
+inline std::string_view header_value(const Headers& headers, std::string_view key) {
+  for (const auto& [k, v] : headers)
+    if (k == key) return v;
+  return {};
+}
+
 struct Message {
   std::string_view subject;
   std::string_view payload;
   std::string_view reply_to;  // empty unless the sender expects a reply
   Headers headers = {};
-  // Empty when absent.
-  std::string_view header(std::string_view key) const {
-    for (const auto& [k, v] : headers)
-      if (k == key) return v;
-    return {};
-  }
 };
 
 using MessageHandler = std::function<void(const Message&)>;

@@ -86,7 +86,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", "0")))
 
 
-class OtlpReceiver:
+class _LocalServer:
+    """An HTTP server on a free local port, serving `handler` from a thread of its own."""
+
+    def serve(self, handler):
+        self.server = http.server.ThreadingHTTPServer((h.HOST, 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return "http://%s:%d" % (h.HOST, self.server.server_address[1])
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class OtlpReceiver(_LocalServer):
     """POST /v1/traces with Content-Type application/json; anything else is a failure."""
 
     def __init__(self):
@@ -115,20 +128,14 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(b"{}")
 
-        self.server = http.server.ThreadingHTTPServer((h.HOST, 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.endpoint = "http://%s:%d" % (h.HOST, self.server.server_address[1])
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.endpoint = self.serve(Handler)
 
     def trace(self, trace_id):
         with self.lock:
             return [s for s in self.spans if s["traceId"] == trace_id]
 
 
-class FakeOpenAI:
+class FakeOpenAI(_LocalServer):
     """Streams a fixed reply in OpenAI's Chat Completions SSE format; keeps each request's headers."""
 
     WORDS = ["Traced ", "hello ", "from ", "the ", "provider."]
@@ -161,13 +168,7 @@ class FakeOpenAI:
                 self.wfile.flush()
                 self.close_connection = True
 
-        self.server = http.server.ThreadingHTTPServer((h.HOST, 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base_url = "http://%s:%d/v1" % (h.HOST, self.server.server_address[1])
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.base_url = self.serve(Handler) + "/v1"
 
 
 def by_name(spans, name):

@@ -158,9 +158,22 @@ unsigned short closed_port() {
   return a.local_endpoint().port();
 }
 
-void wait_for_a_failed_export(const OtlpExporter& exporter) {
+// One batch of 4 spans, exported at once to `url`, which does not take it:
+// the batch is counted as dropped, nothing as exported.
+void expect_the_batch_dropped(OtlpExporter& exporter) {
+  for (int i = 0; i < 4; ++i) exporter.add(span_named("s", false));
   for (int i = 0; i < 1'000 && exporter.stats().export_failures.value() == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  EXPECT_EQ(exporter.stats().export_failures.value(), 1u);
+  EXPECT_EQ(exporter.stats().dropped_export_failed.value(), 4u);
+  EXPECT_EQ(exporter.stats().exported.value(), 0u);
+}
+
+ExporterOptions batches_of_four(std::string url) {
+  auto o = options_for(std::move(url));
+  o.max_batch = 4;
+  o.schedule_delay = std::chrono::milliseconds{20};
+  return o;
 }
 
 TEST(OtlpExporter, PastItsQueueLimitSpansAreDroppedAndCounted) {
@@ -173,28 +186,14 @@ TEST(OtlpExporter, PastItsQueueLimitSpansAreDroppedAndCounted) {
 }
 
 TEST(OtlpExporter, ACollectorThatIsDownCostsSpansNotChats) {
-  auto o = options_for("http://127.0.0.1:" + std::to_string(closed_port()) + "/v1/traces");
-  o.max_batch = 4;
-  o.schedule_delay = std::chrono::milliseconds{20};
-  OtlpExporter exporter(o);
-  for (int i = 0; i < 4; ++i) exporter.add(span_named("s", false));
-  wait_for_a_failed_export(exporter);
-  EXPECT_EQ(exporter.stats().export_failures.value(), 1u);
-  EXPECT_EQ(exporter.stats().dropped_export_failed.value(), 4u);
-  EXPECT_EQ(exporter.stats().exported.value(), 0u);
+  OtlpExporter exporter(batches_of_four("http://127.0.0.1:" + std::to_string(closed_port()) + "/v1/traces"));
+  expect_the_batch_dropped(exporter);
 }
 
 TEST(OtlpExporter, FailedExportsAreCountedAsDroppedSpans) {
   Collector refusing(503);
-  auto o = options_for(refusing.url());
-  o.max_batch = 4;
-  o.schedule_delay = std::chrono::milliseconds{20};
-  OtlpExporter exporter(o);
-  for (int i = 0; i < 4; ++i) exporter.add(span_named("s", false));
-  wait_for_a_failed_export(exporter);
-  EXPECT_EQ(exporter.stats().export_failures.value(), 1u);
-  EXPECT_EQ(exporter.stats().dropped_export_failed.value(), 4u);
-  EXPECT_EQ(exporter.stats().exported.value(), 0u);
+  OtlpExporter exporter(batches_of_four(refusing.url()));
+  expect_the_batch_dropped(exporter);
   EXPECT_EQ(refusing.requests().size(), 1u);
   metrics::Exposition out;
   exporter.collect(out);
