@@ -188,7 +188,11 @@ Headers read_headers(natsMsg* msg) {
 
 void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
   NatsMsgPtr msg(raw);
-  auto& state = **static_cast<StateRef*>(closure);
+  // A strong reference of our own: a handler that drops its own subscription
+  // may let nats.c run the completion (which deletes `closure`) before this
+  // frame has released the lock that lives in the state.
+  StateRef keep = *static_cast<StateRef*>(closure);
+  auto& state = *keep;
   std::lock_guard lock(state.running);
   if (!state.active) return;
   const char* reply = natsMsg_GetReply(msg.get());
