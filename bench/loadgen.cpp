@@ -3,6 +3,7 @@
 //   loadgen hold   --port P --connections N --hold-seconds S [--pid PID]
 //   loadgen stream --port P --sessions N --seconds S [--warmup W] [--pid PID]
 //   loadgen post   --port P --seconds S --concurrency C
+//   loadgen fanout --target chatd|nchan --port P ...   (bench/fanout.cpp)
 //
 // Each prints one JSON line on stdout; progress goes to stderr. Every phase is
 // bounded in time and only 127.0.0.1 is targeted. See docs/BENCHMARKS.md.
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "fanout.hpp"
 #include "util.hpp"
 
 namespace lg {
@@ -51,9 +53,11 @@ struct Options {
   double connect_timeout = 120;
   double stall_seconds = 5;  // a message with no event for this long counts as stalled
   int max_attempts = 8;      // per SSE connection before giving up
-  int pid = 0;               // chatd's pid, for RSS/CPU readings
+  std::vector<int> pids;     // the server's processes (chatd; nginx's master and workers), for RSS/CPU readings
   std::string prefix;        // session id prefix; default from the clock
   std::string user = "bench";
+  std::string sse_path = "/api/sse?session_id={session}&user_id={user}";  // hold, stream
+  bool ready_on_headers = false;  // a stream is up at its 200 (servers without a `connected` event)
   std::string message = "Hello from the benchmark";
 };
 
@@ -256,8 +260,8 @@ class Worker : public Handler {
       Sess& s = *sess_[connect_q_.front()];
       if (s.retry_ns > now) break;
       connect_q_.pop_front();
-      std::string req = "GET /api/sse?session_id=" + s.session_id + "&user_id=" + s.user_id + " HTTP/1.1\r\n" +
-                        host_ + "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
+      std::string req = "GET " + sse_path(s) + " HTTP/1.1\r\n" + host_ +
+                        "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
       if (!loop_.connect(s.c, opt_.port)) {
         ++stats.sse_connect_failures;
         retry_sse(s, now, std::string("connect: ") + std::strerror(errno));
@@ -422,14 +426,7 @@ class Worker : public Handler {
       ++stats.ev_ping;
     } else if (type == "connected") {
       ++stats.ev_connected;
-      if (!s.up) {
-        if (s.pending && s.attempts == 0) stats.connect_lat.add((c.recv_mono_ns - s.start_ns) / 1000);
-        s.up = true;
-        s.attempts = 0;
-        end_pending(s);
-        sh_.connected.fetch_add(1);
-        if (sh_.phase.load(std::memory_order_acquire) == kRun && opt_.mode == "stream" && !s.busy) want_post(s);
-      }
+      mark_up(s, c);
     } else if (type == "message_complete") {
       ++stats.ev_complete;
       auto msg = json_member(data, "message_id");
@@ -533,7 +530,31 @@ class Worker : public Handler {
   }
 
   void on_headers(Conn& c) override {
-    if (c.kind == kSse && c.status != 200) ++stats.sse_status[c.status];
+    if (c.kind != kSse) return;
+    if (c.status != 200) ++stats.sse_status[c.status];
+    else if (opt_.ready_on_headers) mark_up(*sess_[c.slot], c);
+  }
+
+  // The stream is subscribed: chatd says so with its `connected` event; a server without one
+  // (nchan) with its 200 (--ready headers).
+  void mark_up(Sess& s, const Conn& c) {
+    if (s.up) return;
+    if (s.pending && s.attempts == 0) stats.connect_lat.add((c.recv_mono_ns - s.start_ns) / 1000);
+    s.up = true;
+    s.attempts = 0;
+    end_pending(s);
+    sh_.connected.fetch_add(1);
+    if (sh_.phase.load(std::memory_order_acquire) == kRun && opt_.mode == "stream" && !s.busy) want_post(s);
+  }
+
+  std::string sse_path(const Sess& s) const {
+    std::string path = opt_.sse_path;
+    for (auto [key, value] : {std::pair<std::string_view, const std::string&>{"{session}", s.session_id},
+                              {"{user}", s.user_id}}) {
+      for (auto at = path.find(key); at != std::string::npos; at = path.find(key, at + value.size()))
+        path.replace(at, key.size(), value);
+    }
+    return path;
   }
 
   void on_response(Conn& c, std::string_view body) override {
@@ -630,21 +651,6 @@ class Worker : public Handler {
   int connect_limit_ = 1;
 };
 
-void log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void log(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::fprintf(stderr, "loadgen: ");
-  std::vfprintf(stderr, fmt, ap);
-  std::fputc('\n', stderr);
-  va_end(ap);
-}
-
-void sleep_until_ns(std::int64_t t) {
-  for (std::int64_t now = mono_ns(); now < t; now = mono_ns())
-    std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::int64_t>(t - now, 50 * kMs)));
-}
-
 // Waits until every SSE connection is up (or given up on), or the timeout.
 bool wait_connected(Shared& sh, std::int64_t want, double timeout_s) {
   std::int64_t start = mono_ns(), deadline = start + static_cast<std::int64_t>(timeout_s * 1e9), last_log = start;
@@ -684,12 +690,12 @@ void add_common(JsonLine& j, Stats& st) {
 // everything else on the machine (other work competing for the same cores).
 void add_cpu(JsonLine& j, const Options& o, double srv0, double srv1, double self0, double self1, double all0,
              double all1) {
-  double srv = o.pid && srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : 0, self = self1 - self0, all = all1 - all0;
+  double srv = !o.pids.empty() && srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : 0, self = self1 - self0, all = all1 - all0;
   JsonLine c;
-  if (o.pid) c.num("server", srv / o.seconds * 100, 1);
+  if (!o.pids.empty()) c.num("server", srv / o.seconds * 100, 1);
   c.num("loadgen", self / o.seconds * 100, 1)
       .num("machine", all / o.seconds * 100, 1)
-      .num("others", o.pid ? (all - srv - self) / o.seconds * 100 : -1, 1)
+      .num("others", !o.pids.empty() ? (all - srv - self) / o.seconds * 100 : -1, 1)
       .integer("cores", static_cast<std::int64_t>(std::thread::hardware_concurrency()));
   j.raw("cpu_percent", c.done());
 }
@@ -709,7 +715,8 @@ int run_mode(Options opt) {
 
   JsonLine j;
   j.str("mode", o.mode).integer("threads", o.threads);
-  long rss0 = o.pid ? read_vmrss_kib(o.pid) : -1;
+  long rss0 = !o.pids.empty() ? read_vmrss_kib(o.pids) : -1;
+  long pss0 = !o.pids.empty() ? read_pss_kib(o.pids) : -1;
   std::vector<std::thread> threads;
   auto join = [&] {
     sh.phase.store(kClose, std::memory_order_release);
@@ -726,15 +733,16 @@ int run_mode(Options opt) {
     log("hold: %lld/%d connected in %.1f s", static_cast<long long>(up), o.connections, connect_s);
     std::int64_t held_from = mono_ns();
     sleep_until_ns(held_from + static_cast<std::int64_t>(std::min(o.settle, o.hold_seconds) * 1e9));
-    long rss1 = o.pid ? read_vmrss_kib(o.pid) : -1;
+    long rss1 = !o.pids.empty() ? read_vmrss_kib(o.pids) : -1;
     sleep_until_ns(held_from + static_cast<std::int64_t>(o.hold_seconds * 1e9));
-    long rss2 = o.pid ? read_vmrss_kib(o.pid) : -1;
+    long rss2 = !o.pids.empty() ? read_vmrss_kib(o.pids) : -1;
+    long pss2 = !o.pids.empty() ? read_pss_kib(o.pids) : -1;
     std::int64_t up_end = sh.connected.load();
     join();
     long rss3 = -1;
-    if (o.pid) {
+    if (!o.pids.empty()) {
       std::this_thread::sleep_for(std::chrono::seconds(2));
-      rss3 = read_vmrss_kib(o.pid);
+      rss3 = read_vmrss_kib(o.pids);
     }
     Stats st;
     for (auto& w : workers) st.merge(w->stats);
@@ -747,7 +755,12 @@ int run_mode(Options opt) {
         .num("connect_p99_ms", st.connect_lat.percentile_ms(99))
         .num("connect_max_ms", st.connect_lat.max_ms())
         .num("hold_seconds", o.hold_seconds, 1);
-    if (o.pid) {
+    if (!o.pids.empty()) {
+      j.integer("pss_before_kib", pss0).integer("pss_end_kib", pss2).num(
+          "pss_per_conn_bytes",
+          up_end > 0 && pss0 >= 0 && pss2 >= 0 ? static_cast<double>(pss2 - pss0) * 1024.0 / static_cast<double>(up_end)
+                                               : -1,
+          0);
       j.integer("rss_before_kib", rss0).integer("rss_settled_kib", rss1).integer("rss_end_kib", rss2).integer(
           "rss_after_close_kib", rss3);
       double per = up_end > 0 && rss0 >= 0 && rss2 >= 0 ? static_cast<double>(rss2 - rss0) * 1024.0 /
@@ -769,10 +782,10 @@ int run_mode(Options opt) {
     // Workers see kRun and queue a post for every connected session.
     sh.phase.store(kRun, std::memory_order_release);
     sleep_until_ns(sh.window_start_ns);
-    double cpu0 = o.pid ? read_cpu_seconds(o.pid) : -1, self0 = self_cpu_seconds(), all0 = machine_busy_seconds();
+    double cpu0 = !o.pids.empty() ? read_cpu_seconds(o.pids) : -1, self0 = self_cpu_seconds(), all0 = machine_busy_seconds();
     sleep_until_ns(sh.window_end_ns);
-    double cpu1 = o.pid ? read_cpu_seconds(o.pid) : -1, self1 = self_cpu_seconds(), all1 = machine_busy_seconds();
-    long rss_run = o.pid ? read_vmrss_kib(o.pid) : -1;
+    double cpu1 = !o.pids.empty() ? read_cpu_seconds(o.pids) : -1, self1 = self_cpu_seconds(), all1 = machine_busy_seconds();
+    long rss_run = !o.pids.empty() ? read_vmrss_kib(o.pids) : -1;
     sh.phase.store(kDrain, std::memory_order_release);
     std::int64_t drain_start = mono_ns();
     std::int64_t drain_deadline = drain_start + static_cast<std::int64_t>(o.drain * 1e9);
@@ -834,7 +847,7 @@ int run_mode(Options opt) {
         .integer("unfinished_after_drain", unfinished)
         .num("drain_seconds", drain_s, 2);
     j.raw("integrity", integrity.done());
-    if (o.pid) {
+    if (!o.pids.empty()) {
       j.integer("server_rss_kib", rss_run);
     }
     add_cpu(j, o, cpu0, cpu1, self0, self1, all0, all1);
@@ -848,9 +861,9 @@ int run_mode(Options opt) {
     sh.phase.store(kRun, std::memory_order_release);
     for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
     sleep_until_ns(sh.window_start_ns);
-    double cpu0 = o.pid ? read_cpu_seconds(o.pid) : -1, self0 = self_cpu_seconds(), all0 = machine_busy_seconds();
+    double cpu0 = !o.pids.empty() ? read_cpu_seconds(o.pids) : -1, self0 = self_cpu_seconds(), all0 = machine_busy_seconds();
     sleep_until_ns(sh.window_end_ns);
-    double cpu1 = o.pid ? read_cpu_seconds(o.pid) : -1, self1 = self_cpu_seconds(), all1 = machine_busy_seconds();
+    double cpu1 = !o.pids.empty() ? read_cpu_seconds(o.pids) : -1, self1 = self_cpu_seconds(), all1 = machine_busy_seconds();
     // Let the last requests answer (bounded), then stop.
     sleep_until_ns(mono_ns() + 500 * kMs);
     join();
@@ -893,6 +906,9 @@ int run_mode(Options opt) {
                "  post:   --seconds S --concurrency C [--warmup S]\n"
                "          POST /api/chat on C keep-alive connections, a new session each time\n"
                "  common: --threads T (2) --batch N (256 connects at once) --connect-timeout S (120)\n"
+               "          --sse-path TEMPLATE ({session}, {user}; chatd's /api/sse by default)\n"
+               "          --ready connected|headers (a stream is up at chatd's connected event, or at its 200)\n"
+               "          --pid PID[,PID...] (the server's processes: RSS, PSS and CPU summed over them)\n"
                "          --prefix ID --user ID --message TEXT --stall-seconds S (5)\n");
   std::exit(2);
 }
@@ -930,10 +946,15 @@ Options parse(int argc, char** argv) {
     else if (k == "--connect-timeout") o.connect_timeout = num(1, 86400);
     else if (k == "--stall-seconds") o.stall_seconds = num(0.1, 3600);
     else if (k == "--max-attempts") o.max_attempts = static_cast<int>(num(1, 1000));
-    else if (k == "--pid") o.pid = static_cast<int>(num(1, 1e9));
+    else if (k == "--pid") o.pids = parse_pids(v);
     else if (k == "--prefix") o.prefix = v;
     else if (k == "--user") o.user = v;
     else if (k == "--message") o.message = v;
+    else if (k == "--sse-path") o.sse_path = v;
+    else if (k == "--ready") {
+      if (v != "headers" && v != "connected") usage("--ready takes headers or connected");
+      o.ready_on_headers = v == "headers";
+    }
     else usage(("unknown option " + k).c_str());
   }
   if (o.mode == "post" && o.concurrency < o.threads) o.threads = o.concurrency;
@@ -950,6 +971,7 @@ int main(int argc, char** argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+  if (argc >= 2 && std::string_view(argv[1]) == "fanout") return lg::fanout_main(argc, argv);
   lg::Options o = lg::parse(argc, argv);
   getrlimit(RLIMIT_NOFILE, &rl);
   long need = (o.mode == "hold" ? o.connections : o.mode == "stream" ? o.sessions : 0) +

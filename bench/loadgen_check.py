@@ -28,12 +28,32 @@ INTEGRITY = {
     "unfinished_after_drain": "replies unfinished after the drain",
 }
 
+# `loadgen fanout` integrity counter -> what one of it is
+FANOUT_INTEGRITY = {
+    "gaps": "chunks skipped (lost or out of order)",
+    "duplicates": "duplicate chunks",
+    "undelivered_after_drain": "chunks published and never delivered",
+    "bad_events": "chunk events not understood or without a timestamp",
+    "publish_errors": "publishes that failed",
+    "streams_dropped": "SSE streams closed during the run",
+}
+
+
+def fanout_errors(name, j):
+    errors = ["%s: %d %s" % (name, n, what) for key, what in FANOUT_INTEGRITY.items()
+              if (n := (j.get("integrity") or {}).get(key))]
+    if j.get("streams_up") != j.get("sessions"):
+        errors.append("%s: %s of %s SSE streams up" % (name, j.get("streams_up"), j.get("sessions")))
+    return errors + latency_errors(name, j)
+
 
 def loadgen_errors(name, j):
     """Errors of one loadgen result `j` (parsed JSON) of the scenario `name`; [] for an empty
     result (the caller already reported why loadgen gave none)."""
     if not j:
         return []
+    if j.get("mode") == "fanout":
+        return fanout_errors(name, j)
     errors = []
     for key, what in INTEGRITY.items():
         n = (j.get("integrity") or {}).get(key)

@@ -4,9 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <thread>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -253,6 +257,20 @@ std::string JsonLine::esc(std::string_view v) {
   return o;
 }
 
+void log(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::fprintf(stderr, "loadgen: ");
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+  va_end(ap);
+}
+
+void sleep_until_ns(std::int64_t t) {
+  for (std::int64_t now = mono_ns(); now < t; now = mono_ns())
+    std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::int64_t>(t - now, 50'000'000)));
+}
+
 long read_vmrss_kib(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -260,6 +278,61 @@ long read_vmrss_kib(int pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
   return -1;
+}
+
+long read_vmrss_kib(const std::vector<int>& pids) {
+  long sum = 0;
+  for (int pid : pids) {
+    long kib = read_vmrss_kib(pid);
+    if (kib < 0) return -1;
+    sum += kib;
+  }
+  return sum;
+}
+
+long read_pss_kib(const std::vector<int>& pids) {
+  long sum = 0;
+  for (int pid : pids) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    std::string line;
+    long kib = -1;
+    while (std::getline(f, line)) {
+      if (line.rfind("Pss:", 0) == 0) {
+        kib = std::strtol(line.c_str() + 4, nullptr, 10);
+        break;
+      }
+    }
+    if (kib < 0) return -1;
+    sum += kib;
+  }
+  return sum;
+}
+
+double read_cpu_seconds(const std::vector<int>& pids) {
+  double sum = 0;
+  for (int pid : pids) {
+    double s = read_cpu_seconds(pid);
+    if (s < 0) return -1;
+    sum += s;
+  }
+  return sum;
+}
+
+std::vector<int> parse_pids(std::string_view text) {
+  std::vector<int> pids;
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    auto part = text.substr(0, comma);
+    auto pid = to_int(part);
+    if (!pid || *pid <= 0 || *pid > 1'000'000'000) {
+      std::fprintf(stderr, "loadgen: bad process id '%.*s'\n", static_cast<int>(part.size()), part.data());
+      std::exit(2);
+    }
+    pids.push_back(static_cast<int>(*pid));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return pids;
 }
 
 double read_cpu_seconds(int pid) {

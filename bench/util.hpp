@@ -78,10 +78,23 @@ class JsonLine {
   std::string s_ = "{";
 };
 
+// "loadgen: " + the message + a newline, on stderr.
+void log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// Sleeps until mono_ns() reaches t.
+void sleep_until_ns(std::int64_t t);
+
 // VmRSS of a process in KiB from /proc/PID/status; -1 when unreadable.
 long read_vmrss_kib(int pid);
 // utime+stime of a process in seconds from /proc/PID/stat; -1 when unreadable.
 double read_cpu_seconds(int pid);
+// The same summed over a server's processes (nginx: master and workers); -1 when one is unreadable.
+long read_vmrss_kib(const std::vector<int>& pids);
+double read_cpu_seconds(const std::vector<int>& pids);
+// Proportional set size (Pss, /proc/PID/smaps_rollup) summed, in KiB: pages shared between
+// the processes (nginx's shared memory zone, touched by each worker) count once, not per process.
+long read_pss_kib(const std::vector<int>& pids);
+// "123" or "123,456": process ids; exits with a message on anything else.
+std::vector<int> parse_pids(std::string_view text);
 // This process's user+system CPU seconds.
 double self_cpu_seconds();
 // CPU seconds the whole machine spent busy (all cores, not idle or iowait), from /proc/stat.
