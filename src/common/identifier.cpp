@@ -15,9 +15,18 @@ bool is_valid_identifier(std::string_view id) noexcept {
   return true;
 }
 
-std::string new_identifier(std::string_view prefix) {
-  // One generator per thread: no lock on the request path.
+namespace {
+
+// One generator per thread: no lock on the request path.
+std::mt19937_64& generator() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng;
+}
+
+}  // namespace
+
+std::string new_identifier(std::string_view prefix) {
+  auto& rng = generator();
   static constexpr char kHex[] = "0123456789abcdef";
   std::string id(prefix);
   id.reserve(prefix.size() + 24);
@@ -25,6 +34,15 @@ std::string new_identifier(std::string_view prefix) {
     auto bits = rng();
     for (int i = 0; i < 12; ++i, bits >>= 4) id.push_back(kHex[bits & 0xf]);
   }
+  return id;
+}
+
+std::string new_compact_identifier(std::string_view prefix) {
+  static constexpr char kDigits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::string id(prefix);
+  id.reserve(prefix.size() + 10);
+  auto bits = generator()();
+  for (int i = 0; i < 10; ++i, bits /= 62) id.push_back(kDigits[bits % 62]);
   return id;
 }
 

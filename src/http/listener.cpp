@@ -8,6 +8,11 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 namespace chat::http {
+namespace {
+
+constexpr std::size_t kConnectionStrands = 256;
+
+}  // namespace
 
 Listener::Listener(asio::io_context& ioc, tcp::endpoint endpoint, RequestHandler& handler, SessionLimits limits,
                    std::function<bool()> at_capacity)
@@ -25,6 +30,12 @@ Listener::Listener(asio::io_context& ioc, tcp::endpoint endpoint, RequestHandler
   acceptor_.bind(endpoint);
   acceptor_.listen(asio::socket_base::max_listen_connections);
   port_ = acceptor_.local_endpoint().port();
+  connection_strands_.reserve(kConnectionStrands);
+  for (std::size_t i = 0; i < kConnectionStrands; ++i) connection_strands_.push_back(asio::make_strand(ioc_));
+}
+
+Listener::Strand Listener::next_connection_strand() {
+  return connection_strands_[next_strand_++ % connection_strands_.size()];
 }
 
 void Listener::run() {
@@ -41,8 +52,7 @@ void Listener::stop() {
 
 void Listener::accept() {
   if (!acceptor_.is_open()) return;
-  // Each connection gets its own strand: its handlers never run concurrently.
-  acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](boost::system::error_code ec, tcp::socket s) {
+  acceptor_.async_accept(next_connection_strand(), [self = shared_from_this()](boost::system::error_code ec, tcp::socket s) {
     self->on_accept(ec, std::move(s));
   });
 }

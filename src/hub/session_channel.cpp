@@ -20,8 +20,8 @@ bool Member::admit(const std::string& message_id, std::int64_t position) {
 
 bool Member::needs_reset(const std::string& message_id, std::int64_t position,
                          std::chrono::system_clock::time_point origin) {
-  if (!resumed_at || position < 0 || !settled.insert(message_id).second) return false;
-  if (position == 0 && origin >= *resumed_at) return false;  // began after the resume: all new to the client
+  if (!resume || !resume->resumed_at || position < 0 || !resume->settled.insert(message_id).second) return false;
+  if (position == 0 && origin >= *resume->resumed_at) return false;  // began after the resume: all new to the client
   sent.erase(message_id);
   return true;
 }
@@ -47,8 +47,8 @@ Backlog* Channel::find(const std::string& message_id) {
 }
 
 void Channel::deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame) {
-  if (member.catching_up) {
-    member.held.push_back(HeldFrame{message_id, position, frame});
+  if (member.catching_up()) {
+    member.resume->held.push_back(HeldFrame{message_id, position, frame});
     return;
   }
   std::vector<sse::Frame> out;
@@ -98,7 +98,7 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
       take(*resume_at);
       for (auto b = backlogs_.begin(); b != backlogs_.end(); ++b) {
         if (b == resume_at) continue;
-        member.settled.insert(b->message_id);
+        if (member.resume) member.resume->settled.insert(b->message_id);
         // Ended before the cursor's reply began: the client had all of it.
         if (b < resume_at && b->last_seq < resume_at->first_seq) continue;
         if (b->overflowed) {
@@ -151,7 +151,7 @@ Member* Channel::member(const std::string& stream_id) {
 std::size_t Channel::restart(const std::string& message_id, const sse::Frame& reset) {
   for (auto& m : members_) {
     // Held frames of the old attempt must not follow the new one's.
-    std::erase_if(m.held, [&](const HeldFrame& f) { return f.message_id == message_id; });
+    if (m.resume) std::erase_if(m.resume->held, [&](const HeldFrame& f) { return f.message_id == message_id; });
     auto it = m.sent.find(message_id);
     if (it == m.sent.end()) continue;
     m.sent.erase(it);

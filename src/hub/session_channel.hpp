@@ -50,21 +50,28 @@ struct HeldFrame {
   sse::Frame frame;
 };
 
+// What only a stream that came back with a cursor needs. Most streams never
+// resume: they carry none of it, so an idle stream's entry stays small.
+struct Resume {
+  // While the stream catches up from the chunk log, live frames wait here.
+  bool catching_up = false;
+  std::vector<HeldFrame> held;
+  // When it resumed, and the replies already settled for it (the cursor's,
+  // those sent again from their start, those it had whole). Any other reply
+  // made before the resume may have reached the client in part on its old pod,
+  // and the cursor does not say how far: such a reply goes from its start,
+  // after a reset. Unset once the client starts over from the history.
+  std::optional<std::chrono::system_clock::time_point> resumed_at{};
+  std::unordered_set<std::string> settled{};
+};
+
 struct Member {
   std::shared_ptr<sse::EventSink> stream;
   // Per reply: the last chunk id sent, or kReplyEnd once its end went out.
   std::unordered_map<std::string, std::int64_t> sent;
-  // While the stream catches up from the chunk log, live frames wait here.
-  bool catching_up = false;
-  std::vector<HeldFrame> held;
-  // Set when the stream resumed with a cursor: when it did, and the replies
-  // already settled for it (the cursor's, those sent again from their start,
-  // those it had whole). Any other reply made before the resume may have
-  // reached the client in part on its old pod, and the cursor does not say
-  // how far: such a reply goes from its start, after a reset.
-  std::optional<std::chrono::system_clock::time_point> resumed_at{};
-  std::unordered_set<std::string> settled{};
+  std::unique_ptr<Resume> resume;  // set when the stream resumed with a cursor
 
+  bool catching_up() const { return resume && resume->catching_up; }
   // Whether the frame is new to this stream; records it as sent if so.
   bool admit(const std::string& message_id, std::int64_t position);
   // Once per unsettled reply of a resumed stream: whether its first chunk

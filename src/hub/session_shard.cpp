@@ -123,11 +123,13 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
   // A reply this pod does not hold: the log has it (and the order of what
   // follows it), so the stream waits for the log before anything else.
   const bool from_log = cursor && options_.log_catch_up && !channel.find(cursor->message_id);
-  Member member{stream, {}, from_log, {}};
+  Member member{stream, {}, nullptr};
   if (cursor) {
     member.sent[cursor->message_id] = cursor->chunk_id;
-    member.resumed_at = std::chrono::system_clock::now();
-    member.settled.insert(cursor->message_id);
+    member.resume = std::make_unique<Resume>();
+    member.resume->catching_up = from_log;
+    member.resume->resumed_at = std::chrono::system_clock::now();
+    member.resume->settled.insert(cursor->message_id);
   }
   auto from_start = [&session_id](const std::string& message_id) {
     return sse::reset_frame(session_id, "reply_resent", message_id);
@@ -182,7 +184,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     // Older than the log (or the log is unreachable): the client reloads the history.
     member->stream->send(sse::reset_frame(session_id, chunks ? "resume_window_passed" : "resume_unavailable"));
     member->sent.clear();
-    member->resumed_at.reset();  // the client starts over from the history
+    if (member->resume) member->resume->resumed_at.reset();  // the client starts over from the history
     gauges_.resumes_reset.add();
   } else {
     gauges_.resumed_from_log.add();
@@ -193,7 +195,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     member->sent.erase(cursor.message_id);
   }
   for (auto r = replies.begin(); at != replies.end() && r != replies.end(); ++r) {
-    member->settled.insert(r->message_id);
+    if (member->resume) member->resume->settled.insert(r->message_id);
     if (r != at) {
       // The cursor names one reply. One that finished before it began in the
       // log reached the client whole, and nothing of it goes again; any other
@@ -233,10 +235,14 @@ void SessionShard::send_logged_reply(Member& member, const LoggedReply& reply) {
 
 // The stream has what the log had; now what runs here, then what waited.
 void SessionShard::finish_catch_up(Channel& channel, Member& member) {
-  member.catching_up = false;
+  std::vector<HeldFrame> held;
+  if (member.resume) {
+    member.resume->catching_up = false;
+    held = std::exchange(member.resume->held, {});
+  }
   std::vector<sse::Frame> burst;
   channel.take_running(member, burst);
-  for (const auto& f : std::exchange(member.held, {})) member.take(f.message_id, f.position, f.frame, burst);
+  for (const auto& f : held) member.take(f.message_id, f.position, f.frame, burst);
   member.stream->send_backlog(burst);
 }
 

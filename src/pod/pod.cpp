@@ -176,7 +176,7 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
     socket.close(ignored);
     return;
   }
-  auto stream = std::make_shared<sse::SseConnection>(std::move(socket), new_identifier("conn_"), request.session_id,
+  auto stream = std::make_shared<sse::SseConnection>(std::move(socket), new_compact_identifier("conn_"), request.session_id,
                                                      options_.stream_limits, &stats_.streams);
   // Registered before it can close, so the registry sees add, then remove.
   registry_.add({request.session_id, options_.pod_id, stream->id()});

@@ -4,9 +4,10 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
-#include <map>
 #include <mutex>
-#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "registry/session_registry.hpp"
 
@@ -24,9 +25,15 @@ class MemoryRegistry final : public SessionRegistry {
 
  private:
   boost::asio::any_io_executor executor_;
+  struct Entry {
+    std::string pod_id;
+    std::string connection_id;
+    bool operator==(const Entry&) const = default;
+  };
   std::mutex mutex_;  // guards sessions_
-  // session id -> {pod id, connection id}
-  std::map<std::string, std::set<std::pair<std::string, std::string>>> sessions_;
+  // Session id -> its connections, in the order they came. A session has a
+  // stream or two: a short vector costs an idle stream far less than a set.
+  std::unordered_map<std::string, std::vector<Entry>> sessions_;
 };
 
 }  // namespace chat::registry

@@ -1,6 +1,5 @@
 #include "sse/sse_connection.hpp"
 
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
@@ -8,10 +7,9 @@ namespace asio = boost::asio;
 
 namespace chat::sse {
 
-SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits,
-                             StreamMetrics* metrics)
+SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id,
+                             const QueueLimits& limits, StreamMetrics* metrics)
     : socket_(std::move(socket)),
-      strand_(socket_.get_executor()),
       connection_id_(std::move(connection_id)),
       session_id_(std::move(session_id)),
       limits_(limits),
@@ -33,7 +31,7 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
     last_queued_live_ = false;
     schedule_flush_locked();
   }
-  asio::post(strand_, [self = shared_from_this()] { self->watch_for_close(); });
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->watch_for_close(); });
 }
 
 void SseConnection::send(Frame frame) {
@@ -47,7 +45,7 @@ void SseConnection::send(Frame frame) {
     // The client stopped reading: drop it rather than let it hold memory or
     // anyone else's progress.
     closed_ = true;
-    asio::post(strand_, [self = shared_from_this()] { self->terminate("slow_client"); });
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("slow_client"); });
     return;
   }
   schedule_flush_locked();
@@ -58,8 +56,9 @@ bool SseConnection::is_stuck_locked() const {
   // Frames the kernel has not taken yet: the write in flight and the queue.
   // Over the event limit, a client that still takes our writes gets a moment to
   // catch up with a burst; one whose write has hung that long is not reading.
-  return writing_count_ + queued_.size() - queued_exempt_ > limits_.max_events && write_in_flight_since_ &&
-         std::chrono::steady_clock::now() - *write_in_flight_since_ > limits_.stall_grace;
+  return writing_count_ + queued_.size() - queued_exempt_ > limits_.max_events &&
+         write_in_flight_since_ != std::chrono::steady_clock::time_point{} &&
+         std::chrono::steady_clock::now() - write_in_flight_since_ > limits_.stall_grace;
 }
 
 // Only a live chunk queued behind many waiting events merges, and only into
@@ -76,7 +75,7 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
   if (metrics_) metrics_->coalesced.add();
   if (queued_bytes_ > limits_.max_bytes) {
     closed_ = true;
-    asio::post(strand_, [self = shared_from_this()] { self->terminate("slow_client"); });
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("slow_client"); });
   }
   return true;
 }
@@ -106,7 +105,7 @@ void SseConnection::close(Frame last) {
 void SseConnection::schedule_flush_locked() {
   if (flush_scheduled_) return;
   flush_scheduled_ = true;
-  asio::post(strand_, [self = shared_from_this()] { self->flush(); });
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->flush(); });
 }
 
 void SseConnection::flush() {
@@ -151,11 +150,10 @@ void SseConnection::write_slice() {
     writing_count_ = unwritten - std::min(unwritten, exempt_in_batch_);
   }
   write_in_flight_ = true;
-  asio::async_write(socket_, buffers,
-                    asio::bind_executor(strand_, [self = shared_from_this(), end](boost::system::error_code ec,
-                                                                                  std::size_t) {
-                      self->on_written(ec, end);
-                    }));
+  // Completions run on the socket's executor, the strand.
+  asio::async_write(socket_, buffers, [self = shared_from_this(), end](boost::system::error_code ec, std::size_t) {
+    self->on_written(ec, end);
+  });
 }
 
 void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_end) {
@@ -171,19 +169,18 @@ void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_e
   if (written_ < writing_.size()) return write_slice();
   {
     std::lock_guard lock(queue_mutex_);
-    write_in_flight_since_.reset();
+    write_in_flight_since_ = {};
     writing_count_ = 0;
   }
-  writing_.clear();
-  if (writing_.capacity() > 64) writing_.shrink_to_fit();  // a burst must not pin memory on an idle stream
+  // An idle stream keeps no batch capacity: flush() swaps this (empty) vector
+  // into the queue, so neither holds memory between bursts.
+  writing_ = {};
   flush();
 }
 
 void SseConnection::watch_for_close() {
   if (!socket_.is_open()) return;
-  socket_.async_wait(Socket::wait_read, asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec) {
-                       self->on_readable(ec);
-                     }));
+  socket_.async_wait(Socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) { self->on_readable(ec); });
 }
 
 void SseConnection::on_readable(boost::system::error_code ec) {

@@ -59,8 +59,9 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
 
   // The socket's executor must be a strand (the listener gives each connection
   // one): the connection runs on it and adds no strand of its own.
-  // `metrics` (optional) must outlive the connection.
-  SseConnection(Socket socket, std::string connection_id, std::string session_id, QueueLimits limits,
+  // `limits` and `metrics` (optional) must outlive the connection: both belong
+  // to the pod, and an idle stream should not carry a copy of either.
+  SseConnection(Socket socket, std::string connection_id, std::string session_id, const QueueLimits& limits,
                 StreamMetrics* metrics = nullptr);
 
   // Writes the response head and the first frames, then watches for the client
@@ -86,10 +87,9 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void terminate(const char* reason);
 
   Socket socket_;
-  Socket::executor_type strand_;
   std::string connection_id_;
   std::string session_id_;
-  QueueLimits limits_;
+  const QueueLimits& limits_;
   StreamMetrics* metrics_;
   ClosedHandler on_closed_;
 
@@ -102,7 +102,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
-  std::optional<std::chrono::steady_clock::time_point> write_in_flight_since_;
+  std::chrono::steady_clock::time_point write_in_flight_since_{};  // {}: no write in flight
   std::size_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
 
   // Strand-only state.

@@ -28,5 +28,19 @@ TEST(IdentifierTest, NewIdentifiersAreValidAndDistinct) {
   EXPECT_EQ(seen.size(), 1000u);
 }
 
+TEST(IdentifierTest, CompactIdentifiersAreValidDistinctAndFitInline) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 100'000; ++i) {
+    auto id = new_compact_identifier("conn_");
+    ASSERT_TRUE(is_valid_identifier(id)) << id;
+    ASSERT_EQ(id.size(), 15u);
+    ASSERT_EQ(id.rfind("conn_", 0), 0u);
+    seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 100'000u);
+  // Short enough for the small-string buffer: no heap block per copy.
+  EXPECT_LE(new_compact_identifier("conn_").size(), std::string().capacity());
+}
+
 }  // namespace
 }  // namespace chat

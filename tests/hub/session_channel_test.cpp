@@ -33,7 +33,7 @@ struct ChannelTest : ::testing::Test {
   // Joins a new stream; returns it and whether the channel could serve it.
   std::pair<std::shared_ptr<RecordingSink>, bool> join(std::optional<ResumeCursor> cursor, SteadyTime at) {
     auto s = std::make_shared<RecordingSink>("c" + std::to_string(++streams), "s1");
-    Member m{s, {}, false, {}};
+    Member m{s, {}, nullptr};
     if (cursor) m.sent[cursor->message_id] = cursor->chunk_id;
     bool ok = channel.join(std::move(m), cursor, at, 30s,
                            [](const std::string& message_id) { return frame("again:" + message_id); });
@@ -90,11 +90,11 @@ TEST_F(ChannelTest, AResumedStreamGetsAReplyItMayHaveSeenElsewhereFromItsStartAf
   // had only the cursor's reply when it joined, m9 arrives afterwards.
   reply("m1", 2, false);
   auto s = std::make_shared<RecordingSink>("c1", "s1");
-  Member m{s, {}, false, {}};
+  Member m{s, {}, std::make_unique<Resume>()};
   m.sent["m1"] = 1;
   auto resumed = std::chrono::system_clock::now();
-  m.resumed_at = resumed;
-  m.settled.insert("m1");
+  m.resume->resumed_at = resumed;
+  m.resume->settled.insert("m1");
   ASSERT_TRUE(channel.join(std::move(m), ResumeCursor{"m1", 1}, t0, 30s,
                            [](const std::string& id) { return frame("again:" + id); }));
   auto made = [](std::string text, std::chrono::system_clock::time_point at) {
@@ -130,12 +130,14 @@ TEST_F(ChannelTest, AFrameReachesEachMemberOnceHoweverOftenItIsPublished) {
 }
 
 TEST_F(ChannelTest, ACatchingUpMemberHoldsLiveFramesUntilItIsDone) {
-  channel.members().push_back(Member{std::make_shared<RecordingSink>("c", "s1"), {}, true, {}});
+  auto resume = std::make_unique<Resume>();
+  resume->catching_up = true;
+  channel.members().push_back(Member{std::make_shared<RecordingSink>("c", "s1"), {}, std::move(resume)});
   channel.publish("m1", 0, frame("live"), 100);
   auto& m = channel.members().back();
   EXPECT_TRUE(std::static_pointer_cast<RecordingSink>(m.stream)->frames().empty());
-  ASSERT_EQ(m.held.size(), 1u);
-  EXPECT_EQ(*m.held[0].frame, "live");
+  ASSERT_EQ(m.resume->held.size(), 1u);
+  EXPECT_EQ(*m.resume->held[0].frame, "live");
 }
 
 TEST_F(ChannelTest, ARestartResetsTheMembersThatSawTheOldAttempt) {

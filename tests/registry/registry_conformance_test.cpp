@@ -125,6 +125,17 @@ TYPED_TEST(RegistryConformance, RemoveTakesEffectInCallOrder) {
   EXPECT_EQ(live_pods(r, this->id("s")).pods, Pods{this->id("pod2")});
 }
 
+TYPED_TEST(RegistryConformance, AddingTwiceOrRemovingAnUnknownConnectionChangesNothing) {
+  auto& r = this->registry();
+  r.add(this->conn("s", "pod1", "c1"));
+  r.add(this->conn("s", "pod1", "c1"));
+  r.remove(this->conn("s", "pod1", "c9"));
+  r.remove(this->conn("s", "pod9", "c1"));
+  EXPECT_EQ(live_pods(r, this->id("s")).pods, Pods{this->id("pod1")});
+  r.remove(this->conn("s", "pod1", "c1"));
+  EXPECT_EQ(live_pods(r, this->id("s")).pods, Pods{});
+}
+
 TYPED_TEST(RegistryConformance, RemovePodDropsOnlyThatPod) {
   auto& r = this->registry();
   r.add(this->conn("s", "pod1", "c1"));

@@ -32,10 +32,12 @@ struct SseConnectionTest : ::testing::Test {
   tcp::socket client{client_ioc};
   std::promise<std::string> closed_reason;
   std::shared_future<std::string> closed = closed_reason.get_future().share();
+  QueueLimits limits;  // the connection keeps a reference, as to the pod's
   std::shared_ptr<SseConnection> connection;
   StreamMetrics metrics;
 
-  void open(QueueLimits limits = {}, std::vector<Frame> first = {}, std::size_t client_receive_buffer = 0) {
+  void open(QueueLimits stream_limits = {}, std::vector<Frame> first = {}, std::size_t client_receive_buffer = 0) {
+    limits = stream_limits;
     tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     if (client_receive_buffer) {
       client.open(tcp::v4());
