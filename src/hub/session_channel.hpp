@@ -6,6 +6,8 @@
 // in each reply, so nothing reaches it twice, however a reply is fed again
 // (replay, log catch-up). Owned by one hub shard; not thread-safe on its own.
 
+#include <boost/container/small_vector.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -122,13 +124,16 @@ class Channel {
   // Drops every reply's frames (the session was deleted); returns the bytes freed.
   std::size_t drop_backlogs();
 
-  std::vector<Member>& members() { return members_; }
-  const std::vector<Member>& members() const { return members_; }
+  // Most sessions have one stream: it lives inside the channel, with no block
+  // of its own.
+  using Members = boost::container::small_vector<Member, 1>;
+  Members& members() { return members_; }
+  const Members& members() const { return members_; }
   bool has_members() const { return !members_.empty(); }
   bool idle() const { return members_.empty() && backlogs_.empty(); }
 
  private:
-  std::vector<Member> members_;
+  Members members_;
   std::vector<Backlog> backlogs_;  // in the order the replies started
   std::uint64_t seq_ = 0;          // frames published, and replies begun
 };

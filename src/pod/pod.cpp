@@ -182,12 +182,11 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
   registry_.add({request.session_id, options_.pod_id, stream->id()});
   std::vector<sse::Frame> first{sse::connected_frame(stream->id(), request.session_id, options_.pod_id),
                                 sse::retry_frame(options_.stream_retry)};
-  stream->start(sse::stream_head(request.cors_origin), std::move(first),
-                [this, ticket = std::move(request.ticket)](const std::shared_ptr<sse::SseConnection>& s,
-                                                           std::string_view reason) {
-                  (void)ticket;  // released with the callback, when the stream is gone
-                  on_stream_closed(s, reason);
-                });
+  // The streams-per-user ticket is the stream's lease: released when it ends.
+  stream->start(
+      sse::stream_head(request.cors_origin), std::move(first),
+      [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) { on_stream_closed(s, reason); },
+      std::move(request.ticket));
   log::info("sse_connected", {{"connection_id", stream->id()}, {"session_id", request.session_id},
                               {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});
   hub_.attach(std::move(stream), std::move(request.cursor));

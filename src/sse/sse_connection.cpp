@@ -15,8 +15,10 @@ SseConnection::SseConnection(Socket socket, std::string connection_id, std::stri
       limits_(limits),
       metrics_(metrics) {}
 
-void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHandler on_closed) {
+void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHandler on_closed,
+                          std::shared_ptr<void> lease) {
   on_closed_ = std::move(on_closed);
+  lease_ = std::move(lease);
   // A reply can burst faster than a reading client drains a fresh connection's
   // small send buffer; let the kernel absorb a burst so the queue limit only
   // catches clients that stop reading. Costs nothing while the stream is idle.
@@ -27,7 +29,7 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
     // The head goes out first, ahead of anything a producer queues meanwhile.
     queued_.insert(queued_.begin(), raw_frame(std::move(head)));
     for (auto& f : first) queued_.push_back(std::move(f));
-    queued_exempt_ = queued_.size();
+    queued_exempt_ = static_cast<std::uint32_t>(queued_.size());
     last_queued_live_ = false;
     schedule_flush_locked();
   }
@@ -38,7 +40,7 @@ void SseConnection::send(Frame frame) {
   std::lock_guard lock(queue_mutex_);
   if (closing_ || closed_) return;
   if (coalesced_locked(frame)) return;
-  queued_bytes_ += frame->size();
+  queued_bytes_ += static_cast<std::uint32_t>(frame->size());
   queued_.push_back(std::move(frame));
   last_queued_live_ = true;
   if (is_stuck_locked()) {
@@ -70,7 +72,7 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
   if (writing_count_ + queued_.size() - queued_exempt_ < threshold) return false;
   auto merged = merge_chunk_frames(*queued_.back(), *frame);
   if (!merged) return false;
-  queued_bytes_ += merged->size() - queued_.back()->size();
+  queued_bytes_ += static_cast<std::uint32_t>(merged->size() - queued_.back()->size());
   queued_.back() = std::move(merged);
   if (metrics_) metrics_->coalesced.add();
   if (queued_bytes_ > limits_.max_bytes) {
@@ -85,7 +87,7 @@ void SseConnection::send_backlog(const std::vector<Frame>& frames) {
   std::lock_guard lock(queue_mutex_);
   if (closing_ || closed_) return;
   queued_.insert(queued_.end(), frames.begin(), frames.end());
-  queued_exempt_ += frames.size();
+  queued_exempt_ += static_cast<std::uint32_t>(frames.size());
   last_queued_live_ = false;
   schedule_flush_locked();
 }
@@ -94,7 +96,7 @@ void SseConnection::close(Frame last) {
   std::lock_guard lock(queue_mutex_);
   if (closing_ || closed_) return;
   if (last) {
-    queued_bytes_ += last->size();
+    queued_bytes_ += static_cast<std::uint32_t>(last->size());
     queued_.push_back(std::move(last));
     last_queued_live_ = false;
   }
@@ -137,7 +139,7 @@ void SseConnection::write_slice() {
   constexpr std::size_t kWriteSlice = 64 * 1024;
   std::vector<asio::const_buffer> buffers;
   std::size_t bytes = 0;
-  auto end = written_;
+  std::size_t end = written_;
   while (end < writing_.size() && (bytes == 0 || bytes + writing_[end]->size() <= kWriteSlice)) {
     buffers.emplace_back(writing_[end]->data(), writing_[end]->size());
     bytes += writing_[end]->size();
@@ -147,7 +149,7 @@ void SseConnection::write_slice() {
     std::lock_guard lock(queue_mutex_);
     write_in_flight_since_ = std::chrono::steady_clock::now();
     auto unwritten = writing_.size() - written_;
-    writing_count_ = unwritten - std::min(unwritten, exempt_in_batch_);
+    writing_count_ = static_cast<std::uint32_t>(unwritten - std::min<std::size_t>(unwritten, exempt_in_batch_));
   }
   write_in_flight_ = true;
   // Completions run on the socket's executor, the strand.
@@ -161,11 +163,11 @@ void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_e
   if (ec) return terminate("write_failed");
   if (metrics_) {
     auto now = std::chrono::system_clock::now();
-    for (auto i = written_; i < slice_end; ++i)
+    for (std::size_t i = written_; i < slice_end; ++i)
       if (writing_[i]->origin != SystemTime{})
         metrics_->delivery.observe(std::chrono::duration<double>(now - writing_[i]->origin).count());
   }
-  written_ = slice_end;
+  written_ = static_cast<std::uint32_t>(slice_end);
   if (written_ < writing_.size()) return write_slice();
   {
     std::lock_guard lock(queue_mutex_);
@@ -220,6 +222,7 @@ void SseConnection::terminate(const char* reason) {
   }
   socket_.close(ignored);
   if (auto handler = std::move(on_closed_)) handler(shared_from_this(), reason);
+  lease_.reset();
 }
 
 }  // namespace chat::sse

@@ -65,8 +65,10 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
                 StreamMetrics* metrics = nullptr);
 
   // Writes the response head and the first frames, then watches for the client
-  // going away. `on_closed` must not be empty.
-  void start(std::string head, std::vector<Frame> first, ClosedHandler on_closed);
+  // going away. `on_closed` must not be empty; `lease` (say, an admission
+  // ticket) is held until the stream ends. Kept apart from the handler so
+  // that the handler fits std::function's inline buffer.
+  void start(std::string head, std::vector<Frame> first, ClosedHandler on_closed, std::shared_ptr<void> lease = {});
 
   void send(Frame frame) override;
   void send_backlog(const std::vector<Frame>& frames) override;
@@ -92,23 +94,26 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   const QueueLimits& limits_;
   StreamMetrics* metrics_;
   ClosedHandler on_closed_;
+  std::shared_ptr<void> lease_;
 
   // Guards the fields below: producers on any thread append, the strand drains.
   std::mutex queue_mutex_;
+  // Counters are 32-bit: the queue limits keep them far below that, and an
+  // idle stream is mostly its fixed fields.
   std::vector<Frame> queued_;
-  std::size_t queued_bytes_ = 0;   // counts only frames under the limits
-  std::size_t queued_exempt_ = 0;  // backlog frames in queued_
+  std::uint32_t queued_bytes_ = 0;   // counts only frames under the limits
+  std::uint32_t queued_exempt_ = 0;  // backlog frames in queued_
   bool last_queued_live_ = false;  // the last frame of queued_ came through send()
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
   std::chrono::steady_clock::time_point write_in_flight_since_{};  // {}: no write in flight
-  std::size_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
+  std::uint32_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
 
   // Strand-only state.
-  std::vector<Frame> writing_;      // the batch being written, in slices
-  std::size_t written_ = 0;         // frames of writing_ the kernel has taken
-  std::size_t exempt_in_batch_ = 0;  // backlog frames in writing_
+  std::vector<Frame> writing_;        // the batch being written, in slices
+  std::uint32_t written_ = 0;          // frames of writing_ the kernel has taken
+  std::uint32_t exempt_in_batch_ = 0;  // backlog frames in writing_
   bool write_in_flight_ = false;
 };
 
