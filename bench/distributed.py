@@ -28,6 +28,7 @@ Scenarios (SCENARIOS, default "full1 full2 rate1"):
          chunk log): run beside full1/rate1, the difference is the cost of JetStream on the live path
 Environment: SESSIONS (1000), SECONDS (15), WARMUP (3), RATE_DELAY, STAGGER, LOADGEN, CHATD_BIN,
 CHAT_WORKER_BIN, QUIET_WAIT (60 s at most waiting for a quiet machine), QUIET_MAX (25 % of a core),
+BUS_ENV (settings for every pod and worker, e.g. "NATS_SEND_ASAP=false"),
 E2E_KEEP_LOGS=1 (keep the cluster's temp dirs).
 
 Every wait is bounded; everything listens on 127.0.0.1; every process started here is killed at the
@@ -115,8 +116,9 @@ def run_scenario(name, workers, delay, stagger, sessions, seconds, warmup, jetst
     quiet = wait_quiet(log)
     if quiet:
         errors.append(quiet)
-    worker_env = {"LOG_LEVEL": "warn", "WORKER_DEMO_CHUNK_DELAY": delay}
-    pod_env = {"LOG_LEVEL": "warn"}
+    bus_env = dict(kv.split("=", 1) for kv in os.environ.get("BUS_ENV", "").split())
+    worker_env = {"LOG_LEVEL": "warn", "WORKER_DEMO_CHUNK_DELAY": delay, **bus_env}
+    pod_env = {"LOG_LEVEL": "warn", **bus_env}
     cl = infra.Cluster(pods=2, workers=workers, pod_ids=["pod-1", "pod-2"], pod_env=pod_env,
                        worker_env=worker_env, tag=name, jetstream=jetstream)
     lgs = []

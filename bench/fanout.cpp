@@ -51,6 +51,7 @@ struct FanoutOptions {
   double seconds = 10;
   double warmup = 2;
   double drain = 10;
+  double settle = 0;  // after every stream is up, before the RSS reading and the run
   double rate = 0;  // chunks/s in all; 0: closed loop
   int window = 4;   // closed loop: chunks in flight per session
   int chunks_per_message = 20;
@@ -191,6 +192,13 @@ class FanoutWorker : public Handler {
   std::uint64_t undelivered() const {
     std::uint64_t n = 0;
     for (auto& s : sess_) n += s->published - s->received;
+    return n;
+  }
+
+  // Streams that never received a chunk (none published for them counts too).
+  std::uint64_t streams_without_chunks() const {
+    std::uint64_t n = 0;
+    for (auto& s : sess_) n += s->received == 0 ? 1 : 0;
     return n;
   }
 
@@ -394,6 +402,7 @@ class FanoutWorker : public Handler {
   std::fprintf(stderr,
                "usage: loadgen fanout --target chatd|nchan --port P [options]\n"
                "  --sessions N (1000) --seconds S (10) --warmup S (2) --drain S (10) --threads T (2)\n"
+               "  --settle S (0: after every stream is up, before the RSS reading and the run)\n"
                "  --rate R (0: closed loop) --window W (4 chunks in flight per session, closed loop)\n"
                "  --chunks-per-message M (20) --text TEXT (each chunk's text)\n"
                "  chatd: --nats-port N (4222) --pod POD (bench)   nchan: --publishers N per thread (16)\n"
@@ -424,6 +433,7 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--seconds") o.seconds = num(0.1, 86400);
     else if (k == "--warmup") o.warmup = num(0, 3600);
     else if (k == "--drain") o.drain = num(0, 3600);
+    else if (k == "--settle") o.settle = num(0, 3600);
     else if (k == "--rate") o.rate = num(0, 10'000'000);
     else if (k == "--window") o.window = static_cast<int>(num(1, 10'000));
     else if (k == "--chunks-per-message") o.chunks_per_message = static_cast<int>(num(1, 100'000));
@@ -453,6 +463,7 @@ int fanout_main(int argc, char** argv) {
   const FanoutOptions& o = sh.opt;
   std::vector<std::unique_ptr<FanoutWorker>> workers;
   for (int t = 0; t < o.threads; ++t) workers.push_back(std::make_unique<FanoutWorker>(sh, t));
+  const long rss_before = o.pids.empty() ? -1 : read_vmrss_kib(o.pids);
   std::vector<std::thread> threads;
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
 
@@ -460,6 +471,8 @@ int fanout_main(int argc, char** argv) {
   while (sh.connected.load() < o.sessions && mono_ns() < connect_deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const std::int64_t up = sh.connected.load();
+  sleep_until_ns(mono_ns() + static_cast<std::int64_t>(o.settle * 1e9));
+  const long rss_connected = o.pids.empty() ? -1 : read_vmrss_kib(o.pids);
   log("fanout (%s): %lld/%d streams up; publishing for %.1f s warm-up + %.1f s measured", o.target.c_str(),
       static_cast<long long>(up), o.sessions, o.warmup, o.seconds);
 
@@ -481,15 +494,17 @@ int fanout_main(int argc, char** argv) {
   for (auto& t : threads) t.join();
 
   FanoutStats st;
-  std::uint64_t undelivered = 0;
+  std::uint64_t undelivered = 0, silent = 0;
   for (auto& w : workers) {
     st.merge(w->stats);
     undelivered += w->undelivered();
+    silent += w->streams_without_chunks();
   }
   JsonLine integrity;
   integrity.integer("published", static_cast<std::int64_t>(st.published))
       .integer("delivered", static_cast<std::int64_t>(st.delivered))
       .integer("undelivered_after_drain", static_cast<std::int64_t>(undelivered))
+      .integer("streams_without_chunks", static_cast<std::int64_t>(silent))
       .integer("gaps", static_cast<std::int64_t>(st.gaps))
       .integer("duplicates", static_cast<std::int64_t>(st.duplicates))
       .integer("bad_events", static_cast<std::int64_t>(st.bad_event))
@@ -517,6 +532,13 @@ int fanout_main(int argc, char** argv) {
       .num("latency_max_ms", st.latency.max_ms())
       .integer("latency_samples", static_cast<std::int64_t>(st.latency.size()))
       .integer("latency_negative", static_cast<std::int64_t>(st.latency.negative()))
+      .integer("server_rss_before_kib", rss_before)
+      .integer("server_rss_connected_kib", rss_connected)
+      .num("server_rss_per_stream_bytes",
+           up > 0 && rss_before >= 0 && rss_connected >= 0
+               ? static_cast<double>(rss_connected - rss_before) * 1024.0 / static_cast<double>(up)
+               : -1,
+           0)
       .integer("server_rss_kib", rss)
       .raw("cpu_percent", cpu.done())
       .raw("integrity", integrity.done());

@@ -36,6 +36,7 @@ FANOUT_INTEGRITY = {
     "bad_events": "chunk events not understood or without a timestamp",
     "publish_errors": "publishes that failed",
     "streams_dropped": "SSE streams closed during the run",
+    "streams_without_chunks": "SSE streams that never received a chunk",
 }
 
 

@@ -124,8 +124,13 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
     if (!b.received_any() && !watched(b.session_id())) continue;
     // Silent after its last chunk: worth asking only for someone who waits for it.
     if (b.received_any() && !b.gap_since() && !b.accepted_here && !watched(b.session_id())) continue;
-    if (b.replay_requested_at && now - *b.replay_requested_at < every) continue;
+    // A reply that has sent nothing yet most likely waits in the work queue
+    // behind others: asking again and again (each ask may read the chunk log)
+    // would only add load to a backlog. Its interval doubles, up to 16 times.
+    const auto interval = b.received_any() ? every : every * (1 << std::min<std::uint32_t>(b.replays_requested, 4));
+    if (b.replay_requested_at && now - *b.replay_requested_at < interval) continue;
     b.replay_requested_at = now;
+    ++b.replays_requested;
     counters_.replays_requested.add();
     stalled.emplace_back(b.session_id(), id);
   }

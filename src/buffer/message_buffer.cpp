@@ -18,6 +18,7 @@ void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
   skipped_.clear();
   final_chunk_.reset();
   replay_requested_at.reset();
+  replays_requested = 0;
   delay_noticed_for.reset();
 }
 

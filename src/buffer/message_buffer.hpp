@@ -51,8 +51,10 @@ class MessageBuffer {
     if (!received_any() || finished()) return std::nullopt;
     return gap_since_ ? gap_since_ : std::optional<SteadyTime>(last_activity_);
   }
-  // The last time the pod asked the workers to send this message again.
+  // The last time the pod asked the workers to send this message again, and
+  // how often it has asked since the last chunk came.
   std::optional<SteadyTime> replay_requested_at;
+  std::uint32_t replays_requested = 0;
   // The wait (its start) that streams were last told about.
   std::optional<SteadyTime> delay_noticed_for;
   // The chunk the reply waits for.

@@ -284,6 +284,7 @@ void NatsBus::connect(const config::NatsConfig& config) {
   throw_if_failed(natsOptions_SetPingInterval(o, kPingIntervalMs), "nats ping interval");
   throw_if_failed(natsOptions_SetMaxPingsOut(o, kMaxPingsOut), "nats max pings");
   throw_if_failed(natsOptions_DisableNoResponders(o, true), "nats no responders");
+  throw_if_failed(natsOptions_SetSendAsap(o, config.send_asap), "NATS_SEND_ASAP");
   apply_security(o, config);
   throw_if_failed(natsOptions_SetDisconnectedCB(o, on_disconnected, closure), "nats callback");
   throw_if_failed(natsOptions_SetReconnectedCB(o, on_reconnected, closure), "nats callback");

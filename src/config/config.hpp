@@ -92,6 +92,9 @@ struct NatsConfig {
   Duration reconnect_wait{2'000};
   std::optional<bool> jetstream;  // unset: on whenever NATS_URL is set
   bool use_jetstream() const { return url && jetstream.value_or(true); }
+  // Each publish written at once (NATS_SEND_ASAP) instead of by nats.c's
+  // flusher, which waits about a millisecond to batch writes.
+  bool send_asap = true;
   // At most one way to log in: a token, a user and password, or a credentials file.
   std::string token;
   std::string user;

@@ -92,6 +92,8 @@ struct PodStats {
   metrics::Histogram store_write{metrics::kLatencyBuckets};  // a finished reply's save, queue included
   metrics::Counter submits_refused;  // the work queue refused a request (503)
   metrics::Counter memory_full_refusals;  // a chat refused while the reply memory budget was spent (503)
+  // Replays asked of the workers without a chunk-log read: as many reads were running as allowed.
+  metrics::Counter log_reads_skipped;
   sse::StreamMetrics streams;
 };
 
@@ -170,6 +172,9 @@ class Pod {
   std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;
   std::atomic<bool> draining_{false};
+  // Chunk-log reads for replays, running now: each is a consumer on the NATS
+  // server, so a backlog of silent replies must not turn into a storm of them.
+  std::shared_ptr<std::atomic<int>> replay_reads_ = std::make_shared<std::atomic<int>>(0);
   // Log reads answer on the chunk log's thread, also while the program is
   // destroying the pod at shutdown: they reach the hub only through this gate,
   // which the destructor closes first.

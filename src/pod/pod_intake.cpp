@@ -9,6 +9,12 @@
 #include "protocol/subjects.hpp"
 
 namespace chat::pod {
+namespace {
+
+// Chunk-log reads for replays at once; more wait for the next stalled check.
+constexpr int kMaxReplayLogReads = 4;
+
+}  // namespace
 
 void Pod::start() {
   hub_.start();
@@ -51,8 +57,15 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
     bus_.publish(subjects::replay(session_id),
                  protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, message_id}));
   if (!log_) return;
+  if (replay_reads_->fetch_add(1) >= kMaxReplayLogReads) {
+    replay_reads_->fetch_sub(1);
+    stats_.log_reads_skipped.add();  // the next stalled check asks again
+    return;
+  }
   log_->read(session_id, message_id,
-             [this, gate = gate_, session_id](boost::system::error_code ec, std::vector<std::string> payloads) {
+             [this, gate = gate_, reads = replay_reads_, session_id](boost::system::error_code ec,
+                                                                   std::vector<std::string> payloads) {
+               reads->fetch_sub(1);
                std::lock_guard lock(gate->mutex);
                if (gate->open && !ec) hub_.fill_from_log(session_id, decode_logged(payloads));
              });
@@ -156,6 +169,9 @@ void Pod::collect(metrics::Exposition& out) const {
   out.counter("chat_sse_chunks_coalesced_total",
               "Chunks merged into the chunk event before them for a stream that fell behind.",
               static_cast<double>(stats_.streams.coalesced.value()));
+  out.counter("chat_replay_log_reads_skipped_total",
+              "Replays asked of the workers without reading the chunk log: as many reads were running as allowed.",
+              static_cast<double>(stats_.log_reads_skipped.value()));
   out.counter("chat_chunks_rejected_total", "Chunks from the bus or the log that did not decode.",
               static_cast<double>(stats_.chunks_rejected.value()));
   out.counter("chat_replies_stored_total", "Finished replies written (or found already written) to the store.",

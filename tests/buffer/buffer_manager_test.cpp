@@ -228,6 +228,21 @@ TEST_F(BufferManagerTest, ASilentExpectedReplyAsksForReplayOnlyWhenSomeoneWatche
   EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
 }
 
+TEST_F(BufferManagerTest, AReplyThatSentNothingYetAsksLessAndLessOften) {
+  // Most likely queued behind others in the work queue: each ask may read the chunk log.
+  auto watched = [](const std::string& s) { return s == "s1"; };
+  manager.expect("s1", "m1", t0, events);
+  std::vector<int> asked_at;
+  for (int second = 0; second <= 70; ++second)
+    if (!manager.stalled(t0 + std::chrono::seconds(second), 1s, 2s, watched).empty()) asked_at.push_back(second);
+  EXPECT_EQ(asked_at, (std::vector<int>{1, 5, 13, 29, 61}));
+  // Once chunks flow, a gap is asked about at the plain interval again.
+  manager.push(chunk("m1", 0), t0 + 70s, events);
+  manager.push(chunk("m1", 2), t0 + 70s, events);
+  EXPECT_EQ(manager.stalled(t0 + 71s, 1s, 2s, watched).size(), 1u);
+  EXPECT_EQ(manager.stalled(t0 + 73s, 1s, 2s, watched).size(), 1u);
+}
+
 TEST_F(BufferManagerTest, AReplySilentAfterItsLastChunkAsksForReplayWhenSomeoneWaitsForIt) {
   // The tail (the final chunk included) went elsewhere: no later chunk will show a gap.
   auto watched = [](const std::string& s) { return s == "s1"; };
