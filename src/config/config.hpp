@@ -93,8 +93,10 @@ struct NatsConfig {
   std::optional<bool> jetstream;  // unset: on whenever NATS_URL is set
   bool use_jetstream() const { return url && jetstream.value_or(true); }
   // Each publish written at once (NATS_SEND_ASAP) instead of by nats.c's
-  // flusher, which waits about a millisecond to batch writes.
-  bool send_asap = true;
+  // flusher, which waits about a millisecond to batch writes. Off: on a busy
+  // machine the system call per publish costs more than the millisecond
+  // (docs/BENCHMARKS.md, bench/distributed.py with BUS_ENV).
+  bool send_asap = false;
   // At most one way to log in: a token, a user and password, or a credentials file.
   std::string token;
   std::string user;

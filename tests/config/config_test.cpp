@@ -40,13 +40,15 @@ TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
   auto c = load(Program::chatd, {"--server-port=9090", "--log-format=json"},
                 env({{"SERVER_PORT", "8081"}, {"POD_ID", "pod-1"}, {"BUFFER_MAX_AGE", "2m"}, {"NATS_URL", "nats://x:4222"},
                      {"SERVER_WRITE_TIMEOUT", "250ms"}, {"NATS_JETSTREAM", "true"},
-                     {"DB_SPILL_DIR", "/var/spill"}}));
+                     {"NATS_SEND_ASAP", "true"}, {"DB_SPILL_DIR", "/var/spill"}}));
   EXPECT_EQ(c.server.port, 9090);  // the flag wins over the environment
   EXPECT_EQ(c.server.pod_id, "pod-1");
   EXPECT_EQ(c.buffer.max_age, 2min);
   EXPECT_EQ(c.server.write_timeout, 250ms);
   EXPECT_EQ(c.nats.url, "nats://x:4222");
   EXPECT_TRUE(c.nats.jetstream);
+  EXPECT_TRUE(c.nats.send_asap);
+  EXPECT_FALSE(load(Program::worker, {}, env({})).nats.send_asap);  // nats.c batches by default
   EXPECT_EQ(c.store.spill_dir, "/var/spill");
   EXPECT_EQ(c.log.format, log::Format::json);
   EXPECT_EQ(load(Program::worker, {}, env({{"REDIS_RENEW_INTERVAL", "500ms"}})).redis.renew_interval, 500ms);
@@ -84,6 +86,7 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"LOG_LEVEL", "loud"}}, "LOG_LEVEL");
   expect_error({{"LOG_FORMAT", "xml"}}, "LOG_FORMAT");
   expect_error({{"NATS_JETSTREAM", "maybe"}}, "NATS_JETSTREAM");
+  expect_error({{"NATS_SEND_ASAP", "soon"}}, "NATS_SEND_ASAP");
   expect_error({{"DB_SSLMODE", "sometimes"}}, "DB_SSLMODE");
   expect_error({{"SSE_HEARTBEAT_INTERVAL", "0"}}, "SSE_HEARTBEAT_INTERVAL");
   expect_error({{"DB_HOST", ""}}, "DB_HOST");
