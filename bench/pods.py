@@ -92,7 +92,7 @@ def main():
            "machine": {"cores": os.cpu_count(), "kernel": os.uname().release},
            "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip(),
-           "pods": pods_n, "streams_requested": streams, "streams_up": up,
+           "pods": pods_n, "streams_requested": per * pods_n, "streams_up": up,
            "rss_per_stream_bytes": round(sum(grown) * 1024 / up) if up and min(grown) >= 0 else None,
            "rate_requested": rate,
            "chunk_events_per_sec": round(sum(r.get("chunk_events_per_sec", 0) for r in results.values()), 1),

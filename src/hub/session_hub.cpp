@@ -62,7 +62,8 @@ struct SessionHub::Slot {
                                 std::chrono::milliseconds{1000});
     every(gap_timer, gap_check, [](SessionShard& s) { s.check_gaps(); });
     every(cleanup_timer, options.cleanup_interval, [](SessionShard& s) { s.cleanup(); });
-    every(heartbeat_timer, options.heartbeat_interval, [](SessionShard& s) { s.heartbeat(); });
+    every(heartbeat_timer, options.heartbeat_interval / SessionShard::kHeartbeatSlices,
+          [](SessionShard& s) { s.heartbeat(); });
   }
 
   void stop() {

@@ -284,10 +284,14 @@ void SessionShard::cleanup() {
   publish_gauges();
 }
 
+// A slice is every kHeartbeatSlices-th bucket of the channel map: no hashing,
+// and a rehash between two calls only moves a stream's ping within a round.
 void SessionShard::heartbeat() {
   auto frame = sse::ping_frame(unix_now());
-  for (const auto& [id, channel] : channels_)
-    for (const auto& m : channel.members()) m.stream->send(frame);
+  const auto slice = heartbeat_slice_++ % kHeartbeatSlices;
+  for (auto bucket = slice; bucket < channels_.bucket_count(); bucket += kHeartbeatSlices)
+    for (auto it = channels_.begin(bucket); it != channels_.end(bucket); ++it)
+      for (const auto& m : it->second.members()) m.stream->send(frame);
 }
 
 std::size_t SessionShard::owed() const {

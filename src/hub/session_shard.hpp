@@ -94,6 +94,11 @@ class SessionShard {
   // interval); heartbeats.
   void check_gaps();
   void cleanup();
+  // Pings one slice of the shard's streams: called kHeartbeatSlices times per
+  // heartbeat interval, so every stream gets one ping an interval. A pod with
+  // tens of thousands of idle streams would otherwise queue all their pings at
+  // once, ahead of live chunks (hundreds of ms of p99 at 17k streams a pod).
+  static constexpr std::size_t kHeartbeatSlices = 16;
   void heartbeat();
 
   // Buffers something here depends on (a stream or the store): shutdown waits
@@ -124,6 +129,7 @@ class SessionShard {
   buffer::BufferManager buffers_;
   RecentBroadcasts broadcasts_;
   std::unordered_map<std::string, Channel> channels_;
+  std::size_t heartbeat_slice_ = 0;
   std::vector<buffer::Event> events_;  // scratch, reused
   // Finished replies kept for resume, oldest first, within a byte budget.
   std::deque<std::pair<std::string, std::string>> finished_order_;  // (session, message)

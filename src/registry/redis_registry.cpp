@@ -284,11 +284,11 @@ void RedisRegistry::on_ready() {
   missed_removals_.clear();
   for (const auto& [key, session] : live_) send_add({session, key.first, key.second});
   if (!live_.empty()) log::info("registry_restored", {{"connections", live_.size()}});
-  renewal_in_flight_ = false;
+  renewal_sent_at_.reset();
 }
 
 void RedisRegistry::schedule_renewal() {
-  renew_timer_.expires_after(timing_.renew_interval);
+  renew_timer_.expires_after(timing_.renew_interval / kRenewSlices);
   renew_timer_.async_wait([this](error_code ec) {
     if (ec) return;
     renew();
@@ -298,28 +298,35 @@ void RedisRegistry::schedule_renewal() {
 
 // Re-asserts membership as well as extending the TTLs: a worker may have
 // dropped a member whose heartbeat looked expired while this pod was slow.
+// Each call renews the next slice of the connections (see kRenewSlices).
 void RedisRegistry::renew() {
   if (!connection_.ready() || live_.empty()) return;
-  if (renewal_in_flight_) {
+  const auto now = std::chrono::steady_clock::now();
+  if (renewal_sent_at_) {
     // A whole interval without an answer: the server is gone or stuck.
-    connection_.reconnect("no answer to the heartbeat renewal");
+    if (now - *renewal_sent_at_ >= timing_.renew_interval) connection_.reconnect("no answer to the heartbeat renewal");
     return;
   }
+  const auto per_slice = (live_.size() + kRenewSlices - 1) / kRenewSlices;
+  auto it = renew_cursor_ ? live_.upper_bound(*renew_cursor_) : live_.begin();
   std::set<std::string> sessions, pods;
-  auto now = unix_now();
-  for (const auto& [key, session] : live_) {
-    const auto& [pod, conn] = key;
+  const auto stamp = unix_now();
+  for (std::size_t n = 0; n < per_slice && it != live_.end(); ++n, ++it) {
+    const auto& [pod, conn] = it->first;
+    const auto& session = it->second;
     connection_.command({"SADD", session_key(session), member(pod, conn)});
     connection_.command({"HSET", pod_key(pod), conn, session});
-    connection_.command({"SET", heartbeat_key(pod, conn), now, "EX", seconds(timing_.heartbeat_ttl)});
+    connection_.command({"SET", heartbeat_key(pod, conn), stamp, "EX", seconds(timing_.heartbeat_ttl)});
     sessions.insert(session);
     pods.insert(pod);
+    renew_cursor_ = it->first;
   }
+  if (it == live_.end()) renew_cursor_.reset();  // the next call starts the next round
   for (const auto& s : sessions) connection_.command({"EXPIRE", session_key(s), seconds(timing_.membership_ttl)});
   for (const auto& p : pods) connection_.command({"EXPIRE", pod_key(p), seconds(timing_.membership_ttl)});
-  // Replies come in order: the PING's means the whole batch was applied.
-  renewal_in_flight_ = true;
-  connection_.command({"PING"}, [this](error_code, const redisReply*) { renewal_in_flight_ = false; });
+  // Replies come in order: the PING's means the whole slice was applied.
+  renewal_sent_at_ = now;
+  connection_.command({"PING"}, [this](error_code, const redisReply*) { renewal_sent_at_.reset(); });
 }
 
 }  // namespace chat::registry

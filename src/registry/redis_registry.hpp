@@ -25,6 +25,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -90,7 +91,12 @@ class RedisRegistry final : public SessionRegistry {
   // Strand only, from here on.
   RedisConnection connection_;
   boost::asio::steady_timer renew_timer_;
-  bool renewal_in_flight_ = false;
+  // Renewals go out a slice of the connections at a time, kRenewSlices slices
+  // an interval: tens of thousands of connections in one burst of commands
+  // would take a core away from the streams for a good part of a second.
+  static constexpr std::size_t kRenewSlices = 16;
+  std::optional<ConnKey> renew_cursor_;  // the last connection renewed this round
+  std::optional<std::chrono::steady_clock::time_point> renewal_sent_at_;  // its PING unanswered
   std::map<ConnKey, std::string> live_;    // this process's connections -> session id
   std::deque<ConnectionRef> missed_removals_;  // removed while Redis was away
 

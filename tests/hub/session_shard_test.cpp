@@ -204,12 +204,20 @@ TEST_F(ShardTest, GaugesCountStreamsSessionsAndBuffers) {
   EXPECT_EQ(shard.gauges().sessions.load(), 1u);
 }
 
-TEST_F(ShardTest, HeartbeatsReachEveryStream) {
-  auto a = stream("s1");
-  auto b = stream("s2");
-  shard.heartbeat();
-  EXPECT_EQ(a->events(), (Events{"ping"}));
-  EXPECT_EQ(b->events(), (Events{"ping"}));
+TEST_F(ShardTest, HeartbeatsReachEveryStreamOnceARound) {
+  std::vector<std::shared_ptr<RecordingSink>> streams;
+  for (int i = 0; i < 100; ++i) streams.push_back(stream("s" + std::to_string(i)));
+  std::size_t pinged_by_first_call = 0;
+  for (std::size_t call = 0; call < SessionShard::kHeartbeatSlices; ++call) {
+    shard.heartbeat();
+    if (call == 0)
+      for (auto& s : streams) pinged_by_first_call += s->events().size();
+  }
+  for (auto& s : streams) EXPECT_EQ(s->events(), (Events{"ping"})) << s->id();
+  // A call pings a slice, not every stream at once.
+  EXPECT_LT(pinged_by_first_call, streams.size() / 2);
+  for (std::size_t call = 0; call < SessionShard::kHeartbeatSlices; ++call) shard.heartbeat();
+  for (auto& s : streams) EXPECT_EQ(s->events(), (Events{"ping", "ping"})) << s->id();
 }
 
 TEST_F(ShardTest, AStreamThatOpensJustAfterABroadcastReplyStartedGetsItFromChunkZero) {
