@@ -38,6 +38,10 @@ struct Conn {
   bool sse = false;         // a 200 body is an event stream
   std::uint32_t slot = 0;   // owner's index
   std::uint8_t kind = 0;    // owner's tag
+  // Local address to connect from (host order; 0: the kernel's choice). One
+  // address has ~28,000 ports for one server port: more streams through one
+  // port (a load balancer) need more addresses of 127.0.0.0/8.
+  std::uint32_t source_ip = 0;
 
   // State, managed by the Loop.
   int fd = -1;

@@ -57,6 +57,9 @@ struct FanoutOptions {
   int chunks_per_message = 20;
   int publishers = 16;  // nchan: publish connections per thread
   bool send_asap = false;  // chatd: nats.c writes each publish at once instead of batching
+  std::string nats_url;    // chatd: overrides --nats-port (credentials: nats://user:pass@host:port)
+  int source_ips = 0;      // streams connect from this many addresses 127.1.x.y (0: the kernel's choice)
+  int source_offset = 0;   // the first of them, counted from 127.1.0.1
   std::string text = "lorem ipsum ";
   std::string prefix;
   std::vector<int> pids;
@@ -122,6 +125,9 @@ class FanoutWorker : public Handler {
       s->c.kind = kStream;
       s->c.slot = static_cast<std::uint32_t>(sess_.size());
       s->id = opt_.prefix + "_" + std::to_string(g);
+      if (opt_.source_ips > 0)
+        s->c.source_ip = 0x7f010001u + static_cast<std::uint32_t>(opt_.source_offset + g % opt_.source_ips);
+      if (opt_.pod != "auto") s->subject = "chat.pod." + opt_.pod + ".response";
       connect_q_.push_back(s->c.slot);
       sess_.push_back(std::move(s));
     }
@@ -135,8 +141,7 @@ class FanoutWorker : public Handler {
         pubs_.push_back(std::move(p));
       }
     } else {
-      subject_ = "chat.pod." + opt_.pod + ".response";
-      std::string url = "nats://127.0.0.1:" + std::to_string(opt_.nats_port);
+      std::string url = !opt_.nats_url.empty() ? opt_.nats_url : "nats://127.0.0.1:" + std::to_string(opt_.nats_port);
       natsOptions* nopts = nullptr;
       natsStatus st = natsOptions_Create(&nopts);
       if (st == NATS_OK) st = natsOptions_SetURL(nopts, url.c_str());
@@ -144,7 +149,7 @@ class FanoutWorker : public Handler {
       if (st == NATS_OK) st = natsConnection_Connect(&nats_, nopts);
       natsOptions_Destroy(nopts);
       if (st != NATS_OK) {
-        std::fprintf(stderr, "loadgen: NATS connect to %s: %s\n", url.c_str(), natsStatus_GetText(st));
+        std::fprintf(stderr, "loadgen: NATS connect: %s\n", natsStatus_GetText(st));  // the URL may hold a password
         std::exit(1);
       }
     }
@@ -207,6 +212,7 @@ class FanoutWorker : public Handler {
     Conn c;
     std::string id;
     bool up = false;
+    std::string subject;          // chatd: where its pod takes its chunks
     std::uint64_t published = 0;  // sequence number of the next chunk to publish
     std::uint64_t received = 0;   // sequence number of the next chunk expected
   };
@@ -264,7 +270,7 @@ class FanoutWorker : public Handler {
     sh_.outstanding.fetch_add(1, std::memory_order_relaxed);
     if (nats_) {
       const std::string body = chunk_json(s, seq);
-      natsStatus st = natsConnection_Publish(nats_, subject_.c_str(), body.data(), static_cast<int>(body.size()));
+      natsStatus st = natsConnection_Publish(nats_, s.subject.c_str(), body.data(), static_cast<int>(body.size()));
       if (st != NATS_OK && ++stats.publish_errors <= 3) stats.problem(std::string("NATS publish: ") + natsStatus_GetText(st));
       return;
     }
@@ -317,6 +323,14 @@ class FanoutWorker : public Handler {
   void on_event(Conn& c, std::string_view type, std::string_view data, std::string_view) override {
     Sess& s = *sess_[c.slot];
     if (type == "connected") {
+      if (s.subject.empty()) {  // --pod auto: behind a load balancer, the pod says who it is
+        auto pod = json_member(data, "pod_id");
+        if (!pod || pod->empty()) {
+          if (++stats.bad_event <= 3) stats.problem("connected event without pod_id: " + std::string(data.substr(0, 200)));
+          return;
+        }
+        s.subject = "chat.pod." + std::string(*pod) + ".response";
+      }
       mark_up(s);
       return;
     }
@@ -392,7 +406,7 @@ class FanoutWorker : public Handler {
   std::deque<std::uint32_t> connect_q_;
   int pending_ = 0;
   std::size_t rr_ = 0;
-  std::string host_, subject_;
+  std::string host_;
   natsConnection* nats_ = nullptr;
   bool reconnect_ = false;
 };
@@ -405,7 +419,9 @@ class FanoutWorker : public Handler {
                "  --settle S (0: after every stream is up, before the RSS reading and the run)\n"
                "  --rate R (0: closed loop) --window W (4 chunks in flight per session, closed loop)\n"
                "  --chunks-per-message M (20) --text TEXT (each chunk's text)\n"
-               "  chatd: --nats-port N (4222) --pod POD (bench)   nchan: --publishers N per thread (16)\n"
+               "  chatd: --nats-port N (4222) | --nats-url URL, --pod POD (bench; auto: each stream's pod, from\n"
+               "         its connected event)   nchan: --publishers N per thread (16)\n"
+               "  --source-ips N [--source-offset K]: streams connect from 127.1.0.1+K .. +K+N-1 (through one port)\n"
                "  --pid PID[,PID...] the server's processes (CPU, RSS)\n");
   std::exit(2);
 }
@@ -440,6 +456,9 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--publishers") o.publishers = static_cast<int>(num(1, 1000));
     else if (k == "--text") o.text = v;
     else if (k == "--nats-send-asap") o.send_asap = num(0, 1) != 0;
+    else if (k == "--nats-url") o.nats_url = v;
+    else if (k == "--source-ips") o.source_ips = static_cast<int>(num(0, 60'000));
+    else if (k == "--source-offset") o.source_offset = static_cast<int>(num(0, 60'000));
     else if (k == "--prefix") o.prefix = v;
     else if (k == "--pid") o.pids = parse_pids(v);
     else fanout_usage(("unknown option " + k).c_str());

@@ -16,6 +16,10 @@
 # (clients on CLUSTER_NATS_PORT and the next two ports, routes 2000 above them,
 # monitoring 4000 above them), with JS_REPLICAS=3: the layout for a production
 # NATS. CLUSTER_POD_ENV adds settings to every pod ("VAR=value VAR2=value").
+# CLUSTER_NGINX_WORKERS (default 1) runs that many nginx workers, each allowed
+# 20,000 files and 19,000 connections, the listener shared by the kernel
+# (reuseport): a proxied stream takes two connections, so 50,000 streams
+# (bench/pods.py VIA=nginx) need six.
 # NATS runs with deploy/nats/nats.conf: pods log in as chat-pod and workers as
 # chat-worker, each with the subject permissions of its role, with passwords
 # made at `up` and kept in $RUN_DIR/secrets.env (mode 600).
@@ -217,10 +221,17 @@ up() {
   for i in $(seq 1 "$PODS"); do wait_for "pod-$i" http_ok "http://127.0.0.1:$((POD_BASE + i))/ready"; done
 
   local conf="$RUN_DIR/nginx.conf"
-  python3 - "$ROOT/deploy/nginx.conf" "$conf" "$RUN_DIR" "$HTTP_PORT" "$upstreams" <<'PY'
+  python3 - "$ROOT/deploy/nginx.conf" "$conf" "$RUN_DIR" "$HTTP_PORT" "$upstreams" "${CLUSTER_NGINX_WORKERS:-1}" <<'PY'
 import sys
-src, dst, run_dir, port, upstreams = sys.argv[1:6]
+src, dst, run_dir, port, upstreams, workers = sys.argv[1:7]
 text = open(src).read().replace("@RUN_DIR@", run_dir).replace("@HTTP_PORT@", port).replace("@UPSTREAMS@", upstreams.rstrip("\n"))
+if int(workers) > 1:
+    for old, new in (("worker_processes 1;", "worker_processes %s;\nworker_rlimit_nofile 20000;" % int(workers)),
+                     ("worker_connections 16384;", "worker_connections 19000;"),
+                     ("listen 127.0.0.1:%s;" % port, "listen 127.0.0.1:%s reuseport backlog=4096;" % port)):
+        if text.count(old) != 1:
+            sys.exit("deploy/nginx.conf changed: cannot find %r for CLUSTER_NGINX_WORKERS" % old)
+        text = text.replace(old, new)
 open(dst, "w").write(text)
 PY
   step nginx-check nginx -t -c "$conf" -p "$RUN_DIR"

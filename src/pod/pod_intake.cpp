@@ -12,7 +12,7 @@ namespace chat::pod {
 namespace {
 
 // Chunk-log reads for replays at once; more wait for the next stalled check.
-constexpr int kMaxReplayLogReads = 4;
+constexpr int kMaxReplayLogReads = 16;
 
 }  // namespace
 

@@ -103,6 +103,7 @@ ConnectParams::ConnectParams(const config::StoreConfig& cfg) {
 bool Connection::connect() {
   // expand_dbname=0: dbname is a name, never parsed as a connection string.
   conn_.reset(PQconnectdbParams(params_.keywords(), params_.values(), 0));
+  prepared_.clear();  // statements belong to the session that prepared them
   if (conn_ && PQstatus(conn_.get()) == CONNECTION_OK) {
     PQsetNoticeProcessor(conn_.get(), &route_notice, nullptr);
     last_error_.clear();
@@ -138,12 +139,31 @@ error_code Connection::exec(const char* sql, std::initializer_list<std::string_v
   std::vector<const char*> pointers;
   pointers.reserve(values.size());
   for (const auto& v : values) pointers.push_back(v.c_str());
-  ResultHandle result(PQexecParams(conn_.get(), sql, static_cast<int>(pointers.size()), nullptr, pointers.data(),
-                                   nullptr, nullptr, 0));
+  ResultHandle result;
+  if (pointers.empty()) {
+    result.reset(PQexecParams(conn_.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0));
+  } else {
+    error_code ec;
+    const char* name = prepared(sql, pointers.size(), ec);
+    if (ec) return ec;
+    result.reset(PQexecPrepared(conn_.get(), name, static_cast<int>(pointers.size()), pointers.data(), nullptr,
+                                nullptr, 0));
+  }
   auto status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return fail(result.get(), sql);
   if (rows != nullptr) *rows = Rows(std::move(result));
   return {};
+}
+
+const char* Connection::prepared(const char* sql, std::size_t n_params, error_code& ec) {
+  if (auto it = prepared_.find(sql); it != prepared_.end()) return it->second.c_str();
+  auto name = "chat_" + std::to_string(prepared_.size());
+  ResultHandle result(PQprepare(conn_.get(), name.c_str(), sql, static_cast<int>(n_params), nullptr));
+  if (!result || PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+    ec = fail(result.get(), sql);
+    return nullptr;
+  }
+  return prepared_.emplace(sql, std::move(name)).first->second.c_str();
 }
 
 error_code Connection::fail(pg_result* result, const char* sql) {

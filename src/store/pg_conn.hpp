@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -79,7 +80,8 @@ class Connection {
   bool poll();
   const std::string& error_message() const { return last_error_; }
 
-  // Runs one statement with text parameters. Errors: Errc::unavailable when the
+  // Runs one statement with text parameters; `sql` must be a string literal
+  // (with parameters it keys the statement prepared for it). Errors: Errc::unavailable when the
   // connection is lost or the server is shutting down, Errc::not_found for a
   // foreign-key violation, errc::invalid_argument for values the schema rejects,
   // errc::io_error for anything else (logged with its SQLSTATE).
@@ -89,9 +91,16 @@ class Connection {
  private:
   boost::system::error_code fail(pg_result* result, const char* sql);
 
+  // The statement's name on this session, preparing it on first use.
+  const char* prepared(const char* sql, std::size_t n_params, boost::system::error_code& ec);
+
   const ConnectParams& params_;
   ConnHandle conn_;
   std::string last_error_;
+  // Statements with parameters are prepared once per session, keyed by their
+  // text's address (they are literals): PostgreSQL then parses and plans each
+  // once, not on every chat (most of its CPU per stored message before).
+  std::unordered_map<const char*, std::string> prepared_;
 };
 
 // BEGIN … COMMIT, rolled back when it ends uncommitted (any early return).

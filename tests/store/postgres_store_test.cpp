@@ -4,6 +4,8 @@
 
 #include "store/postgres_store.hpp"
 
+#include "store/pg_conn.hpp"
+
 #include "log/log.hpp"
 #include "store/postgres_fixture.hpp"
 #include "store/store_conformance.hpp"
@@ -52,6 +54,32 @@ TEST(PostgresStore, SchemaUsesTimestamptzAndJsonb) {
   EXPECT_EQ(type_of("messages", "metadata"), "jsonb");
   EXPECT_EQ(type_of("chat_sessions", "last_message_at"), "timestamp with time zone");
   EXPECT_EQ(backend.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'messages_session_created'"), "1");
+}
+
+TEST(PostgresConnection, StatementsWithParametersArePreparedOncePerSession) {
+  PostgresBackend backend;
+  auto cfg = PostgresServer::shared().store_config(backend.database());
+  pg::ConnectParams params(cfg);
+  pg::Connection c(params);
+  ASSERT_TRUE(c.connect()) << c.error_message();
+  static constexpr const char* kEcho = "SELECT $1::text";
+  auto prepared = [&] {
+    pg::Rows rows;
+    EXPECT_FALSE(c.exec("SELECT count(*) FROM pg_prepared_statements", &rows));
+    return rows.text(0, 0);
+  };
+  for (const char* value : {"one", "two", "three"}) {
+    pg::Rows rows;
+    ASSERT_FALSE(c.exec(kEcho, {value}, &rows));
+    EXPECT_EQ(rows.text(0, 0), value);
+  }
+  EXPECT_EQ(prepared(), "1");  // parsed and planned once, run three times
+  // A new session has none of the old one's statements: they are prepared again.
+  ASSERT_TRUE(c.connect()) << c.error_message();
+  pg::Rows rows;
+  ASSERT_FALSE(c.exec(kEcho, {"four"}, &rows));
+  EXPECT_EQ(rows.text(0, 0), "four");
+  EXPECT_EQ(prepared(), "1");
 }
 
 TEST(PostgresStore, SslmodeReachesTheServer) {
