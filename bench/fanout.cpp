@@ -60,6 +60,7 @@ struct FanoutOptions {
   std::string nats_url;    // chatd: overrides --nats-port (credentials: nats://user:pass@host:port)
   int source_ips = 0;      // streams connect from this many addresses 127.1.x.y (0: the kernel's choice)
   int source_offset = 0;   // the first of them, counted from 127.1.0.1
+  int batch = 128;         // stream connects in flight per thread
   std::string text = "lorem ipsum ";
   std::string prefix;
   std::vector<int> pids;
@@ -78,7 +79,7 @@ struct Shared {
 
 struct FanoutStats {
   std::uint64_t published = 0, delivered = 0, events = 0, chunks_window = 0, events_window = 0;
-  std::uint64_t gaps = 0, duplicates = 0, bad_event = 0, publish_errors = 0, publish_reconnects = 0, stream_drops = 0;
+  std::uint64_t gaps = 0, duplicates = 0, bad_event = 0, publish_errors = 0, publish_reconnects = 0, stream_drops = 0, stream_retries = 0;
   std::map<int, std::uint64_t> publish_status;
   Samples latency;
   std::vector<std::string> problems;
@@ -98,6 +99,7 @@ struct FanoutStats {
     publish_errors += o.publish_errors;
     publish_reconnects += o.publish_reconnects;
     stream_drops += o.stream_drops;
+    stream_retries += o.stream_retries;
     for (auto& [k, v] : o.publish_status) publish_status[k] += v;
     latency.merge(o.latency);
     for (auto& p : o.problems) problem(p);
@@ -173,7 +175,7 @@ class FanoutWorker : public Handler {
       last_phase = phase;
       loop_.poll(opt_.rate > 0 ? 1 : 10);
       const std::int64_t now = mono_ns();
-      if (phase == kConnect) start_connects();
+      if (phase == kConnect) start_connects(now);
       if (reconnect_) {
         reconnect_ = false;
         for (auto& p : pubs_)
@@ -212,6 +214,8 @@ class FanoutWorker : public Handler {
     Conn c;
     std::string id;
     bool up = false;
+    int attempts = 0;
+    std::int64_t retry_ns = 0;
     std::string subject;          // chatd: where its pod takes its chunks
     std::uint64_t published = 0;  // sequence number of the next chunk to publish
     std::uint64_t received = 0;   // sequence number of the next chunk expected
@@ -225,18 +229,31 @@ class FanoutWorker : public Handler {
 
   bool in_window(std::int64_t t) const { return t >= sh_.window_start_ns && t < sh_.window_end_ns; }
 
-  void start_connects() {
-    while (pending_ < 128 && !connect_q_.empty()) {
+  void start_connects(std::int64_t now) {
+    while (pending_ < opt_.batch && !connect_q_.empty()) {
       Sess& s = *sess_[connect_q_.front()];
+      if (s.retry_ns > now) break;
       connect_q_.pop_front();
       const std::string path = opt_.target == "nchan" ? "/sub/" + s.id : "/api/sse?session_id=" + s.id + "&user_id=u" + s.id;
       if (!loop_.connect(s.c, opt_.port)) {
-        stats.problem(std::string("SSE connect: ") + std::strerror(errno));
+        retry(s, now, std::string("connect: ") + std::strerror(errno));
         continue;
       }
       ++pending_;
       loop_.send(s.c, "GET " + path + " HTTP/1.1\r\n" + host_ + "Accept: text/event-stream\r\n\r\n");
     }
+  }
+
+  // A refused stream comes back later, as a browser's EventSource would (a
+  // load balancer answers 502 while a pod is slow to accept); 8 tries at most.
+  void retry(Sess& s, std::int64_t now, const std::string& why) {
+    ++stats.stream_retries;
+    if (++s.attempts >= 8) {
+      stats.problem("gave up on stream " + s.id + ": " + why);
+      return;
+    }
+    s.retry_ns = now + std::min<std::int64_t>(5'000, 250LL << s.attempts) * kMs;
+    connect_q_.push_back(s.c.slot);
   }
 
   void mark_up(Sess& s) {
@@ -299,17 +316,16 @@ class FanoutWorker : public Handler {
 
   void on_headers(Conn& c) override {
     if (c.kind != kStream) return;
-    if (c.status != 200) {
-      stats.problem("SSE HTTP " + std::to_string(c.status));
-      return;
-    }
+    if (c.status != 200) return;  // its body follows: on_response
     if (opt_.target == "nchan") mark_up(*sess_[c.slot]);
   }
 
   void on_response(Conn& c, std::string_view body) override {
     if (c.kind == kStream) {
-      stats.problem("SSE answered HTTP " + std::to_string(c.status) + ": " + std::string(body.substr(0, 200)));
+      Sess& s = *sess_[c.slot];
       loop_.close(c);
+      --pending_;
+      retry(s, c.recv_mono_ns, "HTTP " + std::to_string(c.status) + ": " + std::string(body.substr(0, 120)));
       return;
     }
     Publisher& p = *pubs_[c.slot];
@@ -382,9 +398,13 @@ class FanoutWorker : public Handler {
   void on_close(Conn& c, std::string_view why) override {
     if (c.kind == kStream) {
       Sess& s = *sess_[c.slot];
+      if (!s.up) {  // never got going: tried again
+        --pending_;
+        retry(s, mono_ns(), std::string(why));
+        return;
+      }
       ++stats.stream_drops;
       stats.problem("stream " + s.id + " closed: " + std::string(why));
-      if (!s.up) --pending_;
       s.up = false;
       return;
     }
@@ -422,6 +442,7 @@ class FanoutWorker : public Handler {
                "  chatd: --nats-port N (4222) | --nats-url URL, --pod POD (bench; auto: each stream's pod, from\n"
                "         its connected event)   nchan: --publishers N per thread (16)\n"
                "  --source-ips N [--source-offset K]: streams connect from 127.1.0.1+K .. +K+N-1 (through one port)\n"
+               "  --batch N (128 stream connects in flight per thread)\n"
                "  --pid PID[,PID...] the server's processes (CPU, RSS)\n");
   std::exit(2);
 }
@@ -459,6 +480,7 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--nats-url") o.nats_url = v;
     else if (k == "--source-ips") o.source_ips = static_cast<int>(num(0, 60'000));
     else if (k == "--source-offset") o.source_offset = static_cast<int>(num(0, 60'000));
+    else if (k == "--batch") o.batch = static_cast<int>(num(1, 100'000));
     else if (k == "--prefix") o.prefix = v;
     else if (k == "--pid") o.pids = parse_pids(v);
     else fanout_usage(("unknown option " + k).c_str());
@@ -530,6 +552,7 @@ int fanout_main(int argc, char** argv) {
       .integer("publish_errors", static_cast<std::int64_t>(st.publish_errors))
       .integer("publish_reconnects", static_cast<std::int64_t>(st.publish_reconnects))
       .integer("streams_dropped", static_cast<std::int64_t>(st.stream_drops))
+      .integer("stream_connects_retried", static_cast<std::int64_t>(st.stream_retries))
       .raw("publish_status", status_json(st.publish_status));
   JsonLine cpu;
   if (!o.pids.empty()) cpu.num("server", (cpu1 - cpu0) / o.seconds * 100, 1);

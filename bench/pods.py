@@ -23,6 +23,7 @@ Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, LOADGEN, CHATD_BIN, E2E_
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -61,16 +62,18 @@ def free_port():
 
 
 def free_base(count):
-    """A port p with p+1..p+count all free (the cluster's pods)."""
+    """A port p with p+1..p+count all free (the cluster's pods), below the ephemeral range that the
+    streams' own ports come from."""
     for _ in range(200):
-        base = free_port()
-        if base + count < 65000 and all(port_free(base + i) for i in range(1, count + 1)):
+        base = random.randrange(20000, 32000)
+        if all(port_free(base + i) for i in range(1, count + 1)):
             return base
     raise RuntimeError("no run of %d free ports" % count)
 
 
 def port_free(port):
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -154,7 +157,7 @@ def via_nginx(pods_n, per, rate, seconds, tmp, errors):
     http, nats, redis, pg = free_port(), free_port(), free_port(), free_port()
     env = dict(os.environ, CLUSTER_DIR=run_dir, CLUSTER_HTTP_PORT=str(http), CLUSTER_POD_BASE_PORT=str(free_base(pods_n)),
                CLUSTER_PODS=str(pods_n), CLUSTER_WORKERS="0", CLUSTER_NATS_PORT=str(nats), CLUSTER_REDIS_PORT=str(redis),
-               CLUSTER_PG_PORT=str(pg), CLUSTER_NGINX_WORKERS="6",
+               CLUSTER_PG_PORT=str(pg), CLUSTER_NGINX_WORKERS="8",
                CLUSTER_POD_ENV=" ".join("%s=%s" % kv for kv in POD_LIMITS.items()))
     cluster = os.path.join(ROOT, "scripts", "cluster.sh")
     up = subprocess.run([cluster, "up"], env=env, capture_output=True, text=True, timeout=300)
@@ -172,8 +175,10 @@ def via_nginx(pods_n, per, rate, seconds, tmp, errors):
         before = {k: rss_kib([v]) for k, v in pids.items() if v}
         before["nginx"] = rss_kib([master] + workers)
         share = SOURCE_IPS // pods_n
+        # nginx gives a pod 2 s to accept (proxy_connect_timeout): connects go in gently.
         runs = run_loadgens([("lb-%d" % i, http, ["--nats-url", url, "--pod", "auto", "--source-ips", str(share),
-                                                  "--source-offset", str(i * share)]) for i in range(pods_n)],
+                                                  "--source-offset", str(i * share), "--batch", "16"])
+                             for i in range(pods_n)],
                             per, rate, seconds, tmp)
         wait_all_up(runs, 300)
         grown = {k: rss_kib([v]) - before[k] for k, v in pids.items() if v}
@@ -196,6 +201,7 @@ def main():
         return 2
     errors = []
     tmp = tempfile.mkdtemp(prefix="chatd-pods-bench-")
+    os.chmod(tmp, 0o755)  # cluster.sh runs PostgreSQL as the postgres user, inside it
     try:
         results, grown = (via_nginx if via == "nginx" else via_pods)(pods_n, per, rate, seconds, tmp, errors)
     except Exception as e:  # noqa: BLE001
