@@ -13,7 +13,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libnats-dev libhiredis-dev libpq-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nats-server redis-server postgresql nginx sqlite3 prometheus openssl
+  nats-server redis-server postgresql nginx libnginx-mod-nchan sqlite3 prometheus openssl
   python3-yaml python3-jsonschema python3-jwt python3-cryptography
 )
 # The chat page's tests: headless Chromium driven by Selenium (tests/web).
