@@ -99,8 +99,10 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
       for (auto b = backlogs_.begin(); b != backlogs_.end(); ++b) {
         if (b == resume_at) continue;
         if (member.resume) member.resume->settled.insert(b->message_id);
-        // Ended before the cursor's reply began: the client had all of it.
-        if (b < resume_at && b->last_seq < resume_at->first_seq) continue;
+        // Ended before the cursor's reply began: the client had all of it. One
+        // still running may have reached the client further on its old pod
+        // than here: it goes again from its start, like any other.
+        if (b < resume_at && b->finished && b->last_seq < resume_at->first_seq) continue;
         if (b->overflowed) {
           servable = false;
           continue;

@@ -69,6 +69,20 @@ TEST_F(ChannelTest, ACursorResumesAfterItsChunkAndIncludesLaterRepliesFromTheirS
   EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"m1:2", "m1:3", "m1:done", "again:m2", "m2:0", "m2:1"}));
 }
 
+TEST_F(ChannelTest, ARunningReplyWhoseChunksHereAllPredateTheCursorsReplyGoesAgainFromItsStart) {
+  // m1 began first and still runs; this pod had m1:0..1 before m2 began. The client's cursor
+  // names m2 only, and its old pod may have sent it m1 much further: m1 starts over after a reset,
+  // never a chunk the client may already have without one (chaos_short saw such a duplicate).
+  reply("m1", 2, false);
+  reply("m2", 3, false);
+  auto [s, ok] = join(ResumeCursor{"m2", 2}, t0);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"again:m1", "m1:0", "m1:1"}));
+  channel.publish("m1", 2, frame("m1:2"), 100);
+  EXPECT_EQ(texts(s->frames()).back(), "m1:2");
+  EXPECT_EQ(texts(s->frames()).size(), 4u);
+}
+
 TEST_F(ChannelTest, ACursorOnOneOfTwoInterleavedRepliesGetsTheOtherOneAgainFromItsStart) {
   // The client had m1:0, m2:0, m1:1, m2:1; its cursor names m2 only.
   channel.publish("m1", 0, frame("m1:0"), 100);
