@@ -151,9 +151,7 @@ for s in $scenarios; do
   esac
 done
 
-errs=$(printf '%s\n' "${errors[@]+"${errors[@]}"}" | jq -R . | jq -sc 'map(select(length > 0))')
-cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-mem_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)
+report_facts
 slurp=()
 for side in chatd nchan; do
   for s in hold_1k hold_10k fanout_full fanout_10k; do slurp+=(--slurpfile "${side}_$s" "$tmp/${side}_$s.json"); done

@@ -490,12 +490,6 @@ FanoutOptions parse_fanout(int argc, char** argv) {
   return o;
 }
 
-std::string status_json(const std::map<int, std::uint64_t>& m) {
-  JsonLine j;
-  for (auto& [k, v] : m) j.integer(std::to_string(k), static_cast<std::int64_t>(v));
-  return j.done();
-}
-
 }  // namespace
 
 int fanout_main(int argc, char** argv) {
@@ -584,9 +578,7 @@ int fanout_main(int argc, char** argv) {
       .integer("server_rss_kib", rss)
       .raw("cpu_percent", cpu.done())
       .raw("integrity", integrity.done());
-  std::string problems = "[";
-  for (std::size_t i = 0; i < st.problems.size(); ++i) problems += (i ? "," : "") + JsonLine::esc(st.problems[i]);
-  j.raw("problems", problems + "]");
+  j.raw("problems", problems_json(st.problems));
   std::printf("%s\n", j.done().c_str());
   std::fflush(stdout);
   return 0;

@@ -135,3 +135,10 @@ stop_server() {
 
 health() { curl -s --max-time 2 "http://127.0.0.1:$port/health" || echo '{}'; }
 
+
+# report_facts: sets errs (the errors as a JSON array), cpu_model and mem_kib for the JSON line.
+report_facts() {
+  errs=$(printf '%s\n' "${errors[@]+"${errors[@]}"}" | jq -R . | jq -sc 'map(select(length > 0))')
+  cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+  mem_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)
+}

@@ -134,12 +134,6 @@ struct Stats {
   }
 };
 
-std::string status_json(const std::map<int, std::uint64_t>& m) {
-  JsonLine j;
-  for (auto& [k, v] : m) j.integer(std::to_string(k), static_cast<std::int64_t>(v));
-  return j.done();
-}
-
 class Worker : public Handler {
  public:
   Worker(Shared& sh, int tid) : sh_(sh), opt_(sh.opt), tid_(tid) {
@@ -698,12 +692,6 @@ void add_cpu(JsonLine& j, const Options& o, double srv0, double srv1, double sel
       .num("others", !o.pids.empty() ? (all - srv - self) / o.seconds * 100 : -1, 1)
       .integer("cores", static_cast<std::int64_t>(std::thread::hardware_concurrency()));
   j.raw("cpu_percent", c.done());
-}
-
-std::string problems_json(const std::vector<std::string>& p) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < p.size(); ++i) s += (i ? "," : "") + JsonLine::esc(p[i]);
-  return s + "]";
 }
 
 int run_mode(Options opt) {

@@ -118,9 +118,7 @@ for s in $scenarios; do
   esac
 done
 
-errs=$(printf '%s\n' "${errors[@]+"${errors[@]}"}" | jq -R . | jq -sc 'map(select(length > 0))')
-cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-mem_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)
+report_facts
 jq -nc \
   --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --argjson cores "$(nproc)" --arg cpu "$cpu_model" --argjson mem_kib "$mem_kib" \

@@ -271,51 +271,58 @@ void sleep_until_ns(std::int64_t t) {
     std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::int64_t>(t - now, 50'000'000)));
 }
 
-long read_vmrss_kib(int pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+std::string status_json(const std::map<int, std::uint64_t>& m) {
+  JsonLine j;
+  for (auto& [k, v] : m) j.integer(std::to_string(k), static_cast<std::int64_t>(v));
+  return j.done();
+}
+
+std::string problems_json(const std::vector<std::string>& p) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < p.size(); ++i) s += (i ? "," : "") + JsonLine::esc(p[i]);
+  return s + "]";
+}
+
+namespace {
+
+// The value of a "Key:   123 kB" line of a /proc file; -1 when absent or unreadable.
+long proc_kib(const std::string& path, std::string_view key) {
+  std::ifstream f(path);
   std::string line;
   while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+    if (line.rfind(key, 0) == 0) return std::strtol(line.c_str() + key.size(), nullptr, 10);
   }
   return -1;
 }
 
-long read_vmrss_kib(const std::vector<int>& pids) {
-  long sum = 0;
+// A per-process reading summed over processes; -1 when one is unreadable.
+template <class T, class Read>
+T sum_over(const std::vector<int>& pids, Read read) {
+  T sum = 0;
   for (int pid : pids) {
-    long kib = read_vmrss_kib(pid);
-    if (kib < 0) return -1;
-    sum += kib;
+    T v = read(pid);
+    if (v < 0) return -1;
+    sum += v;
   }
   return sum;
+}
+
+std::string proc_path(int pid, const char* file) { return "/proc/" + std::to_string(pid) + "/" + file; }
+
+}  // namespace
+
+long read_vmrss_kib(int pid) { return proc_kib(proc_path(pid, "status"), "VmRSS:"); }
+
+long read_vmrss_kib(const std::vector<int>& pids) {
+  return sum_over<long>(pids, [](int pid) { return read_vmrss_kib(pid); });
 }
 
 long read_pss_kib(const std::vector<int>& pids) {
-  long sum = 0;
-  for (int pid : pids) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
-    std::string line;
-    long kib = -1;
-    while (std::getline(f, line)) {
-      if (line.rfind("Pss:", 0) == 0) {
-        kib = std::strtol(line.c_str() + 4, nullptr, 10);
-        break;
-      }
-    }
-    if (kib < 0) return -1;
-    sum += kib;
-  }
-  return sum;
+  return sum_over<long>(pids, [](int pid) { return proc_kib(proc_path(pid, "smaps_rollup"), "Pss:"); });
 }
 
 double read_cpu_seconds(const std::vector<int>& pids) {
-  double sum = 0;
-  for (int pid : pids) {
-    double s = read_cpu_seconds(pid);
-    if (s < 0) return -1;
-    sum += s;
-  }
-  return sum;
+  return sum_over<double>(pids, [](int pid) { return read_cpu_seconds(pid); });
 }
 
 std::vector<int> parse_pids(std::string_view text) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -77,6 +78,11 @@ class JsonLine {
   void key(std::string_view k);
   std::string s_ = "{";
 };
+
+// {"200":5,"503":1}: counts by HTTP status.
+std::string status_json(const std::map<int, std::uint64_t>& m);
+// A JSON array of strings.
+std::string problems_json(const std::vector<std::string>& p);
 
 // "loadgen: " + the message + a newline, on stderr.
 void log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
