@@ -6,8 +6,9 @@ log() { echo "$bench_name: $*" >&2; }
 
 secs() { printf '%.0f' "$1"; }  # whole seconds, for time limits
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() {  # below the ephemeral range, where loadgen's own connections never land
+  /usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import harness; print(harness.free_port())' \
+    "$root/tests/e2e"
 }
 
 errors=()  # problems seen with the server, reported in the JSON

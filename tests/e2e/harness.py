@@ -10,6 +10,7 @@ Environment:
 import collections
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -18,7 +19,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.parse
@@ -56,7 +56,30 @@ def new_id(prefix):
     return "%s_%s" % (prefix, uuid.uuid4().hex[:16])
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
+    """A port free now, below the kernel's ephemeral range. A port the kernel hands out for
+    bind(0) is also the kind it gives outgoing connections: a test's client could take it
+    between this check and the server's bind. Below the range only listeners use ports."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind((HOST, 0))

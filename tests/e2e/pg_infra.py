@@ -28,12 +28,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
+
+from harness import free_port
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 HOST = "127.0.0.1"
@@ -48,15 +49,6 @@ _live_lock = threading.Lock()
 
 def pg_bin(name):
     return os.path.join(os.environ.get("CHAT_PG_BIN") or DEFAULT_PG_BIN, name)
-
-
-def _free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def _die_with_parent():
@@ -182,7 +174,7 @@ class PostgresServer:
         restart = self.port is not None
         for attempt in range(5):
             if not restart:
-                self.port = _free_port()
+                self.port = free_port()
             self._launch()
             if self._wait_ready(timeout):
                 return self

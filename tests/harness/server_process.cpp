@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -66,21 +67,34 @@ std::filesystem::path make_scratch_dir(const char* tag) {
   return pattern;
 }
 
-}  // namespace
+// The low end of the kernel's ephemeral range (where bind(0) and outgoing connections get ports).
+int ephemeral_low() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  return range >> low && low > 10001 ? low : 32768;
+}
 
-std::uint16_t free_port() {
+bool can_bind(std::uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
-  auto addr = loopback(0);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    int err = errno;
-    ::close(fd);
-    throw std::system_error(err, std::generic_category(), "bind port 0");
-  }
+  auto addr = loopback(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+// Below the ephemeral range: a port bind(0) hands out is also the kind a client's outgoing
+// connection gets, and one could take it between this check and the server's bind.
+std::uint16_t free_port() {
+  thread_local std::mt19937 pick{std::random_device{}()};
+  std::uniform_int_distribution<int> in_range(10000, ephemeral_low() - 1);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto port = static_cast<std::uint16_t>(in_range(pick));
+    if (can_bind(port)) return port;
+  }
+  fail("no free port below the ephemeral range");
 }
 
 ServerProcess::ServerProcess(Kind kind, std::uint16_t port, std::vector<std::string> extra)

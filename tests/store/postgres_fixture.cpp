@@ -1,5 +1,7 @@
 #include "store/postgres_fixture.hpp"
 
+#include "harness/server_process.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -49,20 +51,6 @@ Account server_account() {
   const passwd* pw = getpwnam("postgres");
   if (pw == nullptr) throw std::runtime_error("running as root, but there is no 'postgres' user to run PostgreSQL as");
   return {true, pw->pw_uid, pw->pw_gid};
-}
-
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  if (!ok) throw std::runtime_error("cannot find a free port on 127.0.0.1");
-  return ntohs(addr.sin_port);
 }
 
 fs::path make_temp_dir() {
