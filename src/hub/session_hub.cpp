@@ -5,8 +5,10 @@
 #include <boost/asio/strand.hpp>
 
 #include <algorithm>
+#include <atomic>
 
 #include "common/countdown.hpp"
+#include "sse/sse_connection.hpp"
 
 namespace asio = boost::asio;
 
@@ -32,9 +34,16 @@ struct SessionHub::Slot {
   bool stopped = false;
 
   // Runs `fn` on the strand, then tells a waiter whose condition now holds.
+  // Runs posted to the strand and not yet started: the shard's backlog. While
+  // there is none, its streams write live frames at once; under load they
+  // gather them into fewer writes on their own strands.
+  std::atomic<std::uint32_t> waiting{0};
+
   template <class Fn>
   void run(Fn fn) {
+    waiting.fetch_add(1, std::memory_order_relaxed);
     asio::post(strand, [this, fn = std::move(fn)]() mutable {
+      sse::WriteNowScope write_now(waiting.fetch_sub(1, std::memory_order_relaxed) == 1);
       fn(shard);
       notify_waiters();
     });

@@ -1,11 +1,25 @@
 #include "sse/sse_connection.hpp"
 
+#include <sys/socket.h>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+
+#include <cerrno>
 
 namespace asio = boost::asio;
 
 namespace chat::sse {
+
+namespace {
+
+thread_local bool write_now = false;
+
+}  // namespace
+
+WriteNowScope::WriteNowScope(bool enabled) : previous_(write_now) { write_now = enabled; }
+WriteNowScope::~WriteNowScope() { write_now = previous_; }
+bool WriteNowScope::active() { return write_now; }
 
 SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id,
                              const QueueLimits& limits, StreamMetrics* metrics)
@@ -31,6 +45,7 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
     for (auto& f : first) queued_.push_back(std::move(f));
     queued_exempt_ = static_cast<std::uint32_t>(queued_.size());
     last_queued_live_ = false;
+    started_ = true;
     schedule_flush_locked();
   }
   asio::post(socket_.get_executor(), [self = shared_from_this()] { self->watch_for_close(); });
@@ -40,6 +55,8 @@ void SseConnection::send(Frame frame) {
   std::lock_guard lock(queue_mutex_);
   if (closing_ || closed_) return;
   if (coalesced_locked(frame)) return;
+  frame = write_directly_locked(std::move(frame));
+  if (!frame) return;
   queued_bytes_ += static_cast<std::uint32_t>(frame->size());
   queued_.push_back(std::move(frame));
   last_queued_live_ = true;
@@ -80,6 +97,32 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("slow_client"); });
   }
   return true;
+}
+
+// A live frame sent within a WriteNowScope, for a stream with nothing queued
+// and no write in flight, goes straight to the socket from the producer's thread: the common case of a
+// reading client costs no hand-off to the strand (on two busy cores each
+// hand-off is a scheduler wake-up, the bulk of a chunk's tail latency). The
+// lock is held across the non-blocking send so that nothing can queue ahead of
+// it or close the socket under it. Returns what is left to queue for the
+// strand: all of it, the part the kernel did not take at once (which can no
+// longer merge with a later chunk), or nothing.
+Frame SseConnection::write_directly_locked(Frame frame) {
+  if (!WriteNowScope::active() || !started_ || !queued_.empty() || write_in_flight_since_ != std::chrono::steady_clock::time_point{} ||
+      !socket_.is_open())
+    return frame;
+  auto sent = ::send(socket_.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sent < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return frame;
+    closed_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("write_failed"); });
+    return nullptr;
+  }
+  auto written = static_cast<std::size_t>(sent);
+  if (written < frame->size()) return std::make_shared<const EncodedFrame>(frame->substr(written), frame->origin);
+  if (metrics_ && frame->origin != SystemTime{})
+    metrics_->delivery.observe(std::chrono::duration<double>(std::chrono::system_clock::now() - frame->origin).count());
+  return nullptr;
 }
 
 void SseConnection::send_backlog(const std::vector<Frame>& frames) {
@@ -125,6 +168,8 @@ void SseConnection::flush() {
     queued_exempt_ = 0;
     written_ = 0;
     close_now = writing_.empty() && closing_;
+    // From here a producer must queue behind this batch, not write past it.
+    if (!writing_.empty()) write_in_flight_since_ = std::chrono::steady_clock::now();
   }
   if (close_now) return terminate("closed_by_server");
   if (writing_.empty()) return;
@@ -201,26 +246,27 @@ void SseConnection::on_readable(boost::system::error_code ec) {
 
 void SseConnection::terminate(const char* reason) {
   {
+    // The socket closes under the lock: a producer may be writing to it directly.
     std::lock_guard lock(queue_mutex_);
     closed_ = true;
     queued_.clear();
     queued_bytes_ = 0;
     queued_exempt_ = 0;
+    if (!socket_.is_open()) return;
+    boost::system::error_code ignored;
+    if (std::string_view(reason) == "slow_client") {
+      // Reset rather than close: what the kernel still holds for a client that
+      // does not read would otherwise stay in memory, trickling out to a tiny
+      // window, long after we gave up on it (nginx's reset_timedout_connection).
+      socket_.set_option(asio::socket_base::linger(true, 0), ignored);
+    } else {
+      socket_.shutdown(Socket::shutdown_both, ignored);
+    }
+    socket_.close(ignored);
   }
-  if (!socket_.is_open()) return;
   if (metrics_)
     for (std::size_t i = 0; i < StreamMetrics::kEndReasons.size(); ++i)
       if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics_->ended[i].add();
-  boost::system::error_code ignored;
-  if (std::string_view(reason) == "slow_client") {
-    // Reset rather than close: what the kernel still holds for a client that
-    // does not read would otherwise stay in memory, trickling out to a tiny
-    // window, long after we gave up on it (nginx's reset_timedout_connection).
-    socket_.set_option(asio::socket_base::linger(true, 0), ignored);
-  } else {
-    socket_.shutdown(Socket::shutdown_both, ignored);
-  }
-  socket_.close(ignored);
   if (auto handler = std::move(on_closed_)) handler(shared_from_this(), reason);
   lease_.reset();
 }

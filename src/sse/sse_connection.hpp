@@ -2,8 +2,12 @@
 // One client's event stream. Owns the socket after the HTTP layer hands it over.
 //
 // Threads: send() and close() may be called from any thread; they touch only the
-// queue under queue_mutex_ and post to the connection's strand, where all socket
-// I/O happens. One write is in flight at a time and carries every frame queued
+// queue under queue_mutex_ and post to the connection's strand, where the
+// socket's asynchronous I/O happens. The exception is a live frame, sent within
+// a WriteNowScope, for a stream that has nothing queued and nothing in flight:
+// send() writes it to the socket itself, non-blocking, under the lock (closing
+// the socket also takes it). One
+// asynchronous write is in flight at a time and carries every frame queued
 // meanwhile (gathered, never copied, in slices so that progress is visible).
 // A client that falls behind first gets coalesced events: while many live
 // events wait for it, a reply's next chunk is merged into the chunk event
@@ -51,6 +55,24 @@ struct StreamMetrics {
   metrics::Counter coalesced;
 };
 
+// While one is open on a thread, send() on that thread may write a live frame
+// to the socket itself (see SseConnection::send); elsewhere frames go through
+// the stream's strand. The hub opens one while its shard has no other work
+// waiting: an idle pod answers at once, a busy one lets a stream's frames
+// gather into one write.
+class WriteNowScope {
+ public:
+  explicit WriteNowScope(bool enabled);
+  ~WriteNowScope();
+  WriteNowScope(const WriteNowScope&) = delete;
+  WriteNowScope& operator=(const WriteNowScope&) = delete;
+
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 class SseConnection final : public EventSink, public std::enable_shared_from_this<SseConnection> {
  public:
   using Socket = boost::asio::ip::tcp::socket;
@@ -81,6 +103,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void schedule_flush_locked();
   bool is_stuck_locked() const;
   bool coalesced_locked(const Frame& frame);
+  Frame write_directly_locked(Frame frame);
   void flush();
   void write_slice();
   void on_written(boost::system::error_code ec, std::size_t slice_end);
@@ -107,6 +130,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
+  bool started_ = false;  // the response head is queued: frames may follow it
   std::chrono::steady_clock::time_point write_in_flight_since_{};  // {}: no write in flight
   std::uint32_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
 

@@ -1,15 +1,19 @@
 #include "sse/sse_connection.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <iostream>
@@ -87,6 +91,75 @@ TEST_F(SseConnectionTest, TheHeadAndFirstFramesGoOutFirstThenLiveFramesInOrder) 
   std::string want = "HEAD\r\n\r\nfirst\n\n";
   for (int i = 0; i < 50; ++i) want += "f" + std::to_string(i) + "\n\n";
   EXPECT_EQ(got, want);
+}
+
+// Holds the connection's only event-loop thread until release() (or the end of the test).
+struct HeldLoop {
+  explicit HeldLoop(asio::io_context& ioc) {
+    std::promise<void> holding;
+    asio::post(ioc, [this, &holding] {
+      holding.set_value();
+      released.get_future().wait();
+    });
+    holding.get_future().wait();
+  }
+  ~HeldLoop() { release(); }
+  void release() {
+    if (!done) released.set_value();
+    done = true;
+  }
+  std::promise<void> released;
+  bool done = false;
+};
+
+// What arrives on `client` (up to `enough` bytes) before a read waits `limit`:
+// raw reads, so that a read that would wait for a held loop ends instead of hanging.
+std::string received_within(tcp::socket& client, std::chrono::milliseconds limit, std::size_t enough = 1 << 20) {
+  timeval tv{static_cast<time_t>(limit.count() / 1000), static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+  ::setsockopt(client.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[64];
+  while (got.size() < enough) {
+    auto n = ::recv(client.native_handle(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+TEST_F(SseConnectionTest, ALiveFrameForAnIdleStreamIsWrittenByTheSenderWithoutTheEventLoop) {
+  open();
+  read_until("HEAD\r\n\r\n");
+  HeldLoop held(ioc);  // the frame can arrive only if send() writes it itself
+  {
+    WriteNowScope write_now(true);
+    connection->send(frame("live\n\n"));
+  }
+  EXPECT_EQ(received_within(client, 2s, 6), "live\n\n");
+}
+
+TEST_F(SseConnectionTest, OutsideAWriteNowScopeAFrameWaitsForTheStrand) {
+  open();
+  read_until("HEAD\r\n\r\n");
+  HeldLoop held(ioc);
+  connection->send(frame("queued\n\n"));
+  EXPECT_EQ(received_within(client, 300ms), "");
+  held.release();
+  EXPECT_EQ(received_within(client, 5s, 8), "queued\n\n");
+}
+
+TEST_F(SseConnectionTest, WhatTheKernelDoesNotTakeAtOnceFollowsInOrder) {
+  QueueLimits roomy;
+  roomy.max_bytes = 8 * 1024 * 1024;
+  open(roomy, {}, 4096);
+  read_until("HEAD\r\n\r\n");
+  std::string big(2 * 1024 * 1024, 'b');  // far more than both kernel buffers
+  WriteNowScope write_now(true);
+  connection->send(frame(big));
+  connection->send(frame("after\n\n"));
+  auto got = read_until("after\n\n");
+  EXPECT_TRUE(got == big + "after\n\n") << got.size() << " bytes, " << std::count(got.begin(), got.end(), 'b')
+                                        << " of the big frame's " << big.size();
 }
 
 TEST_F(SseConnectionTest, CloseWritesTheLastFrameThenEndsTheStream) {
