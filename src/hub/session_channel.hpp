@@ -6,6 +6,7 @@
 // in each reply, so nothing reaches it twice, however a reply is fed again
 // (replay, log catch-up). Owned by one hub shard; not thread-safe on its own.
 
+#include <boost/container/flat_map.hpp>
 #include <boost/container/small_vector.hpp>
 
 #include <chrono>
@@ -69,8 +70,10 @@ struct Resume {
 
 struct Member {
   std::shared_ptr<sse::EventSink> stream;
-  // Per reply: the last chunk id sent, or kReplyEnd once its end went out.
-  std::unordered_map<std::string, std::int64_t> sent;
+  // Per reply: the last chunk id sent, or kReplyEnd once its end went out. A
+  // stream follows a reply or two at a time: a sorted vector, which costs an
+  // idle stream 24 bytes where a hash map costs 56.
+  boost::container::flat_map<std::string, std::int64_t> sent;
   std::unique_ptr<Resume> resume;  // set when the stream resumed with a cursor
 
   bool catching_up() const { return resume && resume->catching_up; }

@@ -67,8 +67,10 @@ void Admission::reply_ended(const std::string& message_id) {
 }
 
 void Admission::stream_opens(const std::string& user, TicketCallback done) {
-  static int nothing;  // what a ticket of an unlimited stream owns
-  if (policy_.streams_per_user == 0) return done(StreamTicket(&nothing, [](void*) {}));
+  static int nothing;  // what a ticket points at: it owns nothing, it is only not null
+  // An unlimited stream's ticket shares no ownership (the aliasing
+  // constructor): an idle stream should not carry a control block for it.
+  if (policy_.streams_per_user == 0) return done(StreamTicket(StreamTicket{}, &nothing));
   auto place = new_identifier("stream_");
   {
     std::lock_guard lock(streams_->mutex);

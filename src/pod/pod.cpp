@@ -177,16 +177,13 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
     return;
   }
   auto stream = std::make_shared<sse::SseConnection>(std::move(socket), new_compact_identifier("conn_"), request.session_id,
-                                                     options_.stream_limits, &stats_.streams);
+                                                     stream_context_);
   // Registered before it can close, so the registry sees add, then remove.
   registry_.add({request.session_id, options_.pod_id, stream->id()});
   std::vector<sse::Frame> first{sse::connected_frame(stream->id(), request.session_id, options_.pod_id),
                                 sse::retry_frame(options_.stream_retry)};
   // The streams-per-user ticket is the stream's lease: released when it ends.
-  stream->start(
-      sse::stream_head(request.cors_origin), std::move(first),
-      [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) { on_stream_closed(s, reason); },
-      std::move(request.ticket));
+  stream->start(sse::stream_head(request.cors_origin), std::move(first), std::move(request.ticket));
   log::info("sse_connected", {{"connection_id", stream->id()}, {"session_id", request.session_id},
                               {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});
   hub_.attach(std::move(stream), std::move(request.cursor));

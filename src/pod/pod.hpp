@@ -167,6 +167,10 @@ class Pod {
   std::atomic<bool> memory_full_{false};
   hub::SessionHub hub_;
   PodStats stats_;
+  // Shared by every stream of this pod (each keeps a reference to it).
+  sse::StreamContext stream_context_{
+      options_.stream_limits, &stats_.streams,
+      [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) { on_stream_closed(s, reason); }};
   ReplyTraces traces_;
   std::unique_ptr<bus::Subscription> direct_;
   std::unique_ptr<bus::Subscription> broadcast_;

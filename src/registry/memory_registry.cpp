@@ -6,27 +6,46 @@
 
 namespace chat::registry {
 
+std::optional<std::uint32_t> MemoryRegistry::find_pod_locked(const std::string& pod_id) const {
+  auto it = std::find(pods_.begin(), pods_.end(), pod_id);
+  if (it == pods_.end()) return std::nullopt;
+  return static_cast<std::uint32_t>(it - pods_.begin());
+}
+
+std::uint32_t MemoryRegistry::pod_index_locked(const std::string& pod_id) {
+  if (auto known = find_pod_locked(pod_id)) return *known;
+  pods_.push_back(pod_id);
+  return static_cast<std::uint32_t>(pods_.size() - 1);
+}
+
 void MemoryRegistry::add(const ConnectionRef& c) {
   std::lock_guard lock(mutex_);
+  Entry entry{pod_index_locked(c.pod_id), c.connection_id};
   auto& entries = sessions_[c.session_id];
-  Entry entry{c.pod_id, c.connection_id};
   if (std::find(entries.begin(), entries.end(), entry) == entries.end()) entries.push_back(std::move(entry));
 }
 
 void MemoryRegistry::remove(const ConnectionRef& c) {
   std::lock_guard lock(mutex_);
   auto it = sessions_.find(c.session_id);
-  if (it == sessions_.end()) return;
-  std::erase(it->second, Entry{c.pod_id, c.connection_id});
-  if (it->second.empty()) sessions_.erase(it);
+  auto pod = find_pod_locked(c.pod_id);
+  if (it == sessions_.end() || !pod) return;
+  Entry entry{*pod, c.connection_id};
+  auto& entries = it->second;
+  entries.erase(std::remove(entries.begin(), entries.end(), entry), entries.end());
+  if (entries.empty()) sessions_.erase(it);
 }
 
 void MemoryRegistry::remove_pod(const std::string& pod_id, DoneCallback done) {
   {
     std::lock_guard lock(mutex_);
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      std::erase_if(it->second, [&](const Entry& e) { return e.pod_id == pod_id; });
-      it = it->second.empty() ? sessions_.erase(it) : std::next(it);
+    auto known = find_pod_locked(pod_id);
+    for (auto it = sessions_.begin(); known && it != sessions_.end();) {
+      auto pod = *known;
+      auto& entries = it->second;
+      entries.erase(std::remove_if(entries.begin(), entries.end(), [pod](const Entry& e) { return e.pod == pod; }),
+                    entries.end());
+      it = entries.empty() ? sessions_.erase(it) : std::next(it);
     }
   }
   if (done) boost::asio::post(executor_, [done = std::move(done)] { done({}); });
@@ -38,7 +57,7 @@ void MemoryRegistry::live_pods(const std::string& session_id, PodsCallback done)
     std::lock_guard lock(mutex_);
     if (auto it = sessions_.find(session_id); it != sessions_.end())
       for (const auto& e : it->second)
-        if (std::find(pods.begin(), pods.end(), e.pod_id) == pods.end()) pods.push_back(e.pod_id);
+        if (std::find(pods.begin(), pods.end(), pods_[e.pod]) == pods.end()) pods.push_back(pods_[e.pod]);
   }
   std::sort(pods.begin(), pods.end());
   boost::asio::post(executor_, [done = std::move(done), pods = std::move(pods)]() mutable { done({}, std::move(pods)); });

@@ -3,8 +3,11 @@
 // live exactly while it is registered (no heartbeats needed).
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/container/small_vector.hpp>
 
+#include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,15 +28,21 @@ class MemoryRegistry final : public SessionRegistry {
 
  private:
   boost::asio::any_io_executor executor_;
+  // A pod id as its place in pods_: a process sees one pod id or a few, and an
+  // idle stream should not carry a copy of it.
+  std::uint32_t pod_index_locked(const std::string& pod_id);
+  std::optional<std::uint32_t> find_pod_locked(const std::string& pod_id) const;
+
   struct Entry {
-    std::string pod_id;
+    std::uint32_t pod;
     std::string connection_id;
     bool operator==(const Entry&) const = default;
   };
-  std::mutex mutex_;  // guards sessions_
-  // Session id -> its connections, in the order they came. A session has a
-  // stream or two: a short vector costs an idle stream far less than a set.
-  std::unordered_map<std::string, std::vector<Entry>> sessions_;
+  std::mutex mutex_;  // guards pods_ and sessions_
+  std::vector<std::string> pods_;
+  // Session id -> its connections, in the order they came. Most sessions have
+  // one stream: it lives in the map's node, with no block of its own.
+  std::unordered_map<std::string, boost::container::small_vector<Entry, 1>> sessions_;
 };
 
 }  // namespace chat::registry

@@ -1,11 +1,14 @@
 #include "sse/sse_connection.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
+#include <array>
 #include <cerrno>
+#include <stdexcept>
 
 namespace asio = boost::asio;
 
@@ -15,31 +18,64 @@ namespace {
 
 thread_local bool write_now = false;
 
+// 64-byte slots: neighbouring mutexes taken on different cores share no cache line.
+struct alignas(64) PaddedMutex {
+  std::mutex mutex;
+};
+std::array<PaddedMutex, 1024> queue_mutexes;
+
+SseConnection::Strand strand_of(asio::ip::tcp::socket& socket) {
+  auto executor = socket.get_executor();
+  const auto* strand = executor.target<SseConnection::Strand>();
+  if (strand == nullptr) throw std::logic_error("an SSE stream's socket must run on a strand of an io_context");
+  return *strand;
+}
+
 }  // namespace
 
 WriteNowScope::WriteNowScope(bool enabled) : previous_(write_now) { write_now = enabled; }
 WriteNowScope::~WriteNowScope() { write_now = previous_; }
 bool WriteNowScope::active() { return write_now; }
 
-SseConnection::SseConnection(Socket socket, std::string connection_id, std::string session_id,
-                             const QueueLimits& limits, StreamMetrics* metrics)
-    : socket_(std::move(socket)),
+// The descriptor moves from the type-erased socket to one of the concrete type
+// (released from the reactor and registered again: two system calls per stream).
+SseConnection::SseConnection(asio::ip::tcp::socket socket, std::string connection_id, std::string session_id,
+                             const StreamContext& context)
+    : socket_(strand_of(socket)),
       connection_id_(std::move(connection_id)),
       session_id_(std::move(session_id)),
-      limits_(limits),
-      metrics_(metrics) {}
+      context_(context) {
+  if (!socket.is_open()) return;
+  boost::system::error_code ec;
+  auto local = socket.local_endpoint(ec);  // a client already gone still leaves its address
+  auto protocol = ec ? asio::ip::tcp::v4() : local.protocol();
+  auto fd = socket.release(ec);
+  if (ec) return;  // the socket stays closed: start() ends the stream
+  socket_.assign(protocol, fd, ec);
+  if (ec) ::close(fd);
+}
 
-void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHandler on_closed,
-                          std::shared_ptr<void> lease) {
-  on_closed_ = std::move(on_closed);
+std::mutex& SseConnection::queue_mutex() const {
+  // Blocks from the allocator are 16-byte aligned: skip the bits that never vary.
+  return queue_mutexes[(reinterpret_cast<std::uintptr_t>(this) >> 4) % queue_mutexes.size()].mutex;
+}
+
+void SseConnection::start(std::string head, std::vector<Frame> first, std::shared_ptr<void> lease) {
   lease_ = std::move(lease);
+  if (!socket_.is_open()) {  // the descriptor could not be adopted: the stream ends before it began
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->context_.on_closed(self, "write_failed");
+      self->lease_.reset();
+    });
+    return;
+  }
   // A reply can burst faster than a reading client drains a fresh connection's
   // small send buffer; let the kernel absorb a burst so the queue limit only
   // catches clients that stop reading. Costs nothing while the stream is idle.
   boost::system::error_code ignored;
-  socket_.set_option(asio::socket_base::send_buffer_size(static_cast<int>(limits_.socket_send_buffer)), ignored);
+  socket_.set_option(asio::socket_base::send_buffer_size(static_cast<int>(context_.limits.socket_send_buffer)), ignored);
   {
-    std::lock_guard lock(queue_mutex_);
+    std::lock_guard lock(queue_mutex());
     // The head goes out first, ahead of anything a producer queues meanwhile.
     queued_.insert(queued_.begin(), raw_frame(std::move(head)));
     for (auto& f : first) queued_.push_back(std::move(f));
@@ -52,7 +88,7 @@ void SseConnection::start(std::string head, std::vector<Frame> first, ClosedHand
 }
 
 void SseConnection::send(Frame frame) {
-  std::lock_guard lock(queue_mutex_);
+  std::lock_guard lock(queue_mutex());
   if (closing_ || closed_) return;
   if (coalesced_locked(frame)) return;
   frame = write_directly_locked(std::move(frame));
@@ -71,13 +107,13 @@ void SseConnection::send(Frame frame) {
 }
 
 bool SseConnection::is_stuck_locked() const {
-  if (queued_bytes_ > limits_.max_bytes) return true;
+  if (queued_bytes_ > context_.limits.max_bytes) return true;
   // Frames the kernel has not taken yet: the write in flight and the queue.
   // Over the event limit, a client that still takes our writes gets a moment to
   // catch up with a burst; one whose write has hung that long is not reading.
-  return writing_count_ + queued_.size() - queued_exempt_ > limits_.max_events &&
+  return writing_count_ + queued_.size() - queued_exempt_ > context_.limits.max_events &&
          write_in_flight_since_ != std::chrono::steady_clock::time_point{} &&
-         std::chrono::steady_clock::now() - write_in_flight_since_ > limits_.stall_grace;
+         std::chrono::steady_clock::now() - write_in_flight_since_ > context_.limits.stall_grace;
 }
 
 // Only a live chunk queued behind many waiting events merges, and only into
@@ -85,14 +121,15 @@ bool SseConnection::is_stuck_locked() const {
 // into a backlog), so every event goes out once and in order.
 bool SseConnection::coalesced_locked(const Frame& frame) {
   if (frame->mergeable_reply == 0 || !last_queued_live_ || queued_.empty()) return false;
-  const auto threshold = limits_.coalesce_after ? limits_.coalesce_after : std::max<std::size_t>(limits_.max_events / 8, 1);
+  const auto& limits = context_.limits;
+  const auto threshold = limits.coalesce_after ? limits.coalesce_after : std::max<std::size_t>(limits.max_events / 8, 1);
   if (writing_count_ + queued_.size() - queued_exempt_ < threshold) return false;
   auto merged = merge_chunk_frames(*queued_.back(), *frame);
   if (!merged) return false;
   queued_bytes_ += static_cast<std::uint32_t>(merged->size() - queued_.back()->size());
   queued_.back() = std::move(merged);
-  if (metrics_) metrics_->coalesced.add();
-  if (queued_bytes_ > limits_.max_bytes) {
+  if (auto* metrics = context_.metrics) metrics->coalesced.add();
+  if (queued_bytes_ > context_.limits.max_bytes) {
     closed_ = true;
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("slow_client"); });
   }
@@ -120,14 +157,14 @@ Frame SseConnection::write_directly_locked(Frame frame) {
   }
   auto written = static_cast<std::size_t>(sent);
   if (written < frame->size()) return std::make_shared<const EncodedFrame>(frame->substr(written), frame->origin);
-  if (metrics_ && frame->origin != SystemTime{})
-    metrics_->delivery.observe(std::chrono::duration<double>(std::chrono::system_clock::now() - frame->origin).count());
+  if (auto* metrics = context_.metrics; metrics && frame->origin != SystemTime{})
+    metrics->delivery.observe(std::chrono::duration<double>(std::chrono::system_clock::now() - frame->origin).count());
   return nullptr;
 }
 
 void SseConnection::send_backlog(const std::vector<Frame>& frames) {
   if (frames.empty()) return;
-  std::lock_guard lock(queue_mutex_);
+  std::lock_guard lock(queue_mutex());
   if (closing_ || closed_) return;
   queued_.insert(queued_.end(), frames.begin(), frames.end());
   queued_exempt_ += static_cast<std::uint32_t>(frames.size());
@@ -136,7 +173,7 @@ void SseConnection::send_backlog(const std::vector<Frame>& frames) {
 }
 
 void SseConnection::close(Frame last) {
-  std::lock_guard lock(queue_mutex_);
+  std::lock_guard lock(queue_mutex());
   if (closing_ || closed_) return;
   if (last) {
     queued_bytes_ += static_cast<std::uint32_t>(last->size());
@@ -156,7 +193,7 @@ void SseConnection::schedule_flush_locked() {
 void SseConnection::flush() {
   bool close_now = false;
   {
-    std::lock_guard lock(queue_mutex_);
+    std::lock_guard lock(queue_mutex());
     flush_scheduled_ = false;
     // A write in flight calls flush() again when its batch is out.
     if (write_in_flight_ || !socket_.is_open()) return;
@@ -191,7 +228,7 @@ void SseConnection::write_slice() {
     ++end;
   }
   {
-    std::lock_guard lock(queue_mutex_);
+    std::lock_guard lock(queue_mutex());
     write_in_flight_since_ = std::chrono::steady_clock::now();
     auto unwritten = writing_.size() - written_;
     writing_count_ = static_cast<std::uint32_t>(unwritten - std::min<std::size_t>(unwritten, exempt_in_batch_));
@@ -206,16 +243,16 @@ void SseConnection::write_slice() {
 void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_end) {
   write_in_flight_ = false;
   if (ec) return terminate("write_failed");
-  if (metrics_) {
+  if (auto* metrics = context_.metrics) {
     auto now = std::chrono::system_clock::now();
     for (std::size_t i = written_; i < slice_end; ++i)
       if (writing_[i]->origin != SystemTime{})
-        metrics_->delivery.observe(std::chrono::duration<double>(now - writing_[i]->origin).count());
+        metrics->delivery.observe(std::chrono::duration<double>(now - writing_[i]->origin).count());
   }
   written_ = static_cast<std::uint32_t>(slice_end);
   if (written_ < writing_.size()) return write_slice();
   {
-    std::lock_guard lock(queue_mutex_);
+    std::lock_guard lock(queue_mutex());
     write_in_flight_since_ = {};
     writing_count_ = 0;
   }
@@ -247,7 +284,7 @@ void SseConnection::on_readable(boost::system::error_code ec) {
 void SseConnection::terminate(const char* reason) {
   {
     // The socket closes under the lock: a producer may be writing to it directly.
-    std::lock_guard lock(queue_mutex_);
+    std::lock_guard lock(queue_mutex());
     closed_ = true;
     queued_.clear();
     queued_bytes_ = 0;
@@ -264,10 +301,10 @@ void SseConnection::terminate(const char* reason) {
     }
     socket_.close(ignored);
   }
-  if (metrics_)
+  if (auto* metrics = context_.metrics)
     for (std::size_t i = 0; i < StreamMetrics::kEndReasons.size(); ++i)
-      if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics_->ended[i].add();
-  if (auto handler = std::move(on_closed_)) handler(shared_from_this(), reason);
+      if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics->ended[i].add();
+  context_.on_closed(shared_from_this(), reason);
   lease_.reset();
 }
 

@@ -2,7 +2,7 @@
 // One client's event stream. Owns the socket after the HTTP layer hands it over.
 //
 // Threads: send() and close() may be called from any thread; they touch only the
-// queue under queue_mutex_ and post to the connection's strand, where the
+// queue under the stream's queue mutex and post to the connection's strand, where the
 // socket's asynchronous I/O happens. The exception is a live frame, sent within
 // a WriteNowScope, for a stream that has nothing queued and nothing in flight:
 // send() writes it to the socket itself, non-blocking, under the lock (closing
@@ -15,6 +15,7 @@
 // larger events and stays connected. A client that still does not keep up lets
 // its queue grow past the limits and is cut off; nobody else waits for it.
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
 
@@ -55,6 +56,17 @@ struct StreamMetrics {
   metrics::Counter coalesced;
 };
 
+class SseConnection;
+
+// What every stream of a pod shares, owned by the pod: a stream keeps one
+// reference to it rather than copies (an idle stream is mostly fixed fields).
+struct StreamContext {
+  QueueLimits limits;
+  StreamMetrics* metrics = nullptr;  // optional
+  // Runs once per stream, on its strand, when it ends for any reason. Must not be empty.
+  std::function<void(const std::shared_ptr<SseConnection>&, std::string_view reason)> on_closed;
+};
+
 // While one is open on a thread, send() on that thread may write a live frame
 // to the socket itself (see SseConnection::send); elsewhere frames go through
 // the stream's strand. The hub opens one while its shard has no other work
@@ -75,22 +87,19 @@ class WriteNowScope {
 
 class SseConnection final : public EventSink, public std::enable_shared_from_this<SseConnection> {
  public:
-  using Socket = boost::asio::ip::tcp::socket;
-  // Runs once, on the connection's strand, when the stream ends for any reason.
-  using ClosedHandler = std::function<void(const std::shared_ptr<SseConnection>&, std::string_view reason)>;
+  using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 
-  // The socket's executor must be a strand (the listener gives each connection
-  // one): the connection runs on it and adds no strand of its own.
-  // `limits` and `metrics` (optional) must outlive the connection: both belong
-  // to the pod, and an idle stream should not carry a copy of either.
-  SseConnection(Socket socket, std::string connection_id, std::string session_id, const QueueLimits& limits,
-                StreamMetrics* metrics = nullptr);
+  // The socket's executor must be a strand of an io_context (the listener
+  // gives each connection one): the connection runs on it and adds no strand
+  // of its own. It keeps the socket with that executor's concrete type, which
+  // makes the socket and every operation waiting on it smaller than with the
+  // type-erased executor. `context` must outlive the connection.
+  SseConnection(boost::asio::ip::tcp::socket socket, std::string connection_id, std::string session_id,
+                const StreamContext& context);
 
   // Writes the response head and the first frames, then watches for the client
-  // going away. `on_closed` must not be empty; `lease` (say, an admission
-  // ticket) is held until the stream ends. Kept apart from the handler so
-  // that the handler fits std::function's inline buffer.
-  void start(std::string head, std::vector<Frame> first, ClosedHandler on_closed, std::shared_ptr<void> lease = {});
+  // going away. `lease` (say, an admission ticket) is held until the stream ends.
+  void start(std::string head, std::vector<Frame> first, std::shared_ptr<void> lease = {});
 
   void send(Frame frame) override;
   void send_backlog(const std::vector<Frame>& frames) override;
@@ -110,17 +119,18 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void watch_for_close();
   void on_readable(boost::system::error_code ec);
   void terminate(const char* reason);
+  // Guards the fields below: producers on any thread append, the strand drains.
+  // One of a pool shared by all streams, picked by address (an idle stream
+  // carries no mutex of its own); nothing holds it while taking another's.
+  std::mutex& queue_mutex() const;
 
+  using Socket = boost::asio::basic_stream_socket<boost::asio::ip::tcp, Strand>;
   Socket socket_;
   std::string connection_id_;
   std::string session_id_;
-  const QueueLimits& limits_;
-  StreamMetrics* metrics_;
-  ClosedHandler on_closed_;
+  const StreamContext& context_;
   std::shared_ptr<void> lease_;
 
-  // Guards the fields below: producers on any thread append, the strand drains.
-  std::mutex queue_mutex_;
   // Counters are 32-bit: the queue limits keep them far below that, and an
   // idle stream is mostly its fixed fields.
   std::vector<Frame> queued_;

@@ -36,12 +36,14 @@ struct SseConnectionTest : ::testing::Test {
   tcp::socket client{client_ioc};
   std::promise<std::string> closed_reason;
   std::shared_future<std::string> closed = closed_reason.get_future().share();
-  QueueLimits limits;  // the connection keeps a reference, as to the pod's
-  std::shared_ptr<SseConnection> connection;
   StreamMetrics metrics;
+  StreamContext context{{}, &metrics, [this](const std::shared_ptr<SseConnection>&, std::string_view reason) {
+                          closed_reason.set_value(std::string(reason));
+                        }};  // the connection keeps a reference, as to the pod's
+  std::shared_ptr<SseConnection> connection;
 
   void open(QueueLimits stream_limits = {}, std::vector<Frame> first = {}, std::size_t client_receive_buffer = 0) {
-    limits = stream_limits;
+    context.limits = stream_limits;
     tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     if (client_receive_buffer) {
       client.open(tcp::v4());
@@ -50,11 +52,8 @@ struct SseConnectionTest : ::testing::Test {
     client.connect(acceptor.local_endpoint());
     tcp::socket server(asio::make_strand(ioc));
     acceptor.accept(server);
-    connection = std::make_shared<SseConnection>(std::move(server), "conn_1", "s1", limits, &metrics);
-    connection->start("HEAD\r\n\r\n", std::move(first),
-                      [this](const std::shared_ptr<SseConnection>&, std::string_view reason) {
-                        closed_reason.set_value(std::string(reason));
-                      });
+    connection = std::make_shared<SseConnection>(std::move(server), "conn_1", "s1", context);
+    connection->start("HEAD\r\n\r\n", std::move(first));
   }
 
   // Reads until `text` has arrived (or the stream ends); returns everything read.
