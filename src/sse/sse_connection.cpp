@@ -257,8 +257,9 @@ void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_e
     writing_count_ = 0;
   }
   // An idle stream keeps no batch capacity: flush() swaps this (empty) vector
-  // into the queue, so neither holds memory between bursts.
-  writing_ = {};
+  // into the queue, so neither holds memory between bursts. (Not `= {}`: that
+  // assigns an empty initializer list and keeps the capacity.)
+  std::vector<Frame>().swap(writing_);
   flush();
 }
 
