@@ -2,13 +2,13 @@
 // One client's event stream. Owns the socket after the HTTP layer hands it over.
 //
 // Threads: send() and close() may be called from any thread; they touch only the
-// queue under the stream's queue mutex and post to the connection's strand, where the
-// socket's asynchronous I/O happens. The exception is a live frame, sent within
-// a WriteNowScope, for a stream that has nothing queued and nothing in flight:
-// send() writes it to the socket itself, non-blocking, under the lock (closing
-// the socket also takes it). One
-// asynchronous write is in flight at a time and carries every frame queued
-// meanwhile (gathered, never copied, in slices so that progress is visible).
+// queue under the stream's queue mutex and post to the connection's strand,
+// where the socket's asynchronous I/O happens. The exception is a live frame,
+// sent within a WriteNowScope, for a stream that has nothing queued and nothing
+// in flight: send() writes it to the socket itself, non-blocking, under the
+// mutex (closing the socket also takes it). One asynchronous write is in flight
+// at a time and carries every frame queued meanwhile (gathered, never copied,
+// in slices so that progress is visible).
 // A client that falls behind first gets coalesced events: while many live
 // events wait for it, a reply's next chunk is merged into the chunk event
 // queued before it (the text joined, the later event id), so it receives fewer,
@@ -119,9 +119,10 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void watch_for_close();
   void on_readable(boost::system::error_code ec);
   void terminate(const char* reason);
-  // Guards the fields below: producers on any thread append, the strand drains.
-  // One of a pool shared by all streams, picked by address (an idle stream
-  // carries no mutex of its own); nothing holds it while taking another's.
+  // Guards the queue (queued_ to writing_count_ below) and the socket's closing:
+  // producers on any thread append, the strand drains. One of a pool shared by
+  // all streams, picked by address (an idle stream carries no mutex of its
+  // own); nothing holds it while taking another's.
   std::mutex& queue_mutex() const;
 
   using Socket = boost::asio::basic_stream_socket<boost::asio::ip::tcp, Strand>;
