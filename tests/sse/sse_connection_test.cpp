@@ -56,6 +56,18 @@ struct SseConnectionTest : ::testing::Test {
     connection->start("HEAD\r\n\r\n", std::move(first));
   }
 
+  // Opens a stream and waits until its first write has completed on the strand
+  // (the client seeing the bytes is not enough: the completion may still be
+  // queued), so that the stream is idle: nothing queued, nothing in flight.
+  void open_idle() {
+    open({}, {make_frame("first", "{}", {}, std::chrono::system_clock::now())});
+    read_until("event: first");
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (metrics.delivery.snapshot().count == 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(metrics.delivery.snapshot().count, 1u) << "the first write never completed";
+  }
+
   // Reads until `text` has arrived (or the stream ends); returns everything read.
   std::string read_until(const std::string& text) {
     std::string got;
@@ -96,9 +108,10 @@ TEST_F(SseConnectionTest, TheHeadAndFirstFramesGoOutFirstThenLiveFramesInOrder) 
 struct HeldLoop {
   explicit HeldLoop(asio::io_context& ioc) {
     std::promise<void> holding;
-    asio::post(ioc, [this, &holding] {
+    // The loop waits on its own copy of the future: this object may be gone by the time it wakes.
+    asio::post(ioc, [&holding, release = released.get_future().share()] {
       holding.set_value();
-      released.get_future().wait();
+      release.wait();
     });
     holding.get_future().wait();
   }
@@ -127,8 +140,7 @@ std::string received_within(tcp::socket& client, std::chrono::milliseconds limit
 }
 
 TEST_F(SseConnectionTest, ALiveFrameForAnIdleStreamIsWrittenByTheSenderWithoutTheEventLoop) {
-  open();
-  read_until("HEAD\r\n\r\n");
+  open_idle();
   HeldLoop held(ioc);  // the frame can arrive only if send() writes it itself
   {
     WriteNowScope write_now(true);
@@ -138,8 +150,7 @@ TEST_F(SseConnectionTest, ALiveFrameForAnIdleStreamIsWrittenByTheSenderWithoutTh
 }
 
 TEST_F(SseConnectionTest, OutsideAWriteNowScopeAFrameWaitsForTheStrand) {
-  open();
-  read_until("HEAD\r\n\r\n");
+  open_idle();
   HeldLoop held(ioc);
   connection->send(frame("queued\n\n"));
   EXPECT_EQ(received_within(client, 300ms), "");
