@@ -39,11 +39,10 @@ void MemoryRegistry::remove(const ConnectionRef& c) {
 void MemoryRegistry::remove_pod(const std::string& pod_id, DoneCallback done) {
   {
     std::lock_guard lock(mutex_);
-    auto known = find_pod_locked(pod_id);
-    for (auto it = sessions_.begin(); known && it != sessions_.end();) {
-      auto pod = *known;
+    auto pod = find_pod_locked(pod_id);
+    for (auto it = sessions_.begin(); pod && it != sessions_.end();) {
       auto& entries = it->second;
-      entries.erase(std::remove_if(entries.begin(), entries.end(), [pod](const Entry& e) { return e.pod == pod; }),
+      entries.erase(std::remove_if(entries.begin(), entries.end(), [pod](const Entry& e) { return e.pod == *pod; }),
                     entries.end());
       it = entries.empty() ? sessions_.erase(it) : std::next(it);
     }

@@ -63,10 +63,7 @@ std::mutex& SseConnection::queue_mutex() const {
 void SseConnection::start(std::string head, std::vector<Frame> first, std::shared_ptr<void> lease) {
   lease_ = std::move(lease);
   if (!socket_.is_open()) {  // the descriptor could not be adopted: the stream ends before it began
-    asio::post(socket_.get_executor(), [self = shared_from_this()] {
-      self->context_.on_closed(self, "write_failed");
-      self->lease_.reset();
-    });
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->ended("write_failed"); });
     return;
   }
   // A reply can burst faster than a reading client drains a fresh connection's
@@ -145,9 +142,8 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
 // strand: all of it, the part the kernel did not take at once (which can no
 // longer merge with a later chunk), or nothing.
 Frame SseConnection::write_directly_locked(Frame frame) {
-  if (!WriteNowScope::active() || !started_ || !queued_.empty() || write_in_flight_since_ != std::chrono::steady_clock::time_point{} ||
-      !socket_.is_open())
-    return frame;
+  const bool idle = queued_.empty() && write_in_flight_since_ == std::chrono::steady_clock::time_point{};
+  if (!WriteNowScope::active() || !started_ || !idle || !socket_.is_open()) return frame;
   auto sent = ::send(socket_.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (sent < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return frame;
@@ -157,8 +153,7 @@ Frame SseConnection::write_directly_locked(Frame frame) {
   }
   auto written = static_cast<std::size_t>(sent);
   if (written < frame->size()) return std::make_shared<const EncodedFrame>(frame->substr(written), frame->origin);
-  if (auto* metrics = context_.metrics; metrics && frame->origin != SystemTime{})
-    metrics->delivery.observe(std::chrono::duration<double>(std::chrono::system_clock::now() - frame->origin).count());
+  observe_delivery(*frame, std::chrono::system_clock::now());
   return nullptr;
 }
 
@@ -243,12 +238,8 @@ void SseConnection::write_slice() {
 void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_end) {
   write_in_flight_ = false;
   if (ec) return terminate("write_failed");
-  if (auto* metrics = context_.metrics) {
-    auto now = std::chrono::system_clock::now();
-    for (std::size_t i = written_; i < slice_end; ++i)
-      if (writing_[i]->origin != SystemTime{})
-        metrics->delivery.observe(std::chrono::duration<double>(now - writing_[i]->origin).count());
-  }
+  auto now = std::chrono::system_clock::now();
+  for (std::size_t i = written_; i < slice_end; ++i) observe_delivery(*writing_[i], now);
   written_ = static_cast<std::uint32_t>(slice_end);
   if (written_ < writing_.size()) return write_slice();
   {
@@ -302,11 +293,22 @@ void SseConnection::terminate(const char* reason) {
     }
     socket_.close(ignored);
   }
+  ended(reason);
+}
+
+// Once per stream, after its socket closed (or never opened).
+void SseConnection::ended(const char* reason) {
   if (auto* metrics = context_.metrics)
     for (std::size_t i = 0; i < StreamMetrics::kEndReasons.size(); ++i)
       if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics->ended[i].add();
   context_.on_closed(shared_from_this(), reason);
   lease_.reset();
+}
+
+// A chunk's time from its timestamp to the kernel taking its bytes.
+void SseConnection::observe_delivery(const EncodedFrame& frame, SystemTime now) const {
+  if (auto* metrics = context_.metrics; metrics && frame.origin != SystemTime{})
+    metrics->delivery.observe(std::chrono::duration<double>(now - frame.origin).count());
 }
 
 }  // namespace chat::sse

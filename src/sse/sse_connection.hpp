@@ -119,6 +119,8 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void watch_for_close();
   void on_readable(boost::system::error_code ec);
   void terminate(const char* reason);
+  void ended(const char* reason);
+  void observe_delivery(const EncodedFrame& frame, SystemTime now) const;
   // Guards the queue (queued_ to writing_count_ below) and the socket's closing:
   // producers on any thread append, the strand drains. One of a pool shared by
   // all streams, picked by address (an idle stream carries no mutex of its
