@@ -17,7 +17,8 @@ packages=(
   python3-yaml python3-jsonschema python3-jwt python3-cryptography
 )
 # The chat page's tests: headless Chromium driven by Selenium (tests/web).
-test_packages=(chromium chromium-driver python3-selenium)
+# gdb: a server that does not stop in a test has its threads' stacks printed (harness.dump_stacks).
+test_packages=(chromium chromium-driver python3-selenium gdb)
 for arg in "$@"; do
   case "$arg" in
     --test) packages+=("${test_packages[@]}") ;;

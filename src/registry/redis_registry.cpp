@@ -107,6 +107,7 @@ RedisRegistry::RedisRegistry(const config::RedisConfig& config, Timing timing)
 
 RedisRegistry::~RedisRegistry() {
   asio::post(strand_, [this] {
+    stopped_ = true;
     renew_timer_.cancel();
     connection_.stop();  // unanswered calls finish with connection_aborted
   });
@@ -290,7 +291,8 @@ void RedisRegistry::on_ready() {
 void RedisRegistry::schedule_renewal() {
   renew_timer_.expires_after(timing_.renew_interval / kRenewSlices);
   renew_timer_.async_wait([this](error_code ec) {
-    if (ec) return;
+    // A wait that had already fired when the destructor cancelled it still runs.
+    if (ec || stopped_) return;
     renew();
     schedule_renewal();
   });

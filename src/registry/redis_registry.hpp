@@ -99,6 +99,7 @@ class RedisRegistry final : public SessionRegistry {
   std::optional<std::chrono::steady_clock::time_point> renewal_sent_at_;  // its PING unanswered
   std::map<ConnKey, std::string> live_;    // this process's connections -> session id
   std::deque<ConnectionRef> missed_removals_;  // removed while Redis was away
+  bool stopped_ = false;  // the destructor has begun: nothing may be scheduled again
 
   std::thread thread_;  // last: starts after everything above exists
 };

@@ -603,6 +603,22 @@ class SSEClient:
 # The server process
 # --------------------------------------------------------------------------
 
+def dump_stacks(pid, name):
+    """Writes every thread's stack of a process that did not stop to stderr (needs gdb), so a
+    shutdown that hangs in CI says where it hangs."""
+    gdb = shutil.which("gdb")
+    if not gdb:
+        sys.stderr.write("\n(%s did not stop; no gdb for its stacks)\n" % name)
+        return
+    try:
+        out = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "set pagination off",
+                              "-ex", "thread apply all bt"], capture_output=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        out = ("gdb failed: %r" % e).encode()
+    sys.stderr.write("\n----- stacks of %s (pid %d), which did not stop -----\n%s\n"
+                     % (name, pid, out.decode("utf-8", errors="replace")))
+
+
 class ChatdServer:
     def __init__(self, name="chatd", env=None, db_path=None, args=None):
         self.name = name
@@ -688,6 +704,7 @@ class ChatdServer:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.killed = True
+                dump_stacks(self.proc.pid, self.name)
                 self.proc.kill()
                 self.proc.wait(10)
             self.stop_seconds = time.monotonic() - t0

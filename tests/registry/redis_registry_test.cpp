@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <ctime>
+#include <future>
 #include <thread>
 
 #include "harness/server_process.hpp"
@@ -251,6 +252,32 @@ TEST(RedisRegistry, StartsWithoutServerAndConnectsWhenItAppears) {
   ServerProcess server(ServerProcess::Kind::redis, port);
   ASSERT_TRUE(eventually([&] { return r.connected(); }));
   EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+}
+
+// A renewal whose timer had fired but whose handler had not run yet when the
+// registry was destroyed used to re-arm the timer after the destructor's cancel,
+// so the registry's thread never ran out of work and the destructor never
+// returned (a pod hung on SIGTERM). Renewals every millisecond make that
+// moment common.
+TEST_F(RedisRegistryTest, DestructionFinishesWhileRenewalsAreDue) {
+  auto timing = fast_reconnect();
+  timing.renew_interval = 16ms;  // one slice a millisecond
+  for (int round = 0; round < 200; ++round) {
+    auto r = connect(timing);
+    r->add({"s1", "pod-1", "c" + std::to_string(round)});
+    std::this_thread::sleep_for(std::chrono::microseconds{round * 37 % 2000});
+    auto destroyed = std::make_shared<std::promise<void>>();
+    auto done = destroyed->get_future();
+    std::thread destroyer([destroyed, r = std::move(r)]() mutable {
+      r.reset();
+      destroyed->set_value();
+    });
+    if (done.wait_for(10s) != std::future_status::ready) {
+      destroyer.detach();  // stuck for good: leave it to the process's exit
+      FAIL() << "the registry's destructor did not return (round " << round << ")";
+    }
+    destroyer.join();
+  }
 }
 
 TEST(RedisRegistry, DefaultTimingIsTheSpec) {
