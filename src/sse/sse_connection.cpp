@@ -60,6 +60,11 @@ std::mutex& SseConnection::queue_mutex() const {
   return queue_mutexes[(reinterpret_cast<std::uintptr_t>(this) >> 4) % queue_mutexes.size()].mutex;
 }
 
+SseConnection::Outbox& SseConnection::outbox_locked() {
+  if (!outbox_) outbox_ = std::make_unique<Outbox>();
+  return *outbox_;
+}
+
 void SseConnection::start(std::string head, std::vector<Frame> first, std::shared_ptr<void> lease) {
   lease_ = std::move(lease);
   if (!socket_.is_open()) {  // the descriptor could not be adopted: the stream ends before it began
@@ -74,10 +79,11 @@ void SseConnection::start(std::string head, std::vector<Frame> first, std::share
   {
     std::lock_guard lock(queue_mutex());
     // The head goes out first, ahead of anything a producer queues meanwhile.
-    queued_.insert(queued_.begin(), raw_frame(std::move(head)));
-    for (auto& f : first) queued_.push_back(std::move(f));
-    queued_exempt_ = static_cast<std::uint32_t>(queued_.size());
-    last_queued_live_ = false;
+    auto& box = outbox_locked();
+    box.queued.insert(box.queued.begin(), raw_frame(std::move(head)));
+    for (auto& f : first) box.queued.push_back(std::move(f));
+    box.queued_exempt = static_cast<std::uint32_t>(box.queued.size());
+    box.last_queued_live = false;
     started_ = true;
     schedule_flush_locked();
   }
@@ -90,9 +96,10 @@ void SseConnection::send(Frame frame) {
   if (coalesced_locked(frame)) return;
   frame = write_directly_locked(std::move(frame));
   if (!frame) return;
-  queued_bytes_ += static_cast<std::uint32_t>(frame->size());
-  queued_.push_back(std::move(frame));
-  last_queued_live_ = true;
+  auto& box = outbox_locked();
+  box.queued_bytes += static_cast<std::uint32_t>(frame->size());
+  box.queued.push_back(std::move(frame));
+  box.last_queued_live = true;
   if (is_stuck_locked()) {
     // The client stopped reading: drop it rather than let it hold memory or
     // anyone else's progress.
@@ -104,29 +111,33 @@ void SseConnection::send(Frame frame) {
 }
 
 bool SseConnection::is_stuck_locked() const {
-  if (queued_bytes_ > context_.limits.max_bytes) return true;
+  if (!outbox_) return false;
+  const auto& box = *outbox_;
+  if (box.queued_bytes > context_.limits.max_bytes) return true;
   // Frames the kernel has not taken yet: the write in flight and the queue.
   // Over the event limit, a client that still takes our writes gets a moment to
   // catch up with a burst; one whose write has hung that long is not reading.
-  return writing_count_ + queued_.size() - queued_exempt_ > context_.limits.max_events &&
-         write_in_flight_since_ != std::chrono::steady_clock::time_point{} &&
-         std::chrono::steady_clock::now() - write_in_flight_since_ > context_.limits.stall_grace;
+  return box.writing_count + box.queued.size() - box.queued_exempt > context_.limits.max_events &&
+         box.write_in_flight_since != std::chrono::steady_clock::time_point{} &&
+         std::chrono::steady_clock::now() - box.write_in_flight_since > context_.limits.stall_grace;
 }
 
 // Only a live chunk queued behind many waiting events merges, and only into
 // the live chunk event queued last (never into the batch being written, nor
 // into a backlog), so every event goes out once and in order.
 bool SseConnection::coalesced_locked(const Frame& frame) {
-  if (frame->mergeable_reply == 0 || !last_queued_live_ || queued_.empty()) return false;
+  if (frame->mergeable_reply == 0 || !outbox_) return false;
+  auto& box = *outbox_;
+  if (!box.last_queued_live || box.queued.empty()) return false;
   const auto& limits = context_.limits;
   const auto threshold = limits.coalesce_after ? limits.coalesce_after : std::max<std::size_t>(limits.max_events / 8, 1);
-  if (writing_count_ + queued_.size() - queued_exempt_ < threshold) return false;
-  auto merged = merge_chunk_frames(*queued_.back(), *frame);
+  if (box.writing_count + box.queued.size() - box.queued_exempt < threshold) return false;
+  auto merged = merge_chunk_frames(*box.queued.back(), *frame);
   if (!merged) return false;
-  queued_bytes_ += static_cast<std::uint32_t>(merged->size() - queued_.back()->size());
-  queued_.back() = std::move(merged);
+  box.queued_bytes += static_cast<std::uint32_t>(merged->size() - box.queued.back()->size());
+  box.queued.back() = std::move(merged);
   if (auto* metrics = context_.metrics) metrics->coalesced.add();
-  if (queued_bytes_ > context_.limits.max_bytes) {
+  if (box.queued_bytes > context_.limits.max_bytes) {
     closed_ = true;
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("slow_client"); });
   }
@@ -134,7 +145,7 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
 }
 
 // A live frame sent within a WriteNowScope, for a stream with nothing queued
-// and no write in flight, goes straight to the socket from the producer's thread: the common case of a
+// and no write in flight (no outbox), goes straight to the socket from the producer's thread: the common case of a
 // reading client costs no hand-off to the strand (on two busy cores each
 // hand-off is a scheduler wake-up, the bulk of a chunk's tail latency). The
 // lock is held across the non-blocking send so that nothing can queue ahead of
@@ -142,8 +153,7 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
 // strand: all of it, the part the kernel did not take at once (which can no
 // longer merge with a later chunk), or nothing.
 Frame SseConnection::write_directly_locked(Frame frame) {
-  const bool idle = queued_.empty() && write_in_flight_since_ == std::chrono::steady_clock::time_point{};
-  if (!WriteNowScope::active() || !started_ || !idle || !socket_.is_open()) return frame;
+  if (!WriteNowScope::active() || !started_ || outbox_ || !socket_.is_open()) return frame;
   auto sent = ::send(socket_.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (sent < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return frame;
@@ -161,9 +171,10 @@ void SseConnection::send_backlog(const std::vector<Frame>& frames) {
   if (frames.empty()) return;
   std::lock_guard lock(queue_mutex());
   if (closing_ || closed_) return;
-  queued_.insert(queued_.end(), frames.begin(), frames.end());
-  queued_exempt_ += static_cast<std::uint32_t>(frames.size());
-  last_queued_live_ = false;
+  auto& box = outbox_locked();
+  box.queued.insert(box.queued.end(), frames.begin(), frames.end());
+  box.queued_exempt += static_cast<std::uint32_t>(frames.size());
+  box.last_queued_live = false;
   schedule_flush_locked();
 }
 
@@ -171,9 +182,10 @@ void SseConnection::close(Frame last) {
   std::lock_guard lock(queue_mutex());
   if (closing_ || closed_) return;
   if (last) {
-    queued_bytes_ += static_cast<std::uint32_t>(last->size());
-    queued_.push_back(std::move(last));
-    last_queued_live_ = false;
+    auto& box = outbox_locked();
+    box.queued_bytes += static_cast<std::uint32_t>(last->size());
+    box.queued.push_back(std::move(last));
+    box.last_queued_live = false;
   }
   closing_ = true;
   schedule_flush_locked();
@@ -187,25 +199,31 @@ void SseConnection::schedule_flush_locked() {
 
 void SseConnection::flush() {
   bool close_now = false;
+  bool write = false;
   {
     std::lock_guard lock(queue_mutex());
     flush_scheduled_ = false;
-    // A write in flight calls flush() again when its batch is out.
-    if (write_in_flight_ || !socket_.is_open()) return;
-    writing_.swap(queued_);
-    queued_.clear();
-    queued_bytes_ = 0;
-    last_queued_live_ = false;
-    exempt_in_batch_ = queued_exempt_;
-    queued_exempt_ = 0;
-    written_ = 0;
-    close_now = writing_.empty() && closing_;
-    // From here a producer must queue behind this batch, not write past it.
-    if (!writing_.empty()) write_in_flight_since_ = std::chrono::steady_clock::now();
+    if (!socket_.is_open()) return;
+    if (outbox_) {
+      auto& box = *outbox_;
+      // A write in flight calls flush() again when its batch is out.
+      if (box.write_in_flight) return;
+      box.writing.swap(box.queued);
+      box.queued.clear();
+      box.queued_bytes = 0;
+      box.last_queued_live = false;
+      box.exempt_in_batch = box.queued_exempt;
+      box.queued_exempt = 0;
+      box.written = 0;
+      write = !box.writing.empty();
+      // From here a producer must queue behind this batch, not write past it.
+      if (write) box.write_in_flight_since = std::chrono::steady_clock::now();
+      else outbox_.reset();  // nothing queued, nothing in flight: the stream is idle
+    }
+    close_now = !write && closing_;
   }
   if (close_now) return terminate("closed_by_server");
-  if (writing_.empty()) return;
-  write_slice();
+  if (write) write_slice();
 }
 
 // A batch goes out in slices of about kWriteSlice bytes so that a client which
@@ -214,21 +232,22 @@ void SseConnection::flush() {
 // grace is judged stuck, however large the batch it fell behind on.
 void SseConnection::write_slice() {
   constexpr std::size_t kWriteSlice = 64 * 1024;
+  auto& box = *outbox_;  // a batch is being written: the outbox stays
   std::vector<asio::const_buffer> buffers;
   std::size_t bytes = 0;
-  std::size_t end = written_;
-  while (end < writing_.size() && (bytes == 0 || bytes + writing_[end]->size() <= kWriteSlice)) {
-    buffers.emplace_back(writing_[end]->data(), writing_[end]->size());
-    bytes += writing_[end]->size();
+  std::size_t end = box.written;
+  while (end < box.writing.size() && (bytes == 0 || bytes + box.writing[end]->size() <= kWriteSlice)) {
+    buffers.emplace_back(box.writing[end]->data(), box.writing[end]->size());
+    bytes += box.writing[end]->size();
     ++end;
   }
   {
     std::lock_guard lock(queue_mutex());
-    write_in_flight_since_ = std::chrono::steady_clock::now();
-    auto unwritten = writing_.size() - written_;
-    writing_count_ = static_cast<std::uint32_t>(unwritten - std::min<std::size_t>(unwritten, exempt_in_batch_));
+    box.write_in_flight_since = std::chrono::steady_clock::now();
+    auto unwritten = box.writing.size() - box.written;
+    box.writing_count = static_cast<std::uint32_t>(unwritten - std::min<std::size_t>(unwritten, box.exempt_in_batch));
   }
-  write_in_flight_ = true;
+  box.write_in_flight = true;
   // Completions run on the socket's executor, the strand.
   asio::async_write(socket_, buffers, [self = shared_from_this(), end](boost::system::error_code ec, std::size_t) {
     self->on_written(ec, end);
@@ -236,21 +255,19 @@ void SseConnection::write_slice() {
 }
 
 void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_end) {
-  write_in_flight_ = false;
+  auto& box = *outbox_;  // freed only by flush(), which waits for this write
+  box.write_in_flight = false;
   if (ec) return terminate("write_failed");
   auto now = std::chrono::system_clock::now();
-  for (std::size_t i = written_; i < slice_end; ++i) observe_delivery(*writing_[i], now);
-  written_ = static_cast<std::uint32_t>(slice_end);
-  if (written_ < writing_.size()) return write_slice();
+  for (std::size_t i = box.written; i < slice_end; ++i) observe_delivery(*box.writing[i], now);
+  box.written = static_cast<std::uint32_t>(slice_end);
+  if (box.written < box.writing.size()) return write_slice();
   {
     std::lock_guard lock(queue_mutex());
-    write_in_flight_since_ = {};
-    writing_count_ = 0;
+    box.write_in_flight_since = {};
+    box.writing_count = 0;
   }
-  // An idle stream keeps no batch capacity: flush() swaps this (empty) vector
-  // into the queue, so neither holds memory between bursts. (Not `= {}`: that
-  // assigns an empty initializer list and keeps the capacity.)
-  std::vector<Frame>().swap(writing_);
+  // The next batch, or, with nothing queued, the outbox goes and the stream is idle.
   flush();
 }
 
@@ -278,9 +295,11 @@ void SseConnection::terminate(const char* reason) {
     // The socket closes under the lock: a producer may be writing to it directly.
     std::lock_guard lock(queue_mutex());
     closed_ = true;
-    queued_.clear();
-    queued_bytes_ = 0;
-    queued_exempt_ = 0;
+    if (outbox_) {  // a write in flight keeps its batch until it completes
+      outbox_->queued.clear();
+      outbox_->queued_bytes = 0;
+      outbox_->queued_exempt = 0;
+    }
     if (!socket_.is_open()) return;
     boost::system::error_code ignored;
     if (std::string_view(reason) == "slow_client") {

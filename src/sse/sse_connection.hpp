@@ -121,10 +121,10 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void terminate(const char* reason);
   void ended(const char* reason);
   void observe_delivery(const EncodedFrame& frame, SystemTime now) const;
-  // Guards the queue (queued_ to writing_count_ below) and the socket's closing:
-  // producers on any thread append, the strand drains. One of a pool shared by
-  // all streams, picked by address (an idle stream carries no mutex of its
-  // own); nothing holds it while taking another's.
+  // Guards the outbox's pointer and its queue, the flags below it, and the
+  // socket's closing: producers on any thread append, the strand drains. One of
+  // a pool shared by all streams, picked by address (an idle stream carries no
+  // mutex of its own); nothing holds it while taking another's.
   std::mutex& queue_mutex() const;
 
   using Socket = boost::asio::basic_stream_socket<boost::asio::ip::tcp, Strand>;
@@ -134,24 +134,36 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   const StreamContext& context_;
   std::shared_ptr<void> lease_;
 
-  // Counters are 32-bit: the queue limits keep them far below that, and an
-  // idle stream is mostly its fixed fields.
-  std::vector<Frame> queued_;
-  std::uint32_t queued_bytes_ = 0;   // counts only frames under the limits
-  std::uint32_t queued_exempt_ = 0;  // backlog frames in queued_
-  bool last_queued_live_ = false;  // the last frame of queued_ came through send()
+  // What the stream has queued or is writing. It exists only while there is
+  // something to write: an idle stream, most of them, carries a null pointer
+  // rather than two vectors and their counters. Producers create it (under the
+  // queue mutex, when it is null); only the strand frees it (under the mutex,
+  // in flush(), once nothing is queued or in flight), so while a write is in
+  // flight the strand may use it without the lock.
+  struct Outbox {
+    // Under the queue mutex. Counters are 32-bit: the queue limits keep them
+    // far below that.
+    std::vector<Frame> queued;
+    std::uint32_t queued_bytes = 0;   // counts only frames under the limits
+    std::uint32_t queued_exempt = 0;  // backlog frames in queued
+    bool last_queued_live = false;    // the last frame of queued came through send()
+    std::chrono::steady_clock::time_point write_in_flight_since{};  // {}: no write in flight
+    std::uint32_t writing_count = 0;  // frames of the write in flight, backlog excluded
+
+    // Strand-only.
+    std::vector<Frame> writing;        // the batch being written, in slices
+    std::uint32_t written = 0;          // frames of writing the kernel has taken
+    std::uint32_t exempt_in_batch = 0;  // backlog frames in writing
+    bool write_in_flight = false;
+  };
+  Outbox& outbox_locked();
+
+  std::unique_ptr<Outbox> outbox_;  // see Outbox
+  // Under the queue mutex.
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
   bool started_ = false;  // the response head is queued: frames may follow it
-  std::chrono::steady_clock::time_point write_in_flight_since_{};  // {}: no write in flight
-  std::uint32_t writing_count_ = 0;  // frames of the write in flight, backlog excluded
-
-  // Strand-only state.
-  std::vector<Frame> writing_;        // the batch being written, in slices
-  std::uint32_t written_ = 0;          // frames of writing_ the kernel has taken
-  std::uint32_t exempt_in_batch_ = 0;  // backlog frames in writing_
-  bool write_in_flight_ = false;
 };
 
 }  // namespace chat::sse
