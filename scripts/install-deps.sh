@@ -17,8 +17,9 @@ packages=(
   python3-yaml python3-jsonschema python3-jwt python3-cryptography
 )
 # The chat page's tests: headless Chromium driven by Selenium (tests/web).
-# gdb: a server that does not stop in a test has its threads' stacks printed (harness.dump_stacks).
-test_packages=(chromium chromium-driver python3-selenium gdb)
+# gdb: a server that does not stop in a test has its threads' stacks printed (harness.dump_stacks);
+# iproute2: ss reads a stream socket's kernel buffers back (test_metrics).
+test_packages=(chromium chromium-driver python3-selenium gdb iproute2)
 for arg in "$@"; do
   case "$arg" in
     --test) packages+=("${test_packages[@]}") ;;

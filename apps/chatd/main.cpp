@@ -41,7 +41,7 @@ pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
   o.hub.replay_window = c.sse.replay_window;
   o.hub.replay_max_bytes = c.sse.replay_max_bytes / o.hub.shards;
   o.hub.reply_memory_budget = c.buffer.max_bytes;
-  o.stream_limits = sse::QueueLimits{c.sse.max_queue_events, c.sse.max_queue_bytes, 512 * 1024, c.sse.stall_grace};
+  o.stream_limits = sse::QueueLimits{c.sse.max_queue_events, c.sse.max_queue_bytes, c.sse.socket_send_buffer, c.sse.stall_grace};
   o.stream_retry = c.sse.retry;
   o.default_provider = c.worker.default_provider;
   o.history_turns = c.chat.history_turns;

@@ -167,6 +167,10 @@ const std::vector<Setting>& settings() {
        INT_SETTING(sse.max_queue_events, std::size_t, 1, 1'000'000)},
       {"SSE_MAX_QUEUE_BYTES", kChatd, "8388608", "bytes queued for one client before it is cut off, reading or not",
        INT_SETTING(sse.max_queue_bytes, std::size_t, 1024, 1ull << 32)},
+      {"SSE_SOCKET_SEND_BUFFER", kChatd, "524288",
+       "kernel send buffer asked for each stream (SO_SNDBUF; Linux grants twice this, capped by net.core.wmem_max "
+       "unless running as root); 0: the kernel's default",
+       INT_SETTING(sse.socket_send_buffer, std::size_t, 0, 64ull << 20)},
       {"SSE_STALL_GRACE", kChatd, "1s", "how long a client over SSE_MAX_QUEUE_EVENTS may take to accept a write",
        DURATION_SETTING(sse.stall_grace)},
       {"SSE_HAND_OFF_SPREAD", kChatd, "2s",

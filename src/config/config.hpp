@@ -40,6 +40,7 @@ struct SseConfig {
   Duration retry{3'000};
   std::size_t max_queue_events = 1024;
   std::size_t max_queue_bytes = 8 * 1024 * 1024;
+  std::size_t socket_send_buffer = 512 * 1024;  // SO_SNDBUF asked for each stream; 0: the kernel's own
   Duration stall_grace{1'000};
   Duration late_join_window{30'000};
   Duration hand_off_spread{2'000};

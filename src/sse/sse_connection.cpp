@@ -74,8 +74,10 @@ void SseConnection::start(std::string head, std::vector<Frame> first, std::share
   // A reply can burst faster than a reading client drains a fresh connection's
   // small send buffer; let the kernel absorb a burst so the queue limit only
   // catches clients that stop reading. Costs nothing while the stream is idle.
-  boost::system::error_code ignored;
-  socket_.set_option(asio::socket_base::send_buffer_size(static_cast<int>(context_.limits.socket_send_buffer)), ignored);
+  if (auto size = context_.limits.socket_send_buffer) {
+    boost::system::error_code ignored;
+    socket_.set_option(asio::socket_base::send_buffer_size(static_cast<int>(size)), ignored);
+  }
   {
     std::lock_guard lock(queue_mutex());
     // The head goes out first, ahead of anything a producer queues meanwhile.

@@ -36,7 +36,7 @@ namespace chat::sse {
 struct QueueLimits {
   std::size_t max_events = 1024;
   std::size_t max_bytes = 1024 * 1024;
-  std::size_t socket_send_buffer = 512 * 1024;
+  std::size_t socket_send_buffer = 512 * 1024;  // SO_SNDBUF; 0: leave the kernel's default
   std::chrono::milliseconds stall_grace{1'000};
   // Live events waiting (written or queued, not yet taken by the kernel) from
   // which chunks are coalesced; 0: max_events / 8.

@@ -26,6 +26,7 @@ TEST(ConfigTest, DefaultsFollowTheSeed) {
   EXPECT_EQ(c.buffer.max_age, 5min);
   EXPECT_EQ(c.buffer.missing_chunk_timeout, 30s);
   EXPECT_EQ(c.sse.heartbeat_interval, 10s);
+  EXPECT_EQ(c.sse.socket_send_buffer, 512u * 1024);
   EXPECT_EQ(c.nats.max_reconnects, -1);
   EXPECT_EQ(c.store.path, "data/chat.db");
   EXPECT_EQ(c.store.spill_dir, "");  // the store picks its default (beside DB_PATH)
@@ -40,7 +41,7 @@ TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
   auto c = load(Program::chatd, {"--server-port=9090", "--log-format=json"},
                 env({{"SERVER_PORT", "8081"}, {"POD_ID", "pod-1"}, {"BUFFER_MAX_AGE", "2m"}, {"NATS_URL", "nats://x:4222"},
                      {"SERVER_WRITE_TIMEOUT", "250ms"}, {"NATS_JETSTREAM", "true"},
-                     {"NATS_SEND_ASAP", "true"}, {"DB_SPILL_DIR", "/var/spill"}}));
+                     {"NATS_SEND_ASAP", "true"}, {"DB_SPILL_DIR", "/var/spill"}, {"SSE_SOCKET_SEND_BUFFER", "0"}}));
   EXPECT_EQ(c.server.port, 9090);  // the flag wins over the environment
   EXPECT_EQ(c.server.pod_id, "pod-1");
   EXPECT_EQ(c.buffer.max_age, 2min);
@@ -50,6 +51,7 @@ TEST(ConfigTest, EnvironmentAndFlagsAreRead) {
   EXPECT_TRUE(c.nats.send_asap);
   EXPECT_FALSE(load(Program::worker, {}, env({})).nats.send_asap);  // nats.c batches by default
   EXPECT_EQ(c.store.spill_dir, "/var/spill");
+  EXPECT_EQ(c.sse.socket_send_buffer, 0u);
   EXPECT_EQ(c.log.format, log::Format::json);
   EXPECT_EQ(load(Program::worker, {}, env({{"REDIS_RENEW_INTERVAL", "500ms"}})).redis.renew_interval, 500ms);
 }
@@ -89,6 +91,9 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"NATS_SEND_ASAP", "soon"}}, "NATS_SEND_ASAP");
   expect_error({{"DB_SSLMODE", "sometimes"}}, "DB_SSLMODE");
   expect_error({{"SSE_HEARTBEAT_INTERVAL", "0"}}, "SSE_HEARTBEAT_INTERVAL");
+  expect_error({{"SSE_SOCKET_SEND_BUFFER", "-1"}}, "SSE_SOCKET_SEND_BUFFER");
+  expect_error({{"SSE_SOCKET_SEND_BUFFER", "1g"}}, "SSE_SOCKET_SEND_BUFFER");
+  expect_error({{"SSE_SOCKET_SEND_BUFFER", "67108865"}}, "SSE_SOCKET_SEND_BUFFER");
   expect_error({{"DB_HOST", ""}}, "DB_HOST");
   expect_error({{"REDIS_RENEW_INTERVAL", "50ms"}}, "REDIS_RENEW_INTERVAL");
   expect_error({{"REDIS_RENEW_INTERVAL", "16s"}}, "REDIS_RENEW_INTERVAL");

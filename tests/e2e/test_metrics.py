@@ -129,6 +129,35 @@ class ChatdMetricsTest(h.ChatdTestCase):
         self.assertEqual(value(before, "chat_sse_streams_ended_total", reason="slow_client"), 0)
 
 
+    def test_each_stream_gets_the_configured_socket_send_buffer(self):
+        # What the kernel holds for a client before events wait in the queue (docs/API.md
+        # section 4.6). Read back from the kernel with ss: Linux grants twice what is asked.
+        for asked, granted in (("8192", lambda tb: tb == 16384), ("0", lambda tb: tb != 2 * 512 * 1024),
+                               (None, lambda tb: tb >= 2 * 512 * 1024 or tb == 2 * int(sysctl("net.core.wmem_max")))):
+            env = {} if asked is None else {"SSE_SOCKET_SEND_BUFFER": asked}
+            srv = self.start_server("sndbuf-%s" % asked, env=env)
+            c = self.track(srv.sse(h.new_id("s"), h.new_id("u")))
+            c.connected()
+            tb = stream_send_buffer(srv.port)
+            self.assertTrue(granted(tb), "SSE_SOCKET_SEND_BUFFER=%s: the stream's socket has a %d-byte send buffer"
+                            % (asked, tb))
+
+
+def sysctl(name):
+    with open("/proc/sys/" + name.replace(".", "/")) as f:
+        return f.read().split()[0]
+
+
+def stream_send_buffer(port):
+    """The send buffer (ss's skmem tb) of the server's one established socket on this port."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", "( sport = :%d )" % port],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    sizes = [int(m) for m in re.findall(r"\btb(\d+)", out)]
+    if len(sizes) != 1:
+        raise AssertionError("expected one established socket on port %d, ss says:\n%s" % (port, out))
+    return sizes[0]
+
+
 class WorkerMetricsTest(ClusterTestCase):
     def test_worker_serves_probes_and_metrics(self):
         port = free_port()
