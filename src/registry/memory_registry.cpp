@@ -6,21 +6,9 @@
 
 namespace chat::registry {
 
-std::optional<std::uint32_t> MemoryRegistry::find_pod_locked(const std::string& pod_id) const {
-  auto it = std::find(pods_.begin(), pods_.end(), pod_id);
-  if (it == pods_.end()) return std::nullopt;
-  return static_cast<std::uint32_t>(it - pods_.begin());
-}
-
-std::uint32_t MemoryRegistry::pod_index_locked(const std::string& pod_id) {
-  if (auto known = find_pod_locked(pod_id)) return *known;
-  pods_.push_back(pod_id);
-  return static_cast<std::uint32_t>(pods_.size() - 1);
-}
-
 void MemoryRegistry::add(const ConnectionRef& c) {
   std::lock_guard lock(mutex_);
-  Entry entry{pod_index_locked(c.pod_id), c.connection_id};
+  Entry entry{pods_.intern(c.pod_id), c.connection_id};
   auto& entries = sessions_[c.session_id];
   if (std::find(entries.begin(), entries.end(), entry) == entries.end()) entries.push_back(std::move(entry));
 }
@@ -28,7 +16,7 @@ void MemoryRegistry::add(const ConnectionRef& c) {
 void MemoryRegistry::remove(const ConnectionRef& c) {
   std::lock_guard lock(mutex_);
   auto it = sessions_.find(c.session_id);
-  auto pod = find_pod_locked(c.pod_id);
+  auto pod = pods_.find(c.pod_id);
   if (it == sessions_.end() || !pod) return;
   Entry entry{*pod, c.connection_id};
   auto& entries = it->second;
@@ -39,7 +27,7 @@ void MemoryRegistry::remove(const ConnectionRef& c) {
 void MemoryRegistry::remove_pod(const std::string& pod_id, DoneCallback done) {
   {
     std::lock_guard lock(mutex_);
-    auto pod = find_pod_locked(pod_id);
+    auto pod = pods_.find(pod_id);
     for (auto it = sessions_.begin(); pod && it != sessions_.end();) {
       auto& entries = it->second;
       entries.erase(std::remove_if(entries.begin(), entries.end(), [pod](const Entry& e) { return e.pod == *pod; }),
@@ -56,7 +44,7 @@ void MemoryRegistry::live_pods(const std::string& session_id, PodsCallback done)
     std::lock_guard lock(mutex_);
     if (auto it = sessions_.find(session_id); it != sessions_.end())
       for (const auto& e : it->second)
-        if (std::find(pods.begin(), pods.end(), pods_[e.pod]) == pods.end()) pods.push_back(pods_[e.pod]);
+        if (std::find(pods.begin(), pods.end(), pods_.name(e.pod)) == pods.end()) pods.push_back(pods_.name(e.pod));
   }
   std::sort(pods.begin(), pods.end());
   boost::asio::post(executor_, [done = std::move(done), pods = std::move(pods)]() mutable { done({}, std::move(pods)); });

@@ -7,11 +7,10 @@
 
 #include <cstdint>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <unordered_map>
-#include <vector>
 
+#include "registry/pod_ids.hpp"
 #include "registry/session_registry.hpp"
 
 namespace chat::registry {
@@ -28,18 +27,14 @@ class MemoryRegistry final : public SessionRegistry {
 
  private:
   boost::asio::any_io_executor executor_;
-  // A pod id as its place in pods_: a process sees one pod id or a few, and an
-  // idle stream should not carry a copy of it.
-  std::uint32_t pod_index_locked(const std::string& pod_id);
-  std::optional<std::uint32_t> find_pod_locked(const std::string& pod_id) const;
 
   struct Entry {
-    std::uint32_t pod;
+    std::uint32_t pod;  // in pods_
     std::string connection_id;
     bool operator==(const Entry&) const = default;
   };
   std::mutex mutex_;  // guards pods_ and sessions_
-  std::vector<std::string> pods_;
+  PodIds pods_;
   // Session id -> its connections, in the order they came. Most sessions have
   // one stream: it lives in the map's node, with no block of its own.
   std::unordered_map<std::string, boost::container::small_vector<Entry, 1>> sessions_;

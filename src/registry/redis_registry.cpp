@@ -151,7 +151,7 @@ void RedisRegistry::live_pods(const std::string& session_id, PodsCallback done) 
 }
 
 void RedisRegistry::do_add(const ConnectionRef& c) {
-  live_[{c.pod_id, c.connection_id}] = c.session_id;
+  live_[{pods_.intern(c.pod_id), c.connection_id}] = c.session_id;
   std::erase_if(missed_removals_, [&](const ConnectionRef& r) {
     return r.pod_id == c.pod_id && r.connection_id == c.connection_id;
   });
@@ -159,7 +159,7 @@ void RedisRegistry::do_add(const ConnectionRef& c) {
 }
 
 void RedisRegistry::do_remove(const ConnectionRef& c) {
-  live_.erase({c.pod_id, c.connection_id});
+  if (auto pod = pods_.find(c.pod_id)) live_.erase({*pod, c.connection_id});
   if (connection_.ready()) send_remove(c);
   else remember_missed_removal(c);
 }
@@ -240,12 +240,13 @@ void RedisRegistry::drop_dead_members(const std::string& session_id, const std::
 void RedisRegistry::do_remove_pod(const std::string& pod_id, PodsCallback done) {
   // Local entries go first: this process stops renewing them whatever Redis says.
   std::vector<ConnectionRef> local;
-  for (auto it = live_.begin(); it != live_.end();) {
-    if (it->first.first != pod_id) {
+  const auto pod = pods_.find(pod_id);
+  for (auto it = live_.begin(); pod && it != live_.end();) {
+    if (it->first.first != *pod) {
       ++it;
       continue;
     }
-    local.push_back({it->second, it->first.first, it->first.second});
+    local.push_back({it->second, pod_id, it->first.second});
     it = live_.erase(it);
   }
   auto call = start_call(std::move(done));
@@ -283,7 +284,7 @@ void RedisRegistry::delete_pod_entries(const std::string& pod_id, const redisRep
 void RedisRegistry::on_ready() {
   for (const auto& c : missed_removals_) send_remove(c);
   missed_removals_.clear();
-  for (const auto& [key, session] : live_) send_add({session, key.first, key.second});
+  for (const auto& [key, session] : live_) send_add({session, pods_.name(key.first), key.second});
   if (!live_.empty()) log::info("registry_restored", {{"connections", live_.size()}});
   renewal_sent_at_.reset();
 }
@@ -314,7 +315,8 @@ void RedisRegistry::renew() {
   std::set<std::string> sessions, pods;
   const auto stamp = unix_now();
   for (std::size_t n = 0; n < per_slice && it != live_.end(); ++n, ++it) {
-    const auto& [pod, conn] = it->first;
+    const auto& pod = pods_.name(it->first.first);
+    const auto& conn = it->first.second;
     const auto& session = it->second;
     connection_.command({"SADD", session_key(session), member(pod, conn)});
     connection_.command({"HSET", pod_key(pod), conn, session});

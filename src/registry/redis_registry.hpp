@@ -23,6 +23,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <optional>
@@ -32,6 +33,7 @@
 #include <utility>
 
 #include "config/config.hpp"
+#include "registry/pod_ids.hpp"
 #include "registry/redis_connection.hpp"
 #include "registry/session_registry.hpp"
 
@@ -64,6 +66,7 @@ class RedisRegistry final : public SessionRegistry {
 
  private:
   using ConnKey = std::pair<std::string, std::string>;  // {pod id, connection id}
+  using LiveKey = std::pair<std::uint32_t, std::string>;  // {pod id's index in pods_, connection id}
   struct PendingCall;
 
   void do_add(const ConnectionRef& c);
@@ -95,9 +98,10 @@ class RedisRegistry final : public SessionRegistry {
   // an interval: tens of thousands of connections in one burst of commands
   // would take a core away from the streams for a good part of a second.
   static constexpr std::size_t kRenewSlices = 16;
-  std::optional<ConnKey> renew_cursor_;  // the last connection renewed this round
+  std::optional<LiveKey> renew_cursor_;  // the last connection renewed this round
   std::optional<std::chrono::steady_clock::time_point> renewal_sent_at_;  // its PING unanswered
-  std::map<ConnKey, std::string> live_;    // this process's connections -> session id
+  PodIds pods_;
+  std::map<LiveKey, std::string> live_;    // this process's connections -> session id
   std::deque<ConnectionRef> missed_removals_;  // removed while Redis was away
   bool stopped_ = false;  // the destructor has begun: nothing may be scheduled again
 
