@@ -147,13 +147,13 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
 }
 
 // A live frame sent within a WriteNowScope, for a stream with nothing queued
-// and no write in flight (no outbox), goes straight to the socket from the producer's thread: the common case of a
-// reading client costs no hand-off to the strand (on two busy cores each
-// hand-off is a scheduler wake-up, the bulk of a chunk's tail latency). The
-// lock is held across the non-blocking send so that nothing can queue ahead of
-// it or close the socket under it. Returns what is left to queue for the
-// strand: all of it, the part the kernel did not take at once (which can no
-// longer merge with a later chunk), or nothing.
+// and no write in flight (no outbox), goes straight to the socket from the
+// producer's thread: the common case of a reading client costs no hand-off to
+// the strand (on two busy cores each hand-off is a scheduler wake-up, the bulk
+// of a chunk's tail latency). The lock is held across the non-blocking send so
+// that nothing can queue ahead of it or close the socket under it. Returns what
+// is left to queue for the strand: all of it, the part the kernel did not take
+// at once (which can no longer merge with a later chunk), or nothing.
 Frame SseConnection::write_directly_locked(Frame frame) {
   if (!WriteNowScope::active() || !started_ || outbox_ || !socket_.is_open()) return frame;
   auto sent = ::send(socket_.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
