@@ -52,6 +52,7 @@ struct FanoutOptions {
   double warmup = 2;
   double drain = 10;
   double settle = 0;  // after every stream is up, before the RSS reading and the run
+  double connect_seconds = 120;  // the streams that are not up by then are left out of the run
   double rate = 0;  // chunks/s in all; 0: closed loop
   int window = 4;   // closed loop: chunks in flight per session
   int chunks_per_message = 20;
@@ -443,6 +444,7 @@ class FanoutWorker : public Handler {
                "         its connected event)   nchan: --publishers N per thread (16)\n"
                "  --source-ips N [--source-offset K]: streams connect from 127.1.0.1+K .. +K+N-1 (through one port)\n"
                "  --batch N (128 stream connects in flight per thread)\n"
+               "  --connect-seconds S (120: how long the streams have to come up)\n"
                "  --pid PID[,PID...] the server's processes (CPU, RSS)\n");
   std::exit(2);
 }
@@ -481,6 +483,7 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--source-ips") o.source_ips = static_cast<int>(num(0, 60'000));
     else if (k == "--source-offset") o.source_offset = static_cast<int>(num(0, 60'000));
     else if (k == "--batch") o.batch = static_cast<int>(num(1, 100'000));
+    else if (k == "--connect-seconds") o.connect_seconds = num(1, 3600);
     else if (k == "--prefix") o.prefix = v;
     else if (k == "--pid") o.pids = parse_pids(v);
     else fanout_usage(("unknown option " + k).c_str());
@@ -502,10 +505,12 @@ int fanout_main(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
 
-  const std::int64_t connect_deadline = mono_ns() + 120 * kSec;
+  const std::int64_t connect_start = mono_ns();
+  const std::int64_t connect_deadline = connect_start + static_cast<std::int64_t>(o.connect_seconds * 1e9);
   while (sh.connected.load() < o.sessions && mono_ns() < connect_deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const std::int64_t up = sh.connected.load();
+  const double connect_took = static_cast<double>(mono_ns() - connect_start) / 1e9;
   sleep_until_ns(mono_ns() + static_cast<std::int64_t>(o.settle * 1e9));
   const long rss_connected = o.pids.empty() ? -1 : read_vmrss_kib(o.pids);
   log("fanout (%s): %lld/%d streams up; publishing for %.1f s warm-up + %.1f s measured", o.target.c_str(),
@@ -556,6 +561,7 @@ int fanout_main(int argc, char** argv) {
       .str("target", o.target)
       .integer("sessions", o.sessions)
       .integer("streams_up", up)
+      .num("connect_seconds", connect_took, 1)
       .num("rate_requested", o.rate, 0)
       .integer("window", o.window)
       .num("seconds", o.seconds, 1)

@@ -6,7 +6,7 @@ Prints ONE JSON line on stdout (progress on stderr).
 VIA=pods (default): tests/e2e/infra.py starts a nats-server, a redis-server and PODS (3) pods
 pod-1..pod-N with NATS_URL, REDIS_HOST (the Redis registry: every stream is registered there) and
 their own SQLite file; one `build/loadgen fanout` per pod opens STREAMS/PODS streams on it.
-VIA=nginx: scripts/cluster.sh (in a temp dir, on free ports, no workers, 6 nginx workers) starts
+VIA=nginx: scripts/cluster.sh (in a temp dir, on free ports, no workers, 8 nginx workers) starts
 the local cluster (nats-server with the role logins, redis-server, PostgreSQL, PODS pods behind
 nginx); the loadgens open every stream through nginx's one port (least_conn picks the pod), from
 many addresses of 127.1.0.0/16 (one address has ~28,000 ports for one server port, and nginx
@@ -15,10 +15,11 @@ allows 256 connections per address), and learn each stream's pod from its `conne
 Either way, with every stream up the pods' (and nginx's) memory is read against the reading
 before the first connect, then RATE (5000) chunks/s in all are published on
 chat.pod.{pod}.response (as chat-worker does: round-robin over the sessions, 20-chunk replies)
-for SECONDS (20), and every stream must get its session's chunks once and in order. This sandbox
+for SECONDS (20), and every stream must get its session's chunks once and in order. The streams
+have CONNECT_SECONDS (300) to come up (`connect_seconds_worst`: the slowest loadgen's). This sandbox
 allows 20,000 open files per process: a pod holds at most 19,000 streams, and so does a loadgen.
 
-Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, LOADGEN, CHATD_BIN, E2E_KEEP_LOGS=1.
+Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, CONNECT_SECONDS, LOADGEN, CHATD_BIN, E2E_KEEP_LOGS=1.
 """
 
 import json
@@ -39,6 +40,7 @@ from loadgen_check import loadgen_errors  # noqa: E402
 LOADGEN = os.environ.get("LOADGEN", os.path.join(ROOT, "build", "loadgen"))
 POD_LIMITS = {"SERVER_MAX_CONNECTIONS": "19000", "SERVER_MAX_CONNECTIONS_PER_IP": "0",
               "RATE_LIMIT_STREAMS_PER_USER": "0", "RATE_LIMIT_IP_PER_MINUTE": "0", "LOG_LEVEL": "warn"}
+CONNECT_SECONDS = float(os.environ.get("CONNECT_SECONDS", "300"))
 SOURCE_IPS = 400  # through nginx: 125 streams per address, under its 256 per address
 
 
@@ -87,6 +89,7 @@ def run_loadgens(targets, per, rate, seconds, tmp):
     for name, port, extra in targets:
         args = [LOADGEN, "fanout", "--target", "chatd", "--port", str(port), "--sessions", str(per),
                 "--rate", str(rate / len(targets)), "--seconds", str(seconds), "--warmup", "2", "--settle", "5",
+                "--connect-seconds", str(CONNECT_SECONDS),
                 "--threads", "1", "--prefix", "p%s_%d" % (name.replace("-", ""), int(time.time()))] + extra
         out = open(os.path.join(tmp, "%s.json" % name), "wb")
         err = open(os.path.join(tmp, "%s.err" % name), "wb")
@@ -143,7 +146,7 @@ def via_pods(pods_n, per, rate, seconds, tmp, errors):
         before = {k: rss_kib([v]) for k, v in pids.items()}
         runs = run_loadgens([(p.pod_id, p.port, ["--nats-port", str(cl.nats.port), "--pod", p.pod_id])
                              for p in cl.pods], per, rate, seconds, tmp)
-        wait_all_up(runs, 300)
+        wait_all_up(runs, CONNECT_SECONDS + 60)
         grown = {k: rss_kib([v]) - before[k] for k, v in pids.items()}
         results = collect(runs, seconds, errors)
         errors += ["%s exited during the run" % p.pod_id for p in cl.pods if not p.alive()]
@@ -180,7 +183,7 @@ def via_nginx(pods_n, per, rate, seconds, tmp, errors):
                                                   "--source-offset", str(i * share), "--batch", "16"])
                              for i in range(pods_n)],
                             per, rate, seconds, tmp)
-        wait_all_up(runs, 300)
+        wait_all_up(runs, CONNECT_SECONDS + 60)
         grown = {k: rss_kib([v]) - before[k] for k, v in pids.items() if v}
         grown["nginx"] = rss_kib([master] + workers) - before["nginx"]
         results = collect(runs, seconds, errors)
@@ -217,6 +220,7 @@ def main():
            "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip(),
            "via": via, "pods": pods_n, "streams_requested": per * pods_n, "streams_up": up,
+           "connect_seconds_worst": max((r.get("connect_seconds") or 0) for r in results.values()) if results else None,
            "pods_rss_per_stream_bytes": round(pod_growth * 1024 / up) if up else None,
            "nginx_rss_per_stream_bytes": round(grown["nginx"] * 1024 / up) if up and "nginx" in grown else None,
            "rss_growth_kib": grown, "rate_requested": rate,

@@ -14,8 +14,26 @@ namespace {
 constexpr std::size_t kMaxEntries = 200'000;
 constexpr std::int64_t kNextWaitMs = 2'000;
 
+// Whether the log holds anything on `subject`, in one request: reading takes a
+// consumer made and deleted on the server, and most reads find nothing (a pod
+// reads the log of every session whose first stream it opens). Blocking.
+error_code has_entries(jsCtx* js, const std::string& subject, bool& any) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Info.SubjectsFilter = subject.c_str();
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js, kLogStream, &o, &code);
+  if (s != NATS_OK) return to_error_code(s);
+  any = info->State.Subjects != nullptr && info->State.Subjects->Count > 0;
+  jsStreamInfo_Destroy(info);
+  return {};
+}
+
 // Reads every entry on `subject` with an ordered consumer; blocking.
 error_code read_subject(jsCtx* js, const std::string& subject, std::vector<std::string>& out) {
+  bool any = false;
+  if (error_code ec = has_entries(js, subject, any); ec || !any) return ec;
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = kLogStream;

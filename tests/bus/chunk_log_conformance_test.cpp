@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 
 #include "bus/durable_test_support.hpp"
@@ -108,6 +109,38 @@ TEST(MemoryChunkLog, OldEntriesLeaveByAgeAndSize) {
   by_age.read("s", "", [&](boost::system::error_code, std::vector<std::string> r) { got = std::move(r); });
   io.run();
   EXPECT_TRUE(got.empty());
+}
+
+// A pod reads the log of every session whose first stream it opens, and most
+// have nothing logged: such a read must not make (and delete) a consumer on the
+// server. Counted on the JetStream API subjects, with a positive control.
+TEST(JetStreamChunkLog, ASessionWithNothingLoggedIsReadWithoutAConsumer) {
+  JetStreamDurable impl;
+  auto& log = impl.log(0);
+  natsConnection* raw_nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&raw_nc, impl.server().nats_url().c_str()), NATS_OK);
+  bus::NatsConnectionPtr nc(raw_nc);
+  std::atomic<int> consumer_calls{0};
+  natsSubscription* raw_sub = nullptr;
+  ASSERT_EQ(natsConnection_Subscribe(
+                &raw_sub, nc.get(), "$JS.API.CONSUMER.>",
+                [](natsConnection*, natsSubscription*, natsMsg* m, void* counter) {
+                  static_cast<std::atomic<int>*>(counter)->fetch_add(1);
+                  natsMsg_Destroy(m);
+                },
+                &consumer_calls),
+            NATS_OK);
+  bus::NatsSubscriptionPtr sub(raw_sub);
+  ASSERT_EQ(natsConnection_Flush(nc.get()), NATS_OK);
+
+  EXPECT_EQ(read(log, "nothing-logged"), std::vector<std::string>{});
+  EXPECT_EQ(read(log, "nothing-logged", "m1"), std::vector<std::string>{});
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(consumer_calls.load(), 0);
+
+  ASSERT_FALSE(append(log, "logged", "m1", "m1:1:0", "a"));
+  EXPECT_EQ(read(log, "logged"), std::vector<std::string>{"a"});
+  EXPECT_TRUE(wait_until([&] { return consumer_calls.load() > 0; }));
 }
 
 }  // namespace
