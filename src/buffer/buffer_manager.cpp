@@ -52,6 +52,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     case PushResult::released_or_held: break;
   }
   if (!in_turn) counters_.chunks_reordered.add();
+  buffer.replays_requested = 0;  // a silent reply's asks back off again from the start
   release(scratch_, out);
   if (buffer.finished()) finish(it->first, now, out, nullptr);
 }
@@ -124,10 +125,12 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
     if (!b.received_any() && !watched(b.session_id())) continue;
     // Silent after its last chunk: worth asking only for someone who waits for it.
     if (b.received_any() && !b.gap_since() && !b.accepted_here && !watched(b.session_id())) continue;
-    // A reply that has sent nothing yet most likely waits in the work queue
-    // behind others: asking again and again (each ask may read the chunk log)
-    // would only add load to a backlog. Its interval doubles, up to 16 times.
-    const auto interval = b.received_any() ? every : every * (1 << std::min<std::uint32_t>(b.replays_requested, 4));
+    // A gap is a chunk known to be missing: asked about at the plain interval.
+    // A silent reply (nothing yet, or nothing after its last chunk) most likely
+    // waits in the work queue or for its provider: asking again and again (each
+    // ask may read the chunk log) would only add load. Its interval doubles
+    // with each ask since its last chunk, up to 16 times.
+    const auto interval = b.gap_since() ? every : every * (1 << std::min<std::uint32_t>(b.replays_requested, 4));
     if (b.replay_requested_at && now - *b.replay_requested_at < interval) continue;
     b.replay_requested_at = now;
     ++b.replays_requested;

@@ -252,9 +252,34 @@ TEST_F(BufferManagerTest, AReplySilentAfterItsLastChunkAsksForReplayWhenSomeoneW
   EXPECT_TRUE(manager.stalled(t0 + 2s, 1s, 2s, unwatched).empty());  // nobody here waits for it
   EXPECT_EQ(manager.stalled(t0 + 2s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
   EXPECT_TRUE(manager.stalled(t0 + 3s, 1s, 2s, watched).empty());
-  EXPECT_EQ(manager.stalled(t0 + 4s, 1s, 2s, watched), (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
   manager.push(chunk("m1", 2, true), t0 + 4s, events);
   EXPECT_TRUE(manager.stalled(t0 + 10s, 1s, 2s, watched).empty());
+}
+
+TEST_F(BufferManagerTest, AReplySilentAfterItsLastChunkAsksLessAndLessOftenUntilItsNextChunk) {
+  // Most likely its provider is slow (thinking, calling a tool): each ask may read the chunk log.
+  auto watched = [](const std::string& s) { return s == "s1"; };
+  manager.push(chunk("m1", 0), t0, events);
+  std::vector<int> asked_at;
+  for (int second = 0; second <= 40; ++second)
+    if (!manager.stalled(t0 + std::chrono::seconds(second), 1s, 2s, watched).empty()) asked_at.push_back(second);
+  EXPECT_EQ(asked_at, (std::vector<int>{1, 5, 13, 29}));
+  // A chunk came: the next silence is asked about early again.
+  manager.push(chunk("m1", 1), t0 + 40s, events);
+  asked_at.clear();
+  for (int second = 40; second <= 50; ++second)
+    if (!manager.stalled(t0 + std::chrono::seconds(second), 1s, 2s, watched).empty()) asked_at.push_back(second);
+  EXPECT_EQ(asked_at, (std::vector<int>{41, 45}));
+}
+
+TEST_F(BufferManagerTest, AGapIsAskedAboutAtThePlainIntervalHoweverLong) {
+  auto watched = [](const std::string& s) { return s == "s1"; };
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m1", 2), t0, events);  // chunk 1 is missing
+  std::vector<int> asked_at;
+  for (int second = 0; second <= 10; ++second)
+    if (!manager.stalled(t0 + std::chrono::seconds(second), 1s, 2s, watched).empty()) asked_at.push_back(second);
+  EXPECT_EQ(asked_at, (std::vector<int>{1, 3, 5, 7, 9}));
 }
 
 TEST_F(BufferManagerTest, AnAcceptedReplySilentAfterItsLastChunkAsksForReplayUnwatched) {
