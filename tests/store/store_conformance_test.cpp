@@ -254,6 +254,17 @@ TEST_P(StoreConformance, SameReplyFromTwoStoresAtOnceIsStoredOnce) {
   }
 }
 
+// Replies of two pods may land out of order: a session's clock moves forward only.
+TEST_P(StoreConformance, AnOlderReplyLandingLateLeavesTheSessionClockAlone) {
+  ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
+  ASSERT_FALSE(sync().save(reply("s1", "a2", "newer", at(20))));
+  ASSERT_FALSE(sync().save(reply("s1", "a1", "older", at(10))));
+  auto sessions = sync().sessions("alice").second;
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].last_message_at, at(20));
+  EXPECT_EQ(sync().page("s1", "alice", 10).second.messages.size(), 3u);
+}
+
 TEST_P(StoreConformance, ReplyToUnknownSessionIsNotFound) {
   EXPECT_EQ(sync().save(reply("ghost", "a1", "text", at(0))), Errc::not_found);
 }
