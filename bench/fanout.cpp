@@ -14,6 +14,9 @@
 // --rate 0 (default): closed loop, each session keeps --window chunks published and not yet
 // received, so the figure is what the server delivers at full speed without a backlog.
 // --rate R: R chunks/s in all, round-robin over the sessions, open loop (the latency figure).
+// With --active K, K sessions at a time take their replies' chunks in turn, then the next K: a
+// reply streams within a moment, as a real one does, however many sessions there are (plain
+// round-robin over 50,000 sessions puts a reply's chunks 10 s apart at 5,000/s).
 
 #include "fanout.hpp"
 
@@ -56,6 +59,7 @@ struct FanoutOptions {
   double rate = 0;  // chunks/s in all; 0: closed loop
   int window = 4;   // closed loop: chunks in flight per session
   int chunks_per_message = 20;
+  int active = 0;  // --rate: sessions taking their replies at a time; 0: all (plain round-robin)
   int publishers = 16;  // nchan: publish connections per thread
   bool send_asap = false;  // chatd: nats.c writes each publish at once instead of batching
   std::string nats_url;    // chatd: overrides --nats-port (credentials: nats://user:pass@host:port)
@@ -185,11 +189,7 @@ class FanoutWorker : public Handler {
       if (phase == kRun && opt_.rate > 0 && !sess_.empty()) {
         const double per_thread = opt_.rate / opt_.threads;
         const auto due = static_cast<std::int64_t>(static_cast<double>(now - sh_.run_start_ns) / 1e9 * per_thread);
-        for (; emitted < due; ++emitted) {
-          Sess& s = *sess_[rr_];
-          rr_ = (rr_ + 1) % sess_.size();
-          publish_next(s);
-        }
+        for (; emitted < due; ++emitted) publish_next(*sess_[session_for(static_cast<std::uint64_t>(emitted))]);
       }
     }
     for (auto& s : sess_) loop_.close(s->c);
@@ -227,6 +227,15 @@ class FanoutWorker : public Handler {
     std::deque<Item> in_flight;  // the requests sent, in order
     std::deque<Item> backlog;    // beyond the pipeline, or to send again on a new connection
   };
+
+  // The session of the run's chunk `e` (--rate): K sessions at a time (--active) take their
+  // replies' chunks in turn, then the next K; with K = all of them, plain round-robin.
+  std::size_t session_for(std::uint64_t e) const {
+    const std::uint64_t n = sess_.size();
+    const std::uint64_t k = opt_.active > 0 ? std::min<std::uint64_t>(static_cast<std::uint64_t>(opt_.active), n) : n;
+    const std::uint64_t group = k * static_cast<std::uint64_t>(opt_.chunks_per_message);
+    return static_cast<std::size_t>((e / group * k + e % group % k) % n);
+  }
 
   bool in_window(std::int64_t t) const { return t >= sh_.window_start_ns && t < sh_.window_end_ns; }
 
@@ -426,7 +435,6 @@ class FanoutWorker : public Handler {
   std::vector<std::unique_ptr<Publisher>> pubs_;
   std::deque<std::uint32_t> connect_q_;
   int pending_ = 0;
-  std::size_t rr_ = 0;
   std::string host_;
   natsConnection* nats_ = nullptr;
   bool reconnect_ = false;
@@ -440,6 +448,7 @@ class FanoutWorker : public Handler {
                "  --settle S (0: after every stream is up, before the RSS reading and the run)\n"
                "  --rate R (0: closed loop) --window W (4 chunks in flight per session, closed loop)\n"
                "  --chunks-per-message M (20) --text TEXT (each chunk's text)\n"
+               "  --active K (--rate: K sessions at a time take their replies' chunks in turn; 0: all)\n"
                "  chatd: --nats-port N (4222) | --nats-url URL, --pod POD (bench; auto: each stream's pod, from\n"
                "         its connected event)   nchan: --publishers N per thread (16)\n"
                "  --source-ips N [--source-offset K]: streams connect from 127.1.0.1+K .. +K+N-1 (through one port)\n"
@@ -476,6 +485,7 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--rate") o.rate = num(0, 10'000'000);
     else if (k == "--window") o.window = static_cast<int>(num(1, 10'000));
     else if (k == "--chunks-per-message") o.chunks_per_message = static_cast<int>(num(1, 100'000));
+    else if (k == "--active") o.active = static_cast<int>(num(0, 1'000'000));
     else if (k == "--publishers") o.publishers = static_cast<int>(num(1, 1000));
     else if (k == "--text") o.text = v;
     else if (k == "--nats-send-asap") o.send_asap = num(0, 1) != 0;

@@ -14,12 +14,15 @@ allows 256 connections per address), and learn each stream's pod from its `conne
 
 Either way, with every stream up the pods' (and nginx's) memory is read against the reading
 before the first connect, then RATE (5000) chunks/s in all are published on
-chat.pod.{pod}.response (as chat-worker does: round-robin over the sessions, 20-chunk replies)
-for SECONDS (20), and every stream must get its session's chunks once and in order. The streams
+chat.pod.{pod}.response (as chat-worker does) for SECONDS (20): every session gets a reply of
+REPLY_CHUNKS (2) chunks, ACTIVE (100) sessions per loadgen at a time taking theirs in turn (a
+reply streams within a moment, as a real one does; ACTIVE=0 is plain round-robin over all the
+sessions, which at 5,000/s puts a reply's chunks 10 s apart and makes every reply look stalled),
+and every stream must get its session's chunks once and in order. The streams
 have CONNECT_SECONDS (300) to come up (`connect_seconds_worst`: the slowest loadgen's). This sandbox
 allows 20,000 open files per process: a pod holds at most 19,000 streams, and so does a loadgen.
 
-Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, CONNECT_SECONDS, LOADGEN, CHATD_BIN, E2E_KEEP_LOGS=1.
+Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, REPLY_CHUNKS, ACTIVE, CONNECT_SECONDS, LOADGEN, CHATD_BIN, E2E_KEEP_LOGS=1.
 """
 
 import json
@@ -41,6 +44,8 @@ LOADGEN = os.environ.get("LOADGEN", os.path.join(ROOT, "build", "loadgen"))
 POD_LIMITS = {"SERVER_MAX_CONNECTIONS": "19000", "SERVER_MAX_CONNECTIONS_PER_IP": "0",
               "RATE_LIMIT_STREAMS_PER_USER": "0", "RATE_LIMIT_IP_PER_MINUTE": "0", "LOG_LEVEL": "warn"}
 CONNECT_SECONDS = float(os.environ.get("CONNECT_SECONDS", "300"))
+REPLY_CHUNKS = int(os.environ.get("REPLY_CHUNKS", "2"))
+ACTIVE = int(os.environ.get("ACTIVE", "100"))
 SOURCE_IPS = 400  # through nginx: 125 streams per address, under its 256 per address
 
 
@@ -89,7 +94,8 @@ def run_loadgens(targets, per, rate, seconds, tmp):
     for name, port, extra in targets:
         args = [LOADGEN, "fanout", "--target", "chatd", "--port", str(port), "--sessions", str(per),
                 "--rate", str(rate / len(targets)), "--seconds", str(seconds), "--warmup", "2", "--settle", "5",
-                "--connect-seconds", str(CONNECT_SECONDS),
+                "--connect-seconds", str(CONNECT_SECONDS), "--chunks-per-message", str(REPLY_CHUNKS),
+                "--active", str(ACTIVE),
                 "--threads", "1", "--prefix", "p%s_%d" % (name.replace("-", ""), int(time.time()))] + extra
         out = open(os.path.join(tmp, "%s.json" % name), "wb")
         err = open(os.path.join(tmp, "%s.err" % name), "wb")
@@ -224,6 +230,7 @@ def main():
            "pods_rss_per_stream_bytes": round(pod_growth * 1024 / up) if up else None,
            "nginx_rss_per_stream_bytes": round(grown["nginx"] * 1024 / up) if up and "nginx" in grown else None,
            "rss_growth_kib": grown, "rate_requested": rate,
+           "reply_chunks": REPLY_CHUNKS, "active_per_loadgen": ACTIVE,
            "chunk_events_per_sec": round(sum(r.get("chunk_events_per_sec", 0) for r in results.values()), 1),
            "latency_p50_ms_worst": max((r.get("latency_p50_ms") or 0) for r in results.values()) if results else None,
            "latency_p99_ms_worst": max((r.get("latency_p99_ms") or 0) for r in results.values()) if results else None,
