@@ -32,8 +32,12 @@ error_code has_entries(jsCtx* js, const std::string& subject, bool& any) {
 
 // Reads every entry on `subject` with an ordered consumer; blocking.
 error_code read_subject(jsCtx* js, const std::string& subject, std::vector<std::string>& out) {
-  bool any = false;
-  if (error_code ec = has_entries(js, subject, any); ec || !any) return ec;
+  // The question is a shortcut: a server that cannot answer it (say, too many
+  // subjects to list) may still serve the read; one that is away cannot.
+  bool any = true;
+  error_code ec = has_entries(js, subject, any);
+  if (ec == asio::error::timed_out || ec == asio::error::not_connected) return ec;
+  if (!ec && !any) return {};
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = kLogStream;
