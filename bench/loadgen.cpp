@@ -27,6 +27,7 @@
 
 #include "client.hpp"
 #include "fanout.hpp"
+#include "nats_hop.hpp"
 #include "util.hpp"
 
 namespace lg {
@@ -897,7 +898,8 @@ int run_mode(Options opt) {
                "          --sse-path TEMPLATE ({session}, {user}; chatd's /api/sse by default)\n"
                "          --ready connected|headers (a stream is up at chatd's connected event, or at its 200)\n"
                "          --pid PID[,PID...] (the server's processes: RSS, PSS and CPU summed over them)\n"
-               "          --prefix ID --user ID --message TEXT --stall-seconds S (5)\n");
+               "          --prefix ID --user ID --message TEXT --stall-seconds S (5)\n"
+               "also: loadgen fanout ... (chunks through chatd or nchan), loadgen natshop ... (the NATS hop alone)\n");
   std::exit(2);
 }
 
@@ -960,6 +962,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc >= 2 && std::string_view(argv[1]) == "fanout") return lg::fanout_main(argc, argv);
+  if (argc >= 2 && std::string_view(argv[1]) == "natshop") return lg::nats_hop_main(argc, argv);
   lg::Options o = lg::parse(argc, argv);
   getrlimit(RLIMIT_NOFILE, &rl);
   long need = (o.mode == "hold" ? o.connections : o.mode == "stream" ? o.sessions : 0) +
