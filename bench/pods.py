@@ -18,11 +18,12 @@ chat.pod.{pod}.response (as chat-worker does) for SECONDS (20): every session ge
 REPLY_CHUNKS (2) chunks, ACTIVE (100) sessions per loadgen at a time taking theirs in turn (a
 reply streams within a moment, as a real one does; ACTIVE=0 is plain round-robin over all the
 sessions, which at 5,000/s puts a reply's chunks 10 s apart and makes every reply look stalled),
-and every stream must get its session's chunks once and in order. The streams
-have CONNECT_SECONDS (300) to come up (`connect_seconds_worst`: the slowest loadgen's). This sandbox
+and every stream must get its session's chunks once and in order. The streams have
+CONNECT_SECONDS (300) to come up (`connect_seconds_worst`: the slowest loadgen's). This sandbox
 allows 20,000 open files per process: a pod holds at most 19,000 streams, and so does a loadgen.
 
-Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, REPLY_CHUNKS, ACTIVE, CONNECT_SECONDS, LOADGEN, CHATD_BIN, E2E_KEEP_LOGS=1.
+Environment: VIA, PODS, STREAMS (50000), RATE, SECONDS, REPLY_CHUNKS, ACTIVE, CONNECT_SECONDS,
+LOADGEN, CHATD_BIN, E2E_KEEP_LOGS=1.
 """
 
 import json
