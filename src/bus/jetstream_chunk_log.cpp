@@ -30,8 +30,20 @@ error_code has_entries(jsCtx* js, const std::string& subject, bool& any) {
   return {};
 }
 
+// Unsubscribes (which deletes the consumer) and hands the subscription to the
+// bus to be freed later (NatsBus::retire), on every way out of a read.
+struct RetiredOnExit {
+  NatsBus& bus;
+  NatsSubscriptionPtr sub;
+  ~RetiredOnExit() {
+    natsSubscription_Unsubscribe(sub.get());
+    bus.retire(std::move(sub));
+  }
+};
+
 // Reads every entry on `subject` with an ordered consumer; blocking.
-error_code read_subject(jsCtx* js, const std::string& subject, std::vector<std::string>& out) {
+error_code read_subject(JetStream& jetstream, const std::string& subject, std::vector<std::string>& out) {
+  jsCtx* js = jetstream.context();
   // The question is a shortcut: a server that cannot answer it (say, too many
   // subjects to list) may still serve the read; one that is away cannot.
   bool any = true;
@@ -47,16 +59,16 @@ error_code read_subject(jsCtx* js, const std::string& subject, std::vector<std::
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_SubscribeSync(&raw, js, subject.c_str(), nullptr, &so, &code);
   if (s != NATS_OK) return to_error_code(s);
-  NatsSubscriptionPtr sub(raw);
+  RetiredOnExit consumer{jetstream.bus(), NatsSubscriptionPtr(raw)};
   jsConsumerInfo* info = nullptr;
-  s = natsSubscription_GetConsumerInfo(&info, sub.get(), nullptr, &code);
+  s = natsSubscription_GetConsumerInfo(&info, consumer.sub.get(), nullptr, &code);
   if (s != NATS_OK) return to_error_code(s);
   // The server pushes at once: what it already sent counts as well as what it has not.
   std::uint64_t pending = info->NumPending + info->Delivered.Consumer;
   jsConsumerInfo_Destroy(info);
   while (pending > 0 && out.size() < kMaxEntries) {
     natsMsg* m = nullptr;
-    s = natsSubscription_NextMsg(&m, sub.get(), kNextWaitMs);
+    s = natsSubscription_NextMsg(&m, consumer.sub.get(), kNextWaitMs);
     if (s != NATS_OK) return to_error_code(s);
     NatsMsgPtr msg(m);
     out.emplace_back(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
@@ -86,7 +98,7 @@ void JetStreamChunkLog::read(const std::string& session_id, const std::string& m
   auto subject = "chat.log." + session_id + "." + (message_id.empty() ? std::string("*") : message_id);
   js_.run_blocking([this, subject = std::move(subject), done = std::move(done)]() mutable {
     std::vector<std::string> out;
-    error_code ec = js_.ready() ? read_subject(js_.context(), subject, out) : asio::error::not_connected;
+    error_code ec = js_.ready() ? read_subject(js_, subject, out) : asio::error::not_connected;
     if (ec) log::warn("chunk_log_read_failed", {{"subject", subject}, {"error", ec.message()}});
     js_.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
   });

@@ -37,6 +37,8 @@ namespace {
 using Events = NatsBus::ConnectionEvents;
 
 constexpr std::chrono::seconds kCloseWait{5};
+// How long an unsubscribed subscription is kept before it is freed (retire()).
+constexpr std::chrono::seconds kRetireDelay{2};
 // Server liveness when the TCP connection does not break (a partitioned
 // network): a missed PONG every 10 s, three in a row count as disconnected.
 constexpr std::int64_t kPingIntervalMs = 10'000;
@@ -211,17 +213,22 @@ void on_subscription_complete(void* closure) { delete static_cast<StateRef*>(clo
 
 class NatsSubscription final : public Subscription {
  public:
-  NatsSubscription(NatsSubscriptionPtr sub, StateRef state) : sub_(std::move(sub)), state_(std::move(state)) {}
+  NatsSubscription(NatsBus& bus, NatsSubscriptionPtr sub, StateRef state)
+      : bus_(bus), sub_(std::move(sub)), state_(std::move(state)) {}
   ~NatsSubscription() override {
     // Stops new deliveries; fails harmlessly when the connection is closed.
     natsSubscription_Unsubscribe(sub_.get());
-    // Waits for a handler call in progress on the delivery thread; any call
-    // nats.c still makes afterwards finds `active` false.
-    std::lock_guard lock(state_->running);
-    state_->active = false;
+    {
+      // Waits for a handler call in progress on the delivery thread; any call
+      // nats.c still makes afterwards finds `active` false.
+      std::lock_guard lock(state_->running);
+      state_->active = false;
+    }
+    bus_.retire(std::move(sub_));
   }
 
  private:
+  NatsBus& bus_;
   NatsSubscriptionPtr sub_;
   StateRef state_;
 };
@@ -316,6 +323,7 @@ NatsBus::~NatsBus() {
   inbox_.reset();
   close_connection();
   stop_bus_thread();
+  retired_.clear();  // nats.c's threads are gone: nothing can look them up any more
 }
 
 void NatsBus::close_connection() {
@@ -331,6 +339,8 @@ void NatsBus::close_connection() {
 
 void NatsBus::stop_bus_thread() {
   asio::post(io_, [this] {
+    retire_stopped_ = true;
+    retire_timer_.cancel();
     for (auto& [token, p] : pending_) {
       p.timer->cancel();
       p.done(asio::error::operation_aborted, {});
@@ -346,6 +356,27 @@ ComponentStatus NatsBus::status() const {
 }
 
 void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
+
+void NatsBus::retire(NatsSubscriptionPtr sub) {
+  if (!sub) return;
+  asio::post(io_, [this, sub = std::move(sub)]() mutable {
+    retired_.emplace_back(std::chrono::steady_clock::now() + kRetireDelay, std::move(sub));
+    if (retired_.size() == 1 && !retire_stopped_) schedule_retirement();
+  });
+}
+
+// Re-armed from its own handler, so it checks retire_stopped_ (set on the bus
+// thread when the bus stops): a handler already queued when the timer is
+// cancelled must not arm it again.
+void NatsBus::schedule_retirement() {
+  retire_timer_.expires_at(retired_.front().first);
+  retire_timer_.async_wait([this](error_code ec) {
+    if (ec || retire_stopped_) return;
+    const auto now = std::chrono::steady_clock::now();
+    while (!retired_.empty() && retired_.front().first <= now) retired_.pop_front();
+    if (!retired_.empty()) schedule_retirement();
+  });
+}
 
 void NatsBus::complete(PublishCallback done, error_code ec) {
   if (done) asio::post(io_, [done = std::move(done), ec] { done(ec); });
@@ -376,7 +407,7 @@ std::unique_ptr<Subscription> NatsBus::subscribe(std::string pattern, std::strin
     // in the handler right now, so the closure cannot be freed. It leaks.
     log::warn("nats_subscription_closed_early", {{"bus", name_}, {"subject", pattern}});
   }
-  return std::make_unique<NatsSubscription>(std::move(sub), std::move(state));
+  return std::make_unique<NatsSubscription>(*this, std::move(sub), std::move(state));
 }
 
 void NatsBus::request(std::string subject, std::string payload, std::chrono::milliseconds timeout,

@@ -30,7 +30,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -80,6 +82,14 @@ class NatsBus final : public MessageBus {
   // Runs `fn` on the bus thread.
   void defer(std::function<void()> fn);
 
+  // Frees an unsubscribed subscription a while later. nats.c 3.4.1's reader
+  // thread looks a message's subscription up and then uses it without holding a
+  // reference, so one freed at once can be pulled from under it (seen: an abort
+  // in natsConn_processMsg when a handler dropped its own subscription). The
+  // delay outlasts that window by far; a bus that closes frees them after its
+  // connection, once nats.c's threads are gone.
+  void retire(NatsSubscriptionPtr sub);
+
   struct ConnectionEvents;
 
  private:
@@ -96,6 +106,7 @@ class NatsBus final : public MessageBus {
   void complete(PublishCallback done, boost::system::error_code ec);
   void close_connection();
   void stop_bus_thread();
+  void schedule_retirement();
 
   std::string name_;
   // The bus thread. Declared first so that it outlives everything that posts to it.
@@ -112,6 +123,10 @@ class NatsBus final : public MessageBus {
   std::atomic<std::uint64_t> publish_failures_{0};
   // Touched only on the bus thread: every request step is posted there.
   std::unordered_map<std::uint64_t, PendingRequest> pending_;
+  // Subscriptions waiting to be freed (retire()), oldest first, and when; bus thread only.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, NatsSubscriptionPtr>> retired_;
+  boost::asio::steady_timer retire_timer_{io_};
+  bool retire_stopped_ = false;
   std::unique_ptr<Subscription> inbox_;
 };
 
