@@ -9,7 +9,8 @@
 //   A handler must not block: it holds up every later message of its
 //   subscription. Post real work to your own executor.
 // - one thread of our own, running a private io_context ("the bus thread"):
-//   publish callbacks, request timers and request completions run there.
+//   publish callbacks, request timers and request completions run there, and
+//   unsubscribed subscriptions are freed there a while later (retire()).
 //
 // Connection: failing to reach the server at start is not fatal. nats.c keeps
 // retrying in the background (NatsConfig::max_reconnects, -1 = forever, every
