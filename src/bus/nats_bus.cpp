@@ -211,10 +211,19 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure)
 
 void on_subscription_complete(void* closure) { delete static_cast<StateRef*>(closure); }
 
+}  // namespace
+
+struct NatsBus::Retirement {
+  std::mutex mutex;  // guards bus
+  NatsBus* bus;      // null once the bus has closed its connection
+};
+
+namespace {
+
 class NatsSubscription final : public Subscription {
  public:
-  NatsSubscription(NatsBus& bus, NatsSubscriptionPtr sub, StateRef state)
-      : bus_(bus), sub_(std::move(sub)), state_(std::move(state)) {}
+  NatsSubscription(std::shared_ptr<NatsBus::Retirement> retirement, NatsSubscriptionPtr sub, StateRef state)
+      : retirement_(std::move(retirement)), sub_(std::move(sub)), state_(std::move(state)) {}
   ~NatsSubscription() override {
     // Stops new deliveries; fails harmlessly when the connection is closed.
     natsSubscription_Unsubscribe(sub_.get());
@@ -224,11 +233,13 @@ class NatsSubscription final : public Subscription {
       std::lock_guard lock(state_->running);
       state_->active = false;
     }
-    bus_.retire(std::move(sub_));
+    std::lock_guard lock(retirement_->mutex);
+    if (retirement_->bus) retirement_->bus->retire(std::move(sub_));
+    // Else the bus has closed its connection: freeing at once is safe.
   }
 
  private:
-  NatsBus& bus_;
+  std::shared_ptr<NatsBus::Retirement> retirement_;
   NatsSubscriptionPtr sub_;
   StateRef state_;
 };
@@ -239,7 +250,9 @@ NatsBus::NatsBus(const config::NatsConfig& config, std::string name)
     : name_(std::move(name)),
       work_(asio::make_work_guard(io_)),
       events_(std::make_unique<ConnectionEvents>()),
-      inbox_prefix_("_INBOX." + new_identifier("") + ".") {
+      inbox_prefix_("_INBOX." + new_identifier("") + "."),
+      retirement_(std::make_shared<Retirement>()) {
+  retirement_->bus = this;
   events_->name = name_;
   connect(config);
   try {
@@ -322,6 +335,10 @@ void NatsBus::connect(const config::NatsConfig& config) {
 NatsBus::~NatsBus() {
   inbox_.reset();
   close_connection();
+  {
+    std::lock_guard lock(retirement_->mutex);
+    retirement_->bus = nullptr;
+  }
   stop_bus_thread();
   retired_.clear();  // nats.c's threads are gone: nothing can look them up any more
 }
@@ -407,7 +424,7 @@ std::unique_ptr<Subscription> NatsBus::subscribe(std::string pattern, std::strin
     // in the handler right now, so the closure cannot be freed. It leaks.
     log::warn("nats_subscription_closed_early", {{"bus", name_}, {"subject", pattern}});
   }
-  return std::make_unique<NatsSubscription>(*this, std::move(sub), std::move(state));
+  return std::make_unique<NatsSubscription>(retirement_, std::move(sub), std::move(state));
 }
 
 void NatsBus::request(std::string subject, std::string payload, std::chrono::milliseconds timeout,

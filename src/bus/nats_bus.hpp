@@ -92,6 +92,8 @@ class NatsBus final : public MessageBus {
   void retire(NatsSubscriptionPtr sub);
 
   struct ConnectionEvents;
+  // What a subscription, which may outlive the bus, retires itself through.
+  struct Retirement;
 
  private:
   struct PendingRequest {
@@ -128,6 +130,7 @@ class NatsBus final : public MessageBus {
   std::deque<std::pair<std::chrono::steady_clock::time_point, NatsSubscriptionPtr>> retired_;
   boost::asio::steady_timer retire_timer_{io_};
   bool retire_stopped_ = false;
+  std::shared_ptr<Retirement> retirement_;
   std::unique_ptr<Subscription> inbox_;
 };
 
