@@ -37,11 +37,13 @@ std::string new_identifier(std::string_view prefix) {
   return id;
 }
 
-std::string new_compact_identifier(std::string_view prefix) {
+CompactId CompactId::random() { return CompactId(generator()()); }
+
+std::string CompactId::spelled(std::string_view prefix) const {
   static constexpr char kDigits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   std::string id(prefix);
   id.reserve(prefix.size() + 10);
-  auto bits = generator()();
+  auto bits = number_;
   for (int i = 0; i < 10; ++i, bits /= 62) id.push_back(kDigits[bits % 62]);
   return id;
 }

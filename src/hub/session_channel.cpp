@@ -1,11 +1,43 @@
 #include "hub/session_channel.hpp"
 
 #include <algorithm>
+#include <span>
 
 namespace chat::hub {
 
+Progress& Member::progress_made() {
+  if (!progress) progress = std::make_unique<Progress>();
+  return *progress;
+}
+
+void Member::free_if_empty() {
+  if (progress && progress->sent.empty() && !progress->resume) progress.reset();
+}
+
+Resume& Member::start_resume() {
+  auto& p = progress_made();
+  if (!p.resume) p.resume = std::make_unique<Resume>();
+  return *p.resume;
+}
+
+void Member::record(const std::string& message_id, std::int64_t position) {
+  progress_made().sent.insert_or_assign(message_id, position);
+}
+
+bool Member::forget(const std::string& message_id) {
+  if (!progress || progress->sent.erase(message_id) == 0) return false;
+  free_if_empty();
+  return true;
+}
+
+void Member::forget_all() {
+  if (!progress) return;
+  progress->sent.clear();
+  free_if_empty();
+}
+
 bool Member::admit(const std::string& message_id, std::int64_t position) {
-  auto [it, fresh] = sent.try_emplace(message_id, kNotAChunk);
+  auto [it, fresh] = progress_made().sent.try_emplace(message_id, kNotAChunk);
   auto& last = it->second;
   if (last == kReplyEnd) return false;
   if (position == kReplyEnd) {
@@ -20,9 +52,10 @@ bool Member::admit(const std::string& message_id, std::int64_t position) {
 
 bool Member::needs_reset(const std::string& message_id, std::int64_t position,
                          std::chrono::system_clock::time_point origin) {
-  if (!resume || !resume->resumed_at || position < 0 || !resume->settled.insert(message_id).second) return false;
-  if (position == 0 && origin >= *resume->resumed_at) return false;  // began after the resume: all new to the client
-  sent.erase(message_id);
+  auto* r = resume();
+  if (!r || !r->resumed_at || position < 0 || !r->settled.insert(message_id).second) return false;
+  if (position == 0 && origin >= *r->resumed_at) return false;  // began after the resume: all new to the client
+  forget(message_id);
   return true;
 }
 
@@ -33,22 +66,33 @@ void Member::take(const std::string& message_id, std::int64_t position, const ss
   if (admit(message_id, position)) out.push_back(frame);
 }
 
+std::vector<Backlog>& Channel::backlogs() {
+  if (!replies_) replies_ = std::make_unique<Replies>();
+  return replies_->backlogs;
+}
+
+void Channel::free_replies_if_empty() {
+  if (replies_ && replies_->backlogs.empty()) replies_.reset();
+}
+
 Backlog& Channel::backlog(const std::string& message_id) {
   if (auto* b = find(message_id)) return *b;
-  ++seq_;
-  backlogs_.push_back(Backlog{message_id, {}, 0, false, false, false, {}, seq_, seq_});
-  return backlogs_.back();
+  auto& list = backlogs();
+  auto seq = ++replies_->seq;
+  list.push_back(Backlog{message_id, {}, 0, false, false, false, {}, seq, seq});
+  return list.back();
 }
 
 Backlog* Channel::find(const std::string& message_id) {
-  for (auto& b : backlogs_)
+  if (!replies_) return nullptr;
+  for (auto& b : replies_->backlogs)
     if (b.message_id == message_id) return &b;
   return nullptr;
 }
 
 void Channel::deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame) {
   if (member.catching_up()) {
-    member.resume->held.push_back(HeldFrame{message_id, position, frame});
+    member.resume()->held.push_back(HeldFrame{message_id, position, frame});
     return;
   }
   std::vector<sse::Frame> out;
@@ -59,7 +103,7 @@ void Channel::deliver(Member& member, const std::string& message_id, std::int64_
 std::size_t Channel::publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
                              std::size_t max_frames) {
   auto& b = backlog(message_id);
-  b.last_seq = ++seq_;
+  b.last_seq = ++replies_->seq;
   std::size_t grew = 0;
   if (b.frames.size() < max_frames) {
     b.frames.emplace_back(position, frame);
@@ -84,10 +128,11 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
     b.seen_live = true;
   };
   bool servable = true;
-  auto resume_at = cursor ? std::find_if(backlogs_.begin(), backlogs_.end(),
+  auto list = replies_ ? std::span<Backlog>(replies_->backlogs) : std::span<Backlog>();
+  auto resume_at = cursor ? std::find_if(list.begin(), list.end(),
                                          [&](const Backlog& b) { return b.message_id == cursor->message_id; })
-                          : backlogs_.end();
-  if (resume_at != backlogs_.end()) {
+                          : list.end();
+  if (resume_at != list.end()) {
     // Everything after the cursor: the rest of its reply, then every later one.
     auto has_cursor_chunk = std::any_of(resume_at->frames.begin(), resume_at->frames.end(), [&](const auto& f) {
       return f.first == static_cast<std::int64_t>(cursor->chunk_id);
@@ -96,9 +141,9 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
       servable = false;
     } else {
       take(*resume_at);
-      for (auto b = backlogs_.begin(); b != backlogs_.end(); ++b) {
+      for (auto b = list.begin(); b != list.end(); ++b) {
         if (b == resume_at) continue;
-        if (member.resume) member.resume->settled.insert(b->message_id);
+        if (auto* r = member.resume()) r->settled.insert(b->message_id);
         // Ended before the cursor's reply began: the client had all of it. One
         // still running may have reached the client further on its old pod
         // than here: it goes again from its start, like any other.
@@ -108,14 +153,14 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
           continue;
         }
         burst.push_back(from_start(b->message_id));
-        member.sent.erase(b->message_id);
+        member.forget(b->message_id);
         take(*b);
       }
     }
   } else {
     // A fresh stream: replies still running, and finished ones nobody saw (the
     // page posted first and subscribed a moment later).
-    for (auto& b : backlogs_) {
+    for (auto& b : list) {
       bool wanted = !b.finished || (!b.seen_live && now - b.finished_at < late_join_window);
       if (!wanted) continue;
       if (b.overflowed) {
@@ -131,7 +176,8 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
 }
 
 void Channel::take_running(Member& member, std::vector<sse::Frame>& burst) {
-  for (auto& b : backlogs_) {
+  if (!replies_) return;
+  for (auto& b : replies_->backlogs) {
     if (b.finished) continue;
     for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
     b.seen_live = true;
@@ -153,11 +199,8 @@ Member* Channel::member(const std::string& stream_id) {
 std::size_t Channel::restart(const std::string& message_id, const sse::Frame& reset) {
   for (auto& m : members_) {
     // Held frames of the old attempt must not follow the new one's.
-    if (m.resume) std::erase_if(m.resume->held, [&](const HeldFrame& f) { return f.message_id == message_id; });
-    auto it = m.sent.find(message_id);
-    if (it == m.sent.end()) continue;
-    m.sent.erase(it);
-    deliver(m, message_id, kNotAChunk, reset);
+    if (auto* r = m.resume()) std::erase_if(r->held, [&](const HeldFrame& f) { return f.message_id == message_id; });
+    if (m.forget(message_id)) deliver(m, message_id, kNotAChunk, reset);
   }
   auto* b = find(message_id);
   if (!b) return 0;
@@ -178,19 +221,23 @@ Backlog* Channel::finish(const std::string& message_id, SteadyTime now) {
 
 std::size_t Channel::drop(const std::string& message_id) {
   std::size_t freed = 0;
-  std::erase_if(backlogs_, [&](const Backlog& b) {
-    if (b.message_id != message_id) return false;
-    freed += b.bytes;
-    return true;
-  });
-  for (auto& m : members_) m.sent.erase(message_id);
+  if (replies_) {
+    std::erase_if(replies_->backlogs, [&](const Backlog& b) {
+      if (b.message_id != message_id) return false;
+      freed += b.bytes;
+      return true;
+    });
+    free_replies_if_empty();
+  }
+  for (auto& m : members_) m.forget(message_id);
   return freed;
 }
 
 std::size_t Channel::drop_backlogs() {
   std::size_t freed = 0;
-  for (const auto& b : backlogs_) freed += b.bytes;
-  backlogs_.clear();
+  if (!replies_) return freed;
+  for (const auto& b : replies_->backlogs) freed += b.bytes;
+  replies_.reset();
   return freed;
 }
 

@@ -68,15 +68,29 @@ struct Resume {
   std::unordered_set<std::string> settled{};
 };
 
-struct Member {
-  std::shared_ptr<sse::EventSink> stream;
+// What a stream has been sent, and how it resumed. An idle stream that has had
+// no reply yet carries none of it: its member holds a null pointer.
+struct Progress {
   // Per reply: the last chunk id sent, or kReplyEnd once its end went out. A
-  // stream follows a reply or two at a time: a sorted vector, which costs an
-  // idle stream 24 bytes where a hash map costs 56.
+  // stream follows a reply or two at a time: a sorted vector, which costs 24
+  // bytes where a hash map costs 56.
   boost::container::flat_map<std::string, std::int64_t> sent;
   std::unique_ptr<Resume> resume;  // set when the stream resumed with a cursor
+};
 
-  bool catching_up() const { return resume && resume->catching_up; }
+struct Member {
+  std::shared_ptr<sse::EventSink> stream;
+  std::unique_ptr<Progress> progress;  // see Progress; made on first use, freed once empty
+
+  Resume* resume() const { return progress ? progress->resume.get() : nullptr; }
+  Resume& start_resume();
+  bool catching_up() const { return resume() && resume()->catching_up; }
+  // Records `position` as the last one sent of the reply.
+  void record(const std::string& message_id, std::int64_t position);
+  // Forgets what was sent of the reply (it goes again from its start, or it is
+  // gone); returns whether anything was.
+  bool forget(const std::string& message_id);
+  void forget_all();
   // Whether the frame is new to this stream; records it as sent if so.
   bool admit(const std::string& message_id, std::int64_t position);
   // Once per unsettled reply of a resumed stream: whether its first chunk
@@ -86,6 +100,10 @@ struct Member {
   // admit(), after the reset needs_reset asks for; appends what to send.
   void take(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
             std::vector<sse::Frame>& out);
+
+ private:
+  Progress& progress_made();
+  void free_if_empty();
 };
 
 class Channel {
@@ -133,12 +151,21 @@ class Channel {
   Members& members() { return members_; }
   const Members& members() const { return members_; }
   bool has_members() const { return !members_.empty(); }
-  bool idle() const { return members_.empty() && backlogs_.empty(); }
+  bool idle() const { return members_.empty() && !replies_; }
 
  private:
+  // The replies kept, apart from the channel: most channels (a stream waiting
+  // for its next message) have none and carry a null pointer. Freed when the
+  // last one is dropped.
+  struct Replies {
+    std::vector<Backlog> backlogs;  // in the order the replies started
+    std::uint64_t seq = 0;          // frames published, and replies begun
+  };
+  std::vector<Backlog>& backlogs();
+  void free_replies_if_empty();
+
   Members members_;
-  std::vector<Backlog> backlogs_;  // in the order the replies started
-  std::uint64_t seq_ = 0;          // frames published, and replies begun
+  std::unique_ptr<Replies> replies_;
 };
 
 }  // namespace chat::hub

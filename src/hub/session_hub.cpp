@@ -96,8 +96,8 @@ void SessionHub::start() {
   for (auto& s : slots_) asio::post(s->strand, [slot = s.get(), this] { slot->start(options_); });
 }
 
-SessionHub::Slot& SessionHub::slot_for(const std::string& session_id) {
-  return *slots_[std::hash<std::string>{}(session_id) % slots_.size()];
+SessionHub::Slot& SessionHub::slot_for(std::string_view session_id) {
+  return *slots_[std::hash<std::string_view>{}(session_id) % slots_.size()];
 }
 
 void SessionHub::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {

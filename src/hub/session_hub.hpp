@@ -67,7 +67,7 @@ class SessionHub {
 
  private:
   struct Slot;
-  Slot& slot_for(const std::string& session_id);
+  Slot& slot_for(std::string_view session_id);
 
   HubOptions options_;
   std::vector<std::unique_ptr<Slot>> slots_;

@@ -55,7 +55,7 @@ void SessionShard::push(protocol::ResponseChunk chunk) { buffers_.push(std::move
 
 void SessionShard::expect(const std::string& session_id, const std::string& message_id) {
   buffers_.expect(session_id, message_id, clock_(), events_);
-  channels_[session_id].backlog(message_id);
+  channel(session_id).backlog(message_id);
   process_events();
 }
 
@@ -85,8 +85,7 @@ void SessionShard::process_events() {
     } else if (auto* restarted = std::get_if<buffer::ReplyRestarted>(&e)) {
       log::warn("reply_restarted", {{"session_id", restarted->session_id}, {"message_id", restarted->message_id},
                                     {"attempt", restarted->attempt}});
-      auto& channel = channels_[restarted->session_id];
-      retained_bytes_ -= channel.restart(
+      retained_bytes_ -= channel(restarted->session_id).restart(
           restarted->message_id, sse::reset_frame(restarted->session_id, "reply_restarted", restarted->message_id));
     } else if (auto* done = std::get_if<buffer::MessageFinished>(&e)) {
       finish(std::move(done->message));
@@ -107,13 +106,13 @@ void SessionShard::finish(buffer::FinishedMessage m) {
 
 void SessionShard::deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,
                            const sse::Frame& frame) {
-  retained_bytes_ += channels_[session_id].publish(message_id, position, frame, options_.max_backlog_frames);
+  retained_bytes_ += channel(session_id).publish(message_id, position, frame, options_.max_backlog_frames);
 }
 
 void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
   if (closed_) return stream->close();
-  const auto session_id = stream->session_id();
-  auto& channel = channels_[session_id];
+  const std::string session_id(stream->session_id());
+  auto& channel = this->channel(session_id);
   const bool first = !channel.has_members();
   if (cursor && !channel.find(cursor->message_id) && !options_.log_catch_up && expired_.contains(cursor->message_id)) {
     stream->send(sse::reset_frame(session_id, "resume_window_passed"));
@@ -123,13 +122,13 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
   // A reply this pod does not hold: the log has it (and the order of what
   // follows it), so the stream waits for the log before anything else.
   const bool from_log = cursor && options_.log_catch_up && !channel.find(cursor->message_id);
-  Member member{stream, {}, nullptr};
+  Member member{stream, nullptr};
   if (cursor) {
-    member.sent[cursor->message_id] = cursor->chunk_id;
-    member.resume = std::make_unique<Resume>();
-    member.resume->catching_up = from_log;
-    member.resume->resumed_at = std::chrono::system_clock::now();
-    member.resume->settled.insert(cursor->message_id);
+    member.record(cursor->message_id, cursor->chunk_id);
+    auto& resume = member.start_resume();
+    resume.catching_up = from_log;
+    resume.resumed_at = std::chrono::system_clock::now();
+    resume.settled.insert(cursor->message_id);
   }
   auto from_start = [&session_id](const std::string& message_id) {
     return sse::reset_frame(session_id, "reply_resent", message_id);
@@ -183,8 +182,8 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
   if (at == replies.end()) {
     // Older than the log (or the log is unreachable): the client reloads the history.
     member->stream->send(sse::reset_frame(session_id, chunks ? "resume_window_passed" : "resume_unavailable"));
-    member->sent.clear();
-    if (member->resume) member->resume->resumed_at.reset();  // the client starts over from the history
+    member->forget_all();
+    if (auto* resume = member->resume()) resume->resumed_at.reset();  // the client starts over from the history
     gauges_.resumes_reset.add();
   } else {
     gauges_.resumed_from_log.add();
@@ -192,10 +191,10 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
   if (at != replies.end() && at->had_attempts) {
     // The client may have seen part of another attempt: it starts this one over.
     member->stream->send(sse::reset_frame(session_id, "reply_restarted", cursor.message_id));
-    member->sent.erase(cursor.message_id);
+    member->forget(cursor.message_id);
   }
   for (auto r = replies.begin(); at != replies.end() && r != replies.end(); ++r) {
-    if (member->resume) member->resume->settled.insert(r->message_id);
+    if (auto* resume = member->resume()) resume->settled.insert(r->message_id);
     if (r != at) {
       // The cursor names one reply. One that finished before it began in the
       // log reached the client whole, and nothing of it goes again; any other
@@ -203,11 +202,11 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
       // client before the log had them) may have reached it in part: it goes
       // again from its start, and the client is told so.
       if (r < at && r->finished && r->last_entry < at->first_entry) {
-        member->sent[r->message_id] = kReplyEnd;
+        member->record(r->message_id, kReplyEnd);
         continue;
       }
       member->stream->send(sse::reset_frame(session_id, "reply_resent", r->message_id));
-      member->sent.erase(r->message_id);
+      member->forget(r->message_id);
     }
     if (!r->finished) {
       for (auto& c : r->chunks) push(std::move(c));
@@ -236,9 +235,9 @@ void SessionShard::send_logged_reply(Member& member, const LoggedReply& reply) {
 // The stream has what the log had; now what runs here, then what waited.
 void SessionShard::finish_catch_up(Channel& channel, Member& member) {
   std::vector<HeldFrame> held;
-  if (member.resume) {
-    member.resume->catching_up = false;
-    held = std::exchange(member.resume->held, {});
+  if (auto* resume = member.resume()) {
+    resume->catching_up = false;
+    held = std::exchange(resume->held, {});
   }
   std::vector<sse::Frame> burst;
   channel.take_running(member, burst);
@@ -296,6 +295,12 @@ void SessionShard::heartbeat() {
 
 std::size_t SessionShard::owed() const {
   return buffers_.owed([this](const std::string& session_id) { return watched(session_id); });
+}
+
+Channel& SessionShard::channel(const std::string& session_id) {
+  auto it = channels_.find(session_id);
+  if (it == channels_.end()) it = channels_.try_emplace(ShortString(session_id)).first;
+  return it->second;
 }
 
 bool SessionShard::watched(const std::string& session_id) const {

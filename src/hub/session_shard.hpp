@@ -19,6 +19,7 @@
 #include "hub/hub_options.hpp"
 #include "hub/logged_reply.hpp"
 #include "hub/recent_broadcasts.hpp"
+#include "common/short_string.hpp"
 #include "hub/session_channel.hpp"
 #include "protocol/messages.hpp"
 #include "sse/event_sink.hpp"
@@ -118,6 +119,8 @@ class SessionShard {
   void trim_retained();
   void remember_expired(const std::string& message_id);
   bool watched(const std::string& session_id) const;
+  // The session's channel, made if it has none.
+  Channel& channel(const std::string& session_id);
   void publish_gauges();
   // Reply text in the buffers plus every frame kept for late and resuming streams.
   std::size_t reply_bytes() const;
@@ -128,7 +131,9 @@ class SessionShard {
   Clock clock_;
   buffer::BufferManager buffers_;
   RecentBroadcasts broadcasts_;
-  std::unordered_map<std::string, Channel> channels_;
+  // Session id -> its channel. One node per watched session, most holding one
+  // idle stream: short keys and no cached hash keep it in a 96-byte block.
+  std::unordered_map<ShortString, Channel, StringKeyHash, StringKeyEqual> channels_;
   std::size_t heartbeat_slice_ = 0;
   std::vector<buffer::Event> events_;  // scratch, reused
   // Finished replies kept for resume, oldest first, within a byte budget.

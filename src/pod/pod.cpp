@@ -176,23 +176,25 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
     socket.close(ignored);
     return;
   }
-  auto stream = std::make_shared<sse::SseConnection>(std::move(socket), new_compact_identifier("conn_"), request.session_id,
-                                                     stream_context_);
+  auto stream =
+      std::make_shared<sse::SseConnection>(std::move(socket), CompactId::random(), request.session_id, stream_context_);
+  const auto stream_id = stream->id();
   // Registered before it can close, so the registry sees add, then remove.
-  registry_.add({request.session_id, options_.pod_id, stream->id()});
-  std::vector<sse::Frame> first{sse::connected_frame(stream->id(), request.session_id, options_.pod_id),
+  registry_.add({request.session_id, options_.pod_id, stream_id});
+  std::vector<sse::Frame> first{sse::connected_frame(stream_id, request.session_id, options_.pod_id),
                                 sse::retry_frame(options_.stream_retry)};
   // The streams-per-user ticket is the stream's lease: released when it ends.
   stream->start(sse::stream_head(request.cors_origin), std::move(first), std::move(request.ticket));
-  log::info("sse_connected", {{"connection_id", stream->id()}, {"session_id", request.session_id},
+  log::info("sse_connected", {{"connection_id", stream_id}, {"session_id", request.session_id},
                               {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});
   hub_.attach(std::move(stream), std::move(request.cursor));
 }
 
 void Pod::on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason) {
   hub_.detach(stream);
-  registry_.remove({stream->session_id(), options_.pod_id, stream->id()});
-  log::info("sse_disconnected", {{"connection_id", stream->id()}, {"session_id", stream->session_id()}, {"reason", reason}});
+  const auto stream_id = stream->id();
+  registry_.remove({std::string(stream->session_id()), options_.pod_id, stream_id});
+  log::info("sse_disconnected", {{"connection_id", stream_id}, {"session_id", stream->session_id()}, {"reason", reason}});
 }
 
 void Pod::end_session(const std::string& session_id, const std::string& user_id) {

@@ -8,8 +8,10 @@ namespace chat::registry {
 
 void MemoryRegistry::add(const ConnectionRef& c) {
   std::lock_guard lock(mutex_);
-  Entry entry{pods_.intern(c.pod_id), c.connection_id};
-  auto& entries = sessions_[c.session_id];
+  Entry entry{pods_.intern(c.pod_id), ShortString(c.connection_id)};
+  auto it = sessions_.find(c.session_id);
+  if (it == sessions_.end()) it = sessions_.try_emplace(ShortString(c.session_id)).first;
+  auto& entries = it->second;
   if (std::find(entries.begin(), entries.end(), entry) == entries.end()) entries.push_back(std::move(entry));
 }
 
@@ -18,7 +20,7 @@ void MemoryRegistry::remove(const ConnectionRef& c) {
   auto it = sessions_.find(c.session_id);
   auto pod = pods_.find(c.pod_id);
   if (it == sessions_.end() || !pod) return;
-  Entry entry{*pod, c.connection_id};
+  Entry entry{*pod, ShortString(c.connection_id)};
   auto& entries = it->second;
   entries.erase(std::remove(entries.begin(), entries.end(), entry), entries.end());
   if (entries.empty()) sessions_.erase(it);

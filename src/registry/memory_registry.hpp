@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/short_string.hpp"
 #include "registry/pod_ids.hpp"
 #include "registry/session_registry.hpp"
 
@@ -30,21 +31,15 @@ class MemoryRegistry final : public SessionRegistry {
 
   struct Entry {
     std::uint32_t pod;  // in pods_
-    std::string connection_id;
+    ShortString connection_id;
     bool operator==(const Entry&) const = default;
   };
   std::mutex mutex_;  // guards pods_ and sessions_
   PodIds pods_;
-  // libstdc++ keeps a copy of each key's hash in its node (8 bytes, which here
-  // take the node from malloc's 128-byte size to 112) only for hashes it deems
-  // slow, as std::hash<std::string> is and a noexcept wrapper is not. A lookup
-  // then rehashes the short keys of the bucket it walks.
-  struct UncachedHash {
-    std::size_t operator()(const std::string& s) const noexcept { return std::hash<std::string>{}(s); }
-  };
   // Session id -> its connections, in the order they came. Most sessions have
-  // one stream: it lives in the map's node, with no block of its own.
-  std::unordered_map<std::string, boost::container::small_vector<Entry, 1>, UncachedHash> sessions_;
+  // one stream: it lives in the map's node, with no block of its own, and
+  // short strings with no cached hash keep that node in a 96-byte block.
+  std::unordered_map<ShortString, boost::container::small_vector<Entry, 1>, StringKeyHash, StringKeyEqual> sessions_;
 };
 
 }  // namespace chat::registry

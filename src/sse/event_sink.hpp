@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sse/events.hpp"
@@ -17,8 +18,8 @@ class EventSink {
  public:
   virtual ~EventSink() = default;
 
-  virtual const std::string& id() const = 0;
-  virtual const std::string& session_id() const = 0;
+  virtual std::string id() const = 0;
+  virtual std::string_view session_id() const = 0;
 
   // A live frame; a client too far behind is cut off rather than waited for.
   virtual void send(Frame frame) = 0;

@@ -39,11 +39,11 @@ bool WriteNowScope::active() { return write_now; }
 
 // The descriptor moves from the type-erased socket to one of the concrete type
 // (released from the reactor and registered again: two system calls per stream).
-SseConnection::SseConnection(asio::ip::tcp::socket socket, std::string connection_id, std::string session_id,
+SseConnection::SseConnection(asio::ip::tcp::socket socket, CompactId id, std::string_view session_id,
                              const StreamContext& context)
     : socket_(strand_of(socket)),
-      connection_id_(std::move(connection_id)),
-      session_id_(std::move(session_id)),
+      id_(id),
+      session_id_(session_id),
       context_(context) {
   if (!socket.is_open()) return;
   boost::system::error_code ec;

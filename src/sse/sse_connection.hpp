@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "common/identifier.hpp"
+#include "common/short_string.hpp"
 #include "metrics/metrics.hpp"
 #include "sse/event_sink.hpp"
 
@@ -94,7 +96,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   // of its own. It keeps the socket with that executor's concrete type, which
   // makes the socket and every operation waiting on it smaller than with the
   // type-erased executor. `context` must outlive the connection.
-  SseConnection(boost::asio::ip::tcp::socket socket, std::string connection_id, std::string session_id,
+  SseConnection(boost::asio::ip::tcp::socket socket, CompactId id, std::string_view session_id,
                 const StreamContext& context);
 
   // Writes the response head and the first frames, then watches for the client
@@ -105,8 +107,9 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void send_backlog(const std::vector<Frame>& frames) override;
   void close(Frame last = {}) override;
 
-  const std::string& id() const override { return connection_id_; }
-  const std::string& session_id() const override { return session_id_; }
+  // "conn_" and ten characters.
+  std::string id() const override { return id_.spelled("conn_"); }
+  std::string_view session_id() const override { return session_id_; }
 
  private:
   void schedule_flush_locked();
@@ -129,8 +132,8 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
 
   using Socket = boost::asio::basic_stream_socket<boost::asio::ip::tcp, Strand>;
   Socket socket_;
-  std::string connection_id_;
-  std::string session_id_;
+  CompactId id_;
+  ShortString session_id_;
   const StreamContext& context_;
   std::shared_ptr<void> lease_;
 

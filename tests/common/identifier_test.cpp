@@ -31,7 +31,7 @@ TEST(IdentifierTest, NewIdentifiersAreValidAndDistinct) {
 TEST(IdentifierTest, CompactIdentifiersAreValidDistinctAndFitInline) {
   std::set<std::string> seen;
   for (int i = 0; i < 100'000; ++i) {
-    auto id = new_compact_identifier("conn_");
+    auto id = CompactId::random().spelled("conn_");
     ASSERT_TRUE(is_valid_identifier(id)) << id;
     ASSERT_EQ(id.size(), 15u);
     ASSERT_EQ(id.rfind("conn_", 0), 0u);
@@ -39,7 +39,16 @@ TEST(IdentifierTest, CompactIdentifiersAreValidDistinctAndFitInline) {
   }
   EXPECT_EQ(seen.size(), 100'000u);
   // Short enough for the small-string buffer: no heap block per copy.
-  EXPECT_LE(new_compact_identifier("conn_").size(), std::string().capacity());
+  EXPECT_LE(CompactId::random().spelled("conn_").size(), std::string().capacity());
+}
+
+TEST(IdentifierTest, ACompactIdSpellsItsNumberOneToOne) {
+  EXPECT_EQ(CompactId(0).spelled("c_"), "c_0000000000");
+  EXPECT_EQ(CompactId(61).spelled(""), "z000000000");
+  EXPECT_EQ(CompactId(62).spelled(""), "0100000000");
+  EXPECT_EQ(CompactId(CompactId::kSpace - 1).spelled(""), "zzzzzzzzzz");
+  EXPECT_EQ(CompactId(CompactId::kSpace).number(), 0u);  // numbers beyond the ten characters wrap
+  EXPECT_NE(CompactId(1).spelled(""), CompactId(CompactId::kSpace - 1).spelled(""));
 }
 
 }  // namespace

@@ -14,8 +14,8 @@ class RecordingSink final : public sse::EventSink {
  public:
   RecordingSink(std::string id, std::string session_id) : id_(std::move(id)), session_id_(std::move(session_id)) {}
 
-  const std::string& id() const override { return id_; }
-  const std::string& session_id() const override { return session_id_; }
+  std::string id() const override { return id_; }
+  std::string_view session_id() const override { return session_id_; }
   void send(sse::Frame frame) override { keep(std::move(frame)); }
   void send_backlog(const std::vector<sse::Frame>& frames) override {
     for (const auto& f : frames) keep(f);

@@ -33,8 +33,8 @@ struct ChannelTest : ::testing::Test {
   // Joins a new stream; returns it and whether the channel could serve it.
   std::pair<std::shared_ptr<RecordingSink>, bool> join(std::optional<ResumeCursor> cursor, SteadyTime at) {
     auto s = std::make_shared<RecordingSink>("c" + std::to_string(++streams), "s1");
-    Member m{s, {}, nullptr};
-    if (cursor) m.sent[cursor->message_id] = cursor->chunk_id;
+    Member m{s, nullptr};
+    if (cursor) m.record(cursor->message_id, cursor->chunk_id);
     bool ok = channel.join(std::move(m), cursor, at, 30s,
                            [](const std::string& message_id) { return frame("again:" + message_id); });
     return {s, ok};
@@ -104,11 +104,11 @@ TEST_F(ChannelTest, AResumedStreamGetsAReplyItMayHaveSeenElsewhereFromItsStartAf
   // had only the cursor's reply when it joined, m9 arrives afterwards.
   reply("m1", 2, false);
   auto s = std::make_shared<RecordingSink>("c1", "s1");
-  Member m{s, {}, std::make_unique<Resume>()};
-  m.sent["m1"] = 1;
+  Member m{s, nullptr};
+  m.record("m1", 1);
   auto resumed = std::chrono::system_clock::now();
-  m.resume->resumed_at = resumed;
-  m.resume->settled.insert("m1");
+  m.start_resume().resumed_at = resumed;
+  m.resume()->settled.insert("m1");
   ASSERT_TRUE(channel.join(std::move(m), ResumeCursor{"m1", 1}, t0, 30s,
                            [](const std::string& id) { return frame("again:" + id); }));
   auto made = [](std::string text, std::chrono::system_clock::time_point at) {
@@ -144,14 +144,14 @@ TEST_F(ChannelTest, AFrameReachesEachMemberOnceHoweverOftenItIsPublished) {
 }
 
 TEST_F(ChannelTest, ACatchingUpMemberHoldsLiveFramesUntilItIsDone) {
-  auto resume = std::make_unique<Resume>();
-  resume->catching_up = true;
-  channel.members().push_back(Member{std::make_shared<RecordingSink>("c", "s1"), {}, std::move(resume)});
+  Member catching_up{std::make_shared<RecordingSink>("c", "s1"), nullptr};
+  catching_up.start_resume().catching_up = true;
+  channel.members().push_back(std::move(catching_up));
   channel.publish("m1", 0, frame("live"), 100);
   auto& m = channel.members().back();
   EXPECT_TRUE(std::static_pointer_cast<RecordingSink>(m.stream)->frames().empty());
-  ASSERT_EQ(m.resume->held.size(), 1u);
-  EXPECT_EQ(*m.resume->held[0].frame, "live");
+  ASSERT_EQ(m.resume()->held.size(), 1u);
+  EXPECT_EQ(*m.resume()->held[0].frame, "live");
 }
 
 TEST_F(ChannelTest, ARestartResetsTheMembersThatSawTheOldAttempt) {
@@ -172,6 +172,30 @@ TEST_F(ChannelTest, DroppingARepliesFramesFreesTheirBytes) {
   EXPECT_EQ(channel.drop("m1"), std::string("m1:0").size() * 2 + 7);
   EXPECT_NE(channel.find("m2"), nullptr);
   EXPECT_EQ(channel.find("m1"), nullptr);
+}
+
+// An idle stream's channel and member carry no reply state: what a reply
+// needed goes with the reply's frames.
+TEST_F(ChannelTest, WhatAReplyNeededGoesWhenItIsDropped) {
+  auto [s, ok] = join(std::nullopt, t0);
+  EXPECT_EQ(channel.members().back().progress, nullptr);
+  reply("m1", 2, true);
+  EXPECT_NE(channel.members().back().progress, nullptr);
+  channel.drop("m1");
+  EXPECT_EQ(channel.members().back().progress, nullptr);
+  EXPECT_TRUE(channel.remove(s));
+  EXPECT_TRUE(channel.idle());
+}
+
+TEST_F(ChannelTest, RepliesAfterEveryEarlierOneWasDroppedResumeAsOnAFreshChannel) {
+  reply("m1", 2, true);
+  channel.drop("m1");
+  reply("m2", 2, true);  // ended before m3 began: a cursor on m3 does not bring it again
+  reply("m3", 2, false);
+  reply("m4", 1, false);
+  auto [s, ok] = join(ResumeCursor{"m3", 0}, t0);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(texts(s->frames()), (std::vector<std::string>{"m3:1", "again:m4", "m4:0"}));
 }
 
 }  // namespace

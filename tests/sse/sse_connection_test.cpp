@@ -52,7 +52,7 @@ struct SseConnectionTest : ::testing::Test {
     client.connect(acceptor.local_endpoint());
     tcp::socket server(asio::make_strand(ioc));
     acceptor.accept(server);
-    connection = std::make_shared<SseConnection>(std::move(server), "conn_1", "s1", context);
+    connection = std::make_shared<SseConnection>(std::move(server), CompactId(1), "s1", context);
     connection->start("HEAD\r\n\r\n", std::move(first));
   }
 
