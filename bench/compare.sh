@@ -12,7 +12,9 @@
 #   fanout_full        SESSIONS (1000) streams, one per session, chunks published as fast as the
 #                      server delivers them (each session keeps WINDOW (4) chunks in flight)
 #   fanout_10k         the same at RATE (10000) chunks/s in all: latency from the chunk's
-#                      timestamp (taken right before the publish) to its receipt
+#                      timestamp (taken right before the publish) to its receipt; for chatd
+#                      also its own count (chat_chunk_delivery_seconds, warm-up included): the
+#                      share of chunks on the socket within 1, 2 and 5 ms of their timestamp
 # In the fan-out scenarios chatd is fed through a real nats-server (core NATS, started here) on
 # chat.pod.{pod}.response, as chat-worker feeds it; nchan through HTTP POST /pub/{session}.
 # Every chunk is the same ~230-byte ResponseChunk JSON on both sides; loadgen checks that each
@@ -110,16 +112,35 @@ hold() {  # hold SIDE SCENARIO N
     --settle 3 --pid "$(server_pids)" "${extra[@]}" || true
 }
 
+# chatd's own count of its chunks' delivery (chat_chunk_delivery_seconds: from the chunk's
+# timestamp to its bytes on the socket): the cumulative buckets at 1, 2 and 5 ms, and all.
+delivery_buckets() {
+  curl -sf "http://127.0.0.1:$port/metrics" | awk '
+    /^chat_chunk_delivery_seconds_bucket\{le="0.001"\}/ { a = $2 }
+    /^chat_chunk_delivery_seconds_bucket\{le="0.002"\}/ { b = $2 }
+    /^chat_chunk_delivery_seconds_bucket\{le="0.005"\}/ { c = $2 }
+    /^chat_chunk_delivery_seconds_count/ { n = $2 }
+    END { printf "{\"le_1ms\":%d,\"le_2ms\":%d,\"le_5ms\":%d,\"all\":%d}\n", a, b, c, n }'
+}
+
 fanout() {  # fanout SIDE SCENARIO RATE
-  local side=$1 s=$2 r=$3 extra=()
-  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench)
+  local side=$1 s=$2 r=$3 extra=() before='{}'
+  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench) && before=$(delivery_buckets)
   run_loadgen "${side}_$s" $((run_s + warmup + 120)) fanout --target "$side" --port "$port" --sessions "$sessions" \
     --seconds "$run_s" --warmup "$warmup" --rate "$r" --window "$window" --pid "$(server_pids)" "${extra[@]}" || true
+  # Where the tail is: already at chatd's socket write, or only at the client.
+  if [ "$side" = chatd ]; then
+    jq -nc --argjson a "$before" --argjson b "$(delivery_buckets)" \
+      '($b.all - $a.all) as $n | if $n > 0 then {chunks: $n} + ($b | del(.all) | with_entries(
+         .key as $k | .value = ((($b[$k] - $a[$k]) / $n * 10000 | round) / 10000))) else {} end' \
+      >"$tmp/chatd_${s}_own.json" || echo '{}' >"$tmp/chatd_${s}_own.json"
+  fi
 }
 
 for side in chatd nchan; do
   for s in hold_1k hold_10k fanout_full fanout_10k; do echo '{}' >"$tmp/${side}_$s.json"; done
 done
+echo '{}' >"$tmp/chatd_fanout_10k_own.json"
 
 for s in $scenarios; do
   case $s in
@@ -156,6 +177,7 @@ slurp=()
 for side in chatd nchan; do
   for s in hold_1k hold_10k fanout_full fanout_10k; do slurp+=(--slurpfile "${side}_$s" "$tmp/${side}_$s.json"); done
 done
+slurp+=(--slurpfile chatd_own "$tmp/chatd_fanout_10k_own.json")
 jq -nc \
   --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --argjson cores "$workers" --arg cpu "$cpu_model" --argjson mem_kib "$mem_kib" --arg kernel "$(uname -r)" \
@@ -180,7 +202,7 @@ jq -nc \
     {date: $date,
      machine: {cores: $cores, cpu: $cpu, mem_mib: ($mem_kib / 1024 | floor), kernel: $kernel},
      commit: $commit, nginx: $nginx, nchan: $nchan, nats_server: $nats,
-     chatd: $c, nginx_nchan: $n,
+     chatd: ($c | .at_rate.own_delivery_share = $chatd_own[0]), nginx_nchan: $n,
      ratios: {idle_rss_10k_nchan_over_chatd: ratio($n.idle_rss_bytes_per_stream_10k; $c.idle_rss_bytes_per_stream_10k),
               idle_pss_10k_nchan_over_chatd: ratio($n.idle_pss_bytes_per_stream_10k; $c.idle_pss_bytes_per_stream_10k),
               fanout_chatd_over_nchan: ratio($c.fanout_events_per_sec; $n.fanout_events_per_sec),
