@@ -30,7 +30,6 @@ class CompactId {
   explicit constexpr CompactId(std::uint64_t number) noexcept : number_(number % kSpace) {}
 
   std::string spelled(std::string_view prefix) const;
-  std::uint64_t number() const noexcept { return number_; }
 
  private:
   std::uint64_t number_;
