@@ -125,11 +125,12 @@ delivery_buckets() {
 
 fanout() {  # fanout SIDE SCENARIO RATE
   local side=$1 s=$2 r=$3 extra=() before='{}'
-  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench) && before=$(delivery_buckets)
+  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench)
+  [ "$side$s" = chatdfanout_10k ] && before=$(delivery_buckets)
   run_loadgen "${side}_$s" $((run_s + warmup + 120)) fanout --target "$side" --port "$port" --sessions "$sessions" \
     --seconds "$run_s" --warmup "$warmup" --rate "$r" --window "$window" --pid "$(server_pids)" "${extra[@]}" || true
   # Where the tail is: already at chatd's socket write, or only at the client.
-  if [ "$side" = chatd ]; then
+  if [ "$side$s" = chatdfanout_10k ]; then
     jq -nc --argjson a "$before" --argjson b "$(delivery_buckets)" \
       '($b.all - $a.all) as $n | if $n > 0 then {chunks: $n} + ($b | del(.all) | with_entries(
          .key as $k | .value = ((($b[$k] - $a[$k]) / $n * 10000 | round) / 10000))) else {} end' \

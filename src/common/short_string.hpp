@@ -26,4 +26,13 @@ struct StringKeyEqual {
   bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
 };
 
+// The value of `map` (keyed by ShortString, with the two above) under `key`,
+// value-initialised if absent: a key is built only when one is added.
+template <class Map>
+typename Map::mapped_type& find_or_add(Map& map, std::string_view key) {
+  auto it = map.find(key);
+  if (it == map.end()) it = map.try_emplace(ShortString(key)).first;
+  return it->second;
+}
+
 }  // namespace chat

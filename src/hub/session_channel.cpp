@@ -66,21 +66,15 @@ void Member::take(const std::string& message_id, std::int64_t position, const ss
   if (admit(message_id, position)) out.push_back(frame);
 }
 
-std::vector<Backlog>& Channel::backlogs() {
-  if (!replies_) replies_ = std::make_unique<Replies>();
-  return replies_->backlogs;
-}
-
 void Channel::free_replies_if_empty() {
   if (replies_ && replies_->backlogs.empty()) replies_.reset();
 }
 
 Backlog& Channel::backlog(const std::string& message_id) {
   if (auto* b = find(message_id)) return *b;
-  auto& list = backlogs();
+  if (!replies_) replies_ = std::make_unique<Replies>();
   auto seq = ++replies_->seq;
-  list.push_back(Backlog{message_id, {}, 0, false, false, false, {}, seq, seq});
-  return list.back();
+  return replies_->backlogs.emplace_back(Backlog{message_id, {}, 0, false, false, false, {}, seq, seq});
 }
 
 Backlog* Channel::find(const std::string& message_id) {

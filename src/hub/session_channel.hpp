@@ -161,7 +161,6 @@ class Channel {
     std::vector<Backlog> backlogs;  // in the order the replies started
     std::uint64_t seq = 0;          // frames published, and replies begun
   };
-  std::vector<Backlog>& backlogs();
   void free_replies_if_empty();
 
   Members members_;

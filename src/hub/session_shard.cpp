@@ -297,11 +297,7 @@ std::size_t SessionShard::owed() const {
   return buffers_.owed([this](const std::string& session_id) { return watched(session_id); });
 }
 
-Channel& SessionShard::channel(const std::string& session_id) {
-  auto it = channels_.find(session_id);
-  if (it == channels_.end()) it = channels_.try_emplace(ShortString(session_id)).first;
-  return it->second;
-}
+Channel& SessionShard::channel(const std::string& session_id) { return find_or_add(channels_, session_id); }
 
 bool SessionShard::watched(const std::string& session_id) const {
   auto it = channels_.find(session_id);

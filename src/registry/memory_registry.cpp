@@ -9,9 +9,7 @@ namespace chat::registry {
 void MemoryRegistry::add(const ConnectionRef& c) {
   std::lock_guard lock(mutex_);
   Entry entry{pods_.intern(c.pod_id), ShortString(c.connection_id)};
-  auto it = sessions_.find(c.session_id);
-  if (it == sessions_.end()) it = sessions_.try_emplace(ShortString(c.session_id)).first;
-  auto& entries = it->second;
+  auto& entries = find_or_add(sessions_, c.session_id);
   if (std::find(entries.begin(), entries.end(), entry) == entries.end()) entries.push_back(std::move(entry));
 }
 
