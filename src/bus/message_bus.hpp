@@ -42,6 +42,11 @@ struct Message {
   std::string_view payload;
   std::string_view reply_to;  // empty unless the sender expects a reply
   Headers headers = {};
+  // More messages of this subscription are already here, queued behind this
+  // one: a handler may gather them until a message comes without it. Set only
+  // where a subscription's handler runs for one message at a time (nats.c's
+  // delivery thread); the in-process bus never sets it.
+  bool more = false;
 };
 
 using MessageHandler = std::function<void(const Message&)>;

@@ -160,14 +160,21 @@ error_code publish_now(natsConnection* nc, const std::string& subject, const std
   return to_error_code(s);
 }
 
+// Messages of a burst kept at most before they are handed back to nats.c.
+constexpr std::size_t kMaxSpentMessages = 64;
+
 // What nats.c's delivery thread and the Subscription share.
 struct SubscriptionState {
-  explicit SubscriptionState(MessageHandler h) : handler(std::move(h)) {}
+  explicit SubscriptionState(MessageHandler h) : handler(std::move(h)) { spent.reserve(kMaxSpentMessages); }
   MessageHandler handler;
   // Held while the handler runs, so unsubscribing can wait for a running call.
   // Recursive: a handler may drop its own subscription.
   std::recursive_mutex running;
   bool active = true;  // guarded by `running`
+  // Handled messages of the burst so far, guarded by `running`. nats.c frees a
+  // message on a collector thread of its own and wakes that thread for each one
+  // it finds idle: a burst's messages are handed back together, one wake-up.
+  std::vector<NatsMsgPtr> spent;
 };
 
 // nats.c holds one of these as the subscription's closure until it reports,
@@ -188,7 +195,14 @@ Headers read_headers(natsMsg* msg) {
   return headers;
 }
 
-void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+// Whether nats.c holds further messages for `sub` (its delivery thread calls
+// the handler for one at a time).
+bool more_queued(natsSubscription* sub) {
+  int msgs = 0;
+  return natsSubscription_GetPending(sub, &msgs, nullptr) == NATS_OK && msgs > 0;
+}
+
+void on_message(natsConnection*, natsSubscription* sub, natsMsg* raw, void* closure) {
   NatsMsgPtr msg(raw);
   // A strong reference of our own: a handler that drops its own subscription
   // may let nats.c run the completion (which deletes `closure`) before this
@@ -200,13 +214,16 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure)
   const char* reply = natsMsg_GetReply(msg.get());
   Message m{natsMsg_GetSubject(msg.get()),
             std::string_view(natsMsg_GetData(msg.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg.get()))),
-            reply != nullptr ? std::string_view(reply) : std::string_view(), read_headers(msg.get())};
+            reply != nullptr ? std::string_view(reply) : std::string_view(), read_headers(msg.get()),
+            more_queued(sub)};
   try {
     state.handler(m);
   } catch (const std::exception& e) {
     // Nothing above this frame could handle it: it would end the process.
     log::error("nats_handler_threw", {{"subject", m.subject}, {"error", e.what()}});
   }
+  state.spent.push_back(std::move(msg));
+  if (!m.more || state.spent.size() >= kMaxSpentMessages) state.spent.clear();
 }
 
 void on_subscription_complete(void* closure) { delete static_cast<StateRef*>(closure); }

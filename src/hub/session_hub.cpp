@@ -96,8 +96,8 @@ void SessionHub::start() {
   for (auto& s : slots_) asio::post(s->strand, [slot = s.get(), this] { slot->start(options_); });
 }
 
-SessionHub::Slot& SessionHub::slot_for(std::string_view session_id) {
-  return *slots_[std::hash<std::string_view>{}(session_id) % slots_.size()];
+std::size_t SessionHub::slot_index(std::string_view session_id) const {
+  return std::hash<std::string_view>{}(session_id) % slots_.size();
 }
 
 void SessionHub::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
@@ -115,6 +115,18 @@ void SessionHub::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
   slot_for(chunk.session_id).run([chunk = std::move(chunk), broadcast](SessionShard& s) mutable {
     s.on_chunk(std::move(chunk), broadcast);
   });
+}
+
+void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast) {
+  if (chunks.size() == 1) return on_chunk(std::move(chunks.front()), broadcast);
+  std::vector<std::vector<protocol::ResponseChunk>> by_slot(slots_.size());
+  for (auto& c : chunks) by_slot[slot_index(c.session_id)].push_back(std::move(c));
+  for (std::size_t i = 0; i < by_slot.size(); ++i) {
+    if (by_slot[i].empty()) continue;
+    slots_[i]->run([batch = std::move(by_slot[i]), broadcast](SessionShard& s) mutable {
+      for (auto& c : batch) s.on_chunk(std::move(c), broadcast);
+    });
+  }
 }
 
 void SessionHub::expect(const std::string& session_id, const std::string& message_id) {

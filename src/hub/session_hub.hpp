@@ -39,6 +39,9 @@ class SessionHub {
   void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor = std::nullopt);
   void detach(std::shared_ptr<sse::EventSink> stream);
   void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
+  // The same for chunks that arrived together: one hand-off per shard, each
+  // session's chunks in the order given.
+  void on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast);
   void expect(const std::string& session_id, const std::string& message_id);
   // What the chunk log answered (see SessionShard).
   void fill_from_log(const std::string& session_id, std::vector<protocol::ResponseChunk> chunks);
@@ -67,7 +70,8 @@ class SessionHub {
 
  private:
   struct Slot;
-  Slot& slot_for(std::string_view session_id);
+  std::size_t slot_index(std::string_view session_id) const;
+  Slot& slot_for(std::string_view session_id) { return *slots_[slot_index(session_id)]; }
 
   HubOptions options_;
   std::vector<std::unique_ptr<Slot>> slots_;

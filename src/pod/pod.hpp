@@ -142,7 +142,8 @@ class Pod {
 
  private:
   void stop_intake();
-  void on_chunk(const bus::Message& m, bool broadcast);
+  void on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch);
+  std::optional<protocol::ResponseChunk> accept_chunk(const bus::Message& m, bool broadcast);
   void accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done);
   bool reply_memory_full();
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
@@ -174,6 +175,11 @@ class Pod {
   ReplyTraces traces_;
   std::unique_ptr<bus::Subscription> direct_;
   std::unique_ptr<bus::Subscription> broadcast_;
+  // Chunks gathered while the bus holds more behind them (Message::more), one
+  // batch per subscription: touched by its handler only, and by stop_intake
+  // once the subscription is gone.
+  std::vector<protocol::ResponseChunk> direct_batch_;
+  std::vector<protocol::ResponseChunk> broadcast_batch_;
   std::unique_ptr<bus::Subscription> health_;
   std::atomic<bool> draining_{false};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS

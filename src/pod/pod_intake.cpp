@@ -14,14 +14,18 @@ namespace {
 // Chunk-log reads for replays at once; more wait for the next stalled check.
 constexpr int kMaxReplayLogReads = 16;
 
+// Chunks handed to the hub together at most: a long burst still reaches the
+// streams while the bus delivers the rest of it.
+constexpr std::size_t kMaxChunkBatch = 64;
+
 }  // namespace
 
 void Pod::start() {
   hub_.start();
   direct_ = bus_.subscribe(subjects::pod_response(options_.pod_id), {},
-                           [this](const bus::Message& m) { on_chunk(m, false); });
+                           [this](const bus::Message& m) { on_chunk(m, false, direct_batch_); });
   broadcast_ = bus_.subscribe(std::string(subjects::kAllBroadcast), {},
-                              [this](const bus::Message& m) { on_chunk(m, true); });
+                              [this](const bus::Message& m) { on_chunk(m, true, broadcast_batch_); });
   health_ = bus_.subscribe(subjects::pod_health(options_.pod_id), {}, [this](const bus::Message& m) {
     if (!m.reply_to.empty()) bus_.publish(std::string(m.reply_to), boost::json::serialize(to_json(health())));
   });
@@ -31,23 +35,34 @@ void Pod::stop_intake() {
   direct_.reset();
   broadcast_.reset();
   health_.reset();
+  // What a burst cut short by the unsubscribe left behind.
+  if (!direct_batch_.empty()) hub_.on_chunks(std::exchange(direct_batch_, {}), false);
+  if (!broadcast_batch_.empty()) hub_.on_chunks(std::exchange(broadcast_batch_, {}), true);
 }
 
-void Pod::on_chunk(const bus::Message& m, bool broadcast) {
+// A burst of chunks (the bus has more behind this one) reaches the hub in one
+// hand-off per shard when it ends: fewer wake-ups of the pod's threads.
+void Pod::on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch) {
+  if (auto chunk = accept_chunk(m, broadcast)) batch.push_back(std::move(*chunk));
+  if (!batch.empty() && (!m.more || batch.size() >= kMaxChunkBatch))
+    hub_.on_chunks(std::exchange(batch, {}), broadcast);
+}
+
+std::optional<protocol::ResponseChunk> Pod::accept_chunk(const bus::Message& m, bool broadcast) {
   std::string error;
   auto chunk = protocol::decode_response_chunk(m.payload, error);
   if (!chunk) {
     stats_.chunks_rejected.add();
     log::warn("chunk_rejected", {{"subject", m.subject}, {"error", error}});
-    return;
+    return std::nullopt;
   }
   if (broadcast && m.subject != subjects::broadcast(chunk->session_id)) {
     stats_.chunks_rejected.add();
     log::warn("chunk_rejected", {{"subject", m.subject}, {"error", "session_id does not match the subject"}});
-    return;
+    return std::nullopt;
   }
   if (chunk->chunk_id == 0 && traces_.enabled()) traces_.first_chunk(chunk->message_id);
-  hub_.on_chunk(std::move(*chunk), broadcast);
+  return chunk;
 }
 
 // Workers route the session's chunks here from now on (and, without a chunk

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+#include <mutex>
+
 #include "bus/bus_test_support.hpp"
 #include "bus/nats_bus.hpp"
 #include "harness/server_process.hpp"
@@ -124,6 +127,44 @@ TEST(NatsBus, SubscriptionMayOutliveTheBus) {
   bus.reset();
   sub.reset();
   EXPECT_EQ(got.size(), 1u);
+}
+
+// A handler may gather a burst: it learns whether nats.c holds more messages
+// of its subscription behind the one it is given.
+TEST(NatsBus, TellsAHandlerWhetherMoreMessagesWaitBehindTheOne) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus publisher(fast_reconnect(server.nats_url()), "more-pub");
+  bus::NatsBus subscriber(fast_reconnect(server.nats_url()), "more-sub");
+  ASSERT_TRUE(eventually([&] { return publisher.connected() && subscriber.connected(); }));
+  std::mutex mutex;  // guards seen: the handler runs on nats.c's delivery thread
+  std::vector<std::pair<std::string, bool>> seen;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  auto count = [&] {
+    std::lock_guard lock(mutex);
+    return seen.size();
+  };
+  auto sub = subscriber.subscribe("chat.pod.p1.response", {}, [&](const bus::Message& m) {
+    {
+      std::lock_guard lock(mutex);
+      seen.emplace_back(std::string(m.payload), m.more);
+    }
+    if (m.payload == "1") released.wait_for(10s);
+  });
+  ASSERT_TRUE(sync(subscriber));
+  for (const char* p : {"1", "2", "3", "4", "5", "6"})
+    ASSERT_FALSE(publish_and_wait(publisher, "chat.pod.p1.response", p));
+  ASSERT_TRUE(eventually([&] { return count() == 1; }));
+  // Round trips on both connections, in order behind the messages: once they
+  // are back, messages 2 to 6 wait in the subscriber's queue.
+  ASSERT_TRUE(sync(publisher));
+  ASSERT_TRUE(sync(subscriber));
+  release.set_value();
+  ASSERT_TRUE(eventually([&] { return count() == 6; }));
+
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(std::vector(seen.begin() + 1, seen.end()),
+            (std::vector<std::pair<std::string, bool>>{{"2", true}, {"3", true}, {"4", true}, {"5", true}, {"6", false}}));
 }
 
 TEST(NatsBus, RejectsSubjectsThatWouldBreakTheProtocolLine) {

@@ -88,6 +88,28 @@ TEST_F(HubTest, EachSessionsChunksReachItsStreamsAcrossShards) {
   EXPECT_EQ(hub.stats().sessions, 16u);
 }
 
+// A burst from the bus: one hand-off per shard, each session's chunks in order.
+TEST_F(HubTest, ChunksHandedOverTogetherReachEachSessionsStreams) {
+  std::vector<std::shared_ptr<RecordingSink>> streams;
+  std::vector<protocol::ResponseChunk> burst;
+  for (int s = 0; s < 16; ++s) {
+    streams.push_back(std::make_shared<RecordingSink>("c" + std::to_string(s), "s" + std::to_string(s)));
+    hub.attach(streams.back());
+  }
+  for (std::uint32_t i = 0; i < 5; ++i)
+    for (int s = 0; s < 16; ++s) burst.push_back(chunk("s" + std::to_string(s), "m" + std::to_string(s), i, i == 4));
+  hub.on_chunks(std::move(burst), false);
+  for (int s = 0; s < 16; ++s) {
+    auto m = "m" + std::to_string(s);
+    ASSERT_TRUE(eventually([&] { return streams[s]->events().size() == 6; })) << s;
+    EXPECT_EQ(streams[s]->chunk_ids(), (std::vector<std::string>{m + ":0", m + ":1", m + ":2", m + ":3", m + ":4"}));
+  }
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return finished.size() == 16;
+  }));
+}
+
 TEST_F(HubTest, SettledWaitsForEveryAcceptedReply) {
   hub.expect("s1", "m1");
   hub.expect("s2", "m2");
