@@ -163,7 +163,7 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
                            std::move(payload), final},
                   kFirstLogRetry);
   } else {
-    worker_.replay_log_.record(request_.session_id, request_.message_id, payload, broadcast);
+    worker_.replay_log_.record(request_.session_id, request_.message_id, std::move(payload), broadcast);
     if (final) {
       worker_.replay_log_.finish(request_.session_id, request_.message_id);
       done();
