@@ -173,13 +173,13 @@ class Pod {
       options_.stream_limits, &stats_.streams,
       [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) { on_stream_closed(s, reason); }};
   ReplyTraces traces_;
-  std::unique_ptr<bus::Subscription> direct_;
-  std::unique_ptr<bus::Subscription> broadcast_;
   // Chunks gathered while the bus holds more behind them (Message::more), one
   // batch per subscription: touched by its handler only, and by stop_intake
-  // once the subscription is gone.
+  // once the subscription is gone. Declared first: they outlive the handlers.
   std::vector<protocol::ResponseChunk> direct_batch_;
   std::vector<protocol::ResponseChunk> broadcast_batch_;
+  std::unique_ptr<bus::Subscription> direct_;
+  std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;
   std::atomic<bool> draining_{false};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
