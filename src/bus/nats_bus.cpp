@@ -160,8 +160,11 @@ error_code publish_now(natsConnection* nc, const std::string& subject, const std
   return to_error_code(s);
 }
 
-// Messages of a burst kept at most before they are handed back to nats.c.
+// Handled messages kept before they are handed back to nats.c together: at
+// most this many, or this many bytes of payload (plus the message that
+// crosses it), also while the subscription is quiet.
 constexpr std::size_t kMaxSpentMessages = 64;
+constexpr std::size_t kMaxSpentBytes = 64 * 1024;
 
 // What nats.c's delivery thread and the Subscription share.
 struct SubscriptionState {
@@ -171,10 +174,11 @@ struct SubscriptionState {
   // Recursive: a handler may drop its own subscription.
   std::recursive_mutex running;
   bool active = true;  // guarded by `running`
-  // Handled messages of the burst so far, guarded by `running`. nats.c frees a
+  // Handled messages not yet handed back, guarded by `running`. nats.c frees a
   // message on a collector thread of its own and wakes that thread for each one
-  // it finds idle: a burst's messages are handed back together, one wake-up.
+  // it finds idle: handed back together, they cost it one wake-up.
   std::vector<NatsMsgPtr> spent;
+  std::size_t spent_bytes = 0;  // guarded by `running`
 };
 
 // nats.c holds one of these as the subscription's closure until it reports,
@@ -222,8 +226,12 @@ void on_message(natsConnection*, natsSubscription* sub, natsMsg* raw, void* clos
     // Nothing above this frame could handle it: it would end the process.
     log::error("nats_handler_threw", {{"subject", m.subject}, {"error", e.what()}});
   }
+  state.spent_bytes += m.payload.size();
   state.spent.push_back(std::move(msg));
-  if (!m.more || state.spent.size() >= kMaxSpentMessages) state.spent.clear();
+  if (state.spent.size() >= kMaxSpentMessages || state.spent_bytes >= kMaxSpentBytes) {
+    state.spent.clear();
+    state.spent_bytes = 0;
+  }
 }
 
 void on_subscription_complete(void* closure) { delete static_cast<StateRef*>(closure); }
