@@ -64,50 +64,52 @@ struct HubTest : ::testing::Test {
     }
     return true;
   }
+
+  // A stream for each of the sessions s0..s15.
+  std::vector<std::shared_ptr<RecordingSink>> attach_sessions() {
+    std::vector<std::shared_ptr<RecordingSink>> streams;
+    for (int s = 0; s < 16; ++s) {
+      streams.push_back(std::make_shared<RecordingSink>("c" + std::to_string(s), "s" + std::to_string(s)));
+      hub.attach(streams.back());
+    }
+    return streams;
+  }
+
+  // Reply m<s> of session s<s> in five chunks, the sessions' chunks taking turns.
+  static std::vector<protocol::ResponseChunk> replies_interleaved() {
+    std::vector<protocol::ResponseChunk> chunks;
+    for (std::uint32_t i = 0; i < 5; ++i)
+      for (int s = 0; s < 16; ++s) chunks.push_back(chunk("s" + std::to_string(s), "m" + std::to_string(s), i, i == 4));
+    return chunks;
+  }
+
+  // Each stream got its session's reply in order (five chunks and its end), and every reply finished.
+  void expect_each_reply_delivered(const std::vector<std::shared_ptr<RecordingSink>>& streams) {
+    for (int s = 0; s < 16; ++s) {
+      auto m = "m" + std::to_string(s);
+      ASSERT_TRUE(eventually([&] { return streams[s]->events().size() == 6; })) << s;
+      EXPECT_EQ(streams[s]->chunk_ids(), (std::vector<std::string>{m + ":0", m + ":1", m + ":2", m + ":3", m + ":4"}));
+    }
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      return finished.size() == 16;
+    }));
+  }
 };
 
 TEST_F(HubTest, EachSessionsChunksReachItsStreamsAcrossShards) {
-  std::vector<std::shared_ptr<RecordingSink>> streams;
-  for (int s = 0; s < 16; ++s) {
-    streams.push_back(std::make_shared<RecordingSink>("c" + std::to_string(s), "s" + std::to_string(s)));
-    hub.attach(streams.back());
-  }
-  for (std::uint32_t i = 0; i < 5; ++i)
-    for (int s = 0; s < 16; ++s)
-      hub.on_chunk(chunk("s" + std::to_string(s), "m" + std::to_string(s), i, i == 4), false);
-  for (int s = 0; s < 16; ++s) {
-    auto m = "m" + std::to_string(s);
-    ASSERT_TRUE(eventually([&] { return streams[s]->events().size() == 6; })) << s;
-    EXPECT_EQ(streams[s]->chunk_ids(), (std::vector<std::string>{m + ":0", m + ":1", m + ":2", m + ":3", m + ":4"}));
-  }
-  EXPECT_TRUE(eventually([&] {
-    std::lock_guard lock(mutex);
-    return finished.size() == 16;
-  }));
+  auto streams = attach_sessions();
+  for (auto& c : replies_interleaved()) hub.on_chunk(std::move(c), false);
+  ASSERT_NO_FATAL_FAILURE(expect_each_reply_delivered(streams));
   EXPECT_EQ(hub.stats().streams, 16u);
   EXPECT_EQ(hub.stats().sessions, 16u);
 }
 
 // A burst from the bus: one hand-off per shard, each session's chunks in order.
 TEST_F(HubTest, ChunksHandedOverTogetherReachEachSessionsStreams) {
-  std::vector<std::shared_ptr<RecordingSink>> streams;
-  std::vector<protocol::ResponseChunk> burst;
-  for (int s = 0; s < 16; ++s) {
-    streams.push_back(std::make_shared<RecordingSink>("c" + std::to_string(s), "s" + std::to_string(s)));
-    hub.attach(streams.back());
-  }
-  for (std::uint32_t i = 0; i < 5; ++i)
-    for (int s = 0; s < 16; ++s) burst.push_back(chunk("s" + std::to_string(s), "m" + std::to_string(s), i, i == 4));
-  hub.on_chunks(std::move(burst), false);
-  for (int s = 0; s < 16; ++s) {
-    auto m = "m" + std::to_string(s);
-    ASSERT_TRUE(eventually([&] { return streams[s]->events().size() == 6; })) << s;
-    EXPECT_EQ(streams[s]->chunk_ids(), (std::vector<std::string>{m + ":0", m + ":1", m + ":2", m + ":3", m + ":4"}));
-  }
-  EXPECT_TRUE(eventually([&] {
-    std::lock_guard lock(mutex);
-    return finished.size() == 16;
-  }));
+  auto streams = attach_sessions();
+  hub.on_chunks(replies_interleaved(), false);
+  ASSERT_NO_FATAL_FAILURE(expect_each_reply_delivered(streams));
 }
 
 TEST_F(HubTest, SettledWaitsForEveryAcceptedReply) {
