@@ -7,6 +7,10 @@
 //
 // Contract, for every implementation:
 // - No call blocks its caller; callbacks run on a log-owned thread.
+// - An entry holds one payload or a run of them (a writer that appends faster
+//   than the log acknowledges sends what gathered meanwhile as one entry); a
+//   read returns the payloads one by one. Payloads are single lines (encoded
+//   JSON never holds a raw line break).
 // - Entries keep the order in which they were appended per session; an entry
 //   appended again with the same `entry_id` is stored once.
 // - Entries leave when they are older than the log's age limit or the log is
@@ -31,10 +35,10 @@ class ChunkLog {
  public:
   virtual ~ChunkLog() = default;
 
-  // `entry_id` deduplicates ("<message>:<attempt>:<chunk>"). `done` (optional)
-  // reports when the entry is stored.
+  // `entry_id` deduplicates ("<message>:<attempt>:<first chunk>-<last chunk>").
+  // `done` (optional) reports when the entry is stored.
   virtual void append(const std::string& session_id, const std::string& message_id, std::string entry_id,
-                      std::string payload, PublishCallback done = {}) = 0;
+                      const std::vector<std::string>& payloads, PublishCallback done = {}) = 0;
   // The session's entries, or only one message's when `message_id` is not empty.
   virtual void read(const std::string& session_id, const std::string& message_id, LogReadCallback done) = 0;
   virtual ComponentStatus status() const = 0;

@@ -2,6 +2,9 @@
 
 #include <boost/asio/error.hpp>
 
+#include <stdexcept>
+#include <string_view>
+
 #include "log/log.hpp"
 
 namespace asio = boost::asio;
@@ -11,7 +14,7 @@ namespace chat::bus {
 namespace {
 
 // A reply is far below this; a session's log within the retention window too.
-constexpr std::size_t kMaxEntries = 200'000;
+constexpr std::size_t kMaxPayloads = 200'000;
 constexpr std::int64_t kNextWaitMs = 2'000;
 
 // Whether the log holds anything on `subject`, in one request: reading takes a
@@ -28,6 +31,32 @@ error_code has_entries(jsCtx* js, const std::string& subject, bool& any) {
   any = info->State.Subjects != nullptr && info->State.Subjects->Count > 0;
   jsStreamInfo_Destroy(info);
   return {};
+}
+
+// An entry is its payloads one per line (NDJSON when they are JSON).
+void add_payloads(std::string_view entry, std::vector<std::string>& out) {
+  while (!entry.empty()) {
+    auto end = entry.find('\n');
+    auto line = entry.substr(0, end);
+    if (!line.empty()) out.emplace_back(line);
+    if (end == std::string_view::npos) break;
+    entry.remove_prefix(end + 1);
+  }
+}
+
+std::string join_lines(const std::vector<std::string>& payloads) {
+  std::size_t size = 0;
+  for (const auto& p : payloads) {
+    if (p.find('\n') != std::string::npos) throw std::invalid_argument("a chunk log payload holds a line break");
+    size += p.size() + 1;
+  }
+  std::string entry;
+  entry.reserve(size);
+  for (const auto& p : payloads) {
+    if (&p != &payloads.front()) entry += '\n';
+    entry += p;
+  }
+  return entry;
 }
 
 // Unsubscribes (which deletes the consumer) and hands the subscription to the
@@ -66,12 +95,12 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
   // The server pushes at once: what it already sent counts as well as what it has not.
   std::uint64_t pending = info->NumPending + info->Delivered.Consumer;
   jsConsumerInfo_Destroy(info);
-  while (pending > 0 && out.size() < kMaxEntries) {
+  while (pending > 0 && out.size() < kMaxPayloads) {
     natsMsg* m = nullptr;
     s = natsSubscription_NextMsg(&m, consumer.sub.get(), kNextWaitMs);
     if (s != NATS_OK) return to_error_code(s);
     NatsMsgPtr msg(m);
-    out.emplace_back(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+    add_payloads({natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))}, out);
     jsMsgMetaData* meta = nullptr;
     if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
       pending = meta->NumPending;
@@ -90,8 +119,8 @@ std::string JetStreamChunkLog::subject(const std::string& session_id, const std:
 }
 
 void JetStreamChunkLog::append(const std::string& session_id, const std::string& message_id, std::string entry_id,
-                               std::string payload, PublishCallback done) {
-  js_.publish(subject(session_id, message_id), payload, entry_id, {}, std::move(done));
+                               const std::vector<std::string>& payloads, PublishCallback done) {
+  js_.publish(subject(session_id, message_id), join_lines(payloads), entry_id, {}, std::move(done));
 }
 
 void JetStreamChunkLog::read(const std::string& session_id, const std::string& message_id, LogReadCallback done) {

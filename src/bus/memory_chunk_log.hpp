@@ -20,7 +20,7 @@ class MemoryChunkLog final : public ChunkLog {
   MemoryChunkLog(boost::asio::any_io_executor executor, std::chrono::milliseconds max_age, std::size_t max_bytes);
 
   void append(const std::string& session_id, const std::string& message_id, std::string entry_id,
-              std::string payload, PublishCallback done = {}) override;
+              const std::vector<std::string>& payloads, PublishCallback done = {}) override;
   void read(const std::string& session_id, const std::string& message_id, LogReadCallback done) override;
   ComponentStatus status() const override { return {"memory", true, true}; }
 
@@ -29,7 +29,8 @@ class MemoryChunkLog final : public ChunkLog {
     std::string session_id;
     std::string message_id;
     std::string entry_id;
-    std::string payload;
+    std::vector<std::string> payloads;
+    std::size_t bytes;
     std::chrono::steady_clock::time_point at;
   };
   void trim_locked(std::chrono::steady_clock::time_point now);

@@ -18,6 +18,9 @@ namespace {
 
 constexpr std::chrono::milliseconds kFirstLogRetry{200};
 constexpr std::chrono::milliseconds kLastLogRetry{2'000};
+// One log entry holds at most this many chunks, or about this many bytes.
+constexpr std::size_t kMaxLogEntryChunks = 64;
+constexpr std::size_t kMaxLogEntryBytes = 64 * 1024;
 
 }  // namespace
 
@@ -158,10 +161,7 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
   for (const auto& target : targets) worker_.bus_.publish(target, payload);
   if (worker_.log_) {
     // Off the live path: pods read the log only to fill gaps and to resume.
-    ++unlogged_;
-    append_to_log(LogEntry{request_.message_id + ":" + std::to_string(attempt_) + ":" + std::to_string(chunk.chunk_id),
-                           std::move(payload), final},
-                  kFirstLogRetry);
+    queue_for_log(chunk.chunk_id, std::move(payload), final);
   } else {
     worker_.replay_log_.record(request_.session_id, request_.message_id, std::move(payload), broadcast);
     if (final) {
@@ -189,39 +189,64 @@ void GenerationRun::record_end(const protocol::ResponseChunk& final) {
   if (final.error) m.errors.at({provider_, final.error->code}).add();
 }
 
-// A chunk the log did not take (the bus is down, or the server did not answer)
-// is appended again, under the same entry id, until it is stored: the log is
-// what pods fill gaps and resume streams from, so a chunk that missed the live
-// path must not be missing there too. The request is acked once every chunk of
-// the attempt is in the log.
-void GenerationRun::append_to_log(LogEntry entry, std::chrono::milliseconds retry) {
-  auto shared = std::make_shared<LogEntry>(std::move(entry));
-  worker_.log_->append(request_.session_id, request_.message_id, shared->id, shared->payload,
-                       [self = shared_from_this(), shared, retry](boost::system::error_code ec) {
-                         asio::post(self->strand_, [self, shared, retry, ec] { self->on_logged(shared, retry, ec); });
+// One append in flight per reply: the chunks the provider produces meanwhile
+// go into the log together when it returns, so a fast reply costs the log (and
+// nats-server) one stored entry per round trip instead of one per chunk; a
+// slow one still logs each chunk as it comes.
+void GenerationRun::queue_for_log(std::uint32_t chunk_id, std::string payload, bool final) {
+  const bool back_is_open = !unlogged_.empty() && !(log_in_flight_ && unlogged_.size() == 1) &&
+                            unlogged_.back().payloads.size() < kMaxLogEntryChunks &&
+                            unlogged_.back().bytes < kMaxLogEntryBytes;
+  if (!back_is_open) unlogged_.push_back(LogEntry{chunk_id, chunk_id, {}, 0, false});
+  auto& entry = unlogged_.back();
+  entry.last_chunk = chunk_id;
+  entry.bytes += payload.size();
+  entry.payloads.push_back(std::move(payload));
+  entry.final = final;
+  if (!log_in_flight_) append_front_to_log(kFirstLogRetry);
+}
+
+std::string GenerationRun::log_entry_id(const LogEntry& e) const {
+  return request_.message_id + ":" + std::to_string(attempt_) + ":" + std::to_string(e.first_chunk) + "-" +
+         std::to_string(e.last_chunk);
+}
+
+// An entry the log did not take (the bus is down, or the server did not
+// answer) is appended again, under the same entry id, until it is stored: the
+// log is what pods fill gaps and resume streams from, so a chunk that missed
+// the live path must not be missing there too. The request is acked once every
+// chunk of the attempt is in the log.
+void GenerationRun::append_front_to_log(std::chrono::milliseconds retry) {
+  log_in_flight_ = true;
+  const auto& entry = unlogged_.front();
+  worker_.log_->append(request_.session_id, request_.message_id, log_entry_id(entry), entry.payloads,
+                       [self = shared_from_this(), retry](boost::system::error_code ec) {
+                         asio::post(self->strand_, [self, retry, ec] { self->on_logged(retry, ec); });
                        });
 }
 
-void GenerationRun::on_logged(const std::shared_ptr<LogEntry>& entry, std::chrono::milliseconds retry,
-                              boost::system::error_code ec) {
+void GenerationRun::on_logged(std::chrono::milliseconds retry, boost::system::error_code ec) {
   if (ec) {
     if (!log_failing_)
-      log::warn("chunk_not_logged", {{"message_id", request_.message_id}, {"entry", entry->id},
+      log::warn("chunk_not_logged", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
                                      {"error", ec.message()}, {"retrying", true}});
     log_failing_ = true;
     auto timer = std::make_shared<asio::steady_timer>(strand_, retry);
-    timer->async_wait([self = shared_from_this(), timer, entry, retry](boost::system::error_code) {
-      self->append_to_log(std::move(*entry), std::min(retry * 2, kLastLogRetry));
+    timer->async_wait([self = shared_from_this(), timer, retry](boost::system::error_code) {
+      self->append_front_to_log(std::min(retry * 2, kLastLogRetry));
     });
     return;
   }
   if (log_failing_) {
-    log::info("chunk_logged", {{"message_id", request_.message_id}, {"entry", entry->id}, {"after_retries", true}});
+    log::info("chunk_logged", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
+                               {"after_retries", true}});
     log_failing_ = false;
   }
-  --unlogged_;
-  if (entry->final) final_logged_ = true;
-  if (final_logged_ && unlogged_ == 0) done();
+  const bool final = unlogged_.front().final;
+  unlogged_.pop_front();
+  log_in_flight_ = false;
+  if (!unlogged_.empty()) return append_front_to_log(kFirstLogRetry);
+  if (final) done();
 }
 
 // The final chunk is out and every chunk is in the log: the request is done with.

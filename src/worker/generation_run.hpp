@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "bus/work_queue.hpp"
 #include "protocol/messages.hpp"
@@ -51,13 +52,18 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   protocol::ResponseChunk& emit(protocol::ChunkType type, std::string text, bool is_final);
   void pump();
   void publish_front(const ChunkRouter::Subjects& targets);
+  // Consecutive chunks of the attempt, appended to the log as one entry.
   struct LogEntry {
-    std::string id;
-    std::string payload;
+    std::uint32_t first_chunk = 0;
+    std::uint32_t last_chunk = 0;
+    std::vector<std::string> payloads;
+    std::size_t bytes = 0;
     bool final = false;
   };
-  void append_to_log(LogEntry entry, std::chrono::milliseconds retry);
-  void on_logged(const std::shared_ptr<LogEntry>& entry, std::chrono::milliseconds retry, boost::system::error_code ec);
+  void queue_for_log(std::uint32_t chunk_id, std::string payload, bool final);
+  void append_front_to_log(std::chrono::milliseconds retry);
+  void on_logged(std::chrono::milliseconds retry, boost::system::error_code ec);
+  std::string log_entry_id(const LogEntry& e) const;
   void done();
   void record_end(const protocol::ResponseChunk& final);
 
@@ -74,8 +80,10 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   std::uint32_t next_chunk_id_ = 0;
   std::deque<protocol::ResponseChunk> outbox_;
   bool resolving_ = false;
-  std::size_t unlogged_ = 0;  // appended, not yet confirmed by the log
-  bool final_logged_ = false;
+  // Not yet confirmed by the log, oldest first; the front is in flight while
+  // log_in_flight_, the back gathers chunks until it is sent.
+  std::deque<LogEntry> unlogged_;
+  bool log_in_flight_ = false;
   bool log_failing_ = false;  // logged once per run of failures
   std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
   std::shared_ptr<providers::Generation> generation_;

@@ -26,9 +26,9 @@ std::vector<std::string> read(bus::ChunkLog& log, const std::string& session, co
 }
 
 boost::system::error_code append(bus::ChunkLog& log, const std::string& session, const std::string& message,
-                                 const std::string& entry, const std::string& payload) {
+                                 const std::string& entry, const std::vector<std::string>& payloads) {
   std::promise<boost::system::error_code> p;
-  log.append(session, message, entry, payload, [&](boost::system::error_code ec) { p.set_value(ec); });
+  log.append(session, message, entry, payloads, [&](boost::system::error_code ec) { p.set_value(ec); });
   auto f = p.get_future();
   if (f.wait_for(20s) != std::future_status::ready) return boost::asio::error::timed_out;
   return f.get();
@@ -53,26 +53,37 @@ TYPED_TEST_SUITE(ChunkLogConformance, Implementations, ImplName);
 
 TYPED_TEST(ChunkLogConformance, ASessionReadsBackInAppendOrder) {
   auto& writer = this->impl_.log(0);
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1", "b"));
-  ASSERT_FALSE(append(writer, this->session_, "m2", "m2:1:0", "c"));
-  ASSERT_FALSE(append(writer, "other", "m9", "m9:1:0", "x"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", {"a"}));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1", {"b"}));
+  ASSERT_FALSE(append(writer, this->session_, "m2", "m2:1:0", {"c"}));
+  ASSERT_FALSE(append(writer, "other", "m9", "m9:1:0", {"x"}));
   EXPECT_EQ(read(this->impl_.log(1), this->session_), (std::vector<std::string>{"a", "b", "c"}));
 }
 
 TYPED_TEST(ChunkLogConformance, OneMessageReadsAlone) {
   auto& writer = this->impl_.log(0);
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
-  ASSERT_FALSE(append(writer, this->session_, "m2", "m2:1:0", "c"));
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1", "b"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", {"a"}));
+  ASSERT_FALSE(append(writer, this->session_, "m2", "m2:1:0", {"c"}));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1", {"b"}));
   EXPECT_EQ(read(this->impl_.log(1), this->session_, "m1"), (std::vector<std::string>{"a", "b"}));
 }
 
 TYPED_TEST(ChunkLogConformance, AnEntryAppendedTwiceIsStoredOnce) {
   auto& writer = this->impl_.log(0);
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", "a"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", {"a"}));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0", {"a"}));
   EXPECT_EQ(read(this->impl_.log(1), this->session_), (std::vector<std::string>{"a"}));
+}
+
+TYPED_TEST(ChunkLogConformance, AnEntryOfSeveralPayloadsReadsBackAsThemInOrder) {
+  auto& writer = this->impl_.log(0);
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:0-0", {"{\"chunk_id\":0}"}));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1-3",
+                      {"{\"chunk_id\":1}", "{\"chunk_id\":2,\"chunk\":\"two\\nlines\"}", "{\"chunk_id\":3}"}));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:1-3", {"{\"chunk_id\":1}", "{\"chunk_id\":2}"}));
+  EXPECT_EQ(read(this->impl_.log(1), this->session_, "m1"),
+            (std::vector<std::string>{"{\"chunk_id\":0}", "{\"chunk_id\":1}",
+                                      "{\"chunk_id\":2,\"chunk\":\"two\\nlines\"}", "{\"chunk_id\":3}"}));
 }
 
 TYPED_TEST(ChunkLogConformance, AnUnknownSessionReadsEmpty) {
@@ -84,9 +95,9 @@ TYPED_TEST(ChunkLogConformance, ManyEntriesReadBackWhole) {
   std::vector<std::string> want;
   for (int i = 0; i < 500; ++i) {
     want.push_back("{\"chunk_id\":" + std::to_string(i) + "}");
-    writer.append(this->session_, "m1", "m1:1:" + std::to_string(i), want.back());
+    writer.append(this->session_, "m1", "m1:1:" + std::to_string(i), {want.back()});
   }
-  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:500", "end"));
+  ASSERT_FALSE(append(writer, this->session_, "m1", "m1:1:500", {"end"}));
   want.push_back("end");
   EXPECT_EQ(read(this->impl_.log(1), this->session_, "m1"), want);
 }
@@ -94,9 +105,9 @@ TYPED_TEST(ChunkLogConformance, ManyEntriesReadBackWhole) {
 TEST(MemoryChunkLog, OldEntriesLeaveByAgeAndSize) {
   boost::asio::io_context io;
   bus::MemoryChunkLog by_size(io.get_executor(), std::chrono::minutes(10), 10);
-  by_size.append("s", "m", "e1", "12345");
-  by_size.append("s", "m", "e2", "67890");
-  by_size.append("s", "m", "e3", "abc");  // 13 bytes: e1 must go
+  by_size.append("s", "m", "e1", {"12345"});
+  by_size.append("s", "m", "e2", {"67890"});
+  by_size.append("s", "m", "e3", {"abc"});  // 13 bytes: e1 must go
   std::vector<std::string> got;
   by_size.read("s", "", [&](boost::system::error_code, std::vector<std::string> r) { got = std::move(r); });
   io.run();
@@ -104,7 +115,7 @@ TEST(MemoryChunkLog, OldEntriesLeaveByAgeAndSize) {
 
   io.restart();
   bus::MemoryChunkLog by_age(io.get_executor(), std::chrono::milliseconds(1), 1 << 20);
-  by_age.append("s", "m", "e1", "old");
+  by_age.append("s", "m", "e1", {"old"});
   std::this_thread::sleep_for(5ms);
   by_age.read("s", "", [&](boost::system::error_code, std::vector<std::string> r) { got = std::move(r); });
   io.run();
@@ -138,7 +149,7 @@ TEST(JetStreamChunkLog, ASessionWithNothingLoggedIsReadWithoutAConsumer) {
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(consumer_calls.load(), 0);
 
-  ASSERT_FALSE(append(log, "logged", "m1", "m1:1:0", "a"));
+  ASSERT_FALSE(append(log, "logged", "m1", "m1:1:0", {"a"}));
   EXPECT_EQ(read(log, "logged"), std::vector<std::string>{"a"});
   EXPECT_TRUE(wait_until([&] { return consumer_calls.load() > 0; }));
 }

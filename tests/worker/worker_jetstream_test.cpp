@@ -157,7 +157,15 @@ TEST_F(WorkerJetStream, EveryChunkIsAlsoInTheLog) {
   auto session = chunks.of(id).front().session_id;
   std::promise<std::vector<std::string>> read;
   pod.log.read(session, id, [&](boost::system::error_code, std::vector<std::string> p) { read.set_value(p); });
-  EXPECT_EQ(read.get_future().get().size(), chunks.of(id).size());
+  std::vector<std::string> live, logged;
+  for (const auto& c : chunks.of(id)) live.push_back(protocol::encode(c));
+  for (const auto& p : read.get_future().get()) {
+    std::string error;
+    auto c = protocol::decode_response_chunk(p, error);
+    ASSERT_TRUE(c) << error;
+    logged.push_back(protocol::encode(*c));
+  }
+  EXPECT_EQ(logged, live);
 }
 
 TEST_F(WorkerJetStream, ARequestAWorkerDiedWithIsGeneratedAgainAsTheNextAttempt) {
@@ -186,7 +194,7 @@ TEST_F(WorkerJetStream, ARedeliveredRequestWhoseEarlierAttemptFinishedIsNotGener
   final.chunk_type = protocol::ChunkType::metadata;
   final.metadata = protocol::ChunkMetadata{"demo-1", 1, "stop"};
   std::promise<boost::system::error_code> logged;
-  pod.log.append("s_done", id, id + ":1:0", protocol::encode(final), [&](auto ec) { logged.set_value(ec); });
+  pod.log.append("s_done", id, id + ":1:0-0", {protocol::encode(final)}, [&](auto ec) { logged.set_value(ec); });
   ASSERT_FALSE(logged.get_future().get());
   Client worker_client{nats.nats_url(), options};
   auto worker = start_worker(worker_client);

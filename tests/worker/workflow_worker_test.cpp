@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <map>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -146,28 +147,30 @@ class Tap {
   std::unique_ptr<bus::Subscription> sub_;  // last member: unsubscribed before seen_ goes
 };
 
-// A chunk log that refuses every append while told to (the bus is down), and
-// keeps what it took once.
+// A chunk log that refuses every append while told to (the bus is down), holds
+// its answers while told to (a slow server), and keeps what it took once.
 class RefusingLog final : public bus::ChunkLog {
  public:
   explicit RefusingLog(asio::any_io_executor executor) : executor_(std::move(executor)) {}
 
-  void append(const std::string&, const std::string&, std::string entry_id, std::string payload,
+  void append(const std::string&, const std::string&, std::string entry_id, const std::vector<std::string>& payloads,
               bus::PublishCallback done) override {
     boost::system::error_code ec;
-    {
-      std::lock_guard lock(mutex_);
-      ++appends_;
-      if (refusing_) ec = asio::error::not_connected;
-      else if (ids_.insert(entry_id).second) entries_.push_back(std::move(payload));
-    }
-    asio::post(executor_, [done = std::move(done), ec] {
+    std::lock_guard lock(mutex_);
+    ++appends_;
+    if (refusing_) ec = asio::error::not_connected;
+    else if (ids_.insert(entry_id).second) entries_.push_back({std::move(entry_id), payloads});
+    auto answer = [done = std::move(done), ec] {
       if (done) done(ec);
-    });
+    };
+    if (holding_) held_.push_back(std::move(answer));
+    else asio::post(executor_, std::move(answer));
   }
   void read(const std::string&, const std::string&, bus::LogReadCallback done) override {
     std::lock_guard lock(mutex_);
-    asio::post(executor_, [done = std::move(done), entries = entries_] { done({}, entries); });
+    std::vector<std::string> payloads;
+    for (const auto& e : entries_) payloads.insert(payloads.end(), e.payloads.begin(), e.payloads.end());
+    asio::post(executor_, [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); });
   }
   ComponentStatus status() const override { return {"test", true, true}; }
 
@@ -175,30 +178,53 @@ class RefusingLog final : public bus::ChunkLog {
     std::lock_guard lock(mutex_);
     refusing_ = refusing;
   }
+  void hold() {
+    std::lock_guard lock(mutex_);
+    holding_ = true;
+  }
+  // Answers the appends held so far and every later one at once.
+  void release() {
+    std::lock_guard lock(mutex_);
+    holding_ = false;
+    for (auto& answer : held_) asio::post(executor_, std::move(answer));
+    held_.clear();
+  }
   std::size_t appends() const {
     std::lock_guard lock(mutex_);
     return appends_;
+  }
+  // The id of each entry stored and how many chunks it holds, in append order.
+  std::vector<std::pair<std::string, std::size_t>> entries() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::pair<std::string, std::size_t>> out;
+    for (const auto& e : entries_) out.emplace_back(e.id, e.payloads.size());
+    return out;
   }
   std::vector<ResponseChunk> chunks() const {
     std::lock_guard lock(mutex_);
     std::vector<ResponseChunk> out;
     std::string error;
-    for (const auto& p : entries_)
-      if (auto c = protocol::decode_response_chunk(p, error)) out.push_back(std::move(*c));
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.chunk_id < b.chunk_id; });
+    for (const auto& e : entries_)
+      for (const auto& p : e.payloads)
+        if (auto c = protocol::decode_response_chunk(p, error)) out.push_back(std::move(*c));
     return out;
   }
 
  private:
+  struct Entry {
+    std::string id;
+    std::vector<std::string> payloads;
+  };
   asio::any_io_executor executor_;
   mutable std::mutex mutex_;  // guards the fields below: appends come from the run's strand, reads from the test
   bool refusing_ = false;
+  bool holding_ = false;
+  std::vector<std::function<void()>> held_;
   std::size_t appends_ = 0;
   std::set<std::string> ids_;
-  std::vector<std::string> entries_;
+  std::vector<Entry> entries_;
 };
 
-// A provider whose generations say only what the test tells them to.
 class ScriptedGeneration final : public Generation {
  public:
   ScriptedGeneration(WorkflowRequest request, std::shared_ptr<GenerationSink> sink)
@@ -808,9 +834,9 @@ TEST(WorkflowWorker, AChunkTheLogRefusedIsAppendedAgainAndTheRequestEndsOnlyOnce
   generation->text("b ");
   generation->finish();
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m1"); }));
-  // Every chunk went out live, none is in the log: each is tried again, and
+  // Every chunk went out live, none is in the log: the log is tried again, and
   // the request is not done with (acked) meanwhile.
-  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.appends() >= 6; }));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.appends() >= 3; }));
   EXPECT_TRUE(rig.log.chunks().empty());
   EXPECT_EQ(rig.worker.completed(), 0u);
   EXPECT_EQ(rig.worker.active(), 1u);
@@ -820,6 +846,32 @@ TEST(WorkflowWorker, AChunkTheLogRefusedIsAppendedAgainAndTheRequestEndsOnlyOnce
   auto logged = rig.log.chunks();
   EXPECT_EQ(ids(logged), (std::vector<std::uint32_t>{0, 1, 2}));
   EXPECT_EQ(text(logged), "a b ");
+  EXPECT_TRUE(logged.back().is_final);
+}
+
+TEST(WorkflowWorker, ChunksMadeWhileTheLogIsBusyGoIntoItAsOneEntryInOrder) {
+  Rig rig(worker_config(), 0, true);
+  rig.log.hold();  // the log takes its time to answer
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("a ");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.appends() == 1; }));
+  generation->text("b ");
+  generation->text("c ");
+  generation->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m1"); }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.log.appends(), 1u) << "one append in flight per reply";
+  EXPECT_EQ(rig.worker.completed(), 0u);
+
+  rig.log.release();
+  ASSERT_TRUE(complete(rig, 1));
+  using Entries = std::vector<std::pair<std::string, std::size_t>>;
+  EXPECT_EQ(rig.log.entries(), (Entries{{"m1:1:0-0", 1}, {"m1:1:1-3", 3}}));
+  auto logged = rig.log.chunks();
+  EXPECT_EQ(ids(logged), (std::vector<std::uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(text(logged), "a b c ");
   EXPECT_TRUE(logged.back().is_final);
 }
 
