@@ -252,6 +252,22 @@ TYPED_TEST(BusConformance, RequestTimesOutWithoutReply) {
   EXPECT_FALSE(silent.items()[0].reply_to.empty());
 }
 
+// One bus, requests of different timeouts: each ends at its own, a short one
+// does not wait for a longer one made before it.
+TYPED_TEST(BusConformance, AShortRequestTimesOutOnTimeBehindALongerOne) {
+  // Shared: the bus ends the long request (aborted) when it goes, after this body.
+  auto long_ended = std::make_shared<std::atomic<bool>>(false);
+  this->publisher().request(this->subject("nobody"), "long", 4s,
+                            [long_ended](boost::system::error_code, std::string) { *long_ended = true; });
+  auto start = std::chrono::steady_clock::now();
+  auto reply = request_and_wait(this->publisher(), this->subject("nobody"), "short", 300ms);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(reply.ec, boost::asio::error::timed_out);
+  EXPECT_GE(elapsed, 290ms);
+  EXPECT_LT(elapsed, 3s);
+  EXPECT_FALSE(*long_ended) << "the long one is still waiting";
+}
+
 TYPED_TEST(BusConformance, RequestWithNobodyListeningTimesOut) {
   auto reply = request_and_wait(this->publisher(), this->subject("nobody"), "ping", 200ms);
   EXPECT_EQ(reply.ec, boost::asio::error::timed_out);
