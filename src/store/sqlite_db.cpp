@@ -178,18 +178,28 @@ Query Connection::query(const std::string& sql) {
 
 int Connection::changes() const { return sqlite3_changes(db_.get()); }
 
-Transaction::Transaction(Connection& db, Mode mode) : db_(db) {
-  begin_error_ = db_.exec(mode == Mode::write ? "BEGIN IMMEDIATE" : "BEGIN");
+bool Connection::in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
+
+Transaction::Transaction(Connection& db, Mode mode) : db_(db), savepoint_(db.in_transaction()) {
+  if (savepoint_) begin_error_ = db_.query("SAVEPOINT job").run();
+  else begin_error_ = db_.exec(mode == Mode::write ? "BEGIN IMMEDIATE" : "BEGIN");
   open_ = !begin_error_;
 }
 
 Transaction::~Transaction() {
-  if (open_) db_.exec("ROLLBACK");
+  if (!open_) return;
+  if (!savepoint_) {
+    db_.exec("ROLLBACK");
+    return;
+  }
+  // ROLLBACK TO keeps the savepoint open; RELEASE ends it.
+  db_.query("ROLLBACK TO job").run();
+  db_.query("RELEASE job").run();
 }
 
 boost::system::error_code Transaction::commit() {
   if (!open_) return begin_error_ ? begin_error_ : make_error_code(Errc::unavailable);
-  auto ec = db_.exec("COMMIT");
+  auto ec = savepoint_ ? db_.query("RELEASE job").run() : db_.exec("COMMIT");
   // A failed COMMIT (SQLITE_BUSY) leaves the transaction open: the destructor rolls it back.
   open_ = static_cast<bool>(ec);
   return ec;

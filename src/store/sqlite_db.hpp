@@ -75,6 +75,8 @@ class Connection {
   Query query(const std::string& sql);
   // Rows changed by the last INSERT/UPDATE/DELETE.
   int changes() const;
+  // Inside BEGIN … COMMIT.
+  bool in_transaction() const;
 
  private:
   explicit Connection(DbHandle db) : db_(std::move(db)) {}
@@ -86,7 +88,9 @@ class Connection {
 // BEGIN … COMMIT, rolled back when it ends uncommitted (any early return).
 // Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction that
 // upgrades later can fail with SQLITE_BUSY without waiting, when another process
-// writes the same file.
+// writes the same file. Inside an open transaction (the store thread runs
+// waiting jobs in one) it is a savepoint: committed, its statements stay for
+// the outer COMMIT; uncommitted, they are rolled back alone.
 class Transaction {
  public:
   enum class Mode { read, write };
@@ -102,6 +106,7 @@ class Transaction {
   Connection& db_;
   boost::system::error_code begin_error_;
   bool open_ = false;
+  bool savepoint_ = false;
 };
 
 }  // namespace chat::store::sqlite

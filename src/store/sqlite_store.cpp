@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -24,7 +25,10 @@ using sqlite::Connection;
 // ---- the store thread -------------------------------------------------------
 
 struct SqliteStore::Impl {
-  using Job = std::function<void(Connection&)>;
+  // Hands a job's result on once the transaction it ran in ended: `committed`
+  // is that transaction's COMMIT (a job that failed reports its own error).
+  using Finish = std::function<void(error_code committed)>;
+  using Job = std::function<Finish(Connection&)>;
 
   explicit Impl(const config::StoreConfig& cfg)
       : db(sqlite::open_database(cfg.path)), queue(cfg.queue_limit), journal(spill_dir_for(cfg)) {
@@ -36,12 +40,21 @@ struct SqliteStore::Impl {
     thread.join();
   }
 
-  // The jobs in order and, after each, one spilled reply, so the journal drains
-  // even while the queue stays full.
+  // The jobs in order, those waiting together in one transaction, and after
+  // each batch one spilled reply, so the journal drains even while the queue
+  // stays full.
   void run() {
+    std::vector<Job> batch;
     for (;;) {
       if (auto job = queue.pop(until_next_replay())) {
-        (*job)(db);
+        batch.push_back(std::move(*job));
+        while (batch.size() < kMaxBatch) {
+          auto more = queue.try_pop();
+          if (!more) break;
+          batch.push_back(std::move(*more));
+        }
+        run_batch(batch);
+        batch.clear();
       } else if (queue.closed_and_empty()) {
         break;
       }
@@ -49,6 +62,23 @@ struct SqliteStore::Impl {
     }
     // What is left in the journal waits there for the next store on this file.
     release_flush_waiters(make_error_code(Errc::unavailable));
+  }
+
+  // Jobs that waited together share one transaction, each in a savepoint of its
+  // own: one COMMIT, one write of the WAL's pages, for all of them. Their
+  // callers hear after that COMMIT. A batch that cannot begin (another process
+  // holds the file) runs each job in a transaction of its own, as one job does.
+  void run_batch(std::vector<Job>& jobs) {
+    std::vector<Finish> finishes;
+    finishes.reserve(jobs.size());
+    error_code committed;
+    {
+      std::optional<sqlite::Transaction> shared;
+      if (jobs.size() > 1) shared.emplace(db, sqlite::Transaction::Mode::write);
+      for (auto& job : jobs) finishes.push_back(job(db));
+      if (shared && !shared->error()) committed = shared->commit();
+    }
+    for (auto& finish : finishes) finish(committed);
   }
 
   // ---- the spill journal ----
@@ -78,16 +108,21 @@ struct SqliteStore::Impl {
 
   void save_reply(AssistantMessage m, DoneCallback done) {
     auto reply = std::make_shared<const AssistantMessage>(std::move(m));
-    Job job = [reply, done](Connection& conn) { detail::invoke(done, sqlite::save_assistant(conn, *reply)); };
+    Job job = [reply, done](Connection& conn) -> Finish {
+      auto ec = sqlite::save_assistant(conn, *reply);
+      return [done, ec](error_code committed) { detail::invoke(done, ec ? ec : committed); };
+    };
     // No room: the reply waits in the journal instead of being refused.
     if (!queue.try_push(std::move(job))) detail::invoke(done, journal.append(*reply));
   }
 
   // A flush job is done once the journal is empty too.
   void flush(DoneCallback done) {
-    Job job = [this, done](Connection&) {
-      if (journal.empty()) return detail::invoke(done, error_code{});
-      flush_waiters.push_back(done);
+    Job job = [this, done](Connection&) -> Finish {
+      return [this, done](error_code) {
+        if (journal.empty()) return detail::invoke(done, error_code{});
+        flush_waiters.push_back(done);
+      };
     };
     if (!queue.try_push(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded));
   }
@@ -100,20 +135,28 @@ struct SqliteStore::Impl {
   // store thread. A full queue answers Errc::overloaded at once.
   template <class Result, class Body>
   void enqueue(std::function<void(error_code, Result)> done, Body body) {
-    Job job = [done, body = std::move(body)](Connection& conn) mutable {
+    Job job = [done, body = std::move(body)](Connection& conn) mutable -> Finish {
       Result result{};
       auto ec = body(conn, result);
-      detail::invoke(done, ec, ec ? Result{} : std::move(result));
+      return [done, ec, result = std::move(result)](error_code committed) mutable {
+        auto failed = ec ? ec : committed;
+        detail::invoke(done, failed, failed ? Result{} : std::move(result));
+      };
     };
     if (!queue.try_push(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded), Result{});
   }
 
   template <class Body>
   void enqueue(DoneCallback done, Body body) {
-    Job job = [done, body = std::move(body)](Connection& conn) mutable { detail::invoke(done, body(conn)); };
+    Job job = [done, body = std::move(body)](Connection& conn) mutable -> Finish {
+      auto ec = body(conn);
+      return [done, ec](error_code committed) { detail::invoke(done, ec ? ec : committed); };
+    };
     if (!queue.try_push(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded));
   }
 
+  // Jobs in one transaction at most: the first of them waits for the last.
+  static constexpr std::size_t kMaxBatch = 64;
   static constexpr std::chrono::milliseconds kMinReplayBackoff{100};
   static constexpr std::chrono::milliseconds kMaxReplayBackoff{2000};
 

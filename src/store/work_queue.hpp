@@ -40,6 +40,15 @@ class WorkQueue {
     return job;
   }
 
+  // The next job if one is waiting; never waits.
+  std::optional<Job> try_pop() {
+    std::lock_guard lock(mu_);
+    if (jobs_.empty()) return std::nullopt;
+    Job job = std::move(jobs_.front());
+    jobs_.pop_front();
+    return job;
+  }
+
   // Refuses new jobs; the queued ones are still handed out so nothing accepted is dropped.
   void close() {
     {

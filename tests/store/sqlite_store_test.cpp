@@ -1,5 +1,6 @@
 // SqliteStore: the conformance suite on a fresh file per test, plus what only
-// the SQLite store promises (its file, its pragmas, its time encoding).
+// the SQLite store promises (its file, its pragmas, its time encoding, its
+// transactions inside a transaction).
 
 #include "store/sqlite_store.hpp"
 
@@ -7,6 +8,7 @@
 
 #include <filesystem>
 
+#include "store/sqlite_db.hpp"
 #include "store/store_conformance.hpp"
 
 namespace chat::store::test {
@@ -81,6 +83,40 @@ TEST(SqliteStore, TimesAreStoredAsMicrosecondsSinceTheEpoch) {
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(at(0).time_since_epoch()).count();
   EXPECT_EQ(backend.scalar("SELECT created_at FROM messages"), std::to_string(micros));
   EXPECT_EQ(backend.scalar("SELECT last_message_at FROM chat_sessions"), std::to_string(micros));
+}
+
+// The store thread runs jobs that waited together in one transaction; each
+// job's own transaction is then a savepoint that commits with it or rolls back
+// alone.
+TEST(SqliteTransaction, InsideATransactionOneRollsBackAloneAndTheOtherCommitsWithIt) {
+  TempDir dir{"chat-sqlite-tx"};
+  auto db = sqlite::Connection::open((dir.path() / "tx.db").string());
+  ASSERT_FALSE(db.exec("CREATE TABLE t (x TEXT)"));
+  auto count = [&](const std::string& x) {
+    auto q = db.query("SELECT count(*) FROM t WHERE x = ?1");
+    q.bind(x);
+    return q.next() ? q.integer(0) : -1;
+  };
+  {
+    sqlite::Transaction outer(db, sqlite::Transaction::Mode::write);
+    ASSERT_FALSE(outer.error());
+    {
+      sqlite::Transaction kept(db, sqlite::Transaction::Mode::write);
+      ASSERT_FALSE(kept.error());
+      ASSERT_FALSE(db.query("INSERT INTO t VALUES (?1)").bind("kept").run());
+      ASSERT_FALSE(kept.commit());
+    }
+    {
+      sqlite::Transaction dropped(db, sqlite::Transaction::Mode::write);
+      ASSERT_FALSE(dropped.error());
+      ASSERT_FALSE(db.query("INSERT INTO t VALUES (?1)").bind("dropped").run());
+    }  // an early return: not committed
+    EXPECT_TRUE(db.in_transaction()) << "the savepoint's rollback leaves the outer transaction open";
+    ASSERT_FALSE(outer.commit());
+  }
+  EXPECT_FALSE(db.in_transaction());
+  EXPECT_EQ(count("kept"), 1);
+  EXPECT_EQ(count("dropped"), 0);
 }
 
 TEST(SqliteStore, AnUnusablePathFailsTheStart) {

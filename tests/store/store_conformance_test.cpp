@@ -10,6 +10,7 @@
 #include <latch>
 #include <set>
 #include <thread>
+#include <utility>
 
 namespace chat::store::test {
 namespace {
@@ -458,22 +459,35 @@ TEST_P(StoreConformance, ConcurrentWritersStoreEveryMessageExactlyOnce) {
   EXPECT_EQ(backend_->scalar("SELECT count(*) FROM messages"), std::to_string(1 + 3 * kThreads * kPerThread));
 }
 
+// Every store thread held in a callback, so jobs queued meanwhile stay queued
+// and are taken together once it lets go.
+class ParkedStoreThreads {
+ public:
+  ParkedStoreThreads(MessageStore& store, unsigned threads) : parked_(threads) {
+    for (unsigned i = 0; i < threads; ++i) {
+      store.session_owner("any", [this, released = released_](error_code, std::optional<std::string>) {
+        parked_.count_down();
+        released.wait();
+      });
+    }
+    parked_.wait();
+  }
+  ~ParkedStoreThreads() { release(); }
+  void release() {
+    if (!std::exchange(released_once_, true)) release_.set_value();
+  }
+
+ private:
+  std::promise<void> release_;
+  std::shared_future<void> released_ = release_.get_future().share();
+  std::latch parked_;
+  bool released_once_ = false;
+};
+
 TEST_P(StoreConformance, FullQueueAnswersOverloadedAtOnce) {
   constexpr std::size_t kLimit = 3;
   auto small = backend_->open(kLimit);
-  const unsigned threads = backend_->threads();
-
-  // Park every store thread in a callback, so queued jobs stay queued.
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::latch parked(threads);
-  for (unsigned i = 0; i < threads; ++i) {
-    small->session_owner("any", [&, released](error_code, std::optional<std::string>) {
-      parked.count_down();
-      released.wait();
-    });
-  }
-  parked.wait();
+  ParkedStoreThreads parked(*small, backend_->threads());
 
   std::atomic<int> completed{0};
   for (std::size_t i = 0; i < kLimit; ++i) small->flush([&](error_code ec) { completed += ec ? 0 : 1; });
@@ -491,13 +505,56 @@ TEST_P(StoreConformance, FullQueueAnswersOverloadedAtOnce) {
   EXPECT_EQ(overflow, Errc::overloaded);
   EXPECT_EQ(answered_on, caller);
 
-  release.set_value();
+  parked.release();
   // Every job that found room still runs.
   auto deadline = std::chrono::steady_clock::now() + kCallbackTimeout;
   while (completed.load() < static_cast<int>(kLimit) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(completed.load(), static_cast<int>(kLimit));
   EXPECT_FALSE(Sync(*small).flush());
+}
+
+// Jobs that waited together (a store may run them in one transaction) each
+// get their own answer: one that fails changes nothing and fails no other.
+TEST_P(StoreConformance, JobsQueuedTogetherEachGetTheirOwnAnswer) {
+  ASSERT_FALSE(sync().accept(user_message("bobs", "bob", "b1", "mine", at(0))).first);
+  std::vector<std::pair<std::string, std::future<error_code>>> answers;
+  auto expect = [&](std::string what, auto start) {
+    auto promise = std::make_shared<std::promise<error_code>>();
+    answers.emplace_back(std::move(what), promise->get_future());
+    start([promise](error_code ec) { promise->set_value(ec); });
+  };
+  {
+    ParkedStoreThreads parked(store(), backend_->threads());
+    for (int i = 0; i < 4; ++i) {
+      auto session = "s" + std::to_string(i);
+      expect(session, [&](auto cb) {
+        store().accept_user_message(user_message(session, "alice", session + "-u", "hi", at(1 + i)), 20,
+                                    [cb](error_code ec, std::vector<protocol::HistoryEntry>) { cb(ec); });
+      });
+      if (i == 1) {
+        expect("intruder", [&](auto cb) {
+          store().accept_user_message(user_message("bobs", "alice", "intruder", "let me in", at(10)), 20,
+                                      [cb](error_code ec, std::vector<protocol::HistoryEntry>) { cb(ec); });
+        });
+        expect("orphan reply", [&](auto cb) { store().save_assistant_message(reply("nowhere", "o1", "x", at(11)), cb); });
+        expect("missing discard", [&](auto cb) { store().discard_message("missing", cb); });
+      }
+    }
+    expect("reply", [&](auto cb) { store().save_assistant_message(reply("s0", "s0-a", "hello", at(20)), cb); });
+  }
+  for (auto& [what, answer] : answers) {
+    ASSERT_EQ(answer.wait_for(kCallbackTimeout), std::future_status::ready) << what;
+    auto ec = answer.get();
+    if (what == "intruder") EXPECT_EQ(ec, Errc::forbidden) << what;
+    else if (what == "orphan reply" || what == "missing discard") EXPECT_EQ(ec, Errc::not_found) << what;
+    else EXPECT_FALSE(ec) << what << ": " << ec.message();
+  }
+  EXPECT_EQ(all_ids(sync(), "s0", "alice", 10), (std::vector<std::string>{"s0-u", "s0-a"}));
+  for (int i = 1; i < 4; ++i) EXPECT_EQ(all_ids(sync(), "s" + std::to_string(i), "alice", 10).size(), 1u);
+  EXPECT_EQ(all_ids(sync(), "bobs", "bob", 10), (std::vector<std::string>{"b1"}));
+  EXPECT_EQ(backend_->scalar("SELECT count(*) FROM messages"), "6");
+  EXPECT_EQ(backend_->scalar("SELECT count(*) FROM chat_sessions"), "5");
 }
 
 TEST_P(StoreConformance, CallbacksRunOnAStoreThread) {
