@@ -67,18 +67,23 @@ struct SqliteStore::Impl {
   // Jobs that waited together share one transaction, each in a savepoint of its
   // own: one COMMIT, one write of the WAL's pages, for all of them. Their
   // callers hear after that COMMIT. A batch that cannot begin (another process
-  // holds the file) runs each job in a transaction of its own, as one job does.
+  // holds the file) runs each job in a transaction of its own, as one job does;
+  // so do the jobs after one whose error made SQLite roll the whole transaction
+  // back (an I/O error, a full disk), and only those before it share its fate.
   void run_batch(std::vector<Job>& jobs) {
-    std::vector<Finish> finishes;
+    std::vector<std::pair<Finish, bool>> finishes;  // and whether it ran in the shared transaction
     finishes.reserve(jobs.size());
     error_code committed;
     {
       std::optional<sqlite::Transaction> shared;
       if (jobs.size() > 1) shared.emplace(db, sqlite::Transaction::Mode::write);
-      for (auto& job : jobs) finishes.push_back(job(db));
+      for (auto& job : jobs) {
+        const bool in_shared = shared && !shared->error() && db.in_transaction();
+        finishes.emplace_back(job(db), in_shared);
+      }
       if (shared && !shared->error()) committed = shared->commit();
     }
-    for (auto& finish : finishes) finish(committed);
+    for (auto& [finish, in_shared] : finishes) finish(in_shared ? committed : error_code{});
   }
 
   // ---- the spill journal ----
