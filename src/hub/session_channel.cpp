@@ -59,8 +59,18 @@ bool Member::needs_reset(const std::string& message_id, std::int64_t position,
   return true;
 }
 
+bool Member::joins_midway(const std::string& message_id, std::int64_t position) {
+  auto* r = resume();
+  if (!r || r->resumed_at || position <= 0) return false;
+  auto it = progress->sent.find(message_id);
+  if (it != progress->sent.end() && it->second != kNotAChunk) return false;  // it follows the reply already
+  record(message_id, kChunksSkipped);
+  return true;
+}
+
 void Member::take(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
                   std::vector<sse::Frame>& out) {
+  if (joins_midway(message_id, position)) return;
   if (needs_reset(message_id, position, frame->origin))
     out.push_back(sse::reset_frame(stream->session_id(), "reply_resent", message_id));
   if (admit(message_id, position)) out.push_back(frame);

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,10 @@ using sse::ResumeCursor;
 // Where a frame stands in its reply: a chunk id (0, 1, ...) or one of these.
 inline constexpr std::int64_t kNotAChunk = -1;  // a notice about the reply (an error, a delay)
 inline constexpr std::int64_t kReplyEnd = -2;   // message_complete: nothing of the reply follows
+// Recorded for a reply a stream joined in its middle: none of its chunks go
+// to that stream, its message_complete does (the client then reloads the
+// history, which has the reply).
+inline constexpr std::int64_t kChunksSkipped = std::numeric_limits<std::int64_t>::max();
 
 struct Backlog {
   std::string message_id;
@@ -97,7 +102,13 @@ struct Member {
   // here (`position`, made at `origin`) must be preceded by a reset. If so the
   // reply starts over for this stream.
   bool needs_reset(const std::string& message_id, std::int64_t position, std::chrono::system_clock::time_point origin);
-  // admit(), after the reset needs_reset asks for; appends what to send.
+  // Whether the frame would begin a reply in its middle for a stream whose
+  // client started over from the history (its resume failed). If so none of
+  // that reply's chunks go to it (kChunksSkipped): its end tells the client to
+  // look in the history, which has the reply once it is stored.
+  bool joins_midway(const std::string& message_id, std::int64_t position);
+  // admit(), after the reset needs_reset asks for, unless the frame joins
+  // midway; appends what to send.
   void take(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
             std::vector<sse::Frame>& out);
 

@@ -578,7 +578,7 @@ class EventSourceClient(threading.Thread):
             self.last_event_id = ev.id
         if ev.event == "ping":
             return
-        reload = False
+        reload, wanted = False, None
         with self.lock:
             self.activity.append(t)
             try:
@@ -592,9 +592,14 @@ class EventSourceClient(threading.Thread):
             elif ev.event == "chunk":
                 self._chunk(ev, d, t)
             elif ev.event == "message_complete":
-                v = self.view(d.get("message_id"))
+                mid = d.get("message_id")
+                v = self.view(mid)
                 v.statuses.append(d.get("status"))
-                if not v.completed:
+                if not v.completed and v.next_id == 0:
+                    # The end of a reply none of whose chunks came here (a stream
+                    # whose resume failed gets no reply from its middle).
+                    wanted = mid
+                elif not v.completed:
                     v.completed = True
                     v.final_text = v.text
                     v.completed_at = t
@@ -615,6 +620,8 @@ class EventSourceClient(threading.Thread):
                 pass
         if reload:
             self._reload()
+        if wanted:
+            self._take_from_history(wanted)
 
     def _chunk(self, ev, d, t):
         mid, cid = d.get("message_id"), d.get("chunk_id")
@@ -649,16 +656,43 @@ class EventSourceClient(threading.Thread):
     def _reload(self):
         """A reset without message_id: the page reloads the session's history."""
         self.reloads += 1
+        msgs = self._history()
+        stored = {m["message_id"]: m for m in (msgs or []) if m.get("role") == "assistant"}
+        with self.lock:
+            self._apply_history(stored)
+
+    def _history(self, until=lambda msgs: True):
+        """The session's messages (None if the server did not answer for 60 s); asked again
+        every 500 ms, at most 10 times, while `until` is false (the page's STORED_REPLY_TRIES)."""
         deadline = time.monotonic() + 60.0
-        msgs = None
-        while msgs is None and time.monotonic() < deadline and not self.stop_event.is_set():
+        msgs, tries = None, 0
+        while time.monotonic() < deadline and not self.stop_event.is_set():
             try:
                 msgs = load_history(self.port, self.session.sid, self.session.uid)
             except (OSError, EOFError, AssertionError, IOError):
                 time.sleep(0.5)
-        stored = {m["message_id"]: m for m in (msgs or []) if m.get("role") == "assistant"}
+                continue
+            tries += 1
+            if until(msgs) or tries >= 10:
+                break
+            time.sleep(0.5)
+        return msgs
+
+    def _take_from_history(self, mid):
+        """The end of a reply none of whose chunks came here: the page takes its text from
+        the history (it is stored a moment after its end)."""
+        msgs = self._history(lambda msgs: any(m.get("message_id") == mid for m in msgs))
+        row = next((m for m in (msgs or []) if m.get("message_id") == mid), None)
         with self.lock:
-            self._apply_history(stored)
+            if row is None:
+                self._note("end of %s: not in the history" % mid)
+                return
+            v = self.view(mid)
+            v.completed = True
+            v.final_text = row.get("content") or ""
+            v.completed_at = time.monotonic()
+            v.reloaded = True
+            self._note("end of %s: text from the history" % mid)
 
     def _apply_history(self, stored):
         for mid in list(self.views):

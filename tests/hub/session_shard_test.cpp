@@ -360,6 +360,26 @@ TEST_F(LogShardTest, AFailedLogReadSaysSoInsteadOfGoingSilent) {
   EXPECT_NE(s->frames().front()->find("resume_unavailable"), std::string::npos);
 }
 
+// Found by a chaos run: the log read for a resume failed, the client started
+// over from the history, and the frames that had waited during the read went
+// out, from chunk 7 of a reply the client never saw begin.
+TEST_F(LogShardTest, AfterAFailedLogReadNoReplyStartsInItsMiddle) {
+  auto s = stream("s1", sse::ResumeCursor{"m0", 3});
+  shard.on_chunk(chunk("s1", "m1", 7), false);  // m1 began on the old pod
+  now += 6s;
+  shard.check_gaps();  // chunks 0 to 6 are given up: chunk 7 waits for the stream
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, std::nullopt);
+  shard.on_chunk(chunk("s1", "m1", 8, true), false);
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  shard.on_chunk(chunk("s1", "m2", 1, true), false);
+  ASSERT_FALSE(s->frames().empty());
+  EXPECT_NE(s->frames().front()->find("resume_unavailable"), std::string::npos);
+  EXPECT_EQ(s->chunk_ids(), (Events{"m2:0", "m2:1"})) << "m1 is left to the history, m2 goes whole";
+  auto events = s->events();
+  EXPECT_EQ(std::count(events.begin(), events.end(), "message_complete"), 2)
+      << "m1's end still goes: it sends the client to the history";
+}
+
 TEST_F(LogShardTest, FillingFromTheLogFeedsRunningRepliesButNotOldFinishedOnes) {
   auto s = stream("s1");
   std::vector<protocol::ResponseChunk> log{chunk("s1", "old", 0, true), chunk("s1", "m1", 0), chunk("s1", "m1", 1)};
