@@ -541,7 +541,8 @@ TEST_P(StoreConformance, JobsQueuedTogetherEachGetTheirOwnAnswer) {
         expect("missing discard", [&](auto cb) { store().discard_message("missing", cb); });
       }
     }
-    expect("reply", [&](auto cb) { store().save_assistant_message(reply("s0", "s0-a", "hello", at(20)), cb); });
+    // To a session stored before: a pool may run the jobs queued here in any order.
+    expect("reply", [&](auto cb) { store().save_assistant_message(reply("bobs", "b2", "hello", at(20)), cb); });
   }
   for (auto& [what, answer] : answers) {
     ASSERT_EQ(answer.wait_for(kCallbackTimeout), std::future_status::ready) << what;
@@ -550,9 +551,8 @@ TEST_P(StoreConformance, JobsQueuedTogetherEachGetTheirOwnAnswer) {
     else if (what == "orphan reply" || what == "missing discard") EXPECT_EQ(ec, Errc::not_found) << what;
     else EXPECT_FALSE(ec) << what << ": " << ec.message();
   }
-  EXPECT_EQ(all_ids(sync(), "s0", "alice", 10), (std::vector<std::string>{"s0-u", "s0-a"}));
-  for (int i = 1; i < 4; ++i) EXPECT_EQ(all_ids(sync(), "s" + std::to_string(i), "alice", 10).size(), 1u);
-  EXPECT_EQ(all_ids(sync(), "bobs", "bob", 10), (std::vector<std::string>{"b1"}));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(all_ids(sync(), "s" + std::to_string(i), "alice", 10).size(), 1u);
+  EXPECT_EQ(all_ids(sync(), "bobs", "bob", 10), (std::vector<std::string>{"b1", "b2"}));
   EXPECT_EQ(backend_->scalar("SELECT count(*) FROM messages"), "6");
   EXPECT_EQ(backend_->scalar("SELECT count(*) FROM chat_sessions"), "5");
 }
