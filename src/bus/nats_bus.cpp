@@ -9,6 +9,7 @@
 
 #include <charconv>
 #include <climits>
+#include <functional>
 #include <future>
 #include <mutex>
 
@@ -29,6 +30,9 @@ struct NatsBus::ConnectionEvents {
   std::string name;
   std::atomic<bool> connected{false};
   std::atomic<bool> closing{false};  // our own close: expected, not worth a warning
+  std::atomic<std::uint64_t> reconnects{0};
+  // Set before connecting; runs on nats.c's event thread when the server is lost.
+  std::function<void()> lost;
   std::promise<void> closed;
 };
 
@@ -56,12 +60,15 @@ void on_connected(natsConnection*, void* closure) {
 void on_disconnected(natsConnection*, void* closure) {
   auto* events = static_cast<Events*>(closure);
   events->connected = false;
-  if (!events->closing) log::warn("nats_disconnected", {{"bus", events->name}, {"retrying", true}});
+  if (events->closing) return;
+  log::warn("nats_disconnected", {{"bus", events->name}, {"retrying", true}});
+  events->lost();
 }
 
 void on_reconnected(natsConnection*, void* closure) {
   auto* events = static_cast<Events*>(closure);
   events->connected = true;
+  events->reconnects.fetch_add(1);
   log::info("nats_reconnected", {{"bus", events->name}});
 }
 
@@ -279,6 +286,9 @@ NatsBus::NatsBus(const config::NatsConfig& config, std::string name)
       retirement_(std::make_shared<Retirement>()) {
   retirement_->bus = this;
   events_->name = name_;
+  // A request's reply cannot come once the server is gone (it was lost with
+  // the connection, or never sent): its caller hears so now, not at its timeout.
+  events_->lost = [this] { asio::post(io_, [this] { fail_pending(asio::error::not_connected); }); };
   connect(config);
   try {
     inbox_ = subscribe(inbox_prefix_ + "*", {}, [this](const Message& m) { on_inbox_message(m); });
@@ -383,18 +393,15 @@ void NatsBus::stop_bus_thread() {
   asio::post(io_, [this] {
     retire_stopped_ = true;
     retire_timer_.cancel();
-    for (auto& [token, p] : pending_) {
-      p.timer->cancel();
-      p.done(asio::error::operation_aborted, {});
-    }
-    pending_.clear();
+    fail_pending(asio::error::operation_aborted);
   });
   work_.reset();
   thread_.join();
 }
 
 ComponentStatus NatsBus::status() const {
-  return {"nats", false, events_->connected, publish_failures_.load(std::memory_order_relaxed), 0};
+  return {"nats", false, events_->connected, publish_failures_.load(std::memory_order_relaxed), 0,
+          events_->reconnects.load()};
 }
 
 void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
@@ -490,6 +497,15 @@ void NatsBus::complete_request(std::uint64_t token, error_code ec, std::string r
   pending_.erase(it);
   request.timer->cancel();
   request.done(ec, std::move(reply));
+}
+
+void NatsBus::fail_pending(error_code ec) {
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [token, p] : pending) {
+    p.timer->cancel();
+    p.done(ec, {});
+  }
 }
 
 void NatsBus::on_inbox_message(const Message& m) {

@@ -105,6 +105,8 @@ class NatsBus final : public MessageBus {
   void start_request(std::uint64_t token, std::string subject, std::string payload, Headers headers,
                      std::chrono::milliseconds timeout, ReplyCallback done);
   void complete_request(std::uint64_t token, boost::system::error_code ec, std::string reply);
+  // Ends every request waiting for a reply with `ec`; bus thread only.
+  void fail_pending(boost::system::error_code ec);
   void on_inbox_message(const Message& m);
   void complete(PublishCallback done, boost::system::error_code ec);
   void close_connection();

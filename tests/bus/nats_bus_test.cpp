@@ -65,6 +65,39 @@ TEST(NatsBus, ReconnectsToRestartedServerAndKeepsSubscriptions) {
   EXPECT_FALSE(publish_and_wait(publisher, "chat.pod.p1.response", "x"));
 }
 
+// Its reply was lost with the connection: the caller hears so when the server
+// goes, not a minute later at the request's timeout.
+TEST(NatsBus, ARequestWaitingForItsReplyEndsWhenTheServerIsLost) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus bus(fast_reconnect(server.nats_url()), "lost-test");
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+  Collector silent;
+  auto sub = bus.subscribe("chat.pod.p1.health", {}, silent.handler());
+  ASSERT_TRUE(sync(bus));
+  std::promise<boost::system::error_code> done;
+  bus.request("chat.pod.p1.health", "", 60s, [&](boost::system::error_code ec, std::string) { done.set_value(ec); });
+  ASSERT_TRUE(silent.wait_for(1));
+
+  server.stop();
+  auto result = done.get_future();
+  ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(result.get(), boost::asio::error::not_connected);
+}
+
+TEST(NatsBus, CountsItsReconnects) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus bus(fast_reconnect(server.nats_url()), "count-test");
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+  EXPECT_EQ(bus.status().reconnects, 0u);
+  for (std::uint64_t round = 1; round <= 2; ++round) {
+    server.stop();
+    ASSERT_TRUE(eventually([&] { return !bus.connected(); }));
+    server.start();
+    ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+    EXPECT_EQ(bus.status().reconnects, round);
+  }
+}
+
 TEST(NatsBus, StartsWithoutServerAndConnectsWhenItAppears) {
   auto port = free_port();
   bus::NatsBus bus(fast_reconnect("nats://127.0.0.1:" + std::to_string(port)), "late-test");
