@@ -140,6 +140,13 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
   return stalled;
 }
 
+void BufferManager::ask_again_now() {
+  for (auto& [id, b] : buffers_) {
+    b.replay_requested_at.reset();
+    b.replays_requested = 0;
+  }
+}
+
 std::vector<BufferManager::Delay> BufferManager::newly_delayed(SteadyTime now, std::chrono::milliseconds after,
                                                                const std::function<bool(const std::string&)>& watched) {
   std::vector<Delay> out;

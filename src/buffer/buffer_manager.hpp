@@ -106,6 +106,10 @@ class BufferManager {
       SteadyTime now, std::chrono::milliseconds after, std::chrono::milliseconds every,
       const std::function<bool(const std::string& session_id)>& watched);
 
+  // What was sent meanwhile may be lost (the bus lost its server): the next
+  // stalled() asks about every waiting reply at once, its back-off started over.
+  void ask_again_now();
+
   // A watched reply that has waited `after` for its next chunk (a gap, no
   // chunk after the last one, or nothing at all yet): reported once per wait,
   // so streams can say so at once instead of going silent until the

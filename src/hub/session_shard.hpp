@@ -42,6 +42,10 @@ struct ShardHandlers {
   // answered by resume_from_log().
   std::function<void(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor)>
       catch_up_wanted;
+  // How many times the bus has connected again after losing its server (0
+  // without one): chunks sent to this pod while it was away are lost, so a
+  // change asks about every waiting reply at once instead of after its back-off.
+  std::function<std::uint64_t()> bus_reconnects;
 };
 
 // Read from any thread (health, capacity checks, metrics); written by the shard only.
@@ -135,6 +139,7 @@ class SessionShard {
   // idle stream: short keys and no cached hash keep it in a 96-byte block.
   std::unordered_map<ShortString, Channel, StringKeyHash, StringKeyEqual> channels_;
   std::size_t heartbeat_slice_ = 0;
+  std::uint64_t bus_reconnects_seen_ = 0;
   std::vector<buffer::Event> events_;  // scratch, reused
   // Finished replies kept for resume, oldest first, within a byte budget.
   std::deque<std::pair<std::string, std::string>> finished_order_;  // (session, message)

@@ -41,7 +41,8 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                                 request_replay(session_id, message_id);
                               },
                               [this](const std::string& session_id, const std::string& stream_id,
-                                     const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); }}),
+                                     const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); },
+                              [this] { return bus_.status().reconnects; }}),
       traces_(options_.tracer) {}
 
 Pod::~Pod() {

@@ -42,7 +42,8 @@ struct HubTest : ::testing::Test {
                                  finished.push_back(m.message_id);
                                },
                                [](const std::string&, const std::string&) {},
-                               [](const std::string&, const std::string&, const sse::ResumeCursor&) {}}};
+                               [](const std::string&, const std::string&, const sse::ResumeCursor&) {},
+                               [] { return std::uint64_t{0}; }}};
   std::vector<std::thread> threads;
 
   void SetUp() override {

@@ -37,12 +37,14 @@ struct ShardTest : ::testing::Test {
   std::vector<buffer::FinishedMessage> finished;
   std::vector<std::pair<std::string, std::string>> replays;
   std::vector<std::pair<std::string, sse::ResumeCursor>> catch_ups;  // (stream id, cursor)
+  std::uint64_t bus_reconnects = 0;
   SessionShard shard{options,
                      ShardHandlers{[this](buffer::FinishedMessage m) { finished.push_back(std::move(m)); },
                                    [this](const std::string& s, const std::string& m) { replays.emplace_back(s, m); },
                                    [this](const std::string&, const std::string& stream, const sse::ResumeCursor& c) {
                                      catch_ups.emplace_back(stream, c);
-                                   }},
+                                   },
+                                   [this] { return bus_reconnects; }},
                      [this] { return now; }};
 
   std::shared_ptr<RecordingSink> stream(const std::string& session, std::optional<sse::ResumeCursor> cursor = {}) {
@@ -149,6 +151,29 @@ TEST_F(ShardTest, AStalledGapAsksTheWorkersForThatReply) {
   now += options.replay_after;
   shard.check_gaps();
   EXPECT_EQ(replays, (std::vector<std::pair<std::string, std::string>>{{"s1", "m1"}}));
+}
+
+// Chunks sent while the bus was away are lost: a reply silent since then is
+// asked about at the next check, not after its back-off.
+TEST_F(ShardTest, AfterTheBusReconnectsASilentReplyIsAskedAboutAtOnce) {
+  stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  replays.clear();
+  now += options.replay_after;
+  shard.check_gaps();
+  const std::vector<std::pair<std::string, std::string>> asked{{"s1", "m1"}};
+  EXPECT_EQ(replays, asked);
+  replays.clear();
+  now += options.replay_after;
+  shard.check_gaps();
+  EXPECT_TRUE(replays.empty()) << "a silent reply's asks back off";
+
+  ++bus_reconnects;
+  shard.check_gaps();
+  EXPECT_EQ(replays, asked);
+  replays.clear();
+  shard.check_gaps();
+  EXPECT_TRUE(replays.empty()) << "once per reconnect";
 }
 
 TEST_F(ShardTest, OwedCountsWhatAStreamOrTheStoreWaitsFor) {
