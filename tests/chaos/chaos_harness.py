@@ -1029,22 +1029,23 @@ def _percentile(values, q):
 
 
 def longest_silence(activity, intervals):
-    """The longest stretch inside any interval [a, b] without an activity time."""
+    """The longest stretch inside any interval [a, b, tag] without an activity time, as
+    (length, (start, end, tag))."""
     best, where = 0.0, None
     acts = sorted(activity)
     import bisect
-    for a, b in intervals:
+    for a, b, tag in intervals:
         if b <= a:
             continue
         i = bisect.bisect_right(acts, a)
         prev = a
         while i < len(acts) and acts[i] < b:
             if acts[i] - prev > best:
-                best, where = acts[i] - prev, (prev, acts[i])
+                best, where = acts[i] - prev, (prev, acts[i], tag)
             prev = acts[i]
             i += 1
         if b - prev > best:
-            best, where = b - prev, (prev, b)
+            best, where = b - prev, (prev, b, tag)
     return best, where
 
 
@@ -1121,7 +1122,7 @@ class ChaosReport:
                     v = c.views.get(chat.mid)
                     row = self.stored.get(chat.mid)
                     done_at = v.completed_at if v and v.completed else end
-                    intervals.append((chat.accepted_at, min(done_at, end)))
+                    intervals.append((chat.accepted_at, min(done_at, end), chat))
                     if v and v.completed and v.completed_at:
                         latencies.append(v.completed_at - chat.accepted_at)
                     if row is None:
@@ -1212,13 +1213,16 @@ class ChaosReport:
         silence, label, where = longest
         if not where:
             return ""
-        a, b = where
+        a, b, chat = where
         notes = [(t, text) for t, text in self.run.cluster.events if a - 15 <= t <= b + 2]
         client = next((c for s in self.run.sessions for c in s.clients if c.label == label), None)
         clog = [(t, w) for t, w in (client.log if client else []) if a - 5 <= t <= b + 2]
-        lines = ["longest silence %.1fs on %s, %.1fs..%.1fs after start" % (silence, label, a - _T0, b - _T0)]
+        lines = ["longest silence %.1fs on %s, %.1fs..%.1fs after start, waiting for %s (accepted %.1fs)"
+                 % (silence, label, a - _T0, b - _T0, chat.mid, chat.accepted_at - _T0)]
         lines += ["  cluster %.1fs: %s" % (t - _T0, text) for t, text in notes]
         lines += ["  client  %.1fs: %s" % (t - _T0, text) for t, text in clog]
+        # What the pods and workers logged about that reply: which of the waits made the silence.
+        lines += ["  log     " + line for line in self.run.cluster.grep_logs(chat.mid, limit=40)]
         return "\n".join(lines)
 
     def failed(self):

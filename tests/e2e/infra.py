@@ -1091,14 +1091,18 @@ START_LIMIT = 20.0  # a start-up error ends the program well within this
 def run_to_exit(program, env):
     """Runs chatd ("pod") or chat-worker with `env`; returns (exit code or None, output)."""
     if program == "pod":
-        args, full_env = [harness.chatd_bin()], PodServer("pod-refused", env=env).build_env(free_port())
+        child = PodServer("pod-refused", env=env)
+        args, full_env = [harness.chatd_bin()], child.build_env(free_port())
     else:
-        args, full_env = [worker_bin()], WorkerProcess(env=env).build_env()
+        child = WorkerProcess(env=env)
+        args, full_env = [worker_bin()], child.build_env()
     try:
         p = subprocess.run(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL, timeout=START_LIMIT)
     except subprocess.TimeoutExpired as e:
         return None, (e.output or b"").decode(errors="replace")
+    finally:
+        child.cleanup()  # never spawned: removes its temp dir
     return p.returncode, p.stdout.decode(errors="replace")
 
 

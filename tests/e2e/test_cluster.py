@@ -365,6 +365,7 @@ class ClusterUpFailureTest(ClusterScriptCase):
         # fail, as a checkout under /root does. Not root: an initdb that fails stands in for it.
         closed = tempfile.mkdtemp(prefix="chatd-e2e-cluster-closed-")  # 0700, ours
         self.addCleanup(shutil.rmtree, closed, True)
+        os.rmdir(self.run_dir)  # setUp's, unused here
         self.run_dir = os.path.join(closed, "run")
         self.env["CLUSTER_DIR"] = self.run_dir
         if os.geteuid() != 0:

@@ -7,6 +7,7 @@ Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_in
 """
 
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -107,6 +108,7 @@ class NatsMutualTlsTest(ClusterTestCase, RefusalChecks):
     @classmethod
     def tearDownClass(cls):
         cls.cluster.cleanup()
+        shutil.rmtree(cls.certs_dir, ignore_errors=True)
 
     def env(self, **settings):
         e = {"NATS_URL": self.cluster.nats.url}
