@@ -203,6 +203,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
       // again from its start, and the client is told so.
       if (r < at && r->finished && r->last_entry < at->first_entry) {
         member->record(r->message_id, kReplyEnd);
+        store_logged(*r);  // the client's old pod may have died holding its end
         continue;
       }
       member->stream->send(sse::reset_frame(session_id, "reply_resent", r->message_id));
@@ -213,10 +214,17 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
       continue;
     }
     send_logged_reply(*member, *r);
-    if (!buffers_.finished_here(r->message_id) && !buffers_.has(r->message_id)) handlers_.reply_finished(r->to_finished());
+    store_logged(*r);
   }
   process_events();
   finish_catch_up(it->second, *member);
+}
+
+// A finished reply read from the log is stored (insert if absent) unless this
+// pod finishes or finished it itself: the pod that accepted it may be gone.
+void SessionShard::store_logged(const LoggedReply& reply) {
+  if (!buffers_.finished_here(reply.message_id) && !buffers_.has(reply.message_id))
+    handlers_.reply_finished(reply.to_finished());
 }
 
 // A finished reply from the log, to one stream only: the others of the session

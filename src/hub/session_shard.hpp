@@ -119,6 +119,7 @@ class SessionShard {
   void deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,
                const sse::Frame& frame);
   void send_logged_reply(Member& member, const LoggedReply& reply);
+  void store_logged(const LoggedReply& reply);
   void finish_catch_up(Channel& channel, Member& member);
   void trim_retained();
   void remember_expired(const std::string& message_id);
