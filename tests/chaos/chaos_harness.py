@@ -603,6 +603,7 @@ class EventSourceClient(threading.Thread):
                     v.completed = True
                     v.final_text = v.text
                     v.completed_at = t
+                    self._note("end of %s after chunk %d" % (mid, v.next_id - 1))
             elif ev.event == "error":
                 v = self.view(d.get("message_id"))
                 v.errors.append(d.get("code"))
@@ -628,6 +629,7 @@ class EventSourceClient(threading.Thread):
         v = self.view(mid)
         if v.first_at is None:
             v.first_at = t
+            self._note("first chunk of %s: %s" % (mid, cid))
         if ev.id != "%s:%s" % (mid, cid):
             self._note("chunk id field %r for %s:%s" % (ev.id, mid, cid))
         attempt = d.get("attempt", 1)
@@ -1216,13 +1218,14 @@ class ChaosReport:
         a, b, chat = where
         notes = [(t, text) for t, text in self.run.cluster.events if a - 15 <= t <= b + 2]
         client = next((c for s in self.run.sessions for c in s.clients if c.label == label), None)
-        clog = [(t, w) for t, w in (client.log if client else []) if a - 5 <= t <= b + 2]
+        clog = [(t, w) for t, w in (client.log if client else []) if a - 5 <= t <= b + 2 or chat.mid in w]
         lines = ["longest silence %.1fs on %s, %.1fs..%.1fs after start, waiting for %s (accepted %.1fs)"
                  % (silence, label, a - _T0, b - _T0, chat.mid, chat.accepted_at - _T0)]
         lines += ["  cluster %.1fs: %s" % (t - _T0, text) for t, text in notes]
         lines += ["  client  %.1fs: %s" % (t - _T0, text) for t, text in clog]
         # What the pods and workers logged about that reply: which of the waits made the silence.
         lines += ["  log     " + line for line in self.run.cluster.grep_logs(chat.mid, limit=40)]
+        lines += ["  log     " + line for line in self.run.cluster.grep_logs(chat.sid, limit=60) if chat.mid not in line]
         return "\n".join(lines)
 
     def failed(self):
