@@ -102,6 +102,25 @@ TYPED_TEST(ChunkLogConformance, ManyEntriesReadBackWhole) {
   EXPECT_EQ(read(this->impl_.log(1), this->session_, "m1"), want);
 }
 
+// A long chat at chat pace: every chunk its own entry, many replies in one session.
+TYPED_TEST(ChunkLogConformance, ASessionOfThousandsOfEntriesReadsBackWhole) {
+  auto& writer = this->impl_.log(0);
+  const std::string filler(200, 'x');
+  std::vector<std::string> want;
+  for (int m = 0; m < 20; ++m) {
+    auto message = "m" + std::to_string(m);
+    for (int i = 0; i < 120; ++i) {
+      want.push_back("{\"m\":" + std::to_string(m) + ",\"chunk_id\":" + std::to_string(i) + ",\"t\":\"" + filler + "\"}");
+      writer.append(this->session_, message, message + ":1:" + std::to_string(i), {want.back()});
+    }
+  }
+  ASSERT_FALSE(append(writer, this->session_, "end", "end:1:0", {"end"}));
+  want.push_back("end");
+  auto got = read(this->impl_.log(1), this->session_);
+  EXPECT_EQ(got.size(), want.size());
+  EXPECT_EQ(got, want);
+}
+
 TEST(MemoryChunkLog, OldEntriesLeaveByAgeAndSize) {
   boost::asio::io_context io;
   bus::MemoryChunkLog by_size(io.get_executor(), std::chrono::minutes(10), 10);
