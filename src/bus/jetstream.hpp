@@ -53,8 +53,11 @@ class JetStream {
   // server acknowledged it, or with not_connected / timed_out / the server's error.
   void publish(const std::string& subject, const std::string& payload, const std::string& msg_id, Headers headers,
                PublishCallback done);
-  // Runs a blocking JetStream call off the event loops, in order.
+  // Runs a blocking JetStream call off the event loops, in order. The
+  // destructor waits for the calls still queued: a long one should check
+  // stopping() and give up.
   void run_blocking(std::function<void()> fn);
+  bool stopping() const { return stopping_.load(); }
 
   jsCtx* context() const { return js_; }
   NatsBus& bus() { return bus_; }

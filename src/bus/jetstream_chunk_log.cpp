@@ -2,6 +2,8 @@
 
 #include <boost/asio/error.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
 #include <string_view>
 
@@ -16,6 +18,9 @@ namespace {
 // A reply is far below this; a session's log within the retention window too.
 constexpr std::size_t kMaxPayloads = 200'000;
 constexpr std::int64_t kNextWaitMs = 2'000;
+// A read holds the JetStream thread, which the other reads (and a pod's
+// shutdown) queue behind: past this it fails, and the reader asks again later.
+constexpr std::chrono::seconds kReadLimit{5};
 
 // Whether the log holds anything on `subject`, in one request: reading takes a
 // consumer made and deleted on the server, and most reads find nothing (a pod
@@ -95,9 +100,13 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
   // The server pushes at once: what it already sent counts as well as what it has not.
   std::uint64_t pending = info->NumPending + info->Delivered.Consumer;
   jsConsumerInfo_Destroy(info);
+  const auto deadline = std::chrono::steady_clock::now() + kReadLimit;
   while (pending > 0 && out.size() < kMaxPayloads) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return asio::error::timed_out;
+    if (jetstream.stopping()) return asio::error::operation_aborted;
     natsMsg* m = nullptr;
-    s = natsSubscription_NextMsg(&m, consumer.sub.get(), kNextWaitMs);
+    s = natsSubscription_NextMsg(&m, consumer.sub.get(), std::min<std::int64_t>(kNextWaitMs, left.count()));
     if (s != NATS_OK) return to_error_code(s);
     NatsMsgPtr msg(m);
     add_payloads({natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))}, out);
@@ -125,11 +134,16 @@ void JetStreamChunkLog::append(const std::string& session_id, const std::string&
 
 void JetStreamChunkLog::read(const std::string& session_id, const std::string& message_id, LogReadCallback done) {
   auto subject = "chat.log." + session_id + "." + (message_id.empty() ? std::string("*") : message_id);
-  js_.run_blocking([this, subject = std::move(subject), done = std::move(done)]() mutable {
+  // Holds the JetStream, not this log: a read still queued when the log goes
+  // runs (and gives up) while the JetStream stops.
+  js_.run_blocking([&js = js_, subject = std::move(subject), done = std::move(done)]() mutable {
     std::vector<std::string> out;
-    error_code ec = js_.ready() ? read_subject(js_, subject, out) : asio::error::not_connected;
-    if (ec) log::warn("chunk_log_read_failed", {{"subject", subject}, {"error", ec.message()}});
-    js_.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
+    error_code ec = js.stopping() ? asio::error::operation_aborted
+                    : js.ready()  ? read_subject(js, subject, out)
+                                  : asio::error::not_connected;
+    if (ec && ec != asio::error::operation_aborted)
+      log::warn("chunk_log_read_failed", {{"subject", subject}, {"error", ec.message()}});
+    js.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
   });
 }
 

@@ -121,6 +121,29 @@ TYPED_TEST(ChunkLogConformance, ASessionOfThousandsOfEntriesReadsBackWhole) {
   EXPECT_EQ(got, want);
 }
 
+// A pod's shutdown waits for its JetStream thread: the reads still queued there
+// are answered at once, not served one by one.
+TEST(JetStreamChunkLog, ReadsStillQueuedWhenItStopsAreAnsweredNotServed) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  config::NatsConfig config;
+  config.url = server.nats_url();
+  bus::NatsBus bus(config, "stopping-log");
+  std::atomic<int> answered{0}, aborted{0};
+  {
+    bus::JetStream js(bus, JetStreamDurable::short_options(), false);
+    ASSERT_TRUE(wait_until([&] { return js.ready(); }));
+    bus::JetStreamChunkLog log(js);
+    ASSERT_FALSE(append(log, "s1", "m1", "m1:1:0", {"a"}));
+    for (int i = 0; i < 200; ++i)
+      log.read("s1", {}, [&](boost::system::error_code ec, std::vector<std::string>) {
+        aborted += ec == boost::asio::error::operation_aborted ? 1 : 0;
+        ++answered;
+      });
+  }  // the log goes first, then the JetStream with reads still queued
+  ASSERT_TRUE(wait_until([&] { return answered.load() == 200; }));
+  EXPECT_GT(aborted.load(), 0) << "every queued read was served before the JetStream stopped";
+}
+
 TEST(MemoryChunkLog, OldEntriesLeaveByAgeAndSize) {
   boost::asio::io_context io;
   bus::MemoryChunkLog by_size(io.get_executor(), std::chrono::minutes(10), 10);
