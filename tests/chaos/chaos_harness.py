@@ -697,13 +697,16 @@ class EventSourceClient(threading.Thread):
             self._note("end of %s: text from the history" % mid)
 
     def _apply_history(self, stored):
+        # A reply the client had seen end stays ended then: the reload only redraws it (else its
+        # interval would reach the reload and count the idle time before it as silence).
+        ended_at = {mid: v.completed_at for mid, v in self.views.items() if v.completed}
         for mid in list(self.views):
             self.views[mid].new_segment()
         for mid, m in stored.items():
             v = self.view(mid)
             v.completed = True
             v.final_text = m.get("content") or ""
-            v.completed_at = time.monotonic()
+            v.completed_at = ended_at.get(mid) or time.monotonic()
             v.reloaded = True
         self._note("history reloaded: %d replies stored" % len(stored))
 
