@@ -273,11 +273,9 @@ void SessionShard::close_all(const std::function<sse::Frame()>& last) {
 
 void SessionShard::check_gaps() {
   auto now = clock_();
-  if (handlers_.bus_reconnects) {
-    if (auto reconnects = handlers_.bus_reconnects(); reconnects != bus_reconnects_seen_) {
-      bus_reconnects_seen_ = reconnects;
-      buffers_.ask_again_now();
-    }
+  if (auto reconnects = handlers_.bus_reconnects(); reconnects != bus_reconnects_seen_) {
+    bus_reconnects_seen_ = reconnects;
+    buffers_.ask_again_now();
   }
   auto is_watched = [this](const std::string& session_id) { return watched(session_id); };
   for (const auto& [session, message] : buffers_.stalled(now, options_.replay_after, options_.replay_after * 2, is_watched))

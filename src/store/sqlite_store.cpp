@@ -113,10 +113,7 @@ struct SqliteStore::Impl {
 
   void save_reply(AssistantMessage m, DoneCallback done) {
     auto reply = std::make_shared<const AssistantMessage>(std::move(m));
-    Job job = [reply, done](Connection& conn) -> Finish {
-      auto ec = sqlite::save_assistant(conn, *reply);
-      return [done, ec](error_code committed) { detail::invoke(done, ec ? ec : committed); };
-    };
+    Job job = [reply, done](Connection& conn) { return answer(done, sqlite::save_assistant(conn, *reply)); };
     // No room: the reply waits in the journal instead of being refused.
     if (!queue.try_push(std::move(job))) detail::invoke(done, journal.append(*reply));
   }
@@ -153,11 +150,13 @@ struct SqliteStore::Impl {
 
   template <class Body>
   void enqueue(DoneCallback done, Body body) {
-    Job job = [done, body = std::move(body)](Connection& conn) mutable -> Finish {
-      auto ec = body(conn);
-      return [done, ec](error_code committed) { detail::invoke(done, ec ? ec : committed); };
-    };
+    Job job = [done, body = std::move(body)](Connection& conn) mutable { return answer(done, body(conn)); };
     if (!queue.try_push(std::move(job))) detail::invoke(done, make_error_code(Errc::overloaded));
+  }
+
+  // A job's own error, else its transaction's COMMIT.
+  static Finish answer(DoneCallback done, error_code ec) {
+    return [done = std::move(done), ec](error_code committed) { detail::invoke(done, ec ? ec : committed); };
   }
 
   // Jobs in one transaction at most: the first of them waits for the last.

@@ -34,19 +34,13 @@ class WorkQueue {
   std::optional<Job> pop(std::chrono::milliseconds wait) {
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, wait, [&] { return closed_ || !jobs_.empty(); });
-    if (jobs_.empty()) return std::nullopt;
-    Job job = std::move(jobs_.front());
-    jobs_.pop_front();
-    return job;
+    return take_front();
   }
 
   // The next job if one is waiting; never waits.
   std::optional<Job> try_pop() {
     std::lock_guard lock(mu_);
-    if (jobs_.empty()) return std::nullopt;
-    Job job = std::move(jobs_.front());
-    jobs_.pop_front();
-    return job;
+    return take_front();
   }
 
   // Refuses new jobs; the queued ones are still handed out so nothing accepted is dropped.
@@ -69,6 +63,14 @@ class WorkQueue {
   }
 
  private:
+  // mu_ held.
+  std::optional<Job> take_front() {
+    if (jobs_.empty()) return std::nullopt;
+    Job job = std::move(jobs_.front());
+    jobs_.pop_front();
+    return job;
+  }
+
   const std::size_t limit_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
