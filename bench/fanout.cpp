@@ -60,6 +60,7 @@ struct FanoutOptions {
   int window = 4;   // closed loop: chunks in flight per session
   int chunks_per_message = 20;
   int active = 0;  // --rate: sessions taking their replies at a time; 0: all (plain round-robin)
+  bool stagger = false;  // the sessions' replies end at different moments instead of all together
   int publishers = 16;  // nchan: publish connections per thread
   bool send_asap = false;  // chatd: nats.c writes each publish at once instead of batching
   std::string nats_url;    // chatd: overrides --nats-port (credentials: nats://user:pass@host:port)
@@ -273,16 +274,31 @@ class FanoutWorker : public Handler {
     sh_.connected.fetch_add(1);
   }
 
-  // The JSON of chunk `seq` of a session: message `seq / M`, chunk `seq % M`, the last one final.
-  std::string chunk_json(const Sess& s, std::uint64_t seq) const {
+  // A session's replies are M chunks long; with --stagger its first one is shorter by its slot
+  // modulo M, so that at a steady round-robin rate the sessions' replies end spread out over
+  // time, as real chats' do, instead of all in the same moment.
+  std::uint64_t first_reply_length(const Sess& s) const {
     const auto m = static_cast<std::uint64_t>(opt_.chunks_per_message);
-    const std::uint64_t msg = seq / m, cid = seq % m;
-    const bool final = cid + 1 == m;
+    return opt_.stagger ? m - s.c.slot % m : m;
+  }
+
+  // The sequence number of the first chunk of a session's reply `msg`.
+  std::uint64_t reply_start(const Sess& s, std::uint64_t msg) const {
+    const auto m = static_cast<std::uint64_t>(opt_.chunks_per_message);
+    return msg == 0 ? 0 : first_reply_length(s) + (msg - 1) * m;
+  }
+
+  // The JSON of chunk `seq` of a session: its reply, its chunk id in the reply, the last one final.
+  std::string chunk_json(const Sess& s, std::uint64_t seq) const {
+    const auto m = static_cast<std::uint64_t>(opt_.chunks_per_message), first = first_reply_length(s);
+    const std::uint64_t msg = seq < first ? 0 : 1 + (seq - first) / m;
+    const std::uint64_t cid = seq - reply_start(s, msg);
+    const bool final = cid + 1 == (msg == 0 ? first : m);
     std::string j = "{\"session_id\":\"" + s.id + "\",\"message_id\":\"" + s.id + "-m" + std::to_string(msg) +
                     "\",\"chunk_id\":" + std::to_string(cid) + ",\"chunk\":" + JsonLine::esc(opt_.text) +
                     ",\"chunk_type\":\"content\",\"is_final\":" + (final ? "true" : "false") + ",\"timestamp\":\"" +
                     rfc3339_now() + "\"";
-    if (final) j += ",\"metadata\":{\"model\":\"bench\",\"finish_reason\":\"stop\",\"tokens_used\":" + std::to_string(m) + "}";
+    if (final) j += ",\"metadata\":{\"model\":\"bench\",\"finish_reason\":\"stop\",\"tokens_used\":" + std::to_string(cid + 1) + "}";
     return j + "}";
   }
 
@@ -374,7 +390,7 @@ class FanoutWorker : public Handler {
     auto first_text = json_member(data, "first_chunk_id");
     auto first_n = first_text ? to_int(*first_text) : cid_n;
     if (!first_n || *first_n > *cid_n) first_n = cid_n;
-    const auto base = static_cast<std::uint64_t>(*msg_n) * static_cast<std::uint64_t>(opt_.chunks_per_message);
+    const std::uint64_t base = reply_start(s, static_cast<std::uint64_t>(*msg_n));
     const std::uint64_t first = base + static_cast<std::uint64_t>(*first_n);
     const std::uint64_t last = base + static_cast<std::uint64_t>(*cid_n);
     if (last < s.received) {
@@ -449,6 +465,7 @@ class FanoutWorker : public Handler {
                "  --rate R (0: closed loop) --window W (4 chunks in flight per session, closed loop)\n"
                "  --chunks-per-message M (20) --text TEXT (each chunk's text)\n"
                "  --active K (--rate: K sessions at a time take their replies' chunks in turn; 0: all)\n"
+               "  --stagger 1 (the sessions' replies end spread out over time instead of all together)\n"
                "  chatd: --nats-port N (4222) | --nats-url URL, --pod POD (bench; auto: each stream's pod, from\n"
                "         its connected event)   nchan: --publishers N per thread (16)\n"
                "  --source-ips N [--source-offset K]: streams connect from 127.1.0.1+K .. +K+N-1 (through one port)\n"
@@ -486,6 +503,7 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--window") o.window = static_cast<int>(num(1, 10'000));
     else if (k == "--chunks-per-message") o.chunks_per_message = static_cast<int>(num(1, 100'000));
     else if (k == "--active") o.active = static_cast<int>(num(0, 1'000'000));
+    else if (k == "--stagger") o.stagger = num(0, 1) != 0;
     else if (k == "--publishers") o.publishers = static_cast<int>(num(1, 1000));
     else if (k == "--text") o.text = v;
     else if (k == "--nats-send-asap") o.send_asap = num(0, 1) != 0;
@@ -574,6 +592,7 @@ int fanout_main(int argc, char** argv) {
       .num("connect_seconds", connect_took, 1)
       .num("rate_requested", o.rate, 0)
       .integer("window", o.window)
+      .boolean("stagger", o.stagger)
       .num("seconds", o.seconds, 1)
       .num("chunk_events_per_sec", static_cast<double>(st.chunks_window) / o.seconds, 1)
       .num("sse_events_per_sec", static_cast<double>(st.events_window) / o.seconds, 1)
