@@ -94,6 +94,8 @@ struct PodStats {
   metrics::Counter memory_full_refusals;  // a chat refused while the reply memory budget was spent (503)
   // Replays asked of the workers without a chunk-log read: as many reads were running as allowed.
   metrics::Counter log_reads_skipped;
+  // Resumes whose log read had no trace of the cursor's reply yet, read again a moment later.
+  metrics::Counter cursor_reads_retried;
   sse::StreamMetrics streams;
 };
 
@@ -151,7 +153,8 @@ class Pod {
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
   void store_reply(buffer::FinishedMessage m);
   void request_replay(const std::string& session_id, const std::string& message_id);
-  void catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor);
+  void catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
+                int attempt = 0);
   std::vector<protocol::ResponseChunk> decode_logged(const std::vector<std::string>& payloads);
   void finish_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
   sse::Frame hand_off_frame() const;

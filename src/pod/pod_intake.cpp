@@ -2,6 +2,7 @@
 // sessions go into the hub; finished replies go to the store once; replay
 // requests and health answers go out.
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
 #include "log/log.hpp"
@@ -13,6 +14,9 @@ namespace {
 
 // Chunk-log reads for replays at once; more wait for the next stalled check.
 constexpr int kMaxReplayLogReads = 16;
+// Reads again of the log for a resume whose cursor's reply it does not have yet.
+constexpr int kCursorReadRetries = 4;
+constexpr std::chrono::milliseconds kFirstCursorReadRetry{250};
 
 // Chunks handed to the hub together at most: a long burst still reaches the
 // streams while the bus delivers the rest of it.
@@ -86,15 +90,33 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
              });
 }
 
-void Pod::catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor) {
-  if (bus_.connected())
+// A worker publishes a chunk live before it appends it to the log, and its
+// appends wait out a lost connection: the client may hold a chunk of a reply
+// the log has no entry of yet. A read without the cursor's reply is tried
+// again a few times (kCursorReadRetries, after 0.25, 0.5, 1 and 2 s) before
+// the client is told the reply is older than the log and to reload the history.
+void Pod::catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
+                   int attempt) {
+  if (attempt == 0 && bus_.connected())
     bus_.publish(subjects::replay(session_id), protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, {}}));
-  log_->read(session_id, {}, [this, gate = gate_, session_id, stream_id, cursor](boost::system::error_code ec,
-                                                                                std::vector<std::string> payloads) {
+  log_->read(session_id, {}, [this, gate = gate_, session_id, stream_id, cursor, attempt](
+                                 boost::system::error_code ec, std::vector<std::string> payloads) {
     std::lock_guard lock(gate->mutex);
     if (!gate->open) return;
     std::optional<std::vector<protocol::ResponseChunk>> chunks;
     if (!ec) chunks = decode_logged(payloads);
+    const bool has_cursor = chunks && std::any_of(chunks->begin(), chunks->end(), [&](const auto& c) {
+                              return c.message_id == cursor.message_id;
+                            });
+    if (chunks && !has_cursor && attempt < kCursorReadRetries) {
+      stats_.cursor_reads_retried.add();
+      auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kFirstCursorReadRetry * (1 << attempt));
+      timer->async_wait([this, gate, timer, session_id, stream_id, cursor, attempt](boost::system::error_code wait_ec) {
+        std::lock_guard again(gate->mutex);
+        if (!wait_ec && gate->open) catch_up(session_id, stream_id, cursor, attempt + 1);
+      });
+      return;
+    }
     hub_.resume_from_log(session_id, stream_id, cursor, std::move(chunks));
   });
 }
@@ -187,6 +209,10 @@ void Pod::collect(metrics::Exposition& out) const {
   out.counter("chat_replay_log_reads_skipped_total",
               "Replays asked of the workers without reading the chunk log: as many reads were running as allowed.",
               static_cast<double>(stats_.log_reads_skipped.value()));
+  out.counter("chat_resume_log_reads_retried_total",
+              "Resumes whose chunk-log read had no entry of the cursor's reply yet (the live path ahead of the log), "
+              "read again a moment later.",
+              static_cast<double>(stats_.cursor_reads_retried.value()));
   out.counter("chat_chunks_rejected_total", "Chunks from the bus or the log that did not decode.",
               static_cast<double>(stats_.chunks_rejected.value()));
   out.counter("chat_replies_stored_total", "Finished replies written (or found already written) to the store.",

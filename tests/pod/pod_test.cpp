@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -157,6 +158,54 @@ struct PodFixture : ::testing::Test {
     }
     return true;
   }
+
+  // A stream of `session` opened on the pod, resuming at `cursor`; the client's end.
+  tcp::socket open_resuming_stream(const std::string& session, sse::ResumeCursor cursor) {
+    tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    tcp::socket client(client_ioc);
+    client.connect(acceptor.local_endpoint());
+    tcp::socket server(asio::make_strand(ioc));
+    acceptor.accept(server);
+    pod.open_stream(std::move(server), StreamRequest{session, std::move(cursor), "", "corr_r"});
+    return client;
+  }
+
+  // What the client reads until `until` appears, the stream ends or 10 s pass.
+  std::string read_until(tcp::socket& client, std::string_view until) {
+    std::string got;
+    char buf[4096];
+    std::function<void()> read_more = [&] {
+      client.async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t n) {
+        got.append(buf, ec ? 0 : n);
+        if (!ec && got.find(until) == std::string::npos) read_more();
+      });
+    };
+    read_more();
+    client_ioc.restart();
+    client_ioc.run_for(10s);
+    client.cancel();
+    client_ioc.restart();
+    client_ioc.run();
+    return got;
+  }
+
+  // Chunks 0..texts.size()-1 of a reply, the last one final, as one log entry.
+  void log_reply(const std::string& session, const std::string& message, const std::vector<std::string>& texts) {
+    std::vector<std::string> payloads;
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      protocol::ResponseChunk c;
+      c.session_id = session;
+      c.message_id = message;
+      c.chunk_id = static_cast<std::uint32_t>(i);
+      c.chunk = texts[i];
+      c.is_final = i + 1 == texts.size();
+      c.timestamp = "2026-11-29T00:00:00Z";
+      payloads.push_back(protocol::encode(c));
+    }
+    log.append(session, message, message + ":1:0-" + std::to_string(texts.size() - 1), payloads);
+  }
+
+  asio::io_context client_ioc;
 };
 
 using PodTest = PodFixture<>;
@@ -274,6 +323,27 @@ TEST_F(PodTest, AStreamIsRegisteredWhileOpenAndGetsItsSessionsReplies) {
   client.close();
   EXPECT_TRUE(eventually([&] { return live_pods().empty(); })) << "a closed stream leaves the registry";
   EXPECT_TRUE(eventually([&] { return pod.open_streams() == 0; }));
+}
+
+// The worker publishes a chunk live before it logs it: a client can resume
+// from a chunk whose reply the log does not have yet.
+TEST_F(PodTest, AResumeWaitsForACursorsReplyTheLogHasNotTakenYet) {
+  auto client = open_resuming_stream("s1", {"msg_young", 0});
+  std::this_thread::sleep_for(400ms);  // the first read found nothing: the stream waits
+  log_reply("s1", "msg_young", {"seen ", "unseen ", "end"});
+  auto got = read_until(client, "event: message_complete");
+  EXPECT_EQ(got.find("event: reset"), std::string::npos) << got;
+  EXPECT_EQ(got.find("\"chunk\":\"seen \""), std::string::npos) << "the chunk the cursor names went before";
+  EXPECT_NE(got.find("\"chunk\":\"unseen \""), std::string::npos) << got;
+  EXPECT_NE(got.find("\"chunk\":\"end\""), std::string::npos) << got;
+  EXPECT_GE(pod.stats().cursor_reads_retried.value(), 1u);
+}
+
+TEST_F(PodTest, AResumeFromAReplyTheLogNeverHadIsResetAfterTheRetries) {
+  auto client = open_resuming_stream("s1", {"msg_gone", 3});
+  auto got = read_until(client, "resume_window_passed");
+  EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
+  EXPECT_EQ(pod.stats().cursor_reads_retried.value(), 4u);
 }
 
 TEST_F(PodTest, HealthSaysEmbeddedAndHealthy) {
