@@ -2,6 +2,8 @@
 // sessions go into the hub; finished replies go to the store once; replay
 // requests and health answers go out.
 
+#include <algorithm>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
