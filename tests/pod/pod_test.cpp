@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <future>
 #include <thread>
 
@@ -129,23 +130,24 @@ struct PodFixture : ::testing::Test {
     publish_text(session, message, text);
     publish_end(session, message);
   }
-  void publish_text(const std::string& session, const std::string& message, const std::string& text) {
+  static protocol::ResponseChunk text_chunk(const std::string& session, const std::string& message,
+                                            std::uint32_t chunk_id, const std::string& text) {
     protocol::ResponseChunk c;
     c.session_id = session;
     c.message_id = message;
+    c.chunk_id = chunk_id;
     c.chunk = text;
     c.timestamp = "2026-11-29T00:00:00Z";
-    bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
+    return c;
+  }
+  void publish_text(const std::string& session, const std::string& message, const std::string& text) {
+    bus.publish(subjects::pod_response("pod-t"), protocol::encode(text_chunk(session, message, 0, text)));
   }
   void publish_end(const std::string& session, const std::string& message) {
-    protocol::ResponseChunk c;
-    c.session_id = session;
-    c.message_id = message;
-    c.chunk_id = 1;
+    auto c = text_chunk(session, message, 1, "");
     c.is_final = true;
     c.chunk_type = protocol::ChunkType::metadata;
     c.metadata = protocol::ChunkMetadata{"demo-1", 2, "stop"};
-    c.timestamp = "2026-11-29T00:00:00Z";
     bus.publish(subjects::pod_response("pod-t"), protocol::encode(c));
   }
 
@@ -159,14 +161,14 @@ struct PodFixture : ::testing::Test {
     return true;
   }
 
-  // A stream of `session` opened on the pod, resuming at `cursor`; the client's end.
-  tcp::socket open_resuming_stream(const std::string& session, sse::ResumeCursor cursor) {
+  // A stream of `session` opened on the pod (resuming at `cursor`, if any); the client's end.
+  tcp::socket open_client_stream(const std::string& session, std::optional<sse::ResumeCursor> cursor = {}) {
     tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     tcp::socket client(client_ioc);
     client.connect(acceptor.local_endpoint());
     tcp::socket server(asio::make_strand(ioc));
     acceptor.accept(server);
-    pod.open_stream(std::move(server), StreamRequest{session, std::move(cursor), "", "corr_r"});
+    pod.open_stream(std::move(server), StreamRequest{session, std::move(cursor), "", "corr_2"});
     return client;
   }
 
@@ -193,13 +195,8 @@ struct PodFixture : ::testing::Test {
   void log_reply(const std::string& session, const std::string& message, const std::vector<std::string>& texts) {
     std::vector<std::string> payloads;
     for (std::size_t i = 0; i < texts.size(); ++i) {
-      protocol::ResponseChunk c;
-      c.session_id = session;
-      c.message_id = message;
-      c.chunk_id = static_cast<std::uint32_t>(i);
-      c.chunk = texts[i];
+      auto c = text_chunk(session, message, static_cast<std::uint32_t>(i), texts[i]);
       c.is_final = i + 1 == texts.size();
-      c.timestamp = "2026-11-29T00:00:00Z";
       payloads.push_back(protocol::encode(c));
     }
     log.append(session, message, message + ":1:0-" + std::to_string(texts.size() - 1), payloads);
@@ -294,13 +291,7 @@ TEST_F(PodTest, CancelReportsWhatTheWorkerAnswers) {
 }
 
 TEST_F(PodTest, AStreamIsRegisteredWhileOpenAndGetsItsSessionsReplies) {
-  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-  asio::io_context client_ioc;
-  tcp::socket client(client_ioc);
-  client.connect(acceptor.local_endpoint());
-  tcp::socket server(asio::make_strand(ioc));
-  acceptor.accept(server);
-  pod.open_stream(std::move(server), StreamRequest{"s1", std::nullopt, "", "corr_2"});
+  auto client = open_client_stream("s1");
   auto live_pods = [&] {
     std::promise<std::vector<std::string>> p;
     registry.live_pods("s1", [&](boost::system::error_code, std::vector<std::string> pods) { p.set_value(pods); });
@@ -328,7 +319,7 @@ TEST_F(PodTest, AStreamIsRegisteredWhileOpenAndGetsItsSessionsReplies) {
 // The worker publishes a chunk live before it logs it: a client can resume
 // from a chunk whose reply the log does not have yet.
 TEST_F(PodTest, AResumeWaitsForACursorsReplyTheLogHasNotTakenYet) {
-  auto client = open_resuming_stream("s1", {"msg_young", 0});
+  auto client = open_client_stream("s1", sse::ResumeCursor{"msg_young", 0});
   std::this_thread::sleep_for(400ms);  // the first read found nothing: the stream waits
   log_reply("s1", "msg_young", {"seen ", "unseen ", "end"});
   auto got = read_until(client, "event: message_complete");
@@ -340,7 +331,7 @@ TEST_F(PodTest, AResumeWaitsForACursorsReplyTheLogHasNotTakenYet) {
 }
 
 TEST_F(PodTest, AResumeFromAReplyTheLogNeverHadIsResetAfterTheRetries) {
-  auto client = open_resuming_stream("s1", {"msg_gone", 3});
+  auto client = open_client_stream("s1", sse::ResumeCursor{"msg_gone", 3});
   auto got = read_until(client, "resume_window_passed");
   EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
   EXPECT_EQ(pod.stats().cursor_reads_retried.value(), 4u);
