@@ -94,32 +94,47 @@ Backlog* Channel::find(const std::string& message_id) {
   return nullptr;
 }
 
-void Channel::deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame) {
-  if (member.catching_up()) {
-    member.resume()->held.push_back(HeldFrame{message_id, position, frame});
-    return;
-  }
+bool Channel::deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame,
+                      std::size_t max_held) {
+  if (member.catching_up()) return hold(member, HeldFrame{message_id, position, frame}, max_held);
   std::vector<sse::Frame> out;
   member.take(message_id, position, frame, out);
   for (auto& f : out) member.stream->send(f);
+  return false;
 }
 
-std::size_t Channel::publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
-                             std::size_t max_frames) {
+// A stream whose log read takes long while its session streams fast would
+// hold without end. Past `max_held` it is closed instead: the client comes
+// back with its cursor, and by then the log has what it missed.
+bool Channel::hold(Member& member, HeldFrame frame, std::size_t max_held) {
+  auto& resume = *member.resume();
+  if (resume.cut) return false;
+  if (resume.held.size() < max_held) {
+    resume.held.push_back(std::move(frame));
+    return false;
+  }
+  resume.cut = true;
+  resume.held = {};
+  member.stream->close();
+  return true;
+}
+
+Published Channel::publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
+                           std::size_t max_frames) {
   auto& b = backlog(message_id);
   b.last_seq = ++replies_->seq;
-  std::size_t grew = 0;
+  Published published;
   if (b.frames.size() < max_frames) {
     b.frames.emplace_back(position, frame);
     b.bytes += frame->size();
-    grew = frame->size();
+    published.kept_bytes = frame->size();
   } else {
     b.overflowed = true;
   }
-  if (members_.empty()) return grew;
+  if (members_.empty()) return published;
   b.seen_live = true;
-  for (auto& m : members_) deliver(m, message_id, position, frame);
-  return grew;
+  for (auto& m : members_) published.streams_cut += deliver(m, message_id, position, frame, max_frames) ? 1 : 0;
+  return published;
 }
 
 bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, SteadyTime now,
@@ -204,7 +219,8 @@ std::size_t Channel::restart(const std::string& message_id, const sse::Frame& re
   for (auto& m : members_) {
     // Held frames of the old attempt must not follow the new one's.
     if (auto* r = m.resume()) std::erase_if(r->held, [&](const HeldFrame& f) { return f.message_id == message_id; });
-    if (m.forget(message_id)) deliver(m, message_id, kNotAChunk, reset);
+    // The reset takes the place of the frames just erased: no bound needed.
+    if (m.forget(message_id)) deliver(m, message_id, kNotAChunk, reset, std::numeric_limits<std::size_t>::max());
   }
   auto* b = find(message_id);
   if (!b) return 0;

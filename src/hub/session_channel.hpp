@@ -61,8 +61,11 @@ struct HeldFrame {
 // What only a stream that came back with a cursor needs. Most streams never
 // resume: they carry none of it, so an idle stream's entry stays small.
 struct Resume {
-  // While the stream catches up from the chunk log, live frames wait here.
+  // While the stream catches up from the chunk log, live frames wait here,
+  // up to a bound (Channel::publish's `max_frames`): a stream that would hold
+  // more is closed instead (`cut`) and comes back with its cursor.
   bool catching_up = false;
+  bool cut = false;
   std::vector<HeldFrame> held;
   // When it resumed, and the replies already settled for it (the cursor's,
   // those sent again from their start, those it had whole). Any other reply
@@ -90,6 +93,7 @@ struct Member {
   Resume* resume() const { return progress ? progress->resume.get() : nullptr; }
   Resume& start_resume();
   bool catching_up() const { return resume() && resume()->catching_up; }
+  bool cut() const { return resume() && resume()->cut; }
   // Records `position` as the last one sent of the reply.
   void record(const std::string& message_id, std::int64_t position);
   // Forgets what was sent of the reply (it goes again from its start, or it is
@@ -117,17 +121,26 @@ struct Member {
   void free_if_empty();
 };
 
+// What Channel::publish did besides sending.
+struct Published {
+  std::size_t kept_bytes = 0;   // the reply's backlog grew by this much
+  std::size_t streams_cut = 0;  // catching-up streams closed for holding too much
+};
+
 class Channel {
  public:
   Backlog& backlog(const std::string& message_id);
   Backlog* find(const std::string& message_id);
 
   // Keeps the frame (within `max_frames` per reply) and sends it to every
-  // member that does not have it yet. Returns the bytes the backlog grew by.
-  std::size_t publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
-                      std::size_t max_frames);
-  // Sends a frame to one member, unless it has it already (or holds it while catching up).
-  static void deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame);
+  // member that does not have it yet; a catching-up member holds at most
+  // `max_frames` frames (past that it is cut).
+  Published publish(const std::string& message_id, std::int64_t position, const sse::Frame& frame,
+                    std::size_t max_frames);
+  // Sends a frame to one member, unless it has it already, or holds it while
+  // the member catches up. Returns whether the member was cut now.
+  static bool deliver(Member& member, const std::string& message_id, std::int64_t position, const sse::Frame& frame,
+                      std::size_t max_held);
 
   // Adds the member and sends it what it missed as one backlog burst: from
   // `cursor`, or without one the running replies and the finished ones nobody
@@ -173,6 +186,7 @@ class Channel {
     std::uint64_t seq = 0;          // frames published, and replies begun
   };
   void free_replies_if_empty();
+  static bool hold(Member& member, HeldFrame frame, std::size_t max_held);
 
   Members members_;
   std::unique_ptr<Replies> replies_;

@@ -235,6 +235,8 @@ void SessionHub::collect(metrics::Exposition& out) const {
           {{"outcome", "from_log"}});
   counter("chat_resumes_total", resumes, [](S s) -> const metrics::Counter& { return s.gauges().resumes_reset; },
           {{"outcome", "reset"}});
+  counter("chat_resumes_total", resumes, [](S s) -> const metrics::Counter& { return s.gauges().catch_ups_cut; },
+          {{"outcome", "cut"}});
   std::uint64_t kept = 0;
   metrics::HistogramSnapshot first_chunk;
   for (const auto& s : slots_) {

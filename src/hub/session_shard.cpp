@@ -106,7 +106,12 @@ void SessionShard::finish(buffer::FinishedMessage m) {
 
 void SessionShard::deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,
                            const sse::Frame& frame) {
-  retained_bytes_ += channel(session_id).publish(message_id, position, frame, options_.max_backlog_frames);
+  auto published = channel(session_id).publish(message_id, position, frame, options_.max_backlog_frames);
+  retained_bytes_ += published.kept_bytes;
+  if (published.streams_cut > 0) {
+    gauges_.catch_ups_cut.add(published.streams_cut);
+    log::warn("catch_up_cut", {{"session_id", session_id}, {"held_frames", options_.max_backlog_frames}});
+  }
 }
 
 void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
@@ -175,7 +180,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
                                    std::optional<std::vector<protocol::ResponseChunk>> chunks) {
   auto it = channels_.find(session_id);
   Member* member = it == channels_.end() ? nullptr : it->second.member(stream_id);
-  if (!member) return;  // gone while the log was read
+  if (!member || member->cut()) return;  // gone (or going) while the log was read
   auto replies = chunks ? group_logged_replies(std::move(*chunks)) : std::vector<LoggedReply>{};
   auto at = std::find_if(replies.begin(), replies.end(),
                          [&](const LoggedReply& r) { return r.message_id == cursor.message_id; });

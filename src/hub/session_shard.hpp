@@ -62,6 +62,7 @@ struct ShardGauges {
   metrics::Counter resumed_from_backlog;
   metrics::Counter resumed_from_log;
   metrics::Counter resumes_reset;  // the cursor could not be served: reset
+  metrics::Counter catch_ups_cut;  // held too many live frames while the log was read
   metrics::Counter delays_announced;
 };
 

@@ -154,6 +154,23 @@ TEST_F(ChannelTest, ACatchingUpMemberHoldsLiveFramesUntilItIsDone) {
   EXPECT_EQ(*m.resume()->held[0].frame, "live");
 }
 
+TEST_F(ChannelTest, ACatchingUpMemberThatWouldHoldMoreThanTheBoundIsClosedInstead) {
+  auto sink = std::make_shared<RecordingSink>("c", "s1");
+  Member catching_up{sink, nullptr};
+  catching_up.start_resume().catching_up = true;
+  channel.members().push_back(std::move(catching_up));
+  auto& m = channel.members().back();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(channel.publish("m1", i, frame("live"), 3).streams_cut, 0u);
+  EXPECT_FALSE(sink->closed());
+  EXPECT_EQ(channel.publish("m1", 3, frame("one too many"), 3).streams_cut, 1u);
+  EXPECT_TRUE(sink->closed());
+  EXPECT_TRUE(m.cut());
+  EXPECT_TRUE(m.resume()->held.empty()) << "what it held is let go at once";
+  EXPECT_EQ(channel.publish("m2", 0, frame("later"), 3).streams_cut, 0u) << "cut once, counted once";
+  EXPECT_TRUE(m.resume()->held.empty());
+  EXPECT_TRUE(sink->frames().empty()) << "closed without a last frame: the client comes back with its cursor";
+}
+
 TEST_F(ChannelTest, ARestartResetsTheMembersThatSawTheOldAttempt) {
   auto [saw, ok1] = join(std::nullopt, t0);
   channel.publish("m1", 0, frame("old"), 100);

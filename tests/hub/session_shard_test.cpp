@@ -362,6 +362,21 @@ TEST_F(LogShardTest, AFinishedReplyThatEndedBeforeTheCursorsBeganIsNeverSentAgai
   EXPECT_EQ(std::count(events.begin(), events.end(), "reset"), 0);
 }
 
+TEST_F(LogShardTest, AStreamThatHoldsTooMuchWhileTheLogIsReadIsClosedAndTheLateAnswerIgnored) {
+  options.max_backlog_frames = 4;
+  auto s = stream("s1", sse::ResumeCursor{"m1", 1});
+  auto other = stream("s1");
+  for (std::uint32_t i = 0; i < 5; ++i) shard.on_chunk(chunk("s1", "m2", i), false);
+  EXPECT_TRUE(s->closed());
+  EXPECT_EQ(shard.gauges().catch_ups_cut.value(), 1u);
+  EXPECT_EQ(other->chunk_ids(), (Events{"m2:0", "m2:1", "m2:2", "m2:3", "m2:4"})) << "the others stream on";
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second,
+                        std::vector<protocol::ResponseChunk>{chunk("s1", "m1", 0), chunk("s1", "m1", 1)});
+  EXPECT_EQ(shard.gauges().resumed_from_log.value(), 0u) << "a stream on its way out is not served";
+  shard.detach(s);
+  EXPECT_EQ(shard.gauges().streams.load(), 1u);
+}
+
 TEST_F(ShardTest, AStreamBackOnTheSamePodGetsAnInterleavedReplyAgainFromItsStart) {
   auto first = stream("s1");
   shard.on_chunk(chunk("s1", "m1", 0), false);
