@@ -94,8 +94,10 @@ struct PodStats {
   metrics::Counter memory_full_refusals;  // a chat refused while the reply memory budget was spent (503)
   // Replays asked of the workers without a chunk-log read: as many reads were running as allowed.
   metrics::Counter log_reads_skipped;
-  // Resumes whose log read had no trace of the cursor's reply yet, read again a moment later.
+  // Resume reads of the log made again a moment later: the first had no trace
+  // of the cursor's reply yet, or failed.
   metrics::Counter cursor_reads_retried;
+  metrics::Counter failed_reads_retried;
   sse::StreamMetrics streams;
 };
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
@@ -94,9 +95,11 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
 
 // A worker publishes a chunk live before it appends it to the log, and its
 // appends wait out a lost connection: the client may hold a chunk of a reply
-// the log has no entry of yet. A read without the cursor's reply is tried
-// again a few times (kCursorReadRetries, after 0.25, 0.5, 1 and 2 s) before
-// the client is told the reply is older than the log and to reload the history.
+// the log has no entry of yet. And a read fails while the log's server is
+// away (a NATS node restarting, JetStream electing a leader), for seconds. A
+// read without the cursor's reply, or a failed one, is tried again a few times
+// (kCursorReadRetries, after 0.25, 0.5, 1 and 2 s) before the client is told
+// to reload the history (resume_window_passed, resume_unavailable).
 void Pod::catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
                    int attempt) {
   if (attempt == 0 && bus_.connected())
@@ -110,8 +113,9 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
     const bool has_cursor = chunks && std::any_of(chunks->begin(), chunks->end(), [&](const auto& c) {
                               return c.message_id == cursor.message_id;
                             });
-    if (chunks && !has_cursor && attempt < kCursorReadRetries) {
-      stats_.cursor_reads_retried.add();
+    const bool read_failed = ec && ec != boost::asio::error::operation_aborted;
+    if ((read_failed || (chunks && !has_cursor)) && attempt < kCursorReadRetries) {
+      (read_failed ? stats_.failed_reads_retried : stats_.cursor_reads_retried).add();
       auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kFirstCursorReadRetry * (1 << attempt));
       timer->async_wait([this, gate, timer, session_id, stream_id, cursor, attempt](boost::system::error_code wait_ec) {
         std::lock_guard again(gate->mutex);
@@ -211,10 +215,13 @@ void Pod::collect(metrics::Exposition& out) const {
   out.counter("chat_replay_log_reads_skipped_total",
               "Replays asked of the workers without reading the chunk log: as many reads were running as allowed.",
               static_cast<double>(stats_.log_reads_skipped.value()));
-  out.counter("chat_resume_log_reads_retried_total",
-              "Resumes whose chunk-log read had no entry of the cursor's reply yet (the live path ahead of the log), "
-              "read again a moment later.",
-              static_cast<double>(stats_.cursor_reads_retried.value()));
+  const char* retried =
+      "Resume reads of the chunk log made again a moment later, by why: the log had no entry of the cursor's "
+      "reply yet (the live path ahead of the log), or the read failed.";
+  out.counter("chat_resume_log_reads_retried_total", retried, static_cast<double>(stats_.cursor_reads_retried.value()),
+              {{"reason", "cursor_not_logged"}});
+  out.counter("chat_resume_log_reads_retried_total", retried, static_cast<double>(stats_.failed_reads_retried.value()),
+              {{"reason", "read_failed"}});
   out.counter("chat_chunks_rejected_total", "Chunks from the bus or the log that did not decode.",
               static_cast<double>(stats_.chunks_rejected.value()));
   out.counter("chat_replies_stored_total", "Finished replies written (or found already written) to the store.",

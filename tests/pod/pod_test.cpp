@@ -4,6 +4,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/json.hpp>
 
@@ -61,6 +62,30 @@ class SwitchableBus final : public bus::MessageBus {
   std::atomic<bool> up_{true};
 };
 
+// The log of the embedded default, but one whose next reads can be made to
+// fail as a JetStream read does while its server is away.
+class SwitchableLog final : public bus::ChunkLog {
+ public:
+  explicit SwitchableLog(asio::any_io_executor ex) : executor_(ex), inner_(std::move(ex), std::chrono::minutes(10), 1 << 20) {}
+  void append(const std::string& session_id, const std::string& message_id, std::string entry_id,
+              const std::vector<std::string>& payloads, bus::PublishCallback done = {}) override {
+    inner_.append(session_id, message_id, std::move(entry_id), payloads, std::move(done));
+  }
+  void read(const std::string& session_id, const std::string& message_id, bus::LogReadCallback done) override {
+    // As every log does, it answers on a thread of its own, never inside the call.
+    if (failing_reads_.fetch_sub(1) > 0)
+      return asio::post(executor_, [done = std::move(done)] { done(asio::error::timed_out, {}); });
+    inner_.read(session_id, message_id, std::move(done));
+  }
+  ComponentStatus status() const override { return inner_.status(); }
+  void fail_reads(int n) { failing_reads_ = n; }
+
+ private:
+  asio::any_io_executor executor_;
+  bus::MemoryChunkLog inner_;
+  std::atomic<int> failing_reads_{0};
+};
+
 // ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none).
 template <std::size_t ReplyBudget = 0>
 struct PodFixture : ::testing::Test {
@@ -74,7 +99,7 @@ struct PodFixture : ::testing::Test {
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ioc);
   SwitchableBus bus{ioc.get_executor()};
   bus::BusWorkQueue queue{bus};
-  bus::MemoryChunkLog log{ioc.get_executor(), std::chrono::minutes(10), 1 << 20};
+  SwitchableLog log{ioc.get_executor()};
   registry::MemoryRegistry registry{ioc.get_executor()};
   store::SqliteStore store{[this] {
     config::StoreConfig c;
@@ -335,6 +360,24 @@ TEST_F(PodTest, AResumeFromAReplyTheLogNeverHadIsResetAfterTheRetries) {
   auto got = read_until(client, "resume_window_passed");
   EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
   EXPECT_EQ(pod.stats().cursor_reads_retried.value(), 4u);
+}
+
+TEST_F(PodTest, AResumeWhoseLogReadFailsReadsAgainBeforeGivingUp) {
+  log_reply("s1", "msg_1", {"seen ", "unseen ", "end"});
+  log.fail_reads(2);  // the log's server is away for a moment
+  auto client = open_client_stream("s1", sse::ResumeCursor{"msg_1", 0});
+  auto got = read_until(client, "event: message_complete");
+  EXPECT_EQ(got.find("event: reset"), std::string::npos) << got;
+  EXPECT_NE(got.find("\"chunk\":\"unseen \""), std::string::npos) << got;
+  EXPECT_EQ(pod.stats().failed_reads_retried.value(), 2u);
+}
+
+TEST_F(PodTest, AResumeWhoseLogStaysUnreadableIsResetAfterTheRetries) {
+  log.fail_reads(100);
+  auto client = open_client_stream("s1", sse::ResumeCursor{"msg_1", 0});
+  auto got = read_until(client, "resume_unavailable");
+  EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
+  EXPECT_EQ(pod.stats().failed_reads_retried.value(), 4u);
 }
 
 TEST_F(PodTest, HealthSaysEmbeddedAndHealthy) {
