@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <string_view>
 
@@ -75,15 +76,21 @@ struct RetiredOnExit {
   }
 };
 
-// Reads every entry on `subject` with an ordered consumer; blocking. On a
-// failure `step` names the request that failed, for the log.
+// How far a read got, for the log when it fails.
+struct ReadProgress {
+  const char* step = "connect";  // the request under way
+  std::uint64_t entries = 0;     // entries taken
+  std::uint64_t pending = 0;     // entries the server still had to send
+};
+
+// Reads every entry on `subject` with an ordered consumer; blocking.
 error_code read_subject(JetStream& jetstream, const std::string& subject, std::vector<std::string>& out,
-                        const char*& step) {
+                        ReadProgress& progress) {
   jsCtx* js = jetstream.context();
   // The question is a shortcut: a server that cannot answer it (say, too many
   // subjects to list) may still serve the read; one that is away cannot.
   bool any = true;
-  step = "stream_info";
+  progress.step = "stream_info";
   error_code ec = has_entries(js, subject, any);
   if (ec == asio::error::timed_out || ec == asio::error::not_connected) return ec;
   if (!ec && !any) return {};
@@ -94,20 +101,21 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
   so.Config.DeliverPolicy = js_DeliverAll;
   natsSubscription* raw = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
-  step = "consumer_create";
+  progress.step = "consumer_create";
   natsStatus s = js_SubscribeSync(&raw, js, subject.c_str(), nullptr, &so, &code);
   if (s != NATS_OK) return to_error_code(s);
   RetiredOnExit consumer{jetstream.bus(), NatsSubscriptionPtr(raw)};
   jsConsumerInfo* info = nullptr;
-  step = "consumer_info";
+  progress.step = "consumer_info";
   s = natsSubscription_GetConsumerInfo(&info, consumer.sub.get(), nullptr, &code);
   if (s != NATS_OK) return to_error_code(s);
   // The server pushes at once: what it already sent counts as well as what it has not.
   std::uint64_t pending = info->NumPending + info->Delivered.Consumer;
   jsConsumerInfo_Destroy(info);
   const auto deadline = std::chrono::steady_clock::now() + kReadLimit;
-  step = "next_message";
+  progress.step = "next_message";
   while (pending > 0 && out.size() < kMaxPayloads) {
+    progress.pending = pending;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return asio::error::timed_out;
     if (jetstream.stopping()) return asio::error::operation_aborted;
@@ -115,6 +123,7 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
     s = natsSubscription_NextMsg(&m, consumer.sub.get(), std::min<std::int64_t>(kNextWaitMs, left.count()));
     if (s != NATS_OK) return to_error_code(s);
     NatsMsgPtr msg(m);
+    ++progress.entries;
     add_payloads({natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))}, out);
     jsMsgMetaData* meta = nullptr;
     if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
@@ -125,6 +134,10 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
     }
   }
   return {};
+}
+
+std::int64_t since_ms(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
@@ -144,12 +157,15 @@ void JetStreamChunkLog::read(const std::string& session_id, const std::string& m
   // runs (and gives up) while the JetStream stops.
   js_.run_blocking([&js = js_, subject = std::move(subject), done = std::move(done)]() mutable {
     std::vector<std::string> out;
-    const char* step = "connect";
+    ReadProgress progress;
+    const auto started = std::chrono::steady_clock::now();
     error_code ec = js.stopping() ? asio::error::operation_aborted
-                    : js.ready()  ? read_subject(js, subject, out, step)
+                    : js.ready()  ? read_subject(js, subject, out, progress)
                                   : asio::error::not_connected;
     if (ec && ec != asio::error::operation_aborted)
-      log::warn("chunk_log_read_failed", {{"subject", subject}, {"step", step}, {"error", ec.message()}});
+      log::warn("chunk_log_read_failed", {{"subject", subject}, {"step", progress.step}, {"entries", progress.entries},
+                                          {"pending", progress.pending}, {"ms", since_ms(started)},
+                                          {"error", ec.message()}});
     js.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
   });
 }
