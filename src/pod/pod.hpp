@@ -98,6 +98,7 @@ struct PodStats {
   // of the cursor's reply yet, or failed.
   metrics::Counter cursor_reads_retried;
   metrics::Counter failed_reads_retried;
+  metrics::Histogram resume_log_read{metrics::kLatencyBuckets};  // one read of a resume, failed or not
   sse::StreamMetrics streams;
 };
 

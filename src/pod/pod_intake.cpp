@@ -104,10 +104,12 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
                    int attempt) {
   if (attempt == 0 && bus_.connected())
     bus_.publish(subjects::replay(session_id), protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, {}}));
-  log_->read(session_id, {}, [this, gate = gate_, session_id, stream_id, cursor, attempt](
-                                 boost::system::error_code ec, std::vector<std::string> payloads) {
+  log_->read(session_id, {}, [this, gate = gate_, session_id, stream_id, cursor, attempt,
+                              started = std::chrono::steady_clock::now()](boost::system::error_code ec,
+                                                                          std::vector<std::string> payloads) {
     std::lock_guard lock(gate->mutex);
     if (!gate->open) return;
+    stats_.resume_log_read.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     std::optional<std::vector<protocol::ResponseChunk>> chunks;
     if (!ec) chunks = decode_logged(payloads);
     const bool has_cursor = chunks && std::any_of(chunks->begin(), chunks->end(), [&](const auto& c) {
@@ -236,6 +238,9 @@ void Pod::collect(metrics::Exposition& out) const {
             static_cast<double>(stats_.writes_pending.value()));
   out.histogram("chat_reply_store_seconds", "A finished reply's store write, its queue wait included.",
                 stats_.store_write.snapshot());
+  out.histogram("chat_resume_log_read_seconds",
+                "One chunk-log read for a resuming stream, failed or not, its wait behind other reads included.",
+                stats_.resume_log_read.snapshot());
 }
 
 }  // namespace chat::pod

@@ -370,6 +370,7 @@ TEST_F(PodTest, AResumeWhoseLogReadFailsReadsAgainBeforeGivingUp) {
   EXPECT_EQ(got.find("event: reset"), std::string::npos) << got;
   EXPECT_NE(got.find("\"chunk\":\"unseen \""), std::string::npos) << got;
   EXPECT_EQ(pod.stats().failed_reads_retried.value(), 2u);
+  EXPECT_EQ(pod.stats().resume_log_read.snapshot().count, 3u) << "every read timed, the failed ones too";
 }
 
 TEST_F(PodTest, AResumeWhoseLogStaysUnreadableIsResetAfterTheRetries) {
