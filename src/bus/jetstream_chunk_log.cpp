@@ -85,7 +85,7 @@ struct RetiredOnExit {
 struct ReadProgress {
   const char* step = "connect";  // the request under way
   std::uint64_t entries = 0;     // entries taken
-  std::uint64_t pending = 0;     // entries the server still had to send
+  std::uint64_t expected = 0;    // entries the stream counted
 };
 
 // Reads the entries on `subject` with an ordered consumer, as many as the
@@ -96,10 +96,9 @@ struct ReadProgress {
 error_code read_subject(JetStream& jetstream, const std::string& subject, std::vector<std::string>& out,
                         ReadProgress& progress) {
   jsCtx* js = jetstream.context();
-  std::uint64_t count = 0;
   progress.step = "stream_info";
-  if (auto ec = count_entries(js, subject, count)) return ec;
-  if (count == 0) return {};
+  if (auto ec = count_entries(js, subject, progress.expected)) return ec;
+  if (progress.expected == 0) return {};
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = kLogStream;
@@ -113,8 +112,7 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
   RetiredOnExit consumer{jetstream.bus(), NatsSubscriptionPtr(raw)};
   const auto deadline = std::chrono::steady_clock::now() + kReadLimit;
   progress.step = "next_message";
-  progress.pending = count;
-  while (progress.entries < count && out.size() < kMaxPayloads) {
+  while (progress.entries < progress.expected && out.size() < kMaxPayloads) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return asio::error::timed_out;
     if (jetstream.stopping()) return asio::error::operation_aborted;
@@ -123,7 +121,6 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
     if (s != NATS_OK) return to_error_code(s);
     NatsMsgPtr msg(m);
     ++progress.entries;
-    --progress.pending;
     add_payloads({natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))}, out);
   }
   return {};
@@ -157,7 +154,7 @@ void JetStreamChunkLog::read(const std::string& session_id, const std::string& m
                                   : asio::error::not_connected;
     if (ec && ec != asio::error::operation_aborted)
       log::warn("chunk_log_read_failed", {{"subject", subject}, {"step", progress.step}, {"entries", progress.entries},
-                                          {"pending", progress.pending}, {"ms", since_ms(started)},
+                                          {"expected", progress.expected}, {"ms", since_ms(started)},
                                           {"error", ec.message()}});
     js.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
   });
