@@ -71,7 +71,7 @@ def main():
         if args.keep:
             sys.stderr.write("(logs kept; see the 'kept:' line above)\n")
     else:
-        sys.stderr.write("\n%s\n" % report.longest_detail)
+        sys.stderr.write("\n%s\n%s\n" % (report.longest_detail, report.slowest_detail))
     print(report.json_line())
     sys.stdout.flush()
     return 1 if report.failed() else 0

@@ -507,7 +507,8 @@ class MessageView:
     """One reply as one client sees it: the chunks of its current attempt, applied in order."""
 
     __slots__ = ("mid", "next_id", "parts", "attempt", "final_chunk", "completed", "final_text", "completed_at",
-                 "segments", "dups", "gap", "gaps_total", "mixed", "statuses", "reloaded", "first_at", "errors")
+                 "first_completed_at", "segments", "dups", "gap", "gaps_total", "mixed", "statuses", "reloaded",
+                 "first_at", "errors")
 
     def __init__(self, mid):
         self.mid = mid
@@ -518,6 +519,9 @@ class MessageView:
         self.statuses = []      # message_complete statuses
         self.errors = []        # error event codes
         self.first_at = None
+        # When the client first saw it end: a reply sent again from its start (reply_resent,
+        # after a resume) ends again later, which is not how long the user waited for it.
+        self.first_completed_at = None
         self.new_segment()
 
     def new_segment(self):
@@ -535,6 +539,12 @@ class MessageView:
     @property
     def text(self):
         return "".join(self.parts)
+
+    def ended_at(self, t):
+        self.completed = True
+        self.completed_at = t
+        if self.first_completed_at is None:
+            self.first_completed_at = t
 
 
 class EventSourceClient(threading.Thread):
@@ -600,9 +610,8 @@ class EventSourceClient(threading.Thread):
                     # whose resume failed gets no reply from its middle).
                     wanted = mid
                 elif not v.completed:
-                    v.completed = True
+                    v.ended_at(t)
                     v.final_text = v.text
-                    v.completed_at = t
                     self._note("end of %s after chunk %d" % (mid, v.next_id - 1))
             elif ev.event == "error":
                 v = self.view(d.get("message_id"))
@@ -690,9 +699,8 @@ class EventSourceClient(threading.Thread):
                 self._note("end of %s: not in the history" % mid)
                 return
             v = self.view(mid)
-            v.completed = True
+            v.ended_at(time.monotonic())
             v.final_text = row.get("content") or ""
-            v.completed_at = time.monotonic()
             v.reloaded = True
             self._note("end of %s: text from the history" % mid)
 
@@ -704,9 +712,8 @@ class EventSourceClient(threading.Thread):
             self.views[mid].new_segment()
         for mid, m in stored.items():
             v = self.view(mid)
-            v.completed = True
+            v.ended_at(ended_at.get(mid) or time.monotonic())
             v.final_text = m.get("content") or ""
-            v.completed_at = ended_at.get(mid) or time.monotonic()
             v.reloaded = True
         self._note("history reloaded: %d replies stored" % len(stored))
 
@@ -1081,6 +1088,7 @@ class ChaosReport:
         bad_text = 0
         client_incomplete = 0
         latencies = []
+        slowest = (0.0, None, None)  # (seconds, client, chat): the reply a client waited longest for
         silences = []
         for s in run.sessions:
             for chat in s.chats:
@@ -1126,10 +1134,11 @@ class ChaosReport:
                 for chat in s.chats:
                     v = c.views.get(chat.mid)
                     row = self.stored.get(chat.mid)
-                    done_at = v.completed_at if v and v.completed else end
+                    done_at = v.first_completed_at if v and v.first_completed_at else end
                     intervals.append((chat.accepted_at, min(done_at, end), chat))
-                    if v and v.completed and v.completed_at:
-                        latencies.append(v.completed_at - chat.accepted_at)
+                    if v and v.completed and v.first_completed_at:
+                        latencies.append(v.first_completed_at - chat.accepted_at)
+                        slowest = max(slowest, (latencies[-1], c, chat), key=lambda t: t[0])
                     if row is None:
                         continue
                     if v is None or not v.completed:
@@ -1169,6 +1178,7 @@ class ChaosReport:
         for f in run.faults:
             recov[f["kind"]].append(f["recovered_s"])
         self.longest_detail = self._silence_context(longest)
+        self.slowest_detail = self._slowest_context(slowest)
         self.summary = {
             "variant": "nats-cluster-3" if cfg.nats_nodes > 1 else "nats-single",
             "chats": n,
@@ -1214,6 +1224,18 @@ class ChaosReport:
         lines.sort()
         return "".join("\n      %.1fs %s" % (t - _T0, w) for t, w in lines)
 
+    def _slowest_context(self, slowest):
+        seconds, client, chat = slowest
+        if client is None:
+            return ""
+        v = client.views.get(chat.mid)
+        lines = ["slowest reply %.1fs on %s: %s accepted %.1fs, ended %.1fs after start%s"
+                 % (seconds, client.label, chat.mid, chat.accepted_at - _T0, v.first_completed_at - _T0,
+                    " (text from the history)" if v.reloaded else "")]
+        lines += ["  client  %.1fs: %s" % (t - _T0, w) for t, w in client.log if chat.mid in w][:20]
+        lines += ["  log     " + line for line in self.run.cluster.grep_logs(chat.mid, limit=30)]
+        return "\n".join(lines)
+
     def _silence_context(self, longest):
         silence, label, where = longest
         if not where:
@@ -1248,6 +1270,8 @@ class ChaosReport:
             out.append("  ... %d more" % (len(self.violations) - limit))
         if self.longest_detail:
             out.append(self.longest_detail)
+        if self.slowest_detail:
+            out.append(self.slowest_detail)
         return "\n".join(out)
 
 

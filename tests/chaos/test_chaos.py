@@ -36,7 +36,7 @@ class ChaosShortRunTest(unittest.TestCase):
         if report.failed():
             sys.stderr.write("\n%s\n===== cluster logs =====%s===== end =====\n" % (problems, report.logs))
         else:
-            sys.stderr.write("\n%s\n" % report.longest_detail)
+            sys.stderr.write("\n%s\n%s\n" % (report.longest_detail, report.slowest_detail))
         self.assertEqual(set(s["faults"]), set(ch.SINGLE_NODE_FAULTS), "every fault kind injected: %r" % s["faults"])
         self.assertGreaterEqual(s["chats"], 40, "too few chats to prove anything: %r" % s)
         self.assertEqual(s["lost"], 0, problems)

@@ -66,7 +66,8 @@ class SwitchableBus final : public bus::MessageBus {
 // fail as a JetStream read does while its server is away.
 class SwitchableLog final : public bus::ChunkLog {
  public:
-  explicit SwitchableLog(asio::any_io_executor ex) : executor_(ex), inner_(std::move(ex), std::chrono::minutes(10), 1 << 20) {}
+  explicit SwitchableLog(asio::any_io_executor ex)
+      : executor_(ex), inner_(std::move(ex), std::chrono::minutes(10), 1 << 20) {}
   void append(const std::string& session_id, const std::string& message_id, std::string entry_id,
               const std::vector<std::string>& payloads, bus::PublishCallback done = {}) override {
     inner_.append(session_id, message_id, std::move(entry_id), payloads, std::move(done));
