@@ -126,10 +126,6 @@ error_code read_subject(JetStream& jetstream, const std::string& subject, std::v
   return {};
 }
 
-std::int64_t since_ms(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-}
-
 }  // namespace
 
 std::string JetStreamChunkLog::subject(const std::string& session_id, const std::string& message_id) {
@@ -152,10 +148,12 @@ void JetStreamChunkLog::read(const std::string& session_id, const std::string& m
     error_code ec = js.stopping() ? asio::error::operation_aborted
                     : js.ready()  ? read_subject(js, subject, out, progress)
                                   : asio::error::not_connected;
-    if (ec && ec != asio::error::operation_aborted)
+    if (ec && ec != asio::error::operation_aborted) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
       log::warn("chunk_log_read_failed", {{"subject", subject}, {"step", progress.step}, {"entries", progress.entries},
-                                          {"expected", progress.expected}, {"ms", since_ms(started)},
+                                          {"expected", progress.expected}, {"ms", ms.count()},
                                           {"error", ec.message()}});
+    }
     js.bus().defer([done = std::move(done), ec, out = std::move(out)]() mutable { done(ec, std::move(out)); });
   });
 }

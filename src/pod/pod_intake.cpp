@@ -17,9 +17,10 @@ namespace {
 
 // Chunk-log reads for replays at once; more wait for the next stalled check.
 constexpr int kMaxReplayLogReads = 16;
-// Reads again of the log for a resume whose cursor's reply it does not have yet.
-constexpr int kCursorReadRetries = 4;
-constexpr std::chrono::milliseconds kFirstCursorReadRetry{250};
+// Reads again of the log for a resume (see catch_up), the first after this wait,
+// each next one after twice the last.
+constexpr int kResumeReadRetries = 4;
+constexpr std::chrono::milliseconds kFirstResumeReadRetry{250};
 
 // Chunks handed to the hub together at most: a long burst still reaches the
 // streams while the bus delivers the rest of it.
@@ -98,7 +99,7 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
 // the log has no entry of yet. And a read fails while the log's server is
 // away (a NATS node restarting, JetStream electing a leader), for seconds. A
 // read without the cursor's reply, or a failed one, is tried again a few times
-// (kCursorReadRetries, after 0.25, 0.5, 1 and 2 s) before the client is told
+// (kResumeReadRetries, after 0.25, 0.5, 1 and 2 s) before the client is told
 // to reload the history (resume_window_passed, resume_unavailable).
 void Pod::catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
                    int attempt) {
@@ -115,10 +116,10 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
     const bool has_cursor = chunks && std::any_of(chunks->begin(), chunks->end(), [&](const auto& c) {
                               return c.message_id == cursor.message_id;
                             });
-    const bool read_failed = ec && ec != boost::asio::error::operation_aborted;
-    if ((read_failed || (chunks && !has_cursor)) && attempt < kCursorReadRetries) {
-      (read_failed ? stats_.failed_reads_retried : stats_.cursor_reads_retried).add();
-      auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kFirstCursorReadRetry * (1 << attempt));
+    const bool read_again = ec ? ec != boost::asio::error::operation_aborted : !has_cursor;
+    if (read_again && attempt < kResumeReadRetries) {
+      (ec ? stats_.failed_reads_retried : stats_.cursor_reads_retried).add();
+      auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kFirstResumeReadRetry * (1 << attempt));
       timer->async_wait([this, gate, timer, session_id, stream_id, cursor, attempt](boost::system::error_code wait_ec) {
         std::lock_guard again(gate->mutex);
         if (!wait_ec && gate->open) catch_up(session_id, stream_id, cursor, attempt + 1);

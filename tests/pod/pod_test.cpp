@@ -10,8 +10,8 @@
 
 #include <filesystem>
 #include <functional>
-#include <optional>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "bus/bus_work_queue.hpp"
