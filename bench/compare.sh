@@ -17,6 +17,9 @@
 #                      share of chunks on the socket within 1, 2 and 5 ms of their timestamp
 # In the fan-out scenarios chatd is fed through a real nats-server (core NATS, started here) on
 # chat.pod.{pod}.response, as chat-worker feeds it; nchan through HTTP POST /pub/{session}.
+# chatd's publisher keeps nats.c's default (a flusher writes about a millisecond's publishes
+# together, as chat-worker does); PUBLISHER_SEND_ASAP=1 makes it write each chunk at once, as
+# nchan's publisher writes each POST (NATS_SEND_ASAP on chat-worker).
 # Every chunk is the same ~230-byte ResponseChunk JSON on both sides; loadgen checks that each
 # session's chunks arrive once and in order, and anything lost, duplicated or out of order is an
 # error of the run. Both servers get the machine's cores: chatd one thread per core, nginx one
@@ -24,6 +27,7 @@
 #
 # Environment: BUILD_DIR (./build), NO_BUILD=1, SCENARIOS ("hold_1k hold_10k fanout_full
 # fanout_10k"), SESSIONS (1000), RATE (10000), WINDOW (4), RUN_SECONDS (10), WARMUP (3),
+# PUBLISHER_SEND_ASAP (0),
 # HOLD_SECONDS (10), KEEP=1 keeps the temp dir, QUIET_WAIT/QUIET_MAX (bench/lib.sh).
 set -euo pipefail
 
@@ -50,6 +54,8 @@ scenarios=${SCENARIOS:-hold_1k hold_10k fanout_full fanout_10k}
 sessions=${SESSIONS:-1000}
 rate=${RATE:-10000}
 window=${WINDOW:-4}
+send_asap=${PUBLISHER_SEND_ASAP:-0}
+[ "$send_asap" = 0 ] || [ "$send_asap" = 1 ] || { log "PUBLISHER_SEND_ASAP takes 0 or 1"; exit 1; }
 run_s=${RUN_SECONDS:-10}
 warmup=${WARMUP:-3}
 hold_s=${HOLD_SECONDS:-10}
@@ -125,10 +131,15 @@ delivery_buckets() {
 
 fanout() {  # fanout SIDE SCENARIO RATE
   local side=$1 s=$2 r=$3 extra=() before='{}'
-  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench)
+  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench --nats-send-asap "$send_asap")
   [ "$side$s" = chatdfanout_10k ] && before=$(delivery_buckets)
   run_loadgen "${side}_$s" $((run_s + warmup + 120)) fanout --target "$side" --port "$port" --sessions "$sessions" \
     --seconds "$run_s" --warmup "$warmup" --rate "$r" --window "$window" --pid "$(server_pids)" "${extra[@]}" || true
+  # Chunks that never arrived: did nats-server drop them (a slow consumer) or did chatd warn?
+  if [ "$side" = chatd ] && [ "$(jq '.undelivered_after_drain // 0' "$tmp/${side}_$s.json")" != 0 ]; then
+    errors+=("${side}_$s: nats-server slow consumer lines: $(grep -c 'Slow Consumer' "$tmp/nats.log" || true);"\
+" chatd warnings: $(grep -oE '"level":"(warning|error)","event":"[^"]*' "$logfile" | cut -d'"' -f8 | sort | uniq -c | tr -s ' \n' ' ')")
+  fi
   # Where the tail is: already at chatd's socket write, or only at the client.
   if [ "$side$s" = chatdfanout_10k ]; then
     jq -nc --argjson a "$before" --argjson b "$(delivery_buckets)" \
@@ -186,6 +197,7 @@ jq -nc \
   --arg nginx "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
   --arg nchan "$(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)" \
   --arg nats "$(nats-server --version 2>&1 | head -1)" \
+  --argjson send_asap "$([ "$send_asap" = 1 ] && echo true || echo false)" \
   --argjson errors "$errs" "${slurp[@]}" \
   'def side($h1; $h10; $full; $rate): {
       idle_rss_bytes_per_stream_1k: $h1[0].rss_per_conn_bytes, idle_pss_bytes_per_stream_1k: $h1[0].pss_per_conn_bytes,
@@ -202,7 +214,7 @@ jq -nc \
     side($nchan_hold_1k; $nchan_hold_10k; $nchan_fanout_full; $nchan_fanout_10k) as $n |
     {date: $date,
      machine: {cores: $cores, cpu: $cpu, mem_mib: ($mem_kib / 1024 | floor), kernel: $kernel},
-     commit: $commit, nginx: $nginx, nchan: $nchan, nats_server: $nats,
+     commit: $commit, nginx: $nginx, nchan: $nchan, nats_server: $nats, publisher_send_asap: $send_asap,
      chatd: ($c | .at_rate.own_delivery_share = $chatd_own[0]), nginx_nchan: $n,
      ratios: {idle_rss_10k_nchan_over_chatd: ratio($n.idle_rss_bytes_per_stream_10k; $c.idle_rss_bytes_per_stream_10k),
               idle_pss_10k_nchan_over_chatd: ratio($n.idle_pss_bytes_per_stream_10k; $c.idle_pss_bytes_per_stream_10k),

@@ -593,6 +593,7 @@ int fanout_main(int argc, char** argv) {
       .num("rate_requested", o.rate, 0)
       .integer("window", o.window)
       .boolean("stagger", o.stagger)
+      .boolean("nats_send_asap", o.target == "chatd" && o.send_asap)
       .num("seconds", o.seconds, 1)
       .num("chunk_events_per_sec", static_cast<double>(st.chunks_window) / o.seconds, 1)
       .num("sse_events_per_sec", static_cast<double>(st.events_window) / o.seconds, 1)
