@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 
 #include "common/countdown.hpp"
 #include "sse/sse_connection.hpp"
@@ -33,20 +34,37 @@ struct SessionHub::Slot {
   std::function<void()> empty_waiter;
   bool stopped = false;
 
-  // Runs `fn` on the strand, then tells a waiter whose condition now holds.
-  // Runs posted to the strand and not yet started: the shard's backlog. While
-  // there is none, its streams write live frames at once; under load they
-  // gather them into fewer writes on their own strands.
+  // The shard's one owner at a time: a run on its strand, or a caller that
+  // found the shard idle (run with RunOn::caller_if_idle). A strand run waits
+  // for it only while such a caller runs one burst of chunks (microseconds).
+  std::mutex owner;
+  // Runs posted to the strand and not yet begun: the shard's backlog. Taken
+  // off under `owner`, so a caller holding `owner` that reads 0 knows that no
+  // run posted before it is still to come. While there is none, its streams
+  // write live frames at once; under load they gather them into fewer writes
+  // on their own strands.
   std::atomic<std::uint32_t> waiting{0};
 
+  // Runs `fn` on the strand (or right here, see `owner`), then tells a waiter
+  // whose condition now holds.
   template <class Fn>
-  void run(Fn fn) {
+  void run(Fn fn, SessionHub::RunOn where = SessionHub::RunOn::strand) {
+    if (where == SessionHub::RunOn::caller_if_idle) {
+      std::unique_lock lock(owner, std::try_to_lock);
+      if (lock && waiting.load(std::memory_order_relaxed) == 0) return run_owned(fn, true);
+    }
     waiting.fetch_add(1, std::memory_order_relaxed);
     asio::post(strand, [this, fn = std::move(fn)]() mutable {
-      sse::WriteNowScope write_now(waiting.fetch_sub(1, std::memory_order_relaxed) == 1);
-      fn(shard);
-      notify_waiters();
+      std::lock_guard lock(owner);
+      run_owned(fn, waiting.fetch_sub(1, std::memory_order_relaxed) == 1);
     });
+  }
+
+  template <class Fn>
+  void run_owned(Fn& fn, bool nothing_waiting) {
+    sse::WriteNowScope write_now(nothing_waiting);
+    fn(shard);
+    notify_waiters();
   }
 
   void notify_waiters() {
@@ -60,8 +78,11 @@ struct SessionHub::Slot {
     timer.expires_after(interval);
     timer.async_wait([this, &timer, interval, fn](boost::system::error_code ec) {
       if (ec || stopped) return;
-      fn(shard);
-      notify_waiters();
+      {
+        std::lock_guard lock(owner);
+        fn(shard);
+        notify_waiters();
+      }
       every(timer, interval, fn);
     });
   }
@@ -117,16 +138,22 @@ void SessionHub::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
   });
 }
 
-void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast) {
-  if (chunks.size() == 1) return on_chunk(std::move(chunks.front()), broadcast);
+void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast, RunOn where) {
+  auto run_batch = [&](Slot& slot, std::vector<protocol::ResponseChunk> batch) {
+    slot.run(
+        [batch = std::move(batch), broadcast](SessionShard& s) mutable {
+          for (auto& c : batch) s.on_chunk(std::move(c), broadcast);
+        },
+        where);
+  };
+  if (chunks.size() == 1) {
+    auto& slot = slot_for(chunks.front().session_id);
+    return run_batch(slot, std::move(chunks));
+  }
   std::vector<std::vector<protocol::ResponseChunk>> by_slot(slots_.size());
   for (auto& c : chunks) by_slot[slot_index(c.session_id)].push_back(std::move(c));
-  for (std::size_t i = 0; i < by_slot.size(); ++i) {
-    if (by_slot[i].empty()) continue;
-    slots_[i]->run([batch = std::move(by_slot[i]), broadcast](SessionShard& s) mutable {
-      for (auto& c : batch) s.on_chunk(std::move(c), broadcast);
-    });
-  }
+  for (std::size_t i = 0; i < by_slot.size(); ++i)
+    if (!by_slot[i].empty()) run_batch(*slots_[i], std::move(by_slot[i]));
 }
 
 void SessionHub::expect(const std::string& session_id, const std::string& message_id) {
@@ -160,6 +187,7 @@ void SessionHub::when_settled(std::function<void()> done) {
   auto arrive = make_countdown(slots_.size(), std::move(done));
   for (auto& s : slots_)
     asio::post(s->strand, [slot = s.get(), arrive] {
+      std::lock_guard lock(slot->owner);
       slot->settled_waiter = arrive;
       slot->notify_waiters();
     });
@@ -169,6 +197,7 @@ void SessionHub::close_all(std::function<sse::Frame()> last, std::function<void(
   auto arrive = make_countdown(slots_.size(), std::move(done));
   for (auto& s : slots_)
     asio::post(s->strand, [slot = s.get(), last, arrive] {
+      std::lock_guard lock(slot->owner);
       slot->shard.close_all(last);
       slot->empty_waiter = arrive;
       slot->notify_waiters();

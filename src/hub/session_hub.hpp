@@ -1,10 +1,11 @@
 #pragma once
 // The pod's sessions, sharded by session id. Each shard (see session_shard.hpp)
-// runs on its own strand and owns its sessions outright, with no locks: every
-// chunk, attach and detach of a session runs there, so a session's frames reach
-// all its streams in one order, and a frame is encoded once per session and
-// shared by its streams. The hub posts work onto the right strand and drives
-// each shard's timers.
+// owns its sessions outright and runs one run at a time, on its own strand (or,
+// for a burst of chunks from the bus, on the delivery thread when the shard is
+// idle, see on_chunks): every chunk, attach and detach of a session runs there
+// in the order handed over, so a session's frames reach all its streams in one
+// order, and a frame is encoded once per session and shared by its streams.
+// The hub hands work to the right shard and drives each shard's timers.
 //
 // Every method may be called from any thread and returns at once.
 
@@ -30,7 +31,8 @@ struct HubStats {
 
 class SessionHub {
  public:
-  // The handlers run on shard strands, several at once: they must be thread-safe.
+  // The handlers run where the shards run (their strands, or the bus's delivery
+  // thread), several at once: they must be thread-safe.
   SessionHub(boost::asio::io_context& ioc, HubOptions options, ShardHandlers handlers, Clock clock = SteadyClock);
   ~SessionHub();
 
@@ -39,9 +41,15 @@ class SessionHub {
   void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor = std::nullopt);
   void detach(std::shared_ptr<sse::EventSink> stream);
   void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
-  // The same for chunks that arrived together: one hand-off per shard, each
-  // session's chunks in the order given.
-  void on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast);
+  // The same for chunks that arrived together: one run per shard, each
+  // session's chunks in the order given. With `caller_if_idle`, a shard that
+  // no one runs and no run waits for takes them on the calling thread, which
+  // then writes them to the streams' sockets itself: the bus's delivery thread
+  // with nothing queued behind them wakes no event-loop thread per chunk (on
+  // busy cores each wake-up is the bulk of a chunk's tail latency). The caller
+  // must hold no lock that a shard's handlers take.
+  enum class RunOn { strand, caller_if_idle };
+  void on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast, RunOn where = RunOn::strand);
   void expect(const std::string& session_id, const std::string& message_id);
   // What the chunk log answered (see SessionShard).
   void fill_from_log(const std::string& session_id, std::vector<protocol::ResponseChunk> chunks);

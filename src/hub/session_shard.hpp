@@ -2,7 +2,8 @@
 // A share of the pod's sessions: their streams, the reorder buffers of their
 // replies, and the frames a late or resuming stream still needs. Pure logic on
 // an injected clock, like the reorder buffer: no threads, no timers, no I/O of
-// its own. The hub runs each shard on one strand and drives its periodic work;
+// its own. The hub runs each shard one run at a time (on its strand, or on the
+// bus's delivery thread when the shard is idle) and drives its periodic work;
 // nothing here is thread-safe except the gauges.
 
 #include <atomic>
@@ -28,7 +29,8 @@ namespace chat::hub {
 
 using Clock = std::function<SteadyTime()>;
 
-// What a shard hands on. Each runs on the shard's strand and must not block.
+// What a shard hands on. Each runs where the shard runs (its strand, or the
+// bus's delivery thread) and must not block.
 struct ShardHandlers {
   // A reply's buffer is done (or a finished reply was read from the log): it
   // goes to the store, which keeps the first write.

@@ -49,11 +49,16 @@ void Pod::stop_intake() {
 }
 
 // A burst of chunks (the bus has more behind this one) reaches the hub in one
-// hand-off per shard when it ends: fewer wake-ups of the pod's threads.
+// hand-off per shard when it ends: fewer wake-ups of the pod's threads. A
+// burst's end, with nothing queued behind it, is run on this thread by a
+// shard that is idle; a burst cut short with more behind it goes to the
+// strands, so that the event-loop threads share a long burst's work while
+// this thread takes the next messages.
 void Pod::on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch) {
   if (auto chunk = accept_chunk(m, broadcast)) batch.push_back(std::move(*chunk));
-  if (!batch.empty() && (!m.more || batch.size() >= kMaxChunkBatch))
-    hub_.on_chunks(std::exchange(batch, {}), broadcast);
+  if (batch.empty() || (m.more && batch.size() < kMaxChunkBatch)) return;
+  using RunOn = hub::SessionHub::RunOn;
+  hub_.on_chunks(std::exchange(batch, {}), broadcast, m.more ? RunOn::strand : RunOn::caller_if_idle);
 }
 
 std::optional<protocol::ResponseChunk> Pod::accept_chunk(const bus::Message& m, bool broadcast) {

@@ -45,7 +45,7 @@ struct QueueLimits {
   std::size_t coalesce_after = 0;
 };
 
-// Shared by every stream of a pod; recorded on the streams' strands.
+// Shared by every stream of a pod; recorded from any thread (atomic counts).
 struct StreamMetrics {
   // From a chunk's timestamp (the worker's clock) to its bytes written to the socket.
   metrics::Histogram delivery{metrics::kFastBuckets};

@@ -159,5 +159,47 @@ TEST_F(HubTest, EndSessionReportsTheRunningRepliesOnce) {
   EXPECT_EQ(ids, (std::vector<std::string>{"m1", "m2"}));
 }
 
+// A hub whose event loop runs only when the test says so: what a caller's
+// thread does itself and what waits for the strands tells apart.
+struct IdleHubTest : ::testing::Test {
+  boost::asio::io_context ioc{1};
+  SessionHub hub{ioc, HubOptions{},
+                 ShardHandlers{[](buffer::FinishedMessage) {}, [](const std::string&, const std::string&) {},
+                               [](const std::string&, const std::string&, const sse::ResumeCursor&) {},
+                               [] { return std::uint64_t{0}; }}};
+  std::shared_ptr<RecordingSink> stream = std::make_shared<RecordingSink>("c1", "s1");
+
+  void SetUp() override {
+    hub.attach(stream);
+    run_strands();
+  }
+  // What was posted to the strands runs (the loop stops each time it runs out of work).
+  void run_strands() {
+    ioc.restart();
+    ioc.poll();
+  }
+  std::vector<protocol::ResponseChunk> reply(std::string message) { return {chunk("s1", std::move(message), 0, true)}; }
+};
+
+// The bus's delivery thread with nothing queued behind a burst: an idle shard
+// runs it there, and the stream has it before any event-loop thread ran.
+TEST_F(IdleHubTest, AnIdleShardTakesTheBurstOnTheCallersThread) {
+  hub.on_chunks(reply("m1"), false, SessionHub::RunOn::caller_if_idle);
+  EXPECT_EQ(stream->chunk_ids(), (std::vector<std::string>{"m1:0"}));
+  hub.on_chunks(reply("m2"), false);
+  EXPECT_EQ(stream->chunk_ids(), (std::vector<std::string>{"m1:0"})) << "posted to the strand";
+  run_strands();
+  EXPECT_EQ(stream->chunk_ids(), (std::vector<std::string>{"m1:0", "m2:0"}));
+}
+
+// A run still waiting for the shard goes first: the burst waits behind it.
+TEST_F(IdleHubTest, ABurstDoesNotOvertakeARunWaitingForTheShard) {
+  hub.on_chunks(reply("m1"), false);
+  hub.on_chunks(reply("m2"), false, SessionHub::RunOn::caller_if_idle);
+  EXPECT_TRUE(stream->chunk_ids().empty());
+  run_strands();
+  EXPECT_EQ(stream->chunk_ids(), (std::vector<std::string>{"m1:0", "m2:0"}));
+}
+
 }  // namespace
 }  // namespace chat::hub
