@@ -15,8 +15,9 @@ namespace asio = boost::asio;
 
 namespace chat::hub {
 
-// A shard with the strand that owns it and the timers that drive it. The
-// waiters are strand-only state, like the shard.
+// A shard with the strand that runs it, the timers that drive it and the lock
+// that says who runs it now. The waiters are the shard's state too: touched
+// only by whoever holds `owner`.
 struct SessionHub::Slot {
   Slot(asio::io_context& ioc, const HubOptions& options, ShardHandlers handlers, Clock clock)
       : strand(asio::make_strand(ioc)),

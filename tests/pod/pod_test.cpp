@@ -126,6 +126,11 @@ struct PodFixture : ::testing::Test {
     work.reset();
     ioc.stop();
     for (auto& t : threads) t.join();
+    // The store answers writes on its own thread, into the pod: every answer
+    // is in before the pod goes (members go in reverse order, the pod first).
+    std::promise<void> answered;
+    store.flush([&](boost::system::error_code) { answered.set_value(); });
+    answered.get_future().wait();
     std::filesystem::remove_all(dir);
   }
 
