@@ -49,8 +49,8 @@ struct SessionHub::Slot {
   // Runs `fn` on the strand (or right here, see `owner`), then tells a waiter
   // whose condition now holds.
   template <class Fn>
-  void run(Fn fn, SessionHub::RunOn where = SessionHub::RunOn::strand) {
-    if (where == SessionHub::RunOn::caller_if_idle) {
+  void run(Fn fn, RunOn where = RunOn::strand) {
+    if (where == RunOn::caller_if_idle) {
       std::unique_lock lock(owner, std::try_to_lock);
       if (lock && waiting.load(std::memory_order_relaxed) == 0) return run_owned(fn, true);
     }
