@@ -223,6 +223,8 @@ TYPED_TEST(BusConformance, HandlerMayDropItsOwnSubscription) {
   ASSERT_TRUE(eventually([&] { return calls.load() >= 1; }));
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(calls.load(), 1);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(sub, nullptr) << "the handler dropped it";
 }
 
 TYPED_TEST(BusConformance, RequestGetsReply) {

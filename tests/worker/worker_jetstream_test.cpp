@@ -98,13 +98,23 @@ struct WorkerJetStream : ::testing::Test {
   Chunks chunks{pod.bus};
   registry::MemoryRegistry registry{ioc.get_executor()};
 
-  ~WorkerJetStream() override {
+  ~WorkerJetStream() override { stop_loop(); }
+
+  void stop_loop() {
     work.reset();
     ioc.stop();
-    thread.join();
+    if (thread.joinable()) thread.join();
   }
 
-  std::unique_ptr<WorkflowWorker> start_worker(Client& c) {
+  // A worker goes as chat-worker's goes: its loop stops first (a timer or a
+  // run of it may be running there until then), then the worker.
+  struct RunningWorker {
+    WorkerJetStream& fixture;
+    std::unique_ptr<WorkflowWorker> worker;
+    ~RunningWorker() { fixture.stop_loop(); }
+  };
+
+  RunningWorker start_worker(Client& c) {
     config::WorkerConfig wc;
     wc.max_concurrent = 4;
     wc.progress_interval = 500ms;
@@ -113,7 +123,7 @@ struct WorkerJetStream : ::testing::Test {
         std::vector<std::shared_ptr<providers::Provider>>{
             std::make_shared<providers::DemoProvider>(ioc.get_executor(), providers::DemoOptions{1ms, 3})});
     w->start();
-    return w;
+    return RunningWorker{*this, std::move(w)};
   }
 
   std::string submit(const std::string& session_id = new_identifier("s_")) {
