@@ -3,11 +3,12 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps deps-test build run test test-unit test-browser test-asan test-deploy bench cluster-up cluster-down clean deps-fuzz fuzz fuzz-smoke
+.PHONY: deps deps-test build run test test-unit test-browser test-asan test-tsan test-deploy bench cluster-up cluster-down clean deps-fuzz fuzz fuzz-smoke
 
 deps:
 	@scripts/install-deps.sh
@@ -52,6 +53,17 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 1200 -LE "browser|chaos"
 
+$(TSAN_BUILD)/build.ninja:
+	cmake -S . -B $(TSAN_BUILD) -G Ninja -DCHAT_WERROR=ON -DCHAT_TSAN=ON -DCHAT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+# The in-process suites under ThreadSanitizer: the hub's shards run on the
+# event-loop threads and on the bus's delivery thread, the streams' queues take
+# frames from any thread, the stores answer from threads of their own.
+test-tsan: deps $(TSAN_BUILD)/build.ninja
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 1200 -L unit
+
 # The Docker image and the Compose stack for real (docs/DEPLOY.md): builds the images (a
 # full compile), runs a chat through port 80 across a backend restart, takes it down.
 # Not part of `test`.
@@ -85,4 +97,4 @@ cluster-down:
 	scripts/cluster.sh down
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
