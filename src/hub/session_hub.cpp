@@ -81,8 +81,7 @@ struct SessionHub::Slot {
       if (ec || stopped) return;
       {
         std::lock_guard lock(owner);
-        fn(shard);
-        notify_waiters();
+        run_owned(fn, false);
       }
       every(timer, interval, fn);
     });
@@ -133,12 +132,6 @@ void SessionHub::detach(std::shared_ptr<sse::EventSink> stream) {
   slot_for(stream->session_id()).run([stream = std::move(stream)](SessionShard& s) { s.detach(stream); });
 }
 
-void SessionHub::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
-  slot_for(chunk.session_id).run([chunk = std::move(chunk), broadcast](SessionShard& s) mutable {
-    s.on_chunk(std::move(chunk), broadcast);
-  });
-}
-
 void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast, RunOn where) {
   auto run_batch = [&](Slot& slot, std::vector<protocol::ResponseChunk> batch) {
     slot.run(
@@ -187,21 +180,15 @@ void SessionHub::end_session(const std::string& session_id, std::function<void(s
 void SessionHub::when_settled(std::function<void()> done) {
   auto arrive = make_countdown(slots_.size(), std::move(done));
   for (auto& s : slots_)
-    asio::post(s->strand, [slot = s.get(), arrive] {
-      std::lock_guard lock(slot->owner);
-      slot->settled_waiter = arrive;
-      slot->notify_waiters();
-    });
+    s->run([slot = s.get(), arrive](SessionShard&) { slot->settled_waiter = arrive; });
 }
 
 void SessionHub::close_all(std::function<sse::Frame()> last, std::function<void()> done) {
   auto arrive = make_countdown(slots_.size(), std::move(done));
   for (auto& s : slots_)
-    asio::post(s->strand, [slot = s.get(), last, arrive] {
-      std::lock_guard lock(slot->owner);
-      slot->shard.close_all(last);
+    s->run([slot = s.get(), last, arrive](SessionShard& shard) {
+      shard.close_all(last);
       slot->empty_waiter = arrive;
-      slot->notify_waiters();
     });
 }
 

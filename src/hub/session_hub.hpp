@@ -40,8 +40,7 @@ class SessionHub {
 
   void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor = std::nullopt);
   void detach(std::shared_ptr<sse::EventSink> stream);
-  void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
-  // The same for chunks that arrived together: one run per shard, each
+  // Chunks from the bus that arrived together: one run per shard, each
   // session's chunks in the order given. With `caller_if_idle`, a shard that
   // no one runs and no run waits for takes them on the calling thread, which
   // then writes them to the streams' sockets itself: the bus's delivery thread

@@ -100,7 +100,7 @@ struct HubTest : ::testing::Test {
 
 TEST_F(HubTest, EachSessionsChunksReachItsStreamsAcrossShards) {
   auto streams = attach_sessions();
-  for (auto& c : replies_interleaved()) hub.on_chunk(std::move(c), false);
+  for (auto& c : replies_interleaved()) hub.on_chunks({std::move(c)}, false);
   ASSERT_NO_FATAL_FAILURE(expect_each_reply_delivered(streams));
   EXPECT_EQ(hub.stats().streams, 16u);
   EXPECT_EQ(hub.stats().sessions, 16u);
@@ -119,9 +119,9 @@ TEST_F(HubTest, SettledWaitsForEveryAcceptedReply) {
   std::promise<void> settled;
   hub.when_settled([&] { settled.set_value(); });
   auto future = settled.get_future();
-  hub.on_chunk(chunk("s1", "m1", 0, true), false);
+  hub.on_chunks({chunk("s1", "m1", 0, true)}, false);
   EXPECT_EQ(future.wait_for(200ms), std::future_status::timeout) << "m2 is still owed";
-  hub.on_chunk(chunk("s2", "m2", 0, true), false);
+  hub.on_chunks({chunk("s2", "m2", 0, true)}, false);
   EXPECT_EQ(future.wait_for(10s), std::future_status::ready);
 }
 
