@@ -3,7 +3,6 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <cctype>
 
 #include "common/identifier.hpp"
 #include "common/utf8.hpp"
@@ -15,12 +14,6 @@ namespace chat::api {
 namespace {
 
 ValidationError invalid(std::string message) { return {"invalid_request", std::move(message)}; }
-
-bool is_blank(std::string_view s) {
-  // Unicode whitespace beyond ASCII is rare in practice; ASCII blanks are what
-  // clients send by accident.
-  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c); });
-}
 
 // Model names carry dots, colons and slashes ("llama3.1:8b", "org/model"), but
 // no spaces or control characters.
@@ -83,7 +76,7 @@ ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& li
   if (user_id_required || (user_id && !user_id->empty()))
     if (auto e = check_identifier("user_id", user_id)) return {std::nullopt, e};
   if (!message || message->empty()) return {std::nullopt, invalid("message is required")};
-  if (is_blank(*message)) return {std::nullopt, invalid("message must not be empty")};
+  if (utf8_is_blank(*message)) return {std::nullopt, invalid("message must not be empty")};
   if (utf8_length(*message) > limits.max_message_chars)
     return {std::nullopt, invalid("message is longer than " + std::to_string(limits.max_message_chars) + " characters")};
   if (has_nul(*message)) return {std::nullopt, invalid("message must not contain NUL characters")};

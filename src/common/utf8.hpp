@@ -14,4 +14,10 @@ std::size_t utf8_length(std::string_view text) noexcept;
 // The first `chars` code points of `text`, never splitting a UTF-8 sequence.
 std::string_view utf8_prefix(std::string_view text, std::size_t chars) noexcept;
 
+// Whether `text` shows nothing: only Unicode White_Space (ASCII blanks, U+00A0,
+// U+3000, the U+2000 spaces, line and paragraph separators...) and the
+// zero-width characters a keyboard or a paste leaves behind (U+200B..U+200D,
+// U+2060, U+FEFF). An empty text is blank.
+bool utf8_is_blank(std::string_view text) noexcept;
+
 }  // namespace chat

@@ -46,6 +46,7 @@ TEST(ChatRequestTest, MissingAndEmptyFieldsAreNamed) {
   expect_invalid(R"({"session_id":"s","user_id":"u"})", "invalid_request", "message is required");
   expect_invalid(R"({"session_id":"s","user_id":"u","message":""})", "invalid_request", "message is required");
   expect_invalid(R"({"session_id":"s","user_id":"u","message":" \n\t "})", "invalid_request", "empty");
+  expect_invalid(R"({"session_id":"s","user_id":"u","message":"\u3000\u00a0\u200b\u2028"})", "invalid_request", "empty");
 }
 
 TEST(ChatRequestTest, WrongTypesAreNamed) {
