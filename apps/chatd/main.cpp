@@ -4,8 +4,11 @@
 // (flags override them); see --help.
 
 #include <boost/asio/io_context.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 #include "api/chat_api.hpp"
 #include "auth/make_authenticator.hpp"
@@ -108,9 +111,15 @@ int run_pod(const config::Config& config) {
   http::SessionLimits session_limits{config.server.max_body_bytes, 16 * 1024, config.server.read_timeout,
                                      config.server.write_timeout};
   auto endpoint = asio::ip::tcp::endpoint(asio::ip::make_address(config.server.host), config.server.port);
-  auto listener = std::make_shared<http::Listener>(ioc, endpoint, handler, session_limits, [&pod, &config] {
-    return http::HttpSession::open_sessions() + pod.open_streams() >= config.server.max_connections;
-  });
+  std::shared_ptr<http::Listener> listener;
+  try {
+    listener = std::make_shared<http::Listener>(ioc, endpoint, handler, session_limits, [&pod, &config] {
+      return http::HttpSession::open_sessions() + pod.open_streams() >= config.server.max_connections;
+    });
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("SERVER_HOST/SERVER_PORT: cannot listen on " + config.server.host + " port " +
+                             std::to_string(config.server.port) + ": " + e.code().message());
+  }
   // Connections per client address; a trusted proxy carries many clients and is not capped.
   listener->limit_per_address(std::make_shared<http::AddressConnections>(
       config.limits.connections_per_ip,

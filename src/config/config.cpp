@@ -6,6 +6,8 @@
 
 #include <unistd.h>
 
+#include <boost/asio/ip/address.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -52,6 +54,43 @@ bool parse_bool(const std::string& name, const std::string& text) {
 std::string require_non_empty(const std::string& name, const std::string& text) {
   if (text.empty()) throw ConfigError(name + ": must not be empty");
   return text;
+}
+
+// The listener binds an address, not a name: a name would need resolving and
+// could stand for several. "localhost" is the one name taken, as 127.0.0.1.
+std::string require_listen_address(const std::string& name, const std::string& text) {
+  if (text == "localhost") return "127.0.0.1";
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(text, ec);
+  if (ec) throw ConfigError(name + ": expected an IP address to listen on (0.0.0.0, 127.0.0.1, ::), got \"" + text + "\"");
+  return text;
+}
+
+// An origin as browsers send it: scheme://host[:port], nothing after.
+bool is_origin(std::string_view o) {
+  auto scheme_end = o.find("://");
+  if (scheme_end == std::string_view::npos) return false;
+  auto scheme = o.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return false;
+  auto authority = o.substr(scheme_end + 3);
+  return !authority.empty() && authority.find_first_of("/?#*@ \t") == std::string_view::npos;
+}
+
+// SERVER_CORS_ORIGINS: "*", or origins separated by commas (blanks around each ignored).
+std::string require_cors_origins(const std::string& name, const std::string& text) {
+  if (text == "*") return text;
+  std::string_view rest = text;
+  while (true) {
+    auto comma = rest.find(',');
+    auto entry = rest.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (!is_origin(entry))
+      throw ConfigError(name + ": expected * or origins such as https://chat.example.com separated by commas, got \"" +
+                        std::string(entry) + "\"");
+    if (comma == std::string_view::npos) return text;
+    rest = rest.substr(comma + 1);
+  }
 }
 
 // Full checks happen where the URL is used; this catches typos at start.
@@ -122,10 +161,13 @@ struct Setting {
   [](Config& c, const std::string& n, const std::string& v) { c.field = parse_duration_or_throw(n, v); }
 #define STRING_SETTING(field) \
   [](Config& c, const std::string& n, const std::string& v) { c.field = require_non_empty(n, v); }
+// Empty is the default: a deployment that passes `NATS_TOKEN=${NATS_TOKEN:-}` means none.
+#define OPTIONAL_STRING_SETTING(field) [](Config& c, const std::string&, const std::string& v) { c.field = v; }
 
 const std::vector<Setting>& settings() {
   static const std::vector<Setting> table = {
-      {"SERVER_HOST", kChatd, "0.0.0.0", "address to listen on", STRING_SETTING(server.host)},
+      {"SERVER_HOST", kChatd, "0.0.0.0", "IP address to listen on (localhost: 127.0.0.1)",
+       [](Config& c, const std::string& n, const std::string& v) { c.server.host = require_listen_address(n, v); }},
       {"SERVER_PORT", kChatd, "8080", "TCP port to listen on", INT_SETTING(server.port, std::uint16_t, 1, 65535)},
       {"SERVER_READ_TIMEOUT", kChatd, "30s", "time to read a whole request (never applies to open SSE streams)",
        DURATION_SETTING(server.read_timeout)},
@@ -149,12 +191,12 @@ const std::vector<Setting>& settings() {
        INT_SETTING(limits.chat_burst, std::uint32_t, 1, 1'000'000)},
       {"RATE_LIMIT_RUNNING_REPLIES", kChatd, "4", "replies of one user generating at once (0: no limit)",
        INT_SETTING(limits.running_replies, std::uint32_t, 0, 1'000'000)},
-      {"RATE_LIMIT_STREAMS_PER_USER", kChatd, "20", "open SSE streams of one user on one pod (0: no limit)",
+      {"RATE_LIMIT_STREAMS_PER_USER", kChatd, "20", "open SSE streams of one user, on all pods together with Redis (0: no limit)",
        INT_SETTING(limits.streams_per_user, std::uint32_t, 0, 10'000'000)},
       {"RATE_LIMIT_IP_PER_MINUTE", kChatd, "1200", "requests from one client address per minute (0: no limit)",
        INT_SETTING(limits.ip_per_minute, std::uint32_t, 0, 60'000'000)},
       {"SERVER_CORS_ORIGINS", kChatd, "*", "Access-Control-Allow-Origin value: * or a comma-separated origin list",
-       STRING_SETTING(server.cors_origins)},
+       [](Config& c, const std::string& n, const std::string& v) { c.server.cors_origins = require_cors_origins(n, v); }},
       {"POD_ID", kChatd, "(from hostname)", "this pod's id ([A-Za-z0-9_-], 1..128)",
        [](Config& c, const std::string& n, const std::string& v) {
          if (!is_valid_identifier(v)) throw ConfigError(n + ": must be 1..128 characters of [A-Za-z0-9_-], got \"" + v + "\"");
@@ -221,7 +263,7 @@ const std::vector<Setting>& settings() {
        [](Config& c, const std::string& n, const std::string& v) { c.redis.host = require_non_empty(n, v); }},
       {"REDIS_PORT", kBoth, "6379", "Redis port", INT_SETTING(redis.port, std::uint16_t, 1, 65535)},
       {"REDIS_USERNAME", kBoth, "", "Redis ACL user (with REDIS_PASSWORD; empty: the default user)",
-       STRING_SETTING(redis.username)},
+       OPTIONAL_STRING_SETTING(redis.username)},
       {"REDIS_PASSWORD", kBoth, "", "Redis password (never logged)",
        [](Config& c, const std::string&, const std::string& v) { c.redis.password = v; }},
       {"REDIS_DB", kBoth, "0", "Redis database number", INT_SETTING(redis.db, unsigned, 0, 1024)},
@@ -232,15 +274,15 @@ const std::vector<Setting>& settings() {
        [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_non_empty(n, v); }},
       {"NATS_MAX_RECONNECTS", kBoth, "-1", "reconnect attempts (-1: forever)", INT_SETTING(nats.max_reconnects, int, -1, 1'000'000)},
       {"NATS_RECONNECT_WAIT", kBoth, "2s", "pause between reconnect attempts", DURATION_SETTING(nats.reconnect_wait)},
-      {"NATS_TOKEN", kBoth, "", "NATS authentication token (never logged)", STRING_SETTING(nats.token)},
-      {"NATS_USER", kBoth, "", "NATS user (with NATS_PASSWORD)", STRING_SETTING(nats.user)},
-      {"NATS_PASSWORD", kBoth, "", "NATS password (never logged)", STRING_SETTING(nats.password)},
-      {"NATS_CREDS", kBoth, "", "NATS credentials file (user JWT and NKey seed)", STRING_SETTING(nats.creds_file)},
+      {"NATS_TOKEN", kBoth, "", "NATS authentication token (never logged)", OPTIONAL_STRING_SETTING(nats.token)},
+      {"NATS_USER", kBoth, "", "NATS user (with NATS_PASSWORD)", OPTIONAL_STRING_SETTING(nats.user)},
+      {"NATS_PASSWORD", kBoth, "", "NATS password (never logged)", OPTIONAL_STRING_SETTING(nats.password)},
+      {"NATS_CREDS", kBoth, "", "NATS credentials file (user JWT and NKey seed)", OPTIONAL_STRING_SETTING(nats.creds_file)},
       {"NATS_TLS_CA", kBoth, "", "CA certificate (PEM) to verify the NATS servers with; set turns TLS on",
-       STRING_SETTING(nats.tls_ca_file)},
+       OPTIONAL_STRING_SETTING(nats.tls_ca_file)},
       {"NATS_TLS_CERT", kBoth, "", "client certificate (PEM) for NATS servers that verify clients (with NATS_TLS_KEY)",
-       STRING_SETTING(nats.tls_cert_file)},
-      {"NATS_TLS_KEY", kBoth, "", "private key (PEM) of NATS_TLS_CERT", STRING_SETTING(nats.tls_key_file)},
+       OPTIONAL_STRING_SETTING(nats.tls_cert_file)},
+      {"NATS_TLS_KEY", kBoth, "", "private key (PEM) of NATS_TLS_CERT", OPTIONAL_STRING_SETTING(nats.tls_key_file)},
       {"NATS_JETSTREAM", kBoth, "true with NATS_URL",
        "JetStream work queue and chunk log (false: core NATS only, for servers without JetStream)",
        [](Config& c, const std::string& n, const std::string& v) { c.nats.jetstream = parse_bool(n, v); }},
@@ -273,7 +315,7 @@ const std::vector<Setting>& settings() {
        INT_SETTING(worker.demo_words_per_chunk, unsigned, 1, 1000)},
       {"WORKER_MAX_CONCURRENT", kBoth, "1000", "generations running at once; up to ten times as many more wait their turn",
        INT_SETTING(worker.max_concurrent, std::size_t, 1, 1'000'000)},
-      {"WORKER_HTTP_PORT", kWorker, "0", "port of chat-worker's /health, /ready and /metrics (0: none; 9090 in the images)",
+      {"WORKER_HTTP_PORT", kWorker, "0", "port of chat-worker's /health, /ready and /metrics (0: none)",
        INT_SETTING(worker.http_port, std::uint16_t, 0, 65535)},
       {"WORKER_THREADS", kWorker, "0", "worker event-loop threads (0: one per core)", INT_SETTING(worker.threads, unsigned, 0, 256)},
       {"OPENAI_API_KEY", kBoth, "", "key of the openai provider (never logged)",

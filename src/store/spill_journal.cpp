@@ -100,7 +100,7 @@ SpillJournal::SpillJournal(fs::path dir, std::uint64_t segment_bytes)
     : dir_(std::move(dir)), segment_bytes_(std::max<std::uint64_t>(segment_bytes, 1)) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
-  if (ec) throw std::runtime_error("cannot create the spill directory " + dir_.string() + ": " + ec.message());
+  if (ec) throw std::runtime_error("DB_SPILL_DIR: cannot create the spill directory " + dir_.string() + ": " + ec.message());
   adopt_orphans();
 }
 

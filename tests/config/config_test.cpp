@@ -98,8 +98,31 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"REDIS_RENEW_INTERVAL", "50ms"}}, "REDIS_RENEW_INTERVAL");
   expect_error({{"REDIS_RENEW_INTERVAL", "16s"}}, "REDIS_RENEW_INTERVAL");
   expect_error({{"DB_SPILL_DIR", ""}}, "DB_SPILL_DIR");
+  expect_error({{"SERVER_HOST", "chat.example.com"}}, "SERVER_HOST");
+  expect_error({{"SERVER_HOST", "999.1.1.1"}}, "SERVER_HOST");
+  expect_error({{"SERVER_CORS_ORIGINS", "notanorigin"}}, "SERVER_CORS_ORIGINS");
+  expect_error({{"SERVER_CORS_ORIGINS", "https://a.example,"}}, "SERVER_CORS_ORIGINS");
+  expect_error({{"SERVER_CORS_ORIGINS", "https://a.example/app"}}, "SERVER_CORS_ORIGINS");
+  expect_error({{"SERVER_CORS_ORIGINS", "*,https://a.example"}}, "SERVER_CORS_ORIGINS");
   expect_error({}, "--no-such-flag", {"--no-such-flag=1"});
   expect_error({}, "positional", {"positional"});
+}
+
+TEST(ConfigTest, ListenAddressesAndOriginsThatAreWellFormedAreTaken) {
+  EXPECT_EQ(load(Program::chatd, {}, env({{"SERVER_HOST", "localhost"}})).server.host, "127.0.0.1");
+  EXPECT_EQ(load(Program::chatd, {}, env({{"SERVER_HOST", "::"}})).server.host, "::");
+  auto origins = "https://chat.example.com, http://localhost:5173";
+  EXPECT_EQ(load(Program::chatd, {}, env({{"SERVER_CORS_ORIGINS", origins}})).server.cors_origins, origins);
+}
+
+TEST(ConfigTest, OptionalLoginsAndFilesMayBeSetEmpty) {
+  // A Compose file or a manifest passes `NATS_TOKEN=${NATS_TOKEN:-}`: empty means none.
+  auto c = load(Program::chatd, {}, env({{"NATS_URL", "nats://127.0.0.1:4222"}, {"NATS_TOKEN", ""}, {"NATS_USER", ""},
+                                         {"NATS_PASSWORD", ""}, {"NATS_CREDS", ""}, {"NATS_TLS_CA", ""},
+                                         {"NATS_TLS_CERT", ""}, {"NATS_TLS_KEY", ""}, {"REDIS_USERNAME", ""}}));
+  EXPECT_TRUE(c.nats.token.empty());
+  EXPECT_TRUE(c.nats.tls_ca_file.empty());
+  EXPECT_TRUE(c.redis.username.empty());
 }
 
 TEST(ConfigTest, EachProgramReadsOnlyItsSettings) {
