@@ -194,12 +194,17 @@ void ChatApi::serve(Call call) {
 void ChatApi::route(Call call) {
   const std::string_view path = call->path;
   const auto method = call->request.method();
-  // True when the method fits; otherwise answers 405 with the allowed ones.
+  // True when the method fits; otherwise answers 405 with the allowed ones:
+  // HEAD wherever GET is, but on the event stream (it would open a stream
+  // that never ends and has no body to leave out).
   auto allow = [&](bhttp::verb wanted, std::string_view allow_header) {
-    if (method == wanted || (wanted == bhttp::verb::get && method == bhttp::verb::head)) return true;
+    const bool head_too = path != "/api/sse";
+    if (method == wanted || (head_too && wanted == bhttp::verb::get && method == bhttp::verb::head)) return true;
     auto res = error(Status::method_not_allowed, "method_not_allowed",
                      std::string(bhttp::to_string(method)) + " is not allowed on " + std::string(path));
-    res.set(bhttp::field::allow, allow_header);
+    std::string listed(allow_header);
+    if (head_too && listed.starts_with("GET")) listed.insert(3, ", HEAD");
+    res.set(bhttp::field::allow, listed);
     call->respond(std::move(res));
     return false;
   };
@@ -234,12 +239,6 @@ void ChatApi::route(Call call) {
     if (allow(bhttp::verb::post, "POST, OPTIONS")) cancel_reply(std::move(call), std::string(id));
   } else if (path == "/api/sse") {
     call->route = "/api/sse";
-    // HEAD would open a stream that never ends and has no body to leave out.
-    if (method == bhttp::verb::head) {
-      auto res = error(Status::method_not_allowed, "method_not_allowed", "HEAD is not allowed on /api/sse");
-      res.set(bhttp::field::allow, "GET, OPTIONS");
-      return call->respond(std::move(res));
-    }
     if (allow(bhttp::verb::get, "GET, OPTIONS")) open_stream(std::move(call));
   } else if (path == "/api/sessions") {
     call->route = "/api/sessions";
@@ -340,14 +339,18 @@ void ChatApi::post_chat(Call call) {
 void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
   auto correlation_id = call->correlation_id;
   request.trace = call->span.context();
-  pod_.submit(std::move(request), std::move(correlation_id), [call](boost::system::error_code ec, pod::Accepted a) {
-    if (ec) return call->respond(failure(ec, "session"));
+  auto answer = [this, call, user = request.user_id](boost::system::error_code ec, pod::Accepted a) {
+    if (ec) {
+      if (admission_) admission_->chat_refused(user);
+      return call->respond(failure(ec, "session"));
+    }
     call->respond(http::json_response(Status::accepted, json::object{{"message_id", a.message_id},
                                                                      {"session_id", a.session_id},
                                                                      {"status", "accepted"},
                                                                      {"timestamp", a.timestamp},
                                                                      {"correlation_id", a.correlation_id}}));
-  });
+  };
+  pod_.submit(std::move(request), std::move(correlation_id), std::move(answer));
 }
 
 void ChatApi::open_stream(Call call) {

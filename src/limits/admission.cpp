@@ -38,6 +38,8 @@ void Admission::chat(const std::string& user, VerdictCallback done) {
   limiter_.take("chat:" + user, policy_.chats, counted(Limit::chat, std::move(done)));
 }
 
+void Admission::chat_refused(const std::string& user) { limiter_.give_back("chat:" + user, policy_.chats); }
+
 void Admission::reply_starts(const std::string& user, const std::string& message_id, VerdictCallback done) {
   if (policy_.running_replies == 0) return done({});
   {

@@ -48,6 +48,8 @@ class Admission {
   void request(const boost::asio::ip::address& peer, std::string_view forwarded_for, VerdictCallback done);
   // One chat posted by `user`.
   void chat(const std::string& user, VerdictCallback done);
+  // A chat let through by chat() that the pod then refused: it does not count.
+  void chat_refused(const std::string& user);
   // A reply about to be generated for `user`; reply_ended frees its place
   // (a no-op for a reply this pod did not admit).
   void reply_starts(const std::string& user, const std::string& message_id, VerdictCallback done);

@@ -45,6 +45,10 @@ class Limiter {
 
   // Takes one token from the bucket `key`.
   virtual void take(const std::string& key, Rate rate, VerdictCallback done) = 0;
+  // Puts back a token taken for a request that was then refused for another
+  // reason: the bucket counts what it let through, not what was tried. Never
+  // fills the bucket beyond full.
+  virtual void give_back(const std::string& key, Rate rate) = 0;
 
   // Lets `member` into the set `key` if fewer than `max` others are in it (a
   // member already in is let in again). A member leaves with release(), or by

@@ -41,6 +41,16 @@ Verdict MemoryLimiter::take_locked(const std::string& key, Rate rate, TimePoint 
   return {};
 }
 
+void MemoryLimiter::give_back(const std::string& key, Rate rate) {
+  if (rate.off()) return;
+  const microseconds emission{60'000'000 / rate.per_minute};
+  std::lock_guard lock(mutex_);
+  auto it = buckets_.find(key);
+  if (it == buckets_.end()) return;
+  it->second -= emission;
+  if (it->second <= clock_()) buckets_.erase(it);  // full again
+}
+
 void MemoryLimiter::hold(const std::string& key, const std::string& member, std::uint32_t max,
                          std::chrono::milliseconds ttl, VerdictCallback done) {
   if (max == 0) return done({});

@@ -20,6 +20,7 @@ class MemoryLimiter final : public Limiter {
   explicit MemoryLimiter(Clock clock = [] { return std::chrono::steady_clock::now(); }) : clock_(std::move(clock)) {}
 
   void take(const std::string& key, Rate rate, VerdictCallback done) override;
+  void give_back(const std::string& key, Rate rate) override;
   void hold(const std::string& key, const std::string& member, std::uint32_t max, std::chrono::milliseconds ttl,
             VerdictCallback done) override;
   void release(const std::string& key, const std::string& member) override;

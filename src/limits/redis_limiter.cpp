@@ -28,6 +28,22 @@ redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - no
 return {1, 0}
 )lua";
 
+// The take script's arrival time moved one interval back; a bucket back at
+// full is the same as no key.
+constexpr const char* kGiveBackScript = R"lua(
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat == 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local back = tat - tonumber(ARGV[1])
+if back <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.0f', back), 'PX', math.ceil((back - now) / 1000) + 1)
+end
+return 1
+)lua";
+
 // A bounded set of holders, each leaving by itself at its score (ms).
 constexpr const char* kHoldScript = R"lua(
 local t = redis.call('TIME')
@@ -80,6 +96,16 @@ void RedisLimiter::take(const std::string& key, Rate rate, VerdictCallback done)
   decide({"EVAL", kTakeScript, "1", redis_key(key), std::to_string(60'000'000 / rate.per_minute),
           std::to_string(std::max<std::uint32_t>(rate.burst, 1))},
          std::move(done));
+}
+
+// Best effort, like release(): a token Redis never gets back comes back by
+// itself within one interval.
+void RedisLimiter::give_back(const std::string& key, Rate rate) {
+  if (rate.off()) return;
+  asio::post(strand_, [this, argv = std::vector<std::string>{"EVAL", kGiveBackScript, "1", redis_key(key),
+                                                               std::to_string(60'000'000 / rate.per_minute)}] {
+    connection_.command(argv);
+  });
 }
 
 void RedisLimiter::hold(const std::string& key, const std::string& member, std::uint32_t max,

@@ -38,6 +38,7 @@ class RedisLimiter final : public Limiter {
   RedisLimiter& operator=(const RedisLimiter&) = delete;
 
   void take(const std::string& key, Rate rate, VerdictCallback done) override;
+  void give_back(const std::string& key, Rate rate) override;
   void hold(const std::string& key, const std::string& member, std::uint32_t max, std::chrono::milliseconds ttl,
             VerdictCallback done) override;
   void release(const std::string& key, const std::string& member) override;

@@ -128,6 +128,10 @@ TEST_F(ChatApiTest, AWrongMethodIs405WithTheAllowedOnes) {
   auto res = call(bhttp::verb::get, "/api/chat");
   EXPECT_EQ(res.result_int(), 405);
   EXPECT_EQ(res[bhttp::field::allow], "POST, OPTIONS");
+  // HEAD is answered wherever GET is, so it is listed there; not on the event stream.
+  EXPECT_EQ(call(bhttp::verb::post, "/health")[bhttp::field::allow], "GET, HEAD, OPTIONS");
+  EXPECT_EQ(call(bhttp::verb::delete_, "/api/sessions")[bhttp::field::allow], "GET, HEAD, POST, OPTIONS");
+  EXPECT_EQ(call(bhttp::verb::post, "/api/sse")[bhttp::field::allow], "GET, OPTIONS");
 }
 
 TEST_F(ChatApiTest, BadIdentifiersInAPathAre400) {
@@ -280,6 +284,8 @@ TEST_F(ChatApiTest, ConfiguredOriginsAreEchoedAndOthersGetNoAllowHeader) {
   EXPECT_EQ(allowed[bhttp::field::vary], "Origin");
   auto other = call(bhttp::verb::get, "/health", {}, {{"Origin", "https://evil.example"}});
   EXPECT_EQ(other.count(bhttp::field::access_control_allow_origin), 0u);
+  EXPECT_EQ(other[bhttp::field::vary], "Origin");
+  EXPECT_EQ(call(bhttp::verb::get, "/health")[bhttp::field::vary], "Origin");
   auto preflight = call(bhttp::verb::options, "/api/chat", {}, {{"Origin", "https://other.example"}});
   EXPECT_EQ(preflight.result_int(), 204);
   EXPECT_EQ(preflight[bhttp::field::access_control_allow_origin], "https://other.example");

@@ -106,6 +106,31 @@ class RunningRepliesTest(h.ChatdTestCase):
         self.assertGreaterEqual(limited_total(self.srv, "running_replies"), 1)
 
 
+class RefusedChatsCostNoChatTest(h.ChatdTestCase):
+    """A chat the pod refuses after the chat limit let it through gives its token back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("refund", env=dict(OFF, RATE_LIMIT_CHAT_PER_MINUTE="1", RATE_LIMIT_CHAT_BURST="2",
+                                                      RATE_LIMIT_RUNNING_REPLIES="1", WORKER_DEMO_CHUNK_DELAY="100ms"))
+
+    def test_chats_refused_while_a_reply_runs_leave_the_burst_intact(self):
+        uid, sid = new_id("u"), new_id("s")
+        c = self.track(self.srv.sse(sid, uid))
+        c.connected()
+        first = self.srv.chat_ok(sid, uid, "one")
+        for n in range(4):
+            r = self.srv.chat(new_id("s"), uid, "while one runs %d" % n)
+            assert_rate_limited(self, r, "a second running reply")
+            self.assertIn("running", r.json()["error"]["message"], "refused by the chat rate: %s" % r.body)
+        c.collect_until(h.is_complete_for(first["message_id"]), 30)
+        self.srv.wait_message_row(first["message_id"], "complete")
+        # The burst of two has one token left (a refill takes a minute): the refusals took none.
+        wait_until(lambda: self.srv.chat(new_id("s"), uid, "the second of the burst").status == 202, 10,
+                   msg="the burst's second token was spent by refused chats")
+        self.assertEqual(limited_total(self.srv, "chat"), 0)
+
+
 class ReplyMemoryTest(h.ChatdTestCase):
     """BUFFER_MAX_BYTES: one memory budget for replies in flight; full means 503, never growth."""
 

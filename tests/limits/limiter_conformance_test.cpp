@@ -108,6 +108,23 @@ TYPED_TEST(LimiterConformance, KeysAreIndependentAndOffIsUnlimited) {
   for (int i = 0; i < 100; ++i) EXPECT_TRUE(this->take(this->key("a"), Rate{0, 1}).allowed);
 }
 
+TYPED_TEST(LimiterConformance, ATokenGivenBackPassesTheNextRequestButNeverOverfills) {
+  auto k = this->key("refund");
+  Rate rate{1, 2};  // one a minute, two at once: nothing comes back during the test
+  ASSERT_TRUE(this->take(k, rate).allowed);
+  ASSERT_TRUE(this->take(k, rate).allowed);
+  ASSERT_FALSE(this->take(k, rate).allowed);
+  this->limiter().give_back(k, rate);
+  EXPECT_TRUE(this->take(k, rate).allowed) << "the token given back";
+  EXPECT_FALSE(this->take(k, rate).allowed);
+  for (int i = 0; i < 5; ++i) this->limiter().give_back(k, rate);
+  EXPECT_TRUE(this->take(k, rate).allowed);
+  EXPECT_TRUE(this->take(k, rate).allowed);
+  EXPECT_FALSE(this->take(k, rate).allowed) << "five given back still make a bucket of two";
+  this->limiter().give_back(this->key("never-taken"), rate);
+  EXPECT_TRUE(this->take(this->key("never-taken"), rate).allowed);
+}
+
 TYPED_TEST(LimiterConformance, AHoldIsBoundedAndReleased) {
   auto k = this->key("running");
   EXPECT_TRUE(this->hold(k, "m1", 2, 60s).allowed);
