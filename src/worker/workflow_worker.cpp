@@ -211,6 +211,7 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   std::shared_ptr<GenerationRun> run;
   std::optional<protocol::WorkflowRequest> request;  // a copy: the reply outlives the lock
   std::optional<WaitingRequest> unstarted;
+  std::optional<CancelledReplies::Entry> cancelled_before;
   {
     std::lock_guard lock(mutex_);
     if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.run.lock();
@@ -218,19 +219,34 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     else if (auto* waiting = waiting_.find(cancel->message_id)) request = *waiting;
     // The owner's cancel of a request that never started takes it out of the queue.
     if (!run && request && request->user_id == cancel->user_id) unstarted = waiting_.remove(cancel->message_id);
+    if (request && request->user_id == cancel->user_id) {
+      cancelled_.remember(cancel->message_id, request->user_id, request->session_id);
+    } else if (!request) {
+      if (auto* earlier = cancelled_.find(cancel->message_id)) cancelled_before = *earlier;
+    }
+  }
+  if (cancelled_before) {
+    // Sent again after this worker cancelled it: the same answer as the first time.
+    answer_cancel(m.reply_to, cancelled_before->user_id == cancel->user_id, cancel->message_id,
+                  cancelled_before->session_id);
+    return;
   }
   if (!request) return;  // another worker has it, or it already ended: stay silent
   bool owner = request->user_id == cancel->user_id;
-  if (!m.reply_to.empty()) {
-    bus_.publish(std::string(m.reply_to),
-                 "{\"status\":\"" + std::string(owner ? "cancelling" : "forbidden") + "\",\"message_id\":\"" +
-                     request->message_id + "\",\"session_id\":\"" + request->session_id + "\"}");
-  }
+  answer_cancel(m.reply_to, owner, request->message_id, request->session_id);
   if (!owner) return;
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
                                      {"correlation_id", request->correlation_id}});
   if (run) return run->cancel();
   if (unstarted) end_unstarted(std::move(*unstarted));
+}
+
+void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
+                                   const std::string& session_id) {
+  if (reply_to.empty()) return;
+  bus_.publish(std::string(reply_to), "{\"status\":\"" + std::string(owner ? "cancelling" : "forbidden") +
+                                          "\",\"message_id\":\"" + message_id + "\",\"session_id\":\"" +
+                                          session_id + "\"}");
 }
 
 // A request cancelled before it started ends at once as cancelled, in a slot of its own.

@@ -28,6 +28,7 @@
 #include "providers/provider.hpp"
 #include "registry/session_registry.hpp"
 #include "trace/tracer.hpp"
+#include "worker/cancelled_replies.hpp"
 #include "worker/chunk_router.hpp"
 #include "worker/fair_queue.hpp"
 #include "worker/replay_log.hpp"
@@ -75,6 +76,9 @@ class WorkflowWorker {
   void end_unstarted(WaitingRequest w);
   void keep_alive();
   void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run);  // mutex_ held
+  // Answers a cancel request (no reply subject: nobody waits for one).
+  void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
+                     const std::string& session_id);
   std::size_t free_slots();
 
   boost::asio::any_io_executor executor_;
@@ -106,6 +110,8 @@ class WorkflowWorker {
   };
   std::map<std::string, Running> runs_;
   std::map<std::string, std::size_t> running_per_user_;
+  // A cancel sent again after the reply ended gets the first answer, not a 404.
+  CancelledReplies cancelled_{std::chrono::minutes{10}, 10'000};
   FairQueue waiting_;
   std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
   bool stopping_ = false;

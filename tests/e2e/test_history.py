@@ -450,8 +450,11 @@ class HistoryTests:
         rows = [r for r in self.db_messages(srv, sid) if r["message_id"] == mid]
         self.assertEqual(len(rows), 1, rows)
         self.assertEqual((rows[0]["status"], rows[0]["content"]), ("cancelled", text1), rows)
-        # repeating the cancel after the end: nothing runs any more
-        self.assert_error(self.cancel(srv, mid, uid), 404, "cancel after the reply ended")
+        # repeating the cancel after the end (a client that lost the first answer): the same answer,
+        # and still nobody else's to cancel
+        again = self.cancel(srv, mid, uid)
+        self.assertEqual((again.status, again.json().get("status")), (202, "cancelling"), again)
+        self.assert_error(self.cancel(srv, mid, h.new_id("u")), 404, "another user's cancel after the end")
         # the session goes on normally
         rc, _ = self.turn(self.slow, sid, uid, "next question")
         self.assertIn("We have exchanged 2 earlier messages", rc.text)

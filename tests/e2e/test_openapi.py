@@ -179,14 +179,16 @@ class EveryRouteTest(h.ChatdTestCase):
         self.assertEqual(srv.get("/api/sessions/%s/messages?user_id=x" % sid).status, 404)
         self.assertEqual(srv.get("/api/sessions/%s/messages?user_id=%s" % (h.new_id("none"), uid)).status, 404)
 
-        # cancel: a running reply (202), then no running reply (404), bad id (400)
+        # cancel: a running reply (202), the same again after it ended (202), a reply nobody runs
+        # (404), bad id (400)
         run = srv.chat_ok(sid, uid, " ".join("w%d" % i for i in range(600)))
         c.collect_until(lambda e: e.event == "chunk" and e.json()["message_id"] == run["message_id"], 10)
         r = srv.request("POST", "/api/chat/%s/cancel?user_id=%s" % (run["message_id"], uid))
         self.assertEqual(r.status, 202, r)
         c.collect_until(lambda e: e.event == "message_complete" and e.json()["message_id"] == run["message_id"], 15)
         self.assertEqual(srv.request("POST", "/api/chat/%s/cancel?user_id=%s" % (run["message_id"], uid)).status,
-                         404)
+                         202)
+        self.assertEqual(srv.request("POST", "/api/chat/%s/cancel?user_id=%s" % (h.new_id("msg"), uid)).status, 404)
         self.assertEqual(srv.request("POST", "/api/chat/a.b/cancel?user_id=%s" % uid).status, 400)
 
         # a resume cursor this pod never held: the stream still opens and validates

@@ -399,9 +399,10 @@ std::string status_of(const std::string& reply) {
 }
 
 // Sends a cancel request as `user` and waits for the worker's answer.
-std::optional<std::string> cancel(Rig& rig, const std::string& message_id, const std::string& user) {
+std::optional<std::string> cancel(Rig& rig, const std::string& message_id, const std::string& user,
+                                  std::chrono::milliseconds timeout = kDeadline) {
   auto reply = std::make_shared<std::optional<std::string>>();
-  rig.bus.request(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, "s1", user}), kDeadline,
+  rig.bus.request(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, "s1", user}), timeout,
                   [reply](boost::system::error_code ec, std::string r) { *reply = ec ? "error: " + ec.message() : r; });
   rig.loop.run_until([&] { return reply->has_value(); });
   return *reply;
@@ -603,6 +604,22 @@ TEST(WorkflowWorker, ACancelFromAnotherUserIsForbiddenAndTheGenerationGoesOn) {
   ASSERT_FALSE(chunks.empty());
   ASSERT_TRUE(chunks.back().metadata);
   EXPECT_EQ(chunks.back().metadata->finish_reason, "stop");
+}
+
+TEST(WorkflowWorker, ACancelSentAgainAfterTheReplyEndedGetsTheFirstAnswer) {
+  Rig rig;
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  EXPECT_EQ(status_of(cancel(rig, "m1", "owner").value_or("")), "cancelling");
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(complete(rig, 2));
+
+  // A client retrying a cancel whose answer it lost is told the same, not "nothing runs".
+  EXPECT_EQ(status_of(cancel(rig, "m1", "owner").value_or("")), "cancelling");
+  EXPECT_EQ(status_of(cancel(rig, "m1", "intruder").value_or("")), "forbidden");
+  // A reply that ended by itself was never cancelled: silence, as for any reply nobody runs.
+  EXPECT_EQ(cancel(rig, "m2", "owner", 500ms).value_or(""), "error: " + make_error_code(boost::asio::error::timed_out).message());
 }
 
 // --- the concurrency bound ---------------------------------------------------
