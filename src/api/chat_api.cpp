@@ -339,9 +339,10 @@ void ChatApi::post_chat(Call call) {
 void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
   auto correlation_id = call->correlation_id;
   request.trace = call->span.context();
-  auto answer = [this, call, user = request.user_id](boost::system::error_code ec, pod::Accepted a) {
+  auto answer = [admission = admission_, call, user = request.user_id](boost::system::error_code ec, pod::Accepted a) {
     if (ec) {
-      if (admission_) admission_->chat_refused(user);
+      // Refused for the pod's reasons, not for naming a session that is not the user's.
+      if (admission && ec != store::Errc::forbidden && ec != store::Errc::not_found) admission->chat_refused(user);
       return call->respond(failure(ec, "session"));
     }
     call->respond(http::json_response(Status::accepted, json::object{{"message_id", a.message_id},

@@ -116,6 +116,7 @@ class RefusedChatsCostNoChatTest(h.ChatdTestCase):
 
     def test_chats_refused_while_a_reply_runs_leave_the_burst_intact(self):
         uid, sid = new_id("u"), new_id("s")
+        chat_refusals = limited_total(self.srv, "chat")
         c = self.track(self.srv.sse(sid, uid))
         c.connected()
         first = self.srv.chat_ok(sid, uid, "one")
@@ -128,7 +129,16 @@ class RefusedChatsCostNoChatTest(h.ChatdTestCase):
         # The burst of two has one token left (a refill takes a minute): the refusals took none.
         wait_until(lambda: self.srv.chat(new_id("s"), uid, "the second of the burst").status == 202, 10,
                    msg="the burst's second token was spent by refused chats")
-        self.assertEqual(limited_total(self.srv, "chat"), 0)
+        self.assertEqual(limited_total(self.srv, "chat"), chat_refusals)
+
+    def test_chats_into_another_users_session_keep_their_tokens(self):
+        owner, prober, sid = new_id("u"), new_id("u"), new_id("s")
+        self.srv.chat_ok(sid, owner, "mine")
+        for n in range(2):
+            self.assertEqual(self.srv.chat(sid, prober, "not yours %d" % n).status, 403)
+        r = self.srv.chat(new_id("s"), prober, "the prober's own chat")
+        assert_rate_limited(self, r, "the burst spent on another user's session")
+        self.assertIn("too many chats", r.json()["error"]["message"], r.body)
 
 
 class ReplyMemoryTest(h.ChatdTestCase):
