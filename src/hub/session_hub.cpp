@@ -266,6 +266,11 @@ void SessionHub::collect(metrics::Exposition& out) const {
                 first_chunk);
 }
 
+bool SessionHub::has_room_for_reply(std::string_view session_id) const {
+  const auto& gauges = slots_[slot_index(session_id)]->shard.gauges();
+  return gauges.buffers.load(std::memory_order_relaxed) < options_.buffer.max_buffers;
+}
+
 HubStats SessionHub::stats() const {
   HubStats out;
   for (const auto& s : slots_) {

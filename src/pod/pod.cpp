@@ -55,6 +55,10 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
   // Nothing half-done: with the bus down, not even the user message is stored.
   if (!work_.status().connected) return done(Errc::bus_unavailable, {});
   if (reply_memory_full()) return done(Errc::memory_full, {});
+  if (!hub_.has_room_for_reply(request.session_id)) {
+    stats_.memory_full_refusals.add();
+    return done(Errc::memory_full, {});
+  }
   auto reply_id = new_identifier("msg_");
   if (!admission_) return accept(std::move(request), std::move(correlation_id), std::move(reply_id), std::move(done));
   auto user_id = request.user_id;

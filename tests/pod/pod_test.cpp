@@ -87,8 +87,9 @@ class SwitchableLog final : public bus::ChunkLog {
   std::atomic<int> failing_reads_{0};
 };
 
-// ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none).
-template <std::size_t ReplyBudget = 0>
+// ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none); MaxBuffers:
+// BUFFER_MAX_BUFFERS, per shard.
+template <std::size_t ReplyBudget = 0, std::size_t MaxBuffers = 10'000>
 struct PodFixture : ::testing::Test {
   std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("pod-test-" + std::to_string(::getpid()) + "-" +
@@ -113,6 +114,7 @@ struct PodFixture : ::testing::Test {
             o.cancel_timeout = 300ms;
             o.shutdown_timeout = 10s;
             o.hub.reply_memory_budget = ReplyBudget;
+            o.hub.buffer.max_buffers = MaxBuffers;
             return o;
           }(),
           bus, queue, &log, registry, store};
@@ -238,6 +240,7 @@ struct PodFixture : ::testing::Test {
 
 using PodTest = PodFixture<>;
 using BudgetPodTest = PodFixture<1>;
+using CrowdedPodTest = PodFixture<0, 1>;
 
 TEST_F(PodTest, ASubmittedChatIsStoredAndPutOnTheBusNamingThisPod) {
   std::promise<std::string> published;
@@ -436,6 +439,20 @@ TEST_F(BudgetPodTest, NewChatsWaitWhileTheRepliesInFlightFillTheBudgetAndNotAfte
       << "a finished reply leaves the budget (its frames too, past the shard's share)";
   EXPECT_FALSE(submit(chat("s2")).first);
   EXPECT_TRUE(eventually([&] { return messages("s1").size() == 2; })) << "the reply in flight was stored whole";
+}
+
+TEST_F(CrowdedPodTest, ANewChatIsRefusedRatherThanEvictAReplyAcceptedBefore) {
+  auto [ec, accepted] = submit(chat("s1"));
+  ASSERT_FALSE(ec);
+  ASSERT_TRUE(eventually([&] { return pod.health().hub.buffers == 1; }));
+  // The session's shard holds its one buffer: another reply there would evict the first.
+  EXPECT_EQ(submit(chat("s1")).first, Errc::memory_full);
+  EXPECT_EQ(pod.stats().memory_full_refusals.value(), 1u);
+  publish_reply("s1", accepted.message_id, "all of it");
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
+  EXPECT_EQ(messages("s1").back().status, "complete") << "the first reply was not evicted";
+  ASSERT_TRUE(eventually([&] { return pod.health().hub.buffers == 0; }));
+  EXPECT_FALSE(submit(chat("s1")).first);
 }
 
 }  // namespace
