@@ -246,7 +246,9 @@ void BufferManager::evict_oldest(SteadyTime now, std::vector<Event>& out) {
   });
   if (oldest == buffers_.end()) return;
   counters_.buffers_evicted.add();
+  const bool accepted_here = oldest->second.accepted_here;
   finish(std::string(oldest->first), now, out, "buffer_evicted");
+  std::get<MessageFinished>(out.back()).message.stored_here = accepted_here;
 }
 
 void BufferManager::remember_finished(const std::string& message_id, SteadyTime now) {

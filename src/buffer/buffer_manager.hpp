@@ -41,6 +41,10 @@ struct FinishedMessage {
   std::string error_code;  // set when status is error/incomplete
   std::string error_message;
   std::chrono::milliseconds duration{0};
+  // False for a reply another pod accepted, evicted here: that pod stores it
+  // whole, and the store keeps the first row written, so this pod's cut-short
+  // copy must not race it. Its streams still see it end.
+  bool stored_here = true;
 };
 
 // What the caller must do, in order.

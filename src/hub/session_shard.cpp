@@ -101,7 +101,7 @@ void SessionShard::finish(buffer::FinishedMessage m) {
   if (auto it = channels_.find(m.session_id); it != channels_.end() && it->second.finish(m.message_id, clock_()))
     finished_order_.emplace_back(m.session_id, m.message_id);
   trim_retained();
-  handlers_.reply_finished(std::move(m));
+  if (m.stored_here) handlers_.reply_finished(std::move(m));
 }
 
 void SessionShard::deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,

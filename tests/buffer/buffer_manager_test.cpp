@@ -123,6 +123,7 @@ TEST_F(BufferManagerTest, TheLeastRecentlyActiveBufferIsEvictedAtTheLimit) {
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->message_id, "m2");
   EXPECT_EQ(f->error_code, "buffer_evicted");
+  EXPECT_FALSE(f->stored_here) << "another pod accepted m2 and stores it whole";
   EXPECT_EQ(manager.size(), 3u);
   EXPECT_TRUE(manager.has("m4"));
   EXPECT_EQ(manager.counters().buffers_evicted.value(), 1u);
@@ -179,6 +180,7 @@ TEST_F(BufferManagerTest, ExpectingAtTheLimitFinishesTheEvictedReply) {
   EXPECT_EQ(f->status, MessageStatus::incomplete);
   EXPECT_EQ(f->error_code, "buffer_evicted");
   EXPECT_EQ(f->content, "0");
+  EXPECT_TRUE(f->stored_here) << "accepted here: nobody else stores it";
   EXPECT_TRUE(manager.has("m4"));
   EXPECT_EQ(manager.size(), 3u);
 }

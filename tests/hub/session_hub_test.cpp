@@ -201,5 +201,43 @@ TEST_F(IdleHubTest, ABurstDoesNotOvertakeARunWaitingForTheShard) {
   EXPECT_EQ(stream->chunk_ids(), (std::vector<std::string>{"m1:0", "m2:0"}));
 }
 
+// One shard that holds one buffer, so that each new reply evicts the one before.
+struct CrowdedHubTest : ::testing::Test {
+  boost::asio::io_context ioc{1};
+  std::vector<std::string> stored;  // the strands run on this thread only (poll)
+  SessionHub hub{ioc, [] {
+                   HubOptions o;
+                   o.shards = 1;
+                   o.buffer.max_buffers = 1;
+                   return o;
+                 }(),
+                 ShardHandlers{[this](buffer::FinishedMessage m) { stored.push_back(m.message_id); },
+                               [](const std::string&, const std::string&) {},
+                               [](const std::string&, const std::string&, const sse::ResumeCursor&) {},
+                               [] { return std::uint64_t{0}; }}};
+  std::shared_ptr<RecordingSink> stream = std::make_shared<RecordingSink>("c1", "s1");
+
+  void run_strands() {
+    ioc.restart();
+    ioc.poll();
+  }
+};
+
+// Another pod accepted m1 and m2 and stores them whole; this pod's cut-short
+// copies must not be written first. A reply accepted here is stored whatever ends it.
+TEST_F(CrowdedHubTest, AnEvictedReplyIsStoredOnlyByThePodThatAcceptedIt) {
+  hub.attach(stream);
+  hub.on_chunks({chunk("s1", "m1", 0)}, false);
+  hub.on_chunks({chunk("s1", "m2", 0)}, false);  // evicts m1
+  run_strands();
+  EXPECT_TRUE(stored.empty());
+  EXPECT_EQ(stream->events(), (std::vector<std::string>{"chunk", "error", "message_complete", "chunk"}))
+      << "the evicted reply still ends on the streams watching it";
+  hub.expect("s1", "m3");                        // accepted here: evicts m2
+  hub.on_chunks({chunk("s1", "m4", 0)}, false);  // evicts m3
+  run_strands();
+  EXPECT_EQ(stored, (std::vector<std::string>{"m3"}));
+}
+
 }  // namespace
 }  // namespace chat::hub
