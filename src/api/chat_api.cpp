@@ -73,7 +73,7 @@ http::Response failure(boost::system::error_code ec, std::string_view what) {
     return rate_limited(std::chrono::seconds(5), "too many of your replies are running; wait for one to finish");
   if (ec == pod::Errc::draining) return unavailable("this pod is shutting down");
   if (ec == pod::Errc::memory_full)
-    return unavailable("this pod holds as many replies as its memory allows; try again shortly");
+    return unavailable("this pod holds as many replies in flight as its memory limits allow; try again shortly");
   if (ec == pod::Errc::bus_unavailable) return unavailable("the message bus is unreachable; try again shortly");
   return unavailable("the message store is unavailable; try again shortly");
 }

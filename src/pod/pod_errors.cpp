@@ -15,7 +15,7 @@ class PodCategory final : public boost::system::error_category {
       case Errc::no_running_reply: return "no running reply with this message_id";
       case Errc::not_owner: return "this reply belongs to another user";
       case Errc::too_many_replies: return "too many replies of this user are running";
-      case Errc::memory_full: return "the replies in flight fill this pod's memory budget";
+      case Errc::memory_full: return "the replies in flight fill this pod's budget (BUFFER_MAX_BYTES or BUFFER_MAX_BUFFERS)";
     }
     return "unknown pod error";
   }
