@@ -56,6 +56,13 @@ std::string require_non_empty(const std::string& name, const std::string& text) 
   return text;
 }
 
+// An item of a comma-separated list, without the blanks around it.
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+  return v;
+}
+
 // The listener binds an address, not a name: a name would need resolving and
 // could stand for several. "localhost" is the one name taken, as 127.0.0.1.
 std::string require_listen_address(const std::string& name, const std::string& text) {
@@ -82,9 +89,7 @@ std::string require_cors_origins(const std::string& name, const std::string& tex
   std::string_view rest = text;
   while (true) {
     auto comma = rest.find(',');
-    auto entry = rest.substr(0, comma);
-    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
-    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    auto entry = trim(rest.substr(0, comma));
     if (!is_origin(entry))
       throw ConfigError(name + ": expected * or origins such as https://chat.example.com separated by commas, got \"" +
                         std::string(entry) + "\"");
@@ -102,11 +107,6 @@ std::string require_http_url(const std::string& name, const std::string& text) {
 
 // OTEL_EXPORTER_OTLP_HEADERS: "key=value,key2=value2", values percent-encoded.
 std::vector<std::pair<std::string, std::string>> parse_key_values(const std::string& name, std::string_view text) {
-  auto trim = [](std::string_view v) {
-    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
-    return v;
-  };
   auto decode = [&](std::string_view v) {
     std::string out;
     for (std::size_t i = 0; i < v.size(); ++i) {

@@ -29,6 +29,8 @@ struct Rate {
   std::uint32_t per_minute = 0;
   std::uint32_t burst = 1;
   bool off() const { return per_minute == 0; }
+  // Time for one token to come back (GCRA's emission interval); not when off().
+  std::chrono::microseconds interval() const { return std::chrono::microseconds{60'000'000 / per_minute}; }
 };
 
 struct Verdict {

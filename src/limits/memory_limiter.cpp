@@ -30,7 +30,7 @@ void MemoryLimiter::take(const std::string& key, Rate rate, VerdictCallback done
 // GCRA: each token moves the bucket's arrival time one emission interval on;
 // a request passes while that time is at most `burst` intervals ahead of now.
 Verdict MemoryLimiter::take_locked(const std::string& key, Rate rate, TimePoint now) {
-  const microseconds emission{60'000'000 / rate.per_minute};
+  const microseconds emission = rate.interval();
   const auto tolerance = emission * std::max<std::uint32_t>(rate.burst, 1);
   auto [it, fresh] = buckets_.try_emplace(key, now);
   auto tat = std::max(it->second, now);
@@ -43,11 +43,10 @@ Verdict MemoryLimiter::take_locked(const std::string& key, Rate rate, TimePoint 
 
 void MemoryLimiter::give_back(const std::string& key, Rate rate) {
   if (rate.off()) return;
-  const microseconds emission{60'000'000 / rate.per_minute};
   std::lock_guard lock(mutex_);
   auto it = buckets_.find(key);
   if (it == buckets_.end()) return;
-  it->second -= emission;
+  it->second -= rate.interval();
   if (it->second <= clock_()) buckets_.erase(it);  // full again
 }
 

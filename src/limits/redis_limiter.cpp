@@ -93,7 +93,7 @@ RedisLimiter::~RedisLimiter() {
 
 void RedisLimiter::take(const std::string& key, Rate rate, VerdictCallback done) {
   if (rate.off()) return done({});
-  decide({"EVAL", kTakeScript, "1", redis_key(key), std::to_string(60'000'000 / rate.per_minute),
+  decide({"EVAL", kTakeScript, "1", redis_key(key), std::to_string(rate.interval().count()),
           std::to_string(std::max<std::uint32_t>(rate.burst, 1))},
          std::move(done));
 }
@@ -103,7 +103,7 @@ void RedisLimiter::take(const std::string& key, Rate rate, VerdictCallback done)
 void RedisLimiter::give_back(const std::string& key, Rate rate) {
   if (rate.off()) return;
   asio::post(strand_, [this, argv = std::vector<std::string>{"EVAL", kGiveBackScript, "1", redis_key(key),
-                                                               std::to_string(60'000'000 / rate.per_minute)}] {
+                                                               std::to_string(rate.interval().count())}] {
     connection_.command(argv);
   });
 }

@@ -54,11 +54,7 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
   if (draining_) return done(Errc::draining, {});
   // Nothing half-done: with the bus down, not even the user message is stored.
   if (!work_.status().connected) return done(Errc::bus_unavailable, {});
-  if (reply_memory_full()) return done(Errc::memory_full, {});
-  if (!hub_.has_room_for_reply(request.session_id)) {
-    stats_.memory_full_refusals.add();
-    return done(Errc::memory_full, {});
-  }
+  if (no_room_for_reply(request.session_id)) return done(Errc::memory_full, {});
   auto reply_id = new_identifier("msg_");
   if (!admission_) return accept(std::move(request), std::move(correlation_id), std::move(reply_id), std::move(done));
   auto user_id = request.user_id;
@@ -70,8 +66,15 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
                            });
 }
 
-// Past the budget new chats wait (503): the replies already accepted must
-// still fit, and every chunk of theirs is kept.
+// Past the budget, or with the session's shard holding all the buffers it may,
+// new chats wait (503): the replies already accepted must still fit, and every
+// chunk of theirs is kept (a new buffer past the shard's bound evicts one).
+bool Pod::no_room_for_reply(const std::string& session_id) {
+  const bool no_room = reply_memory_full() || !hub_.has_room_for_reply(session_id);
+  if (no_room) stats_.memory_full_refusals.add();
+  return no_room;
+}
+
 bool Pod::reply_memory_full() {
   const auto budget = options_.hub.reply_memory_budget;
   if (budget == 0) return false;
@@ -81,7 +84,6 @@ bool Pod::reply_memory_full() {
     if (full) log::warn("reply_memory_full", {{"bytes", bytes}, {"budget", budget}});
     else log::info("reply_memory_available", {{"bytes", bytes}, {"budget", budget}});
   }
-  if (full) stats_.memory_full_refusals.add();
   return full;
 }
 

@@ -150,6 +150,7 @@ class Pod {
   void on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch);
   std::optional<protocol::ResponseChunk> accept_chunk(const bus::Message& m, bool broadcast);
   void accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done);
+  bool no_room_for_reply(const std::string& session_id);
   bool reply_memory_full();
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
                        std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
