@@ -22,8 +22,16 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       counters_.late_dropped.add();
       return;
     }
-    if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, out);
+    const bool accepted_here = accepted_silent_.take(chunk.message_id);
+    const bool room = make_room(now, out, !accepted_here);
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
+    if (accepted_here) mark_accepted(it->second);
+    if (!room) {
+      // Every buffer holds a reply accepted here: this one, another pod's,
+      // ends here at once, and that pod stores it.
+      counters_.buffers_evicted.add();
+      return evict(it, now, out);
+    }
   }
   auto& buffer = it->second;
   const auto footprint_before = buffer.footprint();  // a restart below clears it
@@ -62,10 +70,16 @@ void BufferManager::expect(const std::string& session_id, const std::string& mes
   if (finished_.contains(message_id)) return;
   auto it = buffers_.find(message_id);
   if (it == buffers_.end()) {
-    if (buffers_.size() >= limits_.max_buffers) evict_oldest(now, out);
+    make_room(now, out, false);
     it = buffers_.try_emplace(message_id, session_id, message_id, now).first;
   }
-  it->second.accepted_here = true;
+  mark_accepted(it->second);
+}
+
+void BufferManager::mark_accepted(MessageBuffer& buffer) {
+  if (buffer.accepted_here) return;
+  buffer.accepted_here = true;
+  ++accepted_;
 }
 
 std::size_t BufferManager::owed(const std::function<bool(const std::string&)>& watched) const {
@@ -99,12 +113,13 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     auto it = buffers_.find(id);
     if (!it->second.received_any()) {
       counters_.never_arrived.add();
+      if (it->second.accepted_here) accepted_silent_.remember(id, now);
       erase(it);
       continue;
     }
     if (!it->second.accepted_here && !watched(it->second.session_id())) {
       counters_.buffers_abandoned.add();
-      remember_finished(id, now);
+      finished_.remember(id, now, false);
       --streaming_;
       erase(it);
       continue;
@@ -112,7 +127,8 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     counters_.buffers_expired.add();
     finish(id, now, out, "reply_timeout");
   }
-  forget_old_finished(now);
+  finished_.forget_before(now - limits_.max_age);
+  accepted_silent_.forget_before(now - limits_.max_age);
 }
 
 std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
@@ -181,7 +197,7 @@ std::vector<std::string> BufferManager::drop_session(const std::string& session_
       continue;
     }
     dropped.push_back(it->first);
-    remember_finished(it->first, it->second.last_activity());
+    finished_.remember(it->first, it->second.last_activity(), true);  // nothing of a deleted session is stored
     if (it->second.received_any()) --streaming_;
     it = erase(it);
   }
@@ -194,7 +210,8 @@ void BufferManager::release(std::vector<protocol::ResponseChunk>& released, std:
   released.clear();
 }
 
-void BufferManager::finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason) {
+void BufferManager::finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason,
+                           bool stored_here) {
   auto it = buffers_.find(message_id);
   if (it == buffers_.end()) return;
   const MessageBuffer& b = it->second;
@@ -229,7 +246,8 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
     m.status = MessageStatus::incomplete;
     m.error_code = "chunks_missing";
   }
-  remember_finished(message_id, now);
+  m.stored_here = stored_here;
+  finished_.remember(message_id, now, stored_here);
   if (b.received_any()) --streaming_;
   erase(it);
   out.push_back(MessageFinished{std::move(m)});
@@ -237,34 +255,30 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
 
 BufferManager::Buffers::iterator BufferManager::erase(Buffers::iterator it) {
   held_bytes_ -= it->second.footprint();
+  if (it->second.accepted_here) --accepted_;
   return buffers_.erase(it);
 }
 
-void BufferManager::evict_oldest(SteadyTime now, std::vector<Event>& out) {
-  auto oldest = std::min_element(buffers_.begin(), buffers_.end(), [](const auto& a, const auto& b) {
-    return a.second.last_activity() < b.second.last_activity();
+// The least recently active buffer makes room, another pod's before one
+// accepted here: that pod stores its reply whole, while this pod's copy of a
+// reply accepted here is the one the store gets.
+bool BufferManager::make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign) {
+  if (buffers_.size() < limits_.max_buffers) return true;
+  auto victim = std::min_element(buffers_.begin(), buffers_.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.second.accepted_here, a.second.last_activity()) <
+           std::pair(b.second.accepted_here, b.second.last_activity());
   });
-  if (oldest == buffers_.end()) return;
+  if (victim == buffers_.end()) return true;
+  if (victim->second.accepted_here && for_foreign) return false;
   counters_.buffers_evicted.add();
-  const bool accepted_here = oldest->second.accepted_here;
-  finish(std::string(oldest->first), now, out, "buffer_evicted");
-  std::get<MessageFinished>(out.back()).message.stored_here = accepted_here;
+  evict(victim, now, out);
+  return true;
 }
 
-void BufferManager::remember_finished(const std::string& message_id, SteadyTime now) {
-  if (finished_.insert(message_id).second) finished_order_.emplace_back(now, message_id);
-  // Bounded like the buffers themselves: the oldest ids go first.
-  while (finished_order_.size() > limits_.max_buffers * 4) {
-    finished_.erase(finished_order_.front().second);
-    finished_order_.pop_front();
-  }
-}
-
-void BufferManager::forget_old_finished(SteadyTime now) {
-  while (!finished_order_.empty() && now - finished_order_.front().first >= limits_.max_age) {
-    finished_.erase(finished_order_.front().second);
-    finished_order_.pop_front();
-  }
+// Its streams see it end. Another pod's reply is not stored here: that pod
+// stores it whole, and the store keeps the first row written.
+void BufferManager::evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out) {
+  finish(std::string(it->first), now, out, "buffer_evicted", it->second.accepted_here);
 }
 
 }  // namespace chat::buffer

@@ -4,15 +4,14 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <variant>
 #include <vector>
 
 #include "buffer/message_buffer.hpp"
+#include "buffer/recent_ids.hpp"
 #include "metrics/metrics.hpp"
 
 namespace chat::buffer {
@@ -77,18 +76,23 @@ struct Counters {
 
 class BufferManager {
  public:
-  explicit BufferManager(Limits limits) : limits_(limits) {}
+  explicit BufferManager(Limits limits)
+      : limits_(limits), finished_(limits.max_buffers * 4), accepted_silent_(limits.max_buffers) {}
 
   void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out);
 
   // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
-  // Making room may finish the least recently active buffer (reported in `out`).
+  // Making room may finish the least recently active buffer, another pod's
+  // first (reported in `out`).
   void expect(const std::string& session_id, const std::string& message_id, SteadyTime now, std::vector<Event>& out);
   bool has(const std::string& message_id) const { return buffers_.contains(message_id); }
   // When this pod accepted the message (nullopt: not accepted here, or no buffer).
   std::optional<SteadyTime> accepted_at(const std::string& message_id) const;
-  // Finished here recently (late chunks of it are dropped).
-  bool finished_here(const std::string& message_id) const { return finished_.contains(message_id); }
+  // Finished here recently and handed to the store (or its session was
+  // deleted): nothing of it is left to store. A reply finished here without
+  // being stored (another pod's, evicted or abandoned) is not: if the pod that
+  // accepted it is gone, a copy read from the log is the one to store.
+  bool stored_here(const std::string& message_id) const { return finished_.flag(message_id); }
 
   // Missing-chunk timeouts (cheap; call often).
   void check_gaps(SteadyTime now, std::vector<Event>& out);
@@ -141,6 +145,9 @@ class BufferManager {
   std::size_t owed(const std::function<bool(const std::string& session_id)>& watched) const;
 
   std::size_t size() const { return buffers_.size(); }
+  // Buffers of replies accepted here. Only these count against max_buffers
+  // for a new chat: another pod's reply is evicted first (that pod stores it).
+  std::size_t accepted() const { return accepted_; }
   // Bytes of reply text the buffers hold (MessageBuffer::footprint, summed).
   std::size_t held_bytes() const { return held_bytes_; }
   const Counters& counters() const { return counters_; }
@@ -150,17 +157,24 @@ class BufferManager {
   // Every buffer leaves through here, so held_bytes_ stays exact.
   Buffers::iterator erase(Buffers::iterator it);
   void release(std::vector<protocol::ResponseChunk>& released, std::vector<Event>& out);
-  void finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason);
-  void evict_oldest(SteadyTime now, std::vector<Event>& out);
-  void remember_finished(const std::string& message_id, SteadyTime now);
-  void forget_old_finished(SteadyTime now);
+  void finish(const std::string& message_id, SteadyTime now, std::vector<Event>& out, const char* reason,
+              bool stored_here = true);
+  // Makes room for one more buffer; false when `for_foreign` and every buffer
+  // is a reply accepted here, which the newcomer must not push out.
+  bool make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign);
+  void evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out);
+  void mark_accepted(MessageBuffer& buffer);
 
   Limits limits_;
   Buffers buffers_;
   std::size_t held_bytes_ = 0;
-  // Ids of finished messages, so a late duplicate does not start a new buffer.
-  std::unordered_set<std::string> finished_;
-  std::deque<std::pair<SteadyTime, std::string>> finished_order_;
+  std::size_t accepted_ = 0;  // buffers with accepted_here
+  // Finished messages (flag: stored here), so a late duplicate does not start
+  // a new buffer.
+  RecentIds finished_;
+  // Accepted here, but dropped at max_age before any chunk came (a long wait
+  // in the work queue): a first chunk that still comes is this pod's to store.
+  RecentIds accepted_silent_;
   Counters counters_;
   std::size_t streaming_ = 0;  // buffers that received a chunk
   std::vector<protocol::ResponseChunk> scratch_;

@@ -268,7 +268,7 @@ void SessionHub::collect(metrics::Exposition& out) const {
 
 bool SessionHub::has_room_for_reply(std::string_view session_id) const {
   const auto& gauges = slots_[slot_index(session_id)]->shard.gauges();
-  return gauges.buffers.load(std::memory_order_relaxed) < options_.buffer.max_buffers;
+  return gauges.accepted_buffers.load(std::memory_order_relaxed) < options_.buffer.max_buffers;
 }
 
 HubStats SessionHub::stats() const {

@@ -70,10 +70,12 @@ class SessionHub {
   void stop();
 
   HubStats stats() const;
-  // Whether the shard of `session_id` holds fewer buffers than its bound
-  // (BUFFER_MAX_BUFFERS). Past it a new reply would evict another, maybe one
-  // accepted here: refusing the new chat loses less. Read from the shard's
-  // gauge (any thread), so chats already on their way may still pass it.
+  // Whether the shard of `session_id` holds fewer buffers of replies accepted
+  // here than its bound (BUFFER_MAX_BUFFERS). Another pod's reply makes room
+  // (that pod stores it); past the bound a new reply would evict one accepted
+  // here, cut short in the store: refusing the new chat loses less. Read from
+  // the shard's gauge (any thread), so chats already on their way may still
+  // pass it.
   bool has_room_for_reply(std::string_view session_id) const;
   // Every shard's counters and histograms, summed (any thread).
   void collect(metrics::Exposition& out) const;

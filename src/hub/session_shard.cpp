@@ -226,9 +226,9 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
 }
 
 // A finished reply read from the log is stored (insert if absent) unless this
-// pod finishes or finished it itself: the pod that accepted it may be gone.
+// pod stores or stored it itself: the pod that accepted it may be gone.
 void SessionShard::store_logged(const LoggedReply& reply) {
-  if (!buffers_.finished_here(reply.message_id) && !buffers_.has(reply.message_id))
+  if (!buffers_.stored_here(reply.message_id) && !buffers_.has(reply.message_id))
     handlers_.reply_finished(reply.to_finished());
 }
 
@@ -356,6 +356,7 @@ bool SessionShard::over_memory_share() const {
 
 void SessionShard::publish_gauges() {
   gauges_.buffers.store(buffers_.size(), std::memory_order_relaxed);
+  gauges_.accepted_buffers.store(buffers_.accepted(), std::memory_order_relaxed);
   gauges_.reply_bytes.store(reply_bytes(), std::memory_order_relaxed);
 }
 

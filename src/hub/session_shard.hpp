@@ -55,6 +55,7 @@ struct ShardGauges {
   std::atomic<std::size_t> streams{0};
   std::atomic<std::size_t> sessions{0};  // sessions with at least one stream
   std::atomic<std::size_t> buffers{0};
+  std::atomic<std::size_t> accepted_buffers{0};  // of replies accepted here
   std::atomic<std::size_t> reply_bytes{0};  // SessionShard::reply_bytes()
   std::atomic<std::uint64_t> broadcasts_kept{0};
   // From the POST accepted (the reply expected here) to its first chunk

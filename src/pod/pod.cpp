@@ -66,9 +66,10 @@ void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback
                            });
 }
 
-// Past the budget, or with the session's shard holding all the buffers it may,
-// new chats wait (503): the replies already accepted must still fit, and every
-// chunk of theirs is kept (a new buffer past the shard's bound evicts one).
+// Past the budget, or with the session's shard holding as many replies
+// accepted here as it may hold buffers, new chats wait (503): the replies
+// already accepted must still fit, and every chunk of theirs is kept (a new
+// buffer past the shard's bound evicts one; other pods' replies go first).
 bool Pod::no_room_for_reply(const std::string& session_id) {
   const bool no_room = reply_memory_full() || !hub_.has_room_for_reply(session_id);
   if (no_room) stats_.memory_full_refusals.add();

@@ -167,22 +167,95 @@ TEST_F(BufferManagerTest, AnotherPodsUnwatchedReplyExpiresWithoutBeingStored) {
   EXPECT_TRUE(events.empty());
 }
 
-TEST_F(BufferManagerTest, ExpectingAtTheLimitFinishesTheEvictedReply) {
-  manager.expect("s1", "m1", t0, events);
+TEST_F(BufferManagerTest, AtTheLimitAnotherPodsReplyIsEvictedBeforeOneAcceptedHere) {
+  manager.expect("s1", "m1", t0, events);  // the least recently active, but accepted here
   manager.push(chunk("m1", 0), t0, events);
   manager.push(chunk("m2", 0), t0 + 1s, events);
   manager.push(chunk("m3", 0), t0 + 2s, events);
   events.clear();
   manager.expect("s1", "m4", t0 + 3s, events);
   auto* f = finished(events);
-  ASSERT_NE(f, nullptr) << "the evicted reply must be finished (streamed and stored), not forgotten";
+  ASSERT_NE(f, nullptr) << "the evicted reply must be finished (streamed), not forgotten";
+  EXPECT_EQ(f->message_id, "m2");
+  EXPECT_EQ(f->error_code, "buffer_evicted");
+  EXPECT_FALSE(f->stored_here) << "another pod accepted m2 and stores it whole";
+  EXPECT_FALSE(manager.stored_here("m2")) << "a copy read from the log may still be stored";
+  EXPECT_TRUE(manager.has("m1"));
+  EXPECT_TRUE(manager.has("m4"));
+  EXPECT_EQ(manager.accepted(), 2u);
+}
+
+TEST_F(BufferManagerTest, WhenEveryBufferWasAcceptedHereTheLeastRecentlyActiveIsStoredWithWhatItHad) {
+  manager.expect("s1", "m1", t0, events);
+  manager.push(chunk("m1", 0), t0, events);
+  manager.expect("s1", "m2", t0 + 1s, events);
+  manager.expect("s1", "m3", t0 + 2s, events);
+  events.clear();
+  manager.expect("s1", "m4", t0 + 3s, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->message_id, "m1");
   EXPECT_EQ(f->status, MessageStatus::incomplete);
   EXPECT_EQ(f->error_code, "buffer_evicted");
   EXPECT_EQ(f->content, "0");
   EXPECT_TRUE(f->stored_here) << "accepted here: nobody else stores it";
-  EXPECT_TRUE(manager.has("m4"));
+  EXPECT_TRUE(manager.stored_here("m1"));
   EXPECT_EQ(manager.size(), 3u);
+  EXPECT_EQ(manager.accepted(), 3u);
+}
+
+TEST_F(BufferManagerTest, AnotherPodsReplyEndsAtOnceWhenEveryBufferWasAcceptedHere) {
+  for (const char* m : {"m1", "m2", "m3"}) manager.expect("s1", m, t0, events);
+  events.clear();
+  manager.push(chunk("m4", 0), t0 + 1s, events);
+  EXPECT_TRUE(released_ids(events).empty());
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr) << "its streams here see it end";
+  EXPECT_EQ(f->message_id, "m4");
+  EXPECT_EQ(f->error_code, "buffer_evicted");
+  EXPECT_FALSE(f->stored_here) << "the pod that accepted it stores it";
+  EXPECT_EQ(manager.size(), 3u);
+  EXPECT_EQ(manager.accepted(), 3u);
+  EXPECT_EQ(manager.counters().buffers_evicted.value(), 1u);
+  events.clear();
+  manager.push(chunk("m4", 1, true), t0 + 2s, events);
+  EXPECT_TRUE(events.empty()) << "its later chunks are dropped as late";
+  EXPECT_EQ(manager.counters().late_dropped.value(), 1u);
+}
+
+// A reply that waited in the work queue past max_age: its empty buffer went,
+// but the pod still owes the store its reply.
+TEST_F(BufferManagerTest, AnAcceptedReplyWhoseFirstChunkComesAfterItsBufferWentIsStillAcceptedHere) {
+  manager.expect("s1", "m1", t0, events);
+  manager.expire_old(t0 + 300s, events, unwatched);
+  ASSERT_FALSE(manager.has("m1"));
+  EXPECT_EQ(manager.accepted(), 0u);
+  manager.push(chunk("m1", 0), t0 + 400s, events);
+  EXPECT_TRUE(manager.accepted_at("m1").has_value());
+  EXPECT_EQ(manager.accepted(), 1u);
+  manager.push(chunk("m2", 0), t0 + 401s, events);
+  manager.push(chunk("m3", 0), t0 + 402s, events);
+  events.clear();
+  manager.push(chunk("m4", 0), t0 + 403s, events);
+  ASSERT_NE(finished(events), nullptr);
+  EXPECT_EQ(finished(events)->message_id, "m2") << "another pod's reply makes room, not m1";
+}
+
+TEST_F(BufferManagerTest, AnAcceptedReplyDroppedSilentIsForgottenAfterAnotherMaxAge) {
+  manager.expect("s1", "m1", t0, events);
+  manager.expire_old(t0 + 300s, events, unwatched);
+  manager.expire_old(t0 + 600s, events, unwatched);
+  manager.push(chunk("m1", 0), t0 + 601s, events);
+  EXPECT_FALSE(manager.accepted_at("m1").has_value());
+}
+
+TEST_F(BufferManagerTest, StoredHereTellsWhatIsLeftToStore) {
+  manager.push(chunk("m1", 0, true), t0, events);
+  EXPECT_TRUE(manager.stored_here("m1"));
+  manager.push(chunk("m2", 0), t0, events);
+  manager.drop_session("s1");
+  EXPECT_TRUE(manager.stored_here("m2")) << "nothing of a deleted session is stored";
+  EXPECT_FALSE(manager.stored_here("m3")) << "never seen here";
 }
 
 TEST_F(BufferManagerTest, OwedCountsAcceptedRepliesAndWatchedSessions) {

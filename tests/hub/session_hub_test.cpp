@@ -223,8 +223,9 @@ struct CrowdedHubTest : ::testing::Test {
   }
 };
 
-// Another pod accepted m1 and m2 and stores them whole; this pod's cut-short
-// copies must not be written first. A reply accepted here is stored whatever ends it.
+// Another pod accepted m1, m2 and m4 and stores them whole; this pod's
+// cut-short copies must not be written first. A reply accepted here is never
+// pushed out by another pod's, and is stored whatever ends it.
 TEST_F(CrowdedHubTest, AnEvictedReplyIsStoredOnlyByThePodThatAcceptedIt) {
   hub.attach(stream);
   hub.on_chunks({chunk("s1", "m1", 0)}, false);
@@ -234,9 +235,13 @@ TEST_F(CrowdedHubTest, AnEvictedReplyIsStoredOnlyByThePodThatAcceptedIt) {
   EXPECT_EQ(stream->events(), (std::vector<std::string>{"chunk", "error", "message_complete", "chunk"}))
       << "the evicted reply still ends on the streams watching it";
   hub.expect("s1", "m3");                        // accepted here: evicts m2
-  hub.on_chunks({chunk("s1", "m4", 0)}, false);  // evicts m3
+  hub.on_chunks({chunk("s1", "m4", 0)}, false);  // another pod's: cannot push m3 out
+  run_strands();
+  EXPECT_TRUE(stored.empty());
+  hub.on_chunks({chunk("s1", "m3", 0, true)}, false);
   run_strands();
   EXPECT_EQ(stored, (std::vector<std::string>{"m3"}));
+  EXPECT_EQ(stream->chunk_ids(), (std::vector<std::string>{"m1:0", "m2:0", "m3:0"}));
 }
 
 }  // namespace

@@ -362,6 +362,27 @@ TEST_F(LogShardTest, AFinishedReplyThatEndedBeforeTheCursorsBeganIsNeverSentAgai
   EXPECT_EQ(std::count(events.begin(), events.end(), "reset"), 0);
 }
 
+// Another pod's reply this pod dropped unfinished (nobody here watched it any
+// more) is not stored here: if its pod is gone, the copy a resume reads from
+// the log is the one to store.
+TEST_F(LogShardTest, AReplyDroppedHereUnstoredIsStoredWhenAResumeReadsItFromTheLog) {
+  auto watcher = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.detach(watcher);
+  now += options.buffer.max_age;
+  shard.cleanup();
+  ASSERT_EQ(shard.counters().buffers_abandoned.value(), 1u);
+  ASSERT_TRUE(finished.empty());
+  auto s = stream("s1", sse::ResumeCursor{"m0", 0});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second,
+                        std::vector<protocol::ResponseChunk>{chunk("s1", "m0", 0, true), chunk("s1", "m1", 0),
+                                                             chunk("s1", "m1", 1, true)});
+  auto m1 = std::find_if(finished.begin(), finished.end(), [](const auto& m) { return m.message_id == "m1"; });
+  ASSERT_NE(m1, finished.end());
+  EXPECT_EQ(m1->content, "t0 t1 ");
+}
+
 TEST_F(LogShardTest, AStreamThatHoldsTooMuchWhileTheLogIsReadIsClosedAndTheLateAnswerIgnored) {
   options.max_backlog_frames = 4;
   auto s = stream("s1", sse::ResumeCursor{"m1", 1});

@@ -455,5 +455,16 @@ TEST_F(CrowdedPodTest, ANewChatIsRefusedRatherThanEvictAReplyAcceptedBefore) {
   EXPECT_FALSE(submit(chat("s1")).first);
 }
 
+TEST_F(CrowdedPodTest, AnotherPodsReplyMakesRoomForANewChat) {
+  publish_text("s1", "m-other", "another pod accepted this one");
+  ASSERT_TRUE(eventually([&] { return pod.health().hub.buffers == 1; }));
+  auto [ec, accepted] = submit(chat("s1"));
+  EXPECT_FALSE(ec) << "that pod stores its reply: its buffer here is evicted, not the new chat refused";
+  EXPECT_EQ(pod.stats().memory_full_refusals.value(), 0u);
+  publish_reply("s1", accepted.message_id, "all of it");
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
+  EXPECT_EQ(messages("s1").back().status, "complete");
+}
+
 }  // namespace
 }  // namespace chat::pod

@@ -1,0 +1,49 @@
+#pragma once
+// Message ids remembered for a while, each with a flag: at most `max_count`,
+// the oldest forgotten first, and none past the age the owner gives.
+
+#include <cstddef>
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "common/time.hpp"
+
+namespace chat::buffer {
+
+class RecentIds {
+ public:
+  explicit RecentIds(std::size_t max_count) : max_count_(max_count) {}
+
+  // Keeps the first flag given for an id.
+  void remember(const std::string& id, SteadyTime now, bool flag = false) {
+    if (!ids_.try_emplace(id, flag).second) return;
+    order_.emplace_back(now, id);
+    while (order_.size() > max_count_) pop_oldest();
+  }
+  bool contains(const std::string& id) const { return ids_.contains(id); }
+  bool flag(const std::string& id) const {
+    auto it = ids_.find(id);
+    return it != ids_.end() && it->second;
+  }
+  // Forgets the id; whether it was remembered.
+  bool take(const std::string& id) { return ids_.erase(id) > 0; }
+  void forget_before(SteadyTime cutoff) {
+    while (!order_.empty() && order_.front().first <= cutoff) pop_oldest();
+  }
+
+ private:
+  // An id taken and remembered again is forgotten with its first place in
+  // order_: early, never late, so the bound holds.
+  void pop_oldest() {
+    ids_.erase(order_.front().second);
+    order_.pop_front();
+  }
+
+  std::unordered_map<std::string, bool> ids_;
+  std::deque<std::pair<SteadyTime, std::string>> order_;
+  std::size_t max_count_;
+};
+
+}  // namespace chat::buffer
