@@ -22,14 +22,15 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       counters_.late_dropped.add();
       return;
     }
-    const bool accepted_here = accepted_silent_.take(chunk.message_id);
-    const bool room = make_room(now, out, !accepted_here);
+    const auto accepted_at = accepted_silent_.take(chunk.message_id);
+    const bool room = make_room(now, out, !accepted_at);
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
-    if (accepted_here) mark_accepted(it->second);
+    if (accepted_at) mark_accepted(it->second, *accepted_at);
     if (!room) {
       // Every buffer holds a reply accepted here: this one, another pod's,
       // ends here at once, and that pod stores it.
       counters_.buffers_evicted.add();
+      counters_.no_room_dropped.add();
       return evict(it, now, out);
     }
   }
@@ -73,18 +74,23 @@ void BufferManager::expect(const std::string& session_id, const std::string& mes
     make_room(now, out, false);
     it = buffers_.try_emplace(message_id, session_id, message_id, now).first;
   }
-  mark_accepted(it->second);
+  mark_accepted(it->second, now);
 }
 
-void BufferManager::mark_accepted(MessageBuffer& buffer) {
-  if (buffer.accepted_here) return;
-  buffer.accepted_here = true;
+void BufferManager::mark_accepted(MessageBuffer& buffer, SteadyTime at) {
+  if (buffer.accepted_here()) return;
+  buffer.accepted_at = at;
   ++accepted_;
+}
+
+void BufferManager::stored_from_log(const std::string& message_id, SteadyTime now) {
+  finished_.take(message_id);
+  finished_.remember(message_id, now, true);
 }
 
 std::size_t BufferManager::owed(const std::function<bool(const std::string&)>& watched) const {
   return static_cast<std::size_t>(std::count_if(buffers_.begin(), buffers_.end(), [&](const auto& kv) {
-    return kv.second.accepted_here || (kv.second.received_any() && watched(kv.second.session_id()));
+    return kv.second.accepted_here() || (kv.second.received_any() && watched(kv.second.session_id()));
   }));
 }
 
@@ -112,12 +118,14 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
   for (const auto& id : old) {
     auto it = buffers_.find(id);
     if (!it->second.received_any()) {
+      // Only an expected reply has a buffer and no chunk: accepted here.
       counters_.never_arrived.add();
-      if (it->second.accepted_here) accepted_silent_.remember(id, now);
+      accepted_silent_.remember(id, now, *it->second.accepted_at);
+      out.push_back(ReplySilent{it->second.session_id(), id});
       erase(it);
       continue;
     }
-    if (!it->second.accepted_here && !watched(it->second.session_id())) {
+    if (!it->second.accepted_here() && !watched(it->second.session_id())) {
       counters_.buffers_abandoned.add();
       finished_.remember(id, now, false);
       --streaming_;
@@ -140,7 +148,7 @@ std::vector<std::pair<std::string, std::string>> BufferManager::stalled(
     if (!waiting_since || now - *waiting_since < after) continue;
     if (!b.received_any() && !watched(b.session_id())) continue;
     // Silent after its last chunk: worth asking only for someone who waits for it.
-    if (b.received_any() && !b.gap_since() && !b.accepted_here && !watched(b.session_id())) continue;
+    if (b.received_any() && !b.gap_since() && !b.accepted_here() && !watched(b.session_id())) continue;
     // A gap is a chunk known to be missing: asked about at the plain interval.
     // A silent reply (nothing yet, or nothing after its last chunk) most likely
     // waits in the work queue or for its provider: asking again and again (each
@@ -178,8 +186,8 @@ std::vector<BufferManager::Delay> BufferManager::newly_delayed(SteadyTime now, s
 
 std::optional<SteadyTime> BufferManager::accepted_at(const std::string& message_id) const {
   auto it = buffers_.find(message_id);
-  if (it == buffers_.end() || !it->second.accepted_here) return std::nullopt;
-  return it->second.created();
+  if (it == buffers_.end()) return std::nullopt;
+  return it->second.accepted_at;
 }
 
 void BufferManager::drop(const std::string& message_id) {
@@ -255,7 +263,7 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
 
 BufferManager::Buffers::iterator BufferManager::erase(Buffers::iterator it) {
   held_bytes_ -= it->second.footprint();
-  if (it->second.accepted_here) --accepted_;
+  if (it->second.accepted_here()) --accepted_;
   return buffers_.erase(it);
 }
 
@@ -265,11 +273,11 @@ BufferManager::Buffers::iterator BufferManager::erase(Buffers::iterator it) {
 bool BufferManager::make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign) {
   if (buffers_.size() < limits_.max_buffers) return true;
   auto victim = std::min_element(buffers_.begin(), buffers_.end(), [](const auto& a, const auto& b) {
-    return std::pair(a.second.accepted_here, a.second.last_activity()) <
-           std::pair(b.second.accepted_here, b.second.last_activity());
+    return std::pair(a.second.accepted_here(), a.second.last_activity()) <
+           std::pair(b.second.accepted_here(), b.second.last_activity());
   });
   if (victim == buffers_.end()) return true;
-  if (victim->second.accepted_here && for_foreign) return false;
+  if (victim->second.accepted_here() && for_foreign) return false;
   counters_.buffers_evicted.add();
   evict(victim, now, out);
   return true;
@@ -278,7 +286,7 @@ bool BufferManager::make_room(SteadyTime now, std::vector<Event>& out, bool for_
 // Its streams see it end. Another pod's reply is not stored here: that pod
 // stores it whole, and the store keeps the first row written.
 void BufferManager::evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out) {
-  finish(std::string(it->first), now, out, "buffer_evicted", it->second.accepted_here);
+  finish(std::string(it->first), now, out, "buffer_evicted", it->second.accepted_here());
 }
 
 }  // namespace chat::buffer

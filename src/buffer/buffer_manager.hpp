@@ -53,7 +53,10 @@ struct MessageFinished { FinishedMessage message; };
 // A newer attempt of the reply started over: what streams showed of the older
 // one is void; the new attempt follows from chunk 0.
 struct ReplyRestarted { std::string session_id; std::string message_id; std::uint32_t attempt; };
-using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted>;
+// A reply accepted here sent no chunk within max_age: its empty buffer went,
+// nothing is stored yet (a first chunk that still comes is this pod's).
+struct ReplySilent { std::string session_id; std::string message_id; };
+using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted, ReplySilent>;
 
 // Written by the owning shard only; read by metrics scrapes on any thread.
 struct Counters {
@@ -63,6 +66,7 @@ struct Counters {
   metrics::Counter duplicates_dropped;
   metrics::Counter late_dropped;         // after the message finished
   metrics::Counter over_limit_dropped;   // past BUFFER_MAX_CHUNKS
+  metrics::Counter no_room_dropped;      // another pod's reply, every buffer taken by replies accepted here
   metrics::Counter chunks_skipped;       // given up after the missing-chunk timeout
   metrics::Counter buffers_evicted;      // BUFFER_MAX_BUFFERS reached
   metrics::Counter buffers_expired;      // BUFFER_MAX_AGE reached
@@ -92,7 +96,17 @@ class BufferManager {
   // deleted): nothing of it is left to store. A reply finished here without
   // being stored (another pod's, evicted or abandoned) is not: if the pod that
   // accepted it is gone, a copy read from the log is the one to store.
-  bool stored_here(const std::string& message_id) const { return finished_.flag(message_id); }
+  bool stored_here(const std::string& message_id) const {
+    const bool* stored = finished_.find(message_id);
+    return stored && *stored;
+  }
+  // A finished reply read from the log was handed to the store: once is enough.
+  void stored_from_log(const std::string& message_id, SteadyTime now);
+  // Buffers the reply, or accepted it and still waits for its first chunk
+  // (its empty buffer went at max_age).
+  bool expects(const std::string& message_id) const {
+    return buffers_.contains(message_id) || accepted_silent_.contains(message_id);
+  }
 
   // Missing-chunk timeouts (cheap; call often).
   void check_gaps(SteadyTime now, std::vector<Event>& out);
@@ -163,18 +177,19 @@ class BufferManager {
   // is a reply accepted here, which the newcomer must not push out.
   bool make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign);
   void evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out);
-  void mark_accepted(MessageBuffer& buffer);
+  void mark_accepted(MessageBuffer& buffer, SteadyTime at);
 
   Limits limits_;
   Buffers buffers_;
   std::size_t held_bytes_ = 0;
   std::size_t accepted_ = 0;  // buffers with accepted_here
-  // Finished messages (flag: stored here), so a late duplicate does not start
-  // a new buffer.
-  RecentIds finished_;
-  // Accepted here, but dropped at max_age before any chunk came (a long wait
-  // in the work queue): a first chunk that still comes is this pod's to store.
-  RecentIds accepted_silent_;
+  // Finished messages (-> stored here), so a late duplicate does not start a
+  // new buffer.
+  RecentIds<bool> finished_;
+  // Accepted here (-> when), but dropped at max_age before any chunk came (a
+  // long wait in the work queue): a first chunk that still comes is this pod's
+  // to store.
+  RecentIds<SteadyTime> accepted_silent_;
   Counters counters_;
   std::size_t streaming_ = 0;  // buffers that received a chunk
   std::vector<protocol::ResponseChunk> scratch_;

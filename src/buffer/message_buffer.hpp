@@ -59,8 +59,10 @@ class MessageBuffer {
   std::optional<SteadyTime> delay_noticed_for;
   // The chunk the reply waits for.
   std::uint32_t next_id() const { return next_id_; }
-  // This pod accepted the message: it owes the store its reply, whoever watches.
-  bool accepted_here = false;
+  // When this pod accepted the message (its POST): it owes the store its
+  // reply, whoever watches.
+  std::optional<SteadyTime> accepted_at;
+  bool accepted_here() const { return accepted_at.has_value(); }
 
   // What the released chunks add up to, for the stored message.
   const std::string& content() const { return content_; }

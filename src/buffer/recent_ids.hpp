@@ -1,9 +1,10 @@
 #pragma once
-// Message ids remembered for a while, each with a flag: at most `max_count`,
+// Message ids remembered for a while, each with a value: at most `max_count`,
 // the oldest forgotten first, and none past the age the owner gives.
 
 #include <cstddef>
 #include <deque>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -12,23 +13,30 @@
 
 namespace chat::buffer {
 
+template <class Value>
 class RecentIds {
  public:
   explicit RecentIds(std::size_t max_count) : max_count_(max_count) {}
 
-  // Keeps the first flag given for an id.
-  void remember(const std::string& id, SteadyTime now, bool flag = false) {
-    if (!ids_.try_emplace(id, flag).second) return;
+  // Keeps the first value given for an id.
+  void remember(const std::string& id, SteadyTime now, Value value) {
+    if (!ids_.try_emplace(id, std::move(value)).second) return;
     order_.emplace_back(now, id);
     while (order_.size() > max_count_) pop_oldest();
   }
   bool contains(const std::string& id) const { return ids_.contains(id); }
-  bool flag(const std::string& id) const {
+  const Value* find(const std::string& id) const {
     auto it = ids_.find(id);
-    return it != ids_.end() && it->second;
+    return it == ids_.end() ? nullptr : &it->second;
   }
-  // Forgets the id; whether it was remembered.
-  bool take(const std::string& id) { return ids_.erase(id) > 0; }
+  // Forgets the id and returns its value.
+  std::optional<Value> take(const std::string& id) {
+    auto it = ids_.find(id);
+    if (it == ids_.end()) return std::nullopt;
+    auto value = std::move(it->second);
+    ids_.erase(it);
+    return value;
+  }
   void forget_before(SteadyTime cutoff) {
     while (!order_.empty() && order_.front().first <= cutoff) pop_oldest();
   }
@@ -41,7 +49,7 @@ class RecentIds {
     order_.pop_front();
   }
 
-  std::unordered_map<std::string, bool> ids_;
+  std::unordered_map<std::string, Value> ids_;
   std::deque<std::pair<SteadyTime, std::string>> order_;
   std::size_t max_count_;
 };

@@ -42,7 +42,7 @@ SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Cl
       broadcasts_(options.broadcast_window, options.broadcast_bytes) {}
 
 void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
-  if (broadcast && !channels_.contains(chunk.session_id) && !buffers_.has(chunk.message_id)) {
+  if (broadcast && !channels_.contains(chunk.session_id) && !buffers_.expects(chunk.message_id)) {
     gauges_.broadcasts_kept.fetch_add(1, std::memory_order_relaxed);
     broadcasts_.keep(std::move(chunk), clock_());
     return;
@@ -61,11 +61,15 @@ void SessionShard::expect(const std::string& session_id, const std::string& mess
 
 void SessionShard::forget(const std::string& session_id, const std::string& message_id) {
   buffers_.drop(message_id);
+  drop_backlog(session_id, message_id);
+  publish_gauges();
+}
+
+void SessionShard::drop_backlog(const std::string& session_id, const std::string& message_id) {
   if (auto it = channels_.find(session_id); it != channels_.end()) {
     retained_bytes_ -= it->second.drop(message_id);
     if (it->second.idle()) channels_.erase(it);
   }
-  publish_gauges();
 }
 
 void SessionShard::process_events() {
@@ -89,6 +93,8 @@ void SessionShard::process_events() {
           restarted->message_id, sse::reset_frame(restarted->session_id, "reply_restarted", restarted->message_id));
     } else if (auto* done = std::get_if<buffer::MessageFinished>(&e)) {
       finish(std::move(done->message));
+    } else if (auto* silent = std::get_if<buffer::ReplySilent>(&e)) {
+      drop_backlog(silent->session_id, silent->message_id);
     }
   }
   events_.clear();
@@ -228,8 +234,9 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
 // A finished reply read from the log is stored (insert if absent) unless this
 // pod stores or stored it itself: the pod that accepted it may be gone.
 void SessionShard::store_logged(const LoggedReply& reply) {
-  if (!buffers_.stored_here(reply.message_id) && !buffers_.has(reply.message_id))
-    handlers_.reply_finished(reply.to_finished());
+  if (buffers_.stored_here(reply.message_id) || buffers_.has(reply.message_id)) return;
+  handlers_.reply_finished(reply.to_finished());
+  buffers_.stored_from_log(reply.message_id, clock_());
 }
 
 // A finished reply from the log, to one stream only: the others of the session

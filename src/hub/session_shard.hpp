@@ -120,6 +120,9 @@ class SessionShard {
   void push(protocol::ResponseChunk chunk);
   void process_events();
   void finish(buffer::FinishedMessage m);
+  // The reply's frames kept for the session's streams go; so does the
+  // session's channel if nothing else holds it.
+  void drop_backlog(const std::string& session_id, const std::string& message_id);
   void deliver(const std::string& session_id, const std::string& message_id, std::int64_t position,
                const sse::Frame& frame);
   void send_logged_reply(Member& member, const LoggedReply& reply);

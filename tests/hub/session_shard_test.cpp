@@ -25,15 +25,19 @@ protocol::ResponseChunk chunk(std::string session, std::string message, std::uin
 
 // A shard on a clock the test moves, with what it hands on recorded.
 struct ShardTest : ::testing::Test {
-  SteadyTime now = std::chrono::steady_clock::now();
-  HubOptions options = [] {
+  static HubOptions test_options() {
     HubOptions o;
     o.buffer.missing_chunk_timeout = 5s;
     o.buffer.max_age = 60s;
     o.late_join_window = 30s;
     o.replay_window = 120s;
     return o;
-  }();
+  }
+  // Options the buffers take at construction (their limits) come through here.
+  explicit ShardTest(HubOptions o = test_options()) : options(std::move(o)) {}
+
+  SteadyTime now = std::chrono::steady_clock::now();
+  HubOptions options;
   std::vector<buffer::FinishedMessage> finished;
   std::vector<std::pair<std::string, std::string>> replays;
   std::vector<std::pair<std::string, sse::ResumeCursor>> catch_ups;  // (stream id, cursor)
@@ -381,6 +385,76 @@ TEST_F(LogShardTest, AReplyDroppedHereUnstoredIsStoredWhenAResumeReadsItFromTheL
   auto m1 = std::find_if(finished.begin(), finished.end(), [](const auto& m) { return m.message_id == "m1"; });
   ASSERT_NE(m1, finished.end());
   EXPECT_EQ(m1->content, "t0 t1 ");
+}
+
+TEST_F(LogShardTest, AReplyStoredHereIsNotStoredAgainFromTheLog) {
+  shard.expect("s1", "m1");
+  shard.on_chunk(chunk("s1", "m1", 0, true), false);
+  ASSERT_EQ(finished.size(), 1u);
+  std::vector<protocol::ResponseChunk> log{chunk("s1", "m0", 0, true), chunk("s1", "m1", 0, true)};
+  for (int resume = 0; resume < 2; ++resume) {
+    auto s = stream("s1", sse::ResumeCursor{"m0", 0});
+    shard.resume_from_log("s1", catch_ups.back().first, catch_ups.back().second, log);
+  }
+  auto count = [&](const char* id) {
+    return std::count_if(finished.begin(), finished.end(), [&](const auto& m) { return m.message_id == id; });
+  };
+  EXPECT_EQ(count("m1"), 1) << "stored when it finished here";
+  EXPECT_EQ(count("m0"), 1) << "stored from the log once, not on every resume";
+}
+
+// At the bound, another pod's reply is evicted here unstored: if that pod is
+// gone, a resume that reads it from the log stores it.
+struct CrowdedLogShardTest : ShardTest {
+  CrowdedLogShardTest() : ShardTest([] {
+    auto o = test_options();
+    o.log_catch_up = true;
+    o.buffer.max_buffers = 1;
+    return o;
+  }()) {}
+};
+
+TEST_F(CrowdedLogShardTest, AnotherPodsReplyEvictedHereIsStoredWhenAResumeReadsItFromTheLog) {
+  auto watcher = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m2", 0), false);  // evicts m1
+  EXPECT_EQ(watcher->events(), (Events{"chunk", "error", "message_complete", "chunk"}));
+  EXPECT_TRUE(finished.empty());
+  auto s = stream("s1", sse::ResumeCursor{"m0", 0});
+  shard.resume_from_log("s1", catch_ups.back().first, catch_ups.back().second,
+                        std::vector<protocol::ResponseChunk>{chunk("s1", "m0", 0, true), chunk("s1", "m1", 0),
+                                                             chunk("s1", "m1", 1, true)});
+  auto m1 = std::find_if(finished.begin(), finished.end(), [](const auto& m) { return m.message_id == "m1"; });
+  ASSERT_NE(m1, finished.end());
+  EXPECT_EQ(m1->content, "t0 t1 ");
+}
+
+TEST_F(CrowdedLogShardTest, AnotherPodsReplyEndsAtOnceOnTheStreamsWhenTheShardHoldsOnlyRepliesAcceptedHere) {
+  auto watcher = stream("s1");
+  shard.expect("s1", "m1");
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  EXPECT_EQ(watcher->events(), (Events{"error", "message_complete"}));
+  EXPECT_NE(watcher->frames()[0]->find("buffer_evicted"), std::string::npos);
+  EXPECT_TRUE(finished.empty()) << "the pod that accepted m2 stores it";
+  shard.on_chunk(chunk("s1", "m1", 0, true), false);
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].message_id, "m1");
+  EXPECT_EQ(finished[0].status, buffer::MessageStatus::complete);
+}
+
+// Its reply waited past BUFFER_MAX_AGE in the work queue; nobody watches the
+// session, so the worker sends it only to the broadcast subject.
+TEST_F(ShardTest, AReplyAcceptedHereThatComesAfterItsBufferWentIsStillStored) {
+  shard.expect("s1", "m1");
+  now += options.buffer.max_age;
+  shard.cleanup();
+  ASSERT_EQ(shard.gauges().buffers.load(), 0u);
+  now += 10s;
+  shard.on_chunk(chunk("s1", "m1", 0), true);
+  shard.on_chunk(chunk("s1", "m1", 1, true), true);
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].content, "t0 t1 ");
+  EXPECT_EQ(finished[0].status, buffer::MessageStatus::complete);
 }
 
 TEST_F(LogShardTest, AStreamThatHoldsTooMuchWhileTheLogIsReadIsClosedAndTheLateAnswerIgnored) {
