@@ -47,7 +47,7 @@ class JetStreamWorkItem final : public WorkItem {
 
  private:
   static void report(const char* what, natsStatus s) {
-    if (s != NATS_OK) log::warn("work_item_reply_failed", {{"reply", what}, {"error", natsStatus_GetText(s)}});
+    if (s != NATS_OK) log::warn("work_item_reply_failed", {{"reply", what}, {"error", to_error_code(s).message()}});
   }
 
   NatsMsgPtr msg_;  // destroyed before the subscription it came from

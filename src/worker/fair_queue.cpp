@@ -37,6 +37,17 @@ const protocol::WorkflowRequest* FairQueue::find(const std::string& message_id) 
   return nullptr;
 }
 
+bool FairQueue::take_newer_delivery(const std::string& message_id, std::unique_ptr<bus::WorkItem>& item) {
+  for (auto& [user, list] : by_user_)
+    for (auto& w : list)
+      if (w.request.message_id == message_id) {
+        w.item = std::move(item);
+        w.item->in_progress();
+        return true;
+      }
+  return false;
+}
+
 std::optional<WaitingRequest> FairQueue::remove(const std::string& message_id) {
   for (auto it = by_user_.begin(); it != by_user_.end(); ++it) {
     auto& list = it->second;

@@ -34,6 +34,10 @@ class FairQueue {
   const protocol::WorkflowRequest* find(const std::string& message_id) const;
   // A request cancelled before it started.
   std::optional<WaitingRequest> remove(const std::string& message_id);
+  // The queue delivered a waiting request again: the newer delivery replaces
+  // the older one (it is the one to ack) and is told the request is still
+  // being worked on. False when it is not waiting here.
+  bool take_newer_delivery(const std::string& message_id, std::unique_ptr<bus::WorkItem>& item);
   // Shutdown: what never started and another worker can take.
   std::vector<WaitingRequest> take_redeliverable();
   // Every waiting item, to tell the queue they are still being worked on.

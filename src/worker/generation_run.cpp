@@ -80,6 +80,14 @@ void GenerationRun::keep_alive() {
   });
 }
 
+void GenerationRun::take_newer_delivery(std::unique_ptr<bus::WorkItem> item) {
+  asio::post(strand_, [self = shared_from_this(), item = std::move(item)]() mutable {
+    if (!self->item_) return item->ack();  // done meanwhile: the reply is out
+    self->item_ = std::move(item);
+    self->item_->in_progress();
+  });
+}
+
 // The provider's calls are dispatched, not posted: a provider running on the
 // worker's own threads (the demo, an HTTP stream's read) hands its chunk on
 // without waking another thread for it, which at chat rates was a good part of

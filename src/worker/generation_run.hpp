@@ -41,6 +41,10 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   void end_cancelled();
   // Tells the work queue the request is still being worked on. Any thread.
   void keep_alive();
+  // The queue delivered the request again while this run holds it (its
+  // keep-alives did not reach the queue): the run goes on, and acks the newer
+  // delivery when done. Any thread.
+  void take_newer_delivery(std::unique_ptr<bus::WorkItem> item);
 
   const protocol::WorkflowRequest& request() const { return request_; }
 

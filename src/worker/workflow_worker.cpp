@@ -110,6 +110,9 @@ void WorkflowWorker::collect(metrics::Exposition& out) const {
   out.counter("chat_worker_replies_total", "Replies ended (any outcome).", static_cast<double>(completed_.load()));
   out.counter("chat_worker_redeliveries_total", "Requests taken again after a worker died with them.",
               static_cast<double>(redeliveries_.value()));
+  out.counter("chat_worker_redeliveries_kept_running_total",
+              "Redelivered requests this worker still ran or queued (the queue missed its keep-alives): not started again.",
+              static_cast<double>(kept_running_.value()));
   out.counter("chat_worker_redeliveries_already_finished_total",
               "Redelivered requests whose earlier attempt had finished (acked, not generated again).",
               static_cast<double>(already_finished_.value()));
@@ -136,7 +139,10 @@ void WorkflowWorker::collect(metrics::Exposition& out) const {
 }
 
 void WorkflowWorker::admit(WaitingRequest w) {
-  if (w.item->attempt() > 1) redeliveries_.add();
+  if (w.item->attempt() > 1) {
+    redeliveries_.add();
+    if (take_newer_delivery(w)) return;
+  }
   if (w.item->attempt() == 1 || !log_) return start_or_wait(std::move(w));
   // Delivered again: if an earlier attempt finished (the worker died before its
   // ack), the pods have the reply already.
@@ -155,6 +161,25 @@ void WorkflowWorker::admit(WaitingRequest w) {
       start_or_wait(std::move(*shared));
     });
   });
+}
+
+// Delivered again while this worker still runs or queues it: the queue did not
+// hear its keep-alives (the bus was away longer than the ack wait). Starting
+// over would pay the provider twice and restart the reply on every stream.
+bool WorkflowWorker::take_newer_delivery(WaitingRequest& w) {
+  const auto attempt = w.item->attempt();
+  std::shared_ptr<GenerationRun> run;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = runs_.find(w.request.message_id); it != runs_.end()) run = it->second.run.lock();
+    if (!run && !waiting_.take_newer_delivery(w.request.message_id, w.item)) return false;
+    --admitting_;
+  }
+  log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", run != nullptr},
+                                      {"attempt", attempt}});
+  kept_running_.add();
+  if (run) run->take_newer_delivery(std::move(w.item));
+  return true;
 }
 
 void WorkflowWorker::start_or_wait(WaitingRequest w) {

@@ -70,6 +70,7 @@ class WorkflowWorker {
   void on_cancel(const bus::Message& m);
   void on_replay(const bus::Message& m);
   void admit(WaitingRequest w);
+  bool take_newer_delivery(WaitingRequest& w);
   void start_or_wait(WaitingRequest w);
   void run(WaitingRequest w, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
@@ -100,6 +101,7 @@ class WorkflowWorker {
   std::atomic<std::uint64_t> completed_{0};
   metrics::Counter redeliveries_;        // requests taken on a later attempt
   metrics::Counter already_finished_;    // redeliveries whose earlier attempt had finished
+  metrics::Counter kept_running_;        // redeliveries of requests still running or waiting here
   metrics::Counter overloaded_;          // refused: the waiting queue was full
   ProviderMetrics provider_metrics_;
   // Guards the fields below: requests, cancels and completions come on many threads.

@@ -8,17 +8,19 @@ namespace {
 // A delivery that is this queue's last, or not.
 class Item final : public bus::WorkItem {
  public:
-  explicit Item(bool final) : final_(final) {}
+  explicit Item(bool final, unsigned attempt = 1) : final_(final), attempt_(attempt) {}
   std::string_view payload() const override { return {}; }
   std::string header(std::string_view) const override { return {}; }
-  unsigned attempt() const override { return 1; }
+  unsigned attempt() const override { return attempt_; }
   bool final_attempt() const override { return final_; }
-  void in_progress() override {}
+  void in_progress() override { ++in_progress_calls; }
+  int in_progress_calls = 0;
   void ack() override {}
   void give_back() override {}
 
  private:
   bool final_;
+  unsigned attempt_;
 };
 
 WaitingRequest waiting(std::string user, std::string message, bool final = false) {
@@ -81,6 +83,27 @@ TEST(FairQueue, ShutdownGivesBackOnlyWhatAnotherWorkerCanTake) {
   ASSERT_EQ(back.size(), 1u);
   EXPECT_EQ(back[0].request.message_id, "redeliverable");
   EXPECT_EQ(drain(q), (std::vector<std::string>{"last-delivery"}));
+}
+
+TEST(FairQueue, ANewerDeliveryOfAWaitingRequestTakesTheOldOnesPlace) {
+  FairQueue q(100);
+  q.push(waiting("a", "a1"));
+  q.push(waiting("a", "a2"));
+  auto newer = std::make_unique<Item>(false, 2);
+  auto* newer_item = newer.get();
+  std::unique_ptr<bus::WorkItem> delivery = std::move(newer);
+  EXPECT_TRUE(q.take_newer_delivery("a2", delivery));
+  EXPECT_EQ(delivery, nullptr);
+  EXPECT_EQ(newer_item->in_progress_calls, 1) << "the queue hears at once that it is still held";
+  EXPECT_EQ(q.size(), 2u) << "still one request, not two";
+  auto first = q.pop(none_running);
+  auto second = q.pop(none_running);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->request.message_id, "a2");
+  EXPECT_EQ(second->item->attempt(), 2u);
+  std::unique_ptr<bus::WorkItem> stray = std::make_unique<Item>(false, 2);
+  EXPECT_FALSE(q.take_newer_delivery("zz", stray));
+  EXPECT_NE(stray, nullptr);
 }
 
 }  // namespace

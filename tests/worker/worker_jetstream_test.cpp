@@ -114,14 +114,15 @@ struct WorkerJetStream : ::testing::Test {
     ~RunningWorker() { fixture.stop_loop(); }
   };
 
-  RunningWorker start_worker(Client& c) {
+  RunningWorker start_worker(Client& c, std::chrono::milliseconds progress_interval = 500ms,
+                             providers::DemoOptions demo = {1ms, 3}) {
     config::WorkerConfig wc;
     wc.max_concurrent = 4;
-    wc.progress_interval = 500ms;
+    wc.progress_interval = progress_interval;
     auto w = std::make_unique<WorkflowWorker>(
         ioc.get_executor(), c.bus, c.queue, &c.log, registry, wc,
         std::vector<std::shared_ptr<providers::Provider>>{
-            std::make_shared<providers::DemoProvider>(ioc.get_executor(), providers::DemoOptions{1ms, 3})});
+            std::make_shared<providers::DemoProvider>(ioc.get_executor(), demo)});
     w->start();
     return RunningWorker{*this, std::move(w)};
   }
@@ -215,6 +216,33 @@ TEST_F(WorkerJetStream, ARedeliveredRequestWhoseEarlierAttemptFinishedIsNotGener
   auto probe = dying_worker(later);
   std::this_thread::sleep_for(options.ack_wait * 2);
   EXPECT_EQ(later.load(), 0) << "acked: no further delivery";
+}
+
+// The queue hears no keep-alive within its ack wait (here: they are rarer than
+// it; in production: the bus was away that long) and delivers the request
+// again to the worker that still runs it. The reply goes on; nothing restarts.
+TEST_F(WorkerJetStream, ARequestDeliveredAgainWhileItsWorkerStillRunsItIsNotGeneratedAgain) {
+  Client worker_client{nats.nats_url(), options};
+  auto worker = start_worker(worker_client, 60s, providers::DemoOptions{50ms, 1});
+  auto id = submit();
+  ASSERT_TRUE(eventually([&] { return chunks.finished(id); }));
+  auto all = chunks.of(id);
+  ASSERT_GT(all.back().chunk_id, 20u) << "the reply outlasts the ack wait";
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].attempt, 1u);
+    EXPECT_EQ(all[i].chunk_id, i) << "each chunk once, in order";
+  }
+  metrics::Exposition out;
+  worker.worker->collect(out);
+  const auto text = out.text();
+  const std::string name = "\nchat_worker_redeliveries_kept_running_total ";
+  auto at = text.find(name);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stod(text.substr(at + name.size())), 1.0) << "delivered again while it ran";
+  std::atomic<int> later{0};
+  auto probe = dying_worker(later);
+  std::this_thread::sleep_for(options.ack_wait * 2);
+  EXPECT_EQ(later.load(), 0) << "the newer delivery was acked: no further one";
 }
 
 TEST_F(WorkerJetStream, ARequestOutOfAttemptsEndsWithAnErrorInsteadOfAnotherTry) {
