@@ -210,8 +210,11 @@ void Pod::collect(metrics::Exposition& out) const {
               "Chats refused (503) while the replies in flight filled BUFFER_MAX_BYTES, or the session's "
               "shard BUFFER_MAX_BUFFERS.",
               static_cast<double>(stats_.memory_full_refusals.value()));
-  out.gauge("chat_store_queue_depth", "Store operations waiting (spilled replies included).",
+  out.gauge("chat_store_queue_depth",
+            "Store operations waiting in memory, replies held back while the database is away included.",
             static_cast<double>(h.store.queued));
+  out.gauge("chat_store_spilled_bytes", "Finished replies waiting on disk in the spill journal, in bytes.",
+            static_cast<double>(h.store.spilled_bytes));
   hub_.collect(out);
   out.histogram("chat_chunk_delivery_seconds", "From a chunk's timestamp (worker clock) to its bytes on a stream's socket.",
                 stats_.streams.delivery.snapshot());
@@ -233,7 +236,9 @@ void Pod::collect(metrics::Exposition& out) const {
               {{"reason", "read_failed"}});
   out.counter("chat_chunks_rejected_total", "Chunks from the bus or the log that did not decode.",
               static_cast<double>(stats_.chunks_rejected.value()));
-  out.counter("chat_replies_stored_total", "Finished replies written (or found already written) to the store.",
+  out.counter("chat_replies_stored_total",
+              "Finished replies the store took: written, found written, or held back (memory, spill journal) "
+              "while the database is away.",
               static_cast<double>(stats_.replies_stored.value()));
   stats_.stored_by_status.each([&](const metrics::Labels& labels, const metrics::Counter& c) {
     out.counter("chat_replies_stored_by_status_total", "Finished replies stored, by status.",

@@ -36,6 +36,11 @@ bool RetryQueue::empty() const {
   return memory_.empty() && journal_.empty();
 }
 
+std::size_t RetryQueue::deferred() const {
+  std::lock_guard lock(mu_);
+  return memory_.size();
+}
+
 error_code RetryQueue::defer(Reply reply) {
   std::unique_lock lock(mu_);
   if (memory_.size() >= limit_) {

@@ -190,6 +190,11 @@ bool SpillJournal::empty() const {
   return unread_bytes_ == 0;
 }
 
+std::uint64_t SpillJournal::unread_bytes() const {
+  std::lock_guard lock(mu_);
+  return unread_bytes_;
+}
+
 std::optional<AssistantMessage> SpillJournal::front() {
   for (;;) {
     int fd;

@@ -55,6 +55,8 @@ class SpillJournal {
   boost::system::error_code append(const AssistantMessage& m);
   // Any thread: true when every record has been read and popped.
   bool empty() const;
+  // Any thread: bytes of records not yet popped, adopted ones included.
+  std::uint64_t unread_bytes() const;
 
   // One reader thread: the oldest unread record, left in place until
   // pop_front(). Records that cannot be read back are skipped (logged).

@@ -234,6 +234,10 @@ void SqliteStore::delete_session(std::string session_id, std::string user_id, Do
 // queued before it.
 void SqliteStore::flush(DoneCallback done) { impl_->flush(std::move(done)); }
 
-ComponentStatus SqliteStore::status() const { return {"sqlite", true, true, 0, impl_->queue.size()}; }
+ComponentStatus SqliteStore::status() const {
+  ComponentStatus s{"sqlite", true, true, 0, impl_->queue.size()};
+  s.spilled_bytes = impl_->journal.unread_bytes();
+  return s;
+}
 
 }  // namespace chat::store

@@ -106,6 +106,7 @@ TEST_F(PostgresOutage, RepliesCompletedDuringAnOutageAreStoredExactlyOnceAfterIt
   }
   EXPECT_FALSE(s.save(reply("s1", "out-3", "a second pod's copy", at(50))));
   EXPECT_FALSE(s.save(reply("s1", "before", "a late duplicate", at(51))));
+  EXPECT_GE(store_->status().queued, static_cast<std::size_t>(kReplies)) << "the held-back replies show as waiting";
 
   // flush covers the retry queue, so it waits for the server.
   auto flushed = std::make_shared<std::promise<error_code>>();
@@ -141,6 +142,7 @@ TEST_F(PostgresOutage, RepliesBeyondTheRetryQueueWaitOnDiskAndOutliveTheStore) {
     EXPECT_FALSE(ec) << "reply " << i << ": " << ec.message();
   }
   EXPECT_FALSE(spill_files(spill_dir()).empty());
+  EXPECT_GT(small->status().spilled_bytes, 0u) << "the replies on disk show";
 
   small.reset();  // still down: the replies in memory join those on disk
   server_->start();
@@ -148,6 +150,8 @@ TEST_F(PostgresOutage, RepliesBeyondTheRetryQueueWaitOnDiskAndOutliveTheStore) {
   EXPECT_FALSE(Sync(next).flush());
   EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE role = 'assistant'"), std::to_string(kReplies));
   EXPECT_TRUE(spill_files(spill_dir()).empty());
+  EXPECT_EQ(next.status().spilled_bytes, 0u);
+  EXPECT_EQ(next.status().queued, 0u);
 }
 
 }  // namespace

@@ -82,9 +82,11 @@ TEST_P(StoreConformance, RepliesThatFindTheQueueFullAreSpilledAndStoredNotRefuse
     std::optional<error_code> owner_answer;
     small->session_owner("s1", [&](error_code ec, std::optional<std::string>) { owner_answer = ec; });
     EXPECT_EQ(owner_answer, make_error_code(Errc::overloaded));
+    EXPECT_GT(small->status().spilled_bytes, 0u) << "what waits on disk shows";
     full.drain();
   }
   EXPECT_FALSE(Sync(*small).flush()) << "flush waits for the spilled replies";
+  EXPECT_EQ(small->status().spilled_bytes, 0u);
   EXPECT_EQ(count_replies(*backend_), std::to_string(kReplies + 1));
   EXPECT_EQ(backend_->scalar("SELECT content FROM messages WHERE message_id = 'kept'"), "first copy");
   EXPECT_EQ(backend_->scalar("SELECT content FROM messages WHERE message_id = 'r7'"), "spilled 7");
