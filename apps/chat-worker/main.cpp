@@ -59,7 +59,10 @@ int run_worker(const config::Config& config) {
   auto ready = [&] { return !draining && messaging.bus->connected() && messaging.work->status().connected; };
   runtime::ProbeApi probes(
       runtime::ProbeAnswers{[&] {
-                              boost::json::object o{{"status", draining ? "draining" : ready() ? "healthy" : "degraded"},
+                              // Without Redis the worker still serves (chunks go to the
+                              // broadcast subject): degraded, as a pod says, yet ready.
+                              const bool all_up = ready() && registry->connected();
+                              boost::json::object o{{"status", draining ? "draining" : all_up ? "healthy" : "degraded"},
                                                     {"bus_connected", messaging.bus->connected()},
                                                     {"work_queue_ready", messaging.work->status().connected},
                                                     {"registry_connected", registry->connected()},

@@ -75,7 +75,7 @@ RedisLimiter::RedisLimiter(registry::RedisEndpoint endpoint, Timing timing)
     : timing_(timing),
       strand_(asio::make_strand(io_)),
       work_(asio::make_work_guard(io_)),
-      connection_(strand_, std::move(endpoint), timing.connection) {
+      connection_(strand_, std::move(endpoint), timing.connection, "rate_limits") {
   asio::post(strand_, [this] { connection_.start(); });
   thread_ = start_io_thread(io_, "redis limiter");
 }

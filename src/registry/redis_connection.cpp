@@ -52,9 +52,11 @@ const boost::system::error_category& redis_category() noexcept {
 
 error_code make_error_code(RedisErrc e) noexcept { return {static_cast<int>(e), redis_category()}; }
 
-RedisConnection::RedisConnection(RedisStrand strand, RedisEndpoint endpoint, RedisTiming timing)
+RedisConnection::RedisConnection(RedisStrand strand, RedisEndpoint endpoint, RedisTiming timing,
+                                 std::string_view purpose)
     : strand_(std::move(strand)),
       endpoint_(std::move(endpoint)),
+      purpose_(purpose),
       timing_(timing),
       retry_timer_(strand_),
       connect_timer_(strand_) {}
@@ -136,9 +138,9 @@ void RedisConnection::handshake_done() {
   connect_timer_.cancel();
   if (outage_since_) {
     auto down = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - *outage_since_);
-    log::info("redis_reconnected", {{"redis", where()}, {"down_ms", down.count()}});
+    log::info("redis_reconnected", {{"redis", where()}, {"for", purpose_}, {"down_ms", down.count()}});
   } else if (!ever_ready_) {
-    log::info("redis_connected", {{"redis", where()}, {"db", endpoint_.db}});
+    log::info("redis_connected", {{"redis", where()}, {"for", purpose_}, {"db", endpoint_.db}});
   }
   ever_ready_ = true;
   outage_since_.reset();
@@ -157,11 +159,11 @@ void RedisConnection::connection_lost(const std::string& reason) {
 
 void RedisConnection::log_failure(const std::string& reason) {
   if (outage_since_) {
-    log::debug("redis_retry_failed", {{"redis", where()}, {"error", reason}});
+    log::debug("redis_retry_failed", {{"redis", where()}, {"for", purpose_}, {"error", reason}});
     return;
   }
   outage_since_ = std::chrono::steady_clock::now();
-  log::warn("redis_unavailable", {{"redis", where()}, {"error", reason}, {"retrying", true}});
+  log::warn("redis_unavailable", {{"redis", where()}, {"for", purpose_}, {"error", reason}, {"retrying", true}});
 }
 
 void RedisConnection::schedule_reconnect() {

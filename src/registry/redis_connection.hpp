@@ -63,7 +63,9 @@ using ReplyHandler = std::function<void(boost::system::error_code ec, const redi
 
 class RedisConnection {
  public:
-  RedisConnection(RedisStrand strand, RedisEndpoint endpoint, RedisTiming timing);
+  // `purpose` names what the connection serves in its log lines ("registry",
+  // "rate_limits"): a pod has one of each.
+  RedisConnection(RedisStrand strand, RedisEndpoint endpoint, RedisTiming timing, std::string_view purpose);
   ~RedisConnection();
   RedisConnection(const RedisConnection&) = delete;
   RedisConnection& operator=(const RedisConnection&) = delete;
@@ -102,6 +104,7 @@ class RedisConnection {
 
   RedisStrand strand_;
   RedisEndpoint endpoint_;
+  std::string_view purpose_;  // a literal
   RedisTiming timing_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer connect_timer_;

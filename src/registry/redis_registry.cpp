@@ -95,7 +95,7 @@ RedisRegistry::RedisRegistry(const config::RedisConfig& config, Timing timing)
     : timing_(timing),
       strand_(asio::make_strand(io_)),
       work_(asio::make_work_guard(io_)),
-      connection_(strand_, endpoint(config), timing.connection),
+      connection_(strand_, endpoint(config), timing.connection, "registry"),
       renew_timer_(strand_) {
   connection_.on_ready([this] { on_ready(); });
   asio::post(strand_, [this] {

@@ -2,6 +2,7 @@
 `promtool check metrics`, and the counters move as the traffic says. Also checks the
 shipped Prometheus configuration and alert rules with promtool."""
 
+import json
 import os
 import re
 import shutil
@@ -181,6 +182,20 @@ class WorkerMetricsTest(ClusterTestCase):
         self.assertEqual(value(s, "chat_worker_slots_in_use"), 0)
         self.assertEqual(value(s, "chat_dependency_up", dependency="work_queue", backend="jetstream"), 1)
         self.assertTrue(w.alive())
+
+        def health():
+            r = http_request(port, "GET", "/health", openapi=False)
+            self.assertEqual(r.status, 200)
+            return json.loads(r.body)
+
+        self.assertEqual(health()["status"], "healthy")
+        cl.redis.stop()
+        wait_until(lambda: not health()["registry_connected"], 15, msg="the worker never saw Redis go")
+        self.assertEqual(health()["status"], "degraded", "a dependency is away, as a pod would say")
+        self.assertEqual(http_request(port, "GET", "/ready", openapi=False).status, 200,
+                         "without Redis the worker still serves through the broadcast subject")
+        cl.redis.start()
+        wait_until(lambda: health()["status"] == "healthy", 30, msg="the worker never saw Redis back")
 
 
 class ShippedConfigTest(unittest.TestCase):
