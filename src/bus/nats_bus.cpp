@@ -400,8 +400,10 @@ void NatsBus::stop_bus_thread() {
 }
 
 ComponentStatus NatsBus::status() const {
-  return {"nats", false, events_->connected, publish_failures_.load(std::memory_order_relaxed), 0,
-          events_->reconnects.load()};
+  return {.backend = "nats",
+          .connected = events_->connected,
+          .errors = publish_failures_.load(std::memory_order_relaxed),
+          .reconnects = events_->reconnects.load()};
 }
 
 void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }

@@ -15,8 +15,8 @@ struct ComponentStatus {
   bool connected = false;    // reachable now (always true when embedded)
   std::uint64_t errors = 0;  // operations that failed since start (publishes, commands, writes)
   std::size_t queued = 0;    // operations waiting for the backend
-  std::uint64_t spilled_bytes = 0;  // stores: finished replies waiting on disk (the spill journal)
   std::uint64_t reconnects = 0;  // connections made again after losing the server
+  std::uint64_t spilled_bytes = 0;  // stores: finished replies waiting on disk (the spill journal)
 };
 
 }  // namespace chat

@@ -225,9 +225,10 @@ PostgresStore::PostgresStore(const config::StoreConfig& cfg) : impl_(std::make_u
 PostgresStore::~PostgresStore() = default;
 
 ComponentStatus PostgresStore::status() const {
-  ComponentStatus s{"postgres", false, impl_->healthy.load() > 0, 0, impl_->queue.size() + impl_->retry.deferred()};
-  s.spilled_bytes = impl_->retry.spilled_bytes();
-  return s;
+  return {.backend = "postgres",
+          .connected = impl_->healthy.load() > 0,
+          .queued = impl_->queue.size() + impl_->retry.deferred(),
+          .spilled_bytes = impl_->retry.spilled_bytes()};
 }
 
 void PostgresStore::accept_user_message(NewUserMessage m, unsigned history_turns, HistoryCallback done) {

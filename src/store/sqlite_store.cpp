@@ -235,9 +235,11 @@ void SqliteStore::delete_session(std::string session_id, std::string user_id, Do
 void SqliteStore::flush(DoneCallback done) { impl_->flush(std::move(done)); }
 
 ComponentStatus SqliteStore::status() const {
-  ComponentStatus s{"sqlite", true, true, 0, impl_->queue.size()};
-  s.spilled_bytes = impl_->journal.unread_bytes();
-  return s;
+  return {.backend = "sqlite",
+          .embedded = true,
+          .connected = true,
+          .queued = impl_->queue.size(),
+          .spilled_bytes = impl_->journal.unread_bytes()};
 }
 
 }  // namespace chat::store
