@@ -108,6 +108,18 @@ std::optional<std::size_t> parse_limit(std::optional<std::string_view> text, std
   return n;
 }
 
+// Every X-Forwarded-For line, in order, as one list (RFC 9110 §5.3): a proxy
+// may add a line of its own instead of extending the client's, and only the
+// entries right of the client's count.
+std::string forwarded_for(const http::Request& request) {
+  std::string out;
+  for (auto [it, end] = request.equal_range("X-Forwarded-For"); it != end; ++it) {
+    if (!out.empty()) out += ", ";
+    out += it->value();
+  }
+  return out;
+}
+
 }  // namespace
 
 ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics,
@@ -164,8 +176,8 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   if (options_.tracer.enabled() && !is_probe(call->path)) start_span(*call);
   if (!admission_ || is_probe(call->path)) return serve(std::move(call));
   auto peer = call->session->peer();
-  auto forwarded_for = std::string(call->request["X-Forwarded-For"]);
-  admission_->request(peer, forwarded_for, [this, call = std::move(call)](limits::Verdict v) mutable {
+  auto forwarded = forwarded_for(call->request);  // before `call` moves into the callback
+  admission_->request(peer, forwarded, [this, call = std::move(call)](limits::Verdict v) mutable {
     if (!v.allowed) return call->respond(rate_limited(v.retry_after, "too many requests from this address"));
     serve(std::move(call));
   });
@@ -282,7 +294,13 @@ std::optional<std::string> ChatApi::acting_user(const Call& call, const std::str
     }
     return std::string(*claimed);
   }
-  if (claimed && !claimed->empty() && *claimed != subject) {
+  if (!claimed || claimed->empty()) return subject;  // with a token, user_id may be left out
+  // A malformed id is 400 in both modes, before it is compared with anything.
+  if (auto e = check_identifier("user_id", claimed)) {
+    call->respond(invalid(*e));
+    return std::nullopt;
+  }
+  if (*claimed != subject) {
     call->respond(error(Status::forbidden, "forbidden", "user_id is not the user the token was issued to"));
     return std::nullopt;
   }

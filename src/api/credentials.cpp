@@ -33,6 +33,9 @@ std::optional<std::string_view> cookie(std::string_view header, std::string_view
 
 std::optional<std::string_view> bearer_token(const http::Request& request, const Query& query, bool event_stream) {
   auto it = request.find(bhttp::field::authorization);
+  // Two credentials are none: a proxy reading the other line would act for
+  // another user than this server does.
+  if (request.count(bhttp::field::authorization) > 1) return std::string_view{};
   if (it != request.end()) {
     // RFC 6750 §2.1: the scheme is case-insensitive.
     std::string_view value = trim(it->value());

@@ -11,6 +11,7 @@ class Category final : public boost::system::error_category {
       case Errc::missing_token: return "a bearer token is required";
       case Errc::malformed: return "the token is malformed";
       case Errc::algorithm_refused: return "the token's signing algorithm is not accepted";
+      case Errc::critical_extension: return "the token names critical extensions (crit) this server does not support";
       case Errc::unknown_key: return "the token's signing key is unknown";
       case Errc::bad_signature: return "the token's signature is invalid";
       case Errc::expired: return "the token has expired or has no exp";

@@ -17,6 +17,7 @@ enum class Errc {
   missing_token = 1,   // no token at all (401 without error="invalid_token")
   malformed,           // not three base64url parts of JSON, or a claim of the wrong type
   algorithm_refused,   // alg none, or an algorithm no configured key is for
+  critical_extension,  // a crit header: extensions this server does not implement
   unknown_key,         // no configured key matches the header (kid)
   bad_signature,
   expired,             // exp is missing or passed (leeway included)

@@ -93,7 +93,7 @@ error_code JwtAuthenticator::check_signature(const json::object& header, std::st
   auto* alg_field = header.if_contains("alg");
   if (!alg_field || !alg_field->is_string()) return Errc::malformed;
   // Extensions we do not understand must not be ignored (RFC 7515 §4.1.11).
-  if (header.contains("crit")) return Errc::algorithm_refused;
+  if (header.contains("crit")) return Errc::critical_extension;
   auto alg = parse_alg(alg_field->get_string());  // "none" is nullopt
   if (!alg) return Errc::algorithm_refused;
   if (*alg == Alg::hs256) {

@@ -79,7 +79,14 @@ std::string TrustedProxies::client_of(const ip::address& peer, std::string_view 
     if (!a) break;  // garbage: count against the last address we could trust
     client = *a;
   }
-  return client.to_string();
+  return limit_key(client);
+}
+
+// One IPv6 host is usually handed a whole /64: counted per address, it could
+// take a new bucket for every request.
+std::string limit_key(const ip::address& address) {
+  if (!address.is_v6()) return address.to_string();
+  return ip::make_network_v6(address.to_v6(), 64).canonical().to_string();
 }
 
 }  // namespace chat::limits

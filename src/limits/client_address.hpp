@@ -26,7 +26,8 @@ class TrustedProxies {
   bool empty() const { return networks_.empty(); }
   bool contains(const boost::asio::ip::address& address) const;
 
-  // The address the limits count against (text, as a key).
+  // What the limits count against (text, as a key): the client's address, its
+  // /64 network for IPv6 (limit_key).
   std::string client_of(const boost::asio::ip::address& peer, std::string_view forwarded_for) const;
 
  private:
@@ -35,5 +36,8 @@ class TrustedProxies {
 
 // An IPv4 address that arrived as IPv4-mapped IPv6 (::ffff:a.b.c.d) as IPv4.
 boost::asio::ip::address unmapped(const boost::asio::ip::address& address);
+
+// An IPv4 address as it is; an IPv6 one as its /64 network ("2001:db8:1:2::/64").
+std::string limit_key(const boost::asio::ip::address& address);
 
 }  // namespace chat::limits

@@ -226,6 +226,15 @@ TEST_F(JwtTest, RefusesAlgNone) {
   EXPECT_EQ(refusal(auth, signing_input({{"typ", "JWT"}}, claims()) + "."), Errc::malformed);  // no alg at all
 }
 
+// RFC 7515 §4.1.11: an extension named critical must be understood, and none is.
+TEST_F(JwtTest, RefusesCriticalExtensionsItDoesNotImplement) {
+  auto o = options();
+  o.secret = kSecret;
+  JwtAuthenticator auth(o);
+  auto input = signing_input({{"alg", "HS256"}, {"crit", json::array{"exp"}}}, claims());
+  EXPECT_EQ(refusal(auth, input + "." + base64url_encode(hmac(kSecret, input))), Errc::critical_extension);
+}
+
 TEST_F(JwtTest, RefusesHs256SignedWithThePublicKey) {
   // Alg confusion: the attacker knows the public key and signs HS256 with its
   // bytes, hoping the verifier uses "the key" for whatever alg the token says.

@@ -172,6 +172,10 @@ class JwtModeBase:
         self.assertError(self.chat(owner, sid, "hi", user_id=h.new_id("bob")), 403, "forbidden", "user_id != sub")
         self.assertError(self.get("/api/sessions?user_id=someone_else", owner), 403, "forbidden", "list as another")
         self.assertEqual(self.get("/api/sessions?user_id=%s" % alice, owner).status, 200)
+        # A malformed id is 400 as without tokens, not compared with the subject.
+        self.assertError(self.get("/api/sessions?user_id=a.b", owner), 400, "invalid_request", "bad id in a query")
+        self.assertError(self.srv.post_json("/api/sessions", {"user_id": "a.b"}, headers=self.bearer(owner)),
+                         400, "invalid_request", "bad id in a body")
 
     def test_stream_token_from_query_or_cookie(self):
         alice = h.new_id("alice")
@@ -203,6 +207,15 @@ class JwtModeBase:
                 self.assert_unauthorized(self.get("/api/sessions", token), True, what)
         self.assert_unauthorized(self.srv.request("GET", "/api/sessions", headers={"Authorization": "Basic dTpw"}),
                                  True, "Basic credentials")
+        # Two Authorization lines are refused, whichever holds the good token.
+        conn = h.HttpConn(self.srv.port)
+        try:
+            conn.send_raw(("GET /api/sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Authorization: Bearer %s\r\nAuthorization: Bearer forged\r\n\r\n"
+                           % self.token(alice)).encode())
+            self.assert_unauthorized(conn.read_response("GET", target="/api/sessions"), True, "two Authorization lines")
+        finally:
+            conn.close()
 
     def more_forgeries(self, sub):
         return []

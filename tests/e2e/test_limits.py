@@ -220,6 +220,18 @@ class AddressRateTest(h.ChatdTestCase):
                                      headers={"X-Forwarded-For": "203.0.113.%d, 198.51.100.1" % n}).status
                     for n in range(3)]
         self.assertEqual(statuses, [429] * 3)
+        # Nor when the proxy added a line of its own below the client's: the lines are one list.
+        statuses = []
+        for n in range(3):
+            conn = h.HttpConn(self.proxied.port)
+            try:
+                conn.send_raw(("GET /api/sessions?user_id=x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                               "X-Forwarded-For: 203.0.114.%d\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n" % n)
+                              .encode())
+                statuses.append(conn.read_response("GET", target="/api/sessions").status)
+            finally:
+                conn.close()
+        self.assertEqual(statuses, [429] * 3)
 
 
 class ConnectionsPerAddressTest(h.ChatdTestCase):

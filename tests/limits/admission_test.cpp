@@ -109,6 +109,15 @@ TEST(TrustedProxies, ForwardedForIsBelievedOnlyFromATrustedPeer) {
   EXPECT_EQ(p.client_of(proxy, "not-an-address"), "127.0.0.1");
 }
 
+TEST(TrustedProxies, AnIPv6ClientCountsAsItsSlash64) {
+  auto p = proxies("127.0.0.1");
+  auto proxy = ip::make_address("127.0.0.1");
+  EXPECT_EQ(p.client_of(proxy, "2001:db8:1:2::1"), "2001:db8:1:2::/64");
+  EXPECT_EQ(p.client_of(proxy, "2001:db8:1:2:ffff::9"), "2001:db8:1:2::/64") << "the same host's next address";
+  EXPECT_EQ(p.client_of(proxy, "2001:db8:1:3::1"), "2001:db8:1:3::/64");
+  EXPECT_EQ(p.client_of(ip::make_address("::ffff:192.0.2.1"), ""), "192.0.2.1") << "IPv4-mapped is IPv4";
+}
+
 TEST(Admission, EachLimitRefusesAndIsCounted) {
   MemoryLimiter limiter;
   Admission a(limiter, Policy{{60, 2}, {60, 1}, 1, 1, std::chrono::minutes(1)}, proxies(""));
