@@ -108,7 +108,8 @@ void WorkflowWorker::collect(metrics::Exposition& out) const {
             static_cast<double>(config_.max_concurrent));
   out.gauge("chat_worker_queue_depth", "Requests waiting for a slot.", static_cast<double>(waiting));
   out.counter("chat_worker_replies_total", "Replies ended (any outcome).", static_cast<double>(completed_.load()));
-  out.counter("chat_worker_redeliveries_total", "Requests taken again after a worker died with them.",
+  out.counter("chat_worker_redeliveries_total",
+              "Requests delivered again: a worker died with them, or the queue missed a worker's keep-alives.",
               static_cast<double>(redeliveries_.value()));
   out.counter("chat_worker_redeliveries_kept_running_total",
               "Redelivered requests this worker still ran or queued (the queue missed its keep-alives): not started again.",
@@ -154,8 +155,13 @@ void WorkflowWorker::admit(WaitingRequest w) {
         log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
         already_finished_.add();
         shared->item->ack();
-        std::lock_guard lock(mutex_);
-        --admitting_;
+        std::function<void()> idle;
+        {
+          std::lock_guard lock(mutex_);
+          // The drain may have been waiting for this admission alone.
+          if (--admitting_ == 0 && active_.load() == 0) idle = std::move(on_idle_);
+        }
+        if (idle) idle();
         return;
       }
       start_or_wait(std::move(*shared));

@@ -227,7 +227,7 @@ TEST_F(WorkerJetStream, ARequestDeliveredAgainWhileItsWorkerStillRunsItIsNotGene
   auto id = submit();
   ASSERT_TRUE(eventually([&] { return chunks.finished(id); }));
   auto all = chunks.of(id);
-  ASSERT_GT(all.back().chunk_id, 20u) << "the reply outlasts the ack wait";
+  ASSERT_GT(all.back().chunk_id, 40u) << "the reply (50 ms a chunk) outlasts the 1.5 s ack wait";
   for (std::size_t i = 0; i < all.size(); ++i) {
     EXPECT_EQ(all[i].attempt, 1u);
     EXPECT_EQ(all[i].chunk_id, i) << "each chunk once, in order";
@@ -239,10 +239,6 @@ TEST_F(WorkerJetStream, ARequestDeliveredAgainWhileItsWorkerStillRunsItIsNotGene
   auto at = text.find(name);
   ASSERT_NE(at, std::string::npos);
   EXPECT_GE(std::stod(text.substr(at + name.size())), 1.0) << "delivered again while it ran";
-  std::atomic<int> later{0};
-  auto probe = dying_worker(later);
-  std::this_thread::sleep_for(options.ack_wait * 2);
-  EXPECT_EQ(later.load(), 0) << "the newer delivery was acked: no further one";
 }
 
 TEST_F(WorkerJetStream, ARequestOutOfAttemptsEndsWithAnErrorInsteadOfAnotherTry) {
