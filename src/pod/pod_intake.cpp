@@ -207,8 +207,8 @@ void Pod::collect(metrics::Exposition& out) const {
   out.counter("chat_chat_submits_refused_total", "Chats the work queue did not take (answered 503).",
               static_cast<double>(stats_.submits_refused.value()));
   out.counter("chat_memory_full_refusals_total",
-              "Chats refused (503) while the replies in flight filled BUFFER_MAX_BYTES, or the session's "
-              "shard BUFFER_MAX_BUFFERS.",
+              "Chats refused (503) while the replies in flight filled BUFFER_MAX_BYTES, or replies accepted "
+              "here filled the session's shard's BUFFER_MAX_BUFFERS.",
               static_cast<double>(stats_.memory_full_refusals.value()));
   out.gauge("chat_store_queue_depth",
             "Store operations waiting in memory, replies held back while the database is away included.",

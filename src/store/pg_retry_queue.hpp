@@ -46,9 +46,9 @@ class RetryQueue {
   boost::system::error_code spill(const AssistantMessage& reply);
   // Nothing waits, in memory or in the journal.
   bool empty() const;
-  // Replies waiting in memory (the one being written included), and the
-  // journal's unread bytes.
+  // Replies waiting in memory (the one being written included).
   std::size_t deferred() const;
+  // The journal's unread bytes.
   std::uint64_t spilled_bytes() const { return journal_.unread_bytes(); }
   // Gives the replies in memory a last try while the server answers, moves those
   // it cannot write to the journal, and joins the thread. The journal stays on
