@@ -82,6 +82,14 @@ class CrossPodTest(ClusterTestCase):
         sid, uid = new_id("s"), new_id("u")
         c, conn = self.open_sse(b, sid, uid)
         self.assertEqual(conn["pod_id"], "pod-b")
+        # The registry write is asynchronous (`connected` does not wait for Redis): a POST that
+        # wins that race is routed by broadcast, correctly but not what this test checks.
+        r = self.cluster.redis.client()
+        try:
+            wait_until(lambda: r.smembers("session:connections:%s" % sid) == {"pod-b:%s" % conn["connection_id"]},
+                       10, msg="pod-b's stream in the registry")
+        finally:
+            r.close()
         msg = "Route this reply from pod a to pod b please"
         acc = a.chat_ok(sid, uid, msg)
         evs = c.collect_until(is_complete_for(acc["message_id"]), 30)
