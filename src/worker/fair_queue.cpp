@@ -31,21 +31,23 @@ std::optional<WaitingRequest> FairQueue::pop(const std::function<std::size_t(con
 }
 
 const protocol::WorkflowRequest* FairQueue::find(const std::string& message_id) const {
-  for (const auto& [user, list] : by_user_)
-    for (const auto& w : list)
-      if (w.request.message_id == message_id) return &w.request;
+  const auto* w = const_cast<FairQueue*>(this)->waiting(message_id);
+  return w ? &w->request : nullptr;
+}
+
+WaitingRequest* FairQueue::waiting(const std::string& message_id) {
+  for (auto& [user, list] : by_user_)
+    for (auto& w : list)
+      if (w.request.message_id == message_id) return &w;
   return nullptr;
 }
 
 bool FairQueue::take_newer_delivery(const std::string& message_id, std::unique_ptr<bus::WorkItem>& item) {
-  for (auto& [user, list] : by_user_)
-    for (auto& w : list)
-      if (w.request.message_id == message_id) {
-        w.item = std::move(item);
-        w.item->in_progress();
-        return true;
-      }
-  return false;
+  auto* w = waiting(message_id);
+  if (!w) return false;
+  w->item = std::move(item);
+  w->item->in_progress();
+  return true;
 }
 
 std::optional<WaitingRequest> FairQueue::remove(const std::string& message_id) {

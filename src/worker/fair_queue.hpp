@@ -52,6 +52,8 @@ class FairQueue {
   bool empty() const { return size_ == 0; }
 
  private:
+  WaitingRequest* waiting(const std::string& message_id);
+
   std::size_t capacity_;
   std::size_t size_ = 0;
   std::deque<std::string> turn_;  // users with waiting requests, next first

@@ -51,6 +51,15 @@ struct ShardTest : ::testing::Test {
                                    [this] { return bus_reconnects; }},
                      [this] { return now; }};
 
+  // What the store was handed for one reply: its first copy (nullptr: none), and how often.
+  const buffer::FinishedMessage* stored(const std::string& message_id) const {
+    auto it = std::find_if(finished.begin(), finished.end(), [&](const auto& m) { return m.message_id == message_id; });
+    return it == finished.end() ? nullptr : &*it;
+  }
+  std::ptrdiff_t times_stored(const std::string& message_id) const {
+    return std::count_if(finished.begin(), finished.end(), [&](const auto& m) { return m.message_id == message_id; });
+  }
+
   std::shared_ptr<RecordingSink> stream(const std::string& session, std::optional<sse::ResumeCursor> cursor = {}) {
     auto s = std::make_shared<RecordingSink>("conn_" + std::to_string(++streams), session);
     shard.attach(s, std::move(cursor));
@@ -382,8 +391,8 @@ TEST_F(LogShardTest, AReplyDroppedHereUnstoredIsStoredWhenAResumeReadsItFromTheL
   shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second,
                         std::vector<protocol::ResponseChunk>{chunk("s1", "m0", 0, true), chunk("s1", "m1", 0),
                                                              chunk("s1", "m1", 1, true)});
-  auto m1 = std::find_if(finished.begin(), finished.end(), [](const auto& m) { return m.message_id == "m1"; });
-  ASSERT_NE(m1, finished.end());
+  const auto* m1 = stored("m1");
+  ASSERT_NE(m1, nullptr);
   EXPECT_EQ(m1->content, "t0 t1 ");
 }
 
@@ -396,11 +405,8 @@ TEST_F(LogShardTest, AReplyStoredHereIsNotStoredAgainFromTheLog) {
     auto s = stream("s1", sse::ResumeCursor{"m0", 0});
     shard.resume_from_log("s1", catch_ups.back().first, catch_ups.back().second, log);
   }
-  auto count = [&](const char* id) {
-    return std::count_if(finished.begin(), finished.end(), [&](const auto& m) { return m.message_id == id; });
-  };
-  EXPECT_EQ(count("m1"), 1) << "stored when it finished here";
-  EXPECT_EQ(count("m0"), 1) << "stored from the log once, not on every resume";
+  EXPECT_EQ(times_stored("m1"), 1) << "stored when it finished here";
+  EXPECT_EQ(times_stored("m0"), 1) << "stored from the log once, not on every resume";
 }
 
 // At the bound, another pod's reply is evicted here unstored: if that pod is
@@ -424,8 +430,8 @@ TEST_F(CrowdedLogShardTest, AnotherPodsReplyEvictedHereIsStoredWhenAResumeReadsI
   shard.resume_from_log("s1", catch_ups.back().first, catch_ups.back().second,
                         std::vector<protocol::ResponseChunk>{chunk("s1", "m0", 0, true), chunk("s1", "m1", 0),
                                                              chunk("s1", "m1", 1, true)});
-  auto m1 = std::find_if(finished.begin(), finished.end(), [](const auto& m) { return m.message_id == "m1"; });
-  ASSERT_NE(m1, finished.end());
+  const auto* m1 = stored("m1");
+  ASSERT_NE(m1, nullptr);
   EXPECT_EQ(m1->content, "t0 t1 ");
 }
 
