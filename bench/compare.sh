@@ -136,7 +136,7 @@ fanout() {  # fanout SIDE SCENARIO RATE
   run_loadgen "${side}_$s" $((run_s + warmup + 120)) fanout --target "$side" --port "$port" --sessions "$sessions" \
     --seconds "$run_s" --warmup "$warmup" --rate "$r" --window "$window" --pid "$(server_pids)" "${extra[@]}" || true
   # Chunks that never arrived: did nats-server drop them (a slow consumer) or did chatd warn?
-  if [ "$side" = chatd ] && [ "$(jq '.undelivered_after_drain // 0' "$tmp/${side}_$s.json")" != 0 ]; then
+  if [ "$side" = chatd ] && [ "$(jq '.integrity.undelivered_after_drain // 0' "$tmp/${side}_$s.json")" != 0 ]; then
     errors+=("${side}_$s: nats-server slow consumer lines: $(grep -c 'Slow Consumer' "$tmp/nats.log" || true);"\
 " chatd warnings: $(grep -oE '"level":"(warning|error)","event":"[^"]*' "$logfile" | cut -d'"' -f8 | sort | uniq -c | tr -s ' \n' ' ')")
   fi

@@ -80,6 +80,9 @@ struct Shared {
   std::atomic<int> phase{kConnect};
   std::atomic<std::int64_t> connected{0};
   std::atomic<std::int64_t> outstanding{0};  // published, not yet received (all sessions)
+  // Workers that have seen the drain begin and publish no more: until all have,
+  // `outstanding` may still grow (a worker acts on the phase it read before its poll).
+  std::atomic<int> publishers_stopped{0};
   std::int64_t run_start_ns = 0, window_start_ns = 0, window_end_ns = 0;  // set before phase leaves kConnect
 };
 
@@ -174,6 +177,7 @@ class FanoutWorker : public Handler {
     std::int64_t emitted = 0;
     while (true) {
       const int phase = sh_.phase.load(std::memory_order_acquire);
+      if (phase >= kDrain && last_phase < kDrain) sh_.publishers_stopped.fetch_add(1, std::memory_order_release);
       if (phase == kClose) break;
       if (phase == kRun && last_phase != kRun && opt_.rate <= 0) {
         for (auto& s : sess_) top_up(*s);
@@ -557,6 +561,10 @@ int fanout_main(int argc, char** argv) {
   const long rss = o.pids.empty() ? -1 : read_vmrss_kib(o.pids);
   sh.phase.store(kDrain, std::memory_order_release);
   const std::int64_t drain_deadline = mono_ns() + static_cast<std::int64_t>(o.drain * 1e9);
+  // Only once no worker publishes can "nothing outstanding" mean the run is
+  // drained: before, the last chunks published were counted as never delivered.
+  while (sh.publishers_stopped.load(std::memory_order_acquire) < o.threads && mono_ns() < drain_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   while (sh.outstanding.load() > 0 && mono_ns() < drain_deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   sh.phase.store(kClose, std::memory_order_release);
   for (auto& t : threads) t.join();
