@@ -32,6 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         checked = true;
         auto bad = chat::http::check_framing(parser.get().base(), parser.chunked());
         if (bad) return 0;  // answered and closed
+        if (chat::http::check_host(parser.get().base())) return 0;
         if (parser.get().count(http::field::transfer_encoding) && !parser.chunked()) std::abort();
       }
       if (used == 0) return 0;

@@ -4,15 +4,16 @@
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+#include <boost/url/parse.hpp>
 
 namespace chat::http {
 namespace {
 
-FramingError bad(std::string message) { return {Status::bad_request, "bad_request", std::move(message)}; }
+HeaderError bad(std::string message) { return {Status::bad_request, "bad_request", std::move(message)}; }
 
 }  // namespace
 
-std::optional<FramingError> check_framing(const beast_http::request_header<>& header, bool parser_chunked) {
+std::optional<HeaderError> check_framing(const beast_http::request_header<>& header, bool parser_chunked) {
   auto [first, last] = header.equal_range(beast_http::field::transfer_encoding);
   if (first == last) {
     // Without Transfer-Encoding Beast has framed the body by Content-Length
@@ -44,9 +45,22 @@ std::optional<FramingError> check_framing(const beast_http::request_header<>& he
     if (is_chunked(codings[i])) return bad("chunked must be applied once (RFC 9112 §7.1)");
   }
   if (codings.size() > 1)
-    return FramingError{Status::not_implemented, "not_implemented",
+    return HeaderError{Status::not_implemented, "not_implemented",
                         "transfer coding " + codings.front() + " is not supported; send the body with chunked alone"};
   if (!parser_chunked) return bad("inconsistent request framing");  // e.g. chunked split over two lines
+  return std::nullopt;
+}
+
+std::optional<HeaderError> check_host(const beast_http::request_header<>& header) {
+  auto lines = header.count(beast_http::field::host);
+  if (lines > 1) return bad("more than one Host header");
+  if (lines == 0) {
+    if (header.version() >= 11) return bad("an HTTP/1.1 request needs a Host header");
+    return std::nullopt;
+  }
+  auto value = header[beast_http::field::host];
+  auto authority = boost::urls::parse_authority(std::string_view(value.data(), value.size()));
+  if (!authority || authority->has_userinfo()) return bad("the Host header is not a valid host[:port]");
   return std::nullopt;
 }
 

@@ -63,6 +63,10 @@ void HttpSession::on_header(boost::system::error_code ec) {
     log::warn("http_framing_refused", {{"reason", bad->message}});
     return refuse(error_response(bad->status, bad->code, bad->message));
   }
+  if (auto bad = check_host(req.base())) {
+    log::warn("http_host_refused", {{"reason", bad->message}});
+    return refuse(error_response(bad->status, bad->code, bad->message));
+  }
   // curl and others wait for this before sending a body over 1 KiB.
   if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";

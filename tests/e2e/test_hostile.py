@@ -284,6 +284,22 @@ class HostileTest(h.ChatdTestCase):
             with self.subTest(raw=raw[:40]):
                 self.hostile(raw, 400, "bad_request", closes=True)
 
+    def test_host_header(self):
+        # RFC 9112 §3.2: an HTTP/1.1 request without Host, with two, or with one that is no host[:port] is a 400
+        for raw in (request_bytes("GET", "/health", host=False),
+                    request_bytes("GET", "/health", [("Host", "chatd")]),
+                    request_bytes("GET", "/health", [("Host", "user@chatd")], host=False),
+                    request_bytes("GET", "/health", [("Host", "chatd:http")], host=False),
+                    request_bytes("GET", "/health", [("Host", "chat d")], host=False),
+                    request_bytes("GET", "/health", [("Host", "a"), ("Host", "b")], version="1.0", host=False)):
+            with self.subTest(raw=raw[:60]):
+                self.hostile(raw, 400, "bad_request", closes=True)
+        for host in ("chatd:8080", "[::1]:8080", "127.0.0.1", ""):
+            with self.subTest(host=host):
+                r = self.hostile(request_bytes("GET", "/health", [("Host", host)], host=False), 200, None, "GET",
+                                 "/health")
+                self.assertEqual(r.json()["status"], "healthy")
+
     def test_obs_fold_is_read_as_a_space(self):
         # RFC 9112 §5.2 lets a server replace obs-fold with SP; Beast does, so the folded line is no header of its own
         r = self.hostile(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n Transfer-Encoding: xchunked\r\n\r\n", 200, None,
@@ -416,7 +432,7 @@ class HostileTest(h.ChatdTestCase):
 
     def test_slowloris(self):
         # partial headers, then silence: closed after SERVER_READ_TIMEOUT without an answer
-        for partial in (b"GET /health HTTP/1.1\r\nHost: x\r\n", b"POST /api/chat HTTP/1.1\r\nContent-Length: 10\r\n\r\n{",
+        for partial in (b"GET /health HTTP/1.1\r\nHost: x\r\n", b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{",
                         b"GE"):
             with self.subTest(partial=partial[:20]):
                 type(self).count += 1

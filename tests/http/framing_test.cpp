@@ -14,7 +14,7 @@ namespace {
 
 struct Parsed {
   boost::beast::error_code ec;  // Beast's own verdict on the header
-  std::optional<FramingError> framing;
+  std::optional<HeaderError> framing;
 };
 
 Parsed parse_header(const std::string& head) {
@@ -77,6 +77,52 @@ TEST(FramingTest, TransferEncodingInHttp10IsA400) {
   ASSERT_FALSE(p.ec) << p.ec.message();
   ASSERT_TRUE(p.framing);
   EXPECT_EQ(p.framing->status, Status::bad_request);
+}
+
+// The Host rule on a GET head with exactly the given header lines.
+std::optional<HeaderError> host_verdict(const std::string& lines, const char* version = "1.1") {
+  beast_http::request_parser<beast_http::string_body> parser;
+  boost::beast::error_code ec;
+  std::string head = std::string("GET /health HTTP/") + version + "\r\n" + lines + "\r\n";
+  parser.put(boost::asio::buffer(head), ec);
+  EXPECT_FALSE(ec) << head << ec.message();
+  EXPECT_TRUE(parser.is_header_done()) << head;
+  return check_host(parser.get().base());
+}
+
+TEST(HostTest, OneValidHostPasses) {
+  for (auto h : {"Host: x\r\n", "Host: chat.example.com:8080\r\n", "Host: 127.0.0.1:80\r\n", "Host: [::1]:8080\r\n",
+                 "Host: xn--bcher-kva.example\r\n", "Host:\r\n"}) {
+    auto bad = host_verdict(h);
+    EXPECT_FALSE(bad) << h << bad->message;
+  }
+}
+
+TEST(HostTest, AnHttp11RequestWithoutHostIsA400) {
+  auto bad = host_verdict("Accept: */*\r\n");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, Status::bad_request);
+  EXPECT_EQ(bad->code, "bad_request");
+  EXPECT_FALSE(host_verdict("Accept: */*\r\n", "1.0")) << "HTTP/1.0 has no Host requirement";
+}
+
+TEST(HostTest, TwoHostLinesAreA400EvenWhenTheyAgree) {
+  for (auto version : {"1.1", "1.0"}) {
+    for (auto h : {"Host: a\r\nHost: b\r\n", "Host: a\r\nHost: a\r\n"}) {
+      auto bad = host_verdict(h, version);
+      ASSERT_TRUE(bad) << version << " " << h;
+      EXPECT_EQ(bad->status, Status::bad_request);
+    }
+  }
+}
+
+TEST(HostTest, AValueThatIsNoHostAndPortIsA400) {
+  for (auto h : {"Host: a b\r\n", "Host: user@x\r\n", "Host: x:http\r\n", "Host: x/y\r\n", "Host: [::1\r\n",
+                 "Host: x?y\r\n"}) {
+    auto bad = host_verdict(h);
+    ASSERT_TRUE(bad) << h;
+    EXPECT_EQ(bad->status, Status::bad_request) << h;
+  }
 }
 
 }  // namespace
