@@ -315,6 +315,23 @@ std::vector<std::string> split_server_urls(const std::string& text) {
   return out;
 }
 
+namespace {
+
+// The servers for a log line: a login in a URL is never logged.
+std::string without_logins(const std::vector<std::string>& urls) {
+  std::string out;
+  for (const auto& url : urls) {
+    auto start = url.find("://");
+    start = start == std::string::npos ? 0 : start + 3;
+    auto at = url.rfind('@');
+    if (!out.empty()) out += ',';
+    out += at == std::string::npos || at < start ? url : url.substr(0, start) + url.substr(at + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
 void NatsBus::connect(const config::NatsConfig& config) {
   if (!config.url || config.url->empty()) throw std::invalid_argument("NatsBus needs NATS_URL");
   natsOptions* raw_options = nullptr;
@@ -351,7 +368,10 @@ void NatsBus::connect(const config::NatsConfig& config) {
   // NATS) does nats.c keep trying in the background.
   natsConnection* raw_connection = nullptr;
   natsStatus s = natsConnection_Connect(&raw_connection, o);
+  std::string first_failure;
   if (s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR) {
+    const char* last = nats_GetLastError(nullptr);
+    first_failure = last != nullptr && *last != '\0' ? last : natsStatus_GetText(s);
     throw_if_failed(natsOptions_SetRetryOnFailedConnect(o, true, on_connected, closure), "nats retry");
     s = natsConnection_Connect(&raw_connection, o);
   }
@@ -359,7 +379,8 @@ void NatsBus::connect(const config::NatsConfig& config) {
     events_->connected = true;
     log::info("nats_connected", {{"bus", name_}});
   } else if (s == NATS_NOT_YET_CONNECTED) {
-    log::warn("nats_unavailable", {{"bus", name_}, {"retrying", true}});
+    log::warn("nats_unavailable", {{"bus", name_}, {"servers", without_logins(urls)}, {"error", first_failure},
+                                   {"retrying", true}});
   } else {
     if (auto why = refusal(s, config); !why.empty()) throw config::ConfigError(why);
     throw_if_failed(s, "nats connect");

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <boost/asio/ip/address.hpp>
+#include <boost/url/parse.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -81,6 +82,49 @@ bool is_origin(std::string_view o) {
   if (scheme != "http" && scheme != "https") return false;
   auto authority = o.substr(scheme_end + 3);
   return !authority.empty() && authority.find_first_of("/?#*@ \t") == std::string_view::npos;
+}
+
+// 1..65535 in decimal digits (Boost.URL's port_number() wraps larger values).
+bool is_port(std::string_view text) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return !text.empty() && ec == std::errc{} && end == text.data() + text.size() && value >= 1 && value <= 65535;
+}
+
+// NATS_URL: servers separated by commas, each [nats://|tls://][user[:password]@]host[:port],
+// as nats.c reads them. A port that is no port is caught here, naming the
+// setting, instead of by nats.c at connect time; a host that does not resolve
+// yet is not (a pod may start before the name exists). Logins in the text are
+// never echoed.
+std::string require_nats_servers(const std::string& name, const std::string& text) {
+  std::string_view rest = text;
+  bool any = false;
+  while (true) {
+    auto comma = rest.find(',');
+    auto entry = trim(rest.substr(0, comma));
+    if (!entry.empty()) {
+      any = true;
+      auto authority = entry;
+      if (auto scheme_end = entry.find("://"); scheme_end != std::string_view::npos) {
+        auto scheme = entry.substr(0, scheme_end);
+        if (scheme != "nats" && scheme != "tls")
+          throw ConfigError(name + ": a server's scheme must be nats:// or tls://, got \"" + std::string(scheme) + "://\"");
+        authority = entry.substr(scheme_end + 3);
+      }
+      auto parsed = boost::urls::parse_authority(authority);
+      bool bad_port = parsed && parsed->has_port() && !is_port(parsed->port());
+      if (!parsed || parsed->host().empty() || bad_port) {
+        auto at = authority.rfind('@');
+        auto shown = at == std::string_view::npos ? authority : authority.substr(at + 1);
+        throw ConfigError(name + ": expected servers such as nats://nats:4222 separated by commas, got a server at \"" +
+                          std::string(shown) + "\"");
+      }
+    }
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  if (!any) throw ConfigError(name + ": names no server");
+  return text;
 }
 
 // SERVER_CORS_ORIGINS: "*", or origins separated by commas (blanks around each ignored).
@@ -271,7 +315,7 @@ const std::vector<Setting>& settings() {
        "how often registry heartbeats are renewed and the session set and pod hash TTLs extended",
        DURATION_SETTING(redis.renew_interval)},
       {"NATS_URL", kBoth, "(unset: in-process bus)", "NATS server URL, or a cluster's servers separated by commas; set selects NATS",
-       [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_non_empty(n, v); }},
+       [](Config& c, const std::string& n, const std::string& v) { c.nats.url = require_nats_servers(n, v); }},
       {"NATS_MAX_RECONNECTS", kBoth, "-1", "reconnect attempts (-1: forever)", INT_SETTING(nats.max_reconnects, int, -1, 1'000'000)},
       {"NATS_RECONNECT_WAIT", kBoth, "2s", "pause between reconnect attempts", DURATION_SETTING(nats.reconnect_wait)},
       {"NATS_TOKEN", kBoth, "", "NATS authentication token (never logged)", OPTIONAL_STRING_SETTING(nats.token)},
