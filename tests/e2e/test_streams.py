@@ -228,6 +228,27 @@ class ResumeTest(h.ChatdTestCase):
                          "text before the cursor + replay != stored reply")
 
 
+    def test_a_reply_that_ran_beside_the_cursors_is_resent_from_its_start(self):
+        # The cursor names reply A; B began after it, so the client may hold part of B: B comes again from chunk 0
+        # after a `reset` `reply_resent` naming it (checked against docs/openapi.yaml like every event here).
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c, _ = self.open_sse(self.srv, sid, uid)
+        a = self.srv.chat_ok(sid, uid, " ".join("a%d" % i for i in range(150)))["message_id"]
+        b = self.srv.chat_ok(sid, uid, " ".join("b%d" % i for i in range(150)))["message_id"]
+        evs = c.collect_until(lambda e: e.event == "chunk" and e.json().get("message_id") == b, 15)
+        c.close()
+        cursor = [e.id for e in evs if e.event == "chunk" and e.json()["message_id"] == a][-1]
+        c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": cursor}))
+        c.connected()
+        evs = c.collect_until(h.is_complete_for(b), 30)
+        resets = [e.json() for e in evs if e.event == "reset"]
+        self.assertIn({"session_id": sid, "reason": "reply_resent", "message_id": b}, resets)
+        at = next(i for i, e in enumerate(evs) if e.event == "reset" and e.json().get("message_id") == b)
+        again = [e.json() for e in h.reply_events(evs[at:], b) if e.event == "chunk"]
+        self.assertEqual([d["chunk_id"] for d in again], list(range(len(again))))
+        self.assertTrue(again and again[-1]["is_final"])
+        self.assertEqual("".join(d["chunk"] for d in again), self.srv.wait_message_row(b, "complete")[0]["content"])
+
 class ResumeWindowTest(h.ChatdTestCase):
     """docs/API.md#http-api: a Last-Event-ID cursor older than SSE_REPLAY_WINDOW gets an explicit `reset`, never a
     silent gap. A 3 s window (swept every 100 ms) so the test sees the reply leave it."""
