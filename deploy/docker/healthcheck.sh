@@ -4,8 +4,9 @@
 #   chatd-healthcheck http PORT PATH   exit 0 when GET http://127.0.0.1:PORT/PATH answers 200
 #   chatd-healthcheck process NAME     exit 0 when a process NAME runs (not a zombie, not stopped)
 #
-# The images use `http` for chatd (/ready), NATS (/healthz) and nginx (/health),
-# and `process` for chat-worker, which serves no HTTP port.
+# The images use `http` for chatd (/ready), chat-worker (/health on its
+# WORKER_HTTP_PORT), NATS (/healthz) and nginx (/health); `process` is for a
+# chat-worker run without WORKER_HTTP_PORT, which serves no HTTP port.
 set -u
 
 http_ok() {  # port, path

@@ -10,8 +10,10 @@ docker-compose.yml. No cluster and no Docker needed.
   --help; every referenced ConfigMap, Secret and key exists;
 - probe paths are routes of docs/openapi.yaml (/ready for readiness, /health
   for liveness), probe and Service ports name the container's port, which is
-  the program's SERVER_PORT; exec probes call the image's health check script
+  the program's SERVER_PORT (chat-worker's WORKER_HTTP_PORT); exec probes call the image's health check script
   with a mode it knows;
+- Prometheus's static targets (deploy/prometheus) are the Compose stack's pods
+  and workers on their ports;
 - terminationGracePeriodSeconds (and Compose's stop_grace_period) exceed what a
   drain can take: preStop + SERVER_SHUTDOWN_TIMEOUT + the pod's bounded tidy-up
   and close; the liveness budget outlasts the grace period;
@@ -236,6 +238,10 @@ class Manifests(unittest.TestCase):
                                      "chatd's container port is its SERVER_PORT")
                     self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/ready")
                     self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/health")
+                else:
+                    self.assertEqual(ports.get("http"), int(self.setting(program, env, "WORKER_HTTP_PORT")),
+                                     "chat-worker's container port is its WORKER_HTTP_PORT")
+                    self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/health")
                 for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
                     probe = c.get(kind)
                     if not probe:
@@ -273,11 +279,11 @@ class Manifests(unittest.TestCase):
                     self.assertGreaterEqual(pre_stop, 2, "chatd needs a preStop pause to leave the endpoints first")
                     spread = duration_seconds(self.setting(program, env, "SSE_HAND_OFF_SPREAD"))
                     self.assertLess(spread, drain, "the hand-off fits in the drain")
-                    # /health turns 503 while draining: the liveness probe must not kill the pod meanwhile
-                    live = c["livenessProbe"]
-                    budget = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
-                    self.assertGreaterEqual(budget, grace, "%s: liveness budget %ss < grace %ss"
-                                            % (c["name"], budget, grace))
+                # /health turns 503 while draining (both programs): the liveness probe must not kill the pod meanwhile
+                live = c["livenessProbe"]
+                budget = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
+                self.assertGreaterEqual(budget, grace, "%s: liveness budget %ss < grace %ss"
+                                        % (c["name"], budget, grace))
 
     def test_pods_run_as_the_image_user_with_resources(self):
         for d in self.by_kind["Deployment"].values():
@@ -387,8 +393,26 @@ class Manifests(unittest.TestCase):
                 self.assertEqual(test[2:], ["http", self.settings["chatd"]["SERVER_PORT"], "/ready"])
                 pod_ids.add(env["POD_ID"])
             else:
-                self.assertEqual(test[2:], ["process", "chat-worker"])
+                self.assertEqual(test[2:], ["http", env["WORKER_HTTP_PORT"], "/health"])
         self.assertEqual(pod_ids, {"pod-1", "pod-2", "pod-3"})
+
+    def test_prometheus_scrapes_the_compose_stack(self):
+        with open(COMPOSE, encoding="utf-8") as f:
+            services = yaml.safe_load(f)["services"]
+        with open(os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml"), encoding="utf-8") as f:
+            jobs = {j["job_name"]: j for j in yaml.safe_load(f)["scrape_configs"]}
+        expected = {"chatd": set(), "chat-worker": set()}
+        for name, svc in services.items():
+            program = (svc.get("command") or [None])[0]
+            if name.startswith("backend"):
+                expected["chatd"].add("%s:%s" % (name, svc["environment"].get("SERVER_PORT",
+                                                                            self.settings["chatd"]["SERVER_PORT"])))
+            elif program == "chat-worker":
+                expected["chat-worker"].add("%s:%s" % (name, svc["environment"]["WORKER_HTTP_PORT"]))
+        for job, targets in expected.items():
+            self.assertEqual(jobs[job]["metrics_path"], "/metrics")
+            scraped = {t for c in jobs[job]["static_configs"] for t in c["targets"]}
+            self.assertEqual(scraped, targets, job)
 
 
 if __name__ == "__main__":
