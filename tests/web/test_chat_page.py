@@ -1,8 +1,10 @@
 """The chat page in a real browser (headless Chromium) against a real embedded chatd.
 
 What a person does: send a message and watch the reply stream in; reload in the middle of a reply;
-follow one conversation in two windows; stop a reply; read Markdown and a hostile reply; find the
-conversations again after chatd restarts; see the error banner when the server says 503 or 429.
+follow one conversation in two windows; stop a reply; read Markdown and a hostile reply; delete a
+conversation another window shows; keep the keyboard focus in the message box; find the
+conversations again after chatd restarts, and a reply lost in a crash ends instead of running for
+good; see the error banner when the server says 503 or 429.
 Every assertion about text compares the page with what the history API stores.
 
 Run (from tests/web): CHATD_BIN=../../build/chatd /usr/bin/python3 -m unittest -v test_chat_page
@@ -235,6 +237,47 @@ class ChatPageTest(PageTestCase):
         self.assertEqual([s["session_id"] for s in self.history.sessions()], [ids[1]])
         wait_until("the page to leave the deleted conversation", lambda: page.session_id() is None and page.messages() == [])
 
+    def test_a_conversation_deleted_in_another_window_is_said_so_and_not_made_again(self):
+        first = self.page.open(user=self.user)
+        first.wait_status(first.send("Soon deleted"), "complete")
+        doomed = first.session_id()
+        first.find("new-chat").click()
+        wait_until("an empty conversation", lambda: first.messages() == [])
+        first.wait_status(first.send("Kept"), "complete")
+        kept = first.session_id()
+        second = self.browser.new_window(first.base_url).open(doomed)  # same browser: already signed in
+        wait_until("the second window to show the conversation", lambda: len(second.messages()) == 2)
+        third = self.browser.new_window(first.base_url).open(kept)
+        wait_until("the third window to list both", lambda: {s["id"] for s in third.session_items()} == {doomed, kept})
+
+        delete = first.js("""return document.querySelector('[data-session-id="' + arguments[0] + '"] [data-testid="session-delete"]');""", doomed)
+        delete.click()
+        delete.click()  # the second click confirms
+        wait_until("the second window to say the conversation was deleted",
+                   lambda: (lambda b: b[0] and "deleted" in b[2])(second.banner()))
+        self.assertIsNone(second.session_id())
+        # The third window's list was loaded before the delete: opening the conversation from it
+        # says it was deleted instead of making it again, empty.
+        third.js("""document.querySelector('[data-session-id="' + arguments[0] + '"] .session-open').click();""", doomed)
+        wait_until("the third window to say the conversation was deleted",
+                   lambda: (lambda b: b[0] and "deleted" in b[2])(third.banner()))
+        wait_until("the third window to leave it", lambda: third.session_id() is None)
+        self.assertEqual([s["session_id"] for s in self.history.sessions()], [kept])
+
+    def test_the_message_box_keeps_the_focus_when_send_and_stop_hide(self):
+        page = self.page.open(user=self.user)
+        focused = lambda: page.js("return document.activeElement && document.activeElement.dataset.testid")
+        page.find("composer").send_keys("Say a lot, I will stop you")
+        page.find("send").click()
+        wait_until("the stop button", lambda: page.visible("stop"))
+        self.assertEqual(focused(), "composer", "the focus went with the hidden send button")
+        page.find("stop").click()
+        wait_until("send to come back", lambda: page.visible("send") and not page.visible("stop"))
+        self.assertEqual(focused(), "composer", "the focus went with the hidden stop button")
+        self.assertTrue(page.js("""return Array.from(document.querySelectorAll('[data-testid="message-body"]'))
+                                   .every(function (b) { return b.dir === 'auto'; });"""),
+                        "message bodies take their direction from their text (Arabic, Hebrew)")
+
     def test_phone_sized_screen(self):
         self.browser.driver.set_window_size(390, 844)
         page = self.page.open(user=self.user)
@@ -308,6 +351,41 @@ class RestartTest(PageTestCase):
         self.assertEqual(normalize(page.messages()[0]["text"]), "Also kept")
         page.wait_status(page.messages()[1]["id"], "complete")
         self.assertEqual(restarted.stop(), 0)
+
+    def kill_mid_reply_and_restart(self, page):
+        """Sends a message, kills chatd (SIGKILL) while the reply streams, starts it again on the same
+        port and database: the reply is lost with the in-process worker. Returns the reply's id."""
+        reply_id = page.send("Tell me a long story")
+        wait_until("some of the reply", lambda: (lambda m: m and m["status"] == "streaming" and len(m["text"]) > 20)(
+            page.message(reply_id)))
+        old = self.server
+        old.kill()
+        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
+        self.local_servers.append(restarted)
+        restarted.spawn(port=old.port)
+        restarted.wait_healthy()
+        return reply_id
+
+    def assert_lost_and_sendable(self, page, reply_id, timeout):
+        final = page.wait_status(reply_id, ("complete", "cancelled", "error"), timeout=timeout)
+        self.assertEqual(final["status"], "error", final)
+        self.assertIn("stopped arriving", final["note"])
+        wait_until("send to come back", lambda: page.visible("send") and not page.visible("stop"))
+        page.wait_status(page.send("Are you back?"), "complete")
+
+    def test_a_reply_lost_in_a_crash_ends_on_its_own_and_the_user_can_send_again(self):
+        page = self.page.open(user=self.user)
+        reply_id = self.kill_mid_reply_and_restart(page)
+        # The restarted chatd cannot serve the stream's cursor (reset) and never sends the reply again.
+        self.assert_lost_and_sendable(page, reply_id, timeout=60)
+
+    def test_stopping_a_reply_lost_in_a_crash_ends_it_at_once(self):
+        page = self.page.open(user=self.user)
+        reply_id = self.kill_mid_reply_and_restart(page)
+        wait_until("the stream to be back", lambda: not page.banner()[0], timeout=30)
+        wait_until("the stop button", lambda: page.visible("stop"))
+        page.find("stop").click()  # the server answers 404: it runs no such reply
+        self.assert_lost_and_sendable(page, reply_id, timeout=15)
 
 
 class UnavailableTest(PageTestCase):

@@ -12,6 +12,7 @@ import { renderMarkdown } from './markdown.js';
 import { replyErrorText } from './errors.js';
 
 const FINAL = new Set(['complete', 'cancelled', 'error']);
+const LOST_NOTE = 'This reply stopped arriving: the server may have restarted. Send your message again.';
 
 // Stored status -> what the page shows (incomplete replies are errors to a reader).
 function shownStatus(stored) {
@@ -38,6 +39,7 @@ class Message {
     this.next = 0; // the chunk id expected next
     this.streamedHere = false;
     this.stale = false; // its stream was reset: history has the truth once it ends
+    this.lastEventAt = performance.now(); // its last chunk, or since when it waits for one
     this.local = false; // shown before the server knew it (a user message being sent)
     this.renderTimer = null;
 
@@ -50,6 +52,7 @@ class Message {
     author.textContent = role === 'user' ? 'You' : 'Assistant';
     this.body = document.createElement('div');
     this.body.className = role === 'user' ? 'message-body plain' : 'message-body markdown';
+    this.body.dir = 'auto'; // Arabic or Hebrew text reads right to left
     this.body.dataset.testid = 'message-body';
     this.note = document.createElement('p');
     this.note.className = 'message-note';
@@ -239,6 +242,7 @@ export class Conversation {
     if (FINAL.has(message.status) && !message.stale) return unknown; // ended already (history has it)
     if (data.chunk_id < message.next) return unknown; // a copy of a chunk already applied
     message.next = data.chunk_id + 1;
+    message.lastEventAt = performance.now();
     message.streamedHere = true;
     if (message.status !== 'streaming') message.setStatus('streaming');
     if ((data.chunk_type || 'content') === 'content' && typeof data.chunk === 'string') message.text += data.chunk;
@@ -283,7 +287,29 @@ export class Conversation {
     }
     for (const running of this.streaming) {
       running.stale = true;
+      running.lastEventAt = performance.now();
       this.resume.finished(running.id);
     }
+  }
+
+  // Replies whose stream was reset and that have heard nothing for `quietMs`:
+  // the server may have lost them (it restarted). They end here, so the user
+  // can send again, and stay stale: should they go on after all, their chunks
+  // and history still apply. Returns whether any ended.
+  endQuiet(quietMs) {
+    const now = performance.now();
+    const quiet = this.streaming.filter((m) => m.stale && now - m.lastEventAt >= quietMs);
+    for (const message of quiet) this.endLost(message);
+    return quiet.length > 0;
+  }
+
+  // A reply the server says it does not run (its cancel was 404) and that did not end.
+  endLost(message) {
+    if (message.status !== 'streaming') return;
+    message.stale = true;
+    message.setStatus('error', LOST_NOTE);
+    message.render(true);
+    this.resume.finished(message.id);
+    this.onChange();
   }
 }

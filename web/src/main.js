@@ -15,6 +15,13 @@ const PROVIDER_KEY = 'chatd.provider';
 const MODEL_KEY = 'chatd.model';
 const RECONNECT_NOTICE_MS = 2500; // a quick reconnect (a pod handing off) is not worth a banner
 const STORED_REPLY_TRIES = 10;
+// A reply whose stream was reset and that hears nothing this long is taken as
+// lost (the server restarted without it); checked every QUIET_CHECK_MS.
+const LOST_REPLY_MS = 30000;
+const QUIET_CHECK_MS = 5000;
+// A cancel answered 404 for a reply still shown running: its last events get
+// this long to arrive before the page takes it as lost.
+const CANCEL_GRACE_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -55,6 +62,7 @@ class App {
     this.historyTimer = null;
     this.historyTries = 0;
     this.troubleTimer = null;
+    this.quietTimer = null;
     this.stickToBottom = true;
   }
 
@@ -91,7 +99,15 @@ class App {
     });
     $('switch-user').addEventListener('click', () => {
       this.identity.signOut();
+      ResumeState.removeAll();
       window.location.assign(window.location.pathname);
+    });
+    // Back after Switch brings this page from the browser's back/forward cache
+    // as the user left it: another user's conversations. Load it afresh.
+    window.addEventListener('pageshow', (event) => {
+      if (!event.persisted) return;
+      const now = new Identity();
+      if (now.userId !== this.identity.userId || now.token !== this.identity.token) window.location.reload();
     });
     $('load-earlier').addEventListener('click', () => this.loadEarlier());
     $('message-list').addEventListener('click', handleCopyClick);
@@ -280,6 +296,7 @@ class App {
     this.sessionId = null;
     clearTimeout(this.historyTimer);
     clearTimeout(this.troubleTimer);
+    clearTimeout(this.quietTimer);
     this.banner.clear('offline', 'provider', 'forbidden', 'not_found');
   }
 
@@ -321,7 +338,13 @@ class App {
       if (this.conversation === conversation) conversation.applyHistory(page, { requestedAt });
       return true;
     } catch (e) {
-      if (e instanceof ApiError && e.status === 404) return true;
+      if (e instanceof ApiError && e.status === 404) {
+        // Listed, so it existed: deleted since the list was loaded (another tab
+        // or device). Opening it would only make it again, empty.
+        if (this.conversation !== conversation || !this.sessions.has(conversation.sessionId)) return true;
+        this.sessionDeleted(conversation.sessionId);
+        return false;
+      }
       if (this.conversation === conversation) this.showApiError(e, 'loading this conversation');
       return false;
     }
@@ -400,10 +423,23 @@ class App {
         }
         conversation.applyReset(data);
         this.scheduleHistory(0);
+        this.watchQuiet(conversation);
         break;
       default:
         break;
     }
+  }
+
+  // After a reset, running replies that stay silent are ended as lost (see
+  // Conversation.endQuiet), so that a restarted server never leaves one
+  // "running" for good.
+  watchQuiet(conversation) {
+    clearTimeout(this.quietTimer);
+    this.quietTimer = setTimeout(() => {
+      if (this.conversation !== conversation) return;
+      if (conversation.endQuiet(LOST_REPLY_MS)) this.scheduleHistory(0);
+      if (conversation.streaming.some((m) => m.stale)) this.watchQuiet(conversation);
+    }, QUIET_CHECK_MS);
   }
 
   onStreamTrouble(error, retrying) {
@@ -428,10 +464,11 @@ class App {
 
   sessionDeleted(sessionId) {
     ResumeState.remove(sessionId);
-    if (this.deleting !== sessionId && this.sessionId === sessionId) {
+    const open = this.sessionId === sessionId;
+    if (open) this.navigate(null); // first: leaving the conversation clears its banners
+    if (open && this.deleting !== sessionId) {
       this.banner.show({ kind: 'not_found', text: 'This conversation was deleted (maybe on another device).' });
     }
-    if (this.sessionId === sessionId) this.navigate(null);
     this.refreshSessions();
   }
 
@@ -464,10 +501,14 @@ class App {
           this.showApiError(e, 'starting a conversation');
           return;
         }
-        this.startNewConversation(sessionId);
+        // Another conversation opened meanwhile: the message stays in the
+        // composer rather than going where the user no longer looks.
+        if (this.sessionId) return;
+        const started = this.startNewConversation(sessionId);
         // Listening before asking means nothing of the reply is missed; the
         // server's late join covers a stream that takes longer than this.
         await Promise.race([this.connected.promise, new Promise((r) => setTimeout(r, 3000))]);
+        if (this.conversation !== started) return;
       }
       const conversation = this.conversation;
       const local = conversation.addLocalUserMessage(text);
@@ -501,6 +542,7 @@ class App {
   }
 
   startNewConversation(sessionId) {
+    this.closeConversation();
     window.history.pushState(null, '', '?c=' + encodeURIComponent(sessionId));
     this.sessionId = sessionId;
     this.sessions.select(sessionId);
@@ -508,6 +550,7 @@ class App {
     const conversation = this.makeConversation(sessionId);
     conversation.fresh = true;
     this.openStream(conversation);
+    return conversation;
   }
 
   async stop() {
@@ -520,8 +563,17 @@ class App {
         try {
           await this.api.cancel(message.id, conversation.sessionId);
         } catch (e) {
-          // 404: it ended meanwhile; its last events are on their way
-          if (!(e instanceof ApiError && e.status === 404)) this.showApiError(e, 'stopping the reply');
+          if (!(e instanceof ApiError && e.status === 404)) {
+            this.showApiError(e, 'stopping the reply');
+            continue;
+          }
+          // No server runs it: it ended meanwhile (its last events are on
+          // their way), or it was lost with a server that restarted.
+          setTimeout(() => {
+            if (this.conversation !== conversation || message.status !== 'streaming') return;
+            conversation.endLost(message);
+            this.scheduleHistory(0);
+          }, CANCEL_GRACE_MS);
         }
       }
     } finally {
@@ -534,6 +586,12 @@ class App {
     const conversation = this.conversation;
     const running = !!conversation && conversation.streaming.length > 0;
     const blocked = Date.now() < this.sendBlockedUntil;
+    // The button in focus is about to hide or be disabled (Send while a message
+    // goes out or a reply runs, Stop when it ends): the composer takes the
+    // focus, not the page's body.
+    const focused = document.activeElement;
+    const sendGoes = running || this.sending || blocked;
+    if ((focused === $('send') && sendGoes) || (focused === $('stop') && (!running || this.stopping))) $('composer').focus();
     $('send').hidden = running;
     $('send').disabled = this.sending || blocked;
     $('stop').hidden = !running;

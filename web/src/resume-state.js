@@ -50,6 +50,15 @@ export class ResumeState {
     }
   }
 
+  // Every conversation's record (signing out: the next user must not find them).
+  static removeAll() {
+    try {
+      for (const key of Object.keys(sessionStorage)) if (key.startsWith(PREFIX)) sessionStorage.removeItem(key);
+    } catch {
+      // nothing kept
+    }
+  }
+
   static remove(sessionId) {
     try {
       sessionStorage.removeItem(PREFIX + sessionId);
