@@ -424,6 +424,26 @@ class RateLimitTest(PageTestCase):
         self.assertEqual(kind, "rate_limited", text)
         self.assertRegex(text, r"send again in \d+ seconds?")
         self.assertFalse(page.find("send").is_enabled(), "send stays enabled while the limit holds")
+        # Closing the banner lets the user try again (the server says so again if it is too soon).
+        self.browser.driver.find_element("id", "error-dismiss").click()
+        wait_until("send to be enabled once the banner is closed", lambda: page.find("send").is_enabled())
+
+
+class StreamLimitTest(PageTestCase):
+    """Two open streams per user: a third tab is refused with 429, which is not about sending."""
+
+    server_env = dict(SLOW_DEMO, RATE_LIMIT_STREAMS_PER_USER="2")
+
+    def test_a_stream_over_the_limit_says_too_many_conversations_are_open(self):
+        first = self.page.open(user=self.user)
+        first.wait_status(first.send("Open in three tabs"), "complete")
+        session_id = first.session_id()
+        self.browser.new_window(first.base_url).open(session_id)
+        third = self.browser.new_window(first.base_url).open(session_id)
+        shown, kind, text = wait_until("the error banner", lambda: (lambda b: b if b[0] else None)(third.banner()))
+        self.assertEqual(kind, "rate_limited", text)
+        self.assertIn("conversations are open", text)
+        self.assertNotIn("sending too fast", text)
 
 
 if __name__ == "__main__":

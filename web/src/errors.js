@@ -52,12 +52,18 @@ export function describe(error, doing) {
       return { kind: 'not_found', text: 'This conversation or reply no longer exists.', retryAfter: null };
     case 413:
       return { kind: 'invalid', text: 'The message is too long.', retryAfter: null };
-    case 429:
-      return {
-        kind: 'rate_limited',
-        text: 'You are sending too fast.' + (wait != null ? ' You can send again in {wait}.' : ' Wait a moment and try again.'),
-        retryAfter: wait,
-      };
+    case 429: {
+      // Which limit: the server's message names it (docs/SECURITY.md, rate limits).
+      let text = 'You are sending too fast.' + (wait != null ? ' You can send again in {wait}.' : ' Wait a moment and try again.');
+      if (/replies are running/.test(error.message)) {
+        text = 'Another of your replies is still being written. Send again when it has finished.';
+      } else if (/open streams/.test(error.message)) {
+        text = 'Too many of your conversations are open at once (tabs or devices). Close one; this one reconnects by itself.';
+      } else if (/this address/.test(error.message)) {
+        text = 'Too many requests come from your network.' + (wait != null ? ' Try again in {wait}.' : ' Try again shortly.');
+      }
+      return { kind: 'rate_limited', text, retryAfter: wait };
+    }
     case 503: {
       const restarting = /shutting down|draining/i.test(error.message);
       const what = restarting ? 'The chat server is restarting.' : 'The chat server is busy or one of its parts is down.';
@@ -74,12 +80,16 @@ export function describe(error, doing) {
 // The banner at the top of the chat. A wait ({wait} in the text) counts down;
 // when it reaches zero the banner goes and onExpired runs.
 export class ErrorBanner {
-  constructor(element, textElement, dismissButton) {
+  // onDismiss: the user closed the banner (what it held back need not wait any longer).
+  constructor(element, textElement, dismissButton, onDismiss = () => {}) {
     this.element = element;
     this.textElement = textElement;
     this.timer = null;
     this.kind = '';
-    dismissButton.addEventListener('click', () => this.clear());
+    dismissButton.addEventListener('click', () => {
+      this.clear();
+      onDismiss();
+    });
   }
 
   show({ kind, text, retryAfter = null }, onExpired = null) {

@@ -46,7 +46,11 @@ class App {
   constructor() {
     this.identity = new Identity();
     this.api = new Api(this.identity);
-    this.banner = new ErrorBanner($('error-banner'), $('error-text'), $('error-dismiss'));
+    // A dismissed wait no longer holds Send back: the server says again if it is too soon.
+    this.banner = new ErrorBanner($('error-banner'), $('error-text'), $('error-dismiss'), () => {
+      this.sendBlockedUntil = 0;
+      this.updateControls();
+    });
     this.sessions = new SessionList($('session-list'), $('session-empty'), {
       onSelect: (id) => this.navigate(id),
       onDelete: (id) => this.deleteSession(id),
