@@ -12,6 +12,7 @@ Run (from tests/web): CHATD_BIN=../../build/chatd /usr/bin/python3 -m unittest -
 
 import os
 import subprocess
+import time
 import unittest
 import uuid
 
@@ -386,6 +387,29 @@ class RestartTest(PageTestCase):
         wait_until("the stop button", lambda: page.visible("stop"))
         page.find("stop").click()  # the server answers 404: it runs no such reply
         self.assert_lost_and_sendable(page, reply_id, timeout=15)
+
+
+class LateJoinTest(PageTestCase):
+    """A script posted many exchanges with no stream open: the page's first stream is sent the
+    replies of the last 30 s (late join), more than the newest page of history holds."""
+
+    server_env = {"WORKER_DEMO_CHUNK_DELAY": "0ms", "RATE_LIMIT_CHAT_PER_MINUTE": "0",
+                  "RATE_LIMIT_RUNNING_REPLIES": "0"}
+
+    def test_replies_older_than_the_history_shown_stay_out_of_the_newest_page(self):
+        session_id = "late-" + uuid.uuid4().hex[:8]
+        replies = []
+        for i in range(30):  # 60 messages: the newest page holds 50
+            replies.append(self.server.chat_ok(session_id, self.user, "question %d" % i)["message_id"])
+            self.history.wait_message(session_id, replies[-1])
+        page = self.page.open(session_id, user=self.user)
+        wait_until("the newest page of history", lambda: len(page.messages()) >= 50)
+        time.sleep(2)  # the stream opens after the history: its late join comes within this
+        shown = page.messages()
+        self.assertEqual(shown[-1]["id"], replies[-1], "a reply was put after the newest one: %r"
+                         % [m["id"] for m in shown[-6:]])
+        self.assertEqual(normalize(shown[-2]["text"]), "question 29")
+        self.assertEqual(len(shown), 50, "older replies were added to the newest page")
 
 
 class UnavailableTest(PageTestCase):

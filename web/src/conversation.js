@@ -40,6 +40,7 @@ class Message {
     this.streamedHere = false;
     this.stale = false; // its stream was reset: history has the truth once it ends
     this.lastEventAt = performance.now(); // its last chunk, or since when it waits for one
+    this.createdAt = NaN; // when it was stored (history), ms since the epoch
     this.local = false; // shown before the server knew it (a user message being sent)
     this.renderTimer = null;
 
@@ -182,7 +183,14 @@ export class Conversation {
     this.layout();
   }
 
+  // When the oldest message shown was stored (ms since the epoch; NaN: none shown).
+  oldestStoredAt() {
+    const oldest = this.historyOrder.length ? this.messages.get(this.historyOrder[0]) : null;
+    return oldest ? oldest.createdAt : NaN;
+  }
+
   takeStored(message, stored) {
+    message.createdAt = Date.parse(stored.created_at || '');
     message.text = typeof stored.content === 'string' ? stored.content : '';
     message.stale = false;
     message.setStatus(shownStatus(stored.status), storedNote(stored));
@@ -234,6 +242,12 @@ export class Conversation {
     let message = this.messages.get(id);
     let unknown = false;
     if (!message) {
+      // A reply that ended before the oldest message shown (a late join sends
+      // replies of the last 30 s that no stream saw, and a script may have
+      // posted many): it belongs before this page, where "Load earlier
+      // messages" shows it, not after the newest message.
+      const at = Date.parse(data.timestamp || '');
+      if (this.nextBefore && at < this.oldestStoredAt()) return false;
       message = this.add(id, 'assistant');
       message.setStatus('streaming');
       this.layout();
