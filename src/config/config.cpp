@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <boost/asio/ip/address.hpp>
-#include <boost/url/parse.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -91,34 +90,43 @@ bool is_port(std::string_view text) {
   return !text.empty() && ec == std::errc{} && end == text.data() + text.size() && value >= 1 && value <= 65535;
 }
 
-// NATS_URL: servers separated by commas, each [nats://|tls://][user[:password]@]host[:port],
-// as nats.c reads them. A port that is no port is caught here, naming the
-// setting, instead of by nats.c at connect time; a host that does not resolve
-// yet is not (a pod may start before the name exists). Logins in the text are
-// never echoed.
+// NATS_URL: servers separated by commas, each [nats://|tls://][login@][host][:port][/…],
+// read as nats.c reads them (natsUrl_Create): the scheme in any case, the login
+// up to the last '@' taken as it is, a path ignored, an empty host localhost
+// and an empty port 4222. What nats.c would only fail on at connect time, a
+// scheme it cannot speak or a port that is no port, is caught here, naming the
+// setting. A host that does not resolve yet is not (a pod may start before the
+// name exists). The login is never echoed.
 std::string require_nats_servers(const std::string& name, const std::string& text) {
+  const auto blank = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
   std::string_view rest = text;
   bool any = false;
   while (true) {
     auto comma = rest.find(',');
-    auto entry = trim(rest.substr(0, comma));
+    auto entry = rest.substr(0, comma);
+    while (!entry.empty() && blank(entry.front())) entry.remove_prefix(1);
+    while (!entry.empty() && blank(entry.back())) entry.remove_suffix(1);
     if (!entry.empty()) {
       any = true;
-      auto authority = entry;
       if (auto scheme_end = entry.find("://"); scheme_end != std::string_view::npos) {
-        auto scheme = entry.substr(0, scheme_end);
+        std::string scheme(entry.substr(0, scheme_end));
+        std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
         if (scheme != "nats" && scheme != "tls")
-          throw ConfigError(name + ": a server's scheme must be nats:// or tls://, got \"" + std::string(scheme) + "://\"");
-        authority = entry.substr(scheme_end + 3);
+          throw ConfigError(name + ": a server's scheme must be nats:// or tls://, got \"" + scheme + "://\"");
+        entry.remove_prefix(scheme_end + 3);
       }
-      auto parsed = boost::urls::parse_authority(authority);
-      bool bad_port = parsed && parsed->has_port() && !is_port(parsed->port());
-      if (!parsed || parsed->host().empty() || bad_port) {
-        auto at = authority.rfind('@');
-        auto shown = at == std::string_view::npos ? authority : authority.substr(at + 1);
+      if (auto at = entry.rfind('@'); at != std::string_view::npos) entry.remove_prefix(at + 1);
+      auto address = entry.substr(0, entry.find('/'));
+      // host:port, the host maybe an IPv6 literal in brackets
+      auto port_colon = address.rfind(':');
+      if (port_colon != std::string_view::npos && address.find(']', port_colon) != std::string_view::npos)
+        port_colon = std::string_view::npos;
+      auto port = port_colon == std::string_view::npos ? std::string_view{} : address.substr(port_colon + 1);
+      auto host = address.substr(0, port_colon);
+      bool bad_host = std::any_of(host.begin(), host.end(), blank);
+      if (bad_host || (!port.empty() && !is_port(port)))
         throw ConfigError(name + ": expected servers such as nats://nats:4222 separated by commas, got a server at \"" +
-                          std::string(shown) + "\"");
-      }
+                          std::string(address) + "\"");
     }
     if (comma == std::string_view::npos) break;
     rest = rest.substr(comma + 1);

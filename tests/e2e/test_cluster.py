@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -231,6 +232,14 @@ class ClusterScriptTest(ClusterScriptCase):
             self.assertEqual(http_request(port, "GET", "/ready", timeout=5).status, 200, "pod-%d /ready" % i)
         r = http_request(HTTP_PORT, "GET", "/health", timeout=5)
         self.assertEqual(r.status, 200, "/health through nginx: %r" % r)
+        # HTTP/1.0 without Host (old load balancers' checks): nginx still names a host to the pod,
+        # which refuses an HTTP/1.1 request without one
+        with socket.create_connection((harness.HOST, HTTP_PORT), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.0 200"), answer[:200])
         wait_until(lambda: all(port_open(p) for p in ALL_PORTS), 5, msg="every cluster port listening")
 
         # chats through nginx: SSE and POST both via :80 (least_conn may pick different pods)
