@@ -399,12 +399,22 @@ class LateJoinTest(PageTestCase):
     def test_replies_older_than_the_history_shown_stay_out_of_the_newest_page(self):
         session_id = "late-" + uuid.uuid4().hex[:8]
         replies = []
+        started = time.monotonic()
         for i in range(30):  # 60 messages: the newest page holds 50
             replies.append(self.server.chat_ok(session_id, self.user, "question %d" % i)["message_id"])
             self.history.wait_message(session_id, replies[-1])
         page = self.page.open(session_id, user=self.user)
         wait_until("the newest page of history", lambda: len(page.messages()) >= 50)
-        time.sleep(2)  # the stream opens after the history: its late join comes within this
+        self.assertLess(time.monotonic() - started, 25, "the oldest replies left the late-join window (30 s)")
+        # The late join goes to one stream: once the page's is open, a later one gets none of it.
+        wait_until("the page's stream", lambda: self.server.health()["active_connections"] >= 1)
+        probe = self.server.sse(session_id, self.user)
+        try:
+            probe.connected()
+            late = [e for e in probe.collect_for(1.0) if e.event == "chunk"]
+        finally:
+            probe.close()
+        self.assertEqual(late, [], "the late join went to a later stream, not to the page's")
         shown = page.messages()
         self.assertEqual(shown[-1]["id"], replies[-1], "a reply was put after the newest one: %r"
                          % [m["id"] for m in shown[-6:]])

@@ -12,7 +12,7 @@ import { renderMarkdown } from './markdown.js';
 import { replyErrorText } from './errors.js';
 
 const FINAL = new Set(['complete', 'cancelled', 'error']);
-const LOST_NOTE = 'This reply stopped arriving: the server may have restarted. Send your message again.';
+const LOST_NOTE = 'This reply stopped arriving: the server may have restarted. If nothing more comes, send your message again.';
 
 // Stored status -> what the page shows (incomplete replies are errors to a reader).
 function shownStatus(stored) {
@@ -41,6 +41,7 @@ class Message {
     this.stale = false; // its stream was reset: history has the truth once it ends
     this.lastEventAt = performance.now(); // its last chunk, or since when it waits for one
     this.createdAt = NaN; // when it was stored (history), ms since the epoch
+    this.lost = false; // ended here as lost (see Conversation.endLost); history will not have it
     this.local = false; // shown before the server knew it (a user message being sent)
     this.renderTimer = null;
 
@@ -191,6 +192,7 @@ export class Conversation {
 
   takeStored(message, stored) {
     message.createdAt = Date.parse(stored.created_at || '');
+    message.lost = false;
     message.text = typeof stored.content === 'string' ? stored.content : '';
     message.stale = false;
     message.setStatus(shownStatus(stored.status), storedNote(stored));
@@ -257,6 +259,7 @@ export class Conversation {
     if (data.chunk_id < message.next) return unknown; // a copy of a chunk already applied
     message.next = data.chunk_id + 1;
     message.lastEventAt = performance.now();
+    message.lost = false;
     message.streamedHere = true;
     if (message.status !== 'streaming') message.setStatus('streaming');
     if ((data.chunk_type || 'content') === 'content' && typeof data.chunk === 'string') message.text += data.chunk;
@@ -306,13 +309,24 @@ export class Conversation {
     }
   }
 
-  // Replies whose stream was reset and that have heard nothing for `quietMs`:
-  // the server may have lost them (it restarted). They end here, so the user
-  // can send again, and stay stale: should they go on after all, their chunks
-  // and history still apply. Returns whether any ended.
+  // A `delayed` event: the server still waits for the reply's next chunk.
+  heard(messageId) {
+    const message = this.messages.get(messageId);
+    if (message) message.lastEventAt = performance.now();
+  }
+
+  // The stream is back after a break: running replies get a fresh clock.
+  restartQuietClock() {
+    for (const message of this.streaming) message.lastEventAt = performance.now();
+  }
+
+  // Running replies that have heard nothing for `quietMs` since their stream
+  // was reset or came back: the server may have lost them (it restarted). They
+  // end here, so the user can send again, and stay stale: should they go on
+  // after all, their chunks and history still apply. Returns whether any ended.
   endQuiet(quietMs) {
     const now = performance.now();
-    const quiet = this.streaming.filter((m) => m.stale && now - m.lastEventAt >= quietMs);
+    const quiet = this.streaming.filter((m) => now - m.lastEventAt >= quietMs);
     for (const message of quiet) this.endLost(message);
     return quiet.length > 0;
   }
@@ -321,6 +335,7 @@ export class Conversation {
   endLost(message) {
     if (message.status !== 'streaming') return;
     message.stale = true;
+    message.lost = true;
     message.setStatus('error', LOST_NOTE);
     message.render(true);
     this.resume.finished(message.id);

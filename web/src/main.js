@@ -15,8 +15,8 @@ const PROVIDER_KEY = 'chatd.provider';
 const MODEL_KEY = 'chatd.model';
 const RECONNECT_NOTICE_MS = 2500; // a quick reconnect (a pod handing off) is not worth a banner
 const STORED_REPLY_TRIES = 10;
-// A reply whose stream was reset and that hears nothing this long is taken as
-// lost (the server restarted without it); checked every QUIET_CHECK_MS.
+// A reply that hears nothing this long after its stream was reset or came back
+// is taken as lost (the server restarted without it); checked every QUIET_CHECK_MS.
 const LOST_REPLY_MS = 30000;
 const QUIET_CHECK_MS = 5000;
 // A cancel answered 404 for a reply still shown running: its last events get
@@ -67,6 +67,7 @@ class App {
     this.historyTries = 0;
     this.troubleTimer = null;
     this.quietTimer = null;
+    this.shownAs = null; // the identity whose conversations the page shows
     this.stickToBottom = true;
   }
 
@@ -75,6 +76,7 @@ class App {
     await this.loadInfo();
     if (!this.identity.signedIn) await this.signIn('');
     $('who').textContent = this.identity.displayName;
+    this.shownAs = this.identity.userId + '\n' + this.identity.token;
     this.loadProviders();
     await this.refreshSessions();
     this.route();
@@ -107,11 +109,12 @@ class App {
       window.location.assign(window.location.pathname);
     });
     // Back after Switch brings this page from the browser's back/forward cache
-    // as the user left it: another user's conversations. Load it afresh.
+    // as the user left it: another user's conversations. Load it afresh when
+    // the one signed in now (or nobody) is not the one it shows.
     window.addEventListener('pageshow', (event) => {
       if (!event.persisted) return;
       const now = new Identity();
-      if (now.userId !== this.identity.userId || now.token !== this.identity.token) window.location.reload();
+      if (now.userId + '\n' + now.token !== this.shownAs) window.location.reload();
     });
     $('load-earlier').addEventListener('click', () => this.loadEarlier());
     $('message-list').addEventListener('click', handleCopyClick);
@@ -188,6 +191,7 @@ class App {
         dialog.removeEventListener('cancel', refuse);
         dialog.close();
         $('who').textContent = this.identity.displayName;
+        this.shownAs = this.identity.userId + '\n' + this.identity.token;
         resolve();
       };
       const refuse = (event) => event.preventDefault(); // the page cannot work without it
@@ -378,13 +382,14 @@ class App {
     if (!conversation) return;
     this.historyTimer = setTimeout(async () => {
       if (!(await this.loadHistory(conversation)) || this.conversation !== conversation) return;
-      const waiting = [...conversation.messages.values()].some((m) => m.stale && m.status !== 'streaming');
+      const waiting = [...conversation.messages.values()].some((m) => m.stale && !m.lost && m.status !== 'streaming');
       if (waiting && this.historyTries++ < STORED_REPLY_TRIES) this.scheduleHistory(500);
       else this.historyTries = 0;
     }, delayMs);
   }
 
   openStream(conversation) {
+    let opened = false;
     let resolve;
     this.connected = { promise: new Promise((r) => { resolve = r; }), resolve: () => resolve() };
     const stream = new SessionStream(this.api, conversation.sessionId, {
@@ -394,6 +399,13 @@ class App {
         this.banner.clear('offline', 'unavailable', 'stream');
         this.connected.resolve();
         if (!conversation.fresh) this.scheduleHistory(0); // whatever ended while no stream was open
+        // Back after a break: a running reply may have been lost with the
+        // server (a reconnect without cursor gets no reset to say so).
+        if (opened && this.conversation === conversation) {
+          conversation.restartQuietClock();
+          this.watchQuiet(conversation);
+        }
+        opened = true;
       },
       onEvent: (type, data, eventId) => this.onStreamEvent(conversation, type, data, eventId),
       onTrouble: (error, retrying) => this.onStreamTrouble(error, retrying),
@@ -420,6 +432,9 @@ class App {
         this.refreshSessions();
         break;
       }
+      case 'delayed':
+        conversation.heard(data.message_id);
+        break;
       case 'reset':
         if (data.reason === 'session_deleted') {
           this.sessionDeleted(conversation.sessionId);
@@ -434,15 +449,15 @@ class App {
     }
   }
 
-  // After a reset, running replies that stay silent are ended as lost (see
-  // Conversation.endQuiet), so that a restarted server never leaves one
-  // "running" for good.
+  // After a reset or a reconnect, running replies that stay silent are ended
+  // as lost (see Conversation.endQuiet), so that a restarted server never
+  // leaves one "running" for good.
   watchQuiet(conversation) {
     clearTimeout(this.quietTimer);
     this.quietTimer = setTimeout(() => {
       if (this.conversation !== conversation) return;
       if (conversation.endQuiet(LOST_REPLY_MS)) this.scheduleHistory(0);
-      if (conversation.streaming.some((m) => m.stale)) this.watchQuiet(conversation);
+      if (conversation.streaming.length) this.watchQuiet(conversation);
     }, QUIET_CHECK_MS);
   }
 

@@ -9,7 +9,7 @@
 
 import { ApiError, parseRetryAfter } from './api.js';
 
-const EVENTS = ['connected', 'chunk', 'message_complete', 'reset', 'ping'];
+const EVENTS = ['connected', 'chunk', 'message_complete', 'reset', 'ping', 'delayed'];
 const MAX_BACKOFF_S = 15;
 
 export class SessionStream {
