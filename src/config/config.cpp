@@ -56,6 +56,17 @@ std::string require_non_empty(const std::string& name, const std::string& text) 
   return text;
 }
 
+// Calls fn with each item of a comma-separated list, as written (blanks kept).
+template <class Fn>
+void for_each_listed(std::string_view text, Fn fn) {
+  while (true) {
+    auto comma = text.find(',');
+    fn(text.substr(0, comma));
+    if (comma == std::string_view::npos) return;
+    text.remove_prefix(comma + 1);
+  }
+}
+
 // An item of a comma-separated list, without the blanks around it.
 std::string_view trim(std::string_view v) {
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
@@ -99,38 +110,31 @@ bool is_port(std::string_view text) {
 // name exists). The login is never echoed.
 std::string require_nats_servers(const std::string& name, const std::string& text) {
   const auto blank = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  std::string_view rest = text;
   bool any = false;
-  while (true) {
-    auto comma = rest.find(',');
-    auto entry = rest.substr(0, comma);
+  for_each_listed(text, [&](std::string_view entry) {
     while (!entry.empty() && blank(entry.front())) entry.remove_prefix(1);
     while (!entry.empty() && blank(entry.back())) entry.remove_suffix(1);
-    if (!entry.empty()) {
-      any = true;
-      if (auto scheme_end = entry.find("://"); scheme_end != std::string_view::npos) {
-        std::string scheme(entry.substr(0, scheme_end));
-        std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
-        if (scheme != "nats" && scheme != "tls")
-          throw ConfigError(name + ": a server's scheme must be nats:// or tls://, got \"" + scheme + "://\"");
-        entry.remove_prefix(scheme_end + 3);
-      }
-      if (auto at = entry.rfind('@'); at != std::string_view::npos) entry.remove_prefix(at + 1);
-      auto address = entry.substr(0, entry.find('/'));
-      // host:port, the host maybe an IPv6 literal in brackets
-      auto port_colon = address.rfind(':');
-      if (port_colon != std::string_view::npos && address.find(']', port_colon) != std::string_view::npos)
-        port_colon = std::string_view::npos;
-      auto port = port_colon == std::string_view::npos ? std::string_view{} : address.substr(port_colon + 1);
-      auto host = address.substr(0, port_colon);
-      bool bad_host = std::any_of(host.begin(), host.end(), blank);
-      if (bad_host || (!port.empty() && !is_port(port)))
-        throw ConfigError(name + ": expected servers such as nats://nats:4222 separated by commas, got a server at \"" +
-                          std::string(address) + "\"");
+    if (entry.empty()) return;
+    any = true;
+    if (auto scheme_end = entry.find("://"); scheme_end != std::string_view::npos) {
+      std::string scheme(entry.substr(0, scheme_end));
+      std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (scheme != "nats" && scheme != "tls")
+        throw ConfigError(name + ": a server's scheme must be nats:// or tls://, got \"" + scheme + "://\"");
+      entry.remove_prefix(scheme_end + 3);
     }
-    if (comma == std::string_view::npos) break;
-    rest = rest.substr(comma + 1);
-  }
+    if (auto at = entry.rfind('@'); at != std::string_view::npos) entry.remove_prefix(at + 1);
+    auto address = entry.substr(0, entry.find('/'));
+    // host:port, the host maybe an IPv6 literal in brackets
+    auto port_colon = address.rfind(':');
+    if (port_colon != std::string_view::npos && address.find(']', port_colon) != std::string_view::npos)
+      port_colon = std::string_view::npos;
+    auto port = port_colon == std::string_view::npos ? std::string_view{} : address.substr(port_colon + 1);
+    auto host = address.substr(0, port_colon);
+    if (std::any_of(host.begin(), host.end(), blank) || (!port.empty() && !is_port(port)))
+      throw ConfigError(name + ": expected servers such as nats://nats:4222 separated by commas, got a server at \"" +
+                        std::string(address) + "\"");
+  });
   if (!any) throw ConfigError(name + ": names no server");
   return text;
 }
@@ -138,16 +142,13 @@ std::string require_nats_servers(const std::string& name, const std::string& tex
 // SERVER_CORS_ORIGINS: "*", or origins separated by commas (blanks around each ignored).
 std::string require_cors_origins(const std::string& name, const std::string& text) {
   if (text == "*") return text;
-  std::string_view rest = text;
-  while (true) {
-    auto comma = rest.find(',');
-    auto entry = trim(rest.substr(0, comma));
+  for_each_listed(text, [&](std::string_view item) {
+    auto entry = trim(item);
     if (!is_origin(entry))
       throw ConfigError(name + ": expected * or origins such as https://chat.example.com separated by commas, got \"" +
                         std::string(entry) + "\"");
-    if (comma == std::string_view::npos) return text;
-    rest = rest.substr(comma + 1);
-  }
+  });
+  return text;
 }
 
 // Full checks happen where the URL is used; this catches typos at start.

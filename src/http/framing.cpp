@@ -46,7 +46,7 @@ std::optional<HeaderError> check_framing(const beast_http::request_header<>& hea
   }
   if (codings.size() > 1)
     return HeaderError{Status::not_implemented, "not_implemented",
-                        "transfer coding " + codings.front() + " is not supported; send the body with chunked alone"};
+                       "transfer coding " + codings.front() + " is not supported; send the body with chunked alone"};
   if (!parser_chunked) return bad("inconsistent request framing");  // e.g. chunked split over two lines
   return std::nullopt;
 }

@@ -25,6 +25,11 @@ const CANCEL_GRACE_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 
+// Who is signed in (name or token), as one comparable value.
+function identityKey(identity) {
+  return identity.userId + '\n' + identity.token;
+}
+
 function remembered(key) {
   try {
     return localStorage.getItem(key) || '';
@@ -76,7 +81,7 @@ class App {
     await this.loadInfo();
     if (!this.identity.signedIn) await this.signIn('');
     $('who').textContent = this.identity.displayName;
-    this.shownAs = this.identity.userId + '\n' + this.identity.token;
+    this.shownAs = identityKey(this.identity);
     this.loadProviders();
     await this.refreshSessions();
     this.route();
@@ -113,8 +118,7 @@ class App {
     // the one signed in now (or nobody) is not the one it shows.
     window.addEventListener('pageshow', (event) => {
       if (!event.persisted) return;
-      const now = new Identity();
-      if (now.userId + '\n' + now.token !== this.shownAs) window.location.reload();
+      if (identityKey(new Identity()) !== this.shownAs) window.location.reload();
     });
     $('load-earlier').addEventListener('click', () => this.loadEarlier());
     $('message-list').addEventListener('click', handleCopyClick);
@@ -191,7 +195,7 @@ class App {
         dialog.removeEventListener('cancel', refuse);
         dialog.close();
         $('who').textContent = this.identity.displayName;
-        this.shownAs = this.identity.userId + '\n' + this.identity.token;
+        this.shownAs = identityKey(this.identity);
         resolve();
       };
       const refuse = (event) => event.preventDefault(); // the page cannot work without it
