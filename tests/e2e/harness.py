@@ -64,6 +64,11 @@ def _ephemeral_low():
         return 32768
 
 
+# Ports Chromium will not connect to (its restricted list, net/base/port_util.cc) at or above
+# 10,000: a chat page test whose chatd got one never loaded the page.
+BROWSER_REFUSED_PORTS = {10080}
+
+
 def free_port():
     """A port free now, below the kernel's ephemeral range. A port the kernel hands out for
     bind(0) is also the kind it gives outgoing connections: a test's client could take it
@@ -72,6 +77,8 @@ def free_port():
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(10000, max(low, 10001))
+        if port in BROWSER_REFUSED_PORTS:
+            continue
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind((HOST, port))
