@@ -50,6 +50,7 @@ pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
   o.history_turns = c.chat.history_turns;
   o.shutdown_timeout = c.server.shutdown_timeout;
   o.hand_off_streams = c.nats.url.has_value();  // other pods share the bus
+  o.replies_end_with_pod = !c.nats.url.has_value();  // the in-process bus and worker
   o.hand_off_spread = c.sse.hand_off_spread;
   return o;
 }

@@ -197,6 +197,14 @@ void BufferManager::drop(const std::string& message_id) {
   erase(it);
 }
 
+std::size_t BufferManager::finish_accepted(SteadyTime now, std::vector<Event>& out, const char* reason) {
+  std::vector<std::string> accepted;
+  for (const auto& [id, b] : buffers_)
+    if (b.accepted_here()) accepted.push_back(id);
+  for (const auto& id : accepted) finish(id, now, out, reason);
+  return accepted.size();
+}
+
 std::vector<std::string> BufferManager::drop_session(const std::string& session_id) {
   std::vector<std::string> dropped;
   for (auto it = buffers_.begin(); it != buffers_.end();) {

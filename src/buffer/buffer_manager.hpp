@@ -151,6 +151,10 @@ class BufferManager {
   // Drops every buffer of a session (it was deleted); returns their message ids.
   std::vector<std::string> drop_session(const std::string& session_id);
 
+  // The replies accepted here end now, as they are, incomplete with `reason`
+  // (the pod shuts down, and the generations die with it). Returns how many.
+  std::size_t finish_accepted(SteadyTime now, std::vector<Event>& out, const char* reason);
+
   // Buffers that received at least one chunk.
   std::size_t streaming() const { return streaming_; }
   // Buffers something depends on: accepted here (the store waits for them) or

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <mutex>
 
 #include "common/countdown.hpp"
@@ -181,6 +182,16 @@ void SessionHub::when_settled(std::function<void()> done) {
   auto arrive = make_countdown(slots_.size(), std::move(done));
   for (auto& s : slots_)
     s->run([slot = s.get(), arrive](SessionShard&) { slot->settled_waiter = arrive; });
+}
+
+void SessionHub::finish_accepted(const char* reason, std::function<void(std::size_t)> done) {
+  auto finished = std::make_shared<std::atomic<std::size_t>>(0);
+  auto arrive = make_countdown(slots_.size(), [finished, done = std::move(done)] { done(finished->load()); });
+  for (auto& s : slots_)
+    s->run([reason, finished, arrive](SessionShard& shard) {
+      finished->fetch_add(shard.finish_accepted(reason));
+      arrive();
+    });
 }
 
 void SessionHub::close_all(std::function<sse::Frame()> last, std::function<void()> done) {

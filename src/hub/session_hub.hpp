@@ -62,6 +62,9 @@ class SessionHub {
 
   // `done` runs once no shard holds a buffer that a stream or the store depends on.
   void when_settled(std::function<void()> done);
+  // The replies accepted here end as they are, stored incomplete with
+  // `reason` (SessionShard::finish_accepted); `done` gets how many.
+  void finish_accepted(const char* reason, std::function<void(std::size_t)> done);
   // Every stream gets its `last()` frame and closes, and no new stream is
   // taken; `done` runs once all have left. Replies go on being reordered and
   // stored until stop().

@@ -22,7 +22,9 @@ sse::Frame terminal_error_frame(const buffer::FinishedMessage& m) {
     case MessageStatus::incomplete:
       // A chunks_missing error was already sent when the gap was given up.
       if (m.error_code == "chunks_missing") return nullptr;
-      return sse::error_frame(m.message_id, m.error_code, "the reply did not finish in time");
+      return sse::error_frame(m.message_id, m.error_code,
+                              m.error_code == kShutdown ? "the server shut down before the reply finished"
+                                                        : "the reply did not finish in time");
     case MessageStatus::complete: return nullptr;
   }
   return nullptr;
@@ -70,6 +72,12 @@ void SessionShard::drop_backlog(const std::string& session_id, const std::string
     retained_bytes_ -= it->second.drop(message_id);
     if (it->second.idle()) channels_.erase(it);
   }
+}
+
+std::size_t SessionShard::finish_accepted(const char* reason) {
+  auto finished = buffers_.finish_accepted(clock_(), events_, reason);
+  process_events();
+  return finished;
 }
 
 void SessionShard::process_events() {

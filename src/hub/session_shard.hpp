@@ -29,6 +29,9 @@ namespace chat::hub {
 
 using Clock = std::function<SteadyTime()>;
 
+// The error code of a reply that the pod's shutdown cut short.
+inline constexpr char kShutdown[] = "shutdown";
+
 // What a shard hands on. Each runs where the shard runs (its strand, or the
 // bus's delivery thread) and must not block.
 struct ShardHandlers {
@@ -94,6 +97,10 @@ class SessionShard {
   // The session was deleted: its streams get a reset and end, its buffers are
   // dropped. Returns the ids of the replies that were still running here.
   std::vector<std::string> end_session(const std::string& session_id);
+  // Shutdown with no one left to finish them (see BufferManager): the replies
+  // accepted here end on their streams and go to the store, incomplete with
+  // `reason`. Returns how many.
+  std::size_t finish_accepted(const char* reason);
   // Shutdown: every stream gets its `last()` frame and closes once its queue is
   // written; later attaches are refused.
   void close_all(const std::function<sse::Frame()>& last);

@@ -1,5 +1,6 @@
 #include "pod/pod.hpp"
 
+#include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
 #include <random>
@@ -242,8 +243,13 @@ void Pod::drain(std::function<void()> done) {
   with_deadline(
       ioc_.get_executor(), deadline, [this](std::function<void()> settled) { hub_.when_settled(std::move(settled)); },
       [this, deadline, done = std::move(done)](bool settled) mutable {
-        if (!settled) log::warn("shutdown_timeout", {{"active_buffers", hub_.stats().buffers}});
-        finish_drain(deadline, std::move(done));
+        if (settled) return finish_drain(deadline, std::move(done));
+        log::warn("shutdown_timeout", {{"active_buffers", hub_.stats().buffers}});
+        if (!options_.replies_end_with_pod) return finish_drain(deadline, std::move(done));
+        hub_.finish_accepted(hub::kShutdown, [this, deadline, done = std::move(done)](std::size_t cut) mutable {
+          if (cut > 0) log::warn("replies_cut_by_shutdown", {{"replies", cut}});
+          boost::asio::post(ioc_, [this, deadline, done = std::move(done)]() mutable { finish_drain(deadline, std::move(done)); });
+        });
       });
 }
 

@@ -49,6 +49,12 @@ struct PodOptions {
   // from their cursor. Without (one pod): they stay until the replies end.
   bool hand_off_streams = false;
   std::chrono::milliseconds hand_off_spread{2'000};
+  // The replies are generated in this process (the in-process bus and
+  // worker): one still running at the end of shutdown_timeout dies with the
+  // pod, so its streams see it end and the store gets what it has, incomplete
+  // ("shutdown"). Not with a shared bus: a worker elsewhere may still finish
+  // it, and the store keeps the first row written.
+  bool replies_end_with_pod = false;
   trace::Tracer tracer{};  // off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
 };
 

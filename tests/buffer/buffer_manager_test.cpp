@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace chat::buffer {
 namespace {
 
@@ -202,6 +204,32 @@ TEST_F(BufferManagerTest, WhenEveryBufferWasAcceptedHereTheLeastRecentlyActiveIs
   EXPECT_TRUE(manager.stored_here("m1"));
   EXPECT_EQ(manager.size(), 3u);
   EXPECT_EQ(manager.accepted(), 3u);
+}
+
+TEST_F(BufferManagerTest, FinishAcceptedEndsOnlyTheRepliesAcceptedHereWithWhatTheyHave) {
+  manager.expect("s1", "m1", t0, events);
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(chunk("m1", 1), t0, events);
+  manager.expect("s1", "m2", t0, events);  // accepted, silent so far
+  manager.push(chunk("m3", 0), t0, events);  // another pod's
+  events.clear();
+  EXPECT_EQ(manager.finish_accepted(t0 + 1s, events, "shutdown"), 2u);
+  std::map<std::string, FinishedMessage> ended;
+  for (const auto& e : events)
+    if (auto* f = std::get_if<MessageFinished>(&e)) ended[f->message.message_id] = f->message;
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended["m1"].content, "01");
+  EXPECT_EQ(ended["m2"].content, "");
+  for (const auto& [id, m] : ended) {
+    EXPECT_EQ(m.status, MessageStatus::incomplete) << id;
+    EXPECT_EQ(m.error_code, "shutdown") << id;
+    EXPECT_TRUE(m.stored_here) << id;
+  }
+  EXPECT_TRUE(manager.has("m3")) << "another pod's reply is that pod's to end";
+  EXPECT_EQ(manager.accepted(), 0u);
+  events.clear();
+  manager.push(chunk("m1", 2, true), t0 + 2s, events);
+  EXPECT_TRUE(events.empty()) << "a chunk after the end is late";
 }
 
 TEST_F(BufferManagerTest, AnotherPodsReplyEndsAtOnceWhenEveryBufferWasAcceptedHere) {

@@ -128,6 +128,33 @@ class LifecycleTest(h.ChatdTestCase):
         rows = srv.wait_message_row(mid, "complete")
         self.assertEqual(rows[0]["content"], rc.text)
 
+    def test_sigterm_past_the_shutdown_timeout_stores_the_reply_cut_short(self):
+        # Embedded, the worker runs inside chatd: a reply still running when SERVER_SHUTDOWN_TIMEOUT ends
+        # dies with it. Its stream sees it end, and the store keeps what it had, incomplete.
+        srv = self.new_server("term-cut", env={"WORKER_DEMO_CHUNK_DELAY": "100ms", "SERVER_SHUTDOWN_TIMEOUT": "1s"})
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c, _ = self.open_sse(srv, sid, uid)
+        mid = srv.chat_ok(sid, uid, " ".join("t%d" % i for i in range(300)))["message_id"]
+        c.collect_until(lambda e: e.event == "chunk" and e.json().get("chunk_id") == 2, 10)
+        code, _ = self.sigterm_and_time(srv)
+        self.assertEqual(code, 0, "exit code after SIGTERM")
+        self.assertIn("replies_cut_by_shutdown", srv.log())
+        self.assertTrue(c.wait_closed(10), "the stream did not end after chatd exited")
+        mine = h.reply_events(c.events, mid)
+        errors = [e.json() for e in mine if e.event == "error"]
+        self.assertEqual([e.get("code") for e in errors], ["shutdown"], "error events of the cut reply: %r" % errors)
+        completes = [e.json() for e in mine if e.event == "message_complete"]
+        self.assertEqual([e.get("status") for e in completes], ["incomplete"], completes)
+        self.assertEqual(mine[-1].event, "message_complete", "events after the reply's end: %r" % mine[-3:])
+        shown = "".join(e.json()["chunk"] for e in mine if e.event == "chunk")
+        self.assertTrue(shown, "no chunk text before the cut")
+        self.assertNotIn("t299", shown, "the reply finished before the timeout: nothing was cut")
+        rows = srv.db_query("SELECT status, content, metadata FROM messages WHERE message_id = ?", (mid,))
+        self.assertEqual(len(rows), 1, "the cut reply was not stored")
+        self.assertEqual(rows[0]["status"], "incomplete", rows[0])
+        self.assertEqual(rows[0]["content"], shown, "stored text differs from what the stream showed")
+        self.assertEqual(json.loads(rows[0]["metadata"]).get("error_code"), "shutdown", rows[0])
+
     def test_restart_on_same_database(self):
         srv = self.new_server("restart-1", env={"WORKER_DEMO_CHUNK_DELAY": "0"})
         sid, owner = h.new_id("s"), h.new_id("u")

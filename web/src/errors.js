@@ -18,6 +18,7 @@ const REPLY_ERRORS = {
   chunks_missing: 'Part of this reply was lost on the way.',
   reply_timeout: 'This reply took too long and was cut off.',
   buffer_evicted: 'The server was too busy to finish this reply.',
+  shutdown: 'The server restarted before this reply finished; send your message again.',
 };
 
 export function replyErrorText(code, message) {
