@@ -59,6 +59,7 @@ api::ApiOptions api_options(const config::Config& c) {
   api::ApiOptions o{c.server.cors_origins, {c.chat.max_message_chars}};
   o.default_provider = c.worker.default_provider;
   o.history_max_bytes = c.chat.history_max_bytes;
+  o.max_body_bytes = c.server.max_body_bytes;
   for (auto& p : providers::enabled_providers(c)) o.providers.push_back({std::move(p.name), std::move(p.default_model)});
   return o;
 }

@@ -484,6 +484,8 @@ http::Response ChatApi::info_response() const {
       json::object{{"service", "chatd"},
                    {"pod_id", pod_.id()},
                    {"auth_mode", options_.authenticator ? "jwt" : "none"},
+                   {"limits", json::object{{"max_message_chars", options_.chat.max_message_chars},
+                                           {"max_body_bytes", options_.max_body_bytes}}},
                    {"endpoints", json::array{"POST /api/chat", "POST /api/chat/{message_id}/cancel", "GET /api/sse?session_id=&user_id=",
                                              "POST /api/sessions", "GET /api/sessions?user_id=", "GET /api/sessions/{session_id}/messages?user_id=",
                                              "DELETE /api/sessions/{session_id}?user_id=", "GET /api/providers", "GET /api",

@@ -36,6 +36,9 @@ struct ApiOptions {
   trace::Tracer tracer{};  // off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
   // CHAT_HISTORY_MAX_BYTES: the most JSON one history page carries (docs/API.md §3.4).
   std::size_t history_max_bytes = 1024 * 1024;
+  // SERVER_MAX_BODY_BYTES, told to clients by GET /api: a message within
+  // CHAT_MAX_MESSAGE_CHARS may still not fit (3 bytes a character in CJK).
+  std::size_t max_body_bytes = 64 * 1024;
 };
 
 class ChatApi final : public http::RequestHandler {

@@ -247,6 +247,12 @@ TEST_F(ChatApiTest, JwtModeNeedsABearerTokenOnEveryApiRoute) {
   EXPECT_EQ(json::parse(call(bhttp::verb::get, "/api").body()).at("auth_mode").as_string(), "none");
 }
 
+TEST_F(ChatApiTest, ServiceInfoTellsClientsHowLargeAMessageMayBe) {
+  auto limits = json::parse(call(bhttp::verb::get, "/api").body()).at("limits").as_object();
+  EXPECT_EQ(limits.at("max_message_chars").to_number<std::uint64_t>(), 100u);
+  EXPECT_EQ(limits.at("max_body_bytes").to_number<std::uint64_t>(), ApiOptions{}.max_body_bytes);
+}
+
 TEST_F(ChatApiTest, JwtModeTakesTheUserFromTheToken) {
   use_jwt = true;
   const std::pair<std::string, std::string> alice{"Authorization", "Bearer tok-alice"};

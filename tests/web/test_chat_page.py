@@ -16,7 +16,7 @@ import time
 import unittest
 import uuid
 
-from browser import Browser, StoredHistory, normalize, wait_until  # first: it puts tests/e2e on the path
+from browser import Browser, Keys, StoredHistory, normalize, wait_until  # first: it puts tests/e2e on the path
 import harness
 from harness import ChatdServer, ChatdTestCase
 
@@ -279,6 +279,27 @@ class ChatPageTest(PageTestCase):
                                    .every(function (b) { return b.dir === 'auto'; });"""),
                         "message bodies take their direction from their text (Arabic, Hebrew)")
 
+    def test_a_paste_over_the_length_limit_is_kept_whole_and_said_too_long(self):
+        page = self.page.open(user=self.user)
+        composer = page.find("composer")
+        composer.click()
+        # Input.insertText is what a paste or an input method does: a textarea's maxlength would cut it.
+        self.browser.driver.execute_cdp_cmd("Input.insertText", {"text": "a" * 32005})
+        self.assertEqual(page.js("return document.getElementById('composer').value.length"), 32005,
+                         "the pasted text was cut")
+        wait_until("the length note", lambda: page.visible("composer-limit"))
+        self.assertIn("5 characters over the limit of 32,000", page.find("composer-limit").text)
+        self.assertEqual(composer.get_attribute("aria-invalid"), "true")
+        self.assertFalse(page.find("send").is_enabled(), "Send is on for a message the server refuses")
+        composer.send_keys(Keys.ENTER)
+        time.sleep(0.5)
+        self.assertEqual(page.messages(), [], "a message over the limit went out")
+        self.assertFalse(page.banner()[0], "the server was asked anyway: %r" % (page.banner(),))
+        composer.send_keys(Keys.BACKSPACE * 5)
+        wait_until("the length note to go", lambda: not page.visible("composer-limit"))
+        self.assertTrue(page.find("send").is_enabled())
+        self.assertIsNone(composer.get_attribute("aria-invalid"))
+
     def test_phone_sized_screen(self):
         self.browser.driver.set_window_size(390, 844)
         page = self.page.open(user=self.user)
@@ -459,8 +480,50 @@ class RateLimitTest(PageTestCase):
         self.assertRegex(text, r"send again in \d+ seconds?")
         self.assertFalse(page.find("send").is_enabled(), "send stays enabled while the limit holds")
         # Closing the banner lets the user try again (the server says so again if it is too soon).
+        # The banner is an alert: only its countdown changes each second, and that is not read out again.
+        page.js("""window.bannerChanges = [];
+                   new MutationObserver(function (records) {
+                     records.forEach(function (r) {
+                       var node = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+                       var live = node.closest('[aria-live]');
+                       window.bannerChanges.push(live ? live.getAttribute('aria-live') : 'alert');
+                     });
+                   }).observe(document.getElementById('error-banner'),
+                              {childList: true, characterData: true, subtree: true});""")
+        wait_until("the countdown to tick", lambda: page.js("return window.bannerChanges.length") >= 2)
+        self.assertEqual(set(page.js("return window.bannerChanges")), {"off"},
+                         "the countdown changes text that the alert reads out again")
+        self.assertRegex(page.banner()[2], r"send again in \d+ seconds?")
         self.browser.driver.find_element("id", "error-dismiss").click()
         wait_until("send to be enabled once the banner is closed", lambda: page.find("send").is_enabled())
+
+
+class BodyLimitTest(PageTestCase):
+    """A small SERVER_MAX_BODY_BYTES: a message within CHAT_MAX_MESSAGE_CHARS can still be too
+    large in UTF-8 (3 bytes a CJK character). The page says so instead of sending it for a 413."""
+
+    server_env = dict(SLOW_DEMO, SERVER_MAX_BODY_BYTES="1500")
+
+    def test_text_too_large_for_the_server_is_said_so_before_it_is_sent(self):
+        page = self.page.open(user=self.user)
+        composer = page.find("composer")
+        composer.click()
+        self.browser.driver.execute_cdp_cmd("Input.insertText", {"text": "漢" * 600})  # 1,800 bytes
+        wait_until("the size note", lambda: page.visible("composer-limit"))
+        self.assertIn("Too large for the server", page.find("composer-limit").text)
+        self.assertFalse(page.find("send").is_enabled())
+        composer.send_keys(Keys.ENTER)
+        time.sleep(0.5)
+        self.assertEqual(page.messages(), [], "a message too large for the server went out")
+        self.assertFalse(page.banner()[0], "the server was asked anyway: %r" % (page.banner(),))
+        # What fits goes out as usual.
+        page.js("document.getElementById('composer').select()")
+        self.browser.driver.execute_cdp_cmd("Input.insertText", {"text": "漢" * 150})
+        wait_until("the size note to go", lambda: not page.visible("composer-limit"))
+        reply = page.send("")
+        page.wait_status(reply, "complete")
+        user_messages = [m for m in self.history.messages(page.session_id()) if m["role"] == "user"]
+        self.assertEqual([m["content"] for m in user_messages], ["漢" * 150])
 
 
 class StreamLimitTest(PageTestCase):

@@ -102,10 +102,16 @@ export class ErrorBanner {
       this.textElement.textContent = text.replace(' {wait}', '');
       return;
     }
+    // The banner is an alert, read out when it shows and again at each change
+    // inside it: the countdown's aria-live="off" keeps its ticks quiet.
+    const [before, after] = text.split('{wait}');
+    const countdown = document.createElement('span');
+    countdown.setAttribute('aria-live', 'off');
+    this.textElement.replaceChildren(before, countdown, after);
     const until = Date.now() + retryAfter * 1000;
     const tick = () => {
       const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
-      this.textElement.textContent = text.replace('{wait}', seconds(left));
+      countdown.textContent = seconds(left);
       this.element.dataset.retryAfter = String(left);
       if (left === 0) {
         this.clear();

@@ -10,6 +10,7 @@ import { SessionList } from './session-list.js';
 import { SessionStream } from './stream.js';
 import { ResumeState } from './resume-state.js';
 import { handleCopyClick } from './markdown.js';
+import { MessageLimits } from './message-limits.js';
 
 const PROVIDER_KEY = 'chatd.provider';
 const MODEL_KEY = 'chatd.model';
@@ -56,6 +57,8 @@ class App {
       this.sendBlockedUntil = 0;
       this.updateControls();
     });
+    this.limits = new MessageLimits();
+    this.composerProblem = null; // why the message in the composer cannot go (its size)
     this.sessions = new SessionList($('session-list'), $('session-empty'), {
       onSelect: (id) => this.navigate(id),
       onDelete: (id) => this.deleteSession(id),
@@ -102,7 +105,7 @@ class App {
         this.stop();
       }
     });
-    composer.addEventListener('input', () => this.fitComposer());
+    composer.addEventListener('input', () => this.composerChanged());
     $('stop').addEventListener('click', () => this.stop());
     $('new-chat').addEventListener('click', () => {
       this.navigate(null);
@@ -151,6 +154,8 @@ class App {
       try {
         const info = await this.api.info();
         this.identity.setAuthMode(info && info.auth_mode);
+        this.limits.set(info && info.limits);
+        this.composerChanged();
         this.banner.clear('offline', 'unavailable');
         return;
       } catch (e) {
@@ -512,6 +517,10 @@ class App {
     const composer = $('composer');
     const text = composer.value;
     if (!text.trim() || this.sending || Date.now() < this.sendBlockedUntil) return;
+    if (this.composerProblem) {
+      $('announcer').textContent = this.composerProblem;
+      return;
+    }
     if (this.conversation && this.conversation.streaming.length) return;
     this.sending = true;
     this.updateControls();
@@ -536,7 +545,7 @@ class App {
       const conversation = this.conversation;
       const local = conversation.addLocalUserMessage(text);
       composer.value = '';
-      this.fitComposer();
+      this.composerChanged();
       this.stickToBottom = true;
       try {
         const accepted = await this.api.chat({
@@ -554,7 +563,7 @@ class App {
         conversation.dropLocal(local);
         if (!composer.value) {
           composer.value = text;
-          this.fitComposer();
+          this.composerChanged();
         }
         this.showApiError(e, 'sending your message');
       }
@@ -616,7 +625,7 @@ class App {
     const sendGoes = running || this.sending || blocked;
     if ((focused === $('send') && sendGoes) || (focused === $('stop') && (!running || this.stopping))) $('composer').focus();
     $('send').hidden = running;
-    $('send').disabled = this.sending || blocked;
+    $('send').disabled = this.sending || blocked || !!this.composerProblem;
     $('stop').hidden = !running;
     $('stop').disabled = this.stopping;
     $('empty-chat').hidden = !!conversation && !conversation.isEmpty;
@@ -633,8 +642,19 @@ class App {
     $('announcer').textContent = what;
   }
 
-  fitComposer() {
+  // The composer's text changed: it grows with it, and Send is off while the
+  // text is over a size limit, with the reason shown under the messages.
+  composerChanged() {
     const composer = $('composer');
+    const problem = this.limits.problem(composer.value);
+    if (problem !== this.composerProblem) {
+      this.composerProblem = problem;
+      $('composer-limit').textContent = problem || '';
+      $('composer-limit').hidden = !problem;
+      if (problem) composer.setAttribute('aria-invalid', 'true');
+      else composer.removeAttribute('aria-invalid');
+      this.updateControls();
+    }
     composer.style.height = 'auto';
     composer.style.height = Math.min(composer.scrollHeight, 240) + 'px';
     composer.style.overflowY = composer.scrollHeight > 240 ? 'auto' : 'hidden';
