@@ -200,6 +200,23 @@ class ChatPageTest(PageTestCase):
                    lambda: any("<img" in s["title"] for s in page.session_items()))
         self.assertIsNone(page.js("return window.__pwned === undefined ? null : window.__pwned"))
 
+    def test_an_image_from_elsewhere_is_a_link_the_page_never_fetches(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("See ![a chart](https://images.example.invalid/chart.png?q=1&r=2) here")
+        page.wait_status(reply_id, "complete")
+        shown = page.js("""
+            var body = document.querySelector('[data-message-id="' + arguments[0] + '"] [data-testid="message-body"]');
+            return {img: body.querySelectorAll('img').length,
+                    links: Array.from(body.querySelectorAll('a.image-link')).map(function (a) {
+                      return [a.getAttribute('href'), a.textContent, a.rel]; })};""", reply_id)
+        self.assertEqual(shown["img"], 0, "the page loads images from anywhere a reply names")
+        self.assertTrue(shown["links"], "the image is not shown as a link")
+        for href, text, rel in shown["links"]:
+            self.assertEqual(href, "https://images.example.invalid/chart.png?q=1&r=2")
+            self.assertEqual(text, "Image: a chart")
+            self.assertIn("noopener", rel)
+        # tearDown: no Content-Security-Policy error in the console either.
+
     def test_enter_sends_and_shift_enter_starts_a_new_line(self):
         from browser import Keys
         page = self.page.open(user=self.user)

@@ -15,12 +15,26 @@ function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
+// Images the Content-Security-Policy lets the page show: its own, and data: URLs.
+function localImage(href) {
+  return /^data:image\//i.test(href) || (href.startsWith('/') && !href.startsWith('//'));
+}
+
 const marked = new Marked({
   gfm: true,
   breaks: true,
   renderer: {
     html({ text }) {
       return escapeHtml(text);
+    },
+    // An image from elsewhere is a link to it: the page never fetches what a
+    // reply names (a model can be led to put the conversation into an image's
+    // address), and the policy would block it anyway.
+    image({ href, title, text }) {
+      if (localImage(href)) return false;
+      const label = 'Image: ' + (text || href);
+      const hint = title ? ' title="' + escapeHtml(title) + '"' : '';
+      return '<a class="image-link" href="' + escapeHtml(href) + '"' + hint + '>' + escapeHtml(label) + '</a>';
     },
   },
 });
