@@ -426,12 +426,16 @@ void ChatApi::list_sessions(Call call) {
   if (!user_id) return;
   auto limit = parse_limit(call->param("limit"), 50);
   if (!limit) return call->respond(error(Status::bad_request, "invalid_request", "limit must be from 1 to 200"));
-  store_.list_sessions(std::string(*user_id), *limit, [call](boost::system::error_code ec, std::vector<store::SessionSummary> list) {
-    if (ec) return call->respond(failure(ec, "sessions"));
-    json::array out;
-    for (const auto& s : list) out.push_back(session_json(s));
-    call->respond(http::json_response(Status::ok, json::object{{"sessions", std::move(out)}}));
-  });
+  std::optional<store::SessionCursor> before;
+  if (auto text = call->param("before"); text && !text->empty()) {
+    before = parse_session_cursor(*text);
+    if (!before) return call->respond(error(Status::bad_request, "invalid_request", "before must be a next_before of this list"));
+  }
+  store_.list_sessions(std::string(*user_id), *limit, std::move(before),
+                       [call](boost::system::error_code ec, store::SessionPage page) {
+                         if (ec) return call->respond(failure(ec, "sessions"));
+                         call->respond(http::json_response(Status::ok, session_page_json(page)));
+                       });
 }
 
 void ChatApi::list_messages(Call call, std::string session_id) {

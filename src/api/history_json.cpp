@@ -3,6 +3,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <charconv>
+
+#include "common/identifier.hpp"
 #include "common/time.hpp"
 
 namespace json = boost::json;
@@ -14,6 +17,31 @@ json::object session_json(const store::SessionSummary& s) {
           {"title", s.title},                        {"ai_provider", s.ai_provider},
           {"model", s.model_name},                   {"created_at", to_rfc3339(s.created_at)},
           {"updated_at", to_rfc3339(s.updated_at)},  {"last_message_at", to_rfc3339(s.last_message_at)}};
+}
+
+std::string to_text(const store::SessionCursor& cursor) {
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(cursor.last_message_at.time_since_epoch());
+  return std::to_string(micros.count()) + "." + cursor.session_id;
+}
+
+std::optional<store::SessionCursor> parse_session_cursor(std::string_view text) {
+  auto dot = text.find('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  auto digits = text.substr(0, dot), id = text.substr(dot + 1);
+  std::int64_t micros = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), micros);
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() || micros < 0 ||
+      !is_valid_identifier(id))
+    return std::nullopt;
+  return store::SessionCursor{SystemTime{std::chrono::duration_cast<SystemTime::duration>(std::chrono::microseconds{micros})},
+                              std::string(id)};
+}
+
+json::object session_page_json(const store::SessionPage& page) {
+  json::array sessions;
+  for (const auto& s : page.sessions) sessions.push_back(session_json(s));
+  return {{"sessions", std::move(sessions)},
+          {"next_before", page.next_before ? json::value(to_text(*page.next_before)) : json::value(nullptr)}};
 }
 
 json::object message_json(const store::StoredMessage& m) {

@@ -94,6 +94,19 @@ struct SessionSummary {
   SystemTime last_message_at;
 };
 
+// Where a page of sessions ended: the next page lists the sessions after it
+// (older last_message_at, then the lower session id). A position, not a row,
+// so it holds when that session is deleted meanwhile.
+struct SessionCursor {
+  SystemTime last_message_at;
+  std::string session_id;
+};
+
+struct SessionPage {
+  std::vector<SessionSummary> sessions;       // newest first
+  std::optional<SessionCursor> next_before;  // pass as `before` for the older page
+};
+
 struct MessagePage {
   std::vector<StoredMessage> messages;     // oldest first
   std::optional<std::string> next_before;  // pass as `before` for the older page
@@ -102,7 +115,7 @@ struct MessagePage {
 using DoneCallback = std::function<void(boost::system::error_code)>;
 using HistoryCallback = std::function<void(boost::system::error_code, std::vector<protocol::HistoryEntry>)>;
 using OwnerCallback = std::function<void(boost::system::error_code, std::optional<std::string> owner)>;
-using SessionsCallback = std::function<void(boost::system::error_code, std::vector<SessionSummary>)>;
+using SessionsCallback = std::function<void(boost::system::error_code, SessionPage)>;
 using PageCallback = std::function<void(boost::system::error_code, MessagePage)>;
 
 class MessageStore {
@@ -127,7 +140,10 @@ class MessageStore {
   virtual void claim_session(std::string session_id, std::string user_id, DoneCallback done) = 0;
   // nullopt owner: the session does not exist (yet).
   virtual void session_owner(std::string session_id, OwnerCallback done) = 0;
-  virtual void list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) = 0;
+  // The user's `limit` (clamped to 1..1000) newest sessions after `before`
+  // (none: from the newest); next_before is set when older ones exist.
+  virtual void list_sessions(std::string user_id, std::size_t limit, std::optional<SessionCursor> before,
+                             SessionsCallback done) = 0;
   // `before`: a message id from next_before; empty for the newest page. The page
   // holds the `limit` newest messages older than `before` (limit clamped to
   // 1..1000); next_before is set when older ones exist. not_found for an unknown

@@ -31,7 +31,7 @@ boost::system::error_code remove_session(Connection& c, const std::string& sessi
 
 // ---- reads ----
 boost::system::error_code sessions_of(Connection& c, const std::string& user_id, std::size_t limit,
-                                      std::vector<SessionSummary>& out);
+                                      const std::optional<SessionCursor>& before, SessionPage& page);
 boost::system::error_code page_of(Connection& c, const std::string& session_id, const std::string& user_id,
                                   std::size_t limit, const std::string& before, MessagePage& page);
 

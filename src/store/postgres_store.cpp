@@ -256,9 +256,11 @@ void PostgresStore::session_owner(std::string session_id, OwnerCallback done) {
   });
 }
 
-void PostgresStore::list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) {
-  impl_->enqueue(std::move(done), [user = std::move(user_id), limit](Connection& c, auto& out) {
-    return pg::sessions_of(c, user, limit, out);
+void PostgresStore::list_sessions(std::string user_id, std::size_t limit, std::optional<SessionCursor> before,
+                                  SessionsCallback done) {
+  impl_->enqueue(std::move(done), [user = std::move(user_id), limit, before = std::move(before)](Connection& c,
+                                                                                                 SessionPage& page) {
+    return pg::sessions_of(c, user, limit, before, page);
   });
 }
 

@@ -29,7 +29,7 @@ boost::system::error_code read_owner(Connection& db, const std::string& session_
 // not_found without the session, forbidden when another user owns it.
 boost::system::error_code check_owner(Connection& db, const std::string& session_id, const std::string& user_id);
 boost::system::error_code sessions_of(Connection& db, const std::string& user_id, std::size_t limit,
-                                      std::vector<SessionSummary>& out);
+                                      const std::optional<SessionCursor>& before, SessionPage& page);
 boost::system::error_code page_of(Connection& db, const std::string& session_id, const std::string& user_id,
                                   std::size_t limit, const std::string& before, MessagePage& page);
 

@@ -73,12 +73,17 @@ error_code check_owner(Connection& db, const std::string& session_id, const std:
 }
 
 error_code sessions_of(Connection& db, const std::string& user_id, std::size_t limit,
-                       std::vector<SessionSummary>& out) {
+                       const std::optional<SessionCursor>& before, SessionPage& page) {
+  limit = detail::clamp_limit(limit);
   auto q = db.query(
-      "SELECT session_id, user_id, title, ai_provider, model_name, created_at, updated_at, last_message_at "
-      "FROM chat_sessions WHERE user_id = ?1 ORDER BY last_message_at DESC, session_id DESC LIMIT ?2");
-  q.bind(user_id).bind(static_cast<std::int64_t>(detail::clamp_limit(limit)));
-  while (q.next()) out.push_back(read_session(q));
+      std::string("SELECT session_id, user_id, title, ai_provider, model_name, created_at, updated_at, last_message_at "
+                  "FROM chat_sessions WHERE user_id = ?1 ") +
+      (before ? "AND (last_message_at, session_id) < (?3, ?4) " : "") +
+      "ORDER BY last_message_at DESC, session_id DESC LIMIT ?2");
+  q.bind(user_id).bind(static_cast<std::int64_t>(limit + 1));  // one more: is there an older page?
+  if (before) q.bind(detail::to_micros(before->last_message_at)).bind(before->session_id);
+  while (q.next()) page.sessions.push_back(read_session(q));
+  detail::cut_session_page(page, limit);
   return q.error();
 }
 

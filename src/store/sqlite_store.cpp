@@ -210,9 +210,11 @@ void SqliteStore::session_owner(std::string session_id, OwnerCallback done) {
   });
 }
 
-void SqliteStore::list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) {
-  impl_->enqueue(std::move(done), [user = std::move(user_id), limit](Connection& db, auto& out) {
-    return sqlite::sessions_of(db, user, limit, out);
+void SqliteStore::list_sessions(std::string user_id, std::size_t limit, std::optional<SessionCursor> before,
+                                SessionsCallback done) {
+  impl_->enqueue(std::move(done), [user = std::move(user_id), limit, before = std::move(before)](Connection& db,
+                                                                                                 SessionPage& page) {
+    return sqlite::sessions_of(db, user, limit, before, page);
   });
 }
 

@@ -47,7 +47,8 @@ class SqliteStore final : public MessageStore {
   void save_assistant_message(AssistantMessage m, DoneCallback done) override;
   void claim_session(std::string session_id, std::string user_id, DoneCallback done) override;
   void session_owner(std::string session_id, OwnerCallback done) override;
-  void list_sessions(std::string user_id, std::size_t limit, SessionsCallback done) override;
+  void list_sessions(std::string user_id, std::size_t limit, std::optional<SessionCursor> before,
+                     SessionsCallback done) override;
   void list_messages(std::string session_id, std::string user_id, std::size_t limit, std::string before,
                      PageCallback done) override;
   void delete_session(std::string session_id, std::string user_id, DoneCallback done) override;

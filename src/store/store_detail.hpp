@@ -31,6 +31,14 @@ inline SystemTime from_micros(std::int64_t us) {
   return SystemTime{std::chrono::duration_cast<SystemTime::duration>(std::chrono::microseconds{us})};
 }
 
+// A page read with one row more than `limit`: that row only tells that an
+// older page exists, which starts after the page's last session.
+inline void cut_session_page(SessionPage& page, std::size_t limit) {
+  if (page.sessions.size() <= limit) return;
+  page.sessions.resize(limit);
+  page.next_before = SessionCursor{page.sessions.back().last_message_at, page.sessions.back().session_id};
+}
+
 // A reply without a status is a finished one, and metadata is always a JSON object.
 inline AssistantMessage normalised(AssistantMessage m) {
   if (m.status.empty()) m.status = "complete";

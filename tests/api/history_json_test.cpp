@@ -60,5 +60,20 @@ TEST(HistoryPageTest, EscapedContentCountsAsWritten) {
   EXPECT_EQ(body.at("messages").as_array().size(), 2u);
 }
 
+TEST(SessionCursorTest, ACursorComesBackAsItWasGiven) {
+  store::SessionCursor cursor{SystemTime{std::chrono::microseconds{1'764'612'345'123'456}}, "sess_a-1"};
+  EXPECT_EQ(to_text(cursor), "1764612345123456.sess_a-1");
+  auto parsed = parse_session_cursor(to_text(cursor));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->last_message_at, cursor.last_message_at);
+  EXPECT_EQ(parsed->session_id, cursor.session_id);
+}
+
+TEST(SessionCursorTest, AnythingElseIsNoCursor) {
+  for (const char* bad : {"", ".", "12", "12.", ".s", "-1.s", "+1.s", "1e3.s", "12.a b", "12.s.t", "99999999999999999999.s",
+                          " 12.s", "12.s "})
+    EXPECT_FALSE(parse_session_cursor(bad)) << bad;
+}
+
 }  // namespace
 }  // namespace chat::api

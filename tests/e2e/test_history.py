@@ -91,12 +91,18 @@ class HistoryTests:
 
     # -- API helpers ----------------------------------------------------------------
     def sessions(self, srv, user_id, **extra):
+        return self.sessions_page(srv, user_id, **extra)["sessions"]
+
+    def sessions_page(self, srv, user_id, **extra):
         r = srv.get("/api/sessions?" + q(user_id=user_id, **extra))
         self.assertEqual(r.status, 200, "GET /api/sessions: %r" % r)
         self.assertIn("application/json", (r.header("content-type") or "").lower(), r)
         d = r.json()
         self.assertIsInstance(d.get("sessions"), list, d)
-        return d["sessions"]
+        self.assertIn("next_before", d, "the list lacks next_before: %r" % d)
+        nb = d["next_before"]
+        self.assertTrue(nb is None or isinstance(nb, str) and nb, "next_before: %r" % nb)
+        return d
 
     def messages_page(self, srv, session_id, user_id, **extra):
         r = srv.get("/api/sessions/%s/messages?%s" % (session_id, q(user_id=user_id, **extra)))
@@ -199,6 +205,36 @@ class HistoryTests:
         # limit
         one = self.sessions(srv, uid, limit=1)
         self.assertEqual([s["session_id"] for s in one], [sids["a"]], one)
+
+    def test_session_pages_walk_every_session_once(self):
+        srv, uid = self.srv, h.new_id("u")
+        made = [h.new_id("s%d" % i) for i in range(5)]
+        for sid in made:
+            srv.chat_ok(sid, uid, "conversation " + sid)
+        whole = [s["session_id"] for s in self.sessions(srv, uid)]
+        self.assertEqual(sorted(whole), sorted(made))
+        walked, before, pages = [], None, 0
+        while True:
+            extra = {"limit": 2}
+            if before:
+                extra["before"] = before
+            d = self.sessions_page(srv, uid, **extra)
+            self.assertLessEqual(len(d["sessions"]), 2, d)
+            walked += [s["session_id"] for s in d["sessions"]]
+            pages += 1
+            before = d["next_before"]
+            if not before:
+                break
+            self.assertLess(pages, 5, "the cursor does not advance: %r" % d)
+        self.assertEqual(walked, whole, "the pages differ from the whole list")
+        self.assertEqual(pages, 3)
+        # A cursor whose session was deleted meanwhile still leads on.
+        first = self.sessions_page(srv, uid, limit=2)
+        self.assertEqual(srv.request("DELETE", "/api/sessions/%s?%s" % (whole[1], q(user_id=uid))).status, 200)
+        rest = self.sessions(srv, uid, limit=10, before=first["next_before"])
+        self.assertEqual([s["session_id"] for s in rest], whole[2:])
+        for bad in ("abc", "12", ".s1", "12.", "-5.s1", "12.a b", "12.s1.x", "1e3.s1", "99999999999999999999.s1"):
+            self.assert_error(srv.get("/api/sessions?" + q(user_id=uid, before=bad)), 400, "sessions before=%r" % bad)
 
     def test_sessions_belong_to_their_user(self):
         srv = self.srv

@@ -121,9 +121,14 @@ class Sync {
   std::pair<error_code, std::optional<std::string>> owner(std::string session) {
     return await<std::optional<std::string>>([&](auto cb) { s_.session_owner(std::move(session), std::move(cb)); });
   }
+  std::pair<error_code, SessionPage> session_page(std::string user, std::size_t limit,
+                                                  std::optional<SessionCursor> before = std::nullopt) {
+    return await<SessionPage>(
+        [&](auto cb) { s_.list_sessions(std::move(user), limit, std::move(before), std::move(cb)); });
+  }
   std::pair<error_code, std::vector<SessionSummary>> sessions(std::string user, std::size_t limit = 100) {
-    return await<std::vector<SessionSummary>>(
-        [&](auto cb) { s_.list_sessions(std::move(user), limit, std::move(cb)); });
+    auto [ec, page] = session_page(std::move(user), limit);
+    return {ec, std::move(page.sessions)};
   }
   std::pair<error_code, MessagePage> page(std::string session, std::string user, std::size_t limit,
                                           std::string before = {}) {
