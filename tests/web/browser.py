@@ -277,8 +277,8 @@ class StoredHistory:
         return wait_until("message %s to be stored" % message_id,
                           lambda: self.message(session_id, message_id), timeout, interval=0.2)
 
-    def sessions(self):
-        r = harness.http_request(self.port, "GET", "/api/sessions?user_id=%s" % self.user)
+    def sessions(self, limit=50):
+        r = harness.http_request(self.port, "GET", "/api/sessions?user_id=%s&limit=%d" % (self.user, limit))
         if r.status != 200:
             raise AssertionError("sessions -> %s %r" % (r.status, r.body[:300]))
         return r.json()["sessions"]

@@ -10,6 +10,7 @@ Every assertion about text compares the page with what the history API stores.
 Run (from tests/web): CHATD_BIN=../../build/chatd /usr/bin/python3 -m unittest -v test_chat_page
 """
 
+import json
 import os
 import subprocess
 import time
@@ -254,6 +255,30 @@ class ChatPageTest(PageTestCase):
         wait_until("the deleted conversation to leave the list", lambda: [s["id"] for s in page.session_items()] == [ids[1]])
         self.assertEqual([s["session_id"] for s in self.history.sessions()], [ids[1]])
         wait_until("the page to leave the deleted conversation", lambda: page.session_id() is None and page.messages() == [])
+
+    def test_conversations_past_the_first_hundred_are_a_click_away_and_stay_listed(self):
+        port = self.server.port
+        for _ in range(103):
+            r = harness.http_request(port, "POST", "/api/sessions", json.dumps({"user_id": self.user}),
+                                     {"Content-Type": "application/json"})
+            self.assertEqual(r.status, 201, r)
+        stored = [s["session_id"] for s in self.history.sessions(limit=200)]
+        page = self.page.open(user=self.user)
+        wait_until("the newest hundred", lambda: len(page.session_items()) == 100)
+        self.assertTrue(page.visible("older-sessions"), "no way to reach the older conversations")
+        page.find("older-sessions").click()
+        wait_until("all 103", lambda: len(page.session_items()) == 103)
+        self.assertEqual([s["id"] for s in page.session_items()], stored)
+        self.assertFalse(page.visible("older-sessions"), "the button stays when everything is listed")
+        # The oldest gets a message: it moves to the top, and the list still holds all of them once.
+        oldest = stored[-1]
+        page.js("document.querySelector('li[data-session-id=\"' + arguments[0] + '\"] .session-open').click()", oldest)
+        wait_until("the oldest to open", lambda: page.session_id() == oldest)
+        page.wait_status(page.send("Back to the oldest"), "complete")
+        wait_until("the oldest at the top", lambda: page.session_items()[0]["id"] == oldest)
+        ids = [s["id"] for s in page.session_items()]
+        self.assertEqual(ids, [oldest] + stored[:-1])
+        self.assertFalse(page.visible("older-sessions"))
 
     def test_a_conversation_deleted_in_another_window_is_said_so_and_not_made_again(self):
         first = self.page.open(user=self.user)

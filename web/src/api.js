@@ -97,8 +97,9 @@ export class Api {
     return this.call('GET', '/api/providers', { asUser: false });
   }
 
-  sessions() {
-    return this.call('GET', '/api/sessions', { query: { limit: 100 } });
+  // The newest conversations, or (with `before`, a page's next_before) those after that page.
+  sessions(before = null) {
+    return this.call('GET', '/api/sessions', { query: before ? { limit: 100, before } : { limit: 100 } });
   }
 
   messages(sessionId, { before, limit = 50 } = {}) {

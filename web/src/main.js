@@ -59,9 +59,10 @@ class App {
     });
     this.limits = new MessageLimits();
     this.composerProblem = null; // why the message in the composer cannot go (its size)
-    this.sessions = new SessionList($('session-list'), $('session-empty'), {
+    this.sessions = new SessionList($('session-list'), $('session-empty'), $('older-sessions'), {
       onSelect: (id) => this.navigate(id),
       onDelete: (id) => this.deleteSession(id),
+      onOlder: () => this.showOlderSessions(),
     });
     this.sessionId = null;
     this.conversation = null;
@@ -276,12 +277,22 @@ class App {
 
   async refreshSessions() {
     try {
-      const answer = await this.api.sessions();
-      this.sessions.show(answer.sessions || []);
+      this.sessions.showNewest(await this.api.sessions());
       this.banner.clear('offline');
       if (this.sessionId && this.sessions.has(this.sessionId)) this.setTitle(this.sessions.titleOf(this.sessionId));
     } catch (e) {
       this.showApiError(e, 'loading your conversations');
+    }
+  }
+
+  async showOlderSessions() {
+    const before = this.sessions.nextBefore;
+    if (!before) return;
+    try {
+      const page = await this.api.sessions(before);
+      if (this.sessions.nextBefore === before) this.sessions.showOlder(page);
+    } catch (e) {
+      this.showApiError(e, 'loading older conversations');
     }
   }
 
@@ -492,6 +503,7 @@ class App {
 
   sessionDeleted(sessionId) {
     ResumeState.remove(sessionId);
+    this.sessions.forget(sessionId);
     const open = this.sessionId === sessionId;
     if (open) this.navigate(null); // first: leaving the conversation clears its banners
     if (open && this.deleting !== sessionId) {

@@ -3,6 +3,13 @@
 
 const CONFIRM_MS = 4000;
 
+// Whether session `a` is listed after `b`: older last message, then the lower
+// id (the server's order; its times all have six decimals, so they compare as text).
+function listedAfter(a, b) {
+  if (a.last_message_at !== b.last_message_at) return a.last_message_at < b.last_message_at;
+  return a.session_id < b.session_id;
+}
+
 function relativeTime(iso) {
   const then = Date.parse(iso);
   if (Number.isNaN(then)) return '';
@@ -15,14 +22,49 @@ function relativeTime(iso) {
 }
 
 export class SessionList {
-  // handlers: onSelect(sessionId), onDelete(sessionId) -> Promise
-  constructor(listElement, emptyElement, handlers) {
+  // handlers: onSelect(sessionId), onDelete(sessionId) -> Promise, onOlder()
+  // (the user asked for the page at this.nextBefore)
+  constructor(listElement, emptyElement, olderButton, handlers) {
     this.list = listElement;
     this.empty = emptyElement;
+    this.olderButton = olderButton;
     this.handlers = handlers;
     this.sessions = [];
+    this.expanded = false; // the user opened older pages
+    this.nextBefore = null; // where the next older page starts (none: all are listed)
     this.currentId = null;
     this.list.addEventListener('click', (event) => this.click(event));
+    olderButton.addEventListener('click', () => this.handlers.onOlder());
+  }
+
+  // The newest page (GET /api/sessions) replaces the list. Once the user has
+  // opened older pages, what was listed after the new page's end stays (those
+  // pushed down out of it too), and the older pages' cursor with it.
+  showNewest({ sessions = [], next_before: nextBefore = null }) {
+    let tail = [];
+    if (this.expanded && nextBefore && sessions.length) {
+      const last = sessions[sessions.length - 1];
+      const listed = new Set(sessions.map((s) => s.session_id));
+      tail = this.sessions.filter((s) => !listed.has(s.session_id) && listedAfter(s, last));
+    }
+    if (!tail.length) {
+      this.expanded = false;
+      this.nextBefore = nextBefore;
+    }
+    this.show([...sessions, ...tail]);
+  }
+
+  // Deleted here: gone before the newest page is read again.
+  forget(sessionId) {
+    this.sessions = this.sessions.filter((s) => s.session_id !== sessionId);
+  }
+
+  // An older page, asked for with this.nextBefore.
+  showOlder({ sessions = [], next_before: nextBefore = null }) {
+    const listed = new Set(this.sessions.map((s) => s.session_id));
+    this.expanded = true;
+    this.nextBefore = nextBefore;
+    this.show([...this.sessions, ...sessions.filter((s) => !listed.has(s.session_id))]);
   }
 
   titleOf(sessionId) {
@@ -42,6 +84,7 @@ export class SessionList {
     const items = sessions.map((session) => this.item(session));
     this.list.replaceChildren(...items);
     this.empty.hidden = sessions.length > 0;
+    this.olderButton.hidden = !this.nextBefore;
     if (focused) this.list.querySelector(`li[data-session-id="${CSS.escape(focused)}"] .session-open`)?.focus();
   }
 
