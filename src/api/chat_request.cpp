@@ -15,24 +15,12 @@ namespace {
 
 ValidationError invalid(std::string message) { return {"invalid_request", std::move(message)}; }
 
-// Model names carry dots, colons and slashes ("llama3.1:8b", "org/model"), but
-// no spaces or control characters.
-bool is_valid_model(std::string_view s) {
-  if (s.empty() || s.size() > 128) return false;
-  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return c > 0x20 && c < 0x7f; });
-}
-
-// Text a client sends must carry no NUL: PostgreSQL refuses it, and no chat
-// message needs it.
-bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
-
 void read_context(const json::object& ctx, pod::ChatRequest& out, const ChatLimits& limits, std::string& error) {
   protocol::JsonFields c(ctx, error, "context.");
   out.temperature = c.number("temperature", 0.0, 2.0);
   out.max_tokens = c.integer("max_tokens", 1, 1'000'000);
   if (auto sp = c.text("system_prompt")) {
     if (utf8_length(*sp) > limits.max_message_chars) c.fail("context.system_prompt is too long");
-    else if (has_nul(*sp)) c.fail("context.system_prompt must not contain NUL characters");
     else out.system_prompt = std::string(*sp);
   }
 }
@@ -79,10 +67,9 @@ ChatRequestResult parse_chat_request(std::string_view body, const ChatLimits& li
   if (utf8_is_blank(*message)) return {std::nullopt, invalid("message must not be empty")};
   if (utf8_length(*message) > limits.max_message_chars)
     return {std::nullopt, invalid("message is longer than " + std::to_string(limits.max_message_chars) + " characters")};
-  if (has_nul(*message)) return {std::nullopt, invalid("message must not contain NUL characters")};
   if (provider && !provider->empty() && !is_valid_identifier(*provider))
     return {std::nullopt, invalid("ai_provider must be a provider name such as openai, anthropic or demo")};
-  if (model && !model->empty() && !is_valid_model(*model))
+  if (model && !model->empty() && !is_valid_model_name(*model))
     return {std::nullopt, invalid("model must be 1 to 128 printable characters without spaces")};
   r.session_id = *session_id;
   if (user_id) r.user_id = *user_id;

@@ -14,7 +14,7 @@ std::string_view to_string(MessageStatus s) {
   return "incomplete";
 }
 
-void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out) {
+void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare) {
   counters_.chunks_received.add();
   auto it = buffers_.find(chunk.message_id);
   if (it == buffers_.end()) {
@@ -22,10 +22,20 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       counters_.late_dropped.add();
       return;
     }
-    const auto accepted_at = accepted_silent_.take(chunk.message_id);
-    const bool room = make_room(now, out, !accepted_at);
+    if (const auto* silent = accepted_silent_.find(chunk.message_id);
+        silent && silent->session_id != chunk.session_id) {
+      counters_.wrong_session_dropped.add();
+      out.push_back(WrongSession{chunk.session_id, chunk.message_id, silent->session_id});
+      return;
+    }
+    if (!memory_to_spare && !accepted_silent_.contains(chunk.message_id)) {
+      counters_.no_room_dropped.add();
+      return;
+    }
+    const auto silent = accepted_silent_.take(chunk.message_id);
+    const bool room = make_room(now, out, !silent);
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
-    if (accepted_at) mark_accepted(it->second, *accepted_at);
+    if (silent) mark_accepted(it->second, silent->accepted_at);
     if (!room) {
       // Every buffer holds a reply accepted here: this one, another pod's,
       // ends here at once, and that pod stores it.
@@ -35,6 +45,13 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     }
   }
   auto& buffer = it->second;
+  // A reply belongs to the session it was first seen with (accepted for, or
+  // its first chunk's): a chunk naming another cannot carry it there.
+  if (chunk.session_id != buffer.session_id()) {
+    counters_.wrong_session_dropped.add();
+    out.push_back(WrongSession{chunk.session_id, chunk.message_id, buffer.session_id()});
+    return;
+  }
   const auto footprint_before = buffer.footprint();  // a restart below clears it
   const bool had_any = buffer.received_any();
   if (buffer.attempt() != 0 && chunk.attempt < buffer.attempt()) {
@@ -50,7 +67,8 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
   }
   scratch_.clear();
   const bool in_turn = chunk.chunk_id == buffer.next_id();
-  auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, scratch_);
+  auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, scratch_,
+                            memory_to_spare || buffer.accepted_here());
   held_bytes_ = held_bytes_ - footprint_before + buffer.footprint();
   if (had_any && !buffer.received_any()) --streaming_;
   if (!had_any && buffer.received_any()) ++streaming_;
@@ -58,6 +76,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     case PushResult::duplicate: counters_.duplicates_dropped.add(); return;
     case PushResult::after_final: counters_.late_dropped.add(); return;
     case PushResult::over_limit: counters_.over_limit_dropped.add(); return;
+    case PushResult::no_room: counters_.no_room_dropped.add(); return;
     case PushResult::released_or_held: break;
   }
   if (!in_turn) counters_.chunks_reordered.add();
@@ -70,6 +89,14 @@ void BufferManager::expect(const std::string& session_id, const std::string& mes
                            std::vector<Event>& out) {
   if (finished_.contains(message_id)) return;
   auto it = buffers_.find(message_id);
+  if (it != buffers_.end() && it->second.session_id() != session_id) {
+    // Opened by a chunk naming another session: not this reply's.
+    counters_.wrong_session_dropped.add(it->second.content_chunks());
+    out.push_back(WrongSession{it->second.session_id(), message_id, session_id});
+    if (it->second.received_any()) --streaming_;
+    erase(it);
+    it = buffers_.end();
+  }
   if (it == buffers_.end()) {
     make_room(now, out, false);
     it = buffers_.try_emplace(message_id, session_id, message_id, now).first;
@@ -120,7 +147,7 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     if (!it->second.received_any()) {
       // Only an expected reply has a buffer and no chunk: accepted here.
       counters_.never_arrived.add();
-      accepted_silent_.remember(id, now, *it->second.accepted_at);
+      accepted_silent_.remember(id, now, Silent{*it->second.accepted_at, it->second.session_id()});
       out.push_back(ReplySilent{it->second.session_id(), id});
       erase(it);
       continue;

@@ -56,7 +56,10 @@ struct ReplyRestarted { std::string session_id; std::string message_id; std::uin
 // A reply accepted here sent no chunk within max_age: its empty buffer went,
 // nothing is stored yet (a first chunk that still comes is this pod's).
 struct ReplySilent { std::string session_id; std::string message_id; };
-using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted, ReplySilent>;
+// A chunk named another session than its reply's (accepted for, or first
+// seen with): dropped, or the buffer it had opened was.
+struct WrongSession { std::string session_id; std::string message_id; std::string reply_session_id; };
+using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted, ReplySilent, WrongSession>;
 
 // Written by the owning shard only; read by metrics scrapes on any thread.
 struct Counters {
@@ -74,6 +77,7 @@ struct Counters {
   metrics::Counter buffers_abandoned;    // another pod's reply, nobody here watching any more
   metrics::Counter replays_requested;
   metrics::Counter stale_attempts_dropped;  // chunks of an attempt a newer one replaced
+  metrics::Counter wrong_session_dropped;   // naming another session than their reply's
   metrics::Counter replies_restarted;
 };
 
@@ -83,7 +87,10 @@ class BufferManager {
   explicit BufferManager(Limits limits)
       : limits_(limits), finished_(limits.max_buffers * 4), accepted_silent_(limits.max_buffers) {}
 
-  void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out);
+  // Without `memory_to_spare` (the pod's reply memory is spent), another pod's
+  // reply opens no buffer and holds no chunk out of its turn here (that pod
+  // stores it whole); replies accepted here keep every chunk.
+  void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare = true);
 
   // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
   // Making room may finish the least recently active buffer, another pod's
@@ -190,10 +197,13 @@ class BufferManager {
   // Finished messages (-> stored here), so a late duplicate does not start a
   // new buffer.
   RecentIds<bool> finished_;
-  // Accepted here (-> when), but dropped at max_age before any chunk came (a
-  // long wait in the work queue): a first chunk that still comes is this pod's
-  // to store.
-  RecentIds<SteadyTime> accepted_silent_;
+  // Accepted here, but dropped at max_age before any chunk came (a long wait
+  // in the work queue): a first chunk that still comes is this pod's to store.
+  struct Silent {
+    SteadyTime accepted_at;
+    std::string session_id;
+  };
+  RecentIds<Silent> accepted_silent_;
   Counters counters_;
   std::size_t streaming_ = 0;  // buffers that received a chunk
   std::vector<protocol::ResponseChunk> scratch_;

@@ -1,6 +1,18 @@
 #include "buffer/message_buffer.hpp"
 
 namespace chat::buffer {
+namespace {
+
+// What a kept chunk costs beyond its fixed size: its text, the JSON it came
+// as, and its metadata and error texts.
+std::size_t bytes_of(const protocol::ResponseChunk& c) {
+  std::size_t n = c.chunk.size() + c.wire.size() + c.timestamp.size() + c.correlation_id.size();
+  if (c.metadata) n += c.metadata->model.size() + c.metadata->finish_reason.size();
+  if (c.error) n += c.error->code.size() + c.error->message.size();
+  return n;
+}
+
+}  // namespace
 
 MessageBuffer::MessageBuffer(std::string session_id, std::string message_id, SteadyTime now)
     : session_id_(std::move(session_id)), message_id_(std::move(message_id)), created_(now), last_activity_(now) {}
@@ -17,18 +29,20 @@ void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
   content_chunks_ = 0;
   skipped_.clear();
   final_chunk_.reset();
+  final_bytes_ = 0;
   replay_requested_at.reset();
   replays_requested = 0;
   delay_noticed_for.reset();
 }
 
 PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
-                               std::vector<protocol::ResponseChunk>& released) {
+                               std::vector<protocol::ResponseChunk>& released, bool may_hold) {
   if (attempt_ == 0) attempt_ = chunk.attempt;
   const auto id = chunk.chunk_id;
   if (id < next_id_ || held_.contains(id)) return PushResult::duplicate;
   if (final_id_ && (id > *final_id_ || chunk.is_final)) return PushResult::after_final;
   if (id >= max_chunks) return PushResult::over_limit;
+  if (id != next_id_ && !may_hold) return PushResult::no_room;
   if (chunk.is_final) {
     // A final chunk below an id we already hold contradicts the contract
     // ("the final chunk has the highest id"): keep the first story.
@@ -44,7 +58,7 @@ PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, st
     gap_since_.reset();
     return PushResult::released_or_held;
   }
-  held_bytes_ += chunk.chunk.size();
+  held_bytes_ += bytes_of(chunk);
   held_.emplace(id, std::move(chunk));
   release_ready(released);
   if (held_.empty()) gap_since_.reset();
@@ -68,7 +82,7 @@ std::vector<std::uint32_t> MessageBuffer::skip_expired_gap(SteadyTime now, std::
 
 void MessageBuffer::release_ready(std::vector<protocol::ResponseChunk>& released) {
   for (auto it = held_.begin(); it != held_.end() && it->first == next_id_; it = held_.erase(it)) {
-    held_bytes_ -= it->second.chunk.size();
+    held_bytes_ -= bytes_of(it->second);
     record(it->second);
     ++next_id_;
     released.push_back(std::move(it->second));
@@ -80,7 +94,10 @@ void MessageBuffer::record(const protocol::ResponseChunk& c) {
     content_ += c.chunk;
     ++content_chunks_;
   }
-  if (c.is_final) final_chunk_ = c;
+  if (c.is_final) {
+    final_chunk_ = c;
+    final_bytes_ = bytes_of(c);
+  }
 }
 
 }  // namespace chat::buffer

@@ -16,15 +16,19 @@
 
 namespace chat::buffer {
 
-enum class PushResult { released_or_held, duplicate, after_final, over_limit };
+// no_room: it would wait out of its turn, and the caller said there is no
+// memory for that.
+enum class PushResult { released_or_held, duplicate, after_final, over_limit, no_room };
 
 class MessageBuffer {
  public:
   MessageBuffer(std::string session_id, std::string message_id, SteadyTime now);
 
   // Appends to `released` every chunk that became deliverable, in id order.
+  // Without `may_hold`, a chunk that would wait for an earlier one is refused
+  // (the one that is due is always taken: it releases what waits).
   PushResult push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
-                  std::vector<protocol::ResponseChunk>& released);
+                  std::vector<protocol::ResponseChunk>& released, bool may_hold = true);
 
   // When a gap has blocked later chunks for longer than `timeout`, gives up on
   // the missing ids (returned) and releases what follows them.
@@ -66,8 +70,9 @@ class MessageBuffer {
 
   // What the released chunks add up to, for the stored message.
   const std::string& content() const { return content_; }
-  // Bytes of reply text it holds: released (for the store) and waiting.
-  std::size_t footprint() const { return content_.size() + held_bytes_; }
+  // Bytes it holds: the reply text released (for the store), and the chunks
+  // waiting for their turn and the final one as they came.
+  std::size_t footprint() const { return content_.size() + held_bytes_ + final_bytes_; }
   std::size_t content_chunks() const { return content_chunks_; }
   const std::vector<std::uint32_t>& skipped_ids() const { return skipped_; }
   const std::optional<protocol::ResponseChunk>& final_chunk() const { return final_chunk_; }
@@ -85,11 +90,12 @@ class MessageBuffer {
   std::uint32_t next_id_ = 0;
   std::optional<std::uint32_t> final_id_;
   std::map<std::uint32_t, protocol::ResponseChunk> held_;
-  std::size_t held_bytes_ = 0;  // text of the chunks in held_
+  std::size_t held_bytes_ = 0;  // of the chunks in held_ (bytes_of)
   std::string content_;
   std::size_t content_chunks_ = 0;
   std::vector<std::uint32_t> skipped_;
   std::optional<protocol::ResponseChunk> final_chunk_;
+  std::size_t final_bytes_ = 0;
 };
 
 }  // namespace chat::buffer

@@ -1,5 +1,6 @@
 #include "common/identifier.hpp"
 
+#include <algorithm>
 #include <array>
 #include <random>
 
@@ -13,6 +14,11 @@ bool is_valid_identifier(std::string_view id) noexcept {
     if (!ok) return false;
   }
   return true;
+}
+
+bool is_valid_model_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > kMaxIdentifierLength) return false;
+  return std::all_of(name.begin(), name.end(), [](unsigned char c) { return c > 0x20 && c < 0x7f; });
 }
 
 namespace {

@@ -13,6 +13,10 @@ inline constexpr std::size_t kMaxIdentifierLength = 128;
 
 bool is_valid_identifier(std::string_view id) noexcept;
 
+// Model names carry dots, colons and slashes ("llama3.1:8b", "org/model"), but
+// no spaces or control characters: 1..128 printable ASCII characters.
+bool is_valid_model_name(std::string_view name) noexcept;
+
 // A fresh random identifier such as "msg_3f9a…" (prefix + 24 hex digits).
 std::string new_identifier(std::string_view prefix);
 

@@ -241,6 +241,9 @@ void SessionHub::collect(metrics::Exposition& out) const {
           [](S s) -> const metrics::Counter& { return s.counters().stale_attempts_dropped; }, {{"reason", "older_attempt"}});
   counter("chat_chunks_dropped_total", dropped,
           [](S s) -> const metrics::Counter& { return s.counters().no_room_dropped; }, {{"reason", "no_room"}});
+  counter("chat_chunks_dropped_total", dropped,
+          [](S s) -> const metrics::Counter& { return s.counters().wrong_session_dropped; },
+          {{"reason", "wrong_session"}});
   counter("chat_chunks_missing_total", "Chunks given up after BUFFER_MISSING_CHUNK_TIMEOUT.",
           [](S s) -> const metrics::Counter& { return s.counters().chunks_skipped; });
   counter("chat_gap_fills_total", "Times a gap or a silent reply made the pod ask for chunks again (log or replay).",

@@ -53,7 +53,9 @@ void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
   process_events();
 }
 
-void SessionShard::push(protocol::ResponseChunk chunk) { buffers_.push(std::move(chunk), clock_(), events_); }
+void SessionShard::push(protocol::ResponseChunk chunk) {
+  buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share());
+}
 
 void SessionShard::expect(const std::string& session_id, const std::string& message_id) {
   buffers_.expect(session_id, message_id, clock_(), events_);
@@ -103,6 +105,9 @@ void SessionShard::process_events() {
       finish(std::move(done->message));
     } else if (auto* silent = std::get_if<buffer::ReplySilent>(&e)) {
       drop_backlog(silent->session_id, silent->message_id);
+    } else if (auto* wrong = std::get_if<buffer::WrongSession>(&e)) {
+      log::warn("chunk_rejected", {{"session_id", wrong->session_id}, {"message_id", wrong->message_id},
+                                   {"error", "the reply belongs to session " + wrong->reply_session_id}});
     }
   }
   events_.clear();

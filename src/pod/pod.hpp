@@ -165,7 +165,9 @@ class Pod {
   void request_replay(const std::string& session_id, const std::string& message_id);
   void catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
                 int attempt = 0);
-  std::vector<protocol::ResponseChunk> decode_logged(const std::vector<std::string>& payloads);
+  // The session's log entries that decode and name the session.
+  std::vector<protocol::ResponseChunk> decode_logged(const std::string& session_id,
+                                                     const std::vector<std::string>& payloads);
   void finish_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
   sse::Frame hand_off_frame() const;
 

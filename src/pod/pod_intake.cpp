@@ -95,7 +95,7 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
                                                                    std::vector<std::string> payloads) {
                reads->fetch_sub(1);
                std::lock_guard lock(gate->mutex);
-               if (gate->open && !ec) hub_.fill_from_log(session_id, decode_logged(payloads));
+               if (gate->open && !ec) hub_.fill_from_log(session_id, decode_logged(session_id, payloads));
              });
 }
 
@@ -117,7 +117,7 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
     if (!gate->open) return;
     stats_.resume_log_read.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     std::optional<std::vector<protocol::ResponseChunk>> chunks;
-    if (!ec) chunks = decode_logged(payloads);
+    if (!ec) chunks = decode_logged(session_id, payloads);
     const bool has_cursor = chunks && std::any_of(chunks->begin(), chunks->end(), [&](const auto& c) {
                               return c.message_id == cursor.message_id;
                             });
@@ -135,13 +135,20 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
   });
 }
 
-std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::vector<std::string>& payloads) {
+std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& session_id,
+                                                        const std::vector<std::string>& payloads) {
   std::vector<protocol::ResponseChunk> chunks;
   chunks.reserve(payloads.size());
   std::string error;
   for (const auto& p : payloads) {
-    if (auto c = protocol::decode_response_chunk(p, error)) chunks.push_back(std::move(*c));
-    else stats_.chunks_rejected.add();
+    auto c = protocol::decode_response_chunk(p, error);
+    if (c && c->session_id != session_id) error = "session_id " + c->session_id + " in the log of session " + session_id;
+    if (c && error.empty()) {
+      chunks.push_back(std::move(*c));
+      continue;
+    }
+    stats_.chunks_rejected.add();
+    log::warn("chunk_rejected", {{"session_id", session_id}, {"error", error}, {"from", "log"}});
   }
   return chunks;
 }

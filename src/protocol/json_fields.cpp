@@ -34,7 +34,13 @@ std::optional<std::string_view> JsonFields::text(std::string_view key) {
     fail(name(key) + " must be a string");
     return std::nullopt;
   }
-  return std::string_view(v->get_string());
+  // PostgreSQL refuses NUL in text (SQLite would keep it), and no chat text needs it.
+  std::string_view s(v->get_string());
+  if (s.find('\0') != std::string_view::npos) {
+    fail(name(key) + " must not contain NUL characters");
+    return std::nullopt;
+  }
+  return s;
 }
 
 std::string JsonFields::string(std::string_view key, bool required) {

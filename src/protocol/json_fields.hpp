@@ -24,7 +24,8 @@ class JsonFields {
   // Keeps the first problem only.
   void fail(std::string message);
 
-  // Absent or null: nullopt. Present but not a string: a problem.
+  // Absent or null: nullopt. Present but not a string, or a string with a
+  // NUL character: a problem.
   std::optional<std::string_view> text(std::string_view key);
   // As text(), but a copy, and empty when absent; `required` makes absence a problem.
   std::string string(std::string_view key, bool required = false);

@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+
 #include "common/identifier.hpp"
 #include "protocol/json_fields.hpp"
 
@@ -34,6 +36,11 @@ json::value parse_object(std::string_view text, std::string& error, json::storag
     return nullptr;
   }
   return root;
+}
+
+// Empty: not given (a chunk before the end).
+bool is_finish_reason(std::string_view s) {
+  return s.empty() || s == "stop" || s == "length" || s == "error" || s == "cancelled";
 }
 
 std::optional<ChunkType> chunk_type_from(std::string_view s) {
@@ -128,7 +135,11 @@ std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, st
   if (auto* ctx = in.object("context")) {
     JsonFields c(*ctx, error, "context.");
     r.context.ai_provider = c.string("ai_provider");
+    if (!r.context.ai_provider.empty() && !is_valid_identifier(r.context.ai_provider))
+      c.fail("context.ai_provider must be a provider name (an identifier)");
     r.context.model = c.string("model");
+    if (!r.context.model.empty() && !is_valid_model_name(r.context.model))
+      c.fail("context.model must be 1 to 128 printable characters without spaces");
     r.context.temperature = c.number("temperature", 0.0, 2.0);
     r.context.max_tokens = c.integer("max_tokens", 1, 10'000'000);
     r.context.system_prompt = c.string("system_prompt");
@@ -176,6 +187,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
     meta.model = mr.string("model");
     meta.tokens_used = mr.integer("tokens_used", 0, INT64_MAX);
     meta.finish_reason = mr.string("finish_reason");
+    if (!is_finish_reason(meta.finish_reason)) mr.fail("metadata.finish_reason must be stop, length, error or cancelled");
     c.metadata = std::move(meta);
   }
   if (auto* e = in.object("error")) {
@@ -183,9 +195,22 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
     c.error = ChunkError{er.string("code"), er.string("message")};
   }
   if (!in.ok()) return std::nullopt;
+  // Forwarded as it came only when it is a plain chunk with every field the
+  // contract requires there (null is absent: a client would read it as the
+  // wrong type) and no other. The rest, one or two a reply, is encoded again
+  // from its checked values.
   const auto& obj = root.get_object();
-  bool complete = obj.contains("chunk") && obj.contains("chunk_type") && obj.contains("is_final") &&
-                  obj.contains("timestamp") && (!c.is_final || c.metadata);
+  auto present = [&obj](std::string_view key) {
+    auto* v = obj.if_contains(key);
+    return v && !v->is_null();
+  };
+  static constexpr std::string_view kPlainFields[] = {"session_id", "message_id", "chunk_id",  "attempt",       "chunk",
+                                                      "chunk_type", "is_final",   "timestamp", "correlation_id"};
+  auto known = [](std::string_view key) {
+    return std::find(std::begin(kPlainFields), std::end(kPlainFields), key) != std::end(kPlainFields);
+  };
+  bool complete = present("chunk") && present("chunk_type") && present("is_final") && present("timestamp") &&
+                  !c.is_final && std::all_of(obj.begin(), obj.end(), [&](const auto& kv) { return known(kv.key()); });
   if (complete && text.find_first_of("\r\n") == std::string_view::npos) c.wire = std::string(text);
   return c;
 }

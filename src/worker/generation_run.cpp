@@ -17,6 +17,13 @@ namespace asio = boost::asio;
 namespace chat::worker {
 namespace {
 
+// A provider's text with a NUL in it would be refused by the pods (PostgreSQL
+// cannot store it); nobody reads one.
+std::string without_nul(std::string s) {
+  std::erase(s, '\0');
+  return s;
+}
+
 constexpr std::chrono::milliseconds kFirstLogRetry{200};
 constexpr std::chrono::milliseconds kLastLogRetry{2'000};
 // One log entry holds at most this many chunks, or about this many bytes.
@@ -93,7 +100,9 @@ void GenerationRun::take_newer_delivery(std::unique_ptr<bus::WorkItem> item) {
 // without waking another thread for it, which at chat rates was a good part of
 // the worker's CPU. Elsewhere dispatch posts, as before.
 void GenerationRun::on_text(std::string_view text) {
-  asio::dispatch(strand_, [self = shared_from_this(), text = std::string(text)]() mutable {
+  auto clean = without_nul(std::string(text));
+  if (clean.empty()) return;
+  asio::dispatch(strand_, [self = shared_from_this(), text = std::move(clean)]() mutable {
     if (!std::exchange(self->first_text_seen_, true))
       self->worker_.provider_metrics_.first_token.at({self->provider_}).observe(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - self->started_).count());
@@ -104,14 +113,15 @@ void GenerationRun::on_text(std::string_view text) {
 void GenerationRun::on_finish(const providers::Finish& finish) {
   asio::dispatch(strand_, [self = shared_from_this(), finish] {
     auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
-    c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : finish.model, finish.tokens_used,
-                                         finish.finish_reason};
+    c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : without_nul(finish.model),
+                                         finish.tokens_used, finish.finish_reason};
     self->pump();
   });
 }
 
 void GenerationRun::on_error(std::string_view code, std::string_view message) {
-  asio::dispatch(strand_, [self = shared_from_this(), code = std::string(code), message = std::string(message)] {
+  asio::dispatch(strand_, [self = shared_from_this(), code = without_nul(std::string(code)),
+                            message = without_nul(std::string(message))] {
     log::warn("generation_failed", {{"message_id", self->request_.message_id}, {"code", code},
                                     {"attempt", self->attempt_}, {"correlation_id", self->request_.correlation_id}});
     auto& c = self->emit(protocol::ChunkType::error, {}, true);

@@ -112,7 +112,8 @@ void WorkflowWorker::collect(metrics::Exposition& out) const {
               "Requests delivered again: a worker died with them, or the queue missed a worker's keep-alives.",
               static_cast<double>(redeliveries_.value()));
   out.counter("chat_worker_redeliveries_kept_running_total",
-              "Redelivered requests this worker still ran or queued (the queue missed its keep-alives): not started again.",
+              "Requests delivered again (the queue missed the keep-alives) or sent twice while this worker still ran or "
+              "queued them: not started again.",
               static_cast<double>(kept_running_.value()));
   out.counter("chat_worker_redeliveries_already_finished_total",
               "Redelivered requests whose earlier attempt had finished (acked, not generated again).",
@@ -140,10 +141,10 @@ void WorkflowWorker::collect(metrics::Exposition& out) const {
 }
 
 void WorkflowWorker::admit(WaitingRequest w) {
-  if (w.item->attempt() > 1) {
-    redeliveries_.add();
-    if (take_newer_delivery(w)) return;
-  }
+  if (w.item->attempt() > 1) redeliveries_.add();
+  // Running or waiting here already (delivered again, or the same request
+  // sent twice): it runs once.
+  if (take_newer_delivery(w)) return;
   if (w.item->attempt() == 1 || !log_) return start_or_wait(std::move(w));
   // Delivered again: if an earlier attempt finished (the worker died before its
   // ack), the pods have the reply already.
@@ -170,8 +171,9 @@ void WorkflowWorker::admit(WaitingRequest w) {
 }
 
 // Delivered again while this worker still runs or queues it: the queue did not
-// hear its keep-alives (the bus was away longer than the ack wait). Starting
-// over would pay the provider twice and restart the reply on every stream.
+// hear its keep-alives (the bus was away longer than the ack wait), or the
+// same request was sent twice. Starting over would pay the provider twice and
+// restart the reply on every stream.
 bool WorkflowWorker::take_newer_delivery(WaitingRequest& w) {
   const auto attempt = w.item->attempt();
   std::shared_ptr<GenerationRun> run;

@@ -206,6 +206,78 @@ TEST_F(BufferManagerTest, WhenEveryBufferWasAcceptedHereTheLeastRecentlyActiveIs
   EXPECT_EQ(manager.accepted(), 3u);
 }
 
+const WrongSession* wrong_session(const std::vector<Event>& events) {
+  for (const auto& e : events)
+    if (auto* w = std::get_if<WrongSession>(&e)) return w;
+  return nullptr;
+}
+
+protocol::ResponseChunk in_session(protocol::ResponseChunk c, std::string session) {
+  c.session_id = std::move(session);
+  return c;
+}
+
+TEST_F(BufferManagerTest, AChunkNamingAnotherSessionCannotJoinAReply) {
+  manager.expect("s1", "m1", t0, events);
+  events.clear();
+  manager.push(in_session(chunk("m1", 0), "s2"), t0, events);
+  EXPECT_TRUE(released_ids(events).empty());
+  auto* w = wrong_session(events);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->session_id, "s2");
+  EXPECT_EQ(w->reply_session_id, "s1");
+  events.clear();
+  manager.push(chunk("m1", 0), t0, events);  // the real chunk 0 is no duplicate
+  EXPECT_EQ(released_ids(events), std::vector<std::uint32_t>{0});
+  // Nor can a chunk of another session end the reply.
+  events.clear();
+  manager.push(in_session(chunk("m1", 1, true), "s2"), t0, events);
+  EXPECT_EQ(finished(events), nullptr);
+  EXPECT_EQ(manager.counters().wrong_session_dropped.value(), 2u);
+}
+
+TEST_F(BufferManagerTest, AReplyOpenedByAnotherSessionsChunkIsReplacedWhenAcceptedForItsOwn) {
+  manager.push(in_session(chunk("m1", 0), "s2"), t0, events);  // first: opens a buffer for s2
+  events.clear();
+  manager.expect("s1", "m1", t0, events);
+  ASSERT_NE(wrong_session(events), nullptr);
+  events.clear();
+  manager.push(chunk("m1", 0), t0, events);
+  EXPECT_EQ(released_ids(events), std::vector<std::uint32_t>{0});
+  manager.push(chunk("m1", 1, true), t0, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->session_id, "s1");
+  EXPECT_EQ(f->content, "01");
+  EXPECT_TRUE(f->stored_here);
+}
+
+TEST_F(BufferManagerTest, ASilentAcceptedReplyKeepsItsSession) {
+  manager.expect("s1", "m1", t0, events);
+  manager.expire_old(t0 + 300s, events, unwatched);  // no chunk within max_age: the buffer goes
+  events.clear();
+  manager.push(in_session(chunk("m1", 0), "s2"), t0 + 301s, events);
+  EXPECT_NE(wrong_session(events), nullptr);
+  EXPECT_FALSE(manager.has("m1"));
+  manager.push(chunk("m1", 0), t0 + 302s, events);
+  EXPECT_EQ(released_ids(events), std::vector<std::uint32_t>{0});
+  EXPECT_EQ(manager.accepted(), 1u) << "still this pod's to store";
+}
+
+TEST_F(BufferManagerTest, WithTheMemorySpentAnotherPodsReplyIsNotKeptButOneAcceptedHereIs) {
+  manager.push(chunk("m9", 0), t0, events, false);
+  EXPECT_FALSE(manager.has("m9")) << "another pod's reply opened a buffer with the memory spent";
+  manager.push(chunk("m2", 0), t0, events);  // another pod's, opened while there was room
+  manager.push(chunk("m2", 2), t0, events, false);
+  manager.expect("s1", "m1", t0, events);
+  manager.push(chunk("m1", 1), t0, events, false);
+  EXPECT_EQ(manager.counters().no_room_dropped.value(), 2u);
+  events.clear();
+  manager.push(chunk("m2", 1), t0, events, false);  // due: taken
+  manager.push(chunk("m1", 0), t0, events, false);
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{1, 0, 1})) << "m1 kept its held chunk 1";
+}
+
 TEST_F(BufferManagerTest, FinishAcceptedEndsOnlyTheRepliesAcceptedHereWithWhatTheyHave) {
   manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m1", 0), t0, events);

@@ -88,6 +88,24 @@ TEST_F(MessageBufferTest, ChunkIdsBeyondTheLimitAreRejected) {
   EXPECT_EQ(buffer.push(chunk(4), t0, 5, released), PushResult::released_or_held);
 }
 
+TEST_F(MessageBufferTest, AWaitingChunkCountsAsItCameAndNotOnceReleased) {
+  auto waiting = chunk(1);
+  waiting.wire = std::string(1000, 'w');  // the JSON kept to forward as it came
+  EXPECT_EQ(buffer.push(waiting, t0, 100, released), PushResult::released_or_held);
+  EXPECT_GE(buffer.footprint(), 1000u + waiting.chunk.size());
+  EXPECT_EQ(buffer.push(chunk(0), t0, 100, released), PushResult::released_or_held);
+  EXPECT_EQ(buffer.footprint(), buffer.content().size()) << "released: only the text for the store stays";
+}
+
+TEST_F(MessageBufferTest, WithoutRoomToHoldOnlyTheDueChunkIsTaken) {
+  EXPECT_EQ(buffer.push(chunk(1), t0, 100, released, false), PushResult::no_room);
+  EXPECT_EQ(buffer.push(chunk(0), t0, 100, released, false), PushResult::released_or_held);
+  EXPECT_EQ(buffer.push(chunk(2), t0, 100, released, true), PushResult::released_or_held);  // held
+  EXPECT_EQ(buffer.push(chunk(1), t0, 100, released, false), PushResult::released_or_held)
+      << "the due chunk releases what waits";
+  EXPECT_EQ(ids(released), (std::vector<std::uint32_t>{0, 1, 2}));
+}
+
 TEST_F(MessageBufferTest, AGapIsSkippedOnlyAfterTheTimeout) {
   push(0);
   push(3);

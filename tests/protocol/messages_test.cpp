@@ -110,6 +110,38 @@ TEST(MessagesTest, BadChunksAreRejectedWithTheReason) {
   expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"is_final":"yes"})", "is_final");
   expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk_type":"video"})", "chunk_type");
   expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"metadata":{"tokens_used":"x"}})", "tokens_used");
+  // PostgreSQL refuses NUL in text: a chunk carrying one would be streamed and then never stored.
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk":"a\u0000b"})", "NUL");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"error":{"code":"x","message":"\u0000"}})", "NUL");
+  expect_rejected(R"({"session_id":"s","message_id":"m","chunk_id":0,"is_final":true,"metadata":{"finish_reason":"bogus"}})",
+                  "finish_reason");
+}
+
+TEST(MessagesTest, OnlyAPlainChunkWithEveryFieldIsForwardedAsItCame) {
+  std::string error;
+  const std::string plain =
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"t"})";
+  auto c = decode_response_chunk(plain, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->wire, plain);
+  // A null is no value: a client would read it as the wrong type.
+  c = decode_response_chunk(
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":null,"is_final":null,"timestamp":"t"})",
+      error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(c->wire.empty());
+  // Nor with a field the contract does not name (it would go to every stream, and be held in memory).
+  c = decode_response_chunk(
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"t","pad":"xxxx"})",
+      error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(c->wire.empty());
+  // The final chunk is encoded again from its checked values.
+  c = decode_response_chunk(
+      R"({"session_id":"s","message_id":"m","chunk_id":2,"chunk":"","chunk_type":"metadata","is_final":true,"timestamp":"t","metadata":{"model":"x","finish_reason":"stop","extra":{"a":1}}})",
+      error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(c->wire.empty());
 }
 
 TEST(MessagesTest, BadWorkflowRequestsAreRejected) {

@@ -622,6 +622,38 @@ TEST(WorkflowWorker, ACancelSentAgainAfterTheReplyEndedGetsTheFirstAnswer) {
   EXPECT_EQ(cancel(rig, "m2", "owner", 500ms).value_or(""), "error: " + make_error_code(boost::asio::error::timed_out).message());
 }
 
+TEST(WorkflowWorker, TheSameRequestSentTwiceRunsOnce) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m1"));
+  submit(rig, request("m1"));  // while it runs
+  submit(rig, request("m2"));
+  submit(rig, request("m2"));  // while it waits for the slot
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  rig.loop.settle();
+  rig.scripted->generation("m1")->text("once");
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(complete(rig, 2));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 2u);
+  EXPECT_EQ(text(rig.tap.chunks(kBroadcast, "m1")), "once");
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
+TEST(WorkflowWorker, AProviderNulIsLeftOutOfTheChunks) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  rig.scripted->generation("m1")->text(std::string("a\0b", 3));
+  rig.scripted->generation("m1")->text(std::string(1, '\0'));
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(complete(rig, 1));
+  auto chunks = rig.tap.chunks(kBroadcast, "m1");
+  EXPECT_EQ(text(chunks), "ab");
+  EXPECT_EQ(chunks.size(), 2u) << "a chunk of nothing but NUL was sent";
+}
+
 // --- the concurrency bound ---------------------------------------------------
 
 TEST(WorkflowWorker, RequestsBeyondMaxConcurrentWaitForASlotAndAllComplete) {
