@@ -224,6 +224,13 @@ void BufferManager::drop(const std::string& message_id) {
   erase(it);
 }
 
+void BufferManager::refuse_wrong_session(const protocol::ResponseChunk& chunk, const std::string& reply_session,
+                                         std::vector<Event>& out) {
+  counters_.chunks_received.add();
+  counters_.wrong_session_dropped.add();
+  out.push_back(WrongSession{chunk.session_id, chunk.message_id, reply_session});
+}
+
 std::size_t BufferManager::finish_accepted(SteadyTime now, std::vector<Event>& out, const char* reason) {
   std::vector<std::string> accepted;
   for (const auto& [id, b] : buffers_)

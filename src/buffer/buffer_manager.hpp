@@ -158,6 +158,11 @@ class BufferManager {
   // Drops every buffer of a session (it was deleted); returns their message ids.
   std::vector<std::string> drop_session(const std::string& session_id);
 
+  // A chunk of a reply accepted for `reply_session` (in another shard) names
+  // another session: counted and reported as WrongSession, not kept.
+  void refuse_wrong_session(const protocol::ResponseChunk& chunk, const std::string& reply_session,
+                            std::vector<Event>& out);
+
   // The replies accepted here end now, as they are, incomplete with `reason`
   // (the pod shuts down, and the generations die with it). Returns how many.
   std::size_t finish_accepted(SteadyTime now, std::vector<Event>& out, const char* reason);

@@ -20,9 +20,10 @@ namespace chat::hub {
 // that says who runs it now. The waiters are the shard's state too: touched
 // only by whoever holds `owner`.
 struct SessionHub::Slot {
-  Slot(asio::io_context& ioc, const HubOptions& options, ShardHandlers handlers, Clock clock)
+  Slot(asio::io_context& ioc, const HubOptions& options, ShardHandlers handlers, Clock clock,
+       AcceptedReplies& accepted)
       : strand(asio::make_strand(ioc)),
-        shard(options, std::move(handlers), std::move(clock)),
+        shard(options, std::move(handlers), std::move(clock), &accepted),
         gap_timer(strand),
         cleanup_timer(strand),
         heartbeat_timer(strand) {}
@@ -106,10 +107,11 @@ struct SessionHub::Slot {
 };
 
 SessionHub::SessionHub(asio::io_context& ioc, HubOptions options, ShardHandlers handlers, Clock clock)
-    : options_(std::move(options)) {
+    : options_(std::move(options)), clock_(std::move(clock)) {
   auto count = std::max<std::size_t>(1, options_.shards);
   slots_.reserve(count);
-  for (std::size_t i = 0; i < count; ++i) slots_.push_back(std::make_unique<Slot>(ioc, options_, handlers, clock));
+  for (std::size_t i = 0; i < count; ++i)
+    slots_.push_back(std::make_unique<Slot>(ioc, options_, handlers, clock_, accepted_));
 }
 
 SessionHub::~SessionHub() = default;
@@ -152,6 +154,8 @@ void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool bro
 }
 
 void SessionHub::expect(const std::string& session_id, const std::string& message_id) {
+  // Before the request can reach a worker: no chunk of it comes ahead of this.
+  accepted_.add(message_id, session_id, clock_());
   slot_for(session_id).run([session_id, message_id](SessionShard& s) { s.expect(session_id, message_id); });
 }
 

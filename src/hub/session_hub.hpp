@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "hub/accepted_replies.hpp"
 #include "hub/hub_options.hpp"
 #include "hub/session_shard.hpp"
 
@@ -91,6 +92,8 @@ class SessionHub {
   Slot& slot_for(std::string_view session_id) { return *slots_[slot_index(session_id)]; }
 
   HubOptions options_;
+  Clock clock_;
+  AcceptedReplies accepted_;  // shared by the shards
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 

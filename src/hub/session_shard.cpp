@@ -36,10 +36,11 @@ sse::Frame complete_frame(const buffer::FinishedMessage& m) {
 
 }  // namespace
 
-SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock)
+SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock, AcceptedReplies* accepted)
     : options_(options),
       handlers_(std::move(handlers)),
       clock_(std::move(clock)),
+      accepted_(accepted),
       buffers_(options.buffer),
       broadcasts_(options.broadcast_window, options.broadcast_bytes) {}
 
@@ -54,6 +55,11 @@ void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
 }
 
 void SessionShard::push(protocol::ResponseChunk chunk) {
+  // The first chunk here of a reply: if the pod accepted it for another
+  // session, it is that session's (in another shard), not this one's.
+  if (accepted_ && !buffers_.expects(chunk.message_id))
+    if (auto session = accepted_->session_of(chunk.message_id); session && *session != chunk.session_id)
+      return buffers_.refuse_wrong_session(chunk, *session, events_);
   buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share());
 }
 
@@ -64,6 +70,7 @@ void SessionShard::expect(const std::string& session_id, const std::string& mess
 }
 
 void SessionShard::forget(const std::string& session_id, const std::string& message_id) {
+  if (accepted_) accepted_->remove(message_id);
   buffers_.drop(message_id);
   drop_backlog(session_id, message_id);
   publish_gauges();
@@ -115,6 +122,7 @@ void SessionShard::process_events() {
 }
 
 void SessionShard::finish(buffer::FinishedMessage m) {
+  if (accepted_ && m.stored_here) accepted_->remove(m.message_id);
   if (auto error = terminal_error_frame(m)) deliver(m.session_id, m.message_id, kNotAChunk, error);
   deliver(m.session_id, m.message_id, kReplyEnd, complete_frame(m));
   if (auto it = channels_.find(m.session_id); it != channels_.end() && it->second.finish(m.message_id, clock_()))
@@ -280,6 +288,8 @@ void SessionShard::finish_catch_up(Channel& channel, Member& member) {
 
 std::vector<std::string> SessionShard::end_session(const std::string& session_id) {
   auto dropped = buffers_.drop_session(session_id);
+  if (accepted_)
+    for (const auto& id : dropped) accepted_->remove(id);
   publish_gauges();
   auto it = channels_.find(session_id);
   if (it == channels_.end()) return dropped;
@@ -315,6 +325,7 @@ void SessionShard::check_gaps() {
 
 void SessionShard::cleanup() {
   buffers_.expire_old(clock_(), events_, [this](const std::string& session_id) { return watched(session_id); });
+  if (accepted_) accepted_->forget_before(clock_() - 2 * options_.buffer.max_age);
   process_events();
   trim_retained();
   publish_gauges();
