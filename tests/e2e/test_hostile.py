@@ -381,7 +381,7 @@ class HostileTest(h.ChatdTestCase):
                    request_bytes("GET", "/api/sessions?user_id=" + uid) + request_bytes("GET", "/nope"))
             self.assertEqual(c.response("GET", "/health").status, 200)
             self.assertError(c.response("GET", "/api/sessions?user_id=a.b"), 400, "invalid_request")
-            self.assertEqual(c.response("GET", "/api/sessions?user_id=" + uid).json(), {"sessions": []})
+            self.assertEqual(c.response("GET", "/api/sessions?user_id=" + uid).json(), {"sessions": [], "next_before": None})
             self.assertError(c.response("GET", "/nope"), 404, "not_found")
         finally:
             c.close()
