@@ -203,7 +203,11 @@ class ChatPageTest(PageTestCase):
 
     def test_an_image_from_elsewhere_is_a_link_the_page_never_fetches(self):
         page = self.page.open(user=self.user)
-        reply_id = page.send("See ![a chart](https://images.example.invalid/chart.png?q=1&r=2) here")
+        own = "s_img_" + uuid.uuid4().hex[:8]
+        reply_id = page.send("See ![a chart](https://images.example.invalid/chart.png?q=1&r=2) here, "
+                             "![own](/api/sse?session_id=%s&user_id=%s) and "
+                             "[![inner](https://images.example.invalid/p.png)](https://example.invalid/outer)"
+                             % (own, self.user))
         page.wait_status(reply_id, "complete")
         shown = page.js("""
             var body = document.querySelector('[data-message-id="' + arguments[0] + '"] [data-testid="message-body"]');
@@ -211,11 +215,18 @@ class ChatPageTest(PageTestCase):
                     links: Array.from(body.querySelectorAll('a.image-link')).map(function (a) {
                       return [a.getAttribute('href'), a.textContent, a.rel]; })};""", reply_id)
         self.assertEqual(shown["img"], 0, "the page loads images from anywhere a reply names")
-        self.assertTrue(shown["links"], "the image is not shown as a link")
-        for href, text, rel in shown["links"]:
-            self.assertEqual(href, "https://images.example.invalid/chart.png?q=1&r=2")
-            self.assertEqual(text, "Image: a chart")
+        self.assertEqual([(href, text) for href, text, _ in shown["links"]],
+                         [("https://images.example.invalid/chart.png?q=1&r=2", "Image: a chart"),
+                          ("/api/sse?session_id=%s&user_id=%s" % (own, self.user), "Image: own")])
+        for _, _, rel in shown["links"]:
             self.assertIn("noopener", rel)
+        outer = page.js("""
+            var body = document.querySelector('[data-message-id="' + arguments[0] + '"] [data-testid="message-body"]');
+            return Array.from(body.querySelectorAll('a[href="https://example.invalid/outer"]')).map(function (a) {
+              return [a.textContent, a.querySelectorAll('a').length]; });""", reply_id)
+        self.assertEqual(outer, [["Image: inner", 0]], "an image inside a link")
+        self.assertNotIn(own, [s["session_id"] for s in self.history.sessions()],
+                         "an image naming chatd's stream opened one")
         # tearDown: no Content-Security-Policy error in the console either.
 
     def test_enter_sends_and_shift_enter_starts_a_new_line(self):
@@ -268,6 +279,9 @@ class ChatPageTest(PageTestCase):
         self.assertTrue(page.visible("older-sessions"), "no way to reach the older conversations")
         page.find("older-sessions").click()
         wait_until("all 103", lambda: len(page.session_items()) == 103)
+        self.assertEqual(page.js("return document.activeElement.closest('li') && "
+                                 "document.activeElement.closest('li').dataset.sessionId"), stored[100],
+                         "the focus went with the hidden button instead of to the first conversation it added")
         self.assertEqual([s["id"] for s in page.session_items()], stored)
         self.assertFalse(page.visible("older-sessions"), "the button stays when everything is listed")
         # The oldest gets a message: it moves to the top, and the list still holds all of them once.
@@ -452,6 +466,47 @@ class RestartTest(PageTestCase):
         self.assert_lost_and_sendable(page, reply_id, timeout=15)
 
 
+class ShutdownTest(PageTestCase):
+    """chatd stops with SIGTERM while a reply runs past SERVER_SHUTDOWN_TIMEOUT, then starts again."""
+
+    server_env = dict(SLOW_DEMO, SERVER_SHUTDOWN_TIMEOUT="1s")
+
+    @classmethod
+    def setUpClass(cls):
+        pass  # the test starts (and restarts) its own chatd
+
+    def chatd_for_test(self):
+        return self.new_server("before-shutdown", env=self.server_env)
+
+    def restart(self):
+        old = self.server
+        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
+        self.local_servers.append(restarted)
+        restarted.spawn(port=old.port)
+        restarted.wait_healthy()
+        return restarted
+
+    def test_a_reply_cut_by_shutdown_says_so_and_a_message_sent_at_once_after_the_restart_streams(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Tell me a long story")
+        wait_until("some of the reply", lambda: (lambda m: m and m["status"] == "streaming" and len(m["text"]) > 20)(
+            page.message(reply_id)))
+        self.assertEqual(self.server.stop(), 0)
+        cut = page.wait_status(reply_id, "error")
+        self.assertIn("restarted before this reply finished", cut["note"])
+        self.restart()
+        # At once, before the page's stream is back: the message waits for it, and its reply streams in.
+        second = page.send("Are you back?")
+        seen, final = page.watch_growth(second)
+        self.assertEqual(final["status"], "complete", final)
+        self.assertGreaterEqual(len(seen), 2, "the reply did not stream in, it appeared whole: %r" % seen)
+        # After a reload the stored reply says why it is cut short.
+        page.reload()
+        shown = page.wait_status(reply_id, "error")
+        self.assertIn("restarted before this reply finished", shown["note"])
+        self.assertEqual(normalize(shown["text"]), normalize(cut["text"]))
+
+
 class LateJoinTest(PageTestCase):
     """A script posted many exchanges with no stream open: the page's first stream is sent the
     replies of the last 30 s (late join), more than the newest page of history holds."""
@@ -544,7 +599,7 @@ class BodyLimitTest(PageTestCase):
     """A small SERVER_MAX_BODY_BYTES: a message within CHAT_MAX_MESSAGE_CHARS can still be too
     large in UTF-8 (3 bytes a CJK character). The page says so instead of sending it for a 413."""
 
-    server_env = dict(SLOW_DEMO, SERVER_MAX_BODY_BYTES="1500")
+    server_env = dict(SLOW_DEMO, SERVER_MAX_BODY_BYTES="1024")
 
     def test_text_too_large_for_the_server_is_said_so_before_it_is_sent(self):
         page = self.page.open(user=self.user)
@@ -560,12 +615,13 @@ class BodyLimitTest(PageTestCase):
         self.assertFalse(page.banner()[0], "the server was asked anyway: %r" % (page.banner(),))
         # What fits goes out as usual.
         page.js("document.getElementById('composer').select()")
-        self.browser.driver.execute_cdp_cmd("Input.insertText", {"text": "漢" * 150})
+        # 250 CJK characters are 750 bytes: with the rest of the body, within 1,024.
+        self.browser.driver.execute_cdp_cmd("Input.insertText", {"text": "漢" * 250})
         wait_until("the size note to go", lambda: not page.visible("composer-limit"))
         reply = page.send("")
         page.wait_status(reply, "complete")
         user_messages = [m for m in self.history.messages(page.session_id()) if m["role"] == "user"]
-        self.assertEqual([m["content"] for m in user_messages], ["漢" * 150])
+        self.assertEqual([m["content"] for m in user_messages], ["漢" * 250])
 
 
 class StreamLimitTest(PageTestCase):
@@ -580,9 +636,12 @@ class StreamLimitTest(PageTestCase):
         self.browser.new_window(first.base_url).open(session_id)
         third = self.browser.new_window(first.base_url).open(session_id)
         shown, kind, text = wait_until("the error banner", lambda: (lambda b: b if b[0] else None)(third.banner()))
-        self.assertEqual(kind, "rate_limited", text)
+        self.assertEqual(kind, "stream", text)  # about the stream: a message sent meanwhile does not clear it
         self.assertIn("conversations are open", text)
         self.assertNotIn("sending too fast", text)
+        # A message sent meanwhile goes out (after its wait for the stream), and the banner stays.
+        third.wait_status(third.send("Sent from the third tab"), ("streaming", "complete"))
+        self.assertEqual(third.banner()[:2], (True, "stream"), "the reason the reply does not stream was cleared")
 
 
 if __name__ == "__main__":

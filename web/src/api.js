@@ -136,11 +136,16 @@ export class Api {
     return user ? { ...body, user_id: user } : body;
   }
 
-  chat({ sessionId, message, provider, model }) {
+  // The JSON body of POST /api/chat.
+  chatBody({ sessionId, message, provider, model }) {
     const body = this.bodyUser({ session_id: sessionId, message });
     if (provider) body.ai_provider = provider;
     if (model) body.model = model;
-    return this.call('POST', '/api/chat', { body });
+    return body;
+  }
+
+  chat(request) {
+    return this.call('POST', '/api/chat', { body: this.chatBody(request) });
   }
 
   cancel(messageId, sessionId) {

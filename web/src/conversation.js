@@ -22,7 +22,10 @@ function shownStatus(stored) {
 
 function storedNote(message) {
   if (message.status === 'cancelled') return 'Stopped';
-  if (message.status === 'incomplete') return 'This reply is incomplete: part of it was lost.';
+  if (message.status === 'incomplete') {
+    const code = (message.metadata || {}).error_code || '';
+    return code && code !== 'chunks_missing' ? replyErrorText(code, '') : 'This reply is incomplete: part of it was lost.';
+  }
   if (message.status === 'error') {
     const metadata = message.metadata || {};
     return replyErrorText(metadata.error_code || '', '');

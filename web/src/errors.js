@@ -81,12 +81,14 @@ export function describe(error, doing) {
 // The banner at the top of the chat. A wait ({wait} in the text) counts down;
 // when it reaches zero the banner goes and onExpired runs.
 export class ErrorBanner {
-  // onDismiss: the user closed the banner (what it held back need not wait any longer).
+  // onDismiss: the user closed the banner, or another took the place of its
+  // countdown (what the wait held back need not wait any longer, unexplained).
   constructor(element, textElement, dismissButton, onDismiss = () => {}) {
     this.element = element;
     this.textElement = textElement;
     this.timer = null;
     this.kind = '';
+    this.onDismiss = onDismiss;
     dismissButton.addEventListener('click', () => {
       this.clear();
       onDismiss();
@@ -94,7 +96,10 @@ export class ErrorBanner {
   }
 
   show({ kind, text, retryAfter = null }, onExpired = null) {
+    const countdownReplaced = this.timer && kind !== this.kind;
     this.stopTimer();
+    delete this.element.dataset.retryAfter;
+    if (countdownReplaced) this.onDismiss();
     this.kind = kind;
     this.element.dataset.kind = kind;
     this.element.hidden = false;

@@ -10,7 +10,7 @@ import { SessionList } from './session-list.js';
 import { SessionStream } from './stream.js';
 import { ResumeState } from './resume-state.js';
 import { handleCopyClick } from './markdown.js';
-import { MessageLimits } from './message-limits.js';
+import { MessageLimits, jsonBytes } from './message-limits.js';
 
 const PROVIDER_KEY = 'chatd.provider';
 const MODEL_KEY = 'chatd.model';
@@ -23,6 +23,8 @@ const QUIET_CHECK_MS = 5000;
 // A cancel answered 404 for a reply still shown running: its last events get
 // this long to arrive before the page takes it as lost.
 const CANCEL_GRACE_MS = 3000;
+// How long a message waits for its conversation's stream to connect before it goes anyway.
+const STREAM_WAIT_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -129,7 +131,10 @@ class App {
     $('menu-toggle').addEventListener('click', () => this.toggleSidebar());
     $('sidebar-scrim').addEventListener('click', () => this.toggleSidebar(false));
     document.addEventListener('keydown', (event) => {
-      if (event.key === 'Escape' && $('app').classList.contains('sidebar-open')) this.toggleSidebar(false);
+      if (event.key === 'Escape' && $('app').classList.contains('sidebar-open')) {
+        this.toggleSidebar(false);
+        $('menu-toggle').focus(); // the list it hid had the focus
+      }
     });
     window.addEventListener('popstate', () => this.route());
 
@@ -147,6 +152,8 @@ class App {
       this.showDefaultModel();
     });
     $('model').addEventListener('change', () => remember(MODEL_KEY, $('model').value.trim()));
+    $('model').addEventListener('input', () => this.composerChanged()); // the body's size
+    provider.addEventListener('change', () => this.composerChanged());
   }
 
   // GET /api: how this server authenticates. Until it answers, nothing else can.
@@ -408,15 +415,22 @@ class App {
     }, delayMs);
   }
 
+  // `connected.open` while the open conversation's stream is connected;
+  // `connected.promise` resolves when it is (again).
+  streamDown() {
+    let resolve;
+    this.connected = { promise: new Promise((r) => { resolve = r; }), resolve: () => resolve(), open: false };
+  }
+
   openStream(conversation) {
     let opened = false;
-    let resolve;
-    this.connected = { promise: new Promise((r) => { resolve = r; }), resolve: () => resolve() };
+    this.streamDown();
     const stream = new SessionStream(this.api, conversation.sessionId, {
       cursor: () => conversation.resume.cursor,
       onOpen: () => {
         clearTimeout(this.troubleTimer);
         this.banner.clear('offline', 'unavailable', 'stream');
+        this.connected.open = true;
         this.connected.resolve();
         if (!conversation.fresh) this.scheduleHistory(0); // whatever ended while no stream was open
         // Back after a break: a running reply may have been lost with the
@@ -428,7 +442,10 @@ class App {
         opened = true;
       },
       onEvent: (type, data, eventId) => this.onStreamEvent(conversation, type, data, eventId),
-      onTrouble: (error, retrying) => this.onStreamTrouble(error, retrying),
+      onTrouble: (error, retrying) => {
+        if (this.stream === stream && this.connected.open) this.streamDown();
+        this.onStreamTrouble(error, retrying);
+      },
     });
     this.stream = stream;
     stream.start();
@@ -498,6 +515,8 @@ class App {
     if (retrying && problem.retryAfter == null && problem.kind === 'offline') {
       problem.text = 'The connection to the chat server was lost. Reconnecting…';
     }
+    // About the stream, not sending: a message that goes out does not clear it, its return does.
+    if (problem.kind === 'rate_limited') problem.kind = 'stream';
     this.banner.show(problem);
   }
 
@@ -548,13 +567,16 @@ class App {
         // Another conversation opened meanwhile: the message stays in the
         // composer rather than going where the user no longer looks.
         if (this.sessionId) return;
-        const started = this.startNewConversation(sessionId);
-        // Listening before asking means nothing of the reply is missed; the
-        // server's late join covers a stream that takes longer than this.
-        await Promise.race([this.connected.promise, new Promise((r) => setTimeout(r, 3000))]);
-        if (this.conversation !== started) return;
+        this.startNewConversation(sessionId);
       }
+      // Listening before asking (a new chat's stream, or one reconnecting after
+      // a restart) means the reply streams in; the server's late join covers a
+      // stream that takes longer than this.
       const conversation = this.conversation;
+      if (!this.connected.open) {
+        await Promise.race([this.connected.promise, new Promise((r) => setTimeout(r, STREAM_WAIT_MS))]);
+        if (this.conversation !== conversation) return;
+      }
       const local = conversation.addLocalUserMessage(text);
       composer.value = '';
       this.composerChanged();
@@ -654,11 +676,22 @@ class App {
     $('announcer').textContent = what;
   }
 
+  // The bytes of the POST /api/chat body but for its message text: a new
+  // chat's id is not known yet, and none the server makes is longer.
+  chatBodyBytes() {
+    return jsonBytes(this.api.chatBody({
+      sessionId: this.sessionId || 'x'.repeat(40),
+      message: '',
+      provider: $('provider').value,
+      model: $('model').value.trim(),
+    }));
+  }
+
   // The composer's text changed: it grows with it, and Send is off while the
   // text is over a size limit, with the reason shown under the messages.
   composerChanged() {
     const composer = $('composer');
-    const problem = this.limits.problem(composer.value);
+    const problem = this.limits.problem(composer.value, this.chatBodyBytes());
     if (problem !== this.composerProblem) {
       this.composerProblem = problem;
       $('composer-limit').textContent = problem || '';

@@ -15,24 +15,30 @@ function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
-// Images the Content-Security-Policy lets the page show: its own, and data: URLs.
-function localImage(href) {
-  return /^data:image\//i.test(href) || (href.startsWith('/') && !href.startsWith('//'));
+// Images a reply may show: data: URLs only. Any address, chatd's own too, is a
+// request the reader never asked for (one to /api/sse would open a stream).
+function inlineImage(href) {
+  return /^data:image\//i.test(href);
 }
 
 const marked = new Marked({
   gfm: true,
   breaks: true,
+  walkTokens(token) {
+    if (token.type === 'link') for (const t of token.tokens || []) if (t.type === 'image') t.insideLink = true;
+  },
   renderer: {
     html({ text }) {
       return escapeHtml(text);
     },
-    // An image from elsewhere is a link to it: the page never fetches what a
+    // An image by address is a link to it: the page never fetches what a
     // reply names (a model can be led to put the conversation into an image's
-    // address), and the policy would block it anyway.
-    image({ href, title, text }) {
-      if (localImage(href)) return false;
+    // address).
+    image({ href, title, text, insideLink }) {
+      if (inlineImage(href)) return false;
       const label = 'Image: ' + (text || href);
+      // Inside a link, the image is that link's text: a link in a link is none.
+      if (insideLink) return escapeHtml(label);
       const hint = title ? ' title="' + escapeHtml(title) + '"' : '';
       return '<a class="image-link" href="' + escapeHtml(href) + '"' + hint + '>' + escapeHtml(label) + '</a>';
     },

@@ -4,11 +4,12 @@
 // it lets go is not refused for its size, and a long paste is kept whole
 // (a textarea's maxlength would cut it without a word).
 
-// The rest of a POST /api/chat body: ids, provider and model are at most a
-// few hundred bytes.
-const BODY_OVERHEAD = 1024;
-
 const encoder = new TextEncoder();
+
+// UTF-8 bytes of `value` as JSON.
+export function jsonBytes(value) {
+  return encoder.encode(JSON.stringify(value)).length;
+}
 
 function characters(text) {
   let n = 0;
@@ -33,8 +34,9 @@ export class MessageLimits {
     if (Number.isInteger(limits.max_body_bytes) && limits.max_body_bytes > 0) this.maxBytes = limits.max_body_bytes;
   }
 
-  // null when `text` fits, else what to tell the user.
-  problem(text) {
+  // null when `text` fits, else what to tell the user. `otherBytes`: the rest
+  // of the request body (its JSON with an empty message).
+  problem(text, otherBytes) {
     // At most 2 UTF-16 units a character: a short text needs no counting.
     if (text.length > this.maxChars) {
       const over = characters(text) - this.maxChars;
@@ -43,8 +45,9 @@ export class MessageLimits {
           count(this.maxChars) + '. Shorten the message to send it.';
       }
     }
-    if (this.maxBytes != null && text.length * 6 + BODY_OVERHEAD > this.maxBytes) {
-      const bytes = encoder.encode(JSON.stringify(text)).length + BODY_OVERHEAD;
+    // At most 6 bytes of JSON a UTF-16 unit (\u0001): a short text needs no encoding.
+    if (this.maxBytes != null && text.length * 6 + otherBytes > this.maxBytes) {
+      const bytes = jsonBytes(text) - jsonBytes('') + otherBytes;
       if (bytes > this.maxBytes) {
         const percent = Math.ceil((bytes / this.maxBytes) * 100);
         return 'Too large for the server: ' + percent + ' % of the ' + count(this.maxBytes) +

@@ -59,12 +59,20 @@ export class SessionList {
     this.sessions = this.sessions.filter((s) => s.session_id !== sessionId);
   }
 
-  // An older page, asked for with this.nextBefore.
+  // An older page, asked for with this.nextBefore. The focus, on the button
+  // that may now hide, goes to the first conversation the page added.
   showOlder({ sessions = [], next_before: nextBefore = null }) {
     const listed = new Set(this.sessions.map((s) => s.session_id));
+    const added = sessions.filter((s) => !listed.has(s.session_id));
+    const hadFocus = document.activeElement === this.olderButton;
     this.expanded = true;
     this.nextBefore = nextBefore;
-    this.show([...this.sessions, ...sessions.filter((s) => !listed.has(s.session_id))]);
+    this.show([...this.sessions, ...added]);
+    if (hadFocus && added.length) this.focusItem(added[0].session_id);
+  }
+
+  focusItem(sessionId) {
+    this.list.querySelector(`li[data-session-id="${CSS.escape(sessionId)}"] .session-open`)?.focus();
   }
 
   titleOf(sessionId) {
@@ -76,16 +84,23 @@ export class SessionList {
     return this.sessions.some((s) => s.session_id === sessionId);
   }
 
+  // The focus stays on its conversation, or (that one deleted) on the one
+  // now in its place, so a keyboard user is not sent back to the page's top.
   show(sessions) {
-    this.sessions = sessions;
-    const focused = document.activeElement && this.list.contains(document.activeElement)
-      ? document.activeElement.closest('li')?.dataset.sessionId
+    const focusedItem = document.activeElement && this.list.contains(document.activeElement)
+      ? document.activeElement.closest('li')
       : null;
+    const focusedAt = focusedItem ? [...this.list.children].indexOf(focusedItem) : -1;
+    this.sessions = sessions;
     const items = sessions.map((session) => this.item(session));
     this.list.replaceChildren(...items);
     this.empty.hidden = sessions.length > 0;
     this.olderButton.hidden = !this.nextBefore;
-    if (focused) this.list.querySelector(`li[data-session-id="${CSS.escape(focused)}"] .session-open`)?.focus();
+    if (!focusedItem) return;
+    const id = focusedItem.dataset.sessionId;
+    if (sessions.some((s) => s.session_id === id)) this.focusItem(id);
+    else if (sessions.length) this.focusItem(sessions[Math.min(focusedAt, sessions.length - 1)].session_id);
+    else document.getElementById('new-chat')?.focus();
   }
 
   item(session) {
