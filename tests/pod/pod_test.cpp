@@ -62,8 +62,9 @@ class SwitchableBus final : public bus::MessageBus {
   std::atomic<bool> up_{true};
 };
 
-// The log of the embedded default, but one whose next reads can be made to
-// fail as a JetStream read does while its server is away.
+// The log of the embedded default, but one that stands for a log on a server
+// (JetStream) unless told it is in-process: its next reads can be made to fail
+// as a JetStream read does while its server is away.
 class SwitchableLog final : public bus::ChunkLog {
  public:
   explicit SwitchableLog(asio::any_io_executor ex)
@@ -78,13 +79,19 @@ class SwitchableLog final : public bus::ChunkLog {
       return asio::post(executor_, [done = std::move(done)] { done(asio::error::timed_out, {}); });
     inner_.read(session_id, message_id, std::move(done));
   }
-  ComponentStatus status() const override { return inner_.status(); }
+  ComponentStatus status() const override {
+    auto s = inner_.status();
+    s.embedded = in_process_;
+    return s;
+  }
   void fail_reads(int n) { failing_reads_ = n; }
+  void in_process() { in_process_ = true; }
 
  private:
   asio::any_io_executor executor_;
   bus::MemoryChunkLog inner_;
   std::atomic<int> failing_reads_{0};
+  std::atomic<bool> in_process_{false};
 };
 
 // ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none); MaxBuffers:
@@ -369,6 +376,16 @@ TEST_F(PodTest, AResumeFromAReplyTheLogNeverHadIsResetAfterTheRetries) {
   auto got = read_until(client, "resume_window_passed");
   EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
   EXPECT_EQ(pod.stats().cursor_reads_retried.value(), 4u);
+}
+
+// The in-process log lags by an append at most, and what a restart lost it
+// never gets: a page coming back to a restarted chatd reloads at once.
+TEST_F(PodTest, WithTheInProcessLogAResumeFromAReplyItNeverHadIsResetAfterOneRetry) {
+  log.in_process();
+  auto client = open_client_stream("s1", sse::ResumeCursor{"msg_gone", 3});
+  auto got = read_until(client, "resume_window_passed");
+  EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
+  EXPECT_EQ(pod.stats().cursor_reads_retried.value(), 1u);
 }
 
 TEST_F(PodTest, AResumeWhoseLogReadFailsReadsAgainBeforeGivingUp) {
