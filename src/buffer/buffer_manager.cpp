@@ -14,7 +14,8 @@ std::string_view to_string(MessageStatus s) {
   return "incomplete";
 }
 
-void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare) {
+void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare,
+                         const AcceptedReplies* pod_accepted) {
   counters_.chunks_received.add();
   auto it = buffers_.find(chunk.message_id);
   if (it == buffers_.end()) {
@@ -22,10 +23,12 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       counters_.late_dropped.add();
       return;
     }
-    if (const auto* silent = accepted_silent_.find(chunk.message_id);
-        silent && silent->session_id != chunk.session_id) {
+    std::optional<std::string> reply_session;
+    if (const auto* silent = accepted_silent_.find(chunk.message_id)) reply_session = silent->session_id;
+    else if (pod_accepted) reply_session = pod_accepted->session_of(chunk.message_id);
+    if (reply_session && *reply_session != chunk.session_id) {
       counters_.wrong_session_dropped.add();
-      out.push_back(WrongSession{chunk.session_id, chunk.message_id, silent->session_id});
+      out.push_back(WrongSession{chunk.session_id, chunk.message_id, *reply_session});
       return;
     }
     if (!memory_to_spare && !accepted_silent_.contains(chunk.message_id)) {
@@ -222,13 +225,6 @@ void BufferManager::drop(const std::string& message_id) {
   if (it == buffers_.end()) return;
   if (it->second.received_any()) --streaming_;
   erase(it);
-}
-
-void BufferManager::refuse_wrong_session(const protocol::ResponseChunk& chunk, const std::string& reply_session,
-                                         std::vector<Event>& out) {
-  counters_.chunks_received.add();
-  counters_.wrong_session_dropped.add();
-  out.push_back(WrongSession{chunk.session_id, chunk.message_id, reply_session});
 }
 
 std::size_t BufferManager::finish_accepted(SteadyTime now, std::vector<Event>& out, const char* reason) {

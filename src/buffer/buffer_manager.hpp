@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "buffer/accepted_replies.hpp"
 #include "buffer/message_buffer.hpp"
 #include "buffer/recent_ids.hpp"
 #include "metrics/metrics.hpp"
@@ -89,8 +90,12 @@ class BufferManager {
 
   // Without `memory_to_spare` (the pod's reply memory is spent), another pod's
   // reply opens no buffer and holds no chunk out of its turn here (that pod
-  // stores it whole); replies accepted here keep every chunk.
-  void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare = true);
+  // stores it whole); replies accepted here keep every chunk. `pod_accepted`:
+  // the replies the whole pod accepted (other managers hold the buffers of
+  // other sessions): the first chunk here of one of them naming another
+  // session than its own is refused.
+  void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare = true,
+            const AcceptedReplies* pod_accepted = nullptr);
 
   // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
   // Making room may finish the least recently active buffer, another pod's
@@ -157,11 +162,6 @@ class BufferManager {
 
   // Drops every buffer of a session (it was deleted); returns their message ids.
   std::vector<std::string> drop_session(const std::string& session_id);
-
-  // A chunk of a reply accepted for `reply_session` (in another shard) names
-  // another session: counted and reported as WrongSession, not kept.
-  void refuse_wrong_session(const protocol::ResponseChunk& chunk, const std::string& reply_session,
-                            std::vector<Event>& out);
 
   // The replies accepted here end now, as they are, incomplete with `reason`
   // (the pod shuts down, and the generations die with it). Returns how many.

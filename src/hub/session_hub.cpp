@@ -21,7 +21,7 @@ namespace chat::hub {
 // only by whoever holds `owner`.
 struct SessionHub::Slot {
   Slot(asio::io_context& ioc, const HubOptions& options, ShardHandlers handlers, Clock clock,
-       AcceptedReplies& accepted)
+       buffer::AcceptedReplies& accepted)
       : strand(asio::make_strand(ioc)),
         shard(options, std::move(handlers), std::move(clock), &accepted),
         gap_timer(strand),

@@ -17,7 +17,6 @@
 #include <string>
 #include <vector>
 
-#include "hub/accepted_replies.hpp"
 #include "hub/hub_options.hpp"
 #include "hub/session_shard.hpp"
 
@@ -93,7 +92,7 @@ class SessionHub {
 
   HubOptions options_;
   Clock clock_;
-  AcceptedReplies accepted_;  // shared by the shards
+  buffer::AcceptedReplies accepted_;  // shared by the shards
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 

@@ -36,7 +36,8 @@ sse::Frame complete_frame(const buffer::FinishedMessage& m) {
 
 }  // namespace
 
-SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock, AcceptedReplies* accepted)
+SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock,
+                           buffer::AcceptedReplies* accepted)
     : options_(options),
       handlers_(std::move(handlers)),
       clock_(std::move(clock)),
@@ -55,12 +56,7 @@ void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
 }
 
 void SessionShard::push(protocol::ResponseChunk chunk) {
-  // The first chunk here of a reply: if the pod accepted it for another
-  // session, it is that session's (in another shard), not this one's.
-  if (accepted_ && !buffers_.expects(chunk.message_id))
-    if (auto session = accepted_->session_of(chunk.message_id); session && *session != chunk.session_id)
-      return buffers_.refuse_wrong_session(chunk, *session, events_);
-  buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share());
+  buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share(), accepted_);
 }
 
 void SessionShard::expect(const std::string& session_id, const std::string& message_id) {

@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "buffer/buffer_manager.hpp"
-#include "hub/accepted_replies.hpp"
 #include "hub/hub_options.hpp"
 #include "hub/logged_reply.hpp"
 #include "hub/recent_broadcasts.hpp"
@@ -77,7 +76,8 @@ class SessionShard {
  public:
   // `accepted`: the replies the pod accepted, shared by its shards (none: a
   // chunk is checked against this shard's buffers only).
-  SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock, AcceptedReplies* accepted = nullptr);
+  SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock,
+               buffer::AcceptedReplies* accepted = nullptr);
 
   // A chunk from the bus. `broadcast`: buffered only if this shard holds its
   // session or already buffers its reply; else kept a few seconds in case a
@@ -151,7 +151,7 @@ class SessionShard {
   const HubOptions& options_;
   ShardHandlers handlers_;
   Clock clock_;
-  AcceptedReplies* accepted_;
+  buffer::AcceptedReplies* accepted_;
   buffer::BufferManager buffers_;
   RecentBroadcasts broadcasts_;
   // Session id -> its channel. One node per watched session, most holding one

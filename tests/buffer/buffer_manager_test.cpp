@@ -252,6 +252,20 @@ TEST_F(BufferManagerTest, AReplyOpenedByAnotherSessionsChunkIsReplacedWhenAccept
   EXPECT_TRUE(f->stored_here);
 }
 
+TEST_F(BufferManagerTest, AReplyThePodAcceptedForASessionOfAnotherManagerOpensNoBufferHere) {
+  AcceptedReplies pod_accepted;
+  pod_accepted.add("m1", "s1", t0);  // its buffer is in another manager (s1's shard)
+  manager.push(in_session(chunk("m1", 0), "s2"), t0, events, true, &pod_accepted);
+  EXPECT_NE(wrong_session(events), nullptr);
+  EXPECT_FALSE(manager.has("m1"));
+  manager.push(in_session(chunk("m2", 0), "s2"), t0, events, true, &pod_accepted);
+  EXPECT_TRUE(manager.has("m2")) << "a reply the pod did not accept opens a buffer as before";
+  pod_accepted.forget_before(t0 + 1s);
+  events.clear();
+  manager.push(in_session(chunk("m1", 0), "s2"), t0, events, true, &pod_accepted);
+  EXPECT_EQ(wrong_session(events), nullptr);
+}
+
 TEST_F(BufferManagerTest, ASilentAcceptedReplyKeepsItsSession) {
   manager.expect("s1", "m1", t0, events);
   manager.expire_old(t0 + 300s, events, unwatched);  // no chunk within max_age: the buffer goes

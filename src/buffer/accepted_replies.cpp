@@ -1,6 +1,6 @@
-#include "hub/accepted_replies.hpp"
+#include "buffer/accepted_replies.hpp"
 
-namespace chat::hub {
+namespace chat::buffer {
 
 void AcceptedReplies::add(const std::string& message_id, const std::string& session_id, SteadyTime now) {
   std::lock_guard lock(mutex_);
@@ -24,4 +24,4 @@ void AcceptedReplies::forget_before(SteadyTime cutoff) {
   std::erase_if(replies_, [cutoff](const auto& kv) { return kv.second.second < cutoff; });
 }
 
-}  // namespace chat::hub
+}  // namespace chat::buffer

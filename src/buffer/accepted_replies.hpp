@@ -1,8 +1,8 @@
 #pragma once
-// The replies this pod accepted, each with its session. A shard sees only the
-// buffers of its own sessions, so a chunk naming another session for a reply
-// accepted here lands in a shard that knows nothing of that reply: this map,
-// shared by the shards, says it is not the chunk's session's.
+// The replies this pod accepted, each with its session. Each BufferManager (a
+// hub shard) holds the buffers of its own sessions only, so a chunk naming
+// another session for a reply accepted here lands in one that knows nothing
+// of that reply: this map, shared by them all, says it is not that session's.
 
 #include <mutex>
 #include <optional>
@@ -12,7 +12,7 @@
 
 #include "common/time.hpp"
 
-namespace chat::hub {
+namespace chat::buffer {
 
 class AcceptedReplies {
  public:
@@ -24,10 +24,10 @@ class AcceptedReplies {
   void forget_before(SteadyTime cutoff);
 
  private:
-  // Taken by the API's threads (add) and the shards (the rest): a lookup or an
-  // insert, never held across anything else.
+  // Taken by the API's threads (add) and the shards (the rest): a lookup, an
+  // insert or a sweep, never held across anything else.
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::pair<std::string, SteadyTime>> replies_;
 };
 
-}  // namespace chat::hub
+}  // namespace chat::buffer
