@@ -30,7 +30,9 @@ std::optional<store::SessionCursor> parse_session_cursor(std::string_view text) 
   auto digits = text.substr(0, dot), id = text.substr(dot + 1);
   std::int64_t micros = 0;
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), micros);
-  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() || micros < 0 ||
+  // Past the clock's range (year 2262 in nanoseconds) no time converts.
+  constexpr auto kLatest = std::chrono::duration_cast<std::chrono::microseconds>(SystemTime::duration::max()).count();
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() || micros < 0 || micros > kLatest ||
       !is_valid_identifier(id))
     return std::nullopt;
   return store::SessionCursor{SystemTime{std::chrono::duration_cast<SystemTime::duration>(std::chrono::microseconds{micros})},

@@ -92,14 +92,6 @@ void BufferManager::expect(const std::string& session_id, const std::string& mes
                            std::vector<Event>& out) {
   if (finished_.contains(message_id)) return;
   auto it = buffers_.find(message_id);
-  if (it != buffers_.end() && it->second.session_id() != session_id) {
-    // Opened by a chunk naming another session: not this reply's.
-    counters_.wrong_session_dropped.add(it->second.content_chunks());
-    out.push_back(WrongSession{it->second.session_id(), message_id, session_id});
-    if (it->second.received_any()) --streaming_;
-    erase(it);
-    it = buffers_.end();
-  }
   if (it == buffers_.end()) {
     make_room(now, out, false);
     it = buffers_.try_emplace(message_id, session_id, message_id, now).first;

@@ -58,7 +58,7 @@ struct ReplyRestarted { std::string session_id; std::string message_id; std::uin
 // nothing is stored yet (a first chunk that still comes is this pod's).
 struct ReplySilent { std::string session_id; std::string message_id; };
 // A chunk named another session than its reply's (accepted for, or first
-// seen with): dropped, or the buffer it had opened was.
+// seen with): dropped.
 struct WrongSession { std::string session_id; std::string message_id; std::string reply_session_id; };
 using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted, ReplySilent, WrongSession>;
 

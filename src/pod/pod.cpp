@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 
 #include <random>
+#include <string>
 
 #include "common/countdown.hpp"
 #include "common/deadline.hpp"
@@ -124,6 +125,9 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   work.context.temperature = request.temperature;
   work.context.max_tokens = request.max_tokens;
   work.context.system_prompt = std::move(request.system_prompt);
+  // A NUL in text stored before every decoder refused it (SQLite keeps one)
+  // would make the workers refuse the request: it goes.
+  for (auto& turn : history) std::erase(turn.content, '\0');
   work.context.conversation_history = std::move(history);
   work.timestamp = rfc3339_now();
   work.correlation_id = std::move(correlation_id);

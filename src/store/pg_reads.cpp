@@ -82,21 +82,27 @@ error_code check_owner(Connection& c, const char* sql, const std::string& sessio
 error_code sessions_of(Connection& c, const std::string& user_id, std::size_t limit,
                        const std::optional<SessionCursor>& before, SessionPage& page) {
   limit = detail::clamp_limit(limit);
-  const std::string columns =
+  // Statements are prepared once per connection, keyed by their text's
+  // address: these stay put for the program's life.
+  static const std::string kColumns =
       "SELECT session_id, user_id, title, ai_provider, model_name, (extract(epoch FROM created_at) * 1000000)::bigint, "
       "(extract(epoch FROM updated_at) * 1000000)::bigint, (extract(epoch FROM last_message_at) * 1000000)::bigint "
       "FROM chat_sessions WHERE user_id = $1 ";
-  const char* order = "ORDER BY last_message_at DESC, session_id COLLATE \"C\" DESC LIMIT $2";
+  static const std::string kOrder = "ORDER BY last_message_at DESC, session_id COLLATE \"C\" DESC LIMIT $2";
+  static const std::string kNewest = kColumns + kOrder;
+  // The cursor's microseconds back to a timestamp exactly (integer interval
+  // arithmetic), so the index on (user_id, last_message_at) serves the page.
+  static const std::string kOlder =
+      kColumns +
+      "AND (last_message_at, session_id COLLATE \"C\") < "
+      "('epoch'::timestamptz + $3::bigint * interval '1 microsecond', $4) " + kOrder;
   const auto fetch = std::to_string(limit + 1);  // one more: is there an older page?
   Rows rows;
-  // The cursor's time is compared in microseconds, as it was read.
-  auto ec = before ? c.exec((columns +
-                             "AND ((extract(epoch FROM last_message_at) * 1000000)::bigint, session_id COLLATE \"C\") "
-                             "< ($3::bigint, $4) " + order).c_str(),
+  auto ec = before ? c.exec(kOlder.c_str(),
                             {user_id, fetch, std::to_string(detail::to_micros(before->last_message_at)),
                              before->session_id},
                             &rows)
-                   : c.exec((columns + order).c_str(), {user_id, fetch}, &rows);
+                   : c.exec(kNewest.c_str(), {user_id, fetch}, &rows);
   for (int i = 0; i < rows.size(); ++i) page.sessions.push_back(read_session(rows, i));
   detail::cut_session_page(page, limit);
   return ec;

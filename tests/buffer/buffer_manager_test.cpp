@@ -236,22 +236,6 @@ TEST_F(BufferManagerTest, AChunkNamingAnotherSessionCannotJoinAReply) {
   EXPECT_EQ(manager.counters().wrong_session_dropped.value(), 2u);
 }
 
-TEST_F(BufferManagerTest, AReplyOpenedByAnotherSessionsChunkIsReplacedWhenAcceptedForItsOwn) {
-  manager.push(in_session(chunk("m1", 0), "s2"), t0, events);  // first: opens a buffer for s2
-  events.clear();
-  manager.expect("s1", "m1", t0, events);
-  ASSERT_NE(wrong_session(events), nullptr);
-  events.clear();
-  manager.push(chunk("m1", 0), t0, events);
-  EXPECT_EQ(released_ids(events), std::vector<std::uint32_t>{0});
-  manager.push(chunk("m1", 1, true), t0, events);
-  auto* f = finished(events);
-  ASSERT_NE(f, nullptr);
-  EXPECT_EQ(f->session_id, "s1");
-  EXPECT_EQ(f->content, "01");
-  EXPECT_TRUE(f->stored_here);
-}
-
 TEST_F(BufferManagerTest, AReplyThePodAcceptedForASessionOfAnotherManagerOpensNoBufferHere) {
   AcceptedReplies pod_accepted;
   pod_accepted.add("m1", "s1", t0);  // its buffer is in another manager (s1's shard)

@@ -409,8 +409,9 @@ TEST_P(StoreConformance, SessionsAreListedNewestFirstWithTitles) {
 }
 
 TEST_P(StoreConformance, SessionsComeInPagesThatEndWhereTheNextBegins) {
-  // Five sessions; "t1" and "t2" share a time, so the session id orders them.
-  const std::vector<std::pair<std::string, int>> made{{"a", 0}, {"t1", 10}, {"t2", 10}, {"b", 20}, {"c", 30}};
+  // Five sessions; "B1" and "a2" share a time, so the session id orders them, byte by byte ('B' before
+  // 'a', whatever the database's collation), and limit 3 puts them on either side of a page's end.
+  const std::vector<std::pair<std::string, int>> made{{"x", 0}, {"B1", 10}, {"a2", 10}, {"y", 20}, {"z", 30}};
   for (const auto& [id, second] : made)
     ASSERT_FALSE(sync().accept(user_message(id, "alice", "u-" + id, "hello " + id, at(second))).first);
   ASSERT_FALSE(sync().accept(user_message("bobs", "bob", "u-bob", "not alice's", at(15))).first);
@@ -419,26 +420,26 @@ TEST_P(StoreConformance, SessionsComeInPagesThatEndWhereTheNextBegins) {
   std::optional<SessionCursor> before;
   int pages = 0;
   do {
-    auto [ec, page] = sync().session_page("alice", 2, before);
+    auto [ec, page] = sync().session_page("alice", 3, before);
     ASSERT_FALSE(ec);
-    ASSERT_LE(page.sessions.size(), 2u);
+    ASSERT_LE(page.sessions.size(), 3u);
     for (const auto& s : page.sessions) listed.push_back(s.session_id);
     before = page.next_before;
     ASSERT_LT(++pages, 5) << "the cursor does not advance";
   } while (before);
-  EXPECT_EQ(listed, (std::vector<std::string>{"c", "b", "t2", "t1", "a"}));
-  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(listed, (std::vector<std::string>{"z", "y", "a2", "B1", "x"}));
+  EXPECT_EQ(pages, 2);
 
   // The cursor is a position: it holds when its session is gone meanwhile.
   auto [ec, first] = sync().session_page("alice", 2);
   ASSERT_FALSE(ec);
   ASSERT_TRUE(first.next_before);
-  EXPECT_EQ(first.next_before->session_id, "b");
-  ASSERT_FALSE(sync().remove("b", "alice"));
+  EXPECT_EQ(first.next_before->session_id, "y");
+  ASSERT_FALSE(sync().remove("y", "alice"));
   auto second = sync().session_page("alice", 2, first.next_before).second;
   ASSERT_EQ(second.sessions.size(), 2u);
-  EXPECT_EQ(second.sessions[0].session_id, "t2");
-  EXPECT_EQ(second.sessions[1].session_id, "t1");
+  EXPECT_EQ(second.sessions[0].session_id, "a2");
+  EXPECT_EQ(second.sessions[1].session_id, "B1");
   EXPECT_TRUE(second.next_before);
   // A page that ends with the last session has no cursor.
   auto whole = sync().session_page("alice", 10).second;

@@ -69,7 +69,7 @@ class App {
     this.sessionId = null;
     this.conversation = null;
     this.stream = null;
-    this.connected = null; // {promise, resolve} of the open stream's first `connected`
+    this.streamDown(); // this.connected: the open conversation's stream, see streamDown()
     this.sending = false;
     this.stopping = false;
     this.sendBlockedUntil = 0;
@@ -236,10 +236,11 @@ class App {
   showApiError(error, doing) {
     const problem = describe(error, doing);
     if (problem.kind === 'unauthorized') this.signInAgain();
+    // First the banner: replacing another countdown lifts that one's block.
+    this.banner.show(problem, () => this.updateControls());
     if (problem.kind === 'rate_limited' && problem.retryAfter) {
       this.sendBlockedUntil = Date.now() + problem.retryAfter * 1000;
     }
-    this.banner.show(problem, () => this.updateControls());
     this.updateControls();
   }
 
@@ -333,6 +334,7 @@ class App {
     clearTimeout(this.troubleTimer);
     clearTimeout(this.quietTimer);
     this.banner.clear('offline', 'provider', 'forbidden', 'not_found');
+    this.streamDown(); // the next conversation's stream opens after its history
   }
 
   newChat() {
@@ -424,7 +426,6 @@ class App {
 
   openStream(conversation) {
     let opened = false;
-    this.streamDown();
     const stream = new SessionStream(this.api, conversation.sessionId, {
       cursor: () => conversation.resume.cursor,
       onOpen: () => {
@@ -578,7 +579,7 @@ class App {
         if (this.conversation !== conversation) return;
       }
       const local = conversation.addLocalUserMessage(text);
-      composer.value = '';
+      if (composer.value === text) composer.value = ''; // what was typed during the wait stays
       this.composerChanged();
       this.stickToBottom = true;
       try {
