@@ -141,12 +141,19 @@ int run_pod(const config::Config& config) {
     auto arrive = make_countdown(worker ? 2 : 1, std::move(drained));
     pod.drain(arrive);
     if (!worker) return;
+    // A little after the pod's own deadline: by then the pod has ended what
+    // still runs (stored incomplete), and the generations can go.
+    constexpr std::chrono::milliseconds kAfterThePod{250};
     with_deadline(
-        ioc.get_executor(), std::chrono::steady_clock::now() + config.server.shutdown_timeout,
+        ioc.get_executor(), std::chrono::steady_clock::now() + config.server.shutdown_timeout + kAfterThePod,
         [&](std::function<void()> idle) { worker->stop_intake(std::move(idle)); },
-        [arrive, &worker](bool idle) {
-          if (!idle) log::warn("shutdown_timeout", {{"active_generations", worker->active()}});
-          arrive();
+        [arrive, &worker, &ioc](bool idle) {
+          if (idle) return arrive();
+          log::warn("shutdown_timeout", {{"active_generations", worker->active()}});
+          with_deadline(
+              ioc.get_executor(), std::chrono::steady_clock::now() + std::chrono::seconds{2},
+              [&worker](std::function<void()> stopped) { worker->cancel_running(std::move(stopped)); },
+              [arrive](bool) { arrive(); });
         });
   });
   log::info("chatd_stopped", {{"pod_id", pod.id()}, {"replies_stored", pod.stats().replies_stored.value()}});

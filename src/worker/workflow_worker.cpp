@@ -82,6 +82,22 @@ void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   if (on_idle) on_idle();
 }
 
+void WorkflowWorker::cancel_running(std::function<void()> on_idle) {
+  std::vector<std::shared_ptr<GenerationRun>> running;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, r] : runs_)
+      if (auto run = r.run.lock()) running.push_back(std::move(run));
+    if (active_.load() != 0 || admitting_ != 0) {
+      on_idle_ = std::move(on_idle);
+      on_idle = nullptr;
+    }
+  }
+  log::warn("generations_cancelled_at_shutdown", {{"running", running.size()}});
+  for (auto& run : running) run->cancel();
+  if (on_idle) on_idle();
+}
+
 void WorkflowWorker::on_work(std::unique_ptr<bus::WorkItem> item) {
   std::string error;
   auto request = protocol::decode_workflow_request(item->payload(), error);

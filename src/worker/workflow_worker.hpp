@@ -59,6 +59,11 @@ class WorkflowWorker {
   // can take; the others and the running generations go on to their end, then
   // `on_idle` runs (at once if none).
   void stop_intake(std::function<void()> on_idle = {});
+  // After stop_intake, when shutdown ran out of time: every running
+  // generation is cancelled (its provider call ends, its reply ends as
+  // cancelled), so none outlives the process's event loop. `on_idle` runs once
+  // none is left.
+  void cancel_running(std::function<void()> on_idle);
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
   // Slots, queue, attempts and the providers' figures (any thread).
