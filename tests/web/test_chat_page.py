@@ -393,15 +393,27 @@ class ChatPageTest(PageTestCase):
         wait_until("Tab to reach the message box", composer_focused, timeout=20, interval=0.05)
 
 
-class RestartTest(PageTestCase):
-    """chatd stops and starts again on the same database and port, the page stays open."""
+class OwnChatdPageTest(PageTestCase):
+    """Each test starts its own chatd, and may start it again on the same database and port."""
 
     @classmethod
     def setUpClass(cls):
-        pass  # the test starts (and restarts) its own chatd
+        pass
 
     def chatd_for_test(self):
         return self.new_server("before-restart", env=self.server_env)
+
+    def restart(self):
+        old = self.server
+        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
+        self.local_servers.append(restarted)
+        restarted.spawn(port=old.port)
+        restarted.wait_healthy()
+        return restarted
+
+
+class RestartTest(OwnChatdPageTest):
+    """chatd stops and starts again on the same database and port, the page stays open."""
 
     def test_conversations_are_listed_after_a_restart_and_a_dead_server_is_said_so(self):
         page = self.page.open(user=self.user)
@@ -418,10 +430,7 @@ class RestartTest(PageTestCase):
         self.assertIn(kind, ("offline", "unavailable"), text)
         self.assertIn("server", text.lower())
 
-        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
-        self.local_servers.append(restarted)
-        restarted.spawn(port=old.port)
-        restarted.wait_healthy()
+        restarted = self.restart()
         wait_until("the banner to go once the stream is back", lambda: not page.banner()[0])
         page.reload()
         wait_until("both conversations listed after the restart",
@@ -436,12 +445,8 @@ class RestartTest(PageTestCase):
         reply_id = page.send("Tell me a long story")
         wait_until("some of the reply", lambda: (lambda m: m and m["status"] == "streaming" and len(m["text"]) > 20)(
             page.message(reply_id)))
-        old = self.server
-        old.kill()
-        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
-        self.local_servers.append(restarted)
-        restarted.spawn(port=old.port)
-        restarted.wait_healthy()
+        self.server.kill()
+        self.restart()
         return reply_id
 
     def assert_lost_and_sendable(self, page, reply_id, timeout):
@@ -466,25 +471,10 @@ class RestartTest(PageTestCase):
         self.assert_lost_and_sendable(page, reply_id, timeout=15)
 
 
-class ShutdownTest(PageTestCase):
+class ShutdownTest(OwnChatdPageTest):
     """chatd stops with SIGTERM while a reply runs past SERVER_SHUTDOWN_TIMEOUT, then starts again."""
 
     server_env = dict(SLOW_DEMO, SERVER_SHUTDOWN_TIMEOUT="1s")
-
-    @classmethod
-    def setUpClass(cls):
-        pass  # the test starts (and restarts) its own chatd
-
-    def chatd_for_test(self):
-        return self.new_server("before-shutdown", env=self.server_env)
-
-    def restart(self):
-        old = self.server
-        restarted = ChatdServer(name="restarted", env=self.server_env, db_path=old.db_path)
-        self.local_servers.append(restarted)
-        restarted.spawn(port=old.port)
-        restarted.wait_healthy()
-        return restarted
 
     def test_a_reply_cut_by_shutdown_says_so_and_a_message_sent_at_once_after_the_restart_streams(self):
         page = self.page.open(user=self.user)
