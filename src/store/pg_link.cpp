@@ -23,10 +23,14 @@ bool Link::connect_now() {
 bool Link::ensure_connected() {
   if (conn_.ok()) return true;
   // Inside the backoff window the job fails at once: during an outage a queue of
-  // jobs must not each wait for a connection attempt.
-  if (std::chrono::steady_clock::now() < next_attempt_) return false;
+  // jobs must not each wait for a connection attempt. Once another link is up the
+  // outage is over (and /health says so), so the window no longer applies: a link
+  // whose last attempt fell in the server's recovery would refuse jobs for 2 s.
+  if (std::chrono::steady_clock::now() < next_attempt_ && !another_link_up()) return false;
   return connect_now();
 }
+
+bool Link::another_link_up() const { return healthy_ != nullptr && healthy_->load() > (up_ ? 1 : 0); }
 
 boost::system::error_code Link::run(const Attempt& attempt) {
   if (!ensure_connected()) return Errc::unavailable;

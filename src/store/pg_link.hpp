@@ -1,7 +1,8 @@
 #pragma once
 // One PostgreSQL connection and the policy that keeps it alive: reconnect with
-// backoff while the server is down, one fresh connection and one more try when a
-// job finds the connection dead. Used by each pool thread and the retry thread.
+// backoff while the server is down (and at once when another link of the pool
+// has reconnected), one fresh connection and one more try when a job finds the
+// connection dead. Used by each pool thread and the retry thread.
 
 #include <boost/system/error_code.hpp>
 
@@ -50,6 +51,7 @@ class Link {
 
  private:
   bool ensure_connected();
+  bool another_link_up() const;
   void mark_up();
   void mark_down();
 

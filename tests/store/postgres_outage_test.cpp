@@ -6,6 +6,7 @@
 #include <future>
 #include <thread>
 
+#include "store/pg_link.hpp"
 #include "store/postgres_fixture.hpp"
 #include "store/postgres_store.hpp"
 #include "store/store_conformance.hpp"
@@ -86,6 +87,25 @@ TEST_F(PostgresOutage, ServerRestartIsInvisibleToCallers) {
   server_->start();
   ASSERT_FALSE(s.accept(user_message("s1", "alice", "u2", "after", at(1))).first);
   EXPECT_EQ(scalar("SELECT count(*) FROM messages"), "2");
+}
+
+TEST_F(PostgresOutage, ALinkWaitingOutItsBackoffReconnectsOnceAnotherIsUp) {
+  std::atomic<int> healthy{0};
+  pg::ConnectParams params(config());
+  pg::Link first(params, &healthy);
+  pg::Link second(params, &healthy);
+  auto select_one = [](pg::Connection& c) { return c.exec("SELECT 1"); };
+  server_->stop();
+  // Failed attempts (as during a crash recovery) back the link off to 2 s.
+  for (int i = 0; i < 6; ++i) EXPECT_FALSE(second.connect_now());
+  EXPECT_EQ(second.run(select_one), Errc::unavailable) << "inside its backoff window while the server is down";
+  server_->start();
+  ASSERT_TRUE(first.connect_now());
+  ASSERT_EQ(healthy.load(), 1);
+  // The server is back (connected() says so): the job must not fail on the other link.
+  auto ec = second.run(select_one);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(healthy.load(), 2);
 }
 
 TEST_F(PostgresOutage, RepliesCompletedDuringAnOutageAreStoredExactlyOnceAfterIt) {
