@@ -369,8 +369,33 @@ class ChatPageTest(PageTestCase):
         wait_until("the conversation in the drawer", lambda: len(page.session_items()) == 1)
         width = page.js("return document.documentElement.scrollWidth")
         self.assertLessEqual(width, 390, "the page is wider than the phone")
+        # The drawer covers the conversation: the keyboard stays in it (or goes on to the
+        # browser's own controls, the body here, as from a modal dialog).
+        from browser import ActionChains, Keys
+        in_drawer = ("var a = document.activeElement;"
+                     "return a === document.body || document.getElementById('sidebar').contains(a)")
+        for i in range(10):
+            self.assertTrue(page.js(in_drawer), "Tab %d left the open drawer for %r" % (
+                i, page.js("return document.activeElement.outerHTML.slice(0, 80)")))
+            ActionChains(self.browser.driver).send_keys(Keys.TAB).perform()
+        ActionChains(self.browser.driver).send_keys(Keys.ESCAPE).perform()
+        wait_until("Escape to close the drawer", lambda: not page.find("new-chat").is_displayed())
+        self.assertEqual(page.js("return document.activeElement.id"), "menu-toggle")
+        self.assertFalse(page.js("return document.getElementById('chat').inert"), "the closed drawer left the chat inert")
+        # A screen that grows wide shows the list beside the conversation, which must take input again.
+        toggle.click()
+        wait_until("the drawer to open again", lambda: page.find("new-chat").is_displayed())
+        self.browser.driver.set_window_size(1200, 844)
+        wait_until("the wide layout to let go of the drawer",
+                   lambda: not page.js("return document.getElementById('chat').inert"))
+        page.find("composer").click()
+        self.assertEqual(page.js("return document.activeElement.id"), "composer")
+        self.browser.driver.set_window_size(390, 844)
+        toggle.click()
+        wait_until("the drawer to open once more", lambda: page.find("new-chat").is_displayed())
         page.find("new-chat").click()
         wait_until("the drawer to close", lambda: not page.find("new-chat").is_displayed())
+        self.assertEqual(page.js("return document.activeElement.id"), "composer")
 
     def test_page_has_labels_for_screen_readers(self):
         page = self.page.open(user=self.user)

@@ -12,6 +12,9 @@ import { ResumeState } from './resume-state.js';
 import { handleCopyClick } from './markdown.js';
 import { MessageLimits, jsonBytes } from './message-limits.js';
 
+// The width below which the conversation list is a drawer (styles.css says the same).
+const NARROW_SCREEN = '(max-width: 759px)';
+
 const PROVIDER_KEY = 'chatd.provider';
 const MODEL_KEY = 'chatd.model';
 const RECONNECT_NOTICE_MS = 2500; // a quick reconnect (a pod handing off) is not worth a banner
@@ -131,10 +134,12 @@ class App {
     $('menu-toggle').addEventListener('click', () => this.toggleSidebar());
     $('sidebar-scrim').addEventListener('click', () => this.toggleSidebar(false));
     document.addEventListener('keydown', (event) => {
-      if (event.key === 'Escape' && $('app').classList.contains('sidebar-open')) {
-        this.toggleSidebar(false);
-        $('menu-toggle').focus(); // the list it hid had the focus
-      }
+      if (event.key === 'Escape' && $('app').classList.contains('sidebar-open')) this.toggleSidebar(false);
+    });
+    // A screen that grows past the phone layout shows the list beside the
+    // conversation: no drawer left open over it.
+    window.matchMedia(NARROW_SCREEN).addEventListener('change', (event) => {
+      if (!event.matches) this.toggleSidebar(false);
     });
     window.addEventListener('popstate', () => this.route());
 
@@ -707,10 +712,15 @@ class App {
   }
 
   toggleSidebar(open = !$('app').classList.contains('sidebar-open')) {
+    const wasOpen = $('app').classList.contains('sidebar-open');
     $('app').classList.toggle('sidebar-open', open);
     $('menu-toggle').setAttribute('aria-expanded', String(open));
     $('sidebar-scrim').hidden = !open;
+    // The drawer covers the page, so it is modal: Tab and a screen reader's
+    // cursor stay in it until it closes.
+    for (const id of ['chat', 'skip-link']) $(id).inert = open;
     if (open) $('new-chat').focus();
+    else if (wasOpen && $('sidebar').contains(document.activeElement)) $('menu-toggle').focus(); // it hid the focus
   }
 }
 
