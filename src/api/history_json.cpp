@@ -72,7 +72,7 @@ json::object message_page_json(const store::MessagePage& page, std::size_t max_b
   json::array out;
   out.reserve(kept.size());
   for (auto it = kept.rbegin(); it != kept.rend(); ++it) out.push_back(std::move(*it));
-  return json::object{{"messages", std::move(out)}, {"next_before", std::move(next)}};
+  return json::object{{"title", page.title}, {"messages", std::move(out)}, {"next_before", std::move(next)}};
 }
 
 }  // namespace chat::api

@@ -108,6 +108,7 @@ struct SessionPage {
 };
 
 struct MessagePage {
+  std::string title;  // the session's (SessionSummary::title), so a page needs no list to name it
   std::vector<StoredMessage> messages;     // oldest first
   std::optional<std::string> next_before;  // pass as `before` for the older page
 };

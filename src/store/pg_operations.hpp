@@ -37,6 +37,7 @@ boost::system::error_code page_of(Connection& c, const std::string& session_id, 
 
 // ---- the session's owner, read with the row lock a caller needs ----
 constexpr const char* kOwner = "SELECT user_id FROM chat_sessions WHERE session_id = $1";
+constexpr const char* kOwnerAndTitle = "SELECT user_id, title FROM chat_sessions WHERE session_id = $1";
 // Row locks that serialize writers of one session: messages may be added (NO KEY
 // UPDATE) while nobody deletes the session (UPDATE).
 constexpr const char* kOwnerForMessage = "SELECT user_id FROM chat_sessions WHERE session_id = $1 FOR NO KEY UPDATE";

@@ -113,7 +113,11 @@ error_code page_of(Connection& c, const std::string& session_id, const std::stri
   // One snapshot for the owner check, the cursor and the page.
   Transaction tx(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
   if (tx.error()) return tx.error();
-  if (auto ec = check_owner(c, kOwner, session_id, user_id)) return ec;
+  Rows session;
+  if (auto ec = c.exec(kOwnerAndTitle, {session_id}, &session)) return ec;
+  if (session.empty()) return Errc::not_found;
+  if (session.text(0, 0) != user_id) return Errc::forbidden;
+  page.title = session.text(0, 1);
   if (auto ec = read_page(c, session_id, detail::clamp_limit(limit), before, page)) return ec;
   return tx.commit();
 }

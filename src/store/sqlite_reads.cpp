@@ -91,7 +91,10 @@ error_code page_of(Connection& db, const std::string& session_id, const std::str
                    const std::string& before, MessagePage& page) {
   Transaction tx(db, Transaction::Mode::read);  // one snapshot for owner, cursor and page
   if (tx.error()) return tx.error();
-  if (auto ec = check_owner(db, session_id, user_id)) return ec;
+  auto q = db.query("SELECT user_id, title FROM chat_sessions WHERE session_id = ?1");
+  if (!q.bind(session_id).next()) return q.error() ? q.error() : make_error_code(Errc::not_found);
+  if (q.text(0) != user_id) return Errc::forbidden;
+  page.title = q.text(1);
   return read_page(db, session_id, detail::clamp_limit(limit), before, page);
 }
 

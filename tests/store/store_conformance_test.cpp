@@ -146,12 +146,22 @@ TEST_P(StoreConformance, AClaimedSessionIsTheClaimersAndTitledByItsFirstMessage)
   auto [pec, page] = sync().page("s1", "alice", 10);
   ASSERT_FALSE(pec);
   EXPECT_TRUE(page.messages.empty());
+  EXPECT_EQ(page.title, "");
 
   ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "Hello there", at(1))).first);
   auto [sec, sessions] = sync().sessions("alice");
   ASSERT_FALSE(sec);
   ASSERT_EQ(sessions.size(), 1u);
   EXPECT_EQ(sessions[0].title, "Hello there");
+  // Every page of messages names the session, the older ones too.
+  ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u2", "And another thing", at(2))).first);
+  auto [nec, newest] = sync().page("s1", "alice", 1);
+  ASSERT_FALSE(nec);
+  EXPECT_EQ(newest.title, "Hello there");
+  ASSERT_TRUE(newest.next_before);
+  auto [oec, older] = sync().page("s1", "alice", 1, *newest.next_before);
+  ASSERT_FALSE(oec);
+  EXPECT_EQ(older.title, "Hello there");
   // A session with messages is claimed by its owner without harm, and by nobody else.
   EXPECT_FALSE(sync().claim("s1", "alice"));
   EXPECT_EQ(sync().claim("s1", "mallory"), Errc::forbidden);

@@ -294,6 +294,23 @@ class ChatPageTest(PageTestCase):
         self.assertEqual(ids, [oldest] + stored[:-1])
         self.assertFalse(page.visible("older-sessions"))
 
+    def test_a_conversation_opened_by_link_past_the_listed_hundred_is_named(self):
+        port = self.server.port
+        first = self.page.open(user=self.user)
+        first.wait_status(first.send("Plans for the garden"), "complete")
+        linked = first.session_id()
+        for _ in range(100):  # newer conversations push it past the first page of the list
+            r = harness.http_request(port, "POST", "/api/sessions", json.dumps({"user_id": self.user}),
+                                     {"Content-Type": "application/json"})
+            self.assertEqual(r.status, 201, r)
+        page = self.page.open(session_id=linked, user=self.user)
+        wait_until("the newest hundred", lambda: len(page.session_items()) == 100)
+        self.assertNotIn(linked, [s["id"] for s in page.session_items()])
+        wait_until("its history", lambda: len(page.messages()) == 2)
+        wait_until("its title", lambda: page.js("return document.getElementById('chat-title').textContent")
+                   == "Plans for the garden")
+        self.assertEqual(self.browser.driver.title, "Plans for the garden · Chat")
+
     def test_a_conversation_deleted_in_another_window_is_said_so_and_not_made_again(self):
         first = self.page.open(user=self.user)
         first.wait_status(first.send("Soon deleted"), "complete")

@@ -377,7 +377,10 @@ class App {
     const requestedAt = performance.now();
     try {
       const page = await this.api.messages(conversation.sessionId);
-      if (this.conversation === conversation) conversation.applyHistory(page, { requestedAt });
+      if (this.conversation !== conversation) return true;
+      conversation.applyHistory(page, { requestedAt });
+      // Named by the server: a conversation opened by link may be older than the list shows.
+      if (page.title) this.setTitle(page.title);
       return true;
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
