@@ -54,6 +54,14 @@ http::Response unauthorized(bool token_sent, std::string_view message) {
   return res;
 }
 
+// One lease holding two (a stream's per-user and per-address tickets), so a
+// stream keeps a single pointer whatever it holds.
+std::shared_ptr<void> both(std::shared_ptr<void> a, std::shared_ptr<void> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return std::make_shared<std::pair<std::shared_ptr<void>, std::shared_ptr<void>>>(std::move(a), std::move(b));
+}
+
 // Routes that name a session or a reply answer another user's like a missing
 // one: whether an id exists is nobody else's business.
 boost::system::error_code hide_owner(boost::system::error_code ec) {
@@ -402,7 +410,9 @@ void ChatApi::open_stream(Call call) {
 
 void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {
   call->record(200);
-  call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket) mutable {
+  call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket,
+                                                            std::shared_ptr<void> address_ticket) mutable {
+    stream.ticket = both(std::move(stream.ticket), std::move(address_ticket));
     pod_.open_stream(std::move(socket), std::move(stream));
   });
 }

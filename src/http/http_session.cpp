@@ -160,11 +160,11 @@ void HttpSession::on_write(boost::system::error_code ec, bool close_after) {
   read_header();
 }
 
-void HttpSession::upgrade(std::function<void(Socket)> take) {
+void HttpSession::upgrade(std::function<void(Socket, std::shared_ptr<void>)> take) {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this(), take = std::move(take)] {
     self->stream_.expires_never();
     // Whatever the client pipelined after its request is not ours to keep.
-    take(self->stream_.release_socket());
+    take(self->stream_.release_socket(), std::move(self->ticket_));
   });
 }
 

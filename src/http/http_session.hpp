@@ -52,7 +52,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void reject(Response response);
   void respond(Response response);
   // Hands the socket to `take` on the strand; no timeout applies to it any more.
-  void upgrade(std::function<void(Socket)> take);
+  // The per-address ticket goes with it: a stream is still that address's
+  // connection.
+  void upgrade(std::function<void(Socket, std::shared_ptr<void> ticket)> take);
 
   // The TCP peer (unspecified if the socket had already failed).
   const boost::asio::ip::address& peer() const { return peer_; }

@@ -70,8 +70,10 @@ void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
   }
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  // Asked before the session exists: it counts itself as open.
+  const bool full = at_capacity_ && at_capacity_();
   auto session = std::make_shared<HttpSession>(std::move(socket), handler_, limits_);
-  if (at_capacity_ && at_capacity_()) {
+  if (full) {
     log::warn("connection_refused", {{"reason", "at_capacity"}});
     auto res = error_response(Status::service_unavailable, "at_capacity", "the server has too many open connections");
     res.set(beast_http::field::retry_after, "5");

@@ -196,7 +196,7 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
   registry_.add({request.session_id, options_.pod_id, stream_id});
   std::vector<sse::Frame> first{sse::connected_frame(stream_id, request.session_id, options_.pod_id),
                                 sse::retry_frame(options_.stream_retry)};
-  // The streams-per-user ticket is the stream's lease: released when it ends.
+  // The stream's tickets (streams per user, connections per address) are its lease: released when it ends.
   stream->start(sse::stream_head(request.cors_origin), std::move(first), std::move(request.ticket));
   log::info("sse_connected", {{"connection_id", stream_id}, {"session_id", request.session_id},
                               {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});

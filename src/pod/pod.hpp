@@ -84,7 +84,7 @@ struct StreamRequest {
   std::optional<sse::ResumeCursor> cursor;
   std::string cors_origin;  // for the stream's response head
   std::string correlation_id;
-  std::shared_ptr<void> ticket{};  // held while the stream is open (streams per user)
+  std::shared_ptr<void> ticket{};  // held while the stream is open (streams per user and per address)
 };
 
 // Counted on bus and store threads; read by anyone.

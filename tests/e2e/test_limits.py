@@ -276,6 +276,79 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
         self.assertGreaterEqual(limited_total(self.srv, "connections"), 1)
 
 
+def open_stream_from(address, port):
+    """A raw SSE stream from a loopback `address`, read until its `connected` event."""
+    s = socket.socket()
+    s.bind((address, 0))
+    s.settimeout(5)
+    s.connect((HOST, port))
+    s.sendall(("GET /api/sse?session_id=%s&user_id=%s HTTP/1.1\r\nHost: x\r\n\r\n"
+               % (new_id("s"), new_id("u"))).encode())
+    head = b""
+    while b"event: connected" not in head:
+        data = s.recv(4096)
+        if not data:
+            raise AssertionError("stream closed before connecting: %r" % head[:300])
+        head += data
+    return s
+
+
+def first_answer(address, port):
+    """The status line a new connection from `address` gets for GET /health."""
+    s = socket.socket()
+    s.bind((address, 0))
+    s.settimeout(5)
+    try:
+        s.connect((HOST, port))
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return s.recv(4096).split(b"\r\n", 1)[0].decode()
+    finally:
+        s.close()
+
+
+class StreamsPerAddressTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("stream-connections", env=dict(OFF, SERVER_MAX_CONNECTIONS_PER_IP="3"))
+
+    def test_open_streams_count_as_their_address_connections(self):
+        streams = [open_stream_from("127.0.0.5", self.srv.port) for _ in range(3)]
+        try:
+            self.assertEqual(first_answer("127.0.0.5", self.srv.port), "HTTP/1.1 429 Too Many Requests",
+                             "three open streams and one more connection from the same address")
+            self.assertEqual(first_answer("127.0.0.6", self.srv.port), "HTTP/1.1 200 OK")
+            streams.pop().close()
+            wait_until(lambda: first_answer("127.0.0.5", self.srv.port) == "HTTP/1.1 200 OK", 5,
+                       msg="a closed stream gives its address's place back")
+        finally:
+            for s in streams:
+                s.close()
+
+
+class ServerCapacityTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = cls.start_server("capacity", env=dict(OFF, SERVER_MAX_CONNECTIONS="4"))
+
+    def test_the_limit_is_the_number_of_open_connections_streams_included(self):
+        held = []
+        try:
+            held = [open_stream_from("127.0.0.7", self.srv.port) for _ in range(2)]
+            for _ in range(2):  # idle connections count too
+                s = socket.socket()
+                s.connect((HOST, self.srv.port))
+                held.append(s)
+            time.sleep(0.3)  # the pod accepts them
+            self.assertEqual(first_answer("127.0.0.8", self.srv.port), "HTTP/1.1 503 Service Unavailable",
+                             "a fifth connection with SERVER_MAX_CONNECTIONS=4")
+            held.pop().close()
+            wait_until(lambda: first_answer("127.0.0.8", self.srv.port) == "HTTP/1.1 200 OK", 5,
+                       msg="the fourth connection is within the limit")
+        finally:
+            for s in held:
+                s.close()
+
+
 class RedisDownTest(h.ChatdTestCase):
     @classmethod
     def setUpClass(cls):
