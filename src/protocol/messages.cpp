@@ -65,8 +65,9 @@ std::string_view to_string(ChunkType t) {
 
 std::string encode(const WorkflowRequest& r) {
   json::object ctx;
-  ctx["ai_provider"] = r.context.ai_provider;
-  ctx["model"] = r.context.model;
+  // Absent, not empty, when the user named none: a worker then uses its default.
+  if (!r.context.ai_provider.empty()) ctx["ai_provider"] = r.context.ai_provider;
+  if (!r.context.model.empty()) ctx["model"] = r.context.model;
   if (r.context.temperature) ctx["temperature"] = *r.context.temperature;
   if (r.context.max_tokens) ctx["max_tokens"] = *r.context.max_tokens;
   if (!r.context.system_prompt.empty()) ctx["system_prompt"] = r.context.system_prompt;
@@ -104,7 +105,7 @@ std::string encode(const ResponseChunk& c) {
     o["metadata"] = std::move(m);
   }
   if (c.error) o["error"] = json::object{{"code", c.error->code}, {"message", c.error->message}};
-  o["timestamp"] = c.timestamp;
+  if (!c.timestamp.empty()) o["timestamp"] = c.timestamp;  // a chunk relayed as received has none if it came without
   if (!c.correlation_id.empty()) o["correlation_id"] = c.correlation_id;
   return json::serialize(o);
 }

@@ -77,7 +77,6 @@ void GenerationRun::cancel() {
 void GenerationRun::end_cancelled() {
   providers::Finish finish;
   finish.finish_reason = "cancelled";
-  finish.tokens_used = 0;
   on_finish(finish);
 }
 
@@ -112,9 +111,12 @@ void GenerationRun::on_text(std::string_view text) {
 
 void GenerationRun::on_finish(const providers::Finish& finish) {
   asio::dispatch(strand_, [self = shared_from_this(), finish] {
+    // A provider that reports no usage: the content chunks sent stand in for it,
+    // as they do in the pod's own count. The contract's final chunk has one.
+    auto tokens = finish.tokens_used.value_or(self->next_chunk_id_);
     auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
-    c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : without_nul(finish.model),
-                                         finish.tokens_used, finish.finish_reason};
+    c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : without_nul(finish.model), tokens,
+                                         finish.finish_reason};
     self->pump();
   });
 }
@@ -124,8 +126,9 @@ void GenerationRun::on_error(std::string_view code, std::string_view message) {
                             message = without_nul(std::string(message))] {
     log::warn("generation_failed", {{"message_id", self->request_.message_id}, {"code", code},
                                     {"attempt", self->attempt_}, {"correlation_id", self->request_.correlation_id}});
+    std::int64_t tokens = self->next_chunk_id_;
     auto& c = self->emit(protocol::ChunkType::error, {}, true);
-    c.metadata = protocol::ChunkMetadata{self->model_, std::nullopt, "error"};
+    c.metadata = protocol::ChunkMetadata{self->model_, tokens, "error"};
     c.error = protocol::ChunkError{code, message};
     self->pump();
   });

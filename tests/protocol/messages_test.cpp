@@ -54,10 +54,32 @@ TEST(MessagesTest, EncodedChunksCarryEveryContractField) {
   ResponseChunk c;
   c.session_id = "s";
   c.message_id = "m";
+  c.timestamp = "2026-11-26T12:00:00.000001Z";
   auto v = boost::json::parse(encode(c)).as_object();
   for (const char* key : {"session_id", "message_id", "chunk_id", "chunk", "chunk_type", "is_final", "timestamp"})
     EXPECT_TRUE(v.contains(key)) << key;
   EXPECT_EQ(v.at("chunk_type").as_string(), "content");
+}
+
+TEST(MessagesTest, AChunkThatCameWithoutATimestampIsNotGivenAnEmptyOne) {
+  std::string error;
+  auto c = decode_response_chunk(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk":"Hi","is_final":false})",
+                                 error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_FALSE(boost::json::parse(encode(*c)).as_object().contains("timestamp")) << encode(*c);
+}
+
+TEST(MessagesTest, ARequestWithoutProviderOrModelLeavesThemOutForTheWorkersDefault) {
+  auto r = sample_request();
+  r.context.ai_provider.clear();
+  r.context.model.clear();
+  auto context = boost::json::parse(encode(r)).as_object().at("context").as_object();
+  EXPECT_FALSE(context.contains("ai_provider"));
+  EXPECT_FALSE(context.contains("model"));
+  std::string error;
+  auto back = decode_workflow_request(encode(r), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, r);
 }
 
 TEST(MessagesTest, CancelRequestRoundTrips) {

@@ -489,6 +489,7 @@ TEST(WorkflowWorker, AnUnknownProviderEndsTheReplyWithOneFinalErrorChunk) {
   EXPECT_EQ(c.error->code, "unknown_provider");
   ASSERT_TRUE(c.metadata);
   EXPECT_EQ(c.metadata->finish_reason, "error");
+  EXPECT_EQ(c.metadata->tokens_used, 0) << "the contract's final chunk says how many tokens (none here)";
   EXPECT_EQ(rig.worker.active(), 0u);
 }
 
