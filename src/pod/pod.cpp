@@ -1,6 +1,7 @@
 #include "pod/pod.hpp"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
 #include <random>
@@ -171,13 +172,22 @@ void Pod::cancel(std::string message_id, std::string session_id, std::string use
   if (!bus_.connected()) return done(Errc::bus_unavailable);
   protocol::CancelRequest cancel{message_id, std::move(session_id), std::move(user_id)};
   // The worker running the reply answers; silence means no such reply is running.
+  const auto silence_ends = std::chrono::steady_clock::now() + options_.cancel_timeout;
   bus_.request(subjects::cancel(message_id), protocol::encode(cancel), options_.cancel_timeout,
-               [message_id, done = std::move(done)](boost::system::error_code ec, std::string reply) {
+               [this, message_id, silence_ends, done = std::move(done)](boost::system::error_code ec,
+                                                                        std::string reply) mutable {
                  if (ec) return done(Errc::no_running_reply);
                  boost::system::error_code parse_ec;
                  auto v = json::parse(reply, parse_ec);
                  auto* status = !parse_ec && v.is_object() ? v.get_object().if_contains("status") : nullptr;
-                 if (status && status->is_string() && status->get_string() == "forbidden") return done(Errc::not_owner);
+                 if (status && status->is_string() && status->get_string() == "forbidden") {
+                   // Answered when silence would have been, so the caller cannot tell
+                   // another user's running reply from one that does not exist.
+                   auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, silence_ends);
+                   return timer->async_wait([timer, done = std::move(done)](boost::system::error_code) {
+                     done(Errc::not_owner);
+                   });
+                 }
                  log::info("cancel_requested", {{"message_id", message_id}});
                  done({});
                });

@@ -131,7 +131,7 @@ class JwtModeBase:
         self.assertEqual(theirs.body, missing.body, "another user's session must read exactly like a missing one")
 
         # POST /api/chat/{id}/cancel on a running reply
-        r = self.chat(owner, sid, " ".join("w%d" % i for i in range(400)))
+        r = self.chat(owner, sid, " ".join("w%d" % i for i in range(1200)))
         self.assertEqual(r.status, 202, r)
         run = r.json()["message_id"]
         stream.collect_until(lambda e: e.event == "chunk" and e.json()["message_id"] == run, 15)
@@ -139,8 +139,17 @@ class JwtModeBase:
         self.assert_unauthorized(self.srv.request("POST", cancel), False, "cancel without a token")
         self.assert_unauthorized(self.srv.request("POST", cancel, headers=self.bearer(stale)), True,
                                  "cancel with an expired token")
-        self.assertError(self.srv.request("POST", cancel, headers=self.bearer(other)), 404, "not_found",
-                         "another user's cancel of a running reply")
+        # Another user's running reply reads like a missing one, in its body and in its time: both
+        # are answered when the cancel's wait for a worker ends (2 s), not as soon as the worker refuses.
+        answers, seconds = {}, {}
+        for what, path in (("theirs", cancel), ("missing", "/api/chat/%s/cancel" % h.new_id("msg"))):
+            t0 = time.monotonic()
+            answers[what] = self.srv.request("POST", path, headers=self.bearer(other))
+            seconds[what] = time.monotonic() - t0
+            self.assertError(answers[what], 404, "not_found", "another user's cancel (%s)" % what)
+        self.assertEqual(answers["theirs"].body, answers["missing"].body)
+        for what, s in seconds.items():
+            self.assertGreaterEqual(s, 1.9, "%s: a 404 sooner than the wait tells running replies apart" % what)
         self.assertEqual(self.srv.request("POST", cancel, headers=self.bearer(owner)).status, 202)
         stream.collect_until(lambda e: e.event == "message_complete" and e.json()["message_id"] == run, 15)
 
