@@ -127,6 +127,7 @@ int run_pod(const config::Config& config) {
       config.limits.connections_per_ip,
       [&proxies = limits.admission->proxies()](const asio::ip::address& a) { return proxies.contains(a); },
       &limits.admission->metrics().refused[static_cast<std::size_t>(limits::Limit::connections)]));
+  listener->let_probes_through({"/health", "/ready", "/metrics"});
   listener->run();
   log::info("chatd_started", {{"pod_id", pod.id()}, {"host", config.server.host}, {"port", listener->port()},
                               {"threads", threads}, {"web_ui", !site.empty()},

@@ -6,6 +6,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <algorithm>
+
 #include "http/framing.hpp"
 #include "log/log.hpp"
 
@@ -44,6 +46,14 @@ void HttpSession::reject(Response response) {
   });
 }
 
+void HttpSession::serve_probes_only(Response refusal, std::string_view reason,
+                                    std::shared_ptr<const std::vector<std::string>> probes) {
+  refusal_ = std::make_unique<Response>(std::move(refusal));
+  refusal_reason_ = reason;
+  probes_ = std::move(probes);
+  run();
+}
+
 void HttpSession::read_header() {
   parser_.emplace();
   parser_->body_limit(limits_.max_body_bytes);
@@ -67,6 +77,10 @@ void HttpSession::on_header(boost::system::error_code ec) {
     log::warn("http_host_refused", {{"reason", bad->message}});
     return refuse(error_response(bad->status, bad->code, bad->message));
   }
+  if (refusal_ && std::ranges::find(*probes_, path_of(req.target())) == probes_->end()) {
+    log::warn("connection_refused", {{"reason", refusal_reason_}, {"peer", peer_.to_string()}});
+    return refuse(std::move(*refusal_));
+  }
   // curl and others wait for this before sending a body over 1 KiB.
   if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -88,7 +102,7 @@ void HttpSession::on_body(boost::system::error_code ec) {
   stream_.expires_never();
   auto request = parser_->release();
   parser_.reset();
-  keep_alive_ = request.keep_alive();
+  keep_alive_ = request.keep_alive() && !refusal_;  // a probe over a cap gets one answer
   method_ = request.method();
   target_ = std::string(path_of(request.target()));
   handler_.handle(std::move(request), shared_from_this());

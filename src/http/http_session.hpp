@@ -16,6 +16,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "http/responses.hpp"
 
@@ -50,6 +53,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void run();
   // Sends `response` and closes (used when the server is at capacity).
   void reject(Response response);
+  // Over a connection cap: reads one request; one for a path in `probes` is
+  // handled as usual, any other gets `refusal`; then the connection closes.
+  // `reason` (a literal) names the cap in the log.
+  void serve_probes_only(Response refusal, std::string_view reason,
+                         std::shared_ptr<const std::vector<std::string>> probes);
   void respond(Response response);
   // Hands the socket to `take` on the strand; no timeout applies to it any more.
   // The per-address ticket goes with it: a stream is still that address's
@@ -91,6 +99,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::chrono::steady_clock::time_point started_{};
   boost::asio::ip::address peer_;
   std::shared_ptr<void> ticket_;
+  // Set by serve_probes_only().
+  std::unique_ptr<Response> refusal_;
+  std::string_view refusal_reason_;
+  std::shared_ptr<const std::vector<std::string>> probes_;
 
   static inline std::atomic<std::size_t> open_sessions_{0};
 };

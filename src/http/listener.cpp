@@ -11,6 +11,7 @@ namespace chat::http {
 namespace {
 
 constexpr std::size_t kConnectionStrands = 256;
+constexpr std::size_t kProbeReaders = 16;
 
 }  // namespace
 
@@ -74,21 +75,38 @@ void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
   const bool full = at_capacity_ && at_capacity_();
   auto session = std::make_shared<HttpSession>(std::move(socket), handler_, limits_);
   if (full) {
-    log::warn("connection_refused", {{"reason", "at_capacity"}});
     auto res = error_response(Status::service_unavailable, "at_capacity", "the server has too many open connections");
     res.set(beast_http::field::retry_after, "5");
-    session->reject(std::move(res));
+    refuse(session, std::move(res), "at_capacity");
   } else if (auto ticket = per_address_ ? per_address_->admit(session->peer()) : nullptr; per_address_ && !ticket) {
-    log::warn("connection_refused", {{"reason", "per_address_limit"}, {"peer", session->peer().to_string()}});
     auto res = error_response(Status::too_many_requests, "rate_limited",
                               "too many open connections from this address");
     res.set(beast_http::field::retry_after, "5");
-    session->reject(std::move(res));
+    refuse(session, std::move(res), "per_address_limit");
   } else {
     session->hold(std::move(ticket));
     session->run();
   }
   accept();
+}
+
+void Listener::refuse(const std::shared_ptr<HttpSession>& session, Response refusal, std::string_view reason) {
+  if (probe_paths_) {
+    if (auto place = probe_place()) {
+      session->hold(std::move(place));
+      return session->serve_probes_only(std::move(refusal), reason, probe_paths_);
+    }
+  }
+  log::warn("connection_refused", {{"reason", reason}, {"peer", session->peer().to_string()}});
+  session->reject(std::move(refusal));
+}
+
+std::shared_ptr<void> Listener::probe_place() {
+  if (probe_readers_->fetch_add(1) >= kProbeReaders) {
+    probe_readers_->fetch_sub(1);
+    return nullptr;
+  }
+  return {probe_readers_.get(), [count = probe_readers_](void*) { count->fetch_sub(1); }};
 }
 
 }  // namespace chat::http

@@ -7,8 +7,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "http/address_connections.hpp"
@@ -26,6 +29,11 @@ class Listener : public std::enable_shared_from_this<Listener> {
   // Caps connections per client address (before run()); a connection over
   // the cap gets a 429 and is closed.
   void limit_per_address(std::shared_ptr<AddressConnections> gate) { per_address_ = std::move(gate); }
+  // Paths (before run()) still answered on a connection over either cap, one
+  // request each, so that a full pod does not look dead to its orchestrator.
+  void let_probes_through(std::vector<std::string> paths) {
+    probe_paths_ = std::make_shared<const std::vector<std::string>>(std::move(paths));
+  }
 
   void run();
   void stop();  // closes the acceptor; open connections are not touched
@@ -34,6 +42,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
  private:
   void accept();
   void on_accept(boost::system::error_code ec, boost::asio::ip::tcp::socket socket);
+  void refuse(const std::shared_ptr<HttpSession>& session, Response refusal, std::string_view reason);
+  std::shared_ptr<void> probe_place();
 
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
   Strand next_connection_strand();
@@ -52,6 +62,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   SessionLimits limits_;
   std::function<bool()> at_capacity_;
   std::shared_ptr<AddressConnections> per_address_;
+  std::shared_ptr<const std::vector<std::string>> probe_paths_;
+  // Connections over a cap still read for a probe: a few at a time, since each
+  // may wait SERVER_READ_TIMEOUT for its request. Released from any strand.
+  std::shared_ptr<std::atomic<std::size_t>> probe_readers_ = std::make_shared<std::atomic<std::size_t>>(0);
   std::uint16_t port_ = 0;
 };
 

@@ -5,7 +5,6 @@ limits that fail open when Redis is unreachable. (Two pods sharing one bucket th
 test_cluster.)"""
 
 import os
-import select
 import socket
 import sys
 import time
@@ -250,17 +249,19 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
                 s.settimeout(5)
                 s.connect((HOST, self.srv.port))
                 conns.append(s)
-            # Whichever of the six the pod accepted last is over the cap: it alone is answered.
-            answered = {}
-            deadline = time.monotonic() + 10
-            while not answered and time.monotonic() < deadline:
-                ready, _, _ = select.select(conns, [], [], 0.2)
-                for s in ready:
-                    answered[s] = s.recv(4096).decode(errors="replace")
-            self.assertEqual(len(answered), 1, "one connection over the cap of 5 must be refused: %r" % answered)
-            head = next(iter(answered.values()))
-            self.assertTrue(head.startswith("HTTP/1.1 429"), head[:200])
-            self.assertIn('"rate_limited"', head)
+            # Whichever of the six the pod accepted last is over the cap: it alone is refused.
+            time.sleep(0.3)  # the pod accepts them all
+            for s in conns:
+                s.sendall(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+            heads = [s.recv(4096).decode(errors="replace") for s in conns]
+            refused = [head for head in heads if head.startswith("HTTP/1.1 429")]
+            self.assertEqual(len(refused), 1, "one connection over the cap of 5 must be refused: %r"
+                             % [head.split("\r\n", 1)[0] for head in heads])
+            self.assertIn('"rate_limited"', refused[0])
+            self.assertEqual(sum(head.startswith("HTTP/1.1 200") for head in heads), 5)
+            # A probe still gets through the cap (one answer, then the connection closes).
+            self.assertEqual(first_answer("127.0.0.3", self.srv.port, "/health"), "HTTP/1.1 200 OK")
+            self.assertEqual(first_answer("127.0.0.3", self.srv.port), "HTTP/1.1 429 Too Many Requests")
             # Another address is served at once.
             other = socket.socket()
             other.bind(("127.0.0.2", 0))
@@ -293,14 +294,14 @@ def open_stream_from(address, port):
     return s
 
 
-def first_answer(address, port):
-    """The status line a new connection from `address` gets for GET /health."""
+def first_answer(address, port, path="/api"):
+    """The status line a new connection from `address` gets for GET `path`."""
     s = socket.socket()
     s.bind((address, 0))
     s.settimeout(5)
     try:
         s.connect((HOST, port))
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
         return s.recv(4096).split(b"\r\n", 1)[0].decode()
     finally:
         s.close()
@@ -341,6 +342,9 @@ class ServerCapacityTest(h.ChatdTestCase):
             time.sleep(0.3)  # the pod accepts them
             self.assertEqual(first_answer("127.0.0.8", self.srv.port), "HTTP/1.1 503 Service Unavailable",
                              "a fifth connection with SERVER_MAX_CONNECTIONS=4")
+            # The orchestrator's probes still get through a full pod.
+            for probe in ("/health", "/ready", "/metrics"):
+                self.assertEqual(first_answer("127.0.0.8", self.srv.port, probe), "HTTP/1.1 200 OK", probe)
             held.pop().close()
             wait_until(lambda: first_answer("127.0.0.8", self.srv.port) == "HTTP/1.1 200 OK", 5,
                        msg="the fourth connection is within the limit")
