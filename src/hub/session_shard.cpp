@@ -139,6 +139,7 @@ void SessionShard::deliver(const std::string& session_id, const std::string& mes
 
 void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
   if (closed_) return stream->close();
+  trim_retained();  // the window ends on time, not at the next cleanup
   const std::string session_id(stream->session_id());
   auto& channel = this->channel(session_id);
   const bool first = !channel.has_members();

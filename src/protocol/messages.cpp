@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/identifier.hpp"
+#include "common/time.hpp"
 #include "protocol/json_fields.hpp"
 
 namespace json = boost::json;
@@ -105,7 +106,7 @@ std::string encode(const ResponseChunk& c) {
     o["metadata"] = std::move(m);
   }
   if (c.error) o["error"] = json::object{{"code", c.error->code}, {"message", c.error->message}};
-  if (!c.timestamp.empty()) o["timestamp"] = c.timestamp;  // a chunk relayed as received has none if it came without
+  o["timestamp"] = c.timestamp;
   if (!c.correlation_id.empty()) o["correlation_id"] = c.correlation_id;
   return json::serialize(o);
 }
@@ -181,6 +182,9 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   c.chunk_type = type.value_or(ChunkType::content);
   c.is_final = in.boolean("is_final");
   c.timestamp = in.string("timestamp");
+  // A worker that sends none (the contract has one): the chunk is stamped when
+  // it is read, so every event a client gets has a time.
+  if (c.timestamp.empty()) c.timestamp = rfc3339_now();
   c.correlation_id = in.string("correlation_id");
   if (auto* m = in.object("metadata")) {
     JsonFields mr(*m, error, "metadata.");

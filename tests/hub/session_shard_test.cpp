@@ -140,6 +140,15 @@ TEST_F(ShardTest, ACursorPastTheResumeWindowGetsAReset) {
   EXPECT_NE(late->frames().front()->find("resume_window_passed"), std::string::npos);
 }
 
+TEST_F(ShardTest, TheResumeWindowEndsOnTimeNotAtTheNextCleanup) {
+  stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0, true), false);
+  now += 121s;
+  auto late = stream("s1", sse::ResumeCursor{"m1", 0});
+  ASSERT_FALSE(late->events().empty());
+  EXPECT_EQ(late->events().front(), "reset");
+}
+
 TEST_F(ShardTest, AMissingChunkIsGivenUpAfterTheTimeoutAndTheRestStreams) {
   auto s = stream("s1");
   shard.expect("s1", "m1");

@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include "common/time.hpp"
+
 namespace chat::protocol {
 namespace {
 
@@ -61,12 +63,13 @@ TEST(MessagesTest, EncodedChunksCarryEveryContractField) {
   EXPECT_EQ(v.at("chunk_type").as_string(), "content");
 }
 
-TEST(MessagesTest, AChunkThatCameWithoutATimestampIsNotGivenAnEmptyOne) {
+TEST(MessagesTest, AChunkThatCameWithoutATimestampIsStampedWhenRead) {
   std::string error;
   auto c = decode_response_chunk(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk":"Hi","is_final":false})",
                                  error);
   ASSERT_TRUE(c) << error;
-  EXPECT_FALSE(boost::json::parse(encode(*c)).as_object().contains("timestamp")) << encode(*c);
+  auto stamp = boost::json::parse(encode(*c)).as_object().at("timestamp").as_string();
+  EXPECT_TRUE(parse_rfc3339(std::string(stamp))) << encode(*c);
 }
 
 TEST(MessagesTest, ARequestWithoutProviderOrModelLeavesThemOutForTheWorkersDefault) {
