@@ -134,9 +134,13 @@ std::shared_ptr<const PublicKey> PublicKey::from_jwk(const boost::json::object& 
     key = adopt(key_from_params("RSA", builder.get()));
   } else if (kty == "EC") {
     if (jwk_text(jwk, "crv") != "P-256") throw std::invalid_argument("EC JWK must be on the P-256 curve");
+    // RFC 7518 wants 32 bytes each; some issuers (PyJWT before 2.8) drop a
+    // coordinate's leading zero bytes, which leaves the number the same.
     auto x = jwk_bytes(jwk, "x");
     auto y = jwk_bytes(jwk, "y");
-    if (x.size() != 32 || y.size() != 32) throw std::invalid_argument("EC JWK coordinates must be 32 bytes");
+    if (x.size() > 32 || y.size() > 32) throw std::invalid_argument("EC JWK coordinates must be at most 32 bytes");
+    x.insert(0, 32 - x.size(), '\0');
+    y.insert(0, 32 - y.size(), '\0');
     std::string point = "\x04" + x + y;  // uncompressed point
     if (OSSL_PARAM_BLD_push_utf8_string(builder.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1 ||
         OSSL_PARAM_BLD_push_octet_string(builder.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) != 1)

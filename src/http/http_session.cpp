@@ -23,6 +23,10 @@ std::string_view path_of(std::string_view target) { return target.substr(0, targ
 // 64 KiB at a time and moves body bytes out as it parses them.
 constexpr std::size_t kReadRoom = 64 * 1024;
 
+// A probe sends its request at once; a connection over a cap that does not
+// holds its place no longer than this.
+constexpr std::chrono::seconds kProbeReadTimeout{2};
+
 }  // namespace
 
 HttpSession::HttpSession(Socket socket, RequestHandler& handler, SessionLimits limits)
@@ -50,6 +54,7 @@ void HttpSession::serve_probes_only(Response refusal, std::string_view reason,
                                     std::shared_ptr<const std::vector<std::string>> probes) {
   refusal_ = std::make_unique<Response>(std::move(refusal));
   refusal_reason_ = reason;
+  limits_.read_timeout = std::min<std::chrono::milliseconds>(limits_.read_timeout, kProbeReadTimeout);
   probes_ = std::move(probes);
   run();
 }

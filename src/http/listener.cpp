@@ -11,7 +11,8 @@ namespace chat::http {
 namespace {
 
 constexpr std::size_t kConnectionStrands = 256;
-constexpr std::size_t kProbeReaders = 16;
+constexpr std::size_t kProbePlaces = 16;
+constexpr std::size_t kProbePlacesPerAddress = 2;
 
 }  // namespace
 
@@ -23,7 +24,8 @@ Listener::Listener(asio::io_context& ioc, tcp::endpoint endpoint, RequestHandler
       backoff_(strand_),
       handler_(handler),
       limits_(limits),
-      at_capacity_(std::move(at_capacity)) {
+      at_capacity_(std::move(at_capacity)),
+      probe_places_per_address_(std::make_shared<AddressConnections>(kProbePlacesPerAddress, nullptr, nullptr)) {
   // Start-up failures (port in use, bad address) throw: the process must not run
   // without its listener.
   acceptor_.open(endpoint.protocol());
@@ -92,7 +94,7 @@ void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
 
 void Listener::refuse(const std::shared_ptr<HttpSession>& session, Response refusal, std::string_view reason) {
   if (probe_paths_) {
-    if (auto place = probe_place()) {
+    if (auto place = probe_place(session->peer())) {
       session->hold(std::move(place));
       return session->serve_probes_only(std::move(refusal), reason, probe_paths_);
     }
@@ -101,12 +103,14 @@ void Listener::refuse(const std::shared_ptr<HttpSession>& session, Response refu
   session->reject(std::move(refusal));
 }
 
-std::shared_ptr<void> Listener::probe_place() {
-  if (probe_readers_->fetch_add(1) >= kProbeReaders) {
-    probe_readers_->fetch_sub(1);
+std::shared_ptr<void> Listener::probe_place(const asio::ip::address& peer) {
+  auto of_address = probe_places_per_address_->admit(peer);
+  if (!of_address) return nullptr;
+  if (probe_places_taken_->fetch_add(1) >= kProbePlaces) {
+    probe_places_taken_->fetch_sub(1);
     return nullptr;
   }
-  return {probe_readers_.get(), [count = probe_readers_](void*) { count->fetch_sub(1); }};
+  return {probe_places_taken_.get(), [taken = probe_places_taken_, of_address](void*) { taken->fetch_sub(1); }};
 }
 
 }  // namespace chat::http

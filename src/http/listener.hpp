@@ -22,12 +22,12 @@ namespace chat::http {
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
   // `at_capacity` says whether one more connection would pass the limit; such a
-  // connection gets a 503 and is closed.
+  // connection gets a 503 and is closed (after a probe, see let_probes_through).
   Listener(boost::asio::io_context& ioc, boost::asio::ip::tcp::endpoint endpoint, RequestHandler& handler,
            SessionLimits limits, std::function<bool()> at_capacity);
 
   // Caps connections per client address (before run()); a connection over
-  // the cap gets a 429 and is closed.
+  // the cap gets a 429 and is closed (after a probe, see let_probes_through).
   void limit_per_address(std::shared_ptr<AddressConnections> gate) { per_address_ = std::move(gate); }
   // Paths (before run()) still answered on a connection over either cap, one
   // request each, so that a full pod does not look dead to its orchestrator.
@@ -43,7 +43,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   void accept();
   void on_accept(boost::system::error_code ec, boost::asio::ip::tcp::socket socket);
   void refuse(const std::shared_ptr<HttpSession>& session, Response refusal, std::string_view reason);
-  std::shared_ptr<void> probe_place();
+  std::shared_ptr<void> probe_place(const boost::asio::ip::address& peer);
 
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
   Strand next_connection_strand();
@@ -63,9 +63,11 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::function<bool()> at_capacity_;
   std::shared_ptr<AddressConnections> per_address_;
   std::shared_ptr<const std::vector<std::string>> probe_paths_;
-  // Connections over a cap still read for a probe: a few at a time, since each
-  // may wait SERVER_READ_TIMEOUT for its request. Released from any strand.
-  std::shared_ptr<std::atomic<std::size_t>> probe_readers_ = std::make_shared<std::atomic<std::size_t>>(0);
+  // Connections over a cap still read for a probe: a few at a time, and two per
+  // address, so that one client's idle sockets cannot take the places of the
+  // orchestrator's probes. Released from any strand.
+  std::shared_ptr<std::atomic<std::size_t>> probe_places_taken_ = std::make_shared<std::atomic<std::size_t>>(0);
+  std::shared_ptr<AddressConnections> probe_places_per_address_;
   std::uint16_t port_ = 0;
 };
 

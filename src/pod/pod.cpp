@@ -174,8 +174,8 @@ void Pod::cancel(std::string message_id, std::string session_id, std::string use
   // The worker running the reply answers; silence means no such reply is running.
   const auto silence_ends = std::chrono::steady_clock::now() + options_.cancel_timeout;
   bus_.request(subjects::cancel(message_id), protocol::encode(cancel), options_.cancel_timeout,
-               [this, message_id, silence_ends, done = std::move(done)](boost::system::error_code ec,
-                                                                        std::string reply) mutable {
+               [executor = ioc_.get_executor(), message_id, silence_ends, done = std::move(done)](
+                   boost::system::error_code ec, std::string reply) mutable {
                  if (ec) return done(Errc::no_running_reply);
                  boost::system::error_code parse_ec;
                  auto v = json::parse(reply, parse_ec);
@@ -183,7 +183,7 @@ void Pod::cancel(std::string message_id, std::string session_id, std::string use
                  if (status && status->is_string() && status->get_string() == "forbidden") {
                    // Answered when silence would have been, so the caller cannot tell
                    // another user's running reply from one that does not exist.
-                   auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, silence_ends);
+                   auto timer = std::make_shared<boost::asio::steady_timer>(executor, silence_ends);
                    return timer->async_wait([timer, done = std::move(done)](boost::system::error_code) {
                      done(Errc::not_owner);
                    });

@@ -23,15 +23,22 @@ inline constexpr std::chrono::milliseconds kMaxBackoff{2000};
 // scratch each time: its own transaction, its own result.
 using Attempt = std::function<boost::system::error_code(Connection&)>;
 
+// What a pool's links share about the server (atomics: each link has a thread).
+struct PoolHealth {
+  std::atomic<int> links_up{0};  // PostgresStore::connected()
+  // When a link last connected: one that failed before then knows the server
+  // is back without waiting out its backoff.
+  std::atomic<std::chrono::steady_clock::rep> last_connected{0};
+};
+
 class Link {
  public:
-  // `healthy` counts the links that are up (PostgresStore::connected()); null
-  // for a link that should not count.
-  Link(const ConnectParams& params, std::atomic<int>* healthy) : conn_(params), healthy_(healthy) {}
+  // `pool` is shared by the links of one pool; null for a link on its own.
+  Link(const ConnectParams& params, PoolHealth* pool) : conn_(params), pool_(pool) {}
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
   ~Link() {
-    if (up_ && healthy_ != nullptr) healthy_->fetch_sub(1);
+    if (up_ && pool_ != nullptr) pool_->links_up.fetch_sub(1);
   }
 
   // One connection attempt now, whatever the backoff says.
@@ -51,13 +58,14 @@ class Link {
 
  private:
   bool ensure_connected();
-  bool another_link_up() const;
+  bool reconnected_since_my_failure() const;
   void mark_up();
   void mark_down();
 
   Connection conn_;
-  std::atomic<int>* healthy_;
+  PoolHealth* pool_;
   bool up_ = false;
+  std::chrono::steady_clock::time_point failed_at_{};
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_ = kMinBackoff;
 };

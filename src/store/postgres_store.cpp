@@ -62,7 +62,7 @@ struct PostgresStore::Impl {
   }
 
   void open_pool(unsigned size) {
-    for (unsigned i = 0; i < size; ++i) links.push_back(std::make_unique<pg::Link>(params, &healthy));
+    for (unsigned i = 0; i < size; ++i) links.push_back(std::make_unique<pg::Link>(params, &health));
     if (!links.front()->connect_now()) {
       throw std::runtime_error("cannot connect to PostgreSQL (" + params.describe() +
                                "): " + links.front()->error_message());
@@ -203,7 +203,7 @@ struct PostgresStore::Impl {
 
   pg::ConnectParams params;
   WorkQueue<Job> queue;
-  std::atomic<int> healthy{0};
+  pg::PoolHealth health;
   std::vector<std::unique_ptr<pg::Link>> links;
   std::vector<std::thread> workers;
   pg::RetryQueue retry;  // its thread calls release_ready_waiters()
@@ -226,7 +226,7 @@ PostgresStore::~PostgresStore() = default;
 
 ComponentStatus PostgresStore::status() const {
   return {.backend = "postgres",
-          .connected = impl_->healthy.load() > 0,
+          .connected = impl_->health.links_up.load() > 0,
           .queued = impl_->queue.size() + impl_->retry.deferred(),
           .spilled_bytes = impl_->retry.spilled_bytes()};
 }

@@ -113,6 +113,7 @@ void GenerationRun::on_finish(const providers::Finish& finish) {
   asio::dispatch(strand_, [self = shared_from_this(), finish] {
     // A provider that reports no usage: the content chunks sent stand in for it,
     // as they do in the pod's own count. The contract's final chunk has one.
+    self->reported_tokens_ = finish.tokens_used;
     auto tokens = finish.tokens_used.value_or(self->next_chunk_id_);
     auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
     c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : without_nul(finish.model), tokens,
@@ -199,8 +200,9 @@ void GenerationRun::publish_front(const ChunkRouter::Subjects& targets) {
 }
 
 void GenerationRun::record_end(const protocol::ResponseChunk& final) {
-  if (final.metadata && final.metadata->tokens_used)
-    provider_span_.set("gen_ai.usage.output_tokens", *final.metadata->tokens_used);
+  // The provider's own count only: the chunk count that stands in for it on the
+  // wire is no usage figure.
+  if (reported_tokens_) provider_span_.set("gen_ai.usage.output_tokens", *reported_tokens_);
   if (final.metadata) generation_span_.set("chat.finish_reason", final.metadata->finish_reason);
   if (final.error) {
     provider_span_.fail(final.error->code);
@@ -210,8 +212,7 @@ void GenerationRun::record_end(const protocol::ResponseChunk& final) {
   generation_span_.end();
   auto& m = worker_.provider_metrics_;
   m.generation.at({provider_}).observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
-  if (final.metadata && final.metadata->tokens_used)
-    m.tokens.at({provider_}).add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, *final.metadata->tokens_used)));
+  if (reported_tokens_) m.tokens.at({provider_}).add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, *reported_tokens_)));
   if (final.error) m.errors.at({provider_, final.error->code}).add();
 }
 

@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,7 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   std::string provider_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   bool first_text_seen_ = false;
+  std::optional<std::int64_t> reported_tokens_;  // the provider's usage, when it gave one
   std::uint32_t next_chunk_id_ = 0;
   std::deque<protocol::ResponseChunk> outbox_;
   bool resolving_ = false;

@@ -295,6 +295,22 @@ TEST_F(JwtTest, JwksChoosesByKidAndFollowsRotation) {
   EXPECT_EQ(refusal(auth, signed_by(k2, claims(), "k2")), Errc::unknown_key);
 }
 
+TEST_F(JwtTest, EcCoordinatesWrittenWithoutTheirLeadingZerosAreAccepted) {
+  // PyJWT before 2.8 (Debian 12 has 2.6) writes a coordinate as the shortest
+  // big-endian number: about one EC key in 128 then has one of 31 bytes.
+  auto k = KeyPair::ec();
+  for (int i = 0; i < 10'000 && base64url_decode(std::string(k.jwk("k")["x"].as_string())).value()[0] != '\0'; ++i)
+    k = KeyPair::ec();
+  auto jwk = k.jwk("k");
+  auto x = base64url_decode(std::string(jwk["x"].as_string())).value();
+  ASSERT_EQ(x[0], '\0') << "no key with a leading zero in 10,000";
+  jwk["x"] = base64url_encode(x.substr(x.find_first_not_of('\0')));
+  auto o = options();
+  o.jwks_file = write("short.json", json::serialize(json::object{{"keys", json::array{jwk}}}));
+  JwtAuthenticator auth(o);
+  EXPECT_FALSE(refusal(auth, signed_by(k, claims(), "k")));
+}
+
 TEST_F(JwtTest, RefusesUnusableConfigurations) {
   auto o = options();
   EXPECT_THROW(JwtAuthenticator{o}, std::invalid_argument);  // no key at all

@@ -210,7 +210,9 @@ class HistoryTests:
         srv, uid = self.srv, h.new_id("u")
         made = [h.new_id("s%d" % i) for i in range(5)]
         for sid in made:
-            srv.chat_ok(sid, uid, "conversation " + sid)
+            # Each reply stored before the next chat: a reply stored later would move its
+            # session to the top of the list between the reads below.
+            self.turn(srv, sid, uid, "conversation " + sid)
         whole = [s["session_id"] for s in self.sessions(srv, uid)]
         self.assertEqual(sorted(whole), sorted(made))
         walked, before, pages = [], None, 0

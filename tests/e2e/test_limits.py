@@ -276,6 +276,46 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
         wait_until(lambda: self.srv.get("/health").status == 200, 5, msg="the address is served again")
         self.assertGreaterEqual(limited_total(self.srv, "connections"), 1)
 
+    def test_over_the_cap_a_probe_gets_one_answer_and_idle_sockets_only_two_places(self):
+        def connect():
+            s = socket.socket()
+            s.bind(("127.0.0.9", 0))
+            s.settimeout(5)
+            s.connect((HOST, self.srv.port))
+            return s
+        held = [connect() for _ in range(5)]  # the address's five places
+        try:
+            time.sleep(0.3)
+            # A probe over the cap: answered once, then the connection closes (what was pipelined is dropped).
+            probe = connect()
+            probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while True:
+                data = probe.recv(65536)
+                if not data:
+                    break
+                got += data
+            probe.close()
+            self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:200])
+            self.assertEqual(got.count(b"HTTP/1.1 "), 1, "more than one answer over the cap: %r" % got[:600])
+            # Idle sockets over the cap wait for a request in two places at most; a third is refused at once.
+            idle = [connect() for _ in range(2)]
+            time.sleep(0.3)
+            third = connect()
+            self.assertTrue(third.recv(4096).startswith(b"HTTP/1.1 429"), "a third idle socket over the cap")
+            third.close()
+            # And a waiting place is given back after the short wait for a request (2 s).
+            t0 = time.monotonic()
+            self.assertEqual(idle[0].recv(4096), b"", "an idle socket over the cap is closed")
+            self.assertLess(time.monotonic() - t0, 4.0)
+            for s in idle:
+                s.close()
+            time.sleep(0.3)
+            self.assertEqual(first_answer("127.0.0.9", self.srv.port, "/ready"), "HTTP/1.1 200 OK")
+        finally:
+            for s in held:
+                s.close()
+
 
 def open_stream_from(address, port):
     """A raw SSE stream from a loopback `address`, read until its `connected` event."""

@@ -399,6 +399,12 @@ class ChatPageTest(PageTestCase):
         wait_until("Escape to close the drawer", lambda: not page.find("new-chat").is_displayed())
         self.assertEqual(page.js("return document.activeElement.id"), "menu-toggle")
         self.assertFalse(page.js("return document.getElementById('chat').inert"), "the closed drawer left the chat inert")
+        # Without a keyboard (a phone's screen reader), the drawer's own button closes it.
+        toggle.click()
+        wait_until("the drawer to open", lambda: page.find("new-chat").is_displayed())
+        page.find("sidebar-close").click()
+        wait_until("the close button to close the drawer", lambda: not page.find("new-chat").is_displayed())
+        self.assertEqual(page.js("return document.activeElement.id"), "menu-toggle")
         # A screen that grows wide shows the list beside the conversation, which must take input again.
         toggle.click()
         wait_until("the drawer to open again", lambda: page.find("new-chat").is_displayed())

@@ -133,6 +133,7 @@ class App {
     $('message-list').addEventListener('click', handleCopyClick);
     $('menu-toggle').addEventListener('click', () => this.toggleSidebar());
     $('sidebar-scrim').addEventListener('click', () => this.toggleSidebar(false));
+    $('sidebar-close').addEventListener('click', () => this.toggleSidebar(false));
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && $('app').classList.contains('sidebar-open')) this.toggleSidebar(false);
     });
@@ -716,6 +717,9 @@ class App {
 
   toggleSidebar(open = !$('app').classList.contains('sidebar-open')) {
     const wasOpen = $('app').classList.contains('sidebar-open');
+    // Where the keyboard was: in the list that hides now, or already out of the
+    // page (Tab past the drawer's last control).
+    const focusWithDrawer = $('sidebar').contains(document.activeElement) || document.activeElement === document.body;
     $('app').classList.toggle('sidebar-open', open);
     $('menu-toggle').setAttribute('aria-expanded', String(open));
     $('sidebar-scrim').hidden = !open;
@@ -723,7 +727,7 @@ class App {
     // cursor stay in it until it closes.
     for (const id of ['chat', 'skip-link']) $(id).inert = open;
     if (open) $('new-chat').focus();
-    else if (wasOpen && $('sidebar').contains(document.activeElement)) $('menu-toggle').focus(); // it hid the focus
+    else if (wasOpen && focusWithDrawer) $('menu-toggle').focus();
   }
 }
 
