@@ -125,9 +125,10 @@ int run_pod(const config::Config& config) {
   // Connections per client address; a trusted proxy carries many clients and is not capped.
   listener->limit_per_address(std::make_shared<http::AddressConnections>(
       config.limits.connections_per_ip,
-      [&proxies = limits.admission->proxies()](const asio::ip::address& a) { return proxies.contains(a); },
-      &limits.admission->metrics().refused[static_cast<std::size_t>(limits::Limit::connections)]));
+      [&proxies = limits.admission->proxies()](const asio::ip::address& a) { return proxies.contains(a); }),
+      &limits.admission->metrics().refused[static_cast<std::size_t>(limits::Limit::connections)]);
   listener->let_probes_through({"/health", "/ready", "/metrics"});
+  metrics.add([&listener](metrics::Exposition& out) { listener->collect(out); });
   listener->run();
   log::info("chatd_started", {{"pod_id", pod.id()}, {"host", config.server.host}, {"port", listener->port()},
                               {"threads", threads}, {"web_ui", !site.empty()},

@@ -19,10 +19,7 @@ std::shared_ptr<void> AddressConnections::admit(const boost::asio::ip::address& 
   {
     std::lock_guard lock(mutex_);
     auto& n = open_[key];
-    if (n >= max_) {
-      if (refused_) refused_->add();
-      return nullptr;
-    }
+    if (n >= max_) return nullptr;
     ++n;
   }
   return std::shared_ptr<void>(&unlimited, [self = shared_from_this(), key](void*) { self->release(key); });

@@ -12,15 +12,14 @@
 #include <string>
 #include <unordered_map>
 
-#include "metrics/metrics.hpp"
 
 namespace chat::http {
 
 class AddressConnections : public std::enable_shared_from_this<AddressConnections> {
  public:
   using Exempt = std::function<bool(const boost::asio::ip::address&)>;
-  AddressConnections(std::size_t max_per_address, Exempt exempt, metrics::Counter* refused)
-      : max_(max_per_address), exempt_(std::move(exempt)), refused_(refused) {}
+  AddressConnections(std::size_t max_per_address, Exempt exempt)
+      : max_(max_per_address), exempt_(std::move(exempt)) {}
 
   // A ticket to keep while the connection is open; null when the address has
   // `max_per_address` open already.
@@ -32,7 +31,6 @@ class AddressConnections : public std::enable_shared_from_this<AddressConnection
 
   std::size_t max_;
   Exempt exempt_;
-  metrics::Counter* refused_;
   mutable std::mutex mutex_;  // guards open_: accepted on the listener's strand, released on any connection's
   std::unordered_map<std::string, std::size_t> open_;
 };

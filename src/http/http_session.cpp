@@ -50,10 +50,13 @@ void HttpSession::reject(Response response) {
   });
 }
 
-void HttpSession::serve_probes_only(Response refusal, std::string_view reason,
-                                    std::shared_ptr<const std::vector<std::string>> probes) {
-  refusal_ = std::make_unique<Response>(std::move(refusal));
-  refusal_reason_ = reason;
+void Refusal::record(const boost::asio::ip::address& peer) const {
+  if (counter != nullptr) counter->add();
+  log::warn("connection_refused", {{"reason", reason}, {"peer", peer.to_string()}});
+}
+
+void HttpSession::serve_probes_only(Refusal refusal, std::shared_ptr<const std::vector<std::string>> probes) {
+  refusal_ = std::make_unique<Refusal>(std::move(refusal));
   limits_.read_timeout = std::min<std::chrono::milliseconds>(limits_.read_timeout, kProbeReadTimeout);
   probes_ = std::move(probes);
   run();
@@ -83,8 +86,8 @@ void HttpSession::on_header(boost::system::error_code ec) {
     return refuse(error_response(bad->status, bad->code, bad->message));
   }
   if (refusal_ && std::ranges::find(*probes_, path_of(req.target())) == probes_->end()) {
-    log::warn("connection_refused", {{"reason", refusal_reason_}, {"peer", peer_.to_string()}});
-    return refuse(std::move(*refusal_));
+    refusal_->record(peer_);
+    return refuse(std::move(refusal_->response));
   }
   // curl and others wait for this before sending a body over 1 KiB.
   if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {

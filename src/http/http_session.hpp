@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "http/responses.hpp"
+#include "metrics/metrics.hpp"
 
 namespace chat::http {
 
@@ -43,6 +44,15 @@ class RequestHandler {
   virtual void decorate(Response& response) = 0;
 };
 
+// The answer to a connection over a cap, and where it is counted once sent.
+struct Refusal {
+  Response response;
+  std::string_view reason;  // a literal, for the log
+  metrics::Counter* counter = nullptr;
+  // Logs and counts it, for `peer`.
+  void record(const boost::asio::ip::address& peer) const;
+};
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   using Socket = boost::asio::ip::tcp::socket;
@@ -55,9 +65,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void reject(Response response);
   // Over a connection cap: reads one request; one for a path in `probes` is
   // handled as usual, any other gets `refusal`; then the connection closes.
-  // `reason` (a literal) names the cap in the log.
-  void serve_probes_only(Response refusal, std::string_view reason,
-                         std::shared_ptr<const std::vector<std::string>> probes);
+  void serve_probes_only(Refusal refusal, std::shared_ptr<const std::vector<std::string>> probes);
   void respond(Response response);
   // Hands the socket to `take` on the strand; no timeout applies to it any more.
   // The per-address ticket goes with it: a stream is still that address's
@@ -100,8 +108,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   boost::asio::ip::address peer_;
   std::shared_ptr<void> ticket_;
   // Set by serve_probes_only().
-  std::unique_ptr<Response> refusal_;
-  std::string_view refusal_reason_;
+  std::unique_ptr<Refusal> refusal_;
   std::shared_ptr<const std::vector<std::string>> probes_;
 
   static inline std::atomic<std::size_t> open_sessions_{0};

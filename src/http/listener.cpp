@@ -25,7 +25,7 @@ Listener::Listener(asio::io_context& ioc, tcp::endpoint endpoint, RequestHandler
       handler_(handler),
       limits_(limits),
       at_capacity_(std::move(at_capacity)),
-      probe_places_per_address_(std::make_shared<AddressConnections>(kProbePlacesPerAddress, nullptr, nullptr)) {
+      probe_places_per_address_(std::make_shared<AddressConnections>(kProbePlacesPerAddress, nullptr)) {
   // Start-up failures (port in use, bad address) throw: the process must not run
   // without its listener.
   acceptor_.open(endpoint.protocol());
@@ -79,12 +79,12 @@ void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
   if (full) {
     auto res = error_response(Status::service_unavailable, "at_capacity", "the server has too many open connections");
     res.set(beast_http::field::retry_after, "5");
-    refuse(session, std::move(res), "at_capacity");
+    refuse(session, {std::move(res), "at_capacity", &refused_at_capacity_});
   } else if (auto ticket = per_address_ ? per_address_->admit(session->peer()) : nullptr; per_address_ && !ticket) {
     auto res = error_response(Status::too_many_requests, "rate_limited",
                               "too many open connections from this address");
     res.set(beast_http::field::retry_after, "5");
-    refuse(session, std::move(res), "per_address_limit");
+    refuse(session, {std::move(res), "per_address_limit", refused_per_address_});
   } else {
     session->hold(std::move(ticket));
     session->run();
@@ -92,15 +92,21 @@ void Listener::on_accept(boost::system::error_code ec, tcp::socket socket) {
   accept();
 }
 
-void Listener::refuse(const std::shared_ptr<HttpSession>& session, Response refusal, std::string_view reason) {
+void Listener::refuse(const std::shared_ptr<HttpSession>& session, Refusal refusal) {
   if (probe_paths_) {
     if (auto place = probe_place(session->peer())) {
       session->hold(std::move(place));
-      return session->serve_probes_only(std::move(refusal), reason, probe_paths_);
+      return session->serve_probes_only(std::move(refusal), probe_paths_);
     }
   }
-  log::warn("connection_refused", {{"reason", reason}, {"peer", session->peer().to_string()}});
-  session->reject(std::move(refusal));
+  refusal.record(session->peer());
+  session->reject(std::move(refusal.response));
+}
+
+void Listener::collect(metrics::Exposition& out) const {
+  out.counter("chat_connections_refused_total",
+              "Connections answered 503 at_capacity: SERVER_MAX_CONNECTIONS were open (probes answered are not counted).",
+              static_cast<double>(refused_at_capacity_.value()));
 }
 
 std::shared_ptr<void> Listener::probe_place(const asio::ip::address& peer) {

@@ -27,8 +27,12 @@ class Listener : public std::enable_shared_from_this<Listener> {
            SessionLimits limits, std::function<bool()> at_capacity);
 
   // Caps connections per client address (before run()); a connection over
-  // the cap gets a 429 and is closed (after a probe, see let_probes_through).
-  void limit_per_address(std::shared_ptr<AddressConnections> gate) { per_address_ = std::move(gate); }
+  // the cap gets a 429 and is closed (after a probe, see let_probes_through),
+  // counted in `refused`.
+  void limit_per_address(std::shared_ptr<AddressConnections> gate, metrics::Counter* refused) {
+    per_address_ = std::move(gate);
+    refused_per_address_ = refused;
+  }
   // Paths (before run()) still answered on a connection over either cap, one
   // request each, so that a full pod does not look dead to its orchestrator.
   void let_probes_through(std::vector<std::string> paths) {
@@ -37,12 +41,13 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
   void run();
   void stop();  // closes the acceptor; open connections are not touched
+  void collect(metrics::Exposition& out) const;
   std::uint16_t port() const { return port_; }
 
  private:
   void accept();
   void on_accept(boost::system::error_code ec, boost::asio::ip::tcp::socket socket);
-  void refuse(const std::shared_ptr<HttpSession>& session, Response refusal, std::string_view reason);
+  void refuse(const std::shared_ptr<HttpSession>& session, Refusal refusal);
   std::shared_ptr<void> probe_place(const boost::asio::ip::address& peer);
 
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
@@ -62,6 +67,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   SessionLimits limits_;
   std::function<bool()> at_capacity_;
   std::shared_ptr<AddressConnections> per_address_;
+  metrics::Counter* refused_per_address_ = nullptr;
+  metrics::Counter refused_at_capacity_;
   std::shared_ptr<const std::vector<std::string>> probe_paths_;
   // Connections over a cap still read for a probe: a few at a time, and two per
   // address, so that one client's idle sockets cannot take the places of the

@@ -286,6 +286,7 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
         held = [connect() for _ in range(5)]  # the address's five places
         try:
             time.sleep(0.3)
+            refused_before = limited_total(self.srv, "connections")
             # A probe over the cap: answered once, then the connection closes (what was pipelined is dropped).
             probe = connect()
             probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /api HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -298,12 +299,14 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
             probe.close()
             self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:200])
             self.assertEqual(got.count(b"HTTP/1.1 "), 1, "more than one answer over the cap: %r" % got[:600])
+            self.assertEqual(limited_total(self.srv, "connections"), refused_before, "an answered probe counted as refused")
             # Idle sockets over the cap wait for a request in two places at most; a third is refused at once.
             idle = [connect() for _ in range(2)]
             time.sleep(0.3)
             third = connect()
             self.assertTrue(third.recv(4096).startswith(b"HTTP/1.1 429"), "a third idle socket over the cap")
             third.close()
+            self.assertEqual(limited_total(self.srv, "connections"), refused_before + 1)
             # And a waiting place is given back after the short wait for a request (2 s).
             t0 = time.monotonic()
             self.assertEqual(idle[0].recv(4096), b"", "an idle socket over the cap is closed")
@@ -332,6 +335,28 @@ def open_stream_from(address, port):
             raise AssertionError("stream closed before connecting: %r" % head[:300])
         head += data
     return s
+
+
+def metric_from(address, port, name):
+    """A metric read over a connection of its own (a full pod answers /metrics as a probe)."""
+    s = socket.socket()
+    s.bind((address, 0))
+    s.settimeout(5)
+    try:
+        s.connect((HOST, port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            text += data
+    finally:
+        s.close()
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no %s in /metrics" % name)
 
 
 def first_answer(address, port, path="/api"):
@@ -382,9 +407,13 @@ class ServerCapacityTest(h.ChatdTestCase):
             time.sleep(0.3)  # the pod accepts them
             self.assertEqual(first_answer("127.0.0.8", self.srv.port), "HTTP/1.1 503 Service Unavailable",
                              "a fifth connection with SERVER_MAX_CONNECTIONS=4")
+            refused = metric_from("127.0.0.8", self.srv.port, "chat_connections_refused_total")
+            self.assertGreaterEqual(refused, 1)
             # The orchestrator's probes still get through a full pod.
             for probe in ("/health", "/ready", "/metrics"):
                 self.assertEqual(first_answer("127.0.0.8", self.srv.port, probe), "HTTP/1.1 200 OK", probe)
+            self.assertEqual(metric_from("127.0.0.8", self.srv.port, "chat_connections_refused_total"), refused,
+                             "answered probes counted as refused")
             held.pop().close()
             wait_until(lambda: first_answer("127.0.0.8", self.srv.port) == "HTTP/1.1 200 OK", 5,
                        msg="the fourth connection is within the limit")
