@@ -12,7 +12,6 @@
 #include <string>
 #include <unordered_map>
 
-
 namespace chat::http {
 
 class AddressConnections : public std::enable_shared_from_this<AddressConnections> {

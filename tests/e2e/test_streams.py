@@ -235,7 +235,14 @@ class ResumeTest(h.ChatdTestCase):
         c, _ = self.open_sse(self.srv, sid, uid)
         a = self.srv.chat_ok(sid, uid, " ".join("a%d" % i for i in range(150)))["message_id"]
         b = self.srv.chat_ok(sid, uid, " ".join("b%d" % i for i in range(150)))["message_id"]
-        evs = c.collect_until(lambda e: e.event == "chunk" and e.json().get("message_id") == b, 15)
+        # Both replies run at once, either may stream first: read until each has a chunk here.
+        seen = set()
+
+        def both_began(e):
+            if e.event == "chunk":
+                seen.add(e.json().get("message_id"))
+            return {a, b} <= seen
+        evs = c.collect_until(both_began, 15)
         c.close()
         cursor = [e.id for e in evs if e.event == "chunk" and e.json()["message_id"] == a][-1]
         c = self.track(self.srv.sse(sid, uid, headers={"Last-Event-ID": cursor}))
