@@ -244,11 +244,7 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
             # From an address of their own (the whole 127/8 is loopback): nothing else, such as the
             # harness's readiness probe still being closed, shares the count.
             for _ in range(6):
-                s = socket.socket()
-                s.bind(("127.0.0.3", 0))
-                s.settimeout(5)
-                s.connect((HOST, self.srv.port))
-                conns.append(s)
+                conns.append(connect_from("127.0.0.3", self.srv.port))
             # Whichever of the six the pod accepted last is over the cap: it alone is refused.
             time.sleep(0.3)  # the pod accepts them all
             for s in conns:
@@ -263,10 +259,7 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
             self.assertEqual(first_answer("127.0.0.3", self.srv.port, "/health"), "HTTP/1.1 200 OK")
             self.assertEqual(first_answer("127.0.0.3", self.srv.port), "HTTP/1.1 429 Too Many Requests")
             # Another address is served at once.
-            other = socket.socket()
-            other.bind(("127.0.0.2", 0))
-            other.settimeout(5)
-            other.connect((HOST, self.srv.port))
+            other = connect_from("127.0.0.2", self.srv.port)
             other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             self.assertTrue(other.recv(4096).startswith(b"HTTP/1.1 200"))
             other.close()
@@ -278,11 +271,7 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
 
     def test_over_the_cap_a_probe_gets_one_answer_and_idle_sockets_only_two_places(self):
         def connect():
-            s = socket.socket()
-            s.bind(("127.0.0.9", 0))
-            s.settimeout(5)
-            s.connect((HOST, self.srv.port))
-            return s
+            return connect_from("127.0.0.9", self.srv.port)
         held = [connect() for _ in range(5)]  # the address's five places
         try:
             time.sleep(0.3)
@@ -290,13 +279,7 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
             # A probe over the cap: answered once, then the connection closes (what was pipelined is dropped).
             probe = connect()
             probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /api HTTP/1.1\r\nHost: x\r\n\r\n")
-            got = b""
-            while True:
-                data = probe.recv(65536)
-                if not data:
-                    break
-                got += data
-            probe.close()
+            got = read_to_end(probe)
             self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:200])
             self.assertEqual(got.count(b"HTTP/1.1 "), 1, "more than one answer over the cap: %r" % got[:600])
             self.assertEqual(limited_total(self.srv, "connections"), refused_before, "an answered probe counted as refused")
@@ -320,12 +303,35 @@ class ConnectionsPerAddressTest(h.ChatdTestCase):
                 s.close()
 
 
-def open_stream_from(address, port):
-    """A raw SSE stream from a loopback `address`, read until its `connected` event."""
+def connect_from(address, port):
+    """A connection to the pod from a loopback `address` of the test's choosing (the whole 127/8 is loopback)."""
     s = socket.socket()
     s.bind((address, 0))
     s.settimeout(5)
-    s.connect((HOST, port))
+    try:
+        s.connect((HOST, port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def read_to_end(s):
+    """Everything the pod sends until it closes the connection, which is then closed here too."""
+    got = b""
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return got
+            got += data
+    finally:
+        s.close()
+
+
+def open_stream_from(address, port):
+    """A raw SSE stream from a loopback `address`, read until its `connected` event."""
+    s = connect_from(address, port)
     s.sendall(("GET /api/sse?session_id=%s&user_id=%s HTTP/1.1\r\nHost: x\r\n\r\n"
                % (new_id("s"), new_id("u"))).encode())
     head = b""
@@ -339,20 +345,9 @@ def open_stream_from(address, port):
 
 def metric_from(address, port, name):
     """A metric read over a connection of its own (a full pod answers /metrics as a probe)."""
-    s = socket.socket()
-    s.bind((address, 0))
-    s.settimeout(5)
-    try:
-        s.connect((HOST, port))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        text = b""
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            text += data
-    finally:
-        s.close()
+    s = connect_from(address, port)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    text = read_to_end(s)
     for line in text.decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
@@ -361,11 +356,8 @@ def metric_from(address, port, name):
 
 def first_answer(address, port, path="/api"):
     """The status line a new connection from `address` gets for GET `path`."""
-    s = socket.socket()
-    s.bind((address, 0))
-    s.settimeout(5)
+    s = connect_from(address, port)
     try:
-        s.connect((HOST, port))
         s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
         return s.recv(4096).split(b"\r\n", 1)[0].decode()
     finally:
