@@ -11,6 +11,7 @@ class BusWorkItem final : public WorkItem {
       : bus_(bus), subject_(std::move(subject)), payload_(std::move(payload)), headers_(std::move(headers)) {}
 
   std::string_view payload() const override { return payload_; }
+  std::string_view subject() const override { return subject_; }
   std::string header(std::string_view key) const override { return std::string(header_value(headers_, key)); }
   unsigned attempt() const override { return 1; }
   bool final_attempt() const override { return true; }

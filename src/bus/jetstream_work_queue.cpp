@@ -32,6 +32,7 @@ class JetStreamWorkItem final : public WorkItem {
   std::string_view payload() const override {
     return {natsMsg_GetData(msg_.get()), static_cast<std::size_t>(natsMsg_GetDataLength(msg_.get()))};
   }
+  std::string_view subject() const override { return natsMsg_GetSubject(msg_.get()); }
   std::string header(std::string_view key) const override {
     const char* value = nullptr;
     if (natsMsgHeader_Get(msg_.get(), std::string(key).c_str(), &value) != NATS_OK || value == nullptr) return {};

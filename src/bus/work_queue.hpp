@@ -28,6 +28,8 @@ class WorkItem {
  public:
   virtual ~WorkItem() = default;
   virtual std::string_view payload() const = 0;
+  // The subject the request was submitted on (chat.workflow.execute.{session}).
+  virtual std::string_view subject() const = 0;
   // A header the request was submitted with; empty when absent.
   virtual std::string header(std::string_view key) const = 0;
   // 1 for the first delivery; higher after a worker died or gave it back.

@@ -182,9 +182,11 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   c.chunk_type = type.value_or(ChunkType::content);
   c.is_final = in.boolean("is_final");
   c.timestamp = in.string("timestamp");
-  // A worker that sends none (the contract has one): the chunk is stamped when
-  // it is read, so every event a client gets has a time.
-  if (c.timestamp.empty()) c.timestamp = rfc3339_now();
+  // A worker that sends none, or one that is not RFC 3339 (the contract's
+  // format): the chunk is stamped when it is read, so every event a client
+  // gets has a time it can parse.
+  const bool stamped_here = !parse_rfc3339(c.timestamp);
+  if (stamped_here) c.timestamp = rfc3339_now();
   c.correlation_id = in.string("correlation_id");
   if (auto* m = in.object("metadata")) {
     JsonFields mr(*m, error, "metadata.");
@@ -214,7 +216,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   auto known = [](std::string_view key) {
     return std::find(std::begin(kPlainFields), std::end(kPlainFields), key) != std::end(kPlainFields);
   };
-  bool complete = present("chunk") && present("chunk_type") && present("is_final") && present("timestamp") &&
+  bool complete = present("chunk") && present("chunk_type") && present("is_final") && !stamped_here &&
                   !c.is_final && std::all_of(obj.begin(), obj.end(), [&](const auto& kv) { return known(kv.key()); });
   if (complete && text.find_first_of("\r\n") == std::string_view::npos) c.wire = std::string(text);
   return c;

@@ -101,8 +101,12 @@ void WorkflowWorker::cancel_running(std::function<void()> on_idle) {
 void WorkflowWorker::on_work(std::unique_ptr<bus::WorkItem> item) {
   std::string error;
   auto request = protocol::decode_workflow_request(item->payload(), error);
-  if (!request) {
-    log::warn("workflow_request_rejected", {{"error", error}});
+  // Subjects are what NATS permissions and the JetStream queue's order go by:
+  // a payload naming another session than its subject is not trusted.
+  if (request && item->subject() != subjects::execute(request->session_id))
+    error = "session_id " + request->session_id + " is not the subject's session";
+  if (!error.empty()) {
+    log::warn("workflow_request_rejected", {{"subject", item->subject()}, {"error", error}});
     item->ack();  // never valid, however often it comes
     return;
   }
@@ -253,7 +257,9 @@ void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::stri
 void WorkflowWorker::on_cancel(const bus::Message& m) {
   std::string error;
   auto cancel = protocol::decode_cancel_request(m.payload, error);
-  if (!cancel) {
+  if (cancel && m.subject != subjects::cancel(cancel->message_id))
+    error = "message_id " + cancel->message_id + " is not the subject's message";
+  if (!error.empty()) {
     log::warn("cancel_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
@@ -313,7 +319,9 @@ void WorkflowWorker::end_unstarted(WaitingRequest w) {
 void WorkflowWorker::on_replay(const bus::Message& m) {
   std::string error;
   auto replay = protocol::decode_replay_request(m.payload, error);
-  if (!replay) {
+  if (replay && m.subject != subjects::replay(replay->session_id))
+    error = "session_id " + replay->session_id + " is not the subject's session";
+  if (!error.empty()) {
     log::warn("replay_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }

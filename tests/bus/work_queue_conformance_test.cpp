@@ -99,6 +99,7 @@ TYPED_TEST(WorkQueueConformance, AFirstDeliveryIsAttemptOne) {
   auto item = t.take(0);
   EXPECT_EQ(item->attempt(), 1u);
   EXPECT_EQ(item->payload(), "r");
+  EXPECT_EQ(item->subject(), "chat.workflow.execute.s1");
   item->ack();
 }
 

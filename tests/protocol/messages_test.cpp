@@ -72,6 +72,26 @@ TEST(MessagesTest, AChunkThatCameWithoutATimestampIsStampedWhenRead) {
   EXPECT_TRUE(parse_rfc3339(std::string(stamp))) << encode(*c);
 }
 
+TEST(MessagesTest, AChunkWhoseTimestampIsNotRfc3339IsStampedWhenReadAndEncodedAgain) {
+  for (const char* bad : {"t", "yesterday", "2026-11-26 12:00:00", "2026-11-26T12:00:00", "1795967433"}) {
+    std::string error;
+    const std::string text = std::string(R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi",)") +
+                             R"("chunk_type":"content","is_final":false,"timestamp":")" + bad + R"("})";
+    auto c = decode_response_chunk(text, error);
+    ASSERT_TRUE(c) << error;
+    EXPECT_TRUE(parse_rfc3339(c->timestamp)) << bad << " became " << c->timestamp;
+    EXPECT_TRUE(c->wire.empty()) << bad << ": forwarded as it came";
+  }
+  // One with an offset is RFC 3339 and goes as it came.
+  std::string error;
+  auto c = decode_response_chunk(
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"2026-11-26T13:00:00.5+01:00"})",
+      error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->timestamp, "2026-11-26T13:00:00.5+01:00");
+  EXPECT_FALSE(c->wire.empty());
+}
+
 TEST(MessagesTest, ARequestWithoutProviderOrModelLeavesThemOutForTheWorkersDefault) {
   auto r = sample_request();
   r.context.ai_provider.clear();
@@ -145,25 +165,25 @@ TEST(MessagesTest, BadChunksAreRejectedWithTheReason) {
 TEST(MessagesTest, OnlyAPlainChunkWithEveryFieldIsForwardedAsItCame) {
   std::string error;
   const std::string plain =
-      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"t"})";
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"2026-11-26T12:00:00Z"})";
   auto c = decode_response_chunk(plain, error);
   ASSERT_TRUE(c) << error;
   EXPECT_EQ(c->wire, plain);
   // A null is no value: a client would read it as the wrong type.
   c = decode_response_chunk(
-      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":null,"is_final":null,"timestamp":"t"})",
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":null,"is_final":null,"timestamp":"2026-11-26T12:00:00Z"})",
       error);
   ASSERT_TRUE(c) << error;
   EXPECT_TRUE(c->wire.empty());
   // Nor with a field the contract does not name (it would go to every stream, and be held in memory).
   c = decode_response_chunk(
-      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"t","pad":"xxxx"})",
+      R"({"session_id":"s","message_id":"m","chunk_id":1,"chunk":"Hi","chunk_type":"content","is_final":false,"timestamp":"2026-11-26T12:00:00Z","pad":"xxxx"})",
       error);
   ASSERT_TRUE(c) << error;
   EXPECT_TRUE(c->wire.empty());
   // The final chunk is encoded again from its checked values.
   c = decode_response_chunk(
-      R"({"session_id":"s","message_id":"m","chunk_id":2,"chunk":"","chunk_type":"metadata","is_final":true,"timestamp":"t","metadata":{"model":"x","finish_reason":"stop","extra":{"a":1}}})",
+      R"({"session_id":"s","message_id":"m","chunk_id":2,"chunk":"","chunk_type":"metadata","is_final":true,"timestamp":"2026-11-26T12:00:00Z","metadata":{"model":"x","finish_reason":"stop","extra":{"a":1}}})",
       error);
   ASSERT_TRUE(c) << error;
   EXPECT_TRUE(c->wire.empty());

@@ -10,6 +10,7 @@ class Item final : public bus::WorkItem {
  public:
   explicit Item(bool final, unsigned attempt = 1) : final_(final), attempt_(attempt) {}
   std::string_view payload() const override { return {}; }
+  std::string_view subject() const override { return {}; }
   std::string header(std::string_view) const override { return {}; }
   unsigned attempt() const override { return attempt_; }
   bool final_attempt() const override { return final_; }

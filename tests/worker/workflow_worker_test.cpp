@@ -814,6 +814,33 @@ TEST(WorkflowWorker, RequestsPublishedAfterStopIntakeAreNotTaken) {
   EXPECT_TRUE(rig.tap.chunk_subjects().empty());
 }
 
+TEST(WorkflowWorker, ARequestWhosePayloadNamesAnotherSessionThanItsSubjectIsNotRun) {
+  Rig rig;
+  rig.bus.publish(subjects::execute("s2"), protocol::encode(request("m1")));
+  submit(rig, request("m2"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->generation("m2") != nullptr; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 1u);
+  EXPECT_EQ(rig.scripted->generation("m1"), nullptr);
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(complete(rig, 1));
+}
+
+TEST(WorkflowWorker, ACancelWhoseSubjectNamesAnotherMessageIsIgnored) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  auto reply = std::make_shared<std::optional<std::string>>();
+  rig.bus.request(subjects::cancel("m9"), protocol::encode(protocol::CancelRequest{"m1", "s1", "owner"}), 300ms,
+                  [reply](boost::system::error_code ec, std::string r) { *reply = ec ? "error" : r; });
+  ASSERT_TRUE(rig.loop.run_until([&] { return reply->has_value(); }));
+  EXPECT_EQ(**reply, "error");  // no answer: the request timed out
+  EXPECT_FALSE(generation->cancelled());
+  generation->finish();
+  ASSERT_TRUE(complete(rig, 1));
+}
+
 // --- replay ------------------------------------------------------------------
 
 void ask_replay(Rig& rig, const std::string& pod, const std::string& message_id = "") {
@@ -835,6 +862,23 @@ TEST(WorkflowWorker, AReplayRequestResendsARunningReplyToTheAskingPod) {
   auto replayed = rig.tap.chunks(late);
   EXPECT_EQ(ids(replayed), (std::vector<std::uint32_t>{0, 1}));
   EXPECT_EQ(text(replayed), "a b ");
+  generation->finish();
+  ASSERT_TRUE(complete(rig, 1));
+}
+
+TEST(WorkflowWorker, AReplayRequestWhoseSubjectNamesAnotherSessionIsIgnored) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("a ");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(kBroadcast) == 1; }));
+
+  rig.bus.publish(subjects::replay("s2"), protocol::encode(protocol::ReplayRequest{"s1", "pod-late", ""}));
+  ask_replay(rig, "pod-other");  // a proper one, to know the first was read
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(subjects::pod_response("pod-other")) == 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.tap.count(subjects::pod_response("pod-late")), 0u);
   generation->finish();
   ASSERT_TRUE(complete(rig, 1));
 }
