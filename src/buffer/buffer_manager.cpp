@@ -150,6 +150,7 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     if (!it->second.accepted_here() && !watched(it->second.session_id())) {
       counters_.buffers_abandoned.add();
       finished_.remember(id, now, false);
+      out.push_back(ReplyAbandoned{it->second.session_id(), id});
       --streaming_;
       erase(it);
       continue;

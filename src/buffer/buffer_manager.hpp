@@ -57,10 +57,14 @@ struct ReplyRestarted { std::string session_id; std::string message_id; std::uin
 // A reply accepted here sent no chunk within max_age: its empty buffer went,
 // nothing is stored yet (a first chunk that still comes is this pod's).
 struct ReplySilent { std::string session_id; std::string message_id; };
+// Another pod's reply, unfinished, that nobody here watched any more went at
+// max_age: what is kept of it for streams must go too (that pod stores it).
+struct ReplyAbandoned { std::string session_id; std::string message_id; };
 // A chunk named another session than its reply's (accepted for, or first
 // seen with): dropped.
 struct WrongSession { std::string session_id; std::string message_id; std::string reply_session_id; };
-using Event = std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted, ReplySilent, WrongSession>;
+using Event =
+    std::variant<ChunkReady, ChunksMissing, MessageFinished, ReplyRestarted, ReplySilent, ReplyAbandoned, WrongSession>;
 
 // Written by the owning shard only; read by metrics scrapes on any thread.
 struct Counters {

@@ -102,12 +102,16 @@ void SessionShard::process_events() {
     } else if (auto* restarted = std::get_if<buffer::ReplyRestarted>(&e)) {
       log::warn("reply_restarted", {{"session_id", restarted->session_id}, {"message_id", restarted->message_id},
                                     {"attempt", restarted->attempt}});
-      retained_bytes_ -= channel(restarted->session_id).restart(
-          restarted->message_id, sse::reset_frame(restarted->session_id, "reply_restarted", restarted->message_id));
+      // No channel: nothing was shown or kept of the older attempt here.
+      if (auto it = channels_.find(restarted->session_id); it != channels_.end())
+        retained_bytes_ -= it->second.restart(
+            restarted->message_id, sse::reset_frame(restarted->session_id, "reply_restarted", restarted->message_id));
     } else if (auto* done = std::get_if<buffer::MessageFinished>(&e)) {
       finish(std::move(done->message));
     } else if (auto* silent = std::get_if<buffer::ReplySilent>(&e)) {
       drop_backlog(silent->session_id, silent->message_id);
+    } else if (auto* abandoned = std::get_if<buffer::ReplyAbandoned>(&e)) {
+      drop_backlog(abandoned->session_id, abandoned->message_id);
     } else if (auto* wrong = std::get_if<buffer::WrongSession>(&e)) {
       log::warn("chunk_rejected", {{"session_id", wrong->session_id}, {"message_id", wrong->message_id},
                                    {"error", "the reply belongs to session " + wrong->reply_session_id}});

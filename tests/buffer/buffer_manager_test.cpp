@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 namespace chat::buffer {
@@ -160,7 +161,11 @@ TEST_F(BufferManagerTest, AnotherPodsUnwatchedReplyExpiresWithoutBeingStored) {
   auto* f = finished(events);
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->message_id, "m2") << "a watched reply still ends on its streams";
-  EXPECT_EQ(events.size(), 1u) << "the unwatched one is not finished, so not stored as incomplete";
+  ASSERT_EQ(events.size(), 2u) << "the unwatched one is not finished, so not stored as incomplete";
+  auto abandoned = std::find_if(events.begin(), events.end(),
+                                [](const auto& e) { return std::holds_alternative<ReplyAbandoned>(e); });
+  ASSERT_NE(abandoned, events.end()) << "its streams' copy must go too";
+  EXPECT_EQ(std::get<ReplyAbandoned>(*abandoned).message_id, "m1");
   EXPECT_FALSE(manager.has("m1"));
   EXPECT_EQ(manager.counters().buffers_abandoned.value(), 1u);
   EXPECT_EQ(manager.streaming(), 0u);

@@ -405,6 +405,22 @@ TEST_F(LogShardTest, AReplyDroppedHereUnstoredIsStoredWhenAResumeReadsItFromTheL
   EXPECT_EQ(m1->content, "t0 t1 ");
 }
 
+// Its frames go with its buffer: they neither hold reply memory for good nor
+// reach a later stream as a reply that never ends.
+TEST_F(ShardTest, AnotherPodsReplyNobodyWatchesAnyMoreLeavesNothingBehind) {
+  auto watcher = stream("s1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  shard.detach(watcher);
+  ASSERT_GT(shard.gauges().reply_bytes.load(), 0u);
+  now += options.buffer.max_age;
+  shard.cleanup();
+  ASSERT_EQ(shard.counters().buffers_abandoned.value(), 1u);
+  EXPECT_EQ(shard.gauges().reply_bytes.load(), 0u);
+  auto later = stream("s1");
+  EXPECT_TRUE(later->chunk_ids().empty()) << "a later stream got the abandoned reply's chunks";
+}
+
 TEST_F(LogShardTest, AReplyStoredHereIsNotStoredAgainFromTheLog) {
   shard.expect("s1", "m1");
   shard.on_chunk(chunk("s1", "m1", 0, true), false);
