@@ -219,8 +219,13 @@ std::size_t Channel::restart(const std::string& message_id, const sse::Frame& re
   for (auto& m : members_) {
     // Held frames of the old attempt must not follow the new one's.
     if (auto* r = m.resume()) std::erase_if(r->held, [&](const HeldFrame& f) { return f.message_id == message_id; });
+    if (!m.forget(message_id)) continue;
     // The reset takes the place of the frames just erased: no bound needed.
-    if (m.forget(message_id)) deliver(m, message_id, kNotAChunk, reset, std::numeric_limits<std::size_t>::max());
+    if (auto* r = m.resume(); r && r->catching_up) {
+      if (!r->cut) r->held.push_back(HeldFrame{message_id, kNotAChunk, reset, true});
+    } else {
+      deliver(m, message_id, kNotAChunk, reset, std::numeric_limits<std::size_t>::max());
+    }
   }
   auto* b = find(message_id);
   if (!b) return 0;

@@ -56,6 +56,9 @@ struct HeldFrame {
   std::string message_id;
   std::int64_t position;
   sse::Frame frame;
+  // The reset of a reply that started over: it goes before the new attempt's
+  // frames, which the reply's backlog holds from chunk 0.
+  bool restarts = false;
 };
 
 // What only a stream that came back with a cursor needs. Most streams never

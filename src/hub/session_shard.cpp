@@ -1,6 +1,7 @@
 #include "hub/session_shard.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 #include <utility>
 
 #include "common/time.hpp"
@@ -209,6 +210,9 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
   auto it = channels_.find(session_id);
   Member* member = it == channels_.end() ? nullptr : it->second.member(stream_id);
   if (!member || member->cut()) return;  // gone (or going) while the log was read
+  // A reference, not the iterator: storing may add another session's channel
+  // (an eviction ends a reply there), and a rehash voids iterators.
+  Channel& channel = it->second;
   auto replies = chunks ? group_logged_replies(std::move(*chunks)) : std::vector<LoggedReply>{};
   auto at = std::find_if(replies.begin(), replies.end(),
                          [&](const LoggedReply& r) { return r.message_id == cursor.message_id; });
@@ -250,7 +254,7 @@ void SessionShard::resume_from_log(const std::string& session_id, const std::str
     store_logged(*r);
   }
   process_events();
-  finish_catch_up(it->second, *member);
+  finish_catch_up(channel, *member);
 }
 
 // A finished reply read from the log is stored (insert if absent) unless this
@@ -282,8 +286,15 @@ void SessionShard::finish_catch_up(Channel& channel, Member& member) {
     held = std::exchange(resume->held, {});
   }
   std::vector<sse::Frame> burst;
+  for (const auto& f : held)
+    if (f.restarts) member.take(f.message_id, f.position, f.frame, burst);
+  const auto from_backlog = burst.size();
   channel.take_running(member, burst);
-  for (const auto& f : held) member.take(f.message_id, f.position, f.frame, burst);
+  // A notice is one frame shared by the backlog and the held: sent once.
+  std::unordered_set<const sse::EncodedFrame*> sent;
+  for (auto f = burst.begin() + static_cast<std::ptrdiff_t>(from_backlog); f != burst.end(); ++f) sent.insert(f->get());
+  for (const auto& f : held)
+    if (!f.restarts && !sent.contains(f.frame.get())) member.take(f.message_id, f.position, f.frame, burst);
   member.stream->send_backlog(burst);
 }
 

@@ -339,6 +339,31 @@ TEST_F(LogShardTest, AStreamResumingAReplyThisPodNeverHadCatchesUpFromTheLog) {
   EXPECT_EQ(s->chunk_ids().back(), "m2:1");
 }
 
+TEST_F(LogShardTest, AReplyThatStartsOverWhileTheLogIsReadIsResetBeforeItsNewAttempt) {
+  auto s = stream("s1", sse::ResumeCursor{"m1", 0});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  shard.on_chunk(chunk("s1", "m1", 1), false);  // attempt 1, held out of its turn
+  shard.on_chunk(attempt(chunk("s1", "m1", 0), 2), false);
+  shard.on_chunk(attempt(chunk("s1", "m1", 1), 2), false);
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, std::vector{chunk("s1", "m1", 0)});
+  shard.on_chunk(attempt(chunk("s1", "m1", 2), 2), false);
+  EXPECT_EQ(s->events(), (Events{"reset", "chunk", "chunk", "chunk"}));
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
+}
+
+TEST_F(LogShardTest, ANoticeMadeWhileTheLogIsReadReachesTheStreamOnce) {
+  shard.expect("s1", "m2");
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  auto s = stream("s1", sse::ResumeCursor{"m1", 0});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  now += options.delay_notice_after + 1s;
+  shard.check_gaps();  // m2 waits: a delayed notice, kept in its backlog and held for the stream
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second,
+                        std::vector{chunk("s1", "m1", 0), chunk("s1", "m1", 1, true), chunk("s1", "m2", 0)});
+  const auto events = s->events();
+  EXPECT_EQ(std::count(events.begin(), events.end(), "delayed"), 1) << ::testing::PrintToString(events);
+}
+
 TEST_F(LogShardTest, AResumeFromTheLogResendsFromTheirStartTheRepliesThatRanBesideTheCursorsOne) {
   // In the log: m0 (finished before m1 and m2 began), then m1 and m2 interleaved;
   // the client's cursor names m2:1, the last event it had.
