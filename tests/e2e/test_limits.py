@@ -105,6 +105,24 @@ class RunningRepliesTest(h.ChatdTestCase):
         self.assertGreaterEqual(limited_total(self.srv, "running_replies"), 1)
 
 
+class DeletedSessionFreesItsRunningRepliesTest(h.ChatdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        # Replies of about 30 s, which SIGTERM does not wait for at the end.
+        cls.srv = cls.start_server("deleted", env=dict(OFF, RATE_LIMIT_RUNNING_REPLIES="1",
+                                                       WORKER_DEMO_CHUNK_DELAY="1s", SERVER_SHUTDOWN_TIMEOUT="1s"))
+
+    def test_a_reply_cut_short_by_deleting_its_session_frees_its_place(self):
+        uid, sid = new_id("u"), new_id("s")
+        self.srv.chat_ok(sid, uid, "a long one")
+        assert_rate_limited(self, self.srv.chat(new_id("s"), uid, "a second"), "a second running reply")
+        r = self.srv.request("DELETE", "/api/sessions/%s?user_id=%s" % (sid, uid))
+        self.assertEqual(r.status, 200, r.body)
+        # The reply runs for about 30 s more had it not been cut: its place is free long before that.
+        wait_until(lambda: self.srv.chat(new_id("s"), uid, "after the delete").status == 202, 8,
+                   msg="the deleted session's reply kept the user's running-reply place")
+
+
 class RefusedChatsCostNoChatTest(h.ChatdTestCase):
     """A chat the pod refuses after the chat limit let it through gives its token back."""
 
