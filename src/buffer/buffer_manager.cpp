@@ -17,6 +17,12 @@ std::string_view to_string(MessageStatus s) {
 void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare,
                          const AcceptedReplies* pod_accepted) {
   counters_.chunks_received.add();
+  // Before it can open a buffer or start a reply over: a chunk never kept
+  // must change nothing.
+  if (chunk.chunk_id >= limits_.max_chunks) {
+    counters_.over_limit_dropped.add();
+    return;
+  }
   auto it = buffers_.find(chunk.message_id);
   if (it == buffers_.end()) {
     if (finished_.contains(chunk.message_id)) {
@@ -62,6 +68,12 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     return;
   }
   if (buffer.attempt() != 0 && chunk.attempt > buffer.attempt()) {
+    // The new attempt begins at chunk 0: one of its later chunks that this
+    // buffer could not hold must not wipe the reply it follows.
+    if (chunk.chunk_id != 0 && !memory_to_spare && !buffer.accepted_here()) {
+      counters_.no_room_dropped.add();
+      return;
+    }
     buffer.restart(chunk.attempt, now);
     if (had_any) {
       counters_.replies_restarted.add();
@@ -139,8 +151,8 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     if (now - b.created() >= limits_.max_age) old.push_back(id);
   for (const auto& id : old) {
     auto it = buffers_.find(id);
-    if (!it->second.received_any()) {
-      // Only an expected reply has a buffer and no chunk: accepted here.
+    if (!it->second.received_any() && it->second.accepted_at) {
+      // An expected reply (accepted here) that sent no chunk.
       counters_.never_arrived.add();
       accepted_silent_.remember(id, now, Silent{*it->second.accepted_at, it->second.session_id()});
       out.push_back(ReplySilent{it->second.session_id(), id});
@@ -151,7 +163,7 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
       counters_.buffers_abandoned.add();
       finished_.remember(id, now, false);
       out.push_back(ReplyAbandoned{it->second.session_id(), id});
-      --streaming_;
+      if (it->second.received_any()) --streaming_;
       erase(it);
       continue;
     }

@@ -37,12 +37,13 @@ void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
 
 PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
                                std::vector<protocol::ResponseChunk>& released, bool may_hold) {
-  if (attempt_ == 0) attempt_ = chunk.attempt;
   const auto id = chunk.chunk_id;
   if (id < next_id_ || held_.contains(id)) return PushResult::duplicate;
   if (final_id_ && (id > *final_id_ || chunk.is_final)) return PushResult::after_final;
   if (id >= max_chunks) return PushResult::over_limit;
   if (id != next_id_ && !may_hold) return PushResult::no_room;
+  // Only a chunk kept says which attempt the buffer follows.
+  if (attempt_ == 0) attempt_ = chunk.attempt;
   if (chunk.is_final) {
     // A final chunk below an id we already hold contradicts the contract
     // ("the final chunk has the highest id"): keep the first story.

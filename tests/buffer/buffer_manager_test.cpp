@@ -545,6 +545,39 @@ TEST_F(BufferManagerTest, AFirstChunkOfALaterAttemptIsNoRestart) {
   for (const auto& e : events) EXPECT_FALSE(std::holds_alternative<ReplyRestarted>(e));
 }
 
+// Chunk ids of 100 and above are over this manager's BUFFER_MAX_CHUNKS.
+TEST_F(BufferManagerTest, AChunkOverTheLimitChangesNothingOfItsReply) {
+  manager.expect("s1", "m1", t0, events);
+  manager.push(attempt(chunk("m1", 100), 2), t0, events);  // before any chunk
+  manager.push(chunk("m1", 0), t0, events);
+  manager.push(attempt(chunk("m1", 100), 3), t0, events);  // in its middle
+  manager.push(chunk("m1", 1, true), t0, events);
+  EXPECT_EQ(manager.counters().over_limit_dropped.value(), 2u);
+  for (const auto& e : events) EXPECT_FALSE(std::holds_alternative<ReplyRestarted>(e));
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr) << "the stray chunks took the reply with them";
+  EXPECT_EQ(f->content, "01");
+  EXPECT_EQ(f->status, MessageStatus::complete);
+}
+
+TEST_F(BufferManagerTest, AChunkOverTheLimitOpensNoBuffer) {
+  manager.push(chunk("m9", 100), t0, events);
+  EXPECT_FALSE(manager.has("m9"));
+  manager.expire_old(t0 + 300s, events, [](const std::string&) { return false; });
+  EXPECT_TRUE(events.empty());
+}
+
+TEST_F(BufferManagerTest, ALaterAttemptsChunkThatCannotBeHeldDoesNotWipeTheReply) {
+  manager.push(chunk("m1", 0), t0, events);  // another pod's reply
+  events.clear();
+  manager.push(attempt(chunk("m1", 5), 2), t0, events, false);  // no memory to spare: not held
+  EXPECT_TRUE(events.empty());
+  manager.push(chunk("m1", 1, true), t0, events, false);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->content, "01");
+}
+
 TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
   manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m2", 0), t0, events);
