@@ -37,7 +37,7 @@ pod::PodOptions pod_options(const config::Config& c, unsigned threads) {
   o.pod_id = c.server.pod_id;
   o.hub.shards = std::max(4u, threads * 2);
   o.hub.buffer = buffer::Limits{c.buffer.max_buffers, c.buffer.max_chunks, c.buffer.max_age,
-                                c.buffer.missing_chunk_timeout};
+                                c.buffer.missing_chunk_timeout, c.buffer.max_reply_bytes};
   o.hub.cleanup_interval = c.buffer.cleanup_interval;
   o.hub.heartbeat_interval = c.sse.heartbeat_interval;
   o.hub.late_join_window = c.sse.late_join_window;

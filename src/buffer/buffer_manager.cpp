@@ -82,7 +82,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
   }
   scratch_.clear();
   const bool in_turn = chunk.chunk_id == buffer.next_id();
-  auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, scratch_,
+  auto result = buffer.push(std::move(chunk), now, limits_.max_chunks, limits_.max_reply_bytes, scratch_,
                             memory_to_spare || buffer.accepted_here());
   held_bytes_ = held_bytes_ - footprint_before + buffer.footprint();
   if (had_any && !buffer.received_any()) --streaming_;
@@ -92,6 +92,10 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     case PushResult::after_final: counters_.late_dropped.add(); return;
     case PushResult::over_limit: counters_.over_limit_dropped.add(); return;
     case PushResult::no_room: counters_.no_room_dropped.add(); return;
+    case PushResult::too_large:
+      // Ends here with what it had; another pod's is stored whole by that pod (or cut there too).
+      counters_.over_limit_dropped.add();
+      return finish(it->first, now, out, "reply_too_large", buffer.accepted_here());
     case PushResult::released_or_held: break;
   }
   if (!in_turn) counters_.chunks_reordered.add();

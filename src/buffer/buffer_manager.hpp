@@ -22,6 +22,8 @@ struct Limits {
   std::size_t max_chunks = 10'000;
   std::chrono::milliseconds max_age{300'000};
   std::chrono::milliseconds missing_chunk_timeout{30'000};
+  // One reply's text and waiting chunks: a worker cannot fill the pod with one.
+  std::size_t max_reply_bytes = 8u << 20;
 };
 
 enum class MessageStatus { complete, error, cancelled, incomplete };

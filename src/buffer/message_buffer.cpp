@@ -36,12 +36,13 @@ void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
 }
 
 PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
-                               std::vector<protocol::ResponseChunk>& released, bool may_hold) {
+                               std::size_t max_bytes, std::vector<protocol::ResponseChunk>& released, bool may_hold) {
   const auto id = chunk.chunk_id;
   if (id < next_id_ || held_.contains(id)) return PushResult::duplicate;
   if (final_id_ && (id > *final_id_ || chunk.is_final)) return PushResult::after_final;
   if (id >= max_chunks) return PushResult::over_limit;
   if (id != next_id_ && !may_hold) return PushResult::no_room;
+  if (footprint() + bytes_of(chunk) > max_bytes) return PushResult::too_large;
   // Only a chunk kept says which attempt the buffer follows.
   if (attempt_ == 0) attempt_ = chunk.attempt;
   if (chunk.is_final) {

@@ -18,7 +18,7 @@ namespace chat::buffer {
 
 // no_room: it would wait out of its turn, and the caller said there is no
 // memory for that.
-enum class PushResult { released_or_held, duplicate, after_final, over_limit, no_room };
+enum class PushResult { released_or_held, duplicate, after_final, over_limit, no_room, too_large };
 
 class MessageBuffer {
  public:
@@ -27,7 +27,8 @@ class MessageBuffer {
   // Appends to `released` every chunk that became deliverable, in id order.
   // Without `may_hold`, a chunk that would wait for an earlier one is refused
   // (the one that is due is always taken: it releases what waits).
-  PushResult push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks,
+  // A chunk that would take the reply past `max_bytes` (footprint()) is refused.
+  PushResult push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks, std::size_t max_bytes,
                   std::vector<protocol::ResponseChunk>& released, bool may_hold = true);
 
   // When a gap has blocked later chunks for longer than `timeout`, gives up on

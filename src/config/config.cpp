@@ -284,6 +284,10 @@ const std::vector<Setting>& settings() {
        INT_SETTING(chat.history_max_bytes, std::size_t, 4096, 64 * 1024 * 1024)},
       {"BUFFER_MAX_BUFFERS", kChatd, "10000", "messages being reordered at once", INT_SETTING(buffer.max_buffers, std::size_t, 1, 10'000'000)},
       {"BUFFER_MAX_CHUNKS", kChatd, "10000", "chunks of one message at most", INT_SETTING(buffer.max_chunks, std::size_t, 1, 10'000'000)},
+      {"BUFFER_MAX_REPLY_BYTES", kChatd, "8388608",
+       "bytes of one message at most (its text and the chunks waiting for their turn); past it the message ends "
+       "incomplete (reply_too_large)",
+       INT_SETTING(buffer.max_reply_bytes, std::size_t, 1024, 1ull << 32)},
       {"BUFFER_MAX_BYTES", kChatd, "536870912",
        "memory for replies in flight (reply text being reordered, frames kept for late streams); "
        "new chats get 503 while it is full (0: no limit)",

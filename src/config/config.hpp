@@ -57,6 +57,7 @@ struct ChatConfig {
 struct BufferConfig {
   std::size_t max_buffers = 10'000;
   std::size_t max_chunks = 10'000;
+  std::size_t max_reply_bytes = 8u << 20;  // one reply's text, and the chunks waiting for their turn
   std::size_t max_bytes = 512ull << 20;  // the pod's memory for replies in flight (0: none)
   Duration max_age{300'000};
   Duration cleanup_interval{30'000};

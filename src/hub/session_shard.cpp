@@ -13,6 +13,13 @@ namespace {
 // Replies dropped from the resume window that a late cursor may still name.
 constexpr std::size_t kExpiredIdsKept = 100'000;
 
+std::string_view incomplete_reason(std::string_view code) {
+  if (code == kShutdown) return "the server shut down before the reply finished";
+  if (code == "reply_too_large") return "the reply was longer than this server keeps (BUFFER_MAX_REPLY_BYTES)";
+  if (code == "buffer_evicted") return "the server had too many replies in flight to keep this one";
+  return "the reply did not finish in time";
+}
+
 sse::Frame terminal_error_frame(const buffer::FinishedMessage& m) {
   using buffer::MessageStatus;
   switch (m.status) {
@@ -23,9 +30,7 @@ sse::Frame terminal_error_frame(const buffer::FinishedMessage& m) {
     case MessageStatus::incomplete:
       // A chunks_missing error was already sent when the gap was given up.
       if (m.error_code == "chunks_missing") return nullptr;
-      return sse::error_frame(m.message_id, m.error_code,
-                              m.error_code == kShutdown ? "the server shut down before the reply finished"
-                                                        : "the reply did not finish in time");
+      return sse::error_frame(m.message_id, m.error_code, incomplete_reason(m.error_code));
     case MessageStatus::complete: return nullptr;
   }
   return nullptr;

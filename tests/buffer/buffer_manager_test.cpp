@@ -578,6 +578,41 @@ TEST_F(BufferManagerTest, ALaterAttemptsChunkThatCannotBeHeldDoesNotWipeTheReply
   EXPECT_EQ(f->content, "01");
 }
 
+TEST_F(BufferManagerTest, AReplyThatWouldOutgrowItsByteLimitEndsWithWhatFit) {
+  BufferManager small{Limits{3, 100, 300s, 30s, 10}};
+  small.expect("s1", "m1", t0, events);
+  auto text = [](std::uint32_t id, std::string t) {
+    auto c = chunk("m1", id);
+    c.chunk = std::move(t);
+    return c;
+  };
+  small.push(text(0, "12345"), t0, events);
+  small.push(text(1, "678"), t0, events);
+  small.push(text(2, "9ab"), t0, events);  // 11 bytes: over
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{0, 1}));
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr) << "it waited for chunks that will not be kept";
+  EXPECT_EQ(f->content, "12345678");
+  EXPECT_EQ(f->status, MessageStatus::incomplete);
+  EXPECT_EQ(f->error_code, "reply_too_large");
+  EXPECT_TRUE(f->stored_here);
+  events.clear();
+  small.push(text(3, ""), t0, events);
+  EXPECT_TRUE(events.empty()) << "its later chunks are late";
+  EXPECT_EQ(small.held_bytes(), 0u);
+}
+
+TEST_F(BufferManagerTest, AnotherPodsReplyCutForItsSizeIsLeftToThatPodToStore) {
+  BufferManager small{Limits{3, 100, 300s, 30s, 4}};
+  auto c = chunk("m1", 0);
+  c.chunk = "12345";
+  small.push(c, t0, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->error_code, "reply_too_large");
+  EXPECT_FALSE(f->stored_here);
+}
+
 TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
   manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m2", 0), t0, events);

@@ -2,10 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace chat::buffer {
 namespace {
 
 using namespace std::chrono_literals;
+
+constexpr std::size_t kNoByteLimit = std::numeric_limits<std::size_t>::max();
 
 protocol::ResponseChunk chunk(std::uint32_t id, bool final = false) {
   protocol::ResponseChunk c;
@@ -29,7 +33,7 @@ struct MessageBufferTest : ::testing::Test {
   std::vector<protocol::ResponseChunk> released;
 
   PushResult push(std::uint32_t id, bool final = false, SteadyTime at = {}) {
-    return buffer.push(chunk(id, final), at == SteadyTime{} ? t0 : at, 10'000, released);
+    return buffer.push(chunk(id, final), at == SteadyTime{} ? t0 : at, 10'000, kNoByteLimit, released);
   }
 };
 
@@ -61,10 +65,10 @@ TEST_F(MessageBufferTest, TheIssueOrderThreeOneFourZeroFiveFinalTwo) {
 TEST_F(MessageBufferTest, DuplicatesAreDroppedAndTheFirstCopyWins) {
   auto first = chunk(1);
   first.chunk = "first";
-  buffer.push(first, t0, 100, released);
+  buffer.push(first, t0, 100, kNoByteLimit, released);
   auto second = chunk(1);
   second.chunk = "second";
-  EXPECT_EQ(buffer.push(second, t0, 100, released), PushResult::duplicate);
+  EXPECT_EQ(buffer.push(second, t0, 100, kNoByteLimit, released), PushResult::duplicate);
   push(0);
   EXPECT_EQ(push(0), PushResult::duplicate);  // already released
   ASSERT_EQ(released.size(), 2u);
@@ -84,24 +88,24 @@ TEST_F(MessageBufferTest, AFinalBelowAHeldChunkIsRejected) {
 }
 
 TEST_F(MessageBufferTest, ChunkIdsBeyondTheLimitAreRejected) {
-  EXPECT_EQ(buffer.push(chunk(5), t0, 5, released), PushResult::over_limit);
-  EXPECT_EQ(buffer.push(chunk(4), t0, 5, released), PushResult::released_or_held);
+  EXPECT_EQ(buffer.push(chunk(5), t0, 5, kNoByteLimit, released), PushResult::over_limit);
+  EXPECT_EQ(buffer.push(chunk(4), t0, 5, kNoByteLimit, released), PushResult::released_or_held);
 }
 
 TEST_F(MessageBufferTest, AWaitingChunkCountsAsItCameAndNotOnceReleased) {
   auto waiting = chunk(1);
   waiting.wire = std::string(1000, 'w');  // the JSON kept to forward as it came
-  EXPECT_EQ(buffer.push(waiting, t0, 100, released), PushResult::released_or_held);
+  EXPECT_EQ(buffer.push(waiting, t0, 100, kNoByteLimit, released), PushResult::released_or_held);
   EXPECT_GE(buffer.footprint(), 1000u + waiting.chunk.size());
-  EXPECT_EQ(buffer.push(chunk(0), t0, 100, released), PushResult::released_or_held);
+  EXPECT_EQ(buffer.push(chunk(0), t0, 100, kNoByteLimit, released), PushResult::released_or_held);
   EXPECT_EQ(buffer.footprint(), buffer.content().size()) << "released: only the text for the store stays";
 }
 
 TEST_F(MessageBufferTest, WithoutRoomToHoldOnlyTheDueChunkIsTaken) {
-  EXPECT_EQ(buffer.push(chunk(1), t0, 100, released, false), PushResult::no_room);
-  EXPECT_EQ(buffer.push(chunk(0), t0, 100, released, false), PushResult::released_or_held);
-  EXPECT_EQ(buffer.push(chunk(2), t0, 100, released, true), PushResult::released_or_held);  // held
-  EXPECT_EQ(buffer.push(chunk(1), t0, 100, released, false), PushResult::released_or_held)
+  EXPECT_EQ(buffer.push(chunk(1), t0, 100, kNoByteLimit, released, false), PushResult::no_room);
+  EXPECT_EQ(buffer.push(chunk(0), t0, 100, kNoByteLimit, released, false), PushResult::released_or_held);
+  EXPECT_EQ(buffer.push(chunk(2), t0, 100, kNoByteLimit, released, true), PushResult::released_or_held);  // held
+  EXPECT_EQ(buffer.push(chunk(1), t0, 100, kNoByteLimit, released, false), PushResult::released_or_held)
       << "the due chunk releases what waits";
   EXPECT_EQ(ids(released), (std::vector<std::uint32_t>{0, 1, 2}));
 }
