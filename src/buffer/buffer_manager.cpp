@@ -15,7 +15,7 @@ std::string_view to_string(MessageStatus s) {
 }
 
 void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare,
-                         const AcceptedReplies* pod_accepted) {
+                         ReplySessions* pod_sessions) {
   counters_.chunks_received.add();
   // Before it can open a buffer or start a reply over: a chunk never kept
   // must change nothing.
@@ -31,7 +31,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     }
     std::optional<std::string> reply_session;
     if (const auto* silent = accepted_silent_.find(chunk.message_id)) reply_session = silent->session_id;
-    else if (pod_accepted) reply_session = pod_accepted->session_of(chunk.message_id);
+    else if (pod_sessions) reply_session = pod_sessions->claim(chunk.message_id, chunk.session_id, now);
     if (reply_session && *reply_session != chunk.session_id) {
       counters_.wrong_session_dropped.add();
       out.push_back(WrongSession{chunk.session_id, chunk.message_id, *reply_session});

@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "buffer/accepted_replies.hpp"
+#include "buffer/reply_sessions.hpp"
 #include "buffer/message_buffer.hpp"
 #include "buffer/recent_ids.hpp"
 #include "metrics/metrics.hpp"
@@ -96,12 +96,12 @@ class BufferManager {
 
   // Without `memory_to_spare` (the pod's reply memory is spent), another pod's
   // reply opens no buffer and holds no chunk out of its turn here (that pod
-  // stores it whole); replies accepted here keep every chunk. `pod_accepted`:
-  // the replies the whole pod accepted (other managers hold the buffers of
-  // other sessions): the first chunk here of one of them naming another
-  // session than its own is refused.
+  // stores it whole); replies accepted here keep every chunk. `pod_sessions`:
+  // whose each reply of the whole pod is (other managers hold the buffers of
+  // other sessions): a chunk that would open a buffer here for a reply of
+  // another session is refused, and one of a reply new to the pod claims it.
   void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare = true,
-            const AcceptedReplies* pod_accepted = nullptr);
+            ReplySessions* pod_sessions = nullptr);
 
   // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
   // Making room may finish the least recently active buffer, another pod's

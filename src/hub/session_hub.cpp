@@ -21,9 +21,9 @@ namespace chat::hub {
 // only by whoever holds `owner`.
 struct SessionHub::Slot {
   Slot(asio::io_context& ioc, const HubOptions& options, ShardHandlers handlers, Clock clock,
-       buffer::AcceptedReplies& accepted)
+       buffer::ReplySessions& reply_sessions)
       : strand(asio::make_strand(ioc)),
-        shard(options, std::move(handlers), std::move(clock), &accepted),
+        shard(options, std::move(handlers), std::move(clock), &reply_sessions),
         gap_timer(strand),
         cleanup_timer(strand),
         heartbeat_timer(strand) {}
@@ -111,7 +111,7 @@ SessionHub::SessionHub(asio::io_context& ioc, HubOptions options, ShardHandlers 
   auto count = std::max<std::size_t>(1, options_.shards);
   slots_.reserve(count);
   for (std::size_t i = 0; i < count; ++i)
-    slots_.push_back(std::make_unique<Slot>(ioc, options_, handlers, clock_, accepted_));
+    slots_.push_back(std::make_unique<Slot>(ioc, options_, handlers, clock_, reply_sessions_));
 }
 
 SessionHub::~SessionHub() = default;
@@ -155,7 +155,7 @@ void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool bro
 
 void SessionHub::expect(const std::string& session_id, const std::string& message_id) {
   // Before the request can reach a worker: no chunk of it comes ahead of this.
-  accepted_.add(message_id, session_id, clock_());
+  reply_sessions_.accept(message_id, session_id, clock_());
   slot_for(session_id).run([session_id, message_id](SessionShard& s) { s.expect(session_id, message_id); });
 }
 

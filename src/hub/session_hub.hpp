@@ -92,7 +92,7 @@ class SessionHub {
 
   HubOptions options_;
   Clock clock_;
-  buffer::AcceptedReplies accepted_;  // shared by the shards
+  buffer::ReplySessions reply_sessions_;  // shared by the shards
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 

@@ -43,11 +43,11 @@ sse::Frame complete_frame(const buffer::FinishedMessage& m) {
 }  // namespace
 
 SessionShard::SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock,
-                           buffer::AcceptedReplies* accepted)
+                           buffer::ReplySessions* reply_sessions)
     : options_(options),
       handlers_(std::move(handlers)),
       clock_(std::move(clock)),
-      accepted_(accepted),
+      reply_sessions_(reply_sessions),
       buffers_(options.buffer),
       broadcasts_(options.broadcast_window, options.broadcast_bytes) {}
 
@@ -62,7 +62,7 @@ void SessionShard::on_chunk(protocol::ResponseChunk chunk, bool broadcast) {
 }
 
 void SessionShard::push(protocol::ResponseChunk chunk) {
-  buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share(), accepted_);
+  buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share(), reply_sessions_);
 }
 
 void SessionShard::expect(const std::string& session_id, const std::string& message_id) {
@@ -72,7 +72,7 @@ void SessionShard::expect(const std::string& session_id, const std::string& mess
 }
 
 void SessionShard::forget(const std::string& session_id, const std::string& message_id) {
-  if (accepted_) accepted_->remove(message_id);
+  if (reply_sessions_) reply_sessions_->remove(message_id);
   buffers_.drop(message_id);
   drop_backlog(session_id, message_id);
   publish_gauges();
@@ -118,6 +118,7 @@ void SessionShard::process_events() {
       drop_backlog(silent->session_id, silent->message_id);
     } else if (auto* abandoned = std::get_if<buffer::ReplyAbandoned>(&e)) {
       drop_backlog(abandoned->session_id, abandoned->message_id);
+      if (reply_sessions_) reply_sessions_->ended(abandoned->message_id, clock_());
     } else if (auto* wrong = std::get_if<buffer::WrongSession>(&e)) {
       log::warn("chunk_rejected", {{"session_id", wrong->session_id}, {"message_id", wrong->message_id},
                                    {"error", "the reply belongs to session " + wrong->reply_session_id}});
@@ -128,7 +129,7 @@ void SessionShard::process_events() {
 }
 
 void SessionShard::finish(buffer::FinishedMessage m) {
-  if (accepted_ && m.stored_here) accepted_->remove(m.message_id);
+  if (reply_sessions_) reply_sessions_->ended(m.message_id, clock_());
   if (auto error = terminal_error_frame(m)) deliver(m.session_id, m.message_id, kNotAChunk, error);
   deliver(m.session_id, m.message_id, kReplyEnd, complete_frame(m));
   if (auto it = channels_.find(m.session_id); it != channels_.end() && it->second.finish(m.message_id, clock_()))
@@ -305,8 +306,8 @@ void SessionShard::finish_catch_up(Channel& channel, Member& member) {
 
 std::vector<std::string> SessionShard::end_session(const std::string& session_id) {
   auto dropped = buffers_.drop_session(session_id);
-  if (accepted_)
-    for (const auto& id : dropped) accepted_->remove(id);
+  if (reply_sessions_)
+    for (const auto& id : dropped) reply_sessions_->ended(id, clock_());
   publish_gauges();
   auto it = channels_.find(session_id);
   if (it == channels_.end()) return dropped;
@@ -342,7 +343,7 @@ void SessionShard::check_gaps() {
 
 void SessionShard::cleanup() {
   buffers_.expire_old(clock_(), events_, [this](const std::string& session_id) { return watched(session_id); });
-  if (accepted_) accepted_->forget_before(clock_() - 2 * options_.buffer.max_age);
+  if (reply_sessions_) reply_sessions_->forget_before(clock_() - 2 * options_.buffer.max_age);
   process_events();
   trim_retained();
   publish_gauges();

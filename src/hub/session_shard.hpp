@@ -77,7 +77,7 @@ class SessionShard {
   // `accepted`: the replies the pod accepted, shared by its shards (none: a
   // chunk is checked against this shard's buffers only).
   SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock,
-               buffer::AcceptedReplies* accepted = nullptr);
+               buffer::ReplySessions* reply_sessions = nullptr);
 
   // A chunk from the bus. `broadcast`: buffered only if this shard holds its
   // session or already buffers its reply; else kept a few seconds in case a
@@ -151,7 +151,7 @@ class SessionShard {
   const HubOptions& options_;
   ShardHandlers handlers_;
   Clock clock_;
-  buffer::AcceptedReplies* accepted_;
+  buffer::ReplySessions* reply_sessions_;  // shared by the shards; null in tests of one shard
   buffer::BufferManager buffers_;
   RecentBroadcasts broadcasts_;
   // Session id -> its channel. One node per watched session, most holding one

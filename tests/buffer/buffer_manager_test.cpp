@@ -242,17 +242,49 @@ TEST_F(BufferManagerTest, AChunkNamingAnotherSessionCannotJoinAReply) {
 }
 
 TEST_F(BufferManagerTest, AReplyThePodAcceptedForASessionOfAnotherManagerOpensNoBufferHere) {
-  AcceptedReplies pod_accepted;
-  pod_accepted.add("m1", "s1", t0);  // its buffer is in another manager (s1's shard)
-  manager.push(in_session(chunk("m1", 0), "s2"), t0, events, true, &pod_accepted);
+  ReplySessions pod_sessions;
+  pod_sessions.accept("m1", "s1", t0);  // its buffer is in another manager (s1's shard)
+  manager.push(in_session(chunk("m1", 0), "s2"), t0, events, true, &pod_sessions);
   EXPECT_NE(wrong_session(events), nullptr);
   EXPECT_FALSE(manager.has("m1"));
-  manager.push(in_session(chunk("m2", 0), "s2"), t0, events, true, &pod_accepted);
+  manager.push(in_session(chunk("m2", 0), "s2"), t0, events, true, &pod_sessions);
   EXPECT_TRUE(manager.has("m2")) << "a reply the pod did not accept opens a buffer as before";
-  pod_accepted.forget_before(t0 + 1s);
+  pod_sessions.forget_before(t0 + 1s);
   events.clear();
-  manager.push(in_session(chunk("m1", 0), "s2"), t0, events, true, &pod_accepted);
+  manager.push(in_session(chunk("m1", 0), "s3"), t0, events, true, &pod_sessions);
   EXPECT_EQ(wrong_session(events), nullptr);
+}
+
+// Each manager holds the buffers of its own sessions: what one saw, the other
+// learns from the pod's shared map.
+TEST_F(BufferManagerTest, AReplyAnotherManagerHeldStaysItsSessionsAfterItEnded) {
+  ReplySessions pod_sessions;
+  BufferManager other{Limits{3, 100, 300s, 30s}};
+  other.push(chunk("m1", 0), t0, events, true, &pod_sessions);  // another pod's reply, in s1's manager
+  manager.push(in_session(chunk("m1", 1), "s2"), t0, events, true, &pod_sessions);
+  EXPECT_NE(wrong_session(events), nullptr) << "while it runs";
+  other.push(chunk("m1", 1, true), t0, events, true, &pod_sessions);
+  ASSERT_NE(finished(events), nullptr);
+  pod_sessions.ended("m1", t0);
+  events.clear();
+  manager.push(in_session(chunk("m1", 0), "s2"), t0, events, true, &pod_sessions);
+  EXPECT_NE(wrong_session(events), nullptr) << "after it ended";
+  EXPECT_FALSE(manager.has("m1"));
+}
+
+TEST(ReplySessions, AnAcceptedReplyStaysAfterItEndsAndTheUnacceptedOnesAreBounded) {
+  ReplySessions sessions;
+  const auto t0 = std::chrono::steady_clock::now();
+  sessions.accept("mine", "s1", t0);
+  for (std::size_t i = 0; i < ReplySessions::kUnacceptedKept + 10; ++i)
+    sessions.claim("m" + std::to_string(i), "s2", t0);
+  EXPECT_EQ(sessions.size(), ReplySessions::kUnacceptedKept + 1) << "a running reply accepted here is never pushed out";
+  EXPECT_EQ(sessions.claim("mine", "s9", t0), "s1");
+  EXPECT_EQ(sessions.claim("m0", "s9", t0), "s9") << "the oldest unaccepted one went";
+  sessions.ended("mine", t0);
+  EXPECT_EQ(sessions.claim("mine", "s9", t0), "s1") << "ended, still known";
+  sessions.forget_before(t0 + 1s);
+  EXPECT_EQ(sessions.size(), 0u);
 }
 
 TEST_F(BufferManagerTest, ASilentAcceptedReplyKeepsItsSession) {

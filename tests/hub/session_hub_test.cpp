@@ -113,6 +113,28 @@ TEST_F(HubTest, ChunksHandedOverTogetherReachEachSessionsStreams) {
   ASSERT_NO_FATAL_FAILURE(expect_each_reply_delivered(streams));
 }
 
+// 16 sessions on 4 shards: most of them on another shard than the reply's.
+TEST_F(HubTest, NoChunkMovesAReplyIntoAnotherSessionOnAnyShardDuringOrAfterIt) {
+  auto streams = attach_sessions();
+  hub.on_chunks({chunk("s0", "m0", 0)}, false);
+  ASSERT_TRUE(eventually([&] { return streams[0]->events().size() == 1; }));  // the reply is s0's from here
+  for (int s = 1; s < 16; ++s) hub.on_chunks({chunk("s" + std::to_string(s), "m0", 1)}, false);
+  hub.on_chunks({chunk("s0", "m0", 1, true)}, false);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return finished.size() == 1;
+  }));
+  for (int s = 1; s < 16; ++s) hub.on_chunks({chunk("s" + std::to_string(s), "m0", 0)}, false);
+  ASSERT_TRUE(eventually([&] { return streams[0]->events().size() == 3; }));
+  // A reply of each session's own, after everything above on its shard.
+  for (int s = 1; s < 16; ++s) hub.on_chunks({chunk("s" + std::to_string(s), "r" + std::to_string(s), 0, true)}, false);
+  for (int s = 1; s < 16; ++s) {
+    ASSERT_TRUE(eventually([&] { return !streams[s]->chunk_ids().empty() && streams[s]->chunk_ids().back()[0] == 'r'; }));
+    EXPECT_EQ(streams[s]->chunk_ids(), std::vector<std::string>{"r" + std::to_string(s) + ":0"}) << "session " << s;
+  }
+  EXPECT_EQ(streams[0]->chunk_ids(), (std::vector<std::string>{"m0:0", "m0:1"}));
+}
+
 TEST_F(HubTest, SettledWaitsForEveryAcceptedReply) {
   hub.expect("s1", "m1");
   hub.expect("s2", "m2");
