@@ -288,7 +288,9 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
       m.error_code = f->error->code;
       m.error_message = f->error->message;
     }
-    if (m.finish_reason.empty()) m.finish_reason = f->chunk_type == protocol::ChunkType::error ? "error" : "stop";
+    // An error chunk ends the reply in error, whatever reason it names.
+    if (f->chunk_type == protocol::ChunkType::error) m.finish_reason = "error";
+    else if (m.finish_reason.empty()) m.finish_reason = "stop";
     if (m.finish_reason == "cancelled") m.status = MessageStatus::cancelled;
     else if (m.finish_reason == "error" || f->chunk_type == protocol::ChunkType::error) m.status = MessageStatus::error;
   } else {

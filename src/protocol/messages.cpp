@@ -24,6 +24,14 @@ class Scratch {
   json::monotonic_resource resource_{buffer_, sizeof buffer_};
 };
 
+// Cuts `text` to at most `max` bytes without splitting a UTF-8 sequence.
+void truncate_utf8(std::string& text, std::size_t max) {
+  if (text.size() <= max) return;
+  auto end = max;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  text.resize(end);
+}
+
 // A null value with `error` set unless the text is one JSON object.
 json::value parse_object(std::string_view text, std::string& error, json::storage_ptr storage = {}) {
   boost::system::error_code ec;
@@ -192,7 +200,8 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
     JsonFields mr(*m, error, "metadata.");
     ChunkMetadata meta;
     meta.model = mr.string("model");
-    meta.tokens_used = mr.integer("tokens_used", 0, INT64_MAX);
+    // At most 2^53 - 1: a browser reads JSON numbers as doubles.
+    meta.tokens_used = mr.integer("tokens_used", 0, kMaxSafeInteger);
     meta.finish_reason = mr.string("finish_reason");
     if (!is_finish_reason(meta.finish_reason)) mr.fail("metadata.finish_reason must be stop, length, error or cancelled");
     c.metadata = std::move(meta);
@@ -200,6 +209,10 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
   if (auto* e = in.object("error")) {
     JsonFields er(*e, error, "error.");
     c.error = ChunkError{er.string("code"), er.string("message")};
+    // Shown to users and stored: a code that is no identifier is the generic
+    // one, and a message is cut to a bound (on a UTF-8 boundary).
+    if (!c.error->code.empty() && !is_valid_identifier(c.error->code)) c.error->code = "provider_error";
+    truncate_utf8(c.error->message, kMaxErrorMessageBytes);
   }
   if (!in.ok()) return std::nullopt;
   // Forwarded as it came only when it is a plain chunk with every field the

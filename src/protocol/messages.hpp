@@ -102,6 +102,8 @@ struct ReplayRequest {
 // Largest chunk id accepted from the bus; far above any real reply.
 inline constexpr std::uint32_t kMaxChunkId = 10'000'000;
 inline constexpr std::uint32_t kMaxAttempt = 1'000;
+inline constexpr std::int64_t kMaxSafeInteger = (std::int64_t{1} << 53) - 1;  // JavaScript's
+inline constexpr std::size_t kMaxErrorMessageBytes = 2'048;
 
 std::string encode(const WorkflowRequest& r);
 std::string encode(const ResponseChunk& c);

@@ -645,6 +645,18 @@ TEST_F(BufferManagerTest, AnotherPodsReplyCutForItsSizeIsLeftToThatPodToStore) {
   EXPECT_FALSE(f->stored_here);
 }
 
+TEST_F(BufferManagerTest, AnErrorChunkEndsTheReplyInErrorWhateverReasonItNames) {
+  auto c = chunk("m1", 0, true);
+  c.chunk_type = protocol::ChunkType::error;
+  c.error = protocol::ChunkError{"provider_error", "boom"};
+  c.metadata->finish_reason = "stop";
+  manager.push(c, t0, events);
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->status, MessageStatus::error);
+  EXPECT_EQ(f->finish_reason, "error");
+}
+
 TEST_F(BufferManagerTest, StreamingCountsOnlyBuffersWithChunks) {
   manager.expect("s1", "m1", t0, events);
   manager.push(chunk("m2", 0), t0, events);

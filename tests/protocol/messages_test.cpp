@@ -92,6 +92,37 @@ TEST(MessagesTest, AChunkWhoseTimestampIsNotRfc3339IsStampedWhenReadAndEncodedAg
   EXPECT_FALSE(c->wire.empty());
 }
 
+TEST(MessagesTest, AChunksErrorIsBoundedAndItsCodeAnIdentifier) {
+  std::string error;
+  const std::string message = std::string(2'047, 'x') + "\u00e9tail";  // a 2-byte character across the bound
+  auto c = decode_response_chunk(R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk_type":"error","is_final":true,)"
+                                 R"("error":{"code":"<b>bad code</b>","message":")" + message + R"("}})",
+                                 error);
+  ASSERT_TRUE(c) << error;
+  ASSERT_TRUE(c->error);
+  EXPECT_EQ(c->error->code, "provider_error");
+  EXPECT_EQ(c->error->message, std::string(2'047, 'x')) << "cut before the character it would split";
+  c = decode_response_chunk(
+      R"({"session_id":"s","message_id":"m","chunk_id":0,"chunk_type":"error","is_final":true,"error":{"code":"rate_limited","message":"slow down"}})",
+      error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->error->code, "rate_limited");
+  EXPECT_EQ(c->error->message, "slow down");
+}
+
+TEST(MessagesTest, TokensUsedIsAnIntegerABrowserCanHold) {
+  std::string error;
+  auto with_tokens = [](const char* n) {
+    return std::string(R"({"session_id":"s","message_id":"m","chunk_id":0,"is_final":true,"metadata":{"tokens_used":)") +
+           n + "}}";
+  };
+  auto c = decode_response_chunk(with_tokens("9007199254740991"), error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->metadata->tokens_used, 9007199254740991);
+  EXPECT_FALSE(decode_response_chunk(with_tokens("9007199254740992"), error));
+  EXPECT_NE(error.find("tokens_used"), std::string::npos) << error;
+}
+
 TEST(MessagesTest, ARequestWithoutProviderOrModelLeavesThemOutForTheWorkersDefault) {
   auto r = sample_request();
   r.context.ai_provider.clear();
