@@ -44,6 +44,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     const auto silent = accepted_silent_.take(chunk.message_id);
     const bool room = make_room(now, out, !silent);
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
+    touch(it->second);
     if (silent) mark_accepted(it->second, silent->accepted_at);
     if (!room) {
       // Every buffer holds a reply accepted here: this one, another pod's,
@@ -75,6 +76,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       return;
     }
     buffer.restart(chunk.attempt, now);
+    touch(buffer);
     if (had_any) {
       counters_.replies_restarted.add();
       out.push_back(ReplyRestarted{buffer.session_id(), buffer.message_id(), chunk.attempt});
@@ -98,6 +100,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       return finish(it->first, now, out, "reply_too_large", buffer.accepted_here());
     case PushResult::released_or_held: break;
   }
+  touch(buffer);
   if (!in_turn) counters_.chunks_reordered.add();
   buffer.replays_requested = 0;  // a silent reply's asks back off again from the start
   release(scratch_, out);
@@ -111,6 +114,7 @@ void BufferManager::expect(const std::string& session_id, const std::string& mes
   if (it == buffers_.end()) {
     make_room(now, out, false);
     it = buffers_.try_emplace(message_id, session_id, message_id, now).first;
+    touch(it->second);
   }
   mark_accepted(it->second, now);
 }
@@ -119,6 +123,12 @@ void BufferManager::mark_accepted(MessageBuffer& buffer, SteadyTime at) {
   if (buffer.accepted_here()) return;
   buffer.accepted_at = at;
   ++accepted_;
+  touch(buffer);
+}
+
+void BufferManager::touch(MessageBuffer& buffer) {
+  buffer.by_activity.unlink();
+  (buffer.accepted_here() ? accepted_by_activity_ : foreign_by_activity_).push_back(buffer);
 }
 
 void BufferManager::stored_from_log(const std::string& message_id, SteadyTime now) {
@@ -321,14 +331,11 @@ BufferManager::Buffers::iterator BufferManager::erase(Buffers::iterator it) {
 // reply accepted here is the one the store gets.
 bool BufferManager::make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign) {
   if (buffers_.size() < limits_.max_buffers) return true;
-  auto victim = std::min_element(buffers_.begin(), buffers_.end(), [](const auto& a, const auto& b) {
-    return std::pair(a.second.accepted_here(), a.second.last_activity()) <
-           std::pair(b.second.accepted_here(), b.second.last_activity());
-  });
-  if (victim == buffers_.end()) return true;
-  if (victim->second.accepted_here() && for_foreign) return false;
+  auto& oldest = !foreign_by_activity_.empty() ? foreign_by_activity_ : accepted_by_activity_;
+  if (oldest.empty()) return true;
+  if (oldest.front().accepted_here() && for_foreign) return false;
   counters_.buffers_evicted.add();
-  evict(victim, now, out);
+  evict(buffers_.find(oldest.front().message_id()), now, out);
   return true;
 }
 

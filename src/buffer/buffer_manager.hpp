@@ -2,6 +2,8 @@
 // All message buffers of one shard, with the limits of docs/API.md#buffering. Pure logic
 // on an injected clock; the caller owns the thread (one strand per shard).
 
+#include <boost/intrusive/list.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -200,8 +202,20 @@ class BufferManager {
   bool make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign);
   void evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out);
   void mark_accepted(MessageBuffer& buffer, SteadyTime at);
+  // The buffer was just active (made, given a chunk, started over): it goes
+  // to the back of its list.
+  void touch(MessageBuffer& buffer);
+
+  using ByActivity = boost::intrusive::list<
+      MessageBuffer, boost::intrusive::member_hook<MessageBuffer, decltype(MessageBuffer::by_activity), &MessageBuffer::by_activity>,
+      boost::intrusive::constant_time_size<false>>;
 
   Limits limits_;
+  // Least recently active first, other pods' replies apart from those accepted
+  // here: the buffer to evict is at a front, never looked for. Declared before
+  // the buffers, which unlink themselves when they go.
+  ByActivity foreign_by_activity_;
+  ByActivity accepted_by_activity_;
   Buffers buffers_;
   std::size_t held_bytes_ = 0;
   std::size_t accepted_ = 0;  // buffers with accepted_here

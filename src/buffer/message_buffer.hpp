@@ -4,6 +4,8 @@
 // released; duplicates are dropped (first copy wins); a gap that outlives the
 // missing-chunk timeout is skipped so the stream goes on.
 
+#include <boost/intrusive/list_hook.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -68,6 +70,9 @@ class MessageBuffer {
   // reply, whoever watches.
   std::optional<SteadyTime> accepted_at;
   bool accepted_here() const { return accepted_at.has_value(); }
+  // Its place in its manager's order of activity (least recent first); it
+  // leaves that list by itself when the buffer goes.
+  boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> by_activity;
 
   // What the released chunks add up to, for the stored message.
   const std::string& content() const { return content_; }
