@@ -254,7 +254,13 @@ std::size_t Channel::drop(const std::string& message_id) {
     });
     free_replies_if_empty();
   }
-  for (auto& m : members_) m.forget(message_id);
+  for (auto& m : members_) {
+    // Gone for good: nothing of it comes again, so a resumed stream need not
+    // remember it as settled either (it would, for every reply, for as long
+    // as it stays open).
+    if (auto* r = m.resume()) r->settled.erase(message_id);
+    m.forget(message_id);
+  }
   return freed;
 }
 

@@ -204,6 +204,24 @@ TEST_F(ChannelTest, WhatAReplyNeededGoesWhenItIsDropped) {
   EXPECT_TRUE(channel.idle());
 }
 
+// A resumed stream remembers the replies settled for it only while they are here.
+TEST_F(ChannelTest, AResumedStreamForgetsASettledReplyWhenItIsDropped) {
+  reply("m1", 2, false);
+  auto s = std::make_shared<RecordingSink>("c1", "s1");
+  Member m{s, nullptr};
+  m.record("m1", 1);
+  m.start_resume().resumed_at = std::chrono::system_clock::now();
+  ASSERT_TRUE(channel.join(std::move(m), ResumeCursor{"m1", 1}, t0, 30s,
+                           [](const std::string& id) { return frame("again:" + id); }));
+  for (int i = 2; i < 50; ++i) {
+    const auto id = "m" + std::to_string(i);
+    channel.publish(id, 0, frame(id + ":0"), 100);
+    channel.finish(id, t0);
+    channel.drop(id);
+  }
+  EXPECT_LE(channel.members().back().resume()->settled.size(), 1u);
+}
+
 TEST_F(ChannelTest, RepliesAfterEveryEarlierOneWasDroppedResumeAsOnAFreshChannel) {
   reply("m1", 2, true);
   channel.drop("m1");
