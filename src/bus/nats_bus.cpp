@@ -31,6 +31,7 @@ struct NatsBus::ConnectionEvents {
   std::atomic<bool> connected{false};
   std::atomic<bool> closing{false};  // our own close: expected, not worth a warning
   std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::uint64_t> slow_consumer{0};  // reports of a subscription dropping messages
   // Set before connecting; runs on nats.c's event thread when the server is lost.
   std::function<void()> lost;
   std::promise<void> closed;
@@ -88,6 +89,7 @@ void on_closed(natsConnection* connection, void* closure) {
 
 void on_async_error(natsConnection*, natsSubscription* sub, natsStatus status, void* closure) {
   auto* events = static_cast<Events*>(closure);
+  if (status == NATS_SLOW_CONSUMER) events->slow_consumer.fetch_add(1);
   const char* subject = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
   log::warn("nats_async_error", {{"bus", events->name},
                                  {"error", natsStatus_GetText(status)},
@@ -424,7 +426,8 @@ ComponentStatus NatsBus::status() const {
   return {.backend = "nats",
           .connected = events_->connected,
           .errors = publish_failures_.load(std::memory_order_relaxed),
-          .reconnects = events_->reconnects.load()};
+          .reconnects = events_->reconnects.load(),
+          .slow_consumer = events_->slow_consumer.load()};
 }
 
 void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }

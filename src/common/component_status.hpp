@@ -16,6 +16,9 @@ struct ComponentStatus {
   std::uint64_t errors = 0;  // operations that failed since start (publishes, commands, writes)
   std::size_t queued = 0;    // operations waiting for the backend
   std::uint64_t reconnects = 0;  // connections made again after losing the server
+  // Buses: times the client reported a subscription too slow (it dropped
+  // messages, from then until it caught up).
+  std::uint64_t slow_consumer = 0;
   std::uint64_t spilled_bytes = 0;  // stores: finished replies waiting on disk (the spill journal)
 };
 

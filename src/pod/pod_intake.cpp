@@ -215,6 +215,10 @@ void Pod::collect(metrics::Exposition& out) const {
   out.gauge("chat_draining", "1 after SIGTERM, while the pod drains.", h.draining ? 1 : 0);
   out.counter("chat_bus_publish_failures_total", "Publishes the bus refused (disconnected, bad subject).",
               static_cast<double>(h.bus.errors));
+  out.counter("chat_bus_slow_consumer_total",
+              "Times the NATS client reported a subscription too slow: it dropped messages until it caught up "
+              "(logged as nats_async_error).",
+              static_cast<double>(h.bus.slow_consumer));
   out.counter("chat_chat_submits_refused_total", "Chats the work queue did not take (answered 503).",
               static_cast<double>(stats_.submits_refused.value()));
   out.counter("chat_memory_full_refusals_total",

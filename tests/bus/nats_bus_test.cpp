@@ -200,6 +200,23 @@ TEST(NatsBus, TellsAHandlerWhetherMoreMessagesWaitBehindTheOne) {
             (std::vector<std::pair<std::string, bool>>{{"2", true}, {"3", true}, {"4", true}, {"5", true}, {"6", false}}));
 }
 
+// nats.c holds 65,536 messages per subscription for its handler; more are dropped.
+TEST(NatsBus, CountsASubscriptionTooSlowForItsMessages) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus publisher(fast_reconnect(server.nats_url()), "slow-pub");
+  bus::NatsBus subscriber(fast_reconnect(server.nats_url()), "slow-sub");
+  ASSERT_TRUE(eventually([&] { return publisher.connected() && subscriber.connected(); }));
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  auto sub = subscriber.subscribe("chat.pod.p1.response", {}, [&](const bus::Message&) { released.wait_for(20s); });
+  ASSERT_TRUE(sync(subscriber));
+  EXPECT_EQ(subscriber.status().slow_consumer, 0u);
+  for (int i = 0; i < 70'000; ++i) publisher.publish("chat.pod.p1.response", "x");
+  ASSERT_TRUE(sync(publisher));
+  EXPECT_TRUE(eventually([&] { return subscriber.status().slow_consumer >= 1; }));
+  release.set_value();
+}
+
 TEST(NatsBus, RejectsSubjectsThatWouldBreakTheProtocolLine) {
   ServerProcess server(ServerProcess::Kind::nats);
   bus::NatsBus bus(fast_reconnect(server.nats_url()), "subject-test");
