@@ -29,16 +29,17 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
       counters_.late_dropped.add();
       return;
     }
-    std::optional<std::string> reply_session;
-    if (const auto* silent = accepted_silent_.find(chunk.message_id)) reply_session = silent->session_id;
-    else if (pod_sessions) reply_session = pod_sessions->claim(chunk.message_id, chunk.session_id, now);
-    if (reply_session && *reply_session != chunk.session_id) {
-      counters_.wrong_session_dropped.add();
-      out.push_back(WrongSession{chunk.session_id, chunk.message_id, *reply_session});
+    std::string reply_session = chunk.session_id;
+    if (const auto* silent = accepted_silent_.find(chunk.message_id)) {
+      reply_session = silent->session_id;
+    } else if (!memory_to_spare) {
+      counters_.no_room_dropped.add();
       return;
     }
-    if (!memory_to_spare && !accepted_silent_.contains(chunk.message_id)) {
-      counters_.no_room_dropped.add();
+    if (pod_sessions) reply_session = pod_sessions->claim(chunk.message_id, reply_session, now);
+    if (reply_session != chunk.session_id) {
+      counters_.wrong_session_dropped.add();
+      out.push_back(WrongSession{chunk.session_id, chunk.message_id, reply_session});
       return;
     }
     const auto silent = accepted_silent_.take(chunk.message_id);

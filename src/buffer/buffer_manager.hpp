@@ -77,8 +77,10 @@ struct Counters {
   metrics::Counter chunks_reordered;     // arrived ahead of their turn and were held
   metrics::Counter duplicates_dropped;
   metrics::Counter late_dropped;         // after the message finished
-  metrics::Counter over_limit_dropped;   // past BUFFER_MAX_CHUNKS
-  metrics::Counter no_room_dropped;      // another pod's reply, every buffer taken by replies accepted here
+  metrics::Counter over_limit_dropped;   // past BUFFER_MAX_CHUNKS, or BUFFER_MAX_REPLY_BYTES (the reply ends)
+  // Another pod's reply: every buffer taken by replies accepted here, no
+  // memory to spare, or a newer attempt's chunk this buffer could not hold.
+  metrics::Counter no_room_dropped;
   metrics::Counter chunks_skipped;       // given up after the missing-chunk timeout
   metrics::Counter buffers_evicted;      // BUFFER_MAX_BUFFERS reached
   metrics::Counter buffers_expired;      // BUFFER_MAX_AGE reached

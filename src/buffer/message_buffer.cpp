@@ -19,6 +19,7 @@ MessageBuffer::MessageBuffer(std::string session_id, std::string message_id, Ste
 
 void MessageBuffer::restart(std::uint32_t attempt, SteadyTime now) {
   attempt_ = attempt;
+  taken_bytes_ = 0;
   last_activity_ = now;
   gap_since_.reset();
   next_id_ = 0;
@@ -42,7 +43,10 @@ PushResult MessageBuffer::push(protocol::ResponseChunk chunk, SteadyTime now, st
   if (final_id_ && (id > *final_id_ || chunk.is_final)) return PushResult::after_final;
   if (id >= max_chunks) return PushResult::over_limit;
   if (id != next_id_ && !may_hold) return PushResult::no_room;
-  if (footprint() + bytes_of(chunk) > max_bytes) return PushResult::too_large;
+  // Every kept chunk counts, whatever its type: the hub keeps a frame of each.
+  const auto bytes = bytes_of(chunk);
+  if (taken_bytes_ + bytes > max_bytes) return PushResult::too_large;
+  taken_bytes_ += bytes;
   // Only a chunk kept says which attempt the buffer follows.
   if (attempt_ == 0) attempt_ = chunk.attempt;
   if (chunk.is_final) {

@@ -29,7 +29,8 @@ class MessageBuffer {
   // Appends to `released` every chunk that became deliverable, in id order.
   // Without `may_hold`, a chunk that would wait for an earlier one is refused
   // (the one that is due is always taken: it releases what waits).
-  // A chunk that would take the reply past `max_bytes` (footprint()) is refused.
+  // A chunk that would take what this attempt's kept chunks came with past
+  // `max_bytes` is refused (too_large).
   PushResult push(protocol::ResponseChunk chunk, SteadyTime now, std::size_t max_chunks, std::size_t max_bytes,
                   std::vector<protocol::ResponseChunk>& released, bool may_hold = true);
 
@@ -97,6 +98,7 @@ class MessageBuffer {
   std::optional<std::uint32_t> final_id_;
   std::map<std::uint32_t, protocol::ResponseChunk> held_;
   std::size_t held_bytes_ = 0;  // of the chunks in held_ (bytes_of)
+  std::size_t taken_bytes_ = 0;  // of every chunk of this attempt kept (bytes_of)
   std::string content_;
   std::size_t content_chunks_ = 0;
   std::vector<std::uint32_t> skipped_;

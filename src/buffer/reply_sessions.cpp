@@ -9,12 +9,12 @@ void ReplySessions::accept(const std::string& message_id, const std::string& ses
 
 std::string ReplySessions::claim(const std::string& message_id, const std::string& session_id, SteadyTime now) {
   std::lock_guard lock(mutex_);
-  auto [it, fresh] = replies_.try_emplace(message_id, Entry{session_id, now, false});
-  if (fresh) {
-    unaccepted_order_.push_back(message_id);
-    keep_bounded();
-    // keep_bounded pushes out the oldest: never the entry just made.
-    return session_id;
+  auto [it, fresh] = replies_.try_emplace(message_id, Entry{session_id, now, true});
+  if (!fresh && it->second.session_id == session_id) {
+    // Its buffer opens (again: a reply accepted here whose first chunk comes
+    // late): it runs from now.
+    it->second.running = true;
+    it->second.at = now;
   }
   return it->second.session_id;
 }
@@ -22,10 +22,10 @@ std::string ReplySessions::claim(const std::string& message_id, const std::strin
 void ReplySessions::ended(const std::string& message_id, SteadyTime now) {
   std::lock_guard lock(mutex_);
   auto it = replies_.find(message_id);
-  if (it == replies_.end() || !it->second.running_here) return;
-  it->second.running_here = false;
+  if (it == replies_.end() || !it->second.running) return;
+  it->second.running = false;
   it->second.at = now;
-  unaccepted_order_.push_back(message_id);
+  ended_order_.emplace_back(message_id, now);
   keep_bounded();
 }
 
@@ -37,7 +37,7 @@ void ReplySessions::remove(const std::string& message_id) {
 void ReplySessions::forget_before(SteadyTime cutoff) {
   std::lock_guard lock(mutex_);
   std::erase_if(replies_, [cutoff](const auto& kv) { return kv.second.at < cutoff; });
-  while (!unaccepted_order_.empty() && !replies_.contains(unaccepted_order_.front())) unaccepted_order_.pop_front();
+  std::erase_if(ended_order_, [cutoff](const auto& e) { return e.second < cutoff; });
 }
 
 std::size_t ReplySessions::size() const {
@@ -46,10 +46,11 @@ std::size_t ReplySessions::size() const {
 }
 
 void ReplySessions::keep_bounded() {
-  while (unaccepted_order_.size() > kUnacceptedKept) {
-    auto it = replies_.find(unaccepted_order_.front());
-    if (it != replies_.end() && !it->second.running_here) replies_.erase(it);
-    unaccepted_order_.pop_front();
+  while (ended_order_.size() > kEndedKept) {
+    const auto& [id, ended_at] = ended_order_.front();
+    if (auto it = replies_.find(id); it != replies_.end() && !it->second.running && it->second.at == ended_at)
+      replies_.erase(it);
+    ended_order_.pop_front();
   }
 }
 

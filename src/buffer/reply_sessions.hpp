@@ -9,9 +9,9 @@
 #include <cstddef>
 #include <deque>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "common/time.hpp"
 
@@ -19,27 +19,30 @@ namespace chat::buffer {
 
 class ReplySessions {
  public:
-  // Replies not accepted here, and ended ones, kept at most: the oldest go.
-  static constexpr std::size_t kUnacceptedKept = 16'384;
+  // Ended replies kept at most: the oldest go.
+  static constexpr std::size_t kEndedKept = 16'384;
 
   // Accepted here for `session_id`, before any chunk of it can come.
   void accept(const std::string& message_id, const std::string& session_id, SteadyTime now);
-  // The session the reply belongs to: the one it was accepted for or first
-  // seen with; a reply seen for the first time becomes `session_id`'s.
+  // A buffer opens for the reply: the session it belongs to, the one it was
+  // accepted for or first seen with; a reply new to the pod becomes
+  // `session_id`'s. Kept until ended().
   std::string claim(const std::string& message_id, const std::string& session_id, SteadyTime now);
-  // Ended here: its session is still known for a while, for late chunks.
+  // Its buffer here is gone: its session is still known for a while, for
+  // late chunks.
   void ended(const std::string& message_id, SteadyTime now);
   // Never was (a chat taken back before it reached a worker).
   void remove(const std::string& message_id);
-  // Replies end by BUFFER_MAX_AGE: one older than `cutoff` is long gone.
+  // Replies end by BUFFER_MAX_AGE: one older than `cutoff` is long gone (an
+  // accepted reply whose buffer went silent ends no other way).
   void forget_before(SteadyTime cutoff);
   std::size_t size() const;
 
  private:
   struct Entry {
     std::string session_id;
-    SteadyTime at;
-    bool running_here = false;  // accepted here and not ended: never pushed out
+    SteadyTime at;         // accepted, claimed or ended
+    bool running = true;   // accepted or buffered here, not ended: never pushed out
   };
   void keep_bounded();
 
@@ -47,7 +50,9 @@ class ReplySessions {
   // an insert or a sweep, never held across anything else.
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Entry> replies_;
-  std::deque<std::string> unaccepted_order_;  // ids of entries that may be pushed out, oldest first
+  // Ended entries, oldest first, with the time they ended: an entry that began
+  // again since (claimed anew) is not the one to push out.
+  std::deque<std::pair<std::string, SteadyTime>> ended_order_;
 };
 
 }  // namespace chat::buffer

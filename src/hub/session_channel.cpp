@@ -217,8 +217,10 @@ Member* Channel::member(const std::string& stream_id) {
 
 std::size_t Channel::restart(const std::string& message_id, const sse::Frame& reset) {
   for (auto& m : members_) {
-    // Held frames of the old attempt must not follow the new one's.
-    if (auto* r = m.resume()) std::erase_if(r->held, [&](const HeldFrame& f) { return f.message_id == message_id; });
+    // Held frames of the old attempt must not follow the new one's; a reset
+    // held at an earlier restart stays (the client still has to start over).
+    if (auto* r = m.resume())
+      std::erase_if(r->held, [&](const HeldFrame& f) { return f.message_id == message_id && !f.restarts; });
     if (!m.forget(message_id)) continue;
     // The reset takes the place of the frames just erased: no bound needed.
     if (auto* r = m.resume(); r && r->catching_up) {

@@ -74,8 +74,8 @@ struct ShardGauges {
 
 class SessionShard {
  public:
-  // `accepted`: the replies the pod accepted, shared by its shards (none: a
-  // chunk is checked against this shard's buffers only).
+  // `reply_sessions`: whose each reply of the pod is, shared by its shards
+  // (none: a chunk is checked against this shard's buffers only).
   SessionShard(const HubOptions& options, ShardHandlers handlers, Clock clock,
                buffer::ReplySessions* reply_sessions = nullptr);
 

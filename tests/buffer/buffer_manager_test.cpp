@@ -272,18 +272,29 @@ TEST_F(BufferManagerTest, AReplyAnotherManagerHeldStaysItsSessionsAfterItEnded) 
   EXPECT_FALSE(manager.has("m1"));
 }
 
-TEST(ReplySessions, AnAcceptedReplyStaysAfterItEndsAndTheUnacceptedOnesAreBounded) {
+TEST(ReplySessions, RunningRepliesAreNeverPushedOutAndEndedOnesAreBounded) {
   ReplySessions sessions;
   const auto t0 = std::chrono::steady_clock::now();
   sessions.accept("mine", "s1", t0);
-  for (std::size_t i = 0; i < ReplySessions::kUnacceptedKept + 10; ++i)
-    sessions.claim("m" + std::to_string(i), "s2", t0);
-  EXPECT_EQ(sessions.size(), ReplySessions::kUnacceptedKept + 1) << "a running reply accepted here is never pushed out";
+  EXPECT_EQ(sessions.claim("theirs", "s2", t0), "s2");
+  for (std::size_t i = 0; i < ReplySessions::kEndedKept + 10; ++i) {
+    const auto id = "m" + std::to_string(i);
+    sessions.claim(id, "s3", t0);
+    sessions.ended(id, t0);
+  }
+  EXPECT_EQ(sessions.size(), ReplySessions::kEndedKept + 2) << "running replies stay, ended ones are bounded";
   EXPECT_EQ(sessions.claim("mine", "s9", t0), "s1");
-  EXPECT_EQ(sessions.claim("m0", "s9", t0), "s9") << "the oldest unaccepted one went";
+  EXPECT_EQ(sessions.claim("theirs", "s9", t0), "s2");
+  EXPECT_EQ(sessions.claim("m0", "s9", t0), "s9") << "the oldest ended one went";
   sessions.ended("mine", t0);
-  EXPECT_EQ(sessions.claim("mine", "s9", t0), "s1") << "ended, still known";
-  sessions.forget_before(t0 + 1s);
+  EXPECT_EQ(sessions.claim("m10", "s3", t0 + 1s), "s3");  // ended, then buffered again: running
+  for (std::size_t i = 0; i < ReplySessions::kEndedKept; ++i) {
+    const auto id = "n" + std::to_string(i);
+    sessions.claim(id, "s4", t0);
+    sessions.ended(id, t0);
+  }
+  EXPECT_EQ(sessions.claim("m10", "s9", t0), "s3") << "its old place in the order of ended replies did not push it out";
+  sessions.forget_before(t0 + 2s);
   EXPECT_EQ(sessions.size(), 0u);
 }
 
@@ -632,6 +643,24 @@ TEST_F(BufferManagerTest, AReplyThatWouldOutgrowItsByteLimitEndsWithWhatFit) {
   small.push(text(3, ""), t0, events);
   EXPECT_TRUE(events.empty()) << "its later chunks are late";
   EXPECT_EQ(small.held_bytes(), 0u);
+}
+
+// Streams keep a frame of every chunk: chunks that add no text count too.
+TEST_F(BufferManagerTest, ChunksWithoutTextCountAgainstTheByteLimitToo) {
+  BufferManager small{Limits{3, 100, 300s, 30s, 10}};
+  auto system = [](std::uint32_t id) {
+    auto c = chunk("m1", id);
+    c.chunk_type = protocol::ChunkType::system;
+    c.chunk = "1234";
+    return c;
+  };
+  small.push(system(0), t0, events);
+  small.push(system(1), t0, events);
+  small.push(system(2), t0, events);
+  EXPECT_EQ(released_ids(events), (std::vector<std::uint32_t>{0, 1}));
+  auto* f = finished(events);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->error_code, "reply_too_large");
 }
 
 TEST_F(BufferManagerTest, AnotherPodsReplyCutForItsSizeIsLeftToThatPodToStore) {

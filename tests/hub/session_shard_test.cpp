@@ -351,6 +351,17 @@ TEST_F(LogShardTest, AReplyThatStartsOverWhileTheLogIsReadIsResetBeforeItsNewAtt
   EXPECT_EQ(s->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
 }
 
+TEST_F(LogShardTest, AReplyThatStartsOverTwiceWhileTheLogIsReadIsResetOnce) {
+  auto s = stream("s1", sse::ResumeCursor{"m1", 0});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  shard.on_chunk(chunk("s1", "m1", 1), false);
+  shard.on_chunk(attempt(chunk("s1", "m1", 0), 2), false);
+  shard.on_chunk(attempt(chunk("s1", "m1", 0), 3), false);
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second, std::vector{chunk("s1", "m1", 0)});
+  EXPECT_EQ(s->events(), (Events{"reset", "chunk"}));
+  EXPECT_EQ(s->chunk_ids(), (Events{"m1:0"}));
+}
+
 TEST_F(LogShardTest, ANoticeMadeWhileTheLogIsReadReachesTheStreamOnce) {
   shard.expect("s1", "m2");
   shard.on_chunk(chunk("s1", "m2", 0), false);
