@@ -255,7 +255,7 @@ std::size_t BufferManager::finish_accepted(SteadyTime now, std::vector<Event>& o
   return accepted.size();
 }
 
-std::vector<std::string> BufferManager::drop_session(const std::string& session_id) {
+std::vector<std::string> BufferManager::drop_session(const std::string& session_id, SteadyTime now) {
   std::vector<std::string> dropped;
   for (auto it = buffers_.begin(); it != buffers_.end();) {
     if (it->second.session_id() != session_id) {
@@ -266,6 +266,12 @@ std::vector<std::string> BufferManager::drop_session(const std::string& session_
     finished_.remember(it->first, it->second.last_activity(), true);  // nothing of a deleted session is stored
     if (it->second.received_any()) --streaming_;
     it = erase(it);
+  }
+  // Their buffers went at max_age, but they may still run (a long wait in the
+  // work queue): the caller cancels them like the others.
+  for (auto& id : accepted_silent_.take_if([&](const Silent& s) { return s.session_id == session_id; })) {
+    finished_.remember(id, now, true);
+    dropped.push_back(std::move(id));
   }
   return dropped;
 }

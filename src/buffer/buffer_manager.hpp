@@ -170,8 +170,9 @@ class BufferManager {
   // Drops one buffer without finishing it (its request never went out).
   void drop(const std::string& message_id);
 
-  // Drops every buffer of a session (it was deleted); returns their message ids.
-  std::vector<std::string> drop_session(const std::string& session_id);
+  // Drops every buffer of a session (it was deleted), and forgets its replies
+  // accepted here that sent nothing yet; returns the message ids of both.
+  std::vector<std::string> drop_session(const std::string& session_id, SteadyTime now);
 
   // The replies accepted here end now, as they are, incomplete with `reason`
   // (the pod shuts down, and the generations die with it). Returns how many.

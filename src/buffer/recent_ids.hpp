@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "common/time.hpp"
 
@@ -36,6 +37,20 @@ class RecentIds {
     auto value = std::move(it->second);
     ids_.erase(it);
     return value;
+  }
+  // Forgets every id whose value `pred` holds for; returns them.
+  template <class Pred>
+  std::vector<std::string> take_if(Pred pred) {
+    std::vector<std::string> taken;
+    for (auto it = ids_.begin(); it != ids_.end();) {
+      if (!pred(it->second)) {
+        ++it;
+        continue;
+      }
+      taken.push_back(it->first);
+      it = ids_.erase(it);
+    }
+    return taken;
   }
   void forget_before(SteadyTime cutoff) {
     while (!order_.empty() && order_.front().first <= cutoff) pop_oldest();

@@ -305,7 +305,7 @@ void SessionShard::finish_catch_up(Channel& channel, Member& member) {
 }
 
 std::vector<std::string> SessionShard::end_session(const std::string& session_id) {
-  auto dropped = buffers_.drop_session(session_id);
+  auto dropped = buffers_.drop_session(session_id, clock_());
   if (reply_sessions_)
     for (const auto& id : dropped) reply_sessions_->ended(id, clock_());
   publish_gauges();

@@ -310,6 +310,18 @@ TEST_F(BufferManagerTest, ASilentAcceptedReplyKeepsItsSession) {
   EXPECT_EQ(manager.accepted(), 1u) << "still this pod's to store";
 }
 
+TEST_F(BufferManagerTest, DeletingASessionReturnsItsSilentAcceptedRepliesToo) {
+  manager.expect("s1", "m1", t0, events);
+  manager.expect("s2", "m2", t0, events);
+  manager.expire_old(t0 + 300s, events, unwatched);  // neither sent a chunk: both buffers went
+  EXPECT_EQ(manager.drop_session("s1", t0 + 301s), (std::vector<std::string>{"m1"})) << "to cancel, and free its place";
+  events.clear();
+  manager.push(chunk("m1", 0), t0 + 302s, events);
+  EXPECT_TRUE(events.empty()) << "a chunk of the deleted session's reply opened a buffer";
+  manager.push(in_session(chunk("m2", 0), "s2"), t0 + 302s, events);
+  EXPECT_EQ(manager.accepted(), 1u) << "the other session's silent reply is still this pod's";
+}
+
 TEST_F(BufferManagerTest, WithTheMemorySpentAnotherPodsReplyIsNotKeptButOneAcceptedHereIs) {
   manager.push(chunk("m9", 0), t0, events, false);
   EXPECT_FALSE(manager.has("m9")) << "another pod's reply opened a buffer with the memory spent";
@@ -406,7 +418,7 @@ TEST_F(BufferManagerTest, StoredHereTellsWhatIsLeftToStore) {
   manager.stored_from_log("m0", t0 + 301s);
   EXPECT_TRUE(manager.stored_here("m0")) << "a copy from the log was stored: once is enough";
   manager.push(chunk("m2", 0), t0, events);
-  manager.drop_session("s1");
+  manager.drop_session("s1", t0);
   EXPECT_TRUE(manager.stored_here("m2")) << "nothing of a deleted session is stored";
   EXPECT_FALSE(manager.stored_here("m3")) << "never seen here";
 }
@@ -535,7 +547,7 @@ TEST_F(BufferManagerTest, AWatchedReplySilentAfterItsLastChunkIsReportedDelayedO
 TEST_F(BufferManagerTest, DroppingASessionForgetsItsReplies) {
   manager.push(chunk("m1", 0), t0, events);
   manager.expect("s2", "m2", t0, events);
-  EXPECT_EQ(manager.drop_session("s1"), (std::vector<std::string>{"m1"}));
+  EXPECT_EQ(manager.drop_session("s1", t0), (std::vector<std::string>{"m1"}));
   EXPECT_FALSE(manager.has("m1"));
   EXPECT_TRUE(manager.has("m2"));
   events.clear();
@@ -712,7 +724,7 @@ TEST_F(BufferManagerTest, HeldBytesCountTheReplyTextUntilEachBufferLeaves) {
   EXPECT_EQ(manager.held_bytes(), 13u);
   manager.push(chunk("m1", 2, true), t0, events);  // m1 finished: its buffer leaves
   EXPECT_EQ(manager.held_bytes(), 2u);
-  manager.drop_session("s1");
+  manager.drop_session("s1", t0);
   EXPECT_EQ(manager.held_bytes(), 0u);
 }
 
