@@ -51,6 +51,13 @@ std::string_view utf8_prefix(std::string_view text, std::size_t chars) noexcept 
   return text;
 }
 
+std::string_view utf8_byte_prefix(std::string_view text, std::size_t max_bytes) noexcept {
+  if (text.size() <= max_bytes) return text;
+  auto end = max_bytes;
+  while (end > 0 && is_continuation(static_cast<unsigned char>(text[end]))) --end;
+  return text.substr(0, end);
+}
+
 bool utf8_is_blank(std::string_view text) noexcept {
   for (std::size_t i = 0; i < text.size();) {
     auto [cp, len] = decode_at(text, i);

@@ -13,6 +13,9 @@ std::size_t utf8_length(std::string_view text) noexcept;
 
 // The first `chars` code points of `text`, never splitting a UTF-8 sequence.
 std::string_view utf8_prefix(std::string_view text, std::size_t chars) noexcept;
+// The longest start of `text` of at most `max_bytes` bytes that splits no
+// UTF-8 sequence.
+std::string_view utf8_byte_prefix(std::string_view text, std::size_t max_bytes) noexcept;
 
 // Whether `text` shows nothing: only Unicode White_Space (ASCII blanks, U+00A0,
 // U+3000, the U+2000 spaces, line and paragraph separators...) and the

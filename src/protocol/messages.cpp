@@ -6,6 +6,7 @@
 
 #include "common/identifier.hpp"
 #include "common/time.hpp"
+#include "common/utf8.hpp"
 #include "protocol/json_fields.hpp"
 
 namespace json = boost::json;
@@ -23,14 +24,6 @@ class Scratch {
   unsigned char buffer_[4096];
   json::monotonic_resource resource_{buffer_, sizeof buffer_};
 };
-
-// Cuts `text` to at most `max` bytes without splitting a UTF-8 sequence.
-void truncate_utf8(std::string& text, std::size_t max) {
-  if (text.size() <= max) return;
-  auto end = max;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  text.resize(end);
-}
 
 // A null value with `error` set unless the text is one JSON object.
 json::value parse_object(std::string_view text, std::string& error, json::storage_ptr storage = {}) {
@@ -212,7 +205,7 @@ std::optional<ResponseChunk> decode_response_chunk(std::string_view text, std::s
     // Shown to users and stored: a code that is no identifier is the generic
     // one, and a message is cut to a bound (on a UTF-8 boundary).
     if (!c.error->code.empty() && !is_valid_identifier(c.error->code)) c.error->code = "provider_error";
-    truncate_utf8(c.error->message, kMaxErrorMessageBytes);
+    c.error->message.resize(utf8_byte_prefix(c.error->message, kMaxErrorMessageBytes).size());
   }
   if (!in.ok()) return std::nullopt;
   // Forwarded as it came only when it is a plain chunk with every field the

@@ -826,11 +826,17 @@ TEST(WorkflowWorker, ARequestWhosePayloadNamesAnotherSessionThanItsSubjectIsNotR
   ASSERT_TRUE(complete(rig, 1));
 }
 
+// Submits `message_id` and waits for its generation to start (the rig's first).
+std::shared_ptr<ScriptedGeneration> started_generation(Rig& rig, const std::string& message_id) {
+  submit(rig, request(message_id));
+  if (!rig.loop.run_until([&] { return rig.scripted->started() == 1; })) return nullptr;
+  return rig.scripted->generation(message_id);
+}
+
 TEST(WorkflowWorker, ACancelWhoseSubjectNamesAnotherMessageIsIgnored) {
   Rig rig;
-  submit(rig, request("m1"));
-  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
-  auto generation = rig.scripted->generation("m1");
+  auto generation = started_generation(rig, "m1");
+  ASSERT_NE(generation, nullptr);
   auto reply = std::make_shared<std::optional<std::string>>();
   rig.bus.request(subjects::cancel("m9"), protocol::encode(protocol::CancelRequest{"m1", "s1", "owner"}), 300ms,
                   [reply](boost::system::error_code ec, std::string r) { *reply = ec ? "error" : r; });
@@ -868,9 +874,8 @@ TEST(WorkflowWorker, AReplayRequestResendsARunningReplyToTheAskingPod) {
 
 TEST(WorkflowWorker, AReplayRequestWhoseSubjectNamesAnotherSessionIsIgnored) {
   Rig rig;
-  submit(rig, request("m1"));
-  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
-  auto generation = rig.scripted->generation("m1");
+  auto generation = started_generation(rig, "m1");
+  ASSERT_NE(generation, nullptr);
   generation->text("a ");
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.count(kBroadcast) == 1; }));
 
