@@ -41,6 +41,22 @@ class ClusterPageTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        # Ports are picked free but bound seconds later, after PostgreSQL and the pods start;
+        # a test running beside this one may take one in between. Such an `up` is tried again
+        # on new ports; any other failure fails at once.
+        for attempt in range(3):
+            up = cls.up()
+            if up.returncode == 0:
+                return
+            cls.down()
+            taken = "ddress already in use" in up.stderr or "is in use" in up.stderr
+            if not taken or attempt == 2:
+                raise AssertionError("scripts/cluster.sh up failed (%d):\n%s\n%s"
+                                     % (up.returncode, up.stdout, up.stderr))
+            print("cluster.sh up: a port was taken meanwhile; again on new ports", file=sys.stderr)
+
+    @classmethod
+    def up(cls):
         cls.run_dir = tempfile.mkdtemp(prefix="chatd-web-cluster-")
         os.chmod(cls.run_dir, 0o755)  # initdb runs as postgres and must enter it
         pod_base = free_port_run(3)  # pods on base+1 and base+2
@@ -60,11 +76,8 @@ class ClusterPageTest(unittest.TestCase):
             "WORKER_DEMO_CHUNK_DELAY": "200ms",
         })
         cls.env = env
-        up = subprocess.run([SCRIPT, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            stdin=subprocess.DEVNULL)
-        if up.returncode != 0:
-            cls.down()
-            raise AssertionError("scripts/cluster.sh up failed (%d):\n%s\n%s" % (up.returncode, up.stdout, up.stderr))
+        return subprocess.run([SCRIPT, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              stdin=subprocess.DEVNULL)
 
     @classmethod
     def down(cls):
