@@ -295,6 +295,7 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
   m.duration = std::chrono::duration_cast<std::chrono::milliseconds>(now - b.created());
   m.token_count = static_cast<std::int64_t>(b.content_chunks());
   if (const auto& f = b.final_chunk()) {
+    m.final_received = true;
     m.correlation_id = f->correlation_id;
     if (f->metadata) {
       if (f->metadata->tokens_used) m.token_count = *f->metadata->tokens_used;

@@ -49,6 +49,9 @@ struct FinishedMessage {
   // whole, and the store keeps the first row written, so this pod's cut-short
   // copy must not race it. Its streams still see it end.
   bool stored_here = true;
+  // The worker's final chunk came. Without it the reply was ended here (too
+  // large, too old, evicted) while its worker may still be generating it.
+  bool final_received = false;
 };
 
 // What the caller must do, in order.

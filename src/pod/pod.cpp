@@ -46,7 +46,8 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                               [this](const std::string& session_id, const std::string& stream_id,
                                      const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); },
                               [this] { return bus_.status().reconnects; }}),
-      traces_(options_.tracer) {}
+      traces_(options_.tracer),
+      reply_users_(2 * options_.hub.buffer.max_age) {}
 
 Pod::~Pod() {
   std::lock_guard lock(gate_->mutex);
@@ -138,6 +139,7 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   // the reply must be stored when nobody watches).
   hub_.expect(work.session_id, work.message_id);
   traces_.accepted(work.message_id, request.trace);
+  reply_users_.accepted(work.message_id, work.user_id);
   // The worker's spans are children of this one: its context rides in the
   // request's headers.
   auto span = traces_.tracer().start("chat.publish_request", trace::SpanKind::producer, request.trace);
@@ -162,6 +164,7 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  stats_.submits_refused.add();
                  hub_.forget(accepted.session_id, accepted.message_id);
                  traces_.forget(accepted.message_id);
+                 reply_users_.take(accepted.message_id);
                  if (admission_) admission_->reply_ended(accepted.message_id);
                  store_.discard_message(user_message_id, [](boost::system::error_code) {});
                  done(Errc::bus_unavailable, {});
@@ -227,6 +230,7 @@ void Pod::end_session(const std::string& session_id, const std::string& user_id)
       // Nothing of it is stored, so store_reply never frees these.
       if (admission_) admission_->reply_ended(message_id);
       traces_.forget(message_id);
+      reply_users_.take(message_id);
     }
   });
 }

@@ -187,6 +187,35 @@ class ReplyMemoryTest(h.ChatdTestCase):
         self.assertIn("reply_memory_full", self.srv.log())
 
 
+class ReplySizeTest(h.ChatdTestCase):
+    """BUFFER_MAX_REPLY_BYTES: a reply longer than that ends there, and its worker stops generating it."""
+
+    @classmethod
+    def setUpClass(cls):
+        # One word a chunk, 50 ms apart: the whole reply would stream for about 20 s.
+        cls.srv = cls.start_server("reply-size", env=dict(OFF, BUFFER_MAX_REPLY_BYTES="1024", WORKER_DEMO_CHUNK_DELAY="50ms",
+                                                            WORKER_DEMO_WORDS_PER_CHUNK="1"))
+
+    def test_a_reply_too_large_ends_stored_incomplete_and_its_generation_is_cancelled(self):
+        uid, sid = new_id("u"), new_id("s")
+        c, _ = self.open_sse(self.srv, sid, uid)
+        mid = self.srv.chat_ok(sid, uid, "a long answer please " * 40)["message_id"]
+        evs = c.collect_until(h.is_complete_for(mid), 15)
+        errors = [e.json() for e in evs if e.event == "error"]
+        self.assertEqual([e["code"] for e in errors], ["reply_too_large"], errors)
+        shown = "".join(e.json()["chunk"] for e in evs if e.event == "chunk")
+        row = self.srv.wait_message_row(mid, "incomplete")[0]
+        self.assertEqual(row["content"], shown, "the text that fit is stored")
+        self.assertTrue(row["content"] and len(row["content"]) < 1024, row)
+
+        def cancelled_line():
+            return [ln for ln in self.srv.log().splitlines() if "generation_cancelled" in ln and mid in ln]
+        # Well before the 20 s the reply would take: the pod told the in-process worker to stop.
+        wait_until(lambda: cancelled_line(), 5, msg="the worker went on generating a reply the pod ended")
+        self.assertIn("started=true", cancelled_line()[0], "cancelled while it ran, not before")
+        self.assertTrue(any("reply_generation_stopped" in ln and mid in ln for ln in self.srv.log().splitlines()))
+
+
 class StreamsPerUserTest(h.ChatdTestCase):
     @classmethod
     def setUpClass(cls):

@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "bus/bus_work_queue.hpp"
 #include "bus/memory_bus.hpp"
@@ -95,8 +97,8 @@ class SwitchableLog final : public bus::ChunkLog {
 };
 
 // ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none); MaxBuffers:
-// BUFFER_MAX_BUFFERS, per shard.
-template <std::size_t ReplyBudget = 0, std::size_t MaxBuffers = 10'000>
+// BUFFER_MAX_BUFFERS, per shard; MaxReplyBytes: BUFFER_MAX_REPLY_BYTES.
+template <std::size_t ReplyBudget = 0, std::size_t MaxBuffers = 10'000, std::size_t MaxReplyBytes = 8u << 20>
 struct PodFixture : ::testing::Test {
   std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("pod-test-" + std::to_string(::getpid()) + "-" +
@@ -122,6 +124,7 @@ struct PodFixture : ::testing::Test {
             o.shutdown_timeout = 10s;
             o.hub.reply_memory_budget = ReplyBudget;
             o.hub.buffer.max_buffers = MaxBuffers;
+            o.hub.buffer.max_reply_bytes = MaxReplyBytes;
             return o;
           }(),
           bus, queue, &log, registry, store};
@@ -248,6 +251,7 @@ struct PodFixture : ::testing::Test {
 using PodTest = PodFixture<>;
 using BudgetPodTest = PodFixture<1>;
 using CrowdedPodTest = PodFixture<0, 1>;
+using SmallReplyPodTest = PodFixture<0, 10'000, 1024>;
 
 TEST_F(PodTest, ASubmittedChatIsStoredAndPutOnTheBusNamingThisPod) {
   std::promise<std::string> published;
@@ -481,6 +485,38 @@ TEST_F(CrowdedPodTest, AnotherPodsReplyMakesRoomForANewChat) {
   publish_reply("s1", accepted.message_id, "all of it");
   ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
   EXPECT_EQ(messages("s1").back().status, "complete");
+}
+
+TEST_F(SmallReplyPodTest, AReplyCutForItsSizeIsCancelledAtItsWorkerInTheUsersNameAndAWholeOneIsNot) {
+  std::mutex mutex;
+  std::vector<protocol::CancelRequest> cancels;
+  auto worker = bus.subscribe(std::string(subjects::kAllCancel), "", [&](const bus::Message& m) {
+    std::string error;
+    auto c = protocol::decode_cancel_request(m.payload, error);
+    ASSERT_TRUE(c) << error;
+    std::lock_guard lock(mutex);
+    cancels.push_back(*c);
+  });
+  auto whole = submit(chat("s1", "u1")).second;
+  publish_reply("s1", whole.message_id, "short enough");
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
+
+  auto [ec, cut] = submit(chat("s2", "u2"));
+  ASSERT_FALSE(ec);
+  publish_text("s2", cut.message_id, std::string(2048, 'x'));  // over BUFFER_MAX_REPLY_BYTES
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return !cancels.empty();
+  })) << "the worker would go on generating what the pod drops";
+  {
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(cancels.size(), 1u) << "the whole reply's worker had ended it: no cancel before this one";
+    EXPECT_EQ(cancels[0].message_id, cut.message_id);
+    EXPECT_EQ(cancels[0].session_id, "s2");
+    EXPECT_EQ(cancels[0].user_id, "u2") << "a worker stops a reply for the user who asked only";
+  }
+  ASSERT_TRUE(eventually([&] { return messages("s2", "u2").size() == 2; }));
+  EXPECT_EQ(messages("s2", "u2")[1].status, "incomplete");
 }
 
 }  // namespace
