@@ -46,7 +46,7 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                               [this](const std::string& session_id, const std::string& stream_id,
                                      const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); },
                               [this] { return bus_.status().reconnects; }}),
-      traces_(options_.tracer),
+      traces_(options_.tracer, 2 * options_.hub.buffer.max_age),
       reply_users_(2 * options_.hub.buffer.max_age) {}
 
 Pod::~Pod() {

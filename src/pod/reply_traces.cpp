@@ -6,8 +6,10 @@ namespace chat::pod {
 
 void ReplyTraces::accepted(const std::string& message_id, const trace::SpanContext& parent) {
   if (!parent.valid() || !parent.sampled) return;
+  const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
-  if (replies_.size() < kMaxReplies) replies_[message_id] = Reply{parent, std::chrono::system_clock::now()};
+  replies_.forget_before(now - keep_for_);
+  replies_.remember(message_id, now, Reply{parent, std::chrono::system_clock::now()});
 }
 
 void ReplyTraces::first_chunk(const std::string& message_id) {
@@ -15,10 +17,10 @@ void ReplyTraces::first_chunk(const std::string& message_id) {
   std::chrono::system_clock::time_point accepted;
   {
     std::lock_guard lock(mutex_);
-    auto it = replies_.find(message_id);
-    if (it == replies_.end() || std::exchange(it->second.first_chunk_seen, true)) return;
-    parent = it->second.parent;
-    accepted = it->second.accepted;
+    auto* reply = replies_.find(message_id);
+    if (!reply || std::exchange(reply->first_chunk_seen, true)) return;
+    parent = reply->parent;
+    accepted = reply->accepted;
   }
   auto span = tracer_.start("chat.first_chunk", trace::SpanKind::internal, parent, accepted);
   span.set("chat.message_id", message_id);
@@ -29,10 +31,9 @@ trace::Span ReplyTraces::store_write(const std::string& message_id) {
   trace::SpanContext parent;
   {
     std::lock_guard lock(mutex_);
-    auto it = replies_.find(message_id);
-    if (it == replies_.end()) return {};
-    parent = it->second.parent;
-    replies_.erase(it);
+    auto reply = replies_.take(message_id);
+    if (!reply) return {};
+    parent = reply->parent;
   }
   auto span = tracer_.start("chat.store_reply", trace::SpanKind::client, parent);
   span.set("chat.message_id", message_id);
@@ -41,7 +42,7 @@ trace::Span ReplyTraces::store_write(const std::string& message_id) {
 
 void ReplyTraces::forget(const std::string& message_id) {
   std::lock_guard lock(mutex_);
-  replies_.erase(message_id);
+  replies_.take(message_id);
 }
 
 }  // namespace chat::pod

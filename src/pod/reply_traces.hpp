@@ -2,14 +2,16 @@
 // The trace of each reply this pod accepted, kept from the POST until the
 // reply is stored, so the spans of its first chunk and of its store write join
 // the trace of the request that asked for it (the HTTP span is over by then).
-// Bounded: past kMaxReplies, new replies go untraced.
+// Bounded as ReplyUsers is: an entry goes after `keep_for` (a reply ends by
+// then: a reply whose worker never answered is never stored) or past
+// kMaxReplies, the oldest first; such a reply's late spans go untraced.
 
 #include <chrono>
 #include <cstddef>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
+#include "buffer/recent_ids.hpp"
 #include "trace/tracer.hpp"
 
 namespace chat::pod {
@@ -18,7 +20,7 @@ class ReplyTraces {
  public:
   static constexpr std::size_t kMaxReplies = 100'000;
 
-  explicit ReplyTraces(trace::Tracer tracer) : tracer_(tracer) {}
+  ReplyTraces(trace::Tracer tracer, std::chrono::milliseconds keep_for) : tracer_(tracer), keep_for_(keep_for) {}
 
   bool enabled() const { return tracer_.enabled(); }
   const trace::Tracer& tracer() const { return tracer_; }
@@ -40,10 +42,11 @@ class ReplyTraces {
   };
 
   trace::Tracer tracer_;
+  std::chrono::milliseconds keep_for_;
   // Guards replies_: POST handlers, bus threads (chunks) and the hub's shards
   // (stored replies) all reach it, once or twice per reply.
   std::mutex mutex_;
-  std::unordered_map<std::string, Reply> replies_;
+  buffer::RecentIds<Reply> replies_{kMaxReplies};
 };
 
 }  // namespace chat::pod
