@@ -46,7 +46,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
     const bool room = make_room(now, out, !silent);
     it = buffers_.try_emplace(chunk.message_id, chunk.session_id, chunk.message_id, now).first;
     touch(it->second);
-    if (silent) mark_accepted(it->second, silent->accepted_at);
+    if (silent) mark_accepted(it->second, silent->accepted_at, silent->asked_by);
     if (!room) {
       // Every buffer holds a reply accepted here: this one, another pod's,
       // ends here at once, and that pod stores it.
@@ -109,7 +109,7 @@ void BufferManager::push(protocol::ResponseChunk chunk, SteadyTime now, std::vec
 }
 
 void BufferManager::expect(const std::string& session_id, const std::string& message_id, SteadyTime now,
-                           std::vector<Event>& out) {
+                           std::vector<Event>& out, const std::string& asked_by) {
   if (finished_.contains(message_id)) return;
   auto it = buffers_.find(message_id);
   if (it == buffers_.end()) {
@@ -117,12 +117,13 @@ void BufferManager::expect(const std::string& session_id, const std::string& mes
     it = buffers_.try_emplace(message_id, session_id, message_id, now).first;
     touch(it->second);
   }
-  mark_accepted(it->second, now);
+  mark_accepted(it->second, now, asked_by);
 }
 
-void BufferManager::mark_accepted(MessageBuffer& buffer, SteadyTime at) {
+void BufferManager::mark_accepted(MessageBuffer& buffer, SteadyTime at, const std::string& asked_by) {
   if (buffer.accepted_here()) return;
   buffer.accepted_at = at;
+  buffer.asked_by = asked_by;
   ++accepted_;
   touch(buffer);
 }
@@ -169,7 +170,7 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     if (!it->second.received_any() && it->second.accepted_at) {
       // An expected reply (accepted here) that sent no chunk.
       counters_.never_arrived.add();
-      accepted_silent_.remember(id, now, Silent{*it->second.accepted_at, it->second.session_id()});
+      accepted_silent_.remember(id, now, Silent{*it->second.accepted_at, it->second.session_id(), it->second.asked_by});
       out.push_back(ReplySilent{it->second.session_id(), id});
       erase(it);
       continue;
@@ -322,6 +323,7 @@ void BufferManager::finish(const std::string& message_id, SteadyTime now, std::v
     m.error_code = "chunks_missing";
   }
   m.stored_here = stored_here;
+  m.asked_by = b.asked_by;
   finished_.remember(message_id, now, stored_here);
   if (b.received_any()) --streaming_;
   erase(it);

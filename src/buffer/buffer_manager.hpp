@@ -52,6 +52,8 @@ struct FinishedMessage {
   // The worker's final chunk came. Without it the reply was ended here (too
   // large, too old, evicted) while its worker may still be generating it.
   bool final_received = false;
+  // Whose chat it answers, for a reply accepted here (see expect()).
+  std::string asked_by;
 };
 
 // What the caller must do, in order.
@@ -110,10 +112,13 @@ class BufferManager {
   void push(protocol::ResponseChunk chunk, SteadyTime now, std::vector<Event>& out, bool memory_to_spare = true,
             ReplySessions* pod_sessions = nullptr);
 
-  // Opens a buffer before the first chunk, so a pod keeps a message it accepted.
-  // Making room may finish the least recently active buffer, another pod's
-  // first (reported in `out`).
-  void expect(const std::string& session_id, const std::string& message_id, SteadyTime now, std::vector<Event>& out);
+  // Opens a buffer before the first chunk, so a pod keeps a message it accepted
+  // for `asked_by`'s chat (kept with it until it finishes: a reply ended here
+  // early is stopped at its worker in that user's name). Making room may
+  // finish the least recently active buffer, another pod's first (reported in
+  // `out`).
+  void expect(const std::string& session_id, const std::string& message_id, SteadyTime now, std::vector<Event>& out,
+              const std::string& asked_by = {});
   bool has(const std::string& message_id) const { return buffers_.contains(message_id); }
   // When this pod accepted the message (nullopt: not accepted here, or no buffer).
   std::optional<SteadyTime> accepted_at(const std::string& message_id) const;
@@ -207,7 +212,7 @@ class BufferManager {
   // is a reply accepted here, which the newcomer must not push out.
   bool make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign);
   void evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out);
-  void mark_accepted(MessageBuffer& buffer, SteadyTime at);
+  void mark_accepted(MessageBuffer& buffer, SteadyTime at, const std::string& asked_by);
   // The buffer was just active (made, given a chunk, started over): it goes
   // to the back of its list.
   void touch(MessageBuffer& buffer);
@@ -233,6 +238,7 @@ class BufferManager {
   struct Silent {
     SteadyTime accepted_at;
     std::string session_id;
+    std::string asked_by;
   };
   RecentIds<Silent> accepted_silent_;
   Counters counters_;

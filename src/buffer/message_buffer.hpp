@@ -71,6 +71,8 @@ class MessageBuffer {
   // reply, whoever watches.
   std::optional<SteadyTime> accepted_at;
   bool accepted_here() const { return accepted_at.has_value(); }
+  // Whose chat it answers (accepted here; empty when the caller did not say).
+  std::string asked_by;
   // Its place in its manager's order of activity (least recent first); it
   // leaves that list by itself when the buffer goes.
   boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> by_activity;

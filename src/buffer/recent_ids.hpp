@@ -30,10 +30,6 @@ class RecentIds {
     auto it = ids_.find(id);
     return it == ids_.end() ? nullptr : &it->second;
   }
-  Value* find(const std::string& id) {
-    auto it = ids_.find(id);
-    return it == ids_.end() ? nullptr : &it->second;
-  }
   // Forgets the id and returns its value.
   std::optional<Value> take(const std::string& id) {
     auto it = ids_.find(id);

@@ -153,10 +153,11 @@ void SessionHub::on_chunks(std::vector<protocol::ResponseChunk> chunks, bool bro
     if (!by_slot[i].empty()) run_batch(*slots_[i], std::move(by_slot[i]));
 }
 
-void SessionHub::expect(const std::string& session_id, const std::string& message_id) {
+void SessionHub::expect(const std::string& session_id, const std::string& message_id, const std::string& asked_by) {
   // Before the request can reach a worker: no chunk of it comes ahead of this.
   reply_sessions_.accept(message_id, session_id, clock_());
-  slot_for(session_id).run([session_id, message_id](SessionShard& s) { s.expect(session_id, message_id); });
+  slot_for(session_id).run(
+      [session_id, message_id, asked_by](SessionShard& s) { s.expect(session_id, message_id, asked_by); });
 }
 
 void SessionHub::fill_from_log(const std::string& session_id, std::vector<protocol::ResponseChunk> chunks) {

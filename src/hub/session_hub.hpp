@@ -49,7 +49,8 @@ class SessionHub {
   // must hold no lock that a shard's handlers take.
   enum class RunOn { strand, caller_if_idle };
   void on_chunks(std::vector<protocol::ResponseChunk> chunks, bool broadcast, RunOn where = RunOn::strand);
-  void expect(const std::string& session_id, const std::string& message_id);
+  // See SessionShard::expect.
+  void expect(const std::string& session_id, const std::string& message_id, const std::string& asked_by = {});
   // What the chunk log answered (see SessionShard).
   void fill_from_log(const std::string& session_id, std::vector<protocol::ResponseChunk> chunks);
   void resume_from_log(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,

@@ -65,8 +65,9 @@ void SessionShard::push(protocol::ResponseChunk chunk) {
   buffers_.push(std::move(chunk), clock_(), events_, !over_memory_share(), reply_sessions_);
 }
 
-void SessionShard::expect(const std::string& session_id, const std::string& message_id) {
-  buffers_.expect(session_id, message_id, clock_(), events_);
+void SessionShard::expect(const std::string& session_id, const std::string& message_id,
+                          const std::string& asked_by) {
+  buffers_.expect(session_id, message_id, clock_(), events_, asked_by);
   channel(session_id).backlog(message_id);
   process_events();
 }

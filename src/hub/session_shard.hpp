@@ -83,8 +83,9 @@ class SessionShard {
   // session or already buffers its reply; else kept a few seconds in case a
   // stream of the session opens.
   void on_chunk(protocol::ResponseChunk chunk, bool broadcast);
-  // This pod accepted the message: keep its chunks even before a stream opens.
-  void expect(const std::string& session_id, const std::string& message_id);
+  // This pod accepted the message for `asked_by`'s chat: keep its chunks even
+  // before a stream opens.
+  void expect(const std::string& session_id, const std::string& message_id, const std::string& asked_by = {});
   void forget(const std::string& session_id, const std::string& message_id);
   // The stream gets what it missed (from `cursor`, or the running replies from
   // chunk 0), then everything live.

@@ -46,8 +46,7 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                               [this](const std::string& session_id, const std::string& stream_id,
                                      const sse::ResumeCursor& cursor) { catch_up(session_id, stream_id, cursor); },
                               [this] { return bus_.status().reconnects; }}),
-      traces_(options_.tracer, 2 * options_.hub.buffer.max_age),
-      reply_users_(2 * options_.hub.buffer.max_age) {}
+      traces_(options_.tracer, 3 * options_.hub.buffer.max_age) {}
 
 Pod::~Pod() {
   std::lock_guard lock(gate_->mutex);
@@ -137,9 +136,8 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   Accepted accepted{work.message_id, work.session_id, work.timestamp, work.correlation_id};
   // Keep the reply's chunks here even if no stream is open yet (late join, and
   // the reply must be stored when nobody watches).
-  hub_.expect(work.session_id, work.message_id);
+  hub_.expect(work.session_id, work.message_id, work.user_id);
   traces_.accepted(work.message_id, request.trace);
-  reply_users_.accepted(work.message_id, work.user_id);
   // The worker's spans are children of this one: its context rides in the
   // request's headers.
   auto span = traces_.tracer().start("chat.publish_request", trace::SpanKind::producer, request.trace);
@@ -164,7 +162,6 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  stats_.submits_refused.add();
                  hub_.forget(accepted.session_id, accepted.message_id);
                  traces_.forget(accepted.message_id);
-                 reply_users_.take(accepted.message_id);
                  if (admission_) admission_->reply_ended(accepted.message_id);
                  store_.discard_message(user_message_id, [](boost::system::error_code) {});
                  done(Errc::bus_unavailable, {});
@@ -230,7 +227,6 @@ void Pod::end_session(const std::string& session_id, const std::string& user_id)
       // Nothing of it is stored, so store_reply never frees these.
       if (admission_) admission_->reply_ended(message_id);
       traces_.forget(message_id);
-      reply_users_.take(message_id);
     }
   });
 }

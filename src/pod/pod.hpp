@@ -32,7 +32,6 @@
 #include "sse/sse_connection.hpp"
 #include "store/message_store.hpp"
 #include "pod/reply_traces.hpp"
-#include "pod/reply_users.hpp"
 
 namespace chat::pod {
 
@@ -163,7 +162,7 @@ class Pod {
                        std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
   void store_reply(buffer::FinishedMessage m);
-  void stop_generation(const buffer::FinishedMessage& m, const std::string& user_id);
+  void stop_generation(const buffer::FinishedMessage& m);
   void request_replay(const std::string& session_id, const std::string& message_id);
   void catch_up(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
                 int attempt = 0);
@@ -190,7 +189,6 @@ class Pod {
       options_.stream_limits, &stats_.streams,
       [this](const std::shared_ptr<sse::SseConnection>& s, std::string_view reason) { on_stream_closed(s, reason); }};
   ReplyTraces traces_;
-  ReplyUsers reply_users_;
   // Chunks gathered while the bus holds more behind them (Message::more), one
   // batch per subscription: touched by its handler only, and by stop_intake
   // once the subscription is gone. Declared first: they outlive the handlers.

@@ -160,17 +160,16 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& sessi
 // A reply ended here before its worker ended it (too large, too old, evicted):
 // what the worker still generates would be dropped as late, so it is told to
 // stop, as a user's cancel would (no answer awaited: nothing waits for it).
-void Pod::stop_generation(const buffer::FinishedMessage& m, const std::string& user_id) {
+void Pod::stop_generation(const buffer::FinishedMessage& m) {
   bus_.publish(subjects::cancel(m.message_id),
-               protocol::encode(protocol::CancelRequest{m.message_id, m.session_id, user_id}));
+               protocol::encode(protocol::CancelRequest{m.message_id, m.session_id, m.asked_by}));
   log::info("reply_generation_stopped", {{"message_id", m.message_id}, {"session_id", m.session_id},
                                          {"reason", m.error_code}});
 }
 
 void Pod::store_reply(buffer::FinishedMessage m) {
   if (admission_) admission_->reply_ended(m.message_id);
-  auto user_id = reply_users_.take(m.message_id);
-  if (user_id && !m.final_received) stop_generation(m, *user_id);
+  if (!m.asked_by.empty() && !m.final_received) stop_generation(m);
   boost::json::object meta{{"model", m.model},
                            {"finish_reason", m.finish_reason},
                            {"duration_ms", m.duration.count()},

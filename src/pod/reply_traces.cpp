@@ -8,8 +8,14 @@ void ReplyTraces::accepted(const std::string& message_id, const trace::SpanConte
   if (!parent.valid() || !parent.sampled) return;
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
-  replies_.forget_before(now - keep_for_);
-  replies_.remember(message_id, now, Reply{parent, std::chrono::system_clock::now()});
+  if (replies_.size() >= kMaxReplies) drop_old(now);
+  if (replies_.size() < kMaxReplies) replies_[message_id] = Reply{parent, std::chrono::system_clock::now(), now};
+}
+
+void ReplyTraces::drop_old(SteadyTime now) {
+  if (now - last_sweep_ < keep_for_ / 8) return;
+  last_sweep_ = now;
+  std::erase_if(replies_, [&](const auto& entry) { return now - entry.second.kept_since >= keep_for_; });
 }
 
 void ReplyTraces::first_chunk(const std::string& message_id) {
@@ -17,10 +23,10 @@ void ReplyTraces::first_chunk(const std::string& message_id) {
   std::chrono::system_clock::time_point accepted;
   {
     std::lock_guard lock(mutex_);
-    auto* reply = replies_.find(message_id);
-    if (!reply || std::exchange(reply->first_chunk_seen, true)) return;
-    parent = reply->parent;
-    accepted = reply->accepted;
+    auto it = replies_.find(message_id);
+    if (it == replies_.end() || std::exchange(it->second.first_chunk_seen, true)) return;
+    parent = it->second.parent;
+    accepted = it->second.accepted;
   }
   auto span = tracer_.start("chat.first_chunk", trace::SpanKind::internal, parent, accepted);
   span.set("chat.message_id", message_id);
@@ -31,9 +37,10 @@ trace::Span ReplyTraces::store_write(const std::string& message_id) {
   trace::SpanContext parent;
   {
     std::lock_guard lock(mutex_);
-    auto reply = replies_.take(message_id);
-    if (!reply) return {};
-    parent = reply->parent;
+    auto it = replies_.find(message_id);
+    if (it == replies_.end()) return {};
+    parent = it->second.parent;
+    replies_.erase(it);
   }
   auto span = tracer_.start("chat.store_reply", trace::SpanKind::client, parent);
   span.set("chat.message_id", message_id);
@@ -42,7 +49,7 @@ trace::Span ReplyTraces::store_write(const std::string& message_id) {
 
 void ReplyTraces::forget(const std::string& message_id) {
   std::lock_guard lock(mutex_);
-  replies_.take(message_id);
+  replies_.erase(message_id);
 }
 
 }  // namespace chat::pod

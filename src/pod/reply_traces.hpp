@@ -2,16 +2,17 @@
 // The trace of each reply this pod accepted, kept from the POST until the
 // reply is stored, so the spans of its first chunk and of its store write join
 // the trace of the request that asked for it (the HTTP span is over by then).
-// Bounded as ReplyUsers is: an entry goes after `keep_for` (a reply ends by
-// then: a reply whose worker never answered is never stored) or past
-// kMaxReplies, the oldest first; such a reply's late spans go untraced.
+// Bounded: past kMaxReplies replies waiting, the entries older than
+// `keep_for` go (a reply ends by then; one never stored, its worker never
+// answered, would stay for good); if that frees no room, new replies go
+// untraced.
 
 #include <chrono>
 #include <cstddef>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
-#include "buffer/recent_ids.hpp"
 #include "trace/tracer.hpp"
 
 namespace chat::pod {
@@ -35,18 +36,24 @@ class ReplyTraces {
   void forget(const std::string& message_id);
 
  private:
+  using SteadyTime = std::chrono::steady_clock::time_point;
   struct Reply {
     trace::SpanContext parent;
     std::chrono::system_clock::time_point accepted;
+    SteadyTime kept_since;
     bool first_chunk_seen = false;
   };
+  // Drops the entries older than keep_for_, at most once per keep_for_ / 8:
+  // a pod full of replies still running does not scan them for every chat.
+  void drop_old(SteadyTime now);
 
   trace::Tracer tracer_;
   std::chrono::milliseconds keep_for_;
+  SteadyTime last_sweep_{};
   // Guards replies_: POST handlers, bus threads (chunks) and the hub's shards
   // (stored replies) all reach it, once or twice per reply.
   std::mutex mutex_;
-  buffer::RecentIds<Reply> replies_{kMaxReplies};
+  std::unordered_map<std::string, Reply> replies_;
 };
 
 }  // namespace chat::pod

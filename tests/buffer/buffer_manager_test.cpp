@@ -401,6 +401,32 @@ TEST_F(BufferManagerTest, AnAcceptedReplyWhoseFirstChunkComesAfterItsBufferWentI
   EXPECT_EQ(finished(events)->message_id, "m2") << "another pod's reply makes room, not m1";
 }
 
+TEST_F(BufferManagerTest, AReplyEndedHereEarlySaysWhoAskedForItEvenAfterASilentSpellAndThatNoFinalCame) {
+  manager.expect("s1", "m1", t0, events, "u1");
+  manager.expire_old(t0 + 300s, events, unwatched);  // nothing yet: the buffer goes, the reply stays this pod's
+  ASSERT_FALSE(manager.has("m1"));
+  manager.push(chunk("m1", 0), t0 + 400s, events);
+  events.clear();
+  manager.expire_old(t0 + 700s, events, unwatched);
+  auto* cut = finished(events);
+  ASSERT_NE(cut, nullptr);
+  EXPECT_EQ(cut->error_code, "reply_timeout");
+  EXPECT_EQ(cut->asked_by, "u1") << "the pod stops its worker in that user's name";
+  EXPECT_FALSE(cut->final_received) << "its worker may still be generating it";
+
+  events.clear();
+  manager.expect("s1", "m2", t0 + 700s, events, "u1");
+  manager.push(chunk("m2", 0, true), t0 + 701s, events);
+  auto* whole = finished(events);
+  ASSERT_NE(whole, nullptr);
+  EXPECT_EQ(whole->message_id, "m2");
+  EXPECT_TRUE(whole->final_received);
+  events.clear();
+  manager.push(chunk("m3", 0, true), t0 + 702s, events);
+  ASSERT_NE(finished(events), nullptr);
+  EXPECT_EQ(finished(events)->asked_by, "") << "another pod's reply: not this pod's to stop";
+}
+
 TEST_F(BufferManagerTest, AnAcceptedReplyDroppedSilentIsForgottenAfterAnotherMaxAge) {
   manager.expect("s1", "m1", t0, events);
   manager.expire_old(t0 + 300s, events, unwatched);

@@ -47,25 +47,26 @@ TEST_F(ReplyTracesTest, AReplysFirstChunkAndStoreWriteJoinTheTraceOfTheRequestTh
   EXPECT_EQ(sink.spans.size(), 2u) << "stored once: the reply was forgotten";
 }
 
-TEST_F(ReplyTracesTest, AReplyNeverStoredIsForgottenOnceItsTimeIsOver) {
+TEST_F(ReplyTracesTest, RepliesNeverStoredMakeRoomOnceTheirTimeIsOver) {
   ReplyTraces traces(tracer, 20ms);
-  traces.accepted("silent", request_span());  // its worker never answers: nothing stores it
+  // Their workers never answered: nothing stores them, nothing forgets them.
+  for (std::size_t i = 0; i < ReplyTraces::kMaxReplies; ++i) traces.accepted("m" + std::to_string(i), request_span());
   std::this_thread::sleep_for(30ms);
-  traces.accepted("next", request_span());
-  traces.store_write("silent").end();
-  EXPECT_EQ(sink.named("chat.store_reply"), 0u) << "its entry went when the next reply came";
-  traces.store_write("next").end();
-  EXPECT_EQ(sink.named("chat.store_reply"), 1u);
+  traces.accepted("newest", request_span());
+  traces.store_write("newest").end();
+  EXPECT_EQ(sink.named("chat.store_reply"), 1u) << "a pod that piled up silent replies still traces new ones";
+  traces.store_write("m0").end();
+  EXPECT_EQ(sink.named("chat.store_reply"), 1u) << "the old entries went";
 }
 
-TEST_F(ReplyTracesTest, PastTheBoundTheOldestReplyGoesAndANewOneIsStillTraced) {
+TEST_F(ReplyTracesTest, PastTheBoundWithEveryReplyStillYoungANewOneGoesUntraced) {
   ReplyTraces traces(tracer, 10min);
   for (std::size_t i = 0; i < ReplyTraces::kMaxReplies; ++i) traces.accepted("m" + std::to_string(i), request_span());
   traces.accepted("newest", request_span());
-  traces.store_write("m0").end();
-  EXPECT_EQ(sink.named("chat.store_reply"), 0u) << "the oldest made room";
   traces.store_write("newest").end();
-  EXPECT_EQ(sink.named("chat.store_reply"), 1u) << "a pod with many silent replies still traces new ones";
+  EXPECT_EQ(sink.named("chat.store_reply"), 0u) << "bounded: replies still running are not pushed out";
+  traces.store_write("m0").end();
+  EXPECT_EQ(sink.named("chat.store_reply"), 1u);
 }
 
 }  // namespace
