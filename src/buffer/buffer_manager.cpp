@@ -187,7 +187,28 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     finish(id, now, out, "reply_timeout");
   }
   finished_.forget_before(now - limits_.max_age);
-  accepted_silent_.forget_before(now - limits_.max_age);
+  accepted_silent_.forget_before(now - limits_.max_age, [&](const std::string& id, Silent silent) {
+    give_up_silent(id, std::move(silent), now, out);
+  });
+}
+
+// An accepted reply with no chunk for twice max_age (its empty buffer went at
+// the first): it ends, empty, as a reply that ran too long would. Its user is
+// not left waiting for good, its worker (should one still hold it) is told to
+// stop, and its places in the pod's limits are freed.
+void BufferManager::give_up_silent(const std::string& message_id, Silent silent, SteadyTime now,
+                                   std::vector<Event>& out) {
+  counters_.buffers_expired.add();
+  FinishedMessage m;
+  m.session_id = std::move(silent.session_id);
+  m.message_id = message_id;
+  m.status = MessageStatus::incomplete;
+  m.finish_reason = "error";
+  m.error_code = "reply_timeout";
+  m.duration = std::chrono::duration_cast<std::chrono::milliseconds>(now - silent.accepted_at);
+  m.asked_by = std::move(silent.asked_by);
+  finished_.remember(message_id, now, true);
+  out.push_back(MessageFinished{std::move(m)});
 }
 
 std::vector<std::pair<std::string, std::string>> BufferManager::stalled(

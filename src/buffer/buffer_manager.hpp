@@ -142,8 +142,9 @@ class BufferManager {
   void check_gaps(SteadyTime now, std::vector<Event>& out);
   // Age-based cleanup: buffers older than max_age finish as incomplete. Dropped
   // quietly instead: an expected reply that never sent a chunk here (another pod
-  // had it), and another pod's reply whose session nobody here watches any more
-  // (the pod that accepted it stores it).
+  // had it, or it waits in the work queue: a reply accepted here ends, empty and
+  // incomplete, after another max_age without a chunk), and another pod's reply
+  // whose session nobody here watches any more (the pod that accepted it stores it).
   void expire_old(SteadyTime now, std::vector<Event>& out, const std::function<bool(const std::string&)>& watched);
 
   // Sessions with a message whose gap is older than `after` — or, where a
@@ -213,6 +214,13 @@ class BufferManager {
   bool make_room(SteadyTime now, std::vector<Event>& out, bool for_foreign);
   void evict(Buffers::iterator it, SteadyTime now, std::vector<Event>& out);
   void mark_accepted(MessageBuffer& buffer, SteadyTime at, const std::string& asked_by);
+  // An accepted reply whose buffer went at max_age with no chunk yet.
+  struct Silent {
+    SteadyTime accepted_at;
+    std::string session_id;
+    std::string asked_by;
+  };
+  void give_up_silent(const std::string& message_id, Silent silent, SteadyTime now, std::vector<Event>& out);
   // The buffer was just active (made, given a chunk, started over): it goes
   // to the back of its list.
   void touch(MessageBuffer& buffer);
@@ -235,11 +243,7 @@ class BufferManager {
   RecentIds<bool> finished_;
   // Accepted here, but dropped at max_age before any chunk came (a long wait
   // in the work queue): a first chunk that still comes is this pod's to store.
-  struct Silent {
-    SteadyTime accepted_at;
-    std::string session_id;
-    std::string asked_by;
-  };
+  // After another max_age it ends (give_up_silent).
   RecentIds<Silent> accepted_silent_;
   Counters counters_;
   std::size_t streaming_ = 0;  // buffers that received a chunk

@@ -55,6 +55,17 @@ class RecentIds {
   void forget_before(SteadyTime cutoff) {
     while (!order_.empty() && order_.front().first <= cutoff) pop_oldest();
   }
+  // The same, and `gone(id, value)` for each id forgotten (not taken before).
+  template <class Gone>
+  void forget_before(SteadyTime cutoff, Gone gone) {
+    while (!order_.empty() && order_.front().first <= cutoff) {
+      if (auto it = ids_.find(order_.front().second); it != ids_.end()) {
+        gone(it->first, std::move(it->second));
+        ids_.erase(it);
+      }
+      order_.pop_front();
+    }
+  }
 
  private:
   // An id taken and remembered again is forgotten with its first place in

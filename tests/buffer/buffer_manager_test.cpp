@@ -427,12 +427,30 @@ TEST_F(BufferManagerTest, AReplyEndedHereEarlySaysWhoAskedForItEvenAfterASilentS
   EXPECT_EQ(finished(events)->asked_by, "") << "another pod's reply: not this pod's to stop";
 }
 
-TEST_F(BufferManagerTest, AnAcceptedReplyDroppedSilentIsForgottenAfterAnotherMaxAge) {
-  manager.expect("s1", "m1", t0, events);
+TEST_F(BufferManagerTest, AnAcceptedReplySilentForAnotherMaxAgeEndsEmptyAndIncomplete) {
+  manager.expect("s1", "m1", t0, events, "u1");
   manager.expire_old(t0 + 300s, events, unwatched);
+  events.clear();
   manager.expire_old(t0 + 600s, events, unwatched);
+  auto* ended = finished(events);
+  ASSERT_NE(ended, nullptr) << "the user would wait for good, and the reply's places stay taken";
+  EXPECT_EQ(ended->message_id, "m1");
+  EXPECT_EQ(ended->session_id, "s1");
+  EXPECT_EQ(ended->status, MessageStatus::incomplete);
+  EXPECT_EQ(ended->error_code, "reply_timeout");
+  EXPECT_EQ(ended->content, "");
+  EXPECT_TRUE(ended->stored_here);
+  EXPECT_FALSE(ended->final_received);
+  EXPECT_EQ(ended->asked_by, "u1") << "its worker, should one hold it yet, is told to stop";
+  EXPECT_EQ(ended->duration, std::chrono::duration_cast<std::chrono::milliseconds>(600s));
+  EXPECT_TRUE(manager.stored_here("m1"));
+  EXPECT_FALSE(manager.expects("m1"));
+  events.clear();
   manager.push(chunk("m1", 0), t0 + 601s, events);
-  EXPECT_FALSE(manager.accepted_at("m1").has_value());
+  EXPECT_TRUE(events.empty()) << "a chunk that still comes is late";
+  EXPECT_FALSE(manager.has("m1"));
+  manager.expire_old(t0 + 900s, events, unwatched);
+  EXPECT_EQ(finished(events), nullptr) << "ended once";
 }
 
 TEST_F(BufferManagerTest, StoredHereTellsWhatIsLeftToStore) {

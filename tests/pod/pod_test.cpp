@@ -97,8 +97,10 @@ class SwitchableLog final : public bus::ChunkLog {
 };
 
 // ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none); MaxBuffers:
-// BUFFER_MAX_BUFFERS, per shard; MaxReplyBytes: BUFFER_MAX_REPLY_BYTES.
-template <std::size_t ReplyBudget = 0, std::size_t MaxBuffers = 10'000, std::size_t MaxReplyBytes = 8u << 20>
+// BUFFER_MAX_BUFFERS, per shard; MaxReplyBytes: BUFFER_MAX_REPLY_BYTES;
+// MaxAgeMs: BUFFER_MAX_AGE (looked for every tenth of it).
+template <std::size_t ReplyBudget = 0, std::size_t MaxBuffers = 10'000, std::size_t MaxReplyBytes = 8u << 20,
+          long MaxAgeMs = 300'000>
 struct PodFixture : ::testing::Test {
   std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("pod-test-" + std::to_string(::getpid()) + "-" +
@@ -125,6 +127,8 @@ struct PodFixture : ::testing::Test {
             o.hub.reply_memory_budget = ReplyBudget;
             o.hub.buffer.max_buffers = MaxBuffers;
             o.hub.buffer.max_reply_bytes = MaxReplyBytes;
+            o.hub.buffer.max_age = std::chrono::milliseconds{MaxAgeMs};
+            o.hub.cleanup_interval = std::chrono::milliseconds{MaxAgeMs / 10};
             return o;
           }(),
           bus, queue, &log, registry, store};
@@ -252,6 +256,7 @@ using PodTest = PodFixture<>;
 using BudgetPodTest = PodFixture<1>;
 using CrowdedPodTest = PodFixture<0, 1>;
 using SmallReplyPodTest = PodFixture<0, 10'000, 1024>;
+using ShortAgePodTest = PodFixture<0, 10'000, 8u << 20, 200>;
 
 TEST_F(PodTest, ASubmittedChatIsStoredAndPutOnTheBusNamingThisPod) {
   std::promise<std::string> published;
@@ -517,6 +522,25 @@ TEST_F(SmallReplyPodTest, AReplyCutForItsSizeIsCancelledAtItsWorkerInTheUsersNam
   }
   ASSERT_TRUE(eventually([&] { return messages("s2", "u2").size() == 2; }));
   EXPECT_EQ(messages("s2", "u2")[1].status, "incomplete");
+}
+
+TEST_F(ShortAgePodTest, AReplyNoWorkerEverAnswersEndsStoredIncompleteAndIsCancelledInTheUsersName) {
+  std::promise<protocol::CancelRequest> cancelled;
+  auto worker = bus.subscribe(std::string(subjects::kAllCancel), "", [&](const bus::Message& m) {
+    std::string error;
+    cancelled.set_value(*protocol::decode_cancel_request(m.payload, error));
+  });
+  auto [ec, accepted] = submit(chat("s1", "u1"));
+  ASSERT_FALSE(ec);
+  // Nothing comes: its empty buffer goes at BUFFER_MAX_AGE, and the reply ends at twice that.
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; })) << "the user's chat would stay unanswered";
+  auto reply = messages("s1")[1];
+  EXPECT_EQ(reply.message_id, accepted.message_id);
+  EXPECT_EQ(reply.status, "incomplete");
+  EXPECT_EQ(reply.content, "");
+  auto cancel = wait(cancelled.get_future());
+  EXPECT_EQ(cancel.message_id, accepted.message_id);
+  EXPECT_EQ(cancel.user_id, "u1");
 }
 
 }  // namespace
