@@ -170,8 +170,16 @@ void WorkflowWorker::admit(WaitingRequest w) {
   // ack), the pods have the reply already.
   auto session = w.request.session_id, message = w.request.message_id;
   auto shared = std::make_shared<WaitingRequest>(std::move(w));
+  {
+    std::lock_guard lock(mutex_);
+    reading_log_[message] = shared;
+  }
   log_->read(session, message, [this, shared](boost::system::error_code ec, std::vector<std::string> payloads) {
     asio::post(executor_, [this, shared, ec, payloads = std::move(payloads)] {
+      {
+        std::lock_guard lock(mutex_);
+        reading_log_.erase(shared->request.message_id);  // from here on `shared` is this handler's alone
+      }
       if (!ec && has_final(payloads)) {
         log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
         already_finished_.add();
@@ -200,13 +208,22 @@ bool WorkflowWorker::take_newer_delivery(WaitingRequest& w) {
   {
     std::lock_guard lock(mutex_);
     if (auto it = runs_.find(w.request.message_id); it != runs_.end()) run = it->second.run.lock();
-    if (!run && !waiting_.take_newer_delivery(w.request.message_id, w.item)) return false;
+    if (!run && !take_while_reading_log(w) && !waiting_.take_newer_delivery(w.request.message_id, w.item))
+      return false;
     --admitting_;
   }
   log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", run != nullptr},
                                       {"attempt", attempt}});
   kept_running_.add();
   if (run) run->take_newer_delivery(std::move(w.item));
+  return true;
+}
+
+bool WorkflowWorker::take_while_reading_log(WaitingRequest& w) {
+  auto it = reading_log_.find(w.request.message_id);
+  if (it == reading_log_.end()) return false;
+  it->second->item = std::move(w.item);
+  it->second->item->in_progress();
   return true;
 }
 
@@ -370,6 +387,7 @@ void WorkflowWorker::keep_alive() {
   {
     std::lock_guard lock(mutex_);
     waiting_.for_each_item([](bus::WorkItem& item) { item.in_progress(); });
+    for (auto& [id, w] : reading_log_) w->item->in_progress();
     for (auto& [id, r] : runs_)
       if (auto run = r.run.lock()) run->keep_alive();
   }

@@ -76,6 +76,7 @@ class WorkflowWorker {
   void on_replay(const bus::Message& m);
   void admit(WaitingRequest w);
   bool take_newer_delivery(WaitingRequest& w);
+  bool take_while_reading_log(WaitingRequest& w);  // with mutex_ held
   void start_or_wait(WaitingRequest w);
   void run(WaitingRequest w, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
@@ -121,6 +122,10 @@ class WorkflowWorker {
   CancelledReplies cancelled_{std::chrono::minutes{10}, 10'000};
   FairQueue waiting_;
   std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
+  // Deliveries again waiting for the chunk log's word on an earlier attempt
+  // (admit), by message id: kept alive like waiting ones, and a later delivery
+  // of one takes its place instead of starting the reply a second time.
+  std::map<std::string, std::shared_ptr<WaitingRequest>> reading_log_;
   bool stopping_ = false;
   std::function<void()> on_idle_;
 };

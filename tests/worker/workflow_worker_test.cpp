@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <chrono>
 #include <functional>
@@ -168,9 +169,12 @@ class RefusingLog final : public bus::ChunkLog {
   }
   void read(const std::string&, const std::string&, bus::LogReadCallback done) override {
     std::lock_guard lock(mutex_);
+    ++reads_;
     std::vector<std::string> payloads;
     for (const auto& e : entries_) payloads.insert(payloads.end(), e.payloads.begin(), e.payloads.end());
-    asio::post(executor_, [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); });
+    auto answer = [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); };
+    if (holding_reads_) held_reads_.push_back(std::move(answer));
+    else asio::post(executor_, std::move(answer));
   }
   ComponentStatus status() const override { return {"test", true, true}; }
 
@@ -188,6 +192,21 @@ class RefusingLog final : public bus::ChunkLog {
     holding_ = false;
     for (auto& answer : held_) asio::post(executor_, std::move(answer));
     held_.clear();
+  }
+  // Reads wait for release_reads() (a server slower than the queue's ack wait).
+  void hold_reads() {
+    std::lock_guard lock(mutex_);
+    holding_reads_ = true;
+  }
+  void release_reads() {
+    std::lock_guard lock(mutex_);
+    holding_reads_ = false;
+    for (auto& answer : held_reads_) asio::post(executor_, std::move(answer));
+    held_reads_.clear();
+  }
+  std::size_t reads() const {
+    std::lock_guard lock(mutex_);
+    return reads_;
   }
   std::size_t appends() const {
     std::lock_guard lock(mutex_);
@@ -220,9 +239,59 @@ class RefusingLog final : public bus::ChunkLog {
   bool refusing_ = false;
   bool holding_ = false;
   std::vector<std::function<void()>> held_;
+  bool holding_reads_ = false;
+  std::vector<std::function<void()>> held_reads_;
+  std::size_t reads_ = 0;
   std::size_t appends_ = 0;
   std::set<std::string> ids_;
   std::vector<Entry> entries_;
+};
+
+// A work queue the test delivers from, each delivery with the attempt it says
+// (as JetStream numbers them), each counting the worker's acks and keep-alives.
+class ScriptedQueue final : public bus::WorkQueue {
+ public:
+  struct Delivery {
+    unsigned attempt;
+    std::atomic<int> acks{0};
+    std::atomic<int> keep_alives{0};
+  };
+
+  void submit(std::string, std::string, std::string, bus::Headers, bus::PublishCallback done) override {
+    if (done) done(asio::error::operation_not_supported);
+  }
+  std::unique_ptr<bus::Subscription> consume(bus::FreeSlots, bus::WorkHandler handler) override {
+    handler_ = std::move(handler);
+    return nullptr;
+  }
+  ComponentStatus status() const override { return {"test", true, true}; }
+
+  std::shared_ptr<Delivery> deliver(const WorkflowRequest& r, unsigned attempt) {
+    auto d = std::make_shared<Delivery>();
+    d->attempt = attempt;
+    handler_(std::make_unique<Item>(protocol::encode(r), subjects::execute(r.session_id), d));
+    return d;
+  }
+
+ private:
+  class Item final : public bus::WorkItem {
+   public:
+    Item(std::string payload, std::string subject, std::shared_ptr<Delivery> d)
+        : payload_(std::move(payload)), subject_(std::move(subject)), delivery_(std::move(d)) {}
+    std::string_view payload() const override { return payload_; }
+    std::string_view subject() const override { return subject_; }
+    std::string header(std::string_view) const override { return {}; }
+    unsigned attempt() const override { return delivery_->attempt; }
+    bool final_attempt() const override { return false; }
+    void in_progress() override { ++delivery_->keep_alives; }
+    void ack() override { ++delivery_->acks; }
+    void give_back() override {}
+
+   private:
+    std::string payload_, subject_;
+    std::shared_ptr<Delivery> delivery_;
+  };
+  bus::WorkHandler handler_;
 };
 
 class ScriptedGeneration final : public Generation {
@@ -342,6 +411,29 @@ struct Rig {
   Tap tap{bus};
   std::shared_ptr<ScriptedProvider> scripted = std::make_shared<ScriptedProvider>();
   RefusingLog log{loop.executor()};  // the worker's chunk log when the rig has one
+  WorkflowWorker worker;
+};
+
+// A worker that takes its requests from a ScriptedQueue, with a chunk log.
+struct RedeliveryRig {
+  RedeliveryRig()
+      : worker(loop.executor(), bus, queue, &log, registry, [] {
+          auto c = worker_config();
+          c.progress_interval = 20ms;
+          return c;
+        }(),
+               {scripted}, {}) {
+    worker.start();
+  }
+  ~RedeliveryRig() { loop.stop(); }
+
+  Loop loop;
+  bus::MemoryBus bus{loop.executor()};
+  ScriptedQueue queue;
+  registry::MemoryRegistry registry{loop.executor()};
+  Tap tap{bus};
+  std::shared_ptr<ScriptedProvider> scripted = std::make_shared<ScriptedProvider>();
+  RefusingLog log{loop.executor()};
   WorkflowWorker worker;
 };
 
@@ -640,6 +732,30 @@ TEST(WorkflowWorker, TheSameRequestSentTwiceRunsOnce) {
   EXPECT_EQ(rig.scripted->started(), 2u);
   EXPECT_EQ(text(rig.tap.chunks(kBroadcast, "m1")), "once");
   EXPECT_EQ(rig.worker.active(), 0u);
+}
+
+TEST(WorkflowWorker, ADeliveryAgainWhileTheLogIsReadForTheLastOneTakesItsPlaceInsteadOfRunningTwice) {
+  RedeliveryRig rig;
+  rig.log.hold_reads();  // slower than the queue's ack wait
+  auto second = rig.queue.deliver(request("m1"), 2);  // the worker that had it died
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.reads() == 1; }));
+  ASSERT_TRUE(rig.loop.run_until([&] { return second->keep_alives.load() > 0; }))
+      << "held while its earlier attempt is looked for: not a dead worker's request";
+  auto third = rig.queue.deliver(request("m1"), 3);  // the queue gave up waiting anyway
+  rig.loop.settle();
+  rig.log.release_reads();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() >= 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 1u) << "one generation, not one per delivery";
+  rig.scripted->generation("m1")->text("once");
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() >= 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(third->acks.load(), 1) << "the newest delivery is the one the queue waits for";
+  EXPECT_EQ(rig.worker.active(), 0u);
+  auto chunks = rig.tap.chunks(kBroadcast, "m1");
+  ASSERT_FALSE(chunks.empty());
+  for (const auto& c : chunks) EXPECT_EQ(c.attempt, 3u);
 }
 
 TEST(WorkflowWorker, AProviderNulIsLeftOutOfTheChunks) {
