@@ -170,7 +170,10 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
     if (!it->second.received_any() && it->second.accepted_at) {
       // An expected reply (accepted here) that sent no chunk.
       counters_.never_arrived.add();
-      accepted_silent_.remember(id, now, Silent{*it->second.accepted_at, it->second.session_id(), it->second.asked_by});
+      accepted_silent_.remember(id, now, Silent{*it->second.accepted_at, it->second.session_id(), it->second.asked_by},
+                                [&](const std::string& gone_id, Silent silent) {
+                                  give_up_silent(gone_id, std::move(silent), now, out);
+                                });
       out.push_back(ReplySilent{it->second.session_id(), id});
       erase(it);
       continue;
@@ -193,7 +196,8 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
 }
 
 // An accepted reply with no chunk for twice max_age (its empty buffer went at
-// the first): it ends, empty, as a reply that ran too long would. Its user is
+// the first), or pushed out of the silent ones by their bound (a shard's
+// max_buffers): it ends, empty, as a reply that ran too long would. Its user is
 // not left waiting for good, its worker (should one still hold it) is told to
 // stop, and its places in the pod's limits are freed.
 void BufferManager::give_up_silent(const std::string& message_id, Silent silent, SteadyTime now,

@@ -21,9 +21,14 @@ class RecentIds {
 
   // Keeps the first value given for an id.
   void remember(const std::string& id, SteadyTime now, Value value) {
+    remember(id, now, std::move(value), [](const std::string&, Value) {});
+  }
+  // The same, and `gone(id, value)` for each id the bound pushes out.
+  template <class Gone>
+  void remember(const std::string& id, SteadyTime now, Value value, Gone gone) {
     if (!ids_.try_emplace(id, std::move(value)).second) return;
     order_.emplace_back(now, id);
-    while (order_.size() > max_count_) pop_oldest();
+    while (order_.size() > max_count_) pop_oldest(gone);
   }
   bool contains(const std::string& id) const { return ids_.contains(id); }
   const Value* find(const std::string& id) const {
@@ -53,25 +58,23 @@ class RecentIds {
     return taken;
   }
   void forget_before(SteadyTime cutoff) {
-    while (!order_.empty() && order_.front().first <= cutoff) pop_oldest();
+    forget_before(cutoff, [](const std::string&, Value) {});
   }
   // The same, and `gone(id, value)` for each id forgotten (not taken before).
   template <class Gone>
   void forget_before(SteadyTime cutoff, Gone gone) {
-    while (!order_.empty() && order_.front().first <= cutoff) {
-      if (auto it = ids_.find(order_.front().second); it != ids_.end()) {
-        gone(it->first, std::move(it->second));
-        ids_.erase(it);
-      }
-      order_.pop_front();
-    }
+    while (!order_.empty() && order_.front().first <= cutoff) pop_oldest(gone);
   }
 
  private:
   // An id taken and remembered again is forgotten with its first place in
   // order_: early, never late, so the bound holds.
-  void pop_oldest() {
-    ids_.erase(order_.front().second);
+  template <class Gone>
+  void pop_oldest(Gone& gone) {
+    if (auto it = ids_.find(order_.front().second); it != ids_.end()) {
+      gone(it->first, std::move(it->second));
+      ids_.erase(it);
+    }
     order_.pop_front();
   }
 

@@ -1,0 +1,47 @@
+#include "buffer/recent_ids.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace chat::buffer {
+namespace {
+
+using namespace std::chrono_literals;
+using Gone = std::vector<std::pair<std::string, int>>;
+
+TEST(RecentIds, TheBoundPushesOutTheOldestAndSaysWhichUnlessItWasTaken) {
+  const SteadyTime t0 = std::chrono::steady_clock::now();
+  RecentIds<int> ids(2);
+  Gone gone;
+  auto note = [&](const std::string& id, int v) { gone.emplace_back(id, v); };
+  ids.remember("a", t0, 1, note);
+  ids.remember("b", t0, 2, note);
+  EXPECT_TRUE(gone.empty());
+  ids.remember("c", t0, 3, note);
+  EXPECT_EQ(gone, (Gone{{"a", 1}}));
+  EXPECT_FALSE(ids.contains("a"));
+  EXPECT_EQ(ids.take("b"), 2);
+  ids.remember("d", t0, 4, note);
+  EXPECT_EQ(gone, (Gone{{"a", 1}})) << "b was taken: nothing of it is left to report";
+  EXPECT_TRUE(ids.contains("c"));
+  EXPECT_TRUE(ids.contains("d"));
+}
+
+TEST(RecentIds, ForgettingByAgeSaysWhichWentUnlessTaken) {
+  const SteadyTime t0 = std::chrono::steady_clock::now();
+  RecentIds<int> ids(10);
+  ids.remember("a", t0, 1);
+  ids.remember("b", t0 + 1s, 2);
+  ids.remember("c", t0 + 2s, 3);
+  ids.take("a");
+  Gone gone;
+  ids.forget_before(t0 + 1s, [&](const std::string& id, int v) { gone.emplace_back(id, v); });
+  EXPECT_EQ(gone, (Gone{{"b", 2}}));
+  EXPECT_TRUE(ids.contains("c"));
+}
+
+}  // namespace
+}  // namespace chat::buffer
