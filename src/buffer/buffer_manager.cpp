@@ -202,7 +202,7 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
 // stop, and its places in the pod's limits are freed.
 void BufferManager::give_up_silent(const std::string& message_id, Silent silent, SteadyTime now,
                                    std::vector<Event>& out) {
-  counters_.buffers_expired.add();
+  // Counted once, as never_arrived, when its buffer went.
   FinishedMessage m;
   m.session_id = std::move(silent.session_id);
   m.message_id = message_id;
