@@ -164,21 +164,22 @@ void WorkflowWorker::admit(WaitingRequest w) {
   if (w.item->attempt() > 1) redeliveries_.add();
   // Running or waiting here already (delivered again, or the same request
   // sent twice): it runs once.
-  if (take_newer_delivery(w)) return;
-  if (w.item->attempt() == 1 || !log_) return start_or_wait(std::move(w));
+  if (w.item->attempt() == 1 || !log_) {
+    if (take_newer_delivery(w)) return;
+    return start_or_wait(std::move(w));
+  }
   // Delivered again: if an earlier attempt finished (the worker died before its
   // ack), the pods have the reply already.
-  auto session = w.request.session_id, message = w.request.message_id;
   auto shared = std::make_shared<WaitingRequest>(std::move(w));
-  {
-    std::lock_guard lock(mutex_);
-    reading_log_[message] = shared;
-  }
+  if (take_newer_delivery(*shared, shared)) return;
+  auto session = shared->request.session_id, message = shared->request.message_id;
   log_->read(session, message, [this, shared](boost::system::error_code ec, std::vector<std::string> payloads) {
     asio::post(executor_, [this, shared, ec, payloads = std::move(payloads)] {
       {
         std::lock_guard lock(mutex_);
-        reading_log_.erase(shared->request.message_id);  // from here on `shared` is this handler's alone
+        // From here on `shared` is this handler's alone.
+        if (auto it = reading_log_.find(shared->request.message_id); it != reading_log_.end() && it->second == shared)
+          reading_log_.erase(it);
       }
       if (!ec && has_final(payloads)) {
         log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
@@ -202,14 +203,17 @@ void WorkflowWorker::admit(WaitingRequest w) {
 // hear its keep-alives (the bus was away longer than the ack wait), or the
 // same request was sent twice. Starting over would pay the provider twice and
 // restart the reply on every stream.
-bool WorkflowWorker::take_newer_delivery(WaitingRequest& w) {
+bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log) {
   const auto attempt = w.item->attempt();
   std::shared_ptr<GenerationRun> run;
   {
     std::lock_guard lock(mutex_);
     if (auto it = runs_.find(w.request.message_id); it != runs_.end()) run = it->second.run.lock();
-    if (!run && !take_while_reading_log(w) && !waiting_.take_newer_delivery(w.request.message_id, w.item))
+    if (!run && !take_while_reading_log(w) && !waiting_.take_newer_delivery(w.request.message_id, w.item)) {
+      // In the same hold of the lock: a delivery a moment later finds it.
+      if (reading_log) reading_log_[w.request.message_id] = std::move(reading_log);
       return false;
+    }
     --admitting_;
   }
   log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", run != nullptr},
@@ -227,17 +231,31 @@ bool WorkflowWorker::take_while_reading_log(WaitingRequest& w) {
   return true;
 }
 
+bool WorkflowWorker::cancelled_before_start(const protocol::WorkflowRequest& request) {
+  auto* cancel = unheld_cancels_.find(request.message_id);
+  if (!cancel || cancel->user_id != request.user_id) return false;
+  cancelled_.remember(request.message_id, request.user_id, request.session_id);  // a cancel sent again is answered
+  return true;
+}
+
 void WorkflowWorker::start_or_wait(WaitingRequest w) {
   bool overloaded = false;
+  bool cancelled = false;
   {
     std::lock_guard lock(mutex_);
     --admitting_;
-    if (active_.load() >= config_.max_concurrent) {
+    cancelled = cancelled_before_start(w.request);
+    if (!cancelled && active_.load() >= config_.max_concurrent) {
       // A burst waits for a free slot instead of failing; only a flood is refused.
       if (waiting_.push(std::move(w))) return;
       overloaded = true;
     }
-    ++active_;  // the slot belongs to this request until finished()
+    if (!cancelled) ++active_;  // the slot belongs to this request until finished()
+  }
+  if (cancelled) {
+    log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
+                                       {"correlation_id", w.request.correlation_id}});
+    return end_unstarted(std::move(w));
   }
   if (overloaded) {
     overloaded_.add();
@@ -289,13 +307,20 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.run.lock();
     if (run) request = run->request();
     else if (auto* waiting = waiting_.find(cancel->message_id)) request = *waiting;
+    else if (auto it = reading_log_.find(cancel->message_id); it != reading_log_.end()) request = it->second->request;
     // The owner's cancel of a request that never started takes it out of the queue.
     if (!run && request && request->user_id == cancel->user_id) unstarted = waiting_.remove(cancel->message_id);
     if (request && request->user_id == cancel->user_id) {
       cancelled_.remember(cancel->message_id, request->user_id, request->session_id);
     } else if (!request) {
       if (auto* earlier = cancelled_.find(cancel->message_id)) cancelled_before = *earlier;
+      // Not here yet (still in the work queue), or another worker's: should it
+      // come here, it ends cancelled instead of running.
+      else unheld_cancels_.remember(cancel->message_id, cancel->user_id, cancel->session_id);
     }
+    // Its earlier attempt is being looked for in the log: it ends when that read does.
+    if (!run && request && !unstarted && request->user_id == cancel->user_id)
+      unheld_cancels_.remember(cancel->message_id, cancel->user_id, cancel->session_id);
   }
   if (cancelled_before) {
     // Sent again after this worker cancelled it: the same answer as the first time.
@@ -306,7 +331,7 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   if (!request) return;  // another worker has it, or it already ended: stay silent
   bool owner = request->user_id == cancel->user_id;
   answer_cancel(m.reply_to, owner, request->message_id, request->session_id);
-  if (!owner) return;
+  if (!owner || (!run && !unstarted)) return;  // one being looked for in the log ends when the read does
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
                                      {"correlation_id", request->correlation_id}});
   if (run) return run->cancel();

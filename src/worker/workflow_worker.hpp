@@ -75,8 +75,11 @@ class WorkflowWorker {
   void on_cancel(const bus::Message& m);
   void on_replay(const bus::Message& m);
   void admit(WaitingRequest w);
-  bool take_newer_delivery(WaitingRequest& w);
+  // `reading_log`: the request is about to be looked for in the log; registered
+  // in reading_log_ when no delivery of it is here yet.
+  bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log = nullptr);
   bool take_while_reading_log(WaitingRequest& w);  // with mutex_ held
+  bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held
   void start_or_wait(WaitingRequest w);
   void run(WaitingRequest w, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
@@ -120,6 +123,11 @@ class WorkflowWorker {
   std::map<std::string, std::size_t> running_per_user_;
   // A cancel sent again after the reply ended gets the first answer, not a 404.
   CancelledReplies cancelled_{std::chrono::minutes{10}, 10'000};
+  // Cancels of requests this worker did not hold (still in the work queue,
+  // another worker's, or being looked for in the log): one that starts here
+  // later, the canceller's own, ends cancelled instead of running. A pod that
+  // gives up on a reply no worker took sends such a cancel.
+  CancelledReplies unheld_cancels_{std::chrono::hours{1}, 10'000};
   FairQueue waiting_;
   std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
   // Deliveries again waiting for the chunk log's word on an earlier attempt

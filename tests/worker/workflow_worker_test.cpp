@@ -758,6 +758,49 @@ TEST(WorkflowWorker, ADeliveryAgainWhileTheLogIsReadForTheLastOneTakesItsPlaceIn
   for (const auto& c : chunks) EXPECT_EQ(c.attempt, 3u);
 }
 
+TEST(WorkflowWorker, ARequestItsOwnerCancelledBeforeItCameEndsCancelledWithoutRunning) {
+  Rig rig;
+  // A pod gave up on a reply still in the work queue; and someone else's cancel of another.
+  rig.bus.publish(subjects::cancel("m9"), protocol::encode(protocol::CancelRequest{"m9", "s1", "owner"}));
+  rig.bus.publish(subjects::cancel("m10"), protocol::encode(protocol::CancelRequest{"m10", "s1", "intruder"}));
+  rig.loop.settle();
+  submit(rig, request("m9"));
+  submit(rig, request("m10"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->generation("m10") != nullptr; }))
+      << "another user's cancel stops nothing";
+  rig.scripted->generation("m10")->finish();
+  ASSERT_TRUE(complete(rig, 2));
+  EXPECT_EQ(rig.scripted->generation("m9"), nullptr) << "the provider was never asked";
+  auto m9 = rig.tap.chunks(kBroadcast, "m9");
+  ASSERT_EQ(m9.size(), 1u);
+  EXPECT_TRUE(m9[0].is_final);
+  ASSERT_TRUE(m9[0].metadata);
+  EXPECT_EQ(m9[0].metadata->finish_reason, "cancelled");
+  EXPECT_EQ(status_of(*cancel(rig, "m9", "owner")), "cancelling") << "a cancel sent again gets the same answer";
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
+TEST(WorkflowWorker, ACancelWhileTheLogIsReadForAnEarlierAttemptEndsItWithoutRunning) {
+  RedeliveryRig rig;
+  rig.log.hold_reads();
+  auto delivery = rig.queue.deliver(request("m1"), 2);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.reads() == 1; }));
+  auto answer = std::make_shared<std::optional<std::string>>();
+  rig.bus.request(subjects::cancel("m1"), protocol::encode(protocol::CancelRequest{"m1", "s1", "owner"}), kDeadline,
+                  [answer](boost::system::error_code ec, std::string r) { *answer = ec ? "error" : r; });
+  ASSERT_TRUE(rig.loop.run_until([&] { return answer->has_value(); }));
+  EXPECT_EQ(status_of(**answer), "cancelling");
+  rig.log.release_reads();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() >= 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 0u);
+  EXPECT_EQ(delivery->acks.load(), 1);
+  auto chunks = rig.tap.chunks(kBroadcast, "m1");
+  ASSERT_EQ(chunks.size(), 1u);
+  ASSERT_TRUE(chunks[0].metadata);
+  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+}
+
 TEST(WorkflowWorker, AProviderNulIsLeftOutOfTheChunks) {
   Rig rig;
   submit(rig, request("m1"));
