@@ -134,6 +134,7 @@ void BufferManager::touch(MessageBuffer& buffer) {
 }
 
 void BufferManager::stored_from_log(const std::string& message_id, SteadyTime now) {
+  accepted_silent_.take(message_id);  // a silent reply of this pod's, whole in the log: nothing left to give up
   finished_.take(message_id);
   finished_.remember(message_id, now, true);
 }

@@ -1,6 +1,8 @@
 #pragma once
-// Message ids remembered for a while, each with a value: at most `max_count`,
-// the oldest forgotten first, and none past the age the owner gives.
+// Message ids remembered for a while, each with a value: at most `max_count`
+// held (ids taken do not count), the oldest forgotten first, and none past the
+// age the owner gives (forget_before, which also bounds what taken ids leave
+// behind in the order).
 
 #include <cstddef>
 #include <deque>
@@ -28,7 +30,7 @@ class RecentIds {
   void remember(const std::string& id, SteadyTime now, Value value, Gone gone) {
     if (!ids_.try_emplace(id, std::move(value)).second) return;
     order_.emplace_back(now, id);
-    while (order_.size() > max_count_) pop_oldest(gone);
+    while (ids_.size() > max_count_) pop_oldest(gone);
   }
   bool contains(const std::string& id) const { return ids_.contains(id); }
   const Value* find(const std::string& id) const {

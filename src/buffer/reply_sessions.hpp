@@ -33,8 +33,8 @@ class ReplySessions {
   void ended(const std::string& message_id, SteadyTime now);
   // Never was (a chat taken back before it reached a worker).
   void remove(const std::string& message_id);
-  // Replies end by BUFFER_MAX_AGE: one older than `cutoff` is long gone (an
-  // accepted reply whose buffer went silent ends no other way).
+  // Replies end by BUFFER_MAX_AGE (a silent one accepted here by twice that):
+  // one older than `cutoff` is long gone, whichever way it ended.
   void forget_before(SteadyTime cutoff);
   std::size_t size() const;
 

@@ -205,7 +205,8 @@ void SessionShard::detach(const std::shared_ptr<sse::EventSink>& stream) {
 
 void SessionShard::fill_from_log(std::vector<protocol::ResponseChunk> chunks) {
   for (auto& reply : group_logged_replies(std::move(chunks))) {
-    if (reply.finished && !buffers_.has(reply.message_id)) continue;
+    // One this pod accepted and still waits for (silent so far) is taken whole.
+    if (reply.finished && !buffers_.expects(reply.message_id)) continue;
     for (auto& c : reply.chunks) push(std::move(c));
   }
   process_events();

@@ -2,10 +2,10 @@
 // The trace of each reply this pod accepted, kept from the POST until the
 // reply is stored, so the spans of its first chunk and of its store write join
 // the trace of the request that asked for it (the HTTP span is over by then).
-// Bounded: past kMaxReplies replies waiting, the entries older than
-// `keep_for` go (a reply ends by then; one never stored, its worker never
-// answered, would stay for good); if that frees no room, new replies go
-// untraced.
+// Every reply accepted here is stored by about 2 x BUFFER_MAX_AGE, or
+// forgotten (its session deleted, its request refused). Bounded all the same:
+// past kMaxReplies replies waiting, the entries older than `keep_for` go; if
+// that frees no room, new replies go untraced.
 
 #include <chrono>
 #include <cstddef>

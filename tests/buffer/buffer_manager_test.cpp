@@ -453,6 +453,16 @@ TEST_F(BufferManagerTest, AnAcceptedReplySilentForAnotherMaxAgeEndsEmptyAndIncom
   EXPECT_EQ(finished(events), nullptr) << "ended once";
 }
 
+TEST_F(BufferManagerTest, ASilentReplyStoredFromTheLogIsNotGivenUpLater) {
+  manager.expect("s1", "m1", t0, events, "u1");
+  manager.expire_old(t0 + 300s, events, unwatched);
+  manager.stored_from_log("m1", t0 + 310s);  // a resume read it whole from the log
+  EXPECT_FALSE(manager.expects("m1"));
+  events.clear();
+  manager.expire_old(t0 + 600s, events, unwatched);
+  EXPECT_EQ(finished(events), nullptr) << "stored once, ended once";
+}
+
 TEST_F(BufferManagerTest, StoredHereTellsWhatIsLeftToStore) {
   manager.push(chunk("m1", 0, true), t0, events);
   EXPECT_TRUE(manager.stored_here("m1"));

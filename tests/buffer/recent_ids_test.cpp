@@ -25,9 +25,11 @@ TEST(RecentIds, TheBoundPushesOutTheOldestAndSaysWhichUnlessItWasTaken) {
   EXPECT_FALSE(ids.contains("a"));
   EXPECT_EQ(ids.take("b"), 2);
   ids.remember("d", t0, 4, note);
-  EXPECT_EQ(gone, (Gone{{"a", 1}})) << "b was taken: nothing of it is left to report";
+  EXPECT_EQ(gone, (Gone{{"a", 1}})) << "b was taken: it holds no place";
   EXPECT_TRUE(ids.contains("c"));
   EXPECT_TRUE(ids.contains("d"));
+  ids.remember("e", t0, 5, note);
+  EXPECT_EQ(gone, (Gone{{"a", 1}, {"c", 3}})) << "the oldest held goes; b's old place reports nothing";
 }
 
 TEST(RecentIds, ForgettingByAgeSaysWhichWentUnlessTaken) {

@@ -192,8 +192,8 @@ class ReplySizeTest(h.ChatdTestCase):
 
     @classmethod
     def setUpClass(cls):
-        # One word a chunk, 50 ms apart: the whole reply would stream for about 20 s.
-        cls.srv = cls.start_server("reply-size", env=dict(OFF, BUFFER_MAX_REPLY_BYTES="1024", WORKER_DEMO_CHUNK_DELAY="50ms",
+        # One word a chunk, 100 ms apart: the whole reply would stream for about 24 s.
+        cls.srv = cls.start_server("reply-size", env=dict(OFF, BUFFER_MAX_REPLY_BYTES="1024", WORKER_DEMO_CHUNK_DELAY="100ms",
                                                             WORKER_DEMO_WORDS_PER_CHUNK="1"))
 
     def test_a_reply_too_large_ends_stored_incomplete_and_its_generation_is_cancelled(self):
@@ -210,7 +210,7 @@ class ReplySizeTest(h.ChatdTestCase):
 
         def cancelled_line():
             return [ln for ln in self.srv.log().splitlines() if "generation_cancelled" in ln and mid in ln]
-        # Well before the 20 s the reply would take: the pod told the in-process worker to stop.
+        # Well before the 24 s the reply would take: the pod told the in-process worker to stop.
         wait_until(lambda: cancelled_line(), 5, msg="the worker went on generating a reply the pod ended")
         self.assertIn("started=true", cancelled_line()[0], "cancelled while it ran, not before")
         self.assertTrue(any("reply_generation_stopped" in ln and mid in ln for ln in self.srv.log().splitlines()))

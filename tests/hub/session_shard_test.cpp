@@ -524,6 +524,21 @@ TEST_F(ShardTest, AReplyAcceptedHereThatComesAfterItsBufferWentIsStillStored) {
   EXPECT_EQ(finished[0].status, buffer::MessageStatus::complete);
 }
 
+TEST_F(ShardTest, ASilentReplyAcceptedHereThatTheLogHoldsWholeIsStoredWholeAndEndsOnce) {
+  shard.expect("s1", "m1", "u1");
+  now += options.buffer.max_age;
+  shard.cleanup();  // nothing came here yet: its buffer goes, the reply is still this pod's
+  ASSERT_TRUE(finished.empty());
+  // Its chunks went elsewhere (a route not yet updated); a gap read finds it whole in the log.
+  shard.fill_from_log({chunk("s1", "m1", 0), chunk("s1", "m1", 1, true)});
+  ASSERT_EQ(times_stored("m1"), 1);
+  EXPECT_EQ(stored("m1")->content, "t0 t1 ");
+  EXPECT_EQ(stored("m1")->status, buffer::MessageStatus::complete);
+  now += options.buffer.max_age;
+  shard.cleanup();
+  EXPECT_EQ(times_stored("m1"), 1) << "not given up later as silent (an empty row first would win)";
+}
+
 TEST_F(LogShardTest, AStreamThatHoldsTooMuchWhileTheLogIsReadIsClosedAndTheLateAnswerIgnored) {
   options.max_backlog_frames = 4;
   auto s = stream("s1", sse::ResumeCursor{"m1", 1});
