@@ -161,20 +161,16 @@ class RefusingLog final : public bus::ChunkLog {
     ++appends_;
     if (refusing_) ec = asio::error::not_connected;
     else if (ids_.insert(entry_id).second) entries_.push_back({std::move(entry_id), payloads});
-    auto answer = [done = std::move(done), ec] {
+    answer(append_answers_, [done = std::move(done), ec] {
       if (done) done(ec);
-    };
-    if (holding_) held_.push_back(std::move(answer));
-    else asio::post(executor_, std::move(answer));
+    });
   }
   void read(const std::string&, const std::string&, bus::LogReadCallback done) override {
     std::lock_guard lock(mutex_);
     ++reads_;
     std::vector<std::string> payloads;
     for (const auto& e : entries_) payloads.insert(payloads.end(), e.payloads.begin(), e.payloads.end());
-    auto answer = [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); };
-    if (holding_reads_) held_reads_.push_back(std::move(answer));
-    else asio::post(executor_, std::move(answer));
+    answer(read_answers_, [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); });
   }
   ComponentStatus status() const override { return {"test", true, true}; }
 
@@ -182,28 +178,12 @@ class RefusingLog final : public bus::ChunkLog {
     std::lock_guard lock(mutex_);
     refusing_ = refusing;
   }
-  void hold() {
-    std::lock_guard lock(mutex_);
-    holding_ = true;
-  }
+  void hold() { set_holding(append_answers_, true); }
   // Answers the appends held so far and every later one at once.
-  void release() {
-    std::lock_guard lock(mutex_);
-    holding_ = false;
-    for (auto& answer : held_) asio::post(executor_, std::move(answer));
-    held_.clear();
-  }
+  void release() { set_holding(append_answers_, false); }
   // Reads wait for release_reads() (a server slower than the queue's ack wait).
-  void hold_reads() {
-    std::lock_guard lock(mutex_);
-    holding_reads_ = true;
-  }
-  void release_reads() {
-    std::lock_guard lock(mutex_);
-    holding_reads_ = false;
-    for (auto& answer : held_reads_) asio::post(executor_, std::move(answer));
-    held_reads_.clear();
-  }
+  void hold_reads() { set_holding(read_answers_, true); }
+  void release_reads() { set_holding(read_answers_, false); }
   std::size_t reads() const {
     std::lock_guard lock(mutex_);
     return reads_;
@@ -234,13 +214,28 @@ class RefusingLog final : public bus::ChunkLog {
     std::string id;
     std::vector<std::string> payloads;
   };
+  // The answers of one kind of call: posted at once, or kept while held.
+  struct Answers {
+    bool holding = false;
+    std::vector<std::function<void()>> held;
+  };
+  void answer(Answers& a, std::function<void()> f) {  // with mutex_ held
+    if (a.holding) a.held.push_back(std::move(f));
+    else asio::post(executor_, std::move(f));
+  }
+  void set_holding(Answers& a, bool holding) {
+    std::lock_guard lock(mutex_);
+    a.holding = holding;
+    if (holding) return;
+    for (auto& f : a.held) asio::post(executor_, std::move(f));
+    a.held.clear();
+  }
+
   asio::any_io_executor executor_;
   mutable std::mutex mutex_;  // guards the fields below: appends come from the run's strand, reads from the test
   bool refusing_ = false;
-  bool holding_ = false;
-  std::vector<std::function<void()>> held_;
-  bool holding_reads_ = false;
-  std::vector<std::function<void()>> held_reads_;
+  Answers append_answers_;
+  Answers read_answers_;
   std::size_t reads_ = 0;
   std::size_t appends_ = 0;
   std::set<std::string> ids_;
