@@ -204,12 +204,37 @@ void BufferManager::expire_old(SteadyTime now, std::vector<Event>& out,
 void BufferManager::give_up_silent(const std::string& message_id, Silent silent, SteadyTime now,
                                    std::vector<Event>& out) {
   // Counted once, as never_arrived, when its buffer went.
+  end_unstarted(message_id, std::move(silent), now, out, MessageStatus::incomplete, "error", "reply_timeout");
+}
+
+CancelResult BufferManager::cancel_unstarted(const std::string& message_id, const std::string& user_id,
+                                             SteadyTime now, std::vector<Event>& out) {
+  Silent silent;
+  if (auto it = buffers_.find(message_id); it != buffers_.end()) {
+    const MessageBuffer& b = it->second;
+    if (!b.accepted_here() || b.received_any() || b.asked_by.empty()) return CancelResult::not_held;
+    if (b.asked_by != user_id) return CancelResult::other_user;
+    silent = Silent{*b.accepted_at, b.session_id(), b.asked_by};
+    erase(it);
+  } else if (const Silent* s = accepted_silent_.find(message_id); s && !s->asked_by.empty()) {
+    if (s->asked_by != user_id) return CancelResult::other_user;
+    silent = std::move(*accepted_silent_.take(message_id));
+  } else {
+    return CancelResult::not_held;
+  }
+  end_unstarted(message_id, std::move(silent), now, out, MessageStatus::cancelled, "cancelled", {});
+  return CancelResult::cancelled;
+}
+
+void BufferManager::end_unstarted(const std::string& message_id, Silent silent, SteadyTime now,
+                                  std::vector<Event>& out, MessageStatus status, std::string finish_reason,
+                                  std::string error_code) {
   FinishedMessage m;
   m.session_id = std::move(silent.session_id);
   m.message_id = message_id;
-  m.status = MessageStatus::incomplete;
-  m.finish_reason = "error";
-  m.error_code = "reply_timeout";
+  m.status = status;
+  m.finish_reason = std::move(finish_reason);
+  m.error_code = std::move(error_code);
   m.duration = std::chrono::duration_cast<std::chrono::milliseconds>(now - silent.accepted_at);
   m.asked_by = std::move(silent.asked_by);
   finished_.remember(message_id, now, true);

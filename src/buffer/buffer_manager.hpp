@@ -98,6 +98,13 @@ struct Counters {
 };
 
 
+// A user's cancel of a reply, as the pod that accepted it sees it.
+enum class CancelResult {
+  not_held,    // not accepted here, or a chunk of it came: its worker answers
+  other_user,  // accepted here for another user's chat: nothing happens
+  cancelled,   // accepted here, no chunk yet: ended here (MessageFinished, cancelled)
+};
+
 class BufferManager {
  public:
   explicit BufferManager(Limits limits)
@@ -137,6 +144,13 @@ class BufferManager {
   bool expects(const std::string& message_id) const {
     return buffers_.contains(message_id) || accepted_silent_.contains(message_id);
   }
+
+  // The user who asked for a reply accepted here cancels it before any chunk
+  // came (it waits in the work queue, or no worker is there): it ends now,
+  // empty and cancelled, and is stored so. The workers have the same cancel
+  // and end the request, should one take it later, without running it.
+  CancelResult cancel_unstarted(const std::string& message_id, const std::string& user_id, SteadyTime now,
+                                std::vector<Event>& out);
 
   // Missing-chunk timeouts (cheap; call often).
   void check_gaps(SteadyTime now, std::vector<Event>& out);
@@ -221,6 +235,9 @@ class BufferManager {
     std::string asked_by;
   };
   void give_up_silent(const std::string& message_id, Silent silent, SteadyTime now, std::vector<Event>& out);
+  // Ends a reply accepted here that no chunk reached: empty, stored.
+  void end_unstarted(const std::string& message_id, Silent silent, SteadyTime now, std::vector<Event>& out,
+                     MessageStatus status, std::string finish_reason, std::string error_code);
   // The buffer was just active (made, given a chunk, started over): it goes
   // to the back of its list.
   void touch(MessageBuffer& buffer);

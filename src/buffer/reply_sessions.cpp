@@ -29,6 +29,13 @@ void ReplySessions::ended(const std::string& message_id, SteadyTime now) {
   keep_bounded();
 }
 
+std::optional<std::string> ReplySessions::session_of(const std::string& message_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = replies_.find(message_id);
+  if (it == replies_.end()) return std::nullopt;
+  return it->second.session_id;
+}
+
 void ReplySessions::remove(const std::string& message_id) {
   std::lock_guard lock(mutex_);
   replies_.erase(message_id);

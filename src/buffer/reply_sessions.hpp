@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -31,6 +32,8 @@ class ReplySessions {
   // Its buffer here is gone: its session is still known for a while, for
   // late chunks.
   void ended(const std::string& message_id, SteadyTime now);
+  // The session of a reply accepted, buffered or ended here lately.
+  std::optional<std::string> session_of(const std::string& message_id) const;
   // Never was (a chat taken back before it reached a worker).
   void remove(const std::string& message_id);
   // Replies end by BUFFER_MAX_AGE (a silent one accepted here by twice that):

@@ -176,6 +176,15 @@ void SessionHub::forget(const std::string& session_id, const std::string& messag
   slot_for(session_id).run([session_id, message_id](SessionShard& s) { s.forget(session_id, message_id); });
 }
 
+void SessionHub::cancel_unstarted(const std::string& message_id, const std::string& user_id,
+                                  std::function<void(buffer::CancelResult, const std::string&)> done) {
+  auto session_id = reply_sessions_.session_of(message_id);
+  if (!session_id) return done(buffer::CancelResult::not_held, {});
+  slot_for(*session_id).run([message_id, user_id, session_id = *session_id, done = std::move(done)](SessionShard& s) {
+    done(s.cancel_unstarted(message_id, user_id), session_id);
+  });
+}
+
 void SessionHub::end_session(const std::string& session_id, std::function<void(std::vector<std::string>)> on_dropped) {
   slot_for(session_id).run([session_id, on_dropped = std::move(on_dropped)](SessionShard& s) {
     auto dropped = s.end_session(session_id);

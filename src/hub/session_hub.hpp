@@ -57,6 +57,11 @@ class SessionHub {
                        std::optional<std::vector<protocol::ResponseChunk>> chunks);
   // Takes an expect() back: the request never reached the bus.
   void forget(const std::string& session_id, const std::string& message_id);
+  // A user's cancel of a reply accepted here that no chunk reached yet (see
+  // SessionShard::cancel_unstarted); `done` (on a shard strand, or here when
+  // the pod knows no such reply) gets what happened and the reply's session.
+  void cancel_unstarted(const std::string& message_id, const std::string& user_id,
+                        std::function<void(buffer::CancelResult, const std::string& session_id)> done);
   // `on_dropped` (on a shard strand) gets the ids of the replies that were
   // still running for the session here.
   void end_session(const std::string& session_id, std::function<void(std::vector<std::string>)> on_dropped);

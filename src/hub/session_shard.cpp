@@ -79,6 +79,12 @@ void SessionShard::forget(const std::string& session_id, const std::string& mess
   publish_gauges();
 }
 
+buffer::CancelResult SessionShard::cancel_unstarted(const std::string& message_id, const std::string& user_id) {
+  auto result = buffers_.cancel_unstarted(message_id, user_id, clock_(), events_);
+  process_events();
+  return result;
+}
+
 void SessionShard::drop_backlog(const std::string& session_id, const std::string& message_id) {
   if (auto it = channels_.find(session_id); it != channels_.end()) {
     retained_bytes_ -= it->second.drop(message_id);

@@ -87,6 +87,9 @@ class SessionShard {
   // before a stream opens.
   void expect(const std::string& session_id, const std::string& message_id, const std::string& asked_by = {});
   void forget(const std::string& session_id, const std::string& message_id);
+  // See BufferManager::cancel_unstarted: a cancelled reply ends on the
+  // session's streams and goes to the store.
+  buffer::CancelResult cancel_unstarted(const std::string& message_id, const std::string& user_id);
   // The stream gets what it missed (from `cursor`, or the running replies from
   // chunk 0), then everything live.
   void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor);

@@ -23,6 +23,7 @@
 #include "bus/chunk_log.hpp"
 #include "bus/message_bus.hpp"
 #include "bus/work_queue.hpp"
+#include "common/cancelled_replies.hpp"
 #include "hub/session_hub.hpp"
 #include "limits/admission.hpp"
 #include "metrics/metrics.hpp"
@@ -155,6 +156,10 @@ class Pod {
   void stop_intake();
   void on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch);
   std::optional<protocol::ResponseChunk> accept_chunk(const bus::Message& m, bool broadcast);
+  void on_cancel(const bus::Message& m);
+  void announce_cancelled(const std::string& session_id, const std::string& message_id);
+  void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
+                     const std::string& session_id);
   void accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done);
   bool no_room_for_reply(const std::string& session_id);
   bool reply_memory_full();
@@ -197,6 +202,12 @@ class Pod {
   std::unique_ptr<bus::Subscription> direct_;
   std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;
+  std::unique_ptr<bus::Subscription> cancels_;
+  // Replies this pod cancelled before they started (on_cancel), so that a
+  // cancel sent again gets the first answer. Guarded by cancelled_mutex_: the
+  // bus's thread reads it, the shards' runs write it.
+  std::mutex cancelled_mutex_;
+  CancelledReplies cancelled_here_{std::chrono::minutes{10}, 10'000};
   std::atomic<bool> draining_{false};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
   // server, so a backlog of silent replies must not turn into a storm of them.

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
+#include "common/time.hpp"
 #include "log/log.hpp"
 #include "pod/pod.hpp"
 #include "protocol/subjects.hpp"
@@ -37,12 +38,14 @@ void Pod::start() {
   health_ = bus_.subscribe(subjects::pod_health(options_.pod_id), {}, [this](const bus::Message& m) {
     if (!m.reply_to.empty()) bus_.publish(std::string(m.reply_to), boost::json::serialize(to_json(health())));
   });
+  cancels_ = bus_.subscribe(std::string(subjects::kAllCancel), {}, [this](const bus::Message& m) { on_cancel(m); });
 }
 
 void Pod::stop_intake() {
   direct_.reset();
   broadcast_.reset();
   health_.reset();
+  cancels_.reset();
   // What a burst cut short by the unsubscribe left behind.
   if (!direct_batch_.empty()) hub_.on_chunks(std::exchange(direct_batch_, {}), false);
   if (!broadcast_batch_.empty()) hub_.on_chunks(std::exchange(broadcast_batch_, {}), true);
@@ -157,6 +160,75 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& sessi
   return chunks;
 }
 
+// Every pod sees a user's cancel, as every worker does. The workers answer for
+// the replies they hold; the pod that accepted a reply no chunk of which came
+// yet ends it here, at once: its request may wait in the work queue for long
+// (every worker busy, or none up), where no worker would answer. The workers
+// remember the cancel and end that request without running it should one take
+// it later (API.md §5.4).
+void Pod::on_cancel(const bus::Message& m) {
+  std::string error;
+  auto cancel = protocol::decode_cancel_request(m.payload, error);
+  if (cancel && m.subject != subjects::cancel(cancel->message_id))
+    error = "message_id " + cancel->message_id + " is not the subject's message";
+  if (!error.empty()) {
+    log::warn("cancel_request_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  std::optional<CancelledReplies::Entry> earlier;
+  {
+    std::lock_guard lock(cancelled_mutex_);
+    if (auto* e = cancelled_here_.find(cancel->message_id)) earlier = *e;
+  }
+  if (earlier) {
+    // Sent again after this pod cancelled it: the same answer as the first time.
+    return answer_cancel(m.reply_to, earlier->user_id == cancel->user_id, cancel->message_id, earlier->session_id);
+  }
+  const auto message_id = cancel->message_id;
+  const auto user_id = cancel->user_id;
+  hub_.cancel_unstarted(
+      message_id, user_id,
+      [this, cancel = std::move(*cancel), reply_to = std::string(m.reply_to)](buffer::CancelResult result,
+                                                                              const std::string& session_id) {
+        if (result == buffer::CancelResult::not_held) return;  // its worker answers, or nobody does
+        const bool owner = result == buffer::CancelResult::cancelled;
+        if (owner) {
+          {
+            std::lock_guard lock(cancelled_mutex_);
+            cancelled_here_.remember(cancel.message_id, cancel.user_id, session_id);
+          }
+          log::info("reply_cancelled_before_start", {{"message_id", cancel.message_id}, {"session_id", session_id}});
+          announce_cancelled(session_id, cancel.message_id);
+        }
+        answer_cancel(reply_to, owner, cancel.message_id, session_id);
+      });
+}
+
+// Streams of the session on other pods know of a reply by its chunks only, and
+// none came: its end goes to them as its worker would send it, a final chunk
+// on the session's broadcast subject (every pod holding the session takes it;
+// this one drops it as late).
+void Pod::announce_cancelled(const std::string& session_id, const std::string& message_id) {
+  protocol::ResponseChunk end;
+  end.session_id = session_id;
+  end.message_id = message_id;
+  end.chunk_type = protocol::ChunkType::metadata;
+  end.is_final = true;
+  end.metadata = protocol::ChunkMetadata{"", std::nullopt, "cancelled"};
+  end.timestamp = rfc3339_now();
+  bus_.publish(subjects::broadcast(session_id), protocol::encode(end));
+}
+
+// The answer a worker gives (API.md §5.4); none when nobody waits for one.
+void Pod::answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
+                        const std::string& session_id) {
+  if (reply_to.empty()) return;
+  bus_.publish(std::string(reply_to), boost::json::serialize(boost::json::object{
+                                          {"status", owner ? "cancelling" : "forbidden"},
+                                          {"message_id", message_id},
+                                          {"session_id", session_id}}));
+}
+
 // A reply ended here before its worker ended it (too large, too old, evicted):
 // what the worker still generates would be dropped as late, so it is told to
 // stop, as a user's cancel would (no answer awaited: nothing waits for it).
@@ -169,7 +241,8 @@ void Pod::stop_generation(const buffer::FinishedMessage& m) {
 
 void Pod::store_reply(buffer::FinishedMessage m) {
   if (admission_) admission_->reply_ended(m.message_id);
-  if (!m.asked_by.empty() && !m.final_received) stop_generation(m);
+  // A reply cancelled here by its user (on_cancel) is not: the workers had that cancel too.
+  if (!m.asked_by.empty() && !m.final_received && m.status != buffer::MessageStatus::cancelled) stop_generation(m);
   boost::json::object meta{{"model", m.model},
                            {"finish_reason", m.finish_reason},
                            {"duration_ms", m.duration.count()},

@@ -453,6 +453,68 @@ TEST_F(BufferManagerTest, AnAcceptedReplySilentForAnotherMaxAgeEndsEmptyAndIncom
   EXPECT_EQ(finished(events), nullptr) << "ended once";
 }
 
+TEST_F(BufferManagerTest, ItsUserCancelsAnAcceptedReplyBeforeItsFirstChunkAndItEndsEmptyAndCancelled) {
+  manager.expect("s1", "m1", t0, events, "u1");
+  EXPECT_EQ(manager.cancel_unstarted("m1", "u2", t0 + 1s, events), CancelResult::other_user);
+  EXPECT_TRUE(events.empty());
+  EXPECT_TRUE(manager.has("m1")) << "another user's cancel changes nothing";
+
+  EXPECT_EQ(manager.cancel_unstarted("m1", "u1", t0 + 2s, events), CancelResult::cancelled);
+  auto* ended = finished(events);
+  ASSERT_NE(ended, nullptr);
+  EXPECT_EQ(ended->message_id, "m1");
+  EXPECT_EQ(ended->session_id, "s1");
+  EXPECT_EQ(ended->status, MessageStatus::cancelled);
+  EXPECT_EQ(ended->finish_reason, "cancelled");
+  EXPECT_EQ(ended->content, "");
+  EXPECT_TRUE(ended->stored_here);
+  EXPECT_EQ(ended->duration, std::chrono::duration_cast<std::chrono::milliseconds>(2s));
+  EXPECT_FALSE(manager.has("m1"));
+  EXPECT_FALSE(manager.expects("m1"));
+  EXPECT_EQ(manager.accepted(), 0u) << "its place is free for the next chat";
+
+  events.clear();
+  EXPECT_EQ(manager.cancel_unstarted("m1", "u1", t0 + 3s, events), CancelResult::not_held) << "ended once";
+  manager.push(chunk("m1", 0, true), t0 + 4s, events);
+  EXPECT_TRUE(events.empty()) << "a worker that took it later: its chunks are late";
+  manager.expire_old(t0 + 700s, events, unwatched);
+  EXPECT_EQ(finished(events), nullptr) << "not given up later";
+}
+
+TEST_F(BufferManagerTest, ASilentAcceptedReplyIsCancelledByItsUserOnly) {
+  manager.expect("s1", "m1", t0, events, "u1");
+  manager.expire_old(t0 + 300s, events, unwatched);  // its empty buffer went; it waits in the work queue
+  events.clear();
+  EXPECT_EQ(manager.cancel_unstarted("m1", "u2", t0 + 301s, events), CancelResult::other_user);
+  EXPECT_TRUE(manager.expects("m1"));
+  EXPECT_EQ(manager.cancel_unstarted("m1", "u1", t0 + 302s, events), CancelResult::cancelled);
+  auto* ended = finished(events);
+  ASSERT_NE(ended, nullptr);
+  EXPECT_EQ(ended->status, MessageStatus::cancelled);
+  EXPECT_EQ(ended->session_id, "s1");
+  EXPECT_EQ(ended->asked_by, "u1");
+  EXPECT_FALSE(manager.expects("m1"));
+  events.clear();
+  manager.expire_old(t0 + 600s, events, unwatched);
+  EXPECT_EQ(finished(events), nullptr) << "not given up as well";
+}
+
+TEST_F(BufferManagerTest, AReplyWithAChunkOrAnotherPodsIsNotCancelledHere) {
+  manager.expect("s1", "m1", t0, events, "u1");
+  manager.push(chunk("m1", 1), t0 + 1s, events);  // held out of its turn: a worker runs it
+  manager.push(chunk("m2", 0), t0 + 1s, events);  // another pod's reply
+  manager.expect("s1", "m3", t0, events);           // accepted for nobody known
+  events.clear();
+  EXPECT_EQ(manager.cancel_unstarted("m1", "u1", t0 + 2s, events), CancelResult::not_held) << "its worker answers";
+  EXPECT_EQ(manager.cancel_unstarted("m2", "u1", t0 + 2s, events), CancelResult::not_held);
+  EXPECT_EQ(manager.cancel_unstarted("m3", "u1", t0 + 2s, events), CancelResult::not_held);
+  EXPECT_EQ(manager.cancel_unstarted("m9", "u1", t0 + 2s, events), CancelResult::not_held);
+  EXPECT_TRUE(events.empty());
+  EXPECT_TRUE(manager.has("m1"));
+  EXPECT_TRUE(manager.has("m2"));
+  EXPECT_TRUE(manager.has("m3"));
+}
+
 TEST_F(BufferManagerTest, ASilentReplyStoredFromTheLogIsNotGivenUpLater) {
   manager.expect("s1", "m1", t0, events, "u1");
   manager.expire_old(t0 + 300s, events, unwatched);

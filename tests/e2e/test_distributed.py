@@ -751,6 +751,63 @@ class MissingChunkTest(ClusterTestCase):
         self.assertEqual(pod.wait_message_row(mid, "incomplete")[0]["content"], "zero one three four five")
 
 
+class QueuedCancelTest(ClusterTestCase):
+    """docs/API.md#cancel: a chat whose request no worker holds yet (every worker busy, or none up: it waits in the
+    JetStream work queue) is cancelled by the pod that accepted it, at once, whichever pod the cancel comes through.
+    The streams of the session on every pod see it end cancelled, and it is stored so, empty. A worker that takes the
+    request later changes nothing any more."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=2, workers=0, jetstream=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    @staticmethod
+    def cancel(pod, message_id, user_id):
+        return pod.request("POST", "/api/chat/%s/cancel?user_id=%s" % (message_id, user_id), body=b"")
+
+    def test_cancel_through_another_pod_while_no_worker_is_up(self):
+        a, b = self.cluster.pod("pod-a"), self.cluster.pod("pod-b")
+        sid, uid = new_id("s"), new_id("u")
+        ca, _ = self.open_sse(a, sid, uid)
+        cb, _ = self.open_sse(b, sid, uid)
+        mid = a.chat_ok(sid, uid, "a chat that waits in the work queue")["message_id"]
+
+        r = self.cancel(b, mid, new_id("u"))
+        self.assertEqual(r.status, 404, "another user's cancel: %s %r" % (r.status, r.body))
+        r = self.cancel(b, mid, uid)
+        self.assertEqual(r.status, 202, "the owner's cancel through pod-b: %s %r" % (r.status, r.body))
+        self.assertEqual(r.json(), {"message_id": mid, "status": "cancelling"})
+
+        def ended(ev):
+            return ev.event == "message_complete" and ev.json().get("message_id") == mid
+        for name, c in (("pod-a", ca), ("pod-b", cb)):
+            evs = [e for e in c.collect_until(ended, 15) if e.event in ("chunk", "error", "message_complete")
+                   and e.json().get("message_id") == mid]
+            self.assertTrue(evs and ended(evs[-1]), "%s: the reply never ended on the stream: %r" % (name, evs))
+            self.assertEqual(evs[-1].json().get("finish_reason"), "cancelled", "%s: %r" % (name, evs[-1].json()))
+            self.assertEqual([e.json().get("code") for e in evs if e.event == "error"], ["cancelled"], name)
+            self.assertEqual([e.json().get("chunk") for e in evs if e.event == "chunk"], [""] * (name == "pod-b"),
+                             "%s: no text; pod-b learns of the end as of a worker's, by its final chunk" % name)
+        row = a.wait_message_row(mid, "cancelled")[0]
+        self.assertEqual((row["role"], row["content"]), ("assistant", ""), row)
+        self.assertIn("reply_cancelled_before_start message_id=%s" % mid, a.log(400000))
+
+        r = self.cancel(a, mid, uid)
+        self.assertEqual((r.status, r.json().get("status")), (202, "cancelling"), "sent again: the first answer")
+
+        # A worker comes up and takes the request from the queue: whatever it does, no stream shows more of the
+        # reply, and the row stays as it is.
+        self.cluster.add_worker()
+        late = [e for c in (ca, cb) for e in c.collect_for(3.0)
+                if e.event in ("chunk", "error", "message_complete") and e.json().get("message_id") == mid]
+        self.assertEqual(late, [], "events of the cancelled reply after its end")
+        self.assertEqual(a.wait_message_row(mid, "cancelled")[0]["content"], "")
+
+
 # ---------------------------------------------------------------------------
 # kill -9 of a pod while a reply streams
 # ---------------------------------------------------------------------------

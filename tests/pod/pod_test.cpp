@@ -340,6 +340,48 @@ TEST_F(PodTest, CancelReportsWhatTheWorkerAnswers) {
   }
 }
 
+// Every worker busy (or none up): the request waits in the work queue, where
+// no worker answers a cancel. The pod that accepted it does.
+TEST_F(PodTest, ItsUserCancelsAChatNoWorkerTookYetAndTheReplyEndsCancelledAtOnce) {
+  std::promise<std::string> announced;
+  auto other_pods = bus.subscribe(subjects::broadcast("s1"), "", [&](const bus::Message& m) {
+    announced.set_value(std::string(m.payload));
+  });
+  auto client = open_client_stream("s1");
+  ASSERT_NE(read_until(client, "event: connected").find("event: connected"), std::string::npos);
+  auto [ec, accepted] = submit(chat("s1", "u1"));
+  ASSERT_FALSE(ec);
+  auto cancel = [&](const std::string& user) {
+    std::promise<boost::system::error_code> p;
+    pod.cancel(accepted.message_id, "", user, [&](boost::system::error_code e) { p.set_value(e); });
+    return wait(p.get_future());
+  };
+  EXPECT_EQ(cancel("u2"), Errc::not_owner) << "another user's cancel: the same 404 as for a reply nobody runs";
+  EXPECT_EQ(cancel("u1"), boost::system::error_code{}) << "202, not the 404 of a reply nobody runs";
+  auto got = read_until(client, "event: message_complete");
+  EXPECT_NE(got.find("\"code\":\"cancelled\""), std::string::npos) << got;
+  EXPECT_NE(got.find("\"finish_reason\":\"cancelled\""), std::string::npos) << got;
+  ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
+  EXPECT_EQ(messages("s1")[1].message_id, accepted.message_id);
+  EXPECT_EQ(messages("s1")[1].status, "cancelled");
+  EXPECT_EQ(messages("s1")[1].content, "");
+  std::string error;
+  auto end = protocol::decode_response_chunk(wait(announced.get_future()), error);
+  ASSERT_TRUE(end) << error << ": streams on other pods know of the reply by its chunks only";
+  EXPECT_EQ(end->message_id, accepted.message_id);
+  EXPECT_EQ(end->chunk_id, 0u);
+  EXPECT_TRUE(end->is_final);
+  ASSERT_TRUE(end->metadata);
+  EXPECT_EQ(end->metadata->finish_reason, "cancelled");
+
+  EXPECT_EQ(cancel("u1"), boost::system::error_code{}) << "sent again: the first answer";
+  EXPECT_EQ(cancel("u2"), Errc::not_owner);
+  publish_reply("s1", accepted.message_id, "too late");  // a worker took it after all
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(messages("s1")[1].status, "cancelled") << "its chunks are late: stored once";
+  EXPECT_EQ(messages("s1")[1].content, "");
+}
+
 TEST_F(PodTest, AStreamIsRegisteredWhileOpenAndGetsItsSessionsReplies) {
   auto client = open_client_stream("s1");
   auto live_pods = [&] {

@@ -1,6 +1,6 @@
-#include "worker/cancelled_replies.hpp"
+#include "common/cancelled_replies.hpp"
 
-namespace chat::worker {
+namespace chat {
 
 void CancelledReplies::remember(const std::string& message_id, std::string user_id, std::string session_id,
                                 Clock::time_point now) {
@@ -29,4 +29,4 @@ void CancelledReplies::forget_older_than(Clock::time_point cutoff) {
   }
 }
 
-}  // namespace chat::worker
+}  // namespace chat

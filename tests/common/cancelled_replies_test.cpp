@@ -1,8 +1,8 @@
-#include "worker/cancelled_replies.hpp"
+#include "common/cancelled_replies.hpp"
 
 #include <gtest/gtest.h>
 
-namespace chat::worker {
+namespace chat {
 namespace {
 
 using namespace std::chrono_literals;
@@ -34,4 +34,4 @@ TEST(CancelledReplies, TheOldestGoFirstBeyondTheBound) {
 }
 
 }  // namespace
-}  // namespace chat::worker
+}  // namespace chat

@@ -1,8 +1,9 @@
 #pragma once
-// The replies a worker cancelled, kept a while so that a cancel sent again (a
-// client retrying after its first answer was lost) gets the same answer as the
-// first instead of the silence, and so the 404, of a reply nobody runs.
-// Bounded in time and in count; not thread-safe (the worker's mutex guards it).
+// Replies cancelled here (by a worker, or by the pod that accepted a reply no
+// worker had started), kept a while so that a cancel sent again (a client
+// retrying after its first answer was lost) gets the same answer as the first
+// instead of the silence, and so the 404, of a reply nobody runs. Bounded in
+// time and in count; not thread-safe (its owner's mutex guards it).
 
 #include <chrono>
 #include <cstddef>
@@ -10,7 +11,7 @@
 #include <string>
 #include <unordered_map>
 
-namespace chat::worker {
+namespace chat {
 
 class CancelledReplies {
  public:
@@ -39,4 +40,4 @@ class CancelledReplies {
   std::deque<std::string> order_;  // oldest first; an id appears once
 };
 
-}  // namespace chat::worker
+}  // namespace chat
