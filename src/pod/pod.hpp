@@ -157,7 +157,8 @@ class Pod {
   void on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch);
   std::optional<protocol::ResponseChunk> accept_chunk(const bus::Message& m, bool broadcast);
   void on_cancel(const bus::Message& m);
-  void announce_cancelled(const std::string& session_id, const std::string& message_id);
+  bool answered_as_before(std::string_view reply_to, const protocol::CancelRequest& cancel);
+  void cancel_again_if_cancelled_here(const protocol::ResponseChunk& first);
   void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
                      const std::string& session_id);
   void accept(ChatRequest request, std::string correlation_id, std::string reply_id, SubmitCallback done);
@@ -199,15 +200,16 @@ class Pod {
   // once the subscription is gone. Declared first: they outlive the handlers.
   std::vector<protocol::ResponseChunk> direct_batch_;
   std::vector<protocol::ResponseChunk> broadcast_batch_;
+  // Replies this pod cancelled before they started (on_cancel), so that a
+  // cancel sent again gets the first answer and a worker that starts one late
+  // is told again. Guarded by cancelled_mutex_: the bus's threads read it, the
+  // shards' runs write it. Declared before the subscriptions, which use it.
+  std::mutex cancelled_mutex_;
+  CancelledReplies cancelled_here_{std::chrono::minutes{10}, 10'000};
   std::unique_ptr<bus::Subscription> direct_;
   std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;
   std::unique_ptr<bus::Subscription> cancels_;
-  // Replies this pod cancelled before they started (on_cancel), so that a
-  // cancel sent again gets the first answer. Guarded by cancelled_mutex_: the
-  // bus's thread reads it, the shards' runs write it.
-  std::mutex cancelled_mutex_;
-  CancelledReplies cancelled_here_{std::chrono::minutes{10}, 10'000};
   std::atomic<bool> draining_{false};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
   // server, so a backlog of silent replies must not turn into a storm of them.

@@ -8,7 +8,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
-#include "common/time.hpp"
 #include "log/log.hpp"
 #include "pod/pod.hpp"
 #include "protocol/subjects.hpp"
@@ -77,7 +76,11 @@ std::optional<protocol::ResponseChunk> Pod::accept_chunk(const bus::Message& m, 
     log::warn("chunk_rejected", {{"subject", m.subject}, {"error", "session_id does not match the subject"}});
     return std::nullopt;
   }
-  if (chunk->chunk_id == 0 && traces_.enabled()) traces_.first_chunk(chunk->message_id);
+  if (chunk->chunk_id == 0) {
+    if (traces_.enabled()) traces_.first_chunk(chunk->message_id);
+    // Its end, cancelled, is final: the worker's own.
+    if (!chunk->is_final) cancel_again_if_cancelled_here(*chunk);
+  }
   return chunk;
 }
 
@@ -165,7 +168,8 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& sessi
 // yet ends it here, at once: its request may wait in the work queue for long
 // (every worker busy, or none up), where no worker would answer. The workers
 // remember the cancel and end that request without running it should one take
-// it later (API.md §5.4).
+// it later; that end is what streams of the session on other pods see of it
+// (a pod publishes no chunks, API.md §5.4).
 void Pod::on_cancel(const bus::Message& m) {
   std::string error;
   auto cancel = protocol::decode_cancel_request(m.payload, error);
@@ -175,22 +179,16 @@ void Pod::on_cancel(const bus::Message& m) {
     log::warn("cancel_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
-  std::optional<CancelledReplies::Entry> earlier;
-  {
-    std::lock_guard lock(cancelled_mutex_);
-    if (auto* e = cancelled_here_.find(cancel->message_id)) earlier = *e;
-  }
-  if (earlier) {
-    // Sent again after this pod cancelled it: the same answer as the first time.
-    return answer_cancel(m.reply_to, earlier->user_id == cancel->user_id, cancel->message_id, earlier->session_id);
-  }
+  if (answered_as_before(m.reply_to, *cancel)) return;
   const auto message_id = cancel->message_id;
   const auto user_id = cancel->user_id;
   hub_.cancel_unstarted(
       message_id, user_id,
       [this, cancel = std::move(*cancel), reply_to = std::string(m.reply_to)](buffer::CancelResult result,
                                                                               const std::string& session_id) {
-        if (result == buffer::CancelResult::not_held) return;  // its worker answers, or nobody does
+        // Sent again while the first was on its way to the shard, which ended it
+        // (this run comes after that one); else its worker answers, or nobody does.
+        if (result == buffer::CancelResult::not_held) return (void)answered_as_before(reply_to, cancel);
         const bool owner = result == buffer::CancelResult::cancelled;
         if (owner) {
           {
@@ -198,25 +196,36 @@ void Pod::on_cancel(const bus::Message& m) {
             cancelled_here_.remember(cancel.message_id, cancel.user_id, session_id);
           }
           log::info("reply_cancelled_before_start", {{"message_id", cancel.message_id}, {"session_id", session_id}});
-          announce_cancelled(session_id, cancel.message_id);
         }
         answer_cancel(reply_to, owner, cancel.message_id, session_id);
       });
 }
 
-// Streams of the session on other pods know of a reply by its chunks only, and
-// none came: its end goes to them as its worker would send it, a final chunk
-// on the session's broadcast subject (every pod holding the session takes it;
-// this one drops it as late).
-void Pod::announce_cancelled(const std::string& session_id, const std::string& message_id) {
-  protocol::ResponseChunk end;
-  end.session_id = session_id;
-  end.message_id = message_id;
-  end.chunk_type = protocol::ChunkType::metadata;
-  end.is_final = true;
-  end.metadata = protocol::ChunkMetadata{"", std::nullopt, "cancelled"};
-  end.timestamp = rfc3339_now();
-  bus_.publish(subjects::broadcast(session_id), protocol::encode(end));
+// A cancel sent again after this pod cancelled the reply gets the first answer.
+bool Pod::answered_as_before(std::string_view reply_to, const protocol::CancelRequest& cancel) {
+  std::optional<CancelledReplies::Entry> earlier;
+  {
+    std::lock_guard lock(cancelled_mutex_);
+    if (auto* e = cancelled_here_.find(cancel.message_id)) earlier = *e;
+  }
+  if (earlier) answer_cancel(reply_to, earlier->user_id == cancel.user_id, cancel.message_id, earlier->session_id);
+  return earlier.has_value();
+}
+
+// A worker started a reply this pod cancelled before any worker held it (none
+// was up to hear the cancel, or it forgot it): it is told again, so that it
+// stops generating what the pods drop.
+void Pod::cancel_again_if_cancelled_here(const protocol::ResponseChunk& first) {
+  std::optional<CancelledReplies::Entry> cancelled;
+  {
+    std::lock_guard lock(cancelled_mutex_);
+    if (auto* e = cancelled_here_.find(first.message_id)) cancelled = *e;
+  }
+  if (!cancelled) return;
+  bus_.publish(subjects::cancel(first.message_id),
+               protocol::encode(protocol::CancelRequest{first.message_id, cancelled->session_id, cancelled->user_id}));
+  log::info("reply_generation_stopped", {{"message_id", first.message_id}, {"session_id", cancelled->session_id},
+                                         {"reason", "cancelled"}});
 }
 
 // The answer a worker gives (API.md §5.4); none when nobody waits for one.

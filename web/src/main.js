@@ -638,6 +638,12 @@ class App {
       for (const message of conversation.streaming) {
         try {
           await this.api.cancel(message.id, conversation.sessionId);
+          // Cancelled before any worker took it, by a server other than this
+          // stream's: its end reaches this stream only when a worker takes the
+          // request, while the stored reply already says it was stopped.
+          setTimeout(() => {
+            if (this.conversation === conversation && message.status === 'streaming') this.scheduleHistory(0);
+          }, CANCEL_GRACE_MS);
         } catch (e) {
           if (!(e instanceof ApiError && e.status === 404)) {
             this.showApiError(e, 'stopping the reply');
