@@ -237,6 +237,7 @@ void BufferManager::end_unstarted(const std::string& message_id, Silent silent, 
   m.error_code = std::move(error_code);
   m.duration = std::chrono::duration_cast<std::chrono::milliseconds>(now - silent.accepted_at);
   m.asked_by = std::move(silent.asked_by);
+  m.unstarted = true;
   finished_.remember(message_id, now, true);
   out.push_back(MessageFinished{std::move(m)});
 }

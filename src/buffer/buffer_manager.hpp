@@ -52,6 +52,9 @@ struct FinishedMessage {
   // The worker's final chunk came. Without it the reply was ended here (too
   // large, too old, evicted) while its worker may still be generating it.
   bool final_received = false;
+  // Ended here before any chunk of it came (cancelled, or given up): its
+  // request may still wait in the work queue.
+  bool unstarted = false;
   // Whose chat it answers, for a reply accepted here (see expect()).
   std::string asked_by;
 };

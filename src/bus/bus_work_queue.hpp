@@ -12,6 +12,8 @@ class BusWorkQueue final : public WorkQueue {
   explicit BusWorkQueue(MessageBus& bus) : bus_(bus) {}
 
   void submit(std::string subject, std::string payload, std::string id, Headers headers, PublishCallback done) override;
+  // Nothing waits here: a request went to a worker when it was submitted.
+  void withdraw(const std::string&, const std::string&) override {}
   std::unique_ptr<Subscription> consume(FreeSlots free_slots, WorkHandler handler) override;
   ComponentStatus status() const override { return bus_.status(); }
 

@@ -155,6 +155,28 @@ void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::s
   js_.publish(subject, payload, id, std::move(headers), std::move(done));
 }
 
+void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string& id) {
+  if (!js_.ready()) return;
+  js_.run_blocking([&js = js_, subject, id] {
+    if (js.stopping()) return;
+    natsMsg* newest = nullptr;
+    jsErrCode code{};
+    // Not found: nothing of the session waits (the request was taken).
+    if (js_GetLastMsg(&newest, js.context(), kWorkStream, subject.c_str(), nullptr, &code) != NATS_OK) return;
+    const char* newest_id = nullptr;
+    const bool found = natsMsgHeader_Get(newest, "Nats-Msg-Id", &newest_id) == NATS_OK && newest_id == id;
+    const auto seq = natsMsg_GetSequence(newest);
+    natsMsg_Destroy(newest);
+    if (!found) {
+      log::info("request_not_withdrawn", {{"message_id", id}, {"reason", "a later request of the session waits"}});
+      return;
+    }
+    const auto s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code);
+    if (s == NATS_OK) return log::info("request_withdrawn", {{"message_id", id}});
+    log::warn("request_not_withdrawn", {{"message_id", id}, {"error", natsStatus_GetText(s)}});
+  });
+}
+
 std::unique_ptr<Subscription> JetStreamWorkQueue::consume(FreeSlots free_slots, WorkHandler handler) {
   return std::make_unique<PullConsumer>(js_, std::move(free_slots), std::move(handler));
 }

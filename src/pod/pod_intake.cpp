@@ -252,6 +252,8 @@ void Pod::store_reply(buffer::FinishedMessage m) {
   if (admission_) admission_->reply_ended(m.message_id);
   // A reply cancelled here by its user (on_cancel) is not: the workers had that cancel too.
   if (!m.asked_by.empty() && !m.final_received && m.status != buffer::MessageStatus::cancelled) stop_generation(m);
+  // No worker may ever have taken it: nobody is to run it later.
+  if (m.unstarted) work_.withdraw(subjects::execute(m.session_id), m.message_id);
   boost::json::object meta{{"model", m.model},
                            {"finish_reason", m.finish_reason},
                            {"duration_ms", m.duration.count()},

@@ -53,6 +53,7 @@ TEST_F(BufferManagerTest, ACompleteMessageFinishesWithItsMetadata) {
   EXPECT_EQ(f->finish_reason, "stop");
   EXPECT_EQ(f->model, "demo-1");
   EXPECT_EQ(f->duration, 2s);
+  EXPECT_FALSE(f->unstarted);
   EXPECT_EQ(manager.size(), 0u);
 }
 
@@ -442,6 +443,7 @@ TEST_F(BufferManagerTest, AnAcceptedReplySilentForAnotherMaxAgeEndsEmptyAndIncom
   EXPECT_TRUE(ended->stored_here);
   EXPECT_FALSE(ended->final_received);
   EXPECT_EQ(ended->asked_by, "u1") << "its worker, should one hold it yet, is told to stop";
+  EXPECT_TRUE(ended->unstarted) << "and its request, should it still wait in the queue, withdrawn";
   EXPECT_EQ(ended->duration, std::chrono::duration_cast<std::chrono::milliseconds>(600s));
   EXPECT_TRUE(manager.stored_here("m1"));
   EXPECT_FALSE(manager.expects("m1"));
@@ -469,6 +471,7 @@ TEST_F(BufferManagerTest, ItsUserCancelsAnAcceptedReplyBeforeItsFirstChunkAndItE
   EXPECT_EQ(ended->content, "");
   EXPECT_TRUE(ended->stored_here);
   EXPECT_EQ(ended->duration, std::chrono::duration_cast<std::chrono::milliseconds>(2s));
+  EXPECT_TRUE(ended->unstarted) << "its request may still wait in the work queue: the pod withdraws it";
   EXPECT_FALSE(manager.has("m1"));
   EXPECT_FALSE(manager.expects("m1"));
   EXPECT_EQ(manager.accepted(), 0u) << "its place is free for the next chat";

@@ -209,6 +209,42 @@ TEST_F(JetStreamWorkQueue, AWorkerTakesNoMoreThanItsFreeSlots) {
   EXPECT_EQ(t.size(), 4u);
 }
 
+// The JetStream calls of one client run in order on its JetStream thread: a
+// log read answered means every withdraw() asked before it is done.
+void after_withdraws(JetStreamDurable& impl) {
+  std::promise<void> read;
+  impl.log(0).read("s1", "m_barrier", [&](boost::system::error_code, std::vector<std::string>) { read.set_value(); });
+  read.get_future().wait();
+}
+
+TEST_F(JetStreamWorkQueue, AWithdrawnRequestIsNeverDelivered) {
+  auto withdrawn = new_identifier("m");
+  ASSERT_FALSE(submit(impl_.queue(0), "withdrawn", withdrawn));
+  impl_.queue(0).withdraw("chat.workflow.execute.s1", withdrawn);
+  after_withdraws(impl_);
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_FALSE(submit(impl_.queue(0), "next", new_identifier("m")));
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(t.payloads(), std::vector<std::string>{"next"}) << "no worker gets a request its pod withdrew";
+  t.take(0)->ack();
+}
+
+TEST_F(JetStreamWorkQueue, AWithdrawOnlyDeletesItsOwnRequest) {
+  auto older = new_identifier("m");
+  ASSERT_FALSE(submit(impl_.queue(0), "older", older));
+  ASSERT_FALSE(submit(impl_.queue(0), "newer", new_identifier("m")));
+  impl_.queue(0).withdraw("chat.workflow.execute.s1", older);     // not the session's newest: left
+  impl_.queue(0).withdraw("chat.workflow.execute.s1", new_identifier("m"));  // not queued at all
+  after_withdraws(impl_);
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_TRUE(wait_until([&] { return t.size() == 2; }));
+  EXPECT_EQ(t.payloads(), (std::vector<std::string>{"older", "newer"}));
+  for (std::size_t i = 0; i < 2; ++i) t.take(i)->ack();
+}
+
 TEST_F(JetStreamWorkQueue, SubmitFailsFastWhileTheServerIsDown) {
   auto& q = impl_.queue(0);
   impl_.server().stop();

@@ -226,6 +226,22 @@ class NatsRolePermissionsTest(ClusterTestCase):
         evs = c.collect_until(is_complete_for(acc["message_id"]), 30)
         self.assertTrue(any(e.event == "error" and e.json().get("code") == "cancelled" for e in evs),
                         [e.event for e in evs][-5:])
+
+        # a chat cancelled while no worker is up: the pod that accepted it answers the cancel, and
+        # withdraws the request from the work queue
+        for w in self.cluster.workers:
+            w.stop()
+        try:
+            a = self.cluster.pod("pod-a")
+            acc = a.chat_ok(new_id("s"), uid, "nobody takes this one")
+            r = self.cluster.pod("pod-b").request("POST", "/api/chat/%s/cancel?user_id=%s" % (acc["message_id"], uid))
+            self.assertEqual(r.status, 202, r.body[:300])
+            wait_until(lambda: "request_withdrawn message_id=%s" % acc["message_id"] in a.log(400000), 10,
+                       msg="pod-a withdrew the request")
+        finally:
+            for w in self.cluster.workers:
+                w.start()
+            self.cluster.wait_workers_subscribed()
         self.assertEqual(self.violations(log_start)[0], [], "nats-server refused something a pod or worker does")
 
     def test_a_pod_cannot_publish_chunks_and_a_worker_cannot_post_requests(self):

@@ -255,6 +255,7 @@ class ScriptedQueue final : public bus::WorkQueue {
   void submit(std::string, std::string, std::string, bus::Headers, bus::PublishCallback done) override {
     if (done) done(asio::error::operation_not_supported);
   }
+  void withdraw(const std::string&, const std::string&) override {}
   std::unique_ptr<bus::Subscription> consume(bus::FreeSlots, bus::WorkHandler handler) override {
     handler_ = std::move(handler);
     return nullptr;
