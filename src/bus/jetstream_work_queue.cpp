@@ -156,13 +156,19 @@ void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::s
 }
 
 void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string& id) {
-  if (!js_.ready()) return;
+  // Disconnected, each call would wait out its timeout on the JetStream
+  // thread, ahead of the chunk-log reads queued there.
+  if (!js_.ready() || !js_.bus().connected()) return;
   js_.run_blocking([&js = js_, subject, id] {
+    auto failed = [&id](natsStatus s, jsErrCode code) {
+      log::warn("request_not_withdrawn", {{"message_id", id}, {"error", natsStatus_GetText(s)}, {"js_code", static_cast<int>(code)}});
+    };
     if (js.stopping()) return;
     natsMsg* newest = nullptr;
     jsErrCode code{};
-    // Not found: nothing of the session waits (the request was taken).
-    if (js_GetLastMsg(&newest, js.context(), kWorkStream, subject.c_str(), nullptr, &code) != NATS_OK) return;
+    auto s = js_GetLastMsg(&newest, js.context(), kWorkStream, subject.c_str(), nullptr, &code);
+    if (s == NATS_NOT_FOUND) return;  // nothing of the session is queued: every request was acked
+    if (s != NATS_OK) return failed(s, code);
     const char* newest_id = nullptr;
     const bool found = natsMsgHeader_Get(newest, "Nats-Msg-Id", &newest_id) == NATS_OK && newest_id == id;
     const auto seq = natsMsg_GetSequence(newest);
@@ -171,9 +177,10 @@ void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string&
       log::info("request_not_withdrawn", {{"message_id", id}, {"reason", "a later request of the session waits"}});
       return;
     }
-    const auto s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code);
-    if (s == NATS_OK) return log::info("request_withdrawn", {{"message_id", id}});
-    log::warn("request_not_withdrawn", {{"message_id", id}, {"error", natsStatus_GetText(s)}});
+    if (js.stopping()) return;
+    s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code);
+    if (s != NATS_OK) return failed(s, code);
+    log::info("request_withdrawn", {{"message_id", id}});
   });
 }
 

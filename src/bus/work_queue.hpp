@@ -13,8 +13,8 @@
 //   nor given back is delivered again after the worker is presumed dead
 //   (JetStream: AckWait), as a new attempt, until its deliveries run out.
 // - The handler runs on a queue-owned thread and must not block.
-// - withdraw() removes a request not yet delivered where the queue keeps
-//   requests (JetStream); a queue group keeps none: there it does nothing.
+// - withdraw() removes a request not yet acked where the queue keeps requests
+//   (JetStream); a queue group keeps none: there it does nothing.
 
 #include <functional>
 #include <memory>
@@ -59,9 +59,10 @@ class WorkQueue {
   virtual void submit(std::string subject, std::string payload, std::string id, Headers headers,
                       PublishCallback done) = 0;
   // The request `id`, submitted on `subject`, is no longer wanted (its reply
-  // ended before any worker started it): a queue that still holds it drops it,
-  // so that no worker runs it later. Best effort and never blocks; a request
-  // already delivered is left to the cancel the workers were sent.
+  // ended before any chunk of it came): a queue that still holds it drops it,
+  // so that no worker runs it later. Best effort and never blocks. One that a
+  // worker holds unacked goes too (JetStream takes that as its ack): that
+  // worker was sent the cancel.
   virtual void withdraw(const std::string& subject, const std::string& id) = 0;
   // Starts delivering requests to `handler`; destroying the subscription stops it.
   virtual std::unique_ptr<Subscription> consume(FreeSlots free_slots, WorkHandler handler) = 0;

@@ -224,6 +224,8 @@ void Pod::end_session(const std::string& session_id, const std::string& user_id)
   hub_.end_session(session_id, [this, session_id, user_id](std::vector<std::string> running) {
     for (const auto& message_id : running) {
       bus_.publish(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, session_id, user_id}));
+      // One still queued would run later for a session that is gone.
+      work_.withdraw(subjects::execute(session_id), message_id);
       // Nothing of it is stored, so store_reply never frees these.
       if (admission_) admission_->reply_ended(message_id);
       traces_.forget(message_id);

@@ -166,10 +166,9 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& sessi
 // Every pod sees a user's cancel, as every worker does. The workers answer for
 // the replies they hold; the pod that accepted a reply no chunk of which came
 // yet ends it here, at once: its request may wait in the work queue for long
-// (every worker busy, or none up), where no worker would answer. The workers
-// remember the cancel and end that request without running it should one take
-// it later; that end is what streams of the session on other pods see of it
-// (a pod publishes no chunks, API.md §5.4).
+// (every worker busy, or none up), where no worker would answer. Its request
+// then leaves the queue (store_reply); streams of the session on other pods
+// never saw a chunk of it (a pod publishes none, API.md §5.4).
 void Pod::on_cancel(const bus::Message& m) {
   std::string error;
   auto cancel = protocol::decode_cancel_request(m.payload, error);
@@ -212,9 +211,9 @@ bool Pod::answered_as_before(std::string_view reply_to, const protocol::CancelRe
   return earlier.has_value();
 }
 
-// A worker started a reply this pod cancelled before any worker held it (none
-// was up to hear the cancel, or it forgot it): it is told again, so that it
-// stops generating what the pods drop.
+// A worker started a reply this pod cancelled before any worker held it (its
+// request could not be withdrawn, and no worker up then heard the cancel): it
+// is told again, so that it stops generating what the pods drop.
 void Pod::cancel_again_if_cancelled_here(const protocol::ResponseChunk& first) {
   std::optional<CancelledReplies::Entry> cancelled;
   {

@@ -231,6 +231,19 @@ TEST_F(JetStreamWorkQueue, AWithdrawnRequestIsNeverDelivered) {
   t.take(0)->ack();
 }
 
+TEST_F(JetStreamWorkQueue, ARequestWithdrawnWhileAWorkerHoldsItIsNotDeliveredAgain) {
+  auto id = new_identifier("m");
+  ASSERT_FALSE(submit(impl_.queue(0), "held", id));
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  impl_.queue(0).withdraw("chat.workflow.execute.s1", id);  // its worker was sent the cancel
+  after_withdraws(impl_);
+  std::this_thread::sleep_for(4s);  // past AckWait (1.5 s), twice
+  EXPECT_EQ(t.size(), 1u) << "the server takes the delete for its ack";
+  t.take(0)->ack();  // the worker's own ack, late: nothing happens
+}
+
 TEST_F(JetStreamWorkQueue, AWithdrawOnlyDeletesItsOwnRequest) {
   auto older = new_identifier("m");
   ASSERT_FALSE(submit(impl_.queue(0), "older", older));

@@ -64,6 +64,34 @@ class SwitchableBus final : public bus::MessageBus {
   std::atomic<bool> up_{true};
 };
 
+// The queue group of the embedded default, with the withdrawals the pod asks for
+// kept (a queue group holds nothing to withdraw; JetStream's are tested apart).
+class RecordingQueue final : public bus::WorkQueue {
+ public:
+  explicit RecordingQueue(bus::MessageBus& bus) : inner_(bus) {}
+  void submit(std::string subject, std::string payload, std::string id, bus::Headers headers,
+              bus::PublishCallback done) override {
+    inner_.submit(std::move(subject), std::move(payload), std::move(id), std::move(headers), std::move(done));
+  }
+  void withdraw(const std::string& subject, const std::string& id) override {
+    std::lock_guard lock(mutex_);
+    withdrawn_.emplace_back(subject, id);
+  }
+  std::unique_ptr<bus::Subscription> consume(bus::FreeSlots free_slots, bus::WorkHandler handler) override {
+    return inner_.consume(std::move(free_slots), std::move(handler));
+  }
+  ComponentStatus status() const override { return inner_.status(); }
+  std::vector<std::pair<std::string, std::string>> withdrawn() {
+    std::lock_guard lock(mutex_);
+    return withdrawn_;
+  }
+
+ private:
+  bus::BusWorkQueue inner_;
+  std::mutex mutex_;  // guards withdrawn_: the pod asks from its shards' threads
+  std::vector<std::pair<std::string, std::string>> withdrawn_;
+};
+
 // The log of the embedded default, but one that stands for a log on a server
 // (JetStream) unless told it is in-process: its next reads can be made to fail
 // as a JetStream read does while its server is away.
@@ -111,7 +139,7 @@ struct PodFixture : ::testing::Test {
   asio::io_context ioc{2};
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ioc);
   SwitchableBus bus{ioc.get_executor()};
-  bus::BusWorkQueue queue{bus};
+  RecordingQueue queue{bus};
   SwitchableLog log{ioc.get_executor()};
   registry::MemoryRegistry registry{ioc.get_executor()};
   store::SqliteStore store{[this] {
@@ -305,6 +333,16 @@ TEST_F(PodTest, AReplyForAnAcceptedChatIsStoredWithNoStreamOpen) {
   EXPECT_EQ(reply.content, "the answer");
   EXPECT_EQ(reply.status, "complete");
   EXPECT_EQ(pod.stats().replies_stored.value(), 1u);
+  EXPECT_TRUE(queue.withdrawn().empty()) << "a reply that ran is not withdrawn";
+}
+
+TEST_F(PodTest, DeletingASessionWithdrawsTheRequestsOfItsRepliesStillWaiting) {
+  auto [ec, accepted] = submit(chat("s5", "u1"));
+  ASSERT_FALSE(ec);
+  pod.end_session("s5", "u1");
+  ASSERT_TRUE(eventually([&] { return !queue.withdrawn().empty(); })) << "it would run for a session that is gone";
+  EXPECT_EQ(queue.withdrawn(), (std::vector<std::pair<std::string, std::string>>{
+                                   {"chat.workflow.execute.s5", accepted.message_id}}));
 }
 
 TEST_F(PodTest, AChatTheBusRefusesIsTakenBackWhole) {
@@ -377,6 +415,9 @@ TEST_F(PodTest, ItsUserCancelsAChatNoWorkerTookYetAndTheReplyEndsCancelledAtOnce
   EXPECT_EQ(messages("s1")[1].message_id, accepted.message_id);
   EXPECT_EQ(messages("s1")[1].status, "cancelled");
   EXPECT_EQ(messages("s1")[1].content, "");
+  using Withdrawn = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(queue.withdrawn(), (Withdrawn{{"chat.workflow.execute.s1", accepted.message_id}}))
+      << "its request, should it wait in the queue, is not run later";
 
   EXPECT_EQ(wait(cancel("u1")), boost::system::error_code{}) << "sent again: the first answer";
   EXPECT_EQ(wait(cancel("u2")), Errc::not_owner);
@@ -589,6 +630,8 @@ TEST_F(ShortAgePodTest, AReplyNoWorkerEverAnswersEndsStoredIncompleteAndIsCancel
   EXPECT_EQ(reply.message_id, accepted.message_id);
   EXPECT_EQ(reply.status, "incomplete");
   EXPECT_EQ(reply.content, "");
+  EXPECT_EQ(queue.withdrawn(), (std::vector<std::pair<std::string, std::string>>{
+                                   {"chat.workflow.execute.s1", accepted.message_id}}));
   auto cancel = wait(cancelled.get_future());
   EXPECT_EQ(cancel.message_id, accepted.message_id);
   EXPECT_EQ(cancel.user_id, "u1");

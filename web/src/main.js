@@ -638,12 +638,15 @@ class App {
       for (const message of conversation.streaming) {
         try {
           await this.api.cancel(message.id, conversation.sessionId);
-          // Cancelled before any worker took it, by a server other than this
-          // stream's: its end reaches this stream only when a worker takes the
-          // request, while the stored reply already says it was stopped.
-          setTimeout(() => {
-            if (this.conversation === conversation && message.status === 'streaming') this.scheduleHistory(0);
+          // Cancelled before any worker took it, by another server than this
+          // stream's: no event of it reaches this stream, while the stored
+          // reply says it was stopped (asked a few times: storing may lag).
+          const askHistory = (tries) => setTimeout(() => {
+            if (this.conversation !== conversation || message.status !== 'streaming') return;
+            this.scheduleHistory(0);
+            if (tries > 1) askHistory(tries - 1);
           }, CANCEL_GRACE_MS);
+          askHistory(3);
         } catch (e) {
           if (!(e instanceof ApiError && e.status === 404)) {
             this.showApiError(e, 'stopping the reply');
