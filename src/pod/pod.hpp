@@ -157,6 +157,7 @@ class Pod {
   void on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch);
   std::optional<protocol::ResponseChunk> accept_chunk(const bus::Message& m, bool broadcast);
   void on_cancel(const bus::Message& m);
+  std::optional<CancelledReplies::Entry> cancelled_here(const std::string& message_id);
   bool answered_as_before(std::string_view reply_to, const protocol::CancelRequest& cancel);
   void cancel_again_if_cancelled_here(const protocol::ResponseChunk& first);
   void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,

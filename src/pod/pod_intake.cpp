@@ -171,10 +171,8 @@ std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& sessi
 // never saw a chunk of it (a pod publishes none, API.md §5.4).
 void Pod::on_cancel(const bus::Message& m) {
   std::string error;
-  auto cancel = protocol::decode_cancel_request(m.payload, error);
-  if (cancel && m.subject != subjects::cancel(cancel->message_id))
-    error = "message_id " + cancel->message_id + " is not the subject's message";
-  if (!error.empty()) {
+  auto cancel = protocol::decode_cancel_on(m.subject, m.payload, error);
+  if (!cancel) {
     log::warn("cancel_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }
@@ -200,13 +198,15 @@ void Pod::on_cancel(const bus::Message& m) {
       });
 }
 
+std::optional<CancelledReplies::Entry> Pod::cancelled_here(const std::string& message_id) {
+  std::lock_guard lock(cancelled_mutex_);
+  auto* e = cancelled_here_.find(message_id);
+  return e ? std::optional(*e) : std::nullopt;
+}
+
 // A cancel sent again after this pod cancelled the reply gets the first answer.
 bool Pod::answered_as_before(std::string_view reply_to, const protocol::CancelRequest& cancel) {
-  std::optional<CancelledReplies::Entry> earlier;
-  {
-    std::lock_guard lock(cancelled_mutex_);
-    if (auto* e = cancelled_here_.find(cancel.message_id)) earlier = *e;
-  }
+  auto earlier = cancelled_here(cancel.message_id);
   if (earlier) answer_cancel(reply_to, earlier->user_id == cancel.user_id, cancel.message_id, earlier->session_id);
   return earlier.has_value();
 }
@@ -215,11 +215,7 @@ bool Pod::answered_as_before(std::string_view reply_to, const protocol::CancelRe
 // request could not be withdrawn, and no worker up then heard the cancel): it
 // is told again, so that it stops generating what the pods drop.
 void Pod::cancel_again_if_cancelled_here(const protocol::ResponseChunk& first) {
-  std::optional<CancelledReplies::Entry> cancelled;
-  {
-    std::lock_guard lock(cancelled_mutex_);
-    if (auto* e = cancelled_here_.find(first.message_id)) cancelled = *e;
-  }
+  auto cancelled = cancelled_here(first.message_id);
   if (!cancelled) return;
   bus_.publish(subjects::cancel(first.message_id),
                protocol::encode(protocol::CancelRequest{first.message_id, cancelled->session_id, cancelled->user_id}));

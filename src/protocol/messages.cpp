@@ -8,6 +8,7 @@
 #include "common/time.hpp"
 #include "common/utf8.hpp"
 #include "protocol/json_fields.hpp"
+#include "protocol/subjects.hpp"
 
 namespace json = boost::json;
 
@@ -239,6 +240,15 @@ std::optional<CancelRequest> decode_cancel_request(std::string_view text, std::s
   c.session_id = in.optional_identifier("session_id");
   c.user_id = in.identifier("user_id");
   if (!in.ok()) return std::nullopt;
+  return c;
+}
+
+std::optional<CancelRequest> decode_cancel_on(std::string_view subject, std::string_view json, std::string& error) {
+  auto c = decode_cancel_request(json, error);
+  if (c && subject != subjects::cancel(c->message_id)) {
+    error = "message_id " + c->message_id + " is not the subject's message";
+    return std::nullopt;
+  }
   return c;
 }
 

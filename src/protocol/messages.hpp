@@ -114,6 +114,9 @@ std::string encode(const ReplayRequest& r);
 std::optional<WorkflowRequest> decode_workflow_request(std::string_view json, std::string& error);
 std::optional<ResponseChunk> decode_response_chunk(std::string_view json, std::string& error);
 std::optional<CancelRequest> decode_cancel_request(std::string_view json, std::string& error);
+// A cancel as it came on `subject` (chat.workflow.cancel.{message_id}): one
+// naming another message than its subject's is refused too.
+std::optional<CancelRequest> decode_cancel_on(std::string_view subject, std::string_view json, std::string& error);
 std::optional<ReplayRequest> decode_replay_request(std::string_view json, std::string& error);
 
 }  // namespace chat::protocol

@@ -291,10 +291,8 @@ void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::stri
 
 void WorkflowWorker::on_cancel(const bus::Message& m) {
   std::string error;
-  auto cancel = protocol::decode_cancel_request(m.payload, error);
-  if (cancel && m.subject != subjects::cancel(cancel->message_id))
-    error = "message_id " + cancel->message_id + " is not the subject's message";
-  if (!error.empty()) {
+  auto cancel = protocol::decode_cancel_on(m.subject, m.payload, error);
+  if (!cancel) {
     log::warn("cancel_request_rejected", {{"subject", m.subject}, {"error", error}});
     return;
   }

@@ -92,6 +92,28 @@ class RecordingQueue final : public bus::WorkQueue {
   std::vector<std::pair<std::string, std::string>> withdrawn_;
 };
 
+// The cancels the workers hear, as a worker subscribes to them.
+class CancelsHeard {
+ public:
+  explicit CancelsHeard(bus::MessageBus& bus)
+      : subscription_(bus.subscribe(std::string(subjects::kAllCancel), "", [this](const bus::Message& m) {
+          std::string error;
+          auto c = protocol::decode_cancel_request(m.payload, error);
+          ASSERT_TRUE(c) << error;
+          std::lock_guard lock(mutex_);
+          cancels_.push_back(*c);
+        })) {}
+  std::vector<protocol::CancelRequest> all() {
+    std::lock_guard lock(mutex_);
+    return cancels_;
+  }
+
+ private:
+  std::mutex mutex_;  // guards cancels_: the bus delivers on its threads
+  std::vector<protocol::CancelRequest> cancels_;
+  std::unique_ptr<bus::Subscription> subscription_;  // last: goes first
+};
+
 // The log of the embedded default, but one that stands for a log on a server
 // (JetStream) unless told it is in-process: its next reads can be made to fail
 // as a JetStream read does while its server is away.
@@ -381,19 +403,7 @@ TEST_F(PodTest, CancelReportsWhatTheWorkerAnswers) {
 // Every worker busy (or none up): the request waits in the work queue, where
 // no worker answers a cancel. The pod that accepted it does.
 TEST_F(PodTest, ItsUserCancelsAChatNoWorkerTookYetAndTheReplyEndsCancelledAtOnce) {
-  std::mutex mutex;
-  std::vector<protocol::CancelRequest> cancels;  // what the workers hear
-  auto workers = bus.subscribe(std::string(subjects::kAllCancel), "", [&](const bus::Message& m) {
-    std::string error;
-    auto c = protocol::decode_cancel_request(m.payload, error);
-    ASSERT_TRUE(c) << error;
-    std::lock_guard lock(mutex);
-    cancels.push_back(*c);
-  });
-  auto heard = [&] {
-    std::lock_guard lock(mutex);
-    return cancels;
-  };
+  CancelsHeard workers(bus);
   auto client = open_client_stream("s1");
   ASSERT_NE(read_until(client, "event: connected").find("event: connected"), std::string::npos);
   auto [ec, accepted] = submit(chat("s1", "u1"));
@@ -421,13 +431,14 @@ TEST_F(PodTest, ItsUserCancelsAChatNoWorkerTookYetAndTheReplyEndsCancelledAtOnce
 
   EXPECT_EQ(wait(cancel("u1")), boost::system::error_code{}) << "sent again: the first answer";
   EXPECT_EQ(wait(cancel("u2")), Errc::not_owner);
-  EXPECT_EQ(heard().size(), 5u) << "the five cancels, and none sent by the pod on its own: the workers had the user's";
+  EXPECT_EQ(workers.all().size(), 5u)
+      << "the five cancels, and none sent by the pod on its own: the workers had the user's";
 
   // A worker that was not up to hear the cancel takes the request from the queue.
   publish_text("s1", accepted.message_id, "too late");
-  ASSERT_TRUE(eventually([&] { return heard().size() == 6u; })) << "that worker is told again";
-  EXPECT_EQ(heard()[5].message_id, accepted.message_id);
-  EXPECT_EQ(heard()[5].user_id, "u1") << "in the name of the user who asked";
+  ASSERT_TRUE(eventually([&] { return workers.all().size() == 6u; })) << "that worker is told again";
+  EXPECT_EQ(workers.all()[5].message_id, accepted.message_id);
+  EXPECT_EQ(workers.all()[5].user_id, "u1") << "in the name of the user who asked";
   EXPECT_EQ(read_until(client, "too late", 300ms).find("too late"), std::string::npos) << "its chunks are late";
   EXPECT_EQ(messages("s1")[1].status, "cancelled");
 }
@@ -585,15 +596,7 @@ TEST_F(CrowdedPodTest, AnotherPodsReplyMakesRoomForANewChat) {
 }
 
 TEST_F(SmallReplyPodTest, AReplyCutForItsSizeIsCancelledAtItsWorkerInTheUsersNameAndAWholeOneIsNot) {
-  std::mutex mutex;
-  std::vector<protocol::CancelRequest> cancels;
-  auto worker = bus.subscribe(std::string(subjects::kAllCancel), "", [&](const bus::Message& m) {
-    std::string error;
-    auto c = protocol::decode_cancel_request(m.payload, error);
-    ASSERT_TRUE(c) << error;
-    std::lock_guard lock(mutex);
-    cancels.push_back(*c);
-  });
+  CancelsHeard worker(bus);
   auto whole = submit(chat("s1", "u1")).second;
   publish_reply("s1", whole.message_id, "short enough");
   ASSERT_TRUE(eventually([&] { return messages("s1").size() == 2; }));
@@ -601,17 +604,13 @@ TEST_F(SmallReplyPodTest, AReplyCutForItsSizeIsCancelledAtItsWorkerInTheUsersNam
   auto [ec, cut] = submit(chat("s2", "u2"));
   ASSERT_FALSE(ec);
   publish_text("s2", cut.message_id, std::string(2048, 'x'));  // over BUFFER_MAX_REPLY_BYTES
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lock(mutex);
-    return !cancels.empty();
-  })) << "the worker would go on generating what the pod drops";
-  {
-    std::lock_guard lock(mutex);
-    ASSERT_EQ(cancels.size(), 1u) << "the whole reply's worker had ended it: no cancel before this one";
-    EXPECT_EQ(cancels[0].message_id, cut.message_id);
-    EXPECT_EQ(cancels[0].session_id, "s2");
-    EXPECT_EQ(cancels[0].user_id, "u2") << "a worker stops a reply for the user who asked only";
-  }
+  ASSERT_TRUE(eventually([&] { return !worker.all().empty(); }))
+      << "the worker would go on generating what the pod drops";
+  auto cancels = worker.all();
+  ASSERT_EQ(cancels.size(), 1u) << "the whole reply's worker had ended it: no cancel before this one";
+  EXPECT_EQ(cancels[0].message_id, cut.message_id);
+  EXPECT_EQ(cancels[0].session_id, "s2");
+  EXPECT_EQ(cancels[0].user_id, "u2") << "a worker stops a reply for the user who asked only";
   ASSERT_TRUE(eventually([&] { return messages("s2", "u2").size() == 2; }));
   EXPECT_EQ(messages("s2", "u2")[1].status, "incomplete");
 }

@@ -144,6 +144,16 @@ TEST(MessagesTest, CancelRequestRoundTrips) {
   EXPECT_EQ(*back, c);
 }
 
+TEST(MessagesTest, ACancelIsTakenOnlyOnItsOwnMessagesSubject) {
+  auto payload = encode(CancelRequest{"m1", "s1", "u1"});
+  std::string error;
+  EXPECT_TRUE(decode_cancel_on("chat.workflow.cancel.m1", payload, error)) << error;
+  EXPECT_FALSE(decode_cancel_on("chat.workflow.cancel.m2", payload, error));
+  EXPECT_EQ(error, "message_id m1 is not the subject's message");
+  EXPECT_FALSE(decode_cancel_on("chat.workflow.cancel.m1", "{}", error));
+  EXPECT_FALSE(error.empty());
+}
+
 TEST(MessagesTest, ReplayRequestRoundTripsAndIsValidated) {
   ReplayRequest r{"s1", "pod-1", "msg_1"};
   std::string error;
