@@ -19,6 +19,9 @@ constexpr std::chrono::milliseconds kFetchWait{1'000};
 constexpr std::chrono::milliseconds kEarlyReturn{100};
 constexpr std::chrono::milliseconds kPause{200};
 constexpr int kMaxBatch = 64;
+// RATE_LIMIT_RUNNING_REPLIES keeps a session's queue short; a scan stops here
+// when that limit is off.
+constexpr int kMaxWithdrawScan = 64;
 
 // nats.c acks through the message's subscription: each item keeps it alive, so
 // a worker may ack after its fetch loop stopped.
@@ -144,6 +147,34 @@ class PullConsumer final : public Subscription {
   std::thread thread_;       // last: starts once everything above exists
 };
 
+void not_withdrawn(const std::string& id, natsStatus s, jsErrCode code = {}) {
+  log::warn("request_not_withdrawn", {{"message_id", id}, {"error", natsStatus_GetText(s)}, {"js_code", static_cast<int>(code)}});
+}
+
+// The first request queued on `subject` after stream sequence `after`, by
+// direct get (which the work stream allows for this).
+std::pair<natsStatus, NatsMsgPtr> queued_after(JetStream& js, const std::string& subject, std::uint64_t after) {
+  jsDirectGetMsgOptions o;
+  jsDirectGetMsgOptions_Init(&o);
+  o.Sequence = after + 1;
+  o.NextBySubject = subject.c_str();
+  natsMsg* msg = nullptr;
+  auto s = js_DirectGetMsg(&msg, js.context(), kWorkStream, nullptr, &o);
+  return {s, NatsMsgPtr(msg)};
+}
+
+bool is_request(natsMsg* queued, const std::string& id) {
+  const char* queued_id = nullptr;
+  return natsMsgHeader_Get(queued, "Nats-Msg-Id", &queued_id) == NATS_OK && queued_id == id;
+}
+
+void delete_queued(JetStream& js, std::uint64_t seq, const std::string& id) {
+  if (js.stopping()) return;
+  jsErrCode code{};
+  if (auto s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code); s != NATS_OK) return not_withdrawn(id, s, code);
+  log::info("request_withdrawn", {{"message_id", id}});
+}
+
 }  // namespace
 
 void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::string id, Headers headers,
@@ -160,27 +191,18 @@ void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string&
   // thread, ahead of the chunk-log reads queued there.
   if (!js_.ready() || !js_.bus().connected()) return;
   js_.run_blocking([&js = js_, subject, id] {
-    auto failed = [&id](natsStatus s, jsErrCode code) {
-      log::warn("request_not_withdrawn", {{"message_id", id}, {"error", natsStatus_GetText(s)}, {"js_code", static_cast<int>(code)}});
-    };
-    if (js.stopping()) return;
-    natsMsg* newest = nullptr;
-    jsErrCode code{};
-    auto s = js_GetLastMsg(&newest, js.context(), kWorkStream, subject.c_str(), nullptr, &code);
-    if (s == NATS_NOT_FOUND) return;  // nothing of the session is queued: every request was acked
-    if (s != NATS_OK) return failed(s, code);
-    const char* newest_id = nullptr;
-    const bool found = natsMsgHeader_Get(newest, "Nats-Msg-Id", &newest_id) == NATS_OK && newest_id == id;
-    const auto seq = natsMsg_GetSequence(newest);
-    natsMsg_Destroy(newest);
-    if (!found) {
-      log::info("request_not_withdrawn", {{"message_id", id}, {"reason", "a later request of the session waits"}});
-      return;
+    std::uint64_t seq = 0;  // the session's requests, oldest first
+    for (int looked = 0; !js.stopping(); ++looked) {
+      if (looked == kMaxWithdrawScan) {
+        log::warn("request_not_withdrawn", {{"message_id", id}, {"reason", "too many requests of the session wait"}});
+        return;
+      }
+      auto [s, queued] = queued_after(js, subject, seq);
+      if (s == NATS_NOT_FOUND) return;  // not queued (any more): a worker acked it
+      if (s != NATS_OK) return not_withdrawn(id, s);
+      seq = natsMsg_GetSequence(queued.get());
+      if (is_request(queued.get(), id)) return delete_queued(js, seq, id);
     }
-    if (js.stopping()) return;
-    s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code);
-    if (s != NATS_OK) return failed(s, code);
-    log::info("request_withdrawn", {{"message_id", id}});
   });
 }
 

@@ -22,8 +22,8 @@ class JetStreamWorkQueue final : public WorkQueue {
   explicit JetStreamWorkQueue(JetStream& js) : js_(js) {}
 
   void submit(std::string subject, std::string payload, std::string id, Headers headers, PublishCallback done) override;
-  // Looks up the session's newest queued request (nearly every session has
-  // one chat waiting at a time) and deletes it if it is `id`.
+  // Looks through the session's queued requests, oldest first, and deletes
+  // the one that is `id`.
   void withdraw(const std::string& subject, const std::string& id) override;
   std::unique_ptr<Subscription> consume(FreeSlots free_slots, WorkHandler handler) override;
   ComponentStatus status() const override;

@@ -754,8 +754,8 @@ class MissingChunkTest(ClusterTestCase):
 class QueuedCancelTest(ClusterTestCase):
     """docs/API.md#cancel: a chat whose request no worker holds yet (every worker busy, or none up: it waits in the
     JetStream work queue) is cancelled by the pod that accepted it, at once, whichever pod the cancel comes through:
-    that pod's streams see it end cancelled, it is stored so, empty, and its request leaves the work queue, so a
-    worker that comes up later never runs it."""
+    that pod's streams see it end cancelled, it is stored so, empty, and its request leaves the work queue (found
+    among the session's queued requests), so a worker that comes up later never runs it."""
 
     @classmethod
     def setUpClass(cls):
@@ -775,6 +775,8 @@ class QueuedCancelTest(ClusterTestCase):
         ca, _ = self.open_sse(a, sid, uid)
         cb, _ = self.open_sse(b, sid, uid)
         mid = a.chat_ok(sid, uid, "a chat that waits in the work queue")["message_id"]
+        # A second chat of the session queued behind it: the withdraw finds the first among the session's requests.
+        later = a.chat_ok(sid, uid, "and a second one behind it")["message_id"]
 
         r = self.cancel(b, mid, new_id("u"))
         self.assertEqual(r.status, 404, "another user's cancel: %s %r" % (r.status, r.body))
@@ -799,8 +801,9 @@ class QueuedCancelTest(ClusterTestCase):
         self.assertEqual((r.status, r.json().get("status")), (202, "cancelling"), "sent again: the first answer")
 
         # A worker comes up: the queue no longer holds the request, so it never runs, and no stream shows anything
-        # more of it. The next chat of the session is served as usual.
+        # more of it. The chat queued behind it, and the next one, are served as usual.
         worker = self.cluster.add_worker()
+        ReplyCheck(self, ca.collect_until(is_complete_for(later), 30), later, sid)
         nxt = a.chat_ok(sid, uid, "and now a chat that a worker takes")["message_id"]
         ReplyCheck(self, ca.collect_until(is_complete_for(nxt), 30), nxt, sid)
         self.assertNotIn("message_id=%s" % mid, worker.log(400000), "the worker saw the withdrawn request")
