@@ -1,5 +1,5 @@
 """The chat page through the local cluster: scripts/cluster.sh with two chatd pods behind nginx,
-NATS JetStream, Redis, PostgreSQL and two chat-workers, on free ports (the reference ports stay
+NATS JetStream, Redis, PostgreSQL and two chat-workers (none for NoWorkerPageTest), on free ports (the reference ports stay
 free for test_cluster). The browser only knows nginx: a reload or a second window may land on
 either pod.
 
@@ -36,8 +36,10 @@ def free_port_run(count):
     raise RuntimeError("no %d consecutive free ports" % count)
 
 
-class ClusterPageTest(unittest.TestCase):
+class ClusterPage(unittest.TestCase):
+    """The cluster (with WORKERS chat-workers) and a browser for each test."""
     maxDiff = 4000
+    WORKERS = 2
 
     @classmethod
     def setUpClass(cls):
@@ -68,7 +70,7 @@ class ClusterPageTest(unittest.TestCase):
             "CLUSTER_HTTP_PORT": str(cls.http_port),
             "CLUSTER_POD_BASE_PORT": str(pod_base),
             "CLUSTER_PODS": "2",
-            "CLUSTER_WORKERS": "2",
+            "CLUSTER_WORKERS": str(cls.WORKERS),
             "CLUSTER_NATS_PORT": str(harness.free_port()),
             "CLUSTER_REDIS_PORT": str(harness.free_port()),
             "CLUSTER_PG_PORT": str(harness.free_port()),
@@ -118,6 +120,17 @@ class ClusterPageTest(unittest.TestCase):
         self.assertEqual(normalize(shown["text"]), normalize(stored["content"]),
                          "%s: the page shows another text than the one stored" % context)
 
+    def pods_whose_log_has(self, *needles):
+        found = []
+        for name in sorted(os.listdir(os.path.join(self.run_dir, "logs"))):
+            if name.startswith("pod-") and name.endswith(".log"):
+                with open(os.path.join(self.run_dir, "logs", name), errors="replace") as f:
+                    if any(all(n in line for n in needles) for line in f):
+                        found.append(name[:-len(".log")])
+        return found
+
+
+class ClusterPageTest(ClusterPage):
     def test_reply_streams_through_nginx_and_ends_as_stored(self):
         page = self.page.open(user=self.user)
         reply_id = page.send("Hello through the load balancer")
@@ -165,6 +178,32 @@ class ClusterPageTest(unittest.TestCase):
         self.assertEqual(stored["status"], "cancelled")
         self.assert_same_as_stored(first.message(reply_id), stored, "first window")
         self.assert_same_as_stored(second.message(reply_id), stored, "second window")
+
+
+class NoWorkerPageTest(ClusterPage):
+    """No chat-worker runs: a chat waits in the JetStream work queue, and Stop ends it on the pod that accepted
+    it (docs/API.md#cancel). nginx's least_conn sends the POST to the pod that does not hold the page's stream,
+    so no event of the end reaches the page: it learns of it from the stored history (docs/WEB.md)."""
+    WORKERS = 0
+
+    def test_stop_of_a_chat_no_worker_took_shows_it_stopped(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Nobody takes this one yet")
+        session_id = page.session_id()
+        self.assertEqual(page.message(reply_id)["status"], "streaming")
+        wait_until("the stop button", lambda: page.visible("stop"))
+        page.find("stop").click()
+        final = page.wait_status(reply_id, ("cancelled", "complete", "error"), timeout=20)
+        self.assertEqual(final["status"], "cancelled", "the page does not show the reply stopped: %r" % final)
+        stored = self.history.wait_message(session_id, reply_id)
+        self.assertEqual((stored["status"], stored["content"]), ("cancelled", ""))
+        self.assertEqual(normalize(final["text"]), "")
+        accepted_on = self.pods_whose_log_has("reply_cancelled_before_start", "message_id=%s" % reply_id)
+        streamed_on = self.pods_whose_log_has("sse_connected", "session_id=%s" % session_id)
+        self.assertEqual(len(accepted_on), 1, accepted_on)
+        self.assertNotIn(accepted_on[0], streamed_on,
+                         "the page's stream was on the pod that accepted the chat: the end came as events, and the "
+                         "history fallback this test is for was not needed")
 
 
 if __name__ == "__main__":
