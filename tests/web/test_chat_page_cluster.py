@@ -40,6 +40,7 @@ class ClusterPage(unittest.TestCase):
     """The cluster (with WORKERS chat-workers) and a browser for each test."""
     maxDiff = 4000
     WORKERS = 2
+    POD_ENV = ""  # more settings for the pods, "NAME=value ..."
 
     @classmethod
     def setUpClass(cls):
@@ -76,6 +77,7 @@ class ClusterPage(unittest.TestCase):
             "CLUSTER_PG_PORT": str(harness.free_port()),
             # A demo reply lasts about 6 s: time to reload or stop in the middle of it.
             "WORKER_DEMO_CHUNK_DELAY": "200ms",
+            "CLUSTER_POD_ENV": cls.POD_ENV,
         })
         cls.env = env
         return subprocess.run([SCRIPT, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -204,6 +206,33 @@ class NoWorkerPageTest(ClusterPage):
         self.assertNotIn(accepted_on[0], streamed_on,
                          "the page's stream was on the pod that accepted the chat: the end came as events, and the "
                          "history fallback this test is for was not needed")
+
+
+
+class GivenUpPageTest(ClusterPage):
+    """No chat-worker runs, and a pod gives up a reply of which no chunk came 2 × BUFFER_MAX_AGE (here 4 s) after
+    its POST (docs/API.md#reply-end). That pod is not the one of the page's stream (nginx's least_conn), so no event
+    of the end reaches the page: it finds the reply stored ended when it looks, as it does for a reply silent for
+    30 s (docs/WEB.md), and the user can send again."""
+    WORKERS = 0
+    POD_ENV = "BUFFER_MAX_AGE=2s BUFFER_CLEANUP_INTERVAL=500ms"
+
+    def test_a_reply_given_up_on_another_pod_ends_on_the_page(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Nobody takes this one")
+        session_id = page.session_id()
+        stored = self.history.wait_message(session_id, reply_id, timeout=30)
+        self.assertEqual((stored["status"], stored["content"], stored["metadata"].get("error_code")),
+                         ("incomplete", "", "reply_timeout"), stored)
+        final = page.wait_status(reply_id, ("complete", "cancelled", "error"), timeout=60)
+        self.assertEqual(final["status"], "error", final)
+        accepted_on = self.pods_whose_log_has("reply_finished", "message_id=%s" % reply_id)
+        streamed_on = self.pods_whose_log_has("sse_connected", "session_id=%s" % session_id)
+        self.assertEqual(len(accepted_on), 1, accepted_on)
+        self.assertNotIn(accepted_on[0], streamed_on,
+                         "the page's stream was on the pod that gave the reply up: the end came as events, and the "
+                         "history check this test is for was not needed")
+        wait_until("the composer to take a message again", lambda: page.visible("send") and not page.visible("stop"))
 
 
 if __name__ == "__main__":

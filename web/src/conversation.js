@@ -328,10 +328,15 @@ export class Conversation {
   // end here, so the user can send again, and stay stale: should they go on
   // after all, their chunks and history still apply. Returns whether any ended.
   endQuiet(quietMs) {
-    const now = performance.now();
-    const quiet = this.streaming.filter((m) => now - m.lastEventAt >= quietMs);
+    const quiet = this.quiet(quietMs);
     for (const message of quiet) this.endLost(message);
     return quiet.length > 0;
+  }
+
+  // Running replies that have heard nothing for `quietMs`.
+  quiet(quietMs) {
+    const now = performance.now();
+    return this.streaming.filter((m) => now - m.lastEventAt >= quietMs);
   }
 
   // A reply the server says it does not run (its cancel was 404) and that did not end.

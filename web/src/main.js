@@ -23,6 +23,11 @@ const STORED_REPLY_TRIES = 10;
 // is taken as lost (the server restarted without it); checked every QUIET_CHECK_MS.
 const LOST_REPLY_MS = 30000;
 const QUIET_CHECK_MS = 5000;
+// A reply can end where this stream never hears of it: on the server that
+// accepted it, before any chunk of it came (given up for want of a worker),
+// when that is not the server this stream is on. While a running reply hears
+// nothing this long, the stored history is asked again, every as long.
+const SILENT_REPLY_MS = 30000;
 // A cancel answered 404 for a reply still shown running: its last events get
 // this long to arrive before the page takes it as lost.
 const CANCEL_GRACE_MS = 3000;
@@ -81,6 +86,7 @@ class App {
     this.historyTries = 0;
     this.troubleTimer = null;
     this.quietTimer = null;
+    this.silentTimer = null;
     this.shownAs = null; // the identity whose conversations the page shows
     this.stickToBottom = true;
   }
@@ -339,6 +345,7 @@ class App {
     clearTimeout(this.historyTimer);
     clearTimeout(this.troubleTimer);
     clearTimeout(this.quietTimer);
+    clearTimeout(this.silentTimer);
     this.banner.clear('offline', 'provider', 'forbidden', 'not_found');
     this.streamDown(); // the next conversation's stream opens after its history
   }
@@ -508,6 +515,17 @@ class App {
     }, QUIET_CHECK_MS);
   }
 
+  // While a reply runs, one that stays silent is looked up in the history
+  // (see SILENT_REPLY_MS); it ends here if it is stored ended.
+  watchSilent(conversation) {
+    clearTimeout(this.silentTimer);
+    this.silentTimer = setTimeout(() => {
+      if (this.conversation !== conversation || !conversation.streaming.length) return;
+      if (conversation.quiet(SILENT_REPLY_MS).length) this.scheduleHistory(0);
+      this.watchSilent(conversation);
+    }, SILENT_REPLY_MS);
+  }
+
   onStreamTrouble(error, retrying) {
     clearTimeout(this.troubleTimer);
     if (!error) {
@@ -600,6 +618,7 @@ class App {
         });
         conversation.fresh = false;
         conversation.confirmSent(local, accepted.message_id);
+        this.watchSilent(conversation);
         this.banner.clear('rate_limited', 'unavailable', 'offline', 'provider');
         this.scheduleHistory(0);
         this.refreshSessions();
