@@ -110,7 +110,7 @@ error_code JetStream::ensure_streams() {
     cfg.MaxAge = nanos(work ? options_.work_max_age : options_.log_max_age);
     cfg.MaxBytes = work ? -1 : options_.log_max_bytes;
     cfg.Duplicates = kDuplicateWindowNs;
-    cfg.AllowDirect = true;  // on the work stream, a pod's look-up of a request to withdraw
+    cfg.AllowDirect = !work;
     jsStreamInfo* info = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     natsStatus s = js_GetStreamInfo(&info, js_, cfg.Name, nullptr, &code);

@@ -1,8 +1,13 @@
 #include "bus/jetstream_work_queue.hpp"
 
+#include <openssl/evp.h>
+
 #include <boost/asio/error.hpp>
+#include <boost/json.hpp>
 
 #include <atomic>
+#include <optional>
+#include <string_view>
 #include <thread>
 
 #include "log/log.hpp"
@@ -22,6 +27,7 @@ constexpr int kMaxBatch = 64;
 // RATE_LIMIT_RUNNING_REPLIES keeps a session's queue short; a scan stops here
 // when that limit is off.
 constexpr int kMaxWithdrawScan = 64;
+constexpr std::chrono::milliseconds kLookupTimeout{5'000};
 
 // nats.c acks through the message's subscription: each item keeps it alive, so
 // a worker may ack after its fetch loop stopped.
@@ -147,31 +153,85 @@ class PullConsumer final : public Subscription {
   std::thread thread_;       // last: starts once everything above exists
 };
 
-void not_withdrawn(const std::string& id, natsStatus s, jsErrCode code = {}) {
-  log::warn("request_not_withdrawn", {{"message_id", id}, {"error", natsStatus_GetText(s)}, {"js_code", static_cast<int>(code)}});
+void not_withdrawn(const std::string& id, std::string_view why) {
+  log::warn("request_not_withdrawn", {{"message_id", id}, {"error", why}});
 }
 
-// The first request queued on `subject` after stream sequence `after`, by
-// direct get (which the work stream allows for this).
-std::pair<natsStatus, NatsMsgPtr> queued_after(JetStream& js, const std::string& subject, std::uint64_t after) {
-  jsDirectGetMsgOptions o;
-  jsDirectGetMsgOptions_Init(&o);
-  o.Sequence = after + 1;
-  o.NextBySubject = subject.c_str();
-  natsMsg* msg = nullptr;
-  auto s = js_DirectGetMsg(&msg, js.context(), kWorkStream, nullptr, &o);
-  return {s, NatsMsgPtr(msg)};
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out(text.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  out.resize(static_cast<std::size_t>(n) - (text.ends_with("==") ? 2 : text.ends_with('=') ? 1 : 0));
+  return out;
 }
 
-bool is_request(natsMsg* queued, const std::string& id) {
-  const char* queued_id = nullptr;
-  return natsMsgHeader_Get(queued, "Nats-Msg-Id", &queued_id) == NATS_OK && queued_id == id;
+// The Nats-Msg-Id in a stored message's header block ("NATS/1.0\r\nKey: value\r\n...").
+std::string message_id_in(std::string_view headers) {
+  constexpr std::string_view kKey = "\r\nNats-Msg-Id:";
+  auto at = headers.find(kKey);
+  if (at == headers.npos) return {};
+  auto value = headers.substr(at + kKey.size());
+  value = value.substr(0, value.find("\r\n"));
+  auto first = value.find_first_not_of(' ');
+  return first == value.npos ? std::string{} : std::string(value.substr(first));
+}
+
+struct QueuedRequest {
+  std::uint64_t seq = 0;
+  std::string id;
+};
+
+// The first request queued on `subject` after stream sequence `after`, or
+// nullopt: none (with `error` empty), or the look-up failed. It is the
+// STREAM.MSG.GET API with next_by_subj, which nats.c 3.4 does not offer; its
+// answer comes from the stream's leader (a direct get may come from a replica
+// that lags, and nats-server 2.9.10 does not turn direct gets on for a
+// replicated stream that an update allows them on).
+std::optional<QueuedRequest> queued_after(JetStream& js, const std::string& subject, std::uint64_t after,
+                                          std::string& error) {
+  static const std::string api = std::string("$JS.API.STREAM.MSG.GET.") + kWorkStream;
+  auto ask = boost::json::serialize(boost::json::object{{"seq", after + 1}, {"next_by_subj", subject}});
+  natsMsg* raw = nullptr;
+  if (auto s = natsConnection_Request(&raw, js.bus().native_connection(), api.c_str(), ask.data(),
+                                      static_cast<int>(ask.size()), kLookupTimeout.count());
+      s != NATS_OK) {
+    error = natsStatus_GetText(s);
+    return std::nullopt;
+  }
+  NatsMsgPtr reply(raw);
+  boost::system::error_code ec;
+  auto answer = boost::json::parse(std::string_view(natsMsg_GetData(reply.get()),
+                                                    static_cast<std::size_t>(natsMsg_GetDataLength(reply.get()))), ec);
+  const auto* o = answer.if_object();
+  if (ec || !o) {
+    error = "an answer that is not a JSON object";
+    return std::nullopt;
+  }
+  if (const auto* e = o->if_contains("error")) {
+    const auto* code = e->is_object() ? e->as_object().if_contains("code") : nullptr;
+    if (!(code && code->is_int64() && code->as_int64() == 404)) error = boost::json::serialize(*e);
+    return std::nullopt;
+  }
+  const auto* m = o->if_contains("message");
+  const auto* seq = m && m->is_object() ? m->as_object().if_contains("seq") : nullptr;
+  const auto* hdrs = m && m->is_object() ? m->as_object().if_contains("hdrs") : nullptr;
+  if (!seq || !seq->is_number()) {
+    error = "an answer without the message's sequence";
+    return std::nullopt;
+  }
+  QueuedRequest found{seq->to_number<std::uint64_t>(), {}};
+  if (hdrs && hdrs->is_string())
+    if (auto block = base64_decode(hdrs->as_string())) found.id = message_id_in(*block);
+  return found;
 }
 
 void delete_queued(JetStream& js, std::uint64_t seq, const std::string& id) {
   if (js.stopping()) return;
   jsErrCode code{};
-  if (auto s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code); s != NATS_OK) return not_withdrawn(id, s, code);
+  if (auto s = js_DeleteMsg(js.context(), kWorkStream, seq, nullptr, &code); s != NATS_OK)
+    return not_withdrawn(id, std::string(natsStatus_GetText(s)) + " (js_code " + std::to_string(code) + ")");
   log::info("request_withdrawn", {{"message_id", id}});
 }
 
@@ -193,15 +253,16 @@ void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string&
   js_.run_blocking([&js = js_, subject, id] {
     std::uint64_t seq = 0;  // the session's requests, oldest first
     for (int looked = 0; !js.stopping(); ++looked) {
-      if (looked == kMaxWithdrawScan) {
-        log::warn("request_not_withdrawn", {{"message_id", id}, {"reason", "too many requests of the session wait"}});
+      if (looked == kMaxWithdrawScan) return not_withdrawn(id, "not among the session's first 64 queued requests");
+      std::string error;
+      auto queued = queued_after(js, subject, seq, error);
+      if (!queued && !error.empty()) return not_withdrawn(id, error);
+      if (!queued) {
+        log::info("request_not_withdrawn", {{"message_id", id}, {"reason", "not in the work queue"}});
         return;
       }
-      auto [s, queued] = queued_after(js, subject, seq);
-      if (s == NATS_NOT_FOUND) return;  // not queued (any more): a worker acked it
-      if (s != NATS_OK) return not_withdrawn(id, s);
-      seq = natsMsg_GetSequence(queued.get());
-      if (is_request(queued.get(), id)) return delete_queued(js, seq, id);
+      if (queued->id == id) return delete_queued(js, queued->seq, id);
+      seq = queued->seq;
     }
   });
 }

@@ -246,19 +246,19 @@ TEST_F(JetStreamWorkQueue, ARequestWithdrawnWhileAWorkerHoldsItIsNotDeliveredAga
 
 TEST_F(JetStreamWorkQueue, AWithdrawFindsItsRequestAmongTheSessionsAndDeletesOnlyThatOne) {
   auto older = new_identifier("m");
-  ASSERT_FALSE(submit(impl_.queue(0), "older", older));
   auto newer = new_identifier("m");
+  ASSERT_FALSE(submit(impl_.queue(0), "older", older));
   ASSERT_FALSE(submit(impl_.queue(0), "newer", newer));
   ASSERT_FALSE(submit(impl_.queue(0), "newest", new_identifier("m")));
-  impl_.queue(0).withdraw("chat.workflow.execute.s1", older);  // two later requests of the session wait behind it
+  impl_.queue(0).withdraw("chat.workflow.execute.s2", older);  // not on that session's subject
   impl_.queue(0).withdraw("chat.workflow.execute.s1", new_identifier("m"));  // not queued at all
-  impl_.queue(0).withdraw("chat.workflow.execute.s2", newer);                // not on that session's subject
+  impl_.queue(0).withdraw("chat.workflow.execute.s1", newer);  // neither the session's first nor its last
   after_withdraws(impl_);
   Taker t;
   auto s = impl_.queue(1).consume(slots(10), t.handler());
   ASSERT_TRUE(wait_until([&] { return t.size() >= 2; }));
   std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(t.payloads(), (std::vector<std::string>{"newer", "newest"}));
+  EXPECT_EQ(t.payloads(), (std::vector<std::string>{"older", "newest"}));
   for (std::size_t i = 0; i < t.size(); ++i) t.take(i)->ack();
 }
 

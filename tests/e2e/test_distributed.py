@@ -774,9 +774,10 @@ class QueuedCancelTest(ClusterTestCase):
         sid, uid = new_id("s"), new_id("u")
         ca, _ = self.open_sse(a, sid, uid)
         cb, _ = self.open_sse(b, sid, uid)
+        # The cancelled chat waits between two others of the session: the withdraw finds it among them.
+        ahead = a.chat_ok(sid, uid, "a chat queued ahead of it")["message_id"]
         mid = a.chat_ok(sid, uid, "a chat that waits in the work queue")["message_id"]
-        # A second chat of the session queued behind it: the withdraw finds the first among the session's requests.
-        later = a.chat_ok(sid, uid, "and a second one behind it")["message_id"]
+        later = a.chat_ok(sid, uid, "and one behind it")["message_id"]
 
         r = self.cancel(b, mid, new_id("u"))
         self.assertEqual(r.status, 404, "another user's cancel: %s %r" % (r.status, r.body))
@@ -801,9 +802,11 @@ class QueuedCancelTest(ClusterTestCase):
         self.assertEqual((r.status, r.json().get("status")), (202, "cancelling"), "sent again: the first answer")
 
         # A worker comes up: the queue no longer holds the request, so it never runs, and no stream shows anything
-        # more of it. The chat queued behind it, and the next one, are served as usual.
+        # more of it. The chats queued around it, and the next one, are served as usual.
         worker = self.cluster.add_worker()
-        ReplyCheck(self, ca.collect_until(is_complete_for(later), 30), later, sid)
+        around = ca.collect_until(is_complete_all([ahead, later]), 30)
+        ReplyCheck(self, around, ahead, sid)
+        ReplyCheck(self, around, later, sid)
         nxt = a.chat_ok(sid, uid, "and now a chat that a worker takes")["message_id"]
         ReplyCheck(self, ca.collect_until(is_complete_for(nxt), 30), nxt, sid)
         self.assertNotIn("message_id=%s" % mid, worker.log(400000), "the worker saw the withdrawn request")
