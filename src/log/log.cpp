@@ -1,10 +1,15 @@
 #include "log/log.hpp"
 
-#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/async.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 namespace chat::log {
 namespace {
@@ -12,17 +17,54 @@ namespace {
 std::atomic<Level> g_level{Level::info};
 Format g_format = Format::text;
 
-std::shared_ptr<spdlog::logger> make_default() {
-  auto logger = spdlog::stdout_logger_mt("chat");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
-  logger->flush_on(spdlog::level::trace);
-  return logger;
+// Lines are written to stdout by a thread of their own: a stdout that blocks
+// (a pipe read too slowly, a stalled log collector) must not stall the event
+// loops that log. The queue is bounded; when it is full the oldest lines go
+// and are counted (lines_dropped()).
+constexpr std::size_t kQueuedLines = 4096;
+
+// stdout, a line at a time, counting the lines it wrote (for flush()).
+class StdoutSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::size_t written() const { return written_.load(std::memory_order_acquire); }
+
+ private:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fflush(stdout);
+    written_.fetch_add(1, std::memory_order_release);
+  }
+  void flush_() override { std::fflush(stdout); }
+
+  std::atomic<std::size_t> written_{0};
+};
+
+struct Output {
+  std::shared_ptr<spdlog::details::thread_pool> writer = std::make_shared<spdlog::details::thread_pool>(kQueuedLines, 1);
+  std::shared_ptr<StdoutSink> sink = std::make_shared<StdoutSink>();
+  std::shared_ptr<spdlog::async_logger> logger = std::make_shared<spdlog::async_logger>(
+      "chat", sink, writer, spdlog::async_overflow_policy::overrun_oldest);
+  std::atomic<std::size_t> submitted{0};
+  std::atomic<std::size_t> drops_reported{0};
+
+  Output() { logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc); }
+
+  void log(spdlog::level::level_enum level, const std::string& line) {
+    submitted.fetch_add(1, std::memory_order_relaxed);
+    logger->log(level, "{}", line);
+  }
+};
+
+// Destroyed at exit after everything that logs; the writer writes out what is
+// queued before it stops.
+Output& output() {
+  static Output instance;
+  return instance;
 }
 
-spdlog::logger& logger() {
-  static std::shared_ptr<spdlog::logger> instance = make_default();
-  return *instance;
-}
+spdlog::logger& logger() { return *output().logger; }
 
 spdlog::level::level_enum to_spd(Level l) {
   switch (l) {
@@ -72,22 +114,7 @@ void append_value(std::string& out, const Field::Value& v, bool quote_strings) {
       v);
 }
 
-}  // namespace
-
-void init(Level level, Format format) {
-  g_level = level;
-  g_format = format;
-  auto& l = logger();
-  l.set_level(to_spd(level));
-  if (format == Format::json)
-    l.set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})", spdlog::pattern_time_type::utc);
-  else
-    l.set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
-}
-
-bool enabled(Level level) noexcept { return level >= g_level.load(std::memory_order_relaxed); }
-
-void write(Level level, std::string_view event, std::initializer_list<Field> fields) {
+std::string format_line(std::string_view event, std::initializer_list<Field> fields) {
   std::string line;
   line.reserve(128);
   if (g_format == Format::json) {
@@ -108,7 +135,46 @@ void write(Level level, std::string_view event, std::initializer_list<Field> fie
       append_value(line, f.value, false);
     }
   }
-  logger().log(to_spd(level), "{}", line);
+  return line;
+}
+
+// Says, in the log itself, how many lines went since it last said so.
+void report_drops() {
+  auto& out = output();
+  auto dropped = out.writer->overrun_counter();
+  auto reported = out.drops_reported.load(std::memory_order_relaxed);
+  if (dropped == reported || !out.drops_reported.compare_exchange_strong(reported, dropped)) return;
+  out.log(spdlog::level::warn, format_line("log_lines_dropped", {{"count", dropped - reported}, {"total", dropped}}));
+}
+
+}  // namespace
+
+void init(Level level, Format format) {
+  g_level = level;
+  g_format = format;
+  auto& l = logger();
+  l.set_level(to_spd(level));
+  if (format == Format::json)
+    l.set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})", spdlog::pattern_time_type::utc);
+  else
+    l.set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
+}
+
+bool enabled(Level level) noexcept { return level >= g_level.load(std::memory_order_relaxed); }
+
+void write(Level level, std::string_view event, std::initializer_list<Field> fields) {
+  report_drops();
+  output().log(to_spd(level), format_line(event, fields));
+}
+
+std::size_t lines_dropped() { return output().writer->overrun_counter(); }
+
+void flush() {
+  auto& out = output();
+  const auto logged = out.submitted.load(std::memory_order_relaxed);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (out.sink->written() + out.writer->overrun_counter() < logged && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 }  // namespace chat::log

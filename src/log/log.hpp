@@ -1,7 +1,10 @@
 #pragma once
 // One structured logger for the whole process. A log line is an event name plus
 // key/value fields; LOG_FORMAT picks JSON objects or "event key=value" text.
+// Lines go to stdout from a thread of their own, so a caller never waits for
+// the output.
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -29,6 +32,10 @@ struct Field {
 };
 
 void init(Level level, Format format);
+// Lines lost because stdout did not keep up (see log.cpp), since the start.
+std::size_t lines_dropped();
+// Waits (a second at most) until every line logged so far is on stdout or dropped.
+void flush();
 bool enabled(Level level) noexcept;
 void write(Level level, std::string_view event, std::initializer_list<Field> fields);
 

@@ -1,5 +1,7 @@
 #include "metrics/process.hpp"
 
+#include "log/log.hpp"
+
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -60,6 +62,8 @@ void collect_process(Exposition& out) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0)
     out.gauge("process_max_fds", "Maximum number of open file descriptors.", static_cast<double>(limit.rlim_cur));
+  out.counter("chat_log_lines_dropped_total", "Log lines dropped because stdout did not keep up.",
+              static_cast<double>(log::lines_dropped()));
 }
 
 }  // namespace chat::metrics

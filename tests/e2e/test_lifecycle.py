@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -208,6 +209,53 @@ class LifecycleTest(h.ChatdTestCase):
             self.assertNotEqual(srv.proc.returncode, 0)
         finally:
             s.close()
+
+
+class StalledLogOutputTest(unittest.TestCase):
+    """chatd's stdout is a pipe nobody reads (a log collector that stalled): serving must go on. Lines are written
+    by a thread of their own from a bounded queue; when it is full the oldest go, counted in
+    chat_log_lines_dropped_total and said in a log_lines_dropped line once the output moves again."""
+
+    class PipedChatd(h.ChatdServer):
+        def spawn(self, port=None):
+            self.port = port or h.free_port()
+            self.proc = subprocess.Popen([h.chatd_bin()], env=self.build_env(self.port), stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.tmpdir)
+            return self
+
+    def setUp(self):
+        self.srv = self.PipedChatd(name="stalled-log").start()
+        self.addCleanup(self.srv.cleanup)
+
+    def test_a_stdout_nobody_reads_stalls_nothing(self):
+        # Each refused chat logs a line of ~150 bytes: 6,000 are far more than the pipe (64 KiB) and the queue hold.
+        conn = h.HttpConn(self.srv.port)
+        try:
+            for i in range(6000):
+                r = conn.request("POST", "/api/chat", json.dumps({"user_id": "u1", "message": "no session %d" % i}),
+                                 {"Content-Type": "application/json"})
+                self.assertEqual(r.status, 400, "request %d: %s %r" % (i, r.status, r.body[:200]))
+        finally:
+            conn.close()
+        self.assertEqual(self.srv.get("/health", timeout=5).status, 200)
+        dropped = [line for line in self.srv.get("/metrics", timeout=5).body.decode().splitlines()
+                   if line.startswith("chat_log_lines_dropped_total ")]
+        self.assertEqual(len(dropped), 1, dropped)
+        self.assertGreater(float(dropped[0].split()[1]), 0, "nothing dropped: did the pipe ever fill?")
+
+        # The collector catches up: what it reads now says how many lines it missed.
+        out = []
+        reader = threading.Thread(target=lambda: out.append(self.srv.proc.stdout.read()), daemon=True)
+        reader.start()
+        time.sleep(0.5)
+        self.assertEqual(self.srv.get("/api/sessions?user_id=u1", timeout=5).status, 200)  # logs nothing itself
+        r = self.srv.post_json("/api/chat", {"user_id": "u1", "message": "one more refused"})
+        self.assertEqual(r.status, 400)
+        self.srv.stop()
+        reader.join(10)
+        text = out[0].decode("utf-8", "replace") if out else ""
+        self.assertIn("log_lines_dropped count=", text)
+        self.assertIn("chat_rejected", text.split("log_lines_dropped")[-1], "the line after the drop report")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ TEST(PostgresStore, AWrongPasswordFailsTheStartAndIsNeverLogged) {
   } catch (const std::runtime_error& e) {
     error = e.what();
   }
+  log::flush();
   std::string logged = testing::internal::GetCapturedStdout();
   log::init(log::Level::info, log::Format::text);
   EXPECT_NE(error.find("password authentication failed"), std::string::npos) << error;
