@@ -401,7 +401,11 @@ class ChatPageTest(PageTestCase):
         self.assertFalse(page.js("return document.getElementById('chat').inert"), "the closed drawer left the chat inert")
         # Without a keyboard (a phone's screen reader), the drawer's own button closes it.
         toggle.click()
-        wait_until("the drawer to open", lambda: page.find("new-chat").is_displayed())
+        # Open, and done sliding in: the close button is what a tap at its middle hits.
+        wait_until("the drawer to open", lambda: page.find("new-chat").is_displayed() and page.js(
+            "var r = document.getElementById('sidebar-close').getBoundingClientRect();"
+            "var hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);"
+            "return !!hit && !!hit.closest('#sidebar-close');"))
         page.find("sidebar-close").click()
         wait_until("the close button to close the drawer", lambda: not page.find("new-chat").is_displayed())
         self.assertEqual(page.js("return document.activeElement.id"), "menu-toggle")
@@ -680,6 +684,28 @@ class StreamLimitTest(PageTestCase):
         # A message sent meanwhile goes out (after its wait for the stream), and the banner stays.
         third.wait_status(third.send("Sent from the third tab"), ("streaming", "complete"))
         self.assertEqual(third.banner()[:2], (True, "stream"), "the reason the reply does not stream was cleared")
+
+
+
+class ProviderErrorPageTest(PageTestCase):
+    """The default provider has no API key: every reply ends with error provider_not_configured."""
+    server_env = dict(SLOW_DEMO, WORKER_DEFAULT_PROVIDER="openai")
+
+    def test_a_reply_error_is_said_once_and_not_again_after_a_reload(self):
+        page = self.page.open(user=self.user)
+        reply_id = page.send("Ask a provider that has no key")
+        self.assertEqual(page.wait_status(reply_id, ("complete", "cancelled", "error"))["status"], "error")
+        shown, kind, text = wait_until("the error banner", lambda: (lambda b: b if b[0] else None)(page.banner()))
+        self.assertEqual(kind, "provider", text)
+        self.browser.driver.find_element("id", "error-dismiss").click()
+        wait_until("the banner to close", lambda: not page.banner()[0])
+        # The page resumes on the reply's final chunk, where the stream sends its `error` again: old news.
+        page.reload()
+        self.assertEqual(page.wait_status(reply_id, ("complete", "cancelled", "error"))["status"], "error")
+        wait_until("the stream to be connected", lambda: page.js(
+            "return document.querySelector('[data-testid=\"send\"]') !== null"))
+        time.sleep(2)
+        self.assertFalse(page.banner()[0], "the reply's error was said again: %r" % (page.banner(),))
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ class GivenUpPageTest(ClusterPage):
         stored = self.history.wait_message(session_id, reply_id, timeout=30)
         self.assertEqual((stored["status"], stored["content"], stored["metadata"].get("error_code")),
                          ("incomplete", "", "reply_timeout"), stored)
-        final = page.wait_status(reply_id, ("complete", "cancelled", "error"), timeout=60)
+        final = page.wait_status(reply_id, ("complete", "cancelled", "error"), timeout=90)
         self.assertEqual(final["status"], "error", final)
         accepted_on = self.pods_whose_log_has("reply_finished", "message_id=%s" % reply_id)
         streamed_on = self.pods_whose_log_has("sse_connected", "session_id=%s" % session_id)

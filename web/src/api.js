@@ -15,11 +15,12 @@ export class ApiError extends Error {
 }
 
 // Retry-After is seconds or an HTTP date.
+// At least a second, so that a wait of 0 (or a date already past) still shows.
 export function parseRetryAfter(value) {
   if (!value) return null;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  if (/^\d+$/.test(value.trim())) return Math.max(1, Number(value.trim()));
   const at = Date.parse(value);
-  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+  return Number.isNaN(at) ? null : Math.max(1, Math.ceil((at - Date.now()) / 1000));
 }
 
 // A session id the page makes itself while the server cannot (no POST

@@ -109,6 +109,7 @@ export class Conversation {
     this.localOrder = []; // not (yet) in history: replies streaming, messages being sent
     this.nextBefore = null; // older history exists before this id
     this.fresh = false; // made here and nothing sent yet: the server has no history of it
+    this.newestPageAskedAt = -Infinity; // when the newest page applied last was asked for
     this.list.replaceChildren();
   }
 
@@ -149,7 +150,13 @@ export class Conversation {
   // A page of history, oldest first. `older`: a page before what is shown.
   // `requestedAt`: when it was asked for; user messages confirmed before
   // then are in it under their stored ids and the local copies go.
+  // Returns false for an answer older than one applied already (the newest
+  // page asked twice, answered out of order), which is left alone.
   applyHistory(page, { older = false, requestedAt = 0 } = {}) {
+    if (!older) {
+      if (requestedAt < this.newestPageAskedAt) return false;
+      this.newestPageAskedAt = requestedAt;
+    }
     const ids = [];
     for (const stored of page.messages || []) {
       ids.push(stored.message_id);
@@ -267,14 +274,21 @@ export class Conversation {
     if (message.status !== 'streaming') message.setStatus('streaming');
     if ((data.chunk_type || 'content') === 'content' && typeof data.chunk === 'string') message.text += data.chunk;
     message.render();
-    this.resume.chunk(eventId, id, message.text, message.next);
+    // A stale reply may have a gap: it takes history's text, and a reload must
+    // not bring back this one as whole.
+    if (!message.stale) this.resume.chunk(eventId, id, message.text, message.next);
     return unknown;
   }
 
+  // Returns whether the error is news: a stream resumed on a reply's final
+  // chunk gets its `error` again, for a reply shown ended already. One not
+  // shown yet is news (its 202 may still be on the way).
   applyError(data) {
     const message = this.messages.get(data.message_id);
-    if (!message || (FINAL.has(message.status) && !message.stale)) return;
+    if (!message) return true;
+    if (FINAL.has(message.status) && !message.stale) return false;
     message.pendingNote = data.code === 'cancelled' ? 'Stopped' : replyErrorText(data.code, data.message);
+    return true;
   }
 
   // Returns the message when it ended here; a stale one wants history.
@@ -295,8 +309,10 @@ export class Conversation {
   // have a gap and takes history's text when it ends.
   applyReset(data) {
     this.resume.forgetCursor();
-    const message = data.message_id ? this.messages.get(data.message_id) : null;
-    if (message) {
+    if (data.message_id) {
+      // A reply that starts over; one this page does not know yet comes from chunk 0 like any other.
+      const message = this.messages.get(data.message_id);
+      if (!message) return;
       message.text = '';
       message.next = 0;
       message.stale = false;

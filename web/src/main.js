@@ -346,6 +346,7 @@ class App {
     clearTimeout(this.troubleTimer);
     clearTimeout(this.quietTimer);
     clearTimeout(this.silentTimer);
+    this.silentTimer = null;
     this.banner.clear('offline', 'provider', 'forbidden', 'not_found');
     this.streamDown(); // the next conversation's stream opens after its history
   }
@@ -368,7 +369,11 @@ class App {
     await this.loadHistory(conversation);
     if (this.conversation !== conversation) return;
     conversation.restorePartials();
-    this.openStream(conversation);
+    // Replies that ran when this conversation was last shown: their server may
+    // have lost them since, and no reset would say so.
+    const resumed = conversation.streaming.length > 0;
+    if (resumed) this.watchSilent(conversation);
+    this.openStream(conversation, { resumed });
   }
 
   makeConversation(sessionId) {
@@ -440,7 +445,7 @@ class App {
     this.connected = { promise: new Promise((r) => { resolve = r; }), resolve: () => resolve(), open: false };
   }
 
-  openStream(conversation) {
+  openStream(conversation, { resumed = false } = {}) {
     let opened = false;
     const stream = new SessionStream(this.api, conversation.sessionId, {
       cursor: () => conversation.resume.cursor,
@@ -450,9 +455,9 @@ class App {
         this.connected.open = true;
         this.connected.resolve();
         if (!conversation.fresh) this.scheduleHistory(0); // whatever ended while no stream was open
-        // Back after a break: a running reply may have been lost with the
-        // server (a reconnect without cursor gets no reset to say so).
-        if (opened && this.conversation === conversation) {
+        // Back after a break (or a reload): a running reply may have been lost
+        // with the server (a reconnect without cursor gets no reset to say so).
+        if ((opened || resumed) && this.conversation === conversation) {
           conversation.restartQuietClock();
           this.watchQuiet(conversation);
         }
@@ -473,11 +478,15 @@ class App {
     if (data.session_id && data.session_id !== conversation.sessionId) return;
     switch (type) {
       case 'chunk':
-        if (conversation.applyChunk(data, eventId)) this.scheduleHistory(200); // another device's message
+        if (conversation.applyChunk(data, eventId)) {
+          this.scheduleHistory(200); // another device's message
+          this.watchSilent(conversation);
+        }
         break;
       case 'error':
-        conversation.applyError(data);
-        if (data.code !== 'cancelled') this.banner.show({ kind: 'provider', text: replyErrorText(data.code, data.message) });
+        if (conversation.applyError(data) && data.code !== 'cancelled') {
+          this.banner.show({ kind: 'provider', text: replyErrorText(data.code, data.message) });
+        }
         break;
       case 'message_complete': {
         const message = conversation.applyComplete(data);
@@ -497,6 +506,7 @@ class App {
         conversation.applyReset(data);
         this.scheduleHistory(0);
         this.watchQuiet(conversation);
+        this.watchSilent(conversation);
         break;
       default:
         break;
@@ -515,11 +525,13 @@ class App {
     }, QUIET_CHECK_MS);
   }
 
-  // While a reply runs, one that stays silent is looked up in the history
-  // (see SILENT_REPLY_MS); it ends here if it is stored ended.
+  // While replies run, one that stays silent is looked up in the history
+  // (see SILENT_REPLY_MS); it ends here if it is stored ended. Started
+  // whenever a reply may have begun to run; one watch serves them all.
   watchSilent(conversation) {
-    clearTimeout(this.silentTimer);
+    if (this.silentTimer) return;
     this.silentTimer = setTimeout(() => {
+      this.silentTimer = null;
       if (this.conversation !== conversation || !conversation.streaming.length) return;
       if (conversation.quiet(SILENT_REPLY_MS).length) this.scheduleHistory(0);
       this.watchSilent(conversation);
@@ -609,6 +621,9 @@ class App {
       if (composer.value === text) composer.value = ''; // what was typed during the wait stays
       this.composerChanged();
       this.stickToBottom = true;
+      // A reply's provider error is about that reply; cleared now, not at the
+      // 202, which may come after this reply's own error.
+      this.banner.clear('provider');
       try {
         const accepted = await this.api.chat({
           sessionId: conversation.sessionId,
@@ -616,13 +631,17 @@ class App {
           provider: $('provider').value,
           model: $('model').value.trim(),
         });
+        // Another conversation opened meanwhile: this one's history shows the
+        // chat when it is opened again.
+        if (this.conversation !== conversation) return;
         conversation.fresh = false;
         conversation.confirmSent(local, accepted.message_id);
         this.watchSilent(conversation);
-        this.banner.clear('rate_limited', 'unavailable', 'offline', 'provider');
+        this.banner.clear('rate_limited', 'unavailable', 'offline');
         this.scheduleHistory(0);
         this.refreshSessions();
       } catch (e) {
+        if (this.conversation !== conversation) return; // its text is not for the conversation shown now
         conversation.dropLocal(local);
         if (!composer.value) {
           composer.value = text;
