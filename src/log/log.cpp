@@ -3,10 +3,12 @@
 #include <spdlog/async.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
-#include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -23,33 +25,62 @@ Format g_format = Format::text;
 // and are counted (lines_dropped()).
 constexpr std::size_t kQueuedLines = 4096;
 
-// stdout, a line at a time, counting the lines it wrote (for flush()).
+std::string format_line(std::string_view event, std::initializer_list<Field> fields);
+
+// stdout, a line at a time, counting the lines it wrote (for flush()). Runs on
+// the writer thread only, under the sink's mutex.
 class StdoutSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
+  explicit StdoutSink(std::function<std::size_t()> dropped) : dropped_(std::move(dropped)) {}
   std::size_t written() const { return written_.load(std::memory_order_acquire); }
 
  private:
   void sink_it_(const spdlog::details::log_msg& msg) override {
-    spdlog::memory_buf_t line;
-    formatter_->format(msg, line);
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fflush(stdout);
+    report_drops(msg);
+    put(msg);
     written_.fetch_add(1, std::memory_order_release);
   }
-  void flush_() override { std::fflush(stdout); }
+  void flush_() override {}  // nothing is buffered
 
+  // Before the first line written after some were dropped: how many went.
+  void report_drops(const spdlog::details::log_msg& next) {
+    const auto dropped = dropped_();
+    if (dropped == reported_ || !enabled(Level::warn)) return;
+    auto line = format_line("log_lines_dropped", {{"count", dropped - reported_}, {"total", dropped}});
+    reported_ = dropped;
+    put(spdlog::details::log_msg(next.time, {}, next.logger_name, spdlog::level::warn, line));
+  }
+
+  // Straight to the descriptor, not through stdio's buffer: nothing here is
+  // shared with exit's flushing of stdout while this thread may still write.
+  void put(const spdlog::details::log_msg& msg) {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    for (std::size_t done = 0; done < line.size();) {
+      auto n = ::write(STDOUT_FILENO, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // stdout is closed: the line is lost
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
+  std::function<std::size_t()> dropped_;
+  std::size_t reported_ = 0;
   std::atomic<std::size_t> written_{0};
 };
 
 struct Output {
   std::shared_ptr<spdlog::details::thread_pool> writer = std::make_shared<spdlog::details::thread_pool>(kQueuedLines, 1);
-  std::shared_ptr<StdoutSink> sink = std::make_shared<StdoutSink>();
+  std::shared_ptr<StdoutSink> sink =
+      std::make_shared<StdoutSink>([pool = writer.get()] { return pool->overrun_counter(); });
   std::shared_ptr<spdlog::async_logger> logger = std::make_shared<spdlog::async_logger>(
       "chat", sink, writer, spdlog::async_overflow_policy::overrun_oldest);
   std::atomic<std::size_t> submitted{0};
-  std::atomic<std::size_t> drops_reported{0};
 
-  Output() { logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc); }
+  Output() {
+    logger->set_level(spdlog::level::trace);  // enabled() is the one filter: every line counted is queued
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
+  }
 
   void log(spdlog::level::level_enum level, const std::string& line) {
     submitted.fetch_add(1, std::memory_order_relaxed);
@@ -57,10 +88,11 @@ struct Output {
   }
 };
 
-// Destroyed at exit after everything that logs; the writer writes out what is
-// queued before it stops.
+// Never destroyed: a line logged at exit (from a library's thread) still finds
+// it, and its writer may be stuck on a stdout nobody reads. program_main
+// flushes what is queued, a second at most.
 Output& output() {
-  static Output instance;
+  static Output& instance = *new Output;
   return instance;
 }
 
@@ -138,22 +170,12 @@ std::string format_line(std::string_view event, std::initializer_list<Field> fie
   return line;
 }
 
-// Says, in the log itself, how many lines went since it last said so.
-void report_drops() {
-  auto& out = output();
-  auto dropped = out.writer->overrun_counter();
-  auto reported = out.drops_reported.load(std::memory_order_relaxed);
-  if (dropped == reported || !out.drops_reported.compare_exchange_strong(reported, dropped)) return;
-  out.log(spdlog::level::warn, format_line("log_lines_dropped", {{"count", dropped - reported}, {"total", dropped}}));
-}
-
 }  // namespace
 
 void init(Level level, Format format) {
   g_level = level;
   g_format = format;
   auto& l = logger();
-  l.set_level(to_spd(level));
   if (format == Format::json)
     l.set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})", spdlog::pattern_time_type::utc);
   else
@@ -163,7 +185,6 @@ void init(Level level, Format format) {
 bool enabled(Level level) noexcept { return level >= g_level.load(std::memory_order_relaxed); }
 
 void write(Level level, std::string_view event, std::initializer_list<Field> fields) {
-  report_drops();
   output().log(to_spd(level), format_line(event, fields));
 }
 

@@ -11,17 +11,20 @@ int program_main(config::Program program, std::string_view name, int argc, char*
     std::cout << config::help_text(program);
     return 0;
   }
+  int code = 0;
   try {
     auto settings = config::load(program, args, config::process_environment());
     log::init(settings.log.level, settings.log.format);
-    return run(settings);
+    code = run(settings);
   } catch (const config::ConfigError& e) {
     std::cerr << name << ": configuration error: " << e.what() << "\n";
-    return 2;
+    code = 2;
   } catch (const std::exception& e) {
     std::cerr << name << ": cannot start: " << e.what() << "\n";
-    return 1;
+    code = 1;
   }
+  log::flush();  // the lines still queued (a second at most: stdout may be stuck)
+  return code;
 }
 
 }  // namespace chat::runtime

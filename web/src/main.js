@@ -633,7 +633,10 @@ class App {
         });
         // Another conversation opened meanwhile: this one's history shows the
         // chat when it is opened again.
-        if (this.conversation !== conversation) return;
+        if (this.conversation !== conversation) {
+          this.refreshSessions();
+          return;
+        }
         conversation.fresh = false;
         conversation.confirmSent(local, accepted.message_id);
         this.watchSilent(conversation);
@@ -641,8 +644,9 @@ class App {
         this.scheduleHistory(0);
         this.refreshSessions();
       } catch (e) {
-        if (this.conversation !== conversation) return; // its text is not for the conversation shown now
-        conversation.dropLocal(local);
+        // After a switch the old conversation is gone from the page; the text
+        // still comes back, for the user to send where they choose.
+        if (this.conversation === conversation) conversation.dropLocal(local);
         if (!composer.value) {
           composer.value = text;
           this.composerChanged();
