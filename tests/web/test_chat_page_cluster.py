@@ -131,6 +131,16 @@ class ClusterPage(unittest.TestCase):
                         found.append(name[:-len(".log")])
         return found
 
+    def assert_ended_off_the_streams_pod(self, end_line, reply_id, session_id, path):
+        """The pod that logged the reply's `end_line` is not the one of the page's stream, so the end came to the
+        page through `path`, not as events."""
+        ended_on = self.pods_whose_log_has(end_line, "message_id=%s" % reply_id)
+        streamed_on = self.pods_whose_log_has("sse_connected", "session_id=%s" % session_id)
+        self.assertEqual(len(ended_on), 1, ended_on)
+        self.assertNotIn(ended_on[0], streamed_on,
+                         "the page's stream was on the pod that ended the reply: the end came as events, and %s "
+                         "this test is for was not needed" % path)
+
 
 class ClusterPageTest(ClusterPage):
     def test_reply_streams_through_nginx_and_ends_as_stored(self):
@@ -200,12 +210,8 @@ class NoWorkerPageTest(ClusterPage):
         stored = self.history.wait_message(session_id, reply_id)
         self.assertEqual((stored["status"], stored["content"]), ("cancelled", ""))
         self.assertEqual(normalize(final["text"]), "")
-        accepted_on = self.pods_whose_log_has("reply_cancelled_before_start", "message_id=%s" % reply_id)
-        streamed_on = self.pods_whose_log_has("sse_connected", "session_id=%s" % session_id)
-        self.assertEqual(len(accepted_on), 1, accepted_on)
-        self.assertNotIn(accepted_on[0], streamed_on,
-                         "the page's stream was on the pod that accepted the chat: the end came as events, and the "
-                         "history fallback this test is for was not needed")
+        self.assert_ended_off_the_streams_pod("reply_cancelled_before_start", reply_id, session_id,
+                                              "the history fallback")
 
 
 
@@ -226,12 +232,7 @@ class GivenUpPageTest(ClusterPage):
                          ("incomplete", "", "reply_timeout"), stored)
         final = page.wait_status(reply_id, ("complete", "cancelled", "error"), timeout=90)
         self.assertEqual(final["status"], "error", final)
-        accepted_on = self.pods_whose_log_has("reply_finished", "message_id=%s" % reply_id)
-        streamed_on = self.pods_whose_log_has("sse_connected", "session_id=%s" % session_id)
-        self.assertEqual(len(accepted_on), 1, accepted_on)
-        self.assertNotIn(accepted_on[0], streamed_on,
-                         "the page's stream was on the pod that gave the reply up: the end came as events, and the "
-                         "history check this test is for was not needed")
+        self.assert_ended_off_the_streams_pod("reply_finished", reply_id, session_id, "the history check")
         wait_until("the composer to take a message again", lambda: page.visible("send") and not page.visible("stop"))
 
 

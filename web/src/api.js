@@ -14,8 +14,8 @@ export class ApiError extends Error {
   }
 }
 
-// Retry-After is seconds or an HTTP date.
-// At least a second, so that a wait of 0 (or a date already past) still shows.
+// Retry-After is seconds or an HTTP date; at least a second, so that a wait
+// of 0 (or a date already past) still shows.
 export function parseRetryAfter(value) {
   if (!value) return null;
   if (/^\d+$/.test(value.trim())) return Math.max(1, Number(value.trim()));

@@ -150,11 +150,11 @@ export class Conversation {
   // A page of history, oldest first. `older`: a page before what is shown.
   // `requestedAt`: when it was asked for; user messages confirmed before
   // then are in it under their stored ids and the local copies go.
-  // Returns false for an answer older than one applied already (the newest
-  // page asked twice, answered out of order), which is left alone.
+  // An answer older than one applied already (the newest page asked twice,
+  // answered out of order) is left alone.
   applyHistory(page, { older = false, requestedAt = 0 } = {}) {
     if (!older) {
-      if (requestedAt < this.newestPageAskedAt) return false;
+      if (requestedAt < this.newestPageAskedAt) return;
       this.newestPageAskedAt = requestedAt;
     }
     const ids = [];
