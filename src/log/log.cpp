@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -24,6 +25,11 @@ Format g_format = Format::text;
 // loops that log. The queue is bounded; when it is full the oldest lines go
 // and are counted (lines_dropped()).
 constexpr std::size_t kQueuedLines = 4096;
+// A queued line's text is on the heap, so the queue is bounded in bytes only
+// if lines are: text from outside (a provider's error message, a header) is
+// cut, in each value and in the line as a whole. A line stays well-formed.
+constexpr std::size_t kMaxValueBytes = 2048;
+constexpr std::size_t kMaxValuesBytes = 8192;
 
 std::string format_line(std::string_view event, std::initializer_list<Field> fields);
 
@@ -130,17 +136,31 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
-void append_value(std::string& out, const Field::Value& v, bool quote_strings) {
+// At most `room` bytes of s, cut at a character's start, and what was cut said
+// (so a reader knows the value is not whole).
+std::string cut_to(std::string_view s, std::size_t room) {
+  std::size_t keep = room;
+  while (keep > 0 && (static_cast<unsigned char>(s[keep]) & 0xC0) == 0x80) --keep;
+  return std::string(s.substr(0, keep)) + "...(" + std::to_string(s.size() - keep) + " bytes cut)";
+}
+
+// `room`: what is left of the line's budget for string values; spent here.
+void append_value(std::string& out, const Field::Value& v, bool quote_strings, std::size_t& room) {
   std::visit(
-      [&](const auto& x) {
-        using T = std::decay_t<decltype(x)>;
+      [&](const auto& whole) {
+        using T = std::decay_t<decltype(whole)>;
         if constexpr (std::is_same_v<T, std::string_view>) {
+          const std::size_t limit = std::min(kMaxValueBytes, room);
+          std::string cut;
+          std::string_view x = whole;
+          if (x.size() > limit) x = cut = cut_to(x, limit);
+          room -= std::min(room, x.size());
           bool needs_quotes = quote_strings || x.empty() || x.find_first_of(" \"=\n") != x.npos;
           if (needs_quotes) append_json_string(out, x); else out += x;
         } else if constexpr (std::is_same_v<T, bool>) {
-          out += x ? "true" : "false";
+          out += whole ? "true" : "false";
         } else {
-          out += std::to_string(x);
+          out += std::to_string(whole);
         }
       },
       v);
@@ -149,6 +169,7 @@ void append_value(std::string& out, const Field::Value& v, bool quote_strings) {
 std::string format_line(std::string_view event, std::initializer_list<Field> fields) {
   std::string line;
   line.reserve(128);
+  std::size_t room = kMaxValuesBytes;
   if (g_format == Format::json) {
     line += "\"event\":";
     append_json_string(line, event);
@@ -156,7 +177,7 @@ std::string format_line(std::string_view event, std::initializer_list<Field> fie
       line.push_back(',');
       append_json_string(line, f.key);
       line.push_back(':');
-      append_value(line, f.value, true);
+      append_value(line, f.value, true, room);
     }
   } else {
     line += event;
@@ -164,7 +185,7 @@ std::string format_line(std::string_view event, std::initializer_list<Field> fie
       line.push_back(' ');
       line += f.key;
       line.push_back('=');
-      append_value(line, f.value, false);
+      append_value(line, f.value, false, room);
     }
   }
   return line;
