@@ -687,6 +687,33 @@ class StreamLimitTest(PageTestCase):
 
 
 
+class FastReplyPageTest(PageTestCase):
+    """A reply of a word per chunk at full pace: the page keeps its resume record without
+    rewriting it for every chunk (each write holds the whole text: per chunk, quadratic)."""
+
+    server_env = {"WORKER_DEMO_CHUNK_DELAY": "5ms", "WORKER_DEMO_WORDS_PER_CHUNK": "1"}
+
+    def test_the_resume_record_is_written_a_few_times_not_per_chunk(self):
+        page = self.page.open(user=self.user)
+        page.js("""
+            window.resumeWrites = 0;
+            const setItem = Storage.prototype.setItem;
+            Storage.prototype.setItem = function (key, value) {
+              if (String(key).startsWith('chatd.stream.')) window.resumeWrites += 1;
+              return setItem.call(this, key, value);
+            };""")
+        reply_id = page.send("Talk fast, one word at a time")
+        final = page.wait_status(reply_id, ("complete", "cancelled", "error"))
+        self.assertEqual(final["status"], "complete")
+        stored = self.history.wait_message(page.session_id(), reply_id)
+        self.assert_same_as_stored(final, stored, "fast reply")
+        chunks = len(stored["content"].split())  # a word per chunk
+        writes = page.js("return window.resumeWrites")
+        self.assertGreater(chunks, 40, "the demo reply is too short to tell")
+        self.assertGreater(writes, 0, "the reply's progress was never kept for a reload")
+        self.assertLess(writes * 4, chunks, "%d writes of the resume record for %d chunks" % (writes, chunks))
+
+
 class ProviderErrorPageTest(PageTestCase):
     """The default provider has no API key: every reply ends with error provider_not_configured."""
     server_env = dict(SLOW_DEMO, WORKER_DEFAULT_PROVIDER="openai")

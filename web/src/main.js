@@ -81,7 +81,7 @@ class App {
     this.sending = false;
     this.stopping = false;
     this.sendBlockedUntil = 0;
-    this.deleting = null;
+    this.deleting = new Set(); // conversations this tab is deleting: their end is no surprise
     this.historyTimer = null;
     this.historyTries = 0;
     this.troubleTimer = null;
@@ -343,6 +343,7 @@ class App {
     this.conversation = null;
     this.sessionId = null;
     clearTimeout(this.historyTimer);
+    this.historyTries = 0; // the next conversation's stored replies get their own tries
     clearTimeout(this.troubleTimer);
     clearTimeout(this.quietTimer);
     clearTimeout(this.silentTimer);
@@ -565,14 +566,14 @@ class App {
     this.sessions.forget(sessionId);
     const open = this.sessionId === sessionId;
     if (open) this.navigate(null); // first: leaving the conversation clears its banners
-    if (open && this.deleting !== sessionId) {
+    if (open && !this.deleting.has(sessionId)) {
       this.banner.show({ kind: 'not_found', text: 'This conversation was deleted (maybe on another device).' });
     }
     this.refreshSessions();
   }
 
   async deleteSession(sessionId) {
-    this.deleting = sessionId;
+    this.deleting.add(sessionId);
     try {
       await this.api.deleteSession(sessionId);
       this.sessionDeleted(sessionId);
@@ -580,7 +581,7 @@ class App {
       if (e instanceof ApiError && e.status === 404) this.sessionDeleted(sessionId);
       else this.showApiError(e, 'deleting the conversation');
     } finally {
-      this.deleting = null;
+      this.deleting.delete(sessionId);
     }
   }
 

@@ -3,15 +3,33 @@
 // cursor (the id of the last chunk event: "<message_id>:<chunk_id>") and the
 // text so far of each reply still being written. The server resumes after the
 // cursor; the page already holds everything up to it. One record per
-// conversation, written after every chunk, so cursor and text always agree.
+// conversation, cursor and text always written together, so they agree.
+//
+// Chunks are written at most every SAVE_EVERY_MS, not each one: every write
+// serializes the whole text, which per chunk is quadratic in a long reply.
+// Leaving or hiding the page writes what is pending, and a record a moment
+// old is still exact: the server resumes after its cursor.
 
 const PREFIX = 'chatd.stream.';
+const SAVE_EVERY_MS = 250;
+const unsaved = new Set(); // states with chunks not written yet
+
+function saveAll() {
+  for (const state of [...unsaved]) state.save();
+}
+window.addEventListener('pagehide', saveAll);
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'hidden') saveAll();
+});
 
 export class ResumeState {
   constructor(sessionId) {
     this.key = PREFIX + sessionId;
     this.cursor = '';
     this.replies = {}; // message_id -> {text, next}
+    this.saveTimer = null;
+    // The conversation shown again before its last chunks were written.
+    for (const state of [...unsaved]) if (state.key === this.key) state.save();
     try {
       const saved = JSON.parse(sessionStorage.getItem(this.key) || 'null');
       if (saved && typeof saved === 'object') {
@@ -26,7 +44,9 @@ export class ResumeState {
   chunk(cursor, messageId, text, next) {
     this.cursor = cursor || this.cursor;
     this.replies[messageId] = { text, next };
-    this.save();
+    if (this.saveTimer !== null) return;
+    unsaved.add(this);
+    this.saveTimer = setTimeout(() => this.save(), SAVE_EVERY_MS);
   }
 
   finished(messageId) {
@@ -42,6 +62,9 @@ export class ResumeState {
   }
 
   save() {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    unsaved.delete(this);
     try {
       if (!this.cursor && Object.keys(this.replies).length === 0) sessionStorage.removeItem(this.key);
       else sessionStorage.setItem(this.key, JSON.stringify({ cursor: this.cursor, replies: this.replies }));
@@ -50,8 +73,19 @@ export class ResumeState {
     }
   }
 
+  // A pending write would bring back a record removed meanwhile.
+  static dropUnsaved(key) {
+    for (const state of [...unsaved]) {
+      if (key !== undefined && state.key !== key) continue;
+      clearTimeout(state.saveTimer);
+      state.saveTimer = null;
+      unsaved.delete(state);
+    }
+  }
+
   // Every conversation's record (signing out: the next user must not find them).
   static removeAll() {
+    ResumeState.dropUnsaved();
     try {
       for (const key of Object.keys(sessionStorage)) if (key.startsWith(PREFIX)) sessionStorage.removeItem(key);
     } catch {
@@ -60,6 +94,7 @@ export class ResumeState {
   }
 
   static remove(sessionId) {
+    ResumeState.dropUnsaved(PREFIX + sessionId);
     try {
       sessionStorage.removeItem(PREFIX + sessionId);
     } catch {

@@ -23,6 +23,9 @@ export class SessionStream {
     this.retryTimer = null;
     this.failures = 0;
     this.stopped = false;
+    // Bumped by stop(): a diagnosis begun before it must not open a second
+    // EventSource beside the one a restart() opened meanwhile.
+    this.generation = 0;
   }
 
   start() {
@@ -32,6 +35,7 @@ export class SessionStream {
 
   stop() {
     this.stopped = true;
+    this.generation += 1;
     clearTimeout(this.retryTimer);
     if (this.source) this.source.close();
     this.source = null;
@@ -82,8 +86,9 @@ export class SessionStream {
     }
     this.source = null;
     this.failures += 1;
+    const generation = this.generation;
     this.diagnose().then((error) => {
-      if (this.stopped) return;
+      if (this.stopped || generation !== this.generation) return;
       const retryable = !error || error.status === 0 || error.status === 429 || error.status >= 500;
       this.handlers.onTrouble(error, retryable);
       if (!retryable) return;
