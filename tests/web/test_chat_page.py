@@ -714,6 +714,35 @@ class FastReplyPageTest(PageTestCase):
         self.assertLess(writes * 4, chunks, "%d writes of the resume record for %d chunks" % (writes, chunks))
 
 
+    def test_the_message_sent_is_never_shown_twice(self):
+        # The reply's first chunk can come before the 202 (a slow network on the way back: here the page gets each
+        # 202 a second late) and makes the page fetch the history, which holds the message already: until the 202
+        # the page showed it twice (as sent, and as stored).
+        page = self.page.open(user=self.user)
+        page.js("""
+            const fetchNow = window.fetch;
+            window.fetch = async (url, options) => {
+              const response = await fetchNow(url, options);
+              const chat = options && options.method === 'POST' && new URL(url, location.href).pathname === '/api/chat';
+              if (chat) await new Promise((resolve) => setTimeout(resolve, 1000));
+              if (chat) window.chatsAnswered = (window.chatsAnswered || 0) + 1;
+              return response;
+            };
+            window.mostUserMessages = 0;
+            const count = () => {
+              const shown = document.querySelectorAll('[data-testid="message"][data-role="user"]').length;
+              window.mostUserMessages = Math.max(window.mostUserMessages, shown);
+            };
+            new MutationObserver(count).observe(document.getElementById('message-list'), {childList: true});""")
+        for n in range(1, 6):
+            reply_id = page.send("Message number %d" % n)
+            self.assertEqual(page.wait_status(reply_id, ("complete", "cancelled", "error"))["status"], "complete")
+            wait_until("the message once, as stored", lambda: sum(
+                1 for m in page.messages() if m["role"] == "user" and m["id"]) == n)
+            wait_until("the 202", lambda: page.js("return window.chatsAnswered") == n)
+            self.assertEqual(page.js("return window.mostUserMessages"), n, "message %d was shown twice" % n)
+
+
 class ProviderErrorPageTest(PageTestCase):
     """The default provider has no API key: every reply ends with error provider_not_configured."""
     server_env = dict(SLOW_DEMO, WORKER_DEFAULT_PROVIDER="openai")

@@ -46,6 +46,7 @@ class Message {
     this.createdAt = NaN; // when it was stored (history), ms since the epoch
     this.lost = false; // ended here as lost (see Conversation.endLost); history will not have it
     this.local = false; // shown before the server knew it (a user message being sent)
+    this.storedCopy = null; // a local message's id in history, once a page showed it there
     this.renderTimer = null;
 
     this.element = document.createElement('li');
@@ -165,6 +166,7 @@ export class Conversation {
         message = new Message(stored.message_id, stored.role === 'user' ? 'user' : 'assistant');
         this.messages.set(stored.message_id, message);
         this.takeStored(message, stored);
+        if (message.role === 'user' && !older) this.replaceLocalCopy(message);
         continue;
       }
       this.localOrder = this.localOrder.filter((id) => id !== stored.message_id);
@@ -241,10 +243,32 @@ export class Conversation {
   }
 
   dropLocal(local) {
-    this.messages.delete(local.id);
-    this.localOrder = this.localOrder.filter((id) => id !== local.id);
-    local.element.remove();
+    // Stored a moment and taken back: the server removes it when the chat is refused.
+    if (local.storedCopy) this.drop(local.storedCopy);
+    this.drop(local.id);
     this.onChange();
+  }
+
+  drop(id) {
+    const message = this.messages.get(id);
+    if (!message) return;
+    this.messages.delete(id);
+    this.localOrder = this.localOrder.filter((other) => other !== id);
+    this.historyOrder = this.historyOrder.filter((other) => other !== id);
+    message.element.remove();
+  }
+
+  // The message being sent, stored already, came in a history page asked for
+  // before its 202 (its reply's first chunk can beat the 202 and fetches the
+  // history): shown once, as stored.
+  replaceLocalCopy(stored) {
+    for (const id of this.localOrder) {
+      const local = this.messages.get(id);
+      if (!local.local || local.confirmedAt || local.storedCopy || local.text !== stored.text) continue;
+      local.storedCopy = stored.id;
+      this.drop(local.id);
+      return;
+    }
   }
 
   // Returns true when the chunk named a reply this page did not know (another
