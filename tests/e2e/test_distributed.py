@@ -10,6 +10,7 @@ import json
 import random
 import signal
 import subprocess
+import threading
 import time
 import unittest
 import uuid
@@ -818,6 +819,54 @@ class QueuedCancelTest(ClusterTestCase):
         self.assertEqual(seen(ca), ["error", "message_complete"], "pod-a: the end, and nothing after it")
         self.assertEqual(seen(cb), [], "pod-b: no chunk of it ever came")
         self.assertEqual(a.wait_message_row(mid, "cancelled")[0]["content"], "")
+
+
+class StalledNatsPublishTest(ClusterTestCase):
+    """docs/API.md#post-chat: a JetStream publish whose answer does not come in time (5 s) may be stored all the
+    same (a server that stalled, a stream electing its leader); refused then, the request would still run later, a
+    reply stored for a chat its client was told failed. The pod publishes it once more under the same Nats-Msg-Id:
+    the stream keeps one copy, and the chat is accepted."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=1, workers=0, jetstream=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_a_publish_that_timed_out_is_published_again_and_runs_once(self):
+        pod = self.cluster.pod("pod-a")
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(pod, sid, uid)
+        text = "posted while nats-server stalls"
+        nats = self.cluster.nats.proc
+        answer = {}
+        nats.send_signal(signal.SIGSTOP)  # the publish is in its socket; no answer comes
+        try:
+            post = threading.Thread(target=lambda: answer.update(
+                r=pod.post_json("/api/chat", {"session_id": sid, "user_id": uid, "message": text}, timeout=60)))
+            post.start()
+            wait_until(lambda: "request_publish_retried" in pod.log(400000), 20,
+                       msg="the pod publishing the request again after 5 s without an answer")
+        finally:
+            nats.send_signal(signal.SIGCONT)
+        post.join(30)
+        r = answer["r"]
+        self.assertEqual(r.status, 202, "the chat refused after its request was stored: %s %r" % (r.status, r.body))
+        mid = r.json()["message_id"]
+
+        worker = self.cluster.add_worker()
+        ReplyCheck(self, c.collect_until(is_complete_for(mid), 30), mid, sid)
+        self.assertEqual(pod.wait_message_row(mid, "complete")[0]["content"], demo_reply(text))
+        users = pod.db_query("SELECT content FROM messages WHERE session_id = ? AND role = 'user'", (sid,))
+        self.assertEqual([u["content"] for u in users], [text], "the user's message, once")
+        # Two publishes, one request: the worker never gets a second copy.
+        self.assertEqual(worker.log(400000).count("generation_started message_id=%s" % mid), 1)
+        after = pod.chat_ok(sid, uid, "and the next one")["message_id"]
+        ReplyCheck(self, c.collect_until(is_complete_for(after), 30), after, sid)
+        self.assertEqual(worker.log(400000).count("generation_started message_id=%s" % mid), 1,
+                         "the request ran twice")
 
 
 # ---------------------------------------------------------------------------
