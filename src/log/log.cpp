@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -27,9 +28,12 @@ Format g_format = Format::text;
 constexpr std::size_t kQueuedLines = 4096;
 // A queued line's text is on the heap, so the queue is bounded in bytes only
 // if lines are: text from outside (a provider's error message, a header) is
-// cut, in each value and in the line as a whole. A line stays well-formed.
+// cut, in each value and in the line as a whole (counted as written, escapes
+// included). A value this short or shorter (an id) is never cut. A cut value
+// is still one quoted string.
 constexpr std::size_t kMaxValueBytes = 2048;
 constexpr std::size_t kMaxValuesBytes = 8192;
+constexpr std::size_t kAlwaysWhole = 64;
 
 std::string format_line(std::string_view event, std::initializer_list<Field> fields);
 
@@ -150,15 +154,19 @@ void append_value(std::string& out, const Field::Value& v, bool quote_strings, s
       [&](const auto& whole) {
         using T = std::decay_t<decltype(whole)>;
         if constexpr (std::is_same_v<T, std::string_view>) {
-          const std::size_t limit = std::min(kMaxValueBytes, room);
+          const std::size_t limit = std::max(kAlwaysWhole, std::min(kMaxValueBytes, room));
           std::string cut;
           std::string_view x = whole;
           if (x.size() > limit) x = cut = cut_to(x, limit);
-          room -= std::min(room, x.size());
+          const auto before = out.size();
           bool needs_quotes = quote_strings || x.empty() || x.find_first_of(" \"=\n") != x.npos;
           if (needs_quotes) append_json_string(out, x); else out += x;
+          room -= std::min(room, out.size() - before);
         } else if constexpr (std::is_same_v<T, bool>) {
           out += whole ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, double>) {
+          // JSON has no NaN or infinity.
+          out += std::isfinite(whole) ? std::to_string(whole) : (quote_strings ? "null" : "nan");
         } else {
           out += std::to_string(whole);
         }

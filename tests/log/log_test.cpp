@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -87,13 +88,34 @@ TEST_F(LogTest, ALineOfManyLongValuesIsCutAsAWhole) {
   init(Level::info, Format::text);
   const std::string long_value(2'000, 'v');
   auto lines = lines_of([&] {
-    info("many", {{"a", long_value}, {"b", long_value}, {"c", long_value}, {"d", long_value},
-                  {"e", long_value}, {"f", long_value}, {"g", long_value}, {"h", long_value}});
+    info("many", {{"a", long_value}, {"b", long_value}, {"c", long_value}, {"d", long_value}, {"e", long_value},
+                  {"f", long_value}, {"g", long_value}, {"h", long_value}, {"correlation_id", "corr_09e7591e191b"}});
   });
   ASSERT_EQ(lines.size(), 1u);
-  EXPECT_LT(lines[0].size(), 8192u + 400u);
+  EXPECT_LT(lines[0].size(), 8192u + 500u);
   EXPECT_NE(lines[0].find(" a=" + long_value + " "), std::string::npos) << "the first values fit whole";
-  EXPECT_NE(lines[0].find(" h=\"...(2000 bytes cut)\""), std::string::npos) << lines[0].substr(8000);
+  // Past the budget a long value keeps its first 64 bytes; a short one is whole.
+  EXPECT_NE(lines[0].find(" h=\"" + std::string(64, 'v') + "...(1936 bytes cut)\""), std::string::npos)
+      << lines[0].substr(8000);
+  EXPECT_NE(lines[0].find(" correlation_id=corr_09e7591e191b"), std::string::npos) << lines[0].substr(8000);
+}
+
+TEST_F(LogTest, EscapesCountAgainstTheLineAndJsonStaysJson) {
+  init(Level::info, Format::json);
+  const std::string control(2'000, '\x01');  // each written as \u0001: six bytes
+  auto lines = lines_of([&] {
+    warn("odd_input", {{"raw", control}, {"next", std::string(3'000, 'n')}, {"ratio", std::nan("")}});
+  });
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_LT(lines[0].size(), 12'000u + 500u);
+  boost::system::error_code ec;
+  auto line = boost::json::parse(lines[0], ec);
+  ASSERT_FALSE(ec) << ec.message() << ": " << lines[0].substr(0, 200);
+  const auto& object = line.as_object();
+  EXPECT_EQ(object.at("raw").as_string(), control) << "2,000 bytes: whole";
+  EXPECT_EQ(std::string(object.at("next").as_string()), std::string(64, 'n') + "...(2936 bytes cut)")
+      << "the escapes spent the line's budget";
+  EXPECT_TRUE(object.at("ratio").is_null());
 }
 
 }  // namespace

@@ -697,9 +697,13 @@ class FastReplyPageTest(PageTestCase):
         page = self.page.open(user=self.user)
         page.js("""
             window.resumeWrites = 0;
+            window.resumeWritesMidReply = 0; // records that hold a running reply's text
             const setItem = Storage.prototype.setItem;
             Storage.prototype.setItem = function (key, value) {
-              if (String(key).startsWith('chatd.stream.')) window.resumeWrites += 1;
+              if (String(key).startsWith('chatd.stream.')) {
+                window.resumeWrites += 1;
+                if (Object.keys(JSON.parse(value).replies || {}).length) window.resumeWritesMidReply += 1;
+              }
               return setItem.call(this, key, value);
             };""")
         reply_id = page.send("Talk fast, one word at a time")
@@ -710,7 +714,8 @@ class FastReplyPageTest(PageTestCase):
         chunks = len(stored["content"].split())  # a word per chunk
         writes = page.js("return window.resumeWrites")
         self.assertGreater(chunks, 40, "the demo reply is too short to tell")
-        self.assertGreater(writes, 0, "the reply's progress was never kept for a reload")
+        self.assertGreater(page.js("return window.resumeWritesMidReply"), 0,
+                           "the reply's progress was never kept for a reload")
         self.assertLess(writes * 4, chunks, "%d writes of the resume record for %d chunks" % (writes, chunks))
 
 
@@ -725,7 +730,12 @@ class FastReplyPageTest(PageTestCase):
               const response = await fetchNow(url, options);
               const chat = options && options.method === 'POST' && new URL(url, location.href).pathname === '/api/chat';
               if (chat) await new Promise((resolve) => setTimeout(resolve, 1000));
-              if (chat) window.chatsAnswered = (window.chatsAnswered || 0) + 1;
+              if (chat) {
+                window.chatsAnswered = (window.chatsAnswered || 0) + 1;
+                // Whether the history had shown the message stored before this 202 came.
+                (window.storedBefore202 = window.storedBefore202 || []).push(document.querySelectorAll(
+                  '[data-testid="message"][data-role="user"][data-message-id]').length === window.chatsAnswered);
+              }
               return response;
             };
             window.mostUserMessages = 0;
@@ -741,6 +751,8 @@ class FastReplyPageTest(PageTestCase):
                 1 for m in page.messages() if m["role"] == "user" and m["id"]) == n)
             wait_until("the 202", lambda: page.js("return window.chatsAnswered") == n)
             self.assertEqual(page.js("return window.mostUserMessages"), n, "message %d was shown twice" % n)
+        self.assertTrue(any(page.js("return window.storedBefore202")),
+                        "no message was in the history before its 202: the case was never tried")
 
 
 class ProviderErrorPageTest(PageTestCase):

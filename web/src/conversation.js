@@ -12,6 +12,9 @@ import { renderMarkdown } from './markdown.js';
 import { replyErrorText } from './errors.js';
 
 const FINAL = new Set(['complete', 'cancelled', 'error']);
+// How far this device's clock may be ahead of the server's, for telling a
+// message just sent from an earlier one in the history (replaceLocalCopy).
+const CLOCK_SKEW_MS = 60000;
 const LOST_NOTE = 'This reply stopped arriving: the server may have restarted. If nothing more comes, send your message again.';
 
 // Stored status -> what the page shows (incomplete replies are errors to a reader).
@@ -47,6 +50,7 @@ class Message {
     this.lost = false; // ended here as lost (see Conversation.endLost); history will not have it
     this.local = false; // shown before the server knew it (a user message being sent)
     this.storedCopy = null; // a local message's id in history, once a page showed it there
+    this.shownAt = NaN; // a local message: when it was shown (ms since the epoch, this device's clock)
     this.renderTimer = null;
 
     this.element = document.createElement('li');
@@ -159,6 +163,7 @@ export class Conversation {
       this.newestPageAskedAt = requestedAt;
     }
     const ids = [];
+    let newestUserMessage = null; // of those new to the page
     for (const stored of page.messages || []) {
       ids.push(stored.message_id);
       let message = this.messages.get(stored.message_id);
@@ -166,7 +171,7 @@ export class Conversation {
         message = new Message(stored.message_id, stored.role === 'user' ? 'user' : 'assistant');
         this.messages.set(stored.message_id, message);
         this.takeStored(message, stored);
-        if (message.role === 'user' && !older) this.replaceLocalCopy(message);
+        if (message.role === 'user') newestUserMessage = message;
         continue;
       }
       this.localOrder = this.localOrder.filter((id) => id !== stored.message_id);
@@ -183,6 +188,7 @@ export class Conversation {
         message.element.remove();
       }
     }
+    if (newestUserMessage && !older) this.replaceLocalCopy(newestUserMessage);
     const inPage = new Set(ids);
     if (older) {
       this.historyOrder = ids.concat(this.historyOrder.filter((id) => !inPage.has(id)));
@@ -223,6 +229,7 @@ export class Conversation {
   // A user message shown at once, before the server has it.
   addLocalUserMessage(text) {
     const message = this.add('local-' + Date.now() + '-' + Math.random().toString(36).slice(2), 'user', { local: true });
+    message.shownAt = Date.now();
     message.text = text;
     message.setStatus('complete');
     message.render(true);
@@ -260,11 +267,13 @@ export class Conversation {
 
   // The message being sent, stored already, came in a history page asked for
   // before its 202 (its reply's first chunk can beat the 202 and fetches the
-  // history): shown once, as stored.
+  // history): shown once, as stored. Only the page's newest user message, and
+  // only if stored after the local copy was shown (give or take the clocks'
+  // skew), can be it: an earlier message of the same text is not.
   replaceLocalCopy(stored) {
     for (const id of this.localOrder) {
       const local = this.messages.get(id);
-      if (!local.local || local.confirmedAt || local.storedCopy || local.text !== stored.text) continue;
+      if (!local.local || local.text !== stored.text || !(stored.createdAt >= local.shownAt - CLOCK_SKEW_MS)) continue;
       local.storedCopy = stored.id;
       this.drop(local.id);
       return;

@@ -125,6 +125,7 @@ class App {
     });
     $('switch-user').addEventListener('click', () => {
       this.identity.signOut();
+      this.closeConversation(); // first: a chunk still coming would save its record again
       ResumeState.removeAll();
       window.location.assign(window.location.pathname);
     });
@@ -645,6 +646,12 @@ class App {
         this.scheduleHistory(0);
         this.refreshSessions();
       } catch (e) {
+        // No answer (a timeout, the network), but a history page showed the
+        // message stored already: it was sent, and its reply is under way.
+        if (local.storedCopy && !(e instanceof ApiError && e.status >= 400)) {
+          if (this.conversation === conversation) this.scheduleHistory(0);
+          return;
+        }
         // After a switch the old conversation is gone from the page; the text
         // still comes back, for the user to send where they choose.
         if (this.conversation === conversation) conversation.dropLocal(local);
