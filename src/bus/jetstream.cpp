@@ -39,6 +39,23 @@ error_code pub_ack_error(const std::string& reply) {
   return {};
 }
 
+// One publish and its acknowledgement; `tries` > 1 publishes again, as often,
+// after a timeout (`headers` end with the Nats-Msg-Id). Holds only the bus, which outlives this JetStream: a
+// timeout may fire while the program takes its parts down.
+void publish_acked(NatsBus& bus, std::string subject, std::string payload, Headers headers,
+                   std::chrono::milliseconds timeout, int tries, PublishCallback done) {
+  bus.request(subject, payload, headers, timeout,
+              [&bus, subject, payload, headers, timeout, tries, done = std::move(done)](error_code ec,
+                                                                                        std::string reply) mutable {
+                if (ec == asio::error::timed_out && tries > 1) {
+                  log::warn("request_publish_retried", {{"subject", subject}, {"msg_id", headers.back().second}});
+                  return publish_acked(bus, std::move(subject), std::move(payload), std::move(headers), timeout,
+                                       tries - 1, std::move(done));
+                }
+                if (done) done(ec ? ec : pub_ack_error(reply));
+              });
+}
+
 }  // namespace
 
 JetStream::JetStream(NatsBus& bus, JetStreamOptions options, bool workers)
@@ -66,12 +83,10 @@ JetStream::~JetStream() {
 void JetStream::run_blocking(std::function<void()> fn) { asio::post(blocking_, std::move(fn)); }
 
 void JetStream::publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
-                        Headers headers, PublishCallback done) {
+                        Headers headers, PublishCallback done, Resend resend) {
   headers.emplace_back("Nats-Msg-Id", msg_id);
-  bus_.request(subject, payload, std::move(headers), options_.publish_timeout,
-               [done = std::move(done)](error_code ec, std::string reply) {
-                 if (done) done(ec ? ec : pub_ack_error(reply));
-               });
+  publish_acked(bus_, subject, payload, std::move(headers), options_.publish_timeout,
+                resend == Resend::once_after_timeout ? 2 : 1, std::move(done));
 }
 
 void JetStream::set_up() {

@@ -243,17 +243,9 @@ void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::s
     js_.bus().defer([done = std::move(done)] { done(asio::error::not_connected); });
     return;
   }
-  // A publish that timed out may have been stored all the same (a server that
-  // stalled, a stream electing its leader): refused then, the request would
-  // still run later, its reply stored for a chat its client was told failed.
-  // Published once more under the same Nats-Msg-Id, it is stored once either
-  // way (the stream's duplicate window), and the answer is known.
-  auto again = [this, subject, payload, id, headers, done = std::move(done)](boost::system::error_code ec) mutable {
-    if (ec != asio::error::timed_out) return done(ec);
-    log::warn("request_publish_retried", {{"message_id", id}, {"error", ec.message()}});
-    js_.publish(subject, payload, id, std::move(headers), std::move(done));
-  };
-  js_.publish(subject, payload, id, headers, std::move(again));
+  // Refused after a timeout, a request the stream stored all the same would
+  // still run later: a reply for a chat its client was told failed.
+  js_.publish(subject, payload, id, std::move(headers), std::move(done), JetStream::Resend::once_after_timeout);
 }
 
 void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string& id) {
