@@ -39,18 +39,18 @@ error_code pub_ack_error(const std::string& reply) {
   return {};
 }
 
-// One publish and its acknowledgement; `tries` > 1 publishes again, as often,
-// after a timeout (`headers` end with the Nats-Msg-Id). Holds only the bus, which outlives this JetStream: a
-// timeout may fire while the program takes its parts down.
-void publish_acked(NatsBus& bus, std::string subject, std::string payload, Headers headers,
+// One publish of `msg_id` and its acknowledgement; `tries` > 1 publishes
+// again, as often, after a timeout. Holds only the bus, which outlives this
+// JetStream: a timeout may fire while the program takes its parts down.
+void publish_acked(NatsBus& bus, std::string subject, std::string payload, std::string msg_id, Headers headers,
                    std::chrono::milliseconds timeout, int tries, PublishCallback done) {
   bus.request(subject, payload, headers, timeout,
-              [&bus, subject, payload, headers, timeout, tries, done = std::move(done)](error_code ec,
-                                                                                        std::string reply) mutable {
+              [&bus, subject, payload, msg_id, headers, timeout, tries, done = std::move(done)](
+                  error_code ec, std::string reply) mutable {
                 if (ec == asio::error::timed_out && tries > 1) {
-                  log::warn("request_publish_retried", {{"subject", subject}, {"msg_id", headers.back().second}});
-                  return publish_acked(bus, std::move(subject), std::move(payload), std::move(headers), timeout,
-                                       tries - 1, std::move(done));
+                  log::warn("request_publish_retried", {{"subject", subject}, {"msg_id", msg_id}});
+                  return publish_acked(bus, std::move(subject), std::move(payload), std::move(msg_id),
+                                       std::move(headers), timeout, tries - 1, std::move(done));
                 }
                 if (done) done(ec ? ec : pub_ack_error(reply));
               });
@@ -85,7 +85,7 @@ void JetStream::run_blocking(std::function<void()> fn) { asio::post(blocking_, s
 void JetStream::publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
                         Headers headers, PublishCallback done, Resend resend) {
   headers.emplace_back("Nats-Msg-Id", msg_id);
-  publish_acked(bus_, subject, payload, std::move(headers), options_.publish_timeout,
+  publish_acked(bus_, subject, payload, msg_id, std::move(headers), options_.publish_timeout,
                 resend == Resend::once_after_timeout ? 2 : 1, std::move(done));
 }
 

@@ -391,6 +391,15 @@ void NatsBus::connect(const config::NatsConfig& config) {
 }
 
 NatsBus::~NatsBus() {
+  closing_ = true;
+  // Requests still waiting end now, on the bus thread, before the connection
+  // goes: no timeout of theirs runs while it closes.
+  std::promise<void> ended;
+  asio::post(io_, [this, &ended] {
+    fail_pending(asio::error::operation_aborted);
+    ended.set_value();
+  });
+  ended.get_future().wait();
   inbox_.reset();
   close_connection();
   {
@@ -492,7 +501,7 @@ void NatsBus::request(std::string subject, std::string payload, std::chrono::mil
 
 void NatsBus::request(std::string subject, std::string payload, Headers headers, std::chrono::milliseconds timeout,
                       ReplyCallback done) {
-  if (!is_connected(connection_.get())) {
+  if (closing_ || !is_connected(connection_.get())) {
     asio::post(io_, [done = std::move(done)] { done(asio::error::not_connected, {}); });
     return;
   }

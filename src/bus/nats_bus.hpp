@@ -124,6 +124,10 @@ class NatsBus final : public MessageBus {
   NatsConnectionPtr connection_;
 
   std::string inbox_prefix_;  // "_INBOX.<random>."
+  // Set first by the destructor: a request made after it (a JetStream publish
+  // sent again from its own timeout, on the bus thread) ends at once instead
+  // of touching the connection being closed.
+  std::atomic<bool> closing_{false};
   std::atomic<std::uint64_t> next_token_{0};
   std::atomic<std::uint64_t> publish_failures_{0};
   // Touched only on the bus thread: every request step is posted there.

@@ -149,9 +149,13 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   trace::SharedSpan publishing(std::move(span));
   auto payload = protocol::encode(work);
   auto message_id = work.message_id;
+  // Answered on the bus thread, which outlives the pod: seconds later (a
+  // stalled server: 10 s), maybe after the pod went at shutdown.
   work_.submit(std::move(subject), std::move(payload), std::move(message_id), std::move(headers),
-               [this, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
+               [this, gate = gate_, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
                 done = std::move(done), publishing](boost::system::error_code ec) {
+                 std::lock_guard lock(gate->mutex);
+                 if (!gate->open) return;
                  publishing.end(ec ? ec.message() : std::string());
                  if (!ec) {
                    log::info("chat_accepted", {{"message_id", accepted.message_id}, {"session_id", accepted.session_id},

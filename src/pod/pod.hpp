@@ -219,7 +219,7 @@ class Pod {
   // destroying the pod at shutdown: they reach the hub only through this gate,
   // which the destructor closes first.
   struct Gate {
-    std::mutex mutex;  // held while a log answer is handed to the hub, and while closing
+    std::mutex mutex;  // held while a log or publish answer is handed on, and while closing
     bool open = true;
   };
   std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();

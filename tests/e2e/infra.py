@@ -335,6 +335,17 @@ class NatsServer(_ChildProcess):
                         return int(c.get("num_waiting") or 0)
         return 0
 
+    def stream_messages(self, stream):
+        """How many messages the JetStream stream holds now (/jsz)."""
+        r = http_request(self.monitor_port, "GET", "/jsz?streams=true", timeout=5.0, openapi=False)
+        if r.status != 200:
+            raise AssertionError("/jsz -> %s" % r.status)
+        for account in r.json().get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                if detail.get("name") == stream:
+                    return int((detail.get("state") or {}).get("messages") or 0)
+        raise AssertionError("no stream %s in /jsz" % stream)
+
     def count_subscribers(self, subject):
         """How many client connections hold a subscription with exactly this subject."""
         n = 0
