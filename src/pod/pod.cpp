@@ -97,11 +97,15 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
                              request.model, std::chrono::system_clock::now()};
   auto user_message_id = user.message_id;
   trace::SharedSpan span(traces_.tracer().start("chat.store_user_message", trace::SpanKind::client, request.trace));
+  // Answered on a store thread; the store outlives the pod (a slow database
+  // may answer after the pod went at shutdown).
   store_.accept_user_message(
       std::move(user), options_.history_turns,
-      [this, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
+      [this, gate = gate_, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
        reply_id = std::move(reply_id), done = std::move(done),
        span](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
+        std::lock_guard lock(gate->mutex);
+        if (!gate->open) return;
         span.end(ec ? ec.message() : std::string());
         if (ec) {
           log::warn("chat_not_accepted", {{"session_id", request.session_id}, {"error", ec.message()},
@@ -167,7 +171,10 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  hub_.forget(accepted.session_id, accepted.message_id);
                  traces_.forget(accepted.message_id);
                  if (admission_) admission_->reply_ended(accepted.message_id);
-                 store_.discard_message(user_message_id, [](boost::system::error_code) {});
+                 store_.discard_message(user_message_id, [user_message_id](boost::system::error_code ec) {
+                   if (ec && ec != store::Errc::not_found)
+                     log::warn("user_message_not_discarded", {{"message_id", user_message_id}, {"error", ec.message()}});
+                 });
                  done(Errc::bus_unavailable, {});
                });
 }

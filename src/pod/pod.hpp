@@ -219,7 +219,10 @@ class Pod {
   // destroying the pod at shutdown: they reach the hub only through this gate,
   // which the destructor closes first.
   struct Gate {
-    std::mutex mutex;  // held while a log or publish answer is handed on, and while closing
+    // Held while an answer (the store's, the bus's, the log's) is handed on,
+    // and while closing. Recursive: handing one answer on may bring another
+    // on the same thread (a bus that answers a publish at once).
+    std::recursive_mutex mutex;
     bool open = true;
   };
   std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();

@@ -271,8 +271,11 @@ void Pod::store_reply(buffer::FinishedMessage m) {
   auto started = std::chrono::steady_clock::now();
   trace::SharedSpan span(traces_.enabled() ? traces_.store_write(m.message_id) : trace::Span{});
   span.set("chat.status", status);
-  store_.save_assistant_message(std::move(record), [this, id = m.message_id, status, started,
+  // Answered on a store thread, which may come after the pod went at shutdown.
+  store_.save_assistant_message(std::move(record), [this, gate = gate_, id = m.message_id, status, started,
                                                     span](boost::system::error_code ec) {
+    std::lock_guard lock(gate->mutex);
+    if (!gate->open) return;
     span.end(ec && ec != store::Errc::not_found ? ec.message() : std::string());
     stats_.writes_pending.add(-1);
     stats_.store_write.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

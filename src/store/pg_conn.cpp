@@ -32,12 +32,20 @@ std::string one_line(const char* text) {
 // libpq prints NOTICEs ("relation already exists, skipping") to stderr by default.
 void route_notice(void*, const char* message) { log::debug("store_pg_notice", {{"message", one_line(message)}}); }
 
-// SQLSTATE → our codes. The server going away (class 08 connection exception,
-// 57P01..57P03 shutdown / starting up, class 53 out of resources such as too many
-// connections) is an outage, which the store waits out; the rest is final.
+// SQLSTATE → our codes. An outage, which the store waits out (a reply goes to
+// the retry queue, the connection is opened again): the server going away
+// (class 08 connection exception, 57P01..57P03 shutdown / starting up), out of
+// resources (class 53, such as too many connections), read-only (25006: a
+// connection that reached a standby after a failover), a transaction rolled
+// back for a conflict (class 40: serialization failure, deadlock), a lock or
+// statement timeout or a cancel (55P03, 57014). The rest is final.
+bool transient(std::string_view state) {
+  return state.starts_with("08") || state.starts_with("53") || state.starts_with("40") || state == "57P01" ||
+         state == "57P02" || state == "57P03" || state == "25006" || state == "55P03" || state == "57014";
+}
+
 error_code classify(std::string_view state) {
-  if (state.starts_with("08") || state.starts_with("53") || state == "57P01" || state == "57P02" || state == "57P03")
-    return make_error_code(Errc::unavailable);
+  if (transient(state)) return make_error_code(Errc::unavailable);
   if (state == "23503") return make_error_code(Errc::not_found);  // foreign key: the session is gone
   if (state.starts_with("23") || state.starts_with("22"))
     return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
@@ -82,11 +90,15 @@ ConnectParams::ConnectParams(const config::StoreConfig& cfg) {
       {"connect_timeout", "5"},
       {"application_name", "chatd"},
       // A peer that vanished without closing (node lost, partition) is detected
-      // in about a minute instead of TCP's default two hours.
+      // in about a minute instead of TCP's default two hours: by keepalives on
+      // a connection whose last data the server took (idle, or waiting for a
+      // result), and by tcp_user_timeout on one whose data it never took (sent
+      // during the partition), which TCP would otherwise retransmit for ~15 min.
       {"keepalives", "1"},
       {"keepalives_idle", "30"},
       {"keepalives_interval", "10"},
       {"keepalives_count", "3"},
+      {"tcp_user_timeout", "60000"},
   };
   owned_.reserve(settings.size());  // no reallocation: values_ points into these strings
   for (auto& [keyword, value] : settings) {

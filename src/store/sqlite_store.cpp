@@ -114,8 +114,13 @@ struct SqliteStore::Impl {
   void save_reply(AssistantMessage m, DoneCallback done) {
     auto reply = std::make_shared<const AssistantMessage>(std::move(m));
     Job job = [reply, done](Connection& conn) { return answer(done, sqlite::save_assistant(conn, *reply)); };
-    // No room: the reply waits in the journal instead of being refused.
-    if (!queue.try_push(std::move(job))) detail::invoke(done, journal.append(*reply));
+    // No room: the reply waits in the journal instead of being refused. The
+    // store thread may have just begun an hour's wait, counting on an empty
+    // journal: it is woken to write it.
+    if (queue.try_push(std::move(job))) return;
+    auto ec = journal.append(*reply);
+    queue.wake();
+    detail::invoke(done, ec);
   }
 
   // A flush job is done once the journal is empty too.

@@ -29,12 +29,24 @@ class WorkQueue {
     return true;
   }
 
-  // Waits up to `wait` for a job. nullopt on timeout, or once closed and drained
-  // (then closed_and_empty() is true for good).
+  // Waits up to `wait` for a job. nullopt on timeout, after a wake(), or once
+  // closed and drained (then closed_and_empty() is true for good).
   std::optional<Job> pop(std::chrono::milliseconds wait) {
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, wait, [&] { return closed_ || !jobs_.empty(); });
+    cv_.wait_for(lock, wait, [&] { return closed_ || woken_ || !jobs_.empty(); });
+    woken_ = false;
     return take_front();
+  }
+
+  // Ends the pop() waiting now, or the next one, without a job: the store
+  // thread has work that is not a job (a reply put in its spill journal while
+  // the queue was full, which its wait was not counting on).
+  void wake() {
+    {
+      std::lock_guard lock(mu_);
+      woken_ = true;
+    }
+    cv_.notify_one();
   }
 
   // The next job if one is waiting; never waits.
@@ -76,6 +88,7 @@ class WorkQueue {
   std::condition_variable cv_;
   std::deque<Job> jobs_;
   bool closed_ = false;
+  bool woken_ = false;
 };
 
 }  // namespace chat::store

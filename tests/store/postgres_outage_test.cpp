@@ -158,6 +158,28 @@ TEST_F(PostgresOutage, RepliesCompletedDuringAnOutageAreStoredExactlyOnceAfterIt
   EXPECT_TRUE(eventually([&] { return store_->connected(); }));
 }
 
+// A failover whose connections reach a standby: writes fail with 25006
+// (read-only). That is an outage too: the reply waits, it is not dropped.
+TEST_F(PostgresOutage, AReplyRefusedByAReadOnlyServerIsWrittenOnceItTakesWritesAgain) {
+  Sync s(*store_);
+  ASSERT_FALSE(s.accept(user_message("s1", "alice", "u1", "question", at(0))).first);
+  const auto drop_sessions = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '" +
+                             database_ + "' AND pid <> pg_backend_pid()";
+  server_->query("postgres", "ALTER DATABASE " + database_ + " SET default_transaction_read_only = on");
+  server_->query("postgres", drop_sessions);  // the pool's next sessions are read-only
+
+  auto ec = s.save(reply("s1", "r1", "written after the failover", at(1)));
+  EXPECT_FALSE(ec) << "the reply is taken into the retry queue: " << ec.message();
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE message_id = 'r1'"), "0");
+  EXPECT_EQ(s.accept(user_message("s1", "alice", "u2", "meanwhile", at(2))).first, Errc::unavailable)
+      << "a new chat cannot be stored: the store is unavailable, not broken";
+
+  server_->query("postgres", "ALTER DATABASE " + database_ + " RESET default_transaction_read_only");
+  server_->query("postgres", drop_sessions);
+  EXPECT_TRUE(eventually([&] { return scalar("SELECT count(*) FROM messages WHERE message_id = 'r1'") == "1"; }));
+  EXPECT_EQ(scalar("SELECT content FROM messages WHERE message_id = 'r1'"), "written after the failover");
+}
+
 TEST_F(PostgresOutage, RepliesBeyondTheRetryQueueWaitOnDiskAndOutliveTheStore) {
   auto cfg = config();
   cfg.queue_limit = 2;  // two replies in memory; the others go to the spill journal
