@@ -323,27 +323,26 @@ class NatsServer(_ChildProcess):
             out.setdefault(key, []).extend(c.get("subscriptions_list") or [])
         return out
 
-    def pull_waiting(self, consumer):
-        """Pull requests the JetStream consumer holds (each idle worker keeps one open)."""
+    def stream_details(self):
+        """Every JetStream stream's /jsz detail, with its consumers."""
         r = http_request(self.monitor_port, "GET", "/jsz?consumers=true", timeout=5.0, openapi=False)
         if r.status != 200:
             raise AssertionError("/jsz -> %s" % r.status)
-        for account in r.json().get("account_details") or []:
-            for stream in account.get("stream_detail") or []:
-                for c in stream.get("consumer_detail") or []:
-                    if c.get("name") == consumer:
-                        return int(c.get("num_waiting") or 0)
+        return [d for account in r.json().get("account_details") or [] for d in account.get("stream_detail") or []]
+
+    def pull_waiting(self, consumer):
+        """Pull requests the JetStream consumer holds (each idle worker keeps one open)."""
+        for stream in self.stream_details():
+            for c in stream.get("consumer_detail") or []:
+                if c.get("name") == consumer:
+                    return int(c.get("num_waiting") or 0)
         return 0
 
     def stream_messages(self, stream):
-        """How many messages the JetStream stream holds now (/jsz)."""
-        r = http_request(self.monitor_port, "GET", "/jsz?streams=true", timeout=5.0, openapi=False)
-        if r.status != 200:
-            raise AssertionError("/jsz -> %s" % r.status)
-        for account in r.json().get("account_details") or []:
-            for detail in account.get("stream_detail") or []:
-                if detail.get("name") == stream:
-                    return int((detail.get("state") or {}).get("messages") or 0)
+        """How many messages the JetStream stream holds now."""
+        for detail in self.stream_details():
+            if detail.get("name") == stream:
+                return int((detail.get("state") or {}).get("messages") or 0)
         raise AssertionError("no stream %s in /jsz" % stream)
 
     def count_subscribers(self, subject):
