@@ -182,11 +182,7 @@ export class Conversation {
       }
     }
     for (const [id, message] of this.messages) {
-      if (message.local && message.confirmedAt && message.confirmedAt <= requestedAt) {
-        this.messages.delete(id);
-        this.localOrder = this.localOrder.filter((other) => other !== id);
-        message.element.remove();
-      }
+      if (message.local && message.confirmedAt && message.confirmedAt <= requestedAt) this.drop(id);
     }
     if (newestUserMessage && !older) this.replaceLocalCopy(newestUserMessage);
     const inPage = new Set(ids);
