@@ -31,6 +31,12 @@ void RetryQueue::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::size_t RetryQueue::journal_memory() {
+  std::lock_guard lock(mu_);
+  for (const auto& reply : memory_) journal_.append(*reply);  // a failed append is logged by the journal
+  return memory_.size();
+}
+
 bool RetryQueue::empty() const {
   std::lock_guard lock(mu_);
   return memory_.empty() && journal_.empty();

@@ -50,6 +50,13 @@ class RetryQueue {
   std::size_t deferred() const;
   // The journal's unread bytes.
   std::uint64_t spilled_bytes() const { return journal_.unread_bytes(); }
+  // The store is stopping: copies the replies in memory to the journal now,
+  // before stop() waits on a server that may never answer, so a process killed
+  // meanwhile loses none of them. A copy of a reply that is then written after
+  // all, or moved to the journal again by stop(), changes nothing when the next
+  // store writes it (writes are insert-if-absent).
+  // Returns how many it copied.
+  std::size_t journal_memory();
   // Gives the replies in memory a last try while the server answers, moves those
   // it cannot write to the journal, and joins the thread. The journal stays on
   // disk for the next store. Idempotent.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -55,10 +56,38 @@ struct PostgresStore::Impl {
   }
 
   ~Impl() {
-    queue.close();
+    journal_unwritten();
     for (auto& t : workers) t.join();  // the queued jobs still run (failing fast when the server is down)
     retry.stop();
     release_waiters(make_error_code(Errc::unavailable));
+  }
+
+  // A reply queued, being written or waiting to be retried is copied to the
+  // spill journal before the joins above wait on the server: one that hangs
+  // (a stalled primary, a partition: up to tcp_user_timeout per query) can
+  // outlast the process's grace period, and a process killed then loses
+  // nothing. The writes still go ahead, so a server that answers gets them
+  // now; the copies make the next store's replay a few idempotent no-ops.
+  void journal_unwritten() {
+    queue.close();
+    std::vector<pg::RetryQueue::Reply> unwritten;
+    std::set<std::uint64_t> queued;
+    queue.for_each([&](const Job& job) {
+      if (!job.reply) return;
+      unwritten.push_back(job.reply);
+      queued.insert(job.seq);
+    });
+    {
+      std::lock_guard lock(mu);
+      for (const auto& [seq, reply] : writing) {
+        if (!queued.contains(seq)) unwritten.push_back(reply);
+      }
+      stopping = true;
+      copied = std::move(queued);
+    }
+    const auto deferred = retry.journal_memory();
+    for (const auto& reply : unwritten) retry.spill(*reply);
+    if (const auto n = unwritten.size() + deferred; n > 0) log::warn("store_replies_journaled_at_stop", {{"replies", n}});
   }
 
   void open_pool(unsigned size) {
@@ -88,10 +117,25 @@ struct PostgresStore::Impl {
   }
 
   void execute(pg::Link& link, Job& job) {
+    track(job);
     error_code ec = job.attempt ? link.run(job.attempt) : error_code{};
-    if (ec == Errc::unavailable && job.reply) ec = retry.defer(std::move(job.reply));
+    if (ec == Errc::unavailable && job.reply) ec = retry.defer(job.reply);
     job.complete(ec);
     finish(job.seq);
+  }
+
+  // Replies being written, for journal_unwritten(). A job that starts after it
+  // looked, and that it did not find queued, copies its own reply: it was taken
+  // from the queue before the look but had not reached this map yet.
+  void track(const Job& job) {
+    if (!job.reply) return;
+    bool copy = false;
+    {
+      std::lock_guard lock(mu);
+      writing.emplace(job.seq, job.reply);
+      copy = stopping && !copied.contains(job.seq);
+    }
+    if (copy) retry.spill(*job.reply);
   }
 
   bool submit(Job&& job) {
@@ -165,6 +209,7 @@ struct PostgresStore::Impl {
     {
       std::lock_guard lock(mu);
       pending.erase(seq);
+      writing.erase(seq);
       ready = take_ready_waiters();
     }
     for (auto& done : ready) detail::invoke(done, error_code{});
@@ -211,6 +256,9 @@ struct PostgresStore::Impl {
   std::mutex mu;  // guards everything below; taken before the retry queue's own lock
   std::uint64_t next_seq = 0;
   std::set<std::uint64_t> pending;  // queued or running jobs
+  std::map<std::uint64_t, pg::RetryQueue::Reply> writing;  // running jobs' replies, by seq
+  bool stopping = false;                // journal_unwritten() has looked
+  std::set<std::uint64_t> copied;       // the queued jobs it copied
   std::vector<FlushWaiter> waiters;
 };
 

@@ -48,8 +48,11 @@ class PostgresStore final : public MessageStore {
   // cannot be reached, a migration fails or the spill directory cannot be created
   // (start-up fails loudly).
   explicit PostgresStore(const config::StoreConfig& cfg);
-  // Runs the jobs already queued, gives the retry queue a last try (what still
-  // cannot be written joins the journal), then stops.
+  // Copies every reply not yet written (queued, being written, waiting to be
+  // retried) to the spill journal first, so that a process killed while this
+  // waits on a hung server loses none; then runs the jobs already queued, gives
+  // the retry queue a last try (what still cannot be written joins the
+  // journal), and stops.
   ~PostgresStore() override;
   PostgresStore(const PostgresStore&) = delete;
   PostgresStore& operator=(const PostgresStore&) = delete;

@@ -69,6 +69,14 @@ class WorkQueue {
     return jobs_.size();
   }
 
+  // Calls `visit(const Job&)` on each queued job, oldest first, under the
+  // queue's lock: keep it short, and never call back into the queue.
+  template <class Visit>
+  void for_each(Visit visit) const {
+    std::lock_guard lock(mu_);
+    for (const auto& job : jobs_) visit(job);
+  }
+
   bool closed_and_empty() const {
     std::lock_guard lock(mu_);
     return closed_ && jobs_.empty();

@@ -154,6 +154,7 @@ PostgresServer::PostgresServer() : dir_(make_temp_dir()) {
 
 PostgresServer::~PostgresServer() {
   if (running()) {
+    resume();
     ::kill(pid_, SIGQUIT);  // immediate shutdown: the data is thrown away anyway
     if (wait_exit(pid_, 10s) == -1) {
       ::kill(pid_, SIGKILL);
@@ -230,12 +231,48 @@ void PostgresServer::start() {
 
 void PostgresServer::stop() {
   if (!running()) return;
+  resume();  // a paused server would never get to its shutdown
   ::kill(pid_, SIGINT);  // fast shutdown: disconnects clients, checkpoints, exits
   if (wait_exit(pid_, 30s) == -1) {
     ::kill(pid_, SIGKILL);
     wait_exit(pid_, 5s);
   }
   pid_ = -1;
+}
+
+namespace {
+
+// The server's backends and helpers: the postmaster's children.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> children;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) children.push_back(std::stoi(entry.path().filename().string()));
+  }
+  return children;
+}
+
+}  // namespace
+
+void PostgresServer::pause() {
+  if (!running()) return;
+  ::kill(pid_, SIGSTOP);  // first, so it starts no new backend meanwhile
+  for (pid_t child : children_of(pid_)) ::kill(child, SIGSTOP);
+}
+
+void PostgresServer::resume() {
+  if (!running()) return;
+  for (pid_t child : children_of(pid_)) ::kill(child, SIGCONT);
+  ::kill(pid_, SIGCONT);
 }
 
 std::string PostgresServer::create_database() {

@@ -38,6 +38,10 @@ class PostgresServer {
 
   void start();  // no-op while running
   void stop();   // fast shutdown (clients are disconnected), waits for the exit
+  // SIGSTOP to the server and every backend: a server that hangs (connections
+  // stay open, queries never answer), as a stalled host or a partition looks.
+  void pause();
+  void resume();  // SIGCONT: the queries sent meanwhile are answered
   bool running() const { return pid_ > 0; }
 
   std::string host() const { return "127.0.0.1"; }

@@ -3,12 +3,15 @@
 // exactly once when it ends.
 
 #include <atomic>
+#include <fstream>
 #include <future>
+#include <set>
 #include <thread>
 
 #include "store/pg_link.hpp"
 #include "store/postgres_fixture.hpp"
 #include "store/postgres_store.hpp"
+#include "store/spill_record.hpp"
 #include "store/store_conformance.hpp"
 
 namespace chat::store::test {
@@ -203,6 +206,56 @@ TEST_F(PostgresOutage, RepliesBeyondTheRetryQueueWaitOnDiskAndOutliveTheStore) {
   EXPECT_TRUE(spill_files(spill_dir()).empty());
   EXPECT_EQ(next.status().spilled_bytes, 0u);
   EXPECT_EQ(next.status().queued, 0u);
+}
+
+// The message ids of the replies in the journal's segments, one per record.
+std::multiset<std::string> journaled_ids(const std::filesystem::path& dir) {
+  std::multiset<std::string> ids;
+  for (const auto& file : spill_files(dir)) {
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) {
+      if (auto m = decode_spill_record(line)) ids.insert(m->message_id);
+    }
+  }
+  return ids;
+}
+
+// A server that hangs (SIGSTOP) while the store stops: the stop waits on the
+// query in flight, maybe past the process's grace period. Every reply not yet
+// written is on disk before that wait, so a kill then loses none.
+TEST_F(PostgresOutage, RepliesUnwrittenWhenAStoreStopsOnAHungServerAreOnDiskBeforeItWaits) {
+  auto cfg = config();
+  cfg.pool_size = 1;  // the first reply hangs in flight, the others wait in the queue
+  auto hung = std::make_unique<PostgresStore>(cfg);
+  ASSERT_FALSE(Sync(*hung).accept(user_message("s1", "alice", "u1", "question", at(0))).first);
+
+  server_->pause();
+  struct Resume {
+    PostgresServer* server;
+    ~Resume() { server->resume(); }
+  } resume_at_exit{server_};
+  constexpr int kReplies = 5;
+  std::set<std::string> expected;
+  for (int i = 0; i < kReplies; ++i) {
+    auto id = "hung-" + std::to_string(i);
+    expected.insert(id);
+    hung->save_assistant_message(reply("s1", id, "unwritten at stop", at(1 + i)), [](error_code) {});
+  }
+  auto stopped = std::async(std::launch::async, [&] { hung.reset(); });
+  EXPECT_TRUE(eventually([&] {
+    auto ids = journaled_ids(spill_dir());
+    return std::set<std::string>(ids.begin(), ids.end()) == expected;
+  })) << "the replies were not on disk while the stop waited";
+  EXPECT_EQ(stopped.wait_for(0s), std::future_status::timeout) << "the stop did not wait on the hung server";
+
+  server_->resume();
+  ASSERT_EQ(stopped.wait_for(60s), std::future_status::ready);
+  stopped.get();
+  PostgresStore next(cfg);  // writes what the journal holds: those written meanwhile change nothing
+  EXPECT_FALSE(Sync(next).flush());
+  EXPECT_EQ(scalar("SELECT count(*) FROM messages WHERE message_id LIKE 'hung-%'"), std::to_string(kReplies));
+  EXPECT_EQ(scalar("SELECT count(DISTINCT content) FROM messages WHERE message_id LIKE 'hung-%'"), "1");
+  EXPECT_TRUE(journaled_ids(spill_dir()).empty());
 }
 
 }  // namespace
