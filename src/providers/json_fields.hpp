@@ -8,6 +8,8 @@
 #include <optional>
 #include <string_view>
 
+#include "protocol/messages.hpp"
+
 namespace chat::providers {
 
 inline const boost::json::object* object_at(const boost::json::object& o, std::string_view key) {
@@ -26,10 +28,11 @@ inline std::optional<std::int64_t> int_at(const boost::json::object& o, std::str
   return std::nullopt;
 }
 
-// A token count: a whole number from 0; anything else reads as absent.
+// A token count: a whole number from 0 to 2^53 - 1 (what a browser reads
+// exactly, and all a pod accepts in a chunk); anything else reads as absent.
 inline std::optional<std::int64_t> count_at(const boost::json::object& o, std::string_view key) {
   auto n = int_at(o, key);
-  if (n && *n < 0) return std::nullopt;
+  if (n && (*n < 0 || *n > protocol::kMaxSafeInteger)) return std::nullopt;
   return n;
 }
 

@@ -4,7 +4,7 @@
 
 namespace chat::worker {
 
-bool FairQueue::push(WaitingRequest w) {
+bool FairQueue::push(WaitingRequest&& w) {
   if (size_ >= capacity_) return false;
   auto& list = by_user_[w.request.user_id];
   if (list.empty()) turn_.push_back(w.request.user_id);

@@ -27,8 +27,8 @@ class FairQueue {
  public:
   explicit FairQueue(std::size_t capacity) : capacity_(capacity) {}
 
-  // False when full.
-  bool push(WaitingRequest w);
+  // False when full, and `w` is then left as it was (the caller refuses it).
+  bool push(WaitingRequest&& w);
   // The oldest request of the user in turn with the fewest replies `running`.
   std::optional<WaitingRequest> pop(const std::function<std::size_t(const std::string& user)>& running);
   const protocol::WorkflowRequest* find(const std::string& message_id) const;

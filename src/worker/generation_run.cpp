@@ -105,7 +105,7 @@ void GenerationRun::on_text(std::string_view text) {
     if (!std::exchange(self->first_text_seen_, true))
       self->worker_.provider_metrics_.first_token.at({self->provider_}).observe(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - self->started_).count());
-    self->emit(protocol::ChunkType::content, std::move(text), false);
+    self->emit_content(std::move(text));
   });
 }
 
@@ -115,7 +115,7 @@ void GenerationRun::on_finish(const providers::Finish& finish) {
     // as they do in the pod's own count. The contract's final chunk has one.
     self->reported_tokens_ = finish.tokens_used;
     auto tokens = finish.tokens_used.value_or(self->next_chunk_id_);
-    auto& c = self->emit(protocol::ChunkType::metadata, {}, true);
+    auto& c = self->emit_final(protocol::ChunkType::metadata);
     c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : without_nul(finish.model), tokens,
                                          finish.finish_reason};
     self->pump();
@@ -128,16 +128,26 @@ void GenerationRun::on_error(std::string_view code, std::string_view message) {
     log::warn("generation_failed", {{"message_id", self->request_.message_id}, {"code", code},
                                     {"attempt", self->attempt_}, {"correlation_id", self->request_.correlation_id}});
     std::int64_t tokens = self->next_chunk_id_;
-    auto& c = self->emit(protocol::ChunkType::error, {}, true);
+    auto& c = self->emit_final(protocol::ChunkType::error);
     c.metadata = protocol::ChunkMetadata{self->model_, tokens, "error"};
     c.error = protocol::ChunkError{code, message};
     self->pump();
   });
 }
 
-// Appends a chunk to the outbox; content chunks go out at once, final chunks
-// after the caller filled in their metadata.
-protocol::ResponseChunk& GenerationRun::emit(protocol::ChunkType type, std::string text, bool is_final) {
+// A content chunk goes out at once (the outbox may be empty right after).
+void GenerationRun::emit_content(std::string text) {
+  outbox_.push_back(next_chunk(protocol::ChunkType::content, std::move(text), false));
+  pump();
+}
+
+// The final chunk waits in the outbox for its metadata; the caller pumps.
+protocol::ResponseChunk& GenerationRun::emit_final(protocol::ChunkType type) {
+  outbox_.push_back(next_chunk(type, {}, true));
+  return outbox_.back();
+}
+
+protocol::ResponseChunk GenerationRun::next_chunk(protocol::ChunkType type, std::string text, bool is_final) {
   protocol::ResponseChunk c;
   c.session_id = request_.session_id;
   c.message_id = request_.message_id;
@@ -148,9 +158,7 @@ protocol::ResponseChunk& GenerationRun::emit(protocol::ChunkType type, std::stri
   c.is_final = is_final;
   c.timestamp = rfc3339_now();
   c.correlation_id = request_.correlation_id;
-  outbox_.push_back(std::move(c));
-  if (!is_final) pump();
-  return outbox_.back();
+  return c;
 }
 
 // Publishes the outbox in chunk order: a cached route goes out at once; a

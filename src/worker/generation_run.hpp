@@ -54,7 +54,9 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   void on_error(std::string_view code, std::string_view message) override;
 
  private:
-  protocol::ResponseChunk& emit(protocol::ChunkType type, std::string text, bool is_final);
+  void emit_content(std::string text);
+  protocol::ResponseChunk& emit_final(protocol::ChunkType type);
+  protocol::ResponseChunk next_chunk(protocol::ChunkType type, std::string text, bool is_final);
   void pump();
   void publish_front(const ChunkRouter::Subjects& targets);
   // Consecutive chunks of the attempt, appended to the log as one entry.

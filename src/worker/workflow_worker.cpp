@@ -255,18 +255,34 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
                                        {"correlation_id", w.request.correlation_id}});
-    return end_unstarted(std::move(w));
+    return end_unstarted(std::move(w), Slot::extra);
   }
   if (overloaded) {
     overloaded_.add();
-    return run(std::move(w), "worker_overloaded", "too many replies are waiting; try again shortly");
+    return run(std::move(w), Slot::extra, "worker_overloaded", "too many replies are waiting; try again shortly");
   }
-  if (w.item->final_attempt() && w.item->attempt() > 1)
-    return run(std::move(w), "retries_exhausted", "the reply failed on every attempt");
-  run(std::move(w));
+  begin(std::move(w));
 }
 
-void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::string_view fail_message) {
+// `w` holds a slot: at once, or passed on by finished() after it waited. A
+// cancel or its last delivery may have come while it waited.
+void WorkflowWorker::begin(WaitingRequest w) {
+  bool cancelled = false;
+  {
+    std::lock_guard lock(mutex_);
+    cancelled = cancelled_before_start(w.request);
+  }
+  if (cancelled) {
+    log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
+                                       {"correlation_id", w.request.correlation_id}});
+    return end_unstarted(std::move(w), Slot::held);
+  }
+  if (w.item->final_attempt() && w.item->attempt() > 1)
+    return run(std::move(w), Slot::held, "retries_exhausted", "the reply failed on every attempt");
+  run(std::move(w), Slot::held);
+}
+
+void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code, std::string_view fail_message) {
   auto& request = w.request;
   auto provider_name = request.context.ai_provider.empty() ? config_.default_provider : request.context.ai_provider;
   auto provider = providers_.find(provider_name);
@@ -281,7 +297,7 @@ void WorkflowWorker::run(WaitingRequest w, std::string_view fail_code, std::stri
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item), label);
   {
     std::lock_guard lock(mutex_);
-    track(message_id, run);
+    track(message_id, run, slot);
   }
   if (!fail_code.empty()) return run->fail(fail_code, fail_message);
   if (provider == providers_.end())
@@ -333,7 +349,7 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
                                      {"correlation_id", request->correlation_id}});
   if (run) return run->cancel();
-  if (unstarted) end_unstarted(std::move(*unstarted));
+  if (unstarted) end_unstarted(std::move(*unstarted), Slot::extra);
 }
 
 void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
@@ -344,14 +360,15 @@ void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const 
                                           session_id + "\"}");
 }
 
-// A request cancelled before it started ends at once as cancelled, in a slot of its own.
-void WorkflowWorker::end_unstarted(WaitingRequest w) {
+// A request cancelled before it started ends at once as cancelled: in the
+// slot it was given, or in one of its own that passes to nobody.
+void WorkflowWorker::end_unstarted(WaitingRequest w, Slot slot) {
   auto message_id = w.request.message_id;
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), "", std::move(w.item), "none");
   {
     std::lock_guard lock(mutex_);
-    ++active_;
-    track(message_id, run);
+    if (slot == Slot::extra) ++active_;
+    track(message_id, run, slot);
   }
   run->end_cancelled();
 }
@@ -377,8 +394,8 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
   if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
-void WorkflowWorker::track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run) {
-  runs_[message_id] = Running{run, run->request().user_id};
+void WorkflowWorker::track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot) {
+  runs_[message_id] = Running{run, run->request().user_id, slot};
   ++running_per_user_[run->request().user_id];
 }
 
@@ -387,12 +404,17 @@ void WorkflowWorker::finished(const std::string& message_id) {
   std::function<void()> idle;
   {
     std::lock_guard lock(mutex_);
-    // The slot passes on before its user's count drops: that user just had a turn.
-    next = waiting_.pop([this](const std::string& user) {
-      auto it = running_per_user_.find(user);
-      return it == running_per_user_.end() ? 0 : it->second;
-    });
-    if (auto it = runs_.find(message_id); it != runs_.end()) {
+    auto it = runs_.find(message_id);
+    // Only a slot within WORKER_MAX_CONCURRENT passes on: an extra one (a
+    // refusal, an unstarted cancel) would let one more request run each time.
+    // It passes before its user's count drops: that user just had a turn.
+    if (it != runs_.end() && it->second.slot == Slot::held) {
+      next = waiting_.pop([this](const std::string& user) {
+        auto count = running_per_user_.find(user);
+        return count == running_per_user_.end() ? 0 : count->second;
+      });
+    }
+    if (it != runs_.end()) {
       if (--running_per_user_[it->second.user_id] == 0) running_per_user_.erase(it->second.user_id);
       runs_.erase(it);
     }
@@ -400,7 +422,7 @@ void WorkflowWorker::finished(const std::string& message_id) {
   }
   ++completed_;
   // The slot passes to the next user's oldest waiting request.
-  if (next) asio::post(executor_, [this, w = std::move(*next)]() mutable { run(std::move(w)); });
+  if (next) asio::post(executor_, [this, w = std::move(*next)]() mutable { begin(std::move(w)); });
   if (idle) idle();
 }
 

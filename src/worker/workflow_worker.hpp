@@ -80,12 +80,17 @@ class WorkflowWorker {
   bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log = nullptr);
   bool take_while_reading_log(WaitingRequest& w);  // with mutex_ held
   bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held
+  // A run's place in active_: `held` is one of the WORKER_MAX_CONCURRENT slots
+  // and passes to a waiting request when the run ends; `extra` (a request
+  // refused or cancelled before it started, ended at once) passes to nobody.
+  enum class Slot { held, extra };
   void start_or_wait(WaitingRequest w);
-  void run(WaitingRequest w, std::string_view fail_code = {}, std::string_view fail_message = {});
+  void begin(WaitingRequest w);
+  void run(WaitingRequest w, Slot slot, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
-  void end_unstarted(WaitingRequest w);
+  void end_unstarted(WaitingRequest w, Slot slot);
   void keep_alive();
-  void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run);  // mutex_ held
+  void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot);  // mutex_ held
   // Answers a cancel request (no reply subject: nobody waits for one).
   void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
                      const std::string& session_id);
@@ -118,6 +123,7 @@ class WorkflowWorker {
   struct Running {
     std::weak_ptr<GenerationRun> run;
     std::string user_id;
+    Slot slot = Slot::held;
   };
   std::map<std::string, Running> runs_;
   std::map<std::string, std::size_t> running_per_user_;

@@ -218,12 +218,13 @@ TEST(AnthropicDecoder, ErrorEvents) {
 }  // namespace chat::providers
 
 // Numbers from outside that do not fit: 1e400 parses as infinity, a count
-// beyond int64 would wrap, a negative count is nonsense. All read as absent.
+// beyond int64 would wrap, a negative count is nonsense, and one beyond 2^53 - 1
+// would make every pod refuse the final chunk that carries it. All read as absent.
 namespace chat::providers {
 namespace {
 
 TEST(NonFiniteNumbers, OpenAiTokenCountsThatDoNotFitAreIgnored) {
-  for (const char* n : {"1e400", "-1e400", "18446744073709551615", "-3", "2.5", "\"7\""}) {
+  for (const char* n : {"1e400", "-1e400", "18446744073709551615", "9007199254740992", "-3", "2.5", "\"7\""}) {
     OpenAiDecoder d;
     std::string text;
     d.on_event(data(std::string(R"({"choices":[],"usage":{"completion_tokens":)") + n + "}}"), text);
@@ -232,7 +233,7 @@ TEST(NonFiniteNumbers, OpenAiTokenCountsThatDoNotFitAreIgnored) {
 }
 
 TEST(NonFiniteNumbers, AnthropicTokenCountsThatDoNotFitAreIgnored) {
-  for (const char* n : {"1e400", "-1e400", "18446744073709551615", "-3", "2.5"}) {
+  for (const char* n : {"1e400", "-1e400", "18446744073709551615", "9007199254740992", "-3", "2.5"}) {
     AnthropicDecoder d;
     std::string text;
     d.on_event(data(std::string(R"({"type":"message_start","message":{"model":"m","usage":{"input_tokens":)") + n +
@@ -244,6 +245,13 @@ TEST(NonFiniteNumbers, AnthropicTokenCountsThatDoNotFitAreIgnored) {
     EXPECT_FALSE(d.tokens_used()) << n;
     EXPECT_FALSE(d.input_tokens()) << n;
   }
+}
+
+TEST(NonFiniteNumbers, TheLargestCountABrowserReadsExactlyIsKept) {
+  OpenAiDecoder d;
+  std::string text;
+  d.on_event(data(R"({"choices":[],"usage":{"completion_tokens":9007199254740991}})"), text);
+  EXPECT_EQ(d.tokens_used(), protocol::kMaxSafeInteger);
 }
 
 TEST(NonFiniteNumbers, RetryAfterRefusesInfinityAndNan) {

@@ -40,6 +40,18 @@ std::vector<std::string> drain(FairQueue& q) {
   return out;
 }
 
+// The worker refuses a request the full queue did not take: it must still
+// have it, its work item included, to answer it.
+TEST(FairQueue, AFullQueueLeavesTheRequestItRefusedWhole) {
+  FairQueue q(1);
+  ASSERT_TRUE(q.push(waiting("a", "a1")));
+  auto refused = waiting("b", "b1");
+  EXPECT_FALSE(q.push(std::move(refused)));
+  EXPECT_EQ(refused.request.message_id, "b1");  // NOLINT(bugprone-use-after-move): push moves only what it takes
+  EXPECT_NE(refused.item, nullptr);
+  EXPECT_EQ(q.size(), 1u);
+}
+
 TEST(FairQueue, UsersTakeTurns) {
   FairQueue q(100);
   for (auto id : {"a1", "a2", "a3"}) q.push(waiting("a", id));

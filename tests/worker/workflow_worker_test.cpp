@@ -248,6 +248,7 @@ class ScriptedQueue final : public bus::WorkQueue {
  public:
   struct Delivery {
     unsigned attempt;
+    bool final = false;  // the queue delivers it no more after this
     std::atomic<int> acks{0};
     std::atomic<int> keep_alives{0};
   };
@@ -262,9 +263,10 @@ class ScriptedQueue final : public bus::WorkQueue {
   }
   ComponentStatus status() const override { return {"test", true, true}; }
 
-  std::shared_ptr<Delivery> deliver(const WorkflowRequest& r, unsigned attempt) {
+  std::shared_ptr<Delivery> deliver(const WorkflowRequest& r, unsigned attempt, bool final = false) {
     auto d = std::make_shared<Delivery>();
     d->attempt = attempt;
+    d->final = final;
     handler_(std::make_unique<Item>(protocol::encode(r), subjects::execute(r.session_id), d));
     return d;
   }
@@ -278,7 +280,7 @@ class ScriptedQueue final : public bus::WorkQueue {
     std::string_view subject() const override { return subject_; }
     std::string header(std::string_view) const override { return {}; }
     unsigned attempt() const override { return delivery_->attempt; }
-    bool final_attempt() const override { return false; }
+    bool final_attempt() const override { return delivery_->final; }
     void in_progress() override { ++delivery_->keep_alives; }
     void ack() override { ++delivery_->acks; }
     void give_back() override {}
@@ -412,9 +414,9 @@ struct Rig {
 
 // A worker that takes its requests from a ScriptedQueue, with a chunk log.
 struct RedeliveryRig {
-  RedeliveryRig()
-      : worker(loop.executor(), bus, queue, &log, registry, [] {
-          auto c = worker_config();
+  explicit RedeliveryRig(std::size_t max_concurrent = 1'000)
+      : worker(loop.executor(), bus, queue, &log, registry, [max_concurrent] {
+          auto c = worker_config(max_concurrent);
           c.progress_interval = 20ms;
           return c;
         }(),
@@ -754,6 +756,25 @@ TEST(WorkflowWorker, ADeliveryAgainWhileTheLogIsReadForTheLastOneTakesItsPlaceIn
   for (const auto& c : chunks) EXPECT_EQ(c.attempt, 3u);
 }
 
+// Its last delivery is not tried once more, also when it had to wait for a
+// slot: a worker stopped or lost during that run would leave it with no end.
+TEST(WorkflowWorker, ALastDeliveryThatWaitedForASlotEndsAsRetriesExhaustedWithoutRunning) {
+  RedeliveryRig rig(/*max_concurrent=*/1);
+  rig.queue.deliver(request("m1"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto last = rig.queue.deliver(request("m2"), 4, /*final=*/true);
+  rig.loop.settle();
+  EXPECT_FALSE(rig.tap.has_final(kBroadcast, "m2")) << "it waits for the slot";
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
+  auto chunks = rig.tap.chunks(kBroadcast, "m2");
+  ASSERT_EQ(chunks.size(), 1u);
+  ASSERT_TRUE(chunks[0].error);
+  EXPECT_EQ(chunks[0].error->code, "retries_exhausted");
+  EXPECT_EQ(rig.scripted->started(), 1u) << "m2 never reached the provider";
+  ASSERT_TRUE(rig.loop.run_until([&] { return last->acks.load() == 1; }));
+}
+
 TEST(WorkflowWorker, ARequestItsOwnerCancelledBeforeItCameEndsCancelledWithoutRunning) {
   Rig rig;
   // A pod gave up on a reply still in the work queue; and someone else's cancel of another.
@@ -917,6 +938,45 @@ TEST(WorkflowWorker, ACancelledWaitingRequestEndsAsCancelledWithoutEverStarting)
   rig.scripted->generation("m1")->finish();
   ASSERT_TRUE(complete(rig, 2));
   EXPECT_EQ(rig.scripted->started(), 1u) << "m2 never reached the provider";
+}
+
+// The cancelled request ends in a slot of its own, which passes to nobody:
+// handing it on would let one request more run at once per cancel.
+TEST(WorkflowWorker, ACancelledWaitingRequestLetsNoOtherRequestRunBeyondMaxConcurrent) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  submit(rig, request("m3"));
+  rig.loop.settle();
+  EXPECT_EQ(status_of(cancel(rig, "m2", "owner").value_or("")), "cancelling");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 1u) << "m3 started while m1 still ran";
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  EXPECT_EQ(rig.scripted->generations()[1]->request().message_id, "m3");
+  EXPECT_EQ(rig.scripted->running(), 1u);
+}
+
+// The same for a request refused because too many wait (WORKER_MAX_CONCURRENT × 10).
+TEST(WorkflowWorker, ARequestRefusedAsOverloadedLetsNoOtherRequestRunBeyondMaxConcurrent) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m0"));
+  for (int i = 1; i <= 10; ++i) submit(rig, request("m" + std::to_string(i)));  // the queue is full
+  submit(rig, request("refused"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "refused"); }));
+  auto chunks = rig.tap.chunks(kBroadcast, "refused");
+  ASSERT_EQ(chunks.size(), 1u);
+  ASSERT_TRUE(chunks[0].error);
+  EXPECT_EQ(chunks[0].error->code, "worker_overloaded");
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 1u) << "a waiting request started while m0 still ran";
+  for (int i = 0; i <= 10; ++i) {
+    ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == static_cast<std::size_t>(i + 1); }));
+    EXPECT_EQ(rig.scripted->running(), 1u) << "after " << i << " finished";
+    rig.scripted->generations()[i]->finish();
+  }
+  ASSERT_TRUE(complete(rig, 12));
 }
 
 TEST(WorkflowWorker, AnotherUsersCancelLeavesAWaitingRequestWaiting) {
