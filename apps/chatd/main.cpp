@@ -100,7 +100,7 @@ int run_pod(const config::Config& config) {
     worker->start();
   }
   pod.start();
-  limits.admission->start_renewals(ioc.get_executor());
+  limits.admission->start(ioc.get_executor());
   metrics.add([&](metrics::Exposition& out) {
     metrics::collect_process(out);
     pod.collect(out);
@@ -158,6 +158,8 @@ int run_pod(const config::Config& config) {
               [arrive](bool) { arrive(); });
         });
   });
+  // Its thread may be answering a decision: done before the callers go.
+  limits.limiter->stop();
   log::info("chatd_stopped", {{"pod_id", pod.id()}, {"replies_stored", pod.stats().replies_stored.value()}});
   return 0;
 }

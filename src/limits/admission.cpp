@@ -1,5 +1,7 @@
 #include "limits/admission.hpp"
 
+#include <boost/asio/dispatch.hpp>
+
 #include "common/identifier.hpp"
 
 namespace chat::limits {
@@ -21,10 +23,11 @@ Admission::~Admission() {
 }
 
 VerdictCallback Admission::counted(Limit limit, VerdictCallback done) {
-  return [this, limit, done = std::move(done)](Verdict v) {
+  return [this, limit, done = std::move(done)](Verdict v) mutable {
     if (!v.allowed) metrics_.count(limit);
     if (v.undecided) metrics_.undecided.add();
-    done(v);
+    if (!verdicts_) return done(v);
+    boost::asio::dispatch(*verdicts_, [done = std::move(done), v] { done(v); });
   };
 }
 
@@ -103,7 +106,8 @@ void Admission::renew_streams() {
     limiter_.hold(streams_key(user), place, policy_.streams_per_user, policy_.stream_ttl, [](Verdict) {});
 }
 
-void Admission::start_renewals(boost::asio::any_io_executor executor) {
+void Admission::start(boost::asio::any_io_executor executor) {
+  verdicts_ = executor;
   if (policy_.streams_per_user == 0) return;
   renewal_ = std::make_unique<boost::asio::steady_timer>(std::move(executor));
   schedule_renewal();

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -60,9 +61,14 @@ class Admission {
   void stream_opens(const std::string& user, TicketCallback done);
   // Renews the places of the streams open here (any thread).
   void renew_streams();
-  // Calls renew_streams() every stream_ttl / 3 on `executor`. The executor's
-  // threads must be stopped before the Admission is destroyed.
-  void start_renewals(boost::asio::any_io_executor executor);
+  // From now on every verdict reaches its caller on `executor` (dispatched:
+  // inline when the limiter answered on one of its threads, as the memory
+  // limiter does), not on a limiter's own thread, where the callers' work
+  // (routing, parsing, the chat's submit) would run, all of it on one thread;
+  // and renew_streams() runs every stream_ttl / 3 on it. The executor's
+  // threads must be stopped, and the limiter stopped, before the Admission is
+  // destroyed.
+  void start(boost::asio::any_io_executor executor);
 
   const TrustedProxies& proxies() const { return proxies_; }
   const LimitMetrics& metrics() const { return metrics_; }
@@ -90,6 +96,7 @@ class Admission {
   std::unordered_map<std::string, std::string> running_;  // message id -> user, replies admitted here
   std::shared_ptr<OpenStreams> streams_ = std::make_shared<OpenStreams>();
   std::unique_ptr<boost::asio::steady_timer> renewal_;
+  std::optional<boost::asio::any_io_executor> verdicts_;  // set once by start(), before any request
 };
 
 }  // namespace chat::limits

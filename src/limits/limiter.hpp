@@ -60,6 +60,11 @@ class Limiter {
   virtual void release(const std::string& key, const std::string& member) = 0;
 
   virtual ComponentStatus status() const = 0;
+
+  // Ends the limiter's own thread, if it has one: once stop() returns no
+  // callback runs, and decisions still waiting are dropped (their callers are
+  // about to go). Later calls are dropped too. Idempotent.
+  virtual void stop() = 0;
 };
 
 // Which limit refused a request (the `limit` label of chat_rate_limited_total).

@@ -25,6 +25,7 @@ class MemoryLimiter final : public Limiter {
             VerdictCallback done) override;
   void release(const std::string& key, const std::string& member) override;
   ComponentStatus status() const override { return {"memory", true, true}; }
+  void stop() override {}  // answers on the caller's thread: nothing runs after its callers
 
  private:
   using TimePoint = std::chrono::steady_clock::time_point;

@@ -80,9 +80,12 @@ RedisLimiter::RedisLimiter(registry::RedisEndpoint endpoint, Timing timing)
   thread_ = start_io_thread(io_, "redis limiter");
 }
 
+RedisLimiter::~RedisLimiter() { stop(); }
+
 // Decisions still waiting are dropped, not answered: the objects their callers
-// captured (the API, the pod) may be gone already at the end of the program.
-RedisLimiter::~RedisLimiter() {
+// captured (the API, the pod) are about to go.
+void RedisLimiter::stop() {
+  if (!thread_.joinable()) return;
   asio::post(strand_, [this] {
     stopping_ = true;
     connection_.stop();

@@ -42,6 +42,7 @@ class RedisLimiter final : public Limiter {
   void hold(const std::string& key, const std::string& member, std::uint32_t max, std::chrono::milliseconds ttl,
             VerdictCallback done) override;
   void release(const std::string& key, const std::string& member) override;
+  void stop() override;
   ComponentStatus status() const override {
     return {"redis", false, connection_.connected(), failures_.load(std::memory_order_relaxed)};
   }

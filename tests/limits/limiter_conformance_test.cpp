@@ -4,11 +4,16 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
 #include <future>
 #include <thread>
 
 #include "common/identifier.hpp"
 #include "harness/server_process.hpp"
+#include "limits/admission.hpp"
 #include "limits/memory_limiter.hpp"
 #include "limits/redis_limiter.hpp"
 
@@ -175,6 +180,53 @@ TEST(RedisLimiter, PodsSharingRedisShareTheBucket) {
   int allowed = 0;
   for (int i = 0; i < 10; ++i) allowed += take(i % 2 ? a : b) ? 1 : 0;
   EXPECT_EQ(allowed, 4) << "the burst holds for both pods together";
+}
+
+// Redis answers on the limiter's thread; the caller's work (the API's routing,
+// parsing, the chat's submit) belongs on the caller's executor, not on that
+// one thread for the whole pod.
+TEST(RedisLimiter, AdmissionHandsEachVerdictToTheCallersExecutor) {
+  ServerProcess server{ServerProcess::Kind::redis};
+  limits::RedisLimiter limiter({server.host(), server.port(), "", 0, ""}, {});
+  ASSERT_TRUE(eventually([&] { return limiter.status().connected; }));
+  limits::Admission admission(limiter, limits::Policy{{60, 2}, {60, 1}, 1, 0, std::chrono::minutes(1)}, {});
+  boost::asio::io_context ioc;
+  auto work = boost::asio::make_work_guard(ioc);  // run_for waits for the verdicts
+  admission.start(ioc.get_executor());
+  std::atomic<int> answered{0};
+  std::thread::id chat_thread, reply_thread;
+  admission.chat("u1", [&](Verdict v) {
+    EXPECT_TRUE(v.allowed && !v.undecided);
+    chat_thread = std::this_thread::get_id();
+    ++answered;
+  });
+  admission.reply_starts("u1", "m1", [&](Verdict v) {
+    EXPECT_TRUE(v.allowed && !v.undecided);
+    reply_thread = std::this_thread::get_id();
+    ++answered;
+  });
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (answered < 2 && std::chrono::steady_clock::now() < deadline) ioc.run_for(10ms);
+  ASSERT_EQ(answered, 2);
+  EXPECT_EQ(chat_thread, std::this_thread::get_id());
+  EXPECT_EQ(reply_thread, std::this_thread::get_id());
+  limiter.stop();
+}
+
+// What chatd does once its event loop stopped: a decision Redis answers after
+// stop() reaches nobody, since the objects its caller captured go next.
+TEST(RedisLimiter, NoVerdictArrivesOnceStopReturned) {
+  ServerProcess server{ServerProcess::Kind::redis};
+  limits::RedisLimiter limiter({server.host(), server.port(), "", 0, ""}, {});
+  ASSERT_TRUE(eventually([&] { return limiter.status().connected; }));
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 100; ++i) limiter.take("chat:stop" + std::to_string(i), Rate{60, 1}, [&](Verdict) { ++answered; });
+  limiter.stop();
+  const int at_stop = answered.load();
+  limiter.take("chat:after", Rate{60, 1}, [&](Verdict) { ++answered; });
+  std::this_thread::sleep_for(400ms);  // past the answer timeout
+  EXPECT_EQ(answered.load(), at_stop);
+  EXPECT_LT(at_stop, 101);
 }
 
 }  // namespace
