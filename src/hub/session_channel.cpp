@@ -141,9 +141,11 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
                    std::chrono::milliseconds late_join_window,
                    const std::function<sse::Frame(const std::string& message_id)>& from_start) {
   std::vector<sse::Frame> burst;
+  // Through Member::take: a resumed stream's reply that the cursor does not
+  // settle (it may have reached the client in part elsewhere) starts with a
+  // reset and goes from its start, once.
   auto take = [&](Backlog& b) {
-    for (const auto& [position, frame] : b.frames)
-      if (member.admit(b.message_id, position)) burst.push_back(frame);
+    for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
     b.seen_live = true;
   };
   bool servable = true;
@@ -194,10 +196,18 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
   return servable;
 }
 
-void Channel::take_running(Member& member, std::vector<sse::Frame>& burst) {
+std::vector<std::string> Channel::running() const {
+  std::vector<std::string> ids;
+  if (!replies_) return ids;
+  for (const auto& b : replies_->backlogs)
+    if (!b.finished) ids.push_back(b.message_id);
+  return ids;
+}
+
+void Channel::take_running(Member& member, const std::vector<std::string>& also, std::vector<sse::Frame>& burst) {
   if (!replies_) return;
   for (auto& b : replies_->backlogs) {
-    if (b.finished) continue;
+    if (b.finished && std::find(also.begin(), also.end(), b.message_id) == also.end()) continue;
     for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
     b.seen_live = true;
   }

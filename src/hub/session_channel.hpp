@@ -70,6 +70,9 @@ struct Resume {
   bool catching_up = false;
   bool cut = false;
   std::vector<HeldFrame> held;
+  // The replies running here when it began to catch up: their frames from
+  // before it are in their backlogs only, also once they finished meanwhile.
+  std::vector<std::string> running_at_start;
   // When it resumed, and the replies already settled for it (the cursor's,
   // those sent again from their start, those it had whole). Any other reply
   // made before the resume may have reached the client in part on its old pod,
@@ -155,8 +158,11 @@ class Channel {
   bool join(Member member, const std::optional<ResumeCursor>& cursor, SteadyTime now,
             std::chrono::milliseconds late_join_window,
             const std::function<sse::Frame(const std::string& message_id)>& from_start);
-  // The frames of the running replies that `member` does not have yet.
-  void take_running(Member& member, std::vector<sse::Frame>& burst);
+  // The message ids of the replies still running here.
+  std::vector<std::string> running() const;
+  // The frames that `member` does not have yet of the replies running here,
+  // and of those in `also` (running when it began to catch up).
+  void take_running(Member& member, const std::vector<std::string>& also, std::vector<sse::Frame>& burst);
   bool remove(const std::shared_ptr<sse::EventSink>& stream);
   Member* member(const std::string& stream_id);
 

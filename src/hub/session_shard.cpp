@@ -174,6 +174,7 @@ void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<
     member.record(cursor->message_id, cursor->chunk_id);
     auto& resume = member.start_resume();
     resume.catching_up = from_log;
+    if (from_log) resume.running_at_start = channel.running();
     resume.resumed_at = std::chrono::system_clock::now();
     resume.settled.insert(cursor->message_id);
   }
@@ -295,15 +296,17 @@ void SessionShard::send_logged_reply(Member& member, const LoggedReply& reply) {
 // The stream has what the log had; now what runs here, then what waited.
 void SessionShard::finish_catch_up(Channel& channel, Member& member) {
   std::vector<HeldFrame> held;
+  std::vector<std::string> running_at_start;
   if (auto* resume = member.resume()) {
     resume->catching_up = false;
     held = std::exchange(resume->held, {});
+    running_at_start = std::exchange(resume->running_at_start, {});
   }
   std::vector<sse::Frame> burst;
   for (const auto& f : held)
     if (f.restarts) member.take(f.message_id, f.position, f.frame, burst);
   const auto from_backlog = burst.size();
-  channel.take_running(member, burst);
+  channel.take_running(member, running_at_start, burst);
   // A notice is one frame shared by the backlog and the held: sent once.
   std::unordered_set<const sse::EncodedFrame*> sent;
   for (auto f = burst.begin() + static_cast<std::ptrdiff_t>(from_backlog); f != burst.end(); ++f) sent.insert(f->get());

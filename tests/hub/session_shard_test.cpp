@@ -339,6 +339,37 @@ TEST_F(LogShardTest, AStreamResumingAReplyThisPodNeverHadCatchesUpFromTheLog) {
   EXPECT_EQ(s->chunk_ids().back(), "m2:1");
 }
 
+// m2 runs here when the stream comes back; it ends while the log is read, and
+// the log (written after the live publish) has only its start. The stream is
+// told m2 comes again from its start: it must get all of it, not only the
+// chunks held while the log was read.
+TEST_F(LogShardTest, AReplyRunningHereThatEndsWhileTheLogIsReadIsSentWhole) {
+  shard.expect("s1", "m2");
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  shard.on_chunk(chunk("s1", "m2", 1), false);
+  auto s = stream("s1", sse::ResumeCursor{"m1", 1});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  shard.on_chunk(chunk("s1", "m2", 2, true), false);  // held
+  shard.resume_from_log(
+      "s1", catch_ups[0].first, catch_ups[0].second,
+      std::vector{chunk("s1", "m1", 0), chunk("s1", "m1", 1, true), chunk("s1", "m2", 0), chunk("s1", "m2", 1)});
+  EXPECT_EQ(s->chunk_ids(), (Events{"m2:0", "m2:1", "m2:2"}));
+  EXPECT_EQ(s->events(), (Events{"message_complete", "reset", "chunk", "chunk", "chunk", "message_complete"}));
+}
+
+// The same when the log has nothing of m2 yet: m2 starts over after a reset.
+TEST_F(LogShardTest, AReplyRunningHereThatEndsWhileTheLogIsReadIsSentWholeWhenTheLogHasNoneOfIt) {
+  shard.expect("s1", "m2");
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  auto s = stream("s1", sse::ResumeCursor{"m1", 1});
+  ASSERT_EQ(catch_ups.size(), 1u);
+  shard.on_chunk(chunk("s1", "m2", 1, true), false);  // held
+  shard.resume_from_log("s1", catch_ups[0].first, catch_ups[0].second,
+                        std::vector{chunk("s1", "m1", 0), chunk("s1", "m1", 1, true)});
+  EXPECT_EQ(s->chunk_ids(), (Events{"m2:0", "m2:1"}));
+  EXPECT_EQ(s->events(), (Events{"message_complete", "reset", "chunk", "chunk", "message_complete"}));
+}
+
 TEST_F(LogShardTest, AReplyThatStartsOverWhileTheLogIsReadIsResetBeforeItsNewAttempt) {
   auto s = stream("s1", sse::ResumeCursor{"m1", 0});
   ASSERT_EQ(catch_ups.size(), 1u);
@@ -564,6 +595,21 @@ TEST_F(ShardTest, AStreamBackOnTheSamePodGetsAnInterleavedReplyAgainFromItsStart
   shard.on_chunk(chunk("s1", "m1", 2, true), false);
   EXPECT_EQ(again->events(), (Events{"reset", "chunk", "chunk", "chunk", "message_complete"}));
   EXPECT_EQ(again->chunk_ids(), (Events{"m1:0", "m1:1", "m1:2"}));
+}
+
+// Without a chunk log (core NATS): the cursor names a reply this pod never
+// had, and m2 runs here. The client may have seen part of m2 on its old pod,
+// so m2 goes from its start after a reset, once, and its next chunks follow
+// with no second reset and no gap.
+TEST_F(ShardTest, AResumeWhoseReplyThisPodNeverHadGetsTheRunningReplyWholeAfterOneReset) {
+  shard.expect("s1", "m2");
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  shard.on_chunk(chunk("s1", "m2", 1), false);
+  auto s = stream("s1", sse::ResumeCursor{"m1", 3});
+  shard.on_chunk(chunk("s1", "m2", 2), false);
+  shard.on_chunk(chunk("s1", "m2", 3, true), false);
+  EXPECT_EQ(s->events(), (Events{"reset", "chunk", "chunk", "chunk", "chunk", "message_complete"}));
+  EXPECT_EQ(s->chunk_ids(), (Events{"m2:0", "m2:1", "m2:2", "m2:3"}));
 }
 
 TEST_F(LogShardTest, ACursorTheLogNoLongerHasGetsAReset) {
