@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
 #include <array>
@@ -119,18 +120,24 @@ bool SseConnection::is_stuck_locked() const {
   // Frames the kernel has not taken yet: the write in flight and the queue.
   // Over the event limit, a client that still takes our writes gets a moment to
   // catch up with a burst; one whose write has hung that long is not reading.
-  return box.writing_count + box.queued.size() - box.queued_exempt > context_.limits.max_events &&
+  const auto waiting = box.writing_count + box.writing_merged + box.queued.size() + box.queued_merged - box.queued_exempt;
+  return waiting > context_.limits.max_events &&
          box.write_in_flight_since != std::chrono::steady_clock::time_point{} &&
          std::chrono::steady_clock::now() - box.write_in_flight_since > context_.limits.stall_grace;
 }
 
 // Only a live chunk queued behind many waiting events merges, and only into
 // the live chunk event queued last (never into the batch being written, nor
-// into a backlog), so every event goes out once and in order.
+// into a backlog), so every event goes out once and in order. A merged event
+// grows to kMaxMergedBytes, then the next chunk starts another: each merge
+// parses the event it grows, so an unbounded one would cost the producer's
+// thread (a shard's, shared with other sessions) time in the square of a
+// long reply's length.
 bool SseConnection::coalesced_locked(const Frame& frame) {
+  constexpr std::size_t kMaxMergedBytes = 16 * 1024;
   if (frame->mergeable_reply == 0 || !outbox_) return false;
   auto& box = *outbox_;
-  if (!box.last_queued_live || box.queued.empty()) return false;
+  if (!box.last_queued_live || box.queued.empty() || box.queued.back()->size() >= kMaxMergedBytes) return false;
   const auto& limits = context_.limits;
   const auto threshold = limits.coalesce_after ? limits.coalesce_after : std::max<std::size_t>(limits.max_events / 8, 1);
   if (box.writing_count + box.queued.size() - box.queued_exempt < threshold) return false;
@@ -138,8 +145,9 @@ bool SseConnection::coalesced_locked(const Frame& frame) {
   if (!merged) return false;
   box.queued_bytes += static_cast<std::uint32_t>(merged->size() - box.queued.back()->size());
   box.queued.back() = std::move(merged);
+  ++box.queued_merged;
   if (auto* metrics = context_.metrics) metrics->coalesced.add();
-  if (box.queued_bytes > context_.limits.max_bytes) {
+  if (box.queued_bytes > context_.limits.max_bytes || is_stuck_locked()) {
     closed_ = true;
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->terminate("slow_client"); });
   }
@@ -191,6 +199,27 @@ void SseConnection::close(Frame last) {
   }
   closing_ = true;
   schedule_flush_locked();
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->end_if_stuck_while_closing(); });
+}
+
+// A closing stream takes no more frames, so send() no longer looks for a stall:
+// a client that stopped reading would keep it (its registry entry, its place
+// among the user's streams) until TCP gave up. Looked at every stall grace on
+// the strand; the timer exists only while a stream closes.
+void SseConnection::end_if_stuck_while_closing() {
+  auto timer = std::make_shared<asio::steady_timer>(socket_.get_executor(), context_.limits.stall_grace);
+  timer->async_wait([self = shared_from_this(), timer](boost::system::error_code ec) {
+    if (ec || !self->socket_.is_open()) return;
+    bool stuck = false;
+    {
+      std::lock_guard lock(self->queue_mutex());
+      const auto since = self->outbox_ ? self->outbox_->write_in_flight_since : std::chrono::steady_clock::time_point{};
+      stuck = since != std::chrono::steady_clock::time_point{} &&
+              std::chrono::steady_clock::now() - since >= self->context_.limits.stall_grace;
+    }
+    if (stuck) return self->terminate("slow_client");
+    self->end_if_stuck_while_closing();
+  });
 }
 
 void SseConnection::schedule_flush_locked() {
@@ -216,6 +245,8 @@ void SseConnection::flush() {
       box.last_queued_live = false;
       box.exempt_in_batch = box.queued_exempt;
       box.queued_exempt = 0;
+      box.writing_merged = box.queued_merged;
+      box.queued_merged = 0;
       box.written = 0;
       write = !box.writing.empty();
       // From here a producer must queue behind this batch, not write past it.
@@ -268,6 +299,7 @@ void SseConnection::on_written(boost::system::error_code ec, std::size_t slice_e
     std::lock_guard lock(queue_mutex());
     box.write_in_flight_since = {};
     box.writing_count = 0;
+    box.writing_merged = 0;
   }
   // The next batch, or, with nothing queued, the outbox goes and the stream is idle.
   flush();
@@ -301,6 +333,7 @@ void SseConnection::terminate(const char* reason) {
       outbox_->queued.clear();
       outbox_->queued_bytes = 0;
       outbox_->queued_exempt = 0;
+      outbox_->queued_merged = 0;
     }
     if (!socket_.is_open()) return;
     boost::system::error_code ignored;

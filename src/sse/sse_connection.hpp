@@ -120,6 +120,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void write_slice();
   void on_written(boost::system::error_code ec, std::size_t slice_end);
   void watch_for_close();
+  void end_if_stuck_while_closing();
   void on_readable(boost::system::error_code ec);
   void terminate(const char* reason);
   void ended(const char* reason);
@@ -152,6 +153,11 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
     bool last_queued_live = false;    // the last frame of queued came through send()
     std::chrono::steady_clock::time_point write_in_flight_since{};  // {}: no write in flight
     std::uint32_t writing_count = 0;  // frames of the write in flight, backlog excluded
+    // Chunks merged into another's event (coalesced_locked), waiting in queued
+    // and in the write in flight: the stall rule counts them as the events
+    // they were, or merging would keep a client that stopped reading under it.
+    std::uint32_t queued_merged = 0;
+    std::uint32_t writing_merged = 0;
 
     // Strand-only.
     std::vector<Frame> writing;        // the batch being written, in slices

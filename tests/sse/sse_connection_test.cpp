@@ -182,6 +182,17 @@ TEST_F(SseConnectionTest, CloseWritesTheLastFrameThenEndsTheStream) {
   EXPECT_EQ(reason(), "closed_by_server");
 }
 
+// A stream closed by the server (its session deleted) with a client that
+// stopped reading: the stall rule still ends it.
+TEST_F(SseConnectionTest, AClosingStreamWhoseClientStoppedReadingIsCut) {
+  open(QueueLimits{1'000'000, 64 * 1024 * 1024, 4096, 200ms}, {}, 4096);
+  std::string kb(1024, 'x');
+  kb += "\n\n";
+  for (int i = 0; i < 2048; ++i) connection->send(frame(kb));  // more than the kernel's buffers hold
+  connection->close(frame("event: reset\ndata: {}\n\n"));
+  EXPECT_EQ(reason(), "slow_client");
+}
+
 TEST_F(SseConnectionTest, AClientThatGoesAwayIsNoticedWithoutAWrite) {
   open();
   read_until("HEAD\r\n\r\n");
@@ -305,6 +316,40 @@ TEST_F(SseConnectionTest, ASlowReaderGetsFewerLargerEventsWithTheWholeTextAndExa
   EXPECT_LT(events.size(), kChunks / 2) << "a client this far behind should get merged events";
   EXPECT_EQ(metrics.coalesced.value(), kChunks - events.size());
   EXPECT_EQ(closed.wait_for(0s), std::future_status::timeout) << "cut instead of coalesced: " << reason();
+}
+
+// Merged chunks count as the events they were: a client that stopped reading
+// is cut by the stall rule, not kept to the byte limit by merging.
+TEST_F(SseConnectionTest, AClientThatStoppedReadingIsCutEvenWhileItsChunksMerge) {
+  open(QueueLimits{1'024, 8 * 1024 * 1024, 4'096, 200ms, 8}, {}, 4'096);
+  std::uint32_t id = 0;
+  for (; id < 3'000; ++id) connection->send(content_chunk(id, "word" + std::to_string(id) + " "));
+  std::this_thread::sleep_for(300ms);  // past the stall grace, nothing read
+  for (auto until = id + 100; id < until; ++id) connection->send(content_chunk(id, "more "));
+  EXPECT_EQ(reason(), "slow_client");
+  EXPECT_GT(metrics.coalesced.value(), 0u) << "the chunks did merge";
+}
+
+// Merging parses the event it grows: an event stops growing at 16 KiB, so a
+// long reply to a slow client costs the producer linear time, not quadratic.
+TEST_F(SseConnectionTest, AMergedEventStopsGrowingAndTheNextChunkStartsAnother) {
+  open(QueueLimits{1'000'000, 64 * 1024 * 1024, 4'096, 10s, 8}, {}, 4'096);
+  std::string want;
+  const std::string word(100, 'x');
+  constexpr std::uint32_t kChunks = 2'000;  // 200 KB of text
+  for (std::uint32_t i = 0; i < kChunks; ++i) {
+    want += word;
+    connection->send(content_chunk(i, word));
+  }
+  connection->send(frame("event: message_complete\ndata: {}\n\n"));
+  auto events = chunk_events(read_until("message_complete"));
+  std::string text;
+  for (const auto& e : events) {
+    EXPECT_LE(e.text.size(), 17u * 1024) << "chunk " << e.chunk_id;
+    text += e.text;
+  }
+  EXPECT_EQ(text, want);
+  EXPECT_GE(events.size(), want.size() / (16 * 1024));
 }
 
 TEST_F(SseConnectionTest, AReaderThatKeepsUpGetsEveryChunkAsItsOwnEvent) {
