@@ -128,6 +128,19 @@ std::string forwarded_for(const http::Request& request) {
   return out;
 }
 
+// "/api/sessions/{id}" or "/api/sessions/{id}/messages": the id, and whether
+// it is the latter. Split at the first slash after the prefix, so an id may
+// be any identifier ("messages" too).
+std::optional<std::pair<std::string_view, bool>> split_session_path(std::string_view path) {
+  constexpr std::string_view kSessions = "/api/sessions/", kMessages = "/messages";
+  if (!path.starts_with(kSessions)) return std::nullopt;
+  auto rest = path.substr(kSessions.size());
+  auto slash = rest.find('/');
+  if (slash == std::string_view::npos) return std::pair{rest, false};
+  if (rest.substr(slash) != kMessages) return std::nullopt;
+  return std::pair{rest.substr(0, slash), true};
+}
+
 }  // namespace
 
 ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics,
@@ -228,8 +241,8 @@ void ChatApi::route(Call call) {
     call->respond(std::move(res));
     return false;
   };
-  constexpr std::string_view kChat = "/api/chat/", kCancel = "/cancel", kSessions = "/api/sessions/",
-                             kMessages = "/messages";
+  constexpr std::string_view kChat = "/api/chat/", kCancel = "/cancel";
+
   if (path == "/" || path == "/api") {
     call->route = std::string(path);
     if (allow(bhttp::verb::get, "GET, OPTIONS")) call->respond(info_response());
@@ -264,11 +277,8 @@ void ChatApi::route(Call call) {
     call->route = "/api/sessions";
     if (method == bhttp::verb::post) create_session(std::move(call));
     else if (allow(bhttp::verb::get, "GET, POST, OPTIONS")) list_sessions(std::move(call));
-  } else if (path.starts_with(kSessions) &&
-             path.find('/', kSessions.size()) == (path.ends_with(kMessages) ? path.size() - kMessages.size() : path.npos)) {
-    auto id = path.substr(kSessions.size());
-    bool messages = id.ends_with(kMessages);
-    if (messages) id.remove_suffix(kMessages.size());
+  } else if (auto session_path = split_session_path(path)) {
+    auto [id, messages] = *session_path;
     call->route = messages ? "/api/sessions/{session_id}/messages" : "/api/sessions/{session_id}";
     if (auto e = check_identifier("session_id", id)) return call->respond(invalid(*e));
     if (messages) {

@@ -178,6 +178,17 @@ TEST_F(ChatApiTest, AnotherUsersSessionIsAnswered404LikeAMissingOne) {
   EXPECT_EQ(call(bhttp::verb::get, "/api/sse?session_id=s2&user_id=other").result_int(), 404);
 }
 
+// "messages" is a valid session id: its routes are split at the first slash.
+TEST_F(ChatApiTest, ASessionNamedMessagesCanBeReadAndDeleted) {
+  ASSERT_EQ(call(bhttp::verb::post, "/api/chat", R"({"session_id":"messages","user_id":"u","message":"hi"})").result_int(),
+            202);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/messages/messages?user_id=u").result_int(), 200);
+  EXPECT_EQ(call(bhttp::verb::delete_, "/api/sessions/messages?user_id=u").result_int(), 200);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/messages/messages?user_id=u").result_int(), 404);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/messages/other?user_id=u").result_int(), 404);
+  EXPECT_EQ(call(bhttp::verb::get, "/api/sessions/a/messages/b?user_id=u").result_int(), 404);
+}
+
 // The status line and headers of an event stream, whose body never ends.
 struct OpenStream {
   asio::io_context ioc;
