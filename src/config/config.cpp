@@ -37,11 +37,19 @@ Int parse_int(const std::string& name, const std::string& text, Int min, Int max
   return value;
 }
 
-Duration parse_duration_or_throw(const std::string& name, const std::string& text) {
+// A year at most: timers count nanoseconds in 64 bits, and a duration of
+// centuries (meant as "never") would wrap and expire at once.
+constexpr Duration kLongestDuration = std::chrono::hours{24 * 365};
+
+Duration parse_duration_or_throw(const std::string& name, const std::string& text, Duration shortest = Duration{0}) {
   auto d = parse_duration(text);
   if (!d) throw ConfigError(name + ": expected a duration such as 250ms, 30s, 5m or 1h, got \"" + text + "\"");
+  if (*d > kLongestDuration) throw ConfigError(name + ": at most 8760h (a year), got \"" + text + "\"");
+  if (*d < shortest)
+    throw ConfigError(name + ": at least " + std::to_string(shortest.count()) + "ms, got \"" + text + "\"");
   return *d;
 }
+
 
 bool parse_bool(const std::string& name, const std::string& text) {
   std::string t = text;
@@ -53,6 +61,27 @@ bool parse_bool(const std::string& name, const std::string& text) {
 
 std::string require_non_empty(const std::string& name, const std::string& text) {
   if (text.empty()) throw ConfigError(name + ": must not be empty");
+  return text;
+}
+
+// A server to connect to: a host name or an IP address, nothing more (its port
+// has a setting of its own). A URL or host:port would only fail to resolve, and
+// the service would run on without it. `socket_dir`: an absolute path is a
+// directory holding the server's Unix socket (libpq's convention).
+std::string require_host(const std::string& name, const std::string& text, bool socket_dir = false) {
+  require_non_empty(name, text);
+  if (socket_dir && text.front() == '/') return text;
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(text, ec);
+  if (!ec) return text;
+  if (text.find("://") != std::string::npos)
+    throw ConfigError(name + ": expected a host name or IP address, not a URL, got \"" + text + "\"");
+  if (text.find(':') != std::string::npos)
+    throw ConfigError(name + ": expected a host name or IP address without a port (the port has its own setting), got \"" +
+                      text + "\"");
+  auto name_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'; };
+  if (!std::all_of(text.begin(), text.end(), name_char))
+    throw ConfigError(name + ": expected a host name or IP address, got \"" + text + "\"");
   return text;
 }
 
@@ -212,6 +241,8 @@ struct Setting {
   [](Config& c, const std::string& n, const std::string& v) { c.field = parse_int<type>(n, v, lo, hi); }
 #define DURATION_SETTING(field) \
   [](Config& c, const std::string& n, const std::string& v) { c.field = parse_duration_or_throw(n, v); }
+#define DURATION_AT_LEAST_SETTING(field, shortest) \
+  [](Config& c, const std::string& n, const std::string& v) { c.field = parse_duration_or_throw(n, v, shortest); }
 #define STRING_SETTING(field) \
   [](Config& c, const std::string& n, const std::string& v) { c.field = require_non_empty(n, v); }
 // Empty is the default: a deployment that passes `NATS_TOKEN=${NATS_TOKEN:-}` means none.
@@ -222,10 +253,10 @@ const std::vector<Setting>& settings() {
       {"SERVER_HOST", kChatd, "0.0.0.0", "IP address to listen on (localhost: 127.0.0.1)",
        [](Config& c, const std::string& n, const std::string& v) { c.server.host = require_listen_address(n, v); }},
       {"SERVER_PORT", kChatd, "8080", "TCP port to listen on", INT_SETTING(server.port, std::uint16_t, 1, 65535)},
-      {"SERVER_READ_TIMEOUT", kChatd, "30s", "time to read a whole request (never applies to open SSE streams)",
-       DURATION_SETTING(server.read_timeout)},
-      {"SERVER_WRITE_TIMEOUT", kChatd, "30s", "time to write a response (never applies to open SSE streams)",
-       DURATION_SETTING(server.write_timeout)},
+      {"SERVER_READ_TIMEOUT", kChatd, "30s", "time to read a whole request (never applies to open SSE streams); at least 100ms",
+       DURATION_AT_LEAST_SETTING(server.read_timeout, std::chrono::milliseconds{100})},
+      {"SERVER_WRITE_TIMEOUT", kChatd, "30s", "time to write a response (never applies to open SSE streams); at least 100ms",
+       DURATION_AT_LEAST_SETTING(server.write_timeout, std::chrono::milliseconds{100})},
       {"SERVER_SHUTDOWN_TIMEOUT", kBoth, "15s", "how long SIGTERM waits for running replies to finish",
        DURATION_SETTING(server.shutdown_timeout)},
       {"SERVER_THREADS", kChatd, "0", "event-loop threads (0: one per core)", INT_SETTING(server.threads, unsigned, 0, 256)},
@@ -298,7 +329,7 @@ const std::vector<Setting>& settings() {
        DURATION_SETTING(buffer.missing_chunk_timeout)},
       {"DB_PATH", kChatd, "data/chat.db", "SQLite database file (embedded mode)", STRING_SETTING(store.path)},
       {"DB_HOST", kChatd, "(unset: SQLite)", "PostgreSQL host; set selects PostgreSQL",
-       [](Config& c, const std::string& n, const std::string& v) { c.store.host = require_non_empty(n, v); }},
+       [](Config& c, const std::string& n, const std::string& v) { c.store.host = require_host(n, v, true); }},
       {"DB_PORT", kChatd, "5432", "PostgreSQL port", INT_SETTING(store.port, std::uint16_t, 1, 65535)},
       {"DB_USER", kChatd, "postgres", "PostgreSQL user", STRING_SETTING(store.user)},
       {"DB_PASSWORD", kChatd, "postgres", "PostgreSQL password (never logged)",
@@ -317,7 +348,7 @@ const std::vector<Setting>& settings() {
        "directory where finished AI replies wait on disk while DB_QUEUE_LIMIT is reached; written from there later",
        STRING_SETTING(store.spill_dir)},
       {"REDIS_HOST", kBoth, "(unset: in-memory registry)", "Redis host; set selects the Redis registry",
-       [](Config& c, const std::string& n, const std::string& v) { c.redis.host = require_non_empty(n, v); }},
+       [](Config& c, const std::string& n, const std::string& v) { c.redis.host = require_host(n, v); }},
       {"REDIS_PORT", kBoth, "6379", "Redis port", INT_SETTING(redis.port, std::uint16_t, 1, 65535)},
       {"REDIS_USERNAME", kBoth, "", "Redis ACL user (with REDIS_PASSWORD; empty: the default user)",
        OPTIONAL_STRING_SETTING(redis.username)},

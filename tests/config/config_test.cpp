@@ -113,6 +113,29 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"NATS_URL", "nats://[::1]:0"}}, "NATS_URL");
   expect_error({}, "--no-such-flag", {"--no-such-flag=1"});
   expect_error({}, "positional", {"positional"});
+  // A server named with its port or as a URL would only fail to resolve, and the
+  // pod would run on without it (every rate limit off).
+  expect_error({{"REDIS_HOST", "redis:6379"}}, "REDIS_HOST");
+  expect_error({{"REDIS_HOST", "redis://redis"}}, "REDIS_HOST");
+  expect_error({{"REDIS_HOST", "redis host"}}, "REDIS_HOST");
+  expect_error({{"DB_HOST", "db:5432"}}, "DB_HOST");
+  expect_error({{"DB_HOST", "postgres://db/chat"}}, "DB_HOST");
+  // A zero timeout would fail every read, probes included.
+  expect_error({{"SERVER_READ_TIMEOUT", "0"}}, "SERVER_READ_TIMEOUT");
+  expect_error({{"SERVER_WRITE_TIMEOUT", "50ms"}}, "SERVER_WRITE_TIMEOUT");
+  // Centuries meant as "never" would wrap to an instant timeout.
+  expect_error({{"SSE_REPLAY_WINDOW", "9999999h"}}, "SSE_REPLAY_WINDOW");
+  expect_error({{"SERVER_SHUTDOWN_TIMEOUT", "8761h"}}, "SERVER_SHUTDOWN_TIMEOUT");
+}
+
+TEST(ConfigTest, ServersAreNamedByHostOrAddress) {
+  EXPECT_EQ(load(Program::chatd, {}, env({{"REDIS_HOST", "redis-0.redis.chat.svc.cluster.local"}})).redis.host,
+            "redis-0.redis.chat.svc.cluster.local");
+  EXPECT_EQ(load(Program::chatd, {}, env({{"REDIS_HOST", "::1"}})).redis.host, "::1");
+  EXPECT_EQ(load(Program::chatd, {}, env({{"DB_HOST", "10.0.0.5"}})).store.host, "10.0.0.5");
+  EXPECT_EQ(load(Program::chatd, {}, env({{"DB_HOST", "/var/run/postgresql"}})).store.host, "/var/run/postgresql")
+      << "libpq's Unix socket directory";
+  EXPECT_EQ(load(Program::chatd, {}, env({{"SSE_REPLAY_WINDOW", "8760h"}})).sse.replay_window, 8760h);
 }
 
 TEST(ConfigTest, ListenAddressesAndOriginsThatAreWellFormedAreTaken) {
