@@ -134,6 +134,7 @@ void HttpSession::on_read_error(boost::system::error_code ec) {
 
 void HttpSession::refuse(Response res) {
   keep_alive_ = false;
+  linger_ = true;
   method_ = parser_ ? parser_->get().method() : beast_http::verb::unknown;
   target_ = parser_ ? std::string(path_of(parser_->get().target())) : std::string();
   if (started_ == std::chrono::steady_clock::time_point{}) started_ = std::chrono::steady_clock::now();
@@ -177,6 +178,7 @@ void HttpSession::write(Response response, bool close_after) {
 
 void HttpSession::on_write(boost::system::error_code ec, bool close_after) {
   response_.reset();
+  if (!ec && close_after && linger_) return linger();
   if (ec || close_after) return close();
   started_ = {};
   read_header();
@@ -194,6 +196,30 @@ void HttpSession::close() {
   beast::error_code ignored;
   stream_.socket().shutdown(Socket::shutdown_send, ignored);
   stream_.close();
+}
+
+// A socket closed with bytes unread sends a reset, and a client (or a proxy)
+// still sending the refused request's body then fails its send and may never
+// read the answer: nginx answers such a request 502, not our 413. So, as
+// nginx's own lingering close does, the answer is followed by a half-close,
+// and what still arrives is read and dropped until the client closes, for at
+// most 2 s and 4 MiB.
+void HttpSession::linger() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(Socket::shutdown_send, ignored);
+  stream_.expires_after(std::chrono::seconds{2});
+  drain(0);
+}
+
+void HttpSession::drain(std::size_t drained) {
+  constexpr std::size_t kLingerBytes = 4 * 1024 * 1024;
+  if (drained > kLingerBytes) return stream_.close();
+  buffer_.clear();
+  stream_.async_read_some(buffer_.prepare(std::min<std::size_t>(16 * 1024, buffer_.max_size())),
+                          [self = shared_from_this(), drained](beast::error_code ec, std::size_t n) {
+                            if (ec) return self->stream_.close();  // the client closed, or the time is up
+                            self->drain(drained + n);
+                          });
 }
 
 }  // namespace chat::http

@@ -91,6 +91,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void write(Response response, bool close_after);
   void on_write(boost::system::error_code ec, bool close);
   void close();
+  void linger();
+  void drain(std::size_t drained);
 
   boost::beast::tcp_stream stream_;
   // Bounded: Beast's parser limits the header and the body, but not a chunk
@@ -102,6 +104,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   RequestHandler& handler_;
   SessionLimits limits_;
   bool keep_alive_ = false;
+  bool linger_ = false;  // a refused request's body may still be arriving: see linger()
   beast_http::verb method_{};
   std::string target_;
   std::chrono::steady_clock::time_point started_{};

@@ -266,6 +266,27 @@ class HostileTest(h.ChatdTestCase):
         self.hostile(request_bytes("POST", "/api/chat", headers, b"{"), 413, "payload_too_large", "POST",
                      "/api/chat", closes=True)
 
+    def test_a_body_still_arriving_after_its_413_is_drained_not_reset(self):
+        # A proxy (nginx allows 1 MB) still forwarding a body the pod refused
+        # (64 KiB): closing with it unread would reset the connection, and the
+        # proxy, failing to send, would answer 502 instead of the 413.
+        body = b"x" * (600 * 1024)
+        head = request_bytes("POST", "/api/chat", [("Content-Type", "application/json"),
+                                                  ("Content-Length", str(len(body)))])
+        c = Raw(self.srv.port)
+        try:
+            c.sock.sendall(head + body[:16 * 1024])
+            time.sleep(0.2)  # the 413 is written and the pod closes its side meanwhile
+            try:
+                for at in range(16 * 1024, len(body), 16 * 1024):
+                    c.sock.sendall(body[at:at + 16 * 1024])
+            except (BrokenPipeError, ConnectionResetError) as e:
+                self.fail("the pod reset the connection while the body was still arriving: %r" % e)
+            r = c.response("POST", "/api/chat")
+            self.assertError(r, 413, "payload_too_large")
+        finally:
+            c.close()
+
     def test_bad_header_syntax(self):
         for raw in (b"GET /health HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
                     b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
