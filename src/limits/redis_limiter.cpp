@@ -76,6 +76,7 @@ RedisLimiter::RedisLimiter(registry::RedisEndpoint endpoint, Timing timing)
       strand_(asio::make_strand(io_)),
       work_(asio::make_work_guard(io_)),
       connection_(strand_, std::move(endpoint), timing.connection, "rate_limits") {
+  connection_.on_ready([this] { resend_releases(); });
   asio::post(strand_, [this] { connection_.start(); });
   thread_ = start_io_thread(io_, "redis limiter");
 }
@@ -119,9 +120,25 @@ void RedisLimiter::hold(const std::string& key, const std::string& member, std::
 }
 
 void RedisLimiter::release(const std::string& key, const std::string& member) {
-  asio::post(strand_, [this, argv = std::vector<std::string>{"ZREM", redis_key(key), member}] {
-    connection_.command(argv);
+  asio::post(strand_, [this, key = redis_key(key), member] { send_release(key, member); });
+}
+
+void RedisLimiter::send_release(std::string key, std::string member) {
+  constexpr std::size_t kMaxUnsent = 10'000;
+  if (!connection_.ready()) {
+    if (unsent_releases_.size() >= kMaxUnsent) unsent_releases_.pop_front();
+    unsent_releases_.emplace_back(std::move(key), std::move(member));
+    return;
+  }
+  connection_.command({"ZREM", key, member}, [this, key, member](boost::system::error_code ec, const redisReply*) {
+    // Lost with the connection: again once it is back (ZREM twice is harmless).
+    if (ec && ec != registry::RedisErrc::reply_error && !stopping_) unsent_releases_.emplace_back(key, member);
   });
+}
+
+void RedisLimiter::resend_releases() {
+  auto unsent = std::exchange(unsent_releases_, {});
+  for (auto& [key, member] : unsent) send_release(std::move(key), std::move(member));
 }
 
 void RedisLimiter::decide(std::vector<std::string> argv, VerdictCallback done) {
@@ -129,9 +146,15 @@ void RedisLimiter::decide(std::vector<std::string> argv, VerdictCallback done) {
     auto pending = std::make_shared<PendingDecision>(strand_, std::move(done));
     pending->timer.expires_after(timing_.answer_timeout);
     pending->timer.async_wait([this, pending](boost::system::error_code ec) {
-      if (!ec && pending->done && !stopping_) undecided("no answer in time", pending->done);
+      if (ec || !pending->done || stopping_) return;
+      undecided("no answer in time", pending->done);
+      reconnect_if_silent();
     });
-    connection_.command(argv, [this, pending](boost::system::error_code ec, const redisReply* r) {
+    // Only a command that goes out waits for Redis; without a connection it is answered at once.
+    const bool sent = connection_.ready();
+    if (sent && unanswered_++ == 0) silent_since_ = std::chrono::steady_clock::now();
+    connection_.command(argv, [this, pending, sent](boost::system::error_code ec, const redisReply* r) {
+      if (sent) answered();
       if (!pending->done) return;  // timed out already
       if (stopping_) {
         pending->timer.cancel();
@@ -148,6 +171,19 @@ void RedisLimiter::decide(std::vector<std::string> argv, VerdictCallback done) {
       std::exchange(pending->done, {})(v);
     });
   });
+}
+
+// A sent command's handler runs once (an answer, an error, a lost connection).
+void RedisLimiter::answered() {
+  if (unanswered_ == 0) return;
+  --unanswered_;
+  silent_since_ = std::chrono::steady_clock::now();
+}
+
+void RedisLimiter::reconnect_if_silent() {
+  if (unanswered_ == 0 || std::chrono::steady_clock::now() - silent_since_ < timing_.silence_limit) return;
+  unanswered_ = 0;  // the handlers of those still waiting run with connection_aborted
+  connection_.reconnect("no answer to rate-limit decisions");
 }
 
 void RedisLimiter::undecided(const char* why, VerdictCallback& done) {

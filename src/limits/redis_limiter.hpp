@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +30,9 @@ class RedisLimiter final : public Limiter {
  public:
   struct Timing {
     std::chrono::milliseconds answer_timeout{250};
+    // Decisions waiting this long with no answer at all: the connection is
+    // dropped and opened again (meanwhile decisions fail open at once).
+    std::chrono::milliseconds silence_limit{1'000};
     registry::RedisTiming connection;
   };
 
@@ -50,6 +54,10 @@ class RedisLimiter final : public Limiter {
  private:
   void decide(std::vector<std::string> argv, VerdictCallback done);
   void undecided(const char* why, VerdictCallback& done);
+  void answered();
+  void reconnect_if_silent();
+  void send_release(std::string key, std::string member);
+  void resend_releases();
 
   Timing timing_;
   boost::asio::io_context io_;
@@ -58,6 +66,17 @@ class RedisLimiter final : public Limiter {
   registry::RedisConnection connection_;
   std::atomic<std::uint64_t> failures_{0};
   bool warned_ = false;    // on the strand: one warning per run of failures
+  // On the strand: decisions sent and not answered yet, and since when Redis
+  // has answered none of them. A Redis that stops answering without closing
+  // (a frozen process, a paused VM, a host gone without a reset) is noticed
+  // by this, not by TCP, which can take a quarter of an hour or never.
+  std::size_t unanswered_ = 0;
+  std::chrono::steady_clock::time_point silent_since_{};
+  // On the strand: releases Redis did not get (no connection, or it was lost
+  // under them), sent again once it is back; a held place would otherwise stay
+  // taken until its TTL (ten minutes for a running reply). The oldest go past
+  // the bound: their TTL frees them.
+  std::deque<std::pair<std::string, std::string>> unsent_releases_;
   bool stopping_ = false;  // on the strand: set by the destructor; waiting callers are dropped, not called
   std::thread thread_;   // last: starts after everything above exists
 };

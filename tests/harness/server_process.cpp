@@ -172,6 +172,7 @@ void ServerProcess::wait_until_accepting(std::chrono::milliseconds limit) {
 void ServerProcess::stop() {
   if (!running()) return;
   ::kill(pid_, SIGTERM);
+  ::kill(pid_, SIGCONT);  // a paused server would never get to it
   wait_for_exit(kStopLimit);
 }
 
@@ -179,6 +180,14 @@ void ServerProcess::kill() {
   if (!running()) return;
   ::kill(pid_, SIGKILL);
   wait_for_exit(kStopLimit);
+}
+
+void ServerProcess::pause() {
+  if (running()) ::kill(pid_, SIGSTOP);
+}
+
+void ServerProcess::resume() {
+  if (running()) ::kill(pid_, SIGCONT);
 }
 
 void ServerProcess::wait_for_exit(std::chrono::milliseconds limit) {

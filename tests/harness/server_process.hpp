@@ -37,6 +37,10 @@ class ServerProcess {
   void start();    // no-op while running
   void stop();     // SIGTERM, then SIGKILL after 5 s; no-op while stopped
   void kill();     // SIGKILL at once, like a crash
+  // SIGSTOP / SIGCONT: a server that hangs with its connections open (a frozen
+  // process, a paused VM) and comes back.
+  void pause();
+  void resume();
   void restart();  // stop + start, same port and directory
 
   bool running() const { return pid_ > 0; }

@@ -213,6 +213,69 @@ TEST(RedisLimiter, AdmissionHandsEachVerdictToTheCallersExecutor) {
   limiter.stop();
 }
 
+// A Redis that stops answering but keeps its connection open: decisions fail
+// open after the answer timeout, and after a second of silence the limiter
+// drops the connection (status shows it) and connects again once Redis is back.
+TEST(RedisLimiter, ARedisThatStopsAnsweringIsNoticedAndReconnectedTo) {
+  ServerProcess server{ServerProcess::Kind::redis};
+  limits::RedisLimiter limiter({server.host(), server.port(), "", 0, ""}, {});
+  ASSERT_TRUE(eventually([&] { return limiter.status().connected; }));
+  auto take = [&] {
+    std::promise<Verdict> p;
+    limiter.take("chat:frozen", Rate{600, 1000}, [&](Verdict v) { p.set_value(v); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(5s), std::future_status::ready) << "no decision may hang";
+    return f.get();
+  };
+  server.pause();
+  struct Resume {
+    ServerProcess& s;
+    ~Resume() { s.resume(); }
+  } resume_at_exit{server};
+  EXPECT_TRUE(take().undecided);
+  EXPECT_TRUE(eventually(
+      [&] {
+        take();
+        return !limiter.status().connected;
+      },
+      5s))
+      << "a silent Redis still shows as connected";
+  server.resume();
+  EXPECT_TRUE(eventually([&] { return limiter.status().connected; }, 15s));
+  EXPECT_FALSE(take().undecided);
+}
+
+// A release made while the connection is down reaches Redis once it is back:
+// the place it frees would otherwise stay taken until its TTL.
+TEST(RedisLimiter, AReleaseMadeWhileRedisIsAwayIsSentOnceItIsBack) {
+  ServerProcess server{ServerProcess::Kind::redis};
+  limits::RedisLimiter limiter({server.host(), server.port(), "", 0, ""}, {});
+  ASSERT_TRUE(eventually([&] { return limiter.status().connected; }));
+  auto hold = [&](const std::string& member) {
+    std::promise<Verdict> p;
+    limiter.hold("running:u1", member, 1, std::chrono::minutes(10), [&](Verdict v) { p.set_value(v); });
+    return p.get_future().get();
+  };
+  ASSERT_TRUE(hold("m1").allowed);
+  server.pause();
+  struct Resume {
+    ServerProcess& s;
+    ~Resume() { s.resume(); }
+  } resume_at_exit{server};
+  ASSERT_TRUE(eventually(
+      [&] {
+        hold("probe");  // undecided; a second of them makes the limiter drop the connection
+        return !limiter.status().connected;
+      },
+      5s));
+  limiter.release("running:u1", "m1");
+  server.resume();
+  ASSERT_TRUE(eventually([&] { return limiter.status().connected; }, 15s));
+  auto v = hold("m2");
+  EXPECT_FALSE(v.undecided);
+  EXPECT_TRUE(v.allowed) << "m1's place was never given back";
+}
+
 // What chatd does once its event loop stopped: a decision Redis answers after
 // stop() reaches nobody, since the objects its caller captured go next.
 TEST(RedisLimiter, NoVerdictArrivesOnceStopReturned) {
