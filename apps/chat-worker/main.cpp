@@ -89,10 +89,19 @@ int run_worker(const config::Config& config) {
     with_deadline(
         ioc.get_executor(), std::chrono::steady_clock::now() + config.server.shutdown_timeout,
         [&](std::function<void()> idle) { worker.stop_intake(std::move(idle)); },
-        [&worker, &probe_listener, drained = std::move(drained)](bool idle) {
-          if (!idle) log::warn("shutdown_timeout", {{"active_generations", worker.active()}});
+        [&worker, &probe_listener, &ioc, redelivered = messaging.log != nullptr,
+         drained = std::move(drained)](bool idle) mutable {
           if (probe_listener) probe_listener->stop();
-          drained();
+          if (idle) return drained();
+          log::warn("shutdown_timeout", {{"active_generations", worker.active()}});
+          // JetStream delivers an unfinished request again to another worker.
+          // Core NATS never does: the replies end here, cancelled, or their
+          // clients would wait for the pods' reply timeout.
+          if (redelivered) return drained();
+          with_deadline(
+              ioc.get_executor(), std::chrono::steady_clock::now() + std::chrono::seconds{2},
+              [&worker](std::function<void()> stopped) { worker.cancel_running(std::move(stopped)); },
+              [drained = std::move(drained)](bool) { drained(); });
         });
   });
   log::info("worker_stopped", {{"completed", worker.completed()}});

@@ -84,17 +84,22 @@ void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
 
 void WorkflowWorker::cancel_running(std::function<void()> on_idle) {
   std::vector<std::shared_ptr<GenerationRun>> running;
+  std::vector<WaitingRequest> waiting;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, r] : runs_)
       if (auto run = r.run.lock()) running.push_back(std::move(run));
-    if (active_.load() != 0 || admitting_ != 0) {
+    // Those still waiting for a slot would start as the cancelled ones free
+    // theirs: they end now too, never started.
+    while (auto w = waiting_.pop([](const std::string&) { return 0; })) waiting.push_back(std::move(*w));
+    if (active_.load() != 0 || admitting_ != 0 || !waiting.empty()) {
       on_idle_ = std::move(on_idle);
       on_idle = nullptr;
     }
   }
-  log::warn("generations_cancelled_at_shutdown", {{"running", running.size()}});
+  log::warn("generations_cancelled_at_shutdown", {{"running", running.size()}, {"waiting", waiting.size()}});
   for (auto& run : running) run->cancel();
+  for (auto& w : waiting) end_unstarted(std::move(w), Slot::extra);
   if (on_idle) on_idle();
 }
 

@@ -61,8 +61,9 @@ class WorkflowWorker {
   void stop_intake(std::function<void()> on_idle = {});
   // After stop_intake, when shutdown ran out of time: every running
   // generation is cancelled (its provider call ends, its reply ends as
-  // cancelled), so none outlives the process's event loop. `on_idle` runs once
-  // none is left.
+  // cancelled), and every request still waiting for a slot ends as cancelled
+  // without starting, so none outlives the process's event loop and every
+  // reply gets its end. `on_idle` runs once none is left.
   void cancel_running(std::function<void()> on_idle);
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }

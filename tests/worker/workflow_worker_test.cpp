@@ -862,6 +862,31 @@ TEST(WorkflowWorker, RequestsBeyondMaxConcurrentWaitForASlotAndAllComplete) {
 
 // --- shutdown ----------------------------------------------------------------
 
+// Shutdown ran out of time on a bus that never delivers again (core NATS, the
+// in-process bus): the running reply and the one waiting for its slot both
+// end, cancelled, the waiting one without starting; then the worker is idle.
+TEST(WorkflowWorker, CancelRunningEndsTheRunningAndTheWaitingReplies) {
+  Rig rig(worker_config(/*max_concurrent=*/1));
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  rig.loop.settle();
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  rig.worker.cancel_running([&] { ++idle; });
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(idle, 1);
+  EXPECT_EQ(rig.scripted->started(), 1u) << "m2 never reached the provider";
+  for (const char* id : {"m1", "m2"}) {
+    ASSERT_TRUE(rig.tap.has_final(kBroadcast, id)) << id;
+    auto chunks = rig.tap.chunks(kBroadcast, id);
+    ASSERT_TRUE(chunks.back().metadata) << id;
+    EXPECT_EQ(chunks.back().metadata->finish_reason, "cancelled") << id;
+  }
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
 TEST(WorkflowWorker, StopIntakeCallsOnIdleAtOnceWhenNothingRuns) {
   Rig rig;
   int idle = 0;
