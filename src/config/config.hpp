@@ -133,6 +133,11 @@ struct WorkerConfig {
   // How often held requests are reported as still in progress to the work
   // queue: a third of JS_ACK_WAIT (set by the program, not a setting).
   Duration progress_interval{10'000};
+  // How long one chunk-log entry is appended again before it is given up (a
+  // log that refuses it for good: no permission, no storage). The reply then
+  // ends without it in the log instead of holding its slot and its request
+  // forever (set by the program, not a setting).
+  Duration log_give_up{120'000};
 };
 
 // The openai and anthropic providers and their HTTP client (docs/API.md#providers).

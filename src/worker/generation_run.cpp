@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/time.hpp"
+#include "common/utf8.hpp"
 #include "log/log.hpp"
 #include "protocol/subjects.hpp"
 #include "worker/workflow_worker.hpp"
@@ -29,6 +30,12 @@ constexpr std::chrono::milliseconds kLastLogRetry{2'000};
 // One log entry holds at most this many chunks, or about this many bytes.
 constexpr std::size_t kMaxLogEntryChunks = 64;
 constexpr std::size_t kMaxLogEntryBytes = 64 * 1024;
+// A provider's text goes out in chunks of at most this many bytes (cut between
+// characters): one event of a megabyte would be more than a NATS message may
+// hold, and would be refused by the bus and the log alike.
+constexpr std::size_t kMaxChunkTextBytes = 16 * 1024;
+// The model name a provider reports, at most.
+constexpr std::size_t kMaxModelBytes = 256;
 
 }  // namespace
 
@@ -105,7 +112,13 @@ void GenerationRun::on_text(std::string_view text) {
     if (!std::exchange(self->first_text_seen_, true))
       self->worker_.provider_metrics_.first_token.at({self->provider_}).observe(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - self->started_).count());
-    self->emit_content(std::move(text));
+    if (text.size() <= kMaxChunkTextBytes) return self->emit_content(std::move(text));
+    for (std::string_view rest = text; !rest.empty();) {
+      auto piece = utf8_byte_prefix(rest, kMaxChunkTextBytes);
+      if (piece.empty()) piece = rest;  // not UTF-8 after all: whole
+      self->emit_content(std::string(piece));
+      rest.remove_prefix(piece.size());
+    }
   });
 }
 
@@ -116,7 +129,8 @@ void GenerationRun::on_finish(const providers::Finish& finish) {
     self->reported_tokens_ = finish.tokens_used;
     auto tokens = finish.tokens_used.value_or(self->next_chunk_id_);
     auto& c = self->emit_final(protocol::ChunkType::metadata);
-    c.metadata = protocol::ChunkMetadata{finish.model.empty() ? self->model_ : without_nul(finish.model), tokens,
+    auto model = finish.model.empty() ? self->model_ : without_nul(finish.model);
+    c.metadata = protocol::ChunkMetadata{std::string(utf8_byte_prefix(model, kMaxModelBytes)), tokens,
                                          finish.finish_reason};
     self->pump();
   });
@@ -261,10 +275,19 @@ void GenerationRun::append_front_to_log(std::chrono::milliseconds retry) {
 }
 
 void GenerationRun::on_logged(std::chrono::milliseconds retry, boost::system::error_code ec) {
-  if (ec) {
-    if (!log_failing_)
+  if (ec && log_failing_ && std::chrono::steady_clock::now() - log_failing_since_ >= worker_.config_.log_give_up) {
+    // The pods have the live chunks; a gap in the log costs a resume or a gap
+    // fill those chunks, which is less than a slot and a request held for good.
+    log::error("chunk_log_abandoned", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
+                                       {"error", ec.message()}});
+    ec = {};
+    log_failing_ = false;
+  } else if (ec) {
+    if (!log_failing_) {
       log::warn("chunk_not_logged", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
                                      {"error", ec.message()}, {"retrying", true}});
+      log_failing_since_ = std::chrono::steady_clock::now();
+    }
     log_failing_ = true;
     auto timer = std::make_shared<asio::steady_timer>(strand_, retry);
     timer->async_wait([self = shared_from_this(), timer, retry](boost::system::error_code) {

@@ -1188,6 +1188,47 @@ TEST(WorkflowWorker, AChunkTheLogRefusedIsAppendedAgainAndTheRequestEndsOnlyOnce
   EXPECT_TRUE(logged.back().is_final);
 }
 
+// A log that refuses for good (no permission, no storage): the entry is given
+// up after WorkerConfig::log_give_up, and the reply ends and frees its slot
+// instead of holding them forever.
+TEST(WorkflowWorker, AnEntryTheLogRefusesForGoodIsGivenUpAndTheRequestEnds) {
+  auto config = worker_config();
+  config.log_give_up = 300ms;
+  Rig rig(config, 0, true);
+  rig.log.refuse(true);
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto generation = rig.scripted->generation("m1");
+  generation->text("a ");
+  generation->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() == 1; }));
+  EXPECT_EQ(rig.worker.active(), 0u);
+  EXPECT_TRUE(rig.tap.has_final(kBroadcast, "m1")) << "the live chunks went out all the same";
+}
+
+// One provider event of a megabyte would be more than a NATS message holds:
+// it goes out in pieces of at most 16 KiB, cut between characters, the text whole.
+TEST(WorkflowWorker, AHugeProviderEventGoesOutInPiecesCutBetweenCharacters) {
+  Rig rig;
+  submit(rig, request("m1"));
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  std::string huge;
+  while (huge.size() < 1024 * 1024) huge += "h\xC3\xA9llo w\xC3\xB6rld \xE2\x82\xAC ";  // 2- and 3-byte characters
+  auto generation = rig.scripted->generation("m1");
+  generation->text(huge);
+  generation->finish();
+  ASSERT_TRUE(complete(rig, 1));
+  auto chunks = rig.tap.chunks(kBroadcast, "m1");
+  ASSERT_GT(chunks.size(), huge.size() / (16 * 1024));
+  std::string joined;
+  for (const auto& c : chunks) {
+    EXPECT_LE(c.chunk.size(), 16u * 1024);
+    joined += c.chunk;
+  }
+  EXPECT_EQ(joined, huge);
+  EXPECT_EQ(ids(chunks), zero_to(chunks.size()));
+}
+
 TEST(WorkflowWorker, ChunksMadeWhileTheLogIsBusyGoIntoItAsOneEntryInOrder) {
   Rig rig(worker_config(), 0, true);
   rig.log.hold();  // the log takes its time to answer
