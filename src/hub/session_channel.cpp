@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <span>
 
+#include "sse/events.hpp"
+
 namespace chat::hub {
 
 Progress& Member::progress_made() {
@@ -84,7 +86,7 @@ Backlog& Channel::backlog(const std::string& message_id) {
   if (auto* b = find(message_id)) return *b;
   if (!replies_) replies_ = std::make_unique<Replies>();
   auto seq = ++replies_->seq;
-  return replies_->backlogs.emplace_back(Backlog{message_id, {}, 0, false, false, false, {}, seq, seq});
+  return replies_->backlogs.emplace_back(Backlog{message_id, {}, 0, false, false, false, false, {}, seq, seq});
 }
 
 Backlog* Channel::find(const std::string& message_id) {
@@ -144,8 +146,9 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
   // Through Member::take: a resumed stream's reply that the cursor does not
   // settle (it may have reached the client in part elsewhere) starts with a
   // reset and goes from its start, once.
-  auto take = [&](Backlog& b) {
-    for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
+  auto take = [&](Backlog& b, std::size_t from = 0) {
+    for (auto f = b.frames.begin() + static_cast<std::ptrdiff_t>(from); f != b.frames.end(); ++f)
+      member.take(b.message_id, f->first, f->second, burst);
     b.seen_live = true;
   };
   bool servable = true;
@@ -155,13 +158,22 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
                           : list.end();
   if (resume_at != list.end()) {
     // Everything after the cursor: the rest of its reply, then every later one.
-    auto has_cursor_chunk = std::any_of(resume_at->frames.begin(), resume_at->frames.end(), [&](const auto& f) {
+    auto cursor_chunk = std::find_if(resume_at->frames.begin(), resume_at->frames.end(), [&](const auto& f) {
       return f.first == static_cast<std::int64_t>(cursor->chunk_id);
     });
+    const bool has_cursor_chunk = cursor_chunk != resume_at->frames.end();
     if (resume_at->overflowed && !has_cursor_chunk) {
       servable = false;
     } else {
-      take(*resume_at);
+      if (resume_at->restarted) {
+        // The client may have had part of another attempt: this one from its start.
+        burst.push_back(sse::reset_frame(member.stream->session_id(), "reply_restarted", resume_at->message_id));
+        member.forget(resume_at->message_id);
+        take(*resume_at);
+      } else {
+        // After the cursor's chunk only: a notice from before it reached the client then.
+        take(*resume_at, has_cursor_chunk ? static_cast<std::size_t>(cursor_chunk - resume_at->frames.begin()) + 1 : 0);
+      }
       for (auto b = list.begin(); b != list.end(); ++b) {
         if (b == resume_at) continue;
         if (auto* r = member.resume()) r->settled.insert(b->message_id);
@@ -241,6 +253,7 @@ std::size_t Channel::restart(const std::string& message_id, const sse::Frame& re
   }
   auto* b = find(message_id);
   if (!b) return 0;
+  b->restarted = true;
   auto freed = b->bytes;
   b->frames.clear();
   b->bytes = 0;

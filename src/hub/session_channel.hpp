@@ -44,6 +44,9 @@ struct Backlog {
   bool overflowed = false;
   bool seen_live = false;  // some stream got it as it streamed
   bool finished = false;
+  // A newer attempt replaced its frames: a client that comes back may have
+  // seen part of an older one, and its cursor does not say which.
+  bool restarted = false;
   SteadyTime finished_at{};
   // The channel's frame count when it began and at its latest frame: which
   // replies ran at the same time as another.
