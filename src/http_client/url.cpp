@@ -45,6 +45,7 @@ std::optional<HttpUrl> parse_http_url(std::string_view text) {
   }
   out.path = std::string(u.encoded_path());
   if (out.path.empty() || out.path.front() != '/') out.path.insert(out.path.begin(), '/');
+  if (u.has_query()) out.query = std::string(u.encoded_query());
   if (u.has_userinfo()) out.userinfo = u.userinfo();
   return out;
 }

@@ -15,6 +15,7 @@ struct HttpUrl {
   std::string host;  // without brackets for IPv6 literals
   std::uint16_t port = 0;
   std::string path;      // starts with '/'; the base path for a base URL
+  std::string query;     // as written, without the '?': kept on every request (an API version)
   std::string userinfo;  // "user:pass" (proxy credentials); secret
 
   // "host:port" as used in Host and CONNECT lines (brackets around IPv6).

@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 
 #include <stdexcept>
+#include <utility>
 
 namespace chat::providers {
 namespace {
@@ -36,6 +37,8 @@ HttpStreamingProvider::HttpStreamingProvider(std::shared_ptr<http_client::HttpCl
   endpoint_ = std::move(*base);
   endpoint_.userinfo.clear();
   endpoint_.path = http_client::join_path(endpoint_.path, protocol_->endpoint());
+  // A base URL's query goes with every request (a server's ?api-version=...).
+  if (!endpoint_.query.empty()) endpoint_.path += "?" + std::exchange(endpoint_.query, {});
 }
 
 std::shared_ptr<Generation> HttpStreamingProvider::start(const protocol::WorkflowRequest& request, std::string model,

@@ -34,6 +34,12 @@ TEST(HttpUrl, ParsesWhatProvidersUse) {
   EXPECT_EQ(v6->host, "::1");
   EXPECT_EQ(v6->authority(), "[::1]:8080");
 
+  auto azure = parse_http_url("https://chat.openai.azure.com/openai/deployments/d1?api-version=2024-06-01");
+  ASSERT_TRUE(azure);
+  EXPECT_EQ(azure->path, "/openai/deployments/d1");
+  EXPECT_EQ(azure->query, "api-version=2024-06-01");
+  EXPECT_TRUE(local->query.empty());
+
   EXPECT_FALSE(parse_http_url("ftp://x"));
   EXPECT_FALSE(parse_http_url("api.openai.com/v1"));
   EXPECT_FALSE(parse_http_url(""));

@@ -16,6 +16,19 @@ class OpenAiTest : public ::testing::Test, protected ProviderHarness {
   const WireScript& wire = openai_wire();
 };
 
+// A base URL that carries a parameter as a query (an API version): every request keeps it.
+TEST_F(OpenAiTest, ABaseUrlsQueryGoesWithTheRequest) {
+  FakeServer server([&](const ReceivedRequest&, std::size_t) { return wire.reply({"Hi"}, 1); });
+  auto s = settings(wire, server);
+  s.base_url = server.base_url() + "/openai/deployments/d1?api-version=2024-06-01";
+  HttpStreamingProvider provider(loop.client(http_client::test::ClientLoop::fast_options()), wire.protocol(), s);
+  auto sink = run(provider, wire.model(), chat_request("Hi"));
+  EXPECT_EQ(sink->text(), "Hi");
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].target, "/openai/deployments/d1/chat/completions?api-version=2024-06-01");
+}
+
 TEST_F(OpenAiTest, SendsTheRightRequest) {
   FakeServer server([&](const ReceivedRequest&, std::size_t) { return wire.reply({"Hi"}, 1); });
   auto r = chat_request("What now?");
