@@ -14,6 +14,8 @@ namespace chat::bus {
 namespace {
 
 constexpr std::chrono::seconds kSetUpRetry{2};
+// How often a ready JetStream looks whether its streams and consumer still exist.
+constexpr std::chrono::seconds kWatchEvery{5};
 // The window within which a repeated Nats-Msg-Id is stored once.
 constexpr std::int64_t kDuplicateWindowNs = 2 * 60 * 1'000'000'000ll;
 
@@ -95,9 +97,10 @@ void JetStream::set_up() {
   if (!ec && workers_) ec = ensure_consumer();
   if (!ec) {
     ready_ = true;
+    last_problem_.clear();
     log::info("jetstream_ready", {{"work_stream", kWorkStream}, {"log_stream", kLogStream},
                                   {"replicas", options_.replicas}, {"consumer", workers_}});
-    return;
+    return watch();
   }
   if (ec.message() != last_problem_) {
     last_problem_ = ec.message();
@@ -107,6 +110,42 @@ void JetStream::set_up() {
   retry_timer_.async_wait([this](error_code e) {
     if (!e) set_up();
   });
+}
+
+// A server that lost its JetStream storage (restarted without its volume, a
+// node replaced) comes back without the streams and the consumer, and nothing
+// but this process would make them again: every chat would be refused, every
+// fetch would fail, until a restart.
+void JetStream::watch() {
+  retry_timer_.expires_after(kWatchEvery);
+  retry_timer_.async_wait([this](error_code e) {
+    if (e || stopping_) return;
+    if (!bus_.connected() || !state_lost()) return watch();
+    ready_ = false;
+    log::warn("jetstream_state_lost", {{"detail", "streams or consumer gone; making them again"}});
+    set_up();
+  });
+}
+
+// Only "not found" counts: a slow or unreachable server is no reason to touch
+// what it holds.
+bool JetStream::state_lost() {
+  auto gone = [](natsStatus s, jsErrCode code) {
+    return s == NATS_NOT_FOUND || code == JSStreamNotFoundErr || code == JSConsumerNotFoundErr;
+  };
+  for (const char* stream : {kWorkStream, kLogStream}) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetStreamInfo(&info, js_, stream, nullptr, &code);
+    if (s == NATS_OK) jsStreamInfo_Destroy(info);
+    if (gone(s, code)) return true;
+  }
+  if (!workers_) return false;
+  jsConsumerInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetConsumerInfo(&info, js_, kWorkStream, kWorkConsumer, nullptr, &code);
+  if (s == NATS_OK) jsConsumerInfo_Destroy(info);
+  return gone(s, code);
 }
 
 error_code JetStream::ensure_streams() {

@@ -1,8 +1,10 @@
 #pragma once
 // JetStream on the NatsBus connection: the two streams and the workers'
 // consumer, created or updated at start (idempotently, retried until the
-// server has JetStream and answers), and publishing with a server
-// acknowledgement. The work queue and the chunk log build on it.
+// server has JetStream and answers), looked for every few seconds after and
+// made again when they are gone (a server restarted without its storage), and
+// publishing with a server acknowledgement. The work queue and the chunk log
+// build on it.
 //
 // Threads: set-up and the blocking JetStream calls of the log reader run on a
 // thread of this class ("the JetStream thread"), never on an event loop. A
@@ -69,6 +71,8 @@ class JetStream {
 
  private:
   void set_up();
+  void watch();
+  bool state_lost();
   boost::system::error_code ensure_streams();
   boost::system::error_code ensure_consumer();
 
@@ -81,7 +85,7 @@ class JetStream {
   std::atomic<bool> stopping_{false};
   boost::asio::io_context blocking_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> blocking_work_;
-  boost::asio::steady_timer retry_timer_;
+  boost::asio::steady_timer retry_timer_;  // the next set-up attempt, or, once ready, the next look
   std::thread blocking_thread_;
 };
 

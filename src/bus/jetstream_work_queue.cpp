@@ -80,7 +80,12 @@ class PullConsumer final : public Subscription {
  private:
   void run() {
     while (!stopping_) {
-      if (!js_.ready() || !subscribe()) {
+      if (!js_.ready()) {
+        sub_.reset();  // the consumer is being made (again): bind to the one that will be
+        pause(kPause * 5);
+        continue;
+      }
+      if (!subscribe()) {
         pause(kPause * 5);
         continue;
       }

@@ -8,6 +8,7 @@ Run (from tests/e2e): CHATD_BIN=../../build/chatd python3 -m unittest -v test_di
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -870,6 +871,42 @@ class StalledNatsPublishTest(ClusterTestCase):
         self.assertEqual(log.count("generation_started message_id=%s" % mid), 1, "the request ran twice")
         for second_copy in ("redelivery_taken_over message_id=%s" % mid, "reply_already_finished message_id=%s" % mid):
             self.assertNotIn(second_copy, log)
+
+
+class JetStreamStateLostTest(ClusterTestCase):
+    """docs/API.md#chunk-log: NATS restarted without its JetStream storage (no volume, a wiped node): the streams and
+    the workers' consumer are gone. Pods and workers find that out and make them again, so chats work once more
+    without restarting either."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(pods=1, workers=1, jetstream=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_streams_and_consumer_lost_with_the_server_are_made_again(self):
+        pod = self.cluster.pod("pod-a")
+        sid, uid = new_id("s"), new_id("u")
+        c, _ = self.open_sse(pod, sid, uid)
+        first = pod.chat_ok(sid, uid, "before the server lost its storage")["message_id"]
+        ReplyCheck(self, c.collect_until(is_complete_for(first), 30), first, sid)
+        nats = self.cluster.nats
+        nats.stop()
+        shutil.rmtree(nats.store_dir, ignore_errors=True)
+        nats.start()
+        deadline = time.monotonic() + 45
+        accepted = None
+        while accepted is None and time.monotonic() < deadline:
+            r = pod.post_json("/api/chat", {"session_id": sid, "user_id": uid, "message": "after"}, timeout=30)
+            if r.status == 202:
+                accepted = r.json()["message_id"]
+            else:
+                time.sleep(1)
+        self.assertIsNotNone(accepted, "no chat accepted within 45 s of the server coming back without its streams")
+        ReplyCheck(self, c.collect_until(is_complete_for(accepted), 30), accepted, sid)
+        self.assertEqual({d["name"] for d in nats.stream_details()}, {"CHAT_WORK", "CHAT_LOG"})
 
 
 # ---------------------------------------------------------------------------
