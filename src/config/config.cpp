@@ -37,14 +37,14 @@ Int parse_int(const std::string& name, const std::string& text, Int min, Int max
   return value;
 }
 
-// A year at most: timers count nanoseconds in 64 bits, and a duration of
+// Ten years at most: timers count nanoseconds in 64 bits, and a duration of
 // centuries (meant as "never") would wrap and expire at once.
-constexpr Duration kLongestDuration = std::chrono::hours{24 * 365};
+constexpr Duration kLongestDuration = std::chrono::hours{24 * 365 * 10};
 
 Duration parse_duration_or_throw(const std::string& name, const std::string& text, Duration shortest = Duration{0}) {
   auto d = parse_duration(text);
   if (!d) throw ConfigError(name + ": expected a duration such as 250ms, 30s, 5m or 1h, got \"" + text + "\"");
-  if (*d > kLongestDuration) throw ConfigError(name + ": at most 8760h (a year), got \"" + text + "\"");
+  if (*d > kLongestDuration) throw ConfigError(name + ": at most 87600h (ten years), got \"" + text + "\"");
   if (*d < shortest)
     throw ConfigError(name + ": at least " + std::to_string(shortest.count()) + "ms, got \"" + text + "\"");
   return *d;
@@ -329,7 +329,11 @@ const std::vector<Setting>& settings() {
        DURATION_SETTING(buffer.missing_chunk_timeout)},
       {"DB_PATH", kChatd, "data/chat.db", "SQLite database file (embedded mode)", STRING_SETTING(store.path)},
       {"DB_HOST", kChatd, "(unset: SQLite)", "PostgreSQL host; set selects PostgreSQL",
-       [](Config& c, const std::string& n, const std::string& v) { c.store.host = require_host(n, v, true); }},
+       [](Config& c, const std::string& n, const std::string& v) {
+         // libpq takes several hosts, comma-separated (it tries them in turn).
+         for_each_listed(v, [&](std::string_view host) { require_host(n, std::string(host), true); });
+         c.store.host = v;
+       }},
       {"DB_PORT", kChatd, "5432", "PostgreSQL port", INT_SETTING(store.port, std::uint16_t, 1, 65535)},
       {"DB_USER", kChatd, "postgres", "PostgreSQL user", STRING_SETTING(store.user)},
       {"DB_PASSWORD", kChatd, "postgres", "PostgreSQL password (never logged)",

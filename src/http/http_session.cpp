@@ -79,15 +79,15 @@ void HttpSession::on_header(boost::system::error_code ec) {
   // it must not be taken for the next request.
   if (auto bad = check_framing(req.base(), parser_->chunked())) {
     log::warn("http_framing_refused", {{"reason", bad->message}});
-    return refuse(error_response(bad->status, bad->code, bad->message));
+    return refuse(error_response(bad->status, bad->code, bad->message), !parser_->is_done());
   }
   if (auto bad = check_host(req.base())) {
     log::warn("http_host_refused", {{"reason", bad->message}});
-    return refuse(error_response(bad->status, bad->code, bad->message));
+    return refuse(error_response(bad->status, bad->code, bad->message), !parser_->is_done());
   }
   if (refusal_ && std::ranges::find(*probes_, path_of(req.target())) == probes_->end()) {
     refusal_->record(peer_);
-    return refuse(std::move(refusal_->response));
+    return refuse(std::move(refusal_->response), false);  // shedding load: its place goes at once
   }
   // curl and others wait for this before sending a body over 1 KiB.
   if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {
@@ -120,6 +120,9 @@ void HttpSession::on_read_error(boost::system::error_code ec) {
   if (ec == beast_http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
       ec == asio::error::eof || ec == asio::error::operation_aborted)
     return close();
+  // A body announced and not yet read may still be arriving.
+  const bool body_pending =
+      ec == beast_http::error::body_limit || (parser_ && parser_->is_header_done() && !parser_->is_done());
   refuse(ec == beast_http::error::body_limit
                      ? error_response(Status::payload_too_large,
                                       "payload_too_large", "the request body is larger than " +
@@ -129,12 +132,13 @@ void HttpSession::on_read_error(boost::system::error_code ec) {
                  : ec == beast_http::error::header_limit
                      ? error_response(Status::request_header_fields_too_large, "headers_too_large",
                                       "the request headers are too large")
-                     : error_response(Status::bad_request, "bad_request", "malformed HTTP request: " + ec.message()));
+                     : error_response(Status::bad_request, "bad_request", "malformed HTTP request: " + ec.message()),
+         body_pending);
 }
 
-void HttpSession::refuse(Response res) {
+void HttpSession::refuse(Response res, bool body_pending) {
   keep_alive_ = false;
-  linger_ = true;
+  linger_ = body_pending;
   method_ = parser_ ? parser_->get().method() : beast_http::verb::unknown;
   target_ = parser_ ? std::string(path_of(parser_->get().target())) : std::string();
   if (started_ == std::chrono::steady_clock::time_point{}) started_ = std::chrono::steady_clock::now();

@@ -86,8 +86,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void read_body();
   void on_body(boost::system::error_code ec);
   void on_read_error(boost::system::error_code ec);
-  // Answers a request that cannot be read (framing, limits) and closes.
-  void refuse(Response response);
+  // Answers a request that cannot be read (framing, limits) and closes;
+  // lingering first when its body may still be arriving (see linger()).
+  void refuse(Response response, bool body_pending);
   void write(Response response, bool close_after);
   void on_write(boost::system::error_code ec, bool close);
   void close();

@@ -153,8 +153,8 @@ void RedisLimiter::decide(std::vector<std::string> argv, VerdictCallback done) {
     // Only a command that goes out waits for Redis; without a connection it is answered at once.
     const bool sent = connection_.ready();
     if (sent && unanswered_++ == 0) silent_since_ = std::chrono::steady_clock::now();
-    connection_.command(argv, [this, pending, sent](boost::system::error_code ec, const redisReply* r) {
-      if (sent) answered();
+    connection_.command(argv, [this, pending, sent, epoch = epoch_](boost::system::error_code ec, const redisReply* r) {
+      if (sent && epoch == epoch_) answered();
       if (!pending->done) return;  // timed out already
       if (stopping_) {
         pending->timer.cancel();
@@ -182,7 +182,10 @@ void RedisLimiter::answered() {
 
 void RedisLimiter::reconnect_if_silent() {
   if (unanswered_ == 0 || std::chrono::steady_clock::now() - silent_since_ < timing_.silence_limit) return;
-  unanswered_ = 0;  // the handlers of those still waiting run with connection_aborted
+  // The handlers of those still waiting run with connection_aborted, now or
+  // later: none of them counts against the next connection.
+  unanswered_ = 0;
+  ++epoch_;
   connection_.reconnect("no answer to rate-limit decisions");
 }
 

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <string>
 #include <thread>
@@ -72,6 +73,7 @@ class RedisLimiter final : public Limiter {
   // by this, not by TCP, which can take a quarter of an hour or never.
   std::size_t unanswered_ = 0;
   std::chrono::steady_clock::time_point silent_since_{};
+  std::uint64_t epoch_ = 0;  // counts the reconnects made for silence: an older command's handler is not counted
   // On the strand: releases Redis did not get (no connection, or it was lost
   // under them), sent again once it is back; a held place would otherwise stay
   // taken until its TTL (ten minutes for a running reply). The oldest go past

@@ -141,7 +141,7 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
     bytes.clear();
     ec = co_await call->read_body(bytes);
     if (!sink_) co_return std::nullopt;
-    if (ec) co_return transport_failure(ec, HttpCall::Phase::body);
+    if (ec) co_return body_lost(ec, *call);
     events.clear();
     if (!parser.feed(bytes, events))
       co_return ProviderFailure{std::string(provider_code::kBadResponse),
@@ -194,6 +194,17 @@ asio::awaitable<void> StreamGeneration::drain_and_release() {
     if (co_await call->read_body(rest)) break;
   }
   call->release();
+}
+
+// The connection was lost in the middle of the stream. After the reply said
+// how it finished (before the stream's last event: [DONE], message_stop) the
+// reply is whole and ends as it said; before, it failed.
+std::optional<ProviderFailure> StreamGeneration::body_lost(const error_code& ec, HttpCall& call) {
+  auto end = decoder_->on_body_end();
+  if (end.failure) return transport_failure(ec, HttpCall::Phase::body);
+  call.abort();
+  succeed(end.finish_reason);
+  return std::nullopt;
 }
 
 ProviderFailure StreamGeneration::transport_failure(const error_code& ec, HttpCall::Phase phase) const {

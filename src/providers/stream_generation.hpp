@@ -50,6 +50,7 @@ class StreamGeneration final : public Generation, public std::enable_shared_from
   boost::asio::awaitable<std::string> read_error_body();
   boost::asio::awaitable<void> drain_and_release();
   ProviderFailure transport_failure(const boost::system::error_code& ec, http_client::HttpCall::Phase phase) const;
+  std::optional<ProviderFailure> body_lost(const boost::system::error_code& ec, http_client::HttpCall& call);
   std::chrono::milliseconds backoff(unsigned retry) const;
   std::string_view display_name() const { return protocol_->names().display; }
   void succeed(const std::string& finish_reason);

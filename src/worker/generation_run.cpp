@@ -275,27 +275,29 @@ void GenerationRun::append_front_to_log(std::chrono::milliseconds retry) {
 }
 
 void GenerationRun::on_logged(std::chrono::milliseconds retry, boost::system::error_code ec) {
-  if (ec && log_failing_ && std::chrono::steady_clock::now() - log_failing_since_ >= worker_.config_.log_give_up) {
-    // The pods have the live chunks; a gap in the log costs a resume or a gap
-    // fill those chunks, which is less than a slot and a request held for good.
-    log::error("chunk_log_abandoned", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
-                                       {"error", ec.message()}});
-    ec = {};
-    log_failing_ = false;
-  } else if (ec) {
+  if (ec) {
+    const auto now = std::chrono::steady_clock::now();
     if (!log_failing_) {
       log::warn("chunk_not_logged", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
                                      {"error", ec.message()}, {"retrying", true}});
-      log_failing_since_ = std::chrono::steady_clock::now();
+      log_failing_ = true;
+      log_failing_since_ = now;
     }
-    log_failing_ = true;
-    auto timer = std::make_shared<asio::steady_timer>(strand_, retry);
-    timer->async_wait([self = shared_from_this(), timer, retry](boost::system::error_code) {
-      self->append_front_to_log(std::min(retry * 2, kLastLogRetry));
-    });
-    return;
-  }
-  if (log_failing_) {
+    // The clock runs from the first failure until an append succeeds: once
+    // the log has refused this long, the entries after it go at once too.
+    if (now - log_failing_since_ < worker_.config_.log_give_up) {
+      auto timer = std::make_shared<asio::steady_timer>(strand_, retry);
+      timer->async_wait([self = shared_from_this(), timer, retry](boost::system::error_code) {
+        self->append_front_to_log(std::min(retry * 2, kLastLogRetry));
+      });
+      return;
+    }
+    // The pods have the live chunks; a gap in the log costs a resume or a gap
+    // fill those chunks, which is less than a slot and a request held for good.
+    if (!std::exchange(log_abandoned_, true))
+      log::error("chunk_log_abandoned", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
+                                         {"error", ec.message()}});
+  } else if (log_failing_) {
     log::info("chunk_logged", {{"message_id", request_.message_id}, {"entry", log_entry_id(unlogged_.front())},
                                {"after_retries", true}});
     log_failing_ = false;

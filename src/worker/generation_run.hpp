@@ -93,7 +93,8 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   std::deque<LogEntry> unlogged_;
   bool log_in_flight_ = false;
   bool log_failing_ = false;  // logged once per run of failures
-  std::chrono::steady_clock::time_point log_failing_since_{};  // the front entry's first failure
+  std::chrono::steady_clock::time_point log_failing_since_{};  // the first failure since the last success
+  bool log_abandoned_ = false;  // an entry was given up (logged once per run)
   std::mutex generation_mutex_;  // guards generation_ and cancel_requested_: cancel comes from bus threads
   std::shared_ptr<providers::Generation> generation_;
   bool cancel_requested_ = false;

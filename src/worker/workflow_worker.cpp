@@ -87,6 +87,7 @@ void WorkflowWorker::cancel_running(std::function<void()> on_idle) {
   std::vector<WaitingRequest> waiting;
   {
     std::lock_guard lock(mutex_);
+    cancelling_ = true;
     for (auto& [id, r] : runs_)
       if (auto run = r.run.lock()) running.push_back(std::move(run));
     // Those still waiting for a slot would start as the cancelled ones free
@@ -249,13 +250,14 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
   {
     std::lock_guard lock(mutex_);
     --admitting_;
-    cancelled = cancelled_before_start(w.request);
-    if (!cancelled && active_.load() >= config_.max_concurrent) {
+    cancelled = cancelling_ || cancelled_before_start(w.request);
+    if (!cancelled && held_ >= config_.max_concurrent) {
       // A burst waits for a free slot instead of failing; only a flood is refused.
       if (waiting_.push(std::move(w))) return;
       overloaded = true;
     }
-    if (!cancelled) ++active_;  // the slot belongs to this request until finished()
+    if (!cancelled) ++active_;
+    if (!cancelled && !overloaded) ++held_;  // the slot belongs to this request until finished()
   }
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
@@ -275,7 +277,7 @@ void WorkflowWorker::begin(WaitingRequest w) {
   bool cancelled = false;
   {
     std::lock_guard lock(mutex_);
-    cancelled = cancelled_before_start(w.request);
+    cancelled = cancelling_ || cancelled_before_start(w.request);
   }
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
@@ -413,11 +415,13 @@ void WorkflowWorker::finished(const std::string& message_id) {
     // Only a slot within WORKER_MAX_CONCURRENT passes on: an extra one (a
     // refusal, an unstarted cancel) would let one more request run each time.
     // It passes before its user's count drops: that user just had a turn.
-    if (it != runs_.end() && it->second.slot == Slot::held) {
+    const bool held = it != runs_.end() && it->second.slot == Slot::held;
+    if (held) {
       next = waiting_.pop([this](const std::string& user) {
         auto count = running_per_user_.find(user);
         return count == running_per_user_.end() ? 0 : count->second;
       });
+      if (!next) --held_;
     }
     if (it != runs_.end()) {
       if (--running_per_user_[it->second.user_id] == 0) running_per_user_.erase(it->second.user_id);

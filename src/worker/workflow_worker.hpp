@@ -136,12 +136,18 @@ class WorkflowWorker {
   // gives up on a reply no worker took sends such a cancel.
   CancelledReplies unheld_cancels_{std::chrono::hours{1}, 10'000};
   FairQueue waiting_;
+  // Runs in one of the WORKER_MAX_CONCURRENT slots (Slot::held); active_ also
+  // counts the extra ones. A request waits while every slot is held.
+  std::size_t held_ = 0;
   std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
   // Deliveries again waiting for the chunk log's word on an earlier attempt
   // (admit), by message id: kept alive like waiting ones, and a later delivery
   // of one takes its place instead of starting the reply a second time.
   std::map<std::string, std::shared_ptr<WaitingRequest>> reading_log_;
   bool stopping_ = false;
+  // cancel_running() ran: a request on its way to a slot (passed on by
+  // finished(), or still being admitted) ends cancelled instead of starting.
+  bool cancelling_ = false;
   std::function<void()> on_idle_;
 };
 

@@ -125,7 +125,8 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"SERVER_WRITE_TIMEOUT", "50ms"}}, "SERVER_WRITE_TIMEOUT");
   // Centuries meant as "never" would wrap to an instant timeout.
   expect_error({{"SSE_REPLAY_WINDOW", "9999999h"}}, "SSE_REPLAY_WINDOW");
-  expect_error({{"SERVER_SHUTDOWN_TIMEOUT", "8761h"}}, "SERVER_SHUTDOWN_TIMEOUT");
+  expect_error({{"SERVER_SHUTDOWN_TIMEOUT", "87601h"}}, "SERVER_SHUTDOWN_TIMEOUT");
+  expect_error({{"DB_HOST", "pg1,pg2:5432"}}, "DB_HOST");
 }
 
 TEST(ConfigTest, ServersAreNamedByHostOrAddress) {
@@ -135,7 +136,9 @@ TEST(ConfigTest, ServersAreNamedByHostOrAddress) {
   EXPECT_EQ(load(Program::chatd, {}, env({{"DB_HOST", "10.0.0.5"}})).store.host, "10.0.0.5");
   EXPECT_EQ(load(Program::chatd, {}, env({{"DB_HOST", "/var/run/postgresql"}})).store.host, "/var/run/postgresql")
       << "libpq's Unix socket directory";
-  EXPECT_EQ(load(Program::chatd, {}, env({{"SSE_REPLAY_WINDOW", "8760h"}})).sse.replay_window, 8760h);
+  EXPECT_EQ(load(Program::chatd, {}, env({{"DB_HOST", "pg1,pg2.db.local"}})).store.host, "pg1,pg2.db.local")
+      << "libpq tries several hosts in turn";
+  EXPECT_EQ(load(Program::chatd, {}, env({{"JS_LOG_MAX_AGE", "17520h"}})).jetstream.log_max_age, 17520h);
 }
 
 TEST(ConfigTest, ListenAddressesAndOriginsThatAreWellFormedAreTaken) {

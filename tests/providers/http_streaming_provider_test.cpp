@@ -138,6 +138,21 @@ TEST_P(HttpStreamingProviderTest, MidStreamDisconnectIsAnErrorAfterTheTextSoFar)
   EXPECT_EQ(server.requests().size(), 1u);  // never retried after text went out
 }
 
+// The reply's end was read (how it finished) and the connection is lost before
+// the stream's last event: the reply is whole, and ends as it said it did.
+TEST_P(HttpStreamingProviderTest, AConnectionLostAfterTheReplyFinishedEndsItAsFinished) {
+  FakeServer server([&](const ReceivedRequest&, std::size_t) {
+    return Script{write(sse_head()), write(chunk(wire().opening() + wire().text("Whole"))),
+                  write(chunk(wire().finish(Ending::stop, 3))), sleep(20ms), close()};
+  });
+  auto sink = run(*provider(server));
+  EXPECT_EQ(sink->text(), "Whole");
+  EXPECT_FALSE(sink->error_code()) << sink->error_message();
+  ASSERT_TRUE(sink->finish());
+  EXPECT_EQ(sink->finish()->finish_reason, "stop");
+  EXPECT_EQ(server.requests().size(), 1u);
+}
+
 TEST_P(HttpStreamingProviderTest, StreamEndingWithoutAnEndOrFinishReasonIsBadResponse) {
   FakeServer server([&](const ReceivedRequest&, std::size_t) {
     return sse_script({wire().opening(), wire().text("x")});

@@ -1191,15 +1191,17 @@ TEST(WorkflowWorker, AChunkTheLogRefusedIsAppendedAgainAndTheRequestEndsOnlyOnce
 // A log that refuses for good (no permission, no storage): the entry is given
 // up after WorkerConfig::log_give_up, and the reply ends and frees its slot
 // instead of holding them forever.
+// The clock runs from the first refusal, not per entry: a long reply (five
+// entries here) is not held five times as long.
 TEST(WorkflowWorker, AnEntryTheLogRefusesForGoodIsGivenUpAndTheRequestEnds) {
   auto config = worker_config();
-  config.log_give_up = 300ms;
+  config.log_give_up = 3s;  // five entries one after the other would take 15 s, past run_until's 10 s
   Rig rig(config, 0, true);
   rig.log.refuse(true);
   submit(rig, request("m1"));
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
   auto generation = rig.scripted->generation("m1");
-  generation->text("a ");
+  for (int i = 0; i < 200; ++i) generation->text("a ");  // 1 + 64 + 64 + 64 + 8 chunks: five entries
   generation->finish();
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() == 1; }));
   EXPECT_EQ(rig.worker.active(), 0u);
