@@ -260,9 +260,14 @@ void Pod::store_reply(buffer::FinishedMessage m) {
     meta["missing_chunks"] = std::move(ids);
   }
   if (!m.correlation_id.empty()) meta["correlation_id"] = m.correlation_id;
-  store::AssistantMessage record{m.message_id, m.session_id, std::move(m.content), m.token_count,
-                                 std::string(buffer::to_string(m.status)), boost::json::serialize(meta),
-                                 std::chrono::system_clock::now()};
+  store::AssistantMessage record{m.message_id,
+                                 m.session_id,
+                                 std::move(m.content),
+                                 m.token_count,
+                                 std::string(buffer::to_string(m.status)),
+                                 boost::json::serialize(meta),
+                                 std::chrono::system_clock::now(),
+                                 m.asked_by};
   log::info("reply_finished", {{"message_id", record.message_id}, {"session_id", record.session_id},
                                {"status", record.status}, {"tokens", record.token_count},
                                {"correlation_id", m.correlation_id}});

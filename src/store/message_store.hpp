@@ -21,7 +21,9 @@
 // - Schema changes are versioned migrations applied by the constructor/start,
 //   safe when several processes start at once.
 // - save_assistant_message is idempotent on message_id: the first write wins and
-//   later writes of the same id succeed without changing it. Spilled replies
+//   later writes of the same id succeed without changing it. A reply that names
+//   its user (AssistantMessage::user_id) whose session is another user's is not
+//   written (not_found, as for a session that is gone). Spilled replies
 //   keep that rule, so a reply written twice (another pod, a journal replayed
 //   after a restart) changes nothing.
 // - A completed assistant message that cannot be written because the database is
@@ -70,6 +72,10 @@ struct AssistantMessage {
   std::string status;         // complete | error | cancelled | incomplete
   std::string metadata_json;  // {"model","finish_reason","duration_ms",...}
   SystemTime created_at;
+  // Whose chat it answers, when known: a reply written late (from the spill
+  // journal, after an outage) to a session deleted and made again by someone
+  // else meanwhile must not land there. Empty: not checked.
+  std::string user_id = {};
 };
 
 struct StoredMessage {

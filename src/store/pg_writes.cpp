@@ -85,6 +85,11 @@ error_code accept(Connection& c, const NewUserMessage& m, unsigned turns, std::v
 error_code save_assistant(Connection& c, const AssistantMessage& m) {
   Transaction tx(c);
   if (tx.error()) return tx.error();
+  if (!m.user_id.empty()) {
+    auto owned = check_owner(c, kOwner, m.session_id, m.user_id);
+    if (owned == Errc::forbidden) return Errc::not_found;  // the session was made again by someone else
+    if (owned) return owned;
+  }
   Rows rows;
   auto ec = c.exec(kInsertMessage,
                    {m.message_id, m.session_id, "assistant", m.content, std::to_string(m.token_count), m.status,

@@ -35,6 +35,7 @@ std::string encode_spill_record(const AssistantMessage& m) {
                  {"status", m.status},
                  {"metadata", m.metadata_json},  // as text: kept byte for byte, checked by the database
                  {"created_at_us", detail::to_micros(m.created_at)}};
+  if (!m.user_id.empty()) o["user_id"] = m.user_id;  // absent in records of earlier versions: not checked
   return json::serialize(o);
 }
 
@@ -56,8 +57,10 @@ std::optional<AssistantMessage> decode_spill_record(std::string_view line) {
   if (version == nullptr || *version != kVersion || !message_id || !session_id || !content || !tokens || !status ||
       !metadata || !created)
     return std::nullopt;
+  auto* user = string_at(*o, "user_id");
   return AssistantMessage{std::string(*message_id), std::string(*session_id), std::string(*content), *tokens,
-                          std::string(*status),     std::string(*metadata),   detail::from_micros(*created)};
+                          std::string(*status),     std::string(*metadata),   detail::from_micros(*created),
+                          user ? std::string(*user) : std::string()};
 }
 
 }  // namespace chat::store

@@ -114,7 +114,8 @@ error_code save_assistant(Connection& db, const AssistantMessage& m) {
   if (tx.error()) return tx.error();
   std::optional<std::string> owner;
   if (auto ec = read_owner(db, m.session_id, owner)) return ec;
-  if (!owner) return Errc::not_found;  // deleted while the reply streamed
+  // Deleted while the reply streamed, or deleted and made again by someone else.
+  if (!owner || (!m.user_id.empty() && *owner != m.user_id)) return Errc::not_found;
   auto at = detail::to_micros(m.created_at);
   auto ec = db.query(kInsertMessage)
                 .bind(m.message_id)

@@ -45,8 +45,14 @@ class SpillJournalTest : public testing::Test {
 };
 
 TEST(SpillRecord, EveryFieldAndAnyByteSurviveTheRoundTrip) {
-  AssistantMessage m{"id-1", "s-1", std::string("line one\nline two\0nul \xff\xfe not utf-8", 31), 42, "incomplete",
-                     R"({"model":"m","finish_reason":"length"})", at(7)};
+  AssistantMessage m{"id-1",
+                     "s-1",
+                     std::string("line one\nline two\0nul \xff\xfe not utf-8", 31),
+                     42,
+                     "incomplete",
+                     R"({"model":"m","finish_reason":"length"})",
+                     at(7),
+                     "alice"};
   auto line = encode_spill_record(m);
   EXPECT_EQ(line.find('\n'), std::string::npos);
   auto back = decode_spill_record(line);
@@ -58,6 +64,11 @@ TEST(SpillRecord, EveryFieldAndAnyByteSurviveTheRoundTrip) {
   EXPECT_EQ(back->status, m.status);
   EXPECT_EQ(back->metadata_json, m.metadata_json);
   EXPECT_EQ(back->created_at, m.created_at);
+  EXPECT_EQ(back->user_id, "alice");
+  m.user_id.clear();  // a record without it (as earlier versions wrote them) reads back without it
+  auto unnamed = decode_spill_record(encode_spill_record(m));
+  ASSERT_TRUE(unnamed);
+  EXPECT_EQ(unnamed->user_id, "");
   EXPECT_FALSE(decode_spill_record("{\"v\":1}"));
   EXPECT_FALSE(decode_spill_record("not json"));
 }

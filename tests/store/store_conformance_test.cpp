@@ -280,6 +280,25 @@ TEST_P(StoreConformance, ReplyToUnknownSessionIsNotFound) {
   EXPECT_EQ(sync().save(reply("ghost", "a1", "text", at(0))), Errc::not_found);
 }
 
+// A reply written late (the spill journal, after an outage) whose session was
+// deleted and made again by another user meanwhile: it does not land there.
+TEST_P(StoreConformance, AReplyForAnotherUsersSessionIsNotWritten) {
+  ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "mine", at(0))).first);
+  ASSERT_FALSE(sync().remove("s1", "alice"));
+  ASSERT_FALSE(sync().accept(user_message("s1", "mallory", "u2", "now mine", at(5))).first);
+  auto late = reply("s1", "a1", "alice's reply", at(1));
+  late.user_id = "alice";
+  EXPECT_EQ(sync().save(late), Errc::not_found);
+  auto [ec, page] = sync().page("s1", "mallory", 10);
+  ASSERT_FALSE(ec);
+  ASSERT_EQ(page.messages.size(), 1u);
+  EXPECT_EQ(page.messages[0].content, "now mine");
+  auto own = reply("s1", "a2", "mallory's reply", at(6));
+  own.user_id = "mallory";
+  EXPECT_FALSE(sync().save(own));
+  EXPECT_EQ(sync().page("s1", "mallory", 10).second.messages.size(), 2u);
+}
+
 TEST_P(StoreConformance, ReplyWithUnknownStatusOrBadMetadataIsRejected) {
   ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
   auto bad_status = reply("s1", "a1", "x", at(1));
