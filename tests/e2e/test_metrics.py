@@ -172,13 +172,20 @@ class WorkerMetricsTest(ClusterTestCase):
         c.collect_until(h.is_complete_for(acc["message_id"]), 30)
         self.assertEqual(http_request(port, "GET", "/health", openapi=False).status, 200)
         self.assertEqual(http_request(port, "GET", "/ready", openapi=False).status, 200)
-        r = http_request(port, "GET", "/metrics", openapi=False)  # chat-worker, not chatd
-        self.assertEqual(r.status, 200)
-        text = r.body.decode()
-        lint(self, text, "chat-worker")
-        s = samples(text)
+
+        def worker_samples():
+            r = http_request(port, "GET", "/metrics", openapi=False)  # chat-worker, not chatd
+            self.assertEqual(r.status, 200)
+            text = r.body.decode()
+            lint(self, text, "chat-worker")
+            return samples(text)
+
+        # The reply counts as done on the worker once its last chunk is in the chunk log too,
+        # a moment after the client saw it end.
+        wait_until(lambda: value(worker_samples(), "chat_worker_replies_total") >= 1, 10,
+                   msg="the worker never counted the reply")
+        s = worker_samples()
         self.assertGreaterEqual(value(s, "chat_provider_requests_total", provider="demo"), 1)
-        self.assertGreaterEqual(value(s, "chat_worker_replies_total"), 1)
         self.assertEqual(value(s, "chat_worker_slots_in_use"), 0)
         self.assertEqual(value(s, "chat_dependency_up", dependency="work_queue", backend="jetstream"), 1)
         self.assertTrue(w.alive())
