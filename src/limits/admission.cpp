@@ -1,7 +1,5 @@
 #include "limits/admission.hpp"
 
-#include <boost/asio/dispatch.hpp>
-
 #include "common/identifier.hpp"
 
 namespace chat::limits {
@@ -23,22 +21,21 @@ Admission::~Admission() {
 }
 
 VerdictCallback Admission::counted(Limit limit, VerdictCallback done) {
-  return [this, limit, done = std::move(done)](Verdict v) mutable {
+  return [this, limit, done = std::move(done)](Verdict v) {
     if (!v.allowed) metrics_.count(limit);
     if (v.undecided) metrics_.undecided.add();
-    if (!verdicts_) return done(v);
-    boost::asio::dispatch(*verdicts_, [done = std::move(done), v] { done(v); });
+    done(v);
   };
 }
 
 void Admission::request(const boost::asio::ip::address& peer, std::string_view forwarded_for, VerdictCallback done) {
   if (policy_.per_address.off()) return done({});
   limiter_.take("ip:" + proxies_.client_of(peer, forwarded_for), policy_.per_address,
-                counted(Limit::ip, std::move(done)));
+                counted(Limit::ip, on_caller(std::move(done))));
 }
 
 void Admission::chat(const std::string& user, VerdictCallback done) {
-  limiter_.take("chat:" + user, policy_.chats, counted(Limit::chat, std::move(done)));
+  limiter_.take("chat:" + user, policy_.chats, counted(Limit::chat, on_caller(std::move(done))));
 }
 
 void Admission::chat_refused(const std::string& user) { limiter_.give_back("chat:" + user, policy_.chats); }
@@ -50,7 +47,7 @@ void Admission::reply_starts(const std::string& user, const std::string& message
     running_.emplace(message_id, user);
   }
   limiter_.hold("running:" + user, message_id, policy_.running_replies, policy_.running_ttl,
-                counted(Limit::running_replies, [this, message_id, done = std::move(done)](Verdict v) {
+                counted(Limit::running_replies, [this, message_id, done = on_caller(std::move(done))](Verdict v) {
                   if (!v.allowed) {
                     std::lock_guard lock(mutex_);
                     running_.erase(message_id);
@@ -82,7 +79,8 @@ void Admission::stream_opens(const std::string& user, TicketCallback done) {
     streams_->users.emplace(place, user);  // renewed from now on, refused or not: the verdict erases it
   }
   limiter_.hold(streams_key(user), place, policy_.streams_per_user, policy_.stream_ttl,
-                counted(Limit::streams, [streams = streams_, user, place, done = std::move(done)](Verdict v) {
+                counted(Limit::streams, [streams = streams_, user, place, done = on_caller(std::move(done))](Verdict v) {
+                  // Erased before the answer goes on: a renewal meanwhile would hold the refused place again.
                   if (!v.allowed) {
                     std::lock_guard lock(streams->mutex);
                     streams->users.erase(place);

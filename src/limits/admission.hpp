@@ -6,6 +6,7 @@
 // and the JSON error `rate_limited`.
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -77,6 +78,16 @@ class Admission {
 
  private:
   VerdictCallback counted(Limit limit, VerdictCallback done);
+  // `done`, run on the executor start() named: the limiter's own bookkeeping
+  // (running_, the open streams) is done where the verdict arrives, the
+  // caller's work there.
+  template <class... Args>
+  std::function<void(Args...)> on_caller(std::function<void(Args...)> done) const {
+    if (!verdicts_) return done;
+    return [executor = *verdicts_, done = std::move(done)](Args... args) {
+      boost::asio::dispatch(executor, [done, args...] { done(args...); });
+    };
+  }
 
   Limiter& limiter_;
   Policy policy_;
