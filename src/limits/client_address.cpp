@@ -21,6 +21,28 @@ std::optional<ip::address> parse_address(std::string_view text) {
   return unmapped(a);
 }
 
+bool all_digits(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// An X-Forwarded-For entry: an address, or one with the client's port as some
+// balancers write it ("192.0.2.1:51234", "[2001:db8::1]:443", "[2001:db8::1]").
+std::optional<ip::address> forwarded_address(std::string_view entry) {
+  if (auto a = parse_address(entry)) return a;
+  if (entry.starts_with('[')) {
+    auto close = entry.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    auto rest = entry.substr(close + 1);
+    if (!rest.empty() && !(rest.front() == ':' && all_digits(rest.substr(1)))) return std::nullopt;
+    auto a = parse_address(entry.substr(1, close - 1));
+    return a && a->is_v6() ? a : std::nullopt;
+  }
+  auto colon = entry.find(':');
+  if (colon == std::string_view::npos || !all_digits(entry.substr(colon + 1))) return std::nullopt;
+  auto a = parse_address(entry.substr(0, colon));
+  return a && a->is_v4() ? a : std::nullopt;
+}
+
 }  // namespace
 
 ip::address unmapped(const ip::address& address) {
@@ -75,7 +97,7 @@ std::string TrustedProxies::client_of(const ip::address& peer, std::string_view 
     auto comma = forwarded_for.rfind(',');
     auto entry = trim(comma == std::string_view::npos ? forwarded_for : forwarded_for.substr(comma + 1));
     forwarded_for = comma == std::string_view::npos ? std::string_view{} : forwarded_for.substr(0, comma);
-    auto a = parse_address(entry);
+    auto a = forwarded_address(entry);
     if (!a) break;  // garbage: count against the last address we could trust
     client = *a;
   }

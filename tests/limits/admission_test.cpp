@@ -107,6 +107,12 @@ TEST(TrustedProxies, ForwardedForIsBelievedOnlyFromATrustedPeer) {
   EXPECT_EQ(p.client_of(proxy, "1.2.3.4, 198.51.100.9, 10.0.0.5"), "198.51.100.9");
   EXPECT_EQ(p.client_of(proxy, ""), "127.0.0.1");
   EXPECT_EQ(p.client_of(proxy, "not-an-address"), "127.0.0.1");
+  // Some balancers write the client's port too.
+  EXPECT_EQ(p.client_of(proxy, "198.51.100.9:51234"), "198.51.100.9");
+  EXPECT_EQ(p.client_of(proxy, "[2001:db8:1:2::1]:443"), "2001:db8:1:2::/64");
+  EXPECT_EQ(p.client_of(proxy, "[2001:db8:1:2::1]"), "2001:db8:1:2::/64");
+  for (const char* garbage : {"198.51.100.9:", "198.51.100.9:80a", "[198.51.100.9]:80", "[2001:db8::1]x", "[::1"})
+    EXPECT_EQ(p.client_of(proxy, garbage), "127.0.0.1") << garbage;
 }
 
 TEST(TrustedProxies, AnIPv6ClientCountsAsItsSlash64) {
