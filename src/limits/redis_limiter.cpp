@@ -124,16 +124,17 @@ void RedisLimiter::release(const std::string& key, const std::string& member) {
 }
 
 void RedisLimiter::send_release(std::string key, std::string member) {
-  constexpr std::size_t kMaxUnsent = 10'000;
-  if (!connection_.ready()) {
-    if (unsent_releases_.size() >= kMaxUnsent) unsent_releases_.pop_front();
-    unsent_releases_.emplace_back(std::move(key), std::move(member));
-    return;
-  }
+  if (!connection_.ready()) return keep_unsent(std::move(key), std::move(member));
   connection_.command({"ZREM", key, member}, [this, key, member](boost::system::error_code ec, const redisReply*) {
     // Lost with the connection: again once it is back (ZREM twice is harmless).
-    if (ec && ec != registry::RedisErrc::reply_error && !stopping_) unsent_releases_.emplace_back(key, member);
+    if (ec && ec != registry::RedisErrc::reply_error && !stopping_) keep_unsent(key, member);
   });
+}
+
+void RedisLimiter::keep_unsent(std::string key, std::string member) {
+  constexpr std::size_t kMaxUnsent = 10'000;
+  if (unsent_releases_.size() >= kMaxUnsent) unsent_releases_.pop_front();
+  unsent_releases_.emplace_back(std::move(key), std::move(member));
 }
 
 void RedisLimiter::resend_releases() {

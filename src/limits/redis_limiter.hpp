@@ -58,6 +58,7 @@ class RedisLimiter final : public Limiter {
   void answered();
   void reconnect_if_silent();
   void send_release(std::string key, std::string member);
+  void keep_unsent(std::string key, std::string member);
   void resend_releases();
 
   Timing timing_;

@@ -200,7 +200,7 @@ void SseConnection::close(Frame last) {
   }
   closing_ = true;
   schedule_flush_locked();
-  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->end_if_stuck_while_closing(); });
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->cut_if_not_closed_in_time(); });
 }
 
 // A closing stream takes no more frames, so send() no longer looks for a
@@ -208,7 +208,7 @@ void SseConnection::close(Frame last) {
 // place among the user's streams) until TCP gave up. What is queued gets ten
 // stall graces (10 s by default) to go out; then the stream is cut. The timer
 // exists only while a stream closes.
-void SseConnection::end_if_stuck_while_closing() {
+void SseConnection::cut_if_not_closed_in_time() {
   const auto limit = std::max<std::chrono::milliseconds>(10 * context_.limits.stall_grace, std::chrono::seconds{1});
   auto timer = std::make_shared<asio::steady_timer>(socket_.get_executor(), limit);
   timer->async_wait([self = shared_from_this(), timer](boost::system::error_code ec) {

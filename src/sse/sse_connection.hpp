@@ -120,7 +120,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void write_slice();
   void on_written(boost::system::error_code ec, std::size_t slice_end);
   void watch_for_close();
-  void end_if_stuck_while_closing();
+  void cut_if_not_closed_in_time();
   void on_readable(boost::system::error_code ec);
   void terminate(const char* reason);
   void ended(const char* reason);
