@@ -106,6 +106,16 @@ struct SqliteStore::Impl {
     if (journal.empty()) release_flush_waiters({});
   }
 
+  // The file is locked by another process (past the busy timeout), full or
+  // failing: the reply waits in the journal, as one that found the queue full
+  // does, and is written once the file takes it.
+  error_code defer(const AssistantMessage& reply) {
+    auto ec = journal.append(reply);
+    log::warn("reply_write_deferred", {{"message_id", reply.message_id}, {"spilled", !ec}});
+    back_off();
+    return ec;
+  }
+
   void back_off() {
     replay_at = std::chrono::steady_clock::now() + replay_backoff;
     replay_backoff = std::min(replay_backoff * 2, kMaxReplayBackoff);
@@ -113,7 +123,12 @@ struct SqliteStore::Impl {
 
   void save_reply(AssistantMessage m, DoneCallback done) {
     auto reply = std::make_shared<const AssistantMessage>(std::move(m));
-    Job job = [reply, done](Connection& conn) { return answer(done, sqlite::save_assistant(conn, *reply)); };
+    Job job = [this, reply, done](Connection& conn) -> Finish {
+      return [this, reply, done, ec = sqlite::save_assistant(conn, *reply)](error_code committed) {
+        const auto failed = ec ? ec : committed;
+        detail::invoke(done, failed == Errc::unavailable ? defer(*reply) : failed);
+      };
+    };
     // No room: the reply waits in the journal instead of being refused. The
     // store thread may have just begun an hour's wait, counting on an empty
     // journal: it is woken to write it.

@@ -119,6 +119,33 @@ TEST(SqliteTransaction, InsideATransactionOneRollsBackAloneAndTheOtherCommitsWit
   EXPECT_EQ(count("dropped"), 0);
 }
 
+// Another process holding the file's write lock past the busy timeout (a
+// backup, an operator's sqlite3 shell in a transaction): the reply is not
+// lost but waits in the spill journal and is written once the lock is gone.
+TEST(SqliteStore, AReplyTheLockedFileRefusesIsSpilledAndWrittenOnceTheLockIsGone) {
+  SqliteBackend backend;
+  auto store = backend.open(10'000);
+  Sync sync(*store);
+  ASSERT_FALSE(sync.accept(user_message("s1", "alice", "u1", "question", at(0))).first);
+
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(backend.path().c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  std::unique_ptr<sqlite3, CloseDb> holder(raw);
+  ASSERT_EQ(sqlite3_exec(holder.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  // Answered after the store's busy timeout (5 s): not an error, the reply is on disk.
+  auto ec = sync.save(reply("s1", "r1", "the answer", at(1)));
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_GT(store->status().spilled_bytes, 0u);
+  EXPECT_EQ(backend.scalar("SELECT count(*) FROM messages WHERE message_id = 'r1'"), "0");
+
+  ASSERT_EQ(sqlite3_exec(holder.get(), "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  holder.reset();
+  EXPECT_FALSE(sync.flush()) << "flush waits for the spilled reply";
+  EXPECT_EQ(store->status().spilled_bytes, 0u);
+  EXPECT_EQ(backend.scalar("SELECT content FROM messages WHERE message_id = 'r1'"), "the answer");
+}
+
 TEST(SqliteStore, AnUnusablePathFailsTheStart) {
   config::StoreConfig cfg;
   cfg.path = "/dev/null/not-a-directory/chat.db";
