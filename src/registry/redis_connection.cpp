@@ -59,7 +59,8 @@ RedisConnection::RedisConnection(RedisStrand strand, RedisEndpoint endpoint, Red
       purpose_(purpose),
       timing_(timing),
       retry_timer_(strand_),
-      connect_timer_(strand_) {}
+      connect_timer_(strand_),
+      resolver_(strand_) {}
 
 RedisConnection::~RedisConnection() { stop(); }
 
@@ -71,9 +72,36 @@ void RedisConnection::start() {
 }
 
 void RedisConnection::open() {
-  if (stopping_ || context_ != nullptr) return;
-  // Resolving the host name blocks this strand's thread only, never a caller.
-  redisAsyncContext* c = redisAsyncConnect(endpoint_.host.c_str(), endpoint_.port);
+  if (stopping_ || context_ != nullptr || resolving_) return;
+  resolving_ = true;
+  // One deadline for the resolution, the connect and the handshake of this
+  // attempt; one that expired just as the attempt failed finds a newer one.
+  const auto attempt = ++attempts_;
+  connect_timer_.expires_after(timing_.connect_timeout);
+  connect_timer_.async_wait([this, attempt](error_code ec) {
+    if (ec || ready_ || attempt != attempts_) return;
+    if (resolving_) {
+      resolving_ = false;
+      resolver_.cancel();  // its handler finds resolving_ false and leaves
+      return connection_lost("the host name did not resolve within the connect timeout");
+    }
+    reconnect("no answer within the connect timeout");
+  });
+  resolver_.async_resolve(endpoint_.host, std::to_string(endpoint_.port),
+                          [this, alive = std::weak_ptr(self_)](error_code ec, asio::ip::tcp::resolver::results_type found) {
+                            if (alive.expired() || !resolving_) return;
+                            resolving_ = false;
+                            if (stopping_) return;
+                            if (ec || found.empty())
+                              return connection_lost("cannot resolve " + endpoint_.host + ": " +
+                                                     (ec ? ec.message() : std::string("no address")));
+                            connect_to(found.begin()->endpoint().address().to_string());
+                          });
+}
+
+// `address` is numeric: hiredis's own getaddrinfo returns at once.
+void RedisConnection::connect_to(const std::string& address) {
+  redisAsyncContext* c = redisAsyncConnect(address.c_str(), endpoint_.port);
   if (c == nullptr) return connection_lost("cannot allocate a redis context");
   if (c->err != 0) {
     std::string reason = c->errstr;
@@ -86,10 +114,6 @@ void RedisConnection::open() {
   redisAsyncSetConnectCallback(c, &RedisConnection::on_connect);
   redisAsyncSetDisconnectCallback(c, &RedisConnection::on_disconnect);
   context_ = c;
-  connect_timer_.expires_after(timing_.connect_timeout);
-  connect_timer_.async_wait([this, c](error_code ec) {
-    if (!ec && context_ == c && !ready_) reconnect("no answer within the connect timeout");
-  });
 }
 
 void RedisConnection::on_connect(const redisAsyncContext* context, int status) {
@@ -186,6 +210,8 @@ void RedisConnection::reconnect(const char* reason) {
 
 void RedisConnection::stop() {
   stopping_ = true;
+  resolving_ = false;
+  resolver_.cancel();
   retry_timer_.cancel();
   connect_timer_.cancel();
   if (auto* c = context_) {

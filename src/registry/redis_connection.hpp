@@ -11,12 +11,15 @@
 
 #include <hiredis/async.h>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -94,6 +97,7 @@ class RedisConnection {
   static void on_disconnect(const redisAsyncContext* context, int status);
 
   void open();
+  void connect_to(const std::string& address);
   void handshake();
   void handshake_done();
   void send(const std::vector<std::string>& argv, ReplyHandler handler);
@@ -108,10 +112,18 @@ class RedisConnection {
   RedisTiming timing_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer connect_timer_;
+  // The host name is resolved here, not by hiredis: its getaddrinfo would
+  // block the strand's thread for as long as DNS takes to answer.
+  boost::asio::ip::tcp::resolver resolver_;
+  // A resolution's handler may come after the connection is gone (asio runs it
+  // with operation_aborted): it holds this weakly and finds it expired.
+  std::shared_ptr<RedisConnection*> self_ = std::make_shared<RedisConnection*>(this);
   std::function<void()> on_ready_;
 
   redisAsyncContext* context_ = nullptr;  // owned by hiredis once connected; null while down
   bool ready_ = false;     // handshake done on context_
+  bool resolving_ = false;  // a resolution is under way; context_ is null meanwhile
+  std::uint64_t attempts_ = 0;  // connection attempts begun (open())
   bool stopping_ = false;
   bool ever_ready_ = false;
   std::chrono::milliseconds backoff_{0};

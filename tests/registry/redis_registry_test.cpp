@@ -254,6 +254,27 @@ TEST(RedisRegistry, StartsWithoutServerAndConnectsWhenItAppears) {
   EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
 }
 
+// The name is resolved by the connection (asio's resolver thread), not by
+// hiredis on the registry's strand; the address it finds is what hiredis dials.
+TEST_F(RedisRegistryTest, ConnectsToAHostGivenByName) {
+  auto c = redis_config(server_);
+  c.host = "localhost";
+  RedisRegistry r(c, fast_reconnect());
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  r.add({"s1", "pod-1", "c1"});
+  EXPECT_EQ(live_pods(r, "s1").pods, Pods{"pod-1"});
+}
+
+TEST(RedisRegistry, AHostNameThatDoesNotResolveIsAnOutageNotACrash) {
+  config::RedisConfig c;
+  c.host = "chat-registry-test.invalid";  // RFC 6761: never resolves
+  c.port = 6379;
+  RedisRegistry r(c, fast_reconnect());
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(r.connected());
+  EXPECT_EQ(live_pods(r, "s1").ec, boost::asio::error::not_connected);
+}
+
 // A renewal whose timer had fired but whose handler had not run yet when the
 // registry was destroyed used to re-arm the timer after the destructor's cancel,
 // so the registry's thread never ran out of work and the destructor never
