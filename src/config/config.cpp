@@ -291,8 +291,10 @@ const std::vector<Setting>& settings() {
       {"SSE_MAX_QUEUE_EVENTS", kChatd, "1024",
        "events queued for a client whose write has hung for SSE_STALL_GRACE before it is cut off",
        INT_SETTING(sse.max_queue_events, std::size_t, 1, 1'000'000)},
+      // At most 1 GiB: a stream counts its queue in 32 bits, and a frame or a merge
+      // may pass the limit before the cut.
       {"SSE_MAX_QUEUE_BYTES", kChatd, "8388608", "bytes queued for one client before it is cut off, reading or not",
-       INT_SETTING(sse.max_queue_bytes, std::size_t, 1024, 1ull << 32)},
+       INT_SETTING(sse.max_queue_bytes, std::size_t, 1024, 1ull << 30)},
       {"SSE_SOCKET_SEND_BUFFER", kChatd, "524288",
        "kernel send buffer asked for each stream (SO_SNDBUF; Linux grants twice this, capped by net.core.wmem_max "
        "unless running as root); 0: the kernel's default",

@@ -94,6 +94,9 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"SSE_SOCKET_SEND_BUFFER", "-1"}}, "SSE_SOCKET_SEND_BUFFER");
   expect_error({{"SSE_SOCKET_SEND_BUFFER", "1g"}}, "SSE_SOCKET_SEND_BUFFER");
   expect_error({{"SSE_SOCKET_SEND_BUFFER", "67108865"}}, "SSE_SOCKET_SEND_BUFFER");
+  // A stream's queue is counted in 32 bits: a cap at 4 GiB would never cut.
+  expect_error({{"SSE_MAX_QUEUE_BYTES", "4294967296"}}, "SSE_MAX_QUEUE_BYTES");
+  expect_error({{"SSE_MAX_QUEUE_BYTES", "1073741825"}}, "SSE_MAX_QUEUE_BYTES");
   expect_error({{"DB_HOST", ""}}, "DB_HOST");
   expect_error({{"REDIS_RENEW_INTERVAL", "50ms"}}, "REDIS_RENEW_INTERVAL");
   expect_error({{"REDIS_RENEW_INTERVAL", "16s"}}, "REDIS_RENEW_INTERVAL");
