@@ -4,10 +4,14 @@ namespace chat::http {
 
 namespace {
 
-std::string key_of(const boost::asio::ip::address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).to_string();
-  return a.to_string();
+namespace ip = boost::asio::ip;
+
+// An IPv6 host is usually handed a whole /64: counted per address, it could
+// open a connection from each one (as the request limit counts it, limits::limit_key).
+std::string key_of(const ip::address& a) {
+  if (a.is_v4()) return a.to_string();
+  if (a.to_v6().is_v4_mapped()) return ip::make_address_v4(ip::v4_mapped, a.to_v6()).to_string();
+  return ip::make_network_v6(a.to_v6(), 64).canonical().to_string();
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 #pragma once
-// Open connections per client address (SERVER_MAX_CONNECTIONS_PER_IP), so that
+// Open connections per client address (SERVER_MAX_CONNECTIONS_PER_IP; an IPv6
+// client by its /64), so that
 // one client cannot take every connection the pod has. A connection holds a
 // ticket for as long as its HttpSession lives; addresses the predicate exempts
 // (trusted proxies, which carry many clients) are not counted.
 
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/network_v6.hpp>
 
 #include <functional>
 #include <memory>

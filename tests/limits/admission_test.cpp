@@ -187,5 +187,14 @@ TEST(AddressConnections, CapsEachAddressAndExemptsProxies) {
   EXPECT_TRUE(many.back()) << "a trusted proxy is not capped";
 }
 
+TEST(AddressConnections, CountsAnIpv6ClientByItsSlash64) {
+  auto gate = std::make_shared<http::AddressConnections>(2, nullptr);
+  auto t1 = gate->admit(ip::make_address("2001:db8::1"));
+  auto t2 = gate->admit(ip::make_address("2001:db8::2:3"));
+  EXPECT_TRUE(t1 && t2);
+  EXPECT_FALSE(gate->admit(ip::make_address("2001:db8::ffff:1"))) << "another address of the same /64";
+  EXPECT_TRUE(gate->admit(ip::make_address("2001:db8:0:1::1"))) << "the next /64 is another client";
+}
+
 }  // namespace
 }  // namespace chat::limits
