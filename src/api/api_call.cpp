@@ -52,7 +52,10 @@ void ApiCall::respond(http::Response res) {
   record(res.result_int());
   res.set("X-Correlation-ID", correlation_id);
   auto allowed = cors->allow_origin(origin);
-  if (!allowed.empty()) res.set(bhttp::field::access_control_allow_origin, allowed);
+  if (!allowed.empty()) {
+    res.set(bhttp::field::access_control_allow_origin, allowed);
+    res.set(bhttp::field::access_control_expose_headers, kExposedHeaders);
+  }
   // With an origin list the answer depends on Origin, matched or not: a cache
   // must not hand one origin's answer to another.
   if (!cors->any_origin()) res.set(bhttp::field::vary, "Origin");

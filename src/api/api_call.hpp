@@ -15,6 +15,10 @@
 
 namespace chat::api {
 
+// Response headers a page on an allowed origin may read: not on the CORS
+// safelist, so hidden from its script unless named (a 429's wait, a log key).
+inline constexpr std::string_view kExposedHeaders = "Retry-After, X-Correlation-ID";
+
 // SERVER_CORS_ORIGINS: "*" or a comma-separated list of origins.
 class CorsPolicy {
  public:

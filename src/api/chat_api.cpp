@@ -172,7 +172,9 @@ http::Response ChatApi::metrics_response() const {
 }
 
 void ChatApi::decorate(http::Response& response) {
-  if (cors_.any_origin()) response.set(bhttp::field::access_control_allow_origin, "*");
+  if (!cors_.any_origin()) return;
+  response.set(bhttp::field::access_control_allow_origin, "*");
+  response.set(bhttp::field::access_control_expose_headers, kExposedHeaders);
 }
 
 void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> session) {

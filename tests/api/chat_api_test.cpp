@@ -299,8 +299,11 @@ TEST_F(ChatApiTest, ConfiguredOriginsAreEchoedAndOthersGetNoAllowHeader) {
   auto allowed = call(bhttp::verb::get, "/health", {}, {{"Origin", "https://app.example"}});
   EXPECT_EQ(allowed[bhttp::field::access_control_allow_origin], "https://app.example");
   EXPECT_EQ(allowed[bhttp::field::vary], "Origin");
+  // Not on the CORS safelist: the page's script could not read a 429's wait.
+  EXPECT_EQ(allowed[bhttp::field::access_control_expose_headers], "Retry-After, X-Correlation-ID");
   auto other = call(bhttp::verb::get, "/health", {}, {{"Origin", "https://evil.example"}});
   EXPECT_EQ(other.count(bhttp::field::access_control_allow_origin), 0u);
+  EXPECT_EQ(other.count(bhttp::field::access_control_expose_headers), 0u);
   EXPECT_EQ(other[bhttp::field::vary], "Origin");
   EXPECT_EQ(call(bhttp::verb::get, "/health")[bhttp::field::vary], "Origin");
   auto preflight = call(bhttp::verb::options, "/api/chat", {}, {{"Origin", "https://other.example"}});
