@@ -232,6 +232,14 @@ void Pod::on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, st
 }
 
 void Pod::end_session(const std::string& session_id, const std::string& user_id) {
+  end_session_here(session_id, user_id);
+  // The id is free again, for any user: a stream of it left open on another
+  // pod would receive the next owner's replies.
+  bus_.publish(subjects::session_deleted(session_id),
+               protocol::encode(protocol::SessionDeleted{session_id, user_id, options_.pod_id}));
+}
+
+void Pod::end_session_here(const std::string& session_id, const std::string& user_id) {
   hub_.end_session(session_id, [this, session_id, user_id](std::vector<std::string> running) {
     for (const auto& message_id : running) {
       bus_.publish(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, session_id, user_id}));

@@ -135,7 +135,8 @@ class Pod {
   // Takes the socket over as the session's event stream (the caller checked
   // that the user may read the session).
   void open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request);
-  // The session was deleted: its streams here end and its running replies stop.
+  // The session was deleted: its streams end and its running replies stop,
+  // here and, told over the bus, on every other pod.
   void end_session(const std::string& session_id, const std::string& user_id);
 
   PodHealth health() const;
@@ -157,6 +158,8 @@ class Pod {
   void on_chunk(const bus::Message& m, bool broadcast, std::vector<protocol::ResponseChunk>& batch);
   std::optional<protocol::ResponseChunk> accept_chunk(const bus::Message& m, bool broadcast);
   void on_cancel(const bus::Message& m);
+  void on_session_deleted(const bus::Message& m);
+  void end_session_here(const std::string& session_id, const std::string& user_id);
   std::optional<CancelledReplies::Entry> cancelled_here(const std::string& message_id);
   bool answered_as_before(std::string_view reply_to, const protocol::CancelRequest& cancel);
   void cancel_again_if_cancelled_here(const protocol::ResponseChunk& first);
@@ -211,6 +214,7 @@ class Pod {
   std::unique_ptr<bus::Subscription> broadcast_;
   std::unique_ptr<bus::Subscription> health_;
   std::unique_ptr<bus::Subscription> cancels_;
+  std::unique_ptr<bus::Subscription> deletions_;
   std::atomic<bool> draining_{false};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
   // server, so a backlog of silent replies must not turn into a storm of them.

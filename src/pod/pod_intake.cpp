@@ -38,6 +38,8 @@ void Pod::start() {
     if (!m.reply_to.empty()) bus_.publish(std::string(m.reply_to), boost::json::serialize(to_json(health())));
   });
   cancels_ = bus_.subscribe(std::string(subjects::kAllCancel), {}, [this](const bus::Message& m) { on_cancel(m); });
+  deletions_ = bus_.subscribe(std::string(subjects::kAllSessionDeleted), {},
+                              [this](const bus::Message& m) { on_session_deleted(m); });
 }
 
 void Pod::stop_intake() {
@@ -45,6 +47,7 @@ void Pod::stop_intake() {
   broadcast_.reset();
   health_.reset();
   cancels_.reset();
+  deletions_.reset();
   // What a burst cut short by the unsubscribe left behind.
   if (!direct_batch_.empty()) hub_.on_chunks(std::exchange(direct_batch_, {}), false);
   if (!broadcast_batch_.empty()) hub_.on_chunks(std::exchange(broadcast_batch_, {}), true);
@@ -196,6 +199,19 @@ void Pod::on_cancel(const bus::Message& m) {
         }
         answer_cancel(reply_to, owner, cancel.message_id, session_id);
       });
+}
+
+// Another pod deleted a session (Pod::end_session): its streams here end too.
+void Pod::on_session_deleted(const bus::Message& m) {
+  std::string error;
+  auto deleted = protocol::decode_session_deleted_on(m.subject, m.payload, error);
+  if (!deleted) {
+    log::warn("session_deleted_rejected", {{"subject", m.subject}, {"error", error}});
+    return;
+  }
+  if (deleted->pod_id == options_.pod_id) return;  // ended here before the notice went out
+  log::info("session_ended", {{"session_id", deleted->session_id}, {"deleted_on", deleted->pod_id}});
+  end_session_here(deleted->session_id, deleted->user_id);
 }
 
 std::optional<CancelledReplies::Entry> Pod::cancelled_here(const std::string& message_id) {

@@ -123,6 +123,10 @@ std::string encode(const ReplayRequest& r) {
   return json::serialize(o);
 }
 
+std::string encode(const SessionDeleted& d) {
+  return json::serialize(json::object{{"session_id", d.session_id}, {"user_id", d.user_id}, {"pod_id", d.pod_id}});
+}
+
 std::optional<WorkflowRequest> decode_workflow_request(std::string_view text, std::string& error) {
   error.clear();
   auto root = parse_object(text, error);
@@ -260,6 +264,21 @@ std::optional<ReplayRequest> decode_replay_request(std::string_view text, std::s
   ReplayRequest r{in.identifier("session_id"), in.identifier("pod_id"), in.optional_identifier("message_id")};
   if (!in.ok()) return std::nullopt;
   return r;
+}
+
+std::optional<SessionDeleted> decode_session_deleted_on(std::string_view subject, std::string_view text,
+                                                        std::string& error) {
+  error.clear();
+  auto root = parse_object(text, error);
+  if (!root.is_object()) return std::nullopt;
+  JsonFields in(root.get_object(), error);
+  SessionDeleted d{in.identifier("session_id"), in.identifier("user_id"), in.identifier("pod_id")};
+  if (!in.ok()) return std::nullopt;
+  if (subject != subjects::session_deleted(d.session_id)) {
+    error = "session_id " + d.session_id + " is not the subject's session";
+    return std::nullopt;
+  }
+  return d;
 }
 
 }  // namespace chat::protocol

@@ -99,6 +99,15 @@ struct ReplayRequest {
   bool operator==(const ReplayRequest&) const = default;
 };
 
+// A session was deleted by its owner through pod `pod_id` (docs/API.md#session-deleted):
+// every other pod ends the session's streams and replies, as that pod did.
+struct SessionDeleted {
+  std::string session_id;
+  std::string user_id;
+  std::string pod_id;
+  bool operator==(const SessionDeleted&) const = default;
+};
+
 // Largest chunk id accepted from the bus; far above any real reply.
 inline constexpr std::uint32_t kMaxChunkId = 10'000'000;
 inline constexpr std::uint32_t kMaxAttempt = 1'000;
@@ -109,6 +118,7 @@ std::string encode(const WorkflowRequest& r);
 std::string encode(const ResponseChunk& c);
 std::string encode(const CancelRequest& c);
 std::string encode(const ReplayRequest& r);
+std::string encode(const SessionDeleted& d);
 
 // nullopt with `error` set when the payload is not a valid message.
 std::optional<WorkflowRequest> decode_workflow_request(std::string_view json, std::string& error);
@@ -118,5 +128,9 @@ std::optional<CancelRequest> decode_cancel_request(std::string_view json, std::s
 // naming another message than its subject's is refused too.
 std::optional<CancelRequest> decode_cancel_on(std::string_view subject, std::string_view json, std::string& error);
 std::optional<ReplayRequest> decode_replay_request(std::string_view json, std::string& error);
+// As it came on `subject` (chat.session.{session_id}.deleted): one naming
+// another session than its subject's is refused.
+std::optional<SessionDeleted> decode_session_deleted_on(std::string_view subject, std::string_view json,
+                                                        std::string& error);
 
 }  // namespace chat::protocol

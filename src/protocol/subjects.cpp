@@ -8,5 +8,8 @@ std::string pod_health(std::string_view pod_id) { return "chat.pod." + std::stri
 std::string broadcast(std::string_view session_id) { return "chat.session." + std::string(session_id) + ".broadcast"; }
 std::string cancel(std::string_view message_id) { return "chat.workflow.cancel." + std::string(message_id); }
 std::string replay(std::string_view session_id) { return "chat.session." + std::string(session_id) + ".replay"; }
+std::string session_deleted(std::string_view session_id) {
+  return "chat.session." + std::string(session_id) + ".deleted";
+}
 
 }  // namespace chat::subjects

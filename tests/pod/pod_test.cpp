@@ -367,6 +367,31 @@ TEST_F(PodTest, DeletingASessionWithdrawsTheRequestsOfItsRepliesStillWaiting) {
                                    {"chat.workflow.execute.s5", accepted.message_id}}));
 }
 
+TEST_F(PodTest, DeletingASessionTellsTheOtherPods) {
+  std::promise<std::pair<std::string, std::string>> heard;  // subject, payload
+  auto deletions = bus.subscribe(std::string(subjects::kAllSessionDeleted), "", [&](const bus::Message& m) {
+    heard.set_value({std::string(m.subject), std::string(m.payload)});
+  });
+  pod.end_session("s9", "u1");
+  auto [subject, payload] = wait(heard.get_future());
+  std::string error;
+  auto deleted = protocol::decode_session_deleted_on(subject, payload, error);
+  ASSERT_TRUE(deleted) << error;
+  EXPECT_EQ(*deleted, (protocol::SessionDeleted{"s9", "u1", "pod-t"}));
+}
+
+// The id is free again once deleted, for any user: a stream of it left open on
+// another pod would receive the next owner's replies.
+TEST_F(PodTest, ASessionDeletedThroughAnotherPodEndsItsStreamsHere) {
+  auto client = open_client_stream("s7");
+  ASSERT_TRUE(eventually([&] { return pod.open_streams() == 1; }));
+  bus.publish(subjects::session_deleted("s7"), protocol::encode(protocol::SessionDeleted{"s7", "u1", "pod-other"}));
+  auto got = read_until(client, "session_deleted", 5s);
+  EXPECT_NE(got.find("event: reset"), std::string::npos) << got;
+  EXPECT_NE(got.find("\"reason\":\"session_deleted\""), std::string::npos) << got;
+  EXPECT_TRUE(eventually([&] { return pod.open_streams() == 0; }));
+}
+
 TEST_F(PodTest, AChatTheBusRefusesIsTakenBackWhole) {
   bus.refuse_publishes();
   auto [ec, accepted] = submit(chat("s2"));

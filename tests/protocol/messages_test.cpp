@@ -154,6 +154,20 @@ TEST(MessagesTest, ACancelIsTakenOnlyOnItsOwnMessagesSubject) {
   EXPECT_FALSE(error.empty());
 }
 
+TEST(MessagesTest, ASessionDeletionIsTakenOnlyOnItsOwnSessionsSubject) {
+  SessionDeleted d{"s1", "u1", "pod-1"};
+  std::string error;
+  auto back = decode_session_deleted_on("chat.session.s1.deleted", encode(d), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, d);
+  EXPECT_FALSE(decode_session_deleted_on("chat.session.s2.deleted", encode(d), error));
+  EXPECT_EQ(error, "session_id s1 is not the subject's session");
+  EXPECT_FALSE(decode_session_deleted_on("chat.session.s1.deleted", R"({"session_id":"s1","user_id":"u1"})", error));
+  EXPECT_FALSE(error.empty());
+  EXPECT_FALSE(decode_session_deleted_on("chat.session.s 1.deleted",
+                                         R"({"session_id":"s 1","user_id":"u1","pod_id":"p"})", error));
+}
+
 TEST(MessagesTest, ReplayRequestRoundTripsAndIsValidated) {
   ReplayRequest r{"s1", "pod-1", "msg_1"};
   std::string error;
