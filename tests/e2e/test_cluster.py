@@ -282,6 +282,7 @@ class ClusterScriptTest(ClusterScriptCase):
             self.assertEqual(ms[1].get("status"), "complete", ms[1])
 
         self.check_rate_is_held_across_pods()
+        self.check_a_deleted_session_ends_on_every_pod()
 
         # NATS ran with the role permissions of deploy/nats/nats.conf, and refused nothing the
         # pods and workers did; the role passwords are readable only by the cluster's owner
@@ -349,6 +350,27 @@ class ClusterScriptTest(ClusterScriptCase):
         limited = [a.get(("chat_rate_limited_total", "chat"), 0) - b.get(("chat_rate_limited_total", "chat"), 0)
                    for a, b in zip(after, before)]
         self.assertEqual(sum(limited), statuses.count(429), limited)
+
+    def check_a_deleted_session_ends_on_every_pod(self):
+        """A DELETE served by pod-1 resets the session's stream on pod-2 (the id may be used
+        again, by another user, whose replies that stream must not get)."""
+        uid, sid = new_id("u"), new_id("s")
+        q = urllib.parse.urlencode({"session_id": sid, "user_id": uid})
+        c = SSEClient(POD_PORTS[1], "/api/sse?" + q)
+        try:
+            self.assertEqual(c.connected(timeout=10).get("pod_id"), "pod-2")
+            r = http_request(POD_PORTS[0], "POST", "/api/chat",
+                             json.dumps({"session_id": sid, "user_id": uid, "message": "soon deleted"}),
+                             {"Content-Type": "application/json"}, timeout=10)
+            self.assertEqual(r.status, 202, r)
+            c.collect_until(is_complete_for(r.json()["message_id"]), 30)
+            r = http_request(POD_PORTS[0], "DELETE", "/api/sessions/%s?%s" % (sid, urllib.parse.urlencode({"user_id": uid})),
+                             timeout=10)
+            self.assertEqual(r.status, 200, r)
+            evs = c.collect_until(lambda ev: ev.event == "reset", 10)
+            self.assertEqual(evs[-1].json().get("reason"), "session_deleted", evs)
+        finally:
+            c.close()
 
 
 def pod_metrics(port):
