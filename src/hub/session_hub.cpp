@@ -124,11 +124,13 @@ std::size_t SessionHub::slot_index(std::string_view session_id) const {
   return std::hash<std::string_view>{}(session_id) % slots_.size();
 }
 
-void SessionHub::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
+void SessionHub::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor,
+                        SteadyTime owner_checked_at) {
   // The detach of this stream goes through the same strand, after this.
-  slot_for(stream->session_id()).run([stream = std::move(stream), cursor = std::move(cursor)](SessionShard& s) mutable {
-    s.attach(std::move(stream), std::move(cursor));
-  });
+  slot_for(stream->session_id()).run(
+      [stream = std::move(stream), cursor = std::move(cursor), owner_checked_at](SessionShard& s) mutable {
+        s.attach(std::move(stream), std::move(cursor), owner_checked_at);
+      });
 }
 
 void SessionHub::detach(std::shared_ptr<sse::EventSink> stream) {

@@ -38,7 +38,9 @@ class SessionHub {
 
   void start();
 
-  void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor = std::nullopt);
+  // See SessionShard::attach.
+  void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor = std::nullopt,
+              SteadyTime owner_checked_at = SteadyTime::max());
   void detach(std::shared_ptr<sse::EventSink> stream);
   // Chunks from the bus that arrived together: one run per shard, each
   // session's chunks in the order given. With `caller_if_idle`, a shard that

@@ -12,6 +12,8 @@ namespace {
 
 // Replies dropped from the resume window that a late cursor may still name.
 constexpr std::size_t kExpiredIdsKept = 100'000;
+// Deleted sessions remembered for streams still on their way (attach).
+constexpr std::size_t kEndedSessionsKept = 10'000;
 
 std::string_view incomplete_reason(std::string_view code) {
   if (code == kShutdown) return "the server shut down before the reply finished";
@@ -155,10 +157,12 @@ void SessionShard::deliver(const std::string& session_id, const std::string& mes
   }
 }
 
-void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor) {
+void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor,
+                          SteadyTime owner_checked_at) {
   if (closed_) return stream->close();
-  trim_retained();  // the window ends on time, not at the next cleanup
   const std::string session_id(stream->session_id());
+  if (ended_since(session_id, owner_checked_at)) return stream->close(sse::reset_frame(session_id, "session_deleted"));
+  trim_retained();  // the window ends on time, not at the next cleanup
   auto& channel = this->channel(session_id);
   const bool first = !channel.has_members();
   if (cursor && !channel.find(cursor->message_id) && !options_.log_catch_up && expired_.contains(cursor->message_id)) {
@@ -316,6 +320,7 @@ void SessionShard::finish_catch_up(Channel& channel, Member& member) {
 }
 
 std::vector<std::string> SessionShard::end_session(const std::string& session_id) {
+  remember_ended(session_id);
   auto dropped = buffers_.drop_session(session_id, clock_());
   if (reply_sessions_)
     for (const auto& id : dropped) reply_sessions_->ended(id, clock_());
@@ -405,6 +410,21 @@ void SessionShard::remember_expired(const std::string& message_id) {
     expired_.erase(expired_order_.front());
     expired_order_.pop_front();
   }
+}
+
+void SessionShard::remember_ended(const std::string& session_id) {
+  auto [it, added] = ended_sessions_.insert_or_assign(session_id, clock_());
+  if (!added) return;
+  ended_order_.push_back(session_id);
+  if (ended_order_.size() > kEndedSessionsKept) {
+    ended_sessions_.erase(ended_order_.front());
+    ended_order_.pop_front();
+  }
+}
+
+bool SessionShard::ended_since(const std::string& session_id, SteadyTime checked_at) const {
+  auto it = ended_sessions_.find(session_id);
+  return it != ended_sessions_.end() && it->second >= checked_at;
 }
 
 std::size_t SessionShard::reply_bytes() const { return retained_bytes_ + buffers_.held_bytes(); }

@@ -91,8 +91,11 @@ class SessionShard {
   // session's streams and goes to the store.
   buffer::CancelResult cancel_unstarted(const std::string& message_id, const std::string& user_id);
   // The stream gets what it missed (from `cursor`, or the running replies from
-  // chunk 0), then everything live.
-  void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor);
+  // chunk 0), then everything live. `owner_checked_at`: when its right to the
+  // session was checked; if the session was deleted since, the stream ends
+  // with `session_deleted` instead (its id may belong to someone else now).
+  void attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor,
+              SteadyTime owner_checked_at = SteadyTime::max());
   void detach(const std::shared_ptr<sse::EventSink>& stream);
   // Chunks read from the log: the replies buffered here and those still
   // running go through the reorder buffers; finished ones this pod does not
@@ -101,8 +104,9 @@ class SessionShard {
   // The log's answer to catch_up_wanted (nullopt: the read failed).
   void resume_from_log(const std::string& session_id, const std::string& stream_id, const sse::ResumeCursor& cursor,
                        std::optional<std::vector<protocol::ResponseChunk>> chunks);
-  // The session was deleted: its streams get a reset and end, its buffers are
-  // dropped. Returns the ids of the replies that were still running here.
+  // The session was deleted: its streams get a reset and end (and so does one
+  // checked before this that attaches later), its buffers are dropped. Returns
+  // the ids of the replies that were still running here.
   std::vector<std::string> end_session(const std::string& session_id);
   // Shutdown with no one left to finish them (see BufferManager): the replies
   // accepted here end on their streams and go to the store, incomplete with
@@ -144,6 +148,8 @@ class SessionShard {
   void finish_catch_up(Channel& channel, Member& member);
   void trim_retained();
   void remember_expired(const std::string& message_id);
+  void remember_ended(const std::string& session_id);
+  bool ended_since(const std::string& session_id, SteadyTime checked_at) const;
   bool watched(const std::string& session_id) const;
   // The session's channel, made if it has none.
   Channel& channel(const std::string& session_id);
@@ -170,6 +176,11 @@ class SessionShard {
   // Replies dropped from the resume window: their cursors get a reset event.
   std::unordered_set<std::string> expired_;
   std::deque<std::string> expired_order_;
+  // Sessions deleted lately, and when (the latest time): a stream whose owner
+  // was checked before that is on its way here through the store and the
+  // limiter, and must not join the session's next owner.
+  std::unordered_map<std::string, SteadyTime> ended_sessions_;
+  std::deque<std::string> ended_order_;
   bool closed_ = false;
   ShardGauges gauges_;
 };

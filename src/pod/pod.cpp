@@ -221,7 +221,7 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
   stream->start(sse::stream_head(request.cors_origin), std::move(first), std::move(request.ticket));
   log::info("sse_connected", {{"connection_id", stream_id}, {"session_id", request.session_id},
                               {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});
-  hub_.attach(std::move(stream), std::move(request.cursor));
+  hub_.attach(std::move(stream), std::move(request.cursor), request.owner_checked_at);
 }
 
 void Pod::on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason) {

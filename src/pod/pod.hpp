@@ -86,6 +86,9 @@ struct StreamRequest {
   std::string cors_origin;  // for the stream's response head
   std::string correlation_id;
   std::shared_ptr<void> ticket{};  // held while the stream is open (streams per user and per address)
+  // Made right before the user's right to the session is checked: a DELETE of
+  // the session after this ends the stream when it attaches.
+  std::chrono::steady_clock::time_point owner_checked_at = std::chrono::steady_clock::now();
 };
 
 // Counted on bus and store threads; read by anyone.

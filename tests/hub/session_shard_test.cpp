@@ -223,6 +223,27 @@ TEST_F(ShardTest, EndingASessionClosesItsStreamsAndReturnsItsRunningReplies) {
   EXPECT_TRUE(finished.empty());
 }
 
+// A stream whose owner was checked before the DELETE reaches the shard after
+// it (through the store and the limiter): the id may be someone else's now.
+TEST_F(ShardTest, AStreamCheckedBeforeItsSessionEndedIsClosedWhenItAttachesAfter) {
+  const auto checked = now;
+  now += 1ms;
+  shard.end_session("s1");
+  auto stale = std::make_shared<RecordingSink>("conn_stale", "s1");
+  shard.attach(stale, std::nullopt, checked);
+  EXPECT_TRUE(stale->closed());
+  ASSERT_EQ(stale->events(), (Events{"reset"}));
+  EXPECT_NE(stale->frames()[0]->find("session_deleted"), std::string::npos) << *stale->frames()[0];
+  now += 1ms;
+  auto fresh = std::make_shared<RecordingSink>("conn_fresh", "s1");
+  shard.attach(fresh, std::nullopt, now);  // the session's next owner, checked after
+  EXPECT_FALSE(fresh->closed());
+  shard.expect("s1", "m2", "u2");
+  shard.on_chunk(chunk("s1", "m2", 0), false);
+  EXPECT_TRUE(stale->chunk_ids().empty());
+  EXPECT_EQ(fresh->chunk_ids(), (Events{"m2:0"}));
+}
+
 TEST_F(ShardTest, ForgettingAnExpectedReplyLeavesNothingOwed) {
   shard.expect("s1", "m1");
   shard.forget("s1", "m1");
