@@ -41,6 +41,10 @@ WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& 
 }
 
 WorkflowWorker::~WorkflowWorker() {
+  {
+    std::lock_guard lock(gate_->mutex);
+    gate_->open = false;
+  }
   requests_.reset();
   cancels_.reset();
   replays_.reset();
@@ -179,7 +183,11 @@ void WorkflowWorker::admit(WaitingRequest w) {
   auto shared = std::make_shared<WaitingRequest>(std::move(w));
   if (take_newer_delivery(*shared, shared)) return;
   auto session = shared->request.session_id, message = shared->request.message_id;
-  log_->read(session, message, [this, shared](boost::system::error_code ec, std::vector<std::string> payloads) {
+  log_->read(session, message, [this, gate = gate_, shared](boost::system::error_code ec,
+                                                           std::vector<std::string> payloads) {
+    // Gone (shut down before the read answered): its queue delivers the request again.
+    std::lock_guard lock(gate->mutex);
+    if (!gate->open) return;
     asio::post(executor_, [this, shared, ec, payloads = std::move(payloads)] {
       {
         std::lock_guard lock(mutex_);

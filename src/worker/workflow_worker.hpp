@@ -149,6 +149,14 @@ class WorkflowWorker {
   // finished(), or still being admitted) ends cancelled instead of starting.
   bool cancelling_ = false;
   std::function<void()> on_idle_;
+  // Log reads answer on the log's thread (JetStream's: the bus thread), also
+  // after chat-worker destroyed this worker because its drain ran out of time:
+  // they reach it only through this gate, which the destructor closes first.
+  struct Gate {
+    std::mutex mutex;  // held while an answer is handed on, and while closing
+    bool open = true;
+  };
+  std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
 };
 
 }  // namespace chat::worker

@@ -732,6 +732,28 @@ TEST(WorkflowWorker, TheSameRequestSentTwiceRunsOnce) {
   EXPECT_EQ(rig.worker.active(), 0u);
 }
 
+// chat-worker destroys the worker when its drain runs out of time; a log read
+// still out answers later, on the log's own thread.
+TEST(WorkflowWorker, ALogReadThatAnswersAfterTheWorkerIsGoneTouchesNothingOfIt) {
+  Loop loop;
+  bus::MemoryBus bus{loop.executor()};
+  ScriptedQueue queue;
+  registry::MemoryRegistry registry{loop.executor()};
+  auto scripted = std::make_shared<ScriptedProvider>();
+  RefusingLog log{loop.executor()};
+  auto worker = std::make_unique<WorkflowWorker>(loop.executor(), bus, queue, &log, registry, worker_config(),
+                                                 std::vector<std::shared_ptr<providers::Provider>>{scripted});
+  worker->start();
+  log.hold_reads();
+  auto delivery = queue.deliver(request("m1"), 2);  // its earlier attempt is looked for in the log
+  ASSERT_TRUE(loop.run_until([&] { return log.reads() == 1; }));
+  worker.reset();
+  log.release_reads();
+  loop.settle();  // before the fix: the answer reached the freed worker (ASan: heap-use-after-free)
+  EXPECT_EQ(scripted->started(), 0u);
+  EXPECT_EQ(delivery->acks.load(), 0) << "not acked: the queue delivers it again to a worker that is up";
+}
+
 TEST(WorkflowWorker, ADeliveryAgainWhileTheLogIsReadForTheLastOneTakesItsPlaceInsteadOfRunningTwice) {
   RedeliveryRig rig;
   rig.log.hold_reads();  // slower than the queue's ack wait
