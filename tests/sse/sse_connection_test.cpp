@@ -321,13 +321,34 @@ TEST_F(SseConnectionTest, ASlowReaderGetsFewerLargerEventsWithTheWholeTextAndExa
 // Merged chunks count as the events they were: a client that stopped reading
 // is cut by the stall rule, not kept to the byte limit by merging.
 TEST_F(SseConnectionTest, AClientThatStoppedReadingIsCutEvenWhileItsChunksMerge) {
-  open(QueueLimits{1'024, 8 * 1024 * 1024, 4'096, 200ms, 8}, {}, 4'096);
+  constexpr auto kGrace = 2s;  // long, so that a loaded machine cannot cut the stream before the test means to
+  // Chunks merge as soon as one event waits: whatever the stuck batch holds,
+  // the chunks sent after the grace merge into the event queued behind it.
+  open(QueueLimits{64, 8 * 1024 * 1024, 4'096, kGrace, 1}, {}, 4'096);
   std::uint32_t id = 0;
-  for (; id < 3'000; ++id) connection->send(content_chunk(id, "word" + std::to_string(id) + " "));
-  std::this_thread::sleep_for(300ms);  // past the stall grace, nothing read
-  for (auto until = id + 100; id < until; ++id) connection->send(content_chunk(id, "more "));
+  for (; id < 1'000; ++id) connection->send(content_chunk(id, std::to_string(id) + std::string(100, 'x')));
+  // The kernel's buffers are full once no write completes any more: from then
+  // on the strand's batch is stuck and its stall clock runs.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (auto seen = metrics.delivery.snapshot().count; std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(200ms);
+    auto now = metrics.delivery.snapshot().count;
+    if (now == seen) break;
+    seen = now;
+  }
+  ASSERT_EQ(closed.wait_for(0s), std::future_status::timeout) << "cut before the test's stall: " << reason();
+  // Queued behind the stuck batch, within the grace: the live event the
+  // chunks below merge into, 5 bytes each, so that it would take them 30 s to
+  // reach the 16 KiB cap and start an event that does not merge. (The kernel
+  // may still take a little more, after a pause: then the batch is taken
+  // again, the stall clock restarts and the chunks merge behind that.)
+  connection->send(content_chunk(id++, "more "));
+  std::this_thread::sleep_for(kGrace + 200ms);
+  const auto merged_before = metrics.coalesced.value();
+  for (auto until = id + 400; id < until && closed.wait_for(10ms) != std::future_status::ready; ++id)
+    connection->send(content_chunk(id, "more "));
   EXPECT_EQ(reason(), "slow_client");
-  EXPECT_GT(metrics.coalesced.value(), 0u) << "the chunks did merge";
+  EXPECT_GT(metrics.coalesced.value(), merged_before) << "the chunks after the grace merged";
 }
 
 // Merging parses the event it grows: an event stops growing at 16 KiB, so a
