@@ -421,6 +421,9 @@ void ChatApi::open_stream(Call call) {
 }
 
 void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {
+  // The pod may have begun to drain during the store's and the limiter's round
+  // trips; it refuses a stream that still slips past (see Pod::open_stream).
+  if (pod_.health().draining) return call->respond(failure(pod::Errc::draining, {}));
   call->record(200);
   call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket,
                                                             std::shared_ptr<void> address_ticket) mutable {

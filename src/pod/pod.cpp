@@ -1,5 +1,7 @@
 #include "pod/pod.hpp"
 
+#include <sys/socket.h>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
@@ -206,8 +208,16 @@ void Pod::cancel(std::string message_id, std::string session_id, std::string use
 
 void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request) {
   if (draining_) {
+    // A few hundred bytes into a fresh socket's empty buffer: taken at once, or
+    // the client is gone.
+    const auto answer = sse::unavailable_answer(request.cors_origin);
+    [[maybe_unused]] auto sent =
+        ::send(socket.native_handle(), answer.data(), answer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     boost::system::error_code ignored;
+    socket.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
     socket.close(ignored);
+    log::info("sse_refused", {{"session_id", request.session_id}, {"reason", "draining"},
+                              {"correlation_id", request.correlation_id}});
     return;
   }
   auto stream =

@@ -146,6 +146,19 @@ Frame delayed_frame(std::string_view message_id, std::uint32_t next_chunk_id, st
                                    {"message_id", message_id}, {"next_chunk_id", next_chunk_id}, {"waited_ms", waited_ms}}));
 }
 
+namespace {
+
+void add_cors(std::string& head, std::string_view cors_origin) {
+  if (cors_origin.empty()) return;
+  head += "Access-Control-Allow-Origin: ";
+  head += cors_origin;
+  head += "\r\n";
+  // An echoed origin (not "*") makes the head depend on the request's Origin.
+  if (cors_origin != "*") head += "Vary: Origin\r\n";
+}
+
+}  // namespace
+
 std::string stream_head(std::string_view cors_origin) {
   std::string h =
       "HTTP/1.1 200 OK\r\n"
@@ -153,15 +166,25 @@ std::string stream_head(std::string_view cors_origin) {
       "Cache-Control: no-cache\r\n"
       "X-Accel-Buffering: no\r\n"
       "Connection: close\r\n";
-  if (!cors_origin.empty()) {
-    h += "Access-Control-Allow-Origin: ";
-    h += cors_origin;
-    h += "\r\n";
-    // An echoed origin (not "*") makes the head depend on the request's Origin.
-    if (cors_origin != "*") h += "Vary: Origin\r\n";
-  }
+  add_cors(h, cors_origin);
   h += "\r\n";
   return h;
+}
+
+std::string unavailable_answer(std::string_view cors_origin) {
+  const auto body = json::serialize(
+      json::object{{"error", json::object{{"code", "unavailable"}, {"message", "this pod is shutting down"}}}});
+  std::string a =
+      "HTTP/1.1 503 Service Unavailable\r\n"
+      "Content-Type: application/json\r\n"
+      "Retry-After: 2\r\n"
+      "Connection: close\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n";
+  add_cors(a, cors_origin);
+  a += "\r\n";
+  a += body;
+  return a;
 }
 
 }  // namespace chat::sse

@@ -60,4 +60,8 @@ Frame delayed_frame(std::string_view message_id, std::uint32_t next_chunk_id, st
 // Access-Control-Allow-Origin value (empty: none), with Vary: Origin when it echoes one.
 std::string stream_head(std::string_view cors_origin);
 
+// The whole answer (503, JSON error body) to a stream that reached the pod
+// after it began to drain: the API checked too early to refuse it itself.
+std::string unavailable_answer(std::string_view cors_origin);
+
 }  // namespace chat::sse

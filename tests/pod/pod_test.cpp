@@ -560,6 +560,20 @@ TEST_F(PodTest, TheHealthSubjectAnswersWithTheHealthJson) {
   EXPECT_EQ(v.at("pod_id").as_string(), "pod-t");
 }
 
+// The API refuses streams while the pod drains, but checks before its store
+// and limiter round trips: one that reaches the pod after the drain began gets
+// the 503 too, not a closed socket.
+TEST_F(PodTest, AStreamThatArrivesWhileThePodDrainsIsAnswered503) {
+  std::promise<void> drained;
+  pod.drain([&] { drained.set_value(); });
+  auto client = open_client_stream("s1");
+  auto got = read_until(client, "}");
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 503 ")) << got;
+  EXPECT_NE(got.find(R"("code":"unavailable")"), std::string::npos) << got;
+  EXPECT_EQ(pod.open_streams(), 0u);
+  EXPECT_EQ(drained.get_future().wait_for(10s), std::future_status::ready);
+}
+
 TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
   auto [ec, accepted] = submit(chat());
   ASSERT_FALSE(ec);

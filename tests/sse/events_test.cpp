@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 
 namespace chat::sse {
@@ -105,6 +106,26 @@ TEST(SseEventsTest, TheStreamHeadDisablesBufferingAndCaching) {
   EXPECT_EQ(head.find("Vary:"), std::string::npos);
   auto echoed = stream_head("https://app.example.com");
   EXPECT_NE(echoed.find("Access-Control-Allow-Origin: https://app.example.com\r\nVary: Origin\r\n"), std::string::npos);
+}
+
+TEST(SseEventsTest, TheDrainingAnswerIsAWhole503WithItsJsonError) {
+  const auto answer = unavailable_answer("https://app.example.com");
+  boost::beast::http::response_parser<boost::beast::http::string_body> parser;
+  parser.eager(true);
+  boost::beast::error_code ec;
+  auto used = parser.put(boost::asio::buffer(answer), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_TRUE(parser.is_done()) << "the body is as long as Content-Length says";
+  EXPECT_EQ(used, answer.size());
+  const auto& res = parser.get();
+  EXPECT_EQ(res.result_int(), 503);
+  EXPECT_EQ(res[boost::beast::http::field::retry_after], "2");
+  EXPECT_EQ(res[boost::beast::http::field::content_type], "application/json");
+  EXPECT_EQ(res[boost::beast::http::field::access_control_allow_origin], "https://app.example.com");
+  EXPECT_FALSE(res.keep_alive());
+  auto error = boost::json::parse(res.body()).at("error");
+  EXPECT_EQ(error.at("code").as_string(), "unavailable");
+  EXPECT_EQ(unavailable_answer("").find("Access-Control"), std::string::npos);
 }
 
 }  // namespace
