@@ -42,19 +42,33 @@ error_code pub_ack_error(const std::string& reply) {
 }
 
 // One publish of `msg_id` and its acknowledgement; `tries` > 1 publishes
-// again, as often, after a timeout. Holds only the bus, which outlives this
-// JetStream: a timeout may fire while the program takes its parts down.
+// again, as often, when the acknowledgement did not come: after a timeout, or
+// once the connection it was lost with is back (within one more timeout). The
+// server may have stored the first copy; the same Nats-Msg-Id makes the next
+// one a duplicate it acknowledges without storing. Holds only the bus, which
+// outlives this JetStream: a timeout may fire while the program takes its
+// parts down.
 void publish_acked(NatsBus& bus, std::string subject, std::string payload, std::string msg_id, Headers headers,
                    std::chrono::milliseconds timeout, int tries, PublishCallback done) {
   bus.request(subject, payload, headers, timeout,
               [&bus, subject, payload, msg_id, headers, timeout, tries, done = std::move(done)](
                   error_code ec, std::string reply) mutable {
-                if (ec == asio::error::timed_out && tries > 1) {
-                  log::warn("request_publish_retried", {{"subject", subject}, {"msg_id", msg_id}});
-                  return publish_acked(bus, std::move(subject), std::move(payload), std::move(msg_id),
-                                       std::move(headers), timeout, tries - 1, std::move(done));
+                const bool unanswered = ec == asio::error::timed_out || ec == asio::error::connection_aborted;
+                if (!unanswered || tries <= 1) {
+                  if (done) done(ec ? ec : pub_ack_error(reply));
+                  return;
                 }
-                if (done) done(ec ? ec : pub_ack_error(reply));
+                log::warn("request_publish_retried", {{"subject", subject}, {"msg_id", msg_id}, {"after", ec.message()}});
+                bus.when_connected(timeout, [&bus, subject = std::move(subject), payload = std::move(payload),
+                                             msg_id = std::move(msg_id), headers = std::move(headers), timeout, tries,
+                                             done = std::move(done)](bool connected) mutable {
+                  if (!connected) {
+                    if (done) done(asio::error::not_connected);
+                    return;
+                  }
+                  publish_acked(bus, std::move(subject), std::move(payload), std::move(msg_id), std::move(headers),
+                                timeout, tries - 1, std::move(done));
+                });
               });
 }
 
@@ -88,7 +102,7 @@ void JetStream::publish(const std::string& subject, const std::string& payload, 
                         Headers headers, PublishCallback done, Resend resend) {
   headers.emplace_back("Nats-Msg-Id", msg_id);
   publish_acked(bus_, subject, payload, msg_id, std::move(headers), options_.publish_timeout,
-                resend == Resend::once_after_timeout ? 2 : 1, std::move(done));
+                resend == Resend::once_unacknowledged ? 2 : 1, std::move(done));
 }
 
 void JetStream::set_up() {

@@ -50,13 +50,16 @@ class JetStream {
 
   // The streams (and consumer) exist: requests can be taken.
   bool ready() const { return ready_.load(); }
-  // A publish that timed out may have been stored all the same (a server that
-  // stalled, a stream electing its leader). Sent again under the same msg_id,
-  // it is stored once either way, and the answer is known.
-  enum class Resend { never, once_after_timeout };
+  // A publish whose acknowledgement never came may have been stored all the
+  // same (a server that stalled, a stream electing its leader, a connection
+  // lost before the answer). Sent again under the same msg_id (after the
+  // reconnect, if the connection was lost), it is stored once either way, and
+  // the answer is known.
+  enum class Resend { never, once_unacknowledged };
   // Stores a message under `msg_id` (a repeat within the dedupe window is
   // stored once), with `headers` beside it; `done` on the bus thread once the
-  // server acknowledged it, or with not_connected / timed_out / the server's error.
+  // server acknowledged it, or with not_connected / connection_aborted /
+  // timed_out / the server's error.
   void publish(const std::string& subject, const std::string& payload, const std::string& msg_id, Headers headers,
                PublishCallback done, Resend resend = Resend::never);
   // Runs a blocking JetStream call off the event loops, in order. The

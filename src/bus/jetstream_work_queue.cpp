@@ -250,7 +250,7 @@ void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::s
   }
   // Refused after a timeout, a request the stream stored all the same would
   // still run later: a reply for a chat its client was told failed.
-  js_.publish(subject, payload, id, std::move(headers), std::move(done), JetStream::Resend::once_after_timeout);
+  js_.publish(subject, payload, id, std::move(headers), std::move(done), JetStream::Resend::once_unacknowledged);
 }
 
 void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string& id) {

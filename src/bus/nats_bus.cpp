@@ -290,7 +290,7 @@ NatsBus::NatsBus(const config::NatsConfig& config, std::string name)
   events_->name = name_;
   // A request's reply cannot come once the server is gone (it was lost with
   // the connection, or never sent): its caller hears so now, not at its timeout.
-  events_->lost = [this] { asio::post(io_, [this] { fail_pending(asio::error::not_connected); }); };
+  events_->lost = [this] { asio::post(io_, [this] { fail_pending(asio::error::connection_aborted); }); };
   connect(config);
   try {
     inbox_ = subscribe(inbox_prefix_ + "*", {}, [this](const Message& m) { on_inbox_message(m); });
@@ -440,6 +440,26 @@ ComponentStatus NatsBus::status() const {
 }
 
 void NatsBus::defer(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
+
+void NatsBus::when_connected(std::chrono::milliseconds within, std::function<void(bool)> then) {
+  asio::post(io_, [this, deadline = std::chrono::steady_clock::now() + within, then = std::move(then)]() mutable {
+    poll_connected(deadline, std::move(then));
+  });
+}
+
+// nats.c tells of a reconnect on its event thread; a look every 50 ms on the
+// bus thread needs no state shared with it, and the bus stopping ends it.
+void NatsBus::poll_connected(std::chrono::steady_clock::time_point deadline, std::function<void(bool)> then) {
+  constexpr std::chrono::milliseconds kLookEvery{50};
+  if (closing_) return then(false);
+  if (is_connected(connection_.get())) return then(true);
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= deadline) return then(false);
+  auto timer = std::make_shared<asio::steady_timer>(io_, std::min(deadline, now + kLookEvery));
+  timer->async_wait([this, timer, deadline, then = std::move(then)](error_code) mutable {
+    poll_connected(deadline, std::move(then));
+  });
+}
 
 void NatsBus::retire(NatsSubscriptionPtr sub) {
   if (!sub) return;

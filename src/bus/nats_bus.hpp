@@ -19,7 +19,9 @@
 // so a Subscription survives reconnects. While not connected, publish() and
 // request() fail at once with boost::asio::error::not_connected (the caller
 // answers 503) instead of queueing into nats.c's reconnect buffer: a message a
-// caller was told is "on the bus" must not wait in this process's memory.
+// caller was told is "on the bus" must not wait in this process's memory. A
+// request already sent when the connection drops ends with
+// boost::asio::error::connection_aborted: its message may have arrived.
 //
 // Requests use one wildcard inbox subscription per bus ("_INBOX.<id>.*", as
 // nats.c does internally), not a subscription per request. The server's
@@ -82,6 +84,9 @@ class NatsBus final : public MessageBus {
   natsConnection* native_connection() const { return connection_.get(); }
   // Runs `fn` on the bus thread.
   void defer(std::function<void()> fn);
+  // Runs `then(true)` on the bus thread once the connection is up (at once if
+  // it is), or `then(false)` when `within` passes first or the bus closes.
+  void when_connected(std::chrono::milliseconds within, std::function<void(bool)> then);
 
   // Frees an unsubscribed subscription a while later. nats.c 3.4.1's reader
   // thread looks a message's subscription up and then uses it without holding a
@@ -109,6 +114,7 @@ class NatsBus final : public MessageBus {
   void fail_pending(boost::system::error_code ec);
   void on_inbox_message(const Message& m);
   void complete(PublishCallback done, boost::system::error_code ec);
+  void poll_connected(std::chrono::steady_clock::time_point deadline, std::function<void(bool)> then);
   void close_connection();
   void stop_bus_thread();
   void schedule_retirement();

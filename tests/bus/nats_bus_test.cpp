@@ -81,7 +81,33 @@ TEST(NatsBus, ARequestWaitingForItsReplyEndsWhenTheServerIsLost) {
   server.stop();
   auto result = done.get_future();
   ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
-  EXPECT_EQ(result.get(), boost::asio::error::not_connected);
+  EXPECT_EQ(result.get(), boost::asio::error::connection_aborted) << "sent, so it may have arrived";
+}
+
+TEST(NatsBus, WhenConnectedWaitsForTheConnectionAtMostAsLongAsItIsTold) {
+  ServerProcess server(ServerProcess::Kind::nats);
+  bus::NatsBus bus(fast_reconnect(server.nats_url()), "when-test");
+  ASSERT_TRUE(eventually([&] { return bus.connected(); }));
+  auto when_connected = [&](std::chrono::milliseconds within) {
+    auto answer = std::make_shared<std::promise<bool>>();
+    bus.when_connected(within, [answer](bool up) { answer->set_value(up); });
+    return answer->get_future();
+  };
+  auto up = when_connected(0ms);
+  ASSERT_EQ(up.wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(up.get());
+
+  server.stop();
+  ASSERT_TRUE(eventually([&] { return !bus.connected(); }));
+  auto down = when_connected(200ms);
+  ASSERT_EQ(down.wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(down.get());
+
+  auto back = when_connected(20s);
+  EXPECT_EQ(back.wait_for(300ms), std::future_status::timeout) << "answered before the server came back";
+  server.start();
+  ASSERT_EQ(back.wait_for(10s), std::future_status::ready);
+  EXPECT_TRUE(back.get());
 }
 
 TEST(NatsBus, CountsItsReconnects) {

@@ -262,6 +262,30 @@ TEST_F(JetStreamWorkQueue, AWithdrawFindsItsRequestAmongTheSessionsAndDeletesOnl
   for (std::size_t i = 0; i < t.size(); ++i) t.take(i)->ack();
 }
 
+// The server is frozen when the request goes out and killed before it reads
+// it: the request was never stored, and its acknowledgement cannot come. The
+// queue publishes it again once the server is back, so the chat its caller is
+// told went through is queued, once.
+TEST_F(JetStreamWorkQueue, ARequestWhoseConnectionWasLostBeforeTheAnswerIsSentAgainAfterTheReconnect) {
+  auto& q = impl_.queue(0);
+  impl_.server().pause();
+  std::promise<boost::system::error_code> result;
+  q.submit("chat.workflow.execute.s1", "lost", new_identifier("m"), {},
+           [&](boost::system::error_code ec) { result.set_value(ec); });
+  std::this_thread::sleep_for(300ms);  // on its way: written to the socket, not read
+  impl_.server().kill();
+  impl_.server().start();
+  auto done = result.get_future();
+  ASSERT_EQ(done.wait_for(20s), std::future_status::ready);
+  EXPECT_FALSE(done.get()) << "the second copy was acknowledged";
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(t.payloads(), std::vector<std::string>{"lost"});
+  t.take(0)->ack();
+}
+
 TEST_F(JetStreamWorkQueue, SubmitFailsFastWhileTheServerIsDown) {
   auto& q = impl_.queue(0);
   impl_.server().stop();
