@@ -94,13 +94,15 @@ int run_worker(const config::Config& config) {
           if (probe_listener) probe_listener->stop();
           if (idle) return drained();
           log::warn("shutdown_timeout", {{"active_generations", worker.active()}});
-          // JetStream delivers an unfinished request again to another worker.
-          // Core NATS never does: the replies end here, cancelled, or their
+          // JetStream delivers an unfinished request again to another worker,
+          // unless this was its last delivery. Core NATS never does. The
+          // replies no other worker will take end here, cancelled, or their
           // clients would wait for the pods' reply timeout.
-          if (redelivered) return drained();
+          const auto ending = redelivered ? worker::WorkflowWorker::Ending::last_deliveries
+                                          : worker::WorkflowWorker::Ending::all;
           with_deadline(
               ioc.get_executor(), std::chrono::steady_clock::now() + std::chrono::seconds{2},
-              [&worker](std::function<void()> stopped) { worker.cancel_running(std::move(stopped)); },
+              [&worker, ending](std::function<void()> stopped) { worker.cancel_running(std::move(stopped), ending); },
               [drained = std::move(drained)](bool) { drained(); });
         });
   });

@@ -86,18 +86,22 @@ void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   if (on_idle) on_idle();
 }
 
-void WorkflowWorker::cancel_running(std::function<void()> on_idle) {
+void WorkflowWorker::cancel_running(std::function<void()> on_idle, Ending ending) {
   std::vector<std::shared_ptr<GenerationRun>> running;
   std::vector<WaitingRequest> waiting;
   {
     std::lock_guard lock(mutex_);
-    cancelling_ = true;
+    const bool all = ending == Ending::all;
+    // Only where everything ends does nothing start any more.
+    if (all) cancelling_ = true;
     for (auto& [id, r] : runs_)
-      if (auto run = r.run.lock()) running.push_back(std::move(run));
+      if (auto run = r.run.lock(); run && (all || r.last_delivery)) running.push_back(std::move(run));
     // Those still waiting for a slot would start as the cancelled ones free
-    // theirs: they end now too, never started.
+    // theirs: they end now too, never started. (After stop_intake, only last
+    // deliveries still wait: the others were given back.)
     while (auto w = waiting_.pop([](const std::string&) { return 0; })) waiting.push_back(std::move(*w));
-    if (active_.load() != 0 || admitting_ != 0 || !waiting.empty()) {
+    const bool to_wait_for = all ? active_.load() != 0 || admitting_ != 0 : !running.empty();
+    if (to_wait_for || !waiting.empty()) {
       on_idle_ = std::move(on_idle);
       on_idle = nullptr;
     }
@@ -222,7 +226,10 @@ bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<Wait
   std::shared_ptr<GenerationRun> run;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = runs_.find(w.request.message_id); it != runs_.end()) run = it->second.run.lock();
+    if (auto it = runs_.find(w.request.message_id); it != runs_.end()) {
+      run = it->second.run.lock();
+      if (run) it->second.last_delivery = w.item->final_attempt();  // the run holds this delivery now
+    }
     if (!run && !take_while_reading_log(w) && !waiting_.take_newer_delivery(w.request.message_id, w.item)) {
       // In the same hold of the lock: a delivery a moment later finds it.
       if (reading_log) reading_log_[w.request.message_id] = std::move(reading_log);
@@ -309,10 +316,11 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
   auto message_id = request.message_id;
   router_.forget(request.session_id);
   auto label = provider == providers_.end() ? std::string("unknown") : provider_name;
+  const bool last_delivery = w.item->final_attempt();
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item), label);
   {
     std::lock_guard lock(mutex_);
-    track(message_id, run, slot);
+    track(message_id, run, slot, last_delivery);
   }
   if (!fail_code.empty()) return run->fail(fail_code, fail_message);
   if (provider == providers_.end())
@@ -379,11 +387,12 @@ void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const 
 // slot it was given, or in one of its own that passes to nobody.
 void WorkflowWorker::end_unstarted(WaitingRequest w, Slot slot) {
   auto message_id = w.request.message_id;
+  const bool last_delivery = w.item->final_attempt();
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), "", std::move(w.item), "none");
   {
     std::lock_guard lock(mutex_);
     if (slot == Slot::extra) ++active_;
-    track(message_id, run, slot);
+    track(message_id, run, slot, last_delivery);
   }
   run->end_cancelled();
 }
@@ -409,8 +418,9 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
   if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
-void WorkflowWorker::track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot) {
-  runs_[message_id] = Running{run, run->request().user_id, slot};
+void WorkflowWorker::track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot,
+                           bool last_delivery) {
+  runs_[message_id] = Running{run, run->request().user_id, slot, last_delivery};
   ++running_per_user_[run->request().user_id];
 }
 

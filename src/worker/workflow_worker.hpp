@@ -59,12 +59,17 @@ class WorkflowWorker {
   // can take; the others and the running generations go on to their end, then
   // `on_idle` runs (at once if none).
   void stop_intake(std::function<void()> on_idle = {});
+  // Which requests cancel_running() ends: all of them (a queue that never
+  // delivers a request again), or those on their last delivery (JetStream
+  // gives the others to another worker once this one is gone).
+  enum class Ending { all, last_deliveries };
   // After stop_intake, when shutdown ran out of time: every running
   // generation is cancelled (its provider call ends, its reply ends as
   // cancelled), and every request still waiting for a slot ends as cancelled
   // without starting, so none outlives the process's event loop and every
-  // reply gets its end. `on_idle` runs once none is left.
-  void cancel_running(std::function<void()> on_idle);
+  // reply gets its end. `on_idle` runs once nothing runs any more (with
+  // last_deliveries: at once if nothing was on its last delivery).
+  void cancel_running(std::function<void()> on_idle, Ending ending = Ending::all);
   std::size_t active() const { return active_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
   // Slots, queue, attempts and the providers' figures (any thread).
@@ -91,7 +96,8 @@ class WorkflowWorker {
   void finished(const std::string& message_id);
   void end_unstarted(WaitingRequest w, Slot slot);
   void keep_alive();
-  void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot);  // mutex_ held
+  void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot,
+             bool last_delivery);  // mutex_ held
   // Answers a cancel request (no reply subject: nobody waits for one).
   void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
                      const std::string& session_id);
@@ -125,6 +131,7 @@ class WorkflowWorker {
     std::weak_ptr<GenerationRun> run;
     std::string user_id;
     Slot slot = Slot::held;
+    bool last_delivery = false;  // of the delivery it holds: the queue sends it no more
   };
   std::map<std::string, Running> runs_;
   std::map<std::string, std::size_t> running_per_user_;

@@ -909,6 +909,35 @@ TEST(WorkflowWorker, CancelRunningEndsTheRunningAndTheWaitingReplies) {
   EXPECT_EQ(rig.worker.active(), 0u);
 }
 
+// JetStream gives an unfinished request to another worker, but never after
+// its last delivery: when a drain runs out of time, those end here, and the
+// others are left running for the queue to deliver again.
+TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOnlyThoseAndLeavesTheOthersToTheQueue) {
+  RedeliveryRig rig(/*max_concurrent=*/2);
+  auto only = rig.queue.deliver(request("m1"), 1, /*final=*/true);  // JS_MAX_DELIVER=1
+  auto again = rig.queue.deliver(request("m2"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  auto waiting = rig.queue.deliver(request("m3"), 4, /*final=*/true);
+  rig.loop.settle();
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  rig.worker.cancel_running([&] { ++idle; }, WorkflowWorker::Ending::last_deliveries);
+  for (const char* id : {"m1", "m3"}) {
+    ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, id); })) << id;
+    auto chunks = rig.tap.chunks(kBroadcast, id);
+    ASSERT_TRUE(chunks.back().metadata) << id;
+    EXPECT_EQ(chunks.back().metadata->finish_reason, "cancelled") << id;
+  }
+  ASSERT_TRUE(rig.loop.run_until([&] { return only->acks.load() == 1 && waiting->acks.load() == 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 2u) << "m3 never reached the provider";
+  EXPECT_FALSE(rig.tap.has_final(kBroadcast, "m2")) << "another worker takes it over";
+  EXPECT_EQ(again->acks.load(), 0);
+  EXPECT_EQ(idle, 0) << "m2 still runs";
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
+}
+
 TEST(WorkflowWorker, StopIntakeCallsOnIdleAtOnceWhenNothingRuns) {
   Rig rig;
   int idle = 0;
