@@ -397,7 +397,7 @@ void ChatApi::open_stream(Call call) {
   if (!user) return;
   auto session_id = call->param("session_id");
   if (auto e = check_identifier("session_id", session_id)) return call->respond(invalid(*e));
-  if (pod_.health().draining) return call->respond(failure(pod::Errc::draining, {}));
+  if (pod_.draining()) return call->respond(failure(pod::Errc::draining, {}));
   // EventSource sends Last-Event-ID on reconnect; a query parameter serves
   // clients that cannot set headers. A malformed cursor is ignored.
   auto header = call->request["Last-Event-ID"];
@@ -423,7 +423,7 @@ void ChatApi::open_stream(Call call) {
 void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {
   // The pod may have begun to drain during the store's and the limiter's round
   // trips; it refuses a stream that still slips past (see Pod::open_stream).
-  if (pod_.health().draining) return call->respond(failure(pod::Errc::draining, {}));
+  if (pod_.draining()) return call->respond(failure(pod::Errc::draining, {}));
   call->record(200);
   call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket,
                                                             std::shared_ptr<void> address_ticket) mutable {

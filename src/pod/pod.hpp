@@ -143,6 +143,7 @@ class Pod {
   void end_session(const std::string& session_id, const std::string& user_id);
 
   PodHealth health() const;
+  bool draining() const { return draining_.load(); }
   // The pod's metrics: streams, hub, store writes, dependencies (any thread).
   void collect(metrics::Exposition& out) const;
   std::size_t open_streams() const { return hub_.stats().streams; }
