@@ -272,7 +272,9 @@ TEST_F(JetStreamWorkQueue, ARequestWhoseConnectionWasLostBeforeTheAnswerIsSentAg
   std::promise<boost::system::error_code> result;
   q.submit("chat.workflow.execute.s1", "lost", new_identifier("m"), {},
            [&](boost::system::error_code ec) { result.set_value(ec); });
-  std::this_thread::sleep_for(300ms);  // on its way: written to the socket, not read
+  // On its way: written to the socket, not read. (The bus thread sends it at
+  // once; the wait covers a machine too loaded to run that thread for a while.)
+  std::this_thread::sleep_for(1s);
   impl_.server().kill();
   impl_.server().start();
   auto done = result.get_future();
