@@ -34,6 +34,19 @@ def chatd_knows(setting):
     return setting in out.stdout
 
 
+def drawer_settled(page, testid):
+    """True once the drawer is open and done sliding in, and a tap at the middle of its
+    control `testid` hits that control. Visible is not enough: a click while the drawer
+    still slides can land off the screen (chromedriver: element not interactable)."""
+    return page.find("new-chat").is_displayed() and page.js(
+        "var t = getComputedStyle(document.getElementById('sidebar')).transform;"
+        "if (t !== 'none' && t !== 'matrix(1, 0, 0, 1, 0, 0)') return false;"
+        "var e = document.querySelector('[data-testid=\"' + arguments[0] + '\"]');"
+        "var r = e.getBoundingClientRect();"
+        "var hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);"
+        "return !!hit && e.contains(hit);", testid)
+
+
 class PageTestCase(ChatdTestCase):
     """A chatd (class-wide) and a browser per test; the browser's console must stay clean."""
 
@@ -401,11 +414,7 @@ class ChatPageTest(PageTestCase):
         self.assertFalse(page.js("return document.getElementById('chat').inert"), "the closed drawer left the chat inert")
         # Without a keyboard (a phone's screen reader), the drawer's own button closes it.
         toggle.click()
-        # Open, and done sliding in: the close button is what a tap at its middle hits.
-        wait_until("the drawer to open", lambda: page.find("new-chat").is_displayed() and page.js(
-            "var r = document.getElementById('sidebar-close').getBoundingClientRect();"
-            "var hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);"
-            "return !!hit && !!hit.closest('#sidebar-close');"))
+        wait_until("the drawer to open", lambda: drawer_settled(page, "sidebar-close"))
         page.find("sidebar-close").click()
         wait_until("the close button to close the drawer", lambda: not page.find("new-chat").is_displayed())
         self.assertEqual(page.js("return document.activeElement.id"), "menu-toggle")
@@ -419,7 +428,7 @@ class ChatPageTest(PageTestCase):
         self.assertEqual(page.js("return document.activeElement.id"), "composer")
         self.browser.driver.set_window_size(390, 844)
         toggle.click()
-        wait_until("the drawer to open once more", lambda: page.find("new-chat").is_displayed())
+        wait_until("the drawer to open once more", lambda: drawer_settled(page, "new-chat"))
         page.find("new-chat").click()
         wait_until("the drawer to close", lambda: not page.find("new-chat").is_displayed())
         self.assertEqual(page.js("return document.activeElement.id"), "composer")
