@@ -230,7 +230,8 @@ bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<Wait
       run = it->second.run.lock();
       if (run) it->second.last_delivery = w.item->final_attempt();  // the run holds this delivery now
     }
-    if (!run && !take_while_reading_log(w) && !waiting_.take_newer_delivery(w.request.message_id, w.item)) {
+    if (!run && !take_while_reading_log(w) && !take_while_passed_a_slot(w) &&
+        !waiting_.take_newer_delivery(w.request.message_id, w.item)) {
       // In the same hold of the lock: a delivery a moment later finds it.
       if (reading_log) reading_log_[w.request.message_id] = std::move(reading_log);
       return false;
@@ -249,6 +250,14 @@ bool WorkflowWorker::take_while_reading_log(WaitingRequest& w) {
   if (it == reading_log_.end()) return false;
   it->second->item = std::move(w.item);
   it->second->item->in_progress();
+  return true;
+}
+
+bool WorkflowWorker::take_while_passed_a_slot(WaitingRequest& w) {
+  auto it = passed_a_slot_.find(w.request.message_id);
+  if (it == passed_a_slot_.end()) return false;
+  it->second = std::move(w.item);
+  it->second->in_progress();
   return true;
 }
 
@@ -293,6 +302,10 @@ void WorkflowWorker::begin(WaitingRequest w) {
   {
     std::lock_guard lock(mutex_);
     cancelled = cancelling_ || cancelled_before_start(w.request);
+    // Delivered again on its way here: the newest delivery is the one to judge
+    // (its last?) and to hold. The entry stays until the run is tracked.
+    if (auto it = passed_a_slot_.find(w.request.message_id); it != passed_a_slot_.end() && it->second)
+      w.item = std::move(it->second);
   }
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
@@ -313,14 +326,12 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
   log::info("generation_started", {{"message_id", request.message_id}, {"session_id", request.session_id},
                                    {"provider", provider_name}, {"model", model}, {"attempt", w.item->attempt()},
                                    {"correlation_id", request.correlation_id}});
-  auto message_id = request.message_id;
   router_.forget(request.session_id);
   auto label = provider == providers_.end() ? std::string("unknown") : provider_name;
-  const bool last_delivery = w.item->final_attempt();
-  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(request), model, std::move(w.item), label);
+  std::shared_ptr<GenerationRun> run;
   {
     std::lock_guard lock(mutex_);
-    track(message_id, run, slot, last_delivery);
+    run = track_new_run(std::move(w), model, std::move(label), slot);
   }
   if (!fail_code.empty()) return run->fail(fail_code, fail_message);
   if (provider == providers_.end())
@@ -386,13 +397,11 @@ void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const 
 // A request cancelled before it started ends at once as cancelled: in the
 // slot it was given, or in one of its own that passes to nobody.
 void WorkflowWorker::end_unstarted(WaitingRequest w, Slot slot) {
-  auto message_id = w.request.message_id;
-  const bool last_delivery = w.item->final_attempt();
-  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), "", std::move(w.item), "none");
+  std::shared_ptr<GenerationRun> run;
   {
     std::lock_guard lock(mutex_);
     if (slot == Slot::extra) ++active_;
-    track(message_id, run, slot, last_delivery);
+    run = track_new_run(std::move(w), "", "none", slot);
   }
   run->end_cancelled();
 }
@@ -418,10 +427,21 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
   if (sent) log::info("replay_sent", {{"session_id", replay->session_id}, {"pod_id", replay->pod_id}, {"chunks", sent}});
 }
 
-void WorkflowWorker::track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot,
-                           bool last_delivery) {
+// Made and entered in runs_ in one hold of mutex_: a delivery of it again finds
+// it passed a slot or running, never neither (and so never runs it twice).
+std::shared_ptr<GenerationRun> WorkflowWorker::track_new_run(WaitingRequest w, std::string model, std::string provider,
+                                                             Slot slot) {
+  auto message_id = w.request.message_id;
+  if (auto it = passed_a_slot_.find(message_id); it != passed_a_slot_.end()) {
+    if (it->second) w.item = std::move(it->second);
+    passed_a_slot_.erase(it);
+  }
+  const bool last_delivery = w.item->final_attempt();
+  auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), std::move(model),
+                                             std::move(w.item), std::move(provider));
   runs_[message_id] = Running{run, run->request().user_id, slot, last_delivery};
   ++running_per_user_[run->request().user_id];
+  return run;
 }
 
 void WorkflowWorker::finished(const std::string& message_id) {
@@ -439,7 +459,8 @@ void WorkflowWorker::finished(const std::string& message_id) {
         auto count = running_per_user_.find(user);
         return count == running_per_user_.end() ? 0 : count->second;
       });
-      if (!next) --held_;
+      if (next) passed_a_slot_.emplace(next->request.message_id, nullptr);
+      else --held_;
     }
     if (it != runs_.end()) {
       if (--running_per_user_[it->second.user_id] == 0) running_per_user_.erase(it->second.user_id);
@@ -460,6 +481,8 @@ void WorkflowWorker::keep_alive() {
     std::lock_guard lock(mutex_);
     waiting_.for_each_item([](bus::WorkItem& item) { item.in_progress(); });
     for (auto& [id, w] : reading_log_) w->item->in_progress();
+    for (auto& [id, item] : passed_a_slot_)
+      if (item) item->in_progress();
     for (auto& [id, r] : runs_)
       if (auto run = r.run.lock()) run->keep_alive();
   }

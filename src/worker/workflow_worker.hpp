@@ -84,7 +84,8 @@ class WorkflowWorker {
   // `reading_log`: the request is about to be looked for in the log; registered
   // in reading_log_ when no delivery of it is here yet.
   bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log = nullptr);
-  bool take_while_reading_log(WaitingRequest& w);  // with mutex_ held
+  bool take_while_reading_log(WaitingRequest& w);    // with mutex_ held
+  bool take_while_passed_a_slot(WaitingRequest& w);  // with mutex_ held
   bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held
   // A run's place in active_: `held` is one of the WORKER_MAX_CONCURRENT slots
   // and passes to a waiting request when the run ends; `extra` (a request
@@ -96,8 +97,8 @@ class WorkflowWorker {
   void finished(const std::string& message_id);
   void end_unstarted(WaitingRequest w, Slot slot);
   void keep_alive();
-  void track(const std::string& message_id, const std::shared_ptr<GenerationRun>& run, Slot slot,
-             bool last_delivery);  // mutex_ held
+  std::shared_ptr<GenerationRun> track_new_run(WaitingRequest w, std::string model, std::string provider,
+                                               Slot slot);  // mutex_ held
   // Answers a cancel request (no reply subject: nobody waits for one).
   void answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
                      const std::string& session_id);
@@ -151,6 +152,10 @@ class WorkflowWorker {
   // (admit), by message id: kept alive like waiting ones, and a later delivery
   // of one takes its place instead of starting the reply a second time.
   std::map<std::string, std::shared_ptr<WaitingRequest>> reading_log_;
+  // Waiting requests finished() passed a slot to, by message id, until their
+  // run is tracked (begin() was posted): a delivery of one meanwhile is kept
+  // here, the newest, instead of being taken as a request not seen before.
+  std::map<std::string, std::unique_ptr<bus::WorkItem>> passed_a_slot_;
   bool stopping_ = false;
   // cancel_running() ran: a request on its way to a slot (passed on by
   // finished(), or still being admitted) ends cancelled instead of starting.

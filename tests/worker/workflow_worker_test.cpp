@@ -75,6 +75,8 @@ class Loop {
     }
     return true;
   }
+  // Runs one handler that is ready; false if none was.
+  bool run_one() { return ioc_.poll_one() > 0; }
   // Runs what is ready and what that posts, until nothing is left to run.
   // (Exact only without helper threads.)
   void settle() {
@@ -165,11 +167,15 @@ class RefusingLog final : public bus::ChunkLog {
       if (done) done(ec);
     });
   }
-  void read(const std::string&, const std::string&, bus::LogReadCallback done) override {
+  // The reply's own chunks, as the log's subject per message gives them.
+  void read(const std::string&, const std::string& message_id, bus::LogReadCallback done) override {
     std::lock_guard lock(mutex_);
     ++reads_;
     std::vector<std::string> payloads;
-    for (const auto& e : entries_) payloads.insert(payloads.end(), e.payloads.begin(), e.payloads.end());
+    std::string error;
+    for (const auto& e : entries_)
+      for (const auto& p : e.payloads)
+        if (auto c = protocol::decode_response_chunk(p, error); c && c->message_id == message_id) payloads.push_back(p);
     answer(read_answers_, [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); });
   }
   ComponentStatus status() const override { return {"test", true, true}; }
@@ -414,10 +420,10 @@ struct Rig {
 
 // A worker that takes its requests from a ScriptedQueue, with a chunk log.
 struct RedeliveryRig {
-  explicit RedeliveryRig(std::size_t max_concurrent = 1'000)
-      : worker(loop.executor(), bus, queue, &log, registry, [max_concurrent] {
+  explicit RedeliveryRig(std::size_t max_concurrent = 1'000, std::chrono::milliseconds progress_interval = 20ms)
+      : worker(loop.executor(), bus, queue, &log, registry, [max_concurrent, progress_interval] {
           auto c = worker_config(max_concurrent);
-          c.progress_interval = 20ms;
+          c.progress_interval = progress_interval;
           return c;
         }(),
                {scripted}, {}) {
@@ -776,6 +782,38 @@ TEST(WorkflowWorker, ADeliveryAgainWhileTheLogIsReadForTheLastOneTakesItsPlaceIn
   auto chunks = rig.tap.chunks(kBroadcast, "m1");
   ASSERT_FALSE(chunks.empty());
   for (const auto& c : chunks) EXPECT_EQ(c.attempt, 3u);
+}
+
+// finished() passes the slot to a waiting request in one handler and the
+// request begins in the next: a delivery of it again admitted between the two
+// once found it neither waiting nor running, waited for the slot it had itself,
+// and ran the reply a second time after the first.
+TEST(WorkflowWorker, ADeliveryAgainAsTheRequestIsPassedASlotTakesItsPlaceInsteadOfRunningTwice) {
+  RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);  // no keep-alive handler in the steps below
+  rig.queue.deliver(request("m1"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  rig.queue.deliver(request("m2"), 1);
+  rig.loop.settle();
+  ASSERT_EQ(rig.scripted->started(), 1u) << "m2 waits for m1's slot";
+  rig.log.hold();
+  rig.scripted->generation("m1")->finish();
+  rig.loop.settle();  // m1's final chunk waits for the log
+  rig.log.release();
+  ASSERT_TRUE(rig.loop.run_one());  // the log's answer: m1's end is next, on its strand
+  auto second = rig.queue.deliver(request("m2"), 2);  // admitted right after that end
+  rig.loop.settle();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  rig.scripted->generation("m2")->text("once");
+  rig.scripted->generation("m2")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() >= 2; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 2u) << "m2 ran again after its first run";
+  EXPECT_EQ(second->acks.load(), 1) << "the newest delivery is the one the queue waits for";
+  EXPECT_EQ(rig.worker.active(), 0u);
+  auto chunks = rig.tap.chunks(kBroadcast, "m2");
+  ASSERT_FALSE(chunks.empty());
+  for (const auto& c : chunks) EXPECT_EQ(c.attempt, 2u);
+  EXPECT_EQ(text(chunks), "once");
 }
 
 // Its last delivery is not tried once more, also when it had to wait for a
