@@ -16,6 +16,13 @@ namespace {
 // an idle worker could take.
 constexpr std::size_t kLookaheadFactor = 2;
 
+// A log read for an earlier attempt that fails (a NATS node restarting, a
+// slow server) is tried again this long after, doubling, before the request
+// runs without the log's word: running it could pay the provider for a reply
+// the pods already have.
+constexpr std::chrono::milliseconds kFirstLogReadRetry{250};
+constexpr std::chrono::milliseconds kLastLogReadRetry{2'000};
+
 bool has_final(const std::vector<std::string>& payloads) {
   std::string error;
   for (const auto& p : payloads)
@@ -186,19 +193,26 @@ void WorkflowWorker::admit(WaitingRequest w) {
   // ack), the pods have the reply already.
   auto shared = std::make_shared<WaitingRequest>(std::move(w));
   if (take_newer_delivery(*shared, shared)) return;
+  read_log_then_admit(std::move(shared), kFirstLogReadRetry);
+}
+
+void WorkflowWorker::read_log_then_admit(std::shared_ptr<WaitingRequest> shared, std::chrono::milliseconds retry) {
   auto session = shared->request.session_id, message = shared->request.message_id;
-  log_->read(session, message, [this, gate = gate_, shared](boost::system::error_code ec,
-                                                           std::vector<std::string> payloads) {
+  log_->read(session, message, [this, gate = gate_, shared, retry](boost::system::error_code ec,
+                                                                  std::vector<std::string> payloads) {
     // Gone (shut down before the read answered): its queue delivers the request again.
     std::lock_guard lock(gate->mutex);
     if (!gate->open) return;
-    asio::post(executor_, [this, shared, ec, payloads = std::move(payloads)] {
+    asio::post(executor_, [this, gate, shared, retry, ec, payloads = std::move(payloads)] {
+      if (ec && retry <= kLastLogReadRetry) return read_log_again(std::move(shared), retry, ec);
       {
         std::lock_guard lock(mutex_);
         // From here on `shared` is this handler's alone.
         if (auto it = reading_log_.find(shared->request.message_id); it != reading_log_.end() && it->second == shared)
           reading_log_.erase(it);
       }
+      if (ec)
+        log::warn("redelivery_run_unchecked", {{"message_id", shared->request.message_id}, {"error", ec.message()}});
       if (!ec && has_final(payloads)) {
         log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
         already_finished_.add();
@@ -214,6 +228,18 @@ void WorkflowWorker::admit(WaitingRequest w) {
       }
       start_or_wait(std::move(*shared));
     });
+  });
+}
+
+// Still in reading_log_ meanwhile: kept alive, and a newer delivery takes its place.
+void WorkflowWorker::read_log_again(std::shared_ptr<WaitingRequest> shared, std::chrono::milliseconds retry,
+                                    boost::system::error_code ec) {
+  log::warn("redelivery_log_read_failed", {{"message_id", shared->request.message_id}, {"error", ec.message()},
+                                           {"retry_ms", retry.count()}});
+  auto timer = std::make_shared<asio::steady_timer>(executor_, retry);
+  timer->async_wait([this, gate = gate_, timer, shared = std::move(shared), retry](boost::system::error_code) {
+    std::lock_guard lock(gate->mutex);
+    if (gate->open) read_log_then_admit(shared, retry * 2);
   });
 }
 

@@ -81,6 +81,10 @@ class WorkflowWorker {
   void on_cancel(const bus::Message& m);
   void on_replay(const bus::Message& m);
   void admit(WaitingRequest w);
+  // A delivery again: acked if the log holds its reply's end, else admitted.
+  void read_log_then_admit(std::shared_ptr<WaitingRequest> shared, std::chrono::milliseconds retry);
+  void read_log_again(std::shared_ptr<WaitingRequest> shared, std::chrono::milliseconds retry,
+                      boost::system::error_code ec);
   // `reading_log`: the request is about to be looked for in the log; registered
   // in reading_log_ when no delivery of it is here yet.
   bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log = nullptr);

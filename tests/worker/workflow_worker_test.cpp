@@ -176,7 +176,13 @@ class RefusingLog final : public bus::ChunkLog {
     for (const auto& e : entries_)
       for (const auto& p : e.payloads)
         if (auto c = protocol::decode_response_chunk(p, error); c && c->message_id == message_id) payloads.push_back(p);
-    answer(read_answers_, [done = std::move(done), payloads = std::move(payloads)] { done({}, payloads); });
+    boost::system::error_code ec;
+    if (failing_reads_ > 0) {
+      --failing_reads_;
+      ec = asio::error::timed_out;
+      payloads.clear();
+    }
+    answer(read_answers_, [done = std::move(done), ec, payloads = std::move(payloads)] { done(ec, payloads); });
   }
   ComponentStatus status() const override { return {"test", true, true}; }
 
@@ -190,6 +196,11 @@ class RefusingLog final : public bus::ChunkLog {
   // Reads wait for release_reads() (a server slower than the queue's ack wait).
   void hold_reads() { set_holding(read_answers_, true); }
   void release_reads() { set_holding(read_answers_, false); }
+  // The next `n` reads fail (a NATS node restarting).
+  void fail_reads(std::size_t n) {
+    std::lock_guard lock(mutex_);
+    failing_reads_ = n;
+  }
   std::size_t reads() const {
     std::lock_guard lock(mutex_);
     return reads_;
@@ -243,6 +254,7 @@ class RefusingLog final : public bus::ChunkLog {
   Answers append_answers_;
   Answers read_answers_;
   std::size_t reads_ = 0;
+  std::size_t failing_reads_ = 0;
   std::size_t appends_ = 0;
   std::set<std::string> ids_;
   std::vector<Entry> entries_;
@@ -814,6 +826,35 @@ TEST(WorkflowWorker, ADeliveryAgainAsTheRequestIsPassedASlotTakesItsPlaceInstead
   ASSERT_FALSE(chunks.empty());
   for (const auto& c : chunks) EXPECT_EQ(c.attempt, 2u);
   EXPECT_EQ(text(chunks), "once");
+}
+
+// A finished reply whose ack the queue never heard is delivered again; the
+// log holds its end, but the first reads of it fail.
+TEST(WorkflowWorker, ADeliveryAgainWhoseLogReadFailsReadsAgainInsteadOfRunningTheReplyTwice) {
+  RedeliveryRig rig;
+  rig.queue.deliver(request("m1"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  rig.scripted->generation("m1")->text("once");
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() == 1; }));
+  rig.loop.settle();
+  rig.log.fail_reads(2);
+  auto again = rig.queue.deliver(request("m1"), 2);
+  ASSERT_TRUE(rig.loop.run_until([&] { return again->acks.load() == 1; })) << "never found finished";
+  rig.loop.settle();
+  EXPECT_EQ(rig.log.reads(), 3u);
+  EXPECT_EQ(rig.scripted->started(), 1u) << "the reply was generated again";
+  EXPECT_GT(again->keep_alives.load(), 0) << "held between the reads: not a dead worker's request";
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
+// A log that stays away does not hold the request for good: it runs.
+TEST(WorkflowWorker, ADeliveryAgainWhoseLogReadsKeepFailingRunsAfterAFewReads) {
+  RedeliveryRig rig;
+  rig.log.fail_reads(100);
+  rig.queue.deliver(request("m1"), 2);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  EXPECT_EQ(rig.log.reads(), 5u) << "250 ms, 0.5 s, 1 s and 2 s apart";
 }
 
 // Its last delivery is not tried once more, also when it had to wait for a
