@@ -48,6 +48,7 @@ class GenerationRun final : public providers::GenerationSink, public std::enable
   void take_newer_delivery(std::unique_ptr<bus::WorkItem> item);
 
   const protocol::WorkflowRequest& request() const { return request_; }
+  std::uint32_t attempt() const { return attempt_; }  // of the delivery it started with
 
   void on_text(std::string_view text) override;
   void on_finish(const providers::Finish& finish) override;

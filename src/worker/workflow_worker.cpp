@@ -256,7 +256,7 @@ bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<Wait
       run = it->second.run.lock();
       if (run) it->second.last_delivery = w.item->final_attempt();  // the run holds this delivery now
     }
-    if (!run && !take_while_reading_log(w) && !take_while_passed_a_slot(w) &&
+    if (!run && !take_while_reading_log(w) && !take_while_starting(w) &&
         !waiting_.take_newer_delivery(w.request.message_id, w.item)) {
       // In the same hold of the lock: a delivery a moment later finds it.
       if (reading_log) reading_log_[w.request.message_id] = std::move(reading_log);
@@ -279,11 +279,11 @@ bool WorkflowWorker::take_while_reading_log(WaitingRequest& w) {
   return true;
 }
 
-bool WorkflowWorker::take_while_passed_a_slot(WaitingRequest& w) {
-  auto it = passed_a_slot_.find(w.request.message_id);
-  if (it == passed_a_slot_.end()) return false;
-  it->second = std::move(w.item);
-  it->second->in_progress();
+bool WorkflowWorker::take_while_starting(WaitingRequest& w) {
+  auto it = starting_.find(w.request.message_id);
+  if (it == starting_.end()) return false;
+  it->second.newer = std::move(w.item);
+  it->second.newer->in_progress();
   return true;
 }
 
@@ -308,6 +308,7 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
     }
     if (!cancelled) ++active_;
     if (!cancelled && !overloaded) ++held_;  // the slot belongs to this request until finished()
+    starting_.try_emplace(w.request.message_id, Starting{requester_of(w.request), nullptr});
   }
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
@@ -321,22 +322,15 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
   begin(std::move(w));
 }
 
-// `w` holds a slot: at once, or passed on by finished() after it waited. A
-// cancel or its last delivery may have come while it waited.
+// `w` holds a slot: at once, or passed on by finished() after it waited. Its
+// last delivery may have come while it waited (a cancel: run() looks).
 void WorkflowWorker::begin(WaitingRequest w) {
-  bool cancelled = false;
   {
     std::lock_guard lock(mutex_);
-    cancelled = cancelling_ || cancelled_before_start(w.request);
     // Delivered again on its way here: the newest delivery is the one to judge
     // (its last?) and to hold. The entry stays until the run is tracked.
-    if (auto it = passed_a_slot_.find(w.request.message_id); it != passed_a_slot_.end() && it->second)
-      w.item = std::move(it->second);
-  }
-  if (cancelled) {
-    log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
-                                       {"correlation_id", w.request.correlation_id}});
-    return end_unstarted(std::move(w), Slot::held);
+    if (auto it = starting_.find(w.request.message_id); it != starting_.end() && it->second.newer)
+      w.item = std::move(it->second.newer);
   }
   if (w.item->final_attempt() && w.item->attempt() > 1)
     return run(std::move(w), Slot::held, "retries_exhausted", "the reply failed on every attempt");
@@ -349,16 +343,27 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
   auto provider = providers_.find(provider_name);
   auto model = request.context.model;
   if (model.empty() && provider != providers_.end()) model = provider->second->default_model();
-  log::info("generation_started", {{"message_id", request.message_id}, {"session_id", request.session_id},
-                                   {"provider", provider_name}, {"model", model}, {"attempt", w.item->attempt()},
-                                   {"correlation_id", request.correlation_id}});
   router_.forget(request.session_id);
   auto label = provider == providers_.end() ? std::string("unknown") : provider_name;
   std::shared_ptr<GenerationRun> run;
+  bool cancelled = false;
   {
     std::lock_guard lock(mutex_);
-    run = track_new_run(std::move(w), model, std::move(label), slot);
+    // Cancelled while it waited, or on its way from start_or_wait() or
+    // finished() to here: the cancel found it in starting_ and was answered.
+    cancelled = cancelling_ || cancelled_before_start(request);
+    run = cancelled ? track_new_run(std::move(w), "", "none", slot)
+                    : track_new_run(std::move(w), model, std::move(label), slot);
   }
+  if (cancelled) {
+    log::info("generation_cancelled", {{"message_id", run->request().message_id}, {"started", false},
+                                       {"correlation_id", run->request().correlation_id}});
+    return run->end_cancelled();
+  }
+  log::info("generation_started", {{"message_id", run->request().message_id},
+                                   {"session_id", run->request().session_id}, {"provider", provider_name},
+                                   {"model", model}, {"attempt", run->attempt()},
+                                   {"correlation_id", run->request().correlation_id}});
   if (!fail_code.empty()) return run->fail(fail_code, fail_message);
   if (provider == providers_.end())
     return run->fail("unknown_provider", "no AI provider named \"" + provider_name + "\"");
@@ -373,15 +378,17 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     return;
   }
   std::shared_ptr<GenerationRun> run;
-  std::optional<protocol::WorkflowRequest> request;  // a copy: the reply outlives the lock
+  std::optional<Requester> request;
   std::optional<WaitingRequest> unstarted;
   std::optional<CancelledReplies::Entry> cancelled_before;
   {
     std::lock_guard lock(mutex_);
     if (auto it = runs_.find(cancel->message_id); it != runs_.end()) run = it->second.run.lock();
-    if (run) request = run->request();
-    else if (auto* waiting = waiting_.find(cancel->message_id)) request = *waiting;
-    else if (auto it = reading_log_.find(cancel->message_id); it != reading_log_.end()) request = it->second->request;
+    if (run) request = requester_of(run->request());
+    else if (auto* waiting = waiting_.find(cancel->message_id)) request = requester_of(*waiting);
+    else if (auto it = reading_log_.find(cancel->message_id); it != reading_log_.end())
+      request = requester_of(it->second->request);
+    else if (auto it = starting_.find(cancel->message_id); it != starting_.end()) request = it->second.requester;
     // The owner's cancel of a request that never started takes it out of the queue.
     if (!run && request && request->user_id == cancel->user_id) unstarted = waiting_.remove(cancel->message_id);
     if (request && request->user_id == cancel->user_id) {
@@ -392,7 +399,8 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
       // come here, it ends cancelled instead of running.
       else unheld_cancels_.remember(cancel->message_id, cancel->user_id, cancel->session_id);
     }
-    // Its earlier attempt is being looked for in the log: it ends when that read does.
+    // Its earlier attempt is being looked for in the log, or it is on its way
+    // to its slot: it ends when that read does, or as its run is tracked.
     if (!run && request && !unstarted && request->user_id == cancel->user_id)
       unheld_cancels_.remember(cancel->message_id, cancel->user_id, cancel->session_id);
   }
@@ -404,8 +412,8 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   }
   if (!request) return;  // another worker has it, or it already ended: stay silent
   bool owner = request->user_id == cancel->user_id;
-  answer_cancel(m.reply_to, owner, request->message_id, request->session_id);
-  if (!owner || (!run && !unstarted)) return;  // one being looked for in the log ends when the read does
+  answer_cancel(m.reply_to, owner, cancel->message_id, request->session_id);
+  if (!owner || (!run && !unstarted)) return;  // one being read for or on its way ends later
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
                                      {"correlation_id", request->correlation_id}});
   if (run) return run->cancel();
@@ -458,9 +466,9 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
 std::shared_ptr<GenerationRun> WorkflowWorker::track_new_run(WaitingRequest w, std::string model, std::string provider,
                                                              Slot slot) {
   auto message_id = w.request.message_id;
-  if (auto it = passed_a_slot_.find(message_id); it != passed_a_slot_.end()) {
-    if (it->second) w.item = std::move(it->second);
-    passed_a_slot_.erase(it);
+  if (auto it = starting_.find(message_id); it != starting_.end()) {
+    if (it->second.newer) w.item = std::move(it->second.newer);
+    starting_.erase(it);
   }
   const bool last_delivery = w.item->final_attempt();
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), std::move(model),
@@ -485,7 +493,7 @@ void WorkflowWorker::finished(const std::string& message_id) {
         auto count = running_per_user_.find(user);
         return count == running_per_user_.end() ? 0 : count->second;
       });
-      if (next) passed_a_slot_.emplace(next->request.message_id, nullptr);
+      if (next) starting_.try_emplace(next->request.message_id, Starting{requester_of(next->request), nullptr});
       else --held_;
     }
     if (it != runs_.end()) {
@@ -507,8 +515,8 @@ void WorkflowWorker::keep_alive() {
     std::lock_guard lock(mutex_);
     waiting_.for_each_item([](bus::WorkItem& item) { item.in_progress(); });
     for (auto& [id, w] : reading_log_) w->item->in_progress();
-    for (auto& [id, item] : passed_a_slot_)
-      if (item) item->in_progress();
+    for (auto& [id, starting] : starting_)
+      if (starting.newer) starting.newer->in_progress();
     for (auto& [id, r] : runs_)
       if (auto run = r.run.lock()) run->keep_alive();
   }

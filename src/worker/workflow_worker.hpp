@@ -89,8 +89,17 @@ class WorkflowWorker {
   // in reading_log_ when no delivery of it is here yet.
   bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log = nullptr);
   bool take_while_reading_log(WaitingRequest& w);    // with mutex_ held
-  bool take_while_passed_a_slot(WaitingRequest& w);  // with mutex_ held
+  bool take_while_starting(WaitingRequest& w);       // with mutex_ held
   bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held
+  // Who sent a request a cancel names: copied out of mutex_'s hold.
+  struct Requester {
+    std::string user_id;
+    std::string session_id;
+    std::string correlation_id;
+  };
+  static Requester requester_of(const protocol::WorkflowRequest& r) {
+    return {r.user_id, r.session_id, r.correlation_id};
+  }
   // A run's place in active_: `held` is one of the WORKER_MAX_CONCURRENT slots
   // and passes to a waiting request when the run ends; `extra` (a request
   // refused or cancelled before it started, ended at once) passes to nobody.
@@ -156,10 +165,16 @@ class WorkflowWorker {
   // (admit), by message id: kept alive like waiting ones, and a later delivery
   // of one takes its place instead of starting the reply a second time.
   std::map<std::string, std::shared_ptr<WaitingRequest>> reading_log_;
-  // Waiting requests finished() passed a slot to, by message id, until their
-  // run is tracked (begin() was posted): a delivery of one meanwhile is kept
-  // here, the newest, instead of being taken as a request not seen before.
-  std::map<std::string, std::unique_ptr<bus::WorkItem>> passed_a_slot_;
+  // Requests given a slot (by start_or_wait, or passed one by finished()), by
+  // message id, until their run is tracked: on their way they are in no other
+  // map. A delivery of one meanwhile is kept here, the newest, instead of
+  // being taken as a request not seen before; a cancel of one is answered and
+  // ends it as it is tracked.
+  struct Starting {
+    Requester requester;
+    std::unique_ptr<bus::WorkItem> newer;  // delivered again on its way
+  };
+  std::map<std::string, Starting> starting_;
   bool stopping_ = false;
   // cancel_running() ran: a request on its way to a slot (passed on by
   // finished(), or still being admitted) ends cancelled instead of starting.

@@ -828,6 +828,36 @@ TEST(WorkflowWorker, ADeliveryAgainAsTheRequestIsPassedASlotTakesItsPlaceInstead
   EXPECT_EQ(text(chunks), "once");
 }
 
+// finished() passed m1's slot to m2 and posted its begin(): m2 is then in no
+// queue and no run. A cancel in between is answered by the worker that holds
+// m2 (silence was taken for "not here"), and m2 never reaches the provider.
+TEST(WorkflowWorker, ACancelOfARequestOnItsWayToThePassedSlotIsAnsweredAndItNeverRuns) {
+  RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);
+  rig.queue.deliver(request("m1"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto m2 = rig.queue.deliver(request("m2"), 1);
+  rig.loop.settle();
+  rig.log.hold();
+  rig.scripted->generation("m1")->finish();
+  rig.loop.settle();  // m1's final chunk waits for the log
+  rig.log.release();
+  ASSERT_TRUE(rig.loop.run_one());  // the log's answer: m1's end is next, then the cancel, then m2's begin()
+  auto answer = std::make_shared<std::optional<std::string>>();
+  rig.bus.request(subjects::cancel("m2"), protocol::encode(protocol::CancelRequest{"m2", "s1", "owner"}), 2s,
+                  [answer](boost::system::error_code ec, std::string r) { *answer = ec ? "error" : r; });
+  ASSERT_TRUE(rig.loop.run_until([&] { return answer->has_value(); }));
+  EXPECT_EQ(status_of(**answer), "cancelling");
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
+  rig.loop.settle();
+  auto chunks = rig.tap.chunks(kBroadcast, "m2");
+  ASSERT_EQ(chunks.size(), 1u);
+  ASSERT_TRUE(chunks[0].metadata);
+  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  EXPECT_EQ(rig.scripted->started(), 1u) << "m2 reached the provider";
+  EXPECT_EQ(m2->acks.load(), 1);
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
 // A finished reply whose ack the queue never heard is delivered again; the
 // log holds its end, but the first reads of it fail.
 TEST(WorkflowWorker, ADeliveryAgainWhoseLogReadFailsReadsAgainInsteadOfRunningTheReplyTwice) {
