@@ -424,11 +424,11 @@ void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {
   // The pod may have begun to drain during the store's and the limiter's round
   // trips; it refuses a stream that still slips past (see Pod::open_stream).
   if (pod_.draining()) return call->respond(failure(pod::Errc::draining, {}));
-  call->record(200);
-  call->session->upgrade([this, stream = std::move(stream)](http::HttpSession::Socket socket,
-                                                            std::shared_ptr<void> address_ticket) mutable {
+  call->session->upgrade([this, call, stream = std::move(stream)](http::HttpSession::Socket socket,
+                                                                  std::shared_ptr<void> address_ticket) mutable {
     stream.ticket = both(std::move(stream.ticket), std::move(address_ticket));
-    pod_.open_stream(std::move(socket), std::move(stream));
+    // Counted as the pod answered: a drain that began meanwhile made it a 503.
+    call->record(pod_.open_stream(std::move(socket), std::move(stream)) ? 200 : 503);
   });
 }
 

@@ -206,7 +206,7 @@ void Pod::cancel(std::string message_id, std::string session_id, std::string use
                });
 }
 
-void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request) {
+bool Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request) {
   if (draining_) {
     // A few hundred bytes into a fresh socket's empty buffer: taken at once, or
     // the client is gone.
@@ -218,7 +218,7 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
     socket.close(ignored);
     log::info("sse_refused", {{"session_id", request.session_id}, {"reason", "draining"},
                               {"correlation_id", request.correlation_id}});
-    return;
+    return false;
   }
   auto stream =
       std::make_shared<sse::SseConnection>(std::move(socket), CompactId::random(), request.session_id, stream_context_);
@@ -232,6 +232,7 @@ void Pod::open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request
   log::info("sse_connected", {{"connection_id", stream_id}, {"session_id", request.session_id},
                               {"resume", request.cursor.has_value()}, {"correlation_id", request.correlation_id}});
   hub_.attach(std::move(stream), std::move(request.cursor), request.owner_checked_at);
+  return true;
 }
 
 void Pod::on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason) {

@@ -136,8 +136,9 @@ class Pod {
   // Errc::not_owner, Errc::bus_unavailable.
   void cancel(std::string message_id, std::string session_id, std::string user_id, DoneCallback done);
   // Takes the socket over as the session's event stream (the caller checked
-  // that the user may read the session).
-  void open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request);
+  // that the user may read the session). False when the pod has begun to
+  // drain: it answered 503 on the socket and closed it.
+  bool open_stream(boost::asio::ip::tcp::socket socket, StreamRequest request);
   // The session was deleted: its streams end and its running replies stop,
   // here and, told over the bus, on every other pod.
   void end_session(const std::string& session_id, const std::string& user_id);
