@@ -1,5 +1,7 @@
 #include "worker/workflow_worker.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 
 #include "log/log.hpp"
@@ -101,13 +103,19 @@ void WorkflowWorker::cancel_running(std::function<void()> on_idle, Ending ending
     const bool all = ending == Ending::all;
     // Only where everything ends does nothing start any more.
     if (all) cancelling_ = true;
+    else ending_last_deliveries_ = true;
     for (auto& [id, r] : runs_)
       if (auto run = r.run.lock(); run && (all || r.last_delivery)) running.push_back(std::move(run));
     // Those still waiting for a slot would start as the cancelled ones free
     // theirs: they end now too, never started. (After stop_intake, only last
     // deliveries still wait: the others were given back.)
     while (auto w = waiting_.pop([](const std::string&) { return 0; })) waiting.push_back(std::move(*w));
-    const bool to_wait_for = all ? active_.load() != 0 || admitting_ != 0 : !running.empty();
+    // A last delivery on its way to its slot or still being admitted ends as
+    // it gets there: the event loop must outlive that.
+    const bool to_wait_for =
+        all ? active_.load() != 0 || admitting_ != 0
+            : !running.empty() || admitting_ != 0 ||
+                  std::ranges::any_of(starting_, [](const auto& s) { return s.second.last_delivery; });
     if (to_wait_for || !waiting.empty()) {
       on_idle_ = std::move(on_idle);
       on_idle = nullptr;
@@ -284,7 +292,23 @@ bool WorkflowWorker::take_while_starting(WaitingRequest& w) {
   if (it == starting_.end()) return false;
   it->second.newer = std::move(w.item);
   it->second.newer->in_progress();
+  it->second.last_delivery = it->second.newer->final_attempt();
   return true;
+}
+
+void WorkflowWorker::enter_starting(const WaitingRequest& w) {
+  starting_.try_emplace(w.request.message_id, Starting{requester_of(w.request), w.item->final_attempt(), nullptr});
+}
+
+// Delivered again on its way to its slot: the newest delivery is the one to
+// judge (its last?) and to hold.
+void WorkflowWorker::adopt_newer_delivery(WaitingRequest& w) {
+  if (auto it = starting_.find(w.request.message_id); it != starting_.end() && it->second.newer)
+    w.item = std::move(it->second.newer);
+}
+
+bool WorkflowWorker::ends_unstarted(const WaitingRequest& w) {
+  return cancelling_ || (ending_last_deliveries_ && w.item->final_attempt()) || cancelled_before_start(w.request);
 }
 
 bool WorkflowWorker::cancelled_before_start(const protocol::WorkflowRequest& request) {
@@ -300,7 +324,7 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
   {
     std::lock_guard lock(mutex_);
     --admitting_;
-    cancelled = cancelling_ || cancelled_before_start(w.request);
+    cancelled = ends_unstarted(w);
     if (!cancelled && held_ >= config_.max_concurrent) {
       // A burst waits for a free slot instead of failing; only a flood is refused.
       if (waiting_.push(std::move(w))) return;
@@ -308,7 +332,7 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
     }
     if (!cancelled) ++active_;
     if (!cancelled && !overloaded) ++held_;  // the slot belongs to this request until finished()
-    starting_.try_emplace(w.request.message_id, Starting{requester_of(w.request), nullptr});
+    enter_starting(w);
   }
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
@@ -327,10 +351,7 @@ void WorkflowWorker::start_or_wait(WaitingRequest w) {
 void WorkflowWorker::begin(WaitingRequest w) {
   {
     std::lock_guard lock(mutex_);
-    // Delivered again on its way here: the newest delivery is the one to judge
-    // (its last?) and to hold. The entry stays until the run is tracked.
-    if (auto it = starting_.find(w.request.message_id); it != starting_.end() && it->second.newer)
-      w.item = std::move(it->second.newer);
+    adopt_newer_delivery(w);  // the entry stays until the run is tracked
   }
   if (w.item->final_attempt() && w.item->attempt() > 1)
     return run(std::move(w), Slot::held, "retries_exhausted", "the reply failed on every attempt");
@@ -351,7 +372,8 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
     std::lock_guard lock(mutex_);
     // Cancelled while it waited, or on its way from start_or_wait() or
     // finished() to here: the cancel found it in starting_ and was answered.
-    cancelled = cancelling_ || cancelled_before_start(request);
+    adopt_newer_delivery(w);
+    cancelled = ends_unstarted(w);
     run = cancelled ? track_new_run(std::move(w), "", "none", slot)
                     : track_new_run(std::move(w), model, std::move(label), slot);
   }
@@ -466,10 +488,8 @@ void WorkflowWorker::on_replay(const bus::Message& m) {
 std::shared_ptr<GenerationRun> WorkflowWorker::track_new_run(WaitingRequest w, std::string model, std::string provider,
                                                              Slot slot) {
   auto message_id = w.request.message_id;
-  if (auto it = starting_.find(message_id); it != starting_.end()) {
-    if (it->second.newer) w.item = std::move(it->second.newer);
-    starting_.erase(it);
-  }
+  adopt_newer_delivery(w);
+  starting_.erase(message_id);
   const bool last_delivery = w.item->final_attempt();
   auto run = std::make_shared<GenerationRun>(executor_, *this, std::move(w.request), std::move(model),
                                              std::move(w.item), std::move(provider));
@@ -493,7 +513,7 @@ void WorkflowWorker::finished(const std::string& message_id) {
         auto count = running_per_user_.find(user);
         return count == running_per_user_.end() ? 0 : count->second;
       });
-      if (next) starting_.try_emplace(next->request.message_id, Starting{requester_of(next->request), nullptr});
+      if (next) enter_starting(*next);
       else --held_;
     }
     if (it != runs_.end()) {

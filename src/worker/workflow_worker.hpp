@@ -91,6 +91,10 @@ class WorkflowWorker {
   bool take_while_reading_log(WaitingRequest& w);    // with mutex_ held
   bool take_while_starting(WaitingRequest& w);       // with mutex_ held
   bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held
+  // Cancelled, or ended by cancel_running(), before it ran (mutex_ held).
+  bool ends_unstarted(const WaitingRequest& w);
+  void enter_starting(const WaitingRequest& w);       // with mutex_ held
+  void adopt_newer_delivery(WaitingRequest& w);       // with mutex_ held
   // Who sent a request a cancel names: copied out of mutex_'s hold.
   struct Requester {
     std::string user_id;
@@ -172,13 +176,16 @@ class WorkflowWorker {
   // ends it as it is tracked.
   struct Starting {
     Requester requester;
+    bool last_delivery = false;            // of the newest delivery
     std::unique_ptr<bus::WorkItem> newer;  // delivered again on its way
   };
   std::map<std::string, Starting> starting_;
   bool stopping_ = false;
   // cancel_running() ran: a request on its way to a slot (passed on by
-  // finished(), or still being admitted) ends cancelled instead of starting.
+  // finished(), or still being admitted) ends cancelled instead of starting;
+  // with Ending::last_deliveries, only one on its last delivery does.
   bool cancelling_ = false;
+  bool ending_last_deliveries_ = false;
   std::function<void()> on_idle_;
   // Log reads answer on the log's thread (JetStream's: the bus thread), also
   // after chat-worker destroyed this worker because its drain ran out of time:

@@ -1047,6 +1047,38 @@ TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOnlyThoseAndLeavesTheOthersT
   ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
 }
 
+// The same, for a request on its last delivery that a reply ending a moment
+// before passed its slot to: on its way to begin(), it is in no queue and not
+// yet running, and it must end too instead of starting as the process exits.
+TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOneOnItsWayToThePassedSlot) {
+  RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);
+  rig.queue.deliver(request("m1"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto m2 = rig.queue.deliver(request("m2"), 1, /*final=*/true);  // JS_MAX_DELIVER=1
+  rig.loop.settle();
+  rig.log.hold();
+  rig.scripted->generation("m1")->finish();
+  rig.loop.settle();  // m1's final chunk waits for the log
+  rig.log.release();
+  ASSERT_TRUE(rig.loop.run_one());  // the log's answer: m1's end is next, then this post, then m2's begin()
+  int idle = 0;
+  asio::post(rig.loop.executor(), [&] {
+    ASSERT_EQ(rig.worker.active(), 1u) << "m1 ended and passed its slot on";
+    rig.worker.stop_intake([&] { ++idle; });
+    rig.worker.cancel_running([&] { ++idle; }, WorkflowWorker::Ending::last_deliveries);
+  });
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
+  rig.loop.settle();
+  auto chunks = rig.tap.chunks(kBroadcast, "m2");
+  ASSERT_EQ(chunks.size(), 1u);
+  ASSERT_TRUE(chunks[0].metadata);
+  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  EXPECT_EQ(rig.scripted->started(), 1u) << "m2 reached the provider";
+  EXPECT_EQ(m2->acks.load(), 1);
+  EXPECT_EQ(rig.worker.active(), 0u);
+}
+
 TEST(WorkflowWorker, StopIntakeCallsOnIdleAtOnceWhenNothingRuns) {
   Rig rig;
   int idle = 0;
