@@ -828,20 +828,38 @@ TEST(WorkflowWorker, ADeliveryAgainAsTheRequestIsPassedASlotTakesItsPlaceInstead
   EXPECT_EQ(text(chunks), "once");
 }
 
-// finished() passed m1's slot to m2 and posted its begin(): m2 is then in no
-// queue and no run. A cancel in between is answered by the worker that holds
-// m2 (silence was taken for "not here"), and m2 never reaches the provider.
-TEST(WorkflowWorker, ACancelOfARequestOnItsWayToThePassedSlotIsAnsweredAndItNeverRuns) {
-  RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);
+// m1 runs in the only slot and m2 waits; m1 ends. Returns with finished()
+// about to pass m1's slot to m2: the next handler is m1's end, which posts
+// m2's begin(), so whatever is posted now comes in between.
+std::shared_ptr<ScriptedQueue::Delivery> pass_m1s_slot_to_m2(RedeliveryRig& rig, bool m2_final) {
   rig.queue.deliver(request("m1"), 1);
-  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
-  auto m2 = rig.queue.deliver(request("m2"), 1);
+  EXPECT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  auto m2 = rig.queue.deliver(request("m2"), 1, m2_final);
   rig.loop.settle();
   rig.log.hold();
   rig.scripted->generation("m1")->finish();
   rig.loop.settle();  // m1's final chunk waits for the log
   rig.log.release();
-  ASSERT_TRUE(rig.loop.run_one());  // the log's answer: m1's end is next, then the cancel, then m2's begin()
+  EXPECT_TRUE(rig.loop.run_one());  // the log's answer
+  return m2;
+}
+
+// The reply's only chunk is its end, cancelled: it never started.
+testing::AssertionResult ended_cancelled_unstarted(const Tap& tap, const std::string& message_id) {
+  auto chunks = tap.chunks(kBroadcast, message_id);
+  if (chunks.size() != 1) return testing::AssertionFailure() << message_id << ": " << chunks.size() << " chunks";
+  if (!chunks[0].metadata) return testing::AssertionFailure() << message_id << ": no end";
+  if (chunks[0].metadata->finish_reason != "cancelled")
+    return testing::AssertionFailure() << message_id << " ended " << chunks[0].metadata->finish_reason;
+  return testing::AssertionSuccess();
+}
+
+// finished() passed m1's slot to m2 and posted its begin(): m2 is then in no
+// queue and no run. A cancel in between is answered by the worker that holds
+// m2 (silence was taken for "not here"), and m2 never reaches the provider.
+TEST(WorkflowWorker, ACancelOfARequestOnItsWayToThePassedSlotIsAnsweredAndItNeverRuns) {
+  RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);
+  auto m2 = pass_m1s_slot_to_m2(rig, /*m2_final=*/false);
   auto answer = std::make_shared<std::optional<std::string>>();
   rig.bus.request(subjects::cancel("m2"), protocol::encode(protocol::CancelRequest{"m2", "s1", "owner"}), 2s,
                   [answer](boost::system::error_code ec, std::string r) { *answer = ec ? "error" : r; });
@@ -849,10 +867,7 @@ TEST(WorkflowWorker, ACancelOfARequestOnItsWayToThePassedSlotIsAnsweredAndItNeve
   EXPECT_EQ(status_of(**answer), "cancelling");
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
   rig.loop.settle();
-  auto chunks = rig.tap.chunks(kBroadcast, "m2");
-  ASSERT_EQ(chunks.size(), 1u);
-  ASSERT_TRUE(chunks[0].metadata);
-  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  EXPECT_TRUE(ended_cancelled_unstarted(rig.tap, "m2"));
   EXPECT_EQ(rig.scripted->started(), 1u) << "m2 reached the provider";
   EXPECT_EQ(m2->acks.load(), 1);
   EXPECT_EQ(rig.worker.active(), 0u);
@@ -943,10 +958,7 @@ TEST(WorkflowWorker, ACancelWhileTheLogIsReadForAnEarlierAttemptEndsItWithoutRun
   rig.loop.settle();
   EXPECT_EQ(rig.scripted->started(), 0u);
   EXPECT_EQ(delivery->acks.load(), 1);
-  auto chunks = rig.tap.chunks(kBroadcast, "m1");
-  ASSERT_EQ(chunks.size(), 1u);
-  ASSERT_TRUE(chunks[0].metadata);
-  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  EXPECT_TRUE(ended_cancelled_unstarted(rig.tap, "m1"));
 }
 
 TEST(WorkflowWorker, AProviderNulIsLeftOutOfTheChunks) {
@@ -1052,15 +1064,7 @@ TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOnlyThoseAndLeavesTheOthersT
 // yet running, and it must end too instead of starting as the process exits.
 TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOneOnItsWayToThePassedSlot) {
   RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);
-  rig.queue.deliver(request("m1"), 1);
-  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
-  auto m2 = rig.queue.deliver(request("m2"), 1, /*final=*/true);  // JS_MAX_DELIVER=1
-  rig.loop.settle();
-  rig.log.hold();
-  rig.scripted->generation("m1")->finish();
-  rig.loop.settle();  // m1's final chunk waits for the log
-  rig.log.release();
-  ASSERT_TRUE(rig.loop.run_one());  // the log's answer: m1's end is next, then this post, then m2's begin()
+  auto m2 = pass_m1s_slot_to_m2(rig, /*m2_final=*/true);  // JS_MAX_DELIVER=1
   int idle = 0;
   asio::post(rig.loop.executor(), [&] {
     ASSERT_EQ(rig.worker.active(), 1u) << "m1 ended and passed its slot on";
@@ -1070,10 +1074,7 @@ TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOneOnItsWayToThePassedSlot) 
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
   ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
   rig.loop.settle();
-  auto chunks = rig.tap.chunks(kBroadcast, "m2");
-  ASSERT_EQ(chunks.size(), 1u);
-  ASSERT_TRUE(chunks[0].metadata);
-  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  EXPECT_TRUE(ended_cancelled_unstarted(rig.tap, "m2"));
   EXPECT_EQ(rig.scripted->started(), 1u) << "m2 reached the provider";
   EXPECT_EQ(m2->acks.load(), 1);
   EXPECT_EQ(rig.worker.active(), 0u);
@@ -1148,10 +1149,7 @@ TEST(WorkflowWorker, ACancelledWaitingRequestEndsAsCancelledWithoutEverStarting)
   ASSERT_EQ(rig.scripted->started(), 1u);
   EXPECT_EQ(status_of(cancel(rig, "m2", "owner").value_or("")), "cancelling");
   ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m2"); }));
-  auto chunks = rig.tap.chunks(kBroadcast, "m2");
-  ASSERT_EQ(chunks.size(), 1u);
-  ASSERT_TRUE(chunks[0].metadata);
-  EXPECT_EQ(chunks[0].metadata->finish_reason, "cancelled");
+  EXPECT_TRUE(ended_cancelled_unstarted(rig.tap, "m2"));
   rig.scripted->generation("m1")->finish();
   ASSERT_TRUE(complete(rig, 2));
   EXPECT_EQ(rig.scripted->started(), 1u) << "m2 never reached the provider";
