@@ -191,12 +191,7 @@ void WorkflowWorker::collect(metrics::Exposition& out) const {
 
 void WorkflowWorker::admit(WaitingRequest w) {
   if (w.item->attempt() > 1) redeliveries_.add();
-  // Running or waiting here already (delivered again, or the same request
-  // sent twice): it runs once.
-  if (w.item->attempt() == 1 || !log_) {
-    if (take_newer_delivery(w)) return;
-    return start_or_wait(std::move(w));
-  }
+  if (w.item->attempt() == 1 || !log_) return start_or_wait(std::move(w));
   // Delivered again: if an earlier attempt finished (the worker died before its
   // ack), the pods have the reply already.
   auto shared = std::make_shared<WaitingRequest>(std::move(w));
@@ -251,31 +246,47 @@ void WorkflowWorker::read_log_again(std::shared_ptr<WaitingRequest> shared, std:
   });
 }
 
+// Running, waiting, starting or being looked for in the log here already:
+// takes this delivery of it instead (the run, null if handed over already),
+// or nullopt if it is not here. With mutex_ held.
+std::optional<std::shared_ptr<GenerationRun>> WorkflowWorker::hand_to_holder(WaitingRequest& w) {
+  if (auto it = runs_.find(w.request.message_id); it != runs_.end()) {
+    if (auto run = it->second.run.lock()) {
+      it->second.last_delivery = w.item->final_attempt();  // the run holds this delivery now
+      return run;
+    }
+  }
+  if (take_while_reading_log(w) || take_while_starting(w) ||
+      waiting_.take_newer_delivery(w.request.message_id, w.item))
+    return std::shared_ptr<GenerationRun>{};
+  return std::nullopt;
+}
+
 // Delivered again while this worker still runs or queues it: the queue did not
 // hear its keep-alives (the bus was away longer than the ack wait), or the
 // same request was sent twice. Starting over would pay the provider twice and
 // restart the reply on every stream.
-bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log) {
-  const auto attempt = w.item->attempt();
-  std::shared_ptr<GenerationRun> run;
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = runs_.find(w.request.message_id); it != runs_.end()) {
-      run = it->second.run.lock();
-      if (run) it->second.last_delivery = w.item->final_attempt();  // the run holds this delivery now
-    }
-    if (!run && !take_while_reading_log(w) && !take_while_starting(w) &&
-        !waiting_.take_newer_delivery(w.request.message_id, w.item)) {
-      // In the same hold of the lock: a delivery a moment later finds it.
-      if (reading_log) reading_log_[w.request.message_id] = std::move(reading_log);
-      return false;
-    }
-    --admitting_;
-  }
+void WorkflowWorker::taken_over(WaitingRequest& w, std::shared_ptr<GenerationRun> run, unsigned attempt) {
   log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", run != nullptr},
                                       {"attempt", attempt}});
   kept_running_.add();
   if (run) run->take_newer_delivery(std::move(w.item));
+}
+
+bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log) {
+  const auto attempt = w.item->attempt();
+  std::optional<std::shared_ptr<GenerationRun>> holder;
+  {
+    std::lock_guard lock(mutex_);
+    holder = hand_to_holder(w);
+    if (!holder) {
+      // In the same hold of the lock: a delivery a moment later finds it.
+      reading_log_[w.request.message_id] = std::move(reading_log);
+      return false;
+    }
+    --admitting_;
+  }
+  taken_over(w, std::move(*holder), attempt);
   return true;
 }
 
@@ -319,21 +330,29 @@ bool WorkflowWorker::cancelled_before_start(const protocol::WorkflowRequest& req
 }
 
 void WorkflowWorker::start_or_wait(WaitingRequest w) {
+  const auto attempt = w.item->attempt();
+  std::optional<std::shared_ptr<GenerationRun>> holder;
   bool overloaded = false;
   bool cancelled = false;
   {
     std::lock_guard lock(mutex_);
     --admitting_;
-    cancelled = ends_unstarted(w);
-    if (!cancelled && held_ >= config_.max_concurrent) {
-      // A burst waits for a free slot instead of failing; only a flood is refused.
-      if (waiting_.push(std::move(w))) return;
-      overloaded = true;
+    // Here already (delivered again, or sent twice): looked for in the same
+    // hold that enters it, so two deliveries admitted at once run it once.
+    holder = hand_to_holder(w);
+    if (!holder) {
+      cancelled = ends_unstarted(w);
+      if (!cancelled && held_ >= config_.max_concurrent) {
+        // A burst waits for a free slot instead of failing; only a flood is refused.
+        if (waiting_.push(std::move(w))) return;
+        overloaded = true;
+      }
+      if (!cancelled) ++active_;
+      if (!cancelled && !overloaded) ++held_;  // the slot belongs to this request until finished()
+      enter_starting(w);
     }
-    if (!cancelled) ++active_;
-    if (!cancelled && !overloaded) ++held_;  // the slot belongs to this request until finished()
-    enter_starting(w);
   }
+  if (holder) return taken_over(w, std::move(*holder), attempt);
   if (cancelled) {
     log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
                                        {"correlation_id", w.request.correlation_id}});

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,9 +86,11 @@ class WorkflowWorker {
   void read_log_then_admit(std::shared_ptr<WaitingRequest> shared, std::chrono::milliseconds retry);
   void read_log_again(std::shared_ptr<WaitingRequest> shared, std::chrono::milliseconds retry,
                       boost::system::error_code ec);
-  // `reading_log`: the request is about to be looked for in the log; registered
-  // in reading_log_ when no delivery of it is here yet.
-  bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log = nullptr);
+  // A delivery again, about to be looked for in the log: handed to the same
+  // request held here already, else registered in reading_log_ (one hold).
+  bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log);
+  std::optional<std::shared_ptr<GenerationRun>> hand_to_holder(WaitingRequest& w);  // with mutex_ held
+  void taken_over(WaitingRequest& w, std::shared_ptr<GenerationRun> run, unsigned attempt);
   bool take_while_reading_log(WaitingRequest& w);    // with mutex_ held
   bool take_while_starting(WaitingRequest& w);       // with mutex_ held
   bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held

@@ -582,6 +582,32 @@ TEST(WorkflowWorker, ConcurrentRepliesOnSeveralThreadsEachArriveInOrder) {
   }
 }
 
+// A request sent twice at once (a pod sends a publish again when it timed
+// out) may be admitted on two threads together: it runs once, the later
+// delivery taken over by the earlier.
+TEST(WorkflowWorker, TheSameRequestAdmittedOnTwoThreadsAtOnceRunsOnce) {
+  Rig rig(worker_config(/*max_concurrent=*/1'000), /*helper_threads=*/3);
+  constexpr std::size_t kRequests = 500;
+  for (std::size_t i = 0; i < kRequests; ++i) {
+    auto r = request("m" + std::to_string(i));
+    submit(rig, r);
+    submit(rig, r);
+  }
+  auto taken_over = [&] {
+    metrics::Exposition out;
+    rig.worker.collect(out);
+    auto text = out.text();
+    constexpr std::string_view kName = "\nchat_worker_redeliveries_kept_running_total ";
+    auto at = text.find(kName);
+    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + kName.size()));
+  };
+  // Every delivery accounted for: each request started, or taken over by its twin.
+  EXPECT_TRUE(rig.loop.run_until([&] {
+    return (taken_over() == kRequests && rig.scripted->started() == kRequests) || rig.scripted->started() > kRequests;
+  }));
+  EXPECT_EQ(rig.scripted->started(), kRequests) << "a request ran twice";
+}
+
 TEST(WorkflowWorker, AnUnknownProviderEndsTheReplyWithOneFinalErrorChunk) {
   Rig rig;
   submit(rig, request("m1", "no-such-provider"));
