@@ -293,6 +293,9 @@ bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<Wait
 bool WorkflowWorker::take_while_reading_log(WaitingRequest& w) {
   auto it = reading_log_.find(w.request.message_id);
   if (it == reading_log_.end()) return false;
+  // An earlier delivery whose own read ended just before this one's began:
+  // the later one is what the queue waits for, so it stays.
+  if (w.item->attempt() < it->second->item->attempt()) return true;
   it->second->item = std::move(w.item);
   it->second->item->in_progress();
   return true;

@@ -822,6 +822,30 @@ TEST(WorkflowWorker, ADeliveryAgainWhileTheLogIsReadForTheLastOneTakesItsPlaceIn
   for (const auto& c : chunks) EXPECT_EQ(c.attempt, 3u);
 }
 
+// An earlier delivery that comes while a later one is looked for in the log
+// (its own read ended a moment before the later one began) leaves the later
+// one in place: that is the delivery the queue waits for.
+TEST(WorkflowWorker, AnEarlierDeliveryWhileALaterOneIsReadForLeavesTheLaterOneInPlace) {
+  RedeliveryRig rig;
+  rig.log.hold_reads();
+  auto third = rig.queue.deliver(request("m1"), 3);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.log.reads() == 1; }));
+  auto second = rig.queue.deliver(request("m1"), 2);
+  rig.loop.settle();
+  rig.log.release_reads();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() >= 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(rig.scripted->started(), 1u) << "one generation, not one per delivery";
+  rig.scripted->generation("m1")->finish();
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.worker.completed() >= 1; }));
+  rig.loop.settle();
+  EXPECT_EQ(third->acks.load(), 1) << "the later delivery is the one the queue waits for";
+  EXPECT_EQ(second->acks.load(), 0);
+  auto chunks = rig.tap.chunks(kBroadcast, "m1");
+  ASSERT_FALSE(chunks.empty());
+  for (const auto& c : chunks) EXPECT_EQ(c.attempt, 3u);
+}
+
 // finished() passes the slot to a waiting request in one handler and the
 // request begins in the next: a delivery of it again admitted between the two
 // once found it neither waiting nor running, waited for the slot it had itself,
