@@ -97,7 +97,7 @@ void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
 
 void WorkflowWorker::cancel_running(std::function<void()> on_idle, Ending ending) {
   std::vector<std::shared_ptr<GenerationRun>> running;
-  std::vector<WaitingRequest> waiting;
+  std::vector<std::shared_ptr<GenerationRun>> waiting;
   {
     std::lock_guard lock(mutex_);
     const bool all = ending == Ending::all;
@@ -109,7 +109,10 @@ void WorkflowWorker::cancel_running(std::function<void()> on_idle, Ending ending
     // Those still waiting for a slot would start as the cancelled ones free
     // theirs: they end now too, never started. (After stop_intake, only last
     // deliveries still wait: the others were given back.)
-    while (auto w = waiting_.pop([](const std::string&) { return 0; })) waiting.push_back(std::move(*w));
+    // They are counted in active_ in this hold: runs ending meanwhile on other
+    // threads must not find the worker idle while these still have to end.
+    while (auto w = waiting_.pop([](const std::string&) { return 0; }))
+      waiting.push_back(track_unstarted(std::move(*w)));
     // A last delivery on its way to its slot or still being admitted ends as
     // it gets there: the event loop must outlive that.
     const bool to_wait_for =
@@ -123,7 +126,7 @@ void WorkflowWorker::cancel_running(std::function<void()> on_idle, Ending ending
   }
   log::warn("generations_cancelled_at_shutdown", {{"running", running.size()}, {"waiting", waiting.size()}});
   for (auto& run : running) run->cancel();
-  for (auto& w : waiting) end_unstarted(std::move(w), Slot::extra);
+  for (auto& run : waiting) run->end_cancelled();
   if (on_idle) on_idle();
 }
 
@@ -335,48 +338,37 @@ bool WorkflowWorker::cancelled_before_start(const protocol::WorkflowRequest& req
 void WorkflowWorker::start_or_wait(WaitingRequest w) {
   const auto attempt = w.item->attempt();
   std::optional<std::shared_ptr<GenerationRun>> holder;
+  std::shared_ptr<GenerationRun> cancelled;
   bool overloaded = false;
-  bool cancelled = false;
   {
     std::lock_guard lock(mutex_);
     --admitting_;
     // Here already (delivered again, or sent twice): looked for in the same
     // hold that enters it, so two deliveries admitted at once run it once.
     holder = hand_to_holder(w);
-    if (!holder) {
-      cancelled = ends_unstarted(w);
-      if (!cancelled && held_ >= config_.max_concurrent) {
+    if (!holder && ends_unstarted(w)) {
+      cancelled = track_unstarted(std::move(w));
+    } else if (!holder) {
+      if (held_ >= config_.max_concurrent) {
         // A burst waits for a free slot instead of failing; only a flood is refused.
         if (waiting_.push(std::move(w))) return;
         overloaded = true;
       }
-      if (!cancelled) ++active_;
-      if (!cancelled && !overloaded) ++held_;  // the slot belongs to this request until finished()
+      ++active_;
+      if (!overloaded) ++held_;  // the slot belongs to this request until finished()
       enter_starting(w);
     }
   }
   if (holder) return taken_over(w, std::move(*holder), attempt);
   if (cancelled) {
-    log::info("generation_cancelled", {{"message_id", w.request.message_id}, {"started", false},
-                                       {"correlation_id", w.request.correlation_id}});
-    return end_unstarted(std::move(w), Slot::extra);
+    log::info("generation_cancelled", {{"message_id", cancelled->request().message_id}, {"started", false},
+                                       {"correlation_id", cancelled->request().correlation_id}});
+    return cancelled->end_cancelled();
   }
   if (overloaded) {
     overloaded_.add();
     return run(std::move(w), Slot::extra, "worker_overloaded", "too many replies are waiting; try again shortly");
   }
-  begin(std::move(w));
-}
-
-// `w` holds a slot: at once, or passed on by finished() after it waited. Its
-// last delivery may have come while it waited (a cancel: run() looks).
-void WorkflowWorker::begin(WaitingRequest w) {
-  {
-    std::lock_guard lock(mutex_);
-    adopt_newer_delivery(w);  // the entry stays until the run is tracked
-  }
-  if (w.item->final_attempt() && w.item->attempt() > 1)
-    return run(std::move(w), Slot::held, "retries_exhausted", "the reply failed on every attempt");
   run(std::move(w), Slot::held);
 }
 
@@ -390,12 +382,18 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
   auto label = provider == providers_.end() ? std::string("unknown") : provider_name;
   std::shared_ptr<GenerationRun> run;
   bool cancelled = false;
+  bool retries_exhausted = false;
   {
     std::lock_guard lock(mutex_);
-    // Cancelled while it waited, or on its way from start_or_wait() or
-    // finished() to here: the cancel found it in starting_ and was answered.
+    // Delivered again on its way here (while it waited, or on its way from
+    // start_or_wait() or finished()): the newest delivery is the one judged,
+    // in the same hold that tracks it. A cancel meanwhile found it in
+    // starting_ and was answered.
     adopt_newer_delivery(w);
     cancelled = ends_unstarted(w);
+    // The queue's last delivery after failed ones is not tried once more: a
+    // worker dying with it would leave the reply without an end.
+    retries_exhausted = w.item->final_attempt() && w.item->attempt() > 1;
     run = cancelled ? track_new_run(std::move(w), "", "none", slot)
                     : track_new_run(std::move(w), model, std::move(label), slot);
   }
@@ -409,6 +407,7 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
                                    {"model", model}, {"attempt", run->attempt()},
                                    {"correlation_id", run->request().correlation_id}});
   if (!fail_code.empty()) return run->fail(fail_code, fail_message);
+  if (retries_exhausted) return run->fail("retries_exhausted", "the reply failed on every attempt");
   if (provider == providers_.end())
     return run->fail("unknown_provider", "no AI provider named \"" + provider_name + "\"");
   run->start(*provider->second);
@@ -423,7 +422,7 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   }
   std::shared_ptr<GenerationRun> run;
   std::optional<Requester> request;
-  std::optional<WaitingRequest> unstarted;
+  std::shared_ptr<GenerationRun> unstarted;
   std::optional<CancelledReplies::Entry> cancelled_before;
   {
     std::lock_guard lock(mutex_);
@@ -433,8 +432,10 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
     else if (auto it = reading_log_.find(cancel->message_id); it != reading_log_.end())
       request = requester_of(it->second->request);
     else if (auto it = starting_.find(cancel->message_id); it != starting_.end()) request = it->second.requester;
-    // The owner's cancel of a request that never started takes it out of the queue.
-    if (!run && request && request->user_id == cancel->user_id) unstarted = waiting_.remove(cancel->message_id);
+    // The owner's cancel of a request that never started takes it out of the
+    // queue, into runs_ and active_ in the same hold (a drain must wait for it).
+    if (!run && request && request->user_id == cancel->user_id)
+      if (auto w = waiting_.remove(cancel->message_id)) unstarted = track_unstarted(std::move(*w));
     if (request && request->user_id == cancel->user_id) {
       cancelled_.remember(cancel->message_id, request->user_id, request->session_id);
     } else if (!request) {
@@ -461,7 +462,7 @@ void WorkflowWorker::on_cancel(const bus::Message& m) {
   log::info("generation_cancelled", {{"message_id", cancel->message_id}, {"started", run != nullptr},
                                      {"correlation_id", request->correlation_id}});
   if (run) return run->cancel();
-  if (unstarted) end_unstarted(std::move(*unstarted), Slot::extra);
+  if (unstarted) unstarted->end_cancelled();
 }
 
 void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const std::string& message_id,
@@ -472,16 +473,12 @@ void WorkflowWorker::answer_cancel(std::string_view reply_to, bool owner, const 
                                           session_id + "\"}");
 }
 
-// A request cancelled before it started ends at once as cancelled: in the
-// slot it was given, or in one of its own that passes to nobody.
-void WorkflowWorker::end_unstarted(WaitingRequest w, Slot slot) {
-  std::shared_ptr<GenerationRun> run;
-  {
-    std::lock_guard lock(mutex_);
-    if (slot == Slot::extra) ++active_;
-    run = track_new_run(std::move(w), "", "none", slot);
-  }
-  run->end_cancelled();
+// A request cancelled before it started ends at once as cancelled (the
+// caller calls end_cancelled() out of the lock), in a slot of its own that
+// passes to nobody.
+std::shared_ptr<GenerationRun> WorkflowWorker::track_unstarted(WaitingRequest w) {
+  ++active_;
+  return track_new_run(std::move(w), "", "none", Slot::extra);
 }
 
 void WorkflowWorker::on_replay(const bus::Message& m) {
@@ -546,7 +543,7 @@ void WorkflowWorker::finished(const std::string& message_id) {
   }
   ++completed_;
   // The slot passes to the next user's oldest waiting request.
-  if (next) asio::post(executor_, [this, w = std::move(*next)]() mutable { begin(std::move(w)); });
+  if (next) asio::post(executor_, [this, w = std::move(*next)]() mutable { run(std::move(w), Slot::held); });
   if (idle) idle();
 }
 

@@ -112,10 +112,9 @@ class WorkflowWorker {
   // refused or cancelled before it started, ended at once) passes to nobody.
   enum class Slot { held, extra };
   void start_or_wait(WaitingRequest w);
-  void begin(WaitingRequest w);
   void run(WaitingRequest w, Slot slot, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
-  void end_unstarted(WaitingRequest w, Slot slot);
+  std::shared_ptr<GenerationRun> track_unstarted(WaitingRequest w);  // mutex_ held
   void keep_alive();
   std::shared_ptr<GenerationRun> track_new_run(WaitingRequest w, std::string model, std::string provider,
                                                Slot slot);  // mutex_ held

@@ -469,6 +469,16 @@ void submit(Rig& rig, const WorkflowRequest& r) {
   rig.bus.publish(subjects::execute(r.session_id), protocol::encode(r));
 }
 
+// A figure of the worker's own metrics (0 when it has none yet).
+double metric(const WorkflowWorker& worker, std::string_view name) {
+  metrics::Exposition out;
+  worker.collect(out);
+  auto text = out.text();
+  auto key = "\n" + std::string(name) + " ";
+  auto at = text.find(key);
+  return at == std::string::npos ? 0.0 : std::stod(text.substr(at + key.size()));
+}
+
 // Waits until `n` generations published their final chunk, then lets every
 // delivery that is still under way arrive.
 bool complete(Rig& rig, std::uint64_t n) {
@@ -593,14 +603,7 @@ TEST(WorkflowWorker, TheSameRequestAdmittedOnTwoThreadsAtOnceRunsOnce) {
     submit(rig, r);
     submit(rig, r);
   }
-  auto taken_over = [&] {
-    metrics::Exposition out;
-    rig.worker.collect(out);
-    auto text = out.text();
-    constexpr std::string_view kName = "\nchat_worker_redeliveries_kept_running_total ";
-    auto at = text.find(kName);
-    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + kName.size()));
-  };
+  auto taken_over = [&] { return metric(rig.worker, "chat_worker_redeliveries_kept_running_total"); };
   // Every delivery accounted for: each request started, or taken over by its twin.
   EXPECT_TRUE(rig.loop.run_until([&] {
     return (taken_over() == kRequests && rig.scripted->started() == kRequests) || rig.scripted->started() > kRequests;
@@ -880,7 +883,7 @@ TEST(WorkflowWorker, ADeliveryAgainAsTheRequestIsPassedASlotTakesItsPlaceInstead
 
 // m1 runs in the only slot and m2 waits; m1 ends. Returns with finished()
 // about to pass m1's slot to m2: the next handler is m1's end, which posts
-// m2's begin(), so whatever is posted now comes in between.
+// m2's run(), so whatever is posted now comes in between.
 std::shared_ptr<ScriptedQueue::Delivery> pass_m1s_slot_to_m2(RedeliveryRig& rig, bool m2_final) {
   rig.queue.deliver(request("m1"), 1);
   EXPECT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
@@ -904,7 +907,7 @@ testing::AssertionResult ended_cancelled_unstarted(const Tap& tap, const std::st
   return testing::AssertionSuccess();
 }
 
-// finished() passed m1's slot to m2 and posted its begin(): m2 is then in no
+// finished() passed m1's slot to m2 and posted its run(): m2 is then in no
 // queue and no run. A cancel in between is answered by the worker that holds
 // m2 (silence was taken for "not here"), and m2 never reaches the provider.
 TEST(WorkflowWorker, ACancelOfARequestOnItsWayToThePassedSlotIsAnsweredAndItNeverRuns) {
@@ -1080,6 +1083,30 @@ TEST(WorkflowWorker, CancelRunningEndsTheRunningAndTheWaitingReplies) {
   EXPECT_EQ(rig.worker.active(), 0u);
 }
 
+// The runs cancel_running() ends finish on other threads while it still ends
+// the waiting requests one by one: the drain is over only when the last of
+// those has ended too (chat-worker stops its event loop then).
+TEST(WorkflowWorker, CancelRunningCallsOnIdleOnlyOnceEveryWaitingReplyEnded) {
+  constexpr std::size_t kSlots = 20, kWaiting = 200;
+  Rig rig(worker_config(kSlots), /*helper_threads=*/3);
+  for (std::size_t i = 0; i < kSlots + kWaiting; ++i) submit(rig, request("m" + std::to_string(i)));
+  ASSERT_TRUE(rig.loop.run_until([&] {
+    return rig.scripted->started() == kSlots && metric(rig.worker, "chat_worker_queue_depth") == kWaiting;
+  }));
+  std::atomic<std::uint64_t> completed_at_idle{0};
+  std::atomic<int> idle{0};
+  asio::post(rig.loop.executor(), [&] {
+    rig.worker.cancel_running([&] {
+      completed_at_idle = rig.worker.completed();
+      ++idle;
+    });
+  });
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle.load() == 1 && rig.worker.completed() == kSlots + kWaiting; }));
+  EXPECT_EQ(completed_at_idle.load(), kSlots + kWaiting) << "on_idle ran before every reply ended";
+  EXPECT_EQ(idle.load(), 1);
+  EXPECT_EQ(rig.scripted->started(), kSlots);
+}
+
 // JetStream gives an unfinished request to another worker, but never after
 // its last delivery: when a drain runs out of time, those end here, and the
 // others are left running for the queue to deliver again.
@@ -1110,7 +1137,7 @@ TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOnlyThoseAndLeavesTheOthersT
 }
 
 // The same, for a request on its last delivery that a reply ending a moment
-// before passed its slot to: on its way to begin(), it is in no queue and not
+// before passed its slot to: on its way to run(), it is in no queue and not
 // yet running, and it must end too instead of starting as the process exits.
 TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOneOnItsWayToThePassedSlot) {
   RedeliveryRig rig(/*max_concurrent=*/1, /*progress_interval=*/1h);
