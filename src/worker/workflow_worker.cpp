@@ -211,28 +211,20 @@ void WorkflowWorker::read_log_then_admit(std::shared_ptr<WaitingRequest> shared,
     if (!gate->open) return;
     asio::post(executor_, [this, gate, shared, retry, ec, payloads = std::move(payloads)] {
       if (ec && retry <= kLastLogReadRetry) return read_log_again(std::move(shared), retry, ec);
-      {
-        std::lock_guard lock(mutex_);
-        // From here on `shared` is this handler's alone.
-        if (auto it = reading_log_.find(shared->request.message_id); it != reading_log_.end() && it->second == shared)
-          reading_log_.erase(it);
-      }
       if (ec)
         log::warn("redelivery_run_unchecked", {{"message_id", shared->request.message_id}, {"error", ec.message()}});
-      if (!ec && has_final(payloads)) {
-        log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
-        already_finished_.add();
-        shared->item->ack();
-        std::function<void()> idle;
-        {
-          std::lock_guard lock(mutex_);
-          // The drain may have been waiting for this admission alone.
-          if (--admitting_ == 0 && active_.load() == 0) idle = std::move(on_idle_);
-        }
-        if (idle) idle();
-        return;
+      if (ec || !has_final(payloads)) return start_or_wait(WaitingRequest{shared->request, nullptr}, shared);
+      log::info("reply_already_finished", {{"message_id", shared->request.message_id}});
+      already_finished_.add();
+      std::function<void()> idle;
+      {
+        std::lock_guard lock(mutex_);
+        stop_reading_log(shared);  // from here on `shared` is this handler's alone
+        // The drain may have been waiting for this admission alone.
+        if (--admitting_ == 0 && active_.load() == 0) idle = std::move(on_idle_);
       }
-      start_or_wait(std::move(*shared));
+      shared->item->ack();
+      if (idle) idle();
     });
   });
 }
@@ -335,14 +327,27 @@ bool WorkflowWorker::cancelled_before_start(const protocol::WorkflowRequest& req
   return true;
 }
 
-void WorkflowWorker::start_or_wait(WaitingRequest w) {
-  const auto attempt = w.item->attempt();
+// Its delivery held in reading_log_ until now is taken out (mutex_ held).
+void WorkflowWorker::stop_reading_log(const std::shared_ptr<WaitingRequest>& read_for) {
+  if (auto it = reading_log_.find(read_for->request.message_id); it != reading_log_.end() && it->second == read_for)
+    reading_log_.erase(it);
+}
+
+void WorkflowWorker::start_or_wait(WaitingRequest w, std::shared_ptr<WaitingRequest> read_for) {
+  unsigned attempt = 0;
   std::optional<std::shared_ptr<GenerationRun>> holder;
   std::shared_ptr<GenerationRun> cancelled;
   bool overloaded = false;
   {
     std::lock_guard lock(mutex_);
     --admitting_;
+    // Read for in the log until now: it leaves reading_log_ in the hold that
+    // enters it elsewhere, so a delivery meanwhile always finds it somewhere.
+    if (read_for) {
+      stop_reading_log(read_for);
+      w.item = std::move(read_for->item);
+    }
+    attempt = w.item->attempt();
     // Here already (delivered again, or sent twice): looked for in the same
     // hold that enters it, so two deliveries admitted at once run it once.
     holder = hand_to_holder(w);

@@ -111,7 +111,9 @@ class WorkflowWorker {
   // and passes to a waiting request when the run ends; `extra` (a request
   // refused or cancelled before it started, ended at once) passes to nobody.
   enum class Slot { held, extra };
-  void start_or_wait(WaitingRequest w);
+  // `read_for`: the request comes from reading_log_ (w holds no item yet).
+  void start_or_wait(WaitingRequest w, std::shared_ptr<WaitingRequest> read_for = nullptr);
+  void stop_reading_log(const std::shared_ptr<WaitingRequest>& read_for);  // with mutex_ held
   void run(WaitingRequest w, Slot slot, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
   std::shared_ptr<GenerationRun> track_unstarted(WaitingRequest w);  // mutex_ held
