@@ -265,7 +265,17 @@ void WorkflowWorker::taken_over(WaitingRequest& w, std::shared_ptr<GenerationRun
   log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", run != nullptr},
                                       {"attempt", attempt}});
   kept_running_.add();
-  if (run) run->take_newer_delivery(std::move(w.item));
+  if (!run) return;
+  const bool last_delivery = w.item->final_attempt();
+  run->take_newer_delivery(std::move(w.item));
+  bool end_now = false;
+  {
+    std::lock_guard lock(mutex_);
+    // A drain that ended the last deliveries passed this run by: it was not
+    // one then, and now nobody else will get it.
+    end_now = last_delivery && ending_last_deliveries_;
+  }
+  if (end_now) run->cancel();
 }
 
 bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log) {

@@ -1136,6 +1136,28 @@ TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOnlyThoseAndLeavesTheOthersT
   ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
 }
 
+// A run the drain left to the queue (not its last delivery then) that is
+// handed its last delivery afterwards, by an admission already under way,
+// ends too: no other worker will be given it.
+TEST(WorkflowWorker, ARunHandedItsLastDeliveryAfterTheDrainEndedTheLastDeliveriesEndsToo) {
+  RedeliveryRig rig;
+  rig.queue.deliver(request("m1"), 1);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 1; }));
+  rig.loop.settle();
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  rig.worker.cancel_running([&] { ++idle; }, WorkflowWorker::Ending::last_deliveries);
+  rig.loop.settle();
+  ASSERT_FALSE(rig.tap.has_final(kBroadcast, "m1")) << "not its last delivery: left to the queue";
+  auto last = rig.queue.deliver(request("m1"), 2, /*final=*/true);
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.tap.has_final(kBroadcast, "m1"); }));
+  auto chunks = rig.tap.chunks(kBroadcast, "m1");
+  ASSERT_TRUE(chunks.back().metadata);
+  EXPECT_EQ(chunks.back().metadata->finish_reason, "cancelled");
+  ASSERT_TRUE(rig.loop.run_until([&] { return last->acks.load() == 1; }));
+  EXPECT_EQ(rig.scripted->started(), 1u);
+}
+
 // The same, for a request on its last delivery that a reply ending a moment
 // before passed its slot to: on its way to run(), it is in no queue and not
 // yet running, and it must end too instead of starting as the process exits.
