@@ -126,7 +126,8 @@ std::size_t SessionHub::slot_index(std::string_view session_id) const {
 
 void SessionHub::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor,
                         SteadyTime owner_checked_at) {
-  // The detach of this stream goes through the same strand, after this.
+  // The detach of this stream goes through the same strand; a stream ended
+  // so early that its detach ran first is not held (SessionShard::attach).
   slot_for(stream->session_id()).run(
       [stream = std::move(stream), cursor = std::move(cursor), owner_checked_at](SessionShard& s) mutable {
         s.attach(std::move(stream), std::move(cursor), owner_checked_at);

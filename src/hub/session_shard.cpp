@@ -159,6 +159,9 @@ void SessionShard::deliver(const std::string& session_id, const std::string& mes
 
 void SessionShard::attach(std::shared_ptr<sse::EventSink> stream, std::optional<sse::ResumeCursor> cursor,
                           SteadyTime owner_checked_at) {
+  // Gone before it got here: its detach came first and found nothing, so
+  // holding it now would keep it (and count it) for ever.
+  if (stream->has_ended()) return;
   if (closed_) return stream->close();
   const std::string session_id(stream->session_id());
   if (ended_since(session_id, owner_checked_at)) return stream->close(sse::reset_frame(session_id, "session_deleted"));

@@ -29,6 +29,8 @@ class EventSink {
   virtual void send_backlog(const std::vector<Frame>& frames) = 0;
   // Sends `last` (if any), then closes once everything queued is written.
   virtual void close(Frame last = {}) = 0;
+  // Ended already (any thread): its detach may have reached the hub before its attach.
+  virtual bool has_ended() const = 0;
 };
 
 }  // namespace chat::sse

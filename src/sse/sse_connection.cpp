@@ -346,6 +346,7 @@ void SseConnection::terminate(const char* reason) {
 
 // Once per stream, after its socket closed (or never opened).
 void SseConnection::ended(const char* reason) {
+  has_ended_.store(true, std::memory_order_release);  // before the detach it causes
   if (auto* metrics = context_.metrics)
     for (std::size_t i = 0; i < StreamMetrics::kEndReasons.size(); ++i)
       if (std::string_view(StreamMetrics::kEndReasons[i]) == reason) metrics->ended[i].add();

@@ -15,6 +15,7 @@
 // larger events and stays connected. A client that still does not keep up lets
 // its queue grow past the limits and is cut off; nobody else waits for it.
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
@@ -106,6 +107,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   void send(Frame frame) override;
   void send_backlog(const std::vector<Frame>& frames) override;
   void close(Frame last = {}) override;
+  bool has_ended() const override { return has_ended_.load(std::memory_order_acquire); }
 
   // "conn_" and ten characters.
   std::string id() const override { return id_.spelled("conn_"); }
@@ -172,6 +174,7 @@ class SseConnection final : public EventSink, public std::enable_shared_from_thi
   bool flush_scheduled_ = false;
   bool closing_ = false;  // no more frames accepted; close after the queue is written
   bool closed_ = false;
+  std::atomic<bool> has_ended_{false};  // set on the strand, read by the hub's shard
   bool started_ = false;  // the response head is queued: frames may follow it
 };
 

@@ -2,6 +2,7 @@
 // An event stream that keeps what it is sent: the hub's side of a client,
 // without a socket.
 
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -52,6 +53,9 @@ class RecordingSink final : public sse::EventSink {
     std::lock_guard lock(mutex_);
     return closed_;
   }
+  bool has_ended() const override { return ended_.load(); }
+  // The client went away (as SseConnection::ended): its detach comes next.
+  void end() { ended_ = true; }
 
  private:
   void keep(sse::Frame f) {
@@ -64,6 +68,7 @@ class RecordingSink final : public sse::EventSink {
   mutable std::mutex mutex_;  // the hub's strands and the test thread both read and write
   std::vector<sse::Frame> frames_;
   bool closed_ = false;
+  std::atomic<bool> ended_{false};
 };
 
 }  // namespace chat::hub

@@ -212,6 +212,21 @@ TEST_F(ShardTest, OwedCountsWhatAStreamOrTheStoreWaitsFor) {
   EXPECT_EQ(shard.owed(), 0u) << "nobody here waits for it any more";
 }
 
+// A client gone at once: its stream's detach can reach the shard before its
+// attach (Pod::open_stream starts the stream, then attaches it). The attach
+// that comes after must not hold it.
+TEST_F(ShardTest, AStreamThatEndedBeforeItsAttachIsNotHeld) {
+  auto s = std::make_shared<RecordingSink>("conn_gone", "s1");
+  s->end();
+  shard.detach(s);
+  shard.attach(s, std::nullopt);
+  EXPECT_EQ(shard.gauges().streams.load(), 0u);
+  EXPECT_EQ(shard.gauges().sessions.load(), 0u);
+  shard.expect("s1", "m1");
+  shard.on_chunk(chunk("s1", "m1", 0), false);
+  EXPECT_TRUE(s->frames().empty()) << "nothing sent to a stream that ended";
+}
+
 TEST_F(ShardTest, EndingASessionClosesItsStreamsAndReturnsItsRunningReplies) {
   auto s = stream("s1");
   shard.expect("s1", "m1");
