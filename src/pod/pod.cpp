@@ -56,7 +56,11 @@ Pod::~Pod() {
 }
 
 void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback done) {
-  if (draining_) return done(Errc::draining, {});
+  if (!chats_.enter()) return done(Errc::draining, {});
+  done = [this, done = std::move(done)](boost::system::error_code ec, Accepted accepted) {
+    done(ec, std::move(accepted));
+    chats_.leave();
+  };
   // Nothing half-done: with the bus down, not even the user message is stored.
   if (!work_.status().connected) return done(Errc::bus_unavailable, {});
   if (no_room_for_reply(request.session_id)) return done(Errc::memory_full, {});
@@ -114,6 +118,13 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
                                           {"correlation_id", correlation_id}});
           if (admission_) admission_->reply_ended(reply_id);
           return done(ec, {});
+        }
+        if (chats_.given_up()) {
+          // The drain waits no more: nobody here would hear the reply.
+          log::warn("chat_refused_by_shutdown", {{"session_id", request.session_id}, {"correlation_id", correlation_id}});
+          if (admission_) admission_->reply_ended(reply_id);
+          take_back_user_message(user_message_id);
+          return done(Errc::draining, {});
         }
         publish_request(std::move(request), std::move(correlation_id), std::move(user_message_id),
                         std::move(reply_id), std::move(history), std::move(done));
@@ -173,12 +184,18 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  hub_.forget(accepted.session_id, accepted.message_id);
                  traces_.forget(accepted.message_id);
                  if (admission_) admission_->reply_ended(accepted.message_id);
-                 store_.discard_message(user_message_id, [user_message_id](boost::system::error_code ec) {
-                   if (ec && ec != store::Errc::not_found)
-                     log::warn("user_message_not_discarded", {{"message_id", user_message_id}, {"error", ec.message()}});
-                 });
+                 take_back_user_message(user_message_id);
                  done(Errc::bus_unavailable, {});
                });
+}
+
+// A chat refused after its user message was stored: it goes again, so the
+// history holds no question that was never answered.
+void Pod::take_back_user_message(const std::string& message_id) {
+  store_.discard_message(message_id, [message_id](boost::system::error_code ec) {
+    if (ec && ec != store::Errc::not_found)
+      log::warn("user_message_not_discarded", {{"message_id", message_id}, {"error", ec.message()}});
+  });
 }
 
 void Pod::cancel(std::string message_id, std::string session_id, std::string user_id, DoneCallback done) {
@@ -291,8 +308,13 @@ void Pod::drain(std::function<void()> done) {
     hub_.close_all([this] { return hand_off_frame(); }, [] {});
   }
   with_deadline(
-      ioc_.get_executor(), deadline, [this](std::function<void()> settled) { hub_.when_settled(std::move(settled)); },
+      ioc_.get_executor(), deadline,
+      [this](std::function<void()> settled) {
+        // Chats let in before the drain began come first: their replies are owed too.
+        chats_.close([this, settled = std::move(settled)]() mutable { hub_.when_settled(std::move(settled)); });
+      },
       [this, deadline, done = std::move(done)](bool settled) mutable {
+        chats_.give_up();
         if (settled) return finish_drain(deadline, std::move(done));
         log::warn("shutdown_timeout", {{"active_buffers", hub_.stats().buffers}});
         if (!options_.replies_end_with_pod) return finish_drain(deadline, std::move(done));

@@ -27,6 +27,7 @@
 #include "hub/session_hub.hpp"
 #include "limits/admission.hpp"
 #include "metrics/metrics.hpp"
+#include "pod/chats_in_flight.hpp"
 #include "pod/pod_errors.hpp"
 #include "pod/pod_health.hpp"
 #include "registry/session_registry.hpp"
@@ -175,6 +176,7 @@ class Pod {
   bool reply_memory_full();
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
                        std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
+  void take_back_user_message(const std::string& message_id);
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
   void store_reply(buffer::FinishedMessage m);
   void stop_generation(const buffer::FinishedMessage& m);
@@ -221,6 +223,7 @@ class Pod {
   std::unique_ptr<bus::Subscription> cancels_;
   std::unique_ptr<bus::Subscription> deletions_;
   std::atomic<bool> draining_{false};
+  ChatsInFlight chats_;
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
   // server, so a backlog of silent replies must not turn into a storm of them.
   std::shared_ptr<std::atomic<int>> replay_reads_ = std::make_shared<std::atomic<int>>(0);

@@ -1,6 +1,7 @@
 #include "pod/pod.hpp"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -148,9 +149,9 @@ class SwitchableLog final : public bus::ChunkLog {
 
 // ReplyBudget: BUFFER_MAX_BYTES of the pod under test (0: none); MaxBuffers:
 // BUFFER_MAX_BUFFERS, per shard; MaxReplyBytes: BUFFER_MAX_REPLY_BYTES;
-// MaxAgeMs: BUFFER_MAX_AGE (looked for every tenth of it).
+// MaxAgeMs: BUFFER_MAX_AGE (looked for every tenth of it); ShutdownMs: SHUTDOWN_TIMEOUT.
 template <std::size_t ReplyBudget = 0, std::size_t MaxBuffers = 10'000, std::size_t MaxReplyBytes = 8u << 20,
-          long MaxAgeMs = 300'000>
+          long MaxAgeMs = 300'000, long ShutdownMs = 10'000>
 struct PodFixture : ::testing::Test {
   std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("pod-test-" + std::to_string(::getpid()) + "-" +
@@ -173,7 +174,7 @@ struct PodFixture : ::testing::Test {
             PodOptions o;
             o.pod_id = "pod-t";
             o.cancel_timeout = 300ms;
-            o.shutdown_timeout = 10s;
+            o.shutdown_timeout = std::chrono::milliseconds{ShutdownMs};
             o.hub.reply_memory_budget = ReplyBudget;
             o.hub.buffer.max_buffers = MaxBuffers;
             o.hub.buffer.max_reply_bytes = MaxReplyBytes;
@@ -308,6 +309,7 @@ using BudgetPodTest = PodFixture<1>;
 using CrowdedPodTest = PodFixture<0, 1>;
 using SmallReplyPodTest = PodFixture<0, 10'000, 1024>;
 using ShortAgePodTest = PodFixture<0, 10'000, 8u << 20, 200>;
+using ShortShutdownPodTest = PodFixture<0, 10'000, 8u << 20, 300'000, 300>;
 
 TEST_F(PodTest, ASubmittedChatIsStoredAndPutOnTheBusNamingThisPod) {
   std::promise<std::string> published;
@@ -590,6 +592,56 @@ TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
   publish_reply("s1", accepted.message_id, "last words");
   EXPECT_EQ(done.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+}
+
+// Another writer holding the chat database: the store's calls wait behind it
+// until it lets go.
+class DatabaseHeld {
+ public:
+  explicit DatabaseHeld(const std::filesystem::path& file) {
+    if (sqlite3_open(file.c_str(), &db_) != SQLITE_OK) throw std::runtime_error("cannot open the database");
+    if (sqlite3_exec(db_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK)
+      throw std::runtime_error("cannot lock the database");
+  }
+  ~DatabaseHeld() { sqlite3_close(db_); }
+  void let_go() { sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr); }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+// A chat past the drain's check but still at the store when the drain begins
+// is answered like any other, and the drain waits for its reply: it must not
+// tell the client 200 for a reply sent to a pod that no longer listens.
+TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
+  DatabaseHeld held(dir / "chat.db");
+  std::promise<std::pair<boost::system::error_code, Accepted>> answered;
+  pod.submit(chat(), "corr_1", [&](boost::system::error_code ec, Accepted a) { answered.set_value({ec, a}); });
+  std::promise<void> drained;
+  pod.drain([&] { drained.set_value(); });
+  auto done = drained.get_future();
+  EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "a chat is still in flight";
+  held.let_go();
+  auto [ec, accepted] = wait(answered.get_future());
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "its reply is owed";
+  publish_reply("s1", accepted.message_id, "last words");
+  EXPECT_EQ(done.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+}
+
+// Past the shutdown timeout the drain waits no more; a chat that was still at
+// the store is then refused, and its user message taken back.
+TEST_F(ShortShutdownPodTest, AChatStillAtTheStoreWhenTheDrainGivesUpIsRefusedAndTakenBack) {
+  DatabaseHeld held(dir / "chat.db");
+  std::promise<std::pair<boost::system::error_code, Accepted>> answered;
+  pod.submit(chat(), "corr_1", [&](boost::system::error_code ec, Accepted a) { answered.set_value({ec, a}); });
+  std::promise<void> drained;
+  pod.drain([&] { drained.set_value(); });
+  EXPECT_EQ(drained.get_future().wait_for(10s), std::future_status::ready);
+  held.let_go();
+  EXPECT_EQ(wait(answered.get_future()).first, Errc::draining);
+  EXPECT_TRUE(messages("s1").empty());
 }
 
 }  // namespace
