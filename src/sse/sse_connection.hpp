@@ -15,17 +15,17 @@
 // larger events and stays connected. A client that still does not keep up lets
 // its queue grow past the limits and is cut off; nobody else waits for it.
 
-#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <chrono>
 #include <string>
 #include <vector>
 

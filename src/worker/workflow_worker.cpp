@@ -32,6 +32,13 @@ bool has_final(const std::vector<std::string>& payloads) {
   return false;
 }
 
+// A request that ends before it started: its reply gets its cancelled end.
+void end_unstarted(GenerationRun& run) {
+  log::info("generation_cancelled", {{"message_id", run.request().message_id}, {"started", false},
+                                     {"correlation_id", run.request().correlation_id}});
+  run.end_cancelled();
+}
+
 }  // namespace
 
 WorkflowWorker::WorkflowWorker(asio::any_io_executor executor, bus::MessageBus& bus, bus::WorkQueue& work,
@@ -242,18 +249,20 @@ void WorkflowWorker::read_log_again(std::shared_ptr<WaitingRequest> shared, std:
 }
 
 // Running, waiting, starting or being looked for in the log here already:
-// takes this delivery of it instead (the run, null if handed over already),
-// or nullopt if it is not here. With mutex_ held.
-std::optional<std::shared_ptr<GenerationRun>> WorkflowWorker::hand_to_holder(WaitingRequest& w) {
+// takes this delivery of it instead, or nullopt if it is not here. With mutex_ held.
+std::optional<WorkflowWorker::Holder> WorkflowWorker::hand_to_holder(WaitingRequest& w) {
   if (auto it = runs_.find(w.request.message_id); it != runs_.end()) {
     if (auto run = it->second.run.lock()) {
-      it->second.last_delivery = w.item->final_attempt();  // the run holds this delivery now
-      return run;
+      const bool last_delivery = w.item->final_attempt();
+      it->second.last_delivery = last_delivery;  // the run holds this delivery now
+      // A drain that ended the last deliveries passed this run by: it was
+      // not one then, and now nobody else will get it.
+      return Holder{std::move(run), last_delivery && ending_last_deliveries_};
     }
   }
   if (take_while_reading_log(w) || take_while_starting(w) ||
       waiting_.take_newer_delivery(w.request.message_id, w.item))
-    return std::shared_ptr<GenerationRun>{};
+    return Holder{};
   return std::nullopt;
 }
 
@@ -261,26 +270,18 @@ std::optional<std::shared_ptr<GenerationRun>> WorkflowWorker::hand_to_holder(Wai
 // hear its keep-alives (the bus was away longer than the ack wait), or the
 // same request was sent twice. Starting over would pay the provider twice and
 // restart the reply on every stream.
-void WorkflowWorker::taken_over(WaitingRequest& w, std::shared_ptr<GenerationRun> run, unsigned attempt) {
-  log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", run != nullptr},
+void WorkflowWorker::taken_over(WaitingRequest& w, Holder holder, unsigned attempt) {
+  log::info("redelivery_taken_over", {{"message_id", w.request.message_id}, {"running", holder.run != nullptr},
                                       {"attempt", attempt}});
   kept_running_.add();
-  if (!run) return;
-  const bool last_delivery = w.item->final_attempt();
-  run->take_newer_delivery(std::move(w.item));
-  bool end_now = false;
-  {
-    std::lock_guard lock(mutex_);
-    // A drain that ended the last deliveries passed this run by: it was not
-    // one then, and now nobody else will get it.
-    end_now = last_delivery && ending_last_deliveries_;
-  }
-  if (end_now) run->cancel();
+  if (!holder.run) return;
+  holder.run->take_newer_delivery(std::move(w.item));
+  if (holder.end_now) holder.run->cancel();
 }
 
 bool WorkflowWorker::take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log) {
   const auto attempt = w.item->attempt();
-  std::optional<std::shared_ptr<GenerationRun>> holder;
+  std::optional<Holder> holder;
   {
     std::lock_guard lock(mutex_);
     holder = hand_to_holder(w);
@@ -345,7 +346,7 @@ void WorkflowWorker::stop_reading_log(const std::shared_ptr<WaitingRequest>& rea
 
 void WorkflowWorker::start_or_wait(WaitingRequest w, std::shared_ptr<WaitingRequest> read_for) {
   unsigned attempt = 0;
-  std::optional<std::shared_ptr<GenerationRun>> holder;
+  std::optional<Holder> holder;
   std::shared_ptr<GenerationRun> cancelled;
   bool overloaded = false;
   {
@@ -375,11 +376,7 @@ void WorkflowWorker::start_or_wait(WaitingRequest w, std::shared_ptr<WaitingRequ
     }
   }
   if (holder) return taken_over(w, std::move(*holder), attempt);
-  if (cancelled) {
-    log::info("generation_cancelled", {{"message_id", cancelled->request().message_id}, {"started", false},
-                                       {"correlation_id", cancelled->request().correlation_id}});
-    return cancelled->end_cancelled();
-  }
+  if (cancelled) return end_unstarted(*cancelled);
   if (overloaded) {
     overloaded_.add();
     return run(std::move(w), Slot::extra, "worker_overloaded", "too many replies are waiting; try again shortly");
@@ -412,11 +409,7 @@ void WorkflowWorker::run(WaitingRequest w, Slot slot, std::string_view fail_code
     run = cancelled ? track_new_run(std::move(w), "", "none", slot)
                     : track_new_run(std::move(w), model, std::move(label), slot);
   }
-  if (cancelled) {
-    log::info("generation_cancelled", {{"message_id", run->request().message_id}, {"started", false},
-                                       {"correlation_id", run->request().correlation_id}});
-    return run->end_cancelled();
-  }
+  if (cancelled) return end_unstarted(*run);
   log::info("generation_started", {{"message_id", run->request().message_id},
                                    {"session_id", run->request().session_id}, {"provider", provider_name},
                                    {"model", model}, {"attempt", run->attempt()},

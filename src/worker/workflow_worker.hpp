@@ -89,8 +89,15 @@ class WorkflowWorker {
   // A delivery again, about to be looked for in the log: handed to the same
   // request held here already, else registered in reading_log_ (one hold).
   bool take_newer_delivery(WaitingRequest& w, std::shared_ptr<WaitingRequest> reading_log);
-  std::optional<std::shared_ptr<GenerationRun>> hand_to_holder(WaitingRequest& w);  // with mutex_ held
-  void taken_over(WaitingRequest& w, std::shared_ptr<GenerationRun> run, unsigned attempt);
+  // What holds a request delivered again: its run (null when it waits, starts
+  // or is read for in the log; that one takes the delivery), and whether the
+  // run must end now.
+  struct Holder {
+    std::shared_ptr<GenerationRun> run;
+    bool end_now = false;
+  };
+  std::optional<Holder> hand_to_holder(WaitingRequest& w);  // with mutex_ held
+  void taken_over(WaitingRequest& w, Holder holder, unsigned attempt);
   bool take_while_reading_log(WaitingRequest& w);    // with mutex_ held
   bool take_while_starting(WaitingRequest& w);       // with mutex_ held
   bool cancelled_before_start(const protocol::WorkflowRequest& request);  // with mutex_ held
