@@ -209,10 +209,21 @@ struct PodFixture : ::testing::Test {
     return r;
   }
 
-  std::pair<boost::system::error_code, Accepted> submit(ChatRequest r) {
-    std::promise<std::pair<boost::system::error_code, Accepted>> p;
-    pod.submit(std::move(r), "corr_1", [&](boost::system::error_code ec, Accepted a) { p.set_value({ec, a}); });
-    return wait(p.get_future());
+  using Answer = std::pair<boost::system::error_code, Accepted>;
+  // The chat's answer, when it comes.
+  std::future<Answer> submit_later(ChatRequest r) {
+    auto answered = std::make_shared<std::promise<Answer>>();
+    pod.submit(std::move(r), "corr_1",
+               [answered](boost::system::error_code ec, Accepted a) { answered->set_value({ec, a}); });
+    return answered->get_future();
+  }
+  Answer submit(ChatRequest r) { return wait(submit_later(std::move(r))); }
+
+  // Ready when the drain is over.
+  std::future<void> drain() {
+    auto drained = std::make_shared<std::promise<void>>();
+    pod.drain([drained] { drained->set_value(); });
+    return drained->get_future();
   }
 
   std::vector<store::StoredMessage> messages(const std::string& session, const std::string& user = "u1") {
@@ -568,23 +579,20 @@ TEST_F(PodTest, TheHealthSubjectAnswersWithTheHealthJson) {
 // and limiter round trips: one that reaches the pod after the drain began gets
 // the 503 too, not a closed socket.
 TEST_F(PodTest, AStreamThatArrivesWhileThePodDrainsIsAnswered503) {
-  std::promise<void> drained;
-  pod.drain([&] { drained.set_value(); });
+  auto drained = drain();
   auto client = open_client_stream("s1");
   EXPECT_FALSE(last_stream_taken) << "the API counts this stream's answer by it";
   auto got = read_until(client, "}");
   EXPECT_TRUE(got.starts_with("HTTP/1.1 503 ")) << got;
   EXPECT_NE(got.find(R"("code":"unavailable")"), std::string::npos) << got;
   EXPECT_EQ(pod.open_streams(), 0u);
-  EXPECT_EQ(drained.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(drained.wait_for(10s), std::future_status::ready);
 }
 
 TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
   auto [ec, accepted] = submit(chat());
   ASSERT_FALSE(ec);
-  std::promise<void> drained;
-  pod.drain([&] { drained.set_value(); });
-  auto done = drained.get_future();
+  auto done = drain();
   EXPECT_TRUE(pod.health().draining);
   EXPECT_FALSE(pod.health().ready());
   EXPECT_EQ(submit(chat()).first, Errc::draining);
@@ -615,14 +623,11 @@ class DatabaseHeld {
 // tell the client 200 for a reply sent to a pod that no longer listens.
 TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
   DatabaseHeld held(dir / "chat.db");
-  std::promise<std::pair<boost::system::error_code, Accepted>> answered;
-  pod.submit(chat(), "corr_1", [&](boost::system::error_code ec, Accepted a) { answered.set_value({ec, a}); });
-  std::promise<void> drained;
-  pod.drain([&] { drained.set_value(); });
-  auto done = drained.get_future();
+  auto answered = submit_later(chat());
+  auto done = drain();
   EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "a chat is still in flight";
   held.let_go();
-  auto [ec, accepted] = wait(answered.get_future());
+  auto [ec, accepted] = wait(std::move(answered));
   ASSERT_FALSE(ec) << ec.message();
   EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "its reply is owed";
   publish_reply("s1", accepted.message_id, "last words");
@@ -634,13 +639,10 @@ TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
 // the store is then refused, and its user message taken back.
 TEST_F(ShortShutdownPodTest, AChatStillAtTheStoreWhenTheDrainGivesUpIsRefusedAndTakenBack) {
   DatabaseHeld held(dir / "chat.db");
-  std::promise<std::pair<boost::system::error_code, Accepted>> answered;
-  pod.submit(chat(), "corr_1", [&](boost::system::error_code ec, Accepted a) { answered.set_value({ec, a}); });
-  std::promise<void> drained;
-  pod.drain([&] { drained.set_value(); });
-  EXPECT_EQ(drained.get_future().wait_for(10s), std::future_status::ready);
+  auto answered = submit_later(chat());
+  EXPECT_EQ(drain().wait_for(10s), std::future_status::ready);
   held.let_go();
-  EXPECT_EQ(wait(answered.get_future()).first, Errc::draining);
+  EXPECT_EQ(wait(std::move(answered)).first, Errc::draining);
   EXPECT_TRUE(messages("s1").empty());
 }
 
