@@ -152,6 +152,8 @@ ChatApi::ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, 
       admission_(admission),
       registry_(metrics) {}
 
+ChatApi::~ChatApi() { gate_.close(); }
+
 void ChatApi::collect(metrics::Exposition& out) const {
   metrics_.requests.each([&](const metrics::Labels& labels, const metrics::Counter& c) {
     out.counter("chat_http_requests_total", "HTTP requests answered, by route, method and status code.",
@@ -200,10 +202,10 @@ void ChatApi::handle(http::Request request, std::shared_ptr<http::HttpSession> s
   if (!admission_ || is_probe(call->path)) return serve(std::move(call));
   auto peer = call->session->peer();
   auto forwarded = forwarded_for(call->request);  // before `call` moves into the callback
-  admission_->request(peer, forwarded, [this, call = std::move(call)](limits::Verdict v) mutable {
+  admission_->request(peer, forwarded, gate_.guard([this, call = std::move(call)](limits::Verdict v) mutable {
     if (!v.allowed) return call->respond(rate_limited(v.retry_after, "too many requests from this address"));
     serve(std::move(call));
-  });
+  }));
 }
 
 // The caller's trace continues here; a missing, repeated or malformed
@@ -345,10 +347,10 @@ void ChatApi::create_session(Call call) {
   auto user = body_caller(call);
   if (!user) return;
   auto session_id = auth::unguessable_id("s_");
-  store_.claim_session(session_id, *user, [call, session_id](boost::system::error_code ec) {
+  store_.claim_session(session_id, *user, gate_.guard([call, session_id](boost::system::error_code ec) {
     if (ec) return call->respond(failure(ec, "session"));
     call->respond(http::json_response(Status::created, json::object{{"session_id", session_id}}));
-  });
+  }));
 }
 
 void ChatApi::post_chat(Call call) {
@@ -368,10 +370,10 @@ void ChatApi::post_chat(Call call) {
   parsed.request->user_id = std::move(*user);
   if (!admission_) return submit_chat(std::move(call), std::move(*parsed.request));
   auto acting = parsed.request->user_id;
-  admission_->chat(acting, [this, call, request = std::move(*parsed.request)](limits::Verdict v) mutable {
+  admission_->chat(acting, gate_.guard([this, call, request = std::move(*parsed.request)](limits::Verdict v) mutable {
     if (!v.allowed) return call->respond(rate_limited(v.retry_after, "too many chats; wait before sending more"));
     submit_chat(std::move(call), std::move(request));
-  });
+  }));
 }
 
 void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
@@ -389,7 +391,7 @@ void ChatApi::submit_chat(Call call, pod::ChatRequest request) {
                                                                      {"timestamp", a.timestamp},
                                                                      {"correlation_id", a.correlation_id}}));
   };
-  pod_.submit(std::move(request), std::move(correlation_id), std::move(answer));
+  pod_.submit(std::move(request), std::move(correlation_id), gate_.guard(std::move(answer)));
 }
 
 void ChatApi::open_stream(Call call) {
@@ -408,16 +410,16 @@ void ChatApi::open_stream(Call call) {
   // A stream may come before the session's first message: it claims the
   // session for its user, so nobody else can create it and have their replies
   // stream here.
-  store_.claim_session(std::move(session), *user, [this, call, stream = std::move(stream), user = *user](
-                                                      boost::system::error_code ec) mutable {
+  store_.claim_session(std::move(session), *user, gate_.guard([this, call, stream = std::move(stream), user = *user](
+                                                                   boost::system::error_code ec) mutable {
     if (ec) return call->respond(failure(hide_owner(ec), "session"));
     if (!admission_) return hand_over_stream(call, std::move(stream));
-    admission_->stream_opens(user, [this, call, stream = std::move(stream)](limits::StreamTicket ticket) mutable {
+    admission_->stream_opens(user, gate_.guard([this, call, stream = std::move(stream)](limits::StreamTicket ticket) mutable {
       if (!ticket) return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
       stream.ticket = std::move(ticket);
       hand_over_stream(call, std::move(stream));
-    });
-  });
+    }));
+  }));
 }
 
 void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {
@@ -439,11 +441,11 @@ void ChatApi::cancel_reply(Call call, std::string message_id) {
   auto session_id = std::string(call->param("session_id").value_or(""));
   if (!session_id.empty())
     if (auto e = check_identifier("session_id", session_id)) return call->respond(invalid(*e));
-  pod_.cancel(message_id, std::move(session_id), std::move(*user), [call, message_id](boost::system::error_code ec) {
+  pod_.cancel(message_id, std::move(session_id), std::move(*user), gate_.guard([call, message_id](boost::system::error_code ec) {
     if (ec) return call->respond(failure(hide_owner(ec), "reply"));
     log::info("cancel_accepted", {{"message_id", message_id}, {"correlation_id", call->correlation_id}});
     call->respond(http::json_response(Status::accepted, json::object{{"message_id", message_id}, {"status", "cancelling"}}));
-  });
+  }));
 }
 
 void ChatApi::list_sessions(Call call) {
@@ -457,10 +459,10 @@ void ChatApi::list_sessions(Call call) {
     if (!before) return call->respond(error(Status::bad_request, "invalid_request", "before must be a next_before of this list"));
   }
   store_.list_sessions(std::string(*user_id), *limit, std::move(before),
-                       [call](boost::system::error_code ec, store::SessionPage page) {
+                       gate_.guard([call](boost::system::error_code ec, store::SessionPage page) {
                          if (ec) return call->respond(failure(ec, "sessions"));
                          call->respond(http::json_response(Status::ok, session_page_json(page)));
-                       });
+                       }));
 }
 
 void ChatApi::list_messages(Call call, std::string session_id) {
@@ -472,22 +474,24 @@ void ChatApi::list_messages(Call call, std::string session_id) {
   if (!before.empty() && !is_valid_identifier(before))
     return call->respond(error(Status::bad_request, "invalid_request", "before must be a message id"));
   store_.list_messages(std::move(session_id), std::string(*user_id), *limit, std::string(before),
-                       [call, max_bytes = options_.history_max_bytes](boost::system::error_code ec, store::MessagePage page) {
+                       gate_.guard([call, max_bytes = options_.history_max_bytes](boost::system::error_code ec,
+                                                                                  store::MessagePage page) {
                          if (ec) return call->respond(failure(hide_owner(ec), "session"));
                          call->respond(http::json_response(Status::ok, message_page_json(page, max_bytes)));
-                       });
+                       }));
 }
 
 void ChatApi::delete_session(Call call, std::string session_id) {
   auto user_id = caller(call);
   if (!user_id) return;
-  store_.delete_session(session_id, std::string(*user_id), [this, call, session_id, user = std::string(*user_id)](
-                                                               boost::system::error_code ec) {
-    if (ec) return call->respond(failure(hide_owner(ec), "session"));
-    log::info("session_deleted", {{"session_id", session_id}, {"correlation_id", call->correlation_id}});
-    pod_.end_session(session_id, user);
-    call->respond(http::json_response(Status::ok, json::object{{"session_id", session_id}, {"deleted", true}}));
-  });
+  store_.delete_session(session_id, std::string(*user_id),
+                        gate_.guard([this, call, session_id, user = std::string(*user_id)](boost::system::error_code ec) {
+                          if (ec) return call->respond(failure(hide_owner(ec), "session"));
+                          log::info("session_deleted", {{"session_id", session_id}, {"correlation_id", call->correlation_id}});
+                          pod_.end_session(session_id, user);
+                          call->respond(
+                              http::json_response(Status::ok, json::object{{"session_id", session_id}, {"deleted", true}}));
+                        }));
 }
 
 http::Response ChatApi::health_response() const {

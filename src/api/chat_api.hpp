@@ -14,6 +14,7 @@
 #include "api/api_call.hpp"
 #include "api/chat_request.hpp"
 #include "auth/authenticator.hpp"
+#include "common/callback_gate.hpp"
 #include "http/http_session.hpp"
 #include "pod/pod.hpp"
 #include "store/message_store.hpp"
@@ -47,6 +48,9 @@ class ChatApi final : public http::RequestHandler {
   // the request, chat and stream limits (null: none).
   ChatApi(ApiOptions options, pod::Pod& pod, store::MessageStore& store, const metrics::Registry* metrics = nullptr,
           limits::Admission* admission = nullptr);
+  // Answers still to come (the store's, the pod's, the limiter's) are dropped
+  // from now on; one being handed on is waited for.
+  ~ChatApi() override;
 
   // The API's own metrics: requests and their duration by route (any thread).
   void collect(metrics::Exposition& out) const;
@@ -91,6 +95,9 @@ class ChatApi final : public http::RequestHandler {
   limits::Admission* admission_;
   const metrics::Registry* registry_;
   mutable ApiMetrics metrics_;
+  // Every answer from another thread comes through it: at shutdown the store
+  // and the bus answer their last calls while the program destroys the API.
+  CallbackGate gate_;
 };
 
 }  // namespace chat::api

@@ -17,6 +17,7 @@
 #include "common/identifier.hpp"
 #include "http/listener.hpp"
 #include "registry/memory_registry.hpp"
+#include "store/database_held.hpp"
 #include "store/sqlite_store.hpp"
 
 namespace chat::api {
@@ -325,6 +326,39 @@ TEST_F(ChatApiTest, AStreamWithoutAUserIs400) {
   auto res = call(bhttp::verb::get, "/api/sse?session_id=s1");
   EXPECT_EQ(res.result_int(), 400);
   EXPECT_NE(res.body().find("user_id is required"), std::string::npos);
+}
+
+// At shutdown the store answers its last calls while the program destroys the
+// API: an answer after the API went is dropped, not handed on through what is
+// gone (its metrics, its pod), and the client's connection just ends.
+TEST_F(ChatApiTest, AStoreAnswerAfterTheApiWentIsDropped) {
+  auto doomed = std::make_unique<ChatApi>(ApiOptions{"*", {100}}, pod, store);
+  auto doomed_listener = std::make_shared<http::Listener>(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0),
+                                                          *doomed, http::SessionLimits{}, [] { return false; });
+  doomed_listener->run();
+  store::DatabaseHeld held(dir / "chat.db");
+  // The store's thread waits in this write; the API's call queues behind it.
+  store.claim_session("s-blocker", "u1", [](boost::system::error_code) {});
+  asio::io_context client_ioc;
+  tcp::socket client(client_ioc);
+  client.connect(tcp::endpoint(asio::ip::address_v4::loopback(), doomed_listener->port()));
+  bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/api/sessions?user_id=u1", 11};
+  req.set(bhttp::field::host, "localhost");
+  req.prepare_payload();
+  bhttp::write(client, req);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{4};
+  while (store.status().queued == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  ASSERT_EQ(store.status().queued, 1u) << "the API's call waits at the store";
+  asio::post(ioc, [l = doomed_listener] { l->stop(); });
+  doomed_listener.reset();
+  doomed.reset();
+  held.let_go();
+  boost::beast::flat_buffer buffer;
+  bhttp::response<bhttp::string_body> res;
+  boost::system::error_code ec;
+  bhttp::read(client, buffer, res, ec);
+  EXPECT_TRUE(ec) << "answered " << res.result_int() << " by an API that is gone";
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "pod/pod.hpp"
 
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -22,6 +21,7 @@
 #include "bus/memory_chunk_log.hpp"
 #include "protocol/subjects.hpp"
 #include "registry/memory_registry.hpp"
+#include "store/database_held.hpp"
 #include "store/sqlite_store.hpp"
 
 namespace chat::pod {
@@ -602,27 +602,11 @@ TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
   EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
 }
 
-// Another writer holding the chat database: the store's calls wait behind it
-// until it lets go.
-class DatabaseHeld {
- public:
-  explicit DatabaseHeld(const std::filesystem::path& file) {
-    if (sqlite3_open(file.c_str(), &db_) != SQLITE_OK) throw std::runtime_error("cannot open the database");
-    if (sqlite3_exec(db_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK)
-      throw std::runtime_error("cannot lock the database");
-  }
-  ~DatabaseHeld() { sqlite3_close(db_); }
-  void let_go() { sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr); }
-
- private:
-  sqlite3* db_ = nullptr;
-};
-
 // A chat past the drain's check but still at the store when the drain begins
 // is answered like any other, and the drain waits for its reply: it must not
 // tell the client 200 for a reply sent to a pod that no longer listens.
 TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
-  DatabaseHeld held(dir / "chat.db");
+  store::DatabaseHeld held(dir / "chat.db");
   auto answered = submit_later(chat());
   auto done = drain();
   EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "a chat is still in flight";
@@ -638,7 +622,7 @@ TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
 // Past the shutdown timeout the drain waits no more; a chat that was still at
 // the store is then refused, and its user message taken back.
 TEST_F(ShortShutdownPodTest, AChatStillAtTheStoreWhenTheDrainGivesUpIsRefusedAndTakenBack) {
-  DatabaseHeld held(dir / "chat.db");
+  store::DatabaseHeld held(dir / "chat.db");
   auto answered = submit_later(chat());
   EXPECT_EQ(drain().wait_for(10s), std::future_status::ready);
   held.let_go();
