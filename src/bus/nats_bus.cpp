@@ -536,6 +536,9 @@ void NatsBus::request(std::string subject, std::string payload, Headers headers,
 
 void NatsBus::start_request(std::uint64_t token, std::string subject, std::string payload, Headers headers,
                             std::chrono::milliseconds timeout, ReplyCallback done) {
+  // Asked as the bus began to close, and posted after the destructor ended
+  // the pending requests: the connection may be going right now.
+  if (closing_) return done(asio::error::operation_aborted, {});
   auto timer = std::make_unique<asio::steady_timer>(io_, timeout);
   timer->async_wait([this, token](error_code ec) {
     if (!ec) complete_request(token, asio::error::timed_out, {});
