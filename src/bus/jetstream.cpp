@@ -4,6 +4,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/json/parse.hpp>
 
+#include <utility>
+
 #include "common/io_thread.hpp"
 #include "log/log.hpp"
 
@@ -16,6 +18,8 @@ namespace {
 constexpr std::chrono::seconds kSetUpRetry{2};
 // How often a ready JetStream looks whether its streams and consumer still exist.
 constexpr std::chrono::seconds kWatchEvery{5};
+// How often calls waiting for the server look whether it is back.
+constexpr std::chrono::milliseconds kLookForServerEvery{100};
 // The window within which a repeated Nats-Msg-Id is stored once.
 constexpr std::int64_t kDuplicateWindowNs = 2 * 60 * 1'000'000'000ll;
 
@@ -79,7 +83,8 @@ JetStream::JetStream(NatsBus& bus, JetStreamOptions options, bool workers)
       options_(options),
       workers_(workers),
       blocking_work_(asio::make_work_guard(blocking_)),
-      retry_timer_(blocking_) {
+      retry_timer_(blocking_),
+      waiting_timer_(blocking_) {
   jsOptions o;
   jsOptions_Init(&o);
   o.Wait = 5'000;
@@ -90,13 +95,34 @@ JetStream::JetStream(NatsBus& bus, JetStreamOptions options, bool workers)
 
 JetStream::~JetStream() {
   stopping_ = true;
-  asio::post(blocking_, [this] { retry_timer_.cancel(); });
+  asio::post(blocking_, [this] {
+    retry_timer_.cancel();
+    waiting_timer_.cancel();
+  });
   blocking_work_.reset();
   blocking_thread_.join();
   jsCtx_Destroy(js_);
 }
 
 void JetStream::run_blocking(std::function<void()> fn) { asio::post(blocking_, std::move(fn)); }
+
+void JetStream::run_blocking_when_up(std::function<void(bool)> fn) {
+  run_blocking([this, fn = std::move(fn)]() mutable {
+    if (up()) return fn(true);
+    if (waiting_calls_.size() >= kMaxCallsWaiting) return fn(false);
+    waiting_calls_.push_back(std::move(fn));
+    if (waiting_calls_.size() == 1) look_for_server();
+  });
+}
+
+void JetStream::look_for_server() {
+  waiting_timer_.expires_after(kLookForServerEvery);
+  waiting_timer_.async_wait([this](error_code e) {
+    if (e || stopping_) return;
+    if (!up()) return look_for_server();
+    for (auto& fn : std::exchange(waiting_calls_, {})) fn(true);
+  });
+}
 
 void JetStream::publish(const std::string& subject, const std::string& payload, const std::string& msg_id,
                         Headers headers, PublishCallback done, Resend resend) {

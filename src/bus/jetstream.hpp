@@ -17,9 +17,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "bus/nats_bus.hpp"
 
@@ -66,6 +68,12 @@ class JetStream {
   // destructor waits for the calls still queued: a long one should check
   // stopping() and give up.
   void run_blocking(std::function<void()> fn);
+  // As run_blocking(), with `fn(true)` once the server answers (the bus
+  // connected, the streams ready): at once when it does now. Away, the call
+  // would wait out its timeouts ahead of the calls queued behind it. At most
+  // kMaxCallsWaiting wait; past that, `fn(false)` at once.
+  void run_blocking_when_up(std::function<void(bool up)> fn);
+  static constexpr std::size_t kMaxCallsWaiting = 10'000;
   bool stopping() const { return stopping_.load(); }
 
   jsCtx* context() const { return js_; }
@@ -75,6 +83,8 @@ class JetStream {
  private:
   void set_up();
   void watch();
+  bool up() const { return ready_.load() && bus_.connected(); }
+  void look_for_server();
   bool state_lost();
   boost::system::error_code ensure_streams();
   boost::system::error_code ensure_consumer();
@@ -89,6 +99,10 @@ class JetStream {
   boost::asio::io_context blocking_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> blocking_work_;
   boost::asio::steady_timer retry_timer_;  // the next set-up attempt, or, once ready, the next look
+  // Calls waiting for the server (run_blocking_when_up), and the timer that
+  // looks for it meanwhile: JetStream thread only.
+  std::vector<std::function<void(bool)>> waiting_calls_;
+  boost::asio::steady_timer waiting_timer_;
   std::thread blocking_thread_;
 };
 

@@ -254,10 +254,11 @@ void JetStreamWorkQueue::submit(std::string subject, std::string payload, std::s
 }
 
 void JetStreamWorkQueue::withdraw(const std::string& subject, const std::string& id) {
-  // Disconnected, each call would wait out its timeout on the JetStream
-  // thread, ahead of the chunk-log reads queued there.
-  if (!js_.ready() || !js_.bus().connected()) return;
-  js_.run_blocking([&js = js_, subject, id] {
+  // Asked while the server is away (a reply ended meanwhile, or a request
+  // whose acknowledgement never came): done once it is back, or the request
+  // would run later.
+  js_.run_blocking_when_up([&js = js_, subject, id](bool up) {
+    if (!up) return not_withdrawn(id, "too many withdrawals wait for the server");
     std::uint64_t seq = 0;  // the session's requests, oldest first
     for (int looked = 0; !js.stopping(); ++looked) {
       if (looked == kMaxWithdrawScan) return not_withdrawn(id, "not among the session's first 64 queued requests");

@@ -59,8 +59,10 @@ class WorkQueue {
   virtual void submit(std::string subject, std::string payload, std::string id, Headers headers,
                       PublishCallback done) = 0;
   // The request `id`, submitted on `subject`, is no longer wanted (its reply
-  // ended before any chunk of it came): a queue that still holds it drops it,
-  // so that no worker runs it later. Best effort and never blocks. One that a
+  // ended before any chunk of it came, or its submit failed without knowing
+  // whether the server stored it): a queue that still holds it drops it, so
+  // that no worker runs it later. Best effort and never blocks; asked while
+  // the server is away, it is done once the server is back. One that a
   // worker holds unacked goes too (JetStream takes that as its ack): that
   // worker was sent the cancel.
   virtual void withdraw(const std::string& subject, const std::string& id) = 0;

@@ -181,6 +181,9 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  }
                  log::warn("chat_publish_failed", {{"error", ec.message()}, {"correlation_id", accepted.correlation_id}});
                  stats_.submits_refused.add();
+                 // The server may have stored it all the same (its acknowledgement
+                 // lost): refused here, it must not run later.
+                 work_.withdraw(subjects::execute(accepted.session_id), accepted.message_id);
                  hub_.forget(accepted.session_id, accepted.message_id);
                  traces_.forget(accepted.message_id);
                  if (admission_) admission_->reply_ended(accepted.message_id);

@@ -262,6 +262,30 @@ TEST_F(JetStreamWorkQueue, AWithdrawFindsItsRequestAmongTheSessionsAndDeletesOnl
   for (std::size_t i = 0; i < t.size(); ++i) t.take(i)->ack();
 }
 
+// A reply ended while the server was away (its user cancelled it, its session
+// was deleted, its submit failed without an answer): its request is withdrawn
+// once the server is back, before a worker can run it.
+TEST_F(JetStreamWorkQueue, AWithdrawAskedWhileTheServerIsAwayIsDoneOnceItIsBack) {
+  auto id = new_identifier("m");
+  ASSERT_FALSE(submit(impl_.queue(0), "withdrawn", id));
+  impl_.server().stop();
+  ASSERT_TRUE(wait_until([&] { return !impl_.queue(0).status().connected; }));
+  impl_.queue(0).withdraw("chat.workflow.execute.s1", id);
+  impl_.server().start();
+  ASSERT_TRUE(wait_until([&] { return impl_.queue(0).status().connected; }, 20s));
+  // Its JetStream thread looks for the server every 0.1 s; then the log read
+  // queued behind the withdraw answers.
+  std::this_thread::sleep_for(500ms);
+  after_withdraws(impl_);
+  Taker t;
+  auto s = impl_.queue(1).consume(slots(10), t.handler());
+  ASSERT_FALSE(submit(impl_.queue(0), "next", new_identifier("m")));
+  ASSERT_TRUE(wait_until([&] { return t.size() == 1; }, 20s));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(t.payloads(), std::vector<std::string>{"next"}) << "no worker gets a request withdrawn while away";
+  t.take(0)->ack();
+}
+
 // The server is frozen when the request goes out and killed before it reads
 // it: the request was never stored, and its acknowledgement cannot come. The
 // queue publishes it again once the server is back, so the chat its caller is

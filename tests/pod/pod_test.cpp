@@ -414,6 +414,9 @@ TEST_F(PodTest, AChatTheBusRefusesIsTakenBackWhole) {
   ASSERT_TRUE(eventually([&] { return messages("s2").empty(); })) << "the user message must be rolled back";
   // The hub forgets the expectation on the session's shard, after submit has answered.
   EXPECT_TRUE(eventually([&] { return pod.health().hub.buffers == 0u; })) << "and its reply no longer expected";
+  // A refusal cannot tell that the server did not store it (an acknowledgement lost).
+  ASSERT_EQ(queue.withdrawn().size(), 1u) << "it must not run later";
+  EXPECT_EQ(queue.withdrawn().front().first, "chat.workflow.execute.s2");
 }
 
 TEST_F(PodTest, AnotherUsersSessionIsRefused) {
