@@ -406,20 +406,27 @@ void ChatApi::open_stream(Call call) {
   auto cursor = sse::parse_last_event_id(!header.empty() ? std::string_view(header)
                                                           : call->param("last_event_id").value_or(""));
   pod::StreamRequest stream{std::string(*session_id), cursor, cors_.allow_origin(call->origin), call->correlation_id};
-  auto session = stream.session_id;  // the lambda below takes `stream` by move
-  // A stream may come before the session's first message: it claims the
-  // session for its user, so nobody else can create it and have their replies
-  // stream here.
-  store_.claim_session(std::move(session), *user, gate_.guard([this, call, stream = std::move(stream), user = *user](
-                                                                   boost::system::error_code ec) mutable {
-    if (ec) return call->respond(failure(hide_owner(ec), "session"));
-    if (!admission_) return hand_over_stream(call, std::move(stream));
-    admission_->stream_opens(user, gate_.guard([this, call, stream = std::move(stream)](limits::StreamTicket ticket) mutable {
-      if (!ticket) return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
-      stream.ticket = std::move(ticket);
-      hand_over_stream(call, std::move(stream));
-    }));
+  if (!admission_) return claim_then_hand_over(std::move(call), std::move(stream), std::move(*user));
+  // The user's place first: a user at the limit must not get each refused
+  // stream's session made (a write, and an empty session to list) all the same.
+  auto opener = *user;
+  admission_->stream_opens(opener, gate_.guard([this, call, stream = std::move(stream), user = std::move(*user)](
+                                                   limits::StreamTicket ticket) mutable {
+    if (!ticket) return call->respond(rate_limited(std::chrono::seconds(10), "too many open streams for this user"));
+    stream.ticket = std::move(ticket);
+    claim_then_hand_over(std::move(call), std::move(stream), std::move(user));
   }));
+}
+
+// A stream may come before the session's first message: it claims the session
+// for its user, so nobody else can create it and have their replies stream here.
+void ChatApi::claim_then_hand_over(Call call, pod::StreamRequest stream, std::string user) {
+  auto session = stream.session_id;  // the lambda below takes `stream` by move
+  store_.claim_session(std::move(session), std::move(user),
+                       gate_.guard([this, call, stream = std::move(stream)](boost::system::error_code ec) mutable {
+                         if (ec) return call->respond(failure(hide_owner(ec), "session"));
+                         hand_over_stream(call, std::move(stream));
+                       }));
 }
 
 void ChatApi::hand_over_stream(const Call& call, pod::StreamRequest stream) {

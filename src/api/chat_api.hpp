@@ -77,6 +77,7 @@ class ChatApi final : public http::RequestHandler {
   void post_chat(Call call);
   void submit_chat(Call call, pod::ChatRequest request);
   void open_stream(Call call);
+  void claim_then_hand_over(Call call, pod::StreamRequest stream, std::string user);
   void hand_over_stream(const Call& call, pod::StreamRequest stream);
   void cancel_reply(Call call, std::string message_id);
   void list_sessions(Call call);

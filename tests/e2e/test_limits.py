@@ -227,10 +227,14 @@ class StreamsPerUserTest(h.ChatdTestCase):
         a.connected()
         b = self.track(self.srv.sse(new_id("s"), uid))
         b.connected()
-        c = self.track(self.srv.sse(new_id("s"), uid))
+        refused_session = new_id("s")
+        c = self.track(self.srv.sse(refused_session, uid))
         c.open()
         self.assertEqual(c.status, 429)
         self.assertEqual(c.json_body()["error"]["code"], "rate_limited")
+        listed = self.srv.get("/api/sessions?user_id=%s" % uid).json()["sessions"]
+        self.assertNotIn(refused_session, [s["session_id"] for s in listed],
+                         "a refused stream made its session all the same")
         other = self.track(self.srv.sse(new_id("s"), new_id("u")))
         other.connected()
         a.close()
