@@ -80,10 +80,13 @@ void Admission::stream_opens(const std::string& user, TicketCallback done) {
   }
   limiter_.hold(streams_key(user), place, policy_.streams_per_user, policy_.stream_ttl,
                 counted(Limit::streams, [streams = streams_, user, place, done = on_caller(std::move(done))](Verdict v) {
-                  // Erased before the answer goes on: a renewal meanwhile would hold the refused place again.
                   if (!v.allowed) {
+                    // Erased before the answer goes on, so no later renewal holds it; and
+                    // given back, for one may have while the refusal was on its way (a
+                    // place had come free): no ticket would ever release it.
                     std::lock_guard lock(streams->mutex);
                     streams->users.erase(place);
+                    if (streams->limiter) streams->limiter->release(streams_key(user), place);
                     return done(nullptr);
                   }
                   done(StreamTicket(&nothing, [streams, user, place](void*) {

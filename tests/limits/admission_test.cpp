@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <utility>
+#include <vector>
+
 #include "http/address_connections.hpp"
 #include "limits/admission.hpp"
 #include "limits/client_address.hpp"
@@ -67,6 +71,61 @@ TEST(AdmissionStreams, OpenStreamsKeepTheirPlacesOnlyWhileRenewed) {
   }
   now += std::chrono::milliseconds(301);  // no renewal: as if `live` had died
   EXPECT_TRUE(open_stream(other, "u1"));
+}
+
+// The memory limiter, with its hold() verdicts kept back while told to, as
+// Redis's arrive a round trip later: what the pod does meanwhile comes first.
+class VerdictsLate final : public Limiter {
+ public:
+  explicit VerdictsLate(Limiter& inner) : inner_(inner) {}
+  void take(const std::string& key, Rate rate, VerdictCallback done) override { inner_.take(key, rate, std::move(done)); }
+  void give_back(const std::string& key, Rate rate) override { inner_.give_back(key, rate); }
+  void hold(const std::string& key, const std::string& member, std::uint32_t max, std::chrono::milliseconds ttl,
+            VerdictCallback done) override {
+    inner_.hold(key, member, max, ttl, [this, done = std::move(done)](Verdict v) {
+      if (!late_) return done(v);
+      kept_.push_back([done, v] { done(v); });
+    });
+  }
+  void release(const std::string& key, const std::string& member) override { inner_.release(key, member); }
+  ComponentStatus status() const override { return inner_.status(); }
+  void stop() override {}
+
+  void keep_verdicts() { late_ = true; }
+  void hand_on_verdicts() {
+    late_ = false;
+    for (auto& answer : std::exchange(kept_, {})) answer();
+  }
+
+ private:
+  Limiter& inner_;
+  bool late_ = false;
+  std::vector<std::function<void()>> kept_;
+};
+
+// A place refused, then taken by a renewal before its refusal came back (a
+// stream of the user closed meanwhile): no ticket holds it, so it is given
+// back, or the user would have one stream fewer until it expires.
+TEST(AdmissionStreams, APlaceARenewalTookWhileItsRefusalWasOnItsWayIsGivenBack) {
+  MemoryLimiter shared;
+  VerdictsLate late(shared);
+  Admission a(late, streams_only(1), proxies(""));
+  auto first = open_stream(a, "u1");
+  ASSERT_TRUE(first);
+  late.keep_verdicts();
+  bool answered = false;
+  StreamTicket second;
+  a.stream_opens("u1", [&](StreamTicket t) {
+    answered = true;
+    second = std::move(t);
+  });
+  first.reset();      // its place is free again
+  a.renew_streams();  // holds the refused place, now let in
+  late.hand_on_verdicts();
+  ASSERT_TRUE(answered);
+  EXPECT_FALSE(second) << "the limit was reached when it asked";
+  Admission other(shared, streams_only(1), proxies(""));
+  EXPECT_TRUE(open_stream(other, "u1")) << "the refused place stayed taken";
 }
 
 TEST(AdmissionStreams, ATicketThatOutlivesItsAdmissionReleasesNothing) {
