@@ -396,7 +396,7 @@ const std::vector<Setting>& settings() {
       {"JS_MAX_DELIVER", kBoth, "4",
        "deliveries of a request: the last one, if the others all failed, ends the reply with an error",
        INT_SETTING(jetstream.max_deliver, int, 2, 100)},
-      {"JS_MAX_ACK_PENDING", kBoth, "0", "requests all workers hold at once (0: ten times WORKER_MAX_CONCURRENT)",
+      {"JS_MAX_ACK_PENDING", kBoth, "0", "requests all workers hold at once (0: 1,000,000, no cap in practice)",
        INT_SETTING(jetstream.max_ack_pending, int, 0, 10'000'000)},
       {"WORKER_DEFAULT_PROVIDER", kBoth, "demo", "provider of requests that name none",
        [](Config& c, const std::string& n, const std::string& v) {

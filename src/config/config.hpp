@@ -120,7 +120,7 @@ struct JetStreamConfig {
   std::int64_t log_max_bytes = 1ll << 30;
   Duration ack_wait{30'000};
   int max_deliver = 4;
-  int max_ack_pending = 0;  // 0: ten times WORKER_MAX_CONCURRENT
+  int max_ack_pending = 0;  // 0: 1,000,000 (each worker pulls only what its slots allow)
 };
 
 struct WorkerConfig {

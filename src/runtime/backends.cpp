@@ -25,9 +25,11 @@ bus::JetStreamOptions jetstream_options(const config::Config& c) {
   o.log_max_bytes = c.jetstream.log_max_bytes;
   o.ack_wait = c.jetstream.ack_wait;
   o.max_deliver = c.jetstream.max_deliver;
-  o.max_ack_pending = c.jetstream.max_ack_pending
-                          ? c.jetstream.max_ack_pending
-                          : static_cast<int>(std::min<std::size_t>(c.worker.max_concurrent * 10, 1'000'000));
+  // Each worker pulls only what its free slots leave room for (twice its
+  // slots at most), so the consumer's cap is no throttle. One derived from a
+  // worker's own slots kept a backlog from reaching more than five workers,
+  // and workers with other settings overwrote it: it is set past any fleet.
+  o.max_ack_pending = c.jetstream.max_ack_pending ? c.jetstream.max_ack_pending : 1'000'000;
   return o;
 }
 
