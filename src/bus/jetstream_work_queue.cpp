@@ -112,7 +112,9 @@ class PullConsumer final : public Subscription {
       log::warn("work_consumer_unavailable", {{"error", natsStatus_GetText(s)}, {"code", static_cast<std::int64_t>(code)}});
       return false;
     }
-    sub_ = SharedSubscription(raw, natsSubscription_Destroy);
+    // Freed a while after its last message goes, not at once: nats.c's reader
+    // may still be handing it a fetch's late answer (NatsBus::retire).
+    sub_ = js_.bus().share_subscription(raw);
     return true;
   }
 

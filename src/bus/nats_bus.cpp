@@ -461,6 +461,14 @@ void NatsBus::poll_connected(std::chrono::steady_clock::time_point deadline, std
   });
 }
 
+std::shared_ptr<natsSubscription> NatsBus::share_subscription(natsSubscription* sub) {
+  return {sub, [retirement = retirement_](natsSubscription* s) {
+            std::lock_guard lock(retirement->mutex);
+            if (retirement->bus) return retirement->bus->retire(NatsSubscriptionPtr(s));
+            natsSubscription_Destroy(s);
+          }};
+}
+
 void NatsBus::retire(NatsSubscriptionPtr sub) {
   if (!sub) return;
   asio::post(io_, [this, sub = std::move(sub)]() mutable {

@@ -95,6 +95,10 @@ class NatsBus final : public MessageBus {
   // delay outlasts that window by far; a bus that closes frees them after its
   // connection, once nats.c's threads are gone.
   void retire(NatsSubscriptionPtr sub);
+  // Shares a subscription that may outlive the bus (a JetStream pull
+  // subscription, held by the messages it fetched): the last owner retires
+  // it while the bus lives, and frees it at once after the bus closed.
+  std::shared_ptr<natsSubscription> share_subscription(natsSubscription* sub);
 
   struct ConnectionEvents;
   // What a subscription, which may outlive the bus, retires itself through.
