@@ -547,9 +547,11 @@ void WorkflowWorker::finished(const std::string& message_id) {
       if (--running_per_user_[it->second.user_id] == 0) running_per_user_.erase(it->second.user_id);
       runs_.erase(it);
     }
+    // Counted in the hold that may find the worker idle: a drain's on_idle
+    // never sees a reply ended and not counted yet.
+    ++completed_;
     if (!next && --active_ == 0 && admitting_ == 0) idle = std::move(on_idle_);
   }
-  ++completed_;
   // The slot passes to the next user's oldest waiting request.
   if (next) asio::post(executor_, [this, w = std::move(*next)]() mutable { run(std::move(w), Slot::held); });
   if (idle) idle();
