@@ -692,9 +692,12 @@ class ChatdServer:
                 raise StartError("chatd exited with %s during start-up; log:\n%s" % (self.proc.returncode, self.log()))
             try:
                 r = http_request(self.port, "GET", "/health", timeout=2.0)
-                if r.status == 200:
+                # Another test's chatd may hold the port this one could not bind (it then exits
+                # "address in use"): only an answer with this process's own pod id counts.
+                pod = r.json().get("pod_id") if r.status == 200 else None
+                if pod == self.extra_env.get("POD_ID", self.pod_id):
                     return
-                last = r
+                last = r if pod is None else "answered by another chatd (pod %r)" % pod
             except (OSError, EOFError, AssertionError) as e:
                 last = e
             time.sleep(0.05)
