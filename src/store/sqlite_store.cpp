@@ -81,7 +81,11 @@ struct SqliteStore::Impl {
         const bool in_shared = shared && !shared->error() && db.in_transaction();
         finishes.emplace_back(job(db), in_shared);
       }
-      if (shared && !shared->error()) committed = shared->commit();
+      // Rolled back whole by a later job's error (a full disk, an I/O error):
+      // COMMIT would only say "no transaction is active", and the jobs that
+      // had gone in would be lost instead of waiting for the file.
+      if (shared && !shared->error())
+        committed = db.in_transaction() ? shared->commit() : make_error_code(Errc::unavailable);
     }
     for (auto& [finish, in_shared] : finishes) finish(in_shared ? committed : error_code{});
   }

@@ -6,7 +6,12 @@
 
 #include <sqlite3.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <filesystem>
+#include <future>
+#include <thread>
 
 #include "store/sqlite_db.hpp"
 #include "store/store_conformance.hpp"
@@ -144,6 +149,58 @@ TEST(SqliteStore, AReplyTheLockedFileRefusesIsSpilledAndWrittenOnceTheLockIsGone
   EXPECT_FALSE(sync.flush()) << "flush waits for the spilled reply";
   EXPECT_EQ(store->status().spilled_bytes, 0u);
   EXPECT_EQ(backend.scalar("SELECT content FROM messages WHERE message_id = 'r1'"), "the answer");
+}
+
+// Files of this process may grow by `bytes` at most while it lives (a disk
+// that fills up): a write past that fails (EFBIG) instead of raising SIGXFSZ.
+class FilesCapped {
+ public:
+  explicit FilesCapped(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &before_);
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit capped{bytes, before_.rlim_max};
+    if (::setrlimit(RLIMIT_FSIZE, &capped) != 0) throw std::runtime_error("cannot cap file sizes");
+  }
+  ~FilesCapped() { ::setrlimit(RLIMIT_FSIZE, &before_); }
+
+ private:
+  rlimit before_{};
+};
+
+// Jobs that waited together share one transaction. When a later one fills the
+// disk, SQLite rolls that whole transaction back: a reply that had gone in
+// before it must not be lost with it, but wait in the spill journal.
+TEST(SqliteStore, AReplyInABatchThatAFullDiskRolledBackIsSpilledNotLost) {
+  SqliteBackend backend;
+  auto store = backend.open(10'000);
+  Sync sync(*store);
+  ASSERT_FALSE(sync.accept(user_message("s1", "alice", "u1", "question", at(0))).first);
+  ASSERT_FALSE(sync.flush());
+  std::promise<error_code> small_saved, large_saved;
+  {
+    // Held, the store's thread waits in the first write; the two replies queue
+    // behind it and run as one batch once it is let go.
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(backend.path().c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+    std::unique_ptr<sqlite3, CloseDb> holder(raw);
+    ASSERT_EQ(sqlite3_exec(holder.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    std::promise<error_code> blocker_saved;
+    store->save_assistant_message(reply("s1", "r0", "first", at(1)),
+                                  [&](error_code ec) { blocker_saved.set_value(ec); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the store's thread is in r0's write
+    store->save_assistant_message(reply("s1", "r1", "the small answer", at(2)),
+                                  [&](error_code ec) { small_saved.set_value(ec); });
+    store->save_assistant_message(reply("s1", "r2", std::string(8u << 20, 'x'), at(3)),
+                                  [&](error_code ec) { large_saved.set_value(ec); });
+    FilesCapped full(fs::file_size(backend.path()) + (1u << 20));
+    ASSERT_EQ(sqlite3_exec(holder.get(), "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+    holder.reset();
+    blocker_saved.get_future().wait();
+    EXPECT_FALSE(small_saved.get_future().get()) << "r1 must be kept: written, or in the journal";
+    large_saved.get_future().wait();
+  }
+  EXPECT_FALSE(sync.flush());
+  EXPECT_EQ(backend.scalar("SELECT content FROM messages WHERE message_id = 'r1'"), "the small answer");
 }
 
 TEST(SqliteStore, AnUnusablePathFailsTheStart) {
