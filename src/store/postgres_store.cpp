@@ -196,12 +196,15 @@ struct PostgresStore::Impl {
     // The marker makes a store thread look at the waiters even when nothing
     // older is pending, so `done` never runs on the caller's thread.
     if (queue.try_push(std::move(marker))) return;
+    bool still_waiting = false;
     {
       std::lock_guard lock(mu);
-      std::erase_if(waiters, [seq](const FlushWaiter& w) { return w.seq == seq; });
+      still_waiting = std::erase_if(waiters, [seq](const FlushWaiter& w) { return w.seq == seq; }) > 0;
     }
     finish(seq);
-    detail::invoke(done, make_error_code(Errc::overloaded));
+    // A store thread that ended the work before it may have answered it
+    // meanwhile (everything it waited for was done): once is all.
+    if (still_waiting) detail::invoke(done, make_error_code(Errc::overloaded));
   }
 
   void finish(std::uint64_t seq) {

@@ -645,6 +645,36 @@ TEST_P(StoreConformance, FlushWaitsForEverythingQueuedBeforeIt) {
   EXPECT_EQ(done.load(), kWrites);
 }
 
+// A flush that finds the queue full is answered overloaded, once: also when
+// the work before it ended meanwhile on a store thread, which answers the
+// flushes it was waiting for.
+TEST_P(StoreConformance, AFlushIsAnsweredOnceAlsoWhenTheQueueIsFull) {
+  auto small = backend_->open(2);
+  ASSERT_FALSE(Sync(*small).accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
+  constexpr int kFlushes = 3'000;
+  std::vector<std::atomic<int>> answers(kFlushes);
+  std::atomic<bool> flushing{true};
+  std::thread writer([&] {
+    for (int i = 0; flushing.load(); ++i)
+      small->save_assistant_message(reply("s1", "w" + std::to_string(i), "x", at(1)), [](error_code) {});
+  });
+  for (int i = 0; i < kFlushes; ++i) small->flush([&answers, i](error_code) { answers[i].fetch_add(1); });
+  flushing = false;
+  writer.join();
+  // Once the queue has room again, a flush waits for everything before it.
+  error_code ec;
+  for (int i = 0; i < 1'000 && (ec = Sync(*small).flush()) == Errc::overloaded; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_FALSE(ec) << ec.message();
+  int twice = 0, never = 0;
+  for (auto& a : answers) {
+    twice += a.load() > 1;
+    never += a.load() == 0;
+  }
+  EXPECT_EQ(twice, 0) << "flushes answered more than once";
+  EXPECT_EQ(never, 0) << "flushes never answered";
+}
+
 TEST_P(StoreConformance, DestructionRunsTheQueuedWork) {
   ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
   constexpr int kWrites = 50;
