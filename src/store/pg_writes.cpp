@@ -86,7 +86,10 @@ error_code save_assistant(Connection& c, const AssistantMessage& m) {
   Transaction tx(c);
   if (tx.error()) return tx.error();
   if (!m.user_id.empty()) {
-    auto owned = check_owner(c, kOwner, m.session_id, m.user_id);
+    // Locked as a user message's session is: read without the lock, the session
+    // could be deleted and made again by another user before the INSERT, and
+    // the reply would land in that user's session.
+    auto owned = check_owner(c, kOwnerForMessage, m.session_id, m.user_id);
     if (owned == Errc::forbidden) return Errc::not_found;  // the session was made again by someone else
     if (owned) return owned;
   }
