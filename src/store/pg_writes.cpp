@@ -52,6 +52,14 @@ error_code read_history(Connection& c, const NewUserMessage& m, unsigned turns,
 constexpr const char* kInsertMessage =
     "INSERT INTO messages (message_id, session_id, role, content, token_count, status, metadata, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::timestamptz) ON CONFLICT (message_id) DO NOTHING";
+// The first write of a reply wins, but for one cut short (incomplete: its
+// buffer evicted, the pod's shutdown) and written again whole by a pod that
+// read it from the chunk log.
+constexpr const char* kInsertReply =
+    "INSERT INTO messages (message_id, session_id, role, content, token_count, status, metadata, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::timestamptz) ON CONFLICT (message_id) DO UPDATE SET content = excluded.content, token_count = excluded.token_count, "
+    "status = excluded.status, metadata = excluded.metadata WHERE messages.status = 'incomplete' AND "
+    "excluded.status <> 'incomplete' AND messages.role = 'assistant' AND messages.session_id = excluded.session_id";
 
 }  // namespace
 
@@ -94,7 +102,7 @@ error_code save_assistant(Connection& c, const AssistantMessage& m) {
     if (owned) return owned;
   }
   Rows rows;
-  auto ec = c.exec(kInsertMessage,
+  auto ec = c.exec(kInsertReply,
                    {m.message_id, m.session_id, "assistant", m.content, std::to_string(m.token_count), m.status,
                     m.metadata_json, ts(m.created_at)},
                    &rows);

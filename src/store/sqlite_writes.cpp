@@ -50,6 +50,14 @@ error_code touch_session(Connection& db, const std::string& session_id, std::int
 constexpr const char* kInsertMessage =
     "INSERT INTO messages (message_id, session_id, role, content, token_count, status, metadata, created_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (message_id) DO NOTHING";
+// The first write of a reply wins, but for one cut short (incomplete: its
+// buffer evicted, the pod's shutdown) and written again whole by a pod that
+// read it from the chunk log.
+constexpr const char* kInsertReply =
+    "INSERT INTO messages (message_id, session_id, role, content, token_count, status, metadata, created_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (message_id) DO UPDATE SET content = excluded.content, token_count = excluded.token_count, "
+    "status = excluded.status, metadata = excluded.metadata WHERE messages.status = 'incomplete' AND "
+    "excluded.status <> 'incomplete' AND messages.role = 'assistant' AND messages.session_id = excluded.session_id";
 
 // The messages before the new one that the worker sends as context, oldest first.
 error_code read_history(Connection& db, const NewUserMessage& m, unsigned turns,
@@ -117,7 +125,7 @@ error_code save_assistant(Connection& db, const AssistantMessage& m) {
   // Deleted while the reply streamed, or deleted and made again by someone else.
   if (!owner || (!m.user_id.empty() && *owner != m.user_id)) return Errc::not_found;
   auto at = detail::to_micros(m.created_at);
-  auto ec = db.query(kInsertMessage)
+  auto ec = db.query(kInsertReply)
                 .bind(m.message_id)
                 .bind(m.session_id)
                 .bind("assistant")

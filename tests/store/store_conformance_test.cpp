@@ -215,6 +215,33 @@ TEST_P(StoreConformance, AssistantReplyIsStoredWithItsFields) {
   EXPECT_EQ(m.created_at, at(5));
 }
 
+// A reply cut short here (its buffer evicted) and written whole by a pod that
+// read it from the chunk log: the whole one stays, whichever came first.
+TEST_P(StoreConformance, AnIncompleteReplyGivesWayToTheWholeOneAndNeverTheOtherWayRound) {
+  ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
+  auto cut = [](std::string id, std::string text, SystemTime when) {
+    auto r = reply("s1", std::move(id), std::move(text), when);
+    r.status = "incomplete";
+    r.metadata_json = R"({"error_code":"buffer_evicted"})";
+    return r;
+  };
+  ASSERT_FALSE(sync().save(cut("a1", "Hel", at(5))));
+  ASSERT_FALSE(sync().save(reply("s1", "a1", "Hello there", at(6))));
+  ASSERT_FALSE(sync().save(reply("s1", "a2", "Whole", at(7))));
+  ASSERT_FALSE(sync().save(cut("a2", "Who", at(7))));
+  ASSERT_FALSE(sync().save(cut("a3", "Cut", at(8))));
+  ASSERT_FALSE(sync().save(cut("a3", "Cut twice", at(8))));
+  auto [ec, page] = sync().page("s1", "alice", 10);
+  ASSERT_FALSE(ec);
+  ASSERT_EQ(page.messages.size(), 4u);
+  EXPECT_EQ(page.messages[1].content, "Hello there");
+  EXPECT_EQ(page.messages[1].status, "complete");
+  EXPECT_EQ(page.messages[1].created_at, at(5)) << "it keeps its place in the session";
+  EXPECT_EQ(page.messages[2].content, "Whole");
+  EXPECT_EQ(page.messages[2].status, "complete");
+  EXPECT_EQ(page.messages[3].content, "Cut") << "between two cut ones, the first write wins";
+}
+
 TEST_P(StoreConformance, SecondWriteOfAReplyChangesNothing) {
   ASSERT_FALSE(sync().accept(user_message("s1", "alice", "u1", "hi", at(0))).first);
   ASSERT_FALSE(sync().save(reply("s1", "a1", "first", at(5))));
