@@ -141,16 +141,22 @@ void SpillJournal::adopt_orphans() {
 // Created under a name no journal adopts, locked, then renamed: another store
 // scanning the directory never sees it unlocked.
 error_code SpillJournal::open_segment() {
-  std::error_code dir_ec;
-  fs::create_directories(dir_, dir_ec);  // another journal removes the directory when it is empty
-  if (dir_ec) return {dir_ec.value(), boost::system::system_category()};
   auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch());
   char name[96];
   std::snprintf(name, sizeof name, "%020lld-%d-%u%s", static_cast<long long>(now.count()), static_cast<int>(::getpid()),
                 ++created_, kSuffix);
   auto path = dir_ / name;
   auto temporary = dir_ / ("." + std::string(name) + ".tmp");
-  File file(::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
+  // Another journal removes the directory once it is empty: it is made again,
+  // and again should it go between the two calls (a reply would be lost).
+  File file;
+  for (int attempt = 0; attempt < 3 && file.fd() < 0; ++attempt) {
+    std::error_code dir_ec;
+    fs::create_directories(dir_, dir_ec);
+    if (dir_ec) return {dir_ec.value(), boost::system::system_category()};
+    file = File(::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
+    if (file.fd() < 0 && errno != ENOENT) break;
+  }
   if (file.fd() < 0) return last_error();
   if (::flock(file.fd(), LOCK_EX | LOCK_NB) != 0 || ::rename(temporary.c_str(), path.c_str()) != 0) {
     auto ec = last_error();
