@@ -225,6 +225,14 @@ struct PodFixture : ::testing::Test {
     pod.drain([drained] { drained->set_value(); });
     return drained->get_future();
   }
+  // The drain is not over while the reply `message_id` of s1 is owed; it is
+  // once that reply came and was stored.
+  void expect_drain_waits_for(std::future<void>& drained, const std::string& message_id) {
+    EXPECT_EQ(drained.wait_for(300ms), std::future_status::timeout) << "the accepted reply is still owed";
+    publish_reply("s1", message_id, "last words");
+    EXPECT_EQ(drained.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+  }
 
   std::vector<store::StoredMessage> messages(const std::string& session, const std::string& user = "u1") {
     std::promise<std::vector<store::StoredMessage>> p;
@@ -599,10 +607,7 @@ TEST_F(PodTest, DrainWaitsForAcceptedRepliesThenRefusesNewWork) {
   EXPECT_TRUE(pod.health().draining);
   EXPECT_FALSE(pod.health().ready());
   EXPECT_EQ(submit(chat()).first, Errc::draining);
-  EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "the accepted reply is still owed";
-  publish_reply("s1", accepted.message_id, "last words");
-  EXPECT_EQ(done.wait_for(10s), std::future_status::ready);
-  EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+  expect_drain_waits_for(done, accepted.message_id);
 }
 
 // A chat past the drain's check but still at the store when the drain begins
@@ -616,10 +621,7 @@ TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
   held.let_go();
   auto [ec, accepted] = wait(std::move(answered));
   ASSERT_FALSE(ec) << ec.message();
-  EXPECT_EQ(done.wait_for(300ms), std::future_status::timeout) << "its reply is owed";
-  publish_reply("s1", accepted.message_id, "last words");
-  EXPECT_EQ(done.wait_for(10s), std::future_status::ready);
-  EXPECT_EQ(messages("s1").size(), 2u) << "the reply was stored before the pod let go";
+  expect_drain_waits_for(done, accepted.message_id);
 }
 
 // Past the shutdown timeout the drain waits no more; a chat that was still at
