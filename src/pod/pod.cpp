@@ -103,13 +103,14 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
                              request.model, std::chrono::system_clock::now()};
   auto user_message_id = user.message_id;
   trace::SharedSpan span(traces_.tracer().start("chat.store_user_message", trace::SpanKind::client, request.trace));
+  const auto asked_at = std::chrono::steady_clock::now();
   // Answered on a store thread; the store outlives the pod (a slow database
   // may answer after the pod went at shutdown).
   store_.accept_user_message(
       std::move(user), options_.history_turns,
       [this, gate = gate_, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
-       reply_id = std::move(reply_id), done = std::move(done),
-       span](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
+       reply_id = std::move(reply_id), done = std::move(done), span,
+       asked_at](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
         std::lock_guard lock(gate->mutex);
         if (!gate->open) return;
         span.end(ec ? ec.message() : std::string());
@@ -125,6 +126,15 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
           if (admission_) admission_->reply_ended(reply_id);
           take_back_user_message(user_message_id);
           return done(Errc::draining, {});
+        }
+        if (!expect_unless_ended(request.session_id, reply_id, request.user_id, asked_at)) {
+          // Deleted while its store call ran: the message went with the session,
+          // or made it again; either way no reply is generated for it.
+          log::info("chat_refused", {{"session_id", request.session_id}, {"reason", "session_deleted"},
+                                     {"correlation_id", correlation_id}});
+          if (admission_) admission_->reply_ended(reply_id);
+          take_back_user_message(user_message_id);
+          return done(store::Errc::not_found, {});
         }
         publish_request(std::move(request), std::move(correlation_id), std::move(user_message_id),
                         std::move(reply_id), std::move(history), std::move(done));
@@ -151,9 +161,6 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   work.correlation_id = std::move(correlation_id);
   work.accepting_pod = options_.pod_id;
   Accepted accepted{work.message_id, work.session_id, work.timestamp, work.correlation_id};
-  // Keep the reply's chunks here even if no stream is open yet (late join, and
-  // the reply must be stored when nobody watches).
-  hub_.expect(work.session_id, work.message_id, work.user_id);
   traces_.accepted(work.message_id, request.trace);
   // The worker's spans are children of this one: its context rides in the
   // request's headers.
@@ -270,7 +277,21 @@ void Pod::end_session(const std::string& session_id, const std::string& user_id)
                protocol::encode(protocol::SessionDeleted{session_id, user_id, options_.pod_id}));
 }
 
+// The reply's chunks are kept here from now on, even with no stream open yet
+// (late join, and the reply must be stored when nobody watches); unless its
+// session ended since the chat came, in the lock end_session_here() takes, so
+// the shard sees the two in the order they were decided.
+bool Pod::expect_unless_ended(const std::string& session_id, const std::string& message_id,
+                              const std::string& user_id, std::chrono::steady_clock::time_point asked_at) {
+  std::lock_guard lock(ended_mutex_);
+  if (const auto* ended = ended_sessions_.find(session_id); ended && ended->at >= asked_at) return false;
+  hub_.expect(session_id, message_id, user_id);
+  return true;
+}
+
 void Pod::end_session_here(const std::string& session_id, const std::string& user_id) {
+  std::lock_guard lock(ended_mutex_);
+  ended_sessions_.remember(session_id, user_id, session_id);
   hub_.end_session(session_id, [this, session_id, user_id](std::vector<std::string> running) {
     for (const auto& message_id : running) {
       bus_.publish(subjects::cancel(message_id), protocol::encode(protocol::CancelRequest{message_id, session_id, user_id}));

@@ -177,6 +177,8 @@ class Pod {
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
                        std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
   void take_back_user_message(const std::string& message_id);
+  bool expect_unless_ended(const std::string& session_id, const std::string& message_id, const std::string& user_id,
+                           std::chrono::steady_clock::time_point asked_at);
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
   void store_reply(buffer::FinishedMessage m);
   void stop_generation(const buffer::FinishedMessage& m);
@@ -224,6 +226,12 @@ class Pod {
   std::unique_ptr<bus::Subscription> deletions_;
   std::atomic<bool> draining_{false};
   ChatsInFlight chats_;
+  // Sessions ended here lately, by id (the entry's user is the one who ended
+  // it): a chat whose store call raced the deletion is refused, not generated
+  // for a session that is gone. Guarded by ended_mutex_, held also while the
+  // expect or the end is handed to the session's shard.
+  std::mutex ended_mutex_;
+  CancelledReplies ended_sessions_{std::chrono::minutes{10}, 10'000};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
   // server, so a backlog of silent replies must not turn into a storm of them.
   std::shared_ptr<std::atomic<int>> replay_reads_ = std::make_shared<std::atomic<int>>(0);

@@ -624,6 +624,24 @@ TEST_F(PodTest, DrainWaitsForAChatStillAtTheStore) {
   expect_drain_waits_for(done, accepted.message_id);
 }
 
+// A DELETE of the session while a chat's store call runs: the chat's message
+// went with the session (or made it again), so no reply is generated for it,
+// and the client hears that the session is gone.
+TEST_F(PodTest, AChatWhoseSessionIsDeletedWhileItIsStoredIsRefused) {
+  ASSERT_FALSE(submit(chat()).first);
+  std::atomic<int> requests{0};
+  auto sub = bus.subscribe(std::string(subjects::kAllExecute), "", [&](const bus::Message&) { ++requests; });
+  store::DatabaseHeld held(dir / "chat.db");
+  auto answered = submit_later(chat());  // at the store, behind the lock
+  pod.end_session("s1", "u1");  // as the API does once the store deleted it
+  held.let_go();
+  EXPECT_EQ(wait(std::move(answered)).first, store::Errc::not_found);
+  EXPECT_TRUE(eventually([&] { return pod.health().hub.buffers == 0u; })) << "no reply is expected";
+  EXPECT_EQ(requests.load(), 0) << "no worker is asked for it";
+  auto later = submit(chat());
+  EXPECT_FALSE(later.first) << "a chat sent after the deletion makes the session again";
+}
+
 // Past the shutdown timeout the drain waits no more; a chat that was still at
 // the store is then refused, and its user message taken back.
 TEST_F(ShortShutdownPodTest, AChatStillAtTheStoreWhenTheDrainGivesUpIsRefusedAndTakenBack) {
