@@ -228,11 +228,30 @@ std::optional<AssistantMessage> SpillJournal::front() {
     } else if (auto m = decode_spill_record(line)) {
       peeked_bytes_ = line.size() + 1;
       return m;
+    } else if (is_newer_spill_record(line)) {
+      log::error("store_spill_newer_record", {{"path", path}, {"offset", offset},
+                                              {"detail", "the segment is left for a chatd that reads its format"}});
+      set_aside_front(line.size() + 1);
     } else {
       log::error("store_spill_bad_record", {{"path", path}, {"offset", offset}});
       skip(line.size() + 1);
     }
   }
+}
+
+// The front segment, adopted from a newer chatd, stays on disk unread: closed,
+// so its lock goes and the next journal on the directory may take it.
+void SpillJournal::set_aside_front(std::uint64_t record_bytes) {
+  std::lock_guard lock(mu_);
+  // This journal's own tail holds only records it wrote: never newer.
+  if (appending_ && segments_.size() == 1) {
+    read_offset_ += record_bytes;
+    unread_bytes_ -= std::min(record_bytes, unread_bytes_);
+    return drop_read_segments();
+  }
+  unread_bytes_ -= std::min(segments_.front().size - read_offset_, unread_bytes_);
+  segments_.pop_front();
+  read_offset_ = 0;
 }
 
 void SpillJournal::pop_front() {

@@ -87,6 +87,7 @@ class SpillJournal {
   void adopt_orphans();
   boost::system::error_code open_segment();
   void skip(std::uint64_t bytes);
+  void set_aside_front(std::uint64_t record_bytes);
   void drop_read_segments();
 
   const std::filesystem::path dir_;

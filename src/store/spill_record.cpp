@@ -19,6 +19,15 @@ const json::string* string_at(const json::object& o, std::string_view key) {
   return v != nullptr ? v->if_string() : nullptr;
 }
 
+// The record's JSON object, held in `value`; null when the line is not one.
+const json::object* parse_record(std::string_view line, json::value& value) {
+  json::parse_options options;
+  options.allow_invalid_utf8 = true;  // the content is whatever the reply held
+  boost::system::error_code ec;
+  value = json::parse(line, ec, {}, options);
+  return ec ? nullptr : value.if_object();
+}
+
 const std::int64_t* integer_at(const json::object& o, std::string_view key) {
   auto* v = o.if_contains(key);
   return v != nullptr ? v->if_int64() : nullptr;
@@ -40,11 +49,8 @@ std::string encode_spill_record(const AssistantMessage& m) {
 }
 
 std::optional<AssistantMessage> decode_spill_record(std::string_view line) {
-  json::parse_options options;
-  options.allow_invalid_utf8 = true;  // the content is whatever the reply held
-  boost::system::error_code ec;
-  auto value = json::parse(line, ec, {}, options);
-  auto* o = ec ? nullptr : value.if_object();
+  json::value value;
+  auto* o = parse_record(line, value);
   if (o == nullptr) return std::nullopt;
   auto* version = integer_at(*o, "v");
   auto* message_id = string_at(*o, "message_id");
@@ -61,6 +67,13 @@ std::optional<AssistantMessage> decode_spill_record(std::string_view line) {
   return AssistantMessage{std::string(*message_id), std::string(*session_id), std::string(*content), *tokens,
                           std::string(*status),     std::string(*metadata),   detail::from_micros(*created),
                           user ? std::string(*user) : std::string()};
+}
+
+bool is_newer_spill_record(std::string_view line) {
+  json::value value;
+  auto* o = parse_record(line, value);
+  auto* version = o ? integer_at(*o, "v") : nullptr;
+  return version != nullptr && *version > kVersion;
 }
 
 }  // namespace chat::store

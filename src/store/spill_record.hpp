@@ -16,5 +16,8 @@ namespace chat::store {
 std::string encode_spill_record(const AssistantMessage& m);
 // nullopt when `line` is not a record of this format.
 std::optional<AssistantMessage> decode_spill_record(std::string_view line);
+// A record of a later format than this build writes (a newer chatd's, left
+// behind by a rollback): for a chatd that can read it, not to be dropped.
+bool is_newer_spill_record(std::string_view line);
 
 }  // namespace chat::store

@@ -150,6 +150,23 @@ TEST_F(SpillJournalTest, ATornLastRecordAndABadLineAreSkipped) {
   EXPECT_TRUE(segment_files().empty());
 }
 
+// A segment of a later record format (a newer chatd's, left by a rollback
+// during an outage) is kept for a chatd that reads it, not dropped as bad.
+TEST_F(SpillJournalTest, ASegmentOfANewerFormatIsLeftForAChatdThatReadsIt) {
+  fs::create_directories(dir());
+  const auto newer = dir() / "00000000000000000001-1-1.spill";
+  std::ofstream(newer) << R"({"v":2,"message_id":"from-the-future","parts":[]})" << "\n"
+                       << encode_spill_record(reply("s1", "r9", "text", at(9))) << "\n";
+  for (int round = 0; round < 2; ++round) {
+    SpillJournal j(dir());
+    append(j, 0, 2);
+    EXPECT_EQ(drain(j), ids(0, 2)) << "round " << round;
+    EXPECT_TRUE(j.empty());
+    EXPECT_TRUE(fs::exists(newer)) << "round " << round;
+  }
+  EXPECT_EQ(segment_files(), std::vector<fs::path>{newer});
+}
+
 TEST_F(SpillJournalTest, AnAppendThatCannotBeWrittenIsAnErrorCode) {
   SpillJournal j(dir());
   fs::remove_all(dir());
