@@ -339,6 +339,15 @@ TEST_F(ChatApiTest, AStoreAnswerAfterTheApiWentIsDropped) {
   store::DatabaseHeld held(dir / "chat.db");
   // The store's thread waits in this write; the API's call queues behind it.
   store.claim_session("s-blocker", "u1", [](boost::system::error_code) {});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{4};
+  auto wait_until_queued = [&](std::size_t n) {
+    while (store.status().queued != n && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    return store.status().queued;
+  };
+  // Until the store's thread has taken the blocker, "one queued" would be the
+  // blocker itself, not the API's call.
+  ASSERT_EQ(wait_until_queued(0), 0u) << "the store's thread is in the blocker";
   asio::io_context client_ioc;
   tcp::socket client(client_ioc);
   client.connect(tcp::endpoint(asio::ip::address_v4::loopback(), doomed_listener->port()));
@@ -346,10 +355,7 @@ TEST_F(ChatApiTest, AStoreAnswerAfterTheApiWentIsDropped) {
   req.set(bhttp::field::host, "localhost");
   req.prepare_payload();
   bhttp::write(client, req);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{4};
-  while (store.status().queued == 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds{5});
-  ASSERT_EQ(store.status().queued, 1u) << "the API's call waits at the store";
+  ASSERT_EQ(wait_until_queued(1), 1u) << "the API's call waits at the store";
   asio::post(ioc, [l = doomed_listener] { l->stop(); });
   doomed_listener.reset();
   doomed.reset();
