@@ -101,9 +101,19 @@ ServerProcess::ServerProcess(Kind kind, std::uint16_t port, std::vector<std::str
     : kind_(kind), port_(port), extra_(std::move(extra)) {
   binary_ = kind == Kind::nats ? find_binary("nats-server", "CHAT_NATS_SERVER")
                                : find_binary("redis-server", "CHAT_REDIS_SERVER");
-  if (port_ == 0) port_ = free_port();
   dir_ = make_scratch_dir(kind == Kind::nats ? "nats" : "redis");
-  start();
+  // A picked port may go to another test's server between the check and our
+  // bind: ours then exits at start, and another port is tried.
+  const bool picked = port_ == 0;
+  for (int attempt = 1;; ++attempt) {
+    if (picked) port_ = free_port();
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error&) {
+      if (!picked || running() || attempt == 5) throw;
+    }
+  }
 }
 
 ServerProcess::~ServerProcess() {

@@ -187,7 +187,10 @@ TEST(SqliteStore, AReplyInABatchThatAFullDiskRolledBackIsSpilledNotLost) {
     std::promise<error_code> blocker_saved;
     store->save_assistant_message(reply("s1", "r0", "first", at(1)),
                                   [&](error_code ec) { blocker_saved.set_value(ec); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the store's thread is in r0's write
+    // The store's thread takes r0 into its write, alone.
+    for (int i = 0; i < 400 && store->status().queued != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(store->status().queued, 0u);
     store->save_assistant_message(reply("s1", "r1", "the small answer", at(2)),
                                   [&](error_code ec) { small_saved.set_value(ec); });
     store->save_assistant_message(reply("s1", "r2", std::string(8u << 20, 'x'), at(3)),
