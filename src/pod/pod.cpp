@@ -50,10 +50,7 @@ Pod::Pod(boost::asio::io_context& ioc, PodOptions options, bus::MessageBus& bus,
                               [this] { return bus_.status().reconnects; }}),
       traces_(options_.tracer, 3 * options_.hub.buffer.max_age) {}
 
-Pod::~Pod() {
-  std::lock_guard lock(gate_->mutex);
-  gate_->open = false;
-}
+Pod::~Pod() { gate_.close(); }
 
 void Pod::submit(ChatRequest request, std::string correlation_id, SubmitCallback done) {
   if (!chats_.enter()) return done(Errc::draining, {});
@@ -108,11 +105,9 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
   // may answer after the pod went at shutdown).
   store_.accept_user_message(
       std::move(user), options_.history_turns,
-      [this, gate = gate_, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
-       reply_id = std::move(reply_id), done = std::move(done), span,
-       asked_at](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
-        std::lock_guard lock(gate->mutex);
-        if (!gate->open) return;
+      gate_.guard([this, request = std::move(request), correlation_id = std::move(correlation_id), user_message_id,
+                   reply_id = std::move(reply_id), done = std::move(done), span,
+                   asked_at](boost::system::error_code ec, std::vector<protocol::HistoryEntry> history) mutable {
         span.end(ec ? ec.message() : std::string());
         if (ec) {
           log::warn("chat_not_accepted", {{"session_id", request.session_id}, {"error", ec.message()},
@@ -123,8 +118,7 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
         if (chats_.given_up()) {
           // The drain waits no more: nobody here would hear the reply.
           log::warn("chat_refused_by_shutdown", {{"session_id", request.session_id}, {"correlation_id", correlation_id}});
-          if (admission_) admission_->reply_ended(reply_id);
-          take_back_user_message(user_message_id);
+          take_back(reply_id, user_message_id);
           return done(Errc::draining, {});
         }
         if (!expect_unless_ended(request.session_id, reply_id, request.user_id, asked_at)) {
@@ -132,13 +126,12 @@ void Pod::accept(ChatRequest request, std::string correlation_id, std::string re
           // or made it again; either way no reply is generated for it.
           log::info("chat_refused", {{"session_id", request.session_id}, {"reason", "session_deleted"},
                                      {"correlation_id", correlation_id}});
-          if (admission_) admission_->reply_ended(reply_id);
-          take_back_user_message(user_message_id);
+          take_back(reply_id, user_message_id);
           return done(store::Errc::not_found, {});
         }
         publish_request(std::move(request), std::move(correlation_id), std::move(user_message_id),
                         std::move(reply_id), std::move(history), std::move(done));
-      });
+      }));
 }
 
 void Pod::publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
@@ -176,10 +169,8 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
   // Answered on the bus thread, which outlives the pod: seconds later (a
   // stalled server: 10 s), maybe after the pod went at shutdown.
   work_.submit(std::move(subject), std::move(payload), std::move(message_id), std::move(headers),
-               [this, gate = gate_, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
-                done = std::move(done), publishing](boost::system::error_code ec) {
-                 std::lock_guard lock(gate->mutex);
-                 if (!gate->open) return;
+               gate_.guard([this, accepted = std::move(accepted), user_message_id = std::move(user_message_id),
+                            done = std::move(done), publishing](boost::system::error_code ec) {
                  publishing.end(ec ? ec.message() : std::string());
                  if (!ec) {
                    log::info("chat_accepted", {{"message_id", accepted.message_id}, {"session_id", accepted.session_id},
@@ -193,15 +184,16 @@ void Pod::publish_request(ChatRequest request, std::string correlation_id, std::
                  work_.withdraw(subjects::execute(accepted.session_id), accepted.message_id);
                  hub_.forget(accepted.session_id, accepted.message_id);
                  traces_.forget(accepted.message_id);
-                 if (admission_) admission_->reply_ended(accepted.message_id);
-                 take_back_user_message(user_message_id);
+                 take_back(accepted.message_id, user_message_id);
                  done(Errc::bus_unavailable, {});
-               });
+               }));
 }
 
-// A chat refused after its user message was stored: it goes again, so the
-// history holds no question that was never answered.
-void Pod::take_back_user_message(const std::string& message_id) {
+// A chat refused after its user message was stored: its reply's place goes
+// back, and the message goes again, so the history holds no question that was
+// never answered.
+void Pod::take_back(const std::string& reply_id, const std::string& message_id) {
+  if (admission_) admission_->reply_ended(reply_id);
   store_.discard_message(message_id, [message_id](boost::system::error_code ec) {
     if (ec && ec != store::Errc::not_found)
       log::warn("user_message_not_discarded", {{"message_id", message_id}, {"error", ec.message()}});

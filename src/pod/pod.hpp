@@ -23,6 +23,7 @@
 #include "bus/chunk_log.hpp"
 #include "bus/message_bus.hpp"
 #include "bus/work_queue.hpp"
+#include "common/callback_gate.hpp"
 #include "common/cancelled_replies.hpp"
 #include "hub/session_hub.hpp"
 #include "limits/admission.hpp"
@@ -176,7 +177,7 @@ class Pod {
   bool reply_memory_full();
   void publish_request(ChatRequest request, std::string correlation_id, std::string user_message_id,
                        std::string reply_id, std::vector<protocol::HistoryEntry> history, SubmitCallback done);
-  void take_back_user_message(const std::string& message_id);
+  void take_back(const std::string& reply_id, const std::string& user_message_id);
   bool expect_unless_ended(const std::string& session_id, const std::string& message_id, const std::string& user_id,
                            std::chrono::steady_clock::time_point asked_at);
   void on_stream_closed(const std::shared_ptr<sse::SseConnection>& stream, std::string_view reason);
@@ -234,18 +235,11 @@ class Pod {
   CancelledReplies ended_sessions_{std::chrono::minutes{10}, 10'000};
   // Chunk-log reads for replays, running now: each is a consumer on the NATS
   // server, so a backlog of silent replies must not turn into a storm of them.
-  std::shared_ptr<std::atomic<int>> replay_reads_ = std::make_shared<std::atomic<int>>(0);
-  // Log reads answer on the chunk log's thread, also while the program is
-  // destroying the pod at shutdown: they reach the hub only through this gate,
-  // which the destructor closes first.
-  struct Gate {
-    // Held while an answer (the store's, the bus's, the log's) is handed on,
-    // and while closing. Recursive: handing one answer on may bring another
-    // on the same thread (a bus that answers a publish at once).
-    std::recursive_mutex mutex;
-    bool open = true;
-  };
-  std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
+  std::atomic<int> replay_reads_{0};
+  // The store's, the bus's and the log's answers come on their own threads,
+  // also while the program is destroying the pod at shutdown: they reach the
+  // hub only through this gate, which the destructor closes first.
+  CallbackGate gate_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -94,18 +94,16 @@ void Pod::request_replay(const std::string& session_id, const std::string& messa
     bus_.publish(subjects::replay(session_id),
                  protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, message_id}));
   if (!log_) return;
-  if (replay_reads_->fetch_add(1) >= kMaxReplayLogReads) {
-    replay_reads_->fetch_sub(1);
+  if (replay_reads_.fetch_add(1) >= kMaxReplayLogReads) {
+    replay_reads_.fetch_sub(1);
     stats_.log_reads_skipped.add();  // the next stalled check asks again
     return;
   }
   log_->read(session_id, message_id,
-             [this, gate = gate_, reads = replay_reads_, session_id](boost::system::error_code ec,
-                                                                   std::vector<std::string> payloads) {
-               reads->fetch_sub(1);
-               std::lock_guard lock(gate->mutex);
-               if (gate->open && !ec) hub_.fill_from_log(session_id, decode_logged(session_id, payloads));
-             });
+             gate_.guard([this, session_id](boost::system::error_code ec, std::vector<std::string> payloads) {
+               replay_reads_.fetch_sub(1);
+               if (!ec) hub_.fill_from_log(session_id, decode_logged(session_id, payloads));
+             }));
 }
 
 // A worker publishes a chunk live before it appends it to the log, and its
@@ -122,11 +120,9 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
                    int attempt) {
   if (attempt == 0 && bus_.connected())
     bus_.publish(subjects::replay(session_id), protocol::encode(protocol::ReplayRequest{session_id, options_.pod_id, {}}));
-  log_->read(session_id, {}, [this, gate = gate_, session_id, stream_id, cursor, attempt,
-                              started = std::chrono::steady_clock::now()](boost::system::error_code ec,
-                                                                          std::vector<std::string> payloads) {
-    std::lock_guard lock(gate->mutex);
-    if (!gate->open) return;
+  log_->read(session_id, {}, gate_.guard([this, session_id, stream_id, cursor, attempt,
+                                          started = std::chrono::steady_clock::now()](
+                                             boost::system::error_code ec, std::vector<std::string> payloads) {
     stats_.resume_log_read.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     std::optional<std::vector<protocol::ResponseChunk>> chunks;
     if (!ec) chunks = decode_logged(session_id, payloads);
@@ -138,14 +134,14 @@ void Pod::catch_up(const std::string& session_id, const std::string& stream_id, 
     if (read_again && attempt < retries) {
       (ec ? stats_.failed_reads_retried : stats_.cursor_reads_retried).add();
       auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kFirstResumeReadRetry * (1 << attempt));
-      timer->async_wait([this, gate, timer, session_id, stream_id, cursor, attempt](boost::system::error_code wait_ec) {
-        std::lock_guard again(gate->mutex);
-        if (!wait_ec && gate->open) catch_up(session_id, stream_id, cursor, attempt + 1);
-      });
+      timer->async_wait(
+          gate_.guard([this, timer, session_id, stream_id, cursor, attempt](boost::system::error_code wait_ec) {
+            if (!wait_ec) catch_up(session_id, stream_id, cursor, attempt + 1);
+          }));
       return;
     }
     hub_.resume_from_log(session_id, stream_id, cursor, std::move(chunks));
-  });
+  }));
 }
 
 std::vector<protocol::ResponseChunk> Pod::decode_logged(const std::string& session_id,
@@ -293,10 +289,8 @@ void Pod::store_reply(buffer::FinishedMessage m) {
   trace::SharedSpan span(traces_.enabled() ? traces_.store_write(m.message_id) : trace::Span{});
   span.set("chat.status", status);
   // Answered on a store thread, which may come after the pod went at shutdown.
-  store_.save_assistant_message(std::move(record), [this, gate = gate_, id = m.message_id, status, started,
-                                                    span](boost::system::error_code ec) {
-    std::lock_guard lock(gate->mutex);
-    if (!gate->open) return;
+  store_.save_assistant_message(std::move(record), gate_.guard([this, id = m.message_id, status, started,
+                                                                span](boost::system::error_code ec) {
     span.end(ec && ec != store::Errc::not_found ? ec.message() : std::string());
     stats_.writes_pending.add(-1);
     stats_.store_write.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -309,7 +303,7 @@ void Pod::store_reply(buffer::FinishedMessage m) {
       stats_.replies_stored.add();
       stats_.stored_by_status.at({status}).add();
     }
-  });
+  }));
 }
 
 }  // namespace chat::pod
