@@ -162,7 +162,9 @@ bool Channel::join(Member member, const std::optional<ResumeCursor>& cursor, Ste
       return f.first == static_cast<std::int64_t>(cursor->chunk_id);
     });
     const bool has_cursor_chunk = cursor_chunk != resume_at->frames.end();
-    if (resume_at->overflowed && !has_cursor_chunk) {
+    // Frames past the bound were not kept: from the cursor on, some are
+    // missing, wherever the cursor is.
+    if (resume_at->overflowed) {
       servable = false;
     } else {
       if (resume_at->restarted) {
@@ -218,11 +220,18 @@ std::vector<std::string> Channel::running() const {
 
 void Channel::take_running(Member& member, const std::vector<std::string>& also, std::vector<sse::Frame>& burst) {
   if (!replies_) return;
+  bool overflowed = false;
   for (auto& b : replies_->backlogs) {
     if (b.finished && std::find(also.begin(), also.end(), b.message_id) == also.end()) continue;
-    for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
     b.seen_live = true;
+    // Its frames past the bound are gone: the kept ones would end in a gap.
+    if (b.overflowed) {
+      overflowed = true;
+      continue;
+    }
+    for (const auto& [position, frame] : b.frames) member.take(b.message_id, position, frame, burst);
   }
+  if (overflowed) burst.push_back(sse::reset_frame(member.stream->session_id(), "reply_too_long_to_replay"));
 }
 
 bool Channel::remove(const std::shared_ptr<sse::EventSink>& stream) {

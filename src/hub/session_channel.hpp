@@ -164,7 +164,8 @@ class Channel {
   // The message ids of the replies still running here.
   std::vector<std::string> running() const;
   // The frames that `member` does not have yet of the replies running here,
-  // and of those in `also` (running when it began to catch up).
+  // and of those in `also` (running when it began to catch up); for a reply
+  // whose frames overflowed, none, and one reset `reply_too_long_to_replay`.
   void take_running(Member& member, const std::vector<std::string>& also, std::vector<sse::Frame>& burst);
   bool remove(const std::shared_ptr<sse::EventSink>& stream);
   Member* member(const std::string& stream_id);

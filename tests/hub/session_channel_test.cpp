@@ -128,9 +128,24 @@ TEST_F(ChannelTest, AResumedStreamGetsAReplyItMayHaveSeenElsewhereFromItsStartAf
 }
 
 TEST_F(ChannelTest, AnOverflowedReplyCannotBeReplayed) {
-  for (int i = 0; i < 5; ++i) channel.publish("m1", i, frame("x"), 3);
+  for (int i = 0; i < 5; ++i) channel.publish("m1", i, frame("m1:" + std::to_string(i)), 3);
   EXPECT_FALSE(join(std::nullopt, t0).second);
   EXPECT_FALSE(join(ResumeCursor{"m1", 4}, t0).second);
+  // The cursor's chunk is kept, but not all that follows it.
+  auto [resumed, ok] = join(ResumeCursor{"m1", 1}, t0);
+  EXPECT_FALSE(ok);
+  EXPECT_TRUE(resumed->frames().empty()) << "no part that ends in a gap";
+}
+
+TEST_F(ChannelTest, AStreamThatCaughtUpFromTheLogGetsAResetForARunningReplyThatOverflowed) {
+  for (int i = 0; i < 5; ++i) channel.publish("m1", i, frame("m1:" + std::to_string(i)), 3);
+  reply("m2", 2, false);
+  Member member{std::make_shared<RecordingSink>("c", "s1"), nullptr};
+  std::vector<sse::Frame> burst;
+  channel.take_running(member, {}, burst);
+  ASSERT_EQ(burst.size(), 3u);
+  EXPECT_EQ(texts({burst[0], burst[1]}), (std::vector<std::string>{"m2:0", "m2:1"}));
+  EXPECT_NE(burst[2]->find("reply_too_long_to_replay"), std::string::npos) << *burst[2];
 }
 
 TEST_F(ChannelTest, AFrameReachesEachMemberOnceHoweverOftenItIsPublished) {
