@@ -23,6 +23,10 @@ std::string_view path_of(std::string_view target) { return target.substr(0, targ
 // 64 KiB at a time and moves body bytes out as it parses them.
 constexpr std::size_t kReadRoom = 64 * 1024;
 
+// The first read of a request: what Beast's own first read takes, so a
+// connection holds no more than before (the per-stream memory budget).
+constexpr std::size_t kFirstRead = 512;
+
 // A probe sends its request at once; a connection over a cap that does not
 // holds its place no longer than this.
 constexpr std::chrono::seconds kProbeReadTimeout{2};
@@ -62,11 +66,23 @@ void HttpSession::serve_probes_only(Refusal refusal, std::shared_ptr<const std::
   run();
 }
 
+// A request has SERVER_READ_TIMEOUT from its first byte: the time a
+// keep-alive connection waited for that byte (as long at most) is not its own.
 void HttpSession::read_header() {
+  stream_.expires_after(limits_.read_timeout);
+  if (buffer_.size() > 0) return read_started_header();  // pipelined: it has begun
+  stream_.async_read_some(buffer_.prepare(kFirstRead), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+    self->buffer_.commit(n);
+    if (ec) return self->close();  // gone, or idle for too long: nothing to answer
+    self->stream_.expires_after(self->limits_.read_timeout);
+    self->read_started_header();
+  });
+}
+
+void HttpSession::read_started_header() {
   parser_.emplace();
   parser_->body_limit(limits_.max_body_bytes);
   parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
-  stream_.expires_after(limits_.read_timeout);
   beast_http::async_read_header(stream_, buffer_, *parser_,
                                 [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
 }

@@ -82,6 +82,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
  private:
   void read_header();
+  void read_started_header();
   void on_header(boost::system::error_code ec);
   void read_body();
   void on_body(boost::system::error_code ec);

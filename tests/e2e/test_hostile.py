@@ -468,6 +468,26 @@ class HostileTest(h.ChatdTestCase):
                 finally:
                     c.close()
 
+    def test_a_request_on_a_connection_that_idled_has_its_own_read_timeout(self):
+        # SERVER_READ_TIMEOUT runs from a request's first byte: the time the
+        # keep-alive connection waited for it does not count
+        type(self).count += 1
+        c = Raw(self.srv.port)
+        try:
+            c.send(request_bytes("GET", "/health"))
+            self.assertEqual(c.response("GET", "/health").status, 200)
+            time.sleep(READ_TIMEOUT_S * 0.8)
+            target = "/api/chat"
+            body = json.dumps(chat_body()).encode()
+            whole = request_bytes("POST", target, [("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(body)))], body)
+            c.send(whole[:-5])
+            time.sleep(READ_TIMEOUT_S * 0.5)
+            c.send(whole[-5:])
+            self.assertEqual(c.response("POST", target).status, 202)
+        finally:
+            c.close()
+
     # -- cursors ---------------------------------------------------------------------------
     def test_bad_last_event_ids_are_ignored(self):
         sid, uid = h.new_id("s"), h.new_id("u")
