@@ -24,6 +24,7 @@ namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr auto kNever = std::chrono::steady_clock::time_point::max();
+constexpr int kMaxInterimAnswers = 8;  // a server sends one or two
 
 std::string base64(std::string_view in) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -119,14 +120,23 @@ asio::awaitable<error_code> HttpCall::attempt(const HttpRequest& request, bool a
   ++connection_->requests;
 
   phase_ = Phase::head;
-  parser_.emplace();
-  parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // a long reply is not an attack here
-  parser_->header_limit(64 * 1024);  // CDN-fronted APIs send many headers
-  arm(options.read_timeout);
-  auto [head_ec, head_bytes] = co_await std::visit(
-      [&](auto& stream) { return http::async_read_header(stream, connection_->buffer, *parser_, kTuple); },
-      connection_->stream);
-  if (head_ec) co_return settle(head_ec);
+  // Interim answers (100 Continue, 103 Early Hints) may come first, unasked
+  // (RFC 9110 §15.2): the request's answer is the final one after them. Taken
+  // for it, the final one would stay on the connection for the next request.
+  for (int interim = 0;; ++interim) {
+    parser_.emplace();
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // a long reply is not an attack here
+    parser_->header_limit(64 * 1024);  // CDN-fronted APIs send many headers
+    arm(options.read_timeout);
+    auto [head_ec, head_bytes] = co_await std::visit(
+        [&](auto& stream) { return http::async_read_header(stream, connection_->buffer, *parser_, kTuple); },
+        connection_->stream);
+    if (head_ec) co_return settle(head_ec);
+    const unsigned status = parser_->get().result_int();
+    if (status >= 200) break;
+    // 101 switches to a protocol never asked for; endless interims only stall.
+    if (status == 101 || interim == kMaxInterimAnswers) co_return http::make_error_code(http::error::bad_status);
+  }
   phase_ = parser_->is_done() ? Phase::done : Phase::body;
   if (phase_ == Phase::done) disarm();
   co_return error_code{};
@@ -193,13 +203,13 @@ asio::awaitable<error_code> HttpCall::tunnel(const HttpUrl& url) {
   co_return error_code{};
 }
 
-asio::awaitable<error_code> HttpCall::read_body(std::string& out) {
+asio::awaitable<error_code> HttpCall::read_body(std::string& out, std::optional<std::chrono::milliseconds> timeout) {
   if (phase_ == Phase::done) co_return error_code{};
   if (aborted_ || timed_out_ || !connection_) co_return settle(asio::error::operation_aborted);
   auto& body = parser_->get().body();
   body.data = body_buffer_.data();
   body.size = body_buffer_.size();
-  arm(client_->options().read_timeout);
+  arm(timeout.value_or(client_->options().read_timeout));
   auto [ec, n] = co_await std::visit(
       [&](auto& stream) { return http::async_read_some(stream, connection_->buffer, *parser_, kTuple); },
       connection_->stream);

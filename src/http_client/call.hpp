@@ -35,8 +35,9 @@ class HttpCall : public std::enable_shared_from_this<HttpCall> {
   std::string header(std::string_view name) const;
 
   // Appends the next body bytes to `out` (possibly none); done() once the
-  // body is complete.
-  boost::asio::awaitable<boost::system::error_code> read_body(std::string& out);
+  // body is complete. `timeout`: the client's read timeout unless given.
+  boost::asio::awaitable<boost::system::error_code> read_body(
+      std::string& out, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   bool done() const { return phase_ == Phase::done; }
 
   // Pools the connection when the body was read to its end and the server

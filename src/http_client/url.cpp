@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 namespace chat::http_client {
 namespace {
@@ -37,9 +38,13 @@ std::optional<HttpUrl> parse_http_url(std::string_view text) {
   if (host.empty()) return std::nullopt;
   out.host = lower(host);
   if (u.has_port()) {
-    auto port = u.port_number();
-    if (port == 0) return std::nullopt;
-    out.port = port;
+    // From the text: Boost.URL's port_number() wraps some ports past 65535
+    // (80800 reads 15264), which would send a key to the wrong server.
+    const auto text = u.port();
+    unsigned port = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
+    if (ec != std::errc{} || end != text.data() + text.size() || port == 0 || port > 65535) return std::nullopt;
+    out.port = static_cast<std::uint16_t>(port);
   } else {
     out.port = out.tls ? 443 : 80;
   }

@@ -152,5 +152,46 @@ TEST_F(HttpClientTest, NoProxyAndPlainHttpGoDirect) {
   EXPECT_TRUE(proxy.connects().empty());
 }
 
+// An interim answer comes before the final one, asked for or not: the
+// request gets the final one, and the connection carries no answer over to
+// the next request.
+TEST_F(HttpClientTest, InterimAnswersAreReadPastToTheFinalOne) {
+  FakeServer server([](const ReceivedRequest&, std::size_t index) {
+    if (index > 0) return Script{write(response(200, "text/plain", "second"))};
+    return Script{write("HTTP/1.1 100 Continue\r\n\r\n"),
+                  write("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"), sleep(200ms),
+                  write(response(200, "text/plain", "first"))};
+  });
+  auto client = loop.client(ClientLoop::fast_options());
+  auto first = exchange(client, server.base_url());
+  EXPECT_FALSE(first.error) << first.error.message();
+  EXPECT_EQ(first.status, 200u);
+  EXPECT_EQ(first.body, "first");
+  auto second = exchange(client, server.base_url());
+  EXPECT_FALSE(second.error) << second.error.message();
+  EXPECT_EQ(second.body, "second");
+  EXPECT_EQ(server.connections(), 1u) << "the connection was kept for the second request";
+}
+
+TEST_F(HttpClientTest, AnAnswerThatNeverGetsPastInterimsIsMalformed) {
+  FakeServer server([](const ReceivedRequest&, std::size_t) {
+    Script script;
+    for (int i = 0; i < 20; ++i) script.push_back(write("HTTP/1.1 100 Continue\r\n\r\n"));
+    script.push_back(hang());
+    return script;
+  });
+  auto got = exchange(server.base_url(), ClientLoop::fast_options());
+  EXPECT_EQ(got.error, boost::beast::http::error::bad_status) << got.error.message();
+}
+
+TEST_F(HttpClientTest, ASwitchOfProtocolsNobodyAskedForIsMalformed) {
+  FakeServer server([](const ReceivedRequest&, std::size_t) {
+    return Script{write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+                  hang()};
+  });
+  auto got = exchange(server.base_url(), ClientLoop::fast_options());
+  EXPECT_EQ(got.error, boost::beast::http::error::bad_status) << got.error.message();
+}
+
 }  // namespace
 }  // namespace chat::http_client::test

@@ -40,6 +40,10 @@ TEST(HttpUrl, ParsesWhatProvidersUse) {
   EXPECT_EQ(azure->query, "api-version=2024-06-01");
   EXPECT_TRUE(local->query.empty());
 
+  EXPECT_EQ(parse_http_url("http://h:65535")->port, 65535);
+  for (auto bad : {"http://h:0", "http://h:65536", "http://h:80800", "http://h:99999", "http://h:114340",
+                   "http://h:4294967297", "http://h:-1"})
+    EXPECT_FALSE(parse_http_url(bad)) << bad;
   EXPECT_FALSE(parse_http_url("ftp://x"));
   EXPECT_FALSE(parse_http_url("api.openai.com/v1"));
   EXPECT_FALSE(parse_http_url(""));
