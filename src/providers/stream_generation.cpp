@@ -25,6 +25,7 @@ using http_client::HttpClientError;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kMaxErrorBody = 64 * 1024;
 constexpr std::size_t kMaxDrain = 64 * 1024;
+constexpr std::chrono::milliseconds kDrainWait{1'000};  // per read, after the reply ended
 
 std::string seconds(std::chrono::milliseconds d) {
   auto ms = d.count();
@@ -137,6 +138,11 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
   std::string bytes;
   std::string text;
   std::vector<http_client::StreamEvent> events;
+  // Keep-alives (comments, Anthropic's pings) reset the read timeout but are
+  // no reply: a provider that sends nothing else that long has stalled, and
+  // would hold the worker's slot for ever.
+  const auto stall_limit = client_->options().read_timeout;
+  auto last_event = std::chrono::steady_clock::now();
   for (;;) {
     bytes.clear();
     ec = co_await call->read_body(bytes);
@@ -148,6 +154,15 @@ asio::awaitable<std::optional<ProviderFailure>> StreamGeneration::attempt() {
                                 std::string(display_name()) + " sent an oversized event", false, std::nullopt};
     bool body_done = call->done();
     if (body_done) parser.finish(events);
+    const auto now = std::chrono::steady_clock::now();
+    if (std::any_of(events.begin(), events.end(), [](const auto& e) { return e.type != "ping"; })) {
+      last_event = now;
+    } else if (!body_done && now - last_event >= stall_limit) {
+      call->abort();
+      co_return ProviderFailure{std::string(provider_code::kTimeout),
+                                std::string(display_name()) + " sent only keep-alives for " + seconds(stall_limit),
+                                false, std::nullopt};
+    }
     std::optional<StreamEnd> end;
     for (const auto& event : events) {
       text.clear();
@@ -185,13 +200,14 @@ asio::awaitable<std::string> StreamGeneration::read_error_body() {
 
 // After the end event the body's last bytes (the chunked terminator) are
 // usually already here or close behind; reading them lets the connection go
-// back to the pool. A server that keeps the body open is simply closed.
+// back to the pool. A server that keeps the body open is closed after a
+// moment: the reply is over, and its socket must not pile up under load.
 asio::awaitable<void> StreamGeneration::drain_and_release() {
   auto call = call_;
   if (call->done()) co_return;  // released already
   std::string rest;
   for (int reads = 0; !call->done() && reads < 4 && rest.size() < kMaxDrain; ++reads) {
-    if (co_await call->read_body(rest)) break;
+    if (co_await call->read_body(rest, kDrainWait)) break;
   }
   call->release();
 }

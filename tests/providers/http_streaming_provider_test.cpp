@@ -284,6 +284,36 @@ TEST_P(HttpStreamingProviderTest, StallMidStreamTimesOut) {
   EXPECT_NE(sink->error_message().find("stopped sending for 300ms"), std::string::npos) << sink->error_message();
 }
 
+TEST_P(HttpStreamingProviderTest, AStreamOfKeepAlivesOnlyTimesOut) {
+  FakeServer server([&](const ReceivedRequest&, std::size_t) {
+    Script script{write(sse_head()), write(chunk(wire().opening() + wire().text("so far")))};
+    for (int i = 0; i < 60; ++i) {
+      script.push_back(sleep(50ms));
+      script.push_back(write(chunk(": keep-alive\n\n")));
+    }
+    script.push_back(hang());
+    return script;
+  });
+  auto options = ClientLoop::fast_options();
+  options.read_timeout = 500ms;
+  auto sink = run(*provider(server, options));
+  EXPECT_EQ(sink->text(), "so far");
+  EXPECT_EQ(sink->error_code(), "provider_timeout");
+  EXPECT_NE(sink->error_message().find("sent only keep-alives for 500ms"), std::string::npos) << sink->error_message();
+}
+
+TEST_P(HttpStreamingProviderTest, ABodyKeptOpenAfterTheEndIsClosedSoon) {
+  FakeServer server([&](const ReceivedRequest&, std::size_t) {
+    return Script{write(sse_head()),
+                  write(chunk(wire().opening() + wire().text("done") + wire().finish(Ending::stop, 1) + wire().end())),
+                  hang()};
+  });
+  auto sink = run(*provider(server, patient_options()));
+  EXPECT_EQ(sink->text(), "done");
+  ASSERT_TRUE(sink->finish());
+  EXPECT_TRUE(server.wait_client_closes(1, 10s)) << "held for the read timeout (60 s) after the reply";
+}
+
 TEST_P(HttpStreamingProviderTest, ConnectionRefusedIsUnavailableAfterRetries) {
   std::unique_ptr<HttpStreamingProvider> p;
   {
