@@ -130,6 +130,14 @@ TEST(ConfigTest, BadValuesAreClearErrors) {
   expect_error({{"SSE_REPLAY_WINDOW", "9999999h"}}, "SSE_REPLAY_WINDOW");
   expect_error({{"SERVER_SHUTDOWN_TIMEOUT", "87601h"}}, "SERVER_SHUTDOWN_TIMEOUT");
   expect_error({{"DB_HOST", "pg1,pg2:5432"}}, "DB_HOST");
+  // A zero provider timeout would fail every call; an ack wait shorter than
+  // the workers' progress would hand running requests to a second worker; an
+  // age of 0 is NATS's "for ever".
+  expect_error({{"WORKER_PROVIDER_READ_TIMEOUT", "0"}}, "WORKER_PROVIDER_READ_TIMEOUT");
+  expect_error({{"WORKER_PROVIDER_CONNECT_TIMEOUT", "50ms"}}, "WORKER_PROVIDER_CONNECT_TIMEOUT");
+  expect_error({{"JS_ACK_WAIT", "500ms"}}, "JS_ACK_WAIT");
+  expect_error({{"JS_WORK_MAX_AGE", "0"}}, "JS_WORK_MAX_AGE");
+  expect_error({{"JS_LOG_MAX_AGE", "0s"}}, "JS_LOG_MAX_AGE");
 }
 
 TEST(ConfigTest, ServersAreNamedByHostOrAddress) {
