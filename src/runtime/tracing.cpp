@@ -22,7 +22,7 @@ Tracing make_tracing(const config::TraceConfig& c, const std::string& program, c
   // The configuration checked the name.
   auto sampler = trace::parse_sampler(c.sampler).value_or(trace::Sampler::parent_based_always_on);
   t.tracer = trace::Tracer(*t.exporter, sampler, c.sampler_ratio);
-  log::info("tracing_on", {{"url", c.url}, {"sampler", c.sampler}, {"ratio", c.sampler_ratio}});
+  log::info("tracing_on", {{"url", t.exporter->endpoint()}, {"sampler", c.sampler}, {"ratio", c.sampler_ratio}});
   return t;
 }
 

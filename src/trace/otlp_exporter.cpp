@@ -21,9 +21,21 @@ std::size_t discard(char*, std::size_t size, std::size_t n, void*) { return size
 using CurlHandle = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
 using HeaderList = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
 
+std::string without_credentials(const std::string& url) {
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
+  char* out = nullptr;
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return "(not a URL)";
+  for (auto part : {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_OPTIONS}) curl_url_set(u.get(), part, nullptr, 0);
+  if (curl_url_get(u.get(), CURLUPART_URL, &out, 0) != CURLUE_OK) return "(not a URL)";
+  std::string shown(out);
+  curl_free(out);
+  return shown;
+}
+
 }  // namespace
 
-OtlpExporter::OtlpExporter(ExporterOptions options) : options_(std::move(options)) {
+OtlpExporter::OtlpExporter(ExporterOptions options)
+    : options_(std::move(options)), endpoint_(without_credentials(options_.url)) {
   init_curl_once();
   thread_ = std::thread([this] { run(); });
 }
@@ -72,12 +84,12 @@ void OtlpExporter::run() {
       std::string error;
       if (post(encode_export_request(options_.resource, batch), error)) {
         stats_.exported.add(batch.size());
-        if (std::exchange(failing, false)) log::info("trace_export_recovered", {{"url", options_.url}});
+        if (std::exchange(failing, false)) log::info("trace_export_recovered", {{"url", endpoint_}});
       } else {
         stats_.export_failures.add();
         stats_.dropped_export_failed.add(batch.size());
         if (!std::exchange(failing, true))
-          log::warn("trace_export_failed", {{"url", options_.url}, {"error", error}, {"spans_dropped", batch.size()}});
+          log::warn("trace_export_failed", {{"url", endpoint_}, {"error", error}, {"spans_dropped", batch.size()}});
       }
     }
     if (last) return;

@@ -47,12 +47,15 @@ class OtlpExporter final : public SpanSink {
   void add(SpanData span) override;
   void collect(metrics::Exposition& out) const;
   const ExporterStats& stats() const { return stats_; }
+  // The endpoint as logs show it: without credentials (https://user:token@…).
+  const std::string& endpoint() const { return endpoint_; }
 
  private:
   void run();
   bool post(const std::string& body, std::string& error) const;
 
   ExporterOptions options_;
+  std::string endpoint_;
   ExporterStats stats_;
   // Guards queue_ and stopping_; held only to move spans in or out.
   std::mutex mutex_;

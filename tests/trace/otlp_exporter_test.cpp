@@ -172,8 +172,18 @@ void expect_the_batch_dropped(OtlpExporter& exporter) {
 ExporterOptions batches_of_four(std::string url) {
   auto o = options_for(std::move(url));
   o.max_batch = 4;
-  o.schedule_delay = std::chrono::milliseconds{20};
+  // Only a full batch wakes the export thread: a slow test thread adding
+  // the four spans must not see them leave in two batches.
+  o.schedule_delay = std::chrono::hours{1};
   return o;
+}
+
+TEST(OtlpExporter, TheEndpointIsShownWithoutCredentials) {
+  auto o = options_for("https://tracer:s3cret@collector.example:4318/v1/traces");
+  o.max_batch = 100;  // nothing is sent
+  OtlpExporter exporter(o);
+  EXPECT_EQ(exporter.endpoint(), "https://collector.example:4318/v1/traces");
+  EXPECT_EQ(OtlpExporter(options_for("http://127.0.0.1:4318/v1/traces")).endpoint(), "http://127.0.0.1:4318/v1/traces");
 }
 
 TEST(OtlpExporter, PastItsQueueLimitSpansAreDroppedAndCounted) {
