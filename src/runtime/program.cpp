@@ -1,11 +1,15 @@
 #include "runtime/program.hpp"
 
+#include <csignal>
 #include <iostream>
 
 namespace chat::runtime {
 
 int program_main(config::Program program, std::string_view name, int argc, char** argv,
                  const std::function<int(const config::Config&)>& run) {
+  // A log reader that went away (a closed pipe on stdout) must cost log lines,
+  // not the process: the write fails with EPIPE instead.
+  std::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (config::wants_help(args)) {
     std::cout << config::help_text(program);

@@ -257,6 +257,16 @@ class StalledLogOutputTest(unittest.TestCase):
         self.assertEqual(len(reports), 1, "said once, when the output moved again: %r" % reports[:5])
         self.assertIn("chat_rejected", text.split("log_lines_dropped")[-1], "lines after the drop report")
 
+    def test_a_stdout_whose_reader_went_away_costs_lines_not_the_process(self):
+        # The collector exited (a closed pipe): a write to it must fail, not end chatd with SIGPIPE.
+        self.srv.proc.stdout.close()
+        for i in range(20):
+            r = self.srv.post_json("/api/chat", {"user_id": "u1", "message": "no session %d" % i})
+            self.assertEqual(r.status, 400)
+        time.sleep(0.5)  # the log thread writes them
+        self.assertIsNone(self.srv.proc.poll(), "chatd ended with %s" % self.srv.proc.returncode)
+        self.assertEqual(self.srv.get("/health", timeout=5).status, 200)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
