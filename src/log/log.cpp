@@ -159,7 +159,12 @@ void append_value(std::string& out, const Field::Value& v, bool quote_strings, s
           std::string_view x = whole;
           if (x.size() > limit) x = cut = cut_to(x, limit);
           const auto before = out.size();
-          bool needs_quotes = quote_strings || x.empty() || x.find_first_of(" \"=\n") != x.npos;
+          // Quoted, so escaped, also for any control byte: a value from outside
+          // must not forge a line (CR) or drive the terminal (ESC).
+          const bool control = std::any_of(x.begin(), x.end(), [](char c) {
+            return static_cast<unsigned char>(c) < 0x20;
+          });
+          bool needs_quotes = quote_strings || x.empty() || control || x.find_first_of(" \"=") != x.npos;
           if (needs_quotes) append_json_string(out, x); else out += x;
           room -= std::min(room, out.size() - before);
         } else if constexpr (std::is_same_v<T, bool>) {

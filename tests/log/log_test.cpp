@@ -118,5 +118,17 @@ TEST_F(LogTest, EscapesCountAgainstTheLineAndJsonStaysJson) {
   EXPECT_TRUE(object.at("ratio").is_null());
 }
 
+TEST_F(LogTest, ControlBytesInATextValueAreEscapedNotWritten) {
+  init(Level::info, Format::text);
+  auto lines = lines_of([&] {
+    warn("provider_said", {{"error", "busy\r2026-12-04 error forged_line"}, {"colour", "\x1b[31mred"}});
+  });
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].find('\r'), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[0].find('\x1b'), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find(R"(error="busy\r2026-12-04 error forged_line")"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find(R"(colour="\u001b[31mred")"), std::string::npos) << lines[0];
+}
+
 }  // namespace
 }  // namespace chat::log
