@@ -1,8 +1,8 @@
 #include "metrics/metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
-#include <cstdio>
 
 namespace chat::metrics {
 namespace {
@@ -14,9 +14,11 @@ std::string number(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (std::isnan(v)) return "NaN";
   if (v == std::floor(v) && std::abs(v) < 1e15) return std::to_string(static_cast<long long>(v));
+  // The shortest text that reads back as `v`: nine digits would round a
+  // start time in seconds since 1970 to ten seconds.
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
 }
 
 // Label values are escaped as the format requires: backslash, quote, newline.

@@ -28,6 +28,14 @@ TEST(Metrics, CountersAndGaugesRender) {
             "chat_level 3\n");
 }
 
+TEST(Metrics, ValuesAreWrittenToTheirLastDigit) {
+  Exposition e;
+  e.gauge("process_start_time_seconds", "Start.", 1733270400.53);
+  e.gauge("chat_ratio", "A ratio.", 0.00005);
+  EXPECT_NE(e.text().find("process_start_time_seconds 1733270400.53\n"), std::string::npos) << e.text();
+  EXPECT_NE(e.text().find("chat_ratio 5e-05\n"), std::string::npos) << e.text();
+}
+
 TEST(Metrics, HistogramBucketsAreCumulativeWithInf) {
   static constexpr double kBounds[] = {0.1, 1};
   Histogram h{Buckets{kBounds}};
