@@ -5,8 +5,10 @@
 #include <boost/asio/io_context.hpp>
 
 #include <boost/json.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <atomic>
+#include <stdexcept>
 
 #include "common/deadline.hpp"
 #include "http/listener.hpp"
@@ -41,7 +43,6 @@ int run_worker(const config::Config& config) {
   worker_config.progress_interval = std::max(config.jetstream.ack_wait / 3, config::Duration{100});
   worker::WorkflowWorker worker(ioc.get_executor(), *messaging.bus, *messaging.work, messaging.log.get(), *registry,
                                 worker_config, providers::make_providers(ioc.get_executor(), config), tracing.tracer);
-  worker.start();
 
   // Probes and metrics on WORKER_HTTP_PORT.
   std::atomic<bool> draining{false};
@@ -71,13 +72,21 @@ int run_worker(const config::Config& config) {
                             },
                             ready},
       metrics);
+  // Bound before any work is taken: a worker that cannot serve its probes
+  // exits holding no request (one taken would wait out JS_ACK_WAIT).
   std::shared_ptr<http::Listener> probe_listener;
   if (config.worker.http_port != 0) {
-    probe_listener = std::make_shared<http::Listener>(
-        ioc, asio::ip::tcp::endpoint(asio::ip::address_v4::any(), config.worker.http_port), probes,
-        http::SessionLimits{}, [] { return false; });
+    try {
+      probe_listener = std::make_shared<http::Listener>(
+          ioc, asio::ip::tcp::endpoint(asio::ip::address_v4::any(), config.worker.http_port), probes,
+          http::SessionLimits{}, [] { return false; });
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error("WORKER_HTTP_PORT: cannot listen on port " + std::to_string(config.worker.http_port) +
+                               ": " + e.code().message());
+    }
     probe_listener->run();
   }
+  worker.start();
   log::info("worker_started", {{"threads", threads}, {"registry", registry->status().backend},
                                {"work_queue", messaging.work->status().backend},
                                {"default_provider", config.worker.default_provider}});

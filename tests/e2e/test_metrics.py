@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-from infra import Cluster, ClusterTestCase, free_port, http_request, wait_until  # noqa: E402
+from infra import Cluster, ClusterTestCase, StartError, free_port, http_request, wait_until  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
@@ -203,6 +204,28 @@ class WorkerMetricsTest(ClusterTestCase):
                          "without Redis the worker still serves through the broadcast subject")
         cl.redis.start()
         wait_until(lambda: health()["status"] == "healthy", 30, msg="the worker never saw Redis back")
+
+    def test_a_worker_that_cannot_serve_its_probes_exits_before_it_takes_work(self):
+        cl = self.new_cluster(pods=1, workers=0)
+        pod = cl.pod("pod-a")
+        sid, uid = h.new_id("s"), h.new_id("u")
+        c = self.track(pod.sse(sid, uid))
+        c.connected()
+        acc = pod.chat_ok(sid, uid, "wait in the queue")
+        taken = socket.socket()
+        try:
+            taken.bind(("0.0.0.0", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with self.assertRaises(StartError) as refused:
+                cl.add_worker(env={"WORKER_HTTP_PORT": str(port)})
+            self.assertIn("WORKER_HTTP_PORT: cannot listen on port %d" % port, str(refused.exception))
+        finally:
+            taken.close()
+        # Had the worker taken the request before it exited, it would come back
+        # only after JS_ACK_WAIT (30 s).
+        cl.add_worker()
+        c.collect_until(h.is_complete_for(acc["message_id"]), 15)
 
 
 class ShippedConfigTest(unittest.TestCase):
