@@ -186,7 +186,14 @@ void RedisRegistry::send_remove(const ConnectionRef& c) {
   connection_.command({"SREM", session_key(c.session_id), member(c.pod_id, c.connection_id)});
   connection_.command({"HDEL", pod_key(c.pod_id), c.connection_id});
   connection_.command({"DEL", heartbeat_key(c.pod_id, c.connection_id)});
-  connection_.command({"EXEC"}, log_if_failed("registry_remove_failed"));
+  // Lost with the connection, a removal is not in live_ for on_ready to put
+  // right: it is sent again then, unless the connection came back meanwhile.
+  connection_.command({"EXEC"}, [this, c, logged = log_if_failed("registry_remove_failed")](error_code ec,
+                                                                                          const redisReply* reply) {
+    if (ec != asio::error::connection_aborted) return logged(ec, reply);
+    const auto pod = pods_.find(c.pod_id);
+    if (!stopped_ && !(pod && live_.contains({*pod, c.connection_id}))) remember_missed_removal(c);
+  });
 }
 
 std::shared_ptr<RedisRegistry::PendingCall> RedisRegistry::start_call(PodsCallback done) {
@@ -301,9 +308,11 @@ void RedisRegistry::schedule_renewal() {
 
 // Re-asserts membership as well as extending the TTLs: a worker may have
 // dropped a member whose heartbeat looked expired while this pod was slow.
-// Each call renews the next slice of the connections (see kRenewSlices).
+// Each call renews the next slice of the connections (see kRenewSlices). With
+// none (a worker) it still pings: a stuck server (paused, a frozen host) keeps
+// the TCP connection up and is found only by the answer that does not come.
 void RedisRegistry::renew() {
-  if (!connection_.ready() || live_.empty()) return;
+  if (!connection_.ready()) return;
   const auto now = std::chrono::steady_clock::now();
   if (renewal_sent_at_) {
     // A whole interval without an answer: the server is gone or stuck.

@@ -239,6 +239,40 @@ TEST_F(RedisRegistryTest, RemovalsMadeDuringAnOutageAreAppliedAfterIt) {
   EXPECT_EQ(raw_.run({"SMEMBERS", "session:connections:s1"}), std::vector<std::string>{"pod-1:c1"});
 }
 
+// A removal on its way when the connection drops (a stuck server given up
+// on, a restart) is sent again once the connection is back.
+TEST_F(RedisRegistryTest, ARemovalInFlightWhenTheConnectionDropsIsAppliedAfterIt) {
+  auto owner = connect();
+  auto& r = *owner;
+  r.add({"s1", "pod-1", "c1"});
+  r.add({"s1", "pod-2", "c2"});
+  settle(r);
+  // Writes wait: the removal's transaction goes out and stays unanswered.
+  raw_.run({"CLIENT", "PAUSE", "3000", "WRITE"});
+  r.remove({"s1", "pod-2", "c2"});
+  std::this_thread::sleep_for(300ms);
+  raw_.run({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+  raw_.run({"CLIENT", "UNPAUSE"});
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  EXPECT_TRUE(eventually([&] {
+    return raw_.run({"SMEMBERS", "session:connections:s1"}) == std::vector<std::string>{"pod-1:c1"};
+  })) << "the removal lost with the connection";
+  EXPECT_EQ(raw_.integer({"EXISTS", "heartbeat:pod-2:c2"}), 0);
+  EXPECT_EQ(raw_.integer({"HEXISTS", "pod:connections:pod-2", "c2"}), 0);
+}
+
+// A worker renews nothing, yet must notice a server that stopped answering
+// while its TCP connection stays up: every route lookup would wait it out.
+TEST_F(RedisRegistryTest, AServerThatStopsAnsweringIsLeftAlsoWithNothingToRenew) {
+  auto timing = fast_reconnect();
+  timing.renew_interval = 400ms;
+  auto owner = connect(timing);
+  auto& r = *owner;
+  raw_.run({"CLIENT", "PAUSE", "3000", "ALL"});
+  EXPECT_TRUE(eventually([&] { return !r.connected(); })) << "still taken for connected while nothing answers";
+  EXPECT_TRUE(eventually([&] { return r.connected(); })) << "back once the server answers again";
+}
+
 TEST(RedisRegistry, StartsWithoutServerAndConnectsWhenItAppears) {
   auto port = free_port();
   config::RedisConfig c;
