@@ -46,6 +46,14 @@ class RedisRegistryTest : public ::testing::Test {
     EXPECT_TRUE(eventually([&] { return r->connected(); }));
     return r;
   }
+  // Streams c1 (on pod-1) and c2 (on pod-2) of session s1, written.
+  std::unique_ptr<RedisRegistry> two_streams_of_s1() {
+    auto r = connect();
+    r->add({"s1", "pod-1", "c1"});
+    r->add({"s1", "pod-2", "c2"});
+    settle(*r);
+    return r;
+  }
 
   ServerProcess server_{ServerProcess::Kind::redis};
   RawRedis raw_{server_.port()};
@@ -196,11 +204,8 @@ TEST_F(RedisRegistryTest, WrongPasswordIsAnOutageNotACrash) {
 }
 
 TEST_F(RedisRegistryTest, ServerDownFailsReadsAndRestartRestoresRegistrations) {
-  auto owner = connect();
+  auto owner = two_streams_of_s1();
   auto& r = *owner;
-  r.add({"s1", "pod-1", "c1"});
-  r.add({"s1", "pod-2", "c2"});
-  settle(r);
 
   server_.stop();
   ASSERT_TRUE(eventually([&] { return !r.connected(); }));
@@ -219,11 +224,8 @@ TEST_F(RedisRegistryTest, ServerDownFailsReadsAndRestartRestoresRegistrations) {
 }
 
 TEST_F(RedisRegistryTest, RemovalsMadeDuringAnOutageAreAppliedAfterIt) {
-  auto owner = connect();
+  auto owner = two_streams_of_s1();
   auto& r = *owner;
-  r.add({"s1", "pod-1", "c1"});
-  r.add({"s1", "pod-2", "c2"});
-  settle(r);
 
   // An outage with the data kept: lock the registry out and drop its connection.
   raw_.run({"CONFIG", "SET", "requirepass", "lockout"});
@@ -242,11 +244,8 @@ TEST_F(RedisRegistryTest, RemovalsMadeDuringAnOutageAreAppliedAfterIt) {
 // A removal on its way when the connection drops (a stuck server given up
 // on, a restart) is sent again once the connection is back.
 TEST_F(RedisRegistryTest, ARemovalInFlightWhenTheConnectionDropsIsAppliedAfterIt) {
-  auto owner = connect();
+  auto owner = two_streams_of_s1();
   auto& r = *owner;
-  r.add({"s1", "pod-1", "c1"});
-  r.add({"s1", "pod-2", "c2"});
-  settle(r);
   // Writes wait: the removal's transaction goes out and stays unanswered.
   raw_.run({"CLIENT", "PAUSE", "3000", "WRITE"});
   r.remove({"s1", "pod-2", "c2"});
