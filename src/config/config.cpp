@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "common/identifier.hpp"
+#include "common/port.hpp"
 
 extern char** environ;
 
@@ -123,13 +124,6 @@ bool is_origin(std::string_view o) {
   return !authority.empty() && authority.find_first_of("/?#*@ \t") == std::string_view::npos;
 }
 
-// 1..65535 in decimal digits (Boost.URL's port_number() wraps larger values).
-bool is_port(std::string_view text) {
-  unsigned value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  return !text.empty() && ec == std::errc{} && end == text.data() + text.size() && value >= 1 && value <= 65535;
-}
-
 // NATS_URL: servers separated by commas, each [nats://|tls://][login@][host][:port][/…],
 // read as nats.c reads them (natsUrl_Create): the scheme in any case, the login
 // up to the last '@' taken as it is, a path ignored, an empty host localhost
@@ -160,7 +154,7 @@ std::string require_nats_servers(const std::string& name, const std::string& tex
       port_colon = std::string_view::npos;
     auto port = port_colon == std::string_view::npos ? std::string_view{} : address.substr(port_colon + 1);
     auto host = address.substr(0, port_colon);
-    if (std::any_of(host.begin(), host.end(), blank) || (!port.empty() && !is_port(port)))
+    if (std::any_of(host.begin(), host.end(), blank) || (!port.empty() && !parse_port(port)))
       throw ConfigError(name + ": expected servers such as nats://nats:4222 separated by commas, got a server at \"" +
                         std::string(address) + "\"");
   });

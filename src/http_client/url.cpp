@@ -4,7 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
+
+#include "common/port.hpp"
 
 namespace chat::http_client {
 namespace {
@@ -38,13 +39,10 @@ std::optional<HttpUrl> parse_http_url(std::string_view text) {
   if (host.empty()) return std::nullopt;
   out.host = lower(host);
   if (u.has_port()) {
-    // From the text: Boost.URL's port_number() wraps some ports past 65535
-    // (80800 reads 15264), which would send a key to the wrong server.
-    const auto text = u.port();
-    unsigned port = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
-    if (ec != std::errc{} || end != text.data() + text.size() || port == 0 || port > 65535) return std::nullopt;
-    out.port = static_cast<std::uint16_t>(port);
+    // A wrapped port would send a key to the wrong server.
+    auto port = parse_port(u.port());
+    if (!port) return std::nullopt;
+    out.port = *port;
   } else {
     out.port = out.tls ? 443 : 80;
   }
