@@ -242,16 +242,18 @@ std::optional<AssistantMessage> SpillJournal::front() {
 // The front segment, adopted from a newer chatd, stays on disk unread: closed,
 // so its lock goes and the next journal on the directory may take it.
 void SpillJournal::set_aside_front(std::uint64_t record_bytes) {
-  std::lock_guard lock(mu_);
-  // This journal's own tail holds only records it wrote: never newer.
-  if (appending_ && segments_.size() == 1) {
-    read_offset_ += record_bytes;
-    unread_bytes_ -= std::min(record_bytes, unread_bytes_);
-    return drop_read_segments();
+  {
+    std::lock_guard lock(mu_);
+    if (!(appending_ && segments_.size() == 1)) {
+      unread_bytes_ -= std::min(segments_.front().size - read_offset_, unread_bytes_);
+      segments_.pop_front();
+      read_offset_ = 0;
+      return;
+    }
   }
-  unread_bytes_ -= std::min(segments_.front().size - read_offset_, unread_bytes_);
-  segments_.pop_front();
-  read_offset_ = 0;
+  // This journal's own tail holds only records it wrote, never a newer one:
+  // a damaged record, skipped like any other.
+  skip(record_bytes);
 }
 
 void SpillJournal::pop_front() {
