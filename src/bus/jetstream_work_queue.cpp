@@ -6,6 +6,8 @@
 #include <boost/json.hpp>
 
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -73,12 +75,32 @@ class PullConsumer final : public Subscription {
       : js_(js), free_slots_(std::move(free_slots)), handler_(std::move(handler)), thread_([this] { run(); }) {}
 
   ~PullConsumer() override {
+    {
+      std::lock_guard lock(drain_mutex_);
+      drained_ = nullptr;
+    }
     stopping_ = true;
     thread_.join();
   }
 
+  // What a fetch under way brings is handed over before `drained` runs (on the
+  // fetch thread, which it must not join); the server keeps the rest.
+  void drain(std::function<void()> drained) override {
+    {
+      std::lock_guard lock(drain_mutex_);
+      drained_ = std::move(drained);
+    }
+    stopping_ = true;
+  }
+
  private:
   void run() {
+    fetch_until_stopped();
+    std::lock_guard lock(drain_mutex_);
+    if (auto drained = std::exchange(drained_, nullptr)) drained();
+  }
+
+  void fetch_until_stopped() {
     while (!stopping_) {
       if (!js_.ready()) {
         sub_.reset();  // the consumer is being made (again): bind to the one that will be
@@ -156,6 +178,8 @@ class PullConsumer final : public Subscription {
   FreeSlots free_slots_;
   WorkHandler handler_;
   std::atomic<bool> stopping_{false};
+  std::mutex drain_mutex_;  // guards drained_: set by drain(), run by the fetch thread, cleared by the destructor
+  std::function<void()> drained_;
   SharedSubscription sub_;  // fetch thread only
   std::thread thread_;       // last: starts once everything above exists
 };

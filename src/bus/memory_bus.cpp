@@ -42,6 +42,11 @@ class MemorySubscription final : public Subscription {
     sub_->active = false;
   }
 
+  void drain(std::function<void()> drained) override {
+    if (bus_alive_->load()) return bus_.drain(sub_, std::move(drained));
+    if (drained) drained();  // the bus is gone: nothing is on its way
+  }
+
  private:
   MemoryBus& bus_;
   std::shared_ptr<MemoryBus::Subscriber> sub_;
@@ -60,21 +65,19 @@ void MemoryBus::publish_with_reply(std::string subject, std::string payload, std
                                    Headers headers) {
   auto env = std::make_shared<const Envelope>(
       Envelope{std::move(subject), std::move(payload), std::move(reply_to), std::move(headers)});
-  std::vector<std::shared_ptr<Subscriber>> targets;
   {
     std::lock_guard lock(mutex_);
     std::unordered_map<std::string, std::vector<std::shared_ptr<Subscriber>>> groups;
     for (const auto& s : subscribers_) {
       if (!subject_matches(s->pattern, env->subject)) continue;
-      if (s->queue_group.empty()) targets.push_back(s);
+      if (s->queue_group.empty()) deliver(s, env);
       else groups[s->queue_group].push_back(s);
     }
     for (auto& [group, members] : groups) {
       auto& next = round_robin_[group];
-      targets.push_back(members[next++ % members.size()]);
+      deliver(members[next++ % members.size()], env);
     }
   }
-  for (const auto& t : targets) deliver(t, env);
   if (done) asio::post(executor_, [done = std::move(done)] { done({}); });
 }
 
@@ -98,6 +101,16 @@ std::unique_ptr<Subscription> MemoryBus::subscribe(std::string pattern, std::str
 void MemoryBus::remove(const Subscriber* s) {
   std::lock_guard lock(mutex_);
   std::erase_if(subscribers_, [s](const auto& p) { return p.get() == s; });
+}
+
+void MemoryBus::drain(const std::shared_ptr<Subscriber>& s, std::function<void()> drained) {
+  std::lock_guard lock(mutex_);
+  std::erase_if(subscribers_, [&s](const auto& p) { return p == s; });
+  // Behind every delivery already posted to its strand (publish posts under this lock).
+  asio::post(s->strand, [s, drained = std::move(drained)] {
+    std::lock_guard running(s->running);
+    if (s->active && drained) drained();
+  });
 }
 
 void MemoryBus::request(std::string subject, std::string payload, std::chrono::milliseconds timeout, ReplyCallback done) {

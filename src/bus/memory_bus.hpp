@@ -7,6 +7,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -34,10 +35,12 @@ class MemoryBus final : public MessageBus {
                           Headers headers = {});
   void deliver(const std::shared_ptr<Subscriber>& to, const std::shared_ptr<const struct Envelope>& env);
   void remove(const Subscriber* s);
+  void drain(const std::shared_ptr<Subscriber>& s, std::function<void()> drained);
 
   boost::asio::any_io_executor executor_;
-  // Guards subscribers_ and round_robin_; held only to pick targets, never while
-  // a handler runs.
+  // Guards subscribers_ and round_robin_; held to pick targets and post to
+  // them (so that a drain's marker goes behind every delivery to its
+  // subscriber), never while a handler runs.
   std::mutex mutex_;
   std::vector<std::shared_ptr<Subscriber>> subscribers_;
   std::unordered_map<std::string, std::size_t> round_robin_;

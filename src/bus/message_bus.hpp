@@ -12,6 +12,8 @@
 //   group: each message goes to exactly one of them.
 // - Destroying a Subscription unsubscribes; after the destructor returns its
 //   handler is not running and will not run again.
+// - Draining a Subscription unsubscribes without dropping what the client
+//   already holds for it: see Subscription::drain.
 
 #include <boost/system/error_code.hpp>
 
@@ -58,6 +60,14 @@ using ReplyCallback = std::function<void(boost::system::error_code, std::string 
 class Subscription {
  public:
   virtual ~Subscription() = default;
+
+  // Stops new deliveries, but first hands the handler every message already on
+  // its way to this subscription (NATS: all the server sent before it took the
+  // unsubscribe; a queue group's other members get the rest), then runs
+  // `drained` once, on a bus thread. A queue group that loses a member this way
+  // loses none of its messages. Call at most once; destroying the subscription
+  // still ends it at once, and `drained` does not run after the destructor.
+  virtual void drain(std::function<void()> drained) = 0;
 };
 
 class MessageBus {

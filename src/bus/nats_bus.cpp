@@ -44,6 +44,9 @@ using Events = NatsBus::ConnectionEvents;
 constexpr std::chrono::seconds kCloseWait{5};
 // How long an unsubscribed subscription is kept before it is freed (retire()).
 constexpr std::chrono::seconds kRetireDelay{2};
+// A drain past this gives up on what is still queued (a handler that stopped
+// returning); nats.c then closes the subscription.
+constexpr std::chrono::seconds kDrainTimeout{5};
 // Server liveness when the TCP connection does not break (a partitioned
 // network): a missed PONG every 10 s, three in a row count as disconnected.
 constexpr std::int64_t kPingIntervalMs = 10'000;
@@ -188,6 +191,11 @@ struct SubscriptionState {
   // it finds idle: handed back together, they cost it one wake-up.
   std::vector<NatsMsgPtr> spent;
   std::size_t spent_bytes = 0;  // guarded by `running`
+  // Subscription::drain's callback, run by the completion. Not under
+  // `running`: a drain must not wait for a handler call in progress.
+  // Recursive: the callback may drop its own subscription.
+  std::recursive_mutex drain_mutex;
+  std::function<void()> drained;  // guarded by drain_mutex
 };
 
 // nats.c holds one of these as the subscription's closure until it reports,
@@ -243,7 +251,14 @@ void on_message(natsConnection*, natsSubscription* sub, natsMsg* raw, void* clos
   }
 }
 
-void on_subscription_complete(void* closure) { delete static_cast<StateRef*>(closure); }
+// nats.c calls the handler no more: the subscription was drained, or closed.
+void on_subscription_complete(void* closure) {
+  std::unique_ptr<StateRef> ref(static_cast<StateRef*>(closure));
+  auto& state = **ref;
+  // Under the lock the destructor takes: `drained` never runs once it returned.
+  std::lock_guard lock(state.drain_mutex);
+  if (auto drained = std::exchange(state.drained, nullptr)) drained();
+}
 
 }  // namespace
 
@@ -259,6 +274,33 @@ class NatsSubscription final : public Subscription {
   NatsSubscription(std::shared_ptr<NatsBus::Retirement> retirement, NatsSubscriptionPtr sub, StateRef state)
       : retirement_(std::move(retirement)), sub_(std::move(sub)), state_(std::move(state)) {}
   ~NatsSubscription() override {
+    stop();
+    std::lock_guard lock(retirement_->mutex);
+    if (retirement_->bus) retirement_->bus->retire(std::move(sub_));
+    // Else the bus has closed its connection: freeing at once is safe.
+  }
+
+  void drain(std::function<void()> drained) override {
+    {
+      std::lock_guard lock(state_->drain_mutex);
+      state_->drained = std::move(drained);
+    }
+    const natsStatus s = natsSubscription_DrainTimeout(sub_.get(), std::chrono::milliseconds(kDrainTimeout).count());
+    if (s == NATS_OK) return;
+    // Disconnected or closed: no drain is possible, so it ends here as its
+    // destructor would end it.
+    log::warn("nats_drain_failed", {{"error", natsStatus_GetText(s)}});
+    std::function<void()> now;
+    {
+      std::lock_guard lock(state_->drain_mutex);
+      now = std::exchange(state_->drained, nullptr);
+    }
+    stop();
+    if (now) now();
+  }
+
+ private:
+  void stop() {
     // Stops new deliveries; fails harmlessly when the connection is closed.
     natsSubscription_Unsubscribe(sub_.get());
     {
@@ -267,12 +309,10 @@ class NatsSubscription final : public Subscription {
       std::lock_guard lock(state_->running);
       state_->active = false;
     }
-    std::lock_guard lock(retirement_->mutex);
-    if (retirement_->bus) retirement_->bus->retire(std::move(sub_));
-    // Else the bus has closed its connection: freeing at once is safe.
+    std::lock_guard lock(state_->drain_mutex);
+    state_->drained = nullptr;
   }
 
- private:
   std::shared_ptr<NatsBus::Retirement> retirement_;
   NatsSubscriptionPtr sub_;
   StateRef state_;

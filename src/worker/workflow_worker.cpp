@@ -83,12 +83,12 @@ std::size_t WorkflowWorker::free_slots() {
 
 void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   // Cancels and replays are still served: running generations need them.
-  requests_.reset();
   log::info("work_intake_stopped", {{"running", active_.load()}});
   std::vector<WaitingRequest> unstarted;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    if (requests_) ++admitting_;  // the drain below, until intake_drained()
     unstarted = waiting_.take_redeliverable();
     if (active_.load() != 0 || admitting_ != 0) {
       on_idle_ = std::move(on_idle);
@@ -99,7 +99,24 @@ void WorkflowWorker::stop_intake(std::function<void()> on_idle) {
   // now. The rest (the in-process bus, core NATS) run here before the drain ends.
   for (auto& w : unstarted) w.item->give_back();
   if (!unstarted.empty()) log::info("requests_given_back", {{"count", unstarted.size()}});
+  if (requests_) {
+    requests_->drain([this, gate = gate_] {
+      std::lock_guard lock(gate->mutex);
+      if (gate->open) asio::post(executor_, [this] { intake_drained(); });
+    });
+  }
   if (on_idle) on_idle();
+}
+
+void WorkflowWorker::intake_drained() {
+  requests_.reset();
+  std::function<void()> idle;
+  {
+    std::lock_guard lock(mutex_);
+    if (--admitting_ == 0 && active_.load() == 0) idle = std::move(on_idle_);
+  }
+  log::info("work_intake_drained", {{"running", active_.load()}});
+  if (idle) idle();
 }
 
 void WorkflowWorker::cancel_running(std::function<void()> on_idle, Ending ending) {

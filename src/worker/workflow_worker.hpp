@@ -57,8 +57,10 @@ class WorkflowWorker {
 
   void start();
   // Stops taking new requests and gives back the waiting ones another worker
-  // can take; the others and the running generations go on to their end, then
-  // `on_idle` runs (at once if none).
+  // can take. What the queue had already sent here is still taken (a queue
+  // group would lose it: it delivers nothing twice). Those, the others and the
+  // running generations go on to their end, then `on_idle` runs (once the
+  // queue is drained, if nothing runs).
   void stop_intake(std::function<void()> on_idle = {});
   // Which requests cancel_running() ends: all of them (a queue that never
   // delivers a request again), or those on their last delivery (JetStream
@@ -120,6 +122,7 @@ class WorkflowWorker {
   enum class Slot { held, extra };
   // `read_for`: the request comes from reading_log_ (w holds no item yet).
   void start_or_wait(WaitingRequest w, std::shared_ptr<WaitingRequest> read_for = nullptr);
+  void intake_drained();
   void stop_reading_log(const std::shared_ptr<WaitingRequest>& read_for);  // with mutex_ held
   void run(WaitingRequest w, Slot slot, std::string_view fail_code = {}, std::string_view fail_message = {});
   void finished(const std::string& message_id);
@@ -175,7 +178,9 @@ class WorkflowWorker {
   // Runs in one of the WORKER_MAX_CONCURRENT slots (Slot::held); active_ also
   // counts the extra ones. A request waits while every slot is held.
   std::size_t held_ = 0;
-  std::size_t admitting_ = 0;  // taken off the queue, not yet running or waiting
+  // Taken off the queue, not yet running or waiting; and 1 for the queue's
+  // drain while it still hands over what was sent here (stop_intake).
+  std::size_t admitting_ = 0;
   // Deliveries again waiting for the chunk log's word on an earlier attempt
   // (admit), by message id: kept alive like waiting ones, and a later delivery
   // of one takes its place instead of starting the reply a second time.

@@ -186,6 +186,72 @@ TYPED_TEST(BusConformance, DestroyingSubscriptionStopsDelivery) {
   EXPECT_EQ(got.size(), 1u);
 }
 
+// A queue-group member that leaves by draining first handles what was already
+// on its way to it (destroying it would drop that): the group loses nothing,
+// and the member gets nothing once drained.
+TYPED_TEST(BusConformance, ADrainedQueueMemberHandsOverWhatCameForItAndTheGroupLosesNothing) {
+  std::atomic<bool> entered{false}, release{false};
+  std::mutex mutex;  // guards member_a, filled on A's delivery thread
+  std::vector<std::string> member_a;
+  auto a = this->subscriber().subscribe(this->subject("work"), "workers", [&](const bus::Message& m) {
+    entered = true;
+    while (!release.load()) std::this_thread::sleep_for(1ms);  // what comes next queues behind this
+    std::lock_guard lock(mutex);
+    member_a.emplace_back(m.payload);
+  });
+  auto a_size = [&] {
+    std::lock_guard lock(mutex);
+    return member_a.size();
+  };
+  Collector member_b, fence;
+  auto b = this->impl_.bus(2).subscribe(this->subject("work"), "workers", member_b.handler());
+  auto fence_sub = this->subscriber().subscribe(this->subject("fence"), {}, fence.handler());
+  ASSERT_TRUE(sync(this->subscriber()));
+  ASSERT_TRUE(sync(this->impl_.bus(2)));
+
+  constexpr int kBefore = 200, kAfter = 100;
+  for (int i = 0; i < kBefore; ++i) this->publisher().publish(this->subject("work"), std::to_string(i));
+  // Sent after them on A's connection: once it is in, A's share is queued there.
+  this->publisher().publish(this->subject("fence"), "");
+  ASSERT_TRUE(fence.wait_for(1));
+  ASSERT_TRUE(eventually([&] { return entered.load(); }));
+
+  std::atomic<int> drained{0};
+  a->drain([&] { ++drained; });
+  release = true;
+  ASSERT_TRUE(eventually([&] { return drained.load() == 1; }));
+  const auto a_at_drained = a_size();
+  EXPECT_GT(a_at_drained, 1u) << "A held messages queued behind its first";
+
+  for (int i = kBefore; i < kBefore + kAfter; ++i) this->publisher().publish(this->subject("work"), std::to_string(i));
+  ASSERT_TRUE(eventually([&] { return a_size() + member_b.size() >= kBefore + kAfter; }))
+      << "lost: " << kBefore + kAfter - static_cast<int>(a_size() + member_b.size());
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(a_size(), a_at_drained) << "delivered to A after its drain";
+  std::multiset<std::string> seen;
+  {
+    std::lock_guard lock(mutex);
+    seen.insert(member_a.begin(), member_a.end());
+  }
+  for (const auto& m : member_b.items()) seen.insert(m.payload);
+  for (int i = 0; i < kBefore + kAfter; ++i) EXPECT_EQ(seen.count(std::to_string(i)), 1u) << i;
+  EXPECT_EQ(drained.load(), 1);
+}
+
+TYPED_TEST(BusConformance, DrainingAnIdleSubscriptionEndsIt) {
+  Collector got;
+  auto sub = this->subscriber().subscribe(this->subject("idle"), {}, got.handler());
+  ASSERT_TRUE(sync(this->subscriber()));
+  std::atomic<int> drained{0};
+  sub->drain([&] { ++drained; });
+  ASSERT_TRUE(eventually([&] { return drained.load() == 1; }));
+  for (int i = 0; i < 20; ++i) this->publisher().publish(this->subject("idle"), "after");
+  ASSERT_TRUE(sync(this->publisher()));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(got.size(), 0u);
+  EXPECT_EQ(drained.load(), 1);
+}
+
 TYPED_TEST(BusConformance, HandlerIsNotRunningOnceDestructorReturns) {
   std::atomic<bool> in_handler{false};
   std::atomic<int> calls{0};

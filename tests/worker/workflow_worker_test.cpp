@@ -1179,11 +1179,33 @@ TEST(WorkflowWorker, CancellingTheLastDeliveriesEndsOneOnItsWayToThePassedSlot) 
   EXPECT_EQ(rig.worker.active(), 0u);
 }
 
-TEST(WorkflowWorker, StopIntakeCallsOnIdleAtOnceWhenNothingRuns) {
+TEST(WorkflowWorker, StopIntakeCallsOnIdleOnceDrainedWhenNothingRuns) {
   Rig rig;
   int idle = 0;
   rig.worker.stop_intake([&] { ++idle; });
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
+  rig.loop.settle();
   EXPECT_EQ(idle, 1);
+}
+
+// A queue group (the in-process bus, core NATS) delivers nothing twice: the
+// requests it had already sent to a worker when its intake stopped run there.
+TEST(WorkflowWorker, StopIntakeStillRunsTheRequestsTheQueueHadSentHere) {
+  Rig rig;
+  submit(rig, request("m1"));
+  submit(rig, request("m2"));  // on their way to the worker, not yet handled
+  int idle = 0;
+  rig.worker.stop_intake([&] { ++idle; });
+  ASSERT_TRUE(rig.loop.run_until([&] { return rig.scripted->started() == 2; }));
+  rig.loop.settle();
+  EXPECT_EQ(idle, 0);
+
+  submit(rig, request("m3"));  // after the drain: for another worker
+  rig.loop.settle();
+  for (const char* id : {"m1", "m2"}) rig.scripted->generation(id)->finish();
+  ASSERT_TRUE(complete(rig, 2));
+  ASSERT_TRUE(rig.loop.run_until([&] { return idle == 1; }));
+  EXPECT_EQ(rig.scripted->started(), 2u) << "m3 was taken after the drain";
 }
 
 TEST(WorkflowWorker, StopIntakeCallsOnIdleOnceTheRunningGenerationsFinished) {
