@@ -103,7 +103,9 @@ void HttpSession::on_header(boost::system::error_code ec) {
   }
   if (refusal_ && std::ranges::find(*probes_, path_of(req.target())) == probes_->end()) {
     refusal_->record(peer_);
-    return refuse(std::move(refusal_->response), false);  // shedding load: its place goes at once
+    // Shedding load: its place goes once the answer is out, or, with a body
+    // still coming, after the linger that keeps it from ending in a reset.
+    return refuse(std::move(refusal_->response), !parser_->is_done());
   }
   // curl and others wait for this before sending a body over 1 KiB.
   if (beast::iequals(req[beast_http::field::expect], "100-continue") && !parser_->is_done()) {

@@ -464,6 +464,29 @@ class ServerCapacityTest(h.ChatdTestCase):
             for s in held:
                 s.close()
 
+    def test_a_refused_request_whose_body_is_still_coming_gets_its_answer_not_a_reset(self):
+        held = []
+        try:
+            held = [socket.create_connection((HOST, self.srv.port)) for _ in range(4)]
+            time.sleep(0.3)  # the pod accepts them: a fifth is over the limit
+            s = connect_from("127.0.0.8", self.srv.port)
+            body = b"x" * 50_000
+            s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:1000])
+            time.sleep(0.3)  # answered and closed meanwhile; the rest of the body arrives after
+            try:
+                s.sendall(body[1000:])
+                s.shutdown(socket.SHUT_WR)
+                answer = s.recv(4096)
+            except (ConnectionResetError, BrokenPipeError):
+                answer = b"reset"  # what the server's close with bytes unread sends
+            finally:
+                s.close()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 503"), answer[:80])
+        finally:
+            for c in held:
+                c.close()
+
 
 class RedisDownTest(h.ChatdTestCase):
     @classmethod
