@@ -293,7 +293,8 @@ void RedisRegistry::on_ready() {
   missed_removals_.clear();
   for (const auto& [key, session] : live_) send_add({session, pods_.name(key.first), key.second});
   if (!live_.empty()) log::info("registry_restored", {{"connections", live_.size()}});
-  renewal_sent_at_.reset();
+  renewals_unanswered_.clear();
+  ++renewal_epoch_;
 }
 
 void RedisRegistry::schedule_renewal() {
@@ -314,11 +315,9 @@ void RedisRegistry::schedule_renewal() {
 void RedisRegistry::renew() {
   if (!connection_.ready()) return;
   const auto now = std::chrono::steady_clock::now();
-  if (renewal_sent_at_) {
-    // A whole interval without an answer: the server is gone or stuck.
-    if (now - *renewal_sent_at_ >= timing_.renew_interval) connection_.reconnect("no answer to the heartbeat renewal");
-    return;
-  }
+  // A whole interval without an answer: the server is gone or stuck.
+  if (!renewals_unanswered_.empty() && now - renewals_unanswered_.front() >= timing_.renew_interval)
+    return connection_.reconnect("no answer to the heartbeat renewal");
   const auto per_slice = (live_.size() + kRenewSlices - 1) / kRenewSlices;
   auto it = renew_cursor_ ? live_.upper_bound(*renew_cursor_) : live_.begin();
   std::set<std::string> sessions, pods;
@@ -338,8 +337,10 @@ void RedisRegistry::renew() {
   for (const auto& s : sessions) connection_.command({"EXPIRE", session_key(s), seconds(timing_.membership_ttl)});
   for (const auto& p : pods) connection_.command({"EXPIRE", pod_key(p), seconds(timing_.membership_ttl)});
   // Replies come in order: the PING's means the whole slice was applied.
-  renewal_sent_at_ = now;
-  connection_.command({"PING"}, [this](error_code, const redisReply*) { renewal_sent_at_.reset(); });
+  renewals_unanswered_.push_back(now);
+  connection_.command({"PING"}, [this, epoch = renewal_epoch_](error_code, const redisReply*) {
+    if (epoch == renewal_epoch_ && !renewals_unanswered_.empty()) renewals_unanswered_.pop_front();
+  });
 }
 
 }  // namespace chat::registry

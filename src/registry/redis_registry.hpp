@@ -99,7 +99,12 @@ class RedisRegistry final : public SessionRegistry {
   // would take a core away from the streams for a good part of a second.
   static constexpr std::size_t kRenewSlices = 16;
   std::optional<LiveKey> renew_cursor_;  // the last connection renewed this round
-  std::optional<std::chrono::steady_clock::time_point> renewal_sent_at_;  // its PING unanswered
+  // When each renewal PING not yet answered went out, oldest first (replies
+  // come in order). Slices go out on schedule whatever the round trip: waiting
+  // for each answer would stretch a round past the heartbeat TTL on a Redis a
+  // second or more away.
+  std::deque<std::chrono::steady_clock::time_point> renewals_unanswered_;
+  std::uint64_t renewal_epoch_ = 0;  // counts connections: a lost one's answers are not this one's
   PodIds pods_;
   std::map<LiveKey, std::string> live_;    // this process's connections -> session id
   std::deque<ConnectionRef> missed_removals_;  // removed while Redis was away

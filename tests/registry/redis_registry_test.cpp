@@ -7,6 +7,7 @@
 #include <future>
 #include <thread>
 
+#include "harness/delay_proxy.hpp"
 #include "harness/server_process.hpp"
 #include "registry/redis_registry.hpp"
 #include "registry/registry_test_support.hpp"
@@ -270,6 +271,35 @@ TEST_F(RedisRegistryTest, AServerThatStopsAnsweringIsLeftAlsoWithNothingToRenew)
   raw_.run({"CLIENT", "PAUSE", "3000", "ALL"});
   EXPECT_TRUE(eventually([&] { return !r.connected(); })) << "still taken for connected while nothing answers";
   EXPECT_TRUE(eventually([&] { return r.connected(); })) << "back once the server answers again";
+}
+
+// Redis a round trip of 0.3 s away, renewals due every 25 ms (a 400 ms
+// interval in 16 slices): each slice goes out on time, so every heartbeat is
+// renewed well within its TTL. Waiting for each slice's answer before sending
+// the next made a round 16 round trips long (5 s here, past the 2 s TTL).
+TEST_F(RedisRegistryTest, HeartbeatsOfARedisFarAwayAreRenewedWithinTheirTtl) {
+  DelayProxy far(server_.port(), 150ms);
+  auto timing = fast_reconnect();
+  timing.heartbeat_ttl = 2s;
+  timing.membership_ttl = 3s;
+  timing.renew_interval = 400ms;
+  auto config = redis_config(server_);
+  config.port = far.port();
+  RedisRegistry r(config, timing);
+  ASSERT_TRUE(eventually([&] { return r.connected(); }));
+  constexpr int kConnections = 32;
+  auto heartbeat = [](int i) { return "heartbeat:pod-1:c" + std::to_string(i); };
+  for (int i = 0; i < kConnections; ++i) r.add({"s1", "pod-1", "c" + std::to_string(i)});
+  settle(r);
+
+  // Read directly, not through the relay, for two TTLs.
+  for (const auto until = std::chrono::steady_clock::now() + 4s; std::chrono::steady_clock::now() < until;) {
+    long long alive = 0;
+    for (int i = 0; i < kConnections; ++i) alive += raw_.integer({"EXISTS", heartbeat(i)});
+    ASSERT_EQ(alive, kConnections) << "a heartbeat expired while its pod was renewing it";
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(r.connected()) << "a round trip shorter than the interval is no outage";
 }
 
 TEST(RedisRegistry, StartsWithoutServerAndConnectsWhenItAppears) {
