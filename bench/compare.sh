@@ -131,7 +131,7 @@ delivery_buckets() {
 
 fanout() {  # fanout SIDE SCENARIO RATE
   local side=$1 s=$2 r=$3 extra=() before='{}'
-  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench --nats-send-asap "$send_asap")
+  [ "$side" = chatd ] && extra=(--nats-port "$nats_port" --pod bench --nats-send-asap "$send_asap" --broker-pid "$nats_pid")
   [ "$side$s" = chatdfanout_10k ] && before=$(delivery_buckets)
   run_loadgen "${side}_$s" $((run_s + warmup + 120)) fanout --target "$side" --port "$port" --sessions "$sessions" \
     --seconds "$run_s" --warmup "$warmup" --rate "$r" --window "$window" --pid "$(server_pids)" "${extra[@]}" || true
@@ -204,10 +204,12 @@ jq -nc \
       idle_rss_bytes_per_stream_10k: $h10[0].rss_per_conn_bytes, idle_pss_bytes_per_stream_10k: $h10[0].pss_per_conn_bytes,
       connect_10k_p99_ms: $h10[0].connect_p99_ms,
       fanout_events_per_sec: $full[0].chunk_events_per_sec, fanout_server_cpu_percent: $full[0].cpu_percent.server,
+      fanout_broker_cpu_percent: $full[0].cpu_percent.broker,
       fanout_delivered: $full[0].integrity.delivered,
       at_rate: {events_per_sec: $rate[0].chunk_events_per_sec, p50_ms: $rate[0].latency_p50_ms,
                 p99_ms: $rate[0].latency_p99_ms, p999_ms: $rate[0].latency_p999_ms,
-                server_cpu_percent: $rate[0].cpu_percent.server}};
+                server_cpu_percent: $rate[0].cpu_percent.server, broker_cpu_percent: $rate[0].cpu_percent.broker,
+                machine_cpu_percent: $rate[0].cpu_percent.machine}};
     def ratio($a; $b): if ($a | type) == "number" and ($b | type) == "number" and $b > 0
                        then ($a / $b * 100 | round / 100) else null end;
     side($chatd_hold_1k; $chatd_hold_10k; $chatd_fanout_full; $chatd_fanout_10k) as $c |

@@ -70,6 +70,7 @@ struct FanoutOptions {
   std::string text = "lorem ipsum ";
   std::string prefix;
   std::vector<int> pids;
+  std::vector<int> broker_pids;  // chatd: the nats-server in between (its CPU is reported apart)
 };
 
 enum Phase : int { kConnect = 0, kRun = 1, kDrain = 2, kClose = 3 };
@@ -475,7 +476,8 @@ class FanoutWorker : public Handler {
                "  --source-ips N [--source-offset K]: streams connect from 127.1.0.1+K .. +K+N-1 (through one port)\n"
                "  --batch N (128 stream connects in flight per thread)\n"
                "  --connect-seconds S (120: how long the streams have to come up)\n"
-               "  --pid PID[,PID...] the server's processes (CPU, RSS)\n");
+               "  --pid PID[,PID...] the server's processes (CPU, RSS)\n"
+               "  --broker-pid PID[,PID...] the broker's processes (CPU, reported as cpu_percent.broker)\n");
   std::exit(2);
 }
 
@@ -518,6 +520,7 @@ FanoutOptions parse_fanout(int argc, char** argv) {
     else if (k == "--connect-seconds") o.connect_seconds = num(1, 3600);
     else if (k == "--prefix") o.prefix = v;
     else if (k == "--pid") o.pids = parse_pids(v);
+    else if (k == "--broker-pid") o.broker_pids = parse_pids(v);
     else fanout_usage(("unknown option " + k).c_str());
   }
   if (o.target != "chatd" && o.target != "nchan") fanout_usage("--target takes chatd or nchan");
@@ -554,10 +557,10 @@ int fanout_main(int argc, char** argv) {
   sh.phase.store(kRun, std::memory_order_release);
   sleep_until_ns(sh.window_start_ns);
   const double cpu0 = o.pids.empty() ? -1 : read_cpu_seconds(o.pids), all0 = machine_busy_seconds(),
-               self0 = self_cpu_seconds();
+               self0 = self_cpu_seconds(), broker0 = o.broker_pids.empty() ? -1 : read_cpu_seconds(o.broker_pids);
   sleep_until_ns(sh.window_end_ns);
   const double cpu1 = o.pids.empty() ? -1 : read_cpu_seconds(o.pids), all1 = machine_busy_seconds(),
-               self1 = self_cpu_seconds();
+               self1 = self_cpu_seconds(), broker1 = o.broker_pids.empty() ? -1 : read_cpu_seconds(o.broker_pids);
   const long rss = o.pids.empty() ? -1 : read_vmrss_kib(o.pids);
   sh.phase.store(kDrain, std::memory_order_release);
   const std::int64_t drain_deadline = mono_ns() + static_cast<std::int64_t>(o.drain * 1e9);
@@ -591,6 +594,7 @@ int fanout_main(int argc, char** argv) {
       .raw("publish_status", status_json(st.publish_status));
   JsonLine cpu;
   if (!o.pids.empty()) cpu.num("server", (cpu1 - cpu0) / o.seconds * 100, 1);
+  if (!o.broker_pids.empty()) cpu.num("broker", (broker1 - broker0) / o.seconds * 100, 1);
   cpu.num("loadgen", (self1 - self0) / o.seconds * 100, 1).num("machine", (all1 - all0) / o.seconds * 100, 1);
   JsonLine j;
   j.str("mode", "fanout")
